@@ -1,0 +1,336 @@
+//! The in-memory object store: byte-bounded, with grace, Vary variants and hit-for-pass.
+//!
+//! Backed by moka (TinyLFU admission, LRU eviction) with one weight per entry that counts the
+//! key, every stored encoding, the headers and a fixed bookkeeping overhead, so `capacity`
+//! bounds what the cache really holds. Entries live until the end of their grace; freshness
+//! is judged on each lookup against [`Object::fresh_until`].
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use moka::notification::RemovalCause;
+use tokio::time::Instant;
+
+use crate::compress::Encoding;
+
+/// Bytes charged per entry for moka's and our own bookkeeping.
+const ENTRY_OVERHEAD: u64 = 320;
+/// Lifetime of a Vary rule once its URL's variants are gone.
+const VARY_RULE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A stored response.
+#[derive(Debug)]
+pub struct Object {
+    /// The status to replay.
+    pub status: StatusCode,
+    /// End-to-end headers to replay (no hop-by-hop, no framing, no encoding headers).
+    pub headers: HeaderMap,
+    /// The body as the origin meant it, uncompressed.
+    pub identity: Bytes,
+    /// Gzip of `identity`, made at store time when it pays.
+    pub gzip: Option<Bytes>,
+    /// Brotli of `identity`, made at store time when it pays.
+    pub br: Option<Bytes>,
+    /// Validator for conditional requests (the origin's, or one derived from the body).
+    pub etag: Option<HeaderValue>,
+    /// `Last-Modified` as a time, for `If-Modified-Since`.
+    pub last_modified: Option<SystemTime>,
+    /// When it was stored.
+    pub stored_at: Instant,
+    /// The origin's `Age` on arrival.
+    pub initial_age: Duration,
+    /// End of freshness.
+    pub fresh_until: Instant,
+    /// End of grace: after this it is never served.
+    pub grace_until: Instant,
+    /// Whether a client's `Accept-Encoding` selects among stored encodings.
+    pub compressible: bool,
+}
+
+impl Object {
+    /// The body and coding for a negotiated encoding, falling back to identity.
+    pub fn body(&self, enc: Encoding) -> (Encoding, &Bytes) {
+        match enc {
+            Encoding::Brotli if self.br.is_some() => (Encoding::Brotli, self.br.as_ref().unwrap_or(&self.identity)),
+            Encoding::Gzip if self.gzip.is_some() => (Encoding::Gzip, self.gzip.as_ref().unwrap_or(&self.identity)),
+            _ => (Encoding::Identity, &self.identity),
+        }
+    }
+
+    /// Seconds since the origin produced it, for the `Age` header.
+    pub fn age(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.stored_at) + self.initial_age).as_secs()
+    }
+
+    fn weight(&self) -> u64 {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 16).sum();
+        self.identity.len() as u64
+            + self.gzip.as_ref().map_or(0, |b| b.len() as u64)
+            + self.br.as_ref().map_or(0, |b| b.len() as u64)
+            + headers as u64
+    }
+}
+
+/// The request header names an origin's `Vary` names (other than Accept-Encoding, which the
+/// stored encodings already answer), and how many variants exist.
+#[derive(Debug)]
+pub struct VaryRule {
+    /// Lower-case header names, in the origin's order.
+    pub names: Vec<HeaderName>,
+    /// Variants stored so far under this rule; bounded by `cache.max_variants`.
+    pub variants: AtomicUsize,
+}
+
+/// What a key maps to.
+#[derive(Debug, Clone)]
+pub enum Slot {
+    /// A stored response.
+    Object(Arc<Object>),
+    /// The URL varies: look up again with the secondary key.
+    Vary(Arc<VaryRule>),
+    /// The URL answered uncacheably: pass without waiting, until the instant.
+    HitForPass(Instant, &'static str),
+}
+
+impl Slot {
+    fn lifetime(&self) -> Duration {
+        let now = Instant::now();
+        match self {
+            Slot::Object(o) => o.grace_until.saturating_duration_since(now),
+            Slot::Vary(_) => VARY_RULE_TTL,
+            Slot::HitForPass(until, _) => until.saturating_duration_since(now),
+        }
+    }
+
+    fn weight(&self, key: &str) -> u32 {
+        let body = match self {
+            Slot::Object(o) => o.weight(),
+            Slot::Vary(r) => r.names.iter().map(|n| n.as_str().len() as u64 + 16).sum(),
+            Slot::HitForPass(..) => 0,
+        };
+        u32::try_from(key.len() as u64 + body + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+    }
+}
+
+struct SlotExpiry;
+
+impl moka::Expiry<Arc<str>, Slot> for SlotExpiry {
+    fn expire_after_create(&self, _: &Arc<str>, v: &Slot, _: std::time::Instant) -> Option<Duration> {
+        Some(v.lifetime())
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Arc<str>,
+        v: &Slot,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.lifetime())
+    }
+}
+
+/// Counters the store keeps for metrics.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Entries removed to stay within capacity.
+    pub evictions: AtomicU64,
+    /// Entries removed because their grace ended.
+    pub expirations: AtomicU64,
+}
+
+/// The object store.
+pub struct Store {
+    map: moka::sync::Cache<Arc<str>, Slot, ahash::RandomState>,
+    /// Eviction and expiry counts.
+    pub stats: Arc<StoreStats>,
+}
+
+impl Store {
+    /// A store bounded to `capacity` bytes.
+    pub fn new(capacity: u64) -> Store {
+        let stats = Arc::new(StoreStats::default());
+        let listener_stats = stats.clone();
+        let map = moka::sync::Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|k: &Arc<str>, v: &Slot| v.weight(k))
+            .expire_after(SlotExpiry)
+            .eviction_listener(move |_k, _v, cause| match cause {
+                RemovalCause::Size => {
+                    listener_stats.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                RemovalCause::Expired => {
+                    listener_stats.expirations.fetch_add(1, Ordering::Relaxed);
+                }
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            })
+            .build_with_hasher(ahash::RandomState::new());
+        Store { map, stats }
+    }
+
+    /// The slot for a key.
+    pub fn get(&self, key: &str) -> Option<Slot> {
+        self.map.get(key)
+    }
+
+    /// Stores or replaces a slot.
+    pub fn insert(&self, key: Arc<str>, slot: Slot) {
+        self.map.insert(key, slot);
+    }
+
+    /// Removes one key; true if something was there.
+    pub fn remove(&self, key: &str) -> bool {
+        self.map.remove(key).is_some()
+    }
+
+    /// Removes every entry (O(1); memory is reclaimed lazily).
+    pub fn clear(&self) {
+        self.map.invalidate_all();
+    }
+
+    /// Removes a URL with all its variants: the primary key and every key that extends it
+    /// with a variant suffix.
+    pub fn purge_url(&self, primary: &str) -> usize {
+        let mut n = 0;
+        if let Some(Slot::Vary(_)) = self.map.get(primary) {
+            let prefix = format!("{primary}{VARIANT_SEP}");
+            let keys: Vec<Arc<str>> = self
+                .map
+                .iter()
+                .map(|(k, _)| (*k).clone())
+                .filter(|k| k.starts_with(&prefix))
+                .collect();
+            for k in keys {
+                n += usize::from(self.map.remove(&*k).is_some());
+            }
+        }
+        n + usize::from(self.map.remove(primary).is_some())
+    }
+
+    /// Runs moka's pending maintenance (evictions, expiries); call periodically.
+    pub fn maintain(&self) {
+        self.map.run_pending_tasks();
+    }
+
+    /// Objects held (approximate until maintenance runs).
+    pub fn entry_count(&self) -> u64 {
+        self.map.entry_count()
+    }
+
+    /// Bytes held, by the store's weights.
+    pub fn weighted_size(&self) -> u64 {
+        self.map.weighted_size()
+    }
+}
+
+/// Separates a primary key from the variant part of a secondary key.
+pub const VARIANT_SEP: char = '\u{1}';
+
+/// The secondary key of a request under a Vary rule: the primary key plus the values of the
+/// named request headers.
+pub fn variant_key(primary: &str, rule: &VaryRule, req: &HeaderMap) -> String {
+    let mut key = String::with_capacity(primary.len() + 32);
+    key.push_str(primary);
+    for name in &rule.names {
+        key.push(VARIANT_SEP);
+        for v in req.get_all(name) {
+            key.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            key.push(',');
+        }
+    }
+    key
+}
+
+/// The header names in a response's `Vary` other than Accept-Encoding, lower-cased and
+/// de-duplicated. Invalid names are dropped.
+pub fn vary_names(resp: &HeaderMap) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = Vec::new();
+    for v in resp.get_all(http::header::VARY) {
+        let Ok(s) = v.to_str() else { continue };
+        for n in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let Ok(name) = HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes()) else {
+                continue;
+            };
+            if name != http::header::ACCEPT_ENCODING && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(body: &str, ttl: Duration) -> Arc<Object> {
+        let now = Instant::now();
+        Arc::new(Object {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            identity: Bytes::from(body.to_string()),
+            gzip: None,
+            br: None,
+            etag: None,
+            last_modified: None,
+            stored_at: now,
+            initial_age: Duration::from_secs(5),
+            fresh_until: now + ttl,
+            grace_until: now + ttl * 2,
+            compressible: true,
+        })
+    }
+
+    #[test]
+    fn stores_and_purges_with_variants() {
+        let s = Store::new(1 << 20);
+        let rule = Arc::new(VaryRule {
+            names: vec![HeaderName::from_static("x-device")],
+            variants: AtomicUsize::new(0),
+        });
+        s.insert("h/a".into(), Slot::Vary(rule.clone()));
+        let mut req = HeaderMap::new();
+        req.insert("x-device", "mobile".parse().unwrap());
+        let k = variant_key("h/a", &rule, &req);
+        s.insert(k.clone().into(), Slot::Object(object("m", Duration::from_secs(60))));
+        s.insert("h/ab".into(), Slot::Object(object("other", Duration::from_secs(60))));
+        assert!(matches!(s.get(&k), Some(Slot::Object(_))));
+        assert_eq!(s.purge_url("h/a"), 2);
+        assert!(s.get(&k).is_none());
+        assert!(s.get("h/ab").is_some(), "a longer URL is not a variant");
+    }
+
+    #[test]
+    fn byte_budget_evicts() {
+        let s = Store::new(1 << 20);
+        let big = "x".repeat(100 * 1024);
+        for i in 0..40 {
+            s.insert(
+                format!("h/{i}").into(),
+                Slot::Object(object(&big, Duration::from_secs(60))),
+            );
+            s.maintain();
+        }
+        s.maintain();
+        assert!(s.weighted_size() <= 1 << 20, "{}", s.weighted_size());
+        assert!(s.stats.evictions.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn vary_names_skip_accept_encoding() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::VARY, "Accept-Encoding, Cookie".parse().unwrap());
+        h.append(http::header::VARY, "cookie, X-Device".parse().unwrap());
+        let names: Vec<_> = vary_names(&h).iter().map(|n| n.as_str().to_string()).collect();
+        assert_eq!(names, ["cookie", "x-device"]);
+    }
+
+    #[test]
+    fn age_counts_time_held_plus_origin_age() {
+        let o = object("a", Duration::from_secs(60));
+        assert_eq!(o.age(o.stored_at + Duration::from_secs(10)), 15);
+    }
+}

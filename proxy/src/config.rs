@@ -1,0 +1,841 @@
+//! Configuration: TOML → raw serde structs → validated [`Config`].
+//!
+//! Raw structs mirror the file (unknown keys are refused); [`Config::from_toml`] turns them
+//! into typed values (`Duration`, `SocketAddr`, byte counts) and collects *every* problem
+//! with the key it belongs to, so `--check-config` can print them all at once.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default cache byte budget: 512 MiB.
+pub const DEFAULT_CAPACITY: u64 = 512 << 20;
+/// TTL for responses without freshness information (WordPress HTML sends none).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
+/// How long an expired object is kept to be served stale.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+/// Largest body the cache stores; larger ones stream through.
+pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 8 << 20;
+/// How long requests wait for another request's origin fetch of the same key.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an uncacheable answer is remembered so its URL is passed without waiting.
+pub const DEFAULT_HIT_FOR_PASS_TTL: Duration = Duration::from_secs(120);
+/// Variants stored under one URL when the origin sends `Vary`.
+pub const DEFAULT_MAX_VARIANTS: usize = 16;
+/// Time allowed for a client to send complete request headers (slowloris guard).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head accepted from a client.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 << 10;
+/// Time in-flight requests get to finish after SIGTERM.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most client connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Origin TCP connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time from sending a request to the origin's response head.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest silence allowed between two chunks of an origin body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle keep-alive connections kept to the origin.
+pub const DEFAULT_MAX_IDLE_PER_HOST: usize = 64;
+/// Bodies smaller than this are not compressed (the headers would outweigh the gain).
+pub const DEFAULT_COMPRESS_MIN_SIZE: u64 = 256;
+
+/// Cookie name prefixes that make a request personal (passed, never cached).
+pub const DEFAULT_PASS_COOKIES: &[&str] = &[
+    "wordpress_logged_in_",
+    "wordpress_sec_",
+    "wp-postpass_",
+    "comment_author_",
+    "woocommerce_cart_hash",
+    "woocommerce_items_in_cart",
+    "wp_woocommerce_session_",
+    "PHPSESSID",
+];
+/// Path prefixes that are never cached.
+pub const DEFAULT_PASS_PATHS: &[&str] = &[
+    "/wp-admin",
+    "/wp-login.php",
+    "/wp-cron.php",
+    "/wp-comments-post.php",
+    "/wp-activate.php",
+    "/wp-signup.php",
+    "/wp-mail.php",
+    "/xmlrpc.php",
+    "/cart",
+    "/checkout",
+    "/my-account",
+    "/wc-api",
+    "/.well-known/acme-challenge/",
+];
+/// Query parameters whose presence makes a request uncacheable.
+pub const DEFAULT_PASS_QUERY: &[&str] = &["preview", "p_preview", "add-to-cart", "wc-api", "_wpnonce"];
+/// Query parameters removed from the cache key (tracking); a trailing `*` matches a prefix.
+pub const DEFAULT_STRIP_QUERY: &[&str] = &[
+    "utm_*",
+    "fbclid",
+    "gclid",
+    "gclsrc",
+    "dclid",
+    "msclkid",
+    "mc_cid",
+    "mc_eid",
+    "_ga",
+    "_gl",
+    "yclid",
+    "igshid",
+    "twclid",
+    "li_fat_id",
+    "_hsenc",
+    "_hsmi",
+    "mkt_tok",
+    "ref_src",
+    "replytocom",
+];
+/// Status codes stored when the response is otherwise cacheable.
+pub const DEFAULT_CACHEABLE_STATUSES: &[u16] = &[200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, e.g. `cache.capacity`; empty for file-level problems.
+    pub key: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// All problems of one file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct ConfigError {
+    /// Every problem found, in file order.
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    origin: RawOrigin,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    cluster: RawCluster,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    access_log: Option<bool>,
+    header_timeout: Option<toml::Value>,
+    max_header_bytes: Option<toml::Value>,
+    max_connections: Option<i64>,
+    shutdown_timeout: Option<toml::Value>,
+    hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrigin {
+    url: Option<String>,
+    connect_timeout: Option<toml::Value>,
+    first_byte_timeout: Option<toml::Value>,
+    body_timeout: Option<toml::Value>,
+    max_idle_connections: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    capacity: Option<toml::Value>,
+    default_ttl: Option<toml::Value>,
+    grace: Option<toml::Value>,
+    max_object_size: Option<toml::Value>,
+    lock_timeout: Option<toml::Value>,
+    hit_for_pass_ttl: Option<toml::Value>,
+    max_variants: Option<i64>,
+    compress_min_size: Option<toml::Value>,
+    brotli: Option<bool>,
+    cacheable_statuses: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    pass_cookies: Option<Vec<String>>,
+    extra_pass_cookies: Option<Vec<String>>,
+    pass_paths: Option<Vec<String>>,
+    extra_pass_paths: Option<Vec<String>>,
+    pass_query: Option<Vec<String>>,
+    strip_query: Option<Vec<String>>,
+    pass_authorization: Option<bool>,
+    pass_ajax: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    node_id: Option<String>,
+    siblings: Option<Vec<String>>,
+    secret_file: Option<String>,
+    admin_allow: Option<Vec<String>>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listeners and client-side limits.
+    pub server: ServerConfig,
+    /// The single origin everything is fetched from.
+    pub origin: OriginConfig,
+    /// Cache sizing and lifetimes.
+    pub cache: CacheConfig,
+    /// What is passed and how keys are normalised.
+    pub policy: PolicyConfig,
+    /// Node identity and the secret that authenticates admin requests.
+    pub cluster: ClusterConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Public HTTP listener.
+    pub listen: SocketAddr,
+    /// Admin listener (health, metrics, signed purges); must differ from `listen`.
+    pub admin_listen: SocketAddr,
+    /// Whether one log line per request is written (target `strata::access`).
+    pub access_log: bool,
+    /// Deadline for a client to send a request head, counted from the end of the previous
+    /// response on a keep-alive connection (so it also bounds idle connections).
+    pub header_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// Most concurrent client connections.
+    pub max_connections: usize,
+    /// Time in-flight requests get to finish on shutdown.
+    pub shutdown_timeout: Duration,
+    /// Host names (without port) served; empty = any Host goes to the one origin.
+    pub hosts: Vec<String>,
+}
+
+/// `[origin]`
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    /// Base URL of the origin, e.g. `http://127.0.0.1:8081`.
+    pub url: http::Uri,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to the response head.
+    pub first_byte_timeout: Duration,
+    /// Longest pause between body chunks.
+    pub body_timeout: Duration,
+    /// Idle pooled connections kept open to the origin.
+    pub max_idle_connections: usize,
+}
+
+/// `[cache]`
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Byte budget, counting bodies, headers and bookkeeping.
+    pub capacity: u64,
+    /// TTL when the response has no freshness information.
+    pub default_ttl: Duration,
+    /// How long past expiry an object may be served stale.
+    pub grace: Duration,
+    /// Largest body stored.
+    pub max_object_size: u64,
+    /// How long a request waits on another's fetch of the same key.
+    pub lock_timeout: Duration,
+    /// How long an uncacheable answer is remembered.
+    pub hit_for_pass_ttl: Duration,
+    /// Variants kept per URL when the origin sends `Vary`.
+    pub max_variants: usize,
+    /// Smallest body that is compressed.
+    pub compress_min_size: u64,
+    /// Whether a brotli variant is made at store time.
+    pub brotli: bool,
+    /// Status codes that may be stored.
+    pub cacheable_statuses: Vec<u16>,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// Cookie name prefixes that make a request pass.
+    pub pass_cookies: Vec<String>,
+    /// Path prefixes that always pass.
+    pub pass_paths: Vec<String>,
+    /// Query parameter names that make a request pass.
+    pub pass_query: Vec<String>,
+    /// Query parameter names (or `prefix*`) dropped from the cache key and the origin request.
+    pub strip_query: Vec<String>,
+    /// Whether a request with `Authorization` passes.
+    pub pass_authorization: bool,
+    /// Whether `X-Requested-With: XMLHttpRequest` passes.
+    pub pass_ajax: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let own = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        PolicyConfig {
+            pass_cookies: own(DEFAULT_PASS_COOKIES),
+            pass_paths: own(DEFAULT_PASS_PATHS),
+            pass_query: own(DEFAULT_PASS_QUERY),
+            strip_query: own(DEFAULT_STRIP_QUERY),
+            pass_authorization: true,
+            pass_ajax: true,
+        }
+    }
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's name in logs, metrics and ban messages.
+    pub node_id: String,
+    /// Admin URLs of the other nodes.
+    pub siblings: Vec<http::Uri>,
+    /// Where the shared secret is read from.
+    pub secret_file: PathBuf,
+    /// The secret itself, read at load time.
+    pub secret: Vec<u8>,
+    /// Client addresses allowed on the admin API besides signature checks; empty = any.
+    pub admin_allow: Vec<std::net::IpAddr>,
+}
+
+/// Collects problems while validating.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, v: &Option<toml::Value>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(toml::Value::String(s)) => parse_duration(s).unwrap_or_else(|e| {
+                self.problem(key, e);
+                default
+            }),
+            Some(_) => {
+                self.problem(
+                    key,
+                    "expected a duration string such as \"5ms\", \"30s\", \"5m\", \"1h\"",
+                );
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, key: &str, v: &Option<toml::Value>, default: u64) -> u64 {
+        match v {
+            None => default,
+            Some(toml::Value::Integer(n)) if *n >= 0 => *n as u64,
+            Some(toml::Value::String(s)) => parse_size(s).unwrap_or_else(|e| {
+                self.problem(key, e);
+                default
+            }),
+            Some(_) => {
+                self.problem(
+                    key,
+                    "expected a byte size such as \"512MiB\", \"64KiB\" or a whole number of bytes",
+                );
+                default
+            }
+        }
+    }
+
+    fn count(&mut self, key: &str, v: Option<i64>, default: usize, range: std::ops::RangeInclusive<usize>) -> usize {
+        let Some(n) = v else { return default };
+        match usize::try_from(n) {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                self.problem(key, format!("{n} is out of range {}..={}", range.start(), range.end()));
+                default
+            }
+        }
+    }
+
+    fn addr(&mut self, key: &str, v: &Option<String>) -> Option<SocketAddr> {
+        let Some(s) = v else {
+            self.problem(key, "missing: an address such as \"127.0.0.1:8080\"");
+            return None;
+        };
+        match s.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem(
+                    key,
+                    format!("{s:?} is not an IP:port address such as \"127.0.0.1:8080\""),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Parses `"5ms"`, `"30s"`, `"5m"`, `"1h"`, `"2d"` (also `us`, and combinations like `"1m30s"`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration: use a number with a unit (us, ms, s, m, h, d), e.g. \"5ms\"");
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = rest[..unit_len].trim();
+        rest = &rest[unit_len..];
+        let secs = match unit {
+            "us" | "µs" => n / 1e6,
+            "ms" => n / 1e3,
+            "s" | "sec" => n,
+            "m" | "min" => n * 60.0,
+            "h" => n * 3600.0,
+            "d" => n * 86400.0,
+            _ => return Err(bad()),
+        };
+        total += Duration::from_secs_f64(secs);
+    }
+    Ok(total)
+}
+
+/// Parses `"512MiB"`, `"64KiB"`, `"1GB"`, `"4096"` into bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a byte size: use e.g. \"512MiB\", \"64KiB\", \"2GiB\" or \"4096\"");
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    if split == 0 {
+        return Err(bad());
+    }
+    let n: u64 = t[..split].parse().map_err(|_| bad())?;
+    let mult: u64 = match t[split..].trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "TiB" | "T" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+impl Config {
+    /// Reads and validates a file. The secret file named in it is read too.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                key: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }],
+        })?;
+        Self::from_toml(&text, path.parent())
+    }
+
+    /// Validates TOML text; relative `secret_file` paths resolve against `base`.
+    pub fn from_toml(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                key: String::new(),
+                message: e.to_string().trim_end().to_string(),
+            }],
+        })?;
+        let mut c = Checker::default();
+        let s = &raw.server;
+        let listen = c.addr("server.listen", &s.listen);
+        let admin_listen = c.addr("server.admin_listen", &s.admin_listen);
+        if let (Some(a), Some(b)) = (listen, admin_listen) {
+            if a == b {
+                c.problem(
+                    "server.admin_listen",
+                    "must differ from server.listen: the admin API is never on the public port",
+                );
+            }
+        }
+        let server = ServerConfig {
+            listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+            admin_listen: admin_listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+            access_log: s.access_log.unwrap_or(false),
+            header_timeout: c.duration("server.header_timeout", &s.header_timeout, DEFAULT_HEADER_TIMEOUT),
+            max_header_bytes: c.size("server.max_header_bytes", &s.max_header_bytes, DEFAULT_MAX_HEADER_BYTES) as usize,
+            max_connections: c.count(
+                "server.max_connections",
+                s.max_connections,
+                DEFAULT_MAX_CONNECTIONS,
+                1..=10_000_000,
+            ),
+            shutdown_timeout: c.duration("server.shutdown_timeout", &s.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT),
+            hosts: s
+                .hosts
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+        };
+        if server.max_header_bytes < 1024 {
+            c.problem("server.max_header_bytes", "must be at least 1KiB");
+        }
+
+        let o = &raw.origin;
+        let url = match &o.url {
+            None => {
+                c.problem(
+                    "origin.url",
+                    "missing: the origin's base URL, e.g. \"http://127.0.0.1:8081\"",
+                );
+                None
+            }
+            Some(u) => match u.parse::<http::Uri>() {
+                Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
+                    if uri.path() != "/" && !uri.path().is_empty() {
+                        c.problem(
+                            "origin.url",
+                            format!("{u:?}: a path prefix is not supported; give scheme://host:port"),
+                        );
+                    }
+                    Some(uri)
+                }
+                Ok(_) => {
+                    c.problem(
+                        "origin.url",
+                        format!("{u:?}: expected an http:// URL with a host, e.g. \"http://127.0.0.1:8081\""),
+                    );
+                    None
+                }
+                Err(e) => {
+                    c.problem("origin.url", format!("{u:?} is not a URL: {e}"));
+                    None
+                }
+            },
+        };
+        let origin = OriginConfig {
+            url: url.unwrap_or_else(|| http::Uri::from_static("http://127.0.0.1:1")),
+            connect_timeout: c.duration("origin.connect_timeout", &o.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+            first_byte_timeout: c.duration(
+                "origin.first_byte_timeout",
+                &o.first_byte_timeout,
+                DEFAULT_FIRST_BYTE_TIMEOUT,
+            ),
+            body_timeout: c.duration("origin.body_timeout", &o.body_timeout, DEFAULT_BODY_TIMEOUT),
+            max_idle_connections: c.count(
+                "origin.max_idle_connections",
+                o.max_idle_connections,
+                DEFAULT_MAX_IDLE_PER_HOST,
+                0..=100_000,
+            ),
+        };
+
+        let k = &raw.cache;
+        let cache = CacheConfig {
+            capacity: c.size("cache.capacity", &k.capacity, DEFAULT_CAPACITY),
+            default_ttl: c.duration("cache.default_ttl", &k.default_ttl, DEFAULT_TTL),
+            grace: c.duration("cache.grace", &k.grace, DEFAULT_GRACE),
+            max_object_size: c.size("cache.max_object_size", &k.max_object_size, DEFAULT_MAX_OBJECT_SIZE),
+            lock_timeout: c.duration("cache.lock_timeout", &k.lock_timeout, DEFAULT_LOCK_TIMEOUT),
+            hit_for_pass_ttl: c.duration("cache.hit_for_pass_ttl", &k.hit_for_pass_ttl, DEFAULT_HIT_FOR_PASS_TTL),
+            max_variants: c.count("cache.max_variants", k.max_variants, DEFAULT_MAX_VARIANTS, 1..=1024),
+            compress_min_size: c.size(
+                "cache.compress_min_size",
+                &k.compress_min_size,
+                DEFAULT_COMPRESS_MIN_SIZE,
+            ),
+            brotli: k.brotli.unwrap_or(true),
+            cacheable_statuses: match &k.cacheable_statuses {
+                None => DEFAULT_CACHEABLE_STATUSES.to_vec(),
+                Some(list) => list
+                    .iter()
+                    .filter_map(|&n| match u16::try_from(n) {
+                        Ok(s) if (200..600).contains(&s) => Some(s),
+                        _ => {
+                            c.problem(
+                                "cache.cacheable_statuses",
+                                format!("{n} is not an HTTP status from 200 to 599"),
+                            );
+                            None
+                        }
+                    })
+                    .collect(),
+            },
+        };
+        if cache.capacity < 1 << 20 {
+            c.problem(
+                "cache.capacity",
+                format!("{} bytes is too small: at least 1MiB", cache.capacity),
+            );
+        }
+        if cache.max_object_size > cache.capacity / 4 {
+            c.problem("cache.max_object_size", "must be at most a quarter of cache.capacity");
+        }
+        if cache.lock_timeout.is_zero() {
+            c.problem("cache.lock_timeout", "must be greater than zero");
+        }
+
+        let p = &raw.policy;
+        let mut policy = PolicyConfig::default();
+        if let Some(v) = &p.pass_cookies {
+            policy.pass_cookies = v.clone();
+        }
+        policy
+            .pass_cookies
+            .extend(p.extra_pass_cookies.iter().flatten().cloned());
+        if let Some(v) = &p.pass_paths {
+            policy.pass_paths = v.clone();
+        }
+        policy.pass_paths.extend(p.extra_pass_paths.iter().flatten().cloned());
+        for path in &policy.pass_paths {
+            if !path.starts_with('/') {
+                c.problem("policy.pass_paths", format!("{path:?} must start with '/'"));
+            }
+        }
+        if let Some(v) = &p.pass_query {
+            policy.pass_query = v.clone();
+        }
+        if let Some(v) = &p.strip_query {
+            policy.strip_query = v.clone();
+        }
+        for name in policy
+            .pass_cookies
+            .iter()
+            .chain(&policy.pass_query)
+            .chain(&policy.strip_query)
+        {
+            if name.is_empty() {
+                c.problem("policy", "empty names are not allowed in cookie or query lists");
+            }
+        }
+        policy.pass_authorization = p.pass_authorization.unwrap_or(true);
+        policy.pass_ajax = p.pass_ajax.unwrap_or(true);
+
+        let cl = &raw.cluster;
+        let node_id = cl.node_id.clone().unwrap_or_else(|| "node-1".to_string());
+        if node_id.is_empty()
+            || !node_id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        {
+            c.problem(
+                "cluster.node_id",
+                format!("{node_id:?}: use letters, digits, '-', '_' or '.'"),
+            );
+        }
+        let siblings = cl
+            .siblings
+            .iter()
+            .flatten()
+            .filter_map(|s| match s.parse::<http::Uri>() {
+                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
+                _ => {
+                    c.problem("cluster.siblings", format!("{s:?} is not an http:// admin URL"));
+                    None
+                }
+            })
+            .collect();
+        let admin_allow = cl
+            .admin_allow
+            .iter()
+            .flatten()
+            .filter_map(|s| match s.parse() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    c.problem("cluster.admin_allow", format!("{s:?} is not an IP address"));
+                    None
+                }
+            })
+            .collect();
+        let (secret_file, secret) = match &cl.secret_file {
+            None => {
+                c.problem(
+                    "cluster.secret_file",
+                    "missing: a file holding the cluster secret (at least 16 characters)",
+                );
+                (PathBuf::new(), Vec::new())
+            }
+            Some(f) => {
+                let path = match base {
+                    Some(b) if Path::new(f).is_relative() => b.join(f),
+                    _ => PathBuf::from(f),
+                };
+                let secret = match std::fs::read_to_string(&path) {
+                    Ok(text) => strata_wire::auth::parse_secret(&text).unwrap_or_else(|| {
+                        c.problem(
+                            "cluster.secret_file",
+                            format!(
+                                "{} holds fewer than {} characters",
+                                path.display(),
+                                strata_wire::auth::MIN_SECRET_LEN
+                            ),
+                        );
+                        Vec::new()
+                    }),
+                    Err(e) => {
+                        c.problem("cluster.secret_file", format!("cannot read {}: {e}", path.display()));
+                        Vec::new()
+                    }
+                };
+                (path, secret)
+            }
+        };
+        let cluster = ClusterConfig {
+            node_id,
+            siblings,
+            secret_file,
+            secret,
+            admin_allow,
+        };
+
+        if c.problems.is_empty() {
+            Ok(Config {
+                server,
+                origin,
+                cache,
+                policy,
+                cluster,
+            })
+        } else {
+            Err(ConfigError { problems: c.problems })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret_file() -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with("0123456789abcdef0123456789abcdef")
+    }
+
+    /// A tiny temporary file helper, so tests need no extra crates.
+    mod tempfile_path {
+        use std::path::PathBuf;
+        pub struct TempPath(pub PathBuf);
+        impl TempPath {
+            pub fn with(contents: &str) -> Self {
+                static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let p = std::env::temp_dir().join(format!("strata-cfg-{}-{n}", std::process::id()));
+                std::fs::write(&p, contents).unwrap();
+                TempPath(p)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    fn minimal(secret: &Path) -> String {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9080\"\n[origin]\nurl = \"http://127.0.0.1:8081\"\n[cluster]\nsecret_file = {:?}\n",
+            secret.display().to_string()
+        )
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let s = secret_file();
+        let c = Config::from_toml(&minimal(&s.0), None).unwrap();
+        assert_eq!(c.cache.capacity, DEFAULT_CAPACITY);
+        assert_eq!(c.cache.grace, DEFAULT_GRACE);
+        assert_eq!(c.origin.url.authority().unwrap().as_str(), "127.0.0.1:8081");
+        assert!(c.policy.pass_cookies.iter().any(|p| p == "wordpress_logged_in_"));
+        assert_eq!(c.cluster.secret.len(), 32);
+    }
+
+    #[test]
+    fn every_bad_value_is_named_by_its_key() {
+        let s = secret_file();
+        let text = format!(
+            "[server]\nlisten = \"nowhere\"\nadmin_listen = \"127.0.0.1:9080\"\nheader_timeout = \"10 parsecs\"\n\
+             [origin]\nurl = \"ftp://x\"\n[cache]\ncapacity = \"lots\"\ndefault_ttl = 5\nmax_variants = 0\n\
+             [cluster]\nsecret_file = {:?}\nsiblings = [\"nope\"]\n",
+            s.0.display().to_string()
+        );
+        let err = Config::from_toml(&text, None).unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "server.listen",
+            "server.header_timeout",
+            "origin.url",
+            "cache.capacity",
+            "cache.default_ttl",
+            "cache.max_variants",
+            "cluster.siblings",
+        ] {
+            assert!(keys.contains(&k), "{k} not reported in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_secret_are_refused() {
+        let err = Config::from_toml("[cache]\ncapacityy = 5\n", None).unwrap_err();
+        assert!(err.to_string().contains("capacityy"), "{err}");
+        let text = minimal(Path::new("/nonexistent/secret"));
+        let err = Config::from_toml(&text, None).unwrap_err();
+        assert_eq!(err.problems[0].key, "cluster.secret_file");
+    }
+
+    #[test]
+    fn admin_and_public_ports_must_differ() {
+        let s = secret_file();
+        let text = minimal(&s.0).replace("127.0.0.1:9080", "127.0.0.1:8080");
+        let err = Config::from_toml(&text, None).unwrap_err();
+        assert_eq!(err.problems[0].key, "server.admin_listen");
+    }
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        assert_eq!(parse_duration("5ms"), Ok(Duration::from_millis(5)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("ms").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999999999999TiB").is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! strata-proxy: the caching HTTP front of Strata.
+//!
+//! Modules, one concern each:
+//! - [`config`]: TOML → validated [`config::Config`], every problem named by key;
+//! - [`policy`]: pass or look up, and the normalised cache key (WordPress rules);
+//! - [`freshness`]: may a response be stored, for how long, with how much grace;
+//! - [`cache`]: the byte-bounded store with variants and hit-for-pass;
+//! - [`compress`]: compress once at store time, negotiate at delivery;
+//! - [`origin`]: the pooled origin client and its errors;
+//! - [`framing`]: refusing ambiguous request framing before parsing;
+//! - [`server`]: the request path (refuse, pass, lookup, coalesced fill, grace);
+//! - [`admin`]: health, metrics, status and signed purges;
+//! - [`metrics`], [`outcome`], [`body`]: shared pieces.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod cache;
+pub mod client;
+pub mod compress;
+pub mod config;
+pub mod framing;
+pub mod freshness;
+pub mod metrics;
+pub mod origin;
+pub mod outcome;
+pub mod policy;
+pub mod server;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::server::Proxy;
+
+/// How often the store's pending maintenance (evictions, expiries) runs.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(250);
+/// Smallest read buffer hyper accepts.
+const MIN_BUF: usize = 8192;
+
+/// Serves the public and admin listeners until `shutdown` resolves, then lets in-flight
+/// requests finish for up to `server.shutdown_timeout`.
+///
+/// The caller binds the listeners, so tests can bind port 0. Returns the proxy's shared
+/// state once everything has stopped.
+pub async fn run(
+    public: TcpListener,
+    admin: TcpListener,
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Arc<Proxy> {
+    let cfg = Arc::new(cfg);
+    let proxy = Arc::new(Proxy::new(cfg.clone()));
+    let admin_state = Arc::new(Admin {
+        proxy: proxy.clone(),
+        replay: Default::default(),
+    });
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(cfg.server.max_connections));
+
+    let maintenance = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                proxy.store.maintain();
+            }
+        })
+    };
+
+    tracing::info!(
+        public = %public.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        admin = %admin.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        origin = %cfg.origin.url,
+        node = %cfg.cluster.node_id,
+        "strata-proxy listening"
+    );
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = public.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "connection limit reached; closing new connection");
+                        continue;
+                    };
+                    let proxy = proxy.clone();
+                    let svc = service_fn(move |req| {
+                        let proxy = proxy.clone();
+                        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
+                    });
+                    serve(&graceful, &cfg, stream, svc, permit);
+                }
+                Err(e) => accept_error(e).await,
+            },
+            accepted = admin.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let admin = admin_state.clone();
+                    let svc = service_fn(move |req| {
+                        let admin = admin.clone();
+                        async move { Ok::<_, std::convert::Infallible>(admin.handle(req, peer).await) }
+                    });
+                    let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
+                    serve(&graceful, &cfg, stream, svc, permit);
+                }
+                Err(e) => accept_error(e).await,
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(public);
+    drop(admin);
+    tracing::info!(timeout = ?cfg.server.shutdown_timeout, "shutting down: finishing in-flight requests");
+    if tokio::time::timeout(cfg.server.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout reached; closing remaining connections");
+    }
+    maintenance.abort();
+    proxy
+}
+
+fn serve<S>(
+    graceful: &GracefulShutdown,
+    cfg: &Config,
+    stream: TcpStream,
+    svc: S,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<body::ProxyBody>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let io = TokioIo::new(framing::Guarded::new(stream, cfg.server.max_header_bytes));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.server.header_timeout)
+        .max_buf_size(cfg.server.max_header_bytes.max(MIN_BUF))
+        .keep_alive(true)
+        .serve_connection(io, svc);
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(peer = ?peer, error = %e, "client connection ended with an error");
+        }
+        drop(permit);
+    });
+}
+
+/// Accept errors (e.g. too many open files) are transient: log and pause briefly.
+async fn accept_error(e: std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Binds the configured listeners.
+pub async fn bind(cfg: &Config) -> std::io::Result<(TcpListener, TcpListener)> {
+    let public = TcpListener::bind(cfg.server.listen).await?;
+    let admin = TcpListener::bind(cfg.server.admin_listen).await?;
+    Ok((public, admin))
+}
+
+/// Where a local client reaches a listener: an unspecified bind address becomes loopback.
+pub fn local_target(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let ip: std::net::IpAddr = if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(ip, addr.port())
+    } else {
+        addr
+    }
+}

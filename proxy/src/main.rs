@@ -1,0 +1,131 @@
+//! `strata-proxy`: run the caching proxy, check a config, or send a signed purge.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use strata_proxy::client::{self, Target};
+use strata_proxy::config::Config;
+
+/// Strata's caching HTTP front for WordPress-style sites.
+#[derive(Parser)]
+#[command(name = "strata-proxy", version, about)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', global = true, default_value = "/etc/strata/proxy.toml")]
+    config: PathBuf,
+    /// Validate the configuration, print every problem, and exit (non-zero if any).
+    #[arg(long)]
+    check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sign an invalidation with the cluster secret and send it to this node's admin API.
+    Ban(BanArgs),
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct BanArgs {
+    /// One URL with all its variants: absolute (http://host/path) or a path with --host.
+    #[arg(long)]
+    url: Option<String>,
+    /// Host for a path given to --url.
+    #[arg(long, requires = "url")]
+    host: Option<String>,
+    /// Everything in the cache.
+    #[arg(long)]
+    all: bool,
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("STRATA_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{}: {} problem(s):", path.display(), e.problems.len());
+        for p in &e.problems {
+            eprintln!("  {p}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match load(&cli.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if cli.check_config {
+        println!("{}: ok", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Some(Command::Ban(b)) => ban(cfg, b).await,
+            None => serve(cfg).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata-proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let (public, admin) = strata_proxy::bind(&cfg)
+        .await
+        .with_context(|| format!("cannot bind {} / {}", cfg.server.listen, cfg.server.admin_listen))?;
+    strata_proxy::run(public, admin, cfg, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn ban(cfg: Config, b: BanArgs) -> anyhow::Result<()> {
+    let target = match (b.url, b.all) {
+        (Some(url), _) => Target::Url { url, host: b.host },
+        (None, true) => Target::All,
+        (None, false) => anyhow::bail!("give --url URL or --all"),
+    };
+    let addr = strata_proxy::local_target(cfg.server.admin_listen);
+    let answer = client::send_purge(addr, &cfg.cluster.secret, &target).await?;
+    println!("{answer}");
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! Metrics: every name in one place, handles created once so the hot path only bumps atomics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::outcome::Outcome;
+
+/// Metric names (without the `_total` suffix the encoder adds to counters).
+pub mod names {
+    pub const REQUESTS: &str = "strata_requests";
+    pub const PASSES: &str = "strata_passes";
+    pub const NOT_STORED: &str = "strata_not_stored";
+    pub const CLIENT_ERRORS: &str = "strata_client_errors";
+    pub const COALESCED: &str = "strata_coalesced_requests";
+    pub const ORIGIN_REQUESTS: &str = "strata_origin_requests";
+    pub const ORIGIN_ERRORS: &str = "strata_origin_errors";
+    pub const ORIGIN_LATENCY: &str = "strata_origin_first_byte_seconds";
+    pub const HIT_RATIO: &str = "strata_hit_ratio";
+    pub const CACHE_BYTES: &str = "strata_cache_bytes";
+    pub const CACHE_CAPACITY: &str = "strata_cache_capacity_bytes";
+    pub const CACHE_OBJECTS: &str = "strata_cache_objects";
+    pub const EVICTIONS: &str = "strata_cache_evictions";
+    pub const EXPIRATIONS: &str = "strata_cache_expirations";
+    pub const PURGES: &str = "strata_purges";
+    pub const BACKGROUND_REFRESHES: &str = "strata_background_refreshes";
+}
+
+/// A label set with one label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Label {
+    /// The label's value; the name depends on the family (outcome, reason, kind).
+    pub value: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// All metrics of a proxy.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by outcome, indexed by [`Outcome`] as usize.
+    outcomes: Vec<Counter>,
+    passes: Family<ReasonLabel, Counter>,
+    not_stored: Family<ReasonLabel, Counter>,
+    client_errors: Family<ReasonLabel, Counter>,
+    origin_errors: Family<ReasonLabel, Counter>,
+    /// Requests answered from another request's origin fetch.
+    pub coalesced: Counter,
+    /// Requests sent to the origin.
+    pub origin_requests: Counter,
+    /// Time from sending to the origin's response head.
+    pub origin_latency: Histogram,
+    hit_ratio: Gauge<f64, AtomicU64>,
+    cache_bytes: Gauge,
+    cache_objects: Gauge,
+    evictions: Counter,
+    expirations: Counter,
+    /// Purges applied through the admin API.
+    pub purges: Counter,
+    /// Stale objects refreshed in the background.
+    pub background_refreshes: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric; `capacity` is published as a constant gauge.
+    pub fn new(capacity: u64) -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<OutcomeLabel, Counter>::default();
+        registry.register(names::REQUESTS, "Client requests by cache outcome", requests.clone());
+        let outcomes = Outcome::ALL
+            .iter()
+            .map(|o| requests.get_or_create(&OutcomeLabel { outcome: o.as_str() }).clone())
+            .collect();
+        let passes = Family::default();
+        registry.register(
+            names::PASSES,
+            "Requests passed to the origin without lookup, by reason",
+            passes.clone(),
+        );
+        let not_stored = Family::default();
+        registry.register(
+            names::NOT_STORED,
+            "Origin responses not stored, by reason",
+            not_stored.clone(),
+        );
+        let client_errors = Family::default();
+        registry.register(
+            names::CLIENT_ERRORS,
+            "Client requests refused, by reason",
+            client_errors.clone(),
+        );
+        let origin_errors = Family::default();
+        registry.register(
+            names::ORIGIN_ERRORS,
+            "Origin fetches that failed, by kind",
+            origin_errors.clone(),
+        );
+        let coalesced = Counter::default();
+        registry.register(
+            names::COALESCED,
+            "Requests answered by another request's origin fetch",
+            coalesced.clone(),
+        );
+        let origin_requests = Counter::default();
+        registry.register(
+            names::ORIGIN_REQUESTS,
+            "Requests sent to the origin",
+            origin_requests.clone(),
+        );
+        let origin_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            names::ORIGIN_LATENCY,
+            "Origin time to response head",
+            origin_latency.clone(),
+        );
+        let hit_ratio = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            names::HIT_RATIO,
+            "Share of cacheable lookups answered from memory (hit + stale)",
+            hit_ratio.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        registry.register(
+            names::CACHE_BYTES,
+            "Bytes held by the cache, metadata included",
+            cache_bytes.clone(),
+        );
+        let cache_capacity = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        cache_capacity.set(i64::try_from(capacity).unwrap_or(i64::MAX));
+        registry.register(names::CACHE_CAPACITY, "Configured cache byte budget", cache_capacity);
+        let cache_objects = Gauge::default();
+        registry.register(names::CACHE_OBJECTS, "Entries held by the cache", cache_objects.clone());
+        let evictions = Counter::default();
+        registry.register(
+            names::EVICTIONS,
+            "Entries evicted to stay within capacity",
+            evictions.clone(),
+        );
+        let expirations = Counter::default();
+        registry.register(
+            names::EXPIRATIONS,
+            "Entries removed at the end of their grace",
+            expirations.clone(),
+        );
+        let purges = Counter::default();
+        registry.register(names::PURGES, "Purges applied", purges.clone());
+        let background_refreshes = Counter::default();
+        registry.register(
+            names::BACKGROUND_REFRESHES,
+            "Background refreshes of stale objects",
+            background_refreshes.clone(),
+        );
+        Metrics {
+            registry,
+            outcomes,
+            passes,
+            not_stored,
+            client_errors,
+            origin_errors,
+            coalesced,
+            origin_requests,
+            origin_latency,
+            hit_ratio,
+            cache_bytes,
+            cache_objects,
+            evictions,
+            expirations,
+            purges,
+            background_refreshes,
+        }
+    }
+
+    /// Counts one request by outcome.
+    pub fn request(&self, o: Outcome) {
+        self.outcomes[o as usize].inc();
+    }
+
+    /// The count of one outcome so far.
+    pub fn requests(&self, o: Outcome) -> u64 {
+        self.outcomes[o as usize].get()
+    }
+
+    /// Counts a pass by reason.
+    pub fn pass(&self, reason: &'static str) {
+        self.passes.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a response not stored, by reason.
+    pub fn not_stored(&self, reason: &'static str) {
+        self.not_stored.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a refused client request.
+    pub fn client_error(&self, reason: &'static str) {
+        self.client_errors.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a failed origin fetch.
+    pub fn origin_error(&self, kind: &'static str) {
+        self.origin_errors.get_or_create(&ReasonLabel { reason: kind }).inc();
+    }
+
+    /// The Prometheus text exposition, after refreshing the gauges from the store.
+    pub fn render(&self, bytes: u64, objects: u64, evictions: &AtomicU64, expirations: &AtomicU64) -> String {
+        self.cache_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.cache_objects.set(i64::try_from(objects).unwrap_or(i64::MAX));
+        sync_counter(&self.evictions, evictions);
+        sync_counter(&self.expirations, expirations);
+        let served = self.requests(Outcome::Hit) + self.requests(Outcome::Stale);
+        let looked_up = served + self.requests(Outcome::Miss);
+        self.hit_ratio.set(if looked_up == 0 {
+            0.0
+        } else {
+            served as f64 / looked_up as f64
+        });
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Brings a counter up to a total kept elsewhere.
+fn sync_counter(c: &Counter, total: &AtomicU64) {
+    let t = total.load(Ordering::Relaxed);
+    let have = c.get();
+    if t > have {
+        c.inc_by(t - have);
+    }
+}

@@ -1,0 +1,257 @@
+//! Request policy: whether a request may be served from the cache, and under which key.
+//!
+//! Pure functions over the request line and headers, so every WordPress rule is unit tested
+//! without sockets. The defaults follow the usual WordPress VCL (login, post-password and
+//! commenter cookies, `/wp-admin`, previews, non-GET methods) and are all overridable in
+//! `[policy]`.
+
+use http::{header, HeaderMap, Method};
+
+use crate::config::PolicyConfig;
+
+/// Why a request goes to the origin without a cache lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassReason {
+    /// Any method but GET and HEAD.
+    Method,
+    /// A path that is never cached (`/wp-admin`, `/wp-login.php`, …).
+    Path,
+    /// A cookie that makes the page personal (logged in, commenter, cart, …).
+    Cookie,
+    /// An `Authorization` header.
+    Authorization,
+    /// An XMLHttpRequest.
+    Ajax,
+    /// A query parameter that marks a preview or a cart action.
+    Query,
+    /// The URL was remembered as uncacheable (hit-for-pass).
+    HitForPass,
+    /// Waiting for another request's fetch took longer than `cache.lock_timeout`.
+    LockTimeout,
+    /// Another request's fetch found the answer uncacheable.
+    Uncacheable,
+    /// A `Range` request: ranges are served by the origin.
+    Range,
+}
+
+impl PassReason {
+    /// Label for logs, the `Cache-Status` `detail` parameter and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassReason::Method => "method",
+            PassReason::Path => "path",
+            PassReason::Cookie => "cookie",
+            PassReason::Authorization => "authorization",
+            PassReason::Ajax => "ajax",
+            PassReason::Query => "query",
+            PassReason::HitForPass => "hit-for-pass",
+            PassReason::LockTimeout => "lock-timeout",
+            PassReason::Uncacheable => "uncacheable",
+            PassReason::Range => "range",
+        }
+    }
+}
+
+/// Decides whether a request may use the cache; `None` means look it up.
+pub fn pass_reason(
+    cfg: &PolicyConfig,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<PassReason> {
+    if method != Method::GET && method != Method::HEAD {
+        return Some(PassReason::Method);
+    }
+    if cfg.pass_paths.iter().any(|p| path.starts_with(p.as_str())) {
+        return Some(PassReason::Path);
+    }
+    if cfg.pass_authorization && headers.contains_key(header::AUTHORIZATION) {
+        return Some(PassReason::Authorization);
+    }
+    if cfg.pass_ajax
+        && headers
+            .get("x-requested-with")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"))
+    {
+        return Some(PassReason::Ajax);
+    }
+    if let Some(q) = query {
+        if query_pairs(q).any(|(name, _)| cfg.pass_query.iter().any(|p| p == name)) {
+            return Some(PassReason::Query);
+        }
+    }
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(v) = value.to_str() else { continue };
+        for name in v.split(';').filter_map(|c| c.split('=').next()) {
+            let name = name.trim();
+            if name == "wordpress_test_cookie" {
+                continue;
+            }
+            if cfg.pass_cookies.iter().any(|p| name.starts_with(p.as_str())) {
+                return Some(PassReason::Cookie);
+            }
+        }
+    }
+    None
+}
+
+fn query_pairs(q: &str) -> impl Iterator<Item = (&str, &str)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+fn stripped(strip: &[String], name: &str) -> bool {
+    strip.iter().any(|s| match s.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => s == name,
+    })
+}
+
+/// The query as the cache sees it: tracking parameters removed, the rest sorted (stable, so
+/// repeated names keep their order). `None` when nothing is left.
+pub fn normalise_query(query: Option<&str>, strip: &[String]) -> Option<String> {
+    let q = query?;
+    let mut pairs: Vec<&str> = q
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| !stripped(strip, p.split('=').next().unwrap_or(p)))
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    pairs.sort_by(|a, b| a.split('=').next().cmp(&b.split('=').next()));
+    Some(pairs.join("&"))
+}
+
+/// The host part of the cache key: lower-cased, a default `:80` dropped.
+pub fn normalise_host(host: &str) -> String {
+    let h = host.trim().to_ascii_lowercase();
+    match h.strip_suffix(":80") {
+        Some(bare) => bare.to_string(),
+        None => h,
+    }
+}
+
+/// The primary cache key: host, path and normalised query.
+pub fn cache_key(host: &str, path: &str, query: Option<&str>) -> String {
+    let mut key = String::with_capacity(host.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    key.push_str(host);
+    key.push_str(path);
+    if let Some(q) = query {
+        key.push('?');
+        key.push_str(q);
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> PolicyConfig {
+        PolicyConfig::default()
+    }
+
+    fn with_cookie(c: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, c.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn anonymous_get_is_looked_up() {
+        let h = with_cookie("_ga=GA1.1; wordpress_test_cookie=WP+Cookie+check");
+        assert_eq!(pass_reason(&cfg(), &Method::GET, "/hello-world/", None, &h), None);
+        assert_eq!(
+            pass_reason(&cfg(), &Method::HEAD, "/", Some("s=x"), &HeaderMap::new()),
+            None
+        );
+    }
+
+    #[test]
+    fn wordpress_personal_cookies_pass() {
+        for c in [
+            "wordpress_logged_in_abc=admin%7C1",
+            "a=b; wordpress_sec_abc=x",
+            "wp-postpass_0123=hash",
+            "comment_author_0123=Ann",
+            "woocommerce_items_in_cart=1",
+            "PHPSESSID=1",
+        ] {
+            let got = pass_reason(&cfg(), &Method::GET, "/", None, &with_cookie(c));
+            assert_eq!(got, Some(PassReason::Cookie), "{c}");
+        }
+    }
+
+    #[test]
+    fn admin_paths_methods_and_headers_pass() {
+        let none = HeaderMap::new();
+        for p in [
+            "/wp-admin/",
+            "/wp-admin/post.php",
+            "/wp-login.php",
+            "/wp-cron.php",
+            "/xmlrpc.php",
+            "/wp-comments-post.php",
+        ] {
+            assert_eq!(
+                pass_reason(&cfg(), &Method::GET, p, None, &none),
+                Some(PassReason::Path),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            pass_reason(&cfg(), &Method::POST, "/", None, &none),
+            Some(PassReason::Method)
+        );
+        assert_eq!(
+            pass_reason(&cfg(), &Method::GET, "/", Some("p=1&preview=true"), &none),
+            Some(PassReason::Query)
+        );
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Basic eA==".parse().unwrap());
+        assert_eq!(
+            pass_reason(&cfg(), &Method::GET, "/", None, &h),
+            Some(PassReason::Authorization)
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-requested-with", "XMLHttpRequest".parse().unwrap());
+        assert_eq!(pass_reason(&cfg(), &Method::GET, "/", None, &h), Some(PassReason::Ajax));
+    }
+
+    #[test]
+    fn policy_is_overridable() {
+        let mut c = cfg();
+        c.pass_paths.push("/members/".into());
+        c.pass_cookies.clear();
+        let none = HeaderMap::new();
+        assert_eq!(
+            pass_reason(&c, &Method::GET, "/members/x", None, &none),
+            Some(PassReason::Path)
+        );
+        let h = with_cookie("wordpress_logged_in_x=1");
+        assert_eq!(pass_reason(&c, &Method::GET, "/", None, &h), None);
+    }
+
+    #[test]
+    fn query_is_sorted_and_tracking_stripped() {
+        let strip = cfg().strip_query;
+        assert_eq!(
+            normalise_query(Some("b=2&a=1&utm_source=x&fbclid=y"), &strip).as_deref(),
+            Some("a=1&b=2")
+        );
+        assert_eq!(normalise_query(Some("utm_medium=a&gclid=b"), &strip), None);
+        assert_eq!(normalise_query(Some("p=1&&p=0"), &strip).as_deref(), Some("p=1&p=0"));
+        assert_eq!(normalise_query(None, &strip), None);
+    }
+
+    #[test]
+    fn keys_ignore_host_case_and_default_port() {
+        assert_eq!(normalise_host("Example.COM:80"), "example.com");
+        assert_eq!(normalise_host("127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(cache_key("h", "/a/", Some("x=1")), "h/a/?x=1");
+        assert_eq!(cache_key("h", "/a/", None), "h/a/");
+    }
+}

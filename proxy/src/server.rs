@@ -1,0 +1,1065 @@
+//! The public request path: refuse, pass, or look up; on a miss, one origin fetch per key.
+//!
+//! Lifecycle of a cacheable request (see also README "How a request flows"):
+//! 1. `refuse` answers what must never reach the origin (ambiguous framing, CONNECT, …).
+//! 2. `policy::pass_reason` sends personal or unsafe requests straight through (`pass`).
+//! 3. `lookup` finds the slot for the key: fresh → HIT; stale within grace → STALE plus one
+//!    background refresh; hit-for-pass → PASS; nothing → `miss`.
+//! 4. `miss` makes the first request for a key the leader of a flight; the others wait on
+//!    it (bounded by `cache.lock_timeout`) and are answered from what it stored.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::body::ProxyBody;
+use crate::cache::{self, Object, Slot, Store, VaryRule};
+use crate::compress::{self, Encoding};
+use crate::config::Config;
+use crate::framing::{AMBIGUOUS_MARKER, DUPLICATE_CL_MARKER};
+use crate::freshness::{self, NoStore};
+use crate::metrics::Metrics;
+use crate::origin::{self, Origin, OriginError};
+use crate::outcome::Outcome;
+use crate::policy::{self, PassReason};
+
+/// Bodies larger than this are compressed on the blocking pool, off the reactor.
+const BLOCKING_COMPRESS_THRESHOLD: usize = 64 * 1024;
+/// How many times a waiter retries after a leader gave up (its client went away).
+const MAX_FLIGHT_RETRIES: usize = 3;
+/// Request headers never sent to the origin on a cache fill: the fill must fetch the full,
+/// unconditional, uncompressed object that every client can be served from.
+static FILL_DROPPED: [HeaderName; 7] = [
+    header::ACCEPT_ENCODING,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+/// Response headers not stored: framing and encoding are decided at delivery.
+static NOT_STORED: [HeaderName; 4] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::AGE,
+    header::VARY,
+];
+
+/// The result of a flight, shared with the requests that waited on it.
+#[derive(Debug, Clone)]
+enum Flight {
+    /// The response was stored: serve this object.
+    Stored(Arc<Object>),
+    /// The response may not be shared: each waiter goes to the origin itself.
+    Uncacheable,
+    /// The origin failed with this status; waiters answer the same.
+    Failed(StatusCode),
+    /// The leader went away before finishing (its client disconnected): retry.
+    Abandoned,
+}
+
+type FlightRx = watch::Receiver<Option<Flight>>;
+
+/// Publishes a flight's result, and `Abandoned` if dropped without one.
+struct FlightGuard<'a> {
+    flights: &'a parking_lot::Mutex<HashMap<Arc<str>, FlightRx>>,
+    key: Arc<str>,
+    tx: watch::Sender<Option<Flight>>,
+    done: bool,
+}
+
+impl FlightGuard<'_> {
+    fn finish(mut self, f: Flight) {
+        self.flights.lock().remove(&self.key);
+        self.tx.send_replace(Some(f));
+        self.done = true;
+    }
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.flights.lock().remove(&self.key);
+            self.tx.send_replace(Some(Flight::Abandoned));
+        }
+    }
+}
+
+/// A response and what happened, before the common headers are added.
+struct Answer {
+    resp: Response<ProxyBody>,
+    outcome: Outcome,
+}
+
+impl Answer {
+    fn new(resp: Response<ProxyBody>, outcome: Outcome) -> Answer {
+        Answer { resp, outcome }
+    }
+}
+
+/// What the lookup path needs to know about a request.
+struct Lookup {
+    parts: Parts,
+    /// Normalised key of the URL (primary key).
+    primary: Arc<str>,
+    /// Path and normalised query sent to the origin on a fill.
+    origin_path: String,
+}
+
+/// The proxy's shared state.
+pub struct Proxy {
+    /// The validated configuration.
+    pub cfg: Arc<Config>,
+    /// The object store.
+    pub store: Store,
+    /// The origin client.
+    pub origin: Origin,
+    /// Metric handles.
+    pub metrics: Metrics,
+    /// Origin fetches in progress, by cache key.
+    flights: parking_lot::Mutex<HashMap<Arc<str>, FlightRx>>,
+    /// When the proxy started, for `/status`.
+    pub started: Instant,
+}
+
+impl Proxy {
+    /// Builds the store, the origin pool and the metrics for a configuration.
+    pub fn new(cfg: Arc<Config>) -> Proxy {
+        Proxy {
+            store: Store::new(cfg.cache.capacity),
+            origin: Origin::new(&cfg.origin),
+            metrics: Metrics::new(cfg.cache.capacity),
+            flights: parking_lot::Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            cfg,
+        }
+    }
+
+    /// Answers one client request. Never fails: every error becomes a response.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let log = self
+            .cfg
+            .server
+            .access_log
+            .then(|| (req.method().clone(), req.uri().clone()));
+        let Answer { mut resp, outcome } = match self.refuse(&req) {
+            Some(a) => a,
+            None => self.route(req, client).await,
+        };
+        self.metrics.request(outcome);
+        resp.headers_mut().insert("x-cache", outcome.x_cache());
+        if let Some((method, uri)) = log {
+            tracing::info!(
+                target: "strata::access",
+                client = %client.ip(),
+                method = %method,
+                uri = %uri,
+                status = resp.status().as_u16(),
+                outcome = outcome.as_str(),
+                micros = started.elapsed().as_micros() as u64,
+            );
+        }
+        resp
+    }
+
+    /// Requests answered without going anywhere near the cache or the origin.
+    fn refuse(&self, req: &Request<Incoming>) -> Option<Answer> {
+        let h = req.headers();
+        let (reason, status, text) = if h.contains_key(AMBIGUOUS_MARKER) {
+            (
+                "ambiguous-framing",
+                StatusCode::BAD_REQUEST,
+                "ambiguous message framing: Content-Length together with Transfer-Encoding",
+            )
+        } else if h.contains_key(DUPLICATE_CL_MARKER) {
+            (
+                "ambiguous-framing",
+                StatusCode::BAD_REQUEST,
+                "ambiguous message framing: more than one Content-Length",
+            )
+        } else if req.method() == Method::CONNECT {
+            (
+                "connect",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported: this is a reverse proxy, not a forward proxy",
+            )
+        } else if req.method().as_str() == "PURGE" {
+            (
+                "purge",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "PURGE is not accepted on the public port; use the signed admin API",
+            )
+        } else if req.uri().scheme_str().is_some_and(|s| s != "http" && s != "https") {
+            ("scheme", StatusCode::BAD_REQUEST, "unsupported URI scheme")
+        } else if !req.uri().path().starts_with('/') {
+            ("target", StatusCode::BAD_REQUEST, "the request target must be a path")
+        } else {
+            match request_host(req) {
+                None => ("host", StatusCode::BAD_REQUEST, "missing or invalid Host header"),
+                Some(host) if !self.serves_host(host) => (
+                    "host",
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "this server does not serve that host",
+                ),
+                Some(_) => return None,
+            }
+        };
+        self.metrics.client_error(reason);
+        let mut resp = synth(status, text, reason);
+        if status == StatusCode::BAD_REQUEST {
+            // The connection's framing can no longer be trusted.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Some(Answer::new(resp, Outcome::Synth))
+    }
+
+    fn serves_host(&self, host: &str) -> bool {
+        let hosts = &self.cfg.server.hosts;
+        if hosts.is_empty() {
+            return true;
+        }
+        let name = strip_port(host).to_ascii_lowercase();
+        hosts.iter().any(|h| *h == name)
+    }
+
+    async fn route(self: &Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Answer {
+        let (parts, body) = req.into_parts();
+        let reason = policy::pass_reason(
+            &self.cfg.policy,
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query(),
+            &parts.headers,
+        );
+        let reason = reason.or_else(|| parts.headers.contains_key(header::RANGE).then_some(PassReason::Range));
+        if let Some(reason) = reason {
+            return self.pass(parts, body, client, reason).await;
+        }
+        let host = request_host_parts(&parts).unwrap_or_default();
+        let query = policy::normalise_query(parts.uri.query(), &self.cfg.policy.strip_query);
+        let primary: Arc<str> =
+            policy::cache_key(&policy::normalise_host(host), parts.uri.path(), query.as_deref()).into();
+        let origin_path = match &query {
+            Some(q) => format!("{}?{q}", parts.uri.path()),
+            None => parts.uri.path().to_string(),
+        };
+        let lk = Lookup {
+            parts,
+            primary,
+            origin_path,
+        };
+        self.lookup(lk, body, client).await
+    }
+
+    /// Finds the slot for a request, following a Vary rule to the variant's key.
+    fn find(&self, lk: &Lookup) -> (Arc<str>, Option<Slot>, Option<Arc<VaryRule>>) {
+        match self.store.get(&lk.primary) {
+            Some(Slot::Vary(rule)) => {
+                let key: Arc<str> = cache::variant_key(&lk.primary, &rule, &lk.parts.headers).into();
+                let slot = self.store.get(&key);
+                (key, slot, Some(rule))
+            }
+            slot => (lk.primary.clone(), slot, None),
+        }
+    }
+
+    async fn lookup(self: &Arc<Self>, lk: Lookup, body: Incoming, client: SocketAddr) -> Answer {
+        for _ in 0..MAX_FLIGHT_RETRIES {
+            let (key, slot, _) = self.find(&lk);
+            let now = Instant::now();
+            match slot {
+                Some(Slot::Object(o)) if now < o.fresh_until => {
+                    let ttl = o.fresh_until.saturating_duration_since(now).as_secs();
+                    let status = cache_status(format_args!("hit; ttl={ttl}"));
+                    return Answer::new(self.deliver(&lk.parts, &o, status), Outcome::Hit);
+                }
+                Some(Slot::Object(o)) if now < o.grace_until => {
+                    self.refresh_in_background(key, &lk, &o, client);
+                    let over = now.saturating_duration_since(o.fresh_until).as_secs();
+                    let status = cache_status(format_args!("hit; fwd=stale; ttl=-{over}"));
+                    return Answer::new(self.deliver(&lk.parts, &o, status), Outcome::Stale);
+                }
+                Some(Slot::HitForPass(until, _)) if now < until => {
+                    return self.pass(lk.parts, body, client, PassReason::HitForPass).await;
+                }
+                _ => {}
+            }
+            // A miss: lead a flight for this key, or wait on the one under way.
+            let role = {
+                let mut flights = self.flights.lock();
+                match flights.get(&key) {
+                    Some(rx) => Err(rx.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        flights.insert(key.clone(), rx);
+                        Ok(tx)
+                    }
+                }
+            };
+            match role {
+                Ok(tx) => {
+                    let guard = FlightGuard {
+                        flights: &self.flights,
+                        key: key.clone(),
+                        tx,
+                        done: false,
+                    };
+                    return self.fill(&lk, key, guard, client).await;
+                }
+                Err(mut rx) => {
+                    let waited = tokio::time::timeout(self.cfg.cache.lock_timeout, async {
+                        rx.wait_for(Option::is_some)
+                            .await
+                            .map(|f| f.clone())
+                            .unwrap_or(Some(Flight::Abandoned))
+                    })
+                    .await;
+                    let flight = match waited {
+                        Ok(f) => f,
+                        Err(_) => return self.pass(lk.parts, body, client, PassReason::LockTimeout).await,
+                    };
+                    match flight {
+                        Some(Flight::Stored(o)) => {
+                            self.metrics.coalesced.inc();
+                            let ttl = o.fresh_until.saturating_duration_since(Instant::now()).as_secs();
+                            let status = cache_status(format_args!("hit; collapsed; ttl={ttl}"));
+                            return Answer::new(self.deliver(&lk.parts, &o, status), Outcome::Hit);
+                        }
+                        Some(Flight::Uncacheable) => {
+                            return self.pass(lk.parts, body, client, PassReason::Uncacheable).await
+                        }
+                        Some(Flight::Failed(status)) => {
+                            let resp = synth(
+                                status,
+                                "the origin failed for a request collapsed with this one",
+                                "origin-error",
+                            );
+                            return Answer::new(resp, Outcome::Miss);
+                        }
+                        Some(Flight::Abandoned) | None => continue,
+                    }
+                }
+            }
+        }
+        self.pass(lk.parts, body, client, PassReason::LockTimeout).await
+    }
+
+    /// The request a fill or refresh sends: GET of the normalised URL, the client's headers
+    /// minus hop-by-hop, conditional and encoding headers.
+    fn fill_request(&self, lk: &Lookup, client: SocketAddr) -> Result<Request<ProxyBody>, http::Error> {
+        let mut headers = lk.parts.headers.clone();
+        origin::strip_hop_by_hop(&mut headers);
+        for h in &FILL_DROPPED {
+            headers.remove(h);
+        }
+        origin::add_forwarded(&mut headers, client.ip(), "http");
+        set_host(&mut headers, &lk.parts);
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(self.origin.uri(&lk.origin_path)?)
+            .version(Version::HTTP_11)
+            .body(ProxyBody::Empty)?;
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+
+    /// The leader's fetch: ask the origin, store what may be stored, answer the client.
+    async fn fill(&self, lk: &Lookup, key: Arc<str>, guard: FlightGuard<'_>, client: SocketAddr) -> Answer {
+        let req = match self.fill_request(lk, client) {
+            Ok(r) => r,
+            Err(e) => {
+                guard.finish(Flight::Failed(StatusCode::BAD_REQUEST));
+                return Answer::new(
+                    synth(
+                        StatusCode::BAD_REQUEST,
+                        &format!("invalid request target: {e}"),
+                        "target",
+                    ),
+                    Outcome::Synth,
+                );
+            }
+        };
+        let resp = match self.send(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                guard.finish(Flight::Failed(e.status()));
+                return Answer::new(self.origin_failure(&e, &lk.origin_path), Outcome::Miss);
+            }
+        };
+        let (mut parts, body) = resp.into_parts();
+        origin::strip_hop_by_hop(&mut parts.headers);
+        let verdict =
+            freshness::lifetime(&self.cfg.cache, parts.status, &parts.headers, SystemTime::now()).and_then(|life| {
+                let too_big = content_length(&parts.headers).is_some_and(|n| n > self.cfg.cache.max_object_size);
+                let coding = parts
+                    .headers
+                    .get(header::CONTENT_ENCODING)
+                    .map(|v| v.as_bytes().to_ascii_lowercase());
+                match coding.as_deref() {
+                    _ if too_big => Err(NoStore::TooLarge),
+                    None | Some(b"identity") | Some(b"gzip") => Ok(life),
+                    Some(_) => Err(NoStore::Encoding),
+                }
+            });
+        let life = match verdict {
+            Ok(life) => life,
+            Err(why) => {
+                self.metrics.not_stored(why.as_str());
+                let flight = self.remember_uncacheable(&key, parts.status, why);
+                guard.finish(flight);
+                let status = cache_status(format_args!(
+                    "fwd=uri-miss; fwd-status={}; detail={}",
+                    parts.status.as_u16(),
+                    why.as_str()
+                ));
+                return Answer::new(self.stream_back(parts, body, None, status), Outcome::Miss);
+            }
+        };
+        // Read the body, up to the object size limit.
+        let limit = self.cfg.cache.max_object_size;
+        let mut body = ProxyBody::stream(body, None, self.origin.body_timeout);
+        let mut buf = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(data) = f.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                    if buf.len() as u64 > limit {
+                        self.metrics.not_stored(NoStore::TooLarge.as_str());
+                        guard.finish(self.remember_uncacheable(&key, parts.status, NoStore::TooLarge));
+                        let status = cache_status(format_args!(
+                            "fwd=uri-miss; fwd-status={}; detail=too-large",
+                            parts.status.as_u16()
+                        ));
+                        let resp = Response::from_parts(parts, chain(buf.freeze(), body));
+                        return Answer::new(with_status(resp, status), Outcome::Miss);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(url = %lk.origin_path, error = %origin::error_chain(e.as_ref()), "origin body failed");
+                    self.metrics.origin_error("body");
+                    guard.finish(Flight::Failed(StatusCode::BAD_GATEWAY));
+                    return Answer::new(
+                        synth(
+                            StatusCode::BAD_GATEWAY,
+                            "the origin's response broke off",
+                            "origin-error",
+                        ),
+                        Outcome::Miss,
+                    );
+                }
+            }
+        }
+        let obj = match self.build_object(parts, buf.freeze(), life).await {
+            Some(o) => o,
+            None => {
+                self.metrics.not_stored(NoStore::Encoding.as_str());
+                guard.finish(Flight::Failed(StatusCode::BAD_GATEWAY));
+                return Answer::new(
+                    synth(
+                        StatusCode::BAD_GATEWAY,
+                        "the origin sent an undecodable gzip body",
+                        "origin-error",
+                    ),
+                    Outcome::Miss,
+                );
+            }
+        };
+        self.store_object(&lk.primary, &lk.parts.headers, &obj);
+        guard.finish(Flight::Stored(obj.clone()));
+        let status = cache_status(format_args!("fwd=uri-miss; fwd-status={}; stored", obj.status.as_u16()));
+        Answer::new(self.deliver(&lk.parts, &obj, status), Outcome::Miss)
+    }
+
+    /// Records a hit-for-pass marker for answers that will not change on the next request,
+    /// and says what the waiters should do.
+    fn remember_uncacheable(&self, key: &Arc<str>, status: StatusCode, why: NoStore) -> Flight {
+        if status.is_server_error() {
+            // A transient failure: don't pin the URL to PASS, and don't send every waiter on.
+            return Flight::Failed(status);
+        }
+        let until = Instant::now() + self.cfg.cache.hit_for_pass_ttl;
+        self.store.insert(key.clone(), Slot::HitForPass(until, why.as_str()));
+        Flight::Uncacheable
+    }
+
+    /// Stores an object, under a Vary rule when the origin varies on request headers.
+    /// `req` are the request headers the object was fetched with (for variant keys).
+    fn store_object(&self, primary: &Arc<str>, req: &HeaderMap, obj: &Arc<Object>) {
+        let names = cache::vary_names(&obj.headers);
+        if names.is_empty() {
+            self.store.insert(primary.clone(), Slot::Object(obj.clone()));
+            return;
+        }
+        let rule = match self.store.get(primary) {
+            Some(Slot::Vary(rule)) if rule.names == names => rule,
+            _ => {
+                let rule = Arc::new(VaryRule {
+                    names,
+                    variants: Default::default(),
+                });
+                self.store.insert(primary.clone(), Slot::Vary(rule.clone()));
+                rule
+            }
+        };
+        if rule.variants.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.cfg.cache.max_variants {
+            self.metrics.not_stored("too-many-variants");
+            return;
+        }
+        let vkey: Arc<str> = cache::variant_key(primary, &rule, req).into();
+        self.store.insert(vkey, Slot::Object(obj.clone()));
+    }
+
+    /// Turns an origin response into a stored object: decoded, compressed, with validators.
+    async fn build_object(
+        &self,
+        parts: http::response::Parts,
+        body: Bytes,
+        life: freshness::Lifetime,
+    ) -> Option<Arc<Object>> {
+        let gzipped = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let compressible = compress::compressible(parts.headers.get(header::CONTENT_TYPE));
+        let min = self.cfg.cache.compress_min_size as usize;
+        let limit = self.cfg.cache.max_object_size;
+        let want_br = self.cfg.cache.brotli;
+        let work = move || -> Option<(Bytes, Option<Bytes>, Option<Bytes>)> {
+            let identity = if gzipped { compress::gunzip(&body, limit)? } else { body };
+            if !compressible || identity.len() < min {
+                return Some((identity, None, None));
+            }
+            let gz = compress::gzip(&identity);
+            let br = if want_br {
+                compress::brotli(&identity, gz.as_ref().map_or(identity.len(), |g| g.len()))
+            } else {
+                None
+            };
+            Some((identity, gz, br))
+        };
+        let (identity, gzip, br) = if gzipped
+            || compressible && parts.headers.get(header::CONTENT_LENGTH).is_none()
+            || body_len_hint(&parts) > BLOCKING_COMPRESS_THRESHOLD
+        {
+            tokio::task::spawn_blocking(work).await.ok()??
+        } else {
+            work()?
+        };
+        let mut headers = parts.headers;
+        let vary = cache::vary_names(&headers);
+        for h in &NOT_STORED {
+            headers.remove(h);
+        }
+        // Vary as delivered: the origin's request headers plus the encoding we negotiate.
+        let mut vary_list: Vec<&str> = vary.iter().map(|n| n.as_str()).collect();
+        if gzip.is_some() || br.is_some() {
+            vary_list.push("Accept-Encoding");
+        }
+        if !vary_list.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&vary_list.join(", ")) {
+                headers.insert(header::VARY, v);
+            }
+        }
+        let etag = match headers.get(header::ETAG) {
+            Some(e) => Some(e.clone()),
+            None if parts.status == StatusCode::OK => {
+                let tag = HeaderValue::from_str(&format!("W/\"{:016x}-{:x}\"", fnv1a(&identity), identity.len())).ok();
+                if let Some(t) = &tag {
+                    headers.insert(header::ETAG, t.clone());
+                }
+                tag
+            }
+            None => None,
+        };
+        let last_modified = headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| httpdate::parse_http_date(s).ok());
+        let now = Instant::now();
+        Some(Arc::new(Object {
+            status: parts.status,
+            headers,
+            identity,
+            gzip,
+            br,
+            etag,
+            last_modified,
+            stored_at: now,
+            initial_age: life.initial_age,
+            fresh_until: now + life.ttl,
+            grace_until: now + life.ttl + life.grace,
+            compressible,
+        }))
+    }
+
+    /// Serves a stored object: conditional 304, encoding by `Accept-Encoding`, HEAD.
+    fn deliver(&self, req: &Parts, o: &Arc<Object>, status: HeaderValue) -> Response<ProxyBody> {
+        let now = Instant::now();
+        let mut age = itoa::Buffer::new();
+        let age = HeaderValue::from_str(age.format(o.age(now))).unwrap_or(HeaderValue::from_static("0"));
+        if o.status == StatusCode::OK && not_modified(&req.headers, o) {
+            let mut resp = Response::new(ProxyBody::Empty);
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            let h = resp.headers_mut();
+            for name in [
+                header::ETAG,
+                header::CACHE_CONTROL,
+                header::EXPIRES,
+                header::VARY,
+                header::DATE,
+                header::LAST_MODIFIED,
+                header::CONTENT_LOCATION,
+            ] {
+                if let Some(v) = o.headers.get(&name) {
+                    h.insert(name, v.clone());
+                }
+            }
+            h.insert(header::AGE, age);
+            h.insert("cache-status", status);
+            return resp;
+        }
+        let enc = if o.compressible {
+            compress::negotiate(
+                req.headers.get(header::ACCEPT_ENCODING),
+                o.gzip.is_some(),
+                o.br.is_some(),
+            )
+        } else {
+            Encoding::Identity
+        };
+        let (enc, body) = o.body(enc);
+        let head = req.method == Method::HEAD;
+        let mut resp = Response::new(if head {
+            ProxyBody::Empty
+        } else {
+            ProxyBody::full(body.clone())
+        });
+        *resp.status_mut() = o.status;
+        let h = resp.headers_mut();
+        h.clone_from(&o.headers);
+        if let Some(ce) = enc.header() {
+            h.insert(header::CONTENT_ENCODING, ce);
+        }
+        if head {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        h.insert(header::AGE, age);
+        h.insert("cache-status", status);
+        resp
+    }
+
+    /// Serves stale while one background request refreshes the object.
+    fn refresh_in_background(self: &Arc<Self>, key: Arc<str>, lk: &Lookup, stale: &Arc<Object>, client: SocketAddr) {
+        let tx = {
+            let mut flights = self.flights.lock();
+            if flights.contains_key(&key) {
+                return;
+            }
+            let (tx, rx) = watch::channel(None);
+            flights.insert(key.clone(), rx);
+            tx
+        };
+        let Ok(mut req) = self.fill_request(lk, client) else {
+            return;
+        };
+        // Revalidate when the object has the origin's validators.
+        if let Some(etag) = stale
+            .headers
+            .get(header::ETAG)
+            .filter(|_| stale.etag.as_ref().is_some_and(|e| !is_derived_etag(e)))
+        {
+            req.headers_mut().insert(header::IF_NONE_MATCH, etag.clone());
+        }
+        if let Some(lm) = stale.headers.get(header::LAST_MODIFIED) {
+            req.headers_mut().insert(header::IF_MODIFIED_SINCE, lm.clone());
+        }
+        let this = self.clone();
+        let primary = lk.primary.clone();
+        let stale = stale.clone();
+        self.metrics.background_refreshes.inc();
+        tokio::spawn(async move {
+            let guard = FlightGuard {
+                flights: &this.flights,
+                key: key.clone(),
+                tx,
+                done: false,
+            };
+            let flight = this.refresh(req, &primary, key, &stale).await;
+            guard.finish(flight);
+        });
+    }
+
+    async fn refresh(&self, req: Request<ProxyBody>, primary: &Arc<str>, key: Arc<str>, stale: &Arc<Object>) -> Flight {
+        let url = req.uri().clone();
+        let req_headers = req.headers().clone();
+        let resp = match self.send(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                // stale-if-error: keep serving the stale copy until its grace ends.
+                tracing::warn!(%url, error = %e, "background refresh failed; serving stale");
+                return Flight::Failed(e.status());
+            }
+        };
+        let (mut parts, body) = resp.into_parts();
+        origin::strip_hop_by_hop(&mut parts.headers);
+        if parts.status.is_server_error() {
+            tracing::warn!(%url, status = parts.status.as_u16(), "origin error on background refresh; serving stale");
+            return Flight::Failed(parts.status);
+        }
+        if parts.status == StatusCode::NOT_MODIFIED {
+            let mut headers = stale.headers.clone();
+            for (name, value) in parts.headers.iter() {
+                if !NOT_STORED.contains(name) {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
+            return match freshness::lifetime(&self.cfg.cache, stale.status, &headers, SystemTime::now()) {
+                Ok(life) => {
+                    let now = Instant::now();
+                    let obj = Arc::new(Object {
+                        status: stale.status,
+                        headers,
+                        identity: stale.identity.clone(),
+                        gzip: stale.gzip.clone(),
+                        br: stale.br.clone(),
+                        etag: stale.etag.clone(),
+                        last_modified: stale.last_modified,
+                        stored_at: now,
+                        initial_age: life.initial_age,
+                        fresh_until: now + life.ttl,
+                        grace_until: now + life.ttl + life.grace,
+                        compressible: stale.compressible,
+                    });
+                    self.store_object(primary, &req_headers, &obj);
+                    Flight::Stored(obj)
+                }
+                Err(_) => Flight::Uncacheable,
+            };
+        }
+        let life = match freshness::lifetime(&self.cfg.cache, parts.status, &parts.headers, SystemTime::now()) {
+            Ok(l) => l,
+            Err(why) => {
+                // The URL became uncacheable: drop the stale copy.
+                self.metrics.not_stored(why.as_str());
+                self.store.remove(&key);
+                return self.remember_uncacheable(&key, parts.status, why);
+            }
+        };
+        let limit = self.cfg.cache.max_object_size;
+        let collected = tokio::time::timeout(
+            self.origin.body_timeout,
+            http_body_util::Limited::new(body, limit as usize).collect(),
+        )
+        .await;
+        let body = match collected {
+            Ok(Ok(c)) => c.to_bytes(),
+            _ => {
+                tracing::warn!(%url, "origin body failed or too large on background refresh");
+                return Flight::Failed(StatusCode::BAD_GATEWAY);
+            }
+        };
+        match self.build_object(parts, body, life).await {
+            Some(obj) => {
+                self.store_object(primary, &req_headers, &obj);
+                Flight::Stored(obj)
+            }
+            None => Flight::Failed(StatusCode::BAD_GATEWAY),
+        }
+    }
+
+    /// Sends to the origin, timing it and counting failures.
+    async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, OriginError> {
+        let t = Instant::now();
+        self.metrics.origin_requests.inc();
+        let r = self.origin.send(req).await;
+        match &r {
+            Ok(_) => self.metrics.origin_latency.observe(t.elapsed().as_secs_f64()),
+            Err(e) => self.metrics.origin_error(e.as_str()),
+        }
+        r
+    }
+
+    fn origin_failure(&self, e: &OriginError, url: &str) -> Response<ProxyBody> {
+        tracing::warn!(url, error = %e, "origin request failed");
+        let text = match e {
+            OriginError::Timeout { .. } => "the origin did not answer in time",
+            _ => "the origin could not be reached",
+        };
+        synth(e.status(), text, "origin-error")
+    }
+
+    /// Streams an origin response to the client unchanged (less hop-by-hop headers).
+    fn stream_back(
+        &self,
+        parts: http::response::Parts,
+        body: Incoming,
+        prefix: Option<Bytes>,
+        status: HeaderValue,
+    ) -> Response<ProxyBody> {
+        let resp = Response::from_parts(parts, ProxyBody::stream(body, prefix, self.origin.body_timeout));
+        with_status(resp, status)
+    }
+
+    /// Sends a request to the origin without a lookup, streaming both bodies.
+    async fn pass(&self, parts: Parts, body: Incoming, client: SocketAddr, reason: PassReason) -> Answer {
+        self.metrics.pass(reason.as_str());
+        let mut headers = parts.headers.clone();
+        origin::strip_hop_by_hop(&mut headers);
+        origin::add_forwarded(&mut headers, client.ip(), "http");
+        set_host(&mut headers, &parts);
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = match self.origin.uri(path) {
+            Ok(u) => u,
+            Err(e) => {
+                return Answer::new(
+                    synth(
+                        StatusCode::BAD_REQUEST,
+                        &format!("invalid request target: {e}"),
+                        "target",
+                    ),
+                    Outcome::Synth,
+                )
+            }
+        };
+        let has_body = !body.is_end_stream();
+        let out_body = if has_body {
+            ProxyBody::stream(body, None, self.origin.body_timeout)
+        } else {
+            ProxyBody::Empty
+        };
+        let mut req = Request::new(out_body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        let resp = match self.send(req).await {
+            Ok(r) => r,
+            Err(e) => return Answer::new(self.origin_failure(&e, path), Outcome::Pass),
+        };
+        let (mut rparts, rbody) = resp.into_parts();
+        origin::strip_hop_by_hop(&mut rparts.headers);
+        if !parts.method.is_safe() && (rparts.status.is_success() || rparts.status.is_redirection()) {
+            // RFC 9111 §4.4: a successful unsafe request invalidates its target.
+            let host = policy::normalise_host(request_host_parts(&parts).unwrap_or_default());
+            let query = policy::normalise_query(parts.uri.query(), &self.cfg.policy.strip_query);
+            self.store
+                .purge_url(&policy::cache_key(&host, parts.uri.path(), query.as_deref()));
+        }
+        let status = cache_status(format_args!(
+            "fwd=bypass; fwd-status={}; detail={}",
+            rparts.status.as_u16(),
+            reason.as_str()
+        ));
+        Answer::new(self.stream_back(rparts, rbody, None, status), Outcome::Pass)
+    }
+}
+
+/// A `Cache-Status` value naming this cache.
+fn cache_status(params: std::fmt::Arguments<'_>) -> HeaderValue {
+    HeaderValue::from_str(&format!("Strata; {params}")).unwrap_or(HeaderValue::from_static("Strata"))
+}
+
+fn with_status(mut resp: Response<ProxyBody>, status: HeaderValue) -> Response<ProxyBody> {
+    resp.headers_mut().insert("cache-status", status);
+    resp
+}
+
+/// A body made of bytes already read followed by the rest of a stream.
+fn chain(prefix: Bytes, rest: ProxyBody) -> ProxyBody {
+    match rest {
+        ProxyBody::Stream(mut s) => {
+            s.set_prefix(prefix);
+            ProxyBody::Stream(s)
+        }
+        _ => ProxyBody::full(prefix),
+    }
+}
+
+/// A response the proxy makes itself, with a one-line reason.
+pub fn synth(status: StatusCode, text: &str, detail: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(format!(
+        "{} {}: {text}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("cache-status", cache_status(format_args!("detail={detail}")));
+    resp
+}
+
+fn request_host(req: &Request<Incoming>) -> Option<&str> {
+    host_of(req.uri(), req.headers())
+}
+
+fn request_host_parts(parts: &Parts) -> Option<&str> {
+    host_of(&parts.uri, &parts.headers)
+}
+
+/// The target host: the URI's authority in absolute form, else the Host header.
+fn host_of<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    if let Some(a) = uri.authority() {
+        return Some(a.as_str());
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next()?.to_str().ok()?;
+    if hosts.next().is_some() || host.is_empty() || host.contains(['/', ' ', '@']) {
+        return None;
+    }
+    Some(host)
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split(']').next().map_or(host, |h| &h[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// Keeps the client's Host (from an absolute-form target if there was one).
+fn set_host(headers: &mut HeaderMap, parts: &Parts) {
+    if let Some(a) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            headers.insert(header::HOST, v);
+        }
+    }
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn body_len_hint(parts: &http::response::Parts) -> usize {
+    content_length(&parts.headers).map_or(usize::MAX, |n| n as usize)
+}
+
+/// Whether a request's validators match the object (RFC 9110 §13.1.1, §13.1.3).
+fn not_modified(req: &HeaderMap, o: &Object) -> bool {
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        let Some(etag) = o.etag.as_ref().and_then(|e| e.to_str().ok()) else {
+            return false;
+        };
+        let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+        return inm.split(',').any(|t| t.trim() == "*" || weak(t) == weak(etag));
+    }
+    if let (Some(ims), Some(lm)) = (req.get(header::IF_MODIFIED_SINCE), o.last_modified) {
+        if let Some(ims) = ims.to_str().ok().and_then(|s| httpdate::parse_http_date(s).ok()) {
+            return lm <= ims;
+        }
+    }
+    false
+}
+
+/// FNV-1a: a fixed hash, so every node derives the same ETag for the same body.
+fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn is_derived_etag(e: &HeaderValue) -> bool {
+    e.as_bytes().starts_with(b"W/\"") && e.len() > 20 && e.as_bytes()[19] == b'-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn obj(etag: Option<&str>, lm: Option<SystemTime>) -> Object {
+        let now = Instant::now();
+        Object {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            identity: Bytes::new(),
+            gzip: None,
+            br: None,
+            etag: etag.map(|e| HeaderValue::from_str(e).unwrap()),
+            last_modified: lm,
+            stored_at: now,
+            initial_age: Duration::ZERO,
+            fresh_until: now,
+            grace_until: now,
+            compressible: false,
+        }
+    }
+
+    fn req(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn etag_matching_is_weak() {
+        let o = obj(Some("W/\"abc\""), None);
+        assert!(not_modified(&req(&[("if-none-match", "\"abc\"")]), &o));
+        assert!(not_modified(&req(&[("if-none-match", "\"x\", W/\"abc\"")]), &o));
+        assert!(not_modified(&req(&[("if-none-match", "*")]), &o));
+        assert!(!not_modified(&req(&[("if-none-match", "\"abd\"")]), &o));
+        assert!(!not_modified(&HeaderMap::new(), &o));
+    }
+
+    #[test]
+    fn if_modified_since_compares_dates_and_yields_to_etags() {
+        let lm = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let o = obj(Some("\"a\""), Some(lm));
+        let same = httpdate::fmt_http_date(lm);
+        let before = httpdate::fmt_http_date(lm - Duration::from_secs(1));
+        assert!(not_modified(&req(&[("if-modified-since", &same)]), &o));
+        assert!(!not_modified(&req(&[("if-modified-since", &before)]), &o));
+        assert!(!not_modified(
+            &req(&[("if-modified-since", &same), ("if-none-match", "\"b\"")]),
+            &o
+        ));
+    }
+
+    #[test]
+    fn hosts_come_from_the_target_or_a_single_host_header() {
+        let uri: http::Uri = "/x".parse().unwrap();
+        assert_eq!(
+            host_of(&uri, &req(&[("host", "a.example:8080")])),
+            Some("a.example:8080")
+        );
+        let abs: http::Uri = "http://b.example/x".parse().unwrap();
+        assert_eq!(host_of(&abs, &req(&[("host", "a.example")])), Some("b.example"));
+        assert_eq!(host_of(&uri, &HeaderMap::new()), None);
+        assert_eq!(host_of(&uri, &req(&[("host", "a/b")])), None);
+        assert_eq!(strip_port("a.example:8080"), "a.example");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+    }
+
+    #[test]
+    fn derived_etags_are_recognised_and_stable() {
+        let body = b"hello";
+        let tag = format!("W/\"{:016x}-{:x}\"", fnv1a(body), body.len());
+        assert!(is_derived_etag(&HeaderValue::from_str(&tag).unwrap()));
+        assert!(!is_derived_etag(&HeaderValue::from_static("\"origin-etag\"")));
+        assert_eq!(fnv1a(body), fnv1a(b"hello"));
+    }
+}
