@@ -1,0 +1,8 @@
+//! Integration tests: strata-proxy in process, in front of the real WordPress origin
+//! (`scripts/wordpress.sh`) or, for HTTP edge cases WordPress never produces, a small
+//! programmable origin.
+
+mod fixture;
+mod harness;
+mod http_edges;
+mod wordpress;
