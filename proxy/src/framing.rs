@@ -44,8 +44,9 @@ enum Chunk {
     Data(u64),
     /// Expecting the CRLF after chunk data: bytes left.
     DataEnd(u8),
-    /// Reading trailer lines; `empty` when the current line has no content yet.
-    Trailer { empty: bool },
+    /// Reading trailer lines, which (as hyper reads them) end only in CRLF; `empty` when the
+    /// current line has no content yet, `cr` after a CR.
+    Trailer { empty: bool, cr: bool },
 }
 
 /// Follows message framing over a stream of request bytes and marks ambiguous heads.
@@ -85,12 +86,12 @@ impl Scanner {
                             return;
                         }
                     }
-                    let searched_from = self.head.len().saturating_sub(3);
+                    let searched_from = self.head.len().saturating_sub(2);
                     self.head.extend_from_slice(input);
                     input = &[];
-                    match find(&self.head[searched_from..], b"\r\n\r\n") {
+                    match head_end(&self.head[searched_from..]) {
                         Some(i) => {
-                            let end = searched_from + i + 4;
+                            let end = searched_from + i;
                             let mut head = self.head.split_to(end);
                             let rest = std::mem::take(&mut self.head);
                             self.state = inspect(&mut head);
@@ -129,25 +130,41 @@ impl Scanner {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
+}
+
+/// Where a head ends in `buf`: just past its empty line. Lines end in CRLF or, as the HTTP
+/// parser also accepts, a bare LF; so the end is an LF followed by LF or CRLF.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
+        let lf = from + i;
+        match &buf[lf + 1..] {
+            [b'\n', ..] => return Some(lf + 2),
+            [b'\r', b'\n', ..] => return Some(lf + 3),
+            _ => from = lf + 1,
+        }
+    }
+    None
 }
 
 /// Examines one complete head, rewriting ambiguous framing headers, and returns the state
-/// for the bytes after it.
+/// for the bytes after it. Lines end in LF, with or without CR (as the parser reads them).
 fn inspect(head: &mut [u8]) -> State {
     let mut te_lines = Vec::new();
     let mut cl_lines = Vec::new();
     let mut chunked_last = false;
     let mut cl_value = None;
-    let mut pos = match find(head, b"\r\n") {
-        Some(i) => i + 2,
+    let mut pos = match find(head, b"\n") {
+        Some(i) => i + 1,
         None => return State::Opaque,
     };
     while pos < head.len() {
-        let Some(len) = find(&head[pos..], b"\r\n") else {
+        let Some(len) = find(&head[pos..], b"\n") else {
             break;
         };
         let line = &head[pos..pos + len];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             break;
         }
@@ -165,7 +182,7 @@ fn inspect(head: &mut [u8]) -> State {
                 cl_value = value.parse::<u64>().ok();
             }
         }
-        pos += len + 2;
+        pos += len + 1;
     }
     if !te_lines.is_empty() && !cl_lines.is_empty() {
         for p in te_lines {
@@ -213,7 +230,7 @@ fn chunk_step(c: Chunk, input: &[u8]) -> (usize, State) {
                             return (i + 1, State::Opaque);
                         }
                         let next = if value == 0 {
-                            Chunk::Trailer { empty: true }
+                            Chunk::Trailer { empty: true, cr: false }
                         } else {
                             Chunk::Data(value)
                         };
@@ -256,16 +273,24 @@ fn chunk_step(c: Chunk, input: &[u8]) -> (usize, State) {
             };
             (take, State::Chunked(next))
         }
-        Chunk::Trailer { mut empty } => {
+        Chunk::Trailer { mut empty, mut cr } => {
             for (i, &b) in input.iter().enumerate() {
-                match b {
-                    b'\n' if empty => return (i + 1, State::Head),
-                    b'\n' => empty = true,
-                    b'\r' => {}
-                    _ => empty = false,
+                if cr {
+                    // Only LF may follow CR; a bare LF is part of the line.
+                    if b != b'\n' {
+                        return (i + 1, State::Opaque);
+                    }
+                    if empty {
+                        return (i + 1, State::Head);
+                    }
+                    (empty, cr) = (true, false);
+                } else if b == b'\r' {
+                    cr = true;
+                } else {
+                    empty = false;
                 }
             }
-            (input.len(), State::Chunked(Chunk::Trailer { empty }))
+            (input.len(), State::Chunked(Chunk::Trailer { empty, cr }))
         }
     }
 }
@@ -408,5 +433,30 @@ mod tests {
         let mut out = BytesMut::new();
         s.feed(b"GET / HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", &mut out);
         assert!(!out.is_empty());
+    }
+
+    #[test]
+    fn bare_lf_line_endings_are_followed_like_the_parser_does() {
+        let clean: &[u8] = b"GET /a HTTP/1.1\nHost: a\n\nGET /b HTTP/1.1\r\nHost: a\r\n\n";
+        assert_eq!(run(&[clean]), clean);
+        assert_eq!(run_bytewise(clean), clean);
+        let input = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let text = String::from_utf8(run_bytewise(input)).unwrap();
+        assert!(text.contains("X-Ambiguous-Frame: chunked"), "{text}");
+        let input = b"POST / HTTP/1.1\nContent-Length: 3\nContent-Length: 3\n\nabc";
+        let text = String::from_utf8(run(&[input])).unwrap();
+        assert!(text.contains("X-Duplicate-CL: 3"), "{text}");
+    }
+
+    #[test]
+    fn trailers_end_only_at_an_empty_crlf_line() {
+        // A bare LF inside a trailer line does not end it: the "POST /b" lines are trailer
+        // too, so "GET /c" is a head (examined), not the body of /b.
+        let input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 71\r\n\r\n\
+            GET /c HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        for out in [run(&[input]), run_bytewise(input)] {
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains("X-Ambiguous-Frame: chunked"), "{text}");
+        }
     }
 }

@@ -150,11 +150,13 @@ fn serve<S>(
 {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
-    let io = TokioIo::new(framing::Guarded::new(stream, cfg.server.max_header_bytes));
+    // The guard must examine every head the parser can accept, so both use one limit.
+    let max_head = cfg.server.max_header_bytes.max(MIN_BUF);
+    let io = TokioIo::new(framing::Guarded::new(stream, max_head));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.server.header_timeout)
-        .max_buf_size(cfg.server.max_header_bytes.max(MIN_BUF))
+        .max_buf_size(max_head)
         .keep_alive(true)
         .serve_connection(io, svc);
     let conn = graceful.watch(conn);

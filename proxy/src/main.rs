@@ -55,7 +55,7 @@ fn init_logging() {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("{}: {} problem(s):", path.display(), e.problems.len());
         for p in &e.problems {

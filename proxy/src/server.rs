@@ -114,8 +114,18 @@ struct Lookup {
     parts: Parts,
     /// Normalised key of the URL (primary key).
     primary: Arc<str>,
-    /// Path and normalised query sent to the origin on a fill.
-    origin_path: String,
+    /// The normalised query, sent to the origin on a fill.
+    query: Option<String>,
+}
+
+impl Lookup {
+    /// Path and normalised query, as sent to the origin on a fill.
+    fn origin_path(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.parts.uri.path()),
+            None => self.parts.uri.path().to_string(),
+        }
+    }
 }
 
 /// The proxy's shared state.
@@ -233,7 +243,7 @@ impl Proxy {
             return true;
         }
         let name = strip_port(host).to_ascii_lowercase();
-        hosts.iter().any(|h| *h == name)
+        hosts.contains(&name)
     }
 
     async fn route(self: &Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Answer {
@@ -253,15 +263,7 @@ impl Proxy {
         let query = policy::normalise_query(parts.uri.query(), &self.cfg.policy.strip_query);
         let primary: Arc<str> =
             policy::cache_key(&policy::normalise_host(host), parts.uri.path(), query.as_deref()).into();
-        let origin_path = match &query {
-            Some(q) => format!("{}?{q}", parts.uri.path()),
-            None => parts.uri.path().to_string(),
-        };
-        let lk = Lookup {
-            parts,
-            primary,
-            origin_path,
-        };
+        let lk = Lookup { parts, primary, query };
         self.lookup(lk, body, client).await
     }
 
@@ -370,7 +372,7 @@ impl Proxy {
         set_host(&mut headers, &lk.parts);
         let mut req = Request::builder()
             .method(Method::GET)
-            .uri(self.origin.uri(&lk.origin_path)?)
+            .uri(self.origin.uri(&lk.origin_path())?)
             .version(Version::HTTP_11)
             .body(ProxyBody::Empty)?;
         *req.headers_mut() = headers;
@@ -397,7 +399,7 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => {
                 guard.finish(Flight::Failed(e.status()));
-                return Answer::new(self.origin_failure(&e, &lk.origin_path), Outcome::Miss);
+                return Answer::new(self.origin_failure(&e, &lk.origin_path()), Outcome::Miss);
             }
         };
         let (mut parts, body) = resp.into_parts();
@@ -451,7 +453,7 @@ impl Proxy {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(url = %lk.origin_path, error = %origin::error_chain(e.as_ref()), "origin body failed");
+                    tracing::warn!(url = %lk.origin_path(), error = %origin::error_chain(e.as_ref()), "origin body failed");
                     self.metrics.origin_error("body");
                     guard.finish(Flight::Failed(StatusCode::BAD_GATEWAY));
                     return Answer::new(
