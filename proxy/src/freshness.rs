@@ -188,8 +188,13 @@ mod tests {
 
     fn cfg() -> CacheConfig {
         // The defaults, taken through the real config pipeline.
-        let secret = std::env::temp_dir().join(format!("strata-fresh-{}", std::process::id()));
-        std::fs::write(&secret, "0123456789abcdef0123").unwrap();
+        // Written once: tests run in parallel and must not see a half-written file.
+        static SECRET: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+        let secret = SECRET.get_or_init(|| {
+            let p = std::env::temp_dir().join(format!("strata-fresh-{}", std::process::id()));
+            std::fs::write(&p, "0123456789abcdef0123").unwrap();
+            p
+        });
         let text = format!(
             "[server]\nlisten=\"127.0.0.1:1\"\nadmin_listen=\"127.0.0.1:2\"\n[origin]\nurl=\"http://127.0.0.1:3\"\n\
              [cache]\ndefault_ttl=\"2m\"\ngrace=\"1h\"\n[cluster]\nsecret_file={:?}\n",
