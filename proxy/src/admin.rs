@@ -225,11 +225,7 @@ pub fn purge_key(url: &str, host: Option<&str>, strip: &[String]) -> Option<Stri
         return None;
     }
     let q = policy::normalise_query(uri.query(), strip);
-    Some(policy::cache_key(
-        &policy::normalise_host(host),
-        uri.path(),
-        q.as_deref(),
-    ))
+    Some(policy::cache_key(host, uri.path(), q.as_deref()))
 }
 
 #[cfg(test)]

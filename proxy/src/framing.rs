@@ -53,7 +53,10 @@ enum Chunk {
 #[derive(Debug)]
 pub struct Scanner {
     state: State,
-    head: BytesMut,
+    /// An incomplete head, held back until the rest of it arrives.
+    held: Vec<u8>,
+    /// How much of `held` has been searched for the end of the head already.
+    searched: usize,
     max_head: usize,
 }
 
@@ -62,70 +65,93 @@ impl Scanner {
     pub fn new(max_head: usize) -> Scanner {
         Scanner {
             state: State::Head,
-            head: BytesMut::new(),
+            held: Vec::new(),
+            searched: 0,
             max_head,
         }
     }
 
+    /// Whether an incomplete head is held back.
+    pub fn holds(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Follows the framing over `data`, marking ambiguous heads in place, and returns how
+    /// many leading bytes may go on to the parser. The bytes after that are the start of a
+    /// head that is not complete yet. Must only be called when nothing is held.
+    pub fn scan_in_place(&mut self, data: &mut [u8]) -> usize {
+        debug_assert!(self.held.is_empty());
+        let n = self.process(data, 0);
+        self.searched = (data.len() - n).saturating_sub(2);
+        n
+    }
+
+    /// Keeps the start of an incomplete head (the tail `scan_in_place` did not release).
+    pub fn hold(&mut self, tail: &[u8]) {
+        self.held.extend_from_slice(tail);
+    }
+
     /// Consumes `input`, appending the bytes that may go on to the parser to `out`. Bytes of
     /// an incomplete head are held back until the head is complete.
-    pub fn feed(&mut self, mut input: &[u8], out: &mut BytesMut) {
-        while !input.is_empty() {
+    pub fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
+        let mut held = std::mem::take(&mut self.held);
+        held.extend_from_slice(input);
+        let n = self.process(&mut held, self.searched);
+        out.extend_from_slice(&held[..n]);
+        held.drain(..n);
+        self.searched = held.len().saturating_sub(2);
+        self.held = held;
+    }
+
+    /// Releases whatever is held (at end of input), so the parser sees the truncated head.
+    pub fn release(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(&self.held);
+        self.held.clear();
+        self.searched = 0;
+    }
+
+    /// The framing walk shared by both paths; `searched` says how much of a head starting at
+    /// offset 0 was already searched for its end.
+    fn process(&mut self, data: &mut [u8], mut searched: usize) -> usize {
+        let mut i = 0;
+        while i < data.len() {
             match self.state {
-                State::Opaque => {
-                    out.extend_from_slice(input);
-                    return;
-                }
+                State::Opaque => return data.len(),
                 State::Head => {
-                    if self.head.is_empty() {
-                        // Blank lines before a request line are allowed and skipped by parsers.
-                        let skip = input.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
-                        out.extend_from_slice(&input[..skip]);
-                        input = &input[skip..];
-                        if input.is_empty() {
-                            return;
-                        }
+                    // Blank lines before a request line are allowed and skipped by parsers.
+                    while i < data.len() && (data[i] == b'\r' || data[i] == b'\n') {
+                        i += 1;
                     }
-                    let searched_from = self.head.len().saturating_sub(2);
-                    self.head.extend_from_slice(input);
-                    input = &[];
-                    match head_end(&self.head[searched_from..]) {
-                        Some(i) => {
-                            let end = searched_from + i;
-                            let mut head = self.head.split_to(end);
-                            let rest = std::mem::take(&mut self.head);
-                            self.state = inspect(&mut head);
-                            out.extend_from_slice(&head);
-                            // Whatever followed the head goes round the loop again.
-                            self.feed(&rest, out);
-                            return;
+                    if i == data.len() {
+                        return i;
+                    }
+                    let from = std::mem::take(&mut searched);
+                    match head_end(&data[i + from..]) {
+                        Some(e) => {
+                            let end = i + from + e;
+                            self.state = inspect(&mut data[i..end]);
+                            i = end;
                         }
-                        None if self.head.len() > self.max_head => {
-                            out.extend_from_slice(&self.head);
-                            self.head.clear();
+                        None if data.len() - i > self.max_head => {
                             self.state = State::Opaque;
+                            return data.len();
                         }
-                        None => {}
+                        None => return i,
                     }
                 }
                 State::Fixed(n) => {
-                    let take = (n.min(input.len() as u64)) as usize;
-                    out.extend_from_slice(&input[..take]);
-                    input = &input[take..];
-                    self.state = if n == take as u64 {
-                        State::Head
-                    } else {
-                        State::Fixed(n - take as u64)
-                    };
+                    let take = n.min((data.len() - i) as u64);
+                    i += take as usize;
+                    self.state = if n == take { State::Head } else { State::Fixed(n - take) };
                 }
                 State::Chunked(c) => {
-                    let (used, next) = chunk_step(c, input);
-                    out.extend_from_slice(&input[..used]);
-                    input = &input[used..];
+                    let (used, next) = chunk_step(c, &data[i..]);
+                    i += used;
                     self.state = next;
                 }
             }
         }
+        i
     }
 }
 
@@ -296,13 +322,16 @@ fn chunk_step(c: Chunk, input: &[u8]) -> (usize, State) {
 }
 
 /// A client connection whose incoming bytes pass through a [`Scanner`].
+///
+/// Bytes are read straight into the parser's buffer and examined there; only while a head
+/// arrives in pieces are they copied aside (`raw`, `ready`).
 pub struct Guarded<IO> {
     io: IO,
     scanner: Scanner,
-    /// Bytes scanned and ready for the parser.
+    /// Bytes scanned and ready for the parser (only after a held head completes).
     ready: BytesMut,
-    /// Read buffer for the underlying connection.
-    raw: Box<[u8]>,
+    /// Read buffer used while a partial head is held; allocated on first use.
+    raw: Vec<u8>,
 }
 
 impl<IO> Guarded<IO> {
@@ -312,10 +341,13 @@ impl<IO> Guarded<IO> {
             io,
             scanner: Scanner::new(max_head),
             ready: BytesMut::new(),
-            raw: vec![0; 16 * 1024].into_boxed_slice(),
+            raw: Vec::new(),
         }
     }
 }
+
+/// Size of the side buffer used while a head arrives in pieces.
+const RAW_BUF: usize = 8 * 1024;
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -327,20 +359,43 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
                 this.ready.advance(n);
                 return Poll::Ready(Ok(()));
             }
+            if !this.scanner.holds() {
+                // The usual case: read into the parser's buffer and examine the bytes there.
+                let before = buf.filled().len();
+                match Pin::new(&mut this.io).poll_read(cx, buf) {
+                    Poll::Ready(Ok(())) => {}
+                    other => return other,
+                }
+                let after = buf.filled().len();
+                if after == before {
+                    return Poll::Ready(Ok(()));
+                }
+                let released = this.scanner.scan_in_place(&mut buf.filled_mut()[before..]);
+                if before + released < after {
+                    this.scanner.hold(&buf.filled()[before + released..]);
+                    buf.set_filled(before + released);
+                }
+                if released > 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            // A head is arriving in pieces: gather it aside until it is complete.
+            if this.raw.is_empty() {
+                this.raw = vec![0; RAW_BUF];
+            }
             let mut raw = ReadBuf::new(&mut this.raw);
             match Pin::new(&mut this.io).poll_read(cx, &mut raw) {
                 Poll::Ready(Ok(())) => {
-                    let filled = raw.filled();
-                    if filled.is_empty() {
-                        // EOF: release any held partial head so the parser sees it end.
-                        let held = std::mem::take(&mut this.scanner.head);
-                        if held.is_empty() {
+                    let n = raw.filled().len();
+                    if n == 0 {
+                        // End of input: release the partial head so the parser sees it end.
+                        this.scanner.release(&mut this.ready);
+                        if this.ready.is_empty() {
                             return Poll::Ready(Ok(()));
                         }
-                        this.ready.extend_from_slice(&held);
                         continue;
                     }
-                    let n = filled.len();
                     let (raw_buf, scanner, ready) = (&this.raw, &mut this.scanner, &mut this.ready);
                     scanner.feed(&raw_buf[..n], ready);
                 }
@@ -458,5 +513,74 @@ mod tests {
             let text = String::from_utf8(out).unwrap();
             assert!(text.contains("X-Ambiguous-Frame: chunked"), "{text}");
         }
+    }
+
+    /// A reader that hands out its input in fixed-size pieces.
+    struct Pieces {
+        data: Vec<u8>,
+        at: usize,
+        piece: usize,
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            let n = self.piece.min(self.data.len() - self.at).min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.data[at..at + n]);
+            self.at += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    async fn through_guard(input: &[u8], piece: usize, read_size: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut g = Guarded::new(
+            Pieces {
+                data: input.to_vec(),
+                at: 0,
+                piece,
+            },
+            64 * 1024,
+        );
+        let mut out = Vec::new();
+        let mut buf = vec![0; read_size];
+        loop {
+            let n = g.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn guard_passes_clean_traffic_and_marks_ambiguous_heads_for_any_read_sizes() {
+        let clean: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\
+            POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+            POST /y HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nwor\r\n\r\n0\r\n\r\n\
+            GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
+        let bad: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\
+            POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        for piece in [1, 2, 3, 7, 16, 31, 64, 1000] {
+            for read_size in [1, 5, 64, 8192] {
+                assert_eq!(
+                    through_guard(clean, piece, read_size).await,
+                    clean,
+                    "piece {piece} read {read_size}"
+                );
+                let out = String::from_utf8(through_guard(bad, piece, read_size).await).unwrap();
+                assert!(
+                    out.contains("X-Ambiguous-Frame: chunked"),
+                    "piece {piece} read {read_size}: {out}"
+                );
+                assert_eq!(out.len(), bad.len());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_truncated_head_is_released_at_end_of_input() {
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\n";
+        assert_eq!(through_guard(input, 4, 8192).await, input);
     }
 }

@@ -26,6 +26,7 @@ pub mod origin;
 pub mod outcome;
 pub mod policy;
 pub mod server;
+pub mod timer;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,7 +35,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -154,7 +155,7 @@ fn serve<S>(
     let max_head = cfg.server.max_header_bytes.max(MIN_BUF);
     let io = TokioIo::new(framing::Guarded::new(stream, max_head));
     let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
+        .timer(timer::CoarseTimer::new(cfg.server.header_timeout / 4))
         .header_read_timeout(cfg.server.header_timeout)
         .max_buf_size(max_head)
         .keep_alive(true)

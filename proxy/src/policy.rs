@@ -127,22 +127,33 @@ pub fn normalise_query(query: Option<&str>, strip: &[String]) -> Option<String> 
 
 /// The host part of the cache key: lower-cased, a default `:80` dropped.
 pub fn normalise_host(host: &str) -> String {
-    let h = host.trim().to_ascii_lowercase();
-    match h.strip_suffix(":80") {
-        Some(bare) => bare.to_string(),
-        None => h,
+    let mut s = String::with_capacity(host.len());
+    push_host(&mut s, host);
+    s
+}
+
+fn push_host(buf: &mut String, host: &str) {
+    let h = host.trim();
+    let h = h.strip_suffix(":80").unwrap_or(h);
+    buf.extend(h.chars().map(|c| c.to_ascii_lowercase()));
+}
+
+/// Writes the primary cache key into `buf` (cleared first): normalised host, path and
+/// normalised query. Reusing one buffer keeps the hit path free of key allocations.
+pub fn write_cache_key(buf: &mut String, host: &str, path: &str, query: Option<&str>) {
+    buf.clear();
+    push_host(buf, host);
+    buf.push_str(path);
+    if let Some(q) = query {
+        buf.push('?');
+        buf.push_str(q);
     }
 }
 
-/// The primary cache key: host, path and normalised query.
+/// The primary cache key: normalised host, path and normalised query.
 pub fn cache_key(host: &str, path: &str, query: Option<&str>) -> String {
     let mut key = String::with_capacity(host.len() + path.len() + query.map_or(0, |q| q.len() + 1));
-    key.push_str(host);
-    key.push_str(path);
-    if let Some(q) = query {
-        key.push('?');
-        key.push_str(q);
-    }
+    write_cache_key(&mut key, host, path, query);
     key
 }
 
@@ -252,6 +263,6 @@ mod tests {
         assert_eq!(normalise_host("Example.COM:80"), "example.com");
         assert_eq!(normalise_host("127.0.0.1:8080"), "127.0.0.1:8080");
         assert_eq!(cache_key("h", "/a/", Some("x=1")), "h/a/?x=1");
-        assert_eq!(cache_key("h", "/a/", None), "h/a/");
+        assert_eq!(cache_key("H:80", "/a/", None), "h/a/");
     }
 }

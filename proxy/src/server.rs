@@ -57,6 +57,11 @@ static NOT_STORED: [HeaderName; 4] = [
     header::VARY,
 ];
 
+thread_local! {
+    /// Scratch space for building cache keys without a fresh allocation per request.
+    static KEY_BUF: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
+}
+
 /// The result of a flight, shared with the requests that waited on it.
 #[derive(Debug, Clone)]
 enum Flight {
@@ -261,8 +266,10 @@ impl Proxy {
         }
         let host = request_host_parts(&parts).unwrap_or_default();
         let query = policy::normalise_query(parts.uri.query(), &self.cfg.policy.strip_query);
-        let primary: Arc<str> =
-            policy::cache_key(&policy::normalise_host(host), parts.uri.path(), query.as_deref()).into();
+        let primary: Arc<str> = KEY_BUF.with_borrow_mut(|buf| {
+            policy::write_cache_key(buf, host, parts.uri.path(), query.as_deref());
+            Arc::from(buf.as_str())
+        });
         let lk = Lookup { parts, primary, query };
         self.lookup(lk, body, client).await
     }
@@ -857,10 +864,10 @@ impl Proxy {
         origin::strip_hop_by_hop(&mut rparts.headers);
         if !parts.method.is_safe() && (rparts.status.is_success() || rparts.status.is_redirection()) {
             // RFC 9111 §4.4: a successful unsafe request invalidates its target.
-            let host = policy::normalise_host(request_host_parts(&parts).unwrap_or_default());
+            let host = request_host_parts(&parts).unwrap_or_default();
             let query = policy::normalise_query(parts.uri.query(), &self.cfg.policy.strip_query);
             self.store
-                .purge_url(&policy::cache_key(&host, parts.uri.path(), query.as_deref()));
+                .purge_url(&policy::cache_key(host, parts.uri.path(), query.as_deref()));
         }
         let status = cache_status(format_args!(
             "fwd=bypass; fwd-status={}; detail={}",
