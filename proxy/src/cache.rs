@@ -16,8 +16,11 @@ use tokio::time::Instant;
 
 use crate::compress::Encoding;
 
-/// Bytes charged per entry for moka's and our own bookkeeping.
-const ENTRY_OVERHEAD: u64 = 320;
+/// Bytes charged per entry for moka's and our own bookkeeping (moka's entry, deque and
+/// timer nodes, the key's `Arc`, the object, its header map), measured generously.
+const ENTRY_OVERHEAD: u64 = 1024;
+/// Bytes charged per stored header for the header map's entry and the value's allocation.
+const HEADER_OVERHEAD: usize = 64;
 /// Lifetime of a Vary rule once its URL's variants are gone.
 const VARY_RULE_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -66,7 +69,11 @@ impl Object {
     }
 
     fn weight(&self) -> u64 {
-        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 16).sum();
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + HEADER_OVERHEAD)
+            .sum();
         self.identity.len() as u64
             + self.gzip.as_ref().map_or(0, |b| b.len() as u64)
             + self.br.as_ref().map_or(0, |b| b.len() as u64)

@@ -88,20 +88,31 @@ pub fn gzip(body: &[u8]) -> Option<Bytes> {
     let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 3), flate2::Compression::new(6));
     enc.write_all(body).ok()?;
     let out = enc.finish().ok()?;
-    (out.len() < body.len()).then(|| Bytes::from(out))
+    (out.len() < body.len()).then(|| exact(out))
 }
 
 /// Brotli at quality 5 (fast enough at store time, smaller than gzip); `None` when it does
 /// not beat `than` bytes.
 pub fn brotli(body: &[u8], than: usize) -> Option<Bytes> {
     let mut out = Vec::with_capacity(body.len() / 4);
+    // A window no larger than the body (its buffers are sized from it), but at least 2^18:
+    // below that, quality 5 switches to a hasher with far larger tables.
+    let lgwin = (usize::BITS - body.len().leading_zeros()).clamp(18, 22) as i32;
     let params = brotli::enc::BrotliEncoderParams {
         quality: 5,
-        lgwin: 22,
+        lgwin,
+        size_hint: body.len(),
         ..Default::default()
     };
     brotli::BrotliCompress(&mut &body[..], &mut out, &params).ok()?;
-    (out.len() < than).then(|| Bytes::from(out))
+    (out.len() < than).then(|| exact(out))
+}
+
+/// Bytes in an allocation of exactly their size: stored objects live long, and the spare
+/// capacity of a grown buffer would be memory the cache's byte budget does not see.
+pub fn exact(mut v: Vec<u8>) -> Bytes {
+    v.shrink_to_fit();
+    Bytes::from(v)
 }
 
 /// Decodes a gzip body, refusing to produce more than `limit` bytes.
@@ -109,7 +120,7 @@ pub fn gunzip(body: &[u8], limit: u64) -> Option<Bytes> {
     let mut out = Vec::new();
     let mut dec = flate2::read::MultiGzDecoder::new(body).take(limit + 1);
     dec.read_to_end(&mut out).ok()?;
-    (out.len() as u64 <= limit).then(|| Bytes::from(out))
+    (out.len() as u64 <= limit).then(|| exact(out))
 }
 
 #[cfg(test)]

@@ -8,11 +8,6 @@ use clap::{Args, Parser, Subcommand};
 use strata_proxy::client::{self, Target};
 use strata_proxy::config::Config;
 
-/// mimalloc: fewer cycles per allocation than the system allocator on the request path, and
-/// less fragmentation when cache entries of many sizes come and go.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Strata's caching HTTP front for WordPress-style sites.
 #[derive(Parser)]
 #[command(name = "strata-proxy", version, about)]

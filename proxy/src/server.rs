@@ -34,8 +34,6 @@ use crate::origin::{self, Origin, OriginError};
 use crate::outcome::Outcome;
 use crate::policy::{self, PassReason};
 
-/// Bodies larger than this are compressed on the blocking pool, off the reactor.
-const BLOCKING_COMPRESS_THRESHOLD: usize = 64 * 1024;
 /// How many times a waiter retries after a leader gave up (its client went away).
 const MAX_FLIGHT_RETRIES: usize = 3;
 /// Request headers never sent to the origin on a cache fill: the fill must fetch the full,
@@ -147,6 +145,8 @@ pub struct Proxy {
     flights: parking_lot::Mutex<HashMap<Arc<str>, FlightRx>>,
     /// When the proxy started, for `/status`.
     pub started: Instant,
+    /// Bounds concurrent store-time compressions to the number of cores.
+    compress_permits: tokio::sync::Semaphore,
 }
 
 impl Proxy {
@@ -158,25 +158,27 @@ impl Proxy {
             metrics: Metrics::new(cfg.cache.capacity),
             flights: parking_lot::Mutex::new(HashMap::new()),
             started: Instant::now(),
+            compress_permits: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
             cfg,
         }
     }
 
     /// Answers one client request. Never fails: every error becomes a response.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
-        let started = Instant::now();
         let log = self
             .cfg
             .server
             .access_log
-            .then(|| (req.method().clone(), req.uri().clone()));
+            .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
         let Answer { mut resp, outcome } = match self.refuse(&req) {
             Some(a) => a,
             None => self.route(req, client).await,
         };
         self.metrics.request(outcome);
         resp.headers_mut().insert("x-cache", outcome.x_cache());
-        if let Some((method, uri)) = log {
+        if let Some((method, uri, started)) = log {
             tracing::info!(
                 target: "strata::access",
                 client = %client.ip(),
@@ -550,7 +552,12 @@ impl Proxy {
         let limit = self.cfg.cache.max_object_size;
         let want_br = self.cfg.cache.brotli;
         let work = move || -> Option<(Bytes, Option<Bytes>, Option<Bytes>)> {
-            let identity = if gzipped { compress::gunzip(&body, limit)? } else { body };
+            // A copy of exactly the body's size: `body` may sit in a larger, grown buffer.
+            let identity = if gzipped {
+                compress::gunzip(&body, limit)?
+            } else {
+                Bytes::copy_from_slice(&body)
+            };
             if !compressible || identity.len() < min {
                 return Some((identity, None, None));
             }
@@ -562,18 +569,25 @@ impl Proxy {
             };
             Some((identity, gz, br))
         };
-        let (identity, gzip, br) = if gzipped
-            || compressible && parts.headers.get(header::CONTENT_LENGTH).is_none()
-            || body_len_hint(&parts) > BLOCKING_COMPRESS_THRESHOLD
-        {
+        let (identity, gzip, br) = if gzipped || compressible {
+            // Compression runs on the blocking pool, a few at a time: each encoder holds
+            // hundreds of KiB while it works, and a burst of misses must not multiply that.
+            let _permit = self.compress_permits.acquire().await.ok()?;
             tokio::task::spawn_blocking(work).await.ok()??
         } else {
             work()?
         };
-        let mut headers = parts.headers;
-        let vary = cache::vary_names(&headers);
-        for h in &NOT_STORED {
-            headers.remove(h);
+        // Copy what is kept into allocations of its own: header values parsed by hyper are
+        // slices of the connection's read buffer, which they would otherwise keep alive.
+        let vary = cache::vary_names(&parts.headers);
+        let mut headers = HeaderMap::with_capacity(parts.headers.len());
+        for (name, value) in parts.headers.iter() {
+            if NOT_STORED.contains(name) {
+                continue;
+            }
+            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+                headers.append(name.clone(), v);
+            }
         }
         // Vary as delivered: the origin's request headers plus the encoding we negotiate.
         let mut vary_list: Vec<&str> = vary.iter().map(|n| n.as_str()).collect();
@@ -956,10 +970,6 @@ fn set_host(headers: &mut HeaderMap, parts: &Parts) {
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-fn body_len_hint(parts: &http::response::Parts) -> usize {
-    content_length(&parts.headers).map_or(usize::MAX, |n| n as usize)
 }
 
 /// Whether a request's validators match the object (RFC 9110 §13.1.1, §13.1.3).
