@@ -55,6 +55,11 @@ static NOT_STORED: [HeaderName; 4] = [
     header::VARY,
 ];
 
+/// `X-Cache`: HIT, MISS, PASS or STALE.
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// RFC 9211 `Cache-Status`.
+static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
 thread_local! {
     /// Scratch space for building cache keys without a fresh allocation per request.
     static KEY_BUF: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
@@ -177,7 +182,7 @@ impl Proxy {
             None => self.route(req, client).await,
         };
         self.metrics.request(outcome);
-        resp.headers_mut().insert("x-cache", outcome.x_cache());
+        resp.headers_mut().insert(&X_CACHE, outcome.x_cache());
         if let Some((method, uri, started)) = log {
             tracing::info!(
                 target: "strata::access",
@@ -614,6 +619,7 @@ impl Proxy {
             .get(header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| httpdate::parse_http_date(s).ok());
+        add_delivery_slots(&mut headers, gzip.is_some() || br.is_some());
         let now = Instant::now();
         Some(Arc::new(Object {
             status: parts.status,
@@ -654,7 +660,7 @@ impl Proxy {
                 }
             }
             h.insert(header::AGE, age);
-            h.insert("cache-status", status);
+            h.insert(&CACHE_STATUS, status);
             return resp;
         }
         let enc = if o.compressible {
@@ -676,14 +682,15 @@ impl Proxy {
         *resp.status_mut() = o.status;
         let h = resp.headers_mut();
         h.clone_from(&o.headers);
-        if let Some(ce) = enc.header() {
-            h.insert(header::CONTENT_ENCODING, ce);
-        }
+        match enc.header() {
+            Some(ce) => h.insert(header::CONTENT_ENCODING, ce),
+            None => h.remove(header::CONTENT_ENCODING),
+        };
         if head {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
         h.insert(header::AGE, age);
-        h.insert("cache-status", status);
+        h.insert(&CACHE_STATUS, status);
         resp
     }
 
@@ -892,13 +899,24 @@ impl Proxy {
     }
 }
 
+/// Adds the headers every delivery sets (with placeholder values) to a stored header map, so
+/// that delivering replaces values in place instead of growing the cloned map.
+fn add_delivery_slots(headers: &mut HeaderMap, compressed: bool) {
+    headers.insert(header::AGE, HeaderValue::from_static("0"));
+    headers.insert(&CACHE_STATUS, HeaderValue::from_static("Strata"));
+    headers.insert(&X_CACHE, HeaderValue::from_static("HIT"));
+    if compressed {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("identity"));
+    }
+}
+
 /// A `Cache-Status` value naming this cache.
 fn cache_status(params: std::fmt::Arguments<'_>) -> HeaderValue {
     HeaderValue::from_str(&format!("Strata; {params}")).unwrap_or(HeaderValue::from_static("Strata"))
 }
 
 fn with_status(mut resp: Response<ProxyBody>, status: HeaderValue) -> Response<ProxyBody> {
-    resp.headers_mut().insert("cache-status", status);
+    resp.headers_mut().insert(&CACHE_STATUS, status);
     resp
 }
 
@@ -927,7 +945,7 @@ pub fn synth(status: StatusCode, text: &str, detail: &str) -> Response<ProxyBody
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("cache-status", cache_status(format_args!("detail={detail}")));
+    h.insert(&CACHE_STATUS, cache_status(format_args!("detail={detail}")));
     resp
 }
 
