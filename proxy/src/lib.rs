@@ -98,9 +98,12 @@ pub async fn run(
                         continue;
                     };
                     let proxy = proxy.clone();
-                    let svc = service_fn(move |req| {
-                        let proxy = proxy.clone();
-                        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
+                    let svc = service_fn(move |req| match proxy.try_hit(&req) {
+                        Some(resp) => Answering::Ready(Some(resp)),
+                        None => {
+                            let proxy = proxy.clone();
+                            Answering::Full(Box::pin(async move { proxy.handle(req, peer).await }))
+                        }
                     });
                     serve(&graceful, &cfg, stream, svc, permit);
                 }
@@ -167,6 +170,31 @@ fn serve<S>(
         }
         drop(permit);
     });
+}
+
+/// The future of one public request: a hit answered on the spot, or the full request path.
+enum Answering {
+    /// Answered by [`Proxy::try_hit`]; taken on the first poll.
+    Ready(Option<http::Response<body::ProxyBody>>),
+    /// Everything that needs the origin, a lock or a refusal.
+    Full(std::pin::Pin<Box<dyn Future<Output = http::Response<body::ProxyBody>> + Send>>),
+}
+
+impl Future for Answering {
+    type Output = Result<http::Response<body::ProxyBody>, std::convert::Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            Answering::Ready(resp) => std::task::Poll::Ready(Ok(resp.take().unwrap_or_else(|| {
+                server::synth(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "response already sent",
+                    "internal",
+                )
+            }))),
+            Answering::Full(fut) => fut.as_mut().poll(cx).map(Ok),
+        }
+    }
 }
 
 /// Accept errors (e.g. too many open files) are transient: log and pause briefly.

@@ -199,6 +199,19 @@ impl Proxy {
 
     /// Requests answered without going anywhere near the cache or the origin.
     fn refuse(&self, req: &Request<Incoming>) -> Option<Answer> {
+        let (reason, status, text) = self.refusal(req)?;
+        self.metrics.client_error(reason);
+        let mut resp = synth(status, text, reason);
+        if status == StatusCode::BAD_REQUEST {
+            // The connection's framing can no longer be trusted.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Some(Answer::new(resp, Outcome::Synth))
+    }
+
+    /// Why a request must be refused: metric label, status and the reason given to the client.
+    fn refusal(&self, req: &Request<Incoming>) -> Option<(&'static str, StatusCode, &'static str)> {
         let h = req.headers();
         let (reason, status, text) = if h.contains_key(AMBIGUOUS_MARKER) {
             (
@@ -239,14 +252,38 @@ impl Proxy {
                 Some(_) => return None,
             }
         };
-        self.metrics.client_error(reason);
-        let mut resp = synth(status, text, reason);
-        if status == StatusCode::BAD_REQUEST {
-            // The connection's framing can no longer be trusted.
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Some((reason, status, text))
+    }
+
+    /// The hit path, without an `await`: a request for a fresh stored object is answered
+    /// here and now; `None` sends it on to [`Proxy::handle`]. Keeping the hit out
+    /// of the request future keeps that (large) future off the most frequent path.
+    pub fn try_hit(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+        if self.cfg.server.access_log || self.refusal(req).is_some() || req.headers().contains_key(header::RANGE) {
+            return None;
         }
-        Some(Answer::new(resp, Outcome::Synth))
+        let (method, uri, headers) = (req.method(), req.uri(), req.headers());
+        if policy::pass_reason(&self.cfg.policy, method, uri.path(), uri.query(), headers).is_some() {
+            return None;
+        }
+        let host = host_of(uri, headers).unwrap_or_default();
+        let query = policy::normalise_query(uri.query(), &self.cfg.policy.strip_query);
+        let slot = KEY_BUF.with_borrow_mut(|buf| {
+            policy::write_cache_key(buf, host, uri.path(), query.as_deref());
+            match self.store.get(buf) {
+                Some(Slot::Vary(rule)) => self.store.get(&cache::variant_key(buf, &rule, headers)),
+                slot => slot,
+            }
+        });
+        let now = Instant::now();
+        let Some(Slot::Object(o)) = slot.filter(|s| matches!(s, Slot::Object(o) if now < o.fresh_until)) else {
+            return None;
+        };
+        let ttl = o.fresh_until.saturating_duration_since(now).as_secs();
+        let mut resp = self.deliver(method, headers, &o, hit_status(ttl));
+        self.metrics.request(Outcome::Hit);
+        resp.headers_mut().insert(&X_CACHE, Outcome::Hit.x_cache());
+        Some(resp)
     }
 
     fn serves_host(&self, host: &str) -> bool {
@@ -299,15 +336,20 @@ impl Proxy {
             let now = Instant::now();
             match slot {
                 Some(Slot::Object(o)) if now < o.fresh_until => {
-                    let ttl = o.fresh_until.saturating_duration_since(now).as_secs();
-                    let status = cache_status(format_args!("hit; ttl={ttl}"));
-                    return Answer::new(self.deliver(&lk.parts, &o, status), Outcome::Hit);
+                    let status = hit_status(o.fresh_until.saturating_duration_since(now).as_secs());
+                    return Answer::new(
+                        self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
+                        Outcome::Hit,
+                    );
                 }
                 Some(Slot::Object(o)) if now < o.grace_until => {
                     self.refresh_in_background(key, &lk, &o, client);
                     let over = now.saturating_duration_since(o.fresh_until).as_secs();
                     let status = cache_status(format_args!("hit; fwd=stale; ttl=-{over}"));
-                    return Answer::new(self.deliver(&lk.parts, &o, status), Outcome::Stale);
+                    return Answer::new(
+                        self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
+                        Outcome::Stale,
+                    );
                 }
                 Some(Slot::HitForPass(until, _)) if now < until => {
                     return self.pass(lk.parts, body, client, PassReason::HitForPass).await;
@@ -353,7 +395,10 @@ impl Proxy {
                             self.metrics.coalesced.inc();
                             let ttl = o.fresh_until.saturating_duration_since(Instant::now()).as_secs();
                             let status = cache_status(format_args!("hit; collapsed; ttl={ttl}"));
-                            return Answer::new(self.deliver(&lk.parts, &o, status), Outcome::Hit);
+                            return Answer::new(
+                                self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
+                                Outcome::Hit,
+                            );
                         }
                         Some(Flight::Uncacheable) => {
                             return self.pass(lk.parts, body, client, PassReason::Uncacheable).await
@@ -499,7 +544,10 @@ impl Proxy {
         self.store_object(&lk.primary, &lk.parts.headers, &obj);
         guard.finish(Flight::Stored(obj.clone()));
         let status = cache_status(format_args!("fwd=uri-miss; fwd-status={}; stored", obj.status.as_u16()));
-        Answer::new(self.deliver(&lk.parts, &obj, status), Outcome::Miss)
+        Answer::new(
+            self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status),
+            Outcome::Miss,
+        )
     }
 
     /// Records a hit-for-pass marker for answers that will not change on the next request,
@@ -638,11 +686,9 @@ impl Proxy {
     }
 
     /// Serves a stored object: conditional 304, encoding by `Accept-Encoding`, HEAD.
-    fn deliver(&self, req: &Parts, o: &Arc<Object>, status: HeaderValue) -> Response<ProxyBody> {
-        let now = Instant::now();
-        let mut age = itoa::Buffer::new();
-        let age = HeaderValue::from_str(age.format(o.age(now))).unwrap_or(HeaderValue::from_static("0"));
-        if o.status == StatusCode::OK && not_modified(&req.headers, o) {
+    fn deliver(&self, method: &Method, req: &HeaderMap, o: &Arc<Object>, status: HeaderValue) -> Response<ProxyBody> {
+        let age = age_value(o.age(Instant::now()));
+        if o.status == StatusCode::OK && not_modified(req, o) {
             let mut resp = Response::new(ProxyBody::Empty);
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
             let h = resp.headers_mut();
@@ -664,16 +710,12 @@ impl Proxy {
             return resp;
         }
         let enc = if o.compressible {
-            compress::negotiate(
-                req.headers.get(header::ACCEPT_ENCODING),
-                o.gzip.is_some(),
-                o.br.is_some(),
-            )
+            compress::negotiate(req.get(header::ACCEPT_ENCODING), o.gzip.is_some(), o.br.is_some())
         } else {
             Encoding::Identity
         };
         let (enc, body) = o.body(enc);
-        let head = req.method == Method::HEAD;
+        let head = *method == Method::HEAD;
         let mut resp = Response::new(if head {
             ProxyBody::Empty
         } else {
@@ -907,6 +949,36 @@ fn add_delivery_slots(headers: &mut HeaderMap, compressed: bool) {
     headers.insert(&X_CACHE, HeaderValue::from_static("HIT"));
     if compressed {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("identity"));
+    }
+}
+
+/// Numbers below this get header values made once (see [`numbered`]).
+const NUMBERED_MAX: usize = 4096;
+
+/// `Age: N` and `Cache-Status: Strata; hit; ttl=N` for small N, made once: they are set on
+/// every hit, and formatting them each time would cost an allocation per hit.
+fn numbered() -> &'static [[HeaderValue; 2]] {
+    static VALUES: std::sync::OnceLock<Vec<[HeaderValue; 2]>> = std::sync::OnceLock::new();
+    VALUES.get_or_init(|| {
+        (0..NUMBERED_MAX)
+            .map(|n| [HeaderValue::from(n), cache_status(format_args!("hit; ttl={n}"))])
+            .collect()
+    })
+}
+
+/// The `Age` value for a number of seconds.
+fn age_value(secs: u64) -> HeaderValue {
+    match numbered().get(secs as usize) {
+        Some([age, _]) => age.clone(),
+        None => HeaderValue::from(secs),
+    }
+}
+
+/// The `Cache-Status` of a fresh hit with `ttl` seconds of freshness left.
+fn hit_status(ttl: u64) -> HeaderValue {
+    match numbered().get(ttl as usize) {
+        Some([_, status]) => status.clone(),
+        None => cache_status(format_args!("hit; ttl={ttl}")),
     }
 }
 

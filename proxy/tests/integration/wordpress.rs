@@ -332,3 +332,17 @@ async fn check_config_names_every_bad_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
     let _ = std::fs::remove_file(path);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_are_the_same_with_the_access_log_on() {
+    // With the access log on, hits take the full request path instead of the short one.
+    let p = TestProxy::start(&wp_origin(), &[("server", "access_log = true")]).await;
+    let path = &post_paths(1).await[0];
+    let first = p.get(path, &[("accept-encoding", "gzip")]).await;
+    let second = p.get(path, &[("accept-encoding", "gzip")]).await;
+    assert_eq!((first.x_cache(), second.x_cache()), ("MISS", "HIT"));
+    assert_eq!(first.body, second.body);
+    assert_eq!(second.header("content-encoding"), "gzip");
+    assert!(second.header("cache-status").starts_with("Strata; hit; ttl="));
+    assert_eq!(p.metric("strata_requests_total", "outcome=\"hit\"").await, 1.0);
+}
