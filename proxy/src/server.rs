@@ -420,12 +420,20 @@ impl Proxy {
     }
 
     /// The request a fill or refresh sends: GET of the normalised URL, the client's headers
-    /// minus hop-by-hop, conditional and encoding headers.
+    /// minus hop-by-hop, conditional and encoding headers, and minus cookies: a page that
+    /// everyone will get must not be shaped by one visitor's cookies (the cookies that make a
+    /// page personal already made the request pass). Only a URL whose origin declared
+    /// `Vary: Cookie` is fetched with them, each cookie value then being its own variant.
     fn fill_request(&self, lk: &Lookup, client: SocketAddr) -> Result<Request<ProxyBody>, http::Error> {
         let mut headers = lk.parts.headers.clone();
         origin::strip_hop_by_hop(&mut headers);
         for h in &FILL_DROPPED {
             headers.remove(h);
+        }
+        let varies_on_cookie =
+            matches!(self.store.get(&lk.primary), Some(Slot::Vary(rule)) if rule.names.contains(&header::COOKIE));
+        if !varies_on_cookie {
+            headers.remove(header::COOKIE);
         }
         origin::add_forwarded(&mut headers, client.ip(), "http");
         set_host(&mut headers, &lk.parts);
@@ -440,8 +448,11 @@ impl Proxy {
 
     /// The leader's fetch: ask the origin, store what may be stored, answer the client.
     async fn fill(&self, lk: &Lookup, key: Arc<str>, guard: FlightGuard<'_>, client: SocketAddr) -> Answer {
-        let req = match self.fill_request(lk, client) {
-            Ok(r) => r,
+        let (req, sent) = match self.fill_request(lk, client) {
+            Ok(r) => {
+                let sent = r.headers().clone();
+                (r, sent)
+            }
             Err(e) => {
                 guard.finish(Flight::Failed(StatusCode::BAD_REQUEST));
                 return Answer::new(
@@ -541,7 +552,7 @@ impl Proxy {
                 );
             }
         };
-        self.store_object(&lk.primary, &lk.parts.headers, &obj);
+        self.store_object(&lk.primary, &sent, &obj);
         guard.finish(Flight::Stored(obj.clone()));
         let status = cache_status(format_args!("fwd=uri-miss; fwd-status={}; stored", obj.status.as_u16()));
         Answer::new(

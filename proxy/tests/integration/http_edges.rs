@@ -1126,3 +1126,50 @@ async fn not_found_is_stored_and_redirects_are_not() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Cache poisoning through cookies
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_pages_are_fetched_without_the_visitors_cookies() {
+    bounded(30, async {
+        // An origin that would personalise a page by any cookie it sees.
+        let fixture = Fixture::start(|req| async move {
+            let cookie = header(&req, "cookie");
+            reply(200, &[("cache-control", "max-age=60")], format!("cookie=[{cookie}]"))
+        })
+        .await;
+        let proxy = TestProxy::start(&fixture.url(), &[]).await;
+        let first = proxy.get("/page", &[("cookie", "lang=evil; _ga=1")]).await;
+        assert_eq!(first.text(), "cookie=[]", "the fill carried no cookie");
+        let other = proxy.get("/page", &[]).await;
+        assert_eq!((other.x_cache(), other.text()), ("HIT", "cookie=[]".to_string()));
+        assert_eq!(fixture.hits(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_varies_on_cookie_gets_them_per_variant() {
+    bounded(30, async {
+        let fixture = Fixture::start(|req| async move {
+            let cookie = header(&req, "cookie");
+            reply(
+                200,
+                &[("cache-control", "max-age=60"), ("vary", "Cookie")],
+                format!("cookie=[{cookie}]"),
+            )
+        })
+        .await;
+        let proxy = TestProxy::start(&fixture.url(), &[]).await;
+        proxy.get("/page", &[]).await;
+        let a = proxy.get("/page", &[("cookie", "theme=a")]).await;
+        let a2 = proxy.get("/page", &[("cookie", "theme=a")]).await;
+        let b = proxy.get("/page", &[("cookie", "theme=b")]).await;
+        assert_eq!(a.text(), "cookie=[theme=a]");
+        assert_eq!((a2.x_cache(), a2.text()), ("HIT", "cookie=[theme=a]".to_string()));
+        assert_eq!(b.text(), "cookie=[theme=b]");
+    })
+    .await;
+}
