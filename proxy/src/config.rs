@@ -31,6 +31,10 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 << 10;
 /// Time in-flight requests get to finish after SIGTERM.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Worker threads serving the public listener when `server.workers` is not set: one per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
 /// Most client connections served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 /// Origin TCP connect timeout.
@@ -149,6 +153,7 @@ struct RawServer {
     header_timeout: Option<toml::Value>,
     max_header_bytes: Option<toml::Value>,
     max_connections: Option<i64>,
+    workers: Option<i64>,
     shutdown_timeout: Option<toml::Value>,
     hosts: Option<Vec<String>>,
 }
@@ -231,6 +236,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Most concurrent client connections.
     pub max_connections: usize,
+    /// Threads serving the public listener, each with its own single-threaded runtime.
+    pub workers: usize,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_timeout: Duration,
     /// Host names (without port) served; empty = any Host goes to the one origin.
@@ -503,6 +510,7 @@ impl Config {
                 DEFAULT_MAX_CONNECTIONS,
                 1..=10_000_000,
             ),
+            workers: c.count("server.workers", s.workers, default_workers(), 1..=1024),
             shutdown_timeout: c.duration("server.shutdown_timeout", &s.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT),
             hosts: s
                 .hosts

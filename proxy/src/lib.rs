@@ -52,6 +52,11 @@ const MIN_BUF: usize = 8192;
 /// Serves the public and admin listeners until `shutdown` resolves, then lets in-flight
 /// requests finish for up to `server.shutdown_timeout`.
 ///
+/// The public listener is served by `server.workers` threads, each with a single-threaded
+/// runtime of its own, so a connection lives on one core from accept to close (no work
+/// stealing, no cross-core wake-ups on the hit path); the cache, the origin pool and the
+/// metrics are shared. The admin listener runs on the caller's runtime.
+///
 /// The caller binds the listeners, so tests can bind port 0. Returns the proxy's shared
 /// state once everything has stopped.
 pub async fn run(
@@ -66,7 +71,6 @@ pub async fn run(
         proxy: proxy.clone(),
         replay: Default::default(),
     });
-    let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(cfg.server.max_connections));
 
     let maintenance = {
@@ -86,12 +90,110 @@ pub async fn run(
         admin = %admin.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         origin = %cfg.origin.url,
         node = %cfg.cluster.node_id,
+        workers = cfg.server.workers,
         "strata-proxy listening"
     );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let workers = start_workers(public, &proxy, &cfg, &permits, &stop_rx);
+
+    let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = public.accept() => match accepted {
+            accepted = admin.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let admin = admin_state.clone();
+                    let svc = service_fn(move |req| {
+                        let admin = admin.clone();
+                        async move { Ok::<_, std::convert::Infallible>(admin.handle(req, peer).await) }
+                    });
+                    let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
+                    serve(&graceful, &cfg, stream, svc, permit);
+                }
+                Err(e) => accept_error(e).await,
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(admin);
+    tracing::info!(timeout = ?cfg.server.shutdown_timeout, "shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(cfg.server.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout reached; closing remaining admin connections");
+    }
+    for done in workers {
+        let _ = done.await;
+    }
+    maintenance.abort();
+    proxy
+}
+
+/// Starts the worker threads serving the public listener; each signals when it has stopped.
+fn start_workers(
+    public: TcpListener,
+    proxy: &Arc<Proxy>,
+    cfg: &Arc<Config>,
+    permits: &Arc<Semaphore>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+    let listener = match public.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot hand the public listener to the workers");
+            return Vec::new();
+        }
+    };
+    let mut done = Vec::new();
+    for i in 0..cfg.server.workers {
+        let listener = match listener.try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, worker = i, "cannot share the public listener");
+                break;
+            }
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (proxy, cfg, permits, stop) = (proxy.clone(), cfg.clone(), permits.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("strata-worker-{i}"))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt.block_on(serve_public(listener, proxy, cfg, permits, stop)),
+                    Err(e) => tracing::error!(error = %e, worker = i, "cannot start a worker runtime"),
+                }
+                let _ = done_tx.send(());
+            });
+        match spawned {
+            Ok(_) => done.push(done_rx),
+            Err(e) => tracing::error!(error = %e, worker = i, "cannot start a worker thread"),
+        }
+    }
+    done
+}
+
+/// One worker: accepts public connections and serves them until told to stop, then lets
+/// its in-flight requests finish for up to `server.shutdown_timeout`.
+async fn serve_public(
+    listener: std::net::TcpListener,
+    proxy: Arc<Proxy>,
+    cfg: Arc<Config>,
+    permits: Arc<Semaphore>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "worker cannot register the public listener");
+            return;
+        }
+    };
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
                         tracing::warn!(%peer, "connection limit reached; closing new connection");
@@ -109,32 +211,16 @@ pub async fn run(
                 }
                 Err(e) => accept_error(e).await,
             },
-            accepted = admin.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let admin = admin_state.clone();
-                    let svc = service_fn(move |req| {
-                        let admin = admin.clone();
-                        async move { Ok::<_, std::convert::Infallible>(admin.handle(req, peer).await) }
-                    });
-                    let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
-                    serve(&graceful, &cfg, stream, svc, permit);
-                }
-                Err(e) => accept_error(e).await,
-            },
-            () = &mut shutdown => break,
+            _ = stop.wait_for(|s| *s) => break,
         }
     }
-    drop(public);
-    drop(admin);
-    tracing::info!(timeout = ?cfg.server.shutdown_timeout, "shutting down: finishing in-flight requests");
+    drop(listener);
     if tokio::time::timeout(cfg.server.shutdown_timeout, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("shutdown timeout reached; closing remaining connections");
     }
-    maintenance.abort();
-    proxy
 }
 
 fn serve<S>(
