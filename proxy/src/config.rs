@@ -795,7 +795,7 @@ mod tests {
     fn every_bad_value_is_named_by_its_key() {
         let s = secret_file();
         let text = format!(
-            "[server]\nlisten = \"nowhere\"\nadmin_listen = \"127.0.0.1:9080\"\nheader_timeout = \"10 parsecs\"\n\
+            "[server]\nlisten = \"nowhere\"\nadmin_listen = \"127.0.0.1:9080\"\nheader_timeout = \"10 parsecs\"\nworkers = 0\n\
              [origin]\nurl = \"ftp://x\"\n[cache]\ncapacity = \"lots\"\ndefault_ttl = 5\nmax_variants = 0\n\
              [cluster]\nsecret_file = {:?}\nsiblings = [\"nope\"]\n",
             s.0.display().to_string()
@@ -805,6 +805,7 @@ mod tests {
         for k in [
             "server.listen",
             "server.header_timeout",
+            "server.workers",
             "origin.url",
             "cache.capacity",
             "cache.default_ttl",
