@@ -30,6 +30,7 @@ pub mod timer;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,10 +53,11 @@ const MIN_BUF: usize = 8192;
 /// Serves the public and admin listeners until `shutdown` resolves, then lets in-flight
 /// requests finish for up to `server.shutdown_timeout`.
 ///
-/// The public listener is served by `server.workers` threads, each with a single-threaded
-/// runtime of its own, so a connection lives on one core from accept to close (no work
-/// stealing, no cross-core wake-ups on the hit path); the cache, the origin pool and the
-/// metrics are shared. The admin listener runs on the caller's runtime.
+/// Public connections are accepted here and handed, each to the least busy, to
+/// `server.workers` threads that each run a single-threaded runtime of their own: a
+/// connection lives on one core from accept to close (no work stealing, no cross-core
+/// wake-ups on the hit path), while the cache, the origin pool and the metrics are shared.
+/// The admin listener and housekeeping run on the caller's runtime.
 ///
 /// The caller binds the listeners, so tests can bind port 0. Returns the proxy's shared
 /// state once everything has stopped.
@@ -93,13 +95,24 @@ pub async fn run(
         workers = cfg.server.workers,
         "strata-proxy listening"
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let workers = start_workers(public, &proxy, &cfg, &permits, &stop_rx);
-
+    let workers = start_workers(&proxy, &cfg);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            accepted = public.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "connection limit reached; closing new connection");
+                        continue;
+                    };
+                    match stream.into_std() {
+                        Ok(stream) => hand_over(&workers, stream, peer, permit),
+                        Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker"),
+                    }
+                }
+                Err(e) => accept_error(e).await,
+            },
             accepted = admin.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let admin = admin_state.clone();
@@ -115,106 +128,121 @@ pub async fn run(
             () = &mut shutdown => break,
         }
     }
+    drop(public);
     drop(admin);
     tracing::info!(timeout = ?cfg.server.shutdown_timeout, "shutting down: finishing in-flight requests");
-    let _ = stop_tx.send(true);
+    let mut done = Vec::new();
+    for w in workers {
+        // Closing a worker's queue tells it to stop once its connections are done.
+        drop(w.queue);
+        done.push(w.done);
+    }
     if tokio::time::timeout(cfg.server.shutdown_timeout, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("shutdown timeout reached; closing remaining admin connections");
     }
-    for done in workers {
-        let _ = done.await;
+    for d in done {
+        let _ = d.await;
     }
     maintenance.abort();
     proxy
 }
 
-/// Starts the worker threads serving the public listener; each signals when it has stopped.
-fn start_workers(
-    public: TcpListener,
-    proxy: &Arc<Proxy>,
-    cfg: &Arc<Config>,
-    permits: &Arc<Semaphore>,
-    stop: &tokio::sync::watch::Receiver<bool>,
-) -> Vec<tokio::sync::oneshot::Receiver<()>> {
-    let listener = match public.into_std() {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot hand the public listener to the workers");
-            return Vec::new();
-        }
+/// A connection on its way to a worker, with its connection-limit permit.
+type Handover = (std::net::TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit);
+
+/// A worker thread as the acceptor sees it.
+struct Worker {
+    /// Where accepted connections are sent.
+    queue: tokio::sync::mpsc::UnboundedSender<Handover>,
+    /// Connections the worker serves now, to pick the least busy.
+    active: Arc<AtomicUsize>,
+    /// Completes when the worker has stopped.
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Counts a connection as active on its worker while it lives.
+struct Active(Arc<AtomicUsize>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends a connection to the worker with the fewest active connections.
+fn hand_over(
+    workers: &[Worker],
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let Some(w) = workers.iter().min_by_key(|w| w.active.load(Ordering::Relaxed)) else {
+        tracing::error!(%peer, "no worker is running; closing connection");
+        return;
     };
-    let mut done = Vec::new();
+    w.active.fetch_add(1, Ordering::Relaxed);
+    if w.queue.send((stream, peer, permit)).is_err() {
+        w.active.fetch_sub(1, Ordering::Relaxed);
+        tracing::error!(%peer, "a worker has stopped; closing connection");
+    }
+}
+
+/// Starts the worker threads that serve public connections.
+fn start_workers(proxy: &Arc<Proxy>, cfg: &Arc<Config>) -> Vec<Worker> {
+    let mut workers = Vec::new();
     for i in 0..cfg.server.workers {
-        let listener = match listener.try_clone() {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, worker = i, "cannot share the public listener");
-                break;
-            }
-        };
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let (proxy, cfg, permits, stop) = (proxy.clone(), cfg.clone(), permits.clone(), stop.clone());
+        let (queue, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let active = Arc::new(AtomicUsize::new(0));
+        let (proxy, cfg, counter) = (proxy.clone(), cfg.clone(), active.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("strata-worker-{i}"))
             .spawn(move || {
                 match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt.block_on(serve_public(listener, proxy, cfg, permits, stop)),
+                    Ok(rt) => rt.block_on(serve_public(rx, proxy, cfg, counter)),
                     Err(e) => tracing::error!(error = %e, worker = i, "cannot start a worker runtime"),
                 }
                 let _ = done_tx.send(());
             });
         match spawned {
-            Ok(_) => done.push(done_rx),
+            Ok(_) => workers.push(Worker { queue, active, done }),
             Err(e) => tracing::error!(error = %e, worker = i, "cannot start a worker thread"),
         }
     }
-    done
+    workers
 }
 
-/// One worker: accepts public connections and serves them until told to stop, then lets
-/// its in-flight requests finish for up to `server.shutdown_timeout`.
+/// One worker: serves the connections it is handed until its queue closes, then lets its
+/// in-flight requests finish for up to `server.shutdown_timeout`.
 async fn serve_public(
-    listener: std::net::TcpListener,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Handover>,
     proxy: Arc<Proxy>,
     cfg: Arc<Config>,
-    permits: Arc<Semaphore>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    active: Arc<AtomicUsize>,
 ) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "worker cannot register the public listener");
-            return;
-        }
-    };
     let graceful = GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "connection limit reached; closing new connection");
-                        continue;
-                    };
-                    let proxy = proxy.clone();
-                    let svc = service_fn(move |req| match proxy.try_hit(&req) {
-                        Some(resp) => Answering::Ready(Some(resp)),
-                        None => {
-                            let proxy = proxy.clone();
-                            Answering::Full(Box::pin(async move { proxy.handle(req, peer).await }))
-                        }
-                    });
-                    serve(&graceful, &cfg, stream, svc, permit);
-                }
-                Err(e) => accept_error(e).await,
-            },
-            _ = stop.wait_for(|s| *s) => break,
-        }
+    while let Some((stream, peer, permit)) = queue.recv().await {
+        let guard = (permit, Active(active.clone()));
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "worker cannot register a connection");
+                continue;
+            }
+        };
+        let proxy = proxy.clone();
+        let svc = service_fn(move |req| match proxy.try_hit(&req) {
+            Some(resp) => Answering::Ready(Some(resp)),
+            None => {
+                let proxy = proxy.clone();
+                Answering::Full(Box::pin(async move { proxy.handle(req, peer).await }))
+            }
+        });
+        serve(&graceful, &cfg, stream, svc, guard);
     }
-    drop(listener);
     if tokio::time::timeout(cfg.server.shutdown_timeout, graceful.shutdown())
         .await
         .is_err()
@@ -223,13 +251,8 @@ async fn serve_public(
     }
 }
 
-fn serve<S>(
-    graceful: &GracefulShutdown,
-    cfg: &Config,
-    stream: TcpStream,
-    svc: S,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) where
+fn serve<S>(graceful: &GracefulShutdown, cfg: &Config, stream: TcpStream, svc: S, permit: impl Send + 'static)
+where
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
             Response = http::Response<body::ProxyBody>,
