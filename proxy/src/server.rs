@@ -319,20 +319,20 @@ impl Proxy {
     }
 
     /// Finds the slot for a request, following a Vary rule to the variant's key.
-    fn find(&self, lk: &Lookup) -> (Arc<str>, Option<Slot>, Option<Arc<VaryRule>>) {
+    fn find(&self, lk: &Lookup) -> (Arc<str>, Option<Slot>) {
         match self.store.get(&lk.primary) {
             Some(Slot::Vary(rule)) => {
                 let key: Arc<str> = cache::variant_key(&lk.primary, &rule, &lk.parts.headers).into();
                 let slot = self.store.get(&key);
-                (key, slot, Some(rule))
+                (key, slot)
             }
-            slot => (lk.primary.clone(), slot, None),
+            slot => (lk.primary.clone(), slot),
         }
     }
 
     async fn lookup(self: &Arc<Self>, lk: Lookup, body: Incoming, client: SocketAddr) -> Answer {
         for _ in 0..MAX_FLIGHT_RETRIES {
-            let (key, slot, _) = self.find(&lk);
+            let (key, slot) = self.find(&lk);
             let now = Instant::now();
             match slot {
                 Some(Slot::Object(o)) if now < o.fresh_until => {
