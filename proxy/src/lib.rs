@@ -9,7 +9,8 @@
 //! - [`origin`]: the pooled origin client and its errors;
 //! - [`framing`]: refusing ambiguous request framing before parsing;
 //! - [`server`]: the request path (refuse, pass, lookup, coalesced fill, grace);
-//! - [`admin`]: health, metrics, status and signed purges;
+//! - [`admin`]: health, metrics, status and signed purges; [`client`]: the `ban` command's side;
+//! - [`timer`]: the coarse header-read timer (slowloris guard);
 //! - [`metrics`], [`outcome`], [`body`]: shared pieces.
 #![forbid(unsafe_code)]
 

@@ -31,13 +31,6 @@ pub mod names {
     pub const BACKGROUND_REFRESHES: &str = "strata_background_refreshes";
 }
 
-/// A label set with one label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Label {
-    /// The label's value; the name depends on the family (outcome, reason, kind).
-    pub value: &'static str,
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,

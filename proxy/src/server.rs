@@ -242,7 +242,7 @@ impl Proxy {
         } else if !req.uri().path().starts_with('/') {
             ("target", StatusCode::BAD_REQUEST, "the request target must be a path")
         } else {
-            match request_host(req) {
+            match host_of(req.uri(), req.headers()) {
                 None => ("host", StatusCode::BAD_REQUEST, "missing or invalid Host header"),
                 Some(host) if !self.serves_host(host) => (
                     "host",
@@ -266,14 +266,9 @@ impl Proxy {
         if policy::pass_reason(&self.cfg.policy, method, uri.path(), uri.query(), headers).is_some() {
             return None;
         }
-        let host = host_of(uri, headers).unwrap_or_default();
-        let query = policy::normalise_query(uri.query(), &self.cfg.policy.strip_query);
-        let slot = KEY_BUF.with_borrow_mut(|buf| {
-            policy::write_cache_key(buf, host, uri.path(), query.as_deref());
-            match self.store.get(buf) {
-                Some(Slot::Vary(rule)) => self.store.get(&cache::variant_key(buf, &rule, headers)),
-                slot => slot,
-            }
+        let slot = self.with_primary_key(uri, headers, |key, _| match self.store.get(key) {
+            Some(Slot::Vary(rule)) => self.store.get(&cache::variant_key(key, &rule, headers)),
+            slot => slot,
         });
         let now = Instant::now();
         let Some(Slot::Object(o)) = slot.filter(|s| matches!(s, Slot::Object(o) if now < o.fresh_until)) else {
@@ -308,14 +303,26 @@ impl Proxy {
         if let Some(reason) = reason {
             return self.pass(parts, body, client, reason).await;
         }
-        let host = request_host_parts(&parts).unwrap_or_default();
-        let query = policy::normalise_query(parts.uri.query(), &self.cfg.policy.strip_query);
-        let primary: Arc<str> = KEY_BUF.with_borrow_mut(|buf| {
-            policy::write_cache_key(buf, host, parts.uri.path(), query.as_deref());
-            Arc::from(buf.as_str())
-        });
+        let (primary, query) = self.with_primary_key(&parts.uri, &parts.headers, |key, q| (Arc::from(key), q));
         let lk = Lookup { parts, primary, query };
         self.lookup(lk, body, client).await
+    }
+
+    /// Builds a request's primary cache key (normalised host, path and query) in this
+    /// thread's key buffer and hands it to `f` with the normalised query: the one place keys
+    /// are made, allocation-free on the hit path.
+    fn with_primary_key<R>(
+        &self,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        f: impl FnOnce(&str, Option<String>) -> R,
+    ) -> R {
+        let host = host_of(uri, headers).unwrap_or_default();
+        let query = policy::normalise_query(uri.query(), &self.cfg.policy.strip_query);
+        KEY_BUF.with_borrow_mut(|buf| {
+            policy::write_cache_key(buf, host, uri.path(), query.as_deref());
+            f(buf, query)
+        })
     }
 
     /// Finds the slot for a request, following a Vary rule to the variant's key.
@@ -938,10 +945,7 @@ impl Proxy {
         origin::strip_hop_by_hop(&mut rparts.headers);
         if !parts.method.is_safe() && (rparts.status.is_success() || rparts.status.is_redirection()) {
             // RFC 9111 §4.4: a successful unsafe request invalidates its target.
-            let host = request_host_parts(&parts).unwrap_or_default();
-            let query = policy::normalise_query(parts.uri.query(), &self.cfg.policy.strip_query);
-            self.store
-                .purge_url(&policy::cache_key(host, parts.uri.path(), query.as_deref()));
+            self.with_primary_key(&parts.uri, &parts.headers, |key, _| self.store.purge_url(key));
         }
         let status = cache_status(format_args!(
             "fwd=bypass; fwd-status={}; detail={}",
@@ -1030,14 +1034,6 @@ pub fn synth(status: StatusCode, text: &str, detail: &str) -> Response<ProxyBody
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(&CACHE_STATUS, cache_status(format_args!("detail={detail}")));
     resp
-}
-
-fn request_host(req: &Request<Incoming>) -> Option<&str> {
-    host_of(req.uri(), req.headers())
-}
-
-fn request_host_parts(parts: &Parts) -> Option<&str> {
-    host_of(&parts.uri, &parts.headers)
 }
 
 /// The target host: the URI's authority in absolute form, else the Host header.
