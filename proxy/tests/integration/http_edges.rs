@@ -1173,3 +1173,23 @@ async fn an_origin_that_varies_on_cookie_gets_them_per_variant() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Header size limit
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_are_refused_before_the_origin() {
+    bounded(30, async {
+        let fixture = Fixture::start(|_| async { reply(200, &[], "ok") }).await;
+        let proxy = TestProxy::start(&fixture.url(), &[("server", "max_header_bytes = \"16KiB\"")]).await;
+        let mut raw = Raw::connect(proxy.addr).await;
+        let big = "a".repeat(64 * 1024);
+        raw.write(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes())
+            .await;
+        let status = raw.line().await;
+        assert!(status.starts_with("HTTP/1.1 431"), "{status}");
+        assert_eq!(fixture.hits(), 0);
+    })
+    .await;
+}
