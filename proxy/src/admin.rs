@@ -1,7 +1,11 @@
-//! The admin listener: health, metrics, status and signed purges. Never the public port.
+//! The admin listener: health, metrics, status, bans and the node-to-node sync. Never the
+//! public port.
 //!
-//! Purge requests are signed with the cluster secret (see `strata_wire::auth`): unsigned or
-//! malformed → 401, wrong signature, expired timestamp or a replayed signature → 403.
+//! Every request that changes something (`POST /ban`, `POST /purge`, `POST /cluster/sync`)
+//! is signed with the cluster secret (see `strata_wire::auth`): unsigned or malformed → 401,
+//! wrong signature, expired timestamp or a replayed signature → 403. Reads (`/healthz`,
+//! `/metrics`, `/status`, `/cluster`, `/lookup`) need no signature; `cluster.admin_allow`
+//! limits who may connect at all.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,6 +17,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use strata_wire::auth;
+use strata_wire::ban::{Ban, SyncRequest, BAN_PATH, SYNC_PATH};
 
 use crate::body::ProxyBody;
 use crate::outcome::Outcome;
@@ -87,12 +92,18 @@ impl Admin {
                 text(StatusCode::OK, body, "text/plain; version=0.0.4; charset=utf-8")
             }
             (&Method::GET, "/status") => plain(StatusCode::OK, self.status()),
+            (&Method::GET, "/cluster") => json(StatusCode::OK, &self.cluster_report()),
+            (&Method::GET, "/lookup") => self.lookup(req.uri()),
             (&Method::POST, "/purge") => self.purge(req).await,
-            (_, "/healthz" | "/metrics" | "/status") => plain(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
-            (_, "/purge") => plain(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+            (&Method::POST, BAN_PATH) => self.ban(req).await,
+            (&Method::POST, SYNC_PATH) => self.sync(req).await,
+            (_, "/healthz" | "/metrics" | "/status" | "/cluster" | "/lookup") => {
+                plain(StatusCode::METHOD_NOT_ALLOWED, "use GET")
+            }
+            (_, "/purge" | BAN_PATH | SYNC_PATH) => plain(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
             _ => plain(
                 StatusCode::NOT_FOUND,
-                "unknown admin path; try /healthz, /metrics, /status, POST /purge",
+                "unknown admin path; try /healthz, /metrics, /status, /cluster, /lookup?url=, POST /ban, POST /purge",
             ),
         }
     }
@@ -116,7 +127,8 @@ impl Admin {
         format!(
             "strata-proxy {version} node {node}\nuptime {up}s\norigin {origin}\n\
              requests: hit {hit}, stale {stale}, miss {miss}, pass {pass}; hit ratio {ratio:.1}%\n\
-             cache: {objects} objects, {bytes} of {cap} bytes, {ev} evictions",
+             cache: {objects} objects, {bytes} of {cap} bytes, {ev} evictions, {tags} tags\n\
+             cluster: sequence {seq}, {confirmed}{siblings}",
             version = env!("CARGO_PKG_VERSION"),
             node = p.cfg.cluster.node_id,
             up = p.started.elapsed().as_secs(),
@@ -125,19 +137,44 @@ impl Admin {
             bytes = p.store.weighted_size(),
             cap = p.cfg.cache.capacity,
             ev = p.store.stats.evictions.load(std::sync::atomic::Ordering::Relaxed),
+            tags = p.store.tags.len(),
+            seq = p.cluster.latest(),
+            confirmed = if p.cluster.confirmed(tokio::time::Instant::now()) {
+                "confirmed current"
+            } else {
+                "NOT confirmed current (cached pages may be stale: flushing or passing)"
+            },
+            siblings = p
+                .cluster
+                .report()
+                .iter()
+                .map(|s| format!(
+                    "\n  sibling {url} ({node}): {up}, {queued} bans queued, acked {acked}, applied {applied}, \
+                     last contact {contact}, confirmed {confirmed}{error}",
+                    url = s.url,
+                    node = s.node.as_deref().unwrap_or("?"),
+                    up = if s.up { "up" } else { "DOWN" },
+                    queued = s.queued,
+                    acked = s.acked_seq,
+                    applied = s.applied_seq.map_or("-".to_string(), |a| a.to_string()),
+                    contact = s.last_contact_ms.map_or("never".to_string(), |ms| format!("{ms} ms ago")),
+                    confirmed = s.confirmed_ms_ago.map_or("never".to_string(), |ms| format!("{ms} ms ago")),
+                    error = s.last_error.as_deref().map_or(String::new(), |e| format!(" ({e})")),
+                ))
+                .collect::<String>(),
         )
     }
 
-    /// `POST /purge?url=URL` (one URL with all its variants) or `POST /purge?all=1`.
-    async fn purge(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// Reads and authenticates a signed request: its parts and body, or the refusal.
+    async fn signed(&self, req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), Response<ProxyBody>> {
         let (parts, body) = req.into_parts();
         let body = match http_body_util::Limited::new(body, MAX_ADMIN_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => {
-                return plain(
+                return Err(plain(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("admin request bodies are limited to {MAX_ADMIN_BODY} bytes"),
-                )
+                ))
             }
         };
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -164,15 +201,26 @@ impl Admin {
                 } else {
                     StatusCode::FORBIDDEN
                 };
-                return plain(status, e.to_string());
+                return Err(plain(status, e.to_string()));
             }
         };
         if !self
             .replay
             .first_use(header(auth::SIGNATURE_HEADER).unwrap_or(""), ts, now)
         {
-            return plain(StatusCode::FORBIDDEN, "this signed request was already used (replay)");
+            tracing::warn!(path, "refused a replayed admin request");
+            return Err(plain(StatusCode::FORBIDDEN, "this signed request was already used (replay)"));
         }
+        Ok((parts, body))
+    }
+
+    /// `POST /purge?url=URL` (one URL with all its variants) or `POST /purge?all=1`; applied
+    /// and broadcast like a ban.
+    async fn purge(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let (parts, _) = match self.signed(req).await {
+            Ok(r) => r,
+            Err(refusal) => return refusal,
+        };
         let params: HashMap<String, String> = parts
             .uri
             .query()
@@ -187,30 +235,161 @@ impl Admin {
                 )
             })
             .collect();
-        let p = &self.proxy;
-        if params.contains_key("all") {
-            p.store.clear();
-            p.metrics.purges.inc();
-            tracing::info!("purged everything");
-            return text(StatusCode::OK, "{\"purged\":\"all\"}\n", "application/json");
-        }
-        let Some(url) = params.get("url") else {
+        let ban = if params.contains_key("all") {
+            Ban::all()
+        } else if let Some(url) = params.get("url") {
+            let mut b = Ban::new(strata_wire::ban::Kind::Url, url.clone());
+            b.host = params.get("host").cloned();
+            b
+        } else {
             return plain(
                 StatusCode::BAD_REQUEST,
                 "give url=URL (absolute, or a path with host=HOST) or all=1",
             );
         };
-        let Some(key) = purge_key(url, params.get("host").map(String::as_str), &p.cfg.policy.strip_query) else {
+        match self.proxy.ban(ban) {
+            Ok(r) => text(
+                StatusCode::OK,
+                format!("{{\"purged\":{},\"seq\":{}}}\n", r.removed, r.seq),
+                "application/json",
+            ),
+            Err(e) => plain(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    }
+
+    /// `POST /ban[?wait=MS]` with a JSON [`Ban`]: applies it here and broadcasts it; with
+    /// `wait`, answers once every sibling acknowledged it or `MS` passed.
+    async fn ban(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let (parts, body) = match self.signed(req).await {
+            Ok(r) => r,
+            Err(refusal) => return refusal,
+        };
+        let ban: Ban = match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the body must be a JSON ban such as {{\"kind\":\"tag\",\"value\":\"post:12\"}} \
+                         (kinds: url, prefix, regex, tag, all): {e}"
+                    ),
+                )
+            }
+        };
+        let wait = match query_param(parts.uri.query(), "wait").map(|w| w.parse::<u64>()) {
+            None => None,
+            Some(Ok(ms)) => Some(std::time::Duration::from_millis(ms.min(60_000))),
+            Some(Err(_)) => return plain(StatusCode::BAD_REQUEST, "wait must be a number of milliseconds"),
+        };
+        let r = match self.proxy.ban(ban) {
+            Ok(r) => r,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        let mut siblings = serde_json::Map::new();
+        if let Some(timeout) = wait {
+            for (url, acked, took) in self.proxy.cluster.wait_acked(r.seq, timeout).await {
+                siblings.insert(
+                    url,
+                    serde_json::json!({"acked": acked, "ms": took.as_secs_f64() * 1000.0}),
+                );
+            }
+        }
+        json(
+            StatusCode::OK,
+            &serde_json::json!({"seq": r.seq, "removed": r.removed, "siblings": siblings}),
+        )
+    }
+
+    /// `POST /cluster/sync` from a sibling: its bans and heartbeat; answers how far this
+    /// node has applied the sibling's sequence.
+    async fn sync(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let (_, body) = match self.signed(req).await {
+            Ok(r) => r,
+            Err(refusal) => return refusal,
+        };
+        match serde_json::from_slice::<SyncRequest>(&body) {
+            Ok(sync) => json(StatusCode::OK, &self.proxy.receive_sync(&sync)),
+            Err(e) => plain(StatusCode::BAD_REQUEST, format!("unreadable sync message: {e}")),
+        }
+    }
+
+    /// `GET /cluster`: this node's sequence, whether it is confirmed current, each sibling.
+    fn cluster_report(&self) -> serde_json::Value {
+        let c = &self.proxy.cluster;
+        serde_json::json!({
+            "node": c.node,
+            "instance": c.instance,
+            "seq": c.latest(),
+            "confirmed": c.confirmed(tokio::time::Instant::now()),
+            "siblings": c.report(),
+        })
+    }
+
+    /// `GET /lookup?url=URL[&host=H]`: what the cache holds for a URL (key, tags, lifetimes).
+    fn lookup(&self, uri: &http::Uri) -> Response<ProxyBody> {
+        let p = &self.proxy;
+        let Some(url) = query_param(uri.query(), "url") else {
+            return plain(StatusCode::BAD_REQUEST, "give url=URL (absolute, or a path with host=HOST)");
+        };
+        let host = query_param(uri.query(), "host");
+        let Some(key) = purge_key(&url, host.as_deref(), &p.cfg.policy.strip_query) else {
             return plain(
                 StatusCode::BAD_REQUEST,
                 format!("{url:?} is not an http(s) URL or a path with host=HOST"),
             );
         };
-        let n = p.store.purge_url(&key);
-        p.metrics.purges.inc();
-        tracing::info!(url, removed = n, "purged URL");
-        text(StatusCode::OK, format!("{{\"purged\":{n}}}\n"), "application/json")
+        let now = tokio::time::Instant::now();
+        let describe = |key: &str| match p.store.get(key) {
+            Some(crate::cache::Slot::Object(o)) => serde_json::json!({
+                "key": key,
+                "status": o.status.as_u16(),
+                "tags": o.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+                "fresh": o.is_fresh(now),
+                "fresh_for_secs": o.ttl_secs(now),
+                "grace_for_secs": o.grace_until.saturating_duration_since(now).as_secs(),
+                "age_secs": o.age(now),
+                "bytes": o.identity.len(),
+                "gzip_bytes": o.gzip.as_ref().map(|b| b.len()),
+                "br_bytes": o.br.as_ref().map(|b| b.len()),
+            }),
+            Some(crate::cache::Slot::HitForPass(until, why)) => serde_json::json!({
+                "key": key,
+                "hit_for_pass": why,
+                "for_secs": until.saturating_duration_since(now).as_secs(),
+            }),
+            Some(crate::cache::Slot::Vary(rule)) => serde_json::json!({
+                "key": key,
+                "vary": rule.names.iter().map(|n| n.as_str().to_string()).collect::<Vec<_>>(),
+            }),
+            None => serde_json::Value::Null,
+        };
+        let found = describe(&key);
+        if found.is_null() {
+            return json(StatusCode::NOT_FOUND, &serde_json::json!({"key": key, "cached": false}));
+        }
+        let mut found = found;
+        if found.get("vary").is_some() {
+            let prefix = format!("{key}{}", crate::cache::VARIANT_SEP);
+            let variants: Vec<_> = p.store.keys(|k| k.starts_with(&prefix)).iter().map(|k| describe(k)).collect();
+            found["variants"] = serde_json::Value::Array(variants);
+        }
+        json(StatusCode::OK, &found)
     }
+}
+
+fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<ProxyBody> {
+    let mut body = serde_json::to_vec(v).unwrap_or_default();
+    body.push(b'\n');
+    text(status, body, "application/json")
+}
+
+/// One query parameter, percent-decoded.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
 }
 
 /// The primary cache key of a purge target: an absolute URL, or a path plus host.

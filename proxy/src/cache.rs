@@ -5,7 +5,8 @@
 //! bounds what the cache really holds. Entries live until the end of their grace; freshness
 //! is judged on each lookup against [`Object::fresh_until`].
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +22,11 @@ use crate::compress::Encoding;
 const ENTRY_OVERHEAD: u64 = 1024;
 /// Bytes charged per stored header for the header map's entry and the value's allocation.
 const HEADER_OVERHEAD: usize = 64;
+/// Bytes charged per tag for its place in the tag index (the index's map entry, the key's
+/// `Arc`, the id), on top of the tag's text.
+const TAG_OVERHEAD: usize = 96;
+/// Shards of the tag index, so concurrent stores rarely contend.
+const TAG_SHARDS: usize = 16;
 /// Lifetime of a Vary rule once its URL's variants are gone.
 const VARY_RULE_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -51,6 +57,20 @@ pub struct Object {
     pub grace_until: Instant,
     /// Whether a client's `Accept-Encoding` selects among stored encodings.
     pub compressible: bool,
+    /// Tags for invalidation (see `tags`).
+    pub tags: Box<[Arc<str>]>,
+    /// Unique per stored object, so the tag index can tell an object from its replacement.
+    pub id: u64,
+    /// Set by a soft ban: the object is stale from now on (served during grace while it is
+    /// refreshed), whatever its freshness said.
+    pub banned: AtomicBool,
+}
+
+static NEXT_OBJECT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh object id.
+pub fn next_object_id() -> u64 {
+    NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Object {
@@ -61,6 +81,20 @@ impl Object {
             Encoding::Gzip if self.gzip.is_some() => (Encoding::Gzip, self.gzip.as_ref().unwrap_or(&self.identity)),
             _ => (Encoding::Identity, &self.identity),
         }
+    }
+
+    /// Whether it may be served without asking the origin.
+    #[inline]
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        now < self.fresh_until && !self.banned.load(Ordering::Relaxed)
+    }
+
+    /// Seconds of freshness left (0 once soft-banned).
+    pub fn ttl_secs(&self, now: Instant) -> u64 {
+        if self.banned.load(Ordering::Relaxed) {
+            return 0;
+        }
+        self.fresh_until.saturating_duration_since(now).as_secs()
     }
 
     /// Seconds since the origin produced it, for the `Age` header.
@@ -74,10 +108,13 @@ impl Object {
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + HEADER_OVERHEAD)
             .sum();
+        // Each tag costs its text here and its entry in the tag index.
+        let tags: usize = self.tags.iter().map(|t| t.len() + TAG_OVERHEAD).sum();
         self.identity.len() as u64
             + self.gzip.as_ref().map_or(0, |b| b.len() as u64)
             + self.br.as_ref().map_or(0, |b| b.len() as u64)
             + headers as u64
+            + tags as u64
     }
 }
 
@@ -149,9 +186,72 @@ pub struct StoreStats {
     pub expirations: AtomicU64,
 }
 
+/// Tag → the keys of the objects carrying it (with each object's id). Entries are added when
+/// an object is stored and removed when it leaves the store for any reason, so the index never
+/// holds more than the stored objects' tags, which the store's byte budget already counts.
+#[derive(Default)]
+pub struct TagIndex {
+    shards: [TagShard; TAG_SHARDS],
+}
+
+/// One shard of the tag index: tag → (key → object id).
+type TagShard = parking_lot::Mutex<HashMap<Arc<str>, HashMap<Arc<str>, u64>, ahash::RandomState>>;
+
+impl TagIndex {
+    fn shard(&self, tag: &str) -> &TagShard {
+        let h = tag.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        &self.shards[(h as usize) % TAG_SHARDS]
+    }
+
+    fn add(&self, key: &Arc<str>, o: &Object) {
+        for tag in o.tags.iter() {
+            self.shard(tag)
+                .lock()
+                .entry(tag.clone())
+                .or_default()
+                .insert(key.clone(), o.id);
+        }
+    }
+
+    fn forget(&self, key: &str, o: &Object) {
+        for tag in o.tags.iter() {
+            let mut shard = self.shard(tag).lock();
+            if let Some(keys) = shard.get_mut(&**tag) {
+                if keys.get(key) == Some(&o.id) {
+                    keys.remove(key);
+                }
+                if keys.is_empty() {
+                    shard.remove(&**tag);
+                }
+            }
+        }
+    }
+
+    /// The keys carrying `tag` that `pick` selects.
+    pub fn keys(&self, tag: &str, pick: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        let shard = self.shard(tag).lock();
+        shard
+            .get(tag)
+            .map(|keys| keys.keys().filter(|k| pick(k)).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Distinct tags indexed.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// Whether no tag is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The object store.
 pub struct Store {
     map: moka::sync::Cache<Arc<str>, Slot, ahash::RandomState>,
+    /// Which keys carry which tag.
+    pub tags: Arc<TagIndex>,
     /// Eviction and expiry counts.
     pub stats: Arc<StoreStats>,
 }
@@ -161,11 +261,17 @@ impl Store {
     pub fn new(capacity: u64) -> Store {
         let stats = Arc::new(StoreStats::default());
         let listener_stats = stats.clone();
+        let tags = Arc::new(TagIndex::default());
+        let listener_tags = tags.clone();
         let map = moka::sync::Cache::builder()
             .max_capacity(capacity)
             .weigher(|k: &Arc<str>, v: &Slot| v.weight(k))
             .expire_after(SlotExpiry)
-            .eviction_listener(move |_k, _v, cause| match cause {
+            .eviction_listener(move |k: Arc<Arc<str>>, v: Slot, cause| {
+                if let Slot::Object(o) = &v {
+                    listener_tags.forget(&k, o);
+                }
+                match cause {
                 RemovalCause::Size => {
                     listener_stats.evictions.fetch_add(1, Ordering::Relaxed);
                 }
@@ -173,9 +279,9 @@ impl Store {
                     listener_stats.expirations.fetch_add(1, Ordering::Relaxed);
                 }
                 RemovalCause::Explicit | RemovalCause::Replaced => {}
-            })
+            }})
             .build_with_hasher(ahash::RandomState::new());
-        Store { map, stats }
+        Store { map, tags, stats }
     }
 
     /// The slot for a key.
@@ -185,6 +291,9 @@ impl Store {
 
     /// Stores or replaces a slot.
     pub fn insert(&self, key: Arc<str>, slot: Slot) {
+        if let Slot::Object(o) = &slot {
+            self.tags.add(&key, o);
+        }
         self.map.insert(key, slot);
     }
 
@@ -215,6 +324,24 @@ impl Store {
             }
         }
         n + usize::from(self.map.remove(primary).is_some())
+    }
+
+    /// Every key `pick` selects (a walk over the whole store: for operator bans, not for
+    /// requests).
+    pub fn keys(&self, pick: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        self.map.iter().map(|(k, _)| (*k).clone()).filter(|k| pick(k)).collect()
+    }
+
+    /// Marks an object stale (a soft ban); true if an object was there.
+    pub fn mark_stale(&self, key: &str) -> bool {
+        match self.map.get(key) {
+            Some(Slot::Object(o)) => {
+                o.banned.store(true, Ordering::Relaxed);
+                true
+            }
+            Some(Slot::HitForPass(..)) => self.remove(key),
+            _ => false,
+        }
     }
 
     /// Runs moka's pending maintenance (evictions, expiries); call periodically.
@@ -288,6 +415,9 @@ mod tests {
             fresh_until: now + ttl,
             grace_until: now + ttl * 2,
             compressible: true,
+            tags: vec![Arc::from("t")].into(),
+            id: next_object_id(),
+            banned: AtomicBool::new(false),
         })
     }
 
@@ -324,6 +454,37 @@ mod tests {
         s.maintain();
         assert!(s.weighted_size() <= 1 << 20, "{}", s.weighted_size());
         assert!(s.stats.evictions.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn the_tag_index_follows_the_store() {
+        let s = Store::new(1 << 20);
+        s.insert("h/a".into(), Slot::Object(object("a", Duration::from_secs(60))));
+        s.insert("h/b".into(), Slot::Object(object("b", Duration::from_secs(60))));
+        let mut keys = s.tags.keys("t", |_| true);
+        keys.sort();
+        assert_eq!(keys, [Arc::from("h/a"), Arc::from("h/b")]);
+        // Replacing an object keeps the key indexed; removing it forgets it.
+        s.insert("h/a".into(), Slot::Object(object("a2", Duration::from_secs(60))));
+        s.maintain();
+        assert_eq!(s.tags.keys("t", |k| k == "h/a").len(), 1);
+        s.remove("h/a");
+        s.remove("h/b");
+        s.maintain();
+        assert!(s.tags.is_empty());
+        assert!(s.tags.keys("t", |_| true).is_empty());
+    }
+
+    #[test]
+    fn soft_bans_make_objects_stale() {
+        let s = Store::new(1 << 20);
+        let o = object("a", Duration::from_secs(60));
+        s.insert("h/a".into(), Slot::Object(o.clone()));
+        assert!(o.is_fresh(Instant::now()));
+        assert!(s.mark_stale("h/a"));
+        assert!(!o.is_fresh(Instant::now()));
+        assert_eq!(o.ttl_secs(Instant::now()), 0);
+        assert!(!s.mark_stale("h/none"));
     }
 
     #[test]

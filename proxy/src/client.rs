@@ -1,4 +1,4 @@
-//! The command-line side of the admin API: sign a purge and send it to a node.
+//! The command-line side of the admin API: sign a ban and send it to a node.
 
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,17 +9,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use strata_wire::auth;
+use strata_wire::ban::{Ban, BAN_PATH};
 
-/// What to invalidate.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// One URL (absolute, or a path with a host) with all its variants.
-    Url { url: String, host: Option<String> },
-    /// Everything.
-    All,
-}
-
-/// Why a purge could not be delivered.
+/// Why a ban could not be delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// The node could not be reached.
@@ -34,50 +26,44 @@ pub enum SendError {
     },
 }
 
-fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// The path and query of the admin request for a target.
-pub fn purge_path(target: &Target) -> String {
-    match target {
-        Target::All => "/purge?all=1".to_string(),
-        Target::Url { url, host: None } => format!("/purge?url={}", encode(url)),
-        Target::Url { url, host: Some(h) } => {
-            format!("/purge?url={}&host={}", encode(url), encode(h))
-        }
+/// The path and query of the ban request.
+pub fn ban_path(wait_ms: Option<u64>) -> String {
+    match wait_ms {
+        Some(ms) => format!("{BAN_PATH}?wait={ms}"),
+        None => BAN_PATH.to_string(),
     }
 }
 
-/// Signs a purge with `secret` and sends it to the admin listener at `addr`; returns the
-/// node's answer.
-pub async fn send_purge(addr: SocketAddr, secret: &[u8], target: &Target) -> Result<String, SendError> {
-    let path = purge_path(target);
+/// Signs a ban with `secret` and sends it to the admin listener at `addr`, which applies it
+/// and broadcasts it; with `wait_ms`, the node answers once every sibling acknowledged it
+/// (or the time passed). Returns the node's JSON answer.
+pub async fn send_ban(addr: SocketAddr, secret: &[u8], ban: &Ban, wait_ms: Option<u64>) -> Result<String, SendError> {
+    let unreachable = |cause: String| SendError::Unreachable { addr, cause };
+    let path = ban_path(wait_ms);
+    let body = serde_json::to_vec(ban).map_err(|e| unreachable(e.to_string()))?;
     let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let sig = auth::sign(
         secret,
         auth::Signed {
             method: "POST",
             path: &path,
-            body: b"",
+            body: &body,
         },
         ts,
     );
     let req = Request::builder()
         .method(Method::POST)
         .uri(format!("http://{addr}{path}"))
+        .header(http::header::CONTENT_TYPE, "application/json")
         .header(auth::TIMESTAMP_HEADER, ts.to_string())
         .header(auth::SIGNATURE_HEADER, sig)
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| SendError::Unreachable {
-            addr,
-            cause: e.to_string(),
-        })?;
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| unreachable(e.to_string()))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let resp = client.request(req).await.map_err(|e| SendError::Unreachable {
-        addr,
-        cause: crate::origin::error_chain(&e),
-    })?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| unreachable(crate::origin::error_chain(&e)))?;
     let status = resp.status();
     let body = resp
         .into_body()

@@ -100,6 +100,17 @@ pub const DEFAULT_STRIP_QUERY: &[&str] = &[
     "replytocom",
 ];
 /// Status codes stored when the response is otherwise cacheable.
+/// Headers an origin tags responses with.
+pub const DEFAULT_TAG_HEADERS: &[&str] = &["surrogate-key", "xkey", "cache-tag", "cache-groups", "x-litespeed-tag"];
+/// Tags kept per object.
+pub const DEFAULT_MAX_TAGS: usize = 64;
+/// Heartbeat period towards each sibling.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
+/// Bound within which a node must confirm it has every sibling's bans.
+pub const DEFAULT_CONFIRM_WITHIN: Duration = Duration::from_secs(1);
+/// Bans queued per sibling before collapsing into one ban of everything.
+pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
+/// Statuses stored by default.
 pub const DEFAULT_CACHEABLE_STATUSES: &[u16] = &[200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 
 /// One problem found in a configuration file.
@@ -142,6 +153,8 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     cluster: RawCluster,
+    #[serde(default)]
+    bans: RawBans,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +216,20 @@ struct RawCluster {
     siblings: Option<Vec<String>>,
     secret_file: Option<String>,
     admin_allow: Option<Vec<String>>,
+    heartbeat_interval: Option<toml::Value>,
+    confirm_within: Option<toml::Value>,
+    when_unconfirmed: Option<String>,
+    queue_limit: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBans {
+    tag_headers: Option<Vec<String>>,
+    strip_tag_headers: Option<bool>,
+    max_tags: Option<i64>,
+    wordpress: Option<bool>,
+    purge_allow: Option<Vec<String>>,
 }
 
 /// A validated configuration.
@@ -216,8 +243,10 @@ pub struct Config {
     pub cache: CacheConfig,
     /// What is passed and how keys are normalised.
     pub policy: PolicyConfig,
-    /// Node identity and the secret that authenticates admin requests.
+    /// Node identity, siblings and the secret that authenticates admin requests.
     pub cluster: ClusterConfig,
+    /// Tags and invalidation rules.
+    pub bans: BansConfig,
 }
 
 /// `[server]`
@@ -328,6 +357,60 @@ pub struct ClusterConfig {
     pub secret: Vec<u8>,
     /// Client addresses allowed on the admin API besides signature checks; empty = any.
     pub admin_allow: Vec<std::net::IpAddr>,
+    /// How often each sibling is sent a heartbeat (with any bans it has not acknowledged).
+    pub heartbeat_interval: Duration,
+    /// A node that has not confirmed, within this, that it has applied every sibling's bans
+    /// treats its cache as possibly stale.
+    pub confirm_within: Duration,
+    /// What a node does while it cannot confirm it is current.
+    pub when_unconfirmed: Unconfirmed,
+    /// Bans queued per sibling before the queue collapses into one ban of everything.
+    pub queue_limit: usize,
+}
+
+/// What a node does while it cannot confirm that it has every sibling's bans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unconfirmed {
+    /// Flush the cache once, then keep caching with freshness capped to `confirm_within`.
+    Flush,
+    /// Serve nothing from the cache (pass every request) until confirmed again.
+    Pass,
+}
+
+/// `[bans]`
+#[derive(Debug, Clone)]
+pub struct BansConfig {
+    /// Response headers whose values tag the object (lower case).
+    pub tag_headers: Vec<http::HeaderName>,
+    /// Remove the tag headers before delivering a response.
+    pub strip_tag_headers: bool,
+    /// Most tags kept per object.
+    pub max_tags: usize,
+    /// WordPress tags (shortlink, lists, widgets) and WordPress write rules.
+    pub wordpress: bool,
+    /// Client addresses whose `PURGE` requests on the public port are obeyed; empty = none.
+    pub purge_allow: Vec<std::net::IpAddr>,
+}
+
+impl Default for BansConfig {
+    fn default() -> Self {
+        BansConfig {
+            tag_headers: DEFAULT_TAG_HEADERS.iter().map(|h| http::HeaderName::from_static(h)).collect(),
+            strip_tag_headers: true,
+            max_tags: DEFAULT_MAX_TAGS,
+            wordpress: true,
+            purge_allow: Vec::new(),
+        }
+    }
+}
+
+/// The machine's host name, the default node id.
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)))
+        .unwrap_or_else(|| "node-1".to_string())
 }
 
 /// Collects problems while validating.
@@ -655,7 +738,7 @@ impl Config {
         policy.pass_ajax = p.pass_ajax.unwrap_or(true);
 
         let cl = &raw.cluster;
-        let node_id = cl.node_id.clone().unwrap_or_else(|| "node-1".to_string());
+        let node_id = cl.node_id.clone().unwrap_or_else(default_node_id);
         if node_id.is_empty()
             || !node_id
                 .chars()
@@ -723,13 +806,74 @@ impl Config {
                 (path, secret)
             }
         };
+        let heartbeat_interval = c.duration(
+            "cluster.heartbeat_interval",
+            &cl.heartbeat_interval,
+            DEFAULT_HEARTBEAT_INTERVAL,
+        );
+        let confirm_within = c.duration("cluster.confirm_within", &cl.confirm_within, DEFAULT_CONFIRM_WITHIN);
+        if heartbeat_interval.is_zero() {
+            c.problem("cluster.heartbeat_interval", "must be greater than zero");
+        }
+        if confirm_within < heartbeat_interval * 2 {
+            c.problem(
+                "cluster.confirm_within",
+                "must be at least twice cluster.heartbeat_interval, or every missed heartbeat flushes",
+            );
+        }
+        let when_unconfirmed = match cl.when_unconfirmed.as_deref() {
+            None | Some("flush") => Unconfirmed::Flush,
+            Some("pass") => Unconfirmed::Pass,
+            Some(other) => {
+                c.problem(
+                    "cluster.when_unconfirmed",
+                    format!("{other:?}: expected \"flush\" or \"pass\""),
+                );
+                Unconfirmed::Flush
+            }
+        };
+        let queue_limit = c.count("cluster.queue_limit", cl.queue_limit, DEFAULT_QUEUE_LIMIT, 1..=10_000_000);
         let cluster = ClusterConfig {
             node_id,
             siblings,
             secret_file,
             secret,
             admin_allow,
+            heartbeat_interval,
+            confirm_within,
+            when_unconfirmed,
+            queue_limit,
         };
+
+        let b = &raw.bans;
+        let mut bans = BansConfig::default();
+        if let Some(list) = &b.tag_headers {
+            bans.tag_headers = list
+                .iter()
+                .filter_map(|h| match http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        c.problem("bans.tag_headers", format!("{h:?} is not a header name"));
+                        None
+                    }
+                })
+                .collect();
+        }
+        bans.strip_tag_headers = b.strip_tag_headers.unwrap_or(true);
+        bans.max_tags = c.count("bans.max_tags", b.max_tags, DEFAULT_MAX_TAGS, 1..=1024);
+        bans.wordpress = b.wordpress.unwrap_or(true);
+        bans.purge_allow = b
+            .purge_allow
+            .iter()
+            .flatten()
+            .filter_map(|s| match s.parse() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    c.problem("bans.purge_allow", format!("{s:?} is not an IP address"));
+                    None
+                }
+            })
+            .collect();
 
         if c.problems.is_empty() {
             Ok(Config {
@@ -738,6 +882,7 @@ impl Config {
                 cache,
                 policy,
                 cluster,
+                bans,
             })
         } else {
             Err(ConfigError { problems: c.problems })

@@ -9,15 +9,21 @@
 //! - [`origin`]: the pooled origin client and its errors;
 //! - [`framing`]: refusing ambiguous request framing before parsing;
 //! - [`server`]: the request path (refuse, pass, lookup, coalesced fill, grace);
-//! - [`admin`]: health, metrics, status and signed purges; [`client`]: the `ban` command's side;
+//! - [`tags`]: what a stored response is tagged with; [`writes`]: which bans a write implies;
+//! - [`bans`]: applying bans (URL, prefix, regex, tag, all; hard or soft) to the store;
+//! - [`cluster`]: broadcasting bans to siblings, and knowing this node holds all of theirs;
+//! - [`admin`]: health, metrics, status, bans and the node-to-node sync; [`client`]: the
+//!   `ban` command's side;
 //! - [`timer`]: the coarse header-read timer (slowloris guard);
 //! - [`metrics`], [`outcome`], [`body`]: shared pieces.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod bans;
 pub mod body;
 pub mod cache;
 pub mod client;
+pub mod cluster;
 pub mod compress;
 pub mod config;
 pub mod framing;
@@ -27,7 +33,9 @@ pub mod origin;
 pub mod outcome;
 pub mod policy;
 pub mod server;
+pub mod tags;
 pub mod timer;
+pub mod writes;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -84,9 +92,12 @@ pub async fn run(
             loop {
                 tick.tick().await;
                 proxy.store.maintain();
+                proxy.check_cluster();
             }
         })
     };
+    let (stop_cluster, cluster_stopped) = tokio::sync::watch::channel(false);
+    let cluster = tokio::spawn(proxy.cluster.clone().run(proxy.clone(), cluster_stopped));
 
     tracing::info!(
         public = %public.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
@@ -148,6 +159,8 @@ pub async fn run(
         let _ = d.await;
     }
     maintenance.abort();
+    let _ = stop_cluster.send(true);
+    let _ = cluster.await;
     proxy
 }
 

@@ -1,11 +1,12 @@
-//! `strata-proxy`: run the caching proxy, check a config, or send a signed purge.
+//! `strata-proxy`: run the caching proxy, check a config, or send a signed ban.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use strata_proxy::client::{self, Target};
+use strata_proxy::client;
+use strata_wire::ban::{Ban, Kind};
 use strata_proxy::config::Config;
 
 /// Strata's caching HTTP front for WordPress-style sites.
@@ -29,14 +30,35 @@ enum Command {
 }
 
 #[derive(Args)]
-#[group(required = true, multiple = false)]
 struct BanArgs {
+    #[command(flatten)]
+    target: BanTarget,
+    /// Only this site (Host); gives --url and --prefix paths their host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Mark matches stale (served while refreshed) instead of removing them.
+    #[arg(long)]
+    soft: bool,
+    /// Wait up to this many milliseconds for every sibling to acknowledge the ban.
+    #[arg(long, value_name = "MS")]
+    wait: Option<u64>,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct BanTarget {
+    /// Every object tagged T (e.g. post:12, list, html, or an origin's Surrogate-Key).
+    #[arg(long, value_name = "T")]
+    tag: Option<String>,
     /// One URL with all its variants: absolute (http://host/path) or a path with --host.
     #[arg(long)]
     url: Option<String>,
-    /// Host for a path given to --url.
-    #[arg(long, requires = "url")]
-    host: Option<String>,
+    /// Every URL starting with P: absolute (http://host/path) or a path (all hosts, or --host).
+    #[arg(long, value_name = "P")]
+    prefix: Option<String>,
+    /// Every cache key (host/path?query) the regular expression R matches.
+    #[arg(long, value_name = "R")]
+    regex: Option<String>,
     /// Everything in the cache.
     #[arg(long)]
     all: bool,
@@ -149,13 +171,28 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 }
 
 async fn ban(cfg: Config, b: BanArgs) -> anyhow::Result<()> {
-    let target = match (b.url, b.all) {
-        (Some(url), _) => Target::Url { url, host: b.host },
-        (None, true) => Target::All,
-        (None, false) => anyhow::bail!("give --url URL or --all"),
+    let t = b.target;
+    let (kind, value) = if let Some(v) = t.tag {
+        (Kind::Tag, v)
+    } else if let Some(v) = t.url {
+        (Kind::Url, v)
+    } else if let Some(v) = t.prefix {
+        (Kind::Prefix, v)
+    } else if let Some(v) = t.regex {
+        (Kind::Regex, v)
+    } else if t.all {
+        (Kind::All, String::new())
+    } else {
+        anyhow::bail!("give one of --tag, --url, --prefix, --regex, --all");
+    };
+    let ban = Ban {
+        kind,
+        value,
+        host: b.host,
+        soft: b.soft,
     };
     let addr = strata_proxy::local_target(cfg.server.admin_listen);
-    let answer = client::send_purge(addr, &cfg.cluster.secret, &target).await?;
+    let answer = client::send_ban(addr, &cfg.cluster.secret, &ban, b.wait).await?;
     println!("{answer}");
     Ok(())
 }

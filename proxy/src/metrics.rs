@@ -29,6 +29,17 @@ pub mod names {
     pub const EXPIRATIONS: &str = "strata_cache_expirations";
     pub const PURGES: &str = "strata_purges";
     pub const BACKGROUND_REFRESHES: &str = "strata_background_refreshes";
+    pub const BANS_SENT: &str = "strata_bans_sent";
+    pub const BANS_RECEIVED: &str = "strata_bans_received";
+    pub const BANS_APPLIED: &str = "strata_bans_applied";
+    pub const BAN_PROPAGATION: &str = "strata_ban_propagation_seconds";
+    pub const BAN_ACK: &str = "strata_ban_ack_seconds";
+    pub const SIBLING_QUEUE: &str = "strata_sibling_queue";
+    pub const SIBLING_UP: &str = "strata_sibling_up";
+    pub const SIBLING_LAG: &str = "strata_sibling_lag";
+    pub const CLUSTER_CONFIRMED: &str = "strata_cluster_confirmed";
+    pub const CLUSTER_FLUSHES: &str = "strata_cluster_flushes";
+    pub const TAGS_INDEXED: &str = "strata_tags_indexed";
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,6 +50,105 @@ struct OutcomeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiblingLabel {
+    sibling: String,
+}
+
+/// Cluster metrics: bans sent, received and applied, and each sibling's state.
+pub struct ClusterMetrics {
+    /// Bans acknowledged by a sibling.
+    pub sent: Counter,
+    /// Bans received from siblings.
+    pub received: Counter,
+    applied: Family<KindLabel, Counter>,
+    /// Time from a ban's application on its node to its application here.
+    pub propagation: Histogram,
+    /// Time from queueing a ban for a sibling to the sibling's acknowledgement.
+    pub ack: Histogram,
+    queue: Family<SiblingLabel, Gauge>,
+    up: Family<SiblingLabel, Gauge>,
+    lag: Family<SiblingLabel, Gauge<f64, AtomicU64>>,
+    /// 1 while this node has confirmed it holds every sibling's bans.
+    pub confirmed: Gauge,
+    flushes: Family<ReasonLabel, Counter>,
+    tags: Gauge,
+}
+
+impl ClusterMetrics {
+    fn register(registry: &mut Registry) -> ClusterMetrics {
+        let m = ClusterMetrics {
+            sent: Counter::default(),
+            received: Counter::default(),
+            applied: Family::default(),
+            propagation: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            ack: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            queue: Family::default(),
+            up: Family::default(),
+            lag: Family::default(),
+            confirmed: Gauge::default(),
+            flushes: Family::default(),
+            tags: Gauge::default(),
+        };
+        registry.register(names::BANS_SENT, "Bans acknowledged by siblings", m.sent.clone());
+        registry.register(names::BANS_RECEIVED, "Bans received from siblings", m.received.clone());
+        registry.register(names::BANS_APPLIED, "Bans applied here, by kind", m.applied.clone());
+        registry.register(
+            names::BAN_PROPAGATION,
+            "Time from a ban's application on the node it started on to its application here",
+            m.propagation.clone(),
+        );
+        registry.register(
+            names::BAN_ACK,
+            "Time from queueing a ban for a sibling to its acknowledgement",
+            m.ack.clone(),
+        );
+        registry.register(names::SIBLING_QUEUE, "Bans waiting for a sibling's acknowledgement", m.queue.clone());
+        registry.register(names::SIBLING_UP, "1 when the last exchange with a sibling succeeded", m.up.clone());
+        registry.register(
+            names::SIBLING_LAG,
+            "Seconds since this node last confirmed it holds a sibling's bans",
+            m.lag.clone(),
+        );
+        registry.register(
+            names::CLUSTER_CONFIRMED,
+            "1 while this node has confirmed it holds every sibling's bans",
+            m.confirmed.clone(),
+        );
+        registry.register(names::CLUSTER_FLUSHES, "Whole-cache flushes forced by the cluster, by reason", m.flushes.clone());
+        registry.register(names::TAGS_INDEXED, "Distinct tags in the tag index", m.tags.clone());
+        m
+    }
+
+    /// Counts a ban applied here.
+    pub fn applied(&self, kind: &'static str) {
+        self.applied.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts a flush the cluster forced.
+    pub fn flush(&self, reason: &'static str) {
+        self.flushes.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Publishes one sibling's state.
+    pub fn sibling(&self, url: &str, queued: usize, up: bool, lag_secs: f64) {
+        let l = SiblingLabel { sibling: url.to_string() };
+        self.queue.get_or_create(&l).set(i64::try_from(queued).unwrap_or(i64::MAX));
+        self.up.get_or_create(&l).set(i64::from(up));
+        self.lag.get_or_create(&l).set(lag_secs);
+    }
+
+    /// Publishes the tag index's size.
+    pub fn tags(&self, n: usize) {
+        self.tags.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
 }
 
 /// All metrics of a proxy.
@@ -65,6 +175,8 @@ pub struct Metrics {
     pub purges: Counter,
     /// Stale objects refreshed in the background.
     pub background_refreshes: Counter,
+    /// Bans and siblings.
+    pub cluster: ClusterMetrics,
 }
 
 impl Metrics {
@@ -156,7 +268,9 @@ impl Metrics {
             "Background refreshes of stale objects",
             background_refreshes.clone(),
         );
+        let cluster = ClusterMetrics::register(&mut registry);
         Metrics {
+            cluster,
             registry,
             outcomes,
             passes,

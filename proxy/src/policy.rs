@@ -32,6 +32,8 @@ pub enum PassReason {
     Uncacheable,
     /// A `Range` request: ranges are served by the origin.
     Range,
+    /// This node cannot confirm it holds every sibling's bans (`when_unconfirmed = "pass"`).
+    Unconfirmed,
 }
 
 impl PassReason {
@@ -48,6 +50,7 @@ impl PassReason {
             PassReason::LockTimeout => "lock-timeout",
             PassReason::Uncacheable => "uncacheable",
             PassReason::Range => "range",
+            PassReason::Unconfirmed => "cluster-unconfirmed",
         }
     }
 }
@@ -126,6 +129,13 @@ pub fn normalise_query(query: Option<&str>, strip: &[String]) -> Option<String> 
 }
 
 /// Appends the host part of a cache key: lower-cased, a default `:80` dropped.
+/// A host as cache keys spell it: lower case, without `:80`.
+pub fn normalise_host(host: &str) -> String {
+    let mut s = String::with_capacity(host.len());
+    push_host(&mut s, host);
+    s
+}
+
 fn push_host(buf: &mut String, host: &str) {
     let h = host.trim();
     let h = h.strip_suffix(":80").unwrap_or(h);

@@ -23,8 +23,12 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use strata_wire::ban::{Ban, Kind};
+
+use crate::bans::{BanError, Bans, Compiled};
 use crate::body::ProxyBody;
 use crate::cache::{self, Object, Slot, Store, VaryRule};
+use crate::cluster::{Cluster, FlushReason};
 use crate::compress::{self, Encoding};
 use crate::config::Config;
 use crate::framing::{AMBIGUOUS_MARKER, DUPLICATE_CL_MARKER};
@@ -33,6 +37,8 @@ use crate::metrics::Metrics;
 use crate::origin::{self, Origin, OriginError};
 use crate::outcome::Outcome;
 use crate::policy::{self, PassReason};
+use crate::tags::{self, TagRules};
+use crate::writes;
 
 /// How many times a waiter retries after a leader gave up (its client went away).
 const MAX_FLIGHT_RETRIES: usize = 3;
@@ -152,6 +158,21 @@ pub struct Proxy {
     pub started: Instant,
     /// Bounds concurrent store-time compressions to the number of cores.
     compress_permits: tokio::sync::Semaphore,
+    /// Applies bans to the store and judges in-flight fills against them.
+    pub bans: Bans,
+    /// Siblings: broadcasting bans, and whether this node holds all of theirs.
+    pub cluster: Arc<Cluster>,
+    /// How stored objects are tagged.
+    tag_rules: TagRules,
+}
+
+/// What a ban did, for the admin API's answer.
+#[derive(Debug, Clone, Copy)]
+pub struct BanResult {
+    /// The ban's number in this node's sequence.
+    pub seq: u64,
+    /// Entries removed or marked stale here.
+    pub removed: usize,
 }
 
 impl Proxy {
@@ -166,6 +187,13 @@ impl Proxy {
             compress_permits: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             ),
+            bans: Bans::default(),
+            cluster: Arc::new(Cluster::new(&cfg.cluster)),
+            tag_rules: TagRules {
+                headers: cfg.bans.tag_headers.clone(),
+                wordpress: cfg.bans.wordpress,
+                max: cfg.bans.max_tags,
+            },
             cfg,
         }
     }
@@ -177,9 +205,11 @@ impl Proxy {
             .server
             .access_log
             .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
+        let purge = req.method().as_str() == "PURGE" && self.cfg.bans.purge_allow.contains(&client.ip());
         let Answer { mut resp, outcome } = match self.refuse(&req) {
-            Some(a) => a,
-            None => self.route(req, client).await,
+            Some(a) if !purge || a.resp.status() == StatusCode::BAD_REQUEST => a,
+            _ if purge => self.public_purge(&req),
+            _ => self.route(req, client).await,
         };
         self.metrics.request(outcome);
         resp.headers_mut().insert(&X_CACHE, outcome.x_cache());
@@ -266,15 +296,18 @@ impl Proxy {
         if policy::pass_reason(&self.cfg.policy, method, uri.path(), uri.query(), headers).is_some() {
             return None;
         }
+        let now = Instant::now();
+        if !self.cache_trusted(now) {
+            return None;
+        }
         let slot = self.with_primary_key(uri, headers, |key, _| match self.store.get(key) {
             Some(Slot::Vary(rule)) => self.store.get(&cache::variant_key(key, &rule, headers)),
             slot => slot,
         });
-        let now = Instant::now();
-        let Some(Slot::Object(o)) = slot.filter(|s| matches!(s, Slot::Object(o) if now < o.fresh_until)) else {
+        let Some(Slot::Object(o)) = slot.filter(|s| matches!(s, Slot::Object(o) if o.is_fresh(now))) else {
             return None;
         };
-        let ttl = o.fresh_until.saturating_duration_since(now).as_secs();
+        let ttl = o.ttl_secs(now);
         let mut resp = self.deliver(method, headers, &o, hit_status(ttl));
         self.metrics.request(Outcome::Hit);
         resp.headers_mut().insert(&X_CACHE, Outcome::Hit.x_cache());
@@ -299,7 +332,9 @@ impl Proxy {
             parts.uri.query(),
             &parts.headers,
         );
-        let reason = reason.or_else(|| parts.headers.contains_key(header::RANGE).then_some(PassReason::Range));
+        let reason = reason
+            .or_else(|| parts.headers.contains_key(header::RANGE).then_some(PassReason::Range))
+            .or_else(|| (!self.cache_trusted(Instant::now())).then_some(PassReason::Unconfirmed));
         if let Some(reason) = reason {
             return self.pass(parts, body, client, reason).await;
         }
@@ -342,8 +377,8 @@ impl Proxy {
             let (key, slot) = self.find(&lk);
             let now = Instant::now();
             match slot {
-                Some(Slot::Object(o)) if now < o.fresh_until => {
-                    let status = hit_status(o.fresh_until.saturating_duration_since(now).as_secs());
+                Some(Slot::Object(o)) if o.is_fresh(now) => {
+                    let status = hit_status(o.ttl_secs(now));
                     return Answer::new(
                         self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
                         Outcome::Hit,
@@ -351,7 +386,7 @@ impl Proxy {
                 }
                 Some(Slot::Object(o)) if now < o.grace_until => {
                     self.refresh_in_background(key, &lk, &o, client);
-                    let over = now.saturating_duration_since(o.fresh_until).as_secs();
+                    let over = now.saturating_duration_since(o.fresh_until.min(now)).as_secs();
                     let status = cache_status(format_args!("hit; fwd=stale; ttl=-{over}"));
                     return Answer::new(
                         self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
@@ -400,7 +435,7 @@ impl Proxy {
                     match flight {
                         Some(Flight::Stored(o)) => {
                             self.metrics.coalesced.inc();
-                            let ttl = o.fresh_until.saturating_duration_since(Instant::now()).as_secs();
+                            let ttl = o.ttl_secs(Instant::now());
                             let status = cache_status(format_args!("hit; collapsed; ttl={ttl}"));
                             return Answer::new(
                                 self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
@@ -455,6 +490,7 @@ impl Proxy {
 
     /// The leader's fetch: ask the origin, store what may be stored, answer the client.
     async fn fill(&self, lk: &Lookup, key: Arc<str>, guard: FlightGuard<'_>, client: SocketAddr) -> Answer {
+        let generation = self.bans.generation();
         let (req, sent) = match self.fill_request(lk, client) {
             Ok(r) => {
                 let sent = r.headers().clone();
@@ -544,7 +580,7 @@ impl Proxy {
                 }
             }
         }
-        let obj = match self.build_object(parts, buf.freeze(), life).await {
+        let obj = match self.build_object(parts, buf.freeze(), life, lk.parts.uri.path(), lk.query.as_deref()).await {
             Some(o) => o,
             None => {
                 self.metrics.not_stored(NoStore::Encoding.as_str());
@@ -559,9 +595,13 @@ impl Proxy {
                 );
             }
         };
-        self.store_object(&lk.primary, &sent, &obj);
+        let stored = self.store_object(&lk.primary, &sent, &obj, generation);
         guard.finish(Flight::Stored(obj.clone()));
-        let status = cache_status(format_args!("fwd=uri-miss; fwd-status={}; stored", obj.status.as_u16()));
+        let status = if stored {
+            cache_status(format_args!("fwd=uri-miss; fwd-status={}; stored", obj.status.as_u16()))
+        } else {
+            cache_status(format_args!("fwd=uri-miss; fwd-status={}; detail=banned-in-flight", obj.status.as_u16()))
+        };
         Answer::new(
             self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status),
             Outcome::Miss,
@@ -581,12 +621,19 @@ impl Proxy {
     }
 
     /// Stores an object, under a Vary rule when the origin varies on request headers.
-    /// `req` are the request headers the object was fetched with (for variant keys).
-    fn store_object(&self, primary: &Arc<str>, req: &HeaderMap, obj: &Arc<Object>) {
+    /// `req` are the request headers the object was fetched with (for variant keys);
+    /// `generation` is the ban generation noted before the origin was asked: an object that
+    /// a ban since then selects is not stored (it may predate the write behind the ban).
+    /// Returns whether it was stored.
+    fn store_object(&self, primary: &Arc<str>, req: &HeaderMap, obj: &Arc<Object>, generation: u64) -> bool {
+        if self.bans.superseded(generation, primary, &obj.tags) {
+            self.metrics.not_stored("banned-in-flight");
+            return false;
+        }
         let names = cache::vary_names(&obj.headers);
         if names.is_empty() {
             self.store.insert(primary.clone(), Slot::Object(obj.clone()));
-            return;
+            return true;
         }
         let rule = match self.store.get(primary) {
             Some(Slot::Vary(rule)) if rule.names == names => rule,
@@ -601,10 +648,11 @@ impl Proxy {
         };
         if rule.variants.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.cfg.cache.max_variants {
             self.metrics.not_stored("too-many-variants");
-            return;
+            return false;
         }
         let vkey: Arc<str> = cache::variant_key(primary, &rule, req).into();
         self.store.insert(vkey, Slot::Object(obj.clone()));
+        true
     }
 
     /// Turns an origin response into a stored object: decoded, compressed, with validators.
@@ -613,6 +661,8 @@ impl Proxy {
         parts: http::response::Parts,
         body: Bytes,
         life: freshness::Lifetime,
+        path: &str,
+        query: Option<&str>,
     ) -> Option<Arc<Object>> {
         let gzipped = parts
             .headers
@@ -651,9 +701,11 @@ impl Proxy {
         // Copy what is kept into allocations of its own: header values parsed by hyper are
         // slices of the connection's read buffer, which they would otherwise keep alive.
         let vary = cache::vary_names(&parts.headers);
+        let tags = tags::object_tags(&self.tag_rules, path, query, parts.status, &parts.headers, &identity);
+        let strip_tags = self.cfg.bans.strip_tag_headers;
         let mut headers = HeaderMap::with_capacity(parts.headers.len());
         for (name, value) in parts.headers.iter() {
-            if NOT_STORED.contains(name) {
+            if NOT_STORED.contains(name) || strip_tags && self.cfg.bans.tag_headers.contains(name) {
                 continue;
             }
             if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
@@ -687,6 +739,7 @@ impl Proxy {
             .and_then(|s| httpdate::parse_http_date(s).ok());
         add_delivery_slots(&mut headers, gzip.is_some() || br.is_some());
         let now = Instant::now();
+        let (fresh_until, grace_until) = self.lifetime_bounds(now, &life);
         Some(Arc::new(Object {
             status: parts.status,
             headers,
@@ -697,9 +750,12 @@ impl Proxy {
             last_modified,
             stored_at: now,
             initial_age: life.initial_age,
-            fresh_until: now + life.ttl,
-            grace_until: now + life.ttl + life.grace,
+            fresh_until,
+            grace_until,
             compressible,
+            tags: tags.into_iter().map(Arc::from).collect(),
+            id: cache::next_object_id(),
+            banned: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -782,6 +838,7 @@ impl Proxy {
         let this = self.clone();
         let primary = lk.primary.clone();
         let stale = stale.clone();
+        let target = (lk.parts.uri.path().to_string(), lk.query.clone());
         self.metrics.background_refreshes.inc();
         tokio::spawn(async move {
             let guard = FlightGuard {
@@ -790,12 +847,20 @@ impl Proxy {
                 tx,
                 done: false,
             };
-            let flight = this.refresh(req, &primary, key, &stale).await;
+            let flight = this.refresh(req, &primary, key, &stale, &target).await;
             guard.finish(flight);
         });
     }
 
-    async fn refresh(&self, req: Request<ProxyBody>, primary: &Arc<str>, key: Arc<str>, stale: &Arc<Object>) -> Flight {
+    async fn refresh(
+        &self,
+        req: Request<ProxyBody>,
+        primary: &Arc<str>,
+        key: Arc<str>,
+        stale: &Arc<Object>,
+        (path, query): &(String, Option<String>),
+    ) -> Flight {
+        let generation = self.bans.generation();
         let url = req.uri().clone();
         let req_headers = req.headers().clone();
         let resp = match self.send(req).await {
@@ -822,6 +887,7 @@ impl Proxy {
             return match freshness::lifetime(&self.cfg.cache, stale.status, &headers, SystemTime::now()) {
                 Ok(life) => {
                     let now = Instant::now();
+                    let (fresh_until, grace_until) = self.lifetime_bounds(now, &life);
                     let obj = Arc::new(Object {
                         status: stale.status,
                         headers,
@@ -832,11 +898,14 @@ impl Proxy {
                         last_modified: stale.last_modified,
                         stored_at: now,
                         initial_age: life.initial_age,
-                        fresh_until: now + life.ttl,
-                        grace_until: now + life.ttl + life.grace,
+                        fresh_until,
+                        grace_until,
                         compressible: stale.compressible,
+                        tags: stale.tags.clone(),
+                        id: cache::next_object_id(),
+                        banned: std::sync::atomic::AtomicBool::new(false),
                     });
-                    self.store_object(primary, &req_headers, &obj);
+                    self.store_object(primary, &req_headers, &obj, generation);
                     Flight::Stored(obj)
                 }
                 Err(_) => Flight::Uncacheable,
@@ -864,12 +933,153 @@ impl Proxy {
                 return Flight::Failed(StatusCode::BAD_GATEWAY);
             }
         };
-        match self.build_object(parts, body, life).await {
+        match self.build_object(parts, body, life, path, query.as_deref()).await {
             Some(obj) => {
-                self.store_object(primary, &req_headers, &obj);
+                self.store_object(primary, &req_headers, &obj, generation);
                 Flight::Stored(obj)
             }
             None => Flight::Failed(StatusCode::BAD_GATEWAY),
+        }
+    }
+
+    /// Whether cached objects may be served: always on a node that is current with its
+    /// siblings; otherwise per `cluster.when_unconfirmed`, after flushing once.
+    #[inline]
+    pub fn cache_trusted(&self, now: Instant) -> bool {
+        if self.cluster.confirmed(now) {
+            return true;
+        }
+        match self.cfg.cluster.when_unconfirmed {
+            crate::config::Unconfirmed::Pass => false,
+            crate::config::Unconfirmed::Flush => {
+                if self.cluster.take_flush() {
+                    self.flush(FlushReason::Unconfirmed);
+                }
+                true
+            }
+        }
+    }
+
+    /// Housekeeping for the cluster, run every maintenance tick: flush when unconfirmed (so
+    /// it does not wait for the next request) and publish the cluster's metrics.
+    pub fn check_cluster(&self) {
+        let now = Instant::now();
+        let confirmed = self.cluster.confirmed(now);
+        if !confirmed {
+            self.cache_trusted(now);
+        }
+        let m = &self.metrics.cluster;
+        m.confirmed.set(i64::from(confirmed));
+        m.tags(self.store.tags.len());
+        for s in self.cluster.report() {
+            let lag = s.confirmed_ms_ago.map_or(f64::INFINITY, |ms| ms as f64 / 1000.0);
+            m.sibling(&s.url, s.queued, s.up, lag);
+        }
+    }
+
+    /// Empties the cache on the cluster's behalf.
+    pub fn flush(&self, why: FlushReason) {
+        let n = self.store.entry_count();
+        if let Ok(all) = Compiled::new(Ban::all(), &[]) {
+            self.bans.apply(&self.store, Arc::new(all));
+        }
+        self.metrics.cluster.flush(why.as_str());
+        if n > 0 || why != FlushReason::Unconfirmed {
+            tracing::warn!(reason = why.as_str(), objects = n, "flushed the cache");
+        }
+    }
+
+    /// Freshness and grace ends of an object stored now: while the node is unconfirmed, at
+    /// most `confirm_within` and no grace.
+    fn lifetime_bounds(&self, now: Instant, life: &freshness::Lifetime) -> (Instant, Instant) {
+        let (fresh, grace) = (now + life.ttl, now + life.ttl + life.grace);
+        if self.cluster.confirmed(now) {
+            (fresh, grace)
+        } else {
+            let cap = now + self.cluster.unconfirmed_ttl();
+            (fresh.min(cap), fresh.min(cap))
+        }
+    }
+
+    /// Applies a ban here and queues it for every sibling.
+    pub fn ban(&self, ban: Ban) -> Result<BanResult, BanError> {
+        let c = Arc::new(Compiled::new(ban, &self.cfg.policy.strip_query)?);
+        let removed = self.bans.apply(&self.store, c.clone());
+        self.metrics.cluster.applied(c.kind());
+        self.metrics.purges.inc();
+        let seq = self.cluster.broadcast(&c.ban);
+        tracing::info!(kind = c.kind(), value = %c.ban.value, host = c.ban.host.as_deref().unwrap_or("*"), soft = c.ban.soft, seq, removed, "ban");
+        Ok(BanResult { seq, removed })
+    }
+
+    /// Takes a sibling's sync: applies its bans once and in order (or flushes on a gap or a
+    /// restart), then says how far this node got.
+    pub fn receive_sync(&self, req: &strata_wire::ban::SyncRequest) -> strata_wire::ban::SyncReply {
+        let m = &self.metrics.cluster;
+        let admission = self.cluster.admit(req);
+        m.received.inc_by(req.bans.len() as u64);
+        if let Some(why) = admission.flush {
+            tracing::warn!(from = %req.node, reason = why.as_str(), "sibling's ban sequence broke; flushing");
+            self.flush(why);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for &i in &admission.apply {
+            let item = &req.bans[i];
+            match Compiled::new(item.ban.clone(), &self.cfg.policy.strip_query) {
+                Ok(c) => {
+                    let kind = c.kind();
+                    let removed = self.bans.apply(&self.store, Arc::new(c));
+                    m.applied(kind);
+                    tracing::debug!(from = %req.node, seq = item.seq, kind, removed, "sibling's ban applied");
+                }
+                Err(e) => {
+                    tracing::warn!(from = %req.node, seq = item.seq, error = %e, "sibling's ban unreadable; flushing");
+                    self.flush(FlushReason::Gap);
+                }
+            }
+            m.propagation.observe(now_ms.saturating_sub(item.at_ms) as f64 / 1000.0);
+        }
+        self.cluster.reply(admission.applied)
+    }
+
+    /// `PURGE` on the public port from an allowlisted address (what WordPress purge plugins
+    /// send): `X-Purge-Method: regex` bans the path expression on that host, anything else
+    /// the exact URL with its variants. Applied and broadcast like any ban.
+    fn public_purge(&self, req: &Request<Incoming>) -> Answer {
+        let Some(host) = host_of(req.uri(), req.headers()) else {
+            return Answer::new(
+                synth(StatusCode::BAD_REQUEST, "missing or invalid Host header", "host"),
+                Outcome::Synth,
+            );
+        };
+        let method = req
+            .headers()
+            .get("x-purge-method")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("default")
+            .to_ascii_lowercase();
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut ban = if method == "regex" {
+            // The plugin sends a path expression such as `/.*` or `/category/.*`; keys are
+            // `host/path?query`.
+            Ban::new(Kind::Regex, format!("^[^/]*(?:{path})"))
+        } else {
+            Ban::new(Kind::Url, path)
+        };
+        ban.host = Some(host.to_string());
+        match self.ban(ban) {
+            Ok(r) => {
+                let mut resp = Response::new(ProxyBody::full(Bytes::from(format!(
+                    "{{\"seq\":{},\"removed\":{}}}\n",
+                    r.seq, r.removed
+                ))));
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Answer::new(resp, Outcome::Synth)
+            }
+            Err(e) => Answer::new(synth(StatusCode::BAD_REQUEST, &e.to_string(), "purge"), Outcome::Synth),
         }
     }
 
@@ -928,7 +1138,39 @@ impl Proxy {
             }
         };
         let has_body = !body.is_end_stream();
-        let out_body = if has_body {
+        // The few WordPress write endpoints whose small form bodies say which post a write
+        // touches are read first (bounded); everything else streams.
+        let mut inspected: Option<Bytes> = None;
+        let out_body = if has_body && writes::wants_body(&parts.method, parts.uri.path(), content_length(&parts.headers)) {
+            let limit = writes::MAX_INSPECTED_BODY as usize;
+            match tokio::time::timeout(self.origin.body_timeout, http_body_util::Limited::new(body, limit).collect()).await {
+                Ok(Ok(b)) => {
+                    let b = b.to_bytes();
+                    inspected = Some(b.clone());
+                    ProxyBody::full(b)
+                }
+                Ok(Err(e)) => {
+                    return Answer::new(
+                        synth(
+                            StatusCode::BAD_REQUEST,
+                            &format!("the request body could not be read: {e}"),
+                            "body",
+                        ),
+                        Outcome::Synth,
+                    )
+                }
+                Err(_) => {
+                    return Answer::new(
+                        synth(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "the request body did not arrive in time",
+                            "body-timeout",
+                        ),
+                        Outcome::Synth,
+                    )
+                }
+            }
+        } else if has_body {
             ProxyBody::stream(body, None, self.origin.body_timeout)
         } else {
             ProxyBody::Empty
@@ -943,9 +1185,27 @@ impl Proxy {
         };
         let (mut rparts, rbody) = resp.into_parts();
         origin::strip_hop_by_hop(&mut rparts.headers);
-        if !parts.method.is_safe() && (rparts.status.is_success() || rparts.status.is_redirection()) {
-            // RFC 9111 §4.4: a successful unsafe request invalidates its target.
-            self.with_primary_key(&parts.uri, &parts.headers, |key, _| self.store.purge_url(key));
+        if let Some(host) = host_of(&parts.uri, &parts.headers) {
+            let write = writes::Write {
+                method: &parts.method,
+                host,
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                req: &parts.headers,
+                body: inspected.as_deref(),
+                status: rparts.status,
+                resp: &rparts.headers,
+            };
+            for ban in writes::bans_for(&write, self.cfg.bans.wordpress) {
+                if let Err(e) = self.ban(ban.clone()) {
+                    // A rule made a ban that does not compile (say, an odd Location): fall
+                    // back to the whole site rather than risk a stale page.
+                    tracing::warn!(?ban, error = %e, "write-triggered ban refused; banning the site's HTML instead");
+                    let mut site = Ban::new(Kind::Tag, tags::HTML);
+                    site.host = Some(host.to_string());
+                    let _ = self.ban(site);
+                }
+            }
         }
         let status = cache_status(format_args!(
             "fwd=bypass; fwd-status={}; detail={}",
@@ -1120,6 +1380,9 @@ mod tests {
             fresh_until: now,
             grace_until: now,
             compressible: false,
+            tags: Box::default(),
+            id: cache::next_object_id(),
+            banned: Default::default(),
         }
     }
 

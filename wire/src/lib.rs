@@ -1,7 +1,9 @@
 //! Wire formats shared by the Strata programs.
 //!
 //! Everything two Strata programs say to each other is defined here once, so the sender and
-//! the receiver can never disagree: today the signed admin request (purges and bans).
+//! the receiver can never disagree: the signed admin request, the ban and the node-to-node
+//! ban exchange.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod ban;

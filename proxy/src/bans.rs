@@ -1,0 +1,347 @@
+//! Applying bans to the store: exact URLs (with their variants), prefixes, regular
+//! expressions, tags and everything, hard (removed) or soft (stale, refreshed on next use).
+//!
+//! No ban is kept to be tested at lookup time: a ban finds what it matches when it arrives
+//! (tags through the store's tag index, URLs by key, prefixes and expressions by one walk over
+//! the keys) and acts on it then, so a lookup costs the same after a million bans as after
+//! none. The one thing a ban must still catch later is a fill that was already on its way
+//! when the ban arrived; the last few thousand bans are kept, with a generation number, to
+//! judge such fills before they are stored.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use strata_wire::ban::{Ban, Kind};
+
+use crate::cache::{Slot, Store, VARIANT_SEP};
+use crate::policy;
+
+/// Bans remembered for judging fills that were in flight when they arrived.
+const RECENT_BANS: usize = 4096;
+/// Compiled size limit of an operator's regular expression.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Why a ban cannot be applied.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BanError {
+    /// `value` is empty for a kind that needs one.
+    #[error("a {0} ban needs a value")]
+    MissingValue(&'static str),
+    /// A URL or prefix that is neither absolute http(s) nor a path with `host`.
+    #[error("{0:?} is not an http(s) URL, or a path starting with / (give host for paths)")]
+    BadUrl(String),
+    /// The regular expression does not compile.
+    #[error("invalid regular expression: {0}")]
+    BadRegex(String),
+}
+
+/// What a compiled ban selects.
+#[derive(Debug)]
+enum Matcher {
+    /// One primary key and its variants.
+    Url(String),
+    /// Keys whose path (after the host) starts with this.
+    Prefix(String),
+    /// Keys (without the variant part) the expression matches.
+    Regex(regex::Regex),
+    /// Objects carrying the tag.
+    Tag(String),
+    /// Everything.
+    All,
+}
+
+/// A ban ready to apply.
+#[derive(Debug)]
+pub struct Compiled {
+    /// The ban as received, for logs and for passing on.
+    pub ban: Ban,
+    /// Only keys of this (normalised) host; `None` for every host.
+    host: Option<String>,
+    matcher: Matcher,
+}
+
+/// The host part of a cache key.
+fn key_host(key: &str) -> &str {
+    key.find('/').map_or(key, |i| &key[..i])
+}
+
+/// A key without its variant part.
+fn key_url(key: &str) -> &str {
+    key.find(VARIANT_SEP).map_or(key, |i| &key[..i])
+}
+
+impl Compiled {
+    /// Checks and prepares a ban; `strip` are the query parameters the cache key drops.
+    pub fn new(ban: Ban, strip: &[String]) -> Result<Compiled, BanError> {
+        let mut host = ban.host.as_deref().map(policy::normalise_host);
+        let need = |kind: Kind| {
+            if ban.value.trim().is_empty() {
+                Err(BanError::MissingValue(kind.as_str()))
+            } else {
+                Ok(())
+            }
+        };
+        let matcher = match ban.kind {
+            Kind::Url => {
+                need(Kind::Url)?;
+                let key = crate::admin::purge_key(&ban.value, ban.host.as_deref(), strip)
+                    .ok_or_else(|| BanError::BadUrl(ban.value.clone()))?;
+                host = Some(key_host(&key).to_string());
+                Matcher::Url(key)
+            }
+            Kind::Prefix => {
+                need(Kind::Prefix)?;
+                let v = ban.value.as_str();
+                if v.starts_with('/') {
+                    Matcher::Prefix(v.to_string())
+                } else {
+                    let uri: http::Uri = v.parse().map_err(|_| BanError::BadUrl(v.to_string()))?;
+                    let authority = uri
+                        .authority()
+                        .filter(|_| matches!(uri.scheme_str(), Some("http" | "https")))
+                        .ok_or_else(|| BanError::BadUrl(v.to_string()))?;
+                    host = Some(policy::normalise_host(authority.as_str()));
+                    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+                    Matcher::Prefix(path_and_query.to_string())
+                }
+            }
+            Kind::Regex => {
+                need(Kind::Regex)?;
+                let re = regex::RegexBuilder::new(&ban.value)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| BanError::BadRegex(e.to_string()))?;
+                Matcher::Regex(re)
+            }
+            Kind::Tag => {
+                need(Kind::Tag)?;
+                Matcher::Tag(ban.value.trim().to_string())
+            }
+            Kind::All => Matcher::All,
+        };
+        Ok(Compiled { ban, host, matcher })
+    }
+
+    fn host_ok(&self, key: &str) -> bool {
+        self.host.as_deref().is_none_or(|h| key_host(key) == h)
+    }
+
+    /// Whether an object stored under `key` with `tags` is selected.
+    pub fn matches(&self, key: &str, tags: &[Arc<str>]) -> bool {
+        if !self.host_ok(key) {
+            return false;
+        }
+        let url = key_url(key);
+        match &self.matcher {
+            Matcher::Url(k) => url == k,
+            Matcher::Prefix(p) => url[key_host(url).len()..].starts_with(p.as_str()),
+            Matcher::Regex(re) => re.is_match(url),
+            Matcher::Tag(t) => tags.iter().any(|x| **x == **t),
+            Matcher::All => true,
+        }
+    }
+
+    /// The metric label of its kind.
+    pub fn kind(&self) -> &'static str {
+        self.ban.kind.as_str()
+    }
+}
+
+/// Applies bans and remembers the recent ones for in-flight fills.
+#[derive(Default)]
+pub struct Bans {
+    /// Counts every ban applied; a fill notes it before asking the origin.
+    generation: AtomicU64,
+    /// The last bans with the generation each one made.
+    recent: parking_lot::Mutex<VecDeque<(u64, Arc<Compiled>)>>,
+}
+
+impl Bans {
+    /// The current generation, to note before a fill asks the origin.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Applies a ban to the store; returns how many entries it removed or marked stale.
+    pub fn apply(&self, store: &Store, c: Arc<Compiled>) -> usize {
+        {
+            // Recorded before acting, so a fill that finishes meanwhile sees it.
+            let mut recent = self.recent.lock();
+            let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            if recent.len() == RECENT_BANS {
+                recent.pop_front();
+            }
+            recent.push_back((generation, c.clone()));
+        }
+        let soft = c.ban.soft;
+        let act = |keys: Vec<Arc<str>>| {
+            keys.iter()
+                .filter(|k| if soft { store.mark_stale(k) } else { store.remove(k) })
+                .count()
+        };
+        match &c.matcher {
+            Matcher::Url(key) => {
+                let variants = match store.get(key) {
+                    Some(Slot::Vary(_)) => {
+                        let prefix = format!("{key}{VARIANT_SEP}");
+                        store.keys(|k| k.starts_with(&prefix))
+                    }
+                    _ => Vec::new(),
+                };
+                let own = if soft { store.mark_stale(key) } else { store.remove(key) };
+                act(variants) + usize::from(own)
+            }
+            Matcher::Tag(tag) => act(store.tags.keys(tag, |k| c.host_ok(k))),
+            Matcher::All if c.host.is_none() && !soft => {
+                store.maintain();
+                let n = store.entry_count() as usize;
+                store.clear();
+                n
+            }
+            Matcher::Prefix(_) | Matcher::Regex(_) | Matcher::All => act(store.keys(|k| c.matches(k, &[]))),
+        }
+    }
+
+    /// Whether a ban applied since generation `since` selects an object about to be stored
+    /// under `key` with `tags` (its fill started before the ban). When too many bans arrived
+    /// to tell, the answer is yes.
+    pub fn superseded(&self, since: u64, key: &str, tags: &[Arc<str>]) -> bool {
+        if self.generation() == since {
+            return false;
+        }
+        let recent = self.recent.lock();
+        match recent.front() {
+            Some((oldest, _)) if *oldest <= since + 1 => recent
+                .iter()
+                .filter(|(g, _)| *g > since)
+                .any(|(_, c)| c.matches(key, tags)),
+            _ => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{next_object_id, Object};
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    fn strip() -> Vec<String> {
+        crate::config::PolicyConfig::default().strip_query
+    }
+
+    fn object(tags: &[&str]) -> Slot {
+        let now = Instant::now();
+        Slot::Object(Arc::new(Object {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            identity: Bytes::from_static(b"x"),
+            gzip: None,
+            br: None,
+            etag: None,
+            last_modified: None,
+            stored_at: now,
+            initial_age: Duration::ZERO,
+            fresh_until: now + Duration::from_secs(60),
+            grace_until: now + Duration::from_secs(120),
+            compressible: false,
+            tags: tags.iter().map(|t| Arc::from(*t)).collect(),
+            id: next_object_id(),
+            banned: AtomicBool::new(false),
+        }))
+    }
+
+    fn store() -> Store {
+        let s = Store::new(1 << 20);
+        s.insert("a.test/".into(), object(&["html", "list"]));
+        s.insert("a.test/hello/".into(), object(&["html", "post:5"]));
+        s.insert("a.test/?p=5".into(), object(&["html", "post:5"]));
+        s.insert("a.test/category/news/".into(), object(&["html", "list"]));
+        s.insert("a.test/style.css".into(), object(&[]));
+        s.insert("b.test/hello/".into(), object(&["html", "post:5"]));
+        s
+    }
+
+    fn ban(kind: Kind, value: &str, host: Option<&str>) -> Arc<Compiled> {
+        let b = Ban {
+            kind,
+            value: value.into(),
+            host: host.map(str::to_string),
+            soft: false,
+        };
+        Arc::new(Compiled::new(b, &strip()).unwrap())
+    }
+
+    fn left(s: &Store) -> Vec<String> {
+        let mut k: Vec<String> = s.keys(|_| true).iter().map(|k| k.to_string()).collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn tag_bans_use_the_index_and_respect_the_host() {
+        let (s, b) = (store(), Bans::default());
+        assert_eq!(b.apply(&s, ban(Kind::Tag, "post:5", Some("A.test"))), 2);
+        assert_eq!(left(&s), ["a.test/", "a.test/category/news/", "a.test/style.css", "b.test/hello/"]);
+        assert_eq!(b.apply(&s, ban(Kind::Tag, "post:5", None)), 1);
+        assert_eq!(b.apply(&s, ban(Kind::Tag, "nothing", None)), 0);
+    }
+
+    #[test]
+    fn url_prefix_regex_and_all() {
+        let (s, b) = (store(), Bans::default());
+        assert_eq!(b.apply(&s, ban(Kind::Url, "http://a.test/hello/?utm_source=x", None)), 1);
+        assert_eq!(b.apply(&s, ban(Kind::Prefix, "http://a.test/cat", None)), 1);
+        assert_eq!(b.apply(&s, ban(Kind::Regex, r"\.css$", None)), 1);
+        assert_eq!(left(&s), ["a.test/", "a.test/?p=5", "b.test/hello/"]);
+        assert_eq!(b.apply(&s, ban(Kind::All, "", Some("b.test"))), 1);
+        b.apply(&s, ban(Kind::All, "", None));
+        s.maintain();
+        assert!(left(&s).is_empty());
+    }
+
+    #[test]
+    fn soft_bans_keep_objects_but_stale() {
+        let (s, b) = (store(), Bans::default());
+        let mut c = Compiled::new(Ban::new(Kind::Tag, "list"), &strip()).unwrap();
+        c.ban.soft = true;
+        assert_eq!(b.apply(&s, Arc::new(c)), 2);
+        assert_eq!(left(&s).len(), 6);
+        let Some(Slot::Object(o)) = s.get("a.test/") else { panic!() };
+        assert!(!o.is_fresh(Instant::now()));
+        let Some(Slot::Object(o)) = s.get("a.test/hello/") else { panic!() };
+        assert!(o.is_fresh(Instant::now()));
+    }
+
+    #[test]
+    fn bad_bans_are_refused_with_a_reason() {
+        let err = |b: Ban| Compiled::new(b, &strip()).unwrap_err();
+        assert_eq!(err(Ban::new(Kind::Tag, " ")), BanError::MissingValue("tag"));
+        assert!(matches!(err(Ban::new(Kind::Regex, "(")), BanError::BadRegex(_)));
+        assert!(matches!(err(Ban::new(Kind::Url, "/no-host/")), BanError::BadUrl(_)));
+        assert!(matches!(err(Ban::new(Kind::Prefix, "ftp://x/")), BanError::BadUrl(_)));
+        assert!(Compiled::new(Ban::new(Kind::Prefix, "/any-host/"), &strip()).is_ok());
+    }
+
+    #[test]
+    fn in_flight_fills_are_judged_against_later_bans() {
+        let (s, b) = (store(), Bans::default());
+        let before = b.generation();
+        assert!(!b.superseded(before, "a.test/hello/", &[Arc::from("post:5")]));
+        b.apply(&s, ban(Kind::Tag, "post:7", None));
+        assert!(!b.superseded(before, "a.test/hello/", &[Arc::from("post:5")]));
+        b.apply(&s, ban(Kind::Tag, "post:5", None));
+        assert!(b.superseded(before, "a.test/hello/", &[Arc::from("post:5")]));
+        assert!(!b.superseded(b.generation(), "a.test/hello/", &[Arc::from("post:5")]));
+        // When the bans since are no longer all remembered, assume the worst.
+        for _ in 0..RECENT_BANS {
+            b.apply(&s, ban(Kind::Tag, "other", None));
+        }
+        assert!(b.superseded(before, "a.test/x/", &[]));
+    }
+}

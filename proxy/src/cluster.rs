@@ -1,0 +1,675 @@
+//! Spreading bans to every sibling, and knowing whether this node holds all of theirs.
+//!
+//! Lifecycle of a ban (see README "Bans across nodes"):
+//! 1. A node applies a ban locally and gives it the next number of its own sequence; the ban
+//!    goes into one bounded queue per sibling (overflow collapses the queue into one ban of
+//!    everything, so nothing is silently lost).
+//! 2. One task per sibling sends, every `heartbeat_interval` or at once when there is news, a
+//!    signed [`SyncRequest`]: the sender's latest sequence number and the queued bans. The
+//!    sibling applies them in order and answers how far it got; acknowledged bans leave the
+//!    queue, the rest are sent again with backoff.
+//! 3. A receiver applies each sender's bans exactly once and in order ([`Peer::admit`]): a
+//!    repeat is skipped, a gap in the sequence or a restarted sender (new instance) flushes.
+//! 4. Each sync also proves that the receiver is current with the sender (it has applied the
+//!    sender's latest). A node that has not had that proof from every sibling within
+//!    `confirm_within` is *unconfirmed*: a write elsewhere may have banned pages it holds, so
+//!    it flushes (or passes, per `when_unconfirmed`) until it is confirmed again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use strata_wire::auth;
+use strata_wire::ban::{Ban, Sequenced, SyncReply, SyncRequest, SYNC_PATH};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use crate::config::ClusterConfig;
+
+/// Bans sent in one sync.
+const BATCH: usize = 512;
+/// First retry delay after a failed sync; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(20);
+/// Longest retry delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Why the cluster flushed a node's cache (metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushReason {
+    /// A sender's sequence skipped numbers.
+    Gap,
+    /// A sender restarted: the bans it had not delivered are unknown.
+    Restart,
+    /// This node could not confirm it is current.
+    Unconfirmed,
+}
+
+impl FlushReason {
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushReason::Gap => "gap",
+            FlushReason::Restart => "restart",
+            FlushReason::Unconfirmed => "unconfirmed",
+        }
+    }
+}
+
+/// What this node knows of one sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The sender's incarnation.
+    pub instance: u64,
+    /// The highest of its sequence numbers applied here.
+    pub applied: u64,
+}
+
+/// What to do with one sync: flush or not, which of its bans to apply.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Flush everything first (then the bans need not be applied one by one).
+    pub flush: Option<FlushReason>,
+    /// Indexes into the request's bans to apply, in order.
+    pub apply: Vec<usize>,
+    /// The sender's sequence applied after this sync.
+    pub applied: u64,
+    /// Whether this node is now current with the sender.
+    pub current: bool,
+}
+
+impl Peer {
+    /// Decides how to take a sync from a sender this node knew as `known` (None: never heard
+    /// of since this node started, so nothing it sent earlier can matter: the cache started
+    /// empty).
+    pub fn admit(known: Option<Peer>, req: &SyncRequest) -> Admission {
+        let first_contact = |req: &SyncRequest| req.bans.first().map_or(req.latest, |b| b.seq.saturating_sub(1));
+        let (mut flush, mut applied) = match known {
+            None => (None, first_contact(req)),
+            Some(p) if p.instance != req.instance => (Some(FlushReason::Restart), first_contact(req)),
+            Some(p) => (None, p.applied),
+        };
+        let mut apply = Vec::new();
+        for (i, b) in req.bans.iter().enumerate() {
+            if b.seq <= applied {
+                continue;
+            }
+            if b.seq != applied + 1 && flush.is_none() {
+                flush = Some(FlushReason::Gap);
+            }
+            applied = b.seq;
+            apply.push(i);
+        }
+        if req.bans.is_empty() && req.latest > applied {
+            // The sender holds nothing more for us yet says it is further along: bans went
+            // missing somewhere.
+            flush = flush.or(Some(FlushReason::Gap));
+            applied = req.latest;
+        }
+        if flush.is_some() {
+            apply.clear();
+        }
+        Admission {
+            flush,
+            apply,
+            applied,
+            current: applied >= req.latest,
+        }
+    }
+}
+
+/// The outgoing side for one sibling.
+pub struct Sibling {
+    /// Its admin URL, as configured.
+    pub url: String,
+    endpoint: http::Uri,
+    queue: parking_lot::Mutex<Queue>,
+    wake: Notify,
+    /// The highest of our sequence numbers it has acknowledged.
+    acked: watch::Sender<u64>,
+    state: parking_lot::Mutex<SiblingState>,
+}
+
+struct Queue {
+    /// Bans not acknowledged yet, with when each was queued.
+    items: VecDeque<(Sequenced, Instant)>,
+    /// The last sequence number queued here: the `latest` this sibling is told.
+    last: u64,
+}
+
+/// What this node knows of a sibling, for `/cluster`, `/status` and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct SiblingState {
+    /// Its node id, once it answered.
+    pub node: Option<String>,
+    /// Whether the last exchange succeeded.
+    pub up: bool,
+    /// When it last answered.
+    pub last_contact: Option<Instant>,
+    /// When this node last proved it holds all of the sibling's bans.
+    pub confirmed_at: Option<Instant>,
+    /// The last failure, for the status page.
+    pub last_error: Option<String>,
+    /// Times its queue overflowed into a ban of everything.
+    pub overflows: u64,
+}
+
+/// One sibling's state as `/cluster` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SiblingReport {
+    /// Admin URL.
+    pub url: String,
+    /// Node id, once known.
+    pub node: Option<String>,
+    /// Whether the last exchange succeeded.
+    pub up: bool,
+    /// Bans waiting for its acknowledgement.
+    pub queued: usize,
+    /// Highest of our sequence numbers it acknowledged.
+    pub acked_seq: u64,
+    /// Highest of its sequence numbers applied here.
+    pub applied_seq: Option<u64>,
+    /// Milliseconds since it last answered.
+    pub last_contact_ms: Option<u64>,
+    /// Milliseconds since this node last confirmed it holds its bans.
+    pub confirmed_ms_ago: Option<u64>,
+    /// Queue overflows so far.
+    pub overflows: u64,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+/// The cluster side of a node.
+pub struct Cluster {
+    /// This node's id.
+    pub node: String,
+    /// Random per start: tells siblings this node restarted.
+    pub instance: u64,
+    /// Our own sequence: the number of the last ban this node originated.
+    latest: parking_lot::Mutex<u64>,
+    /// The siblings, in configuration order.
+    pub siblings: Vec<Arc<Sibling>>,
+    /// Senders heard from, by node id.
+    peers: parking_lot::Mutex<HashMap<String, Peer>>,
+    /// When each sender's bans were last proven applied here, by node id.
+    proven: parking_lot::Mutex<HashMap<String, Instant>>,
+    /// Reference point of `confirmed_until`.
+    base: Instant,
+    /// Nanoseconds after `base` until which this node is confirmed (read on every hit).
+    confirmed_until: AtomicU64,
+    /// Whether the cache was flushed for the current unconfirmed period.
+    flushed: AtomicBool,
+    /// Sync message counter, making every signed sync unique (replay protection).
+    messages: AtomicU64,
+    cfg: ClusterConfig,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A fresh random number (from the hasher's random keys; no extra crate needed).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish() | 1
+}
+
+impl Cluster {
+    /// The cluster side for a configuration. Nothing runs until [`Cluster::run`].
+    pub fn new(cfg: &ClusterConfig) -> Cluster {
+        let siblings = cfg
+            .siblings
+            .iter()
+            .map(|u| {
+                let url = u.to_string().trim_end_matches('/').to_string();
+                let endpoint = format!("{url}{SYNC_PATH}").parse().unwrap_or_else(|_| u.clone());
+                Arc::new(Sibling {
+                    url,
+                    endpoint,
+                    queue: parking_lot::Mutex::new(Queue {
+                        items: VecDeque::new(),
+                        last: 0,
+                    }),
+                    wake: Notify::new(),
+                    acked: watch::Sender::new(0),
+                    state: parking_lot::Mutex::new(SiblingState::default()),
+                })
+            })
+            .collect::<Vec<_>>();
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(cfg.confirm_within / 2));
+        http.set_nodelay(true);
+        Cluster {
+            node: cfg.node_id.clone(),
+            instance: random_u64(),
+            latest: parking_lot::Mutex::new(0),
+            confirmed_until: AtomicU64::new(if siblings.is_empty() { u64::MAX } else { 0 }),
+            siblings,
+            peers: Default::default(),
+            proven: Default::default(),
+            base: Instant::now(),
+            flushed: AtomicBool::new(false),
+            messages: AtomicU64::new(0),
+            cfg: cfg.clone(),
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(http),
+        }
+    }
+
+    /// Our latest sequence number.
+    pub fn latest(&self) -> u64 {
+        *self.latest.lock()
+    }
+
+    /// Whether this node holds every sibling's bans as of `confirm_within` ago. One atomic
+    /// load: this is on the hit path.
+    #[inline]
+    pub fn confirmed(&self, now: Instant) -> bool {
+        let until = self.confirmed_until.load(Ordering::Relaxed);
+        until == u64::MAX || (now.saturating_duration_since(self.base).as_nanos() as u64) < until
+    }
+
+    /// True once per unconfirmed period: the caller flushes.
+    pub fn take_flush(&self) -> bool {
+        !self.flushed.swap(true, Ordering::AcqRel)
+    }
+
+    /// The longest an object may stay fresh while unconfirmed.
+    pub fn unconfirmed_ttl(&self) -> Duration {
+        self.cfg.confirm_within
+    }
+
+    /// Queues a ban for every sibling under the next sequence number; returns that number.
+    pub fn broadcast(&self, ban: &Ban) -> u64 {
+        let mut latest = self.latest.lock();
+        *latest += 1;
+        let seq = *latest;
+        let item = Sequenced {
+            seq,
+            at_ms: unix_ms(),
+            ban: ban.clone(),
+        };
+        let now = Instant::now();
+        for s in &self.siblings {
+            let mut q = s.queue.lock();
+            if q.items.len() >= self.cfg.queue_limit {
+                // Collapse: one ban of everything stands for all that was queued. The
+                // receiver also sees the jump in the sequence and flushes.
+                q.items.clear();
+                q.items.push_back((
+                    Sequenced {
+                        seq,
+                        at_ms: item.at_ms,
+                        ban: Ban::all(),
+                    },
+                    now,
+                ));
+                s.state.lock().overflows += 1;
+                tracing::warn!(sibling = %s.url, limit = self.cfg.queue_limit, "ban queue overflowed; the sibling will be flushed");
+            } else {
+                q.items.push_back((item.clone(), now));
+            }
+            q.last = seq;
+            drop(q);
+            s.wake.notify_one();
+        }
+        seq
+    }
+
+    /// Waits until every sibling acknowledged `seq` or `timeout` passed; per sibling, whether
+    /// it did and after how long.
+    pub async fn wait_acked(&self, seq: u64, timeout: Duration) -> Vec<(String, bool, Duration)> {
+        let start = Instant::now();
+        let waits = self.siblings.iter().map(|s| {
+            let mut rx = s.acked.subscribe();
+            async move {
+                let ok = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= seq)).await.is_ok_and(|r| r.is_ok());
+                (s.url.clone(), ok, start.elapsed())
+            }
+        });
+        futures_join_all(waits).await
+    }
+
+    /// Decides how to take a sync from a sibling and records the result (the caller applies
+    /// the flush or the bans before answering).
+    pub fn admit(&self, req: &SyncRequest) -> Admission {
+        let mut peers = self.peers.lock();
+        let known = peers.get(&req.node).copied();
+        let a = Peer::admit(known, req);
+        peers.insert(
+            req.node.clone(),
+            Peer {
+                instance: req.instance,
+                applied: a.applied,
+            },
+        );
+        drop(peers);
+        if a.current {
+            self.prove(&req.node);
+        }
+        a
+    }
+
+    /// The answer to a sync, once its bans are applied.
+    pub fn reply(&self, applied: u64) -> SyncReply {
+        SyncReply {
+            node: self.node.clone(),
+            instance: self.instance,
+            latest: self.latest(),
+            applied,
+        }
+    }
+
+    /// Records that this node holds all of `node`'s bans as of now.
+    fn prove(&self, node: &str) {
+        let now = Instant::now();
+        self.proven.lock().insert(node.to_string(), now);
+        for s in &self.siblings {
+            let mut st = s.state.lock();
+            if st.node.as_deref() == Some(node) {
+                st.confirmed_at = Some(now);
+            }
+        }
+        self.recompute();
+    }
+
+    /// Recomputes `confirmed_until` from the siblings' proofs.
+    fn recompute(&self) {
+        if self.siblings.is_empty() {
+            return;
+        }
+        let proven = self.proven.lock();
+        let mut until = u64::MAX;
+        for s in &self.siblings {
+            let at = s.state.lock().node.as_ref().and_then(|n| proven.get(n).copied());
+            let t = at.map_or(0, |t| (t.saturating_duration_since(self.base) + self.cfg.confirm_within).as_nanos() as u64);
+            until = until.min(t);
+        }
+        drop(proven);
+        let before = self.confirmed_until.swap(until, Ordering::AcqRel);
+        let confirmed = (self.base.elapsed().as_nanos() as u64) < until;
+        if confirmed && (self.flushed.swap(false, Ordering::AcqRel) || before == 0) {
+            tracing::info!(node = %self.node, "confirmed current with every sibling");
+        }
+    }
+
+    /// Per-sibling state for `/cluster` and `/status`.
+    pub fn report(&self) -> Vec<SiblingReport> {
+        let now = Instant::now();
+        let peers = self.peers.lock().clone();
+        self.siblings
+            .iter()
+            .map(|s| {
+                let st = s.state.lock().clone();
+                let queued = s.queue.lock().items.len();
+                SiblingReport {
+                    url: s.url.clone(),
+                    applied_seq: st.node.as_ref().and_then(|n| peers.get(n)).map(|p| p.applied),
+                    node: st.node,
+                    up: st.up,
+                    queued,
+                    acked_seq: *s.acked.borrow(),
+                    last_contact_ms: st.last_contact.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    confirmed_ms_ago: st.confirmed_at.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    overflows: st.overflows,
+                    last_error: st.last_error,
+                }
+            })
+            .collect()
+    }
+
+    /// Runs one task per sibling until `shutdown` fires.
+    pub async fn run(self: Arc<Self>, metrics: Arc<crate::server::Proxy>, shutdown: watch::Receiver<bool>) {
+        let tasks: Vec<_> = self
+            .siblings
+            .iter()
+            .map(|s| tokio::spawn(self.clone().feed(s.clone(), metrics.clone(), shutdown.clone())))
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Keeps one sibling fed: heartbeats, queued bans, retries with backoff.
+    async fn feed(self: Arc<Self>, s: Arc<Sibling>, proxy: Arc<crate::server::Proxy>, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = MIN_BACKOFF;
+        let m = &proxy.metrics.cluster;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let req = {
+                let q = s.queue.lock();
+                SyncRequest {
+                    node: self.node.clone(),
+                    instance: self.instance,
+                    latest: q.last,
+                    bans: q.items.iter().take(BATCH).map(|(b, _)| b.clone()).collect(),
+                    msg: self.messages.fetch_add(1, Ordering::Relaxed),
+                }
+            };
+            let sent_bans = !req.bans.is_empty();
+            match self.send(&s, &req).await {
+                Ok(reply) => {
+                    backoff = MIN_BACKOFF;
+                    let now = Instant::now();
+                    let remaining = {
+                        let mut q = s.queue.lock();
+                        while q.items.front().is_some_and(|(b, _)| b.seq <= reply.applied) {
+                            if let Some((_, queued)) = q.items.pop_front() {
+                                m.sent.inc();
+                                m.ack.observe(now.saturating_duration_since(queued).as_secs_f64());
+                            }
+                        }
+                        q.items.len()
+                    };
+                    s.acked.send_modify(|a| *a = (*a).max(reply.applied));
+                    let current = {
+                        let peers = self.peers.lock();
+                        let known = peers.get(&reply.node);
+                        reply.latest == 0 && known.is_none()
+                            || known.is_some_and(|p| p.instance == reply.instance && p.applied >= reply.latest)
+                    };
+                    {
+                        let mut st = s.state.lock();
+                        if !st.up {
+                            tracing::info!(sibling = %s.url, node = %reply.node, "sibling reachable");
+                        }
+                        st.up = true;
+                        st.node = Some(reply.node.clone());
+                        st.last_contact = Some(now);
+                        st.last_error = None;
+                    }
+                    if current {
+                        self.prove(&reply.node);
+                    } else {
+                        self.recompute();
+                    }
+                    if remaining > 0 && sent_bans {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    {
+                        let mut st = s.state.lock();
+                        if st.up || st.last_error.is_none() {
+                            tracing::warn!(sibling = %s.url, error = %e, "sibling unreachable; bans for it stay queued");
+                        }
+                        st.up = false;
+                        st.last_error = Some(e);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = s.wake.notified() => {}
+                _ = tokio::time::sleep(self.cfg.heartbeat_interval) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// One signed sync to a sibling.
+    async fn send(&self, s: &Sibling, req: &SyncRequest) -> Result<SyncReply, String> {
+        let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let sig = auth::sign(
+            &self.cfg.secret,
+            auth::Signed {
+                method: "POST",
+                path: SYNC_PATH,
+                body: &body,
+            },
+            ts,
+        );
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(s.endpoint.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(auth::TIMESTAMP_HEADER, ts.to_string())
+            .header(auth::SIGNATURE_HEADER, sig)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let timeout = (self.cfg.confirm_within / 2).max(Duration::from_millis(100));
+        let exchange = async {
+            let resp = self.client.request(request).await.map_err(|e| crate::origin::error_chain(&e))?;
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            if !status.is_success() {
+                return Err(format!("answered {status}: {}", String::from_utf8_lossy(&bytes).trim()));
+            }
+            serde_json::from_slice::<SyncReply>(&bytes).map_err(|e| format!("unreadable answer: {e}"))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| format!("no answer within {timeout:?}"))?
+    }
+}
+
+/// Awaits futures concurrently (a tiny `join_all`, to avoid a dependency).
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futs.map(Box::pin).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_wire::ban::Kind;
+
+    fn req(instance: u64, latest: u64, seqs: &[u64]) -> SyncRequest {
+        SyncRequest {
+            node: "a".into(),
+            instance,
+            latest,
+            bans: seqs
+                .iter()
+                .map(|&seq| Sequenced {
+                    seq,
+                    at_ms: 0,
+                    ban: Ban::new(Kind::Tag, "t"),
+                })
+                .collect(),
+            msg: 0,
+        }
+    }
+
+    fn peer(instance: u64, applied: u64) -> Option<Peer> {
+        Some(Peer { instance, applied })
+    }
+
+    #[test]
+    fn in_order_bans_apply_once() {
+        let a = Peer::admit(peer(1, 2), &req(1, 4, &[3, 4]));
+        assert_eq!((a.flush, a.apply, a.applied, a.current), (None, vec![0, 1], 4, true));
+        // A resend of what was applied is skipped.
+        let a = Peer::admit(peer(1, 4), &req(1, 5, &[3, 4, 5]));
+        assert_eq!((a.flush, a.apply, a.applied), (None, vec![2], 5));
+        // A heartbeat that says nothing new.
+        let a = Peer::admit(peer(1, 5), &req(1, 5, &[]));
+        assert_eq!((a.flush, a.apply.len(), a.current), (None, 0, true));
+    }
+
+    #[test]
+    fn gaps_and_restarts_flush() {
+        let a = Peer::admit(peer(1, 2), &req(1, 9, &[5, 6]));
+        assert_eq!((a.flush, a.applied, a.current), (Some(FlushReason::Gap), 6, false));
+        assert!(a.apply.is_empty(), "the flush covers them");
+        let a = Peer::admit(peer(1, 2), &req(1, 7, &[]));
+        assert_eq!((a.flush, a.applied, a.current), (Some(FlushReason::Gap), 7, true));
+        let a = Peer::admit(peer(1, 9), &req(2, 1, &[1]));
+        assert_eq!((a.flush, a.applied), (Some(FlushReason::Restart), 1));
+    }
+
+    #[test]
+    fn first_contact_starts_where_the_sender_is() {
+        let a = Peer::admit(None, &req(1, 50, &[]));
+        assert_eq!((a.flush, a.applied, a.current), (None, 50, true));
+        let a = Peer::admit(None, &req(1, 50, &[48, 49, 50]));
+        assert_eq!((a.flush, a.apply, a.applied), (None, vec![0, 1, 2], 50));
+        // A batch that does not reach the sender's latest is not yet current.
+        let a = Peer::admit(None, &req(1, 900, &[1, 2]));
+        assert_eq!((a.applied, a.current), (2, false));
+    }
+
+    fn cfg(limit: usize) -> ClusterConfig {
+        ClusterConfig {
+            node_id: "me".into(),
+            siblings: vec!["http://127.0.0.1:1".parse().unwrap()],
+            secret_file: Default::default(),
+            secret: b"0123456789abcdef".to_vec(),
+            admin_allow: vec![],
+            heartbeat_interval: Duration::from_millis(250),
+            confirm_within: Duration::from_secs(1),
+            when_unconfirmed: crate::config::Unconfirmed::Flush,
+            queue_limit: limit,
+        }
+    }
+
+    #[tokio::test]
+    async fn queues_collapse_into_one_ban_of_everything() {
+        let c = Cluster::new(&cfg(3));
+        for i in 0..5 {
+            c.broadcast(&Ban::new(Kind::Tag, format!("t{i}")));
+        }
+        let q = c.siblings[0].queue.lock();
+        let items: Vec<_> = q.items.iter().map(|(b, _)| (b.seq, b.ban.kind)).collect();
+        assert_eq!(items, [(4, Kind::All), (5, Kind::Tag)]);
+        assert_eq!(q.last, 5);
+    }
+
+    #[tokio::test]
+    async fn a_node_with_siblings_starts_unconfirmed() {
+        let c = Cluster::new(&cfg(3));
+        assert!(!c.confirmed(Instant::now()));
+        assert!(c.take_flush());
+        assert!(!c.take_flush(), "once per unconfirmed period");
+        c.siblings[0].state.lock().node = Some("a".into());
+        c.admit(&req(1, 0, &[]));
+        assert!(c.confirmed(Instant::now()));
+        let mut alone = cfg(3);
+        alone.siblings.clear();
+        assert!(Cluster::new(&alone).confirmed(Instant::now()));
+    }
+}

@@ -1,0 +1,157 @@
+//! Bans: what an invalidation names, and the messages nodes exchange to spread them.
+//!
+//! A [`Ban`] is what `POST /ban` carries (from `strata-proxy ban`, the syncer or an operator's
+//! script). Between nodes, a [`SyncRequest`] carries the sender's latest sequence number (a
+//! heartbeat) and the bans a sibling has not acknowledged yet, each with its sequence number;
+//! the [`SyncReply`] says how far the receiver has applied and where the receiver itself is.
+
+use serde::{Deserialize, Serialize};
+
+/// Path of the ban endpoint on the admin listener.
+pub const BAN_PATH: &str = "/ban";
+/// Path of the node-to-node exchange on the admin listener.
+pub const SYNC_PATH: &str = "/cluster/sync";
+
+/// What a ban selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// One URL with all its variants: an absolute URL, or a path with `host`.
+    Url,
+    /// Every URL starting with a prefix: an absolute URL prefix, or a path prefix with `host`.
+    Prefix,
+    /// Every cache key (`host/path?query`) a regular expression matches.
+    Regex,
+    /// Every object carrying a tag.
+    Tag,
+    /// Everything.
+    All,
+}
+
+impl Kind {
+    /// The lower-case name used in JSON, logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Url => "url",
+            Kind::Prefix => "prefix",
+            Kind::Regex => "regex",
+            Kind::Tag => "tag",
+            Kind::All => "all",
+        }
+    }
+}
+
+/// One invalidation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ban {
+    /// What `value` means.
+    pub kind: Kind,
+    /// The URL, prefix, regular expression or tag; ignored for `all`.
+    #[serde(default)]
+    pub value: String,
+    /// Limits the ban to one site (`Host`), and gives paths their host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Mark matching objects stale (served while refreshed) instead of removing them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub soft: bool,
+}
+
+impl Ban {
+    /// A hard ban of one kind and value, for every host.
+    pub fn new(kind: Kind, value: impl Into<String>) -> Ban {
+        Ban {
+            kind,
+            value: value.into(),
+            host: None,
+            soft: false,
+        }
+    }
+
+    /// A hard ban of everything.
+    pub fn all() -> Ban {
+        Ban::new(Kind::All, "")
+    }
+}
+
+/// A ban on its way to a sibling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sequenced {
+    /// The sender's sequence number for this ban (1, 2, 3… per sender incarnation).
+    pub seq: u64,
+    /// When the sender applied it, Unix milliseconds (for propagation latency).
+    pub at_ms: u64,
+    /// The ban.
+    pub ban: Ban,
+}
+
+/// Node-to-node exchange: a heartbeat carrying any bans the receiver has not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// The sender's node id.
+    pub node: String,
+    /// Random per start of the sender: a new value means the sender restarted.
+    pub instance: u64,
+    /// The sender's latest sequence number: the receiver is current with the sender when it
+    /// has applied this far.
+    pub latest: u64,
+    /// Bans in sequence order, oldest first.
+    #[serde(default)]
+    pub bans: Vec<Sequenced>,
+    /// Counts the sender's syncs, so that no two signed syncs are alike (replay protection).
+    #[serde(default)]
+    pub msg: u64,
+}
+
+/// The receiver's answer to a [`SyncRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReply {
+    /// The receiver's node id.
+    pub node: String,
+    /// The receiver's incarnation.
+    pub instance: u64,
+    /// The receiver's own latest sequence number.
+    pub latest: u64,
+    /// The highest of the sender's sequence numbers the receiver has applied.
+    pub applied: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bans_read_the_documented_json() {
+        let b: Ban = serde_json::from_str(r#"{"kind":"tag","value":"post:12"}"#).unwrap();
+        assert_eq!(b, Ban::new(Kind::Tag, "post:12"));
+        let b: Ban = serde_json::from_str(r#"{"kind":"all"}"#).unwrap();
+        assert_eq!(b, Ban::all());
+        let b: Ban = serde_json::from_str(r#"{"kind":"url","value":"/a/","host":"x","soft":true}"#).unwrap();
+        assert!(b.soft);
+        assert_eq!(b.host.as_deref(), Some("x"));
+        assert!(serde_json::from_str::<Ban>(r#"{"kind":"nope","value":"x"}"#).is_err());
+        assert!(serde_json::from_str::<Ban>(r#"{"kind":"tag","value":"x","extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn sync_messages_round_trip() {
+        let m = SyncRequest {
+            node: "a".into(),
+            instance: 7,
+            latest: 3,
+            bans: vec![Sequenced {
+                seq: 3,
+                at_ms: 1,
+                ban: Ban::new(Kind::Prefix, "/x"),
+            }],
+            msg: 9,
+        };
+        let back: SyncRequest = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(
+            serde_json::to_string(&Ban::all()).unwrap(),
+            r#"{"kind":"all","value":""}"#
+        );
+    }
+}
