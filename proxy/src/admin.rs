@@ -287,7 +287,7 @@ impl Admin {
         };
         let mut siblings = serde_json::Map::new();
         if let Some(timeout) = wait {
-            for (url, acked, took) in self.proxy.cluster.wait_acked(r.seq, timeout).await {
+            for (url, acked, took) in self.proxy.cluster.wait_acked(r.seq, timeout, false).await {
                 siblings.insert(
                     url,
                     serde_json::json!({"acked": acked, "ms": took.as_secs_f64() * 1000.0}),

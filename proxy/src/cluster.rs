@@ -69,6 +69,8 @@ pub struct Peer {
     pub instance: u64,
     /// The highest of its sequence numbers applied here.
     pub applied: u64,
+    /// It shut down cleanly after everything it sent was applied here.
+    pub left: bool,
 }
 
 /// What to do with one sync: flush or not, which of its bans to apply.
@@ -92,6 +94,7 @@ impl Peer {
         let first_contact = |req: &SyncRequest| req.bans.first().map_or(req.latest, |b| b.seq.saturating_sub(1));
         let (mut flush, mut applied) = match known {
             None => (None, first_contact(req)),
+            Some(p) if p.instance != req.instance && p.left => (None, first_contact(req)),
             Some(p) if p.instance != req.instance => (Some(FlushReason::Restart), first_contact(req)),
             Some(p) => (None, p.applied),
         };
@@ -328,11 +331,13 @@ impl Cluster {
         seq
     }
 
-    /// Waits until every sibling acknowledged `seq` or `timeout` passed; per sibling, whether
-    /// it did and after how long.
-    pub async fn wait_acked(&self, seq: u64, timeout: Duration) -> Vec<(String, bool, Duration)> {
+    /// Waits until every sibling (with `reachable_only`, every sibling whose last exchange
+    /// succeeded: one that is away cannot confirm it is current, so it does not serve what
+    /// the ban covers anyway) acknowledged `seq` or `timeout` passed; per sibling, whether it
+    /// did and after how long.
+    pub async fn wait_acked(&self, seq: u64, timeout: Duration, reachable_only: bool) -> Vec<(String, bool, Duration)> {
         let start = Instant::now();
-        let waits = self.siblings.iter().map(|s| {
+        let waits = self.siblings.iter().filter(|s| !reachable_only || s.state.lock().up).map(|s| {
             let mut rx = s.acked.subscribe();
             async move {
                 let ok = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= seq)).await.is_ok_and(|r| r.is_ok());
@@ -353,8 +358,12 @@ impl Cluster {
             Peer {
                 instance: req.instance,
                 applied: a.applied,
+                left: req.leaving && a.current,
             },
         );
+        if req.leaving {
+            tracing::info!(node = %req.node, current = a.current, "sibling is shutting down");
+        }
         drop(peers);
         if a.current {
             self.prove(&req.node);
@@ -440,6 +449,29 @@ impl Cluster {
         for t in tasks {
             let _ = t.await;
         }
+        self.farewell().await;
+    }
+
+    /// On a clean shutdown: one last sync to every sibling with whatever is still queued and
+    /// `leaving` set, so that this node's restart does not make them flush.
+    async fn farewell(&self) {
+        let goodbyes = self.siblings.iter().map(|s| async move {
+            let req = {
+                let q = s.queue.lock();
+                SyncRequest {
+                    node: self.node.clone(),
+                    instance: self.instance,
+                    latest: q.last,
+                    bans: q.items.iter().take(BATCH).map(|(b, _)| b.clone()).collect(),
+                    msg: self.messages.fetch_add(1, Ordering::Relaxed),
+                    leaving: q.items.len() <= BATCH,
+                }
+            };
+            if let Err(e) = self.send(s, &req).await {
+                tracing::warn!(sibling = %s.url, error = %e, "could not say goodbye; it will flush when this node restarts");
+            }
+        });
+        futures_join_all(goodbyes).await;
     }
 
     /// Keeps one sibling fed: heartbeats, queued bans, retries with backoff.
@@ -458,6 +490,7 @@ impl Cluster {
                     latest: q.last,
                     bans: q.items.iter().take(BATCH).map(|(b, _)| b.clone()).collect(),
                     msg: self.messages.fetch_add(1, Ordering::Relaxed),
+                    leaving: false,
                 }
             };
             let sent_bans = !req.bans.is_empty();
@@ -592,11 +625,16 @@ mod tests {
                 })
                 .collect(),
             msg: 0,
+            leaving: false,
         }
     }
 
     fn peer(instance: u64, applied: u64) -> Option<Peer> {
-        Some(Peer { instance, applied })
+        Some(Peer {
+            instance,
+            applied,
+            left: false,
+        })
     }
 
     #[test]
@@ -620,6 +658,14 @@ mod tests {
         assert_eq!((a.flush, a.applied, a.current), (Some(FlushReason::Gap), 7, true));
         let a = Peer::admit(peer(1, 9), &req(2, 1, &[1]));
         assert_eq!((a.flush, a.applied), (Some(FlushReason::Restart), 1));
+        // A sender that said goodbye after everything was applied restarts without a flush.
+        let gone = Some(Peer {
+            instance: 1,
+            applied: 9,
+            left: true,
+        });
+        let a = Peer::admit(gone, &req(2, 0, &[]));
+        assert_eq!((a.flush, a.applied, a.current), (None, 0, true));
     }
 
     #[test]
@@ -644,6 +690,7 @@ mod tests {
             confirm_within: Duration::from_secs(1),
             when_unconfirmed: crate::config::Unconfirmed::Flush,
             queue_limit: limit,
+            write_wait: Duration::from_millis(500),
         }
     }
 

@@ -108,6 +108,8 @@ pub const DEFAULT_MAX_TAGS: usize = 64;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
 /// Bound within which a node must confirm it has every sibling's bans.
 pub const DEFAULT_CONFIRM_WITHIN: Duration = Duration::from_secs(1);
+/// How long a write's answer waits for reachable siblings to acknowledge its bans.
+pub const DEFAULT_WRITE_WAIT: Duration = Duration::from_millis(500);
 /// Bans queued per sibling before collapsing into one ban of everything.
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
 /// Statuses stored by default.
@@ -220,6 +222,7 @@ struct RawCluster {
     confirm_within: Option<toml::Value>,
     when_unconfirmed: Option<String>,
     queue_limit: Option<i64>,
+    write_wait: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -366,6 +369,8 @@ pub struct ClusterConfig {
     pub when_unconfirmed: Unconfirmed,
     /// Bans queued per sibling before the queue collapses into one ban of everything.
     pub queue_limit: usize,
+    /// How long the answer to a write waits for reachable siblings to acknowledge its bans.
+    pub write_wait: Duration,
 }
 
 /// What a node does while it cannot confirm that it has every sibling's bans.
@@ -843,6 +848,7 @@ impl Config {
             confirm_within,
             when_unconfirmed,
             queue_limit,
+            write_wait: c.duration("cluster.write_wait", &cl.write_wait, DEFAULT_WRITE_WAIT),
         };
 
         let b = &raw.bans;

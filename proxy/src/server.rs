@@ -1185,6 +1185,7 @@ impl Proxy {
         };
         let (mut rparts, rbody) = resp.into_parts();
         origin::strip_hop_by_hop(&mut rparts.headers);
+        let mut last_seq = None;
         if let Some(host) = host_of(&parts.uri, &parts.headers) {
             let write = writes::Write {
                 method: &parts.method,
@@ -1197,13 +1198,28 @@ impl Proxy {
                 resp: &rparts.headers,
             };
             for ban in writes::bans_for(&write, self.cfg.bans.wordpress) {
-                if let Err(e) = self.ban(ban.clone()) {
+                match self.ban(ban.clone()) {
+                    Ok(r) => last_seq = Some(r.seq),
+                    Err(e) => {
                     // A rule made a ban that does not compile (say, an odd Location): fall
                     // back to the whole site rather than risk a stale page.
                     tracing::warn!(?ban, error = %e, "write-triggered ban refused; banning the site's HTML instead");
                     let mut site = Ban::new(Kind::Tag, tags::HTML);
                     site.host = Some(host.to_string());
-                    let _ = self.ban(site);
+                    last_seq = self.ban(site).ok().map(|r| r.seq).or(last_seq);
+                    }
+                }
+            }
+        }
+        if let Some(seq) = last_seq {
+            // Read-your-writes on every node: the writer's next request may go to a sibling,
+            // so the answer waits (briefly, bounded) until reachable siblings have the bans.
+            let wait = self.cfg.cluster.write_wait;
+            if !wait.is_zero() && !self.cluster.siblings.is_empty() {
+                for (sibling, acked, took) in self.cluster.wait_acked(seq, wait, true).await {
+                    if !acked {
+                        tracing::warn!(%sibling, waited = ?took, seq, "sibling has not acknowledged a write's bans yet; answering anyway");
+                    }
                 }
             }
         }

@@ -102,6 +102,10 @@ pub struct SyncRequest {
     /// Counts the sender's syncs, so that no two signed syncs are alike (replay protection).
     #[serde(default)]
     pub msg: u64,
+    /// The sender is shutting down cleanly: once this sync is applied, the receiver holds
+    /// everything it will ever send, so its restart need not flush anyone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }
 
 /// The receiver's answer to a [`SyncRequest`].
@@ -146,6 +150,7 @@ mod tests {
                 ban: Ban::new(Kind::Prefix, "/x"),
             }],
             msg: 9,
+            leaving: false,
         };
         let back: SyncRequest = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
         assert_eq!(back, m);
