@@ -27,18 +27,42 @@ use crate::server::Proxy;
 /// Largest admin request body accepted.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
-/// Signatures seen within the replay window, so each signed request works once.
+/// Signatures seen within the replay window, so each signed request works once. Pruned
+/// oldest first, so the cost per request stays constant however many arrive.
 #[derive(Default)]
 pub struct ReplayGuard {
-    seen: parking_lot::Mutex<HashMap<String, u64>>,
+    seen: parking_lot::Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// Signatures still inside the window.
+    set: std::collections::HashSet<String>,
+    /// The same signatures in arrival order, with the time each arrived.
+    order: std::collections::VecDeque<(u64, String)>,
 }
 
 impl ReplayGuard {
-    /// Records a signature; false if it was already used.
-    pub fn first_use(&self, signature: &str, ts: u64, now: u64) -> bool {
+    /// Records a signature that passed the timestamp check at `now`; false if it was
+    /// already used.
+    pub fn first_use(&self, signature: &str, now: u64) -> bool {
         let mut seen = self.seen.lock();
-        seen.retain(|_, t| t.abs_diff(now) <= 2 * auth::DEFAULT_WINDOW_SECS);
-        seen.insert(signature.to_string(), ts).is_none()
+        // A signature is only accepted within ±window of its timestamp, so remembering it
+        // for twice the window after arrival covers its whole life.
+        while seen
+            .order
+            .front()
+            .is_some_and(|(at, _)| at + 2 * auth::DEFAULT_WINDOW_SECS < now)
+        {
+            if let Some((_, sig)) = seen.order.pop_front() {
+                seen.set.remove(&sig);
+            }
+        }
+        if !seen.set.insert(signature.to_string()) {
+            return false;
+        }
+        seen.order.push_back((now, signature.to_string()));
+        true
     }
 }
 
@@ -185,7 +209,7 @@ impl Admin {
             path,
             body: &body,
         };
-        let ts = match auth::verify(
+        if let Err(e) = auth::verify(
             &self.proxy.cfg.cluster.secret,
             signed,
             header(auth::TIMESTAMP_HEADER),
@@ -193,21 +217,15 @@ impl Admin {
             now,
             auth::DEFAULT_WINDOW_SECS,
         ) {
-            Ok(ts) => ts,
-            Err(e) => {
-                tracing::warn!(error = %e, "refused admin request");
-                let status = if e.is_unauthenticated() {
-                    StatusCode::UNAUTHORIZED
-                } else {
-                    StatusCode::FORBIDDEN
-                };
-                return Err(plain(status, e.to_string()));
-            }
-        };
-        if !self
-            .replay
-            .first_use(header(auth::SIGNATURE_HEADER).unwrap_or(""), ts, now)
-        {
+            tracing::warn!(error = %e, path, "refused admin request");
+            let status = if e.is_unauthenticated() {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            return Err(plain(status, e.to_string()));
+        }
+        if !self.replay.first_use(header(auth::SIGNATURE_HEADER).unwrap_or(""), now) {
             tracing::warn!(path, "refused a replayed admin request");
             return Err(plain(StatusCode::FORBIDDEN, "this signed request was already used (replay)"));
         }
@@ -429,8 +447,12 @@ mod tests {
     #[test]
     fn signatures_work_once() {
         let g = ReplayGuard::default();
-        assert!(g.first_use("abc", 100, 100));
-        assert!(!g.first_use("abc", 100, 101));
-        assert!(g.first_use("abd", 100, 101));
+        assert!(g.first_use("abc", 100));
+        assert!(!g.first_use("abc", 101));
+        assert!(g.first_use("abd", 101));
+        // Forgotten only once they could no longer pass the timestamp check.
+        assert!(!g.first_use("abc", 160));
+        assert!(g.first_use("abc", 161 + auth::DEFAULT_WINDOW_SECS));
+        assert_eq!(g.seen.lock().set.len(), 1);
     }
 }
