@@ -2,8 +2,10 @@
 //!
 //! Everything two Strata programs say to each other is defined here once, so the sender and
 //! the receiver can never disagree: the signed admin request, the ban and the node-to-node
-//! ban exchange.
+//! ban exchange, and the comment queue shared by the proxy and the syncer.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod ban;
+pub mod comment;
+pub mod memcache;

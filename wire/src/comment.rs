@@ -1,0 +1,185 @@
+//! The comment write-behind queue: what `strata-proxy` puts into memcached, what
+//! `strata-syncer` answers, and what the syncer publishes for the proxies.
+//!
+//! Keys (all under a configurable prefix, default [`DEFAULT_PREFIX`]):
+//! - `{prefix}seq`: the last reserved sequence number; proxies `incr` it (after `add`ing it
+//!   as `0` when missing) to reserve the next one.
+//! - `{prefix}epoch`: a random number `add`ed by whoever creates the queue. When memcached
+//!   restarts, the queue, the counter and the epoch are gone together: a different epoch (or
+//!   a counter below the syncer's cursor) tells the syncer that queued comments were lost.
+//! - `{prefix}c:{seq}`: one [`Record`] (JSON), written once after its number is reserved.
+//! - `{prefix}v:{seq}`: the syncer's [`Verdict`] on record `seq` (JSON), kept [`VERDICT_TTL`].
+//! - `{prefix}settings`: the site's [`Settings`] (JSON), refreshed by the syncer every second.
+//!
+//! The syncer's durable cursor (epoch, last applied sequence number) lives in MySQL and
+//! moves in the same transaction as the comments it covers.
+
+use serde::{Deserialize, Serialize};
+
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "strata:";
+/// Format version of [`Record`]; a syncer refuses (and logs) records of a newer version.
+pub const RECORD_VERSION: u32 = 1;
+/// Seconds a verdict is kept in memcached.
+pub const VERDICT_TTL: u32 = 600;
+
+/// The key of the sequence counter.
+pub fn seq_key(prefix: &str) -> String {
+    format!("{prefix}seq")
+}
+
+/// The key of the queue's epoch.
+pub fn epoch_key(prefix: &str) -> String {
+    format!("{prefix}epoch")
+}
+
+/// The key of record `seq`.
+pub fn record_key(prefix: &str, seq: u64) -> String {
+    format!("{prefix}c:{seq}")
+}
+
+/// The key of the verdict on record `seq`.
+pub fn verdict_key(prefix: &str, seq: u64) -> String {
+    format!("{prefix}v:{seq}")
+}
+
+/// The key of the published settings.
+pub fn settings_key(prefix: &str) -> String {
+    format!("{prefix}settings")
+}
+
+/// One submitted comment, as the visitor sent it (WordPress's `wp_unslash`ed, trimmed
+/// fields; author with tags stripped), plus what PHP would have known about the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// [`RECORD_VERSION`].
+    pub v: u32,
+    /// The queue epoch the proxy saw when it reserved `seq`.
+    pub epoch: u64,
+    /// The reserved sequence number.
+    pub seq: u64,
+    /// `comment_post_ID` (PHP `(int)` semantics applied).
+    pub post_id: u64,
+    /// `comment_parent` (`absint`).
+    pub parent: u64,
+    /// `author`: `trim(strip_tags())`.
+    pub author: String,
+    /// `email`: trimmed.
+    pub email: String,
+    /// `url`: trimmed.
+    pub url: String,
+    /// `comment`: trimmed.
+    pub content: String,
+    /// The client address PHP would see as `REMOTE_ADDR` (the proxy's trusted view).
+    pub ip: String,
+    /// `User-Agent`, at most 254 bytes.
+    pub agent: String,
+    /// When the proxy accepted it: Unix milliseconds, UTC. The comment's date.
+    pub accepted_ms: u64,
+    /// `wp-comment-cookies-consent` was present.
+    pub consent: bool,
+    /// `redirect_to`, when the form sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_to: Option<String>,
+    /// The node that accepted it.
+    pub node: String,
+}
+
+/// What became of a comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Inserted with `comment_approved = '1'`.
+    Approved,
+    /// Inserted with `comment_approved = '0'` (held for moderation).
+    Held,
+    /// Inserted as spam.
+    Spam,
+    /// Inserted as trash (`disallowed_keys`).
+    Trash,
+    /// Not inserted: WordPress would have refused it (see `http` and `message`).
+    Rejected,
+    /// Not inserted, silently: WordPress answers an empty 200 (post missing, not public,
+    /// password protected…).
+    Ignored,
+}
+
+/// The syncer's answer for one record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The record's sequence number.
+    pub seq: u64,
+    /// What became of it.
+    pub status: Status,
+    /// The HTTP status WordPress would answer: 302 for inserted comments, else 200/403/409/429/500.
+    pub http: u16,
+    /// For rejections, WordPress's message (HTML, as inside `<p>…</p>` of its error page).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// For inserted comments, the `comment_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment_id: Option<u64>,
+    /// For inserted comments, the full `Location` WordPress would send (permalink,
+    /// moderation query for held comments without consent, `#comment-ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// For inserted comments, the stored (filtered) author, email and URL, for the
+    /// `comment_author_*` cookies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_author: Option<String>,
+    /// See `cookie_author`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_email: Option<String>,
+    /// See `cookie_author`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_url: Option<String>,
+}
+
+/// The site settings the proxies need to check comments and answer like WordPress,
+/// published by the syncer from `wp_options`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// `require_name_email`.
+    pub require_name_email: bool,
+    /// `comment_registration`: anonymous comments are refused (the proxy passes them to PHP).
+    pub comment_registration: bool,
+    /// `show_comments_cookies_opt_in`.
+    pub cookies_opt_in: bool,
+    /// `md5(siteurl)`: the suffix of WordPress's cookie names.
+    pub cookiehash: String,
+    /// `COOKIEPATH`: the path of `home` plus `/`.
+    pub cookie_path: String,
+    /// Whether `home` is https (cookies get `secure`).
+    pub secure: bool,
+    /// `home`, for redirects back to a post when no verdict came in time.
+    pub home: String,
+    /// Largest accepted field sizes in bytes: author, email, url, content.
+    pub max_lengths: [usize; 4],
+    /// When the syncer published this, Unix milliseconds (proxies ignore stale settings).
+    pub published_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_round_trips() {
+        assert_eq!(record_key("strata:", 7), "strata:c:7");
+        assert_eq!(verdict_key("x/", 7), "x/v:7");
+        let v = Verdict {
+            seq: 7,
+            status: Status::Held,
+            http: 302,
+            message: String::new(),
+            comment_id: Some(12),
+            location: Some("http://a/p/?unapproved=12&moderation-hash=ab#comment-12".into()),
+            cookie_author: None,
+            cookie_email: None,
+            cookie_url: None,
+        };
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(json.contains("\"status\":\"held\""));
+        assert_eq!(serde_json::from_str::<Verdict>(&json).unwrap(), v);
+    }
+}

@@ -1,0 +1,284 @@
+//! A small memcached client (ASCII protocol) for the comment queue: the handful of commands
+//! the proxy and the syncer need, over one connection, with a timeout on every exchange.
+//!
+//! One [`Conn`] is one TCP connection used by one task at a time; a failed or timed-out
+//! exchange leaves the connection in an unknown state, so the caller drops it and dials
+//! again ([`Error::is_connection`]).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Largest value read (memcached's default item limit is 1 MiB).
+const MAX_VALUE: usize = 1 << 20;
+
+/// Why a memcached command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Connecting, reading or writing failed.
+    #[error("memcached {addr}: {source}")]
+    Io {
+        /// The server.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No answer in time.
+    #[error("memcached {0}: no answer in time")]
+    Timeout(String),
+    /// The server answered something this client does not understand, or an error.
+    #[error("memcached {addr}: unexpected answer {line:?}")]
+    Protocol {
+        /// The server.
+        addr: String,
+        /// What it said.
+        line: String,
+    },
+    /// A key with spaces or control characters, or longer than 250 bytes.
+    #[error("invalid memcached key {0:?}")]
+    BadKey(String),
+}
+
+impl Error {
+    /// Whether the connection must be dropped (every error but a bad key).
+    pub fn is_connection(&self) -> bool {
+        !matches!(self, Error::BadKey(_))
+    }
+}
+
+/// One connection to a memcached server.
+pub struct Conn {
+    addr: String,
+    stream: BufReader<TcpStream>,
+    timeout: Duration,
+}
+
+fn check_key(key: &str) -> Result<(), Error> {
+    if key.is_empty() || key.len() > 250 || key.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(Error::BadKey(key.to_string()));
+    }
+    Ok(())
+}
+
+impl Conn {
+    /// Connects to `addr` (`host:port`); every later exchange must finish within `timeout`.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Conn, Error> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::Timeout(addr.to_string()))?
+            .map_err(|source| Error::Io {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        Ok(Conn {
+            addr: addr.to_string(),
+            stream: BufReader::new(stream),
+            timeout,
+        })
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn io(&self, source: std::io::Error) -> Error {
+        Error::Io {
+            addr: self.addr.clone(),
+            source,
+        }
+    }
+
+    fn protocol(&self, line: &str) -> Error {
+        Error::Protocol {
+            addr: self.addr.clone(),
+            line: line.trim_end().to_string(),
+        }
+    }
+
+    async fn exchange<T>(&mut self, f: impl AsyncFnOnce(&mut Self) -> Result<T, Error>) -> Result<T, Error> {
+        let timeout = self.timeout;
+        let addr = self.addr.clone();
+        tokio::time::timeout(timeout, f(self))
+            .await
+            .map_err(|_| Error::Timeout(addr))?
+    }
+
+    async fn line(&mut self) -> Result<String, Error> {
+        let mut line = String::new();
+        let n = self.stream.read_line(&mut line).await.map_err(|e| self.io(e))?;
+        if n == 0 {
+            return Err(self.io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        Ok(line)
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let addr = &self.addr;
+        self.stream.get_mut().write_all(bytes).await.map_err(|source| Error::Io {
+            addr: addr.clone(),
+            source,
+        })
+    }
+
+    async fn store(&mut self, verb: &str, key: &str, value: &[u8], exptime: u32) -> Result<bool, Error> {
+        check_key(key)?;
+        self.exchange(async |c| {
+            let mut msg = format!("{verb} {key} 0 {exptime} {}\r\n", value.len()).into_bytes();
+            msg.extend_from_slice(value);
+            msg.extend_from_slice(b"\r\n");
+            c.send(&msg).await?;
+            let line = c.line().await?;
+            match line.trim_end() {
+                "STORED" => Ok(true),
+                "NOT_STORED" | "EXISTS" | "NOT_FOUND" => Ok(false),
+                _ => Err(c.protocol(&line)),
+            }
+        })
+        .await
+    }
+
+    /// `set`: stores the value; `exptime` 0 = no expiry.
+    pub async fn set(&mut self, key: &str, value: &[u8], exptime: u32) -> Result<(), Error> {
+        self.store("set", key, value, exptime).await.map(|_| ())
+    }
+
+    /// `add`: stores only if the key is absent; true if it stored.
+    pub async fn add(&mut self, key: &str, value: &[u8], exptime: u32) -> Result<bool, Error> {
+        self.store("add", key, value, exptime).await
+    }
+
+    /// `incr` by `by`: the new value, or `None` when the key is absent.
+    pub async fn incr(&mut self, key: &str, by: u64) -> Result<Option<u64>, Error> {
+        check_key(key)?;
+        self.exchange(async |c| {
+            c.send(format!("incr {key} {by}\r\n").as_bytes()).await?;
+            let line = c.line().await?;
+            let t = line.trim_end();
+            if t == "NOT_FOUND" {
+                return Ok(None);
+            }
+            t.parse().map(Some).map_err(|_| c.protocol(&line))
+        })
+        .await
+    }
+
+    /// `delete`: true if the key existed.
+    pub async fn delete(&mut self, key: &str) -> Result<bool, Error> {
+        check_key(key)?;
+        self.exchange(async |c| {
+            c.send(format!("delete {key}\r\n").as_bytes()).await?;
+            let line = c.line().await?;
+            match line.trim_end() {
+                "DELETED" => Ok(true),
+                "NOT_FOUND" => Ok(false),
+                _ => Err(c.protocol(&line)),
+            }
+        })
+        .await
+    }
+
+    /// `get` of one key.
+    pub async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.get_many(&[key]).await?.pop().flatten())
+    }
+
+    /// `get` of several keys in one round trip; the values in the keys' order.
+    pub async fn get_many(&mut self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        for k in keys {
+            check_key(k)?;
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.exchange(async |c| {
+            let mut cmd = String::from("get");
+            for k in keys {
+                cmd.push(' ');
+                cmd.push_str(k);
+            }
+            cmd.push_str("\r\n");
+            c.send(cmd.as_bytes()).await?;
+            let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+            loop {
+                let line = c.line().await?;
+                let t = line.trim_end();
+                if t == "END" {
+                    return Ok(out);
+                }
+                let mut parts = t.split(' ');
+                let (Some("VALUE"), Some(key), Some(_flags), Some(len)) = (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(c.protocol(&line));
+                };
+                let len: usize = len.parse().map_err(|_| c.protocol(&line))?;
+                if len > MAX_VALUE {
+                    return Err(c.protocol(&line));
+                }
+                let mut data = vec![0u8; len + 2];
+                c.stream.read_exact(&mut data).await.map_err(|e| c.io(e))?;
+                data.truncate(len);
+                if let Some(i) = keys.iter().position(|k| *k == key) {
+                    out[i] = Some(data);
+                }
+            }
+        })
+        .await
+    }
+
+    /// The server's `version`, to check it is alive.
+    pub async fn version(&mut self) -> Result<String, Error> {
+        self.exchange(async |c| {
+            c.send(b"version\r\n").await?;
+            let line = c.line().await?;
+            line.trim_end()
+                .strip_prefix("VERSION ")
+                .map(str::to_string)
+                .ok_or_else(|| c.protocol(&line))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        assert!(check_key("strata:c:1").is_ok());
+        assert!(check_key("a b").is_err());
+        assert!(check_key("").is_err());
+        assert!(check_key(&"k".repeat(251)).is_err());
+        assert!(check_key("a\nb").is_err());
+    }
+
+    /// Against the real memcached when one answers on 127.0.0.1:11211 (scripts/memcached.sh).
+    #[tokio::test]
+    async fn talks_to_a_real_memcached() {
+        let addr = std::env::var("STRATA_MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".into());
+        let Ok(mut c) = Conn::connect(&addr, Duration::from_secs(2)).await else {
+            eprintln!("memcached not reachable on {addr}: skipped");
+            return;
+        };
+        assert!(!c.version().await.unwrap().is_empty());
+        let k = format!("strata-wire-test:{}", std::process::id());
+        c.delete(&k).await.unwrap();
+        assert_eq!(c.incr(&k, 1).await.unwrap(), None);
+        assert!(c.add(&k, b"0", 60).await.unwrap());
+        assert!(!c.add(&k, b"5", 60).await.unwrap());
+        assert_eq!(c.incr(&k, 1).await.unwrap(), Some(1));
+        assert_eq!(c.incr(&k, 2).await.unwrap(), Some(3));
+        let k2 = format!("{k}:v");
+        c.set(&k2, b"hello\r\nworld", 60).await.unwrap();
+        let got = c.get_many(&[&k2, "strata-wire-test:none", &k]).await.unwrap();
+        assert_eq!(got[0].as_deref(), Some(&b"hello\r\nworld"[..]));
+        assert_eq!(got[1], None);
+        assert_eq!(got[2].as_deref(), Some(&b"3"[..]));
+        assert!(c.delete(&k).await.unwrap());
+        assert!(c.delete(&k2).await.unwrap());
+        assert!(matches!(c.get("bad key").await, Err(Error::BadKey(_))));
+    }
+}
