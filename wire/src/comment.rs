@@ -10,6 +10,8 @@
 //! - `{prefix}c:{seq}`: one [`Record`] (JSON), written once after its number is reserved.
 //! - `{prefix}v:{seq}`: the syncer's [`Verdict`] on record `seq` (JSON), kept [`VERDICT_TTL`].
 //! - `{prefix}settings`: the site's [`Settings`] (JSON), refreshed by the syncer every second.
+//! - `{prefix}applied`: the last sequence number the syncer has committed (decimal), so a
+//!   proxy can tell the queue's depth (`seq − applied`) before adding to it.
 //!
 //! The syncer's durable cursor (epoch, last applied sequence number) lives in MySQL and
 //! moves in the same transaction as the comments it covers.
@@ -41,6 +43,11 @@ pub fn record_key(prefix: &str, seq: u64) -> String {
 /// The key of the verdict on record `seq`.
 pub fn verdict_key(prefix: &str, seq: u64) -> String {
     format!("{prefix}v:{seq}")
+}
+
+/// The key of the syncer's committed position.
+pub fn applied_key(prefix: &str) -> String {
+    format!("{prefix}applied")
 }
 
 /// The key of the published settings.
