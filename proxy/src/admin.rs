@@ -181,8 +181,12 @@ impl Admin {
                     queued = s.queued,
                     acked = s.acked_seq,
                     applied = s.applied_seq.map_or("-".to_string(), |a| a.to_string()),
-                    contact = s.last_contact_ms.map_or("never".to_string(), |ms| format!("{ms} ms ago")),
-                    confirmed = s.confirmed_ms_ago.map_or("never".to_string(), |ms| format!("{ms} ms ago")),
+                    contact = s
+                        .last_contact_ms
+                        .map_or("never".to_string(), |ms| format!("{ms} ms ago")),
+                    confirmed = s
+                        .confirmed_ms_ago
+                        .map_or("never".to_string(), |ms| format!("{ms} ms ago")),
                     error = s.last_error.as_deref().map_or(String::new(), |e| format!(" ({e})")),
                 ))
                 .collect::<String>(),
@@ -227,7 +231,10 @@ impl Admin {
         }
         if !self.replay.first_use(header(auth::SIGNATURE_HEADER).unwrap_or(""), now) {
             tracing::warn!(path, "refused a replayed admin request");
-            return Err(plain(StatusCode::FORBIDDEN, "this signed request was already used (replay)"));
+            return Err(plain(
+                StatusCode::FORBIDDEN,
+                "this signed request was already used (replay)",
+            ));
         }
         Ok((parts, body))
     }
@@ -347,7 +354,10 @@ impl Admin {
     fn lookup(&self, uri: &http::Uri) -> Response<ProxyBody> {
         let p = &self.proxy;
         let Some(url) = query_param(uri.query(), "url") else {
-            return plain(StatusCode::BAD_REQUEST, "give url=URL (absolute, or a path with host=HOST)");
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "give url=URL (absolute, or a path with host=HOST)",
+            );
         };
         let host = query_param(uri.query(), "host");
         let Some(key) = purge_key(&url, host.as_deref(), &p.cfg.policy.strip_query) else {
@@ -388,7 +398,12 @@ impl Admin {
         let mut found = found;
         if found.get("vary").is_some() {
             let prefix = format!("{key}{}", crate::cache::VARIANT_SEP);
-            let variants: Vec<_> = p.store.keys(|k| k.starts_with(&prefix)).iter().map(|k| describe(k)).collect();
+            let variants: Vec<_> = p
+                .store
+                .keys(|k| k.starts_with(&prefix))
+                .iter()
+                .map(|k| describe(k))
+                .collect();
             found["variants"] = serde_json::Value::Array(variants);
         }
         json(StatusCode::OK, &found)

@@ -287,7 +287,10 @@ mod tests {
     fn tag_bans_use_the_index_and_respect_the_host() {
         let (s, b) = (store(), Bans::default());
         assert_eq!(b.apply(&s, ban(Kind::Tag, "post:5", Some("A.test"))), 2);
-        assert_eq!(left(&s), ["a.test/", "a.test/category/news/", "a.test/style.css", "b.test/hello/"]);
+        assert_eq!(
+            left(&s),
+            ["a.test/", "a.test/category/news/", "a.test/style.css", "b.test/hello/"]
+        );
         assert_eq!(b.apply(&s, ban(Kind::Tag, "post:5", None)), 1);
         assert_eq!(b.apply(&s, ban(Kind::Tag, "nothing", None)), 0);
     }
@@ -295,7 +298,10 @@ mod tests {
     #[test]
     fn url_prefix_regex_and_all() {
         let (s, b) = (store(), Bans::default());
-        assert_eq!(b.apply(&s, ban(Kind::Url, "http://a.test/hello/?utm_source=x", None)), 1);
+        assert_eq!(
+            b.apply(&s, ban(Kind::Url, "http://a.test/hello/?utm_source=x", None)),
+            1
+        );
         assert_eq!(b.apply(&s, ban(Kind::Prefix, "http://a.test/cat", None)), 1);
         assert_eq!(b.apply(&s, ban(Kind::Regex, r"\.css$", None)), 1);
         assert_eq!(left(&s), ["a.test/", "a.test/?p=5", "b.test/hello/"]);
@@ -312,9 +318,13 @@ mod tests {
         c.ban.soft = true;
         assert_eq!(b.apply(&s, Arc::new(c)), 2);
         assert_eq!(left(&s).len(), 6);
-        let Some(Slot::Object(o)) = s.get("a.test/") else { panic!() };
+        let Some(Slot::Object(o)) = s.get("a.test/") else {
+            panic!()
+        };
         assert!(!o.is_fresh(Instant::now()));
-        let Some(Slot::Object(o)) = s.get("a.test/hello/") else { panic!() };
+        let Some(Slot::Object(o)) = s.get("a.test/hello/") else {
+            panic!()
+        };
         assert!(o.is_fresh(Instant::now()));
     }
 

@@ -199,7 +199,9 @@ type TagShard = parking_lot::Mutex<HashMap<Arc<str>, HashMap<Arc<str>, u64>, aha
 
 impl TagIndex {
     fn shard(&self, tag: &str) -> &TagShard {
-        let h = tag.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let h = tag.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         &self.shards[(h as usize) % TAG_SHARDS]
     }
 
@@ -272,14 +274,15 @@ impl Store {
                     listener_tags.forget(&k, o);
                 }
                 match cause {
-                RemovalCause::Size => {
-                    listener_stats.evictions.fetch_add(1, Ordering::Relaxed);
+                    RemovalCause::Size => {
+                        listener_stats.evictions.fetch_add(1, Ordering::Relaxed);
+                    }
+                    RemovalCause::Expired => {
+                        listener_stats.expirations.fetch_add(1, Ordering::Relaxed);
+                    }
+                    RemovalCause::Explicit | RemovalCause::Replaced => {}
                 }
-                RemovalCause::Expired => {
-                    listener_stats.expirations.fetch_add(1, Ordering::Relaxed);
-                }
-                RemovalCause::Explicit | RemovalCause::Replaced => {}
-            }})
+            })
             .build_with_hasher(ahash::RandomState::new());
         Store { map, tags, stats }
     }

@@ -221,7 +221,7 @@ fn unix_ms() -> u64 {
 }
 
 /// A fresh random number (from the hasher's random keys; no extra crate needed).
-fn random_u64() -> u64 {
+pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
@@ -337,13 +337,19 @@ impl Cluster {
     /// did and after how long.
     pub async fn wait_acked(&self, seq: u64, timeout: Duration, reachable_only: bool) -> Vec<(String, bool, Duration)> {
         let start = Instant::now();
-        let waits = self.siblings.iter().filter(|s| !reachable_only || s.state.lock().up).map(|s| {
-            let mut rx = s.acked.subscribe();
-            async move {
-                let ok = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= seq)).await.is_ok_and(|r| r.is_ok());
-                (s.url.clone(), ok, start.elapsed())
-            }
-        });
+        let waits = self
+            .siblings
+            .iter()
+            .filter(|s| !reachable_only || s.state.lock().up)
+            .map(|s| {
+                let mut rx = s.acked.subscribe();
+                async move {
+                    let ok = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= seq))
+                        .await
+                        .is_ok_and(|r| r.is_ok());
+                    (s.url.clone(), ok, start.elapsed())
+                }
+            });
         futures_join_all(waits).await
     }
 
@@ -403,7 +409,9 @@ impl Cluster {
         let mut until = u64::MAX;
         for s in &self.siblings {
             let at = s.state.lock().node.as_ref().and_then(|n| proven.get(n).copied());
-            let t = at.map_or(0, |t| (t.saturating_duration_since(self.base) + self.cfg.confirm_within).as_nanos() as u64);
+            let t = at.map_or(0, |t| {
+                (t.saturating_duration_since(self.base) + self.cfg.confirm_within).as_nanos() as u64
+            });
             until = until.min(t);
         }
         drop(proven);
@@ -430,8 +438,12 @@ impl Cluster {
                     up: st.up,
                     queued,
                     acked_seq: *s.acked.borrow(),
-                    last_contact_ms: st.last_contact.map(|t| now.saturating_duration_since(t).as_millis() as u64),
-                    confirmed_ms_ago: st.confirmed_at.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    last_contact_ms: st
+                        .last_contact
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    confirmed_ms_ago: st
+                        .confirmed_at
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
                     overflows: st.overflows,
                     last_error: st.last_error,
                 }
@@ -475,7 +487,12 @@ impl Cluster {
     }
 
     /// Keeps one sibling fed: heartbeats, queued bans, retries with backoff.
-    async fn feed(self: Arc<Self>, s: Arc<Sibling>, proxy: Arc<crate::server::Proxy>, mut shutdown: watch::Receiver<bool>) {
+    async fn feed(
+        self: Arc<Self>,
+        s: Arc<Sibling>,
+        proxy: Arc<crate::server::Proxy>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut backoff = MIN_BACKOFF;
         let m = &proxy.metrics.cluster;
         loop {
@@ -582,7 +599,11 @@ impl Cluster {
             .map_err(|e| e.to_string())?;
         let timeout = (self.cfg.confirm_within / 2).max(Duration::from_millis(100));
         let exchange = async {
-            let resp = self.client.request(request).await.map_err(|e| crate::origin::error_chain(&e))?;
+            let resp = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| crate::origin::error_chain(&e))?;
             let status = resp.status();
             let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
             if !status.is_success() {

@@ -108,6 +108,16 @@ pub const DEFAULT_MAX_TAGS: usize = 64;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
 /// Bound within which a node must confirm it has every sibling's bans.
 pub const DEFAULT_CONFIRM_WITHIN: Duration = Duration::from_secs(1);
+/// Least time a comment answer is held.
+pub const DEFAULT_HOLD: Duration = Duration::from_millis(5);
+/// Longest wait for a comment's verdict.
+pub const DEFAULT_MAX_HOLD: Duration = Duration::from_millis(200);
+/// Queue depth beyond which comments go to PHP.
+pub const DEFAULT_MAX_QUEUE: u64 = 100_000;
+/// Age beyond which the syncer's settings are considered gone.
+pub const DEFAULT_SETTINGS_MAX_AGE: Duration = Duration::from_secs(10);
+/// Deadline of a memcached exchange.
+pub const DEFAULT_MEMCACHED_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long a write's answer waits for reachable siblings to acknowledge its bans.
 pub const DEFAULT_WRITE_WAIT: Duration = Duration::from_millis(500);
 /// Bans queued per sibling before collapsing into one ban of everything.
@@ -157,6 +167,8 @@ struct RawConfig {
     cluster: RawCluster,
     #[serde(default)]
     bans: RawBans,
+    #[serde(default)]
+    comments: RawComments,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +239,20 @@ struct RawCluster {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawComments {
+    enabled: Option<bool>,
+    memcached: Option<Vec<String>>,
+    hold: Option<toml::Value>,
+    max_hold: Option<toml::Value>,
+    key_prefix: Option<String>,
+    max_queue: Option<i64>,
+    trusted_proxies: Option<Vec<String>>,
+    settings_max_age: Option<toml::Value>,
+    memcached_timeout: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawBans {
     tag_headers: Option<Vec<String>>,
     strip_tag_headers: Option<bool>,
@@ -250,6 +276,31 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Tags and invalidation rules.
     pub bans: BansConfig,
+    /// Comment write-behind.
+    pub comments: CommentsConfig,
+}
+
+/// `[comments]`
+#[derive(Debug, Clone)]
+pub struct CommentsConfig {
+    /// Whether comment POSTs are queued in memcached instead of going to PHP.
+    pub enabled: bool,
+    /// memcached servers (`host:port`); the first one holds the queue.
+    pub memcached: Vec<String>,
+    /// How long every answer is held, at least.
+    pub hold: Duration,
+    /// How long an answer waits for the syncer's verdict before a 302 back to the post.
+    pub max_hold: Duration,
+    /// Prefix of the queue's memcached keys (the syncer's `key_prefix`).
+    pub key_prefix: String,
+    /// Queue depth beyond which comments go to PHP.
+    pub max_queue: u64,
+    /// Addresses whose `X-Forwarded-For` names the real client (the director, a TLS front).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Settings older than this mean no syncer runs: comments then go to PHP.
+    pub settings_max_age: Duration,
+    /// Deadline of every memcached exchange.
+    pub memcached_timeout: Duration,
 }
 
 /// `[server]`
@@ -400,7 +451,10 @@ pub struct BansConfig {
 impl Default for BansConfig {
     fn default() -> Self {
         BansConfig {
-            tag_headers: DEFAULT_TAG_HEADERS.iter().map(|h| http::HeaderName::from_static(h)).collect(),
+            tag_headers: DEFAULT_TAG_HEADERS
+                .iter()
+                .map(|h| http::HeaderName::from_static(h))
+                .collect(),
             strip_tag_headers: true,
             max_tags: DEFAULT_MAX_TAGS,
             wordpress: true,
@@ -837,7 +891,12 @@ impl Config {
                 Unconfirmed::Flush
             }
         };
-        let queue_limit = c.count("cluster.queue_limit", cl.queue_limit, DEFAULT_QUEUE_LIMIT, 1..=10_000_000);
+        let queue_limit = c.count(
+            "cluster.queue_limit",
+            cl.queue_limit,
+            DEFAULT_QUEUE_LIMIT,
+            1..=10_000_000,
+        );
         let cluster = ClusterConfig {
             node_id,
             siblings,
@@ -856,13 +915,15 @@ impl Config {
         if let Some(list) = &b.tag_headers {
             bans.tag_headers = list
                 .iter()
-                .filter_map(|h| match http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
-                    Ok(n) => Some(n),
-                    Err(_) => {
-                        c.problem("bans.tag_headers", format!("{h:?} is not a header name"));
-                        None
-                    }
-                })
+                .filter_map(
+                    |h| match http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+                        Ok(n) => Some(n),
+                        Err(_) => {
+                            c.problem("bans.tag_headers", format!("{h:?} is not a header name"));
+                            None
+                        }
+                    },
+                )
                 .collect();
         }
         bans.strip_tag_headers = b.strip_tag_headers.unwrap_or(true);
@@ -881,6 +942,71 @@ impl Config {
             })
             .collect();
 
+        let m = &raw.comments;
+        let comments = CommentsConfig {
+            enabled: m.enabled.unwrap_or(false),
+            memcached: m
+                .memcached
+                .clone()
+                .unwrap_or_else(|| vec!["127.0.0.1:11211".to_string()]),
+            hold: c.duration("comments.hold", &m.hold, DEFAULT_HOLD),
+            max_hold: c.duration("comments.max_hold", &m.max_hold, DEFAULT_MAX_HOLD),
+            key_prefix: m
+                .key_prefix
+                .clone()
+                .unwrap_or_else(|| strata_wire::comment::DEFAULT_PREFIX.to_string()),
+            max_queue: c.count(
+                "comments.max_queue",
+                m.max_queue,
+                DEFAULT_MAX_QUEUE as usize,
+                1..=100_000_000,
+            ) as u64,
+            trusted_proxies: m
+                .trusted_proxies
+                .iter()
+                .flatten()
+                .filter_map(|s| match s.parse() {
+                    Ok(ip) => Some(ip),
+                    Err(_) => {
+                        c.problem("comments.trusted_proxies", format!("{s:?} is not an IP address"));
+                        None
+                    }
+                })
+                .collect(),
+            settings_max_age: c.duration(
+                "comments.settings_max_age",
+                &m.settings_max_age,
+                DEFAULT_SETTINGS_MAX_AGE,
+            ),
+            memcached_timeout: c.duration(
+                "comments.memcached_timeout",
+                &m.memcached_timeout,
+                DEFAULT_MEMCACHED_TIMEOUT,
+            ),
+        };
+        if comments.memcached.is_empty() {
+            c.problem("comments.memcached", "give at least one host:port");
+        }
+        for a in &comments.memcached {
+            if a.rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                c.problem("comments.memcached", format!("{a:?} is not host:port"));
+            }
+        }
+        if comments.max_hold > Duration::from_secs(10) {
+            c.problem("comments.max_hold", "at most 10s: a visitor is waiting");
+        }
+        if comments.key_prefix.is_empty()
+            || comments.key_prefix.len() > 100
+            || comments.key_prefix.bytes().any(|b| b <= b' ')
+        {
+            c.problem(
+                "comments.key_prefix",
+                "1 to 100 characters, no spaces or control characters",
+            );
+        }
+
         if c.problems.is_empty() {
             Ok(Config {
                 server,
@@ -889,6 +1015,7 @@ impl Config {
                 policy,
                 cluster,
                 bans,
+                comments,
             })
         } else {
             Err(ConfigError { problems: c.problems })

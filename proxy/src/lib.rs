@@ -12,6 +12,7 @@
 //! - [`tags`]: what a stored response is tagged with; [`writes`]: which bans a write implies;
 //! - [`bans`]: applying bans (URL, prefix, regex, tag, all; hard or soft) to the store;
 //! - [`cluster`]: broadcasting bans to siblings, and knowing this node holds all of theirs;
+//! - [`comments`]: comment POSTs queued in memcached for the syncer, answered like WordPress;
 //! - [`admin`]: health, metrics, status, bans and the node-to-node sync; [`client`]: the
 //!   `ban` command's side;
 //! - [`timer`]: the coarse header-read timer (slowloris guard);
@@ -24,6 +25,7 @@ pub mod body;
 pub mod cache;
 pub mod client;
 pub mod cluster;
+pub mod comments;
 pub mod compress;
 pub mod config;
 pub mod framing;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use strata_proxy::client;
-use strata_wire::ban::{Ban, Kind};
 use strata_proxy::config::Config;
+use strata_wire::ban::{Ban, Kind};
 
 /// Strata's caching HTTP front for WordPress-style sites.
 #[derive(Parser)]

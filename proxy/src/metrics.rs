@@ -40,6 +40,8 @@ pub mod names {
     pub const CLUSTER_CONFIRMED: &str = "strata_cluster_confirmed";
     pub const CLUSTER_FLUSHES: &str = "strata_cluster_flushes";
     pub const TAGS_INDEXED: &str = "strata_tags_indexed";
+    pub const COMMENTS: &str = "strata_comments";
+    pub const COMMENT_VERDICT: &str = "strata_comment_verdict_seconds";
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +62,13 @@ struct KindLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SiblingLabel {
     sibling: String,
+}
+
+/// Comment write-behind metrics.
+pub struct CommentMetrics {
+    results: Family<ReasonLabel, Counter>,
+    /// Time from queueing a comment to reading its verdict.
+    pub verdict_latency: Histogram,
 }
 
 /// Cluster metrics: bans sent, received and applied, and each sibling's state.
@@ -110,8 +119,16 @@ impl ClusterMetrics {
             "Time from queueing a ban for a sibling to its acknowledgement",
             m.ack.clone(),
         );
-        registry.register(names::SIBLING_QUEUE, "Bans waiting for a sibling's acknowledgement", m.queue.clone());
-        registry.register(names::SIBLING_UP, "1 when the last exchange with a sibling succeeded", m.up.clone());
+        registry.register(
+            names::SIBLING_QUEUE,
+            "Bans waiting for a sibling's acknowledgement",
+            m.queue.clone(),
+        );
+        registry.register(
+            names::SIBLING_UP,
+            "1 when the last exchange with a sibling succeeded",
+            m.up.clone(),
+        );
         registry.register(
             names::SIBLING_LAG,
             "Seconds since this node last confirmed it holds a sibling's bans",
@@ -122,7 +139,11 @@ impl ClusterMetrics {
             "1 while this node has confirmed it holds every sibling's bans",
             m.confirmed.clone(),
         );
-        registry.register(names::CLUSTER_FLUSHES, "Whole-cache flushes forced by the cluster, by reason", m.flushes.clone());
+        registry.register(
+            names::CLUSTER_FLUSHES,
+            "Whole-cache flushes forced by the cluster, by reason",
+            m.flushes.clone(),
+        );
         registry.register(names::TAGS_INDEXED, "Distinct tags in the tag index", m.tags.clone());
         m
     }
@@ -139,8 +160,12 @@ impl ClusterMetrics {
 
     /// Publishes one sibling's state.
     pub fn sibling(&self, url: &str, queued: usize, up: bool, lag_secs: f64) {
-        let l = SiblingLabel { sibling: url.to_string() };
-        self.queue.get_or_create(&l).set(i64::try_from(queued).unwrap_or(i64::MAX));
+        let l = SiblingLabel {
+            sibling: url.to_string(),
+        };
+        self.queue
+            .get_or_create(&l)
+            .set(i64::try_from(queued).unwrap_or(i64::MAX));
         self.up.get_or_create(&l).set(i64::from(up));
         self.lag.get_or_create(&l).set(lag_secs);
     }
@@ -177,6 +202,8 @@ pub struct Metrics {
     pub background_refreshes: Counter,
     /// Bans and siblings.
     pub cluster: ClusterMetrics,
+    /// Comments written behind.
+    pub comments: CommentMetrics,
 }
 
 impl Metrics {
@@ -269,8 +296,23 @@ impl Metrics {
             background_refreshes.clone(),
         );
         let cluster = ClusterMetrics::register(&mut registry);
+        let comments = CommentMetrics {
+            results: Family::default(),
+            verdict_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+        };
+        registry.register(
+            names::COMMENTS,
+            "Comment POSTs by result (queued, approved, held, rejected, no-verdict, php-*)",
+            comments.results.clone(),
+        );
+        registry.register(
+            names::COMMENT_VERDICT,
+            "Time from queueing a comment to reading the syncer's verdict",
+            comments.verdict_latency.clone(),
+        );
         Metrics {
             cluster,
+            comments,
             registry,
             outcomes,
             passes,
@@ -313,6 +355,14 @@ impl Metrics {
     /// Counts a refused client request.
     pub fn client_error(&self, reason: &'static str) {
         self.client_errors.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a comment POST by result.
+    pub fn comment(&self, result: &'static str) {
+        self.comments
+            .results
+            .get_or_create(&ReasonLabel { reason: result })
+            .inc();
     }
 
     /// Counts a failed origin fetch.

@@ -29,6 +29,7 @@ use crate::bans::{BanError, Bans, Compiled};
 use crate::body::ProxyBody;
 use crate::cache::{self, Object, Slot, Store, VaryRule};
 use crate::cluster::{Cluster, FlushReason};
+use crate::comments::{self, Comments, Handled};
 use crate::compress::{self, Encoding};
 use crate::config::Config;
 use crate::framing::{AMBIGUOUS_MARKER, DUPLICATE_CL_MARKER};
@@ -164,7 +165,26 @@ pub struct Proxy {
     pub cluster: Arc<Cluster>,
     /// How stored objects are tagged.
     tag_rules: TagRules,
+    /// Comment POSTs written behind through memcached.
+    pub comments: Comments,
 }
+
+/// A client's request body on its way to the origin: still streaming, or already read.
+pub enum ClientBody {
+    /// Not read yet.
+    Stream(Incoming),
+    /// Read in full (a comment form handed back to PHP).
+    Read(Bytes),
+}
+
+impl From<Incoming> for ClientBody {
+    fn from(b: Incoming) -> Self {
+        ClientBody::Stream(b)
+    }
+}
+
+/// Largest comment body read; larger ones go to PHP as they are.
+const MAX_COMMENT_BODY: u64 = 2 << 20;
 
 /// What a ban did, for the admin API's answer.
 #[derive(Debug, Clone, Copy)]
@@ -189,6 +209,7 @@ impl Proxy {
             ),
             bans: Bans::default(),
             cluster: Arc::new(Cluster::new(&cfg.cluster)),
+            comments: Comments::new(&cfg.comments, &cfg.cluster.node_id),
             tag_rules: TagRules {
                 headers: cfg.bans.tag_headers.clone(),
                 wordpress: cfg.bans.wordpress,
@@ -325,6 +346,13 @@ impl Proxy {
 
     async fn route(self: &Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Answer {
         let (parts, body) = req.into_parts();
+        if self.comments.enabled()
+            && parts.method == Method::POST
+            && parts.uri.path() == comments::COMMENT_PATH
+            && content_length(&parts.headers).is_some_and(|n| n <= MAX_COMMENT_BODY)
+        {
+            return self.comment(parts, body, client).await;
+        }
         let reason = policy::pass_reason(
             &self.cfg.policy,
             &parts.method,
@@ -580,7 +608,10 @@ impl Proxy {
                 }
             }
         }
-        let obj = match self.build_object(parts, buf.freeze(), life, lk.parts.uri.path(), lk.query.as_deref()).await {
+        let obj = match self
+            .build_object(parts, buf.freeze(), life, lk.parts.uri.path(), lk.query.as_deref())
+            .await
+        {
             Some(o) => o,
             None => {
                 self.metrics.not_stored(NoStore::Encoding.as_str());
@@ -600,7 +631,10 @@ impl Proxy {
         let status = if stored {
             cache_status(format_args!("fwd=uri-miss; fwd-status={}; stored", obj.status.as_u16()))
         } else {
-            cache_status(format_args!("fwd=uri-miss; fwd-status={}; detail=banned-in-flight", obj.status.as_u16()))
+            cache_status(format_args!(
+                "fwd=uri-miss; fwd-status={}; detail=banned-in-flight",
+                obj.status.as_u16()
+            ))
         };
         Answer::new(
             self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status),
@@ -1116,9 +1150,105 @@ impl Proxy {
         with_status(resp, status)
     }
 
+    /// A comment POST: queued for the syncer and answered here, or handed to PHP.
+    async fn comment(&self, parts: Parts, body: Incoming, client: SocketAddr) -> Answer {
+        let limit = MAX_COMMENT_BODY as usize;
+        let read = tokio::time::timeout(
+            self.origin.body_timeout,
+            http_body_util::Limited::new(body, limit).collect(),
+        )
+        .await;
+        let bytes = match read {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) => {
+                return Answer::new(
+                    synth(
+                        StatusCode::BAD_REQUEST,
+                        &format!("the comment body could not be read: {e}"),
+                        "body",
+                    ),
+                    Outcome::Synth,
+                )
+            }
+            Err(_) => {
+                return Answer::new(
+                    synth(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the comment body did not arrive in time",
+                        "body-timeout",
+                    ),
+                    Outcome::Synth,
+                )
+            }
+        };
+        match self.comments.handle(&parts.headers, bytes, client, &self.metrics).await {
+            Handled::Answer(mut resp, result) => {
+                self.metrics.comment(result);
+                let status = cache_status(format_args!("fwd=bypass; detail=comment-{result}"));
+                resp.headers_mut().insert(&CACHE_STATUS, status);
+                Answer::new(resp, Outcome::Synth)
+            }
+            Handled::ToPhp(why, bytes) => {
+                self.metrics.comment(why.php_label());
+                tracing::debug!(reason = why.as_str(), "comment passed to PHP");
+                self.pass(parts, ClientBody::Read(bytes), client, PassReason::Method)
+                    .await
+            }
+        }
+    }
+
+    /// The body to send to the origin, and the body itself when it was read: the few
+    /// WordPress write endpoints whose small form bodies say which post a write touches are
+    /// read first (bounded); everything else streams.
+    async fn body_for_origin(&self, parts: &Parts, body: ClientBody) -> Result<(ProxyBody, Option<Bytes>), Answer> {
+        let body = match body {
+            ClientBody::Stream(b) => b,
+            ClientBody::Read(bytes) => return Ok((ProxyBody::full(bytes.clone()), Some(bytes))),
+        };
+        let has_body = !body.is_end_stream();
+        if !has_body {
+            return Ok((ProxyBody::Empty, None));
+        }
+        if !writes::wants_body(&parts.method, parts.uri.path(), content_length(&parts.headers)) {
+            return Ok((ProxyBody::stream(body, None, self.origin.body_timeout), None));
+        }
+        let limit = writes::MAX_INSPECTED_BODY as usize;
+        match tokio::time::timeout(
+            self.origin.body_timeout,
+            http_body_util::Limited::new(body, limit).collect(),
+        )
+        .await
+        {
+            Ok(Ok(b)) => {
+                let b = b.to_bytes();
+                Ok((ProxyBody::full(b.clone()), Some(b)))
+            }
+            Ok(Err(e)) => Err(Answer::new(
+                synth(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the request body could not be read: {e}"),
+                    "body",
+                ),
+                Outcome::Synth,
+            )),
+            Err(_) => Err(Answer::new(
+                synth(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                    "body-timeout",
+                ),
+                Outcome::Synth,
+            )),
+        }
+    }
+
     /// Sends a request to the origin without a lookup, streaming both bodies.
-    async fn pass(&self, parts: Parts, body: Incoming, client: SocketAddr, reason: PassReason) -> Answer {
+    async fn pass(&self, parts: Parts, body: impl Into<ClientBody>, client: SocketAddr, reason: PassReason) -> Answer {
         self.metrics.pass(reason.as_str());
+        let (out_body, inspected) = match self.body_for_origin(&parts, body.into()).await {
+            Ok(b) => b,
+            Err(refusal) => return refusal,
+        };
         let mut headers = parts.headers.clone();
         origin::strip_hop_by_hop(&mut headers);
         origin::add_forwarded(&mut headers, client.ip(), "http");
@@ -1136,44 +1266,6 @@ impl Proxy {
                     Outcome::Synth,
                 )
             }
-        };
-        let has_body = !body.is_end_stream();
-        // The few WordPress write endpoints whose small form bodies say which post a write
-        // touches are read first (bounded); everything else streams.
-        let mut inspected: Option<Bytes> = None;
-        let out_body = if has_body && writes::wants_body(&parts.method, parts.uri.path(), content_length(&parts.headers)) {
-            let limit = writes::MAX_INSPECTED_BODY as usize;
-            match tokio::time::timeout(self.origin.body_timeout, http_body_util::Limited::new(body, limit).collect()).await {
-                Ok(Ok(b)) => {
-                    let b = b.to_bytes();
-                    inspected = Some(b.clone());
-                    ProxyBody::full(b)
-                }
-                Ok(Err(e)) => {
-                    return Answer::new(
-                        synth(
-                            StatusCode::BAD_REQUEST,
-                            &format!("the request body could not be read: {e}"),
-                            "body",
-                        ),
-                        Outcome::Synth,
-                    )
-                }
-                Err(_) => {
-                    return Answer::new(
-                        synth(
-                            StatusCode::REQUEST_TIMEOUT,
-                            "the request body did not arrive in time",
-                            "body-timeout",
-                        ),
-                        Outcome::Synth,
-                    )
-                }
-            }
-        } else if has_body {
-            ProxyBody::stream(body, None, self.origin.body_timeout)
-        } else {
-            ProxyBody::Empty
         };
         let mut req = Request::new(out_body);
         *req.method_mut() = parts.method.clone();
@@ -1201,12 +1293,12 @@ impl Proxy {
                 match self.ban(ban.clone()) {
                     Ok(r) => last_seq = Some(r.seq),
                     Err(e) => {
-                    // A rule made a ban that does not compile (say, an odd Location): fall
-                    // back to the whole site rather than risk a stale page.
-                    tracing::warn!(?ban, error = %e, "write-triggered ban refused; banning the site's HTML instead");
-                    let mut site = Ban::new(Kind::Tag, tags::HTML);
-                    site.host = Some(host.to_string());
-                    last_seq = self.ban(site).ok().map(|r| r.seq).or(last_seq);
+                        // A rule made a ban that does not compile (say, an odd Location): fall
+                        // back to the whole site rather than risk a stale page.
+                        tracing::warn!(?ban, error = %e, "write-triggered ban refused; banning the site's HTML instead");
+                        let mut site = Ban::new(Kind::Tag, tags::HTML);
+                        site.host = Some(host.to_string());
+                        last_seq = self.ban(site).ok().map(|r| r.seq).or(last_seq);
                     }
                 }
             }

@@ -37,7 +37,14 @@ pub fn post_tag(id: u64) -> String {
 }
 
 /// The tags of a response to `GET path?query` about to be stored, without duplicates.
-pub fn object_tags(rules: &TagRules, path: &str, query: Option<&str>, status: StatusCode, resp: &HeaderMap, body: &[u8]) -> Vec<String> {
+pub fn object_tags(
+    rules: &TagRules,
+    path: &str,
+    query: Option<&str>,
+    status: StatusCode,
+    resp: &HeaderMap,
+    body: &[u8],
+) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
     let mut add = |t: &str| {
         let t = t.trim();
@@ -62,10 +69,14 @@ pub fn object_tags(rules: &TagRules, path: &str, query: Option<&str>, status: St
             add(kind);
         }
         if html {
-            if memmem::find(body, b"wp-block-latest-posts").is_some() || memmem::find(body, b"widget_recent_entries").is_some() {
+            if memmem::find(body, b"wp-block-latest-posts").is_some()
+                || memmem::find(body, b"widget_recent_entries").is_some()
+            {
                 add(RECENT_POSTS);
             }
-            if memmem::find(body, b"wp-block-latest-comments").is_some() || memmem::find(body, b"widget_recent_comments").is_some() {
+            if memmem::find(body, b"wp-block-latest-comments").is_some()
+                || memmem::find(body, b"widget_recent_comments").is_some()
+            {
                 add(RECENT_COMMENTS);
             }
         }
@@ -88,7 +99,11 @@ pub fn object_tags(rules: &TagRules, path: &str, query: Option<&str>, status: St
 pub fn header_tags(name: &str, value: &str) -> Vec<String> {
     match name {
         "cache-groups" | "cache-group-invalidation" => sf_strings(value),
-        "cache-tag" | "x-litespeed-tag" => value.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+        "cache-tag" | "x-litespeed-tag" => value
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect(),
         _ => value
             .split([' ', ',', '\t'])
             .filter(|t| !t.is_empty())
@@ -142,7 +157,9 @@ pub fn shortlink_post(resp: &HeaderMap) -> Option<u64> {
     for v in resp.get_all(http::header::LINK) {
         let Ok(s) = v.to_str() else { continue };
         for link in s.split(',') {
-            let Some((target, params)) = link.split_once(';') else { continue };
+            let Some((target, params)) = link.split_once(';') else {
+                continue;
+            };
             let rel = params.split(';').any(|p| {
                 let p = p.trim().to_ascii_lowercase();
                 p == "rel=shortlink" || p == "rel=\"shortlink\""
@@ -180,7 +197,9 @@ pub fn rest_route<'a>(path: &'a str, query: Option<&'a str>) -> Option<std::borr
 pub fn rest_item(path: &str, query: Option<&str>) -> Option<u64> {
     let route = rest_route(path, query)?;
     let rest = route.trim_end_matches('/');
-    let rest = rest.strip_prefix("/wp/v2/posts/").or_else(|| rest.strip_prefix("/wp/v2/pages/"))?;
+    let rest = rest
+        .strip_prefix("/wp/v2/posts/")
+        .or_else(|| rest.strip_prefix("/wp/v2/pages/"))?;
     rest.parse().ok()
 }
 
@@ -259,7 +278,10 @@ mod tests {
         let h = headers(&[
             HTML_CT,
             ("link", "<http://x/wp-json/>; rel=\"https://api.w.org/\""),
-            ("link", "<http://x/wp-json/wp/v2/posts/5>; rel=\"alternate\"; type=\"application/json\""),
+            (
+                "link",
+                "<http://x/wp-json/wp/v2/posts/5>; rel=\"alternate\"; type=\"application/json\"",
+            ),
             ("link", "<http://x/?p=5>; rel=shortlink"),
         ]);
         let body = b"<ul class=\"wp-block-latest-posts__list\"></ul><ol class=\"wp-block-latest-comments\">";
@@ -285,11 +307,25 @@ mod tests {
         assert_eq!(kind("/hello/feed/", None).as_deref(), Some("list:feed"));
         assert_eq!(kind("/wp-sitemap.xml", None).as_deref(), Some("list:sitemap"));
         let json = headers(&[("content-type", "application/json")]);
-        let t = object_tags(&rules(), "/wp-json/wp/v2/posts", Some("per_page=5"), StatusCode::OK, &json, b"");
+        let t = object_tags(
+            &rules(),
+            "/wp-json/wp/v2/posts",
+            Some("per_page=5"),
+            StatusCode::OK,
+            &json,
+            b"",
+        );
         assert_eq!(t, ["list", "list:rest"]);
         let t = object_tags(&rules(), "/wp-json/wp/v2/posts/9", None, StatusCode::OK, &json, b"");
         assert_eq!(t, ["post:9"]);
-        let t = object_tags(&rules(), "/", Some("rest_route=%2Fwp%2Fv2%2Fpages%2F4"), StatusCode::OK, &json, b"");
+        let t = object_tags(
+            &rules(),
+            "/",
+            Some("rest_route=%2Fwp%2Fv2%2Fpages%2F4"),
+            StatusCode::OK,
+            &json,
+            b"",
+        );
         assert_eq!(t, ["post:4"]);
         let t = object_tags(&rules(), "/nope/", None, StatusCode::NOT_FOUND, &h, b"");
         assert_eq!(t, ["html", "list", "list:404"]);

@@ -85,7 +85,9 @@ pub fn wants_body(method: &Method, path: &str, content_length: Option<u64>) -> b
 /// approve a comment…), which changes state though its method is safe.
 fn admin_action_get(w: &Write<'_>) -> bool {
     let q = w.query.unwrap_or("");
-    w.path.starts_with("/wp-admin/") && tags::query_param(q, "_wpnonce").is_some() && tags::query_param(q, "action").is_some()
+    w.path.starts_with("/wp-admin/")
+        && tags::query_param(q, "_wpnonce").is_some()
+        && tags::query_param(q, "action").is_some()
 }
 
 /// The bans a finished request implies (none for reads and failures).
@@ -115,7 +117,12 @@ pub fn bans_for(w: &Write<'_>, wordpress: bool) -> Vec<Ban> {
         };
         push(Kind::Url, target);
         for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
-            if let Some(path) = w.resp.get(&name).and_then(|v| v.to_str().ok()).and_then(|l| same_host_path(l, w.host)) {
+            if let Some(path) = w
+                .resp
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| same_host_path(l, w.host))
+            {
                 push(Kind::Url, path);
             }
         }
@@ -214,8 +221,9 @@ fn wordpress_tags(w: &Write<'_>) -> Vec<String> {
             match action.as_deref() {
                 Some(a) if READ_ONLY_AJAX.contains(&a) => Vec::new(),
                 Some("inline-save") => id(form_field(body, "post_ID")).map_or_else(everything, post),
-                Some("replyto-comment") => id(form_field(body, "comment_post_ID"))
-                    .map_or_else(everything, |n| vec![tags::post_tag(n), LIST.to_string(), RECENT_COMMENTS.to_string()]),
+                Some("replyto-comment") => id(form_field(body, "comment_post_ID")).map_or_else(everything, |n| {
+                    vec![tags::post_tag(n), LIST.to_string(), RECENT_COMMENTS.to_string()]
+                }),
                 _ => everything(),
             }
         }
@@ -232,7 +240,10 @@ fn xmlrpc_tags(body: &[u8]) -> Vec<String> {
         return vec![HTML.to_string(), LIST.to_string()];
     };
     let lower = method.to_ascii_lowercase();
-    let read = lower.starts_with("system.") || lower.contains(".get") || lower == "demo.sayhello" || lower == "demo.addtwonumbers";
+    let read = lower.starts_with("system.")
+        || lower.contains(".get")
+        || lower == "demo.sayhello"
+        || lower == "demo.addtwonumbers";
     if read {
         return Vec::new();
     }
@@ -275,7 +286,13 @@ fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
-    fn write<'a>(method: &'a Method, path: &'a str, query: Option<&'a str>, body: Option<&'a [u8]>, resp: &'a HeaderMap) -> Write<'a> {
+    fn write<'a>(
+        method: &'a Method,
+        path: &'a str,
+        query: Option<&'a str>,
+        body: Option<&'a [u8]>,
+        resp: &'a HeaderMap,
+    ) -> Write<'a> {
         static EMPTY: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
         Write {
             method,
@@ -290,11 +307,17 @@ mod tests {
     }
 
     fn tags_of(bans: &[Ban]) -> Vec<&str> {
-        bans.iter().filter(|b| b.kind == Kind::Tag).map(|b| b.value.as_str()).collect()
+        bans.iter()
+            .filter(|b| b.kind == Kind::Tag)
+            .map(|b| b.value.as_str())
+            .collect()
     }
 
     fn urls_of(bans: &[Ban]) -> Vec<&str> {
-        bans.iter().filter(|b| b.kind == Kind::Url).map(|b| b.value.as_str()).collect()
+        bans.iter()
+            .filter(|b| b.kind == Kind::Url)
+            .map(|b| b.value.as_str())
+            .collect()
     }
 
     #[test]
@@ -312,7 +335,11 @@ mod tests {
     #[test]
     fn reads_and_failures_ban_nothing() {
         let resp = HeaderMap::new();
-        assert!(bans_for(&write(&Method::GET, "/wp-admin/post.php", Some("post=5"), None, &resp), true).is_empty());
+        assert!(bans_for(
+            &write(&Method::GET, "/wp-admin/post.php", Some("post=5"), None, &resp),
+            true
+        )
+        .is_empty());
         let mut w = write(&Method::POST, "/wp-admin/post.php", None, Some(b"post_ID=5"), &resp);
         w.status = StatusCode::FORBIDDEN;
         assert!(bans_for(&w, true).is_empty());
@@ -322,7 +349,10 @@ mod tests {
     fn wordpress_post_edits_name_their_post() {
         let resp = HeaderMap::new();
         let body = b"_wpnonce=x&action=editpost&post_ID=42&post_title=Hi";
-        let bans = bans_for(&write(&Method::POST, "/wp-admin/post.php", None, Some(body), &resp), true);
+        let bans = bans_for(
+            &write(&Method::POST, "/wp-admin/post.php", None, Some(body), &resp),
+            true,
+        );
         assert_eq!(tags_of(&bans), ["post:42", "list", "wp:recent-posts"]);
         // Without the body, the redirect names the post.
         let mut resp = HeaderMap::new();
@@ -332,7 +362,13 @@ mod tests {
         // Trash by nonce'd GET link.
         let resp = HeaderMap::new();
         let bans = bans_for(
-            &write(&Method::GET, "/wp-admin/post.php", Some("post=44&action=trash&_wpnonce=abc"), None, &resp),
+            &write(
+                &Method::GET,
+                "/wp-admin/post.php",
+                Some("post=44&action=trash&_wpnonce=abc"),
+                None,
+                &resp,
+            ),
             true,
         );
         assert_eq!(tags_of(&bans), ["post:44", "list", "wp:recent-posts"]);
@@ -342,12 +378,27 @@ mod tests {
     fn rest_writes() {
         let resp = HeaderMap::new();
         let t = |m: &Method, path: &str, q: Option<&str>| {
-            tags_of(&bans_for(&write(m, path, q, None, &resp), true)).iter().map(|s| s.to_string()).collect::<Vec<_>>()
+            tags_of(&bans_for(&write(m, path, q, None, &resp), true))
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
         };
-        assert_eq!(t(&Method::POST, "/wp-json/wp/v2/posts/7", None), ["post:7", "list", "wp:recent-posts"]);
-        assert_eq!(t(&Method::DELETE, "/wp-json/wp/v2/pages/8", None), ["post:8", "list", "wp:recent-posts"]);
-        assert_eq!(t(&Method::POST, "/", Some("rest_route=/wp/v2/posts/9")), ["post:9", "list", "wp:recent-posts"]);
-        assert_eq!(t(&Method::POST, "/wp-json/wp/v2/posts", None), ["list", "wp:recent-posts"]);
+        assert_eq!(
+            t(&Method::POST, "/wp-json/wp/v2/posts/7", None),
+            ["post:7", "list", "wp:recent-posts"]
+        );
+        assert_eq!(
+            t(&Method::DELETE, "/wp-json/wp/v2/pages/8", None),
+            ["post:8", "list", "wp:recent-posts"]
+        );
+        assert_eq!(
+            t(&Method::POST, "/", Some("rest_route=/wp/v2/posts/9")),
+            ["post:9", "list", "wp:recent-posts"]
+        );
+        assert_eq!(
+            t(&Method::POST, "/wp-json/wp/v2/posts", None),
+            ["list", "wp:recent-posts"]
+        );
         assert_eq!(t(&Method::POST, "/wp-json/wp/v2/comments/3", None), ["html", "list"]);
         assert!(t(&Method::POST, "/wp-json/contact-form/v1/send", None).is_empty());
     }
@@ -362,12 +413,21 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            t("/wp-comments-post.php", b"comment=Hi+there&comment_post_ID=12&comment_parent=0"),
+            t(
+                "/wp-comments-post.php",
+                b"comment=Hi+there&comment_post_ID=12&comment_parent=0"
+            ),
             ["post:12", "list", "wp:recent-comments"]
         );
         assert!(t("/wp-admin/admin-ajax.php", b"action=heartbeat&data=x").is_empty());
-        assert_eq!(t("/wp-admin/admin-ajax.php", b"action=inline-save&post_ID=5"), ["post:5", "list", "wp:recent-posts"]);
-        assert_eq!(t("/wp-admin/admin-ajax.php", b"action=dim-comment&id=9"), ["html", "list"]);
+        assert_eq!(
+            t("/wp-admin/admin-ajax.php", b"action=inline-save&post_ID=5"),
+            ["post:5", "list", "wp:recent-posts"]
+        );
+        assert_eq!(
+            t("/wp-admin/admin-ajax.php", b"action=dim-comment&id=9"),
+            ["html", "list"]
+        );
         assert_eq!(t("/wp-admin/options.php", b"blogname=x"), ["html", "list"]);
         assert!(t("/wp-login.php", b"log=a&pwd=b").is_empty());
     }
@@ -375,17 +435,37 @@ mod tests {
     #[test]
     fn xmlrpc_calls() {
         let call = |method: &str, params: &[&str]| {
-            let ps: String = params.iter().map(|p| format!("<param><value>{p}</value></param>")).collect();
+            let ps: String = params
+                .iter()
+                .map(|p| format!("<param><value>{p}</value></param>"))
+                .collect();
             format!("<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName><params>{ps}</params></methodCall>")
         };
         let t = |body: String| xmlrpc_tags(body.as_bytes());
         assert_eq!(
-            t(call("wp.editPost", &["<int>1</int>", "<string>u</string>", "<string>p</string>", "<int>77</int>"])),
+            t(call(
+                "wp.editPost",
+                &[
+                    "<int>1</int>",
+                    "<string>u</string>",
+                    "<string>p</string>",
+                    "<int>77</int>"
+                ]
+            )),
             ["post:77", "list", "wp:recent-posts"]
         );
-        assert_eq!(t(call("metaWeblog.editPost", &["<string>78</string>", "<string>u</string>"])), ["post:78", "list", "wp:recent-posts"]);
+        assert_eq!(
+            t(call(
+                "metaWeblog.editPost",
+                &["<string>78</string>", "<string>u</string>"]
+            )),
+            ["post:78", "list", "wp:recent-posts"]
+        );
         assert!(t(call("wp.getPosts", &[])).is_empty());
-        assert_eq!(t(call("pingback.ping", &["<string>http://a/</string>"])), ["html", "list"]);
+        assert_eq!(
+            t(call("pingback.ping", &["<string>http://a/</string>"])),
+            ["html", "list"]
+        );
         assert_eq!(t("garbage".into()), ["html", "list"]);
     }
 
@@ -393,7 +473,11 @@ mod tests {
     fn only_small_bodies_of_write_endpoints_are_read() {
         assert!(wants_body(&Method::POST, "/wp-admin/post.php", Some(100)));
         assert!(!wants_body(&Method::POST, "/wp-admin/post.php", None));
-        assert!(!wants_body(&Method::POST, "/wp-admin/post.php", Some(MAX_INSPECTED_BODY + 1)));
+        assert!(!wants_body(
+            &Method::POST,
+            "/wp-admin/post.php",
+            Some(MAX_INSPECTED_BODY + 1)
+        ));
         assert!(!wants_body(&Method::POST, "/contact/", Some(100)));
         assert!(!wants_body(&Method::GET, "/xmlrpc.php", Some(100)));
     }

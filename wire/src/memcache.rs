@@ -117,10 +117,14 @@ impl Conn {
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let addr = &self.addr;
-        self.stream.get_mut().write_all(bytes).await.map_err(|source| Error::Io {
-            addr: addr.clone(),
-            source,
-        })
+        self.stream
+            .get_mut()
+            .write_all(bytes)
+            .await
+            .map_err(|source| Error::Io {
+                addr: addr.clone(),
+                source,
+            })
     }
 
     async fn store(&mut self, verb: &str, key: &str, value: &[u8], exptime: u32) -> Result<bool, Error> {
@@ -209,7 +213,8 @@ impl Conn {
                     return Ok(out);
                 }
                 let mut parts = t.split(' ');
-                let (Some("VALUE"), Some(key), Some(_flags), Some(len)) = (parts.next(), parts.next(), parts.next(), parts.next())
+                let (Some("VALUE"), Some(key), Some(_flags), Some(len)) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
                 else {
                     return Err(c.protocol(&line));
                 };

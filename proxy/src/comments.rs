@@ -1,0 +1,643 @@
+//! Comment POSTs written behind: the form is checked here, queued in memcached for
+//! `strata-syncer`, and answered as WordPress would once the syncer's verdict arrives.
+//!
+//! Lifecycle of a comment (see README "Comments"):
+//! 1. `/wp-comments-post.php` POSTs from anonymous visitors come here when `[comments]
+//!    enabled`; logged-in users, `wp-postpass_*` cookies, sites that require registration,
+//!    a missing syncer (no fresh settings), an unreachable memcached or a queue deeper than
+//!    `max_queue` send the POST to PHP unchanged instead.
+//! 2. The checks that need no database run here ([`form::check`]): WordPress's own answer
+//!    (its error page, or an empty 200) is sent at once.
+//! 3. A sequence number is reserved (`incr`) and the record written; nothing the visitor
+//!    sent is dropped from here on.
+//! 4. The answer is held `hold`, then waits up to `max_hold` for the syncer's verdict: a 302
+//!    to the comment with WordPress's cookies, the held-for-moderation redirect, or
+//!    WordPress's error page. Without a verdict in time: a 302 back to the post (the comment
+//!    stays queued and lands when the syncer gets to it).
+
+pub mod form;
+
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+use strata_wire::comment::{self as wire, Record, Settings, Status, Verdict};
+use strata_wire::memcache::{self, Conn};
+use tokio::time::Instant;
+
+use crate::body::ProxyBody;
+use crate::config::CommentsConfig;
+use form::{Early, Form, Submission};
+
+/// The page WordPress's `wp_die()` prints for a comment error (6.1), with `{{MESSAGE}}`.
+const WP_DIE_PAGE: &str = include_str!("../assets/wp-die.html");
+/// How often the verdict key is read while waiting.
+const POLL: Duration = Duration::from_millis(1);
+/// How long fetched settings are reused before they are read again.
+const SETTINGS_REFRESH: Duration = Duration::from_secs(1);
+/// `comment_cookie_lifetime` in WordPress 6.1.
+const COOKIE_LIFETIME: u64 = 30_000_000;
+/// The path whose POSTs are comments.
+pub const COMMENT_PATH: &str = "/wp-comments-post.php";
+
+thread_local! {
+    /// Idle memcached connections of this worker thread (each thread runs its own runtime,
+    /// and a connection belongs to the runtime that made it).
+    static IDLE: RefCell<Vec<Conn>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Why a comment goes to PHP instead of the queue (metric and log label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToPhp {
+    /// A `wordpress_logged_in_*` cookie: WordPress must know the user.
+    LoggedIn,
+    /// A `wp-postpass_*` cookie: the post may be password protected.
+    PostPassword,
+    /// The site requires registration to comment.
+    Registration,
+    /// No settings from a running syncer.
+    NoSyncer,
+    /// memcached did not answer.
+    Memcached,
+    /// The queue is deeper than `max_queue`.
+    QueueFull,
+    /// The body could not be read as a form.
+    BadForm,
+}
+
+impl ToPhp {
+    /// Metric label of a comment sent to PHP for this reason.
+    pub fn php_label(self) -> &'static str {
+        match self {
+            ToPhp::LoggedIn => "php-logged-in",
+            ToPhp::PostPassword => "php-post-password",
+            ToPhp::Registration => "php-registration",
+            ToPhp::NoSyncer => "php-no-syncer",
+            ToPhp::Memcached => "php-memcached",
+            ToPhp::QueueFull => "php-queue-full",
+            ToPhp::BadForm => "php-bad-form",
+        }
+    }
+
+    /// Label for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToPhp::LoggedIn => "logged-in",
+            ToPhp::PostPassword => "post-password",
+            ToPhp::Registration => "registration",
+            ToPhp::NoSyncer => "no-syncer",
+            ToPhp::Memcached => "memcached",
+            ToPhp::QueueFull => "queue-full",
+            ToPhp::BadForm => "bad-form",
+        }
+    }
+}
+
+/// What became of a comment POST.
+pub enum Handled {
+    /// Answered here.
+    Answer(Response<ProxyBody>, &'static str),
+    /// Send the POST, with this body, to PHP.
+    ToPhp(ToPhp, Bytes),
+}
+
+/// The comment queue side of a proxy.
+pub struct Comments {
+    cfg: CommentsConfig,
+    node: String,
+    settings: parking_lot::Mutex<Option<(Instant, Arc<Settings>)>>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether a `Cookie` header holds a cookie whose name starts with `prefix`.
+fn has_cookie(headers: &HeaderMap, prefix: &str) -> bool {
+    headers.get_all(header::COOKIE).iter().any(|v| {
+        v.to_str()
+            .unwrap_or("")
+            .split(';')
+            .any(|c| c.trim_start().starts_with(prefix))
+    })
+}
+
+/// The address PHP would see as `REMOTE_ADDR`: the client, or, when the client is a trusted
+/// proxy, the last address in `X-Forwarded-For` that is not one.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let chain: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    chain
+        .iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .copied()
+        .unwrap_or(peer)
+}
+
+/// PHP's `urlencode()`, as `setcookie()` applies it to values.
+fn php_urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// One `Set-Cookie` as PHP's `setcookie()` writes it.
+fn php_cookie(name: &str, value: &str, expires: Option<u64>, settings: &Settings, now: u64) -> String {
+    let secure = if settings.secure { "; secure" } else { "" };
+    match expires {
+        _ if value.is_empty() => {
+            format!(
+                "{name}=deleted; expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0; path={}{secure}",
+                settings.cookie_path
+            )
+        }
+        Some(at) => {
+            let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(at));
+            format!(
+                "{name}={}; expires={date}; Max-Age={}; path={}{secure}",
+                php_urlencode(value),
+                at.saturating_sub(now),
+                settings.cookie_path
+            )
+        }
+        None => format!("{name}={}; path={}{secure}", php_urlencode(value), settings.cookie_path),
+    }
+}
+
+/// The `comment_author_*` cookies WordPress sets after a comment: the values with consent,
+/// else the three deleted (set to a space, expired a year ago).
+pub fn comment_cookies(
+    settings: &Settings,
+    consent: bool,
+    author: &str,
+    email: &str,
+    url: &str,
+    now: u64,
+) -> Vec<String> {
+    let h = &settings.cookiehash;
+    let names = [
+        format!("comment_author_{h}"),
+        format!("comment_author_email_{h}"),
+        format!("comment_author_url_{h}"),
+    ];
+    if consent {
+        let at = now + COOKIE_LIFETIME;
+        names
+            .iter()
+            .zip([author, email, url])
+            .map(|(n, v)| php_cookie(n, v, Some(at), settings, now))
+            .collect()
+    } else {
+        let past = now.saturating_sub(365 * 24 * 3600);
+        names
+            .iter()
+            .map(|n| php_cookie(n, " ", Some(past), settings, now))
+            .collect()
+    }
+}
+
+/// Headers every WordPress comment answer carries (`nocache_headers()`).
+fn nocache(resp: &mut Response<ProxyBody>) {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=UTF-8"),
+    );
+    h.insert(
+        header::EXPIRES,
+        HeaderValue::from_static("Wed, 11 Jan 1984 05:00:00 GMT"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, must-revalidate, max-age=0"),
+    );
+}
+
+/// WordPress's error page for a comment, with its status.
+pub fn error_page(status: u16, message: &str) -> Response<ProxyBody> {
+    let body = WP_DIE_PAGE.replacen("{{MESSAGE}}", message, 1);
+    let mut r = Response::new(ProxyBody::full(Bytes::from(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    nocache(&mut r);
+    r
+}
+
+/// WordPress's bare `exit`: an empty 200.
+pub fn empty_answer() -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::Empty);
+    nocache(&mut r);
+    r
+}
+
+/// A 302 as `wp_safe_redirect()` sends it, with cookies.
+fn redirect(location: &str, cookies: &[String]) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::Empty);
+    *r.status_mut() = StatusCode::FOUND;
+    nocache(&mut r);
+    let h = r.headers_mut();
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+    h.insert("x-redirect-by", HeaderValue::from_static("WordPress"));
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// The answer for a verdict, as WordPress would have sent it.
+pub fn answer(v: &Verdict, s: &Submission, settings: &Settings, now: u64) -> (Response<ProxyBody>, &'static str) {
+    match v.status {
+        Status::Approved | Status::Held | Status::Spam | Status::Trash => {
+            let cookies = comment_cookies(
+                settings,
+                s.consent,
+                v.cookie_author.as_deref().unwrap_or(&s.author),
+                v.cookie_email.as_deref().unwrap_or(&s.email),
+                v.cookie_url.as_deref().unwrap_or(&s.url),
+                now,
+            );
+            let location = v.location.clone().unwrap_or_else(|| back_to_post(settings, s));
+            let label = match v.status {
+                Status::Approved => "approved",
+                Status::Held => "held",
+                Status::Spam => "spam",
+                _ => "trash",
+            };
+            (redirect(&location, &cookies), label)
+        }
+        Status::Rejected => (error_page(v.http, &v.message), "rejected"),
+        Status::Ignored => (empty_answer(), "ignored"),
+    }
+}
+
+/// Where a visitor goes when no verdict came in time: back to the post.
+fn back_to_post(settings: &Settings, s: &Submission) -> String {
+    match &s.redirect_to {
+        Some(r) => r.clone(),
+        None => format!("{}/?p={}", settings.home.trim_end_matches('/'), s.post_id),
+    }
+}
+
+impl Comments {
+    /// The comment queue for a configuration.
+    pub fn new(cfg: &CommentsConfig, node: &str) -> Comments {
+        Comments {
+            cfg: cfg.clone(),
+            node: node.to_string(),
+            settings: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Whether comment POSTs are written behind.
+    pub fn enabled(&self) -> bool {
+        self.cfg.enabled
+    }
+
+    /// Runs `f` with a pooled connection of this thread; a failed exchange drops it.
+    async fn with_conn<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Conn) -> Result<T, memcache::Error>,
+    ) -> Result<T, memcache::Error> {
+        let idle = IDLE.with_borrow_mut(Vec::pop);
+        let mut conn = match idle {
+            Some(c) => c,
+            None => {
+                let addr = self.cfg.memcached.first().map_or("127.0.0.1:11211", String::as_str);
+                Conn::connect(addr, self.cfg.memcached_timeout).await?
+            }
+        };
+        let r = f(&mut conn).await;
+        if !matches!(&r, Err(e) if e.is_connection()) {
+            IDLE.with_borrow_mut(|idle| {
+                if idle.len() < 16 {
+                    idle.push(conn);
+                }
+            });
+        }
+        r
+    }
+
+    /// The syncer's published settings, when fresh.
+    async fn settings(&self) -> Result<Option<Arc<Settings>>, memcache::Error> {
+        if let Some((at, s)) = self.settings.lock().as_ref() {
+            if at.elapsed() < SETTINGS_REFRESH {
+                return Ok(Some(s.clone()));
+            }
+        }
+        let key = wire::settings_key(&self.cfg.key_prefix);
+        let raw = self.with_conn(async |c| c.get(&key).await).await?;
+        let parsed = raw.and_then(|b| match serde_json::from_slice::<Settings>(&b) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable comment settings in memcached");
+                None
+            }
+        });
+        let max_age = self.cfg.settings_max_age.as_millis() as u64;
+        let fresh = parsed
+            .filter(|s| unix_ms().saturating_sub(s.published_ms) <= max_age)
+            .map(Arc::new);
+        if let Some(s) = &fresh {
+            *self.settings.lock() = Some((Instant::now(), s.clone()));
+        }
+        Ok(fresh)
+    }
+
+    /// Reserves the next sequence number, creating the counter and the epoch when memcached
+    /// holds none; refuses when the queue is deeper than `max_queue`.
+    async fn reserve(&self) -> Result<Result<(u64, u64), ToPhp>, memcache::Error> {
+        let p = &self.cfg.key_prefix;
+        let (seq_key, epoch_key, applied_key) = (wire::seq_key(p), wire::epoch_key(p), wire::applied_key(p));
+        let max_queue = self.cfg.max_queue;
+        self.with_conn(async |c| {
+            let got = c.get_many(&[&seq_key, &epoch_key, &applied_key]).await?;
+            let num = |v: &Option<Vec<u8>>| {
+                v.as_deref()
+                    .and_then(|b| std::str::from_utf8(b).ok()?.trim().parse::<u64>().ok())
+            };
+            let (seq, applied) = (num(&got[0]), num(&got[2]).unwrap_or(0));
+            if seq.is_some_and(|s| s.saturating_sub(applied) >= max_queue) {
+                return Ok(Err(ToPhp::QueueFull));
+            }
+            let mut epoch = num(&got[1]);
+            if epoch.is_none() {
+                let fresh = crate::cluster::random_u64();
+                c.add(&epoch_key, fresh.to_string().as_bytes(), 0).await?;
+                epoch = c
+                    .get(&epoch_key)
+                    .await?
+                    .and_then(|b| String::from_utf8(b).ok()?.trim().parse().ok());
+            }
+            let next = match c.incr(&seq_key, 1).await? {
+                Some(n) => n,
+                None => {
+                    c.add(&seq_key, b"0", 0).await?;
+                    c.incr(&seq_key, 1).await?.unwrap_or(0)
+                }
+            };
+            if next == 0 {
+                return Ok(Err(ToPhp::Memcached));
+            }
+            Ok(Ok((next, epoch.unwrap_or(0))))
+        })
+        .await
+    }
+
+    /// Handles one comment POST whose body was read.
+    pub async fn handle(
+        &self,
+        headers: &HeaderMap,
+        body: Bytes,
+        peer: SocketAddr,
+        metrics: &crate::metrics::Metrics,
+    ) -> Handled {
+        if has_cookie(headers, "wordpress_logged_in_") {
+            return Handled::ToPhp(ToPhp::LoggedIn, body);
+        }
+        if has_cookie(headers, "wp-postpass_") {
+            return Handled::ToPhp(ToPhp::PostPassword, body);
+        }
+        let settings = match self.settings().await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Handled::ToPhp(ToPhp::NoSyncer, body),
+            Err(e) => {
+                tracing::warn!(error = %e, "memcached unavailable; comment passed to PHP");
+                return Handled::ToPhp(ToPhp::Memcached, body);
+            }
+        };
+        if settings.comment_registration {
+            return Handled::ToPhp(ToPhp::Registration, body);
+        }
+        let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let form = match Form::parse(ct, &body) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(error = %e, "comment body is not a form; passed to PHP");
+                return Handled::ToPhp(ToPhp::BadForm, body);
+            }
+        };
+        let sub = match form::check(&form, &settings) {
+            Ok(s) => s,
+            Err(Early::Empty) => return Handled::Answer(empty_answer(), "ignored"),
+            Err(Early::Error(status, msg)) => return Handled::Answer(error_page(status, msg), "rejected-early"),
+        };
+        let (seq, epoch) = match self.reserve().await {
+            Ok(Ok(r)) => r,
+            Ok(Err(why)) => return Handled::ToPhp(why, body),
+            Err(e) => {
+                tracing::warn!(error = %e, "memcached unavailable; comment passed to PHP");
+                return Handled::ToPhp(ToPhp::Memcached, body);
+            }
+        };
+        let agent = headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        let mut agent_bytes = agent.into_bytes();
+        agent_bytes.truncate(254);
+        let record = Record {
+            v: wire::RECORD_VERSION,
+            epoch,
+            seq,
+            post_id: sub.post_id,
+            parent: sub.parent,
+            author: sub.author.clone(),
+            email: sub.email.clone(),
+            url: sub.url.clone(),
+            content: sub.content.clone(),
+            ip: client_ip(peer.ip(), headers, &self.cfg.trusted_proxies).to_string(),
+            agent: String::from_utf8_lossy(&agent_bytes).into_owned(),
+            accepted_ms: unix_ms(),
+            consent: sub.consent,
+            redirect_to: sub.redirect_to.clone(),
+            node: self.node.clone(),
+        };
+        let accepted = Instant::now();
+        let key = wire::record_key(&self.cfg.key_prefix, seq);
+        let json = serde_json::to_vec(&record).unwrap_or_default();
+        // The number is reserved: write the record, retrying, so that it is not lost. A
+        // record that never arrives is skipped by the syncer after a bounded wait (logged).
+        let mut written = false;
+        for attempt in 0..3 {
+            match self.with_conn(async |c| c.set(&key, &json, 0).await).await {
+                Ok(()) => {
+                    written = true;
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, seq, attempt, "writing a queued comment failed"),
+            }
+        }
+        if !written {
+            tracing::error!(
+                seq,
+                "memcached refused a reserved comment; passed to PHP (the syncer will skip its number)"
+            );
+            return Handled::ToPhp(ToPhp::Memcached, body);
+        }
+        metrics.comment("queued");
+        tracing::debug!(seq, post = sub.post_id, "comment queued");
+        tokio::time::sleep(self.cfg.hold).await;
+        let vkey = wire::verdict_key(&self.cfg.key_prefix, seq);
+        let deadline = accepted + self.cfg.max_hold.max(self.cfg.hold);
+        loop {
+            match self.with_conn(async |c| c.get(&vkey).await).await {
+                Ok(Some(b)) => match serde_json::from_slice::<Verdict>(&b) {
+                    Ok(v) => {
+                        metrics
+                            .comments
+                            .verdict_latency
+                            .observe(accepted.elapsed().as_secs_f64());
+                        let (resp, label) = answer(&v, &sub, &settings, unix_ms() / 1000);
+                        return Handled::Answer(resp, label);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, seq, "unreadable verdict");
+                        break;
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, seq, "reading a verdict failed");
+                    break;
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        // Queued, no verdict yet: back to the post; the comment lands when the syncer gets to it.
+        let now = unix_ms() / 1000;
+        let cookies = comment_cookies(&settings, sub.consent, &sub.author, &sub.email, &sub.url, now);
+        Handled::Answer(redirect(&back_to_post(&settings, &sub), &cookies), "no-verdict")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            require_name_email: true,
+            comment_registration: false,
+            cookies_opt_in: true,
+            cookiehash: "ef301f25d1b8e2bca70fafc1316f1a92".into(),
+            cookie_path: "/".into(),
+            secure: false,
+            home: "http://127.0.0.1:8080".into(),
+            max_lengths: [245, 100, 200, 65525],
+            published_ms: 0,
+        }
+    }
+
+    #[test]
+    fn cookies_are_written_as_php_writes_them() {
+        let now = 1_795_701_343; // 2026-11-26T13:55:43Z, as a real WordPress answer was dated
+        let c = comment_cookies(&settings(), true, "A b", "a@example.com", "", now);
+        assert_eq!(
+            c[0],
+            "comment_author_ef301f25d1b8e2bca70fafc1316f1a92=A+b; expires=Mon, 08 Nov 2027 19:15:43 GMT; Max-Age=30000000; path=/"
+        );
+        assert!(c[1].starts_with("comment_author_email_ef301f25d1b8e2bca70fafc1316f1a92=a%40example.com; "));
+        assert_eq!(
+            c[2],
+            "comment_author_url_ef301f25d1b8e2bca70fafc1316f1a92=deleted; expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0; path=/"
+        );
+        let gone = comment_cookies(&settings(), false, "A", "a@example.com", "", now);
+        assert!(
+            gone.iter()
+                .all(|c| c.contains("=+; expires=") && c.contains("Max-Age=0")),
+            "{gone:?}"
+        );
+    }
+
+    #[test]
+    fn answers_follow_the_verdict() {
+        let sub = Submission {
+            post_id: 5,
+            parent: 0,
+            author: "A".into(),
+            email: "a@example.com".into(),
+            url: String::new(),
+            content: "x".into(),
+            consent: false,
+            redirect_to: None,
+        };
+        let v = Verdict {
+            seq: 1,
+            status: Status::Held,
+            http: 302,
+            message: String::new(),
+            comment_id: Some(9),
+            location: Some("http://127.0.0.1:8080/p/?unapproved=9&moderation-hash=ab#comment-9".into()),
+            cookie_author: Some("A".into()),
+            cookie_email: Some("a@example.com".into()),
+            cookie_url: Some(String::new()),
+        };
+        let (r, label) = answer(&v, &sub, &settings(), 0);
+        assert_eq!((r.status(), label), (StatusCode::FOUND, "held"));
+        assert_eq!(
+            r.headers()["location"],
+            "http://127.0.0.1:8080/p/?unapproved=9&moderation-hash=ab#comment-9"
+        );
+        assert_eq!(r.headers()["x-redirect-by"], "WordPress");
+        assert_eq!(r.headers().get_all("set-cookie").iter().count(), 3);
+        let rejected = Verdict {
+            status: Status::Rejected,
+            http: 409,
+            message: "Duplicate comment detected; it looks as though you&#8217;ve already said that!".into(),
+            ..v
+        };
+        let (r, label) = answer(&rejected, &sub, &settings(), 0);
+        assert_eq!((r.status(), label), (StatusCode::CONFLICT, "rejected"));
+        assert_eq!(back_to_post(&settings(), &sub), "http://127.0.0.1:8080/?p=5");
+    }
+
+    #[test]
+    fn the_error_page_is_wordpress_own() {
+        let r = error_page(403, "Sorry, comments are closed for this item.");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(WP_DIE_PAGE.contains("<title>Comment Submission Failure</title>"));
+        assert_eq!(r.headers()["cache-control"], "no-cache, must-revalidate, max-age=0");
+    }
+
+    #[test]
+    fn client_addresses_come_from_trusted_proxies_only() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 198.51.100.7".parse().unwrap());
+        let peer: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_ip(peer, &h, &[]), peer);
+        let trusted: Vec<IpAddr> = vec![peer, "198.51.100.7".parse().unwrap()];
+        assert_eq!(client_ip(peer, &h, &trusted), "203.0.113.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn php_urlencode_matches() {
+        assert_eq!(php_urlencode("a b@c.d/é~"), "a+b%40c.d%2F%C3%A9%7E");
+    }
+}
