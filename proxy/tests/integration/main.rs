@@ -2,7 +2,10 @@
 //! (`scripts/wordpress.sh`) or, for HTTP edge cases WordPress never produces, a small
 //! programmable origin.
 
+mod cluster;
+mod comments;
 mod fixture;
 mod harness;
 mod http_edges;
+mod nodes;
 mod wordpress;

@@ -252,7 +252,7 @@ async fn ban_command_signs_and_sends_a_purge() {
         .await
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"purged\":1"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"removed\":1"));
     assert_eq!(p.get(&path, &[]).await.x_cache(), "MISS");
     let out = tokio::process::Command::new(bin)
         .args(["ban", "--config", cfg.to_str().unwrap(), "--all"])

@@ -1,0 +1,224 @@
+//! The proxy's half of comment write-behind, against the real memcached and WordPress: what
+//! it queues, how it answers a verdict, and when it hands the POST to PHP. Each test uses a
+//! queue of its own (a unique key prefix) and plays the syncer's part by hand.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use strata_wire::comment::{self as wire, Record, Settings, Status, Verdict};
+use strata_wire::memcache::Conn;
+
+use crate::harness::{wp_origin, Resp, TestProxy};
+
+const MEMCACHED: &str = "127.0.0.1:11211";
+
+fn prefix(test: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("it-{}-{test}-{nanos}:", std::process::id())
+}
+
+async fn memcached() -> Conn {
+    Conn::connect(MEMCACHED, Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|e| panic!("memcached not reachable ({e}): run scripts/memcached.sh"))
+}
+
+fn settings() -> Settings {
+    Settings {
+        require_name_email: true,
+        comment_registration: false,
+        cookies_opt_in: true,
+        cookiehash: "ef301f25d1b8e2bca70fafc1316f1a92".into(),
+        cookie_path: "/".into(),
+        secure: false,
+        home: "http://127.0.0.1:8080".into(),
+        max_lengths: [245, 100, 200, 65525],
+        published_ms: SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64,
+    }
+}
+
+async fn publish_settings(p: &str, s: &Settings) {
+    memcached()
+        .await
+        .set(&wire::settings_key(p), &serde_json::to_vec(s).unwrap(), 60)
+        .await
+        .unwrap();
+}
+
+async fn proxy(p: &str, extra: &[(&str, &str)]) -> TestProxy {
+    let key = format!("key_prefix = {p:?}");
+    let mut lines: Vec<(&str, &str)> = vec![
+        ("comments", "enabled = true"),
+        ("comments", "memcached = [\"127.0.0.1:11211\"]"),
+        ("comments", "max_hold = \"300ms\""),
+    ];
+    lines.push(("comments", &key));
+    lines.extend_from_slice(extra);
+    TestProxy::start(&wp_origin(), &lines).await
+}
+
+async fn post_comment(p: &TestProxy, form: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut h = vec![("content-type", "application/x-www-form-urlencoded")];
+    h.extend_from_slice(headers);
+    p.request(Method::POST, "/wp-comments-post.php", &h, Bytes::from(form.to_string())).await
+}
+
+async fn counter(p: &str) -> Option<u64> {
+    memcached()
+        .await
+        .get(&wire::seq_key(p))
+        .await
+        .unwrap()
+        .and_then(|b| String::from_utf8(b).ok()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_comment_is_answered_from_the_verdict() {
+    let p = prefix("verdict");
+    publish_settings(&p, &settings()).await;
+    let proxy = proxy(&p, &[]).await;
+    // Play the syncer: answer the first record when it appears.
+    let fake_syncer = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            let mut mc = memcached().await;
+            for _ in 0..400 {
+                if let Some(raw) = mc.get(&wire::record_key(&p, 1)).await.unwrap() {
+                    let r: Record = serde_json::from_slice(&raw).unwrap();
+                    let v = Verdict {
+                        seq: r.seq,
+                        status: Status::Approved,
+                        http: 302,
+                        message: String::new(),
+                        comment_id: Some(4242),
+                        location: Some("http://127.0.0.1:8080/some-post/#comment-4242".into()),
+                        cookie_author: Some("Ann &amp; Bob".into()),
+                        cookie_email: Some(r.email.clone()),
+                        cookie_url: Some("http://ann.example".into()),
+                    };
+                    mc.set(&wire::verdict_key(&p, r.seq), &serde_json::to_vec(&v).unwrap(), 60)
+                        .await
+                        .unwrap();
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("the proxy queued nothing");
+        })
+    };
+    let resp = post_comment(
+        &proxy,
+        "comment_post_ID=7&author=+Ann+%26+Bob+&email=ann%40example.com&url=ann.example&comment=Hello+%3Cb%3Ethere%3C%2Fb%3E&comment_parent=0&wp-comment-cookies-consent=yes",
+        &[("user-agent", "it-agent/1.0")],
+    )
+    .await;
+    let record = fake_syncer.await.unwrap();
+    assert_eq!(resp.status, StatusCode::FOUND, "{}", resp.text());
+    assert_eq!(resp.header("location"), "http://127.0.0.1:8080/some-post/#comment-4242");
+    assert_eq!(resp.header("x-redirect-by"), "WordPress");
+    assert_eq!(resp.header("cache-control"), "no-cache, must-revalidate, max-age=0");
+    let cookies: Vec<&str> = resp.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(cookies.len(), 3);
+    assert!(cookies[0].starts_with("comment_author_ef301f25d1b8e2bca70fafc1316f1a92=Ann+%26amp%3B+Bob; expires="), "{cookies:?}");
+    assert!(cookies[2].starts_with("comment_author_url_ef301f25d1b8e2bca70fafc1316f1a92=http%3A%2F%2Fann.example;"));
+    // The record holds what WordPress reads, cleaned as WordPress cleans it before its checks.
+    assert_eq!((record.post_id, record.parent, record.seq), (7, 0, 1));
+    assert_eq!(record.author, "Ann & Bob");
+    assert_eq!(record.email, "ann@example.com");
+    assert_eq!(record.url, "ann.example");
+    assert_eq!(record.content, "Hello <b>there</b>");
+    assert_eq!(record.ip, "127.0.0.1");
+    assert_eq!(record.agent, "it-agent/1.0");
+    assert!(record.consent);
+    assert_eq!(proxy.metric("strata_comments_total", "reason=\"approved\"").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_verdict_in_time_the_visitor_goes_back_to_the_post() {
+    let p = prefix("late");
+    publish_settings(&p, &settings()).await;
+    let proxy = proxy(&p, &[("comments", "hold = \"5ms\"")]).await;
+    let resp = post_comment(&proxy, "comment_post_ID=9&author=A&email=a%40example.com&comment=late", &[]).await;
+    assert_eq!(resp.status, StatusCode::FOUND);
+    assert_eq!(resp.header("location"), "http://127.0.0.1:8080/?p=9");
+    // Still queued: nothing a visitor sent is dropped.
+    assert_eq!(counter(&p).await, Some(1));
+    let raw = memcached().await.get(&wire::record_key(&p, 1)).await.unwrap().expect("record kept");
+    let r: Record = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(r.content, "late");
+    // Without consent the comment cookies are deleted, as WordPress does.
+    let cookies: Vec<&str> = resp.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert!(cookies.iter().all(|c| c.contains("Max-Age=0")), "{cookies:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_free_checks_answer_at_once_with_wordpress_page() {
+    let p = prefix("early");
+    publish_settings(&p, &settings()).await;
+    let proxy = proxy(&p, &[]).await;
+    let resp = post_comment(&proxy, "comment_post_ID=5&author=&email=&comment=hi", &[]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(resp.text().contains("<p><strong>Error:</strong> Please fill the required fields.</p>"));
+    assert!(resp.text().contains("<title>Comment Submission Failure</title>"));
+    let resp = post_comment(&proxy, "comment_post_ID=5&author=A&email=not-an-email&comment=hi", &[]).await;
+    assert!(resp.text().contains("Please enter a valid email address."));
+    let resp = post_comment(&proxy, "comment_post_ID=5&author=A&email=a%40example.com&comment=+", &[]).await;
+    assert!(resp.text().contains("Please type your comment text."));
+    let resp = post_comment(&proxy, "author=A&email=a%40example.com&comment=x", &[]).await;
+    assert_eq!((resp.status, resp.body.len()), (StatusCode::OK, 0), "no post: an empty 200");
+    assert_eq!(counter(&p).await, None, "nothing was queued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_gets_what_only_php_can_answer() {
+    // No syncer (no settings published): every comment goes to PHP, unchanged.
+    let p = prefix("nosyncer");
+    let proxy = proxy(&p, &[]).await;
+    let resp = post_comment(&proxy, "comment_post_ID=5&author=&email=&comment=hi", &[]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(resp.text().contains("Please fill the required fields."), "PHP answered");
+    assert_eq!(resp.x_cache(), "PASS");
+    assert_eq!(proxy.metric("strata_comments_total", "reason=\"php-no-syncer\"").await, 1.0);
+
+    // With a syncer: logged-in users and post passwords still go to PHP.
+    publish_settings(&p, &settings()).await;
+    let resp = post_comment(
+        &proxy,
+        "comment_post_ID=5&author=&email=&comment=hi",
+        &[("cookie", "wordpress_logged_in_abc=x")],
+    )
+    .await;
+    assert!(resp.text().contains("Please fill the required fields."));
+    assert_eq!(proxy.metric("strata_comments_total", "reason=\"php-logged-in\"").await, 1.0);
+    let _ = post_comment(&proxy, "comment_post_ID=5&author=&email=&comment=hi", &[("cookie", "wp-postpass_abc=x")]).await;
+    assert_eq!(proxy.metric("strata_comments_total", "reason=\"php-post-password\"").await, 1.0);
+    assert_eq!(counter(&p).await, None, "nothing was queued");
+
+    // A queue deeper than max_queue: PHP takes the comment.
+    let mut mc = memcached().await;
+    mc.set(&wire::seq_key(&p), b"50", 60).await.unwrap();
+    mc.set(&wire::applied_key(&p), b"10", 60).await.unwrap();
+    let full = proxy_with_limit(&p).await;
+    // A post that does not exist: PHP answers an empty 200 and stores nothing.
+    let resp = post_comment(&full, "comment_post_ID=999999&author=A&email=a%40example.com&comment=hi", &[]).await;
+    assert_eq!((resp.status, resp.body.len()), (StatusCode::OK, 0));
+    assert_eq!(full.metric("strata_comments_total", "reason=\"php-queue-full\"").await, 1.0);
+    assert_eq!(counter(&p).await, Some(50), "no number reserved");
+}
+
+async fn proxy_with_limit(p: &str) -> TestProxy {
+    proxy(p, &[("comments", "max_queue = 40")]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_memcached_sends_comments_to_php() {
+    let lines = [
+        ("comments", "enabled = true"),
+        ("comments", "memcached = [\"127.0.0.1:1\"]"),
+    ];
+    let down = TestProxy::start(&wp_origin(), &lines).await;
+    let resp = post_comment(&down, "comment_post_ID=5&author=&email=&comment=hi", &[]).await;
+    assert!(resp.text().contains("Please fill the required fields."), "PHP answered");
+    assert_eq!(down.metric("strata_comments_total", "reason=\"php-memcached\"").await, 1.0);
+}
