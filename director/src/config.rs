@@ -1,0 +1,538 @@
+//! Configuration: TOML → raw serde structs → validated [`Config`].
+//!
+//! Unknown keys are refused. [`Config::from_toml`] collects *every* problem with the dotted
+//! key it belongs to (`backend[2].weight`, `health.fall`), so `--check-config` prints them
+//! all at once.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::health::Probe;
+
+/// Ports forwarded when `ports` is not set.
+pub const DEFAULT_PORTS: &[u16] = &[80];
+/// Admin listener when `admin_listen` is not set.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Node weight when `weight` is not set.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Largest weight accepted (keeps a Maglev build's rounds short).
+pub const MAX_WEIGHT: u32 = 1000;
+/// Time between two checks of one node.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(200);
+/// Time one check may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(150);
+/// Failed checks in a row that take a node out.
+pub const DEFAULT_FALL: u32 = 3;
+/// Passed checks in a row that bring a node (back) in.
+pub const DEFAULT_RISE: u32 = 5;
+/// Flows pinned at most; least recently used ones go first.
+pub const DEFAULT_FLOW_CAPACITY: usize = 1_000_000;
+/// A flow unused this long is forgotten.
+pub const DEFAULT_FLOW_IDLE: Duration = Duration::from_secs(300);
+/// Data-plane threads when `workers` is not set: one per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, e.g. `health.fall`; empty for file-level problems.
+    pub key: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// All problems of one file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct ConfigError {
+    /// Every problem found, in file order.
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    interface: Option<String>,
+    vip: Option<String>,
+    vip6: Option<String>,
+    ports: Option<Vec<i64>>,
+    admin_listen: Option<String>,
+    workers: Option<i64>,
+    #[serde(default)]
+    backend: Vec<RawBackend>,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    flows: RawFlows,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    addr: Option<String>,
+    health_url: Option<String>,
+    weight: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    interval: Option<toml::Value>,
+    timeout: Option<toml::Value>,
+    fall: Option<i64>,
+    rise: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlows {
+    capacity: Option<i64>,
+    idle_timeout: Option<toml::Value>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Interface the director receives and sends on (the segment shared with the nodes).
+    pub interface: String,
+    /// IPv4 VIP (answered by ARP from userspace, never configured on the director).
+    pub vip4: Option<Ipv4Addr>,
+    /// IPv6 VIP (answered by neighbour advertisements from userspace).
+    pub vip6: Option<Ipv6Addr>,
+    /// Ports forwarded (TCP and UDP), sorted, without duplicates.
+    pub ports: Vec<u16>,
+    /// Admin HTTP listener.
+    pub admin_listen: SocketAddr,
+    /// Data-plane threads (one packet socket each, in one fanout group).
+    pub workers: usize,
+    /// The nodes, in file order.
+    pub backends: Vec<Backend>,
+    /// Health-check timing.
+    pub health: Health,
+    /// Flow-table bounds.
+    pub flows: Flows,
+}
+
+/// `[[backend]]`: one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Node address on the segment (its MAC is resolved from it); its identity.
+    pub addr: IpAddr,
+    /// Health check target, parsed from `health_url`.
+    pub probe: Probe,
+    /// The URL as written, for logs and the status page.
+    pub health_url: String,
+    /// Share of new flows; 0 drains (existing flows stay, no new ones).
+    pub weight: u32,
+}
+
+/// `[health]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// Time between checks of one node.
+    pub interval: Duration,
+    /// Time one check may take.
+    pub timeout: Duration,
+    /// Failures in a row that take a node out.
+    pub fall: u32,
+    /// Successes in a row that bring a node in.
+    pub rise: u32,
+}
+
+/// `[flows]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flows {
+    /// Most flows pinned at once.
+    pub capacity: usize,
+    /// Idle time after which a flow is forgotten.
+    pub idle_timeout: Duration,
+}
+
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, v: &Option<toml::Value>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(toml::Value::String(s)) => parse_duration(s).unwrap_or_else(|e| {
+                self.problem(key, e);
+                default
+            }),
+            Some(_) => {
+                self.problem(key, "expected a duration string such as \"200ms\" or \"5s\"");
+                default
+            }
+        }
+    }
+
+    fn int(&mut self, key: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
+        match v {
+            None => default,
+            Some(n) if (min..=max).contains(&n) => n,
+            Some(n) => {
+                self.problem(key, format!("{n} is out of range: expected {min} to {max}"));
+                default
+            }
+        }
+    }
+}
+
+/// Parses "200ms", "1.5s", "5m", "1h" (units us, ms, s, m, h).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration: use a number with a unit (us, ms, s, m, h), e.g. \"200ms\"");
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
+    let n: f64 = t[..split].parse().map_err(|_| bad())?;
+    let secs = match t[split..].trim() {
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                key: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }],
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Validates TOML text, reporting every problem.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                key: String::new(),
+                message: format!("not valid director TOML: {}", e.to_string().trim()),
+            }],
+        })?;
+        let mut c = Checker { problems: Vec::new() };
+
+        let interface = match raw.interface {
+            Some(i) if !i.is_empty() && i.len() < 16 && !i.contains('/') && !i.contains(char::is_whitespace) => i,
+            Some(i) => {
+                c.problem("interface", format!("{i:?} is not an interface name"));
+                String::new()
+            }
+            None => {
+                c.problem(
+                    "interface",
+                    "missing: the interface on the nodes' segment, e.g. \"eth0\"",
+                );
+                String::new()
+            }
+        };
+
+        let (mut vip4, mut vip6) = (None, None);
+        match raw.vip.as_deref().map(str::parse::<IpAddr>) {
+            Some(Ok(IpAddr::V4(v))) => vip4 = Some(v),
+            Some(Ok(IpAddr::V6(v))) => vip6 = Some(v),
+            Some(Err(_)) => c.problem("vip", format!("{:?} is not an IP address", raw.vip.unwrap_or_default())),
+            None => c.problem("vip", "missing: the virtual IP the nodes serve, e.g. \"192.0.2.100\""),
+        }
+        if let Some(s) = raw.vip6 {
+            match s.parse::<Ipv6Addr>() {
+                Ok(v) if vip6.is_none() => vip6 = Some(v),
+                Ok(_) => c.problem("vip6", "vip is already an IPv6 address; give the IPv4 VIP in vip"),
+                Err(_) => c.problem("vip6", format!("{s:?} is not an IPv6 address")),
+            }
+        }
+
+        let mut ports: Vec<u16> = Vec::new();
+        match raw.ports {
+            None => ports = DEFAULT_PORTS.to_vec(),
+            Some(list) if list.is_empty() => c.problem("ports", "empty: list the ports to forward, e.g. [80, 443]"),
+            Some(list) => {
+                for p in list {
+                    match u16::try_from(p) {
+                        Ok(p) if p > 0 => ports.push(p),
+                        _ => c.problem("ports", format!("{p} is not a port (1 to 65535)")),
+                    }
+                }
+            }
+        }
+        ports.sort_unstable();
+        ports.dedup();
+
+        let admin_listen = raw
+            .admin_listen
+            .as_deref()
+            .unwrap_or(DEFAULT_ADMIN_LISTEN)
+            .parse::<SocketAddr>()
+            .unwrap_or_else(|_| {
+                c.problem("admin_listen", "expected IP:PORT, e.g. \"127.0.0.1:9090\"");
+                SocketAddr::from(([127, 0, 0, 1], 9090))
+            });
+        let workers = c.int("workers", raw.workers, default_workers() as i64, 1, 64) as usize;
+
+        let mut backends: Vec<Backend> = Vec::new();
+        if raw.backend.is_empty() {
+            c.problem("backend", "no [[backend]]: list at least one node");
+        }
+        for (i, b) in raw.backend.into_iter().enumerate() {
+            let key = |k: &str| format!("backend[{i}].{k}");
+            let addr = match b.addr.as_deref().map(str::parse::<IpAddr>) {
+                Some(Ok(IpAddr::V6(_))) => {
+                    c.problem(&key("addr"), "IPv6 node addresses are not supported: give the node's IPv4 address (the IPv6 VIP still works)");
+                    None
+                }
+                Some(Ok(a)) if !a.is_unspecified() && !a.is_multicast() => Some(a),
+                Some(_) => {
+                    c.problem(
+                        &key("addr"),
+                        format!(
+                            "{:?} is not a node IP address (no port: DSR keeps the VIP's port)",
+                            b.addr.unwrap_or_default()
+                        ),
+                    );
+                    None
+                }
+                None => {
+                    c.problem(&key("addr"), "missing: the node's IP address on the segment");
+                    None
+                }
+            };
+            if let Some(a) = addr {
+                if backends.iter().any(|x| x.addr == a) {
+                    c.problem(&key("addr"), format!("{a} is listed twice"));
+                }
+                if Some(a) == vip4.map(IpAddr::V4) || Some(a) == vip6.map(IpAddr::V6) {
+                    c.problem(&key("addr"), "a node cannot have the VIP as its address");
+                }
+            }
+            let health_url = b.health_url.unwrap_or_default();
+            let probe = if health_url.is_empty() {
+                c.problem(&key("health_url"), "missing: e.g. \"http://192.0.2.11:9080/healthz\"");
+                None
+            } else {
+                Probe::parse(&health_url)
+                    .map_err(|e| c.problem(&key("health_url"), e))
+                    .ok()
+            };
+            let weight = c.int(
+                &key("weight"),
+                b.weight,
+                i64::from(DEFAULT_WEIGHT),
+                0,
+                i64::from(MAX_WEIGHT),
+            ) as u32;
+            if let (Some(addr), Some(probe)) = (addr, probe) {
+                backends.push(Backend {
+                    addr,
+                    probe,
+                    health_url,
+                    weight,
+                });
+            }
+        }
+        if backends.len() > 4096 {
+            c.problem("backend", "at most 4096 nodes");
+        }
+
+        let health = Health {
+            interval: c.duration("health.interval", &raw.health.interval, DEFAULT_INTERVAL),
+            timeout: c.duration("health.timeout", &raw.health.timeout, DEFAULT_TIMEOUT),
+            fall: c.int("health.fall", raw.health.fall, i64::from(DEFAULT_FALL), 1, 100) as u32,
+            rise: c.int("health.rise", raw.health.rise, i64::from(DEFAULT_RISE), 1, 100) as u32,
+        };
+        if health.interval < Duration::from_millis(10) {
+            c.problem("health.interval", "below 10ms: the checks would load the nodes");
+        }
+        if health.timeout.is_zero() || health.timeout > health.interval {
+            c.problem("health.timeout", "must be above 0 and at most health.interval");
+        }
+        let flows = Flows {
+            capacity: c.int(
+                "flows.capacity",
+                raw.flows.capacity,
+                DEFAULT_FLOW_CAPACITY as i64,
+                1024,
+                1 << 28,
+            ) as usize,
+            idle_timeout: c.duration("flows.idle_timeout", &raw.flows.idle_timeout, DEFAULT_FLOW_IDLE),
+        };
+        if flows.idle_timeout < Duration::from_secs(1) {
+            c.problem(
+                "flows.idle_timeout",
+                "below 1s: idle keep-alive connections would be moved",
+            );
+        }
+
+        if !c.problems.is_empty() {
+            return Err(ConfigError { problems: c.problems });
+        }
+        Ok(Config {
+            interface,
+            vip4,
+            vip6,
+            ports,
+            admin_listen,
+            workers,
+            backends,
+            health,
+            flows,
+        })
+    }
+
+    /// Keys whose change needs a restart (SIGHUP keeps the old value and says so).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.interface != new.interface {
+            v.push("interface");
+        }
+        if self.vip4 != new.vip4 || self.vip6 != new.vip6 {
+            v.push("vip");
+        }
+        if self.admin_listen != new.admin_listen {
+            v.push("admin_listen");
+        }
+        if self.workers != new.workers {
+            v.push("workers");
+        }
+        if self.flows != new.flows {
+            v.push("flows");
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        interface = "eth0"
+        vip = "192.0.2.100"
+        ports = [443, 80, 80]
+        admin_listen = "127.0.0.1:9090"
+        [[backend]]
+        addr = "192.0.2.11"
+        health_url = "http://192.0.2.11:9080/healthz"
+        [[backend]]
+        addr = "192.0.2.12"
+        health_url = "http://192.0.2.12:9080/healthz"
+        weight = 0
+    "#;
+
+    #[test]
+    fn good_config_with_defaults() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.ports, vec![80, 443]);
+        assert_eq!(c.vip4, Some(Ipv4Addr::new(192, 0, 2, 100)));
+        assert_eq!(c.backends.len(), 2);
+        assert_eq!((c.backends[0].weight, c.backends[1].weight), (1, 0));
+        assert_eq!(
+            c.health,
+            Health {
+                interval: Duration::from_millis(200),
+                timeout: Duration::from_millis(150),
+                fall: 3,
+                rise: 5
+            }
+        );
+        assert_eq!(c.flows.capacity, DEFAULT_FLOW_CAPACITY);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let bad = r#"
+            vip = "192.0.2.300"
+            ports = [0, 70000]
+            admin_listen = "nowhere"
+            [[backend]]
+            addr = "192.0.2.11:80"
+            health_url = "https://192.0.2.11/"
+            weight = 5000
+            [[backend]]
+            health_url = "http://192.0.2.12/"
+            [health]
+            interval = "100ms"
+            timeout = "1s"
+            fall = 0
+            rise = "x"
+        "#;
+        // `rise = "x"` is a type error: serde refuses the whole file first, with its key.
+        let e = Config::from_toml(bad).unwrap_err();
+        assert_eq!(e.problems.len(), 1);
+        assert!(e.problems[0].message.contains("rise"), "{e}");
+
+        let e = Config::from_toml(&bad.replace("rise = \"x\"", "rise = 2")).unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "interface",
+                "vip",
+                "ports",
+                "ports",
+                "admin_listen",
+                "backend[0].addr",
+                "backend[0].health_url",
+                "backend[0].weight",
+                "backend[1].addr",
+                "health.fall",
+                "health.timeout",
+            ],
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = Config::from_toml(&format!("{GOOD}\n[health]\nintervall = \"1s\"\n")).unwrap_err();
+        assert!(e.to_string().contains("intervall"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("ms").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn restart_only_keys() {
+        let a = Config::from_toml(GOOD).unwrap();
+        let mut b = a.clone();
+        b.backends.pop();
+        assert!(a.restart_only_changes(&b).is_empty());
+        b.interface = "eth1".into();
+        assert_eq!(a.restart_only_changes(&b), vec!["interface"]);
+    }
+}

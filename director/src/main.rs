@@ -1,0 +1,191 @@
+//! `strata-director`: run the director, or check a config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use strata_director::admin::{self, Admin};
+use strata_director::config::Config;
+use strata_director::control::{self, Control};
+use strata_director::dataplane::{self, Shared, Worker};
+use strata_director::flow::FlowTable;
+use strata_director::iface::{self, Iface};
+use strata_director::sys::TxSocket;
+use tokio::sync::{mpsc, watch};
+
+/// Strata's L2 direct-server-return load balancer: answers ARP for the VIP, Maglev-hashes
+/// each flow to a healthy proxy node and rewrites only the Ethernet addresses.
+///
+/// Signals: SIGHUP reloads the config (pinned flows are kept); SIGTERM/SIGINT stop.
+#[derive(Parser)]
+#[command(name = "strata-director", version, about, long_about)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', default_value = "/etc/strata/director.toml")]
+    config: PathBuf,
+    /// Validate the configuration, print every problem, and exit (non-zero if any).
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("STRATA_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{}: {} problem(s):", path.display(), e.problems.len());
+        for p in &e.problems {
+            eprintln!("  {p}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match load(&cli.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if cli.check_config {
+        println!("{}: ok", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    match run(cli.config, cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata-director: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let iface = Iface::read(&cfg.interface)?;
+    for w in iface::kernel_warnings(cfg.vip4, cfg.vip6) {
+        tracing::warn!("{w}");
+    }
+    let shared = Arc::new(Shared::new(
+        control::initial_plan(&cfg, iface.mac),
+        FlowTable::new(cfg.flows.capacity, cfg.flows.idle_timeout.as_millis() as u64),
+    ));
+
+    // Open every socket before announcing anything, so a failure leaves the segment alone.
+    // Room for the MTU plus an Ethernet header with one VLAN tag.
+    let max_frame = iface.mtu + 18;
+    let group = (std::process::id() & 0xffff) as u16;
+    let mut threads = Vec::new();
+    for i in 0..cfg.workers {
+        let worker = Worker::open(shared.clone(), iface.index, group, max_frame)
+            .with_context(|| format!("cannot open packet sockets on {} (needs CAP_NET_RAW)", cfg.interface))?;
+        let t = std::thread::Builder::new()
+            .name(format!("strata-dp-{i}"))
+            .spawn(move || {
+                let result = worker.run();
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, worker = i, "data-plane worker stopped; its share of flows is lost until restart");
+                }
+                result
+            })
+            .context("cannot start a worker thread")?;
+        threads.push(t);
+    }
+    let announcer = TxSocket::open(iface.index).context("cannot open the announcing socket")?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let result = rt.block_on(async {
+        let admin_listener = tokio::net::TcpListener::bind(cfg.admin_listen)
+            .await
+            .with_context(|| format!("cannot bind admin_listen {}", cfg.admin_listen))?;
+        tracing::info!(
+            interface = %cfg.interface, mac = %iface.mac, vip = ?cfg.vip4, vip6 = ?cfg.vip6, ports = ?cfg.ports,
+            nodes = cfg.backends.len(), workers = cfg.workers, admin = %admin_listener.local_addr()?,
+            "strata-director started"
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let (reload_tx, reload_rx) = mpsc::channel(4);
+        let control = Control::new(shared.clone(), cfg.clone(), iface.mac);
+        let admin = Arc::new(Admin {
+            shared: shared.clone(),
+            nodes: control.info.clone(),
+            started,
+        });
+        let control_task = tokio::spawn(control.run(reload_rx, stopped(stop_rx.clone())));
+        let admin_task = tokio::spawn(admin::run(admin_listener, admin, stopped(stop_rx.clone())));
+
+        // Gratuitous ARP: three times, so one lost frame does not leave stale caches.
+        let plan = shared.plan();
+        for _ in 0..3 {
+            if let Err(e) = dataplane::announce(&announcer, &plan.service) {
+                tracing::warn!(error = %e, "gratuitous ARP failed");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        signals(&path, reload_tx).await;
+        let _ = stop_tx.send(true);
+        let _ = control_task.await;
+        let _ = admin_task.await;
+        anyhow::Ok(())
+    });
+    shared.shutdown.store(true, Ordering::Relaxed);
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {} // logged when it happened
+            Err(_) => tracing::error!("a worker panicked"),
+        }
+    }
+    result
+}
+
+/// Waits for SIGTERM/SIGINT; on SIGHUP re-reads the config and hands it to the control plane.
+async fn signals(path: &std::path::Path, reload: mpsc::Sender<Config>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received; stopping"); return; }
+            _ = int.recv() => { tracing::info!("SIGINT received; stopping"); return; }
+            _ = hup.recv() => match Config::load(path) {
+                Ok(cfg) => { let _ = reload.send(cfg).await; }
+                Err(e) => {
+                    tracing::error!("SIGHUP: {} has {} problem(s); keeping the running config", path.display(), e.problems.len());
+                    for p in &e.problems {
+                        tracing::error!("  {p}");
+                    }
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Every metric the director exports, rendered as Prometheus text (exposition format 0.0.4).
+//!
+//! Names live here and nowhere else. Per-node series carry one label, `node` (its address).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::control::NodeInfo;
+use crate::dataplane::Counters;
+use crate::flow::FlowStats;
+use crate::health::State;
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Renders every metric.
+pub fn render(nodes: &[NodeInfo], flows: &FlowStats, c: &Counters) -> String {
+    let mut o = String::with_capacity(4096);
+    type Per = fn(&NodeInfo, &FlowStats) -> u64;
+    let per_node: [(&str, &str, &str, Per); 8] = [
+        (
+            "strata_director_node_packets_total",
+            "counter",
+            "Frames forwarded to the node.",
+            |n, _| get(&n.counters.packets),
+        ),
+        (
+            "strata_director_node_bytes_total",
+            "counter",
+            "Bytes of frames forwarded to the node (inbound only: responses never pass the director).",
+            |n, _| get(&n.counters.bytes),
+        ),
+        (
+            "strata_director_node_new_flows_total",
+            "counter",
+            "Flows newly pinned to the node.",
+            |n, _| get(&n.counters.new_flows),
+        ),
+        (
+            "strata_director_node_flows",
+            "gauge",
+            "Flows pinned to the node now.",
+            |n, f| f.len_by_node.get(n.id as usize).copied().unwrap_or(0),
+        ),
+        (
+            "strata_director_node_flow_evictions_total",
+            "counter",
+            "The node's flows evicted because the flow table was full.",
+            |n, f| f.evictions_by_node.get(n.id as usize).copied().unwrap_or(0),
+        ),
+        (
+            "strata_director_node_up",
+            "gauge",
+            "1 if the node passes its health checks.",
+            |n, _| u64::from(n.state == State::Up),
+        ),
+        (
+            "strata_director_node_weight",
+            "gauge",
+            "Configured weight (0 = draining).",
+            |n, _| u64::from(n.weight),
+        ),
+        (
+            "strata_director_node_check_failures_total",
+            "counter",
+            "Failed health checks.",
+            |n, _| get(&n.counters.check_failures),
+        ),
+    ];
+    for (name, kind, help, f) in per_node {
+        head(&mut o, name, kind, help);
+        for n in nodes {
+            let _ = writeln!(o, "{name}{{node=\"{}\"}} {}", n.addr, f(n, flows));
+        }
+    }
+    let global = [
+        ("strata_director_flows", "gauge", "Flows pinned now.", flows.len),
+        (
+            "strata_director_flow_evictions_total",
+            "counter",
+            "Flows evicted because the table was full.",
+            flows.evictions,
+        ),
+        (
+            "strata_director_flow_expirations_total",
+            "counter",
+            "Flows forgotten after being idle.",
+            flows.expirations,
+        ),
+        (
+            "strata_director_flow_purges_total",
+            "counter",
+            "Flows dropped because their node went down or was removed.",
+            flows.purges,
+        ),
+        (
+            "strata_director_rx_frames_total",
+            "counter",
+            "Frames read from the receive rings.",
+            get(&c.rx_frames),
+        ),
+        (
+            "strata_director_arp_replies_total",
+            "counter",
+            "ARP replies sent for the VIP.",
+            get(&c.arp_replies),
+        ),
+        (
+            "strata_director_neighbor_adverts_total",
+            "counter",
+            "Neighbour advertisements sent for the IPv6 VIP.",
+            get(&c.neighbor_adverts),
+        ),
+        (
+            "strata_director_icmp_too_big_total",
+            "counter",
+            "ICMP fragmentation-needed/packet-too-big forwarded to a node.",
+            get(&c.icmp_too_big),
+        ),
+        (
+            "strata_director_no_node_drops_total",
+            "counter",
+            "VIP packets dropped because no node was up.",
+            get(&c.no_node),
+        ),
+        (
+            "strata_director_oversize_drops_total",
+            "counter",
+            "Frames too large to re-send (GRO/GSO super-frames).",
+            get(&c.oversize),
+        ),
+        (
+            "strata_director_checksum_completed_total",
+            "counter",
+            "Frames whose partial L4 checksum was completed.",
+            get(&c.checksum_completed),
+        ),
+        (
+            "strata_director_tx_errors_total",
+            "counter",
+            "Frames the kernel refused to send.",
+            get(&c.tx_errors),
+        ),
+    ];
+    for (name, kind, help, v) in global {
+        head(&mut o, name, kind, help);
+        let _ = writeln!(o, "{name} {v}");
+    }
+    o
+}
