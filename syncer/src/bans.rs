@@ -1,0 +1,258 @@
+//! Bans: after a commit that approved comments, the post's tag, the lists and the recent
+//! comments widgets are banned on the proxies: a signed `POST /ban?wait=MS` to the first
+//! reachable proxy of `[cluster] siblings`, which applies it and broadcasts it to the others.
+//!
+//! Bans that no proxy accepted stay pending and are sent again on the next tick, so a
+//! proxy outage delays invalidation but never drops it.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use strata_wire::auth;
+use strata_wire::ban::{Ban, Kind, BAN_PATH};
+
+/// The tag of every list page (home, archives, feeds…).
+pub const LIST: &str = "list";
+/// The tag of pages showing a recent comments widget or block.
+pub const RECENT_COMMENTS: &str = "wp:recent-comments";
+/// Most distinct tags kept pending while no proxy answers.
+const MAX_PENDING: usize = 10_000;
+
+/// The tags an approved comment on `post` invalidates.
+pub fn tags_for_post(post: u64) -> [String; 3] {
+    [format!("post:{post}"), LIST.to_string(), RECENT_COMMENTS.to_string()]
+}
+
+/// Why a ban could not be delivered to one proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum BanError {
+    /// The request could not be built or sent, or timed out.
+    #[error("{url}: {cause}")]
+    Unreachable {
+        /// The proxy's admin URL.
+        url: String,
+        /// What happened.
+        cause: String,
+    },
+    /// The proxy answered with an error.
+    #[error("{url} answered {status}: {body}")]
+    Refused {
+        /// The proxy's admin URL.
+        url: String,
+        /// Its status.
+        status: http::StatusCode,
+        /// Its answer.
+        body: String,
+    },
+}
+
+/// Sends bans to the proxies.
+pub struct Banner {
+    siblings: Vec<http::Uri>,
+    secret: Vec<u8>,
+    wait: Duration,
+    timeout: Duration,
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// Tags not delivered yet.
+    pending: BTreeSet<String>,
+    /// Makes every signed request unique (the proxies refuse replayed signatures).
+    nonce: u64,
+}
+
+impl Banner {
+    /// Bans go to `siblings` (admin URLs), signed with `secret`; each proxy waits up to
+    /// `wait` for its siblings, each request is given `timeout`.
+    pub fn new(siblings: Vec<http::Uri>, secret: Vec<u8>, wait: Duration, timeout: Duration) -> Banner {
+        Banner {
+            siblings,
+            secret,
+            wait,
+            timeout,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            pending: BTreeSet::new(),
+            nonce: std::process::id() as u64 * 1_000_000,
+        }
+    }
+
+    /// Whether any proxy is configured.
+    pub fn enabled(&self) -> bool {
+        !self.siblings.is_empty()
+    }
+
+    /// Tags waiting for a proxy.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Queues tags to ban.
+    pub fn add(&mut self, tags: impl IntoIterator<Item = String>) {
+        if !self.enabled() {
+            return;
+        }
+        for t in tags {
+            if self.pending.len() >= MAX_PENDING {
+                tracing::error!(limit = MAX_PENDING, "too many undelivered bans; dropping {t}");
+                continue;
+            }
+            self.pending.insert(t);
+        }
+    }
+
+    /// Sends every pending tag (concurrently); the delivered ones are forgotten. Returns how
+    /// many were delivered and the errors of the rest.
+    pub async fn flush(&mut self) -> (usize, Vec<BanError>) {
+        if self.pending.is_empty() {
+            return (0, Vec::new());
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for tag in std::mem::take(&mut self.pending) {
+            self.nonce += 1;
+            let sender = Sender {
+                siblings: self.siblings.clone(),
+                secret: self.secret.clone(),
+                wait: self.wait,
+                timeout: self.timeout,
+                client: self.client.clone(),
+                nonce: self.nonce,
+            };
+            set.spawn(async move {
+                let r = sender.send(&Ban::new(Kind::Tag, tag.clone())).await;
+                (tag, r)
+            });
+        }
+        let mut delivered = 0;
+        let mut errors = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((_, Ok(()))) => delivered += 1,
+                Ok((tag, Err(e))) => {
+                    self.pending.insert(tag);
+                    errors.push(e);
+                }
+                Err(e) => errors.push(BanError::Unreachable {
+                    url: String::new(),
+                    cause: format!("ban task failed: {e}"),
+                }),
+            }
+        }
+        (delivered, errors)
+    }
+}
+
+struct Sender {
+    siblings: Vec<http::Uri>,
+    secret: Vec<u8>,
+    wait: Duration,
+    timeout: Duration,
+    client: Client<HttpConnector, Full<Bytes>>,
+    nonce: u64,
+}
+
+impl Sender {
+    /// To the first proxy that accepts it.
+    async fn send(&self, ban: &Ban) -> Result<(), BanError> {
+        let mut last = None;
+        for url in &self.siblings {
+            match self.send_to(url, ban).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "ban not delivered; trying the next proxy");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(BanError::Unreachable {
+            url: String::new(),
+            cause: "no proxy configured".into(),
+        }))
+    }
+
+    async fn send_to(&self, url: &http::Uri, ban: &Ban) -> Result<(), BanError> {
+        let base = url.to_string().trim_end_matches('/').to_string();
+        let unreachable = |cause: String| BanError::Unreachable {
+            url: base.clone(),
+            cause,
+        };
+        let path = ban_path(self.wait, self.nonce);
+        let body = serde_json::to_vec(ban).map_err(|e| unreachable(e.to_string()))?;
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let sig = auth::sign(
+            &self.secret,
+            auth::Signed {
+                method: "POST",
+                path: &path,
+                body: &body,
+            },
+            ts,
+        );
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{base}{path}"))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(auth::TIMESTAMP_HEADER, ts.to_string())
+            .header(auth::SIGNATURE_HEADER, sig)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| unreachable(e.to_string()))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(BanError::Refused {
+                    url: base.clone(),
+                    status,
+                    body: String::from_utf8_lossy(&body).trim().to_string(),
+                })
+            }
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {:?}", self.timeout)))?
+    }
+}
+
+/// `/ban?wait=MS&n=NONCE`: the nonce keeps two bans of the same tag within one second from
+/// having the same signature (which a proxy would refuse as a replay); proxies ignore it.
+pub fn ban_path(wait: Duration, nonce: u64) -> String {
+    format!("{BAN_PATH}?wait={}&n={nonce}", wait.as_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_and_paths() {
+        assert_eq!(tags_for_post(12), ["post:12", "list", "wp:recent-comments"]);
+        assert_eq!(ban_path(Duration::from_millis(200), 7), "/ban?wait=200&n=7");
+    }
+
+    #[tokio::test]
+    async fn undelivered_bans_stay_pending() {
+        // Nothing listens on port 9 of localhost.
+        let mut b = Banner::new(
+            vec!["http://127.0.0.1:9".parse().unwrap()],
+            b"0123456789abcdef".to_vec(),
+            Duration::from_millis(10),
+            Duration::from_millis(500),
+        );
+        b.add(tags_for_post(1));
+        let (sent, errors) = b.flush().await;
+        assert_eq!(sent, 0);
+        assert_eq!(errors.len(), 3);
+        assert_eq!(b.pending(), 3);
+    }
+}

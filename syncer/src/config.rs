@@ -1,0 +1,502 @@
+//! Configuration: TOML → raw serde structs → validated [`Config`].
+//!
+//! Raw structs mirror the file (unknown keys are refused); [`Config::from_toml`] turns them
+//! into typed values and collects *every* problem with its dotted key, so `--check-config`
+//! can print them all at once.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How often the queue is drained.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(5);
+/// WordPress's table prefix.
+pub const DEFAULT_TABLE_PREFIX: &str = "wp_";
+/// How long a reserved sequence number whose record never arrives is waited for.
+pub const DEFAULT_MISSING_WAIT: Duration = Duration::from_secs(2);
+/// Most records applied in one transaction.
+pub const DEFAULT_BATCH: usize = 256;
+/// Where the WordPress keys and salts are defined (Debian's per-site config).
+pub const DEFAULT_WP_CONFIG: &str = "/etc/wordpress/config-127.0.0.1.php";
+/// Where WordPress is installed (for its version, `wp-includes/version.php`).
+pub const DEFAULT_WORDPRESS_DIR: &str = "/usr/share/wordpress";
+/// WordPress's comment flood interval (`wp_throttle_comment_flood`).
+pub const DEFAULT_FLOOD_INTERVAL: Duration = Duration::from_secs(15);
+/// Deadline of one MySQL step (a whole batch transaction included).
+pub const DEFAULT_MYSQL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of every memcached exchange.
+pub const DEFAULT_MEMCACHED_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a ban request may take (including the proxies' wait for their siblings).
+pub const DEFAULT_BAN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the proxy waits for its siblings to acknowledge a ban (`?wait=`).
+pub const DEFAULT_BAN_WAIT: Duration = Duration::from_millis(200);
+/// How often the site settings are published for the proxies.
+pub const DEFAULT_SETTINGS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, e.g. `cluster.secret_file`; empty for file-level problems.
+    pub key: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// All problems of one file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct ConfigError {
+    /// Every problem found, in file order.
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    memcached: Option<Vec<String>>,
+    mysql: Option<String>,
+    interval: Option<toml::Value>,
+    table_prefix: Option<String>,
+    key_prefix: Option<String>,
+    admin_listen: Option<String>,
+    origin: Option<String>,
+    wp_config: Option<String>,
+    wordpress_dir: Option<String>,
+    wordpress_version: Option<String>,
+    missing_wait: Option<toml::Value>,
+    batch: Option<i64>,
+    flood_interval: Option<toml::Value>,
+    memcached_timeout: Option<toml::Value>,
+    mysql_timeout: Option<toml::Value>,
+    settings_interval: Option<toml::Value>,
+    #[serde(default)]
+    cluster: RawCluster,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    secret_file: Option<String>,
+    siblings: Option<Vec<String>>,
+    ban_wait: Option<toml::Value>,
+    ban_timeout: Option<toml::Value>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// memcached servers (`host:port`); the first one holds the queue.
+    pub memcached: Vec<String>,
+    /// The WordPress database (`mysql://user:pass@host:port/db`).
+    pub mysql: String,
+    /// Time between two ticks.
+    pub interval: Duration,
+    /// WordPress's table prefix (`$table_prefix`).
+    pub table_prefix: String,
+    /// Prefix of the queue's memcached keys (the proxies' `comments.key_prefix`).
+    pub key_prefix: String,
+    /// Admin listener (`/healthz`, `/metrics`, `/status`); none when not configured.
+    pub admin_listen: Option<SocketAddr>,
+    /// The WordPress origin, asked for permalinks.
+    pub origin: http::Uri,
+    /// PHP file defining `AUTH_KEY` / `AUTH_SALT` (files it includes are read too).
+    pub wp_config: PathBuf,
+    /// The WordPress version whose behaviour is reproduced (`major.minor`), from
+    /// `wordpress_version` or the installation's `wp-includes/version.php`.
+    pub wp_version: (u32, u32),
+    /// How long a reserved but unwritten record is waited for before it is skipped.
+    pub missing_wait: Duration,
+    /// Most records per transaction.
+    pub batch: usize,
+    /// A second comment from the same IP or e-mail within this is a flood (0: no check).
+    pub flood_interval: Duration,
+    /// Deadline of every memcached exchange.
+    pub memcached_timeout: Duration,
+    /// Deadline of one MySQL step (a batch's whole transaction included).
+    pub mysql_timeout: Duration,
+    /// How often the site settings are published.
+    pub settings_interval: Duration,
+    /// Where bans are sent.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The proxies' admin URLs; the first that answers gets each ban and broadcasts it.
+    pub siblings: Vec<http::Uri>,
+    /// Where the shared secret is read from.
+    pub secret_file: PathBuf,
+    /// The secret itself, read at load time.
+    pub secret: Vec<u8>,
+    /// `?wait=` of each ban: how long the proxy waits for its siblings' acknowledgement.
+    pub ban_wait: Duration,
+    /// Deadline of one ban request.
+    pub ban_timeout: Duration,
+}
+
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, v: &Option<toml::Value>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(toml::Value::String(s)) => parse_duration(s).unwrap_or_else(|e| {
+                self.problem(key, e);
+                default
+            }),
+            Some(other) => {
+                self.problem(
+                    key,
+                    format!("expected a duration string such as \"5ms\", \"2s\", got {other}"),
+                );
+                default
+            }
+        }
+    }
+}
+
+/// Parses `"5ms"`, `"2s"`, `"1m"`, `"1h"`, `"250us"`, `"0"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration: use a number with a unit (us, ms, s, m, h), e.g. \"5ms\"");
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "us" | "µs" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Reads `$wp_version` from a WordPress installation's `wp-includes/version.php`.
+pub fn read_wp_version(dir: &Path) -> Result<String, String> {
+    let path = dir.join("wp-includes/version.php");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.lines()
+        .find_map(|l| {
+            let l = l.trim();
+            let rest = l.strip_prefix("$wp_version")?.trim_start().strip_prefix('=')?.trim();
+            let q = rest.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+            let inner = &rest[1..];
+            inner.find(q).map(|end| inner[..end].to_string())
+        })
+        .ok_or_else(|| format!("{} defines no $wp_version", path.display()))
+}
+
+/// `"6.1.9"` → `(6, 1)`.
+pub fn parse_wp_version(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().map_or(Some(0), |m| m.parse().ok())?;
+    Some((major, minor))
+}
+
+impl Config {
+    /// Reads and validates a file. The secret file named in it is read too.
+    ///
+    /// Errors: every problem found, each with its key.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                key: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }],
+        })?;
+        Config::from_toml(&text, path.parent())
+    }
+
+    /// Validates TOML text; relative paths resolve against `base`.
+    pub fn from_toml(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                key: String::new(),
+                message: e.to_string(),
+            }],
+        })?;
+        let mut c = Checker { problems: Vec::new() };
+        let resolve = |p: &str| {
+            let p = PathBuf::from(p);
+            match base {
+                Some(b) if p.is_relative() => b.join(p),
+                _ => p,
+            }
+        };
+
+        let memcached = raw.memcached.unwrap_or_default();
+        if memcached.is_empty() {
+            c.problem(
+                "memcached",
+                "missing: a list of memcached servers such as [\"127.0.0.1:11211\"]",
+            );
+        }
+        for m in &memcached {
+            if m.rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                c.problem("memcached", format!("{m:?} is not host:port"));
+            }
+        }
+        let mysql = raw.mysql.unwrap_or_default();
+        if mysql.is_empty() {
+            c.problem(
+                "mysql",
+                "missing: the WordPress database as mysql://user:pass@host:port/db",
+            );
+        } else if let Err(e) = mysql_async::Opts::from_url(&mysql) {
+            c.problem("mysql", format!("not a usable mysql:// URL: {e}"));
+        }
+        let interval = c.duration("interval", &raw.interval, DEFAULT_INTERVAL);
+        if interval.is_zero() {
+            c.problem("interval", "must be more than 0");
+        }
+        let table_prefix = raw.table_prefix.unwrap_or_else(|| DEFAULT_TABLE_PREFIX.to_string());
+        if table_prefix.is_empty() || !table_prefix.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+            c.problem("table_prefix", "letters, digits and _ only, e.g. \"wp_\"");
+        }
+        let key_prefix = raw
+            .key_prefix
+            .unwrap_or_else(|| strata_wire::comment::DEFAULT_PREFIX.to_string());
+        if key_prefix.len() > 200 || key_prefix.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            c.problem("key_prefix", "no spaces or control characters, at most 200 bytes");
+        }
+        let admin_listen = raw.admin_listen.and_then(|a| {
+            a.parse::<SocketAddr>()
+                .map_err(|_| {
+                    c.problem(
+                        "admin_listen",
+                        format!("{a:?} is not an address such as \"127.0.0.1:9300\""),
+                    )
+                })
+                .ok()
+        });
+        let origin = match raw.origin {
+            None => {
+                c.problem(
+                    "origin",
+                    "missing: the WordPress origin URL, e.g. \"http://127.0.0.1:8081\"",
+                );
+                http::Uri::from_static("http://127.0.0.1/")
+            }
+            Some(o) => match o.parse::<http::Uri>() {
+                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => u,
+                _ => {
+                    c.problem("origin", format!("{o:?} is not an http:// URL"));
+                    http::Uri::from_static("http://127.0.0.1/")
+                }
+            },
+        };
+        let wp_config = resolve(raw.wp_config.as_deref().unwrap_or(DEFAULT_WP_CONFIG));
+        let wp_version = match raw.wordpress_version {
+            Some(v) => parse_wp_version(&v).unwrap_or_else(|| {
+                c.problem("wordpress_version", format!("{v:?} is not a version such as \"6.1.9\""));
+                (0, 0)
+            }),
+            None => {
+                let dir = resolve(raw.wordpress_dir.as_deref().unwrap_or(DEFAULT_WORDPRESS_DIR));
+                match read_wp_version(&dir).map(|v| parse_wp_version(&v).ok_or(v)) {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(v)) => {
+                        c.problem("wordpress_dir", format!("unreadable version {v:?}"));
+                        (0, 0)
+                    }
+                    Err(e) => {
+                        c.problem(
+                            "wordpress_dir",
+                            format!("{e}; set wordpress_version (e.g. \"6.1.9\") when WordPress is elsewhere"),
+                        );
+                        (0, 0)
+                    }
+                }
+            }
+        };
+        let missing_wait = c.duration("missing_wait", &raw.missing_wait, DEFAULT_MISSING_WAIT);
+        let batch = match raw.batch {
+            None => DEFAULT_BATCH,
+            Some(n) if (1..=10_000).contains(&n) => n as usize,
+            Some(n) => {
+                c.problem("batch", format!("{n} is out of range 1..=10000"));
+                DEFAULT_BATCH
+            }
+        };
+        let flood_interval = c.duration("flood_interval", &raw.flood_interval, DEFAULT_FLOOD_INTERVAL);
+        let memcached_timeout = c.duration("memcached_timeout", &raw.memcached_timeout, DEFAULT_MEMCACHED_TIMEOUT);
+        let mysql_timeout = c.duration("mysql_timeout", &raw.mysql_timeout, DEFAULT_MYSQL_TIMEOUT);
+        let settings_interval = c.duration("settings_interval", &raw.settings_interval, DEFAULT_SETTINGS_INTERVAL);
+
+        let cl = raw.cluster;
+        let mut siblings = Vec::new();
+        for s in cl.siblings.unwrap_or_default() {
+            match s.parse::<http::Uri>() {
+                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => siblings.push(u),
+                _ => c.problem("cluster.siblings", format!("{s:?} is not an http:// admin URL")),
+            }
+        }
+        let ban_wait = c.duration("cluster.ban_wait", &cl.ban_wait, DEFAULT_BAN_WAIT);
+        let ban_timeout = c.duration("cluster.ban_timeout", &cl.ban_timeout, DEFAULT_BAN_TIMEOUT);
+        let (secret_file, secret) = match &cl.secret_file {
+            None if siblings.is_empty() => (PathBuf::new(), Vec::new()),
+            None => {
+                c.problem(
+                    "cluster.secret_file",
+                    "missing: a file holding the cluster secret (at least 16 characters)",
+                );
+                (PathBuf::new(), Vec::new())
+            }
+            Some(p) => {
+                let path = resolve(p);
+                let secret = match std::fs::read_to_string(&path) {
+                    Ok(text) => strata_wire::auth::parse_secret(&text).unwrap_or_else(|| {
+                        c.problem(
+                            "cluster.secret_file",
+                            format!(
+                                "{} holds fewer than {} characters",
+                                path.display(),
+                                strata_wire::auth::MIN_SECRET_LEN
+                            ),
+                        );
+                        Vec::new()
+                    }),
+                    Err(e) => {
+                        c.problem("cluster.secret_file", format!("cannot read {}: {e}", path.display()));
+                        Vec::new()
+                    }
+                };
+                (path, secret)
+            }
+        };
+
+        if !c.problems.is_empty() {
+            return Err(ConfigError { problems: c.problems });
+        }
+        Ok(Config {
+            memcached,
+            mysql,
+            interval,
+            table_prefix,
+            key_prefix,
+            admin_listen,
+            origin,
+            wp_config,
+            wp_version,
+            missing_wait,
+            batch,
+            flood_interval,
+            memcached_timeout,
+            mysql_timeout,
+            settings_interval,
+            cluster: ClusterConfig {
+                siblings,
+                secret_file,
+                secret,
+                ban_wait,
+                ban_timeout,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> String {
+        "memcached = [\"127.0.0.1:11211\"]\nmysql = \"mysql://u:p@127.0.0.1:3306/db\"\norigin = \"http://127.0.0.1:8081\"\nwordpress_version = \"6.1.9\"\n".to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml(&minimal(), None).unwrap();
+        assert_eq!(c.interval, DEFAULT_INTERVAL);
+        assert_eq!(c.table_prefix, "wp_");
+        assert_eq!(c.key_prefix, "strata:");
+        assert_eq!(c.batch, DEFAULT_BATCH);
+        assert_eq!(c.missing_wait, DEFAULT_MISSING_WAIT);
+        assert_eq!(c.wp_version, (6, 1));
+        assert!(c.cluster.siblings.is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = "memcached = [\"nohost\"]\nmysql = \"postgres://x\"\ninterval = \"5 parsecs\"\nbatch = 0\norigin = \"ftp://x\"\nwordpress_version = \"six\"\n[cluster]\nsiblings = [\"http://127.0.0.1:9080\"]\n";
+        let e = Config::from_toml(text, None).unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "memcached",
+            "mysql",
+            "interval",
+            "batch",
+            "origin",
+            "wordpress_version",
+            "cluster.secret_file",
+        ] {
+            assert!(keys.contains(&k), "{k} not in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = Config::from_toml(&(minimal() + "intervall = \"5ms\"\n"), None).unwrap_err();
+        assert!(e.problems[0].message.contains("intervall"));
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let secret = std::env::temp_dir().join(format!("strata-syncer-example-secret-{}", std::process::id()));
+        std::fs::write(&secret, "0123456789abcdef0123").unwrap();
+        let text = include_str!("../../config/syncer.toml")
+            .replace("/var/lib/strata/cluster.secret", &secret.display().to_string())
+            .replace(
+                "wordpress_dir = \"/usr/share/wordpress\"",
+                "wordpress_version = \"6.1.9\"",
+            );
+        let c = Config::from_toml(&text, None).unwrap_or_else(|e| panic!("config/syncer.toml: {e}"));
+        assert_eq!(c.interval, DEFAULT_INTERVAL);
+        assert_eq!(c.cluster.siblings.len(), 1);
+        let _ = std::fs::remove_file(secret);
+    }
+
+    #[test]
+    fn durations_and_versions_parse() {
+        assert_eq!(parse_duration("5ms"), Ok(Duration::from_millis(5)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("fast").is_err());
+        assert_eq!(parse_wp_version("6.1.9"), Some((6, 1)));
+        assert_eq!(parse_wp_version("6.7-beta1"), Some((6, 7)));
+        assert_eq!(parse_wp_version("x"), None);
+    }
+}

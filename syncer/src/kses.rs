@@ -1,0 +1,869 @@
+//! A port of WordPress's `wp_kses` with the anonymous commenter's allowed tags
+//! (`$allowedtags`), plus the two content filters around it that decide what a comment
+//! looks like in the database: `wp_rel_ugc` and the link count of `make_clickable`.
+//!
+//! PHP's regular expressions here work on bytes in the "C" locale: `\s` is
+//! `[ \t\n\x0B\f\r]` and `\w` is `[A-Za-z0-9_]`, so every pattern spells those out in ASCII.
+//! The port follows the PHP functions step by step (same names, same order) so it can be
+//! checked against the source line by line.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// Elements an anonymous commenter may use, with their allowed attributes.
+const ALLOWED_TAGS: &[(&str, &[&str])] = &[
+    ("a", &["href", "title"]),
+    ("abbr", &["title"]),
+    ("acronym", &["title"]),
+    ("b", &[]),
+    ("blockquote", &["cite"]),
+    ("cite", &[]),
+    ("code", &[]),
+    ("del", &["datetime"]),
+    ("em", &[]),
+    ("i", &[]),
+    ("q", &["cite"]),
+    ("s", &[]),
+    ("strike", &[]),
+    ("strong", &[]),
+];
+
+/// `wp_allowed_protocols()`.
+const ALLOWED_PROTOCOLS: &[&str] = &[
+    "http", "https", "ftp", "ftps", "mailto", "news", "irc", "irc6", "ircs", "gopher", "nntp", "feed", "telnet", "mms",
+    "rtsp", "sms", "svn", "tel", "fax", "xmpp", "webcal", "urn",
+];
+
+/// `wp_kses_uri_attributes()`.
+const URI_ATTRIBUTES: &[&str] = &[
+    "action",
+    "archive",
+    "background",
+    "cite",
+    "classid",
+    "codebase",
+    "data",
+    "formaction",
+    "href",
+    "icon",
+    "longdesc",
+    "manifest",
+    "poster",
+    "profile",
+    "src",
+    "usemap",
+    "xmlns",
+];
+
+/// `$allowedentitynames`.
+pub(crate) const ENTITY_NAMES: &[&str] = &[
+    "nbsp", "iexcl", "cent", "pound", "curren", "yen", "brvbar", "sect", "uml", "copy", "ordf", "laquo", "not", "shy",
+    "reg", "macr", "deg", "plusmn", "acute", "micro", "para", "middot", "cedil", "ordm", "raquo", "iquest", "Agrave",
+    "Aacute", "Acirc", "Atilde", "Auml", "Aring", "AElig", "Ccedil", "Egrave", "Eacute", "Ecirc", "Euml", "Igrave",
+    "Iacute", "Icirc", "Iuml", "ETH", "Ntilde", "Ograve", "Oacute", "Ocirc", "Otilde", "Ouml", "times", "Oslash",
+    "Ugrave", "Uacute", "Ucirc", "Uuml", "Yacute", "THORN", "szlig", "agrave", "aacute", "acirc", "atilde", "auml",
+    "aring", "aelig", "ccedil", "egrave", "eacute", "ecirc", "euml", "igrave", "iacute", "icirc", "iuml", "eth",
+    "ntilde", "ograve", "oacute", "ocirc", "otilde", "ouml", "divide", "oslash", "ugrave", "uacute", "ucirc", "uuml",
+    "yacute", "thorn", "yuml", "quot", "amp", "lt", "gt", "apos", "OElig", "oelig", "Scaron", "scaron", "Yuml", "circ",
+    "tilde", "ensp", "emsp", "thinsp", "zwnj", "zwj", "lrm", "rlm", "ndash", "mdash", "lsquo", "rsquo", "sbquo",
+    "ldquo", "rdquo", "bdquo", "dagger", "Dagger", "permil", "lsaquo", "rsaquo", "euro", "fnof", "Alpha", "Beta",
+    "Gamma", "Delta", "Epsilon", "Zeta", "Eta", "Theta", "Iota", "Kappa", "Lambda", "Mu", "Nu", "Xi", "Omicron", "Pi",
+    "Rho", "Sigma", "Tau", "Upsilon", "Phi", "Chi", "Psi", "Omega", "alpha", "beta", "gamma", "delta", "epsilon",
+    "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu", "xi", "omicron", "pi", "rho", "sigmaf", "sigma",
+    "tau", "upsilon", "phi", "chi", "psi", "omega", "thetasym", "upsih", "piv", "bull", "hellip", "prime", "Prime",
+    "oline", "frasl", "weierp", "image", "real", "trade", "alefsym", "larr", "uarr", "rarr", "darr", "harr", "crarr",
+    "lArr", "uArr", "rArr", "dArr", "hArr", "forall", "part", "exist", "empty", "nabla", "isin", "notin", "ni", "prod",
+    "sum", "minus", "lowast", "radic", "prop", "infin", "ang", "and", "or", "cap", "cup", "int", "sim", "cong",
+    "asymp", "ne", "equiv", "le", "ge", "sub", "sup", "nsub", "sube", "supe", "oplus", "otimes", "perp", "sdot",
+    "lceil", "rceil", "lfloor", "rfloor", "lang", "rang", "loz", "spades", "clubs", "hearts", "diams", "sup1", "sup2",
+    "sup3", "frac14", "frac12", "frac34", "there4",
+];
+
+fn re(pattern: &str) -> Regex {
+    // The patterns are constants of this file, checked by the unit tests.
+    Regex::new(pattern).unwrap_or_else(|e| panic!("bad built-in pattern {pattern:?}: {e}"))
+}
+
+macro_rules! pattern {
+    ($name:ident, $re:expr) => {
+        static $name: LazyLock<Regex> = LazyLock::new(|| re($re));
+    };
+}
+
+// PHP's `$` (no D modifier) also matches before a final newline: `\n?\z` where the newline's
+// consumption does not matter.
+pattern!(SPLIT, r"(<!--(?-s:.)*?(-->|\n?\z))|(<[^>]*(>|\n?\z)|>)");
+pattern!(MALFORMED, r"^<(?-u:\s)*(/(?-u:\s)*)?([a-zA-Z0-9-]+)([^>]*)>?\n?\z");
+pattern!(XHTML_SLASH, r"(?-u:\s)*/(?-u:\s)*\n?\z");
+pattern!(ATTR_NAME, r"^[_a-zA-Z][-_a-zA-Z0-9:.]*");
+pattern!(ATTR_EQ, r"^(?-u:\s)*=(?-u:\s)*");
+pattern!(ATTR_WS, r"^(?-u:\s)+");
+pattern!(VAL_DQ, r#"^"([^"]*)"((?-u:\s)+|/?\n?\z)"#);
+pattern!(VAL_DQ_CUT, r#"^"[^"]*"((?-u:\s)+|\z)"#);
+pattern!(VAL_SQ, r"^'([^']*)'((?-u:\s)+|/?\n?\z)");
+pattern!(VAL_SQ_CUT, r"^'[^']*'((?-u:\s)+|\z)");
+pattern!(VAL_BARE, r#"^([^\t\n\x0B\x0C\r "']+)((?-u:\s)+|/?\n?\z)"#);
+pattern!(VAL_BARE_CUT, r#"^[^\t\n\x0B\x0C\r "']+((?-u:\s)+|\z)"#);
+pattern!(
+    HTML_ERROR,
+    r#"^("[^"]*("|\z)|'[^']*('|\z)|[^\t\n\x0B\x0C\r ])*(?-u:\s)*"#
+);
+pattern!(NO_NULL, r"[\x00-\x08\x0B\x0C\x0E-\x1F]");
+pattern!(SLASH_ZERO, r"\\+0+");
+pattern!(NAMED_ENTITY, r"&amp;([A-Za-z]{2,8}[0-9]{0,2});");
+pattern!(DEC_ENTITY, r"&amp;#(0*[0-9]{1,7});");
+pattern!(HEX_ENTITY, r"&amp;#[Xx](0*[0-9A-Fa-f]{1,6});");
+pattern!(COLON_FIX, r"(?i)(&#0*58|&#x0*3a)([;0-9a-f]?)");
+pattern!(COLON_SPLIT, r"(?i):|&#0*58;|&#x0*3a;|&colon;");
+pattern!(DEC_DECODE, r"&#([0-9]+);");
+pattern!(HEX_DECODE, r"&#[Xx]([0-9A-Fa-f]+);");
+pattern!(REL_A, r"(?i)<a ((?-s:.)+?)>");
+pattern!(MAKE_CLICKABLE_SPLIT, r"<[^<>]+>");
+
+/// `wp_kses($string, $allowedtags)` with the default protocols.
+pub fn wp_kses(s: &str) -> String {
+    let s = no_null(s, false);
+    let s = normalize_entities(&s);
+    // The `pre_kses` filters: `wp_pre_kses_less_than`, then `wp_pre_kses_block_attributes`,
+    // of which only the repair of "--->" comment endings is reproduced (block attributes in
+    // `<!-- wp:… -->` comments are not filtered here).
+    let s = crate::format::pre_kses_less_than(&s);
+    let s = repair_comment_endings(&s);
+    split(&s)
+}
+
+/// `filter_block_content`'s first step: `<!--x--->` becomes `<!--x-->`.
+fn repair_comment_endings(s: &str) -> String {
+    static ENDING: LazyLock<Regex> = LazyLock::new(|| re(r"<!--((?-s:.)*?)--->"));
+    if !s.contains("<!--") || !s.contains("--->") {
+        return s.to_string();
+    }
+    ENDING
+        .replace_all(s, |c: &regex::Captures<'_>| {
+            format!("<!--{}-->", c[1].trim_end_matches('-'))
+        })
+        .into_owned()
+}
+
+/// `wp_kses_no_null`: control characters out; with `remove_slash_zero`, `\0` sequences too.
+fn no_null(s: &str, remove_slash_zero: bool) -> String {
+    let s = NO_NULL.replace_all(s, "");
+    if remove_slash_zero {
+        SLASH_ZERO.replace_all(&s, "").into_owned()
+    } else {
+        s.into_owned()
+    }
+}
+
+/// `valid_unicode`.
+fn valid_unicode(i: u64) -> bool {
+    i == 0x9
+        || i == 0xa
+        || i == 0xd
+        || (0x20..=0xd7ff).contains(&i)
+        || (0xe000..=0xfffd).contains(&i)
+        || (0x10000..=0x10ffff).contains(&i)
+}
+
+/// `wp_kses_normalize_entities` (HTML context): every `&` disarmed, then the allowed named,
+/// decimal and hexadecimal entities restored.
+pub(crate) fn normalize_entities(s: &str) -> String {
+    let s = s.replace('&', "&amp;");
+    let s = NAMED_ENTITY.replace_all(&s, |c: &regex::Captures<'_>| {
+        let name = &c[1];
+        if ENTITY_NAMES.contains(&name) {
+            format!("&{name};")
+        } else {
+            format!("&amp;{name};")
+        }
+    });
+    let s = DEC_ENTITY.replace_all(&s, |c: &regex::Captures<'_>| {
+        let digits = &c[1];
+        // PHP's empty("0") is true: "&#0;" disappears.
+        if digits == "0" {
+            return String::new();
+        }
+        match digits.parse::<u64>() {
+            Ok(n) if valid_unicode(n) => {
+                let trimmed = digits.trim_start_matches('0');
+                format!("&#{trimmed:0>3};")
+            }
+            _ => format!("&amp;#{digits};"),
+        }
+    });
+    let s = HEX_ENTITY.replace_all(&s, |c: &regex::Captures<'_>| {
+        let hex = &c[1];
+        if hex == "0" {
+            return String::new();
+        }
+        match u64::from_str_radix(hex, 16) {
+            Ok(n) if valid_unicode(n) => format!("&#x{};", hex.trim_start_matches('0')),
+            _ => format!("&amp;#x{hex};"),
+        }
+    });
+    s.into_owned()
+}
+
+/// `wp_kses_split`: every tag, comment or stray `>` goes through [`split2`].
+fn split(s: &str) -> String {
+    SPLIT
+        .replace_all(s, |c: &regex::Captures<'_>| split2(&c[0]))
+        .into_owned()
+}
+
+/// `wp_kses_split2`: one tag-like piece.
+fn split2(piece: &str) -> String {
+    // wp_kses_stripslashes.
+    let piece = piece.replace("\\\"", "\"");
+    if !piece.starts_with('<') {
+        return "&gt;".to_string();
+    }
+    if piece.starts_with("<!--") {
+        let mut s = piece.replace("<!--", "").replace("-->", "");
+        loop {
+            let next = wp_kses(&s);
+            if next == s {
+                break;
+            }
+            s = next;
+        }
+        if s.is_empty() {
+            return String::new();
+        }
+        let s = collapse_dashes(&s);
+        let s = s.strip_suffix('-').unwrap_or(&s);
+        return format!("<!--{s}-->");
+    }
+    let Some(m) = MALFORMED.captures(&piece) else {
+        return String::new();
+    };
+    let slash = m.get(1).map_or("", |g| g.as_str()).trim();
+    let elem = &m[2];
+    let attrlist = m.get(3).map_or("", |g| g.as_str());
+    let Some((_, allowed)) = ALLOWED_TAGS.iter().find(|(t, _)| t.eq_ignore_ascii_case(elem)) else {
+        return String::new();
+    };
+    if !slash.is_empty() {
+        return format!("</{elem}>");
+    }
+    attr(elem, attrlist, allowed)
+}
+
+/// `preg_replace('/--+/', '-', $s)`.
+fn collapse_dashes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut prev_dash = false;
+    for ch in s.chars() {
+        if ch == '-' && prev_dash {
+            continue;
+        }
+        prev_dash = ch == '-';
+        out.push(ch);
+    }
+    out
+}
+
+/// `wp_kses_attr`: the element with only its allowed attributes.
+fn attr(elem: &str, attrlist: &str, allowed: &[&str]) -> String {
+    let xhtml_slash = if XHTML_SLASH.is_match(attrlist) { " /" } else { "" };
+    if allowed.is_empty() {
+        return format!("<{elem}{xhtml_slash}>");
+    }
+    let mut attr2 = String::new();
+    for a in hair(attrlist) {
+        if allowed.iter().any(|n| n.eq_ignore_ascii_case(&a.name)) {
+            attr2.push(' ');
+            attr2.push_str(&a.whole);
+        }
+    }
+    let attr2: String = attr2.chars().filter(|c| *c != '<' && *c != '>').collect();
+    format!("<{elem}{attr2}{xhtml_slash}>")
+}
+
+/// One attribute as `wp_kses_hair` returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Attr {
+    /// The name as written.
+    pub name: String,
+    /// The value (after `wp_kses_bad_protocol` for URI attributes).
+    pub value: String,
+    /// The attribute as it will be written back.
+    pub whole: String,
+    /// No value was given.
+    pub vless: bool,
+}
+
+/// `wp_kses_hair`: an attribute list parsed the way kses does it (first occurrence of a name
+/// wins; garbage is skipped with `wp_kses_html_error`).
+pub(crate) fn hair(attr: &str) -> Vec<Attr> {
+    let mut out: Vec<Attr> = Vec::new();
+    let mut attr = attr.to_string();
+    let mut mode = 0;
+    let mut name = String::new();
+    let add = |out: &mut Vec<Attr>, a: Attr| {
+        if !out.iter().any(|x| x.name == a.name) {
+            out.push(a);
+        }
+    };
+    let value = |name: &str, v: &str| {
+        if URI_ATTRIBUTES.contains(&name.to_ascii_lowercase().as_str()) {
+            bad_protocol(v)
+        } else {
+            v.to_string()
+        }
+    };
+    while !attr.is_empty() {
+        let mut working = false;
+        match mode {
+            0 => {
+                if let Some(m) = ATTR_NAME.find(&attr) {
+                    name = m.as_str().to_string();
+                    attr = attr[m.end()..].to_string();
+                    working = true;
+                    mode = 1;
+                }
+            }
+            1 => {
+                if let Some(m) = ATTR_EQ.find(&attr) {
+                    attr = attr[m.end()..].to_string();
+                    working = true;
+                    mode = 2;
+                } else if let Some(m) = ATTR_WS.find(&attr) {
+                    working = true;
+                    mode = 0;
+                    add(
+                        &mut out,
+                        Attr {
+                            name: name.clone(),
+                            value: String::new(),
+                            whole: name.clone(),
+                            vless: true,
+                        },
+                    );
+                    attr = attr[m.end()..].to_string();
+                }
+            }
+            _ => {
+                let quoted = [(&VAL_DQ, &VAL_DQ_CUT, '"'), (&VAL_SQ, &VAL_SQ_CUT, '\'')];
+                for (matcher, cut, q) in quoted {
+                    if let Some(c) = matcher.captures(&attr) {
+                        let v = value(&name, &c[1]);
+                        add(
+                            &mut out,
+                            Attr {
+                                name: name.clone(),
+                                whole: format!("{name}={q}{v}{q}"),
+                                value: v,
+                                vless: false,
+                            },
+                        );
+                        working = true;
+                        mode = 0;
+                        attr = cut.replace(&attr, "").into_owned();
+                        break;
+                    }
+                }
+                if !working {
+                    if let Some(c) = VAL_BARE.captures(&attr) {
+                        let v = value(&name, &c[1]);
+                        add(
+                            &mut out,
+                            Attr {
+                                name: name.clone(),
+                                whole: format!("{name}=\"{v}\""),
+                                value: v,
+                                vless: false,
+                            },
+                        );
+                        working = true;
+                        mode = 0;
+                        attr = VAL_BARE_CUT.replace(&attr, "").into_owned();
+                    }
+                }
+            }
+        }
+        if !working {
+            // wp_kses_html_error: drop the next word (quoted parts included).
+            let cut = HTML_ERROR.find(&attr).map_or(0, |m| m.end());
+            if cut == 0 {
+                // Cannot happen (the pattern consumes at least one character of a
+                // non-empty string), but never loop forever.
+                attr.remove(0);
+            } else {
+                attr = attr[cut..].to_string();
+            }
+            mode = 0;
+        }
+    }
+    if mode == 1 {
+        add(
+            &mut out,
+            Attr {
+                name: name.clone(),
+                value: String::new(),
+                whole: name,
+                vless: true,
+            },
+        );
+    }
+    out
+}
+
+/// `wp_kses_bad_protocol`: strips disallowed protocols, repeatedly; `''` if that never settles.
+pub(crate) fn bad_protocol(s: &str) -> String {
+    let mut s = no_null(s, true);
+    let mut iterations = 0;
+    loop {
+        let original = s.clone();
+        s = bad_protocol_once(&s, 1);
+        iterations += 1;
+        if original == s {
+            return s;
+        }
+        if iterations >= 6 {
+            return String::new();
+        }
+    }
+}
+
+/// `wp_kses_bad_protocol_once`.
+fn bad_protocol_once(s: &str, count: u32) -> String {
+    // '/(&#0*58(?![;0-9])|&#x0*3a(?![;a-f0-9]))/i' → '$1;' (no look-ahead here: the
+    // character after is captured and checked by hand).
+    let s = COLON_FIX
+        .replace_all(s, |c: &regex::Captures<'_>| {
+            let head = &c[1];
+            let next = c.get(2).map_or("", |g| g.as_str());
+            let hex = head.to_ascii_lowercase().starts_with("&#x");
+            let blocks = match next.chars().next() {
+                None => false,
+                Some(';') => true,
+                Some(ch) if ch.is_ascii_digit() => true,
+                Some(ch) => hex && ch.is_ascii_hexdigit(),
+            };
+            if blocks {
+                format!("{head}{next}")
+            } else {
+                format!("{head};{next}")
+            }
+        })
+        .into_owned();
+    let Some(m) = COLON_SPLIT.find(&s) else {
+        return s;
+    };
+    let (before, after) = (&s[..m.start()], &s[m.end()..]);
+    if before.contains("/?") {
+        return s;
+    }
+    let mut rest = php_trim(after).to_string();
+    let protocol = bad_protocol_once2(before);
+    if protocol == "feed:" {
+        if count > 2 {
+            return String::new();
+        }
+        rest = bad_protocol_once(&rest, count + 1);
+        if rest.is_empty() {
+            return rest;
+        }
+    }
+    format!("{protocol}{rest}")
+}
+
+/// `wp_kses_bad_protocol_once2`: the protocol plus `:` if allowed, else `''`.
+fn bad_protocol_once2(s: &str) -> String {
+    let s = decode_entities(s);
+    let s: String = s
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '\t' | '\n' | '\x0B' | '\x0C' | '\r'))
+        .collect();
+    let s = no_null(&s, true).to_ascii_lowercase();
+    if ALLOWED_PROTOCOLS.contains(&s.as_str()) {
+        format!("{s}:")
+    } else {
+        String::new()
+    }
+}
+
+/// `wp_kses_decode_entities` (`chr()` of the code, i.e. its low byte).
+fn decode_entities(s: &str) -> String {
+    let chr = |n: Option<u64>| -> String {
+        let b = (n.unwrap_or(0) % 256) as u8;
+        // A byte ≥ 0x80 alone is not UTF-8; it can never form an allowed protocol name,
+        // so any placeholder that is not a protocol character keeps the outcome.
+        if b < 0x80 {
+            char::from(b).to_string()
+        } else {
+            "\u{FFFD}".to_string()
+        }
+    };
+    let s = DEC_DECODE.replace_all(s, |c: &regex::Captures<'_>| chr(c[1].parse::<u64>().ok()));
+    let s = HEX_DECODE.replace_all(&s, |c: &regex::Captures<'_>| {
+        let hex = &c[1];
+        // hexdec of a long string is a float; only the low byte matters for chr().
+        let tail = &hex[hex.len().saturating_sub(2)..];
+        chr(u64::from_str_radix(tail, 16).ok())
+    });
+    s.into_owned()
+}
+
+/// PHP `trim()` with its default characters.
+pub(crate) fn php_trim(s: &str) -> &str {
+    s.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\0' | '\x0B'))
+}
+
+/// `wp_targeted_link_rel` on slashed content (as `pre_comment_content` gets it): links with a
+/// `target` are rebuilt from their parsed attributes with `rel="noopener"` added, outside
+/// `script` and `style` elements. kses later drops `target` and `rel`, but the rebuilt tag is
+/// what it sees.
+pub fn targeted_link_rel(text: &str) -> String {
+    let low = text.to_ascii_lowercase();
+    if !low.contains("target") || !low.contains("<a ") {
+        return text.to_string();
+    }
+    // Split out <script>…</script> and <style>…</style> (first closing tag of the same name).
+    static OPEN: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)<(script|style)"));
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut pos = 0;
+    let mut search = 0;
+    while let Some(c) = OPEN.captures_at(text, search) {
+        let (Some(all), Some(name)) = (c.get(0), c.get(1)) else {
+            break;
+        };
+        let close = format!("</{}>", name.as_str().to_ascii_lowercase());
+        match low[all.end()..].find(&close) {
+            Some(rel_end) => {
+                let end = all.end() + rel_end + close.len();
+                out.push_str(&targeted_part(&text[pos..all.start()]));
+                out.push_str(&text[all.start()..end]);
+                pos = end;
+                search = end;
+            }
+            None => search = all.end(),
+        }
+    }
+    out.push_str(&targeted_part(&text[pos..]));
+    out
+}
+
+fn targeted_part(part: &str) -> String {
+    static LINK: LazyLock<Regex> =
+        LazyLock::new(|| re(r"(?i)<a[\t\n\x0B\x0C\r ]([^>]*target[\t\n\x0B\x0C\r ]*=[^>]*)>"));
+    static UNESCAPED_QUOTE: LazyLock<Regex> = LazyLock::new(|| re(r#"(^|[^\\])['"]"#));
+    static ESCAPED_QUOTE: LazyLock<Regex> = LazyLock::new(|| re(r#"\\(['"])"#));
+    LINK.replace_all(part, |c: &regex::Captures<'_>| {
+        let original = &c[1];
+        let escaped = !UNESCAPED_QUOTE.is_match(original);
+        let link_html = if escaped {
+            ESCAPED_QUOTE.replace_all(original, "$1").into_owned()
+        } else {
+            original.to_string()
+        };
+        let mut atts = hair(&link_html);
+        if !atts.iter().any(|a| a.name == "target") {
+            return format!("<a {original}>");
+        }
+        let mut rel = "noopener".to_string();
+        if let Some(existing) = atts.iter().find(|a| a.name == "rel") {
+            let mut parts: Vec<&str> = Vec::new();
+            for p in existing.value.split(is_php_space).chain(std::iter::once("noopener")) {
+                if !p.is_empty() && !parts.contains(&p) {
+                    parts.push(p);
+                }
+            }
+            rel = parts.join(" ");
+        }
+        let whole = format!("rel=\"{}\"", crate::format::esc_attr(&rel));
+        match atts.iter_mut().find(|a| a.name == "rel") {
+            Some(a) => a.whole = whole,
+            None => atts.push(Attr {
+                name: "rel".into(),
+                value: String::new(),
+                whole,
+                vless: false,
+            }),
+        }
+        let mut html = atts.iter().map(|a| a.whole.as_str()).collect::<Vec<_>>().join(" ");
+        if escaped {
+            html = html.replace('\'', "\\'").replace('"', "\\\"");
+        }
+        format!("<a {html}>")
+    })
+    .into_owned()
+}
+
+/// `wp_rel_ugc`: `rel="nofollow ugc"` on every link that does not point at the site itself
+/// (`home_host`: the host of `home_url()`).
+pub fn rel_ugc(s: &str, home_host: &str) -> String {
+    REL_A
+        .replace_all(s, |c: &regex::Captures<'_>| {
+            let text = &c[1];
+            let atts = hair(text);
+            if let Some(href) = atts.iter().find(|a| a.name == "href").filter(|a| !a.value.is_empty()) {
+                let (scheme, host) = url_scheme_host(&href.value);
+                if matches!(scheme.as_deref(), Some("http" | "https"))
+                    && host.is_some_and(|h| h.eq_ignore_ascii_case(home_host))
+                {
+                    return format!("<a {text}>");
+                }
+            }
+            if let Some(rel) = atts.iter().find(|a| a.name == "rel").filter(|a| !a.value.is_empty()) {
+                let mut parts: Vec<String> = rel.value.split(' ').map(|p| php_trim(p).to_string()).collect();
+                for r in ["nofollow", "ugc"] {
+                    if !parts.iter().any(|p| p == r) {
+                        parts.push(r.to_string());
+                    }
+                }
+                let mut dedup: Vec<String> = Vec::new();
+                for p in parts {
+                    if !dedup.contains(&p) {
+                        dedup.push(p);
+                    }
+                }
+                let mut html = String::new();
+                for a in atts.iter().filter(|a| a.name != "rel") {
+                    if a.vless {
+                        html.push_str(&a.name);
+                        html.push(' ');
+                    } else {
+                        html.push_str(&format!("{}=\"{}\" ", a.name, crate::format::esc_attr(&a.value)));
+                    }
+                }
+                return format!(
+                    "<a {} rel=\"{}\">",
+                    php_trim(&html),
+                    crate::format::esc_attr(&dedup.join(" "))
+                );
+            }
+            format!("<a {text} rel=\"nofollow ugc\">")
+        })
+        .into_owned()
+}
+
+/// Scheme and host of a URL as `wp_parse_url` would find them (lower-cased scheme).
+fn url_scheme_host(url: &str) -> (Option<String>, Option<&str>) {
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return (None, None);
+    };
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return (None, None);
+    }
+    let scheme = Some(scheme.to_ascii_lowercase());
+    let Some(rest) = rest.strip_prefix("//") else {
+        return (scheme, None);
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if hostport.starts_with('[') {
+        hostport
+            .split_once(']')
+            .map_or(hostport, |(h, _)| h)
+            .trim_start_matches('[')
+    } else {
+        hostport.split(':').next().unwrap_or("")
+    };
+    (scheme, (!host.is_empty()).then_some(host))
+}
+
+/// The number of links `check_comment` counts in a comment: `<a …href` after the
+/// `comment_text` filters, of which only `make_clickable` adds links (bare URLs, `www.` /
+/// `ftp.` hosts and e-mail addresses outside tags and outside `code`/`pre`).
+pub fn link_count(content: &str) -> usize {
+    count_a_href(&make_clickable(content))
+}
+
+/// `preg_match_all('/<a [^>]*href/i', …)`.
+fn count_a_href(s: &str) -> usize {
+    static A_HREF: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)<a [^>]*href"));
+    A_HREF.find_iter(s).count()
+}
+
+/// A port of `make_clickable`, close enough to count the links it makes.
+pub fn make_clickable(text: &str) -> String {
+    let mut r = String::with_capacity(text.len() + 64);
+    let mut nested = 0usize;
+    let mut pieces: Vec<&str> = Vec::new();
+    let mut last = 0;
+    for m in MAKE_CLICKABLE_SPLIT.find_iter(text) {
+        pieces.push(&text[last..m.start()]);
+        pieces.push(m.as_str());
+        last = m.end();
+    }
+    pieces.push(&text[last..]);
+    for piece in pieces {
+        let low = piece.to_ascii_lowercase();
+        let opens = ["<code", "<pre", "<script", "<style"].iter().any(|t| {
+            low.strip_prefix(t)
+                .and_then(|rest| rest.chars().next())
+                .is_some_and(|c| c == '>' || is_php_space(c))
+        });
+        if opens {
+            nested += 1;
+        } else if nested > 0 && matches!(low.as_str(), "</code>" | "</pre>" | "</script>" | "</style>") {
+            nested -= 1;
+        }
+        if nested > 0 || piece.is_empty() || (piece.starts_with('<') && !tag_is_url(piece)) {
+            r.push_str(piece);
+            continue;
+        }
+        // Pieces over 10000 bytes are split at whitespace by WordPress; links in them are
+        // made the same way chunk by chunk, which this single pass approximates.
+        let padded = format!(" {piece} ");
+        let s = make_url_clickable(&padded);
+        let s = make_web_ftp_clickable(&s);
+        let s = make_email_clickable(&s);
+        r.push_str(&s[1..s.len() - 1]);
+    }
+    static NESTED: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)(<a([ \r\n\t]+[^>]+?>|>))<a [^>]+?>([^>]+?)</a></a>"));
+    NESTED.replace_all(&r, "$1$3</a>").into_owned()
+}
+
+fn is_php_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0B' | '\x0C' | '\r')
+}
+
+/// `preg_match('|^<\s*[\w]{1,20}+://|', $piece)`.
+fn tag_is_url(piece: &str) -> bool {
+    let rest = piece[1..].trim_start_matches(is_php_space);
+    let word: usize = rest
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        .count();
+    (1..=20).contains(&word) && rest[word..].starts_with("://")
+}
+
+fn is_url_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || !c.is_ascii() || "_#%~/@[]*(+=&$-".contains(c)
+}
+
+/// The `$url_clickable` pass of `make_clickable` (scheme://… after whitespace or punctuation).
+fn make_url_clickable(s: &str) -> String {
+    let chars: Vec<(usize, char)> = s.char_indices().collect();
+    let mut out = String::with_capacity(s.len() + 64);
+    let mut copied = 0; // byte offset copied so far
+    let mut i = 0; // char index
+    while i + 1 < chars.len() {
+        let lead = chars[i].1;
+        if !(is_php_space(lead) || "(<.,;:!?".contains(lead)) {
+            i += 1;
+            continue;
+        }
+        // Scheme: 1-20 word characters, possessive, then "://".
+        let start = i + 1;
+        let mut j = start;
+        while j < chars.len() && (chars[j].1.is_ascii_alphanumeric() || chars[j].1 == '_') {
+            j += 1;
+        }
+        let word = j - start;
+        let has_sep = chars.get(j).map(|c| c.1) == Some(':')
+            && chars.get(j + 1).map(|c| c.1) == Some('/')
+            && chars.get(j + 2).map(|c| c.1) == Some('/');
+        if !(1..=20).contains(&word) || !has_sep {
+            i += 1;
+            continue;
+        }
+        let body = j + 3;
+        // (?=\S{1,2000}\s): 1 to 2000 non-space characters (bytes, in PHP) then a space.
+        let mut k = body;
+        let mut bytes = 0;
+        while k < chars.len() && !is_php_space(chars[k].1) {
+            bytes += chars[k].1.len_utf8();
+            k += 1;
+        }
+        if k == body || bytes > 2000 || k >= chars.len() {
+            i += 1;
+            continue;
+        }
+        // URL characters, with punctuation only when followed by a URL character.
+        let mut e = body;
+        while e < chars.len() && is_url_char(chars[e].1) {
+            e += 1;
+        }
+        loop {
+            if e < chars.len() && "'.,;:!?)".contains(chars[e].1) {
+                let mut f = e + 1;
+                while f < chars.len() && is_url_char(chars[f].1) {
+                    f += 1;
+                }
+                if f > e + 1 {
+                    e = f;
+                    continue;
+                }
+            }
+            break;
+        }
+        let trailing_paren = chars.get(e).map(|c| c.1) == Some(')');
+        let url_start = chars[start].0;
+        let url_end = chars.get(e).map_or(s.len(), |c| c.0);
+        let mut url = s[url_start..url_end].to_string();
+        let mut suffix = String::new();
+        let mut end = url_end;
+        if trailing_paren {
+            end += 1;
+            if url.find('(').is_some_and(|p| p > 0) {
+                url.push(')');
+            } else {
+                suffix.push(')');
+            }
+        }
+        while url.matches('(').count() < url.matches(')').count() {
+            let Some(p) = url.rfind(')') else { break };
+            suffix = format!("{}{suffix}", &url[p..]);
+            url.truncate(p);
+        }
+        let escaped = crate::format::esc_url(&url, true);
+        out.push_str(&s[copied..url_start]);
+        if escaped.is_empty() {
+            out.push_str(&s[url_start..end]);
+        } else {
+            out.push_str(&format!(
+                "<a href=\"{escaped}\" rel=\"nofollow ugc\">{escaped}</a>{suffix}"
+            ));
+        }
+        copied = end;
+        // Continue after the match (the next lead character must be at or after `end`).
+        i = chars.iter().position(|c| c.0 >= end).unwrap_or(chars.len());
+    }
+    out.push_str(&s[copied..]);
+    out
+}
+
+/// The `www.` / `ftp.` pass of `make_clickable`.
+fn make_web_ftp_clickable(s: &str) -> String {
+    static WEB: LazyLock<Regex> = LazyLock::new(|| {
+        re(r"(?is)([\t\n\x0B\x0C\r >])((www|ftp)\.[A-Za-z0-9_\x{80}-\x{10FFFF}#$%&~/.\-;:=,?@\[\]+]+)")
+    });
+    WEB.replace_all(s, |c: &regex::Captures<'_>| {
+        let mut dest = format!("http://{}", &c[2]);
+        let mut ret = String::new();
+        if let Some(last) = dest.chars().last().filter(|ch| ".,;:)".contains(*ch)) {
+            ret.push(last);
+            dest.pop();
+        }
+        let dest = crate::format::esc_url(&dest, true);
+        if dest.is_empty() {
+            return c[0].to_string();
+        }
+        format!("{}<a href=\"{dest}\" rel=\"nofollow ugc\">{dest}</a>{ret}", &c[1])
+    })
+    .into_owned()
+}
+
+/// The e-mail pass of `make_clickable`.
+fn make_email_clickable(s: &str) -> String {
+    static EMAIL: LazyLock<Regex> =
+        LazyLock::new(|| re(r"(?i)([\t\n\x0B\x0C\r >])([.0-9a-z_+-]+)@(([0-9a-z-]+\.)+[0-9a-z]{2,})"));
+    EMAIL
+        .replace_all(s, |c: &regex::Captures<'_>| {
+            let email = format!("{}@{}", &c[2], &c[3]);
+            format!("{}<a href=\"mailto:{email}\">{email}</a>", &c[1])
+        })
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,119 @@
+//! `strata-syncer`: drains the comment queue that the proxies fill in memcached into
+//! WordPress's MySQL tables, applying WordPress's comment rules exactly, once per comment,
+//! then publishes each verdict and bans what changed.
+//!
+//! Modules, one concern each:
+//! - [`config`]: the TOML file → validated [`config::Config`];
+//! - [`queue`]: the memcached queue (epoch, counter, records) and restart detection;
+//! - [`rules`]: WordPress's checks and approval as pure functions;
+//! - [`format`], [`kses`]: ports of the WordPress filters a comment goes through;
+//! - [`site`]: options, timezone, salts, settings and permalinks of the site;
+//! - [`store`]: the MySQL transaction that applies a batch and moves the cursor;
+//! - [`verdicts`]: the answer for each record (`Location`, cookies, errors);
+//! - [`bans`]: signed bans to the proxies;
+//! - [`syncer`]: one tick, separate from the timer in [`run`];
+//! - [`admin`], [`metrics`]: the admin listener and the metrics.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod bans;
+pub mod config;
+pub mod format;
+pub mod kses;
+pub mod metrics;
+pub mod queue;
+pub mod rules;
+pub mod site;
+pub mod store;
+pub mod syncer;
+pub mod verdicts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::syncer::Syncer;
+
+/// Longest pause between retries while MySQL or memcached fail.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Binds the admin listener, if configured.
+///
+/// Errors: the address cannot be bound.
+pub async fn bind(cfg: &Config) -> std::io::Result<Option<TcpListener>> {
+    match cfg.admin_listen {
+        Some(addr) => Ok(Some(TcpListener::bind(addr).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Runs the syncer: a tick every `interval` (failures retried with a growing pause, nothing
+/// is lost), the admin API on `admin`, until `shutdown` completes; the tick in progress then
+/// finishes.
+///
+/// Errors: the MySQL URL is unusable.
+pub async fn run(
+    cfg: Config,
+    admin: Option<TcpListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), store::StoreError> {
+    let metrics = Arc::new(Metrics::new());
+    let interval = cfg.interval;
+    let mut syncer = Syncer::new(cfg, metrics.clone())?;
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = admin.map(|listener| {
+        let a = admin::Admin {
+            metrics,
+            status: syncer.status(),
+        };
+        tokio::spawn(a.serve(listener, async {
+            let _ = admin_stopped.await;
+        }))
+    });
+    tokio::pin!(shutdown);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = Duration::ZERO;
+    let mut last_error: Option<(String, std::time::Instant)> = None;
+    tracing::info!(?interval, "syncer running");
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = ticker.tick() => {}
+        }
+        match syncer.tick().await {
+            Ok(report) => {
+                if last_error.take().is_some() {
+                    tracing::info!(cursor = report.cursor.seq, "recovered");
+                }
+                backoff = Duration::ZERO;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                // The same error is logged at most every 10 s while it lasts.
+                let repeat = last_error
+                    .as_ref()
+                    .is_some_and(|(m, at)| *m == msg && at.elapsed() < Duration::from_secs(10));
+                if !repeat {
+                    tracing::error!(error = %msg, "tick failed; retrying (nothing is lost: the cursor did not move)");
+                    last_error = Some((msg, std::time::Instant::now()));
+                }
+                backoff = (backoff * 2).clamp(Duration::from_millis(20), MAX_BACKOFF);
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop_admin.send(());
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    syncer.close().await;
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! Metrics: every name in one place, handles created once so a tick only bumps atomics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Metric names (without the `_total` suffix the encoder adds to counters).
+pub mod names {
+    pub const QUEUE_DEPTH: &str = "strata_syncer_queue_depth";
+    pub const CURSOR: &str = "strata_syncer_cursor";
+    pub const LAG: &str = "strata_syncer_lag_seconds";
+    pub const BATCH_SIZE: &str = "strata_syncer_batch_size";
+    pub const VERDICT_LATENCY: &str = "strata_syncer_verdict_latency_seconds";
+    pub const COMMENTS: &str = "strata_syncer_comments";
+    pub const REJECTIONS: &str = "strata_syncer_rejections";
+    pub const SKIPPED: &str = "strata_syncer_skipped_records";
+    pub const MEMCACHED_RESETS: &str = "strata_syncer_memcached_resets";
+    pub const LOST: &str = "strata_syncer_lost_comments";
+    pub const MYSQL_ERRORS: &str = "strata_syncer_mysql_errors";
+    pub const MEMCACHED_ERRORS: &str = "strata_syncer_memcached_errors";
+    pub const BANS_SENT: &str = "strata_syncer_bans_sent";
+    pub const BAN_ERRORS: &str = "strata_syncer_ban_errors";
+    pub const BANS_PENDING: &str = "strata_syncer_bans_pending";
+    pub const COMMITS: &str = "strata_syncer_commits";
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// The syncer's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Reserved sequence numbers not applied yet (counter − cursor).
+    pub queue_depth: Gauge,
+    /// The last applied sequence number.
+    pub cursor: Gauge,
+    /// Commit time − accepted time of each applied record.
+    pub lag: Histogram,
+    /// Records per committed transaction.
+    pub batch_size: Histogram,
+    /// Accepted time → verdict published.
+    pub verdict_latency: Histogram,
+    comments: Family<OutcomeLabel, Counter>,
+    rejections: Family<ReasonLabel, Counter>,
+    skipped: Family<ReasonLabel, Counter>,
+    /// memcached restarts detected.
+    pub memcached_resets: Counter,
+    /// Queued comments lost to memcached restarts.
+    pub lost: Counter,
+    /// Failed MySQL steps.
+    pub mysql_errors: Counter,
+    /// Failed memcached steps.
+    pub memcached_errors: Counter,
+    /// Bans delivered.
+    pub bans_sent: Counter,
+    /// Ban deliveries that failed (retried).
+    pub ban_errors: Counter,
+    /// Bans waiting for a proxy.
+    pub bans_pending: Gauge,
+    /// Committed transactions.
+    pub commits: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            queue_depth: Gauge::default(),
+            cursor: Gauge::default(),
+            lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            verdict_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            comments: Family::default(),
+            rejections: Family::default(),
+            skipped: Family::default(),
+            memcached_resets: Counter::default(),
+            lost: Counter::default(),
+            mysql_errors: Counter::default(),
+            memcached_errors: Counter::default(),
+            bans_sent: Counter::default(),
+            ban_errors: Counter::default(),
+            bans_pending: Gauge::default(),
+            commits: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            names::QUEUE_DEPTH,
+            "Queued comments not applied yet",
+            m.queue_depth.clone(),
+        );
+        registry.register(names::CURSOR, "Last applied queue sequence number", m.cursor.clone());
+        registry.register(names::LAG, "Time from acceptance by a proxy to commit", m.lag.clone());
+        registry.register(
+            names::BATCH_SIZE,
+            "Records per committed transaction",
+            m.batch_size.clone(),
+        );
+        registry.register(
+            names::VERDICT_LATENCY,
+            "Time from acceptance by a proxy to the published verdict",
+            m.verdict_latency.clone(),
+        );
+        registry.register(names::COMMENTS, "Records applied, by outcome", m.comments.clone());
+        registry.register(
+            names::REJECTIONS,
+            "Refused or ignored comments, by reason",
+            m.rejections.clone(),
+        );
+        registry.register(names::SKIPPED, "Queue positions skipped, by reason", m.skipped.clone());
+        registry.register(
+            names::MEMCACHED_RESETS,
+            "memcached restarts detected",
+            m.memcached_resets.clone(),
+        );
+        registry.register(
+            names::LOST,
+            "Queued comments lost to memcached restarts",
+            m.lost.clone(),
+        );
+        registry.register(
+            names::MYSQL_ERRORS,
+            "Failed MySQL steps (retried)",
+            m.mysql_errors.clone(),
+        );
+        registry.register(
+            names::MEMCACHED_ERRORS,
+            "Failed memcached steps (retried)",
+            m.memcached_errors.clone(),
+        );
+        registry.register(names::BANS_SENT, "Bans delivered to a proxy", m.bans_sent.clone());
+        registry.register(
+            names::BAN_ERRORS,
+            "Failed ban deliveries (retried)",
+            m.ban_errors.clone(),
+        );
+        registry.register(names::BANS_PENDING, "Bans waiting for a proxy", m.bans_pending.clone());
+        registry.register(names::COMMITS, "Committed transactions", m.commits.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one applied record by outcome (approved, held, trash, spam, rejected, ignored).
+    pub fn comment(&self, outcome: &'static str) {
+        self.comments.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Counts a refusal by reason.
+    pub fn rejection(&self, reason: &'static str) {
+        self.rejections.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a skipped position by reason.
+    pub fn skip(&self, reason: &'static str) {
+        self.skipped.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new();
+        m.comment("approved");
+        m.rejection("duplicate");
+        m.skip("missing");
+        let text = m.render();
+        for name in [
+            names::QUEUE_DEPTH,
+            names::COMMENTS,
+            names::REJECTIONS,
+            names::SKIPPED,
+            names::LAG,
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+        assert!(text.contains("reason=\"duplicate\""));
+    }
+}

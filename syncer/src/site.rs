@@ -1,0 +1,431 @@
+//! What the syncer knows about the WordPress site: its options (read from `wp_options`), its
+//! timezone, its authentication key and salt (from the PHP configuration, else the options,
+//! as `wp_salt('auth')` does), the settings published for the proxies, and its permalinks.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{FixedOffset, TimeZone, Utc};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use md5::{Digest, Md5};
+use regex::Regex;
+use strata_wire::comment::Settings;
+
+use crate::rules::{php_int, MAX_LENGTHS};
+
+/// The options the comment rules and answers depend on.
+pub const OPTION_NAMES: &[&str] = &[
+    "siteurl",
+    "home",
+    "require_name_email",
+    "comment_registration",
+    "comment_moderation",
+    "comment_max_links",
+    "moderation_keys",
+    "disallowed_keys",
+    "comment_previously_approved",
+    "close_comments_for_old_posts",
+    "close_comments_days_old",
+    "show_comments_cookies_opt_in",
+    "page_comments",
+    "timezone_string",
+    "gmt_offset",
+    "auth_key",
+    "auth_salt",
+];
+
+/// The site's options, typed with PHP's truthiness.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// `siteurl`.
+    pub siteurl: String,
+    /// `home`.
+    pub home: String,
+    /// `require_name_email`.
+    pub require_name_email: bool,
+    /// `comment_registration`.
+    pub comment_registration: bool,
+    /// `comment_moderation` (`1 ==`).
+    pub comment_moderation: bool,
+    /// `comment_max_links` (0: no limit).
+    pub comment_max_links: u64,
+    /// `moderation_keys`.
+    pub moderation_keys: String,
+    /// `disallowed_keys`.
+    pub disallowed_keys: String,
+    /// `comment_previously_approved` (`1 ==`).
+    pub comment_previously_approved: bool,
+    /// `close_comments_for_old_posts`.
+    pub close_comments_for_old_posts: bool,
+    /// `close_comments_days_old`.
+    pub close_comments_days_old: i64,
+    /// `show_comments_cookies_opt_in`.
+    pub cookies_opt_in: bool,
+    /// `page_comments` (comment pages in links are not reproduced; logged once).
+    pub page_comments: bool,
+    /// `timezone_string`.
+    pub timezone_string: String,
+    /// `gmt_offset`, hours.
+    pub gmt_offset: f64,
+    /// `auth_key` (used when the configuration defines no `AUTH_KEY`).
+    pub auth_key: String,
+    /// `auth_salt`.
+    pub auth_salt: String,
+}
+
+/// PHP's truthiness of an option string: `''` and `'0'` are false.
+fn truthy(v: Option<&String>) -> bool {
+    v.is_some_and(|s| !s.is_empty() && s != "0")
+}
+
+/// PHP 8's `1 == $option`.
+fn is_one(v: Option<&String>) -> bool {
+    v.and_then(|s| s.trim().parse::<f64>().ok()).is_some_and(|f| f == 1.0)
+}
+
+impl Options {
+    /// From `option_name → option_value` rows; missing options take WordPress's defaults.
+    pub fn from_rows(rows: &HashMap<String, String>) -> Options {
+        let get = |k: &str| rows.get(k);
+        // A missing option takes the install default `on`.
+        let on_by_default = |k: &str, test: fn(Option<&String>) -> bool| get(k).is_none() || test(get(k));
+        let text = |k: &str| get(k).cloned().unwrap_or_default();
+        Options {
+            siteurl: text("siteurl"),
+            home: text("home"),
+            require_name_email: on_by_default("require_name_email", truthy),
+            comment_registration: truthy(get("comment_registration")),
+            comment_moderation: is_one(get("comment_moderation")),
+            comment_max_links: get("comment_max_links").map_or(2, |v| php_int(v).max(0) as u64),
+            moderation_keys: text("moderation_keys"),
+            disallowed_keys: text("disallowed_keys"),
+            comment_previously_approved: on_by_default("comment_previously_approved", is_one),
+            close_comments_for_old_posts: truthy(get("close_comments_for_old_posts")),
+            close_comments_days_old: get("close_comments_days_old").map_or(14, |v| php_int(v)),
+            cookies_opt_in: on_by_default("show_comments_cookies_opt_in", truthy),
+            page_comments: truthy(get("page_comments")),
+            timezone_string: text("timezone_string"),
+            gmt_offset: get("gmt_offset").and_then(|v| v.trim().parse().ok()).unwrap_or(0.0),
+            auth_key: text("auth_key"),
+            auth_salt: text("auth_salt"),
+        }
+    }
+
+    /// The host of `home` (without port), as `wp_parse_url(home_url(), PHP_URL_HOST)`.
+    pub fn home_host(&self) -> String {
+        authority(&self.home)
+            .map(|a| {
+                let hostport = a.rsplit_once('@').map_or(a, |(_, h)| h);
+                if let Some(v6) = hostport.strip_prefix('[') {
+                    v6.split(']').next().unwrap_or("").to_string()
+                } else {
+                    hostport.split(':').next().unwrap_or("").to_string()
+                }
+            })
+            .unwrap_or_default()
+    }
+
+    /// The `Host` the site is served under: the authority of `home`.
+    pub fn home_authority(&self) -> String {
+        authority(&self.home).unwrap_or("").to_string()
+    }
+
+    /// The settings the proxies need, published at `now_ms`.
+    pub fn settings(&self, now_ms: u64) -> Settings {
+        let home_path = {
+            static SCHEME_HOST: LazyLock<Regex> =
+                LazyLock::new(|| Regex::new(r"(?i)https?://[^/]+").unwrap_or_else(|e| panic!("{e}")));
+            SCHEME_HOST.replace_all(&format!("{}/", self.home), "").into_owned()
+        };
+        Settings {
+            require_name_email: self.require_name_email,
+            comment_registration: self.comment_registration,
+            cookies_opt_in: self.cookies_opt_in,
+            cookiehash: md5_hex(self.siteurl.as_bytes()),
+            cookie_path: home_path,
+            secure: self.home.to_ascii_lowercase().starts_with("https:"),
+            home: self.home.clone(),
+            max_lengths: MAX_LENGTHS,
+            published_ms: now_ms,
+        }
+    }
+
+    /// `wp_timezone()`: `timezone_string`, else `gmt_offset`.
+    pub fn timezone(&self) -> SiteTz {
+        if !self.timezone_string.is_empty() {
+            if let Ok(tz) = self.timezone_string.parse::<chrono_tz::Tz>() {
+                return SiteTz::Named(tz);
+            }
+        }
+        let secs = (self.gmt_offset * 3600.0).round() as i32;
+        SiteTz::Fixed(
+            FixedOffset::east_opt(secs).unwrap_or_else(|| FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!())),
+        )
+    }
+}
+
+/// The authority part of an absolute URL.
+fn authority(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    Some(rest.split(['/', '?', '#']).next().unwrap_or(""))
+}
+
+/// `md5()` as lower-case hex.
+pub fn md5_hex(data: &[u8]) -> String {
+    hex::encode(Md5::digest(data))
+}
+
+/// The site's timezone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SiteTz {
+    /// A named zone (`timezone_string`).
+    Named(chrono_tz::Tz),
+    /// A fixed offset (`gmt_offset`).
+    Fixed(FixedOffset),
+}
+
+/// `comment_date` and `comment_date_gmt` (`Y-m-d H:i:s`) for a moment in Unix milliseconds.
+pub fn comment_dates(ms: u64, tz: SiteTz) -> (String, String) {
+    const F: &str = "%Y-%m-%d %H:%M:%S";
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    let utc = Utc.timestamp_opt(secs, 0).single().unwrap_or_default();
+    let local = match tz {
+        SiteTz::Named(z) => utc.with_timezone(&z).format(F).to_string(),
+        SiteTz::Fixed(o) => utc.with_timezone(&o).format(F).to_string(),
+    };
+    (local, utc.format(F).to_string())
+}
+
+/// Constants read from the PHP configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PhpConstants {
+    /// Name → value of every `define('X_KEY'|'X_SALT', '…')` found.
+    pub values: HashMap<String, String>,
+    /// The files read.
+    pub files: Vec<PathBuf>,
+}
+
+/// Why the PHP configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    /// The configuration file is unreadable.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Reads the `*_KEY` / `*_SALT` constants from a PHP configuration file and the files it
+/// `require`s or `include`s with a literal path (or `__DIR__ . '…'`).
+///
+/// Errors: the main file cannot be read (included files that cannot be read are skipped
+/// with a warning).
+pub fn read_php_constants(path: &Path) -> Result<PhpConstants, SiteError> {
+    let mut out = PhpConstants::default();
+    read_php_file(path, &mut out, 0, true)?;
+    Ok(out)
+}
+
+fn read_php_file(path: &Path, out: &mut PhpConstants, depth: usize, required: bool) -> Result<(), SiteError> {
+    static DEFINE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r#"define\s*\(\s*['"]([A-Z_]+_(?:KEY|SALT))['"]\s*,\s*(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")\s*\)"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    });
+    static INCLUDE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r#"(?:require|include)(?:_once)?\s*\(?\s*(__DIR__\s*\.\s*)?['"]([^'"]+)['"]"#)
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
+    if depth > 8 || out.files.iter().any(|f| f == path) {
+        return Ok(());
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(source) if required => {
+            return Err(SiteError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read an included PHP file");
+            return Ok(());
+        }
+    };
+    out.files.push(path.to_path_buf());
+    // Comments out, so commented-out defines and includes do not count.
+    static COMMENTS: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?s)/\*.*?\*/|(?m)^[ \t]*(?://|#)(?-s:.*)$").unwrap_or_else(|e| panic!("{e}")));
+    let code = COMMENTS.replace_all(&text, "");
+    for c in DEFINE.captures_iter(&code) {
+        let value = match (c.get(2), c.get(3)) {
+            (Some(v), _) => v.as_str().replace("\\'", "'").replace("\\\\", "\\"),
+            (_, Some(v)) => v.as_str().replace("\\\"", "\"").replace("\\\\", "\\"),
+            _ => continue,
+        };
+        // PHP keeps the first definition of a constant.
+        out.values.entry(c[1].to_string()).or_insert(value);
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let includes: Vec<PathBuf> = INCLUDE
+        .captures_iter(&code)
+        .map(|c| {
+            let p = PathBuf::from(&c[2]);
+            if c.get(1).is_some() || p.is_relative() {
+                dir.join(c[2].trim_start_matches('/'))
+            } else {
+                p
+            }
+        })
+        .collect();
+    for inc in includes {
+        read_php_file(&inc, out, depth + 1, false)?;
+    }
+    Ok(())
+}
+
+/// `wp_salt('auth')`: `AUTH_KEY . AUTH_SALT` from the constants when they are set and not
+/// duplicated or the sample phrase, else `SECRET_KEY` / `SECRET_SALT`, else the `auth_key`
+/// / `auth_salt` options. `None` when a part is nowhere (WordPress would generate and store
+/// it on its next use).
+pub fn auth_salt(consts: &PhpConstants, o: &Options) -> Option<String> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for first in ["AUTH", "SECURE_AUTH", "LOGGED_IN", "NONCE", "SECRET"] {
+        for second in ["KEY", "SALT"] {
+            if let Some(v) = consts.values.get(&format!("{first}_{second}")) {
+                *seen.entry(v.as_str()).or_default() += 1;
+            }
+        }
+    }
+    let usable = |name: &str| {
+        consts
+            .values
+            .get(name)
+            .filter(|v| {
+                !v.is_empty() && v.as_str() != "put your unique phrase here" && seen.get(v.as_str()) == Some(&1)
+            })
+            .cloned()
+    };
+    let mut key = usable("SECRET_KEY").unwrap_or_default();
+    let mut salt = usable("SECRET_SALT").unwrap_or_default();
+    if let Some(k) = usable("AUTH_KEY") {
+        key = k;
+    } else if key.is_empty() {
+        key = o.auth_key.clone();
+    }
+    if let Some(s) = usable("AUTH_SALT") {
+        salt = s;
+    } else if salt.is_empty() {
+        salt = o.auth_salt.clone();
+    }
+    (!key.is_empty() && !salt.is_empty()).then(|| key + &salt)
+}
+
+/// `wp_hash($data)` with the auth salt: hex HMAC-MD5.
+pub fn wp_hash(data: &str, salt: &str) -> String {
+    use hmac::{Hmac, Mac};
+    // HMAC accepts keys of any length.
+    let mut mac = Hmac::<Md5>::new_from_slice(salt.as_bytes()).unwrap_or_else(|_| unreachable!());
+    mac.update(data.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Largest number of permalinks remembered.
+const PERMALINK_CACHE: usize = 10_000;
+/// How long a permalink is trusted (a post's slug may change).
+const PERMALINK_TTL: Duration = Duration::from_secs(60);
+/// Deadline of a permalink look-up.
+const PERMALINK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Resolves `get_permalink()` by asking the origin for `/?p=ID` and reading the canonical
+/// redirect, remembering the answers for a while.
+pub struct Permalinks {
+    origin: http::Uri,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    cache: parking_lot::Mutex<HashMap<u64, (Instant, String)>>,
+}
+
+impl Permalinks {
+    /// For the origin at `origin` (`http://host:port`).
+    pub fn new(origin: http::Uri) -> Permalinks {
+        Permalinks {
+            origin,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            cache: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The permalink of post `id` on the site whose `home` is given. When the origin cannot
+    /// answer, the plain link `home/?p=ID` (which redirects to the permalink) is returned and
+    /// the failure logged.
+    pub async fn get(&self, id: u64, home: &str, host: &str) -> String {
+        if let Some((at, link)) = self.cache.lock().get(&id) {
+            if at.elapsed() < PERMALINK_TTL {
+                return link.clone();
+            }
+        }
+        let plain = format!("{}/?p={id}", home.trim_end_matches('/'));
+        let link = match tokio::time::timeout(PERMALINK_TIMEOUT, self.ask(id, host)).await {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => plain,
+            Ok(Err(e)) => {
+                tracing::warn!(post = id, error = %e, "permalink look-up failed; using the plain link");
+                return plain;
+            }
+            Err(_) => {
+                tracing::warn!(post = id, "permalink look-up timed out; using the plain link");
+                return plain;
+            }
+        };
+        let mut cache = self.cache.lock();
+        if cache.len() >= PERMALINK_CACHE {
+            cache.clear();
+        }
+        cache.insert(id, (Instant::now(), link.clone()));
+        link
+    }
+
+    /// Forgets every remembered permalink.
+    pub fn clear(&self) {
+        self.cache.lock().clear();
+    }
+
+    async fn ask(&self, id: u64, host: &str) -> Result<Option<String>, String> {
+        let base = self.origin.to_string();
+        let uri = format!("{}/?p={id}", base.trim_end_matches('/'));
+        let req = http::Request::builder()
+            .uri(uri)
+            .header(http::header::HOST, host)
+            .header(http::header::USER_AGENT, "strata-syncer")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // Drain the body so the connection can be reused.
+        let _ = resp.into_body().collect().await;
+        if status.is_redirection() {
+            return location.map(Some).ok_or_else(|| format!("{status} without Location"));
+        }
+        if status.is_success() {
+            return Ok(None);
+        }
+        Err(format!("the origin answered {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

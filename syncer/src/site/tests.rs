@@ -1,0 +1,102 @@
+use super::*;
+
+fn rows(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn options_follow_php_truthiness_and_defaults() {
+    let o = Options::from_rows(&rows(&[
+        ("siteurl", "http://127.0.0.1:8080"),
+        ("home", "http://127.0.0.1:8080"),
+        ("require_name_email", "1"),
+        ("comment_moderation", "0"),
+        ("comment_max_links", "2"),
+        ("comment_previously_approved", ""),
+        ("show_comments_cookies_opt_in", "1"),
+    ]));
+    assert!(o.require_name_email);
+    assert!(!o.comment_moderation);
+    assert_eq!(o.comment_max_links, 2);
+    assert!(!o.comment_previously_approved);
+    assert_eq!(o.close_comments_days_old, 14);
+    assert_eq!(o.home_host(), "127.0.0.1");
+    assert_eq!(o.home_authority(), "127.0.0.1:8080");
+    let empty = Options::from_rows(&HashMap::new());
+    assert!(empty.require_name_email && empty.comment_previously_approved && empty.cookies_opt_in);
+}
+
+#[test]
+fn settings_match_wordpress_constants() {
+    let o = Options::from_rows(&rows(&[
+        ("siteurl", "http://127.0.0.1:8080"),
+        ("home", "https://Example.test/blog"),
+    ]));
+    let s = o.settings(7);
+    // md5("http://127.0.0.1:8080") in PHP.
+    assert_eq!(s.cookiehash, "ef301f25d1b8e2bca70fafc1316f1a92");
+    assert_eq!(s.cookie_path, "/blog/");
+    assert!(s.secure);
+    assert_eq!(s.max_lengths, [245, 100, 200, 65525]);
+    assert_eq!(s.published_ms, 7);
+    let o = Options::from_rows(&rows(&[("home", "http://127.0.0.1:8080")]));
+    assert_eq!(o.settings(0).cookie_path, "/");
+}
+
+#[test]
+fn dates_use_the_site_timezone() {
+    // 2026-01-01 00:00:00 UTC; PHP DateTime gives 01:00 in Berlin and 05:30 at +05:30.
+    let ms = 1_767_225_600_000;
+    let named = Options::from_rows(&rows(&[("timezone_string", "Europe/Berlin"), ("gmt_offset", "0")]));
+    assert_eq!(
+        comment_dates(ms, named.timezone()),
+        ("2026-01-01 01:00:00".to_string(), "2026-01-01 00:00:00".to_string())
+    );
+    let offset = Options::from_rows(&rows(&[("timezone_string", ""), ("gmt_offset", "5.5")]));
+    assert_eq!(comment_dates(ms, offset.timezone()).0, "2026-01-01 05:30:00");
+    let utc = Options::from_rows(&rows(&[("timezone_string", "UTC")]));
+    assert_eq!(comment_dates(ms + 999, utc.timezone()).0, "2026-01-01 00:00:00");
+}
+
+#[test]
+fn moderation_hash_is_wp_hash() {
+    // hash_hmac('md5', '2026-11-26 14:03:07', 'abcKEYdefSALT') in PHP.
+    assert_eq!(
+        wp_hash("2026-11-26 14:03:07", "abcKEYdefSALT"),
+        "8c25859fdb03272c6cd695707223c200"
+    );
+}
+
+#[test]
+fn salts_come_from_the_config_files_then_the_options() {
+    let dir = std::env::temp_dir().join(format!("strata-syncer-salts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("main.php"),
+        "<?php\n// define('AUTH_KEY', 'commented');\ndefine('DB_NAME', 'x');\nrequire __DIR__ . '/salts.php';\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("salts.php"),
+        "<?php\ndefine( 'AUTH_KEY', 'k\\'ey' );\ndefine(\"AUTH_SALT\", \"salt\");\ndefine('NONCE_KEY', 'other');\n",
+    )
+    .unwrap();
+    let consts = read_php_constants(&dir.join("main.php")).unwrap();
+    assert_eq!(consts.files.len(), 2);
+    let o = Options::from_rows(&rows(&[("auth_key", "optkey"), ("auth_salt", "optsalt")]));
+    assert_eq!(auth_salt(&consts, &o).as_deref(), Some("k'eysalt"));
+    // The sample phrase, or a value shared by two constants, is not used.
+    std::fs::write(
+        dir.join("salts.php"),
+        "<?php\ndefine('AUTH_KEY', 'put your unique phrase here');\ndefine('AUTH_SALT', 'same');\ndefine('NONCE_SALT', 'same');\n",
+    )
+    .unwrap();
+    let consts = read_php_constants(&dir.join("main.php")).unwrap();
+    assert_eq!(auth_salt(&consts, &o).as_deref(), Some("optkeyoptsalt"));
+    assert_eq!(
+        auth_salt(&PhpConstants::default(), &Options::from_rows(&HashMap::new())),
+        None
+    );
+    assert!(read_php_constants(&dir.join("missing.php")).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

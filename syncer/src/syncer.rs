@@ -1,0 +1,516 @@
+//! One tick of the syncer, apart from its timer: reconcile the queue with the cursor, read
+//! the next records, apply them in one transaction, then tell the world (the committed
+//! position, bans, verdicts). Also publishes the site settings for the proxies.
+//!
+//! Lifecycle of a record: reserved and written by a proxy → read here → judged and inserted
+//! (or refused) in the transaction that also moves the cursor past it → after the commit:
+//! `{prefix}applied`, the record deleted, bans for approved comments, its verdict published.
+//! A crash before the commit leaves the cursor where it was, so the same records are
+//! applied on restart; a crash after it leaves them behind the cursor, so they never are
+//! again.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use strata_wire::comment::{self as wire, VERDICT_TTL};
+
+use crate::bans::{self, Banner};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::queue::{self, Cursor, Queue, QueueError, Reconcile};
+use crate::site::{self, Options, Permalinks, PhpConstants};
+use crate::store::{with_deadline, Applied, Judge, Outcome, Store, StoreError};
+use crate::verdicts;
+
+/// Why a tick failed. Nothing was lost: the next tick starts over from the cursor.
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    /// memcached failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// MySQL failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Positions applied (records judged plus skipped ones).
+    pub applied: usize,
+    /// The cursor after the tick.
+    pub cursor: Cursor,
+    /// Queue depth seen at the start.
+    pub depth: u64,
+    /// A memcached restart was detected.
+    pub reset: bool,
+}
+
+/// What `/status` shows.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// The cursor.
+    pub cursor: Cursor,
+    /// The queue's counter at the last tick.
+    pub counter: u64,
+    /// When the last tick succeeded.
+    pub last_ok: Option<Instant>,
+    /// The last error, if the last tick failed.
+    pub last_error: Option<String>,
+    /// Committed transactions.
+    pub commits: u64,
+    /// Bans waiting for a proxy.
+    pub bans_pending: usize,
+    /// When settings were last published.
+    pub settings_published: Option<Instant>,
+}
+
+/// The syncer's state between ticks.
+pub struct Syncer {
+    cfg: Config,
+    queue: Queue,
+    store: Store,
+    banner: Banner,
+    permalinks: Permalinks,
+    php: PhpConstants,
+    metrics: Arc<Metrics>,
+    status: Arc<parking_lot::Mutex<Status>>,
+    /// The durable cursor as last read or committed; `None` until loaded.
+    cursor: Option<Cursor>,
+    /// The highest counter seen for the cursor's epoch (to count losses on a restart).
+    last_counter: u64,
+    /// When settings were last published.
+    settings_at: Option<Instant>,
+    /// The options last read (published again while MySQL is unreachable).
+    options: Option<Options>,
+    /// The position last published as `{prefix}applied`.
+    applied_published: Option<u64>,
+    /// When a blocked queue was last logged.
+    blocked_logged: Option<Instant>,
+}
+
+/// A random number for a new queue epoch.
+fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Syncer {
+    /// A syncer for `cfg`. Reads the PHP configuration for the auth key and salt (a failure
+    /// is logged: the options are used instead).
+    ///
+    /// Errors: the MySQL URL is unusable.
+    pub fn new(cfg: Config, metrics: Arc<Metrics>) -> Result<Syncer, StoreError> {
+        let store = Store::new(&cfg.mysql, &cfg.table_prefix, &cfg.key_prefix)?;
+        let php = site::read_php_constants(&cfg.wp_config).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the WordPress configuration; using the auth_key/auth_salt options");
+            PhpConstants::default()
+        });
+        let addr = cfg.memcached.first().cloned().unwrap_or_default();
+        Ok(Syncer {
+            queue: Queue::new(&addr, &cfg.key_prefix, cfg.memcached_timeout),
+            store,
+            banner: Banner::new(
+                cfg.cluster.siblings.clone(),
+                cfg.cluster.secret.clone(),
+                cfg.cluster.ban_wait,
+                cfg.cluster.ban_timeout,
+            ),
+            permalinks: Permalinks::new(cfg.origin.clone()),
+            php,
+            metrics,
+            status: Arc::new(parking_lot::Mutex::new(Status::default())),
+            cursor: None,
+            last_counter: 0,
+            settings_at: None,
+            options: None,
+            applied_published: None,
+            blocked_logged: None,
+            cfg,
+        })
+    }
+
+    /// The shared status, for the admin listener.
+    pub fn status(&self) -> Arc<parking_lot::Mutex<Status>> {
+        self.status.clone()
+    }
+
+    /// Closes the database pool.
+    pub async fn close(self) {
+        self.store.close().await;
+    }
+
+    /// One round: see the module documentation. Errors leave the cursor where it was.
+    pub async fn tick(&mut self) -> Result<TickReport, TickError> {
+        let r = self.tick_inner().await;
+        let mut st = self.status.lock();
+        match &r {
+            Ok(report) => {
+                st.cursor = report.cursor;
+                st.last_ok = Some(Instant::now());
+                st.last_error = None;
+            }
+            Err(e) => {
+                match e {
+                    TickError::Queue(_) => self.metrics.memcached_errors.inc(),
+                    TickError::Store(_) => self.metrics.mysql_errors.inc(),
+                };
+                st.last_error = Some(e.to_string());
+            }
+        }
+        st.bans_pending = self.banner.pending();
+        r
+    }
+
+    async fn tick_inner(&mut self) -> Result<TickReport, TickError> {
+        let mut cursor = match self.cursor {
+            Some(c) => c,
+            None => {
+                let c = with_deadline(self.cfg.mysql_timeout, self.store.load_cursor()).await?;
+                tracing::info!(epoch = c.epoch, seq = c.seq, "cursor loaded");
+                self.cursor = Some(c);
+                c
+            }
+        };
+        self.publish_settings_if_due().await;
+        if self.banner.pending() > 0 {
+            self.flush_bans().await;
+        }
+
+        let (epoch, counter) = self.queue.head().await?;
+        let mut reset = false;
+        let before = cursor;
+        match queue::reconcile(cursor, epoch, counter, self.last_counter) {
+            Reconcile::Same => {}
+            Reconcile::RestoreEpoch => {
+                tracing::warn!(
+                    epoch = cursor.epoch,
+                    "the queue's epoch key vanished while its counter did not; restored"
+                );
+                self.queue.ensure_epoch(cursor.epoch).await?;
+            }
+            Reconcile::Adopt { epoch } => cursor.epoch = epoch,
+            Reconcile::Create => {
+                let e = self.queue.ensure_epoch(random_u64()).await?.unwrap_or(0);
+                cursor = Cursor { epoch: e, seq: 0 };
+            }
+            Reconcile::Reset { epoch, lost } => {
+                let e = match epoch {
+                    Some(e) => e,
+                    None => self.queue.ensure_epoch(random_u64()).await?.unwrap_or(0),
+                };
+                cursor = Cursor { epoch: e, seq: 0 };
+                if self.move_cursor(before, cursor).await? {
+                    tracing::error!(
+                        old_epoch = before.epoch,
+                        new_epoch = e,
+                        cursor = before.seq,
+                        last_counter = self.last_counter,
+                        lost,
+                        "memcached restarted: the comment queue was lost; {lost} queued comment(s) were never applied"
+                    );
+                    self.metrics.memcached_resets.inc();
+                    self.metrics.lost.inc_by(lost);
+                    self.last_counter = 0;
+                    reset = true;
+                } else {
+                    return Ok(TickReport {
+                        cursor: before,
+                        ..TickReport::default()
+                    });
+                }
+            }
+        }
+        if !reset && cursor != before {
+            if !self.move_cursor(before, cursor).await? {
+                return Ok(TickReport {
+                    cursor: before,
+                    ..TickReport::default()
+                });
+            }
+            tracing::info!(epoch = cursor.epoch, "queue epoch taken");
+        }
+        self.cursor = Some(cursor);
+        let counter = counter.unwrap_or(0);
+        self.last_counter = self.last_counter.max(counter);
+        self.status.lock().counter = counter;
+        let depth = counter.saturating_sub(cursor.seq);
+        self.metrics.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.metrics.cursor.set(i64::try_from(cursor.seq).unwrap_or(i64::MAX));
+        let mut report = TickReport {
+            applied: 0,
+            cursor,
+            depth,
+            reset,
+        };
+        if self.applied_published != Some(cursor.seq) {
+            self.publish_applied(cursor.seq).await;
+        }
+        if depth == 0 {
+            return Ok(report);
+        }
+
+        let to = cursor.seq + depth.min(self.cfg.batch as u64);
+        let (slots, blocked) = self.queue.fetch(cursor.seq + 1, to, self.cfg.missing_wait).await?;
+        if let Some(b) = blocked {
+            if self
+                .blocked_logged
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+            {
+                tracing::error!(
+                    seq = b.seq,
+                    version = b.version,
+                    "a queued comment has a newer format than this syncer understands; the queue waits for an upgraded syncer"
+                );
+                self.blocked_logged = Some(Instant::now());
+            }
+        }
+        if slots.is_empty() {
+            return Ok(report);
+        }
+        let judge = Judge {
+            version: self.cfg.wp_version,
+            flood_interval: self.cfg.flood_interval,
+        };
+        let step = self.store.apply(cursor, cursor.epoch, slots, judge);
+        let applied = match with_deadline(self.cfg.mysql_timeout, step).await {
+            Ok(a) => a,
+            Err(StoreError::CursorMoved(actual)) => {
+                tracing::warn!(
+                    expected = ?cursor,
+                    ?actual,
+                    "the cursor moved under this syncer (another syncer running, or a lost commit answer); following it"
+                );
+                self.cursor = Some(actual);
+                report.cursor = actual;
+                return Ok(report);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.cursor = Some(applied.cursor);
+        report.cursor = applied.cursor;
+        report.applied = applied.outcomes.len();
+        self.after_commit(applied).await;
+        Ok(report)
+    }
+
+    /// Everything that follows a commit; failures here are logged, never undo the commit.
+    async fn after_commit(&mut self, applied: Applied) {
+        let commit_ms = now_ms();
+        let m = self.metrics.clone();
+        m.commits.inc();
+        self.status.lock().commits += 1;
+        m.batch_size.observe(applied.outcomes.len() as f64);
+        self.publish_applied(applied.cursor.seq).await;
+
+        // Bans first, so a visitor following the redirect finds the new comment.
+        let mut ban_posts = std::collections::BTreeSet::new();
+        for (seq, o) in &applied.outcomes {
+            match o {
+                Outcome::Inserted(i) => {
+                    let label = match verdicts::status(i.approved) {
+                        wire::Status::Approved => "approved",
+                        wire::Status::Held => "held",
+                        wire::Status::Spam => "spam",
+                        wire::Status::Trash => "trash",
+                        _ => "other",
+                    };
+                    m.comment(label);
+                    m.lag
+                        .observe(commit_ms.saturating_sub(i.record.accepted_ms) as f64 / 1000.0);
+                    if i.approved == "1" {
+                        ban_posts.insert(i.record.post_id);
+                    }
+                    tracing::debug!(
+                        seq,
+                        comment = i.id,
+                        post = i.record.post_id,
+                        status = label,
+                        "comment saved"
+                    );
+                }
+                Outcome::Refused(r) => {
+                    m.comment(match r {
+                        crate::rules::Refusal::Ignored(_) => "ignored",
+                        crate::rules::Refusal::Rejected { .. } => "rejected",
+                    });
+                    m.rejection(r.reason());
+                    tracing::debug!(seq, reason = r.reason(), "comment refused");
+                }
+                Outcome::Skipped(why) => {
+                    m.skip(why);
+                    tracing::error!(
+                        seq,
+                        reason = why,
+                        "queue position skipped: its record never arrived or is unreadable"
+                    );
+                }
+            }
+        }
+        for post in &ban_posts {
+            self.banner.add(bans::tags_for_post(*post));
+        }
+        self.flush_bans().await;
+
+        self.publish_verdicts(&applied).await;
+
+        // Applied records are deleted; tombstones of skipped positions stay (they expire),
+        // so a record written late is refused.
+        let done: Vec<u64> = applied
+            .outcomes
+            .iter()
+            .filter(|(_, o)| !matches!(o, Outcome::Skipped(_)))
+            .map(|(s, _)| *s)
+            .collect();
+        if let Err(e) = self.queue.forget(&done).await {
+            tracing::debug!(error = %e, "cannot delete applied records (they expire by eviction)");
+        }
+        self.options = Some(applied.options);
+    }
+
+    /// Moves the durable cursor with compare-and-set; when another syncer moved it first, the
+    /// cursor is read again on the next tick and false is returned.
+    async fn move_cursor(&mut self, from: Cursor, to: Cursor) -> Result<bool, StoreError> {
+        let moved = with_deadline(self.cfg.mysql_timeout, self.store.move_cursor(from, to)).await?;
+        if !moved {
+            tracing::warn!(?from, ?to, "the cursor moved under this syncer; reading it again");
+            self.cursor = None;
+        }
+        Ok(moved)
+    }
+
+    /// Publishes `{prefix}applied` (the proxies' view of the queue depth).
+    async fn publish_applied(&mut self, seq: u64) {
+        let key = wire::applied_key(self.queue.prefix());
+        match self.queue.set(&key, seq.to_string().as_bytes(), 0).await {
+            Ok(()) => self.applied_published = Some(seq),
+            Err(e) => tracing::warn!(error = %e, "cannot publish the applied position"),
+        }
+    }
+
+    async fn flush_bans(&mut self) {
+        let (sent, errors) = self.banner.flush().await;
+        self.metrics.bans_sent.inc_by(sent as u64);
+        if !errors.is_empty() {
+            self.metrics.ban_errors.inc_by(errors.len() as u64);
+            tracing::warn!(
+                failed = errors.len(),
+                error = %errors[0],
+                "bans not delivered; retried on the next tick"
+            );
+        }
+        self.metrics
+            .bans_pending
+            .set(i64::try_from(self.banner.pending()).unwrap_or(i64::MAX));
+    }
+
+    async fn publish_verdicts(&mut self, applied: &Applied) {
+        let o: &Options = &applied.options;
+        if o.page_comments {
+            tracing::debug!("page_comments is on: comment links point at the post, without the comment page");
+        }
+        let salt = site::auth_salt(&self.php, o);
+        let host = o.home_authority();
+        let prefix = self.queue.prefix().to_string();
+        for (seq, outcome) in &applied.outcomes {
+            let verdict = match outcome {
+                Outcome::Inserted(i) => {
+                    let permalink = if i.record.redirect_to.as_deref().is_some_and(|r| !r.is_empty()) {
+                        String::new()
+                    } else {
+                        self.permalinks.get(i.record.post_id, &o.home, &host).await
+                    };
+                    verdicts::inserted(
+                        *seq,
+                        i,
+                        verdicts::Site {
+                            permalink: &permalink,
+                            home: &o.home,
+                            siteurl: &o.siteurl,
+                            auth_salt: salt.as_deref(),
+                        },
+                    )
+                }
+                Outcome::Refused(r) => verdicts::refused(*seq, r),
+                Outcome::Skipped(_) => continue,
+            };
+            let json = match serde_json::to_vec(&verdict) {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "cannot encode a verdict");
+                    continue;
+                }
+            };
+            match self
+                .queue
+                .set(&wire::verdict_key(&prefix, *seq), &json, VERDICT_TTL)
+                .await
+            {
+                Ok(()) => {
+                    if let Outcome::Inserted(i) = outcome {
+                        self.metrics
+                            .verdict_latency
+                            .observe(now_ms().saturating_sub(i.record.accepted_ms) as f64 / 1000.0);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "cannot publish a verdict (the proxy answers with a redirect to the post)")
+                }
+            }
+        }
+    }
+
+    /// Publishes `{prefix}settings` when `settings_interval` has passed. While MySQL cannot
+    /// be read, the last options read are published again: the site's settings rarely
+    /// change, and fresh settings keep the proxies queueing (the queue waits for MySQL).
+    async fn publish_settings_if_due(&mut self) {
+        if self
+            .settings_at
+            .is_some_and(|t| t.elapsed() < self.cfg.settings_interval)
+        {
+            return;
+        }
+        self.settings_at = Some(Instant::now());
+        match with_deadline(self.cfg.mysql_timeout, self.store.options()).await {
+            Ok(o) => self.options = Some(o),
+            Err(e) => {
+                self.metrics.mysql_errors.inc();
+                tracing::warn!(error = %e, "cannot read the site options; publishing the last ones read");
+            }
+        }
+        let Some(options) = &self.options else {
+            return;
+        };
+        let settings = options.settings(now_ms());
+        let key = wire::settings_key(self.queue.prefix());
+        match serde_json::to_vec(&settings) {
+            Ok(json) => match self.queue.set(&key, &json, 0).await {
+                Ok(()) => self.status.lock().settings_published = Some(Instant::now()),
+                Err(e) => {
+                    self.metrics.memcached_errors.inc();
+                    tracing::warn!(error = %e, "cannot publish the settings");
+                }
+            },
+            Err(e) => tracing::error!(error = %e, "cannot encode the settings"),
+        }
+    }
+
+    /// Forces the settings out on the next tick (tests, or after an options change).
+    pub fn settings_now(&mut self) {
+        self.settings_at = None;
+    }
+
+    /// The permalink cache, e.g. to clear it.
+    pub fn permalinks(&self) -> &Permalinks {
+        &self.permalinks
+    }
+}

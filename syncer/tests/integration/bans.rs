@@ -1,0 +1,131 @@
+//! Bans reach a proxy's admin API, signed, for approved comments only; an unreachable
+//! proxy is skipped for the next one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use strata_syncer::config::Config;
+use strata_wire::auth;
+use strata_wire::ban::Ban;
+
+use crate::harness::*;
+
+const SECRET: &str = "syncer-test-secret-0123456789";
+
+/// A stand-in for a proxy's admin listener that checks signatures and records the bans.
+async fn fake_proxy() -> (String, Arc<parking_lot::Mutex<Vec<(String, Ban)>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        let path = parts.uri.path_and_query().unwrap().as_str().to_string();
+                        let h = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_secs();
+                        let ok = auth::verify(
+                            SECRET.as_bytes(),
+                            auth::Signed {
+                                method: parts.method.as_str(),
+                                path: &path,
+                                body: &body,
+                            },
+                            h(auth::TIMESTAMP_HEADER),
+                            h(auth::SIGNATURE_HEADER),
+                            now,
+                            30,
+                        );
+                        let status = if ok.is_ok() { 200 } else { 403 };
+                        if ok.is_ok() {
+                            seen.lock().push((path, serde_json::from_slice::<Ban>(&body).unwrap()));
+                        }
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from_static(b"{\"seq\":1}")))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approved_comments_ban_their_post_and_the_lists() {
+    let (url, seen) = fake_proxy().await;
+    let t = token();
+    let secret_file = std::env::temp_dir().join(format!("strata-syncer-secret-{t}"));
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let prefix = format!("strata-test:{t}:");
+    let extra = format!(
+        "[cluster]\nsiblings = [\"http://127.0.0.1:9\", \"{url}\"]\nsecret_file = \"{}\"\nban_wait = \"50ms\"\nban_timeout = \"1s\"\n",
+        secret_file.display()
+    );
+    let cfg = Config::from_toml(&config_toml(&prefix, &extra), None).unwrap();
+    let mut env = Env::with_config(prefix, cfg).await;
+    let post = open_post(&env.db, &t).await;
+    env.push(record(
+        post,
+        "B",
+        &format!("b-{t}@example.test"),
+        "",
+        &format!("ban me {t}"),
+        &ip_for(&t),
+    ))
+    .await;
+    // Held (two links): no ban.
+    env.push(record(
+        post,
+        "H",
+        &format!("h-{t}@example.test"),
+        "",
+        &format!("{t} http://a.test/ http://b.test/"),
+        &ip_for(&format!("{t}h")),
+    ))
+    .await;
+    env.drain().await;
+    let got = seen.lock().clone();
+    let mut tags: Vec<String> = got.iter().map(|(_, b)| b.value.clone()).collect();
+    tags.sort();
+    assert_eq!(
+        tags,
+        vec![
+            "list".to_string(),
+            format!("post:{post}"),
+            "wp:recent-comments".to_string()
+        ]
+    );
+    for (path, ban) in &got {
+        assert!(path.starts_with("/ban?wait=50&n="), "{path}");
+        assert_eq!(ban.kind, strata_wire::ban::Kind::Tag);
+    }
+    // Every signature differs (the proxies refuse replays).
+    let paths: std::collections::BTreeSet<&String> = got.iter().map(|(p, _)| p).collect();
+    assert_eq!(paths.len(), got.len());
+    let _ = std::fs::remove_file(secret_file);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    env.finish(Some(&t)).await;
+}

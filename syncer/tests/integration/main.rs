@@ -1,0 +1,9 @@
+//! Integration tests of strata-syncer against the real MariaDB, memcached and WordPress of
+//! the test machine (scripts/wordpress.sh and scripts/memcached.sh bring them up).
+
+mod harness;
+
+mod bans;
+mod crash;
+mod queue;
+mod rules;

@@ -1,0 +1,154 @@
+//! The queue: memcached restarts, records that never arrive, records of a newer format, and
+//! MySQL failures (nothing moves, nothing is lost).
+
+use std::time::Duration;
+
+use strata_syncer::config::Config;
+use strata_wire::comment::{self as wire, Status};
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memcached_restart_is_detected_and_the_new_queue_applied() {
+    let mut env = Env::new("").await;
+    let t = token();
+    let post = open_post(&env.db, &t).await;
+    let a = env
+        .push(record(
+            post,
+            "R",
+            &format!("r1-{t}@example.test"),
+            "",
+            &format!("before {t}"),
+            &ip_for(&format!("{t}a")),
+        ))
+        .await;
+    let report = env.drain().await;
+    assert_eq!(report.cursor.seq, a);
+    let old_epoch = report.cursor.epoch;
+    // A number reserved but never written: the syncer sees the counter at 2 and waits.
+    let _ = env.reserve().await;
+    env.syncer.tick().await.unwrap();
+    // memcached restarts: everything is gone; a proxy starts a new queue.
+    env.wipe(2).await;
+    let b = env
+        .push(record(
+            post,
+            "R",
+            &format!("r2-{t}@example.test"),
+            "",
+            &format!("after {t}"),
+            &ip_for(&format!("{t}b")),
+        ))
+        .await;
+    assert_eq!(b, 1);
+    let report = env.syncer.tick().await.unwrap();
+    assert!(report.reset, "{report:?}");
+    assert_ne!(report.cursor.epoch, old_epoch);
+    let report = env.drain().await;
+    assert_eq!(report.cursor.seq, 1);
+    assert_eq!(env.verdict(b).await.unwrap().status, Status::Approved);
+    let text = env.metrics.render();
+    assert!(text.contains("strata_syncer_memcached_resets_total 1"), "{text}");
+    assert!(text.contains("strata_syncer_lost_comments_total 1"), "{text}");
+    env.finish(Some(&t)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_that_never_arrives_is_skipped_after_missing_wait() {
+    let mut env = Env::new("").await;
+    let t = token();
+    let post = open_post(&env.db, &t).await;
+    let (hole, _) = env.reserve().await;
+    let next = env
+        .push(record(
+            post,
+            "S",
+            &format!("s-{t}@example.test"),
+            "",
+            &format!("after the hole {t}"),
+            &ip_for(&t),
+        ))
+        .await;
+    assert_eq!(next, hole + 1);
+    let report = env.syncer.tick().await.unwrap();
+    assert_eq!(report.applied, 0, "waits for the missing record first");
+    assert_eq!(report.cursor.seq, hole - 1);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let report = env.drain().await;
+    assert_eq!(report.cursor.seq, next);
+    assert!(env.verdict(hole).await.is_none());
+    // The position is claimed: a proxy writing its record late (with add) is refused.
+    let late = wire::record_key(&env.prefix, hole);
+    assert!(!env.mc.add(&late, b"{}", 0).await.unwrap());
+    assert_eq!(env.verdict(next).await.unwrap().status, Status::Approved);
+    assert!(env.metrics.render().contains("reason=\"missing\""));
+    env.finish(Some(&t)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_of_a_newer_format_waits_for_a_newer_syncer() {
+    let mut env = Env::new("").await;
+    let (seq, _) = env.reserve().await;
+    let key = wire::record_key(&env.prefix, seq);
+    env.mc.set(&key, br#"{"v":99,"whatever":true}"#, 0).await.unwrap();
+    for _ in 0..3 {
+        let report = env.syncer.tick().await.unwrap();
+        assert_eq!((report.applied, report.cursor.seq), (0, seq - 1));
+    }
+    env.mc.delete(&key).await.unwrap();
+    env.finish(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_down_moves_nothing_and_loses_nothing() {
+    let t = token();
+    let prefix = format!("strata-test:{t}:");
+    let bad = config_toml(&prefix, "").replace(":3306/", ":1/");
+    let cfg = Config::from_toml(&bad, None).unwrap();
+    let mut env = Env::with_config(prefix.clone(), cfg).await;
+    let post = open_post(&env.db, &t).await;
+    let seq = env
+        .push(record(
+            post,
+            "M",
+            &format!("m-{t}@example.test"),
+            "",
+            &format!("while mysql is down {t}"),
+            &ip_for(&t),
+        ))
+        .await;
+    for _ in 0..3 {
+        assert!(env.syncer.tick().await.is_err());
+    }
+    assert!(env.metrics.render().contains("strata_syncer_mysql_errors_total"));
+    assert!(env.verdict(seq).await.is_none());
+    assert!(
+        env.get(&format!("c:{seq}")).await.is_some(),
+        "the record is still queued"
+    );
+    // MySQL is back (a syncer with the right address): the record is applied.
+    let good = Config::from_toml(&config_toml(&prefix, ""), None).unwrap();
+    let mut env = Env::with_config(prefix, good).await;
+    env.drain().await;
+    assert_eq!(env.verdict(seq).await.unwrap().status, Status::Approved);
+    env.finish(Some(&t)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memcached_down_is_a_retried_error() {
+    let t = token();
+    let prefix = format!("strata-test:{t}:");
+    let cfg = Config::from_toml(&config_toml(&prefix, "").replace(&memcached(), "127.0.0.1:9"), None).unwrap();
+    let mut env = Env::with_config(prefix, cfg).await;
+    assert!(env.syncer.tick().await.is_err());
+    assert!(env.syncer.tick().await.is_err());
+    let text = env.metrics.render();
+    let errors: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("strata_syncer_memcached_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(errors >= 2.0, "{text}");
+    env.finish(Some(&t)).await;
+}
