@@ -479,23 +479,36 @@ impl Comments {
         let accepted = Instant::now();
         let key = wire::record_key(&self.cfg.key_prefix, seq);
         let json = serde_json::to_vec(&record).unwrap_or_default();
-        // The number is reserved: write the record, retrying, so that it is not lost. A
-        // record that never arrives is skipped by the syncer after a bounded wait (logged).
+        // The number is reserved: write the record with `add`, retrying, so that it is not
+        // lost. `add` fails when the syncer gave up waiting for this number and marked it
+        // skipped: the comment then goes to PHP rather than vanish. After a failed attempt
+        // the record may already be ours: an `add` that fails is checked against it.
         let mut written = false;
         for attempt in 0..3 {
-            match self.with_conn(async |c| c.set(&key, &json, 0).await).await {
-                Ok(()) => {
+            let stored = self
+                .with_conn(async |c| match c.add(&key, &json, 0).await? {
+                    true => Ok(true),
+                    false if attempt > 0 => Ok(c.get(&key).await?.as_deref() == Some(json.as_slice())),
+                    false => Ok(false),
+                })
+                .await;
+            match stored {
+                Ok(true) => {
                     written = true;
+                    break;
+                }
+                Ok(false) => {
+                    tracing::warn!(
+                        seq,
+                        "queue position already taken (skipped by the syncer); comment passed to PHP"
+                    );
                     break;
                 }
                 Err(e) => tracing::warn!(error = %e, seq, attempt, "writing a queued comment failed"),
             }
         }
         if !written {
-            tracing::error!(
-                seq,
-                "memcached refused a reserved comment; passed to PHP (the syncer will skip its number)"
-            );
+            tracing::error!(seq, "comment not queued; passed to PHP (the syncer skips its number)");
             return Handled::ToPhp(ToPhp::Memcached, body);
         }
         metrics.comment("queued");

@@ -7,7 +7,9 @@
 //! - `{prefix}epoch`: a random number `add`ed by whoever creates the queue. When memcached
 //!   restarts, the queue, the counter and the epoch are gone together: a different epoch (or
 //!   a counter below the syncer's cursor) tells the syncer that queued comments were lost.
-//! - `{prefix}c:{seq}`: one [`Record`] (JSON), written once after its number is reserved.
+//! - `{prefix}c:{seq}`: one [`Record`] (JSON), written once with `add` after its number is
+//!   reserved. A syncer that waited too long for it `add`s a skip marker there instead, so
+//!   a late proxy's `add` fails and it hands the comment to PHP: never both, never neither.
 //! - `{prefix}v:{seq}`: the syncer's [`Verdict`] on record `seq` (JSON), kept [`VERDICT_TTL`].
 //! - `{prefix}settings`: the site's [`Settings`] (JSON), refreshed by the syncer every second.
 //! - `{prefix}applied`: the last sequence number the syncer has committed (decimal), so a
@@ -130,8 +132,8 @@ pub struct Verdict {
     /// moderation query for held comments without consent, `#comment-ID`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
-    /// For inserted comments, the stored (filtered) author, email and URL, for the
-    /// `comment_author_*` cookies.
+    /// For inserted comments, the values of the `comment_author_*` cookies as WordPress sets
+    /// them: the stored (filtered) author and email, and `esc_url()` of the stored URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie_author: Option<String>,
     /// See `cookie_author`.
