@@ -7,9 +7,13 @@
 //! caching proxy serving the same page over the same loopback connection can
 //! at best match it.
 //!
+//! With `--surrogate-key-per-path` every response also carries
+//! `Surrogate-Key: obj:PATH grp:N` (N = a hash of PATH modulo 1000): a tag of its own per
+//! path and one of a thousand shared ones, for benchmarks of a cache's tag index.
+//!
 //! ```text
 //! bare-server --listen 127.0.0.1:8083 --identity page.html --gzip page.html.gz \
-//!     [--content-type 'text/html; charset=UTF-8']
+//!     [--content-type 'text/html; charset=UTF-8'] [--surrogate-key-per-path]
 //! ```
 
 use std::convert::Infallible;
@@ -28,13 +32,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-const USAGE: &str = "usage: bare-server --listen ADDR --identity FILE --gzip FILE [--content-type T]";
+const USAGE: &str =
+    "usage: bare-server --listen ADDR --identity FILE --gzip FILE [--content-type T] [--surrogate-key-per-path]";
 
 struct Args {
     listen: SocketAddr,
     identity: PathBuf,
     gzip: PathBuf,
     content_type: String,
+    surrogate_key_per_path: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -42,11 +48,16 @@ fn parse_args() -> Result<Args> {
     let mut identity = None;
     let mut gzip = None;
     let mut content_type = "text/html; charset=UTF-8".to_owned();
+    let mut surrogate_key_per_path = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             println!("{USAGE}");
             std::process::exit(0);
+        }
+        if flag == "--surrogate-key-per-path" {
+            surrogate_key_per_path = true;
+            continue;
         }
         let value = it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
         match flag.as_str() {
@@ -68,6 +79,7 @@ fn parse_args() -> Result<Args> {
         identity: identity.context(USAGE)?,
         gzip: gzip.context(USAGE)?,
         content_type,
+        surrogate_key_per_path,
     })
 }
 
@@ -76,6 +88,16 @@ struct Page {
     identity: Bytes,
     gzip: Bytes,
     content_type: HeaderValue,
+    /// Whether each response names its path in `Surrogate-Key`.
+    surrogate_key_per_path: bool,
+}
+
+/// `obj:PATH grp:N`: a tag of the path's own and one of a thousand shared ones (FNV-1a).
+fn surrogate_key(path: &str) -> Option<HeaderValue> {
+    let hash = path.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    HeaderValue::from_str(&format!("obj:{path} grp:{}", hash % 1000)).ok()
 }
 
 fn wants_gzip(req: &Request<Incoming>) -> bool {
@@ -105,6 +127,11 @@ fn respond(page: &Page, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if gzip {
         headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
+    if page.surrogate_key_per_path {
+        if let Some(v) = surrogate_key(req.uri().path()) {
+            headers.insert("surrogate-key", v);
+        }
+    }
     resp
 }
 
@@ -116,6 +143,7 @@ fn main() -> Result<()> {
         identity: Bytes::from(identity),
         gzip: Bytes::from(gzip),
         content_type: HeaderValue::from_str(&args.content_type).context("bad --content-type value")?,
+        surrogate_key_per_path: args.surrogate_key_per_path,
     });
 
     tokio::runtime::Builder::new_multi_thread()

@@ -3,8 +3,9 @@
 //! In front of the real WordPress: an edit through one node shows on every node, and
 //! `strata-proxy ban --tag post:ID` clears a post everywhere. In front of a programmable
 //! origin: tag headers, write-triggered bans, prefix/regex/soft bans, a ban racing a fill,
-//! public PURGE, signatures. With real processes: a sibling paused, killed and restarted,
-//! and a sibling whose outgoing queue overflowed.
+//! public PURGE, signatures, the ban answer, `/cluster` and metrics. With real processes: a
+//! sibling paused, killed and restarted, a sibling whose outgoing queue overflowed, and a node
+//! that cannot confirm it is current (flush and pass modes).
 //!
 //! Propagation is asynchronous, so a check that depends on it first waits — bounded — until
 //! the sending node reports that every sibling acknowledged its bans (`GET /cluster`), or
@@ -78,6 +79,15 @@ async fn warm(addr: SocketAddr, host: &str, path: &str) -> Resp {
     r
 }
 
+/// Warms every path on every node (see [`warm`]).
+async fn warm_everywhere(addrs: &[SocketAddr], paths: &[&str]) {
+    for addr in addrs {
+        for path in paths {
+            warm(*addr, &host(), path).await;
+        }
+    }
+}
+
 /// Asserts the X-Cache of the next GET of each path on each node.
 async fn expect_cache(addrs: &[SocketAddr], host: &str, path: &str, want: &str, why: &str) {
     for addr in addrs {
@@ -116,8 +126,11 @@ fn all_acked(answer: &serde_json::Value, siblings: usize) {
 /// `"NAME"`; `/t/NAME` Surrogate-Key `NAME`; `/slow/NAME` the same after 500 ms; anything else
 /// untagged. Every page is `max-age=300`.
 ///
+/// `/wp/post-N` a WordPress singular page (`Link: <http://HOST/?p=N>; rel=shortlink`).
+///
 /// POST routes: `/write?group=G` 200 with `Cache-Group-Invalidation: G`; `/t/posted` 303 to
-/// `http://HOST/t/moved`; `/fail?group=G` 500 with `Cache-Group-Invalidation: G`.
+/// `http://HOST/t/moved`; `/fail?group=G` 500 with `Cache-Group-Invalidation: G`; anything
+/// under `/wp-admin/` or `/wp-json/` 200.
 struct Site {
     fixture: Fixture,
     generation: Arc<AtomicUsize>,
@@ -167,6 +180,9 @@ impl Site {
                             &[("cache-group-invalidation", query_param(&req, "group"))],
                             "failed".into(),
                         ),
+                        p if p.starts_with("/wp-admin/") || p.starts_with("/wp-json/") => {
+                            reply(200, &[("content-type", "application/json".into())], "{}".into())
+                        }
                         _ => reply(404, &[], "no such write".into()),
                     };
                 }
@@ -181,6 +197,14 @@ impl Site {
                     "ls" => Some(("x-litespeed-tag", "k-ls,all-tags".into())),
                     "g" => Some(("cache-groups", format!("\"{last}\""))),
                     "t" | "slow" => Some(("surrogate-key", last)),
+                    "wp" => Some((
+                        "link",
+                        format!(
+                            "<http://{}/?p={}>; rel=shortlink",
+                            host(),
+                            last.trim_start_matches("post-")
+                        ),
+                    )),
                     _ => None,
                 };
                 if first == "slow" {
@@ -374,14 +398,27 @@ async fn wordpress_edit_through_one_node_shows_on_every_node() {
     .await;
 }
 
-/// Writes a config file for `strata-proxy ban` that points at an admin listener.
-fn ban_config(name: &str, admin: SocketAddr, secret: &str) -> std::path::PathBuf {
+/// A config file for `strata-proxy ban` that points at an admin listener, with its secret
+/// file; both are removed when it is dropped.
+struct BanConfig {
+    path: std::path::PathBuf,
+    secret: std::path::PathBuf,
+}
+
+impl Drop for BanConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.secret);
+    }
+}
+
+fn ban_config(name: &str, admin: SocketAddr, secret: &str) -> BanConfig {
     let dir = std::env::temp_dir();
     let secret_path = dir.join(format!("strata-it-{name}-secret-{}", std::process::id()));
     std::fs::write(&secret_path, secret).expect("write secret");
-    let cfg = dir.join(format!("strata-it-{name}-{}.toml", std::process::id()));
+    let path = dir.join(format!("strata-it-{name}-{}.toml", std::process::id()));
     std::fs::write(
-        &cfg,
+        &path,
         format!(
             "[server]\nlisten = \"127.0.0.1:1\"\nadmin_listen = \"{admin}\"\n[origin]\nurl = \"{}\"\n\
              [cluster]\nsecret_file = {:?}\n",
@@ -390,7 +427,10 @@ fn ban_config(name: &str, admin: SocketAddr, secret: &str) -> std::path::PathBuf
         ),
     )
     .expect("write config");
-    cfg
+    BanConfig {
+        path,
+        secret: secret_path,
+    }
 }
 
 async fn ban_command(cfg: &std::path::Path, args: &[&str]) -> std::process::Output {
@@ -414,7 +454,7 @@ async fn ban_command_by_post_tag_clears_the_post_on_every_node() {
         }
         let cfg = ban_config("ban-cmd", nodes[0].admin, SECRET);
         let tag = format!("post:{}", post.id);
-        let out = ban_command(&cfg, &["--tag", &tag, "--wait", "3000"]).await;
+        let out = ban_command(&cfg.path, &["--tag", &tag, "--wait", "3000"]).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -436,7 +476,7 @@ async fn ban_command_by_post_tag_clears_the_post_on_every_node() {
         }
         // A refused ban: wrong secret → non-zero exit with a message; nothing invalidated.
         let wrong = ban_config("ban-cmd-wrong", nodes[0].admin, "another-secret-entirely-0123");
-        let out = ban_command(&wrong, &["--tag", &tag]).await;
+        let out = ban_command(&wrong.path, &["--tag", &tag]).await;
         assert!(!out.status.success(), "a refused ban exits non-zero");
         assert!(!out.stderr.is_empty(), "a refused ban says why");
         // Unreachable node: non-zero with a message.
@@ -445,14 +485,11 @@ async fn ban_command_by_post_tag_clears_the_post_on_every_node() {
             .local_addr()
             .unwrap();
         let gone = ban_config("ban-cmd-gone", closed, SECRET);
-        let out = ban_command(&gone, &["--all"]).await;
+        let out = ban_command(&gone.path, &["--all"]).await;
         assert!(!out.status.success(), "an unreachable node makes the ban command fail");
         assert!(!out.stderr.is_empty(), "and say why");
         for node in &nodes {
             assert_eq!(node.get(&post.path, &[]).await.x_cache(), "HIT");
-        }
-        for f in [cfg, wrong, gone] {
-            let _ = std::fs::remove_file(f);
         }
     })
     .await;
@@ -594,6 +631,136 @@ async fn writes_invalidate_their_group_target_and_location_on_every_node() {
         .await;
         expect_cache(&addrs, &host(), "/t/moved", "MISS", "the Location of a successful POST").await;
         expect_cache(&addrs, &host(), "/t/bystander", "HIT", "other pages are untouched").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wordpress_write_rules_ban_the_post_lists_and_html_but_not_for_heartbeats() {
+    bounded(90, async {
+        let site = Site::start().await;
+        let nodes = cluster(&site.url(), 2, relaxed).await;
+        let addrs = publics(&nodes);
+        let a = &nodes[0];
+        // Singular pages (tagged post:N from their shortlink) and a list page (no shortlink).
+        let paths = ["/wp/post-77", "/wp/post-78", "/t/listing"];
+        warm_everywhere(&addrs, &paths).await;
+        let url = format!("http://{}/wp/post-77", host());
+        let found = lookup(a.admin, &url).await.expect("cached");
+        assert!(
+            found["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|x| x == "post:77")),
+            "the shortlink tags the page post:77: {found}"
+        );
+        // A REST write to post 77: post:77, list, wp:recent-posts.
+        let r = a
+            .request(
+                Method::POST,
+                "/wp-json/wp/v2/posts/77",
+                &[("content-type", "application/json")],
+                Bytes::from_static(b"{\"title\":\"x\"}"),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        wait_acked(a.admin, PROPAGATION).await;
+        expect_cache(&addrs, &host(), "/wp/post-77", "MISS", "REST write to post 77").await;
+        expect_cache(&addrs, &host(), "/t/listing", "MISS", "a REST write bans the lists").await;
+        expect_cache(&addrs, &host(), "/wp/post-78", "HIT", "another post stays").await;
+        // An admin-ajax heartbeat changes nothing a visitor sees.
+        warm_everywhere(&addrs, &paths).await;
+        let form = [("content-type", "application/x-www-form-urlencoded")];
+        let r = a
+            .request(
+                Method::POST,
+                "/wp-admin/admin-ajax.php",
+                &form,
+                Bytes::from_static(b"action=heartbeat&interval=60"),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        wait_acked(a.admin, PROPAGATION).await;
+        for path in paths {
+            expect_cache(&addrs, &host(), path, "HIT", "a heartbeat bans nothing").await;
+        }
+        // Any other successful wp-admin write: html and list.
+        let r = a
+            .request(
+                Method::POST,
+                "/wp-admin/options.php",
+                &form,
+                Bytes::from_static(b"option_page=general&blogname=x"),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        wait_acked(a.admin, PROPAGATION).await;
+        for path in paths {
+            expect_cache(&addrs, &host(), path, "MISS", "a wp-admin write bans html and lists").await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ban_command_sends_every_kind() {
+    bounded(60, async {
+        let site = Site::start().await;
+        let nodes = cluster(&site.url(), 2, |i| {
+            let mut e = relaxed(i);
+            e.push(("cache", "grace = \"60s\"".into()));
+            e
+        })
+        .await;
+        let addrs = publics(&nodes);
+        let cfg = ban_config("ban-kinds", nodes[0].admin, SECRET);
+        let h = host();
+        let paths = ["/k/a1", "/k/a2", "/k/b1", "/k/c1"];
+        for addr in &addrs {
+            for path in paths {
+                warm(*addr, &h, path).await;
+            }
+        }
+        let run = |args: Vec<String>| {
+            let cfg = cfg.path.clone();
+            async move {
+                let mut all = args.clone();
+                all.extend(["--wait".to_string(), "3000".to_string()]);
+                let args: Vec<&str> = all.iter().map(String::as_str).collect();
+                let out = ban_command(&cfg, &args).await;
+                let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+                assert!(
+                    out.status.success(),
+                    "ban {args:?}: {}\n{stdout}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let answer: serde_json::Value = serde_json::from_str(stdout.trim())
+                    .unwrap_or_else(|e| panic!("ban {args:?} prints JSON ({e}): {stdout}"));
+                all_acked(&answer, 1);
+                answer
+            }
+        };
+        let answer = run(vec!["--prefix".into(), "/k/a".into(), "--host".into(), h.clone()]).await;
+        assert_eq!(answer["removed"], 2, "{answer}");
+        expect_cache(&addrs, &h, "/k/a1", "MISS", "ban --prefix /k/a --host").await;
+        expect_cache(&addrs, &h, "/k/b1", "HIT", "outside the prefix").await;
+        let answer = run(vec!["--regex".into(), format!("^{}/k/b", regex_escape(&h))]).await;
+        assert_eq!(answer["removed"], 1, "{answer}");
+        expect_cache(&addrs, &h, "/k/b1", "MISS", "ban --regex").await;
+        site.bump();
+        let answer = run(vec!["--url".into(), format!("http://{h}/k/c1"), "--soft".into()]).await;
+        assert_eq!(answer["removed"], 1, "{answer}");
+        for addr in &addrs {
+            let r = get_at(*addr, &h, "/k/c1", &[]).await;
+            assert_eq!(r.x_cache(), "STALE", "ban --url --soft via {addr}");
+        }
+        run(vec!["--all".into()]).await;
+        expect_cache(&addrs, &h, "/k/a2", "MISS", "ban --all").await;
+        let out = ban_command(&cfg.path, &["--regex", "^(unclosed"]).await;
+        assert!(!out.status.success(), "a refused regex exits non-zero");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("400") || !out.stderr.is_empty(),
+            "and says why"
+        );
     })
     .await;
 }
@@ -916,7 +1083,7 @@ async fn ban_answer_cluster_status_and_metrics_describe_the_siblings() {
         let text = send(Method::GET, &format!("http://{}/metrics", a.admin), &[], Bytes::new())
             .await
             .text();
-        for name in ["strata_sibling_queue{", "strata_cluster_flushes_total"] {
+        for name in ["strata_sibling_queue{", "strata_cluster_flushes"] {
             assert!(text.contains(name), "{name} on /metrics");
         }
         // Admin endpoints are not on the public port.
@@ -1201,7 +1368,7 @@ async fn queue_overflow_flushes_the_sibling_instead_of_losing_bans() {
     .await;
 }
 
-/// Node A's view of whether it is confirmed, polled until it equals `want`.
+/// Polls a node's `GET /cluster` until its `confirmed` equals `want` (at most `limit`).
 async fn wait_confirmation(admin: SocketAddr, want: bool, limit: Duration) {
     poll(
         &format!("{admin} to report confirmed = {want}"),
@@ -1239,9 +1406,11 @@ async fn unconfirmed_node_in_flush_mode_flushes_once_and_caps_freshness() {
         assert_eq!(still, flushed, "no second flush within the same unconfirmed period");
         b.resume();
         wait_confirmed(&nodes.admins(), Duration::from_secs(10)).await;
-        poll("strata_cluster_confirmed = 1 on A", Duration::from_secs(5), move || async move {
-            (metric_at(a.admin, "strata_cluster_confirmed", "").await == 1.0).then_some(())
-        })
+        poll(
+            "strata_cluster_confirmed = 1 on A",
+            Duration::from_secs(5),
+            move || async move { (metric_at(a.admin, "strata_cluster_confirmed", "").await == 1.0).then_some(()) },
+        )
         .await;
     })
     .await;

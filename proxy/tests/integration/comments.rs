@@ -61,7 +61,8 @@ async fn proxy(p: &str, extra: &[(&str, &str)]) -> TestProxy {
 async fn post_comment(p: &TestProxy, form: &str, headers: &[(&str, &str)]) -> Resp {
     let mut h = vec![("content-type", "application/x-www-form-urlencoded")];
     h.extend_from_slice(headers);
-    p.request(Method::POST, "/wp-comments-post.php", &h, Bytes::from(form.to_string())).await
+    p.request(Method::POST, "/wp-comments-post.php", &h, Bytes::from(form.to_string()))
+        .await
 }
 
 async fn counter(p: &str) -> Option<u64> {
@@ -118,9 +119,17 @@ async fn a_queued_comment_is_answered_from_the_verdict() {
     assert_eq!(resp.header("location"), "http://127.0.0.1:8080/some-post/#comment-4242");
     assert_eq!(resp.header("x-redirect-by"), "WordPress");
     assert_eq!(resp.header("cache-control"), "no-cache, must-revalidate, max-age=0");
-    let cookies: Vec<&str> = resp.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    let cookies: Vec<&str> = resp
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
     assert_eq!(cookies.len(), 3);
-    assert!(cookies[0].starts_with("comment_author_ef301f25d1b8e2bca70fafc1316f1a92=Ann+%26amp%3B+Bob; expires="), "{cookies:?}");
+    assert!(
+        cookies[0].starts_with("comment_author_ef301f25d1b8e2bca70fafc1316f1a92=Ann+%26amp%3B+Bob; expires="),
+        "{cookies:?}"
+    );
     assert!(cookies[2].starts_with("comment_author_url_ef301f25d1b8e2bca70fafc1316f1a92=http%3A%2F%2Fann.example;"));
     // The record holds what WordPress reads, cleaned as WordPress cleans it before its checks.
     assert_eq!((record.post_id, record.parent, record.seq), (7, 0, 1));
@@ -139,16 +148,31 @@ async fn without_a_verdict_in_time_the_visitor_goes_back_to_the_post() {
     let p = prefix("late");
     publish_settings(&p, &settings()).await;
     let proxy = proxy(&p, &[("comments", "hold = \"5ms\"")]).await;
-    let resp = post_comment(&proxy, "comment_post_ID=9&author=A&email=a%40example.com&comment=late", &[]).await;
+    let resp = post_comment(
+        &proxy,
+        "comment_post_ID=9&author=A&email=a%40example.com&comment=late",
+        &[],
+    )
+    .await;
     assert_eq!(resp.status, StatusCode::FOUND);
     assert_eq!(resp.header("location"), "http://127.0.0.1:8080/?p=9");
     // Still queued: nothing a visitor sent is dropped.
     assert_eq!(counter(&p).await, Some(1));
-    let raw = memcached().await.get(&wire::record_key(&p, 1)).await.unwrap().expect("record kept");
+    let raw = memcached()
+        .await
+        .get(&wire::record_key(&p, 1))
+        .await
+        .unwrap()
+        .expect("record kept");
     let r: Record = serde_json::from_slice(&raw).unwrap();
     assert_eq!(r.content, "late");
     // Without consent the comment cookies are deleted, as WordPress does.
-    let cookies: Vec<&str> = resp.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    let cookies: Vec<&str> = resp
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
     assert!(cookies.iter().all(|c| c.contains("Max-Age=0")), "{cookies:?}");
 }
 
@@ -159,14 +183,25 @@ async fn database_free_checks_answer_at_once_with_wordpress_page() {
     let proxy = proxy(&p, &[]).await;
     let resp = post_comment(&proxy, "comment_post_ID=5&author=&email=&comment=hi", &[]).await;
     assert_eq!(resp.status, StatusCode::OK);
-    assert!(resp.text().contains("<p><strong>Error:</strong> Please fill the required fields.</p>"));
+    assert!(resp
+        .text()
+        .contains("<p><strong>Error:</strong> Please fill the required fields.</p>"));
     assert!(resp.text().contains("<title>Comment Submission Failure</title>"));
     let resp = post_comment(&proxy, "comment_post_ID=5&author=A&email=not-an-email&comment=hi", &[]).await;
     assert!(resp.text().contains("Please enter a valid email address."));
-    let resp = post_comment(&proxy, "comment_post_ID=5&author=A&email=a%40example.com&comment=+", &[]).await;
+    let resp = post_comment(
+        &proxy,
+        "comment_post_ID=5&author=A&email=a%40example.com&comment=+",
+        &[],
+    )
+    .await;
     assert!(resp.text().contains("Please type your comment text."));
     let resp = post_comment(&proxy, "author=A&email=a%40example.com&comment=x", &[]).await;
-    assert_eq!((resp.status, resp.body.len()), (StatusCode::OK, 0), "no post: an empty 200");
+    assert_eq!(
+        (resp.status, resp.body.len()),
+        (StatusCode::OK, 0),
+        "no post: an empty 200"
+    );
     assert_eq!(counter(&p).await, None, "nothing was queued");
 }
 
@@ -179,7 +214,10 @@ async fn php_gets_what_only_php_can_answer() {
     assert_eq!(resp.status, StatusCode::OK);
     assert!(resp.text().contains("Please fill the required fields."), "PHP answered");
     assert_eq!(resp.x_cache(), "PASS");
-    assert_eq!(proxy.metric("strata_comments_total", "reason=\"php-no-syncer\"").await, 1.0);
+    assert_eq!(
+        proxy.metric("strata_comments_total", "reason=\"php-no-syncer\"").await,
+        1.0
+    );
 
     // With a syncer: logged-in users and post passwords still go to PHP.
     publish_settings(&p, &settings()).await;
@@ -190,9 +228,22 @@ async fn php_gets_what_only_php_can_answer() {
     )
     .await;
     assert!(resp.text().contains("Please fill the required fields."));
-    assert_eq!(proxy.metric("strata_comments_total", "reason=\"php-logged-in\"").await, 1.0);
-    let _ = post_comment(&proxy, "comment_post_ID=5&author=&email=&comment=hi", &[("cookie", "wp-postpass_abc=x")]).await;
-    assert_eq!(proxy.metric("strata_comments_total", "reason=\"php-post-password\"").await, 1.0);
+    assert_eq!(
+        proxy.metric("strata_comments_total", "reason=\"php-logged-in\"").await,
+        1.0
+    );
+    let _ = post_comment(
+        &proxy,
+        "comment_post_ID=5&author=&email=&comment=hi",
+        &[("cookie", "wp-postpass_abc=x")],
+    )
+    .await;
+    assert_eq!(
+        proxy
+            .metric("strata_comments_total", "reason=\"php-post-password\"")
+            .await,
+        1.0
+    );
     assert_eq!(counter(&p).await, None, "nothing was queued");
 
     // A queue deeper than max_queue: PHP takes the comment.
@@ -201,9 +252,17 @@ async fn php_gets_what_only_php_can_answer() {
     mc.set(&wire::applied_key(&p), b"10", 60).await.unwrap();
     let full = proxy_with_limit(&p).await;
     // A post that does not exist: PHP answers an empty 200 and stores nothing.
-    let resp = post_comment(&full, "comment_post_ID=999999&author=A&email=a%40example.com&comment=hi", &[]).await;
+    let resp = post_comment(
+        &full,
+        "comment_post_ID=999999&author=A&email=a%40example.com&comment=hi",
+        &[],
+    )
+    .await;
     assert_eq!((resp.status, resp.body.len()), (StatusCode::OK, 0));
-    assert_eq!(full.metric("strata_comments_total", "reason=\"php-queue-full\"").await, 1.0);
+    assert_eq!(
+        full.metric("strata_comments_total", "reason=\"php-queue-full\"").await,
+        1.0
+    );
     assert_eq!(counter(&p).await, Some(50), "no number reserved");
 }
 
@@ -220,5 +279,8 @@ async fn an_unreachable_memcached_sends_comments_to_php() {
     let down = TestProxy::start(&wp_origin(), &lines).await;
     let resp = post_comment(&down, "comment_post_ID=5&author=&email=&comment=hi", &[]).await;
     assert!(resp.text().contains("Please fill the required fields."), "PHP answered");
-    assert_eq!(down.metric("strata_comments_total", "reason=\"php-memcached\"").await, 1.0);
+    assert_eq!(
+        down.metric("strata_comments_total", "reason=\"php-memcached\"").await,
+        1.0
+    );
 }
