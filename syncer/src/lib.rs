@@ -9,6 +9,7 @@
 //! - [`format`], [`kses`]: ports of the WordPress filters a comment goes through;
 //! - [`site`]: options, timezone, salts, settings and permalinks of the site;
 //! - [`store`]: the MySQL transaction that applies a batch and moves the cursor;
+//! - [`flood`]: the last hour's comments by address and e-mail, for the flood check;
 //! - [`verdicts`]: the answer for each record (`Location`, cookies, errors);
 //! - [`bans`]: signed bans to the proxies;
 //! - [`syncer`]: one tick, separate from the timer in [`run`];
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod bans;
 pub mod config;
+pub mod flood;
 pub mod format;
 pub mod kses;
 pub mod metrics;

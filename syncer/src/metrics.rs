@@ -25,11 +25,17 @@ pub mod names {
     pub const BAN_ERRORS: &str = "strata_syncer_ban_errors";
     pub const BANS_PENDING: &str = "strata_syncer_bans_pending";
     pub const COMMITS: &str = "strata_syncer_commits";
+    pub const FLOOD_CHECKS: &str = "strata_syncer_flood_checks";
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByLabel {
+    by: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +75,7 @@ pub struct Metrics {
     pub bans_pending: Gauge,
     /// Committed transactions.
     pub commits: Counter,
+    flood_checks: Family<ByLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -98,6 +105,7 @@ impl Metrics {
             ban_errors: Counter::default(),
             bans_pending: Gauge::default(),
             commits: Counter::default(),
+            flood_checks: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -152,7 +160,22 @@ impl Metrics {
         );
         registry.register(names::BANS_PENDING, "Bans waiting for a proxy", m.bans_pending.clone());
         registry.register(names::COMMITS, "Committed transactions", m.commits.clone());
+        registry.register(
+            names::FLOOD_CHECKS,
+            "Flood checks, by what answered them: the in-memory index or WordPress's query",
+            m.flood_checks.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Counts flood checks answered by the index and by the query.
+    pub fn flood_checks(&self, by_index: u64, by_query: u64) {
+        self.flood_checks
+            .get_or_create(&ByLabel { by: "index" })
+            .inc_by(by_index);
+        self.flood_checks
+            .get_or_create(&ByLabel { by: "query" })
+            .inc_by(by_query);
     }
 
     /// Counts one applied record by outcome (approved, held, trash, spam, rejected, ignored).

@@ -8,12 +8,14 @@
 //! after the other, with the table's own collation deciding what is equal.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Pool, TxOpts, Value};
 use strata_wire::comment::Record;
 
+use crate::flood::{Compare, FloodIndex, Lookup};
 use crate::format::{self, addslashes, Filtered, Raw};
 use crate::queue::{Cursor, Slot};
 use crate::rules::{self, History, Post, Refusal, Submission, WpVersion};
@@ -54,6 +56,8 @@ pub struct Applied {
     pub cursor: Cursor,
     /// The options the batch was judged with.
     pub options: Options,
+    /// Flood checks answered by the index, and by the query.
+    pub flood_checks: (u64, u64),
 }
 
 /// Why the database step failed. Nothing was committed in any case.
@@ -98,6 +102,43 @@ pub struct Store {
     /// The queue's name in the cursor table (its memcached key prefix), so that several
     /// queues can share one database.
     queue: String,
+    /// The last hour's comments by address and e-mail, so the flood query runs only for
+    /// comments that may be floods; one batch uses it at a time.
+    flood: Arc<tokio::sync::Mutex<FloodState>>,
+}
+
+/// The flood index and when it may be (re)built.
+#[derive(Debug, Default)]
+struct FloodState {
+    /// The index, once seeded.
+    index: Option<FloodIndex>,
+    /// No index before this (it outgrew its bound, or the collation is unknown): the query
+    /// decides every comment meanwhile.
+    disabled_until: Option<Instant>,
+    /// When old rows were last dropped.
+    pruned: Option<Instant>,
+    /// Flood checks of the current batch the index answered.
+    by_index: u64,
+    /// Flood checks of the current batch that ran the query.
+    by_query: u64,
+}
+
+/// How long the flood index stays off after it outgrew its bound or could not be built.
+const FLOOD_INDEX_PAUSE: Duration = Duration::from_secs(60);
+
+/// Unix seconds now.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// `Y-m-d H:i:s` UTC of Unix seconds.
+fn mysql_date(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 fn params(values: Vec<Value>) -> Params {
@@ -128,6 +169,7 @@ impl Store {
             pool: Pool::new(opts),
             prefix: prefix.to_string(),
             queue: queue.to_string(),
+            flood: Arc::new(tokio::sync::Mutex::new(FloodState::default())),
         })
     }
 
@@ -231,6 +273,11 @@ impl Store {
         let tz = options.timezone();
         let home_host = options.home_host();
         let posts = self.posts(&mut tx, &slots).await?;
+        let mut flood = self.flood.lock().await;
+        (flood.by_index, flood.by_query) = (0, 0);
+        if !judge.flood_interval.is_zero() {
+            self.refresh_flood(&mut tx, &mut flood).await?;
+        }
 
         let mut outcomes = Vec::with_capacity(slots.len());
         let mut counted_posts = BTreeSet::new();
@@ -245,7 +292,7 @@ impl Store {
                 Slot::Record(r) => r,
             };
             let outcome = self
-                .judge_and_insert(&mut tx, record, &posts, &options, tz, &home_host, judge)
+                .judge_and_insert(&mut tx, record, &posts, &options, tz, &home_host, judge, &mut flood)
                 .await?;
             if let Outcome::Inserted(i) = &outcome {
                 if i.approved == "1" {
@@ -283,7 +330,95 @@ impl Store {
             outcomes,
             cursor,
             options,
+            flood_checks: (flood.by_index, flood.by_query),
         })
+    }
+
+    /// Brings the flood index up to date inside the batch's transaction: seeded on first use
+    /// (the column collation, the highest id, the last hour's rows), then the rows added since
+    /// (above the highest id seen, or skipped over before), old rows dropped once a second.
+    async fn refresh_flood(
+        &self,
+        tx: &mut mysql_async::Transaction<'_>,
+        state: &mut FloodState,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        if state.disabled_until.is_some_and(|t| now < t) {
+            return Ok(());
+        }
+        let comments = self.t("comments");
+        type Row = (u64, String, String, String);
+        let select = format!(
+            "SELECT comment_ID, comment_author_IP, comment_author_email, CAST(comment_date_gmt AS CHAR) FROM {comments}"
+        );
+        let (mut index, rows) = match state.index.take() {
+            Some(index) => {
+                let (clause, ids) = index.refresh_sql();
+                let rows: Vec<Row> = tx
+                    .exec(
+                        format!("{select} WHERE {clause}"),
+                        params(ids.into_iter().map(Value::from).collect()),
+                    )
+                    .await?;
+                (index, rows)
+            }
+            None => {
+                // Off until the seed succeeds: a seed that fails or outlives the batch's
+                // deadline is not retried on every batch.
+                state.disabled_until = Some(now + FLOOD_INDEX_PAUSE);
+                let collations: Vec<String> = tx
+                    .exec(
+                        "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+                         AND TABLE_NAME = ? AND COLUMN_NAME IN ('comment_author_IP', 'comment_author_email')",
+                        params(vec![format!("{}comments", self.prefix).into()]),
+                    )
+                    .await?;
+                let compare: Vec<Option<Compare>> = collations.iter().map(|c| Compare::for_collation(c)).collect();
+                let Some(Some(compare)) = compare
+                    .first()
+                    .copied()
+                    .filter(|_| compare.len() == 2 && compare[0] == compare[1])
+                else {
+                    tracing::info!(
+                        ?collations,
+                        "flood check: unknown collation; every comment is checked by query"
+                    );
+                    state.disabled_until = Some(now + FLOOD_INDEX_PAUSE);
+                    return Ok(());
+                };
+                let max_id: Option<u64> = tx
+                    .query_first(format!("SELECT COALESCE(MAX(comment_ID), 0) FROM {comments}"))
+                    .await?;
+                let horizon = FloodIndex::seed_horizon(unix_now());
+                let rows: Vec<Row> = tx
+                    .exec(
+                        format!("{select} WHERE comment_date_gmt >= ?"),
+                        params(vec![mysql_date(horizon).into()]),
+                    )
+                    .await?;
+                state.disabled_until = None;
+                (FloodIndex::new(compare, horizon, max_id.unwrap_or(0)), rows)
+            }
+        };
+        for (id, ip, email, date) in rows {
+            if !index.observe(id, &ip, &email, mysql_ts(&date), now) {
+                tracing::warn!(
+                    keys = index.len(),
+                    "flood check: the index outgrew its bound; every comment is checked by query for a while"
+                );
+                state.disabled_until = Some(now + FLOOD_INDEX_PAUSE);
+                return Ok(());
+            }
+        }
+        if state
+            .pruned
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            index.prune(unix_now(), now);
+            state.pruned = Some(now);
+        }
+        state.index = Some(index);
+        Ok(())
     }
 
     /// The posts the batch comments on, statuses resolved as `get_post_status()` does.
@@ -376,6 +511,7 @@ impl Store {
         tz: site::SiteTz,
         home_host: &str,
         judge: Judge,
+        flood: &mut FloodState,
     ) -> Result<Outcome, StoreError> {
         let comments = self.t("comments");
         let now = i64::try_from(r.accepted_ms / 1000).unwrap_or(i64::MAX);
@@ -451,8 +587,20 @@ impl Store {
             let hour_ago = site::comment_dates(r.accepted_ms.saturating_sub(3_600_000), tz).1;
             // wp_handle_comment_submission slashes the data; this query gets it as is.
             let email = addslashes(&checked.email);
-            let last: Option<String> = tx
-                .exec_first(
+            let interval = i64::try_from(judge.flood_interval.as_secs()).unwrap_or(i64::MAX);
+            // The index answers "certainly not a flood"; anything else is the query's call.
+            let certain = match (flood.index.as_ref(), mysql_ts(&hour_ago), mysql_ts(&date_gmt)) {
+                (Some(index), Some(since), Some(new)) => {
+                    index.lookup(&filtered.ip, &email, since, new, interval) == Lookup::NotFlood
+                }
+                _ => false,
+            };
+            let last: Option<String> = if certain {
+                flood.by_index += 1;
+                None
+            } else {
+                flood.by_query += 1;
+                tx.exec_first(
                     format!(
                         "SELECT CAST(comment_date_gmt AS CHAR) FROM {comments} WHERE comment_date_gmt >= ? \
                          AND ( comment_author_IP = ? OR comment_author_email = ? ) \
@@ -460,9 +608,10 @@ impl Store {
                     ),
                     params(vec![hour_ago.into(), filtered.ip.clone().into(), email.into()]),
                 )
-                .await?;
+                .await?
+            };
             if let (Some(last), Some(new)) = (last.as_deref().and_then(mysql_ts), mysql_ts(&date_gmt)) {
-                if new - last < judge.flood_interval.as_secs() as i64 {
+                if new - last < interval {
                     return Ok(Outcome::Refused(rules::FLOOD));
                 }
             }
@@ -516,6 +665,12 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         let id = tx.last_insert_id().unwrap_or(0);
+        if let Some(index) = flood.index.as_mut() {
+            if !index.observe(id, &filtered.ip, &filtered.email, mysql_ts(&date_gmt), Instant::now()) {
+                // Outgrown: dropped now, rebuilt by the next batch's refresh.
+                flood.index = None;
+            }
+        }
         Ok(Outcome::Inserted(Box::new(Inserted {
             id,
             approved,

@@ -310,6 +310,7 @@ impl Syncer {
         m.commits.inc();
         self.status.lock().commits += 1;
         m.batch_size.observe(applied.outcomes.len() as f64);
+        m.flood_checks(applied.flood_checks.0, applied.flood_checks.1);
         self.publish_applied(applied.cursor.seq).await;
 
         // Bans first, so a visitor following the redirect finds the new comment.

@@ -5,5 +5,7 @@ mod harness;
 
 mod bans;
 mod crash;
+mod e2e;
+mod flood;
 mod queue;
 mod rules;

@@ -1,0 +1,374 @@
+#!/usr/bin/env bash
+# Strata comment benchmark: comment POST throughput and latency through strata-proxy (comments
+# written behind, strata-syncer draining the queue into MySQL) against POSTing the same forms
+# straight to PHP, on the same machine, against the same WordPress and MariaDB.
+#
+#   (1) PHP: `comment-load` POSTs unique comments to the WordPress origin
+#       (http://127.0.0.1:8081/wp-comments-post.php, Host 127.0.0.1:8080) for DURATION over
+#       CONNECTIONS keep-alive connections;
+#   (2) Strata: one strata-proxy with `[comments] enabled = true` and
+#       `trusted_proxies = ["127.0.0.1"]` in front of the same origin, and strata-syncer on
+#       its queue; the same load, each comment with its own X-Forwarded-For address in
+#       2001:db8::/32 so the flood check does not refuse it. After the load, the script waits
+#       for the syncer to drain the queue and reads its lag histogram (acceptance by the proxy
+#       → commit in MySQL).
+#
+# Every comment is unique (text, author, e-mail carry a run tag); they go to POSTS published
+# posts open for comments. The benchmark's comments are deleted after each phase (and on any
+# exit), and comment_count of those posts recomputed: the site is left as it was.
+#
+# A measurement printed for people, not a test: the exit status does not depend on the figures.
+#
+#   benches/comments.sh
+#   DURATION=15s CONNECTIONS=32 benches/comments.sh
+#
+# Environment:
+#   DURATION      length of each load phase (default 10s)
+#   CONNECTIONS   keep-alive connections of the load generator (default 64)
+#   POSTS         how many posts receive the comments (default 4)
+#   HOLD          [comments] hold of the proxy (default 5ms)
+#   MAX_HOLD      [comments] max_hold of the proxy (default 200ms)
+#   MYSQL_ARGS    arguments of the mysql client for the WordPress database
+#                 (default: -h127.0.0.1 -P3306 -ustrata_wp -pstrata_wp strata_wp)
+#   RESULTS       where the Markdown report goes (default benches/results/comments.md)
+#   SKIP_BUILD=1  do not run cargo build (use the binaries already in target/release)
+#   KEEP_WORK=1   keep the temporary work directory (logs, configs, outputs)
+#
+# Ports (all 127.0.0.1): WordPress origin 8081 (scripts/wordpress.sh), memcached 11211
+# (scripts/memcached.sh), MariaDB 3306; strata-proxy 8110 (admin 9110); strata-syncer
+# admin 9111.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+POSTS=${POSTS:-4}
+HOLD=${HOLD:-5ms}
+MAX_HOLD=${MAX_HOLD:-200ms}
+RESULTS=${RESULTS:-$ROOT/benches/results/comments.md}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+CARGO=${CARGO:-cargo}
+read -r -a MYSQL_ARGS <<<"${MYSQL_ARGS:--h127.0.0.1 -P3306 -ustrata_wp -pstrata_wp strata_wp}"
+
+ORIGIN_ADDR=127.0.0.1:8081
+HOST_HEADER=127.0.0.1:8080
+MEMCACHED=127.0.0.1:11211
+PROXY_ADDR=127.0.0.1:8110
+PROXY_ADMIN=127.0.0.1:9110
+SYNCER_ADMIN=127.0.0.1:9111
+TAG=bench$(date +%s)x$$
+PREFIX="strata-bench:$TAG:"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+sql() { mysql "${MYSQL_ARGS[@]}" -N -B -e "$1" 2>/dev/null; }
+
+# ---------------------------------------------------------------------------
+# Work directory and clean-up: every process this script starts is in PIDS; every comment
+# it causes has an e-mail N.C.bench-TAGx@example.test (x: p for PHP, s for Strata).
+
+WORK=$(mktemp -d /tmp/strata-comments.XXXXXX)
+PIDS=()
+NOTES=()
+POST_IDS=""
+
+stop_pid() {
+    local pid=$1 _
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# Deletes the benchmark's comments (those whose e-mail carries TAG) and recomputes the
+# comment_count of the posts they were on.
+delete_comments() {
+    [ -n "$POST_IDS" ] || return 0
+    sql "DELETE FROM wp_comments WHERE comment_author_email LIKE '%.bench-${TAG}_@example.test';
+         UPDATE wp_posts p SET comment_count = (SELECT COUNT(*) FROM wp_comments c
+             WHERE c.comment_post_ID = p.ID AND c.comment_approved = '1') WHERE p.ID IN ($POST_IDS);" ||
+        log "could not delete the benchmark's comments (e-mails *.bench-${TAG}?@example.test)"
+}
+
+# Deletes the queue's keys in memcached (the syncer already deleted the records).
+forget_queue() {
+    local k
+    if exec 3<>"/dev/tcp/${MEMCACHED%:*}/${MEMCACHED#*:}" 2>/dev/null; then
+        for k in seq epoch applied settings; do printf 'delete %s%s noreply\r\n' "$PREFIX" "$k" >&3; done
+        exec 3>&-
+    fi
+    sql "DELETE FROM wp_strata_syncer WHERE queue = '$PREFIX';" || true
+}
+
+cleanup() {
+    local pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    delete_comments
+    forget_queue
+    if [ "${KEEP_WORK:-0}" = 1 ]; then
+        log "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for tool in curl awk mysql; do
+    command -v "$tool" >/dev/null || die "$tool is needed"
+done
+[[ $CONNECTIONS =~ ^[1-9][0-9]*$ && $POSTS =~ ^[1-9][0-9]*$ ]] || die "CONNECTIONS and POSTS must be positive integers"
+for addr in "$PROXY_ADDR" "$PROXY_ADMIN" "$SYNCER_ADMIN"; do
+    if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
+        die "something is already listening on $addr; stop it first"
+    fi
+done
+curl -s -o /dev/null --max-time 5 -H "Host: $HOST_HEADER" "http://$ORIGIN_ADDR/" ||
+    die "the WordPress origin does not answer on $ORIGIN_ADDR (bash scripts/wordpress.sh up)"
+sql "SELECT 1" >/dev/null || die "MariaDB does not answer (mysql ${MYSQL_ARGS[*]})"
+
+# ---------------------------------------------------------------------------
+# Build
+
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    log "building release binaries"
+    if ! (cd "$ROOT" && "$CARGO" build --release -p strata-proxy -p strata-syncer -p strata-bench) \
+        >"$WORK/build.log" 2>&1; then
+        tail -n 30 "$WORK/build.log" >&2
+        die "cargo build failed"
+    fi
+fi
+STRATA_BIN=$TARGET_DIR/release/strata-proxy
+SYNCER_BIN=$TARGET_DIR/release/strata-syncer
+LOAD_BIN=$TARGET_DIR/release/comment-load
+for bin in "$STRATA_BIN" "$SYNCER_BIN" "$LOAD_BIN"; do
+    [ -x "$bin" ] || die "$bin not found (cargo build --release -p strata-proxy -p strata-syncer -p strata-bench)"
+done
+
+# ---------------------------------------------------------------------------
+# The posts: published, no password, open for comments.
+
+POST_IDS=$(sql "SELECT ID FROM wp_posts WHERE post_type = 'post' AND post_status = 'publish'
+                AND post_password = '' AND comment_status = 'open' ORDER BY ID LIMIT $POSTS" | paste -sd, -)
+[ -n "$POST_IDS" ] || die "no published post open for comments (bash scripts/wordpress.sh up)"
+COMMENTS_BEFORE=$(sql "SELECT COUNT(*) FROM wp_comments")
+log "posts $POST_IDS; $COMMENTS_BEFORE comments in the database; run tag $TAG"
+
+# landed TAG -> number of comments in MySQL whose e-mail carries TAG
+landed() { sql "SELECT COUNT(*) FROM wp_comments WHERE comment_author_email LIKE '%.bench-$1@example.test'"; }
+recent() { sql "SELECT COUNT(*) FROM wp_comments WHERE comment_date_gmt >= UTC_TIMESTAMP() - INTERVAL 1 HOUR"; }
+
+# kv FILE KEY -> the value of KEY=value in the comment-load output
+kv() { grep -o "\b$2=[^ ]*" "$1" | head -n 1 | cut -d= -f2-; }
+
+# wait_for URL PATTERN SECONDS: waits until the body of URL matches PATTERN.
+wait_for() {
+    local url=$1 pattern=$2 secs=$3 _
+    for _ in $(seq 1 $((secs * 10))); do
+        if curl -s --max-time 2 "$url" 2>/dev/null | grep -q -- "$pattern"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+metric() { # metric ADMIN NAME [LABEL-FILTER] -> sum of the matching samples
+    curl -s --max-time 5 "http://$1/metrics" |
+        awk -v name="$2" -v filt="${3:-}" '
+            $0 !~ /^#/ { split($1, a, "{"); if (a[1] == name && (filt == "" || index($0, filt))) s += $NF }
+            END { printf "%.6g\n", s + 0 }'
+}
+
+labels() { # labels ADMIN NAME -> "label N, …" of a labelled counter
+    curl -s --max-time 5 "http://$1/metrics" |
+        awk -v name="$2" '$0 !~ /^#/ && index($1, name "{") == 1 {
+            match($1, /"[^"]*"/); out = out (out ? ", " : "") substr($1, RSTART + 1, RLENGTH - 2) " " $NF }
+            END { print (out ? out : "none") }'
+}
+
+# quantile ADMIN HISTOGRAM Q -> milliseconds, linearly interpolated inside the bucket (as
+# Prometheus's histogram_quantile does), with the bucket's bounds.
+quantile() {
+    curl -s --max-time 5 "http://$1/metrics" |
+        awk -v name="$2_bucket" -v q="$3" '
+            index($1, name "{") == 1 { match($1, /le="[^"]*"/); le[n] = substr($1, RSTART + 4, RLENGTH - 5); c[n++] = $NF }
+            END {
+                if (n == 0 || c[n - 1] == 0) { print "n/a"; exit }
+                want = q * c[n - 1]; lo = 0; prev = 0
+                for (i = 0; i < n; i++) {
+                    if (c[i] >= want) {
+                        if (le[i] == "+Inf") { printf "> %.0f (beyond the last bucket)", lo * 1000; exit }
+                        v = lo + (le[i] - lo) * (c[i] == prev ? 1 : (want - prev) / (c[i] - prev))
+                        printf "%.1f (bucket %g–%g)", v * 1000, lo * 1000, le[i] * 1000; exit
+                    }
+                    lo = le[i]; prev = c[i]
+                }
+            }'
+}
+
+CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+
+# ---------------------------------------------------------------------------
+# (1) Straight to PHP
+
+RECENT_PHP=$(recent)
+LOAD_PHP=$(cut -d' ' -f1 /proc/loadavg)
+log "(1) PHP: $CONNECTIONS connections for $DURATION to http://$ORIGIN_ADDR/wp-comments-post.php"
+"$LOAD_BIN" --url "http://$ORIGIN_ADDR/wp-comments-post.php" --host "$HOST_HEADER" --posts "$POST_IDS" \
+    --tag "${TAG}p" --connections "$CONNECTIONS" --duration "$DURATION" >"$WORK/php.out" 2>"$WORK/php.err" ||
+    die "comment-load failed: $(cat "$WORK/php.err")"
+cat "$WORK/php.out" >&2
+PHP_LANDED=$(landed "${TAG}p")
+delete_comments
+
+# ---------------------------------------------------------------------------
+# (2) Through strata-proxy and strata-syncer
+
+(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$WORK/cluster.secret")
+cat >"$WORK/proxy.toml" <<EOF
+[server]
+listen = "$PROXY_ADDR"
+admin_listen = "$PROXY_ADMIN"
+
+[origin]
+url = "http://$ORIGIN_ADDR"
+
+[cluster]
+node_id = "bench"
+secret_file = "cluster.secret"
+
+[comments]
+enabled = true
+memcached = ["$MEMCACHED"]
+key_prefix = "$PREFIX"
+hold = "$HOLD"
+max_hold = "$MAX_HOLD"
+trusted_proxies = ["127.0.0.1"]
+EOF
+cat >"$WORK/syncer.toml" <<EOF
+memcached = ["$MEMCACHED"]
+mysql = "mysql://strata_wp:strata_wp@127.0.0.1:3306/strata_wp"
+origin = "http://$ORIGIN_ADDR"
+key_prefix = "$PREFIX"
+admin_listen = "$SYNCER_ADMIN"
+
+[cluster]
+siblings = ["http://$PROXY_ADMIN"]
+secret_file = "cluster.secret"
+EOF
+(cd "$WORK" && exec "$STRATA_BIN" --config proxy.toml) >"$WORK/proxy.log" 2>&1 &
+PIDS+=($!)
+(cd "$WORK" && exec "$SYNCER_BIN" --config syncer.toml) >"$WORK/syncer.log" 2>&1 &
+PIDS+=($!)
+wait_for "http://$PROXY_ADMIN/healthz" ok 20 || die "strata-proxy did not start: $(tail -n 5 "$WORK/proxy.log")"
+wait_for "http://$SYNCER_ADMIN/healthz" ok 20 || die "strata-syncer did not start: $(tail -n 5 "$WORK/syncer.log")"
+# The proxy queues only once it has read the syncer's settings (published every second).
+sleep 2
+
+RECENT_STRATA=$(recent)
+LOAD_STRATA=$(cut -d' ' -f1 /proc/loadavg)
+log "(2) Strata: $CONNECTIONS connections for $DURATION to http://$PROXY_ADDR/wp-comments-post.php"
+"$LOAD_BIN" --url "http://$PROXY_ADDR/wp-comments-post.php" --host "$HOST_HEADER" --posts "$POST_IDS" \
+    --tag "${TAG}s" --connections "$CONNECTIONS" --duration "$DURATION" --forwarded-for \
+    >"$WORK/strata.out" 2>"$WORK/strata.err" || die "comment-load failed: $(cat "$WORK/strata.err")"
+cat "$WORK/strata.out" >&2
+DRAIN_START=$(date +%s.%N)
+DRAINED=0
+for _ in $(seq 1 1200); do
+    if [ "$(metric "$SYNCER_ADMIN" strata_syncer_queue_depth)" = 0 ]; then
+        DRAINED=1
+        break
+    fi
+    sleep 0.1
+done
+DRAIN_SECS=$(awk -v a="$DRAIN_START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+[ "$DRAINED" = 1 ] || NOTES+=("the syncer had not drained its queue 120 s after the load stopped")
+sleep 0.5
+STRATA_LANDED=$(landed "${TAG}s")
+LAG_P50=$(quantile "$SYNCER_ADMIN" strata_syncer_lag_seconds 0.5)
+LAG_P99=$(quantile "$SYNCER_ADMIN" strata_syncer_lag_seconds 0.99)
+LAG_COUNT=$(metric "$SYNCER_ADMIN" strata_syncer_lag_seconds_count)
+LAG_SUM=$(metric "$SYNCER_ADMIN" strata_syncer_lag_seconds_sum)
+LAG_MEAN=$(awk -v s="$LAG_SUM" -v c="$LAG_COUNT" 'BEGIN { if (c > 0) printf "%.1f", s * 1000 / c; else print "n/a" }')
+BATCH_MEAN=$(awk -v s="$(metric "$SYNCER_ADMIN" strata_syncer_batch_size_sum)" \
+    -v c="$(metric "$SYNCER_ADMIN" strata_syncer_batch_size_count)" 'BEGIN { if (c > 0) printf "%.1f", s / c; else print "n/a" }')
+PROXY_REASONS=$(labels "$PROXY_ADMIN" strata_comments_total)
+SYNCER_OUTCOMES=$(labels "$SYNCER_ADMIN" strata_syncer_comments_total)
+SYNCER_REJECTIONS=$(labels "$SYNCER_ADMIN" strata_syncer_rejections_total)
+FLOOD_CHECKS=$(labels "$SYNCER_ADMIN" strata_syncer_flood_checks_total)
+for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+PIDS=()
+delete_comments
+forget_queue
+[ "$(sql "SELECT COUNT(*) FROM wp_comments")" = "$COMMENTS_BEFORE" ] ||
+    NOTES+=("the comment table did not return to $COMMENTS_BEFORE rows (other processes may be writing comments)")
+
+# ---------------------------------------------------------------------------
+# Report
+
+PHP_RPS=$(kv "$WORK/php.out" rps)
+STRATA_RPS=$(kv "$WORK/strata.out" rps)
+RATIO=$(awk -v s="$STRATA_RPS" -v p="$PHP_RPS" 'BEGIN { if (p > 0) printf "%.1f", s / p; else print "n/a" }')
+STRATA_ACCEPTED=$(($(kv "$WORK/strata.out" 302_comment) + $(kv "$WORK/strata.out" 302_post)))
+LAG_P99_MS=$(awk '{ print $1 }' <<<"$LAG_P99")
+GOAL_RPS=$(awk -v r="$RATIO" 'BEGIN { print (r != "n/a" && r >= 50) ? "met" : "not met" }')
+GOAL_LAG=$(awk -v l="$LAG_P99_MS" 'BEGIN { print (l ~ /^[0-9.]+$/ && l <= 15) ? "met" : "not met" }')
+[ "$STRATA_LANDED" = "$STRATA_ACCEPTED" ] ||
+    NOTES+=("Strata answered $STRATA_ACCEPTED comments with a 302 but $STRATA_LANDED are in MySQL")
+
+row() { # row NAME FILE LANDED
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(kv "$2" requests)" "$(kv "$2" rps)" \
+        "$(kv "$2" p50)" "$(kv "$2" p99)" "$(kv "$2" 302_comment)" "$(kv "$2" 302_post)" \
+        "$(kv "$2" other)$( [ "$(kv "$2" errors)" != 0 ] && echo " errors:$(kv "$2" errors)")" "$3"
+}
+
+{
+    echo "# Comment POST benchmark"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs (${CPU:-unknown CPU}), release builds."
+    echo "\`comment-load\`: $CONNECTIONS keep-alive connections for $DURATION per phase, every comment unique"
+    echo "(text, author, e-mail), on posts $POST_IDS; load generator, proxy, syncer, PHP-FPM, nginx, MariaDB and"
+    echo "memcached all on the same cores. Through Strata each comment has its own \`X-Forwarded-For\` address"
+    echo "in 2001:db8::/32 (\`trusted_proxies = [\"127.0.0.1\"]\`); proxy \`hold = \"$HOLD\"\`, \`max_hold = \"$MAX_HOLD\"\`;"
+    echo "syncer defaults (5 ms interval, flood check on). PHP's own flood check is off on this site (mu-plugin)."
+    echo
+    echo "| Path | requests | req/s | p50 ms | p99 ms | 302 to the comment | 302 to the post | other statuses | comments in MySQL |"
+    echo "|---|--:|--:|--:|--:|--:|--:|---|--:|"
+    row "PHP (\`:8081/wp-comments-post.php\`)" "$WORK/php.out" "$PHP_LANDED"
+    row "Strata (proxy + syncer)" "$WORK/strata.out" "$STRATA_LANDED"
+    echo
+    echo "- Throughput, Strata / PHP: **${RATIO}×** (goal ≥ 50×: **$GOAL_RPS**)."
+    echo "- Syncer lag (accepted by the proxy → committed), \`strata_syncer_lag_seconds\` over $LAG_COUNT comments:"
+    echo "  p50 $LAG_P50 ms, p99 **$LAG_P99 ms**, mean $LAG_MEAN ms (goal p99 ≤ 15 ms: **$GOAL_LAG**)."
+    echo "  Mean batch $BATCH_MEAN records; queue drained ${DRAIN_SECS} s after the load stopped."
+    echo "- Comments of the last hour in the table when each phase started (the flood check reads them):"
+    echo "  PHP $RECENT_PHP, Strata $RECENT_STRATA. Load average (1 min) when each phase started: PHP $LOAD_PHP,"
+    echo "  Strata $LOAD_STRATA (other work on the machine shares the same cores)."
+    echo "- Proxy \`strata_comments_total\`: $PROXY_REASONS."
+    echo "- Syncer \`strata_syncer_comments_total\`: $SYNCER_OUTCOMES; rejections: $SYNCER_REJECTIONS;"
+    echo "  flood checks answered by (\`strata_syncer_flood_checks_total\`): $FLOOD_CHECKS."
+    echo "- A \"302 to the post\" is the proxy's answer when no verdict came within \`max_hold\`: the comment"
+    echo "  was queued and landed later. All benchmark comments were deleted afterwards and"
+    echo "  \`comment_count\` of the posts recomputed."
+    if [ "${#NOTES[@]}" -gt 0 ]; then
+        echo
+        printf -- '- %s\n' "${NOTES[@]}"
+    fi
+} >"$WORK/report.md"
+
+mkdir -p "$(dirname "$RESULTS")"
+cp "$WORK/report.md" "$RESULTS"
+echo
+cat "$WORK/report.md"
+echo
+log "written to $RESULTS"

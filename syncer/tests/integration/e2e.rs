@@ -1,0 +1,795 @@
+//! End to end: three real `strata-proxy` processes that are each other's siblings, the
+//! syncer draining their queue into the real MariaDB, the real WordPress behind them. A
+//! comment POSTed through one node gets WordPress's answer and row, and the other nodes show
+//! it on their next GET; refusals get WordPress's statuses; logged-in users reach PHP; and a
+//! MySQL outage (a relay in front of MariaDB that refuses everything for 5 s) loses nothing.
+//!
+//! Ports are chosen by binding port 0 and releasing it just before the processes start, so
+//! every node's config can name its siblings' admin URLs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use strata_syncer::config::Config;
+use strata_wire::comment as wire;
+use strata_wire::memcache::Conn;
+use tokio::sync::watch;
+
+use crate::harness::*;
+
+/// The columns that must be equal between the row PHP writes and the row written through
+/// the proxies (ids, post, dates and the client address aside).
+const SAME: &[&str] = &[
+    "comment_author",
+    "comment_author_email",
+    "comment_author_url",
+    "comment_content",
+    "comment_karma",
+    "comment_approved",
+    "comment_agent",
+    "comment_type",
+    "comment_parent",
+    "user_id",
+];
+
+/// The user agent of every request, so PHP's and the syncer's `comment_agent` agree.
+const AGENT: &str = "strata-syncer-test/1.0";
+
+/// The strata-proxy binary: `STRATA_PROXY_BIN`, else the workspace's debug build (built
+/// here if it is missing).
+fn proxy_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("STRATA_PROXY_BIN") {
+        return PathBuf::from(bin);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
+    let bin = target.join("debug").join("strata-proxy");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "strata-proxy", "--bin", "strata-proxy"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build -p strata-proxy");
+        assert!(status.success(), "cargo build -p strata-proxy failed");
+    }
+    assert!(
+        bin.exists(),
+        "{} not found: build it (cargo build -p strata-proxy) or set STRATA_PROXY_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// One strata-proxy process.
+struct Node {
+    /// Public listener.
+    addr: SocketAddr,
+    /// Admin listener.
+    admin: SocketAddr,
+    /// Where its log goes.
+    log: PathBuf,
+    /// The running process.
+    child: Child,
+}
+
+/// Three proxies, their shared secret and queue, and a syncer draining that queue.
+struct Cluster {
+    /// The nodes `a`, `b`, `c`.
+    nodes: Vec<Node>,
+    /// The queue's key prefix (proxies' and syncer's).
+    prefix: String,
+    /// The cluster secret file.
+    secret_file: PathBuf,
+    /// Configs and logs.
+    dir: PathBuf,
+    /// The syncer's admin listener.
+    syncer_admin: SocketAddr,
+    /// Stops the syncer.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The syncer task.
+    syncer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Starts the proxies and a syncer whose MySQL URL is `mysql`; returns once the nodes
+    /// answer `/healthz` and the syncer has published the site settings.
+    async fn start(mysql: &str) -> Cluster {
+        let t = token();
+        let prefix = format!("strata-e2e:{t}:");
+        let dir = std::env::temp_dir().join(format!("strata-e2e-{t}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let secret_file = dir.join("cluster.secret");
+        std::fs::write(&secret_file, format!("e2e-secret-{t}-0123456789")).expect("write secret");
+        let held: Vec<(std::net::TcpListener, std::net::TcpListener)> = (0..3)
+            .map(|_| {
+                (
+                    std::net::TcpListener::bind("127.0.0.1:0").expect("bind"),
+                    std::net::TcpListener::bind("127.0.0.1:0").expect("bind"),
+                )
+            })
+            .collect();
+        let addrs: Vec<(SocketAddr, SocketAddr)> = held
+            .iter()
+            .map(|(p, a)| (p.local_addr().unwrap(), a.local_addr().unwrap()))
+            .collect();
+        drop(held);
+        let bin = proxy_bin();
+        let mut nodes = Vec::new();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            let siblings: Vec<String> = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| format!("\"http://{}\"", addrs[j].1))
+                .collect();
+            let toml = format!(
+                "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nworkers = 1\n\
+                 [origin]\nurl = \"{origin}\"\n\
+                 [cluster]\nnode_id = \"{id}\"\nsiblings = [{siblings}]\nsecret_file = {secret:?}\n\
+                 [comments]\nenabled = true\nmemcached = [\"{mc}\"]\nkey_prefix = \"{prefix}\"\n\
+                 hold = \"5ms\"\nmax_hold = \"1s\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
+                listen = addrs[i].0,
+                admin = addrs[i].1,
+                origin = wp_origin(),
+                siblings = siblings.join(", "),
+                secret = secret_file.display().to_string(),
+                mc = memcached(),
+            );
+            let config = dir.join(format!("{id}.toml"));
+            std::fs::write(&config, toml).expect("write config");
+            let log = dir.join(format!("{id}.log"));
+            let out = std::fs::File::create(&log).expect("create log");
+            let child = Command::new(&bin)
+                .arg("--config")
+                .arg(&config)
+                .env("STRATA_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().expect("log handle"))
+                .stderr(out)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            nodes.push(Node {
+                addr: addrs[i].0,
+                admin: addrs[i].1,
+                log,
+                child,
+            });
+        }
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let syncer_admin = admin.local_addr().unwrap();
+        let siblings: Vec<String> = addrs.iter().map(|a| format!("\"http://{}\"", a.1)).collect();
+        let extra = format!(
+            "[cluster]\nsiblings = [{}]\nsecret_file = {:?}\nban_wait = \"2s\"\nban_timeout = \"5s\"\n",
+            siblings.join(", "),
+            secret_file.display().to_string()
+        );
+        let toml = config_toml(&prefix, "").replace(&format!("\"{}\"", mysql_url()), &format!("\"{mysql}\"")) + &extra;
+        let cfg = Config::from_toml(&toml, None).unwrap_or_else(|e| panic!("syncer config: {e}"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let syncer = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = strata_syncer::run(cfg, Some(admin), shutdown).await {
+                panic!("syncer: {e}");
+            }
+        });
+        let mut cluster = Cluster {
+            nodes,
+            prefix,
+            secret_file,
+            dir,
+            syncer_admin,
+            stop: Some(stop),
+            syncer: Some(syncer),
+        };
+        for i in 0..3 {
+            cluster.wait_healthy(i).await;
+        }
+        cluster.wait_settings().await;
+        cluster
+    }
+
+    /// Waits (at most 15 s) for node `i` to answer `/healthz`.
+    async fn wait_healthy(&mut self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let url = format!("http://{}/healthz", self.nodes[i].admin);
+        loop {
+            if let Ok(Some(status)) = self.nodes[i].child.try_wait() {
+                panic!("node {i} exited with {status}:\n{}", self.log_tail(i));
+            }
+            if get(&url, &[]).await.is_some_and(|r| r.status == 200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node {i} not healthy:\n{}", self.log_tail(i));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (at most 15 s) for the syncer's settings in memcached: until then the proxies
+    /// send comments to PHP.
+    async fn wait_settings(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut mc = Conn::connect(&memcached(), Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|e| panic!("memcached at {} is required (scripts/memcached.sh): {e}", memcached()));
+        while mc.get(&wire::settings_key(&self.prefix)).await.ok().flatten().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the syncer published no settings within 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The last lines of node `i`'s log.
+    fn log_tail(&self, i: usize) -> String {
+        let log = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// The public URL of node `i` for `path`.
+    fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{path}", self.nodes[i].addr)
+    }
+
+    /// POSTs a comment form through node `i` from `client_ip` (as a trusted proxy's
+    /// `X-Forwarded-For`), with extra headers.
+    async fn post(&self, i: usize, fields: &[(&str, &str)], client_ip: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut h = vec![
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("x-forwarded-for", client_ip),
+        ];
+        h.extend_from_slice(headers);
+        send(
+            http::Method::POST,
+            &self.url(i, "/wp-comments-post.php"),
+            &h,
+            Bytes::from(form(fields)),
+        )
+        .await
+        .unwrap_or_else(|| panic!("node {i} did not answer the comment POST:\n{}", self.log_tail(i)))
+    }
+
+    /// Stops the syncer and the proxies; removes the queue's keys and cursor row.
+    async fn finish(mut self, token: &str) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.syncer.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+        let env = Env::with_config(
+            self.prefix.clone(),
+            Config::from_toml(&config_toml(&self.prefix, ""), None).unwrap(),
+        )
+        .await;
+        env.finish(Some(token)).await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.child.kill();
+            let _ = node.child.wait();
+        }
+        if let Some(task) = self.syncer.take() {
+            task.abort();
+        }
+        if std::thread::panicking() {
+            eprintln!("node configs and logs kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_file(&self.secret_file);
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A response, fully read.
+struct Resp {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+/// An urlencoded form.
+fn form(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                k,
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// One request with `Host` = the WordPress host; `None` when nothing answers within 10 s.
+async fn send(method: http::Method, url: &str, headers: &[(&str, &str)], body: Bytes) -> Option<Resp> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("host", wp_host())
+        .header("user-agent", AGENT);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body)).unwrap();
+    let exchange = async {
+        let resp = client.request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some(Resp {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn get(url: &str, headers: &[(&str, &str)]) -> Option<Resp> {
+    send(http::Method::GET, url, headers, Bytes::new()).await
+}
+
+/// The permalink of post `id`, as WordPress redirects `/?p=ID` to it.
+async fn permalink(id: u64) -> String {
+    let r = get(&format!("{}/?p={id}", wp_origin()), &[])
+        .await
+        .expect("the WordPress origin is required (scripts/wordpress.sh)");
+    match r.status {
+        301 | 302 => r.header("location").to_string(),
+        _ => format!("http://{}/?p={id}", wp_host()),
+    }
+}
+
+/// The path (and query) of an absolute URL.
+fn path_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/').map_or("/".to_string(), |i| rest[i..].to_string())
+}
+
+/// GETs `path` on node `i` until it is a cache HIT (at most 10 s).
+async fn warm(c: &Cluster, i: usize, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&c.url(i, path), &[]).await.expect("GET through the proxy");
+        assert_eq!(r.status, 200, "GET {path} on node {i}");
+        if r.header("x-cache") == "HIT" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path} never became a HIT on node {i}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The comment id at the end of a `Location`.
+fn comment_id(location: &str) -> u64 {
+    location
+        .rsplit_once("#comment-")
+        .and_then(|(_, id)| id.parse().ok())
+        .unwrap_or_else(|| panic!("no comment id in {location:?}"))
+}
+
+/// A counter's value in a Prometheus text.
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn comments_through_the_cluster_answer_and_write_like_wordpress() {
+    let c = Cluster::start(&mysql_url()).await;
+    let db = mysql_async::Pool::new(mysql_url().as_str());
+    let t = token();
+    let php_post = open_post(&db, &format!("{t}php")).await;
+    let mut post = open_post(&db, &format!("{t}e2e")).await;
+    if post == php_post {
+        post = open_post(&db, &format!("{t}e2e2")).await;
+    }
+    let link = permalink(post).await;
+    let path = path_of(&link);
+    warm(&c, 1, &path).await;
+    warm(&c, 2, &path).await;
+
+    // The same form, straight to PHP and through node a (different text, same shape).
+    let author = format!("E2E <b>Author</b> & Co {t}");
+    // Each its own email: PHP's comment must not make ours a flood.
+    let email = |who: &str| format!("e2e-{who}+{t}@Example.test");
+    let url = "example.test/~e2e/?a=1&b=2";
+    let text = |who: &str| format!("End to end {who} {t} <em>hi</em> & <a href=\"http://x.example.test/\">one</a>");
+    let php_text = text("php");
+    let (status, php_location, body) = post_to_php(&[
+        ("comment_post_ID", &php_post.to_string()),
+        ("author", &author),
+        ("email", &email("php")),
+        ("url", url),
+        ("comment", &php_text),
+        ("wp-comment-cookies-consent", "yes"),
+    ])
+    .await;
+    assert_eq!(status, 302, "PHP refused the comment: {body}");
+    let php_id = comment_id(&php_location);
+
+    let ours_text = text("strata");
+    let email = email("strata");
+    let ip = ip_for(&t);
+    let post_id = post.to_string();
+    let r = c
+        .post(
+            0,
+            &[
+                ("comment_post_ID", &post_id),
+                ("author", &author),
+                ("email", &email),
+                ("url", url),
+                ("comment", &ours_text),
+                ("wp-comment-cookies-consent", "yes"),
+            ],
+            &ip,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 302, "{}\n{}", r.body, c.log_tail(0));
+    let location = r.header("location").to_string();
+    let id = comment_id(&location);
+    assert_eq!(location, format!("{link}#comment-{id}"));
+    assert_eq!(r.header("x-redirect-by"), "WordPress");
+    let cookies: Vec<&str> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    for name in ["comment_author_", "comment_author_email_", "comment_author_url_"] {
+        assert!(
+            cookies.iter().any(|c| c.starts_with(name) && !c.contains("=+;")),
+            "no {name} cookie in {cookies:?}"
+        );
+    }
+
+    // The rows agree column by column; the text differs only by its word.
+    let mut conn = db.get_conn().await.unwrap();
+    let ours = row(&mut conn, id).await;
+    let theirs = row(&mut conn, php_id).await;
+    for col in SAME {
+        let (a, b) = (&ours[*col], &theirs[*col]);
+        if *col == "comment_content" || *col == "comment_author_email" {
+            assert_eq!(a.replace("strata", "php"), *b, "column {col} differs");
+        } else {
+            assert_eq!(a, b, "column {col} differs");
+        }
+    }
+    assert_eq!(ours["comment_approved"], "1");
+    assert_eq!(ours["comment_post_ID"], post_id);
+    assert_eq!(
+        ours["comment_author_IP"].parse::<std::net::IpAddr>().ok(),
+        ip.parse().ok(),
+        "the address from X-Forwarded-For"
+    );
+    let count_sql = "SELECT CAST(comment_count AS CHAR) FROM wp_posts WHERE ID = ?";
+    let approved_sql =
+        "SELECT CAST(COUNT(*) AS CHAR) FROM wp_comments WHERE comment_post_ID = ? AND comment_approved = '1'";
+    assert_eq!(
+        scalar(&db, count_sql, vec![post.into()]).await,
+        scalar(&db, approved_sql, vec![post.into()]).await
+    );
+
+    // The next GET on the other nodes, without cookies, shows the comment.
+    let shown = format!("End to end strata {t}");
+    for i in [1, 2] {
+        let r = get(&c.url(i, &path), &[]).await.expect("GET through the proxy");
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body.contains(&shown),
+            "node {i} ({}) does not show the comment",
+            r.header("x-cache")
+        );
+    }
+
+    // The same comment again: WordPress's duplicate page.
+    let r = c
+        .post(
+            1,
+            &[
+                ("comment_post_ID", &post_id),
+                ("author", &author),
+                ("email", &email),
+                ("url", url),
+                ("comment", &ours_text),
+            ],
+            &ip,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("Duplicate comment detected"), "{}", r.body);
+    assert!(
+        r.body.contains("<title>Comment Submission Failure</title>"),
+        "{}",
+        r.body
+    );
+
+    // Same email and address a second later, other text: a flood.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let flood_text = format!("Flood {t}");
+    let r = c
+        .post(
+            2,
+            &[
+                ("comment_post_ID", &post_id),
+                ("author", &author),
+                ("email", &email),
+                ("comment", &flood_text),
+            ],
+            &ip,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("You are posting comments too quickly"), "{}", r.body);
+
+    // A closed post: 403.
+    let closed = post_by_slug(&db, "closed-post").await.to_string();
+    let t2 = format!("{t}closed");
+    let r = c
+        .post(
+            0,
+            &[
+                ("comment_post_ID", &closed),
+                ("author", "Closed"),
+                ("email", &format!("closed-{t}@example.test")),
+                ("comment", &format!("Closed {t}")),
+            ],
+            &ip_for(&t2),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.contains("Sorry, comments are closed for this item."),
+        "{}",
+        r.body
+    );
+
+    // Two links: held for moderation, PHP's moderation link.
+    let t3 = format!("{t}held");
+    let r = c
+        .post(
+            1,
+            &[
+                ("comment_post_ID", &post_id),
+                ("author", "Held"),
+                ("email", &format!("held-{t}@example.test")),
+                (
+                    "comment",
+                    &format!("Held {t} http://a.example.test/ <a href=\"http://b.example.test/\">b</a>"),
+                ),
+            ],
+            &ip_for(&t3),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    let location = r.header("location");
+    let held = comment_id(location);
+    let hash = php_wp_hash(&row(&mut conn, held).await["comment_date_gmt"]);
+    assert_eq!(
+        location,
+        format!("{link}?unapproved={held}&moderation-hash={hash}#comment-{held}")
+    );
+
+    // A logged-in user's comment goes to PHP (an unknown cookie: PHP treats it as anonymous).
+    let t4 = format!("{t}login");
+    let r = c
+        .post(
+            0,
+            &[
+                ("comment_post_ID", &post_id),
+                ("author", "Logged"),
+                ("email", &format!("logged-{t}@example.test")),
+                ("comment", &format!("Logged in {t}")),
+            ],
+            &ip_for(&t4),
+            &[("cookie", "wordpress_logged_in_x=y")],
+        )
+        .await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    let metrics = get(&format!("http://{}/metrics", c.nodes[0].admin), &[])
+        .await
+        .expect("node a's /metrics");
+    assert!(
+        metric(&metrics.body, "strata_comments_total{reason=\"php-logged-in\"}").is_some_and(|n| n >= 1.0),
+        "{}",
+        metrics.body
+    );
+    // The syncer's own metrics saw the approved one.
+    let sm = get(&format!("http://{}/metrics", c.syncer_admin), &[])
+        .await
+        .expect("syncer /metrics");
+    assert!(sm.body.contains("strata_syncer_lag_seconds"), "{}", sm.body);
+
+    drop(conn);
+    db.disconnect().await.unwrap();
+    c.finish(&t).await;
+}
+
+/// A TCP relay to MariaDB that can be taken down: while down it closes every connection,
+/// old and new.
+struct Relay {
+    addr: SocketAddr,
+    down: Arc<AtomicBool>,
+    kill: watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(AtomicBool::new(false));
+        let (kill, _) = watch::channel(0u64);
+        let (down2, kill2) = (down.clone(), kill.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if down2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let mut killed = kill2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = killed.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, down, kill }
+    }
+
+    /// Closes every connection and refuses new ones until [`Relay::up`].
+    fn down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        self.kill.send_modify(|n| *n += 1);
+    }
+
+    fn up(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_comment_lands_after_a_mysql_outage() {
+    const N: usize = 20;
+    let relay = Relay::start("127.0.0.1:3306".parse().unwrap()).await;
+    // Without prefer_socket=false the client would find the server's Unix socket and use it.
+    let relayed = mysql_url().replace("127.0.0.1:3306", &relay.addr.to_string()) + "?prefer_socket=false";
+    assert_ne!(
+        relayed,
+        mysql_url(),
+        "STRATA_MYSQL must point at 127.0.0.1:3306 for this test"
+    );
+    let c = Arc::new(Cluster::start(&relayed).await);
+    let db = mysql_async::Pool::new(mysql_url().as_str());
+    let t = token();
+    let post = open_post(&db, &format!("{t}outage")).await;
+    let back = format!("http://{}/?p={post}", wp_host());
+
+    relay.down();
+    let outage = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..N {
+        let c = c.clone();
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let tk = format!("{t}o{k}");
+            let r = c
+                .post(
+                    k % 3,
+                    &[
+                        ("comment_post_ID", &post.to_string()),
+                        ("author", &format!("Outage {k}")),
+                        ("email", &format!("outage-{tk}@example.test")),
+                        ("comment", &format!("Outage {k} {t} #{tk}#")),
+                    ],
+                    &ip_for(&tk),
+                    &[],
+                )
+                .await;
+            (r.status, r.header("location").to_string())
+        }));
+    }
+    for task in tasks {
+        let (status, location) = task.await.unwrap();
+        // No verdict while MySQL is away: the visitor goes back to the post.
+        assert_eq!(status, 302);
+        assert_eq!(location, back);
+    }
+    let left = Duration::from_secs(5).saturating_sub(outage.elapsed());
+    tokio::time::sleep(left).await;
+    let mut conn = db.get_conn().await.unwrap();
+    let none: Vec<u64> = mysql_async::prelude::Queryable::exec(
+        &mut conn,
+        "SELECT comment_ID FROM wp_comments WHERE comment_content LIKE ?",
+        (format!("%{t}%"),),
+    )
+    .await
+    .unwrap();
+    assert!(none.is_empty(), "comments landed while MySQL was unreachable");
+    relay.up();
+
+    // Every comment lands exactly once, within 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut missing = Vec::new();
+        for k in 0..N {
+            let n: u64 = scalar(
+                &db,
+                "SELECT CAST(COUNT(*) AS CHAR) FROM wp_comments WHERE comment_content LIKE ?",
+                vec![format!("%#{t}o{k}#%").into()],
+            )
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
+            assert!(n <= 1, "comment {k} stored {n} times");
+            if n == 0 {
+                missing.push(k);
+            }
+        }
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "comments {missing:?} not in MySQL 30 s after it came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give a duplicate a chance to show, then count once more.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let total: u64 = scalar(
+        &db,
+        "SELECT CAST(COUNT(*) AS CHAR) FROM wp_comments WHERE comment_content LIKE ?",
+        vec![format!("%{t}%").into()],
+    )
+    .await
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert_eq!(total, N as u64);
+
+    drop(conn);
+    db.disconnect().await.unwrap();
+    let c = Arc::try_unwrap(c).unwrap_or_else(|_| panic!("cluster still shared"));
+    c.finish(&t).await;
+}
