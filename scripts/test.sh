@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command. Brings up the real services the integration
 # tests talk to (WordPress origin on 127.0.0.1:8081, memcached on 127.0.0.1:11211),
-# then runs, in order: rustfmt check, clippy (warnings are errors), cargo test.
+# then runs, in order: rustfmt check, clippy (warnings are errors), cargo test, the my.cnf
+# and systemd unit checks (scripts/mycnf-check.sh, scripts/units-check.sh), and the
+# browser test of the /status page (scripts/browser-test.sh).
 #
 # Usage: scripts/test.sh [extra cargo test args...]
 #   e.g. scripts/test.sh -p strata-proxy -- --nocapture
@@ -51,4 +53,14 @@ log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test --workspace $*"
 cargo test --workspace "$@"
+if command -v mariadbd >/dev/null 2>&1; then
+    log "config/mysql/my.cnf on a throwaway MariaDB (never the running one)"
+    bash "$SCRIPT_DIR/mycnf-check.sh"
+fi
+if command -v systemd-analyze >/dev/null 2>&1; then
+    log "deploy/systemd units: systemd-analyze verify"
+    bash "$SCRIPT_DIR/units-check.sh"
+fi
+log "browser test: the /status page in headless Chromium"
+bash "$SCRIPT_DIR/browser-test.sh"
 log "all checks passed"

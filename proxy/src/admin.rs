@@ -1,16 +1,20 @@
 //! The admin listener: health, metrics, status, bans and the node-to-node sync. Never the
 //! public port.
 //!
+//! `/status` is a live page for a browser (text for `Accept: text/plain` and curl) fed by
+//! `/status.json`; both read the exposition `/metrics` serves (see [`crate::status`]), and a
+//! task samples it once a second for the page's charts.
+//!
 //! Every request that changes something (`POST /ban`, `POST /purge`, `POST /cluster/sync`)
 //! is signed with the cluster secret (see `strata_wire::auth`): unsigned or malformed → 401,
 //! wrong signature, expired timestamp or a replayed signature → 403. Reads (`/healthz`,
-//! `/metrics`, `/status`, `/cluster`, `/lookup`) need no signature; `cluster.admin_allow`
+//! `/metrics`, `/status`, `/status.json`, `/cluster`, `/lookup`) need no signature; `cluster.admin_allow`
 //! limits who may connect at all.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -23,9 +27,15 @@ use crate::body::ProxyBody;
 use crate::outcome::Outcome;
 use crate::policy;
 use crate::server::Proxy;
+use crate::status;
 
 /// Largest admin request body accepted.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
+/// Period of the samples behind `/status`'s charts.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// What the status page may load: nothing from elsewhere, only its own `/status.json`.
+const STATUS_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                          connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'";
 
 /// Signatures seen within the replay window, so each signed request works once. Pruned
 /// oldest first, so the cost per request stays constant however many arrive.
@@ -72,6 +82,8 @@ pub struct Admin {
     pub proxy: Arc<Proxy>,
     /// Replay protection for signed requests.
     pub replay: ReplayGuard,
+    /// Per-second samples behind `/status`'s charts.
+    pub history: status::History,
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<ProxyBody> {
@@ -93,6 +105,18 @@ fn now_secs() -> u64 {
 }
 
 impl Admin {
+    /// The admin state for `proxy`, with its once-a-second sampler for `/status` running on
+    /// the current runtime until the admin state is dropped.
+    pub fn start(proxy: Arc<Proxy>) -> Arc<Admin> {
+        let admin = Arc::new(Admin {
+            proxy,
+            replay: ReplayGuard::default(),
+            history: status::History::default(),
+        });
+        tokio::spawn(sample(Arc::downgrade(&admin)));
+        admin
+    }
+
     /// Answers one admin request.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
         let allow = &self.proxy.cfg.cluster.admin_allow;
@@ -115,21 +139,73 @@ impl Admin {
                 );
                 text(StatusCode::OK, body, "text/plain; version=0.0.4; charset=utf-8")
             }
-            (&Method::GET, "/status") => plain(StatusCode::OK, self.status()),
+            (&Method::GET, "/status") => {
+                let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                let mut r = if status::wants_html(accept) {
+                    let mut r = text(StatusCode::OK, status::PAGE, "text/html; charset=utf-8");
+                    r.headers_mut().insert(
+                        header::CONTENT_SECURITY_POLICY,
+                        HeaderValue::from_static(STATUS_CSP),
+                    );
+                    r
+                } else {
+                    plain(StatusCode::OK, self.status())
+                };
+                r.headers_mut().insert(header::VARY, HeaderValue::from_static("accept"));
+                r
+            }
+            (&Method::GET, "/status.json") => json(StatusCode::OK, &self.status_json()),
             (&Method::GET, "/cluster") => json(StatusCode::OK, &self.cluster_report()),
             (&Method::GET, "/lookup") => self.lookup(req.uri()),
             (&Method::POST, "/purge") => self.purge(req).await,
             (&Method::POST, BAN_PATH) => self.ban(req).await,
             (&Method::POST, SYNC_PATH) => self.sync(req).await,
-            (_, "/healthz" | "/metrics" | "/status" | "/cluster" | "/lookup") => {
+            (_, "/healthz" | "/metrics" | "/status" | "/status.json" | "/cluster" | "/lookup") => {
                 plain(StatusCode::METHOD_NOT_ALLOWED, "use GET")
             }
             (_, "/purge" | BAN_PATH | SYNC_PATH) => plain(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
             _ => plain(
                 StatusCode::NOT_FOUND,
-                "unknown admin path; try /healthz, /metrics, /status, /cluster, /lookup?url=, POST /ban, POST /purge",
+                "unknown admin path; try /healthz, /metrics, /status, /status.json, /cluster, /lookup?url=, POST /ban, \
+                 POST /purge",
             ),
         }
+    }
+
+    /// The exposition `/metrics` would serve now, parsed, and the chart sample it makes.
+    fn scrape(&self) -> (status::Scrape, status::Sample) {
+        let p = &self.proxy;
+        let text = p.metrics.render(
+            p.store.weighted_size(),
+            p.store.entry_count(),
+            &p.store.stats.evictions,
+            &p.store.stats.expirations,
+        );
+        let scrape = status::Scrape::parse(&text);
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let sample = status::Sample::of(&scrape, std::time::Instant::now(), unix_ms);
+        (scrape, sample)
+    }
+
+    /// `GET /status.json`: the page's numbers, from the same sources as `/metrics`.
+    fn status_json(&self) -> status::Status {
+        let p = &self.proxy;
+        p.store.maintain();
+        let (scrape, now) = self.scrape();
+        let facts = status::Facts {
+            node: p.cfg.cluster.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime: p.started.elapsed(),
+            origin: p.cfg.origin.url.to_string(),
+            seq: p.cluster.latest(),
+            confirmed: p.cluster.confirmed(tokio::time::Instant::now()),
+            siblings: p.cluster.report(),
+            tags: p.store.tags.len(),
+            comments_enabled: p.cfg.comments.enabled,
+        };
+        status::Status::build(facts, &scrape, &now, &self.history.snapshot())
     }
 
     fn status(&self) -> String {
@@ -407,6 +483,18 @@ impl Admin {
             found["variants"] = serde_json::Value::Array(variants);
         }
         json(StatusCode::OK, &found)
+    }
+}
+
+/// Records a chart sample every [`SAMPLE_INTERVAL`] until the admin state is gone.
+async fn sample(admin: Weak<Admin>) {
+    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(admin) = admin.upgrade() else { return };
+        let (_, sample) = admin.scrape();
+        admin.history.record(sample);
     }
 }
 

@@ -182,15 +182,21 @@ impl Bans {
         };
         match &c.matcher {
             Matcher::Url(key) => {
-                let variants = match store.get(key) {
-                    Some(Slot::Vary(_)) => {
-                        let prefix = format!("{key}{VARIANT_SEP}");
-                        store.keys(|k| k.starts_with(&prefix))
-                    }
-                    _ => Vec::new(),
-                };
-                let own = if soft { store.mark_stale(key) } else { store.remove(key) };
-                act(variants) + usize::from(own)
+                // The HTTP page and the HTTPS page, each with its variants.
+                [key.clone(), crate::cache::https_key(key)]
+                    .iter()
+                    .map(|key| {
+                        let variants = match store.get(key) {
+                            Some(Slot::Vary(_)) => {
+                                let prefix = format!("{key}{VARIANT_SEP}");
+                                store.keys(|k| k.starts_with(&prefix))
+                            }
+                            _ => Vec::new(),
+                        };
+                        let own = if soft { store.mark_stale(key) } else { store.remove(key) };
+                        act(variants) + usize::from(own)
+                    })
+                    .sum()
             }
             Matcher::Tag(tag) => act(store.tags.keys(tag, |k| c.host_ok(k))),
             Matcher::All if c.host.is_none() && !soft => {

@@ -366,6 +366,17 @@ impl Store {
 /// Separates a primary key from the variant part of a secondary key.
 pub const VARIANT_SEP: char = '\u{1}';
 
+/// Ends the primary key of a page requested over HTTPS. WordPress builds its links from the
+/// scheme it is told (`X-Forwarded-Proto`), so the HTTPS page is stored apart from the HTTP
+/// one; as a variant-style suffix it is ignored by URL, prefix and expression matching, so
+/// every ban that selects a URL selects both.
+pub const HTTPS_SUFFIX: &str = "\u{1}https";
+
+/// The primary key of the HTTPS page of a URL whose (HTTP) primary key is `primary`.
+pub fn https_key(primary: &str) -> String {
+    format!("{primary}{HTTPS_SUFFIX}")
+}
+
 /// The secondary key of a request under a Vary rule: the primary key plus the values of the
 /// named request headers.
 pub fn variant_key(primary: &str, rule: &VaryRule, req: &HeaderMap) -> String {

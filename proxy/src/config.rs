@@ -183,6 +183,20 @@ struct RawServer {
     workers: Option<i64>,
     shutdown_timeout: Option<toml::Value>,
     hosts: Option<Vec<String>>,
+    tls_listen: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    tls_certificates: Option<Vec<RawCertificate>>,
+    redirect_https: Option<bool>,
+    hsts: Option<String>,
+}
+
+/// One `[[server.tls_certificates]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,6 +339,23 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Host names (without port) served; empty = any Host goes to the one origin.
     pub hosts: Vec<String>,
+    /// HTTPS, when `server.tls_listen` is set.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server]` HTTPS keys: `tls_listen`, `tls_cert`, `tls_key`, `tls_certificates`,
+/// `redirect_https`, `hsts`.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Public HTTPS listener.
+    pub listen: SocketAddr,
+    /// Every certificate, read and checked at load; the first (`tls_cert`) is served when
+    /// the client's SNI names none of them.
+    pub certificates: Vec<crate::tls::Certificate>,
+    /// Whether plain-HTTP requests get a 301 to the same URL on HTTPS.
+    pub redirect_https: bool,
+    /// `Strict-Transport-Security` value sent on HTTPS responses.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 /// `[origin]`
@@ -550,6 +581,102 @@ impl Checker {
     }
 }
 
+/// The HTTPS part of `[server]`: present when `tls_listen` is; every certificate and key
+/// file is read and checked here, so `--check-config` reports a bad one.
+fn tls_config(
+    c: &mut Checker,
+    s: &RawServer,
+    base: Option<&Path>,
+    others: [Option<SocketAddr>; 2],
+) -> Option<TlsConfig> {
+    let resolve = |f: &str| match base {
+        Some(b) if Path::new(f).is_relative() => b.join(f),
+        _ => PathBuf::from(f),
+    };
+    let Some(listen_text) = &s.tls_listen else {
+        let stray = [
+            ("server.tls_cert", s.tls_cert.is_some()),
+            ("server.tls_key", s.tls_key.is_some()),
+            ("server.tls_certificates", s.tls_certificates.is_some()),
+            ("server.redirect_https", s.redirect_https == Some(true)),
+            ("server.hsts", s.hsts.is_some()),
+        ];
+        for (key, set) in stray {
+            if set {
+                c.problem(key, "needs server.tls_listen: HTTPS is off without it");
+            }
+        }
+        return None;
+    };
+    let listen = c.addr("server.tls_listen", &Some(listen_text.clone()));
+    if let Some(l) = listen {
+        if others.contains(&Some(l)) {
+            c.problem(
+                "server.tls_listen",
+                "must differ from server.listen and server.admin_listen",
+            );
+        }
+    }
+    let mut pairs: Vec<(String, String, Option<&String>, Option<&String>)> = vec![(
+        "server.tls_cert".into(),
+        "server.tls_key".into(),
+        s.tls_cert.as_ref(),
+        s.tls_key.as_ref(),
+    )];
+    for (i, e) in s.tls_certificates.iter().flatten().enumerate() {
+        pairs.push((
+            format!("server.tls_certificates[{i}].cert"),
+            format!("server.tls_certificates[{i}].key"),
+            e.cert.as_ref(),
+            e.key.as_ref(),
+        ));
+    }
+    if s.tls_cert.is_none() && s.tls_key.is_none() && s.tls_certificates.as_ref().is_some_and(|l| !l.is_empty()) {
+        // The first entry of the list is then the default certificate.
+        pairs.remove(0);
+    }
+    let mut certificates = Vec::new();
+    for (cert_key, key_key, cert, key) in pairs {
+        let (Some(cert), Some(key)) = (cert, key) else {
+            if cert.is_none() {
+                c.problem(&cert_key, "missing: a PEM certificate file (with its chain)");
+            }
+            if key.is_none() {
+                c.problem(&key_key, "missing: the PEM private key file of the certificate");
+            }
+            continue;
+        };
+        let files = crate::tls::CertFiles {
+            cert: resolve(cert),
+            key: resolve(key),
+        };
+        match crate::tls::load(&files) {
+            Ok(cert) => certificates.push(cert),
+            Err(crate::tls::TlsError::Key { path, cause }) => c.problem(&key_key, format!("{path}: {cause}")),
+            Err(e) => c.problem(&cert_key, e.to_string()),
+        }
+    }
+    let hsts = s
+        .hsts
+        .as_ref()
+        .and_then(|v| match http::HeaderValue::from_str(v.trim()) {
+            Ok(h) if v.trim().to_ascii_lowercase().starts_with("max-age=") => Some(h),
+            _ => {
+                c.problem(
+                    "server.hsts",
+                    format!("{v:?}: expected a Strict-Transport-Security value such as \"max-age=31536000\""),
+                );
+                None
+            }
+        });
+    Some(TlsConfig {
+        listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+        certificates,
+        redirect_https: s.redirect_https.unwrap_or(false),
+        hsts,
+    })
+}
+
 /// Parses `"5ms"`, `"30s"`, `"5m"`, `"1h"`, `"2d"` (also `us`, and combinations like `"1m30s"`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration: use a number with a unit (us, ms, s, m, h, d), e.g. \"5ms\"");
@@ -640,7 +767,7 @@ impl Config {
                 );
             }
         }
-        let server = ServerConfig {
+        let mut server = ServerConfig {
             listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
             admin_listen: admin_listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
             access_log: s.access_log.unwrap_or(false),
@@ -661,10 +788,12 @@ impl Config {
                 .into_iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
+            tls: None,
         };
         if server.max_header_bytes < 1024 {
             c.problem("server.max_header_bytes", "must be at least 1KiB");
         }
+        server.tls = tls_config(&mut c, s, base, [listen, admin_listen]);
 
         let o = &raw.origin;
         let url = match &o.url {
@@ -1109,6 +1238,39 @@ mod tests {
         let text = minimal(&s.0).replace("127.0.0.1:9080", "127.0.0.1:8080");
         let err = Config::from_toml(&text, None).unwrap_err();
         assert_eq!(err.problems[0].key, "server.admin_listen");
+    }
+
+    #[test]
+    fn tls_keys_are_checked_together() {
+        let s = secret_file();
+        let text = minimal(&s.0).replace(
+            "[origin]",
+            "tls_listen = \"127.0.0.1:8443\"\nhsts = \"forever\"\n[origin]",
+        );
+        let err = Config::from_toml(&text, None).unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["server.tls_cert", "server.tls_key", "server.hsts"]);
+
+        let text = minimal(&s.0).replace(
+            "[origin]",
+            "tls_key = \"/nonexistent/key.pem\"\nredirect_https = true\n[origin]",
+        );
+        let err = Config::from_toml(&text, None).unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["server.tls_key", "server.redirect_https"],
+            "both need tls_listen"
+        );
+
+        let text = minimal(&s.0).replace(
+            "[origin]",
+            "tls_listen = \"127.0.0.1:8080\"\n[[server.tls_certificates]]\ncert = \"/nonexistent/c.pem\"\n[origin]",
+        );
+        let err = Config::from_toml(&text, None).unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["server.tls_listen", "server.tls_certificates[0].key"]);
+        assert!(Config::from_toml(&minimal(&s.0), None).unwrap().server.tls.is_none());
     }
 
     #[test]

@@ -13,9 +13,10 @@
 //! - [`bans`]: applying bans (URL, prefix, regex, tag, all; hard or soft) to the store;
 //! - [`cluster`]: broadcasting bans to siblings, and knowing this node holds all of theirs;
 //! - [`comments`]: comment POSTs queued in memcached for the syncer, answered like WordPress;
-//! - [`admin`]: health, metrics, status, bans and the node-to-node sync; [`client`]: the
-//!   `ban` command's side;
-//! - [`timer`]: the coarse header-read timer (slowloris guard);
+//! - [`admin`]: health, metrics, status, bans and the node-to-node sync; [`status`]: the
+//!   `/status` page's numbers and charts; [`client`]: the `ban` command's side;
+//! - [`timer`]: the coarse header-read timer (slowloris guard); [`tune`]: the `tune` command;
+//! - [`tls`]: HTTPS certificates (SNI, reload), the handshake and ALPN, the HTTPS redirect;
 //! - [`metrics`], [`outcome`], [`body`]: shared pieces.
 #![forbid(unsafe_code)]
 
@@ -35,8 +36,11 @@ pub mod origin;
 pub mod outcome;
 pub mod policy;
 pub mod server;
+pub mod status;
 pub mod tags;
 pub mod timer;
+pub mod tls;
+pub mod tune;
 pub mod writes;
 
 use std::future::Future;
@@ -71,19 +75,69 @@ const MIN_BUF: usize = 8192;
 /// The admin listener and housekeeping run on the caller's runtime.
 ///
 /// The caller binds the listeners, so tests can bind port 0. Returns the proxy's shared
-/// state once everything has stopped.
+/// state once everything has stopped. Plain HTTP only; [`run_with`] adds HTTPS.
 pub async fn run(
     public: TcpListener,
     admin: TcpListener,
     cfg: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Arc<Proxy> {
+    let listeners = Listeners {
+        public,
+        admin,
+        tls: None,
+    };
+    run_with(listeners, cfg, shutdown).await
+}
+
+/// The listeners a proxy serves, bound by the caller.
+pub struct Listeners {
+    /// Plain HTTP.
+    pub public: TcpListener,
+    /// The admin API.
+    pub admin: TcpListener,
+    /// HTTPS (HTTP/2 or HTTP/1.1, by ALPN), with the certificates it serves.
+    pub tls: Option<TlsListener>,
+}
+
+/// The HTTPS listener and its certificates.
+pub struct TlsListener {
+    /// Where TLS connections are accepted.
+    pub listener: TcpListener,
+    /// The certificates, shared with whoever reloads them (SIGHUP, tests).
+    pub certs: Arc<tls::Certs>,
+}
+
+/// What the workers need to know about the two public listeners.
+struct Front {
+    /// The certificates HTTPS connections are accepted with.
+    certs: Option<Arc<tls::Certs>>,
+    /// `server.redirect_https`: the HTTPS port plain-HTTP requests are sent to.
+    redirect_port: Option<u16>,
+    /// `Strict-Transport-Security` for HTTPS responses.
+    hsts: Option<http::HeaderValue>,
+}
+
+/// Like [`run`], with an HTTPS listener when `listeners.tls` is set: TLS connections go to
+/// the same workers and the same request path as plain ones.
+pub async fn run_with(listeners: Listeners, cfg: Config, shutdown: impl Future<Output = ()>) -> Arc<Proxy> {
+    let Listeners { public, admin, tls } = listeners;
+    let (tls_listener, certs) = match tls {
+        Some(t) => (Some(t.listener), Some(t.certs)),
+        None => (None, None),
+    };
+    let tls_port = tls_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port());
+    let front = Arc::new(Front {
+        redirect_port: tls_port.filter(|_| cfg.server.tls.as_ref().is_some_and(|t| t.redirect_https)),
+        hsts: cfg.server.tls.as_ref().and_then(|t| t.hsts.clone()),
+        certs,
+    });
     let cfg = Arc::new(cfg);
     let proxy = Arc::new(Proxy::new(cfg.clone()));
-    let admin_state = Arc::new(Admin {
-        proxy: proxy.clone(),
-        replay: Default::default(),
-    });
+    let admin_state = Admin::start(proxy.clone());
     let permits = Arc::new(Semaphore::new(cfg.server.max_connections));
 
     let maintenance = {
@@ -109,22 +163,24 @@ pub async fn run(
         workers = cfg.server.workers,
         "strata-proxy listening"
     );
-    let workers = start_workers(&proxy, &cfg);
+    if let Some(l) = &tls_listener {
+        tracing::info!(
+            https = %l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            redirect_https = front.redirect_port.is_some(),
+            "strata-proxy listening for HTTPS (h2, http/1.1)"
+        );
+    }
+    let workers = start_workers(&proxy, &cfg, &front);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = public.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "connection limit reached; closing new connection");
-                        continue;
-                    };
-                    match stream.into_std() {
-                        Ok(stream) => hand_over(&workers, stream, peer, permit),
-                        Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker"),
-                    }
-                }
+                Ok((stream, peer)) => dispatch(&workers, &permits, stream, peer, Transport::Plain),
+                Err(e) => accept_error(e).await,
+            },
+            accepted = accept_on(tls_listener.as_ref()) => match accepted {
+                Ok((stream, peer)) => dispatch(&workers, &permits, stream, peer, Transport::Tls),
                 Err(e) => accept_error(e).await,
             },
             accepted = admin.accept() => match accepted {
@@ -143,6 +199,7 @@ pub async fn run(
         }
     }
     drop(public);
+    drop(tls_listener);
     drop(admin);
     tracing::info!(timeout = ?cfg.server.shutdown_timeout, "shutting down: finishing in-flight requests");
     let mut done = Vec::new();
@@ -167,7 +224,41 @@ pub async fn run(
 }
 
 /// A connection on its way to a worker, with its connection-limit permit.
-type Handover = (std::net::TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit);
+type Handover = (
+    std::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+    Transport,
+);
+
+/// Which listener a connection came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// Plain HTTP/1.1.
+    Plain,
+    /// TLS, then HTTP/2 or HTTP/1.1 as ALPN decides.
+    Tls,
+}
+
+/// Accepts on a listener that may not exist (then never resolves).
+async fn accept_on(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Takes a connection-limit permit and sends a public connection to a worker.
+fn dispatch(workers: &[Worker], permits: &Arc<Semaphore>, stream: TcpStream, peer: SocketAddr, t: Transport) {
+    let Ok(permit) = permits.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, "connection limit reached; closing new connection");
+        return;
+    };
+    match stream.into_std() {
+        Ok(stream) => hand_over(workers, stream, peer, permit, t),
+        Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker"),
+    }
+}
 
 /// A worker thread as the acceptor sees it.
 struct Worker {
@@ -194,31 +285,32 @@ fn hand_over(
     stream: std::net::TcpStream,
     peer: SocketAddr,
     permit: tokio::sync::OwnedSemaphorePermit,
+    transport: Transport,
 ) {
     let Some(w) = workers.iter().min_by_key(|w| w.active.load(Ordering::Relaxed)) else {
         tracing::error!(%peer, "no worker is running; closing connection");
         return;
     };
     w.active.fetch_add(1, Ordering::Relaxed);
-    if w.queue.send((stream, peer, permit)).is_err() {
+    if w.queue.send((stream, peer, permit, transport)).is_err() {
         w.active.fetch_sub(1, Ordering::Relaxed);
         tracing::error!(%peer, "a worker has stopped; closing connection");
     }
 }
 
 /// Starts the worker threads that serve public connections.
-fn start_workers(proxy: &Arc<Proxy>, cfg: &Arc<Config>) -> Vec<Worker> {
+fn start_workers(proxy: &Arc<Proxy>, cfg: &Arc<Config>, front: &Arc<Front>) -> Vec<Worker> {
     let mut workers = Vec::new();
     for i in 0..cfg.server.workers {
         let (queue, rx) = tokio::sync::mpsc::unbounded_channel();
         let (done_tx, done) = tokio::sync::oneshot::channel();
         let active = Arc::new(AtomicUsize::new(0));
-        let (proxy, cfg, counter) = (proxy.clone(), cfg.clone(), active.clone());
+        let (proxy, cfg, counter, front) = (proxy.clone(), cfg.clone(), active.clone(), front.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("strata-worker-{i}"))
             .spawn(move || {
                 match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt.block_on(serve_public(rx, proxy, cfg, counter)),
+                    Ok(rt) => rt.block_on(serve_public(rx, proxy, cfg, counter, front)),
                     Err(e) => tracing::error!(error = %e, worker = i, "cannot start a worker runtime"),
                 }
                 let _ = done_tx.send(());
@@ -238,9 +330,10 @@ async fn serve_public(
     proxy: Arc<Proxy>,
     cfg: Arc<Config>,
     active: Arc<AtomicUsize>,
+    front: Arc<Front>,
 ) {
     let graceful = GracefulShutdown::new();
-    while let Some((stream, peer, permit)) = queue.recv().await {
+    while let Some((stream, peer, permit, transport)) = queue.recv().await {
         let guard = (permit, Active(active.clone()));
         let stream = match TcpStream::from_std(stream) {
             Ok(s) => s,
@@ -249,13 +342,19 @@ async fn serve_public(
                 continue;
             }
         };
-        let proxy = proxy.clone();
-        let svc = service_fn(move |req| match proxy.try_hit(&req) {
-            Some(resp) => Answering::Ready(Some(resp)),
-            None => {
-                let proxy = proxy.clone();
-                Answering::Full(Box::pin(async move { proxy.handle(req, peer).await }))
+        if transport == Transport::Tls {
+            if let Some(certs) = &front.certs {
+                serve_tls(&graceful, &cfg, &front, certs, stream, proxy.clone(), guard);
             }
+            continue;
+        }
+        let proxy = proxy.clone();
+        let redirect_port = front.redirect_port;
+        let svc = service_fn(move |req| {
+            if let Some(resp) = redirect_port.and_then(|port| tls::redirect(&req, port)) {
+                return Answering::Ready(Some(resp));
+            }
+            answer(&proxy, req, peer)
         });
         serve(&graceful, &cfg, stream, svc, guard);
     }
@@ -279,15 +378,9 @@ where
 {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
-    // The guard must examine every head the parser can accept, so both use one limit.
-    let max_head = cfg.server.max_header_bytes.max(MIN_BUF);
+    let max_head = max_head(cfg);
     let io = TokioIo::new(framing::Guarded::new(stream, max_head));
-    let conn = http1::Builder::new()
-        .timer(timer::CoarseTimer::new(cfg.server.header_timeout / 4))
-        .header_read_timeout(cfg.server.header_timeout)
-        .max_buf_size(max_head)
-        .keep_alive(true)
-        .serve_connection(io, svc);
+    let conn = h1_builder(cfg).serve_connection(io, svc);
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -295,6 +388,122 @@ where
         }
         drop(permit);
     });
+}
+
+/// The largest request head: the framing guard must examine every head the parser can
+/// accept, so both use this one limit.
+fn max_head(cfg: &Config) -> usize {
+    cfg.server.max_header_bytes.max(MIN_BUF)
+}
+
+/// The HTTP/1.1 server settings of public connections, plain or TLS.
+fn h1_builder(cfg: &Config) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(timer::CoarseTimer::new(cfg.server.header_timeout / 4))
+        .header_read_timeout(cfg.server.header_timeout)
+        .max_buf_size(max_head(cfg))
+        .keep_alive(true);
+    b
+}
+
+/// One public request: answered by [`Proxy::try_hit`] if it can be, else the full path.
+fn answer(proxy: &Arc<Proxy>, req: http::Request<hyper::body::Incoming>, peer: SocketAddr) -> Answering {
+    match proxy.try_hit(&req) {
+        Some(resp) => Answering::Ready(Some(resp)),
+        None => {
+            let proxy = proxy.clone();
+            Answering::Full(Box::pin(async move { proxy.handle(req, peer).await }))
+        }
+    }
+}
+
+/// Serves one TLS connection on this worker: the handshake (bounded by
+/// `server.header_timeout`), then HTTP/2 when ALPN chose `h2`, HTTP/1.1 otherwise, through
+/// the same request path as plain HTTP. Requests are marked [`tls::Https`]; responses get
+/// `server.hsts`.
+///
+/// HTTP/1.1 over TLS keeps the ambiguous-framing guard (it wraps the decrypted stream);
+/// HTTP/2 frames every message itself, so there is nothing for it to guard.
+fn serve_tls(
+    graceful: &GracefulShutdown,
+    cfg: &Arc<Config>,
+    front: &Arc<Front>,
+    certs: &tls::Certs,
+    stream: TcpStream,
+    proxy: Arc<Proxy>,
+    permit: impl Send + 'static,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(peer) = stream.peer_addr() else { return };
+    let acceptor = certs.acceptor();
+    let watcher = graceful.watcher();
+    let (cfg, hsts) = (cfg.clone(), front.hsts.clone());
+    tokio::spawn(async move {
+        let stream = match tokio::time::timeout(cfg.server.header_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                proxy.metrics.client_error("tls-handshake");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                proxy.metrics.client_error("tls-handshake-timeout");
+                return;
+            }
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(tls::Https);
+            if req.version() == http::Version::HTTP_2 {
+                tls::merge_cookies(req.headers_mut());
+            }
+            Secured {
+                inner: answer(&proxy, req, peer),
+                hsts: hsts.clone(),
+            }
+        });
+        let ended = if h2 {
+            let mut b = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+            b.timer(hyper_util::rt::TokioTimer::new())
+                .max_header_list_size(u32::try_from(max_head(&cfg)).unwrap_or(u32::MAX))
+                .keep_alive_interval(Some(cfg.server.header_timeout))
+                .keep_alive_timeout(cfg.server.header_timeout);
+            watcher.watch(b.serve_connection(TokioIo::new(stream), svc)).await
+        } else {
+            let io = TokioIo::new(framing::Guarded::new(stream, max_head(&cfg)));
+            watcher.watch(h1_builder(&cfg).serve_connection(io, svc)).await
+        };
+        if let Err(e) = ended {
+            tracing::debug!(%peer, error = %e, "TLS client connection ended with an error");
+        }
+        drop(permit);
+    });
+}
+
+/// An HTTPS answer: the request's future, then `Strict-Transport-Security` on its response.
+struct Secured {
+    /// The request path's future.
+    inner: Answering,
+    /// `server.hsts`, if set.
+    hsts: Option<http::HeaderValue>,
+}
+
+impl Future for Secured {
+    type Output = Result<http::Response<body::ProxyBody>, std::convert::Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        std::pin::Pin::new(&mut this.inner).poll(cx).map(|r| {
+            r.map(|mut resp| {
+                if let Some(v) = &this.hsts {
+                    resp.headers_mut()
+                        .insert(http::header::STRICT_TRANSPORT_SECURITY, v.clone());
+                }
+                resp
+            })
+        })
+    }
 }
 
 /// The future of one public request: a hit answered on the spot, or the full request path.
@@ -330,9 +539,39 @@ async fn accept_error(e: std::io::Error) {
 
 /// Binds the configured listeners.
 pub async fn bind(cfg: &Config) -> std::io::Result<(TcpListener, TcpListener)> {
-    let public = TcpListener::bind(cfg.server.listen).await?;
-    let admin = TcpListener::bind(cfg.server.admin_listen).await?;
+    let public = listen(cfg.server.listen)?;
+    let admin = listen(cfg.server.admin_listen)?;
     Ok((public, admin))
+}
+
+/// Accept queue asked of the kernel; it caps the queue at `net.core.somaxconn`, so raising
+/// that sysctl (see `sysctl/proxy-node.conf`) takes effect.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// A listening socket with a deep accept queue.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Binds every configured listener, HTTPS included when `server.tls_listen` is set, with the
+/// certificates the configuration loaded.
+pub async fn bind_all(cfg: &Config) -> std::io::Result<Listeners> {
+    let (public, admin) = bind(cfg).await?;
+    let tls = match &cfg.server.tls {
+        None => None,
+        Some(t) => Some(TlsListener {
+            listener: listen(t.listen)?,
+            certs: Arc::new(tls::Certs::new(&t.certificates).map_err(std::io::Error::other)?),
+        }),
+    };
+    Ok(Listeners { public, admin, tls })
 }
 
 /// Where a local client reaches a listener: an unspecified bind address becomes loopback.

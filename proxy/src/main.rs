@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Sign an invalidation with the cluster secret and send it to this node's admin API.
     Ban(BanArgs),
+    /// Compare a sysctl profile (sysctl/*.conf) with this kernel, or apply it.
+    Tune(strata_proxy::tune::TuneArgs),
 }
 
 #[derive(Args)]
@@ -128,6 +130,10 @@ fn start_trimmer() {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `tune` works on the kernel, not on a proxy configuration.
+    if let Some(Command::Tune(t)) = &cli.command {
+        return strata_proxy::tune::run(t);
+    }
     let cfg = match load(&cli.config) {
         Ok(c) => c,
         Err(code) => return code,
@@ -147,6 +153,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Some(Command::Ban(b)) => ban(cfg, b).await,
+            Some(Command::Tune(_)) => Ok(()), // handled above, before the configuration
             None => {
                 start_trimmer();
                 serve(cfg).await
@@ -163,11 +170,43 @@ fn main() -> ExitCode {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let (public, admin) = strata_proxy::bind(&cfg)
-        .await
-        .with_context(|| format!("cannot bind {} / {}", cfg.server.listen, cfg.server.admin_listen))?;
-    strata_proxy::run(public, admin, cfg, shutdown_signal()).await;
+    let listeners = strata_proxy::bind_all(&cfg).await.with_context(|| {
+        let tls = cfg
+            .server
+            .tls
+            .as_ref()
+            .map(|t| format!(" / {}", t.listen))
+            .unwrap_or_default();
+        format!("cannot bind {} / {}{tls}", cfg.server.listen, cfg.server.admin_listen)
+    })?;
+    reload_on_sighup(listeners.tls.as_ref().map(|t| t.certs.clone()));
+    strata_proxy::run_with(listeners, cfg, shutdown_signal()).await;
     Ok(())
+}
+
+/// From now on, SIGHUP reads the certificate and key files again (when TLS is on); on any
+/// error the old ones stay. The handler is installed before this returns, so no SIGHUP after
+/// it stops the process (`systemctl reload` never empties the cache).
+fn reload_on_sighup(certs: Option<std::sync::Arc<strata_proxy::tls::Certs>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; certificates will not be reloaded");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match certs.as_ref().map(|c| c.reload()) {
+                Some(Ok(n)) => tracing::info!(certificates = n, "SIGHUP: certificates reloaded"),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: certificates not reloaded; keeping the ones in use")
+                }
+                None => tracing::info!("SIGHUP: no certificates to reload (other settings take a restart)"),
+            }
+        }
+    });
 }
 
 async fn ban(cfg: Config, b: BanArgs) -> anyhow::Result<()> {

@@ -39,6 +39,7 @@ use crate::origin::{self, Origin, OriginError};
 use crate::outcome::Outcome;
 use crate::policy::{self, PassReason};
 use crate::tags::{self, TagRules};
+use crate::tls;
 use crate::writes;
 
 /// How many times a waiter retries after a leader gave up (its client went away).
@@ -321,7 +322,7 @@ impl Proxy {
         if !self.cache_trusted(now) {
             return None;
         }
-        let slot = self.with_primary_key(uri, headers, |key, _| match self.store.get(key) {
+        let slot = self.with_primary_key(uri, headers, tls::is_https(req), |key, _| match self.store.get(key) {
             Some(Slot::Vary(rule)) => self.store.get(&cache::variant_key(key, &rule, headers)),
             slot => slot,
         });
@@ -366,24 +367,30 @@ impl Proxy {
         if let Some(reason) = reason {
             return self.pass(parts, body, client, reason).await;
         }
-        let (primary, query) = self.with_primary_key(&parts.uri, &parts.headers, |key, q| (Arc::from(key), q));
+        let https = parts.extensions.get::<tls::Https>().is_some();
+        let (primary, query) = self.with_primary_key(&parts.uri, &parts.headers, https, |key, q| (Arc::from(key), q));
         let lk = Lookup { parts, primary, query };
         self.lookup(lk, body, client).await
     }
 
-    /// Builds a request's primary cache key (normalised host, path and query) in this
-    /// thread's key buffer and hands it to `f` with the normalised query: the one place keys
-    /// are made, allocation-free on the hit path.
+    /// Builds a request's primary cache key (normalised host, path and query, and
+    /// [`cache::HTTPS_SUFFIX`] for a request that came over TLS) in this thread's key buffer
+    /// and hands it to `f` with the normalised query: the one place keys are made,
+    /// allocation-free on the hit path.
     fn with_primary_key<R>(
         &self,
         uri: &http::Uri,
         headers: &HeaderMap,
+        https: bool,
         f: impl FnOnce(&str, Option<String>) -> R,
     ) -> R {
         let host = host_of(uri, headers).unwrap_or_default();
         let query = policy::normalise_query(uri.query(), &self.cfg.policy.strip_query);
         KEY_BUF.with_borrow_mut(|buf| {
             policy::write_cache_key(buf, host, uri.path(), query.as_deref());
+            if https {
+                buf.push_str(cache::HTTPS_SUFFIX);
+            }
             f(buf, query)
         })
     }
@@ -505,7 +512,7 @@ impl Proxy {
         if !varies_on_cookie {
             headers.remove(header::COOKIE);
         }
-        origin::add_forwarded(&mut headers, client.ip(), "http");
+        origin::add_forwarded(&mut headers, client.ip(), proto(&lk.parts));
         set_host(&mut headers, &lk.parts);
         let mut req = Request::builder()
             .method(Method::GET)
@@ -1251,7 +1258,7 @@ impl Proxy {
         };
         let mut headers = parts.headers.clone();
         origin::strip_hop_by_hop(&mut headers);
-        origin::add_forwarded(&mut headers, client.ip(), "http");
+        origin::add_forwarded(&mut headers, client.ip(), proto(&parts));
         set_host(&mut headers, &parts);
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = match self.origin.uri(path) {
@@ -1422,6 +1429,15 @@ fn strip_port(host: &str) -> &str {
         return host.split(']').next().map_or(host, |h| &h[1..]);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// The scheme the client used, for `X-Forwarded-Proto`.
+fn proto(parts: &Parts) -> &'static str {
+    if parts.extensions.get::<tls::Https>().is_some() {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// Keeps the client's Host (from an absolute-form target if there was one).

@@ -47,13 +47,16 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     /// Admin listener address.
     pub admin: SocketAddr,
+    /// HTTPS listener address and its certificates, when the config sets `server.tls_listen`.
+    pub tls: Option<(SocketAddr, Arc<strata_proxy::tls::Certs>)>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<Arc<Proxy>>>,
 }
 
 impl TestProxy {
     /// Starts a proxy for `origin` with extra TOML appended per section, e.g.
-    /// `&[("cache", "default_ttl = \"1s\"")]`.
+    /// `&[("cache", "default_ttl = \"1s\"")]`. A `server.tls_listen` line (any address) adds
+    /// an HTTPS listener on a fresh loopback port.
     pub async fn start(origin: &str, extra: &[(&str, &str)]) -> TestProxy {
         let mut sections: HashMap<&str, Vec<&str>> = HashMap::new();
         let known = ["server", "origin", "cache", "policy", "cluster", "bans", "comments"];
@@ -84,13 +87,25 @@ impl TestProxy {
         let public = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
+        let tls = match &cfg.server.tls {
+            None => None,
+            Some(t) => Some(strata_proxy::TlsListener {
+                listener: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+                certs: Arc::new(strata_proxy::tls::Certs::new(&t.certificates).expect("certificates")),
+            }),
+        };
+        let tls_info = tls
+            .as_ref()
+            .map(|t| (t.listener.local_addr().unwrap(), t.certs.clone()));
+        let listeners = strata_proxy::Listeners { public, admin, tls };
         let (tx, rx) = oneshot::channel::<()>();
-        let done = tokio::spawn(strata_proxy::run(public, admin, cfg, async {
+        let done = tokio::spawn(strata_proxy::run_with(listeners, cfg, async {
             let _ = rx.await;
         }));
         TestProxy {
             addr,
             admin: admin_addr,
+            tls: tls_info,
             stop: Some(tx),
             done: Some(done),
         }
@@ -333,6 +348,7 @@ impl TestProxy {
             nodes.push(TestProxy {
                 addr: addrs[i].0,
                 admin: addrs[i].1,
+                tls: None,
                 stop: Some(tx),
                 done: Some(done),
             });

@@ -8,4 +8,7 @@ mod fixture;
 mod harness;
 mod http_edges;
 mod nodes;
+mod status;
+mod tls;
+mod tune;
 mod wordpress;
