@@ -1,10 +1,9 @@
 //! The command-line side of the admin API: sign a ban and send it to a node.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -41,24 +40,8 @@ pub async fn send_ban(addr: SocketAddr, secret: &[u8], ban: &Ban, wait_ms: Optio
     let unreachable = |cause: String| SendError::Unreachable { addr, cause };
     let path = ban_path(wait_ms);
     let body = serde_json::to_vec(ban).map_err(|e| unreachable(e.to_string()))?;
-    let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let sig = auth::sign(
-        secret,
-        auth::Signed {
-            method: "POST",
-            path: &path,
-            body: &body,
-        },
-        ts,
-    );
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri(format!("http://{addr}{path}"))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(auth::TIMESTAMP_HEADER, ts.to_string())
-        .header(auth::SIGNATURE_HEADER, sig)
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| unreachable(e.to_string()))?;
+    let req =
+        auth::signed_post(secret, &format!("http://{addr}"), &path, body).map_err(|e| unreachable(e.to_string()))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let resp = client
         .request(req)

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -131,7 +130,6 @@ impl Peer {
 pub struct Sibling {
     /// Its admin URL, as configured.
     pub url: String,
-    endpoint: http::Uri,
     queue: parking_lot::Mutex<Queue>,
     wake: Notify,
     /// The highest of our sequence numbers it has acknowledged.
@@ -236,10 +234,8 @@ impl Cluster {
             .iter()
             .map(|u| {
                 let url = u.to_string().trim_end_matches('/').to_string();
-                let endpoint = format!("{url}{SYNC_PATH}").parse().unwrap_or_else(|_| u.clone());
                 Arc::new(Sibling {
                     url,
-                    endpoint,
                     queue: parking_lot::Mutex::new(Queue {
                         items: VecDeque::new(),
                         last: 0,
@@ -579,24 +575,7 @@ impl Cluster {
     /// One signed sync to a sibling.
     async fn send(&self, s: &Sibling, req: &SyncRequest) -> Result<SyncReply, String> {
         let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let sig = auth::sign(
-            &self.cfg.secret,
-            auth::Signed {
-                method: "POST",
-                path: SYNC_PATH,
-                body: &body,
-            },
-            ts,
-        );
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(s.endpoint.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(auth::TIMESTAMP_HEADER, ts.to_string())
-            .header(auth::SIGNATURE_HEADER, sig)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
+        let request = auth::signed_post(&self.cfg.secret, &s.url, SYNC_PATH, body).map_err(|e| e.to_string())?;
         let timeout = (self.cfg.confirm_within / 2).max(Duration::from_millis(100));
         let exchange = async {
             let resp = self

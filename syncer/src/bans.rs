@@ -6,10 +6,9 @@
 //! proxy outage delays invalidation but never drops it.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -181,24 +180,7 @@ impl Sender {
         };
         let path = ban_path(self.wait, self.nonce);
         let body = serde_json::to_vec(ban).map_err(|e| unreachable(e.to_string()))?;
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let sig = auth::sign(
-            &self.secret,
-            auth::Signed {
-                method: "POST",
-                path: &path,
-                body: &body,
-            },
-            ts,
-        );
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(format!("{base}{path}"))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(auth::TIMESTAMP_HEADER, ts.to_string())
-            .header(auth::SIGNATURE_HEADER, sig)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| unreachable(e.to_string()))?;
+        let req = auth::signed_post(&self.secret, &base, &path, body).map_err(|e| unreachable(e.to_string()))?;
         let exchange = async {
             let resp = self.client.request(req).await.map_err(|e| unreachable(e.to_string()))?;
             let status = resp.status();
