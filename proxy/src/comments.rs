@@ -35,8 +35,12 @@ use form::{Early, Form, Submission};
 
 /// The page WordPress's `wp_die()` prints for a comment error (6.1), with `{{MESSAGE}}`.
 const WP_DIE_PAGE: &str = include_str!("../assets/wp-die.html");
-/// How often the verdict key is read while waiting.
+/// First pause between reads of the verdict key; each later pause is one step longer, up to
+/// [`MAX_POLL`]: a verdict usually comes within a syncer tick or two, and a hundred waiting
+/// visitors must not keep memcached busy.
 const POLL: Duration = Duration::from_millis(1);
+/// Longest pause between reads of the verdict key (the syncer's default tick).
+const MAX_POLL: Duration = Duration::from_millis(5);
 /// How long fetched settings are reused before they are read again.
 const SETTINGS_REFRESH: Duration = Duration::from_secs(1);
 /// `comment_cookie_lifetime` in WordPress 6.1.
@@ -516,6 +520,7 @@ impl Comments {
         tokio::time::sleep(self.cfg.hold).await;
         let vkey = wire::verdict_key(&self.cfg.key_prefix, seq);
         let deadline = accepted + self.cfg.max_hold.max(self.cfg.hold);
+        let mut pause = POLL;
         loop {
             match self.with_conn(async |c| c.get(&vkey).await).await {
                 Ok(Some(b)) => match serde_json::from_slice::<Verdict>(&b) {
@@ -541,7 +546,8 @@ impl Comments {
             if Instant::now() >= deadline {
                 break;
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause + POLL).min(MAX_POLL);
         }
         // Queued, no verdict yet: back to the post; the comment lands when the syncer gets to it.
         let now = unix_ms() / 1000;

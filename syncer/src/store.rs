@@ -561,7 +561,10 @@ impl Store {
         };
         let checked = if checks_raw { &unfiltered } else { &filtered };
 
-        // Duplicate (wp_allow_comment).
+        // Duplicate (wp_allow_comment): the same condition WordPress queries. In the common
+        // case it is asked by the INSERT itself (`WHERE NOT EXISTS`), saving a round trip; a
+        // comment that is also a flood asks it first, since a duplicate answers 409 before
+        // the flood check could answer 429.
         let mut dupe_sql = format!(
             "SELECT comment_ID FROM {comments} WHERE comment_post_ID = ? AND comment_parent = ? \
              AND comment_approved != 'trash' AND ( comment_author = ? "
@@ -577,10 +580,6 @@ impl Store {
         }
         dupe_sql.push_str(") AND comment_content = ? LIMIT 1");
         dupe_params.push(checked.content.clone().into());
-        let dupe: Option<u64> = tx.exec_first(dupe_sql, params(dupe_params)).await?;
-        if dupe.is_some() {
-            return Ok(Outcome::Refused(rules::DUPLICATE));
-        }
 
         // Flood (wp_check_comment_flood): the values arrive slashed in the query.
         if !judge.flood_interval.is_zero() {
@@ -612,7 +611,12 @@ impl Store {
             };
             if let (Some(last), Some(new)) = (last.as_deref().and_then(mysql_ts), mysql_ts(&date_gmt)) {
                 if new - last < interval {
-                    return Ok(Outcome::Refused(rules::FLOOD));
+                    let dupe: Option<u64> = tx.exec_first(dupe_sql, params(dupe_params)).await?;
+                    return Ok(Outcome::Refused(if dupe.is_some() {
+                        rules::DUPLICATE
+                    } else {
+                        rules::FLOOD
+                    }));
                 }
             }
         }
@@ -631,30 +635,34 @@ impl Store {
             );
         }
 
+        let mut insert_params: Vec<Value> = vec![
+            r.post_id.into(),
+            filtered.ip.clone().into(),
+            filtered.author.clone().into(),
+            filtered.email.clone().into(),
+            filtered.url.clone().into(),
+            date.into(),
+            date_gmt.clone().into(),
+            filtered.content.clone().into(),
+            approved.into(),
+            filtered.agent.clone().into(),
+            parent.into(),
+        ];
+        insert_params.extend(dupe_params);
         let insert = tx
             .exec_drop(
                 format!(
                     "INSERT INTO {comments} (comment_post_ID, comment_author_IP, comment_author, \
                      comment_author_email, comment_author_url, comment_date, comment_date_gmt, comment_content, \
                      comment_karma, comment_approved, comment_agent, comment_type, comment_parent, user_id) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, 'comment', ?, 0)"
+                     SELECT ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, 'comment', ?, 0 FROM DUAL \
+                     WHERE NOT EXISTS ({dupe_sql})"
                 ),
-                params(vec![
-                    r.post_id.into(),
-                    filtered.ip.clone().into(),
-                    filtered.author.clone().into(),
-                    filtered.email.clone().into(),
-                    filtered.url.clone().into(),
-                    date.into(),
-                    date_gmt.clone().into(),
-                    filtered.content.clone().into(),
-                    approved.into(),
-                    filtered.agent.clone().into(),
-                    parent.into(),
-                ]),
+                params(insert_params),
             )
             .await;
         match insert {
+            Ok(()) if tx.affected_rows() == 0 => return Ok(Outcome::Refused(rules::DUPLICATE)),
             Ok(()) => {}
             // The server refused this row (e.g. a value the column cannot hold): WordPress
             // answers 500 and saves nothing; the batch goes on.
