@@ -11,7 +11,6 @@
 //! `/metrics`, `/status`, `/status.json`, `/cluster`, `/lookup`) need no signature; `cluster.admin_allow`
 //! limits who may connect at all.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -322,25 +321,12 @@ impl Admin {
             Ok(r) => r,
             Err(refusal) => return refusal,
         };
-        let params: HashMap<String, String> = parts
-            .uri
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-            .filter(|(k, _)| !k.is_empty())
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned(),
-                )
-            })
-            .collect();
-        let ban = if params.contains_key("all") {
+        let q = parts.uri.query();
+        let ban = if query_param(q, "all").is_some() {
             Ban::all()
-        } else if let Some(url) = params.get("url") {
-            let mut b = Ban::new(strata_wire::ban::Kind::Url, url.clone());
-            b.host = params.get("host").cloned();
+        } else if let Some(url) = query_param(q, "url") {
+            let mut b = Ban::new(strata_wire::ban::Kind::Url, url);
+            b.host = query_param(q, "host");
             b
         } else {
             return plain(
@@ -506,11 +492,8 @@ fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<ProxyBody> {
 
 /// One query parameter, percent-decoded.
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+    crate::tags::query_param(query?, name)
+        .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
 }
 
 /// The primary cache key of a purge target: an absolute URL, or a path plus host.

@@ -122,14 +122,9 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Whether a `Cookie` header holds a cookie whose name starts with `prefix`.
+/// Whether the request carries a cookie whose name starts with `prefix`.
 fn has_cookie(headers: &HeaderMap, prefix: &str) -> bool {
-    headers.get_all(header::COOKIE).iter().any(|v| {
-        v.to_str()
-            .unwrap_or("")
-            .split(';')
-            .any(|c| c.trim_start().starts_with(prefix))
-    })
+    crate::policy::cookie_names(headers).any(|n| n.starts_with(prefix))
 }
 
 /// The address PHP would see as `REMOTE_ADDR`: the client, or, when the client is a trusted

@@ -84,22 +84,25 @@ pub fn pass_reason(
             return Some(PassReason::Query);
         }
     }
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(v) = value.to_str() else { continue };
-        for name in v.split(';').filter_map(|c| c.split('=').next()) {
-            let name = name.trim();
-            if name == "wordpress_test_cookie" {
-                continue;
-            }
-            if cfg.pass_cookies.iter().any(|p| name.starts_with(p.as_str())) {
-                return Some(PassReason::Cookie);
-            }
-        }
-    }
-    None
+    let personal = cookie_names(headers)
+        .filter(|name| *name != "wordpress_test_cookie")
+        .any(|name| cfg.pass_cookies.iter().any(|p| name.starts_with(p.as_str())));
+    personal.then_some(PassReason::Cookie)
 }
 
-fn query_pairs(q: &str) -> impl Iterator<Item = (&str, &str)> {
+/// The names of the cookies a request carries.
+pub fn cookie_names(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.split('=').next())
+        .map(str::trim)
+}
+
+/// The `name=value` pairs of a query string, undecoded.
+pub fn query_pairs(q: &str) -> impl Iterator<Item = (&str, &str)> {
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| p.split_once('=').unwrap_or((p, "")))

@@ -175,11 +175,9 @@ pub fn shortlink_post(resp: &HeaderMap) -> Option<u64> {
     None
 }
 
-/// One parameter of a query string (undecoded).
+/// One parameter of a query string (undecoded); a bare `name` counts, with an empty value.
 pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
+    crate::policy::query_pairs(query)
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
 }
