@@ -145,6 +145,13 @@ impl ClusterMetrics {
             m.flushes.clone(),
         );
         registry.register(names::TAGS_INDEXED, "Distinct tags in the tag index", m.tags.clone());
+        // Every series exists from the start (at 0), so dashboards and alerts see them.
+        for reason in ["gap", "restart", "unconfirmed"] {
+            let _ = m.flushes.get_or_create(&ReasonLabel { reason });
+        }
+        for kind in ["url", "prefix", "regex", "tag", "all"] {
+            let _ = m.applied.get_or_create(&KindLabel { kind });
+        }
         m
     }
 
