@@ -4,12 +4,13 @@
 //! key it belongs to (`backend[2].weight`, `health.fall`), so `--check-config` prints them
 //! all at once.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use strata_wire::config::Checker;
+pub use strata_wire::config::{parse_duration, ConfigError, Problem};
 
 use crate::health::Probe;
 
@@ -36,33 +37,6 @@ pub const DEFAULT_FLOW_IDLE: Duration = Duration::from_secs(300);
 /// Data-plane threads when `workers` is not set: one per core.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-}
-
-/// One problem found in a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key, e.g. `health.fall`; empty for file-level problems.
-    pub key: String,
-    /// What is wrong and what is expected.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
-        }
-    }
-}
-
-/// All problems of one file.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
-pub struct ConfigError {
-    /// Every problem found, in file order.
-    pub problems: Vec<Problem>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,61 +138,6 @@ pub struct Flows {
     pub idle_timeout: Duration,
 }
 
-struct Checker {
-    problems: Vec<Problem>,
-}
-
-impl Checker {
-    fn problem(&mut self, key: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            key: key.to_string(),
-            message: message.into(),
-        });
-    }
-
-    fn duration(&mut self, key: &str, v: &Option<toml::Value>, default: Duration) -> Duration {
-        match v {
-            None => default,
-            Some(toml::Value::String(s)) => parse_duration(s).unwrap_or_else(|e| {
-                self.problem(key, e);
-                default
-            }),
-            Some(_) => {
-                self.problem(key, "expected a duration string such as \"200ms\" or \"5s\"");
-                default
-            }
-        }
-    }
-
-    fn int(&mut self, key: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
-        match v {
-            None => default,
-            Some(n) if (min..=max).contains(&n) => n,
-            Some(n) => {
-                self.problem(key, format!("{n} is out of range: expected {min} to {max}"));
-                default
-            }
-        }
-    }
-}
-
-/// Parses "200ms", "1.5s", "5m", "1h" (units us, ms, s, m, h).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration: use a number with a unit (us, ms, s, m, h), e.g. \"200ms\"");
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
-    let n: f64 = t[..split].parse().map_err(|_| bad())?;
-    let secs = match t[split..].trim() {
-        "us" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| bad())
-}
-
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -239,7 +158,7 @@ impl Config {
                 message: format!("not valid director TOML: {}", e.to_string().trim()),
             }],
         })?;
-        let mut c = Checker { problems: Vec::new() };
+        let mut c = Checker::default();
 
         let interface = match raw.interface {
             Some(i) if !i.is_empty() && i.len() < 16 && !i.contains('/') && !i.contains(char::is_whitespace) => i,

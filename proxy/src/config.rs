@@ -4,12 +4,13 @@
 //! into typed values (`Duration`, `SocketAddr`, byte counts) and collects *every* problem
 //! with the key it belongs to, so `--check-config` can print them all at once.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use strata_wire::config::Checker;
+pub use strata_wire::config::{parse_duration, parse_size, ConfigError, Problem};
 
 /// Default cache byte budget: 512 MiB.
 pub const DEFAULT_CAPACITY: u64 = 512 << 20;
@@ -99,7 +100,6 @@ pub const DEFAULT_STRIP_QUERY: &[&str] = &[
     "ref_src",
     "replytocom",
 ];
-/// Status codes stored when the response is otherwise cacheable.
 /// Headers an origin tags responses with.
 pub const DEFAULT_TAG_HEADERS: &[&str] = &["surrogate-key", "xkey", "cache-tag", "cache-groups", "x-litespeed-tag"];
 /// Tags kept per object.
@@ -122,35 +122,8 @@ pub const DEFAULT_MEMCACHED_TIMEOUT: Duration = Duration::from_millis(100);
 pub const DEFAULT_WRITE_WAIT: Duration = Duration::from_millis(500);
 /// Bans queued per sibling before collapsing into one ban of everything.
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
-/// Statuses stored by default.
+/// Status codes stored when the response is otherwise cacheable.
 pub const DEFAULT_CACHEABLE_STATUSES: &[u16] = &[200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
-
-/// One problem found in a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key, e.g. `cache.capacity`; empty for file-level problems.
-    pub key: String,
-    /// What is wrong and what is expected.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
-        }
-    }
-}
-
-/// All problems of one file.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
-pub struct ConfigError {
-    /// Every problem found, in file order.
-    pub problems: Vec<Problem>,
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -503,84 +476,6 @@ fn default_node_id() -> String {
         .unwrap_or_else(|| "node-1".to_string())
 }
 
-/// Collects problems while validating.
-#[derive(Default)]
-struct Checker {
-    problems: Vec<Problem>,
-}
-
-impl Checker {
-    fn problem(&mut self, key: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            key: key.to_string(),
-            message: message.into(),
-        });
-    }
-
-    fn duration(&mut self, key: &str, v: &Option<toml::Value>, default: Duration) -> Duration {
-        match v {
-            None => default,
-            Some(toml::Value::String(s)) => parse_duration(s).unwrap_or_else(|e| {
-                self.problem(key, e);
-                default
-            }),
-            Some(_) => {
-                self.problem(
-                    key,
-                    "expected a duration string such as \"5ms\", \"30s\", \"5m\", \"1h\"",
-                );
-                default
-            }
-        }
-    }
-
-    fn size(&mut self, key: &str, v: &Option<toml::Value>, default: u64) -> u64 {
-        match v {
-            None => default,
-            Some(toml::Value::Integer(n)) if *n >= 0 => *n as u64,
-            Some(toml::Value::String(s)) => parse_size(s).unwrap_or_else(|e| {
-                self.problem(key, e);
-                default
-            }),
-            Some(_) => {
-                self.problem(
-                    key,
-                    "expected a byte size such as \"512MiB\", \"64KiB\" or a whole number of bytes",
-                );
-                default
-            }
-        }
-    }
-
-    fn count(&mut self, key: &str, v: Option<i64>, default: usize, range: std::ops::RangeInclusive<usize>) -> usize {
-        let Some(n) = v else { return default };
-        match usize::try_from(n) {
-            Ok(n) if range.contains(&n) => n,
-            _ => {
-                self.problem(key, format!("{n} is out of range {}..={}", range.start(), range.end()));
-                default
-            }
-        }
-    }
-
-    fn addr(&mut self, key: &str, v: &Option<String>) -> Option<SocketAddr> {
-        let Some(s) = v else {
-            self.problem(key, "missing: an address such as \"127.0.0.1:8080\"");
-            return None;
-        };
-        match s.parse() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                self.problem(
-                    key,
-                    format!("{s:?} is not an IP:port address such as \"127.0.0.1:8080\""),
-                );
-                None
-            }
-        }
-    }
-}
-
 /// The HTTPS part of `[server]`: present when `tls_listen` is; every certificate and key
 /// file is read and checked here, so `--check-config` reports a bad one.
 fn tls_config(
@@ -675,64 +570,6 @@ fn tls_config(
         redirect_https: s.redirect_https.unwrap_or(false),
         hsts,
     })
-}
-
-/// Parses `"5ms"`, `"30s"`, `"5m"`, `"1h"`, `"2d"` (also `us`, and combinations like `"1m30s"`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration: use a number with a unit (us, ms, s, m, h, d), e.g. \"5ms\"");
-    let t = s.trim();
-    if t.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = rest[..unit_len].trim();
-        rest = &rest[unit_len..];
-        let secs = match unit {
-            "us" | "µs" => n / 1e6,
-            "ms" => n / 1e3,
-            "s" | "sec" => n,
-            "m" | "min" => n * 60.0,
-            "h" => n * 3600.0,
-            "d" => n * 86400.0,
-            _ => return Err(bad()),
-        };
-        total += Duration::from_secs_f64(secs);
-    }
-    Ok(total)
-}
-
-/// Parses `"512MiB"`, `"64KiB"`, `"1GB"`, `"4096"` into bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not a byte size: use e.g. \"512MiB\", \"64KiB\", \"2GiB\" or \"4096\"");
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    if split == 0 {
-        return Err(bad());
-    }
-    let n: u64 = t[..split].parse().map_err(|_| bad())?;
-    let mult: u64 = match t[split..].trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "k" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        "TiB" | "T" => 1 << 40,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(mult).ok_or_else(bad)
 }
 
 impl Config {

@@ -4,12 +4,13 @@
 //! into typed values and collects *every* problem with its dotted key, so `--check-config`
 //! can print them all at once.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use strata_wire::config::Checker;
+pub use strata_wire::config::{parse_duration, ConfigError, Problem};
 
 /// How often the queue is drained.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(5);
@@ -35,33 +36,6 @@ pub const DEFAULT_BAN_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_BAN_WAIT: Duration = Duration::from_millis(200);
 /// How often the site settings are published for the proxies.
 pub const DEFAULT_SETTINGS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// One problem found in a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key, e.g. `cluster.secret_file`; empty for file-level problems.
-    pub key: String,
-    /// What is wrong and what is expected.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
-        }
-    }
-}
-
-/// All problems of one file.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
-pub struct ConfigError {
-    /// Every problem found, in file order.
-    pub problems: Vec<Problem>,
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,60 +122,6 @@ pub struct ClusterConfig {
     pub ban_timeout: Duration,
 }
 
-struct Checker {
-    problems: Vec<Problem>,
-}
-
-impl Checker {
-    fn problem(&mut self, key: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            key: key.to_string(),
-            message: message.into(),
-        });
-    }
-
-    fn duration(&mut self, key: &str, v: &Option<toml::Value>, default: Duration) -> Duration {
-        match v {
-            None => default,
-            Some(toml::Value::String(s)) => parse_duration(s).unwrap_or_else(|e| {
-                self.problem(key, e);
-                default
-            }),
-            Some(other) => {
-                self.problem(
-                    key,
-                    format!("expected a duration string such as \"5ms\", \"2s\", got {other}"),
-                );
-                default
-            }
-        }
-    }
-}
-
-/// Parses `"5ms"`, `"2s"`, `"1m"`, `"1h"`, `"250us"`, `"0"`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration: use a number with a unit (us, ms, s, m, h), e.g. \"5ms\"");
-    let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit.trim() {
-        "us" | "µs" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
-    };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 /// Reads `$wp_version` from a WordPress installation's `wp-includes/version.php`.
 pub fn read_wp_version(dir: &Path) -> Result<String, String> {
     let path = dir.join("wp-includes/version.php");
@@ -247,7 +167,7 @@ impl Config {
                 message: e.to_string(),
             }],
         })?;
-        let mut c = Checker { problems: Vec::new() };
+        let mut c = Checker::default();
         let resolve = |p: &str| {
             let p = PathBuf::from(p);
             match base {

@@ -8,4 +8,5 @@
 pub mod auth;
 pub mod ban;
 pub mod comment;
+pub mod config;
 pub mod memcache;
