@@ -339,14 +339,15 @@ impl Cluster {
             .filter(|s| !reachable_only || s.state.lock().up)
             .map(|s| {
                 let mut rx = s.acked.subscribe();
+                let url = s.url.clone();
                 async move {
                     let ok = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= seq))
                         .await
                         .is_ok_and(|r| r.is_ok());
-                    (s.url.clone(), ok, start.elapsed())
+                    (url, ok, start.elapsed())
                 }
             });
-        futures_join_all(waits).await
+        join_all(waits).await
     }
 
     /// Decides how to take a sync from a sibling and records the result (the caller applies
@@ -457,29 +458,39 @@ impl Cluster {
         for t in tasks {
             let _ = t.await;
         }
-        self.farewell().await;
+        self.clone().farewell().await;
     }
 
     /// On a clean shutdown: one last sync to every sibling with whatever is still queued and
     /// `leaving` set, so that this node's restart does not make them flush.
-    async fn farewell(&self) {
-        let goodbyes = self.siblings.iter().map(|s| async move {
-            let req = {
-                let q = s.queue.lock();
-                SyncRequest {
-                    node: self.node.clone(),
-                    instance: self.instance,
-                    latest: q.last,
-                    bans: q.items.iter().take(BATCH).map(|(b, _)| b.clone()).collect(),
-                    msg: self.messages.fetch_add(1, Ordering::Relaxed),
-                    leaving: q.items.len() <= BATCH,
-                }
-            };
-            if let Err(e) = self.send(s, &req).await {
-                tracing::warn!(sibling = %s.url, error = %e, "could not say goodbye; it will flush when this node restarts");
-            }
+    async fn farewell(self: Arc<Self>) {
+        let goodbyes = self.siblings.clone().into_iter().map(|s| {
+            let this = self.clone();
+            async move { this.goodbye(&s).await }
         });
-        futures_join_all(goodbyes).await;
+        join_all(goodbyes).await;
+    }
+
+    /// The last sync to one sibling.
+    async fn goodbye(&self, s: &Sibling) {
+        let req = self.sync_request(s, true);
+        if let Err(e) = self.send(s, &req).await {
+            tracing::warn!(sibling = %s.url, error = %e, "could not say goodbye; it will flush when this node restarts");
+        }
+    }
+
+    /// The next sync for a sibling: our latest number and what it has not acknowledged.
+    /// `leaving` is only claimed when everything queued fits in this one sync.
+    fn sync_request(&self, s: &Sibling, leaving: bool) -> SyncRequest {
+        let q = s.queue.lock();
+        SyncRequest {
+            node: self.node.clone(),
+            instance: self.instance,
+            latest: q.last,
+            bans: q.items.iter().take(BATCH).map(|(b, _)| b.clone()).collect(),
+            msg: self.messages.fetch_add(1, Ordering::Relaxed),
+            leaving: leaving && q.items.len() <= BATCH,
+        }
     }
 
     /// Keeps one sibling fed: heartbeats, queued bans, retries with backoff.
@@ -495,17 +506,7 @@ impl Cluster {
             if *shutdown.borrow() {
                 return;
             }
-            let req = {
-                let q = s.queue.lock();
-                SyncRequest {
-                    node: self.node.clone(),
-                    instance: self.instance,
-                    latest: q.last,
-                    bans: q.items.iter().take(BATCH).map(|(b, _)| b.clone()).collect(),
-                    msg: self.messages.fetch_add(1, Ordering::Relaxed),
-                    leaving: false,
-                }
-            };
+            let req = self.sync_request(&s, false);
             let sent_bans = !req.bans.is_empty();
             match self.send(&s, &req).await {
                 Ok(reply) => {
@@ -596,12 +597,19 @@ impl Cluster {
     }
 }
 
-/// Awaits futures concurrently (a tiny `join_all`, to avoid a dependency).
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let handles: Vec<_> = futs.map(Box::pin).collect();
+/// Runs futures concurrently, each as its own task, and returns their outputs in order (a
+/// tiny `join_all`, to avoid a dependency). A task that panicked is left out.
+async fn join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
-        out.push(h.await);
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
     }
     out
 }
