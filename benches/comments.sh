@@ -100,7 +100,7 @@ delete_comments() {
 # Deletes the queue's keys in memcached (the syncer already deleted the records).
 forget_queue() {
     local k
-    if exec 3<>"/dev/tcp/${MEMCACHED%:*}/${MEMCACHED#*:}" 2>/dev/null; then
+    if { exec 3<>"/dev/tcp/${MEMCACHED%:*}/${MEMCACHED#*:}"; } 2>/dev/null; then
         for k in seq epoch applied settings; do printf 'delete %s%s noreply\r\n' "$PREFIX" "$k" >&3; done
         exec 3>&-
     fi
@@ -306,6 +306,14 @@ PROXY_REASONS=$(labels "$PROXY_ADMIN" strata_comments_total)
 SYNCER_OUTCOMES=$(labels "$SYNCER_ADMIN" strata_syncer_comments_total)
 SYNCER_REJECTIONS=$(labels "$SYNCER_ADMIN" strata_syncer_rejections_total)
 FLOOD_CHECKS=$(labels "$SYNCER_ADMIN" strata_syncer_flood_checks_total)
+STEPS=""
+for step in fetch transaction bans verdicts forget; do
+    STEPS+="${STEPS:+, }$step $(awk -v s="$(metric "$SYNCER_ADMIN" strata_syncer_step_seconds_sum "step=\"$step\"")" \
+        -v c="$(metric "$SYNCER_ADMIN" strata_syncer_step_seconds_count "step=\"$step\"")" \
+        'BEGIN { if (c > 0) printf "%.2f", s * 1000 / c; else print "n/a" }')"
+done
+curl -s --max-time 5 "http://$SYNCER_ADMIN/metrics" >"$WORK/syncer.metrics" || true
+curl -s --max-time 5 "http://$PROXY_ADMIN/metrics" >"$WORK/proxy.metrics" || true
 for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
 PIDS=()
 delete_comments
@@ -351,6 +359,7 @@ row() { # row NAME FILE LANDED
     echo "- Syncer lag (accepted by the proxy → committed), \`strata_syncer_lag_seconds\` over $LAG_COUNT comments:"
     echo "  p50 $LAG_P50 ms, p99 **$LAG_P99 ms**, mean $LAG_MEAN ms (goal p99 ≤ 15 ms: **$GOAL_LAG**)."
     echo "  Mean batch $BATCH_MEAN records; queue drained ${DRAIN_SECS} s after the load stopped."
+    echo "- Syncer steps of a batch, mean ms (\`strata_syncer_step_seconds\`): $STEPS."
     echo "- Comments of the last hour in the table when each phase started (the flood check reads them):"
     echo "  PHP $RECENT_PHP, Strata $RECENT_STRATA. Load average (1 min) when each phase started: PHP $LOAD_PHP,"
     echo "  Strata $LOAD_STRATA (other work on the machine shares the same cores)."

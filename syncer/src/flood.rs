@@ -184,15 +184,28 @@ impl FloodIndex {
     }
 
     /// The `WHERE` clause (and its parameters) of the rows to read before a batch: above the
-    /// highest id seen, or among the ids skipped over.
+    /// highest id seen, or among the ids skipped over, as ranges of consecutive ids (rows
+    /// deleted before their ids were seen leave long runs of them).
     pub fn refresh_sql(&self) -> (String, Vec<u64>) {
         let mut sql = "comment_ID > ?".to_string();
         let mut params = vec![self.max_id];
-        if !self.gaps.is_empty() {
-            sql.push_str(" OR comment_ID IN (");
-            sql.push_str(&vec!["?"; self.gaps.len()].join(","));
-            sql.push(')');
-            params.extend(self.gaps.keys().copied());
+        let mut run: Option<(u64, u64)> = None;
+        let close = |(from, to): (u64, u64), sql: &mut String, params: &mut Vec<u64>| {
+            sql.push_str(" OR comment_ID BETWEEN ? AND ?");
+            params.extend([from, to]);
+        };
+        for id in self.gaps.keys().copied() {
+            run = match run {
+                Some((from, to)) if id == to + 1 => Some((from, id)),
+                Some(done) => {
+                    close(done, &mut sql, &mut params);
+                    Some((id, id))
+                }
+                None => Some((id, id)),
+            };
+        }
+        if let Some(done) = run {
+            close(done, &mut sql, &mut params);
         }
         (sql, params)
     }
@@ -316,12 +329,18 @@ mod tests {
         assert_eq!(
             i.refresh_sql(),
             (
-                "comment_ID > ? OR comment_ID IN (?,?,?,?)".into(),
-                vec![105, 101, 102, 103, 104]
+                "comment_ID > ? OR comment_ID BETWEEN ? AND ?".into(),
+                vec![105, 101, 104]
             )
         );
         i.observe(102, "192.0.2.2", "b@example.test", Some(NOW - 90), t);
-        assert_eq!(i.refresh_sql().1, vec![105, 101, 103, 104]);
+        assert_eq!(
+            i.refresh_sql(),
+            (
+                "comment_ID > ? OR comment_ID BETWEEN ? AND ? OR comment_ID BETWEEN ? AND ?".into(),
+                vec![105, 101, 101, 103, 104]
+            )
+        );
         i.prune(NOW + HOUR + MARGIN_SECS - 95, t + GAP_TTL);
         assert_eq!(i.refresh_sql().1, vec![105]);
         assert_eq!(i.len(), 2);
@@ -343,6 +362,8 @@ mod tests {
             Some(NOW),
             Instant::now(),
         );
-        assert_eq!(i.refresh_sql().1.len(), MAX_GAPS + 1);
+        let (sql, params) = i.refresh_sql();
+        assert_eq!(sql, "comment_ID > ? OR comment_ID BETWEEN ? AND ?");
+        assert_eq!(params[2] - params[1] + 1, MAX_GAPS as u64);
     }
 }

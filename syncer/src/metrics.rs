@@ -26,6 +26,19 @@ pub mod names {
     pub const BANS_PENDING: &str = "strata_syncer_bans_pending";
     pub const COMMITS: &str = "strata_syncer_commits";
     pub const FLOOD_CHECKS: &str = "strata_syncer_flood_checks";
+    pub const STEP: &str = "strata_syncer_step_seconds";
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabel {
+    step: &'static str,
+}
+
+/// The steps of a tick that [`Metrics::step`] times.
+pub const STEPS: [&str; 5] = ["fetch", "transaction", "bans", "verdicts", "forget"];
+
+fn step_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +89,7 @@ pub struct Metrics {
     /// Committed transactions.
     pub commits: Counter,
     flood_checks: Family<ByLabel, Counter>,
+    steps: Family<StepLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -106,6 +120,7 @@ impl Metrics {
             bans_pending: Gauge::default(),
             commits: Counter::default(),
             flood_checks: Family::default(),
+            steps: Family::new_with_constructor(step_histogram),
             registry: Registry::default(),
         };
         registry.register(
@@ -165,6 +180,14 @@ impl Metrics {
             "Flood checks, by what answered them: the in-memory index or WordPress's query",
             m.flood_checks.clone(),
         );
+        registry.register(
+            names::STEP,
+            "Duration of each step of a tick that applied records (fetch, transaction, bans, verdicts, forget)",
+            m.steps.clone(),
+        );
+        for step in STEPS {
+            let _ = m.steps.get_or_create(&StepLabel { step });
+        }
         Metrics { registry, ..m }
     }
 
@@ -176,6 +199,13 @@ impl Metrics {
         self.flood_checks
             .get_or_create(&ByLabel { by: "query" })
             .inc_by(by_query);
+    }
+
+    /// Records how long a step of a tick took (`step` one of [`STEPS`]).
+    pub fn step(&self, step: &'static str, took: std::time::Duration) {
+        self.steps
+            .get_or_create(&StepLabel { step })
+            .observe(took.as_secs_f64());
     }
 
     /// Counts one applied record by outcome (approved, held, trash, spam, rejected, ignored).

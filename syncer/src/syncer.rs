@@ -88,6 +88,8 @@ pub struct Syncer {
     applied_published: Option<u64>,
     /// When a blocked queue was last logged.
     blocked_logged: Option<Instant>,
+    /// Posts whose `comment_count` batches raised, recounted once the queue is empty.
+    recount: std::collections::BTreeSet<u64>,
 }
 
 /// A random number for a new queue epoch.
@@ -135,6 +137,7 @@ impl Syncer {
             options: None,
             applied_published: None,
             blocked_logged: None,
+            recount: std::collections::BTreeSet::new(),
             cfg,
         })
     }
@@ -256,11 +259,14 @@ impl Syncer {
             self.publish_applied(cursor.seq).await;
         }
         if depth == 0 {
+            self.recount_if_due().await;
             return Ok(report);
         }
 
         let to = cursor.seq + depth.min(self.cfg.batch as u64);
+        let started = Instant::now();
         let (slots, blocked) = self.queue.fetch(cursor.seq + 1, to, self.cfg.missing_wait).await?;
+        self.metrics.step("fetch", started.elapsed());
         if let Some(b) = blocked {
             if self
                 .blocked_logged
@@ -282,8 +288,12 @@ impl Syncer {
             flood_interval: self.cfg.flood_interval,
         };
         let step = self.store.apply(cursor, cursor.epoch, slots, judge);
+        let started = Instant::now();
         let applied = match with_deadline(self.cfg.mysql_timeout, step).await {
-            Ok(a) => a,
+            Ok(a) => {
+                self.metrics.step("transaction", started.elapsed());
+                a
+            }
             Err(StoreError::CursorMoved(actual)) => {
                 tracing::warn!(
                     expected = ?cursor,
@@ -330,6 +340,7 @@ impl Syncer {
                         .observe(commit_ms.saturating_sub(i.record.accepted_ms) as f64 / 1000.0);
                     if i.approved == "1" {
                         ban_posts.insert(i.record.post_id);
+                        self.recount.insert(i.record.post_id);
                     }
                     tracing::debug!(
                         seq,
@@ -360,9 +371,13 @@ impl Syncer {
         for post in &ban_posts {
             self.banner.add(bans::tags_for_post(*post));
         }
+        let started = Instant::now();
         self.flush_bans().await;
+        m.step("bans", started.elapsed());
 
+        let started = Instant::now();
         self.publish_verdicts(&applied).await;
+        m.step("verdicts", started.elapsed());
 
         // Applied records are deleted; tombstones of skipped positions stay (they expire),
         // so a record written late is refused.
@@ -372,10 +387,27 @@ impl Syncer {
             .filter(|(_, o)| !matches!(o, Outcome::Skipped(_)))
             .map(|(s, _)| *s)
             .collect();
+        let started = Instant::now();
         if let Err(e) = self.queue.forget(&done).await {
             tracing::debug!(error = %e, "cannot delete applied records (they expire by eviction)");
         }
+        m.step("forget", started.elapsed());
         self.options = Some(applied.options);
+    }
+
+    /// Recounts the posts batches added comments to, as WordPress counts (see
+    /// [`Store::recount`]); a failure leaves them for the next empty queue.
+    async fn recount_if_due(&mut self) {
+        if self.recount.is_empty() {
+            return;
+        }
+        let step = self.store.recount(&self.recount, self.cfg.wp_version);
+        match with_deadline(self.cfg.mysql_timeout, step).await {
+            Ok(()) => self.recount.clear(),
+            Err(e) => {
+                tracing::warn!(error = %e, posts = self.recount.len(), "cannot recount comment_count; retried later")
+            }
+        }
     }
 
     /// Moves the durable cursor with compare-and-set; when another syncer moved it first, the
@@ -422,6 +454,7 @@ impl Syncer {
         let salt = site::auth_salt(&self.php, o);
         let host = o.home_authority();
         let prefix = self.queue.prefix().to_string();
+        let mut items = Vec::with_capacity(applied.outcomes.len());
         for (seq, outcome) in &applied.outcomes {
             let verdict = match outcome {
                 Outcome::Inserted(i) => {
@@ -444,28 +477,24 @@ impl Syncer {
                 Outcome::Refused(r) => verdicts::refused(*seq, r),
                 Outcome::Skipped(_) => continue,
             };
-            let json = match serde_json::to_vec(&verdict) {
-                Ok(j) => j,
-                Err(e) => {
-                    tracing::error!(seq, error = %e, "cannot encode a verdict");
-                    continue;
-                }
-            };
-            match self
-                .queue
-                .set(&wire::verdict_key(&prefix, *seq), &json, VERDICT_TTL)
-                .await
-            {
-                Ok(()) => {
+            match serde_json::to_vec(&verdict) {
+                Ok(json) => items.push((wire::verdict_key(&prefix, *seq), json, VERDICT_TTL)),
+                Err(e) => tracing::error!(seq, error = %e, "cannot encode a verdict"),
+            }
+        }
+        match self.queue.set_many(&items).await {
+            Ok(()) => {
+                let now = now_ms();
+                for (_, outcome) in &applied.outcomes {
                     if let Outcome::Inserted(i) = outcome {
                         self.metrics
                             .verdict_latency
-                            .observe(now_ms().saturating_sub(i.record.accepted_ms) as f64 / 1000.0);
+                            .observe(now.saturating_sub(i.record.accepted_ms) as f64 / 1000.0);
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(seq, error = %e, "cannot publish a verdict (the proxy answers with a redirect to the post)")
-                }
+            }
+            Err(e) => {
+                tracing::warn!(verdicts = items.len(), error = %e, "cannot publish verdicts (the proxies answer with a redirect to the post)")
             }
         }
     }

@@ -154,6 +154,64 @@ impl Conn {
         self.store("add", key, value, exptime).await
     }
 
+    /// `set` of several values in one round trip (the commands pipelined); `exptime` 0 = no
+    /// expiry. Errors: any value not stored.
+    pub async fn set_many(&mut self, items: &[(&str, &[u8], u32)]) -> Result<(), Error> {
+        for (k, _, _) in items {
+            check_key(k)?;
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.exchange(async |c| {
+            let mut msg = Vec::new();
+            for (key, value, exptime) in items {
+                msg.extend_from_slice(format!("set {key} 0 {exptime} {}\r\n", value.len()).as_bytes());
+                msg.extend_from_slice(value);
+                msg.extend_from_slice(b"\r\n");
+            }
+            c.send(&msg).await?;
+            for _ in items {
+                let line = c.line().await?;
+                if line.trim_end() != "STORED" {
+                    return Err(c.protocol(&line));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// `delete` of several keys in one round trip; how many existed.
+    pub async fn delete_many(&mut self, keys: &[&str]) -> Result<usize, Error> {
+        for k in keys {
+            check_key(k)?;
+        }
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.exchange(async |c| {
+            let mut msg = String::new();
+            for key in keys {
+                msg.push_str("delete ");
+                msg.push_str(key);
+                msg.push_str("\r\n");
+            }
+            c.send(msg.as_bytes()).await?;
+            let mut deleted = 0;
+            for _ in keys {
+                let line = c.line().await?;
+                match line.trim_end() {
+                    "DELETED" => deleted += 1,
+                    "NOT_FOUND" => {}
+                    _ => return Err(c.protocol(&line)),
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
     /// `incr` by `by`: the new value, or `None` when the key is absent.
     pub async fn incr(&mut self, key: &str, by: u64) -> Result<Option<u64>, Error> {
         check_key(key)?;

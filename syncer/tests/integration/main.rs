@@ -4,6 +4,7 @@
 mod harness;
 
 mod bans;
+mod batch;
 mod crash;
 mod e2e;
 mod flood;

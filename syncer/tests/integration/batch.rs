@@ -1,0 +1,242 @@
+//! A batch judged at once, as PHP judges comments one request after the other: each comment
+//! sees the earlier ones of its batch (duplicates, the author's approved comments) under the
+//! table's own collation, a row MySQL refuses is left out of what later ones see, and every
+//! verdict names the row it was saved as. The tests run on tables of their own (a copy of
+//! the site's options, posts and users) so the site's options can change without touching
+//! other tests.
+
+use mysql_async::prelude::Queryable;
+use strata_syncer::config::Config;
+use strata_wire::comment::{Status, Verdict};
+
+use crate::harness::*;
+
+/// A copy of the site's tables under `{prefix}`, with an empty comments table.
+struct Site {
+    prefix: String,
+    db: mysql_async::Pool,
+}
+
+impl Site {
+    async fn copy(db: &mysql_async::Pool, prefix: &str) -> Site {
+        let mut c = db.get_conn().await.unwrap();
+        for t in ["options", "posts", "users"] {
+            c.query_drop(format!("DROP TABLE IF EXISTS {prefix}{t}")).await.unwrap();
+            c.query_drop(format!("CREATE TABLE {prefix}{t} LIKE wp_{t}"))
+                .await
+                .unwrap();
+            c.query_drop(format!("INSERT INTO {prefix}{t} SELECT * FROM wp_{t}"))
+                .await
+                .unwrap();
+        }
+        c.query_drop(format!("DROP TABLE IF EXISTS {prefix}comments"))
+            .await
+            .unwrap();
+        c.query_drop(format!("CREATE TABLE {prefix}comments LIKE wp_comments"))
+            .await
+            .unwrap();
+        Site {
+            prefix: prefix.to_string(),
+            db: db.clone(),
+        }
+    }
+
+    async fn option(&self, name: &str, value: &str) {
+        let mut c = self.db.get_conn().await.unwrap();
+        c.exec_drop(
+            format!(
+                "UPDATE {}options SET option_value = ? WHERE option_name = ?",
+                self.prefix
+            ),
+            (value, name),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn open_post(&self) -> u64 {
+        let mut c = self.db.get_conn().await.unwrap();
+        c.query_first(format!(
+            "SELECT ID FROM {}posts WHERE post_type = 'post' AND post_status = 'publish' \
+             AND post_password = '' AND comment_status = 'open' ORDER BY ID LIMIT 1",
+            self.prefix
+        ))
+        .await
+        .unwrap()
+        .expect("an open post: run scripts/wordpress.sh")
+    }
+
+    async fn content_of(&self, id: u64) -> (String, String) {
+        let mut c = self.db.get_conn().await.unwrap();
+        c.exec_first(
+            format!(
+                "SELECT comment_content, comment_approved FROM {}comments WHERE comment_ID = ?",
+                self.prefix
+            ),
+            (id,),
+        )
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("comment {id} is not in the table"))
+    }
+
+    async fn drop_tables(self) {
+        let mut c = self.db.get_conn().await.unwrap();
+        for t in ["options", "posts", "users", "comments", "strata_syncer"] {
+            c.query_drop(format!("DROP TABLE IF EXISTS {}{t}", self.prefix))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn env_on(site: &Site) -> Env {
+    let queue = format!("strata-test:{}:", token());
+    let extra = format!("table_prefix = \"{}\"\nflood_interval = \"0\"", site.prefix);
+    let cfg = Config::from_toml(&config_toml(&queue, &extra), None).unwrap_or_else(|e| panic!("test config: {e}"));
+    Env::with_config(queue, cfg).await
+}
+
+/// Checks that a saved verdict names the row holding `content` with the status it reports.
+async fn assert_saved_as(site: &Site, v: &Verdict, content: &str) {
+    let id = v.comment_id.unwrap_or_else(|| panic!("no comment id in {v:?}"));
+    let (stored, approved) = site.content_of(id).await;
+    assert_eq!(stored, content, "comment {id}");
+    let expected = match v.status {
+        Status::Approved => "1",
+        Status::Held => "0",
+        _ => "trash",
+    };
+    assert_eq!(approved, expected, "comment {id}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_batch_is_judged_as_php_judges_one_comment_after_the_other() {
+    let t = token();
+    let site = Site::copy(
+        &mysql_async::Pool::new(mysql_url().as_str()),
+        &format!("sb{}_", &t[t.len() - 8..]),
+    )
+    .await;
+    site.option("comment_previously_approved", "1").await;
+    site.option("close_comments_for_old_posts", "0").await;
+    let post = site.open_post().await;
+    let mut c = site.db.get_conn().await.unwrap();
+    c.exec_drop(
+        format!(
+            "INSERT INTO {}comments (comment_post_ID, comment_author, comment_author_email, comment_date, \
+             comment_date_gmt, comment_content, comment_approved, comment_type) \
+             VALUES (?, 'Known', 'known@example.test', NOW(), UTC_TIMESTAMP(), 'earlier', '1', 'comment')",
+            site.prefix
+        ),
+        (post,),
+    )
+    .await
+    .unwrap();
+    drop(c);
+    let mut env = env_on(&site).await;
+
+    let ip = ip_for(&t);
+    let r = |author: &str, email: &str, content: &str| record(post, author, email, "", content, &ip);
+    let contents = [
+        format!("first {t}"),
+        format!("k1 {t}"),
+        format!("k2 {t}"),
+        format!("second {t}"),
+        format!("K1 {t}"),
+        format!("after {t}"),
+    ];
+    let seqs = [
+        // Unknown author: held.
+        env.push(r("Ann", "ann@example.test", &contents[0])).await,
+        // Approved before: approved.
+        env.push(r("Known", "known@example.test", &contents[1])).await,
+        // The e-mail in other letters is the same e-mail to the table's collation.
+        env.push(r("Known", "KNOWN@example.test", &contents[2])).await,
+        // Ann's first comment is held, not approved: held again.
+        env.push(r("Ann", "ann@example.test", &contents[3])).await,
+        // Known said "k1" already in this batch (the case differs, the collation does not
+        // care): a duplicate.
+        env.push(r("Known", "known@example.test", &contents[4])).await,
+        // Bob, held; his row must be the one his verdict names.
+        env.push(r("Bob", "bob@example.test", &contents[5])).await,
+    ];
+    let report = env.drain().await;
+    assert_eq!(report.depth, 0);
+    let mut verdicts = Vec::new();
+    for s in seqs {
+        verdicts.push(env.verdict(s).await.unwrap_or_else(|| panic!("no verdict for {s}")));
+    }
+    let statuses: Vec<Status> = verdicts.iter().map(|v| v.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            Status::Held,
+            Status::Approved,
+            Status::Approved,
+            Status::Held,
+            Status::Rejected,
+            Status::Held
+        ]
+    );
+    assert_eq!(verdicts[4].http, 409);
+    for i in [0, 1, 2, 3, 5] {
+        assert_saved_as(&site, &verdicts[i], &contents[i]).await;
+    }
+    // comment_count counts the approved ones, the earlier comment included.
+    let mut c = site.db.get_conn().await.unwrap();
+    let count: Option<u64> = c
+        .exec_first(
+            format!("SELECT comment_count FROM {}posts WHERE ID = ?", site.prefix),
+            (post,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(count, Some(3));
+    drop(c);
+    env.finish(None).await;
+    site.drop_tables().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_mysql_refuses_fails_alone_and_later_comments_do_not_see_it() {
+    let t = token();
+    let site = Site::copy(
+        &mysql_async::Pool::new(mysql_url().as_str()),
+        &format!("sr{}_", &t[t.len() - 8..]),
+    )
+    .await;
+    site.option("close_comments_for_old_posts", "0").await;
+    let post = site.open_post().await;
+    // A constraint stands for whatever makes MySQL refuse a row (a trigger, a full disk
+    // for one table, a value a customised column cannot hold): WordPress answers 500.
+    let mut c = site.db.get_conn().await.unwrap();
+    c.query_drop(format!(
+        "ALTER TABLE {}comments ADD CONSTRAINT refused CHECK (comment_content NOT LIKE 'refuse me%')",
+        site.prefix
+    ))
+    .await
+    .unwrap();
+    drop(c);
+    let mut env = env_on(&site).await;
+    let ip = ip_for(&t);
+    let refused = format!("refuse me {t}");
+    let ok = format!("fine {t}");
+    let a = env.push(record(post, "Cy", "cy@example.test", "", &refused, &ip)).await;
+    // The same as the refused row: no duplicate of a row that does not exist, but refused
+    // for the same reason.
+    let b = env.push(record(post, "Cy", "cy@example.test", "", &refused, &ip)).await;
+    let d = env.push(record(post, "Dee", "dee@example.test", "", &ok, &ip)).await;
+    let e = env.push(record(post, "Dee", "dee@example.test", "", &ok, &ip)).await;
+    env.drain().await;
+    for s in [a, b] {
+        let v = env.verdict(s).await.unwrap();
+        assert_eq!((v.status, v.http), (Status::Rejected, 500), "{v:?}");
+    }
+    let v = env.verdict(d).await.unwrap();
+    assert_eq!(v.status, Status::Approved);
+    assert_saved_as(&site, &v, &ok).await;
+    assert_eq!(env.verdict(e).await.unwrap().http, 409);
+    env.finish(None).await;
+    site.drop_tables().await;
+}
