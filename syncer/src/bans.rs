@@ -5,7 +5,7 @@
 //! Bans that no proxy accepted stay pending and are sent again on the next tick, so a
 //! proxy outage delays invalidation but never drops it.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,9 +23,16 @@ pub const RECENT_COMMENTS: &str = "wp:recent-comments";
 /// Most distinct tags kept pending while no proxy answers.
 const MAX_PENDING: usize = 10_000;
 
-/// The tags an approved comment on `post` invalidates.
-pub fn tags_for_post(post: u64) -> [String; 3] {
-    [format!("post:{post}"), LIST.to_string(), RECENT_COMMENTS.to_string()]
+/// The tags an approved comment on `post` invalidates, each with whether its ban is soft:
+/// the post's pages always hard (the commenter's next look must show the comment), the
+/// lists and recent-comments widgets soft when `soft_lists` (on a theme that shows recent
+/// comments on every page, a hard ban would empty the whole cache on every comment).
+pub fn tags_for_post(post: u64, soft_lists: bool) -> [(String, bool); 3] {
+    [
+        (format!("post:{post}"), false),
+        (LIST.to_string(), soft_lists),
+        (RECENT_COMMENTS.to_string(), soft_lists),
+    ]
 }
 
 /// Why a ban could not be delivered to one proxy.
@@ -58,8 +65,8 @@ pub struct Banner {
     wait: Duration,
     timeout: Duration,
     client: Client<HttpConnector, Full<Bytes>>,
-    /// Tags not delivered yet.
-    pending: BTreeSet<String>,
+    /// Tags not delivered yet, each with whether its ban is soft.
+    pending: BTreeMap<String, bool>,
     /// Makes every signed request unique (the proxies refuse replayed signatures).
     nonce: u64,
 }
@@ -74,7 +81,7 @@ impl Banner {
             wait,
             timeout,
             client: Client::builder(TokioExecutor::new()).build_http(),
-            pending: BTreeSet::new(),
+            pending: BTreeMap::new(),
             nonce: std::process::id() as u64 * 1_000_000,
         }
     }
@@ -89,17 +96,21 @@ impl Banner {
         self.pending.len()
     }
 
-    /// Queues tags to ban.
-    pub fn add(&mut self, tags: impl IntoIterator<Item = String>) {
+    /// Queues tags to ban, each with whether softly; a tag queued both ways is banned hard.
+    pub fn add(&mut self, tags: impl IntoIterator<Item = (String, bool)>) {
         if !self.enabled() {
             return;
         }
-        for t in tags {
+        for (t, soft) in tags {
+            if let Some(queued) = self.pending.get_mut(&t) {
+                *queued &= soft;
+                continue;
+            }
             if self.pending.len() >= MAX_PENDING {
                 tracing::error!(limit = MAX_PENDING, "too many undelivered bans; dropping {t}");
                 continue;
             }
-            self.pending.insert(t);
+            self.pending.insert(t, soft);
         }
     }
 
@@ -110,7 +121,7 @@ impl Banner {
             return (0, Vec::new());
         }
         let mut set = tokio::task::JoinSet::new();
-        for tag in std::mem::take(&mut self.pending) {
+        for (tag, soft) in std::mem::take(&mut self.pending) {
             self.nonce += 1;
             let sender = Sender {
                 siblings: self.siblings.clone(),
@@ -121,17 +132,22 @@ impl Banner {
                 nonce: self.nonce,
             };
             set.spawn(async move {
-                let r = sender.send(&Ban::new(Kind::Tag, tag.clone())).await;
-                (tag, r)
+                let ban = Ban {
+                    soft,
+                    ..Ban::new(Kind::Tag, tag.clone())
+                };
+                let r = sender.send(&ban).await;
+                (tag, soft, r)
             });
         }
         let mut delivered = 0;
         let mut errors = Vec::new();
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok((_, Ok(()))) => delivered += 1,
-                Ok((tag, Err(e))) => {
-                    self.pending.insert(tag);
+                Ok((_, _, Ok(()))) => delivered += 1,
+                Ok((tag, soft, Err(e))) => {
+                    let queued = self.pending.entry(tag).or_insert(soft);
+                    *queued &= soft;
                     errors.push(e);
                 }
                 Err(e) => errors.push(BanError::Unreachable {
@@ -218,7 +234,15 @@ mod tests {
 
     #[test]
     fn tags_and_paths() {
-        assert_eq!(tags_for_post(12), ["post:12", "list", "wp:recent-comments"]);
+        assert_eq!(
+            tags_for_post(12, true),
+            [
+                ("post:12".to_string(), false),
+                ("list".to_string(), true),
+                ("wp:recent-comments".to_string(), true)
+            ]
+        );
+        assert!(tags_for_post(12, false).iter().all(|(_, soft)| !soft));
         assert_eq!(ban_path(Duration::from_millis(200), 7), "/ban?wait=200&n=7");
     }
 
@@ -231,7 +255,7 @@ mod tests {
             Duration::from_millis(10),
             Duration::from_millis(500),
         );
-        b.add(tags_for_post(1));
+        b.add(tags_for_post(1, true));
         let (sent, errors) = b.flush().await;
         assert_eq!(sent, 0);
         assert_eq!(errors.len(), 3);

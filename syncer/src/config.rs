@@ -67,6 +67,7 @@ struct RawCluster {
     siblings: Option<Vec<String>>,
     ban_wait: Option<toml::Value>,
     ban_timeout: Option<toml::Value>,
+    list_bans: Option<String>,
 }
 
 /// A validated configuration.
@@ -120,6 +121,10 @@ pub struct ClusterConfig {
     pub ban_wait: Duration,
     /// Deadline of one ban request.
     pub ban_timeout: Duration,
+    /// Whether an approved comment bans the pages listing posts or recent comments softly
+    /// (each served stale once while it is fetched again) rather than removing them; the
+    /// post's own pages are always removed.
+    pub soft_lists: bool,
 }
 
 /// Reads `$wp_version` from a WordPress installation's `wp-includes/version.php`.
@@ -287,6 +292,17 @@ impl Config {
         }
         let ban_wait = c.duration("cluster.ban_wait", &cl.ban_wait, DEFAULT_BAN_WAIT);
         let ban_timeout = c.duration("cluster.ban_timeout", &cl.ban_timeout, DEFAULT_BAN_TIMEOUT);
+        let soft_lists = match cl.list_bans.as_deref() {
+            None | Some("soft") => true,
+            Some("hard") => false,
+            Some(other) => {
+                c.problem(
+                    "cluster.list_bans",
+                    format!("{other:?} is neither \"soft\" nor \"hard\""),
+                );
+                true
+            }
+        };
         let (secret_file, secret) = match &cl.secret_file {
             None if siblings.is_empty() => (PathBuf::new(), Vec::new()),
             None => {
@@ -344,6 +360,7 @@ impl Config {
                 secret,
                 ban_wait,
                 ban_timeout,
+                soft_lists,
             },
         })
     }
@@ -371,7 +388,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_with_its_key() {
-        let text = "memcached = [\"nohost\"]\nmysql = \"postgres://x\"\ninterval = \"5 parsecs\"\nbatch = 0\norigin = \"ftp://x\"\nwordpress_version = \"six\"\n[cluster]\nsiblings = [\"http://127.0.0.1:9080\"]\n";
+        let text = "memcached = [\"nohost\"]\nmysql = \"postgres://x\"\ninterval = \"5 parsecs\"\nbatch = 0\norigin = \"ftp://x\"\nwordpress_version = \"six\"\n[cluster]\nsiblings = [\"http://127.0.0.1:9080\"]\nlist_bans = \"maybe\"\n";
         let e = Config::from_toml(text, None).unwrap_err();
         let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
         for k in [
@@ -382,6 +399,7 @@ mod tests {
             "origin",
             "wordpress_version",
             "cluster.secret_file",
+            "cluster.list_bans",
         ] {
             assert!(keys.contains(&k), "{k} not in {keys:?}");
         }

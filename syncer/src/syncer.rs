@@ -369,7 +369,7 @@ impl Syncer {
             }
         }
         for post in &ban_posts {
-            self.banner.add(bans::tags_for_post(*post));
+            self.banner.add(bans::tags_for_post(*post, self.cfg.cluster.soft_lists));
         }
         let started = Instant::now();
         self.flush_bans().await;

@@ -121,6 +121,9 @@ async fn approved_comments_ban_their_post_and_the_lists() {
     for (path, ban) in &got {
         assert!(path.starts_with("/ban?wait=50&n="), "{path}");
         assert_eq!(ban.kind, strata_wire::ban::Kind::Tag);
+        // The post's pages are removed; the lists are served stale once while refreshed
+        // (`list_bans = "soft"`, the default).
+        assert_eq!(ban.soft, !ban.value.starts_with("post:"), "{ban:?}");
     }
     // Every signature differs (the proxies refuse replays).
     let paths: std::collections::BTreeSet<&String> = got.iter().map(|(p, _)| p).collect();
