@@ -26,6 +26,8 @@ pub const DEFAULT_WP_CONFIG: &str = "/etc/wordpress/config-127.0.0.1.php";
 pub const DEFAULT_WORDPRESS_DIR: &str = "/usr/share/wordpress";
 /// WordPress's comment flood interval (`wp_throttle_comment_flood`).
 pub const DEFAULT_FLOOD_INTERVAL: Duration = Duration::from_secs(15);
+/// How long a verdict waits for its post's permalink (looked up in the background).
+pub const DEFAULT_PERMALINK_WAIT: Duration = Duration::from_millis(50);
 /// Deadline of one MySQL step (a whole batch transaction included).
 pub const DEFAULT_MYSQL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline of every memcached exchange.
@@ -56,6 +58,7 @@ struct RawConfig {
     memcached_timeout: Option<toml::Value>,
     mysql_timeout: Option<toml::Value>,
     settings_interval: Option<toml::Value>,
+    permalink_wait: Option<toml::Value>,
     #[serde(default)]
     cluster: RawCluster,
 }
@@ -104,6 +107,9 @@ pub struct Config {
     pub mysql_timeout: Duration,
     /// How often the site settings are published.
     pub settings_interval: Duration,
+    /// How long a verdict waits for its post's permalink from the origin before linking to
+    /// `home/?p=ID` instead (which WordPress redirects to the permalink).
+    pub permalink_wait: Duration,
     /// Where bans are sent.
     pub cluster: ClusterConfig,
 }
@@ -281,6 +287,7 @@ impl Config {
         let memcached_timeout = c.duration("memcached_timeout", &raw.memcached_timeout, DEFAULT_MEMCACHED_TIMEOUT);
         let mysql_timeout = c.duration("mysql_timeout", &raw.mysql_timeout, DEFAULT_MYSQL_TIMEOUT);
         let settings_interval = c.duration("settings_interval", &raw.settings_interval, DEFAULT_SETTINGS_INTERVAL);
+        let permalink_wait = c.duration("permalink_wait", &raw.permalink_wait, DEFAULT_PERMALINK_WAIT);
 
         let cl = raw.cluster;
         let mut siblings = Vec::new();
@@ -354,6 +361,7 @@ impl Config {
             memcached_timeout,
             mysql_timeout,
             settings_interval,
+            permalink_wait,
             cluster: ClusterConfig {
                 siblings,
                 secret_file,

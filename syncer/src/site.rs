@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -347,60 +347,111 @@ const PERMALINK_TTL: Duration = Duration::from_secs(60);
 const PERMALINK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Resolves `get_permalink()` by asking the origin for `/?p=ID` and reading the canonical
-/// redirect, remembering the answers for a while.
+/// redirect, remembering the answers for a while. Look-ups run in the background (started
+/// as soon as a batch's posts are known), so a busy PHP never stalls the queue: a verdict
+/// waits for its post's look-up at most a bounded time, then links to `home/?p=ID`, which
+/// WordPress redirects to the permalink.
+#[derive(Clone)]
 pub struct Permalinks {
+    inner: Arc<PermalinkState>,
+}
+
+struct PermalinkState {
     origin: http::Uri,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-    cache: parking_lot::Mutex<HashMap<u64, (Instant, String)>>,
+    /// Answers by post id, with when they were learnt (`None`: the plain link is the
+    /// permalink).
+    cache: parking_lot::Mutex<HashMap<u64, (Instant, Option<String>)>>,
+    /// Posts being looked up.
+    inflight: parking_lot::Mutex<std::collections::HashSet<u64>>,
+    /// Woken whenever a look-up ends.
+    done: tokio::sync::Notify,
 }
 
 impl Permalinks {
     /// For the origin at `origin` (`http://host:port`).
     pub fn new(origin: http::Uri) -> Permalinks {
         Permalinks {
-            origin,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            cache: parking_lot::Mutex::new(HashMap::new()),
+            inner: Arc::new(PermalinkState {
+                origin,
+                client: Client::builder(TokioExecutor::new()).build_http(),
+                cache: parking_lot::Mutex::new(HashMap::new()),
+                inflight: parking_lot::Mutex::new(std::collections::HashSet::new()),
+                done: tokio::sync::Notify::new(),
+            }),
         }
     }
 
-    /// The permalink of post `id` on the site whose `home` is given. When the origin cannot
-    /// answer, the plain link `home/?p=ID` (which redirects to the permalink) is returned and
-    /// the failure logged.
-    pub async fn get(&self, id: u64, home: &str, host: &str) -> String {
-        if let Some((at, link)) = self.cache.lock().get(&id) {
-            if at.elapsed() < PERMALINK_TTL {
-                return link.clone();
+    fn cached(&self, id: u64) -> Option<Option<String>> {
+        self.inner
+            .cache
+            .lock()
+            .get(&id)
+            .filter(|(at, _)| at.elapsed() < PERMALINK_TTL)
+            .map(|(_, link)| link.clone())
+    }
+
+    /// Starts looking up the permalinks of `ids` not known yet (in the background; `host`
+    /// is the site's `Host`).
+    pub fn prefetch(&self, ids: impl IntoIterator<Item = u64>, host: &str) {
+        for id in ids {
+            if self.cached(id).is_some() || !self.inner.inflight.lock().insert(id) {
+                continue;
+            }
+            let me = self.clone();
+            let host = host.to_string();
+            tokio::spawn(async move {
+                match tokio::time::timeout(PERMALINK_TIMEOUT, me.ask(id, &host)).await {
+                    Ok(Ok(link)) => {
+                        let mut cache = me.inner.cache.lock();
+                        if cache.len() >= PERMALINK_CACHE {
+                            cache.clear();
+                        }
+                        cache.insert(id, (Instant::now(), link));
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(post = id, error = %e, "permalink look-up failed; using the plain link")
+                    }
+                    Err(_) => tracing::warn!(post = id, "permalink look-up timed out; using the plain link"),
+                }
+                me.inner.inflight.lock().remove(&id);
+                me.inner.done.notify_waiters();
+            });
+        }
+    }
+
+    /// The permalink of post `id` on the site whose `home` is given, waiting for its
+    /// look-up until `deadline` at most; `home/?p=ID` (which redirects to the permalink) when
+    /// the origin cannot answer in time.
+    pub async fn get(&self, id: u64, home: &str, host: &str, deadline: tokio::time::Instant) -> String {
+        let plain = || format!("{}/?p={id}", home.trim_end_matches('/'));
+        if let Some(link) = self.cached(id) {
+            return link.unwrap_or_else(plain);
+        }
+        self.prefetch([id], host);
+        loop {
+            let done = self.inner.done.notified();
+            if let Some(link) = self.cached(id) {
+                return link.unwrap_or_else(plain);
+            }
+            if !self.inner.inflight.lock().contains(&id) {
+                return plain();
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                return plain();
             }
         }
-        let plain = format!("{}/?p={id}", home.trim_end_matches('/'));
-        let link = match tokio::time::timeout(PERMALINK_TIMEOUT, self.ask(id, host)).await {
-            Ok(Ok(Some(l))) => l,
-            Ok(Ok(None)) => plain,
-            Ok(Err(e)) => {
-                tracing::warn!(post = id, error = %e, "permalink look-up failed; using the plain link");
-                return plain;
-            }
-            Err(_) => {
-                tracing::warn!(post = id, "permalink look-up timed out; using the plain link");
-                return plain;
-            }
-        };
-        let mut cache = self.cache.lock();
-        if cache.len() >= PERMALINK_CACHE {
-            cache.clear();
-        }
-        cache.insert(id, (Instant::now(), link.clone()));
-        link
     }
 
     /// Forgets every remembered permalink.
     pub fn clear(&self) {
-        self.cache.lock().clear();
+        self.inner.cache.lock().clear();
     }
 
+    /// The permalink WordPress redirects `/?p=ID` to; the plain link when it answers the
+    /// page itself (plain permalinks).
     async fn ask(&self, id: u64, host: &str) -> Result<Option<String>, String> {
-        let base = self.origin.to_string();
+        let base = self.inner.origin.to_string();
         let uri = format!("{}/?p={id}", base.trim_end_matches('/'));
         let req = http::Request::builder()
             .uri(uri)
@@ -408,7 +459,7 @@ impl Permalinks {
             .header(http::header::USER_AGENT, "strata-syncer")
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let resp = self.inner.client.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
         let location = resp
             .headers()

@@ -283,6 +283,14 @@ impl Syncer {
         if slots.is_empty() {
             return Ok(report);
         }
+        // The verdicts will link to these posts: their look-ups run while MySQL works.
+        if let Some(o) = &self.options {
+            let posts = slots.iter().filter_map(|(_, s)| match s {
+                crate::queue::Slot::Record(r) if r.redirect_to.as_deref().is_none_or(str::is_empty) => Some(r.post_id),
+                _ => None,
+            });
+            self.permalinks.prefetch(posts, &o.home_authority());
+        }
         let judge = Judge {
             version: self.cfg.wp_version,
             flood_interval: self.cfg.flood_interval,
@@ -455,13 +463,15 @@ impl Syncer {
         let host = o.home_authority();
         let prefix = self.queue.prefix().to_string();
         let mut items = Vec::with_capacity(applied.outcomes.len());
+        // One wait for the whole batch's permalinks, whatever the number of posts.
+        let links_by = tokio::time::Instant::now() + self.cfg.permalink_wait;
         for (seq, outcome) in &applied.outcomes {
             let verdict = match outcome {
                 Outcome::Inserted(i) => {
                     let permalink = if i.record.redirect_to.as_deref().is_some_and(|r| !r.is_empty()) {
                         String::new()
                     } else {
-                        self.permalinks.get(i.record.post_id, &o.home, &host).await
+                        self.permalinks.get(i.record.post_id, &o.home, &host, links_by).await
                     };
                     verdicts::inserted(
                         *seq,

@@ -100,3 +100,36 @@ fn salts_come_from_the_config_files_then_the_options() {
     assert!(read_php_constants(&dir.join("missing.php")).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_slow_origin_gets_the_plain_link_in_time_and_the_permalink_later() {
+    // An origin that accepts and answers only after 300 ms.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 301 Moved\r\nLocation: http://site.test/hello/\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let links = Permalinks::new(format!("http://{addr}").parse().unwrap());
+    let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+    // Had it waited for the answer, it would have the permalink.
+    assert_eq!(
+        links.get(7, "http://site.test", "site.test", soon).await,
+        "http://site.test/?p=7"
+    );
+    // The look-up went on in the background.
+    let later = tokio::time::Instant::now() + Duration::from_secs(2);
+    assert_eq!(
+        links.get(7, "http://site.test", "site.test", later).await,
+        "http://site.test/hello/"
+    );
+}

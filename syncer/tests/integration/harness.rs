@@ -64,7 +64,7 @@ pub fn ip_for(token: &str) -> String {
 /// The TOML of a test syncer on queue `prefix`, plus `extra` lines.
 pub fn config_toml(prefix: &str, extra: &str) -> String {
     format!(
-        "memcached = [\"{mc}\"]\nmysql = \"{my}\"\norigin = \"{origin}\"\nkey_prefix = \"{prefix}\"\nmissing_wait = \"300ms\"\n{extra}\n",
+        "memcached = [\"{mc}\"]\nmysql = \"{my}\"\norigin = \"{origin}\"\nkey_prefix = \"{prefix}\"\nmissing_wait = \"300ms\"\npermalink_wait = \"5s\"\n{extra}\n",
         mc = memcached(),
         my = mysql_url(),
         origin = wp_origin(),
