@@ -22,6 +22,8 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 8 << 20;
 /// How long requests wait for another request's origin fetch of the same key.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most background refreshes in flight at once (a few of PHP-FPM's workers).
+pub const DEFAULT_BACKGROUND_REFRESHES: usize = 4;
 /// How long an uncacheable answer is remembered so its URL is passed without waiting.
 pub const DEFAULT_HIT_FOR_PASS_TTL: Duration = Duration::from_secs(120);
 /// Variants stored under one URL when the origin sends `Vary`.
@@ -190,6 +192,7 @@ struct RawCache {
     grace: Option<toml::Value>,
     max_object_size: Option<toml::Value>,
     lock_timeout: Option<toml::Value>,
+    background_refreshes: Option<i64>,
     hit_for_pass_ttl: Option<toml::Value>,
     max_variants: Option<i64>,
     compress_min_size: Option<toml::Value>,
@@ -359,6 +362,10 @@ pub struct CacheConfig {
     pub max_object_size: u64,
     /// How long a request waits on another's fetch of the same key.
     pub lock_timeout: Duration,
+    /// Most background refreshes of stale objects in flight at once; past it a stale
+    /// object is served without starting one (a later request does), so refreshes never
+    /// take the origin's workers from visitors waiting on a miss.
+    pub background_refreshes: usize,
     /// How long an uncacheable answer is remembered.
     pub hit_for_pass_ttl: Duration,
     /// Variants kept per URL when the origin sends `Vary`.
@@ -688,6 +695,12 @@ impl Config {
             grace: c.duration("cache.grace", &k.grace, DEFAULT_GRACE),
             max_object_size: c.size("cache.max_object_size", &k.max_object_size, DEFAULT_MAX_OBJECT_SIZE),
             lock_timeout: c.duration("cache.lock_timeout", &k.lock_timeout, DEFAULT_LOCK_TIMEOUT),
+            background_refreshes: c.count(
+                "cache.background_refreshes",
+                k.background_refreshes,
+                DEFAULT_BACKGROUND_REFRESHES,
+                1..=10_000,
+            ),
             hit_for_pass_ttl: c.duration("cache.hit_for_pass_ttl", &k.hit_for_pass_ttl, DEFAULT_HIT_FOR_PASS_TTL),
             max_variants: c.count("cache.max_variants", k.max_variants, DEFAULT_MAX_VARIANTS, 1..=1024),
             compress_min_size: c.size(
@@ -1040,7 +1053,7 @@ mod tests {
         let s = secret_file();
         let text = format!(
             "[server]\nlisten = \"nowhere\"\nadmin_listen = \"127.0.0.1:9080\"\nheader_timeout = \"10 parsecs\"\nworkers = 0\n\
-             [origin]\nurl = \"ftp://x\"\n[cache]\ncapacity = \"lots\"\ndefault_ttl = 5\nmax_variants = 0\n\
+             [origin]\nurl = \"ftp://x\"\n[cache]\ncapacity = \"lots\"\ndefault_ttl = 5\nmax_variants = 0\nbackground_refreshes = 0\n\
              [cluster]\nsecret_file = {:?}\nsiblings = [\"nope\"]\n",
             s.0.display().to_string()
         );
@@ -1054,6 +1067,7 @@ mod tests {
             "cache.capacity",
             "cache.default_ttl",
             "cache.max_variants",
+            "cache.background_refreshes",
             "cluster.siblings",
         ] {
             assert!(keys.contains(&k), "{k} not reported in {keys:?}");

@@ -29,6 +29,7 @@ pub mod names {
     pub const EXPIRATIONS: &str = "strata_cache_expirations";
     pub const PURGES: &str = "strata_purges";
     pub const BACKGROUND_REFRESHES: &str = "strata_background_refreshes";
+    pub const BACKGROUND_REFRESHES_DEFERRED: &str = "strata_background_refreshes_deferred";
     pub const BANS_SENT: &str = "strata_bans_sent";
     pub const BANS_RECEIVED: &str = "strata_bans_received";
     pub const BANS_APPLIED: &str = "strata_bans_applied";
@@ -207,6 +208,8 @@ pub struct Metrics {
     pub purges: Counter,
     /// Stale objects refreshed in the background.
     pub background_refreshes: Counter,
+    /// Stale objects served without a refresh because enough were in flight.
+    pub background_refreshes_deferred: Counter,
     /// Bans and siblings.
     pub cluster: ClusterMetrics,
     /// Comments written behind.
@@ -302,6 +305,12 @@ impl Metrics {
             "Background refreshes of stale objects",
             background_refreshes.clone(),
         );
+        let background_refreshes_deferred = Counter::default();
+        registry.register(
+            names::BACKGROUND_REFRESHES_DEFERRED,
+            "Stale objects served without starting a refresh: cache.background_refreshes were in flight",
+            background_refreshes_deferred.clone(),
+        );
         let cluster = ClusterMetrics::register(&mut registry);
         let comments = CommentMetrics {
             results: Family::default(),
@@ -336,6 +345,7 @@ impl Metrics {
             expirations,
             purges,
             background_refreshes,
+            background_refreshes_deferred,
         }
     }
 

@@ -88,6 +88,15 @@ enum Flight {
 
 type FlightRx = watch::Receiver<Option<Flight>>;
 
+/// A taken place among the background refreshes, given back when dropped.
+struct RefreshSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for RefreshSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Publishes a flight's result, and `Abandoned` if dropped without one.
 struct FlightGuard<'a> {
     flights: &'a parking_lot::Mutex<HashMap<Arc<str>, FlightRx>>,
@@ -156,6 +165,8 @@ pub struct Proxy {
     pub metrics: Metrics,
     /// Origin fetches in progress, by cache key.
     flights: parking_lot::Mutex<HashMap<Arc<str>, FlightRx>>,
+    /// Background refreshes in flight (bounded by `cache.background_refreshes`).
+    refreshing: Arc<std::sync::atomic::AtomicUsize>,
     /// When the proxy started, for `/status`.
     pub started: Instant,
     /// Bounds concurrent store-time compressions to the number of cores.
@@ -204,6 +215,7 @@ impl Proxy {
             origin: Origin::new(&cfg.origin),
             metrics: Metrics::new(cfg.cache.capacity),
             flights: parking_lot::Mutex::new(HashMap::new()),
+            refreshing: Arc::default(),
             started: Instant::now(),
             compress_permits: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
@@ -851,8 +863,20 @@ impl Proxy {
         resp
     }
 
-    /// Serves stale while one background request refreshes the object.
+    /// Serves stale while one background request refreshes the object (none when
+    /// `cache.background_refreshes` are already in flight: a later request starts it).
     fn refresh_in_background(self: &Arc<Self>, key: Arc<str>, lk: &Lookup, stale: &Arc<Object>, client: SocketAddr) {
+        use std::sync::atomic::Ordering;
+        let cap = self.cfg.cache.background_refreshes;
+        if self
+            .refreshing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
+            .is_err()
+        {
+            self.metrics.background_refreshes_deferred.inc();
+            return;
+        }
+        let slot = RefreshSlot(self.refreshing.clone());
         let tx = {
             let mut flights = self.flights.lock();
             if flights.contains_key(&key) {
@@ -882,6 +906,7 @@ impl Proxy {
         let target = (lk.parts.uri.path().to_string(), lk.query.clone());
         self.metrics.background_refreshes.inc();
         tokio::spawn(async move {
+            let _slot = slot;
             let guard = FlightGuard {
                 flights: &this.flights,
                 key: key.clone(),

@@ -160,6 +160,7 @@ impl Banner {
     }
 }
 
+#[derive(Clone)]
 struct Sender {
     siblings: Vec<http::Uri>,
     secret: Vec<u8>,
@@ -170,17 +171,36 @@ struct Sender {
 }
 
 impl Sender {
-    /// To the first proxy that accepts it.
+    /// To every proxy at once, each applying it before it answers (and broadcasting it to
+    /// its own siblings): the verdict that follows must find the comment on every node, not
+    /// only once a broadcast arrives. Delivered when one proxy accepted it (a proxy that
+    /// missed it learns it from the cluster, or flushes); the error of the last one otherwise.
     async fn send(&self, ban: &Ban) -> Result<(), BanError> {
+        let mut set = tokio::task::JoinSet::new();
+        for url in self.siblings.clone() {
+            let me = self.clone();
+            let ban = ban.clone();
+            set.spawn(async move { me.send_to(&url, &ban).await });
+        }
+        let mut delivered = false;
         let mut last = None;
-        for url in &self.siblings {
-            match self.send_to(url, ban).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "ban not delivered; trying the next proxy");
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(Ok(())) => delivered = true,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "ban not delivered to one proxy");
                     last = Some(e);
                 }
+                Err(e) => {
+                    last = Some(BanError::Unreachable {
+                        url: String::new(),
+                        cause: format!("ban task failed: {e}"),
+                    })
+                }
             }
+        }
+        if delivered {
+            return Ok(());
         }
         Err(last.unwrap_or(BanError::Unreachable {
             url: String::new(),

@@ -117,7 +117,7 @@ pub struct Config {
 /// `[cluster]`
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// The proxies' admin URLs; the first that answers gets each ban and broadcasts it.
+    /// The proxies' admin URLs; each ban goes to all of them at once.
     pub siblings: Vec<http::Uri>,
     /// Where the shared secret is read from.
     pub secret_file: PathBuf,
