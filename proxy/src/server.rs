@@ -686,7 +686,7 @@ impl Proxy {
         let names = cache::vary_names(&obj.headers);
         if names.is_empty() {
             self.store.insert(primary.clone(), Slot::Object(obj.clone()));
-            return true;
+            return self.kept_after_insert(primary, primary, obj, generation);
         }
         let rule = match self.store.get(primary) {
             Some(Slot::Vary(rule)) if rule.names == names => rule,
@@ -704,8 +704,24 @@ impl Proxy {
             return false;
         }
         let vkey: Arc<str> = cache::variant_key(primary, &rule, req).into();
-        self.store.insert(vkey, Slot::Object(obj.clone()));
-        true
+        self.store.insert(vkey.clone(), Slot::Object(obj.clone()));
+        self.kept_after_insert(primary, &vkey, obj, generation)
+    }
+
+    /// Checks a just-stored object against the bans again: a ban that arrived between the
+    /// check before storing and the insert walked the store before the object was in it, so
+    /// the object is taken out again (the next request fetches it anew).
+    fn kept_after_insert(&self, primary: &Arc<str>, key: &Arc<str>, obj: &Arc<Object>, generation: u64) -> bool {
+        if !self.bans.superseded(generation, primary, &obj.tags) {
+            return true;
+        }
+        if let Some(Slot::Object(current)) = self.store.get(key) {
+            if current.id == obj.id {
+                self.store.remove(key);
+            }
+        }
+        self.metrics.not_stored("banned-in-flight");
+        false
     }
 
     /// Turns an origin response into a stored object: decoded, compressed, with validators.
