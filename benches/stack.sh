@@ -95,7 +95,7 @@ sql() { mysql "${MYSQL_ARGS[@]}" -N -B -e "$1" 2>/dev/null; }
     die "CONNECTIONS and MAX_REQUESTS must be positive integers"
 [[ $DURATION =~ ^[1-9][0-9]*(s|m)?$ ]] || die "DURATION must be like 20s or 2m"
 awk -v s="$POST_SHARE" 'BEGIN { exit !(s ~ /^(0|1|0?\.[0-9]+)$/ && s >= 0 && s <= 1) }' ||
-    die "POST_SHARE must be a fraction between 0 and 1 (e.g. 0.05)"
+    die "POST_SHARE must be a fraction between 0 and 1 (e.g. 0.01)"
 
 STRATA_ADDR=() STRATA_ADMIN=() VARNISH_ADDR=()
 for i in $(seq 1 "$NODES"); do

@@ -5,7 +5,7 @@
 //! ```text
 //! stack-load run --system strata --nodes 127.0.0.1:8211,127.0.0.1:8212 --host 127.0.0.1:8080 \
 //!     --paths paths.txt --posts 12,14,… --tag benchABC --connections 32 --duration 20s \
-//!     --post-share 0.05 --series strata.csv [--max-requests 5000000]
+//!     --post-share 0.01 --series strata.csv [--max-requests 5000000]
 //! stack-load warm --nodes 127.0.0.1:8211,127.0.0.1:8212 --host 127.0.0.1:8080 --paths paths.txt
 //! stack-load plot --out stack.svg --series Strata=strata.csv --series Varnish=varnish.csv
 //! ```
@@ -48,7 +48,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 const USAGE: &str = "usage:
   stack-load run --system NAME --nodes IP:PORT[,IP:PORT…] --host HOST --paths FILE --posts ID[,ID…]
-                 --tag TAG [--connections 32] [--duration 20s] [--post-share 0.05]
+                 --tag TAG [--connections 32] [--duration 20s] [--post-share 0.01]
                  [--max-requests 5000000] [--series FILE] [--examples 5]
   stack-load warm --nodes IP:PORT[,IP:PORT…] --host HOST --paths FILE [--concurrency 4]
   stack-load plot --out FILE.svg --series LABEL=FILE.csv [--series LABEL=FILE.csv…] [--title TEXT]";
@@ -181,7 +181,7 @@ impl RunArgs {
             tag: String::new(),
             connections: 32,
             duration: Duration::from_secs(20),
-            post_share: 0.05,
+            post_share: 0.01,
             max_requests: 5_000_000,
             series: None,
             examples: 5,

@@ -23,7 +23,7 @@ pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 8 << 20;
 /// How long requests wait for another request's origin fetch of the same key.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most background refreshes in flight at once (a few of PHP-FPM's workers).
-pub const DEFAULT_BACKGROUND_REFRESHES: usize = 4;
+pub const DEFAULT_BACKGROUND_REFRESHES: usize = 2;
 /// How long an uncacheable answer is remembered so its URL is passed without waiting.
 pub const DEFAULT_HIT_FOR_PASS_TTL: Duration = Duration::from_secs(120);
 /// Variants stored under one URL when the origin sends `Vary`.
