@@ -118,7 +118,7 @@ impl Admin {
 
     /// Answers one admin request.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
-        let allow = &self.proxy.cfg.cluster.admin_allow;
+        let allow = &self.proxy.cfg().cluster.admin_allow;
         if !allow.is_empty() && !allow.contains(&client.ip()) {
             return plain(
                 StatusCode::FORBIDDEN,
@@ -194,15 +194,15 @@ impl Admin {
         p.store.maintain();
         let (scrape, now) = self.scrape();
         let facts = status::Facts {
-            node: p.cfg.cluster.node_id.clone(),
+            node: p.cfg().cluster.node_id.clone(),
             version: env!("CARGO_PKG_VERSION"),
             uptime: p.started.elapsed(),
-            origin: p.cfg.origin.url.to_string(),
+            origin: p.cfg().origin.url.to_string(),
             seq: p.cluster.latest(),
             confirmed: p.cluster.confirmed(tokio::time::Instant::now()),
             siblings: p.cluster.report(),
             tags: p.store.tags.len(),
-            comments_enabled: p.cfg.comments.enabled,
+            comments_enabled: p.cfg().comments.enabled,
         };
         status::Status::build(facts, &scrape, &now, &self.history.snapshot())
     }
@@ -229,12 +229,12 @@ impl Admin {
              cache: {objects} objects, {bytes} of {cap} bytes, {ev} evictions, {tags} tags\n\
              cluster: sequence {seq}, {confirmed}{siblings}",
             version = env!("CARGO_PKG_VERSION"),
-            node = p.cfg.cluster.node_id,
+            node = p.cfg().cluster.node_id,
             up = p.started.elapsed().as_secs(),
-            origin = p.cfg.origin.url,
+            origin = p.cfg().origin.url,
             objects = p.store.entry_count(),
             bytes = p.store.weighted_size(),
-            cap = p.cfg.cache.capacity,
+            cap = p.cfg().cache.capacity,
             ev = p.store.stats.evictions.load(std::sync::atomic::Ordering::Relaxed),
             tags = p.store.tags.len(),
             seq = p.cluster.latest(),
@@ -289,7 +289,7 @@ impl Admin {
             body: &body,
         };
         if let Err(e) = auth::verify(
-            &self.proxy.cfg.cluster.secret,
+            &self.proxy.cfg().cluster.secret,
             signed,
             header(auth::TIMESTAMP_HEADER),
             header(auth::SIGNATURE_HEADER),
@@ -422,7 +422,7 @@ impl Admin {
             );
         };
         let host = query_param(uri.query(), "host");
-        let Some(key) = purge_key(&url, host.as_deref(), &p.cfg.policy.strip_query) else {
+        let Some(key) = purge_key(&url, host.as_deref(), &p.cfg().policy.strip_query) else {
             return plain(
                 StatusCode::BAD_REQUEST,
                 format!("{url:?} is not an http(s) URL or a path with host=HOST"),

@@ -349,6 +349,83 @@ pub struct OriginConfig {
     pub max_idle_connections: usize,
 }
 
+impl Config {
+    /// What a running proxy takes from `new` on SIGHUP, and the keys that differ but take a
+    /// restart (their running values are kept): `[cache]` but `capacity`, `[policy]`,
+    /// `[bans] purge_allow` and `strip_tag_headers`, `[server] hosts` and `access_log`,
+    /// `[cluster] admin_allow`, `write_wait` and `when_unconfirmed` apply at once; listeners,
+    /// workers and timeouts, the origin, the cache's capacity, the cluster's membership and
+    /// secret, tag extraction and `[comments]` are built at start.
+    pub fn reloaded(&self, new: Config) -> (Config, Vec<&'static str>) {
+        let mut merged = self.clone();
+        let mut restart = Vec::new();
+        let mut differs = |key: &'static str, a: String, b: String| {
+            if a != b {
+                restart.push(key);
+            }
+        };
+        merged.cache = CacheConfig {
+            capacity: self.cache.capacity,
+            ..new.cache.clone()
+        };
+        differs(
+            "cache.capacity",
+            format!("{:?}", self.cache.capacity),
+            format!("{:?}", new.cache.capacity),
+        );
+        merged.policy = new.policy.clone();
+        merged.bans.purge_allow = new.bans.purge_allow.clone();
+        merged.bans.strip_tag_headers = new.bans.strip_tag_headers;
+        let tag_rules = |b: &BansConfig| format!("{:?} {} {}", b.tag_headers, b.max_tags, b.wordpress);
+        differs(
+            "bans (tag_headers, max_tags, wordpress)",
+            tag_rules(&self.bans),
+            tag_rules(&new.bans),
+        );
+        merged.server.hosts = new.server.hosts.clone();
+        merged.server.access_log = new.server.access_log;
+        let server = |s: &ServerConfig| {
+            format!(
+                "{} {} {:?} {} {} {} {:?} {:?}",
+                s.listen,
+                s.admin_listen,
+                s.header_timeout,
+                s.max_header_bytes,
+                s.max_connections,
+                s.workers,
+                s.shutdown_timeout,
+                s.tls
+            )
+        };
+        differs(
+            "server (listeners, limits, workers, tls)",
+            server(&self.server),
+            server(&new.server),
+        );
+        differs("origin", format!("{:?}", self.origin), format!("{:?}", new.origin));
+        merged.cluster.admin_allow = new.cluster.admin_allow.clone();
+        merged.cluster.write_wait = new.cluster.write_wait;
+        merged.cluster.when_unconfirmed = new.cluster.when_unconfirmed;
+        let cluster = |c: &ClusterConfig| {
+            format!(
+                "{} {:?} {:?} {:?} {:?} {}",
+                c.node_id, c.siblings, c.secret, c.heartbeat_interval, c.confirm_within, c.queue_limit
+            )
+        };
+        differs(
+            "cluster (node_id, siblings, secret, heartbeat_interval, confirm_within, queue_limit)",
+            cluster(&self.cluster),
+            cluster(&new.cluster),
+        );
+        differs(
+            "comments",
+            format!("{:?}", self.comments),
+            format!("{:?}", new.comments),
+        );
+        (merged, restart)
+    }
+}
+
 /// `[cache]`
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
@@ -1035,6 +1112,27 @@ mod tests {
             "[server]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9080\"\n[origin]\nurl = \"http://127.0.0.1:8081\"\n[cluster]\nsecret_file = {:?}\n",
             secret.display().to_string()
         )
+    }
+
+    #[test]
+    fn a_reload_applies_what_can_change_and_names_the_rest() {
+        let s = secret_file();
+        let running = Config::from_toml(&minimal(&s.0), None).unwrap();
+        let text = minimal(&s.0).replace("[server]", "[server]\nhosts = [\"example.test\"]\nworkers = 3")
+            + "[cache]\ndefault_ttl = \"7s\"\ncapacity = \"1GiB\"\n";
+        let new = Config::from_toml(&text, None).unwrap();
+        let (merged, restart) = running.reloaded(new);
+        assert_eq!(merged.cache.default_ttl, Duration::from_secs(7));
+        assert_eq!(merged.server.hosts, vec!["example.test".to_string()]);
+        assert_eq!(merged.cache.capacity, running.cache.capacity);
+        assert_eq!(merged.server.workers, running.server.workers);
+        assert_eq!(
+            restart,
+            vec!["cache.capacity", "server (listeners, limits, workers, tls)"]
+        );
+        // The same file again changes nothing and names nothing.
+        let (_, restart) = running.reloaded(running.clone());
+        assert!(restart.is_empty());
     }
 
     #[test]

@@ -121,6 +121,18 @@ struct Front {
 /// Like [`run`], with an HTTPS listener when `listeners.tls` is set: TLS connections go to
 /// the same workers and the same request path as plain ones.
 pub async fn run_with(listeners: Listeners, cfg: Config, shutdown: impl Future<Output = ()>) -> Arc<Proxy> {
+    let (_, reloads) = tokio::sync::mpsc::unbounded_channel();
+    run_reloadable(listeners, cfg, shutdown, reloads).await
+}
+
+/// Like [`run_with`]; every configuration received on `reloads` (read again on SIGHUP) is
+/// applied as [`Proxy::reload`] says, the keys that take a restart logged.
+pub async fn run_reloadable(
+    listeners: Listeners,
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
+) -> Arc<Proxy> {
     let Listeners { public, admin, tls } = listeners;
     let (tls_listener, certs) = match tls {
         Some(t) => (Some(t.listener), Some(t.certs)),
@@ -138,6 +150,22 @@ pub async fn run_with(listeners: Listeners, cfg: Config, shutdown: impl Future<O
     let cfg = Arc::new(cfg);
     let proxy = Arc::new(Proxy::new(cfg.clone()));
     let admin_state = Admin::start(proxy.clone());
+    let reloader = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            while let Some(new) = reloads.recv().await {
+                let restart = proxy.reload(new);
+                if restart.is_empty() {
+                    tracing::info!("configuration reloaded");
+                } else {
+                    tracing::warn!(
+                        keep_running_values = ?restart,
+                        "configuration reloaded; these settings changed but take a restart, the running ones stay"
+                    );
+                }
+            }
+        })
+    };
     let permits = Arc::new(Semaphore::new(cfg.server.max_connections));
 
     let maintenance = {
@@ -218,6 +246,7 @@ pub async fn run_with(listeners: Listeners, cfg: Config, shutdown: impl Future<O
         let _ = d.await;
     }
     maintenance.abort();
+    reloader.abort();
     let _ = stop_cluster.send(true);
     let _ = cluster.await;
     proxy

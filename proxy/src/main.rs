@@ -156,7 +156,7 @@ fn main() -> ExitCode {
             Some(Command::Tune(_)) => Ok(()), // handled above, before the configuration
             None => {
                 start_trimmer();
-                serve(cfg).await
+                serve(cfg, cli.config.clone()).await
             }
         }
     });
@@ -169,7 +169,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+async fn serve(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     let listeners = strata_proxy::bind_all(&cfg).await.with_context(|| {
         let tls = cfg
             .server
@@ -179,31 +179,56 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .unwrap_or_default();
         format!("cannot bind {} / {}{tls}", cfg.server.listen, cfg.server.admin_listen)
     })?;
-    reload_on_sighup(listeners.tls.as_ref().map(|t| t.certs.clone()));
-    strata_proxy::run_with(listeners, cfg, shutdown_signal()).await;
+    let (reload, reloads) = tokio::sync::mpsc::unbounded_channel();
+    reload_on_sighup(listeners.tls.as_ref().map(|t| t.certs.clone()), path, reload);
+    strata_proxy::run_reloadable(listeners, cfg, shutdown_signal(), reloads).await;
     Ok(())
 }
 
-/// From now on, SIGHUP reads the certificate and key files again (when TLS is on); on any
-/// error the old ones stay. The handler is installed before this returns, so no SIGHUP after
-/// it stops the process (`systemctl reload` never empties the cache).
-fn reload_on_sighup(certs: Option<std::sync::Arc<strata_proxy::tls::Certs>>) {
+/// From now on, SIGHUP reads the configuration file again and applies what can change
+/// without a restart (cache lifetimes, policy, purge and admin allowlists…; the proxy logs
+/// the keys that take a restart), and the certificate and key files (when TLS is on). A
+/// file with problems is refused, each problem logged with its key, and the running
+/// configuration stays; so do the old certificates on any error. The handler is installed
+/// before this returns, so no SIGHUP after it stops the process (`systemctl reload` never
+/// empties the cache).
+fn reload_on_sighup(
+    certs: Option<std::sync::Arc<strata_proxy::tls::Certs>>,
+    path: PathBuf,
+    reload: tokio::sync::mpsc::UnboundedSender<Config>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; certificates will not be reloaded");
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the configuration will not be reloaded");
             return;
         }
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            match Config::load(&path) {
+                Ok(cfg) => {
+                    if reload.send(cfg).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    for p in &e.problems {
+                        tracing::error!(key = %p.key, problem = %p.message, "SIGHUP: configuration refused");
+                    }
+                    tracing::error!(
+                        file = %path.display(),
+                        "SIGHUP: configuration not reloaded; the running one stays"
+                    );
+                }
+            }
             match certs.as_ref().map(|c| c.reload()) {
                 Some(Ok(n)) => tracing::info!(certificates = n, "SIGHUP: certificates reloaded"),
                 Some(Err(e)) => {
                     tracing::error!(error = %e, "SIGHUP: certificates not reloaded; keeping the ones in use")
                 }
-                None => tracing::info!("SIGHUP: no certificates to reload (other settings take a restart)"),
+                None => {}
             }
         }
     });

@@ -155,8 +155,9 @@ impl Lookup {
 
 /// The proxy's shared state.
 pub struct Proxy {
-    /// The validated configuration.
-    pub cfg: Arc<Config>,
+    /// The validated configuration; SIGHUP swaps in the parts that apply at once
+    /// ([`Proxy::reload`]).
+    cfg: arc_swap::ArcSwap<Config>,
     /// The object store.
     pub store: Store,
     /// The origin client.
@@ -228,18 +229,32 @@ impl Proxy {
                 wordpress: cfg.bans.wordpress,
                 max: cfg.bans.max_tags,
             },
-            cfg,
+            cfg: arc_swap::ArcSwap::new(cfg),
         }
+    }
+
+    /// The configuration in force.
+    pub fn cfg(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.cfg.load()
+    }
+
+    /// Applies what can change at once from a configuration read again (SIGHUP); returns
+    /// the keys that differ but take a restart (their running values stay).
+    pub fn reload(&self, new: Config) -> Vec<&'static str> {
+        let (merged, restart) = self.cfg().reloaded(new);
+        self.cfg.store(Arc::new(merged));
+        restart
     }
 
     /// Answers one client request. Never fails: every error becomes a response.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
-        let log = self
-            .cfg
+        let cfg = self.cfg();
+        let log = cfg
             .server
             .access_log
             .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
-        let purge = req.method().as_str() == "PURGE" && self.cfg.bans.purge_allow.contains(&client.ip());
+        let purge = req.method().as_str() == "PURGE" && cfg.bans.purge_allow.contains(&client.ip());
+        drop(cfg);
         let Answer { mut resp, outcome } = match self.refuse(&req) {
             Some(a) if !purge || a.resp.status() == StatusCode::BAD_REQUEST => a,
             _ if purge => self.public_purge(&req),
@@ -323,11 +338,11 @@ impl Proxy {
     /// here and now; `None` sends it on to [`Proxy::handle`]. Keeping the hit out
     /// of the request future keeps that (large) future off the most frequent path.
     pub fn try_hit(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
-        if self.cfg.server.access_log || self.refusal(req).is_some() || req.headers().contains_key(header::RANGE) {
+        if self.cfg().server.access_log || self.refusal(req).is_some() || req.headers().contains_key(header::RANGE) {
             return None;
         }
         let (method, uri, headers) = (req.method(), req.uri(), req.headers());
-        if policy::pass_reason(&self.cfg.policy, method, uri.path(), uri.query(), headers).is_some() {
+        if policy::pass_reason(&self.cfg().policy, method, uri.path(), uri.query(), headers).is_some() {
             return None;
         }
         let now = Instant::now();
@@ -349,7 +364,7 @@ impl Proxy {
     }
 
     fn serves_host(&self, host: &str) -> bool {
-        let hosts = &self.cfg.server.hosts;
+        let hosts = &self.cfg().server.hosts;
         if hosts.is_empty() {
             return true;
         }
@@ -367,7 +382,7 @@ impl Proxy {
             return self.comment(parts, body, client).await;
         }
         let reason = policy::pass_reason(
-            &self.cfg.policy,
+            &self.cfg().policy,
             &parts.method,
             parts.uri.path(),
             parts.uri.query(),
@@ -397,7 +412,7 @@ impl Proxy {
         f: impl FnOnce(&str, Option<String>) -> R,
     ) -> R {
         let host = host_of(uri, headers).unwrap_or_default();
-        let query = policy::normalise_query(uri.query(), &self.cfg.policy.strip_query);
+        let query = policy::normalise_query(uri.query(), &self.cfg().policy.strip_query);
         KEY_BUF.with_borrow_mut(|buf| {
             policy::write_cache_key(buf, host, uri.path(), query.as_deref());
             if https {
@@ -468,7 +483,7 @@ impl Proxy {
                     return self.fill(&lk, key, guard, client).await;
                 }
                 Err(mut rx) => {
-                    let waited = tokio::time::timeout(self.cfg.cache.lock_timeout, async {
+                    let waited = tokio::time::timeout(self.cfg().cache.lock_timeout, async {
                         rx.wait_for(Option::is_some)
                             .await
                             .map(|f| f.clone())
@@ -565,8 +580,8 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         origin::strip_hop_by_hop(&mut parts.headers);
         let verdict =
-            freshness::lifetime(&self.cfg.cache, parts.status, &parts.headers, SystemTime::now()).and_then(|life| {
-                let too_big = content_length(&parts.headers).is_some_and(|n| n > self.cfg.cache.max_object_size);
+            freshness::lifetime(&self.cfg().cache, parts.status, &parts.headers, SystemTime::now()).and_then(|life| {
+                let too_big = content_length(&parts.headers).is_some_and(|n| n > self.cfg().cache.max_object_size);
                 let coding = parts
                     .headers
                     .get(header::CONTENT_ENCODING)
@@ -592,7 +607,7 @@ impl Proxy {
             }
         };
         // Read the body, up to the object size limit.
-        let limit = self.cfg.cache.max_object_size;
+        let limit = self.cfg().cache.max_object_size;
         let mut body = ProxyBody::stream(body, None, self.origin.body_timeout);
         let mut buf = BytesMut::new();
         while let Some(frame) = body.frame().await {
@@ -668,7 +683,7 @@ impl Proxy {
             // A transient failure: don't pin the URL to PASS, and don't send every waiter on.
             return Flight::Failed(status);
         }
-        let until = Instant::now() + self.cfg.cache.hit_for_pass_ttl;
+        let until = Instant::now() + self.cfg().cache.hit_for_pass_ttl;
         self.store.insert(key.clone(), Slot::HitForPass(until, why.as_str()));
         Flight::Uncacheable
     }
@@ -699,7 +714,7 @@ impl Proxy {
                 rule
             }
         };
-        if rule.variants.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.cfg.cache.max_variants {
+        if rule.variants.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.cfg().cache.max_variants {
             self.metrics.not_stored("too-many-variants");
             return false;
         }
@@ -738,9 +753,9 @@ impl Proxy {
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
         let compressible = compress::compressible(parts.headers.get(header::CONTENT_TYPE));
-        let min = self.cfg.cache.compress_min_size as usize;
-        let limit = self.cfg.cache.max_object_size;
-        let want_br = self.cfg.cache.brotli;
+        let min = self.cfg().cache.compress_min_size as usize;
+        let limit = self.cfg().cache.max_object_size;
+        let want_br = self.cfg().cache.brotli;
         let work = move || -> Option<(Bytes, Option<Bytes>, Option<Bytes>)> {
             // A copy of exactly the body's size: `body` may sit in a larger, grown buffer.
             let identity = if gzipped {
@@ -771,10 +786,10 @@ impl Proxy {
         // slices of the connection's read buffer, which they would otherwise keep alive.
         let vary = cache::vary_names(&parts.headers);
         let tags = tags::object_tags(&self.tag_rules, path, query, parts.status, &parts.headers, &identity);
-        let strip_tags = self.cfg.bans.strip_tag_headers;
+        let strip_tags = self.cfg().bans.strip_tag_headers;
         let mut headers = HeaderMap::with_capacity(parts.headers.len());
         for (name, value) in parts.headers.iter() {
-            if NOT_STORED.contains(name) || strip_tags && self.cfg.bans.tag_headers.contains(name) {
+            if NOT_STORED.contains(name) || strip_tags && self.cfg().bans.tag_headers.contains(name) {
                 continue;
             }
             if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
@@ -883,7 +898,7 @@ impl Proxy {
     /// `cache.background_refreshes` are already in flight: a later request starts it).
     fn refresh_in_background(self: &Arc<Self>, key: Arc<str>, lk: &Lookup, stale: &Arc<Object>, client: SocketAddr) {
         use std::sync::atomic::Ordering;
-        let cap = self.cfg.cache.background_refreshes;
+        let cap = self.cfg().cache.background_refreshes;
         if self
             .refreshing
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
@@ -966,7 +981,7 @@ impl Proxy {
                     headers.insert(name.clone(), value.clone());
                 }
             }
-            return match freshness::lifetime(&self.cfg.cache, stale.status, &headers, SystemTime::now()) {
+            return match freshness::lifetime(&self.cfg().cache, stale.status, &headers, SystemTime::now()) {
                 Ok(life) => {
                     let now = Instant::now();
                     let (fresh_until, grace_until) = self.lifetime_bounds(now, &life);
@@ -993,7 +1008,7 @@ impl Proxy {
                 Err(_) => Flight::Uncacheable,
             };
         }
-        let life = match freshness::lifetime(&self.cfg.cache, parts.status, &parts.headers, SystemTime::now()) {
+        let life = match freshness::lifetime(&self.cfg().cache, parts.status, &parts.headers, SystemTime::now()) {
             Ok(l) => l,
             Err(why) => {
                 // The URL became uncacheable: drop the stale copy.
@@ -1002,7 +1017,7 @@ impl Proxy {
                 return self.remember_uncacheable(&key, parts.status, why);
             }
         };
-        let limit = self.cfg.cache.max_object_size;
+        let limit = self.cfg().cache.max_object_size;
         let collected = tokio::time::timeout(
             self.origin.body_timeout,
             http_body_util::Limited::new(body, limit as usize).collect(),
@@ -1031,7 +1046,7 @@ impl Proxy {
         if self.cluster.confirmed(now) {
             return true;
         }
-        match self.cfg.cluster.when_unconfirmed {
+        match self.cfg().cluster.when_unconfirmed {
             crate::config::Unconfirmed::Pass => false,
             crate::config::Unconfirmed::Flush => {
                 if self.cluster.take_flush() {
@@ -1085,7 +1100,7 @@ impl Proxy {
 
     /// Applies a ban here and queues it for every sibling.
     pub fn ban(&self, ban: Ban) -> Result<BanResult, BanError> {
-        let c = Arc::new(Compiled::new(ban, &self.cfg.policy.strip_query)?);
+        let c = Arc::new(Compiled::new(ban, &self.cfg().policy.strip_query)?);
         let removed = self.bans.apply(&self.store, c.clone());
         self.metrics.cluster.applied(c.kind());
         self.metrics.purges.inc();
@@ -1109,7 +1124,7 @@ impl Proxy {
             .map_or(0, |d| d.as_millis() as u64);
         for &i in &admission.apply {
             let item = &req.bans[i];
-            match Compiled::new(item.ban.clone(), &self.cfg.policy.strip_query) {
+            match Compiled::new(item.ban.clone(), &self.cfg().policy.strip_query) {
                 Ok(c) => {
                     let kind = c.kind();
                     let removed = self.bans.apply(&self.store, Arc::new(c));
@@ -1337,7 +1352,7 @@ impl Proxy {
                 status: rparts.status,
                 resp: &rparts.headers,
             };
-            for ban in writes::bans_for(&write, self.cfg.bans.wordpress) {
+            for ban in writes::bans_for(&write, self.cfg().bans.wordpress) {
                 match self.ban(ban.clone()) {
                     Ok(r) => last_seq = Some(r.seq),
                     Err(e) => {
@@ -1354,7 +1369,7 @@ impl Proxy {
         if let Some(seq) = last_seq {
             // Read-your-writes on every node: the writer's next request may go to a sibling,
             // so the answer waits (briefly, bounded) until reachable siblings have the bans.
-            let wait = self.cfg.cluster.write_wait;
+            let wait = self.cfg().cluster.write_wait;
             if !wait.is_zero() && !self.cluster.siblings.is_empty() {
                 for (sibling, acked, took) in self.cluster.wait_acked(seq, wait, true).await {
                     if !acked {

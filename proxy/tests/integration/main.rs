@@ -8,6 +8,7 @@ mod fixture;
 mod harness;
 mod http_edges;
 mod nodes;
+mod reload;
 mod status;
 mod tls;
 mod tune;
