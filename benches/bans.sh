@@ -45,6 +45,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 PROPAGATE=${PROPAGATE:-2000}
 WAIT=${WAIT:-1000}
 OBJECTS=${OBJECTS:-100000}
@@ -73,11 +75,6 @@ LOADED_NODE=a
 HOST_HEADER=bans.example.test
 HOT=/hot
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
 
 # ---------------------------------------------------------------------------
 # Work directory and clean-up: every process this script starts is in PIDS.
@@ -86,16 +83,6 @@ WORK=$(mktemp -d /tmp/strata-bans.XXXXXX)
 PIDS=()
 NOTES=()
 
-stop_pid() {
-    local pid=$1 _
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local pid

@@ -40,6 +40,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 POSTS=${POSTS:-4}
@@ -59,11 +61,6 @@ SYNCER_ADMIN=127.0.0.1:9111
 TAG=bench$(date +%s)x$$
 PREFIX="strata-bench:$TAG:"
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
 
 sql() { mysql "${MYSQL_ARGS[@]}" -N -B -e "$1" 2>/dev/null; }
 
@@ -76,16 +73,6 @@ PIDS=()
 NOTES=()
 POST_IDS=""
 
-stop_pid() {
-    local pid=$1 _
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 # Deletes the benchmark's comments (those whose e-mail carries TAG) and recomputes the
 # comment_count of the posts they were on.

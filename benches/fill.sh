@@ -28,6 +28,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 COUNT=${COUNT:-100000}
 CONCURRENCY=${CONCURRENCY:-32}
 CAPACITY=${CAPACITY:-256MiB}
@@ -43,11 +45,6 @@ ADMIN_ADDR=127.0.0.1:9094
 HOST_HEADER=fill.example.test
 MIB=1048576
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
 
 # ---------------------------------------------------------------------------
 # Work directory and clean-up: every process this script starts is in PIDS.
@@ -55,16 +52,6 @@ die() {
 WORK=$(mktemp -d /tmp/strata-fill.XXXXXX)
 PIDS=()
 
-stop_pid() {
-    local pid=$1 _
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local pid

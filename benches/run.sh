@@ -18,6 +18,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 BENCH=$ROOT/benches
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -39,14 +41,9 @@ declare -A PID=()    # server -> pid of the process this script started
 WARNINGS=()
 CHECKS=()
 
-log() { printf '==> %s\n' "$*" >&2; }
 warn() {
     printf 'WARNING: %s\n' "$*" >&2
     WARNINGS+=("$*")
-}
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
 }
 
 # ---------------------------------------------------------------------------
@@ -103,30 +100,7 @@ DURATION_S=$(duration_seconds "$DURATION")
 # ---------------------------------------------------------------------------
 # 1. Tools, build, origin
 
-# Installs the Debian packages providing the missing commands, without letting
-# their services start (we run our own instances on our own ports).
-ensure_tools() {
-    local -A pkg_of=([varnishd]=varnish [nginx]=nginx [wrk]=wrk [curl]=curl [gzip]=gzip [cmp]=diffutils)
-    local missing=() cmd
-    for cmd in "${!pkg_of[@]}"; do
-        command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${pkg_of[$cmd]}")
-    done
-    [ "${#missing[@]}" -eq 0 ] && return 0
-    [ "$(id -u)" -eq 0 ] || die "missing packages (${missing[*]}) and not root: install them first"
-    log "installing ${missing[*]}"
-    local own_policy=0 rc=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        own_policy=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" || rc=$?
-    [ "$own_policy" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
-    [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} failed"
-}
-
-ensure_tools
+ensure_tools varnishd=varnish nginx=nginx wrk=wrk curl=curl gzip=gzip cmp=diffutils
 export PATH=$PATH:/usr/sbin:/sbin
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then

@@ -60,6 +60,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 NODES=${NODES:-2}
 DURATION=${DURATION:-20s}
 CONNECTIONS=${CONNECTIONS:-32}
@@ -82,11 +84,6 @@ MU_PLUGIN=$MU_PLUGINS/strata-bench-stack-purge.php
 TAG=stack$(date +%s)x$$
 PREFIX="strata-stack:$TAG:"
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
 
 sql() { mysql "${MYSQL_ARGS[@]}" -N -B -e "$1" 2>/dev/null; }
 
@@ -122,16 +119,6 @@ NOTES=()
 POST_IDS=""
 declare -A OPTION_SAVED=() # wp_options name -> value before this run changed it
 
-stop_pid() {
-    local pid=$1 _
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 stop_all() {
     local pid
@@ -193,35 +180,10 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------------------
 # Tools, build, origin
 
-# Installs the Debian packages providing the missing commands, without letting their
-# services start (this script runs its own instances on its own ports).
-ensure_tools() {
-    local -A pkg_of=([varnishd]=varnish [varnishstat]=varnish [curl]=curl [mysql]=mariadb-client [awk]=gawk)
-    local missing=() cmd
-    for cmd in "${!pkg_of[@]}"; do
-        command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${pkg_of[$cmd]}")
-    done
-    [ "${#missing[@]}" -eq 0 ] && return 0
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    [ "$(id -u)" -eq 0 ] || die "missing packages (${missing[*]}) and not root: install them first"
-    log "installing ${missing[*]}"
-    local own_policy=0 rc=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        own_policy=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" || rc=$?
-    [ "$own_policy" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
-    [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} failed"
-}
-
-ensure_tools
+ensure_tools varnishd=varnish varnishstat=varnish curl=curl mysql=mariadb-client awk=gawk
 export PATH=$PATH:/usr/sbin:/sbin
 [ "$(id -u)" -eq 0 ] || die "run as root: the origin scripts and the mu-plugin need it"
 
-port_busy() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
 for addr in "${STRATA_ADDR[@]}" "${STRATA_ADMIN[@]}" "${VARNISH_ADDR[@]}" "$SYNCER_ADMIN"; do
     port_busy "$addr" && die "something is already listening on $addr; stop it first"
 done

@@ -22,6 +22,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 BENCH=$ROOT/benches
 DURATION=${DURATION:-8s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -45,14 +47,9 @@ WARNINGS=()
 CHECKS=()
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-log() { printf '==> %s\n' "$*" >&2; }
 warn() {
     printf 'WARNING: %s\n' "$*" >&2
     WARNINGS+=("$*")
-}
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
 }
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,51 @@
+# Helpers shared by the benchmark scripts (sourced, not run): messages, stopping the
+# processes a benchmark started, installing missing tools without starting their services,
+# and whether something listens on an address.
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# stop_pid PID: SIGTERM, up to 10 s to exit, then SIGKILL; reaped either way.
+stop_pid() {
+    local pid=$1 _
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# ensure_tools CMD=PACKAGE…: installs the Debian packages of the commands that are missing,
+# without letting their services start (the benchmarks run their own instances on their own
+# ports). Needs root only when something is missing.
+ensure_tools() {
+    local -A pkg_of=()
+    local pair missing=() cmd
+    for pair in "$@"; do pkg_of[${pair%%=*}]=${pair#*=}; done
+    for cmd in "${!pkg_of[@]}"; do
+        command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${pkg_of[$cmd]}")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    [ "$(id -u)" -eq 0 ] || die "missing packages (${missing[*]}) and not root: install them first"
+    log "installing ${missing[*]}"
+    local own_policy=0 rc=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" || rc=$?
+    [ "$own_policy" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
+    [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} failed"
+}
+
+# port_busy HOST:PORT: true when something accepts connections there.
+port_busy() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
