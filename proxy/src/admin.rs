@@ -21,6 +21,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use strata_wire::auth;
 use strata_wire::ban::{Ban, SyncRequest, BAN_PATH, SYNC_PATH};
+use strata_wire::comment::{VerdictBatch, VERDICTS_PATH};
 
 use crate::body::ProxyBody;
 use crate::outcome::Outcome;
@@ -159,10 +160,11 @@ impl Admin {
             (&Method::POST, "/purge") => self.purge(req).await,
             (&Method::POST, BAN_PATH) => self.ban(req).await,
             (&Method::POST, SYNC_PATH) => self.sync(req).await,
+            (&Method::POST, VERDICTS_PATH) => self.verdicts(req).await,
             (_, "/healthz" | "/metrics" | "/status" | "/status.json" | "/cluster" | "/lookup") => {
                 plain(StatusCode::METHOD_NOT_ALLOWED, "use GET")
             }
-            (_, "/purge" | BAN_PATH | SYNC_PATH) => plain(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+            (_, "/purge" | BAN_PATH | SYNC_PATH | VERDICTS_PATH) => plain(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
             _ => plain(
                 StatusCode::NOT_FOUND,
                 "unknown admin path; try /healthz, /metrics, /status, /status.json, /cluster, /lookup?url=, POST /ban, \
@@ -397,6 +399,22 @@ impl Admin {
         match serde_json::from_slice::<SyncRequest>(&body) {
             Ok(sync) => json(StatusCode::OK, &self.proxy.receive_sync(&sync)),
             Err(e) => plain(StatusCode::BAD_REQUEST, format!("unreadable sync message: {e}")),
+        }
+    }
+
+    /// `POST /comments/verdicts` (signed): the syncer's verdicts of a batch, handed to the
+    /// comment answers waiting for them here.
+    async fn verdicts(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let (_, body) = match self.signed(req).await {
+            Ok(r) => r,
+            Err(refusal) => return refusal,
+        };
+        match serde_json::from_slice::<VerdictBatch>(&body) {
+            Ok(batch) => json(
+                StatusCode::OK,
+                &serde_json::json!({"delivered": self.proxy.comments.deliver(batch)}),
+            ),
+            Err(e) => plain(StatusCode::BAD_REQUEST, format!("unreadable verdicts: {e}")),
         }
     }
 

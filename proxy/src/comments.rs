@@ -18,6 +18,7 @@
 pub mod form;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
-use strata_wire::comment::{self as wire, Record, Settings, Status, Verdict};
+use strata_wire::comment::{self as wire, Record, Settings, Status, Verdict, VerdictBatch};
 use strata_wire::memcache::{self, Conn};
 use tokio::time::Instant;
 
@@ -41,6 +42,11 @@ const WP_DIE_PAGE: &str = include_str!("../assets/wp-die.html");
 const POLL: Duration = Duration::from_millis(1);
 /// Longest pause between reads of the verdict key (the syncer's default tick).
 const MAX_POLL: Duration = Duration::from_millis(5);
+/// Pause between reads of the verdict key while the syncer pushes verdicts (a push that
+/// went missing is then found this late at most).
+const PUSHED_POLL: Duration = Duration::from_millis(25);
+/// A push within this long means the syncer pushes.
+const PUSH_FRESH: Duration = Duration::from_secs(5);
 /// How long fetched settings are reused before they are read again.
 const SETTINGS_REFRESH: Duration = Duration::from_secs(1);
 /// `comment_cookie_lifetime` in WordPress 6.1.
@@ -114,6 +120,24 @@ pub struct Comments {
     cfg: CommentsConfig,
     node: String,
     settings: parking_lot::Mutex<Option<(Instant, Arc<Settings>)>>,
+    /// Held answers waiting for their verdict, by (queue epoch, sequence number): a verdict
+    /// the syncer pushes ([`Comments::deliver`]) wakes its waiter at once.
+    waiters: parking_lot::Mutex<HashMap<(u64, u64), tokio::sync::oneshot::Sender<Verdict>>>,
+    /// When a pushed verdict last arrived: while pushes come, the verdict keys are read
+    /// rarely (a safety net), not every few milliseconds.
+    pushed_at: parking_lot::Mutex<Option<Instant>>,
+}
+
+/// Removes a waiter when its answer is done, whichever way.
+struct Waiting<'a> {
+    waiters: &'a parking_lot::Mutex<HashMap<(u64, u64), tokio::sync::oneshot::Sender<Verdict>>>,
+    key: (u64, u64),
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.waiters.lock().remove(&self.key);
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -308,6 +332,33 @@ impl Comments {
             cfg: cfg.clone(),
             node: node.to_string(),
             settings: parking_lot::Mutex::new(None),
+            waiters: parking_lot::Mutex::new(HashMap::new()),
+            pushed_at: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Hands pushed verdicts to the answers waiting for them; returns how many were waited
+    /// for here (the others belong to other nodes, or to answers already given).
+    pub fn deliver(&self, batch: VerdictBatch) -> usize {
+        *self.pushed_at.lock() = Some(Instant::now());
+        let mut waiters = self.waiters.lock();
+        let mut delivered = 0;
+        for v in batch.verdicts {
+            if let Some(tx) = waiters.remove(&(batch.epoch, v.seq)) {
+                delivered += usize::from(tx.send(v).is_ok());
+            }
+        }
+        delivered
+    }
+
+    /// How long to wait before reading the verdict key again: growing pauses up to
+    /// [`MAX_POLL`], or [`PUSHED_POLL`] while the syncer pushes verdicts.
+    fn next_pause(&self, pause: Duration) -> Duration {
+        let pushing = self.pushed_at.lock().is_some_and(|t| t.elapsed() < PUSH_FRESH);
+        if pushing {
+            PUSHED_POLL
+        } else {
+            (pause + POLL).min(MAX_POLL)
         }
     }
 
@@ -512,21 +563,31 @@ impl Comments {
         }
         metrics.comment("queued");
         tracing::debug!(seq, post = sub.post_id, "comment queued");
+        let (tx, mut pushed) = tokio::sync::oneshot::channel();
+        self.waiters.lock().insert((epoch, seq), tx);
+        let _waiting = Waiting {
+            waiters: &self.waiters,
+            key: (epoch, seq),
+        };
         tokio::time::sleep(self.cfg.hold).await;
         let vkey = wire::verdict_key(&self.cfg.key_prefix, seq);
         let deadline = accepted + self.cfg.max_hold.max(self.cfg.hold);
         let mut pause = POLL;
+        let respond = |v: &Verdict| {
+            metrics
+                .comments
+                .verdict_latency
+                .observe(accepted.elapsed().as_secs_f64());
+            let (resp, label) = answer(v, &sub, &settings, unix_ms() / 1000);
+            Handled::Answer(resp, label)
+        };
         loop {
+            if let Ok(v) = pushed.try_recv() {
+                return respond(&v);
+            }
             match self.with_conn(async |c| c.get(&vkey).await).await {
                 Ok(Some(b)) => match serde_json::from_slice::<Verdict>(&b) {
-                    Ok(v) => {
-                        metrics
-                            .comments
-                            .verdict_latency
-                            .observe(accepted.elapsed().as_secs_f64());
-                        let (resp, label) = answer(&v, &sub, &settings, unix_ms() / 1000);
-                        return Handled::Answer(resp, label);
-                    }
+                    Ok(v) => return respond(&v),
                     Err(e) => {
                         tracing::warn!(error = %e, seq, "unreadable verdict");
                         break;
@@ -541,8 +602,17 @@ impl Comments {
             if Instant::now() >= deadline {
                 break;
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause + POLL).min(MAX_POLL);
+            pause = self.next_pause(pause);
+            let wake = (Instant::now() + pause).min(deadline);
+            tokio::select! {
+                v = &mut pushed => {
+                    if let Ok(v) = v {
+                        return respond(&v);
+                    }
+                    tokio::time::sleep_until(wake).await;
+                }
+                () = tokio::time::sleep_until(wake) => {}
+            }
         }
         // Queued, no verdict yet: back to the post; the comment lands when the syncer gets to it.
         let now = unix_ms() / 1000;
@@ -554,6 +624,69 @@ impl Comments {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn comments() -> Comments {
+        let cfg = CommentsConfig {
+            enabled: true,
+            memcached: vec!["127.0.0.1:1".into()],
+            hold: Duration::from_millis(5),
+            max_hold: Duration::from_millis(200),
+            key_prefix: "t:".into(),
+            max_queue: 10,
+            trusted_proxies: Vec::new(),
+            settings_max_age: Duration::from_secs(10),
+            memcached_timeout: Duration::from_millis(100),
+        };
+        Comments::new(&cfg, "n1")
+    }
+
+    fn verdict(seq: u64) -> Verdict {
+        Verdict {
+            seq,
+            status: Status::Approved,
+            http: 302,
+            message: String::new(),
+            comment_id: Some(seq + 100),
+            location: None,
+            cookie_author: None,
+            cookie_email: None,
+            cookie_url: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn pushed_verdicts_wake_their_waiters_and_only_theirs() {
+        let c = comments();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        c.waiters.lock().insert((7, 3), tx);
+        let (other_tx, mut other_rx) = tokio::sync::oneshot::channel();
+        c.waiters.lock().insert((7, 4), other_tx);
+        // Another epoch's seq 3, seq 3 of this epoch, and one nobody waits for here.
+        let batch = VerdictBatch {
+            epoch: 7,
+            verdicts: vec![verdict(3), verdict(9)],
+        };
+        assert_eq!(
+            c.deliver(VerdictBatch {
+                epoch: 6,
+                verdicts: vec![verdict(4)]
+            }),
+            0
+        );
+        assert_eq!(c.deliver(batch), 1);
+        assert_eq!(rx.await.unwrap().comment_id, Some(103));
+        assert!(other_rx.try_recv().is_err());
+        assert_eq!(c.waiters.lock().len(), 1);
+        // While pushes come, the verdict key is read rarely.
+        assert_eq!(c.next_pause(POLL), PUSHED_POLL);
+    }
+
+    #[test]
+    fn without_pushes_the_verdict_key_is_read_with_growing_pauses() {
+        let c = comments();
+        assert_eq!(c.next_pause(POLL), POLL * 2);
+        assert_eq!(c.next_pause(MAX_POLL), MAX_POLL);
+    }
 
     fn settings() -> Settings {
         Settings {

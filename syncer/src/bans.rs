@@ -15,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use strata_wire::auth;
 use strata_wire::ban::{Ban, Kind, BAN_PATH};
+use strata_wire::comment::{VerdictBatch, VERDICTS_PATH};
 
 /// The tag of every list page (home, archives, feeds…).
 pub const LIST: &str = "list";
@@ -209,14 +210,21 @@ impl Sender {
     }
 
     async fn send_to(&self, url: &http::Uri, ban: &Ban) -> Result<(), BanError> {
+        let body = serde_json::to_vec(ban).map_err(|e| BanError::Unreachable {
+            url: url.to_string(),
+            cause: e.to_string(),
+        })?;
+        self.post_signed(url, &ban_path(self.wait, self.nonce), body).await
+    }
+
+    /// A signed POST of `body` to `path` on the proxy at `url`, within `timeout`.
+    async fn post_signed(&self, url: &http::Uri, path: &str, body: Vec<u8>) -> Result<(), BanError> {
         let base = url.to_string().trim_end_matches('/').to_string();
         let unreachable = |cause: String| BanError::Unreachable {
             url: base.clone(),
             cause,
         };
-        let path = ban_path(self.wait, self.nonce);
-        let body = serde_json::to_vec(ban).map_err(|e| unreachable(e.to_string()))?;
-        let req = auth::signed_post(&self.secret, &base, &path, body).map_err(|e| unreachable(e.to_string()))?;
+        let req = auth::signed_post(&self.secret, &base, path, body).map_err(|e| unreachable(e.to_string()))?;
         let exchange = async {
             let resp = self.client.request(req).await.map_err(|e| unreachable(e.to_string()))?;
             let status = resp.status();
@@ -239,6 +247,46 @@ impl Sender {
         tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| unreachable(format!("no answer within {:?}", self.timeout)))?
+    }
+}
+
+impl Banner {
+    /// Pushes a batch's verdicts to every proxy at once, so the answers waiting for them go
+    /// out without reading memcached; best effort (the proxies read the verdict keys when a
+    /// push does not come). Returns how many proxies took them.
+    pub async fn push_verdicts(&mut self, batch: &VerdictBatch) -> usize {
+        if !self.enabled() || batch.verdicts.is_empty() {
+            return 0;
+        }
+        let Ok(body) = serde_json::to_vec(batch) else {
+            return 0;
+        };
+        self.nonce += 1;
+        let sender = Sender {
+            siblings: self.siblings.clone(),
+            secret: self.secret.clone(),
+            wait: self.wait,
+            timeout: self.timeout,
+            client: self.client.clone(),
+            nonce: self.nonce,
+        };
+        let path = format!("{VERDICTS_PATH}?n={}", self.nonce);
+        let mut set = tokio::task::JoinSet::new();
+        for url in self.siblings.clone() {
+            let (me, path, body) = (sender.clone(), path.clone(), body.clone());
+            set.spawn(async move { me.post_signed(&url, &path, body).await });
+        }
+        let mut took = 0;
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(Ok(())) => took += 1,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "verdicts not pushed to one proxy (it reads them from memcached)")
+                }
+                Err(e) => tracing::debug!(error = %e, "verdict push task failed"),
+            }
+        }
+        took
     }
 }
 

@@ -463,6 +463,7 @@ impl Syncer {
         let host = o.home_authority();
         let prefix = self.queue.prefix().to_string();
         let mut items = Vec::with_capacity(applied.outcomes.len());
+        let mut pushed = Vec::with_capacity(applied.outcomes.len());
         // One wait for the whole batch's permalinks, whatever the number of posts.
         let links_by = tokio::time::Instant::now() + self.cfg.permalink_wait;
         for (seq, outcome) in &applied.outcomes {
@@ -491,6 +492,7 @@ impl Syncer {
                 Ok(json) => items.push((wire::verdict_key(&prefix, *seq), json, VERDICT_TTL)),
                 Err(e) => tracing::error!(seq, error = %e, "cannot encode a verdict"),
             }
+            pushed.push(verdict);
         }
         match self.queue.set_many(&items).await {
             Ok(()) => {
@@ -507,6 +509,13 @@ impl Syncer {
                 tracing::warn!(verdicts = items.len(), error = %e, "cannot publish verdicts (the proxies answer with a redirect to the post)")
             }
         }
+        // Written first, pushed second: a proxy woken by the push finds the same verdict a
+        // later read of its key would.
+        let batch = wire::VerdictBatch {
+            epoch: applied.cursor.epoch,
+            verdicts: pushed,
+        };
+        self.banner.push_verdicts(&batch).await;
     }
 
     /// Publishes `{prefix}settings` when `settings_interval` has passed. While MySQL cannot

@@ -113,6 +113,20 @@ pub enum Status {
     Ignored,
 }
 
+/// Where the syncer pushes the verdicts of each batch to the proxies' admin listeners
+/// (`POST`, signed like a ban, body a [`VerdictBatch`]); the proxies still read the verdict
+/// keys when a push does not come.
+pub const VERDICTS_PATH: &str = "/comments/verdicts";
+
+/// The verdicts of one batch, pushed to every proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictBatch {
+    /// The queue epoch the sequence numbers belong to.
+    pub epoch: u64,
+    /// One verdict per applied record.
+    pub verdicts: Vec<Verdict>,
+}
+
 /// The syncer's answer for one record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {

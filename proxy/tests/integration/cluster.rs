@@ -1006,6 +1006,22 @@ async fn unsigned_wrong_expired_and_replayed_bans_are_refused_and_invalidate_not
         )
         .await;
         assert_eq!(sync.status, StatusCode::UNAUTHORIZED, "unsigned node-to-node sync");
+        // Pushed verdicts are signed like bans; a signed body that is no verdict batch is a 400.
+        let verdicts_url = format!("http://{a}/comments/verdicts");
+        let pushed = send(Method::POST, &verdicts_url, &[], Bytes::from_static(b"{}")).await;
+        assert_eq!(pushed.status, StatusCode::UNAUTHORIZED, "unsigned verdicts");
+        let junk = signed_headers_with_body("POST", "/comments/verdicts", b"[1,2]", now(), SECRET);
+        let pushed = send(Method::POST, &verdicts_url, &junk, Bytes::from_static(b"[1,2]")).await;
+        assert_eq!(
+            pushed.status,
+            StatusCode::BAD_REQUEST,
+            "not a verdict batch: {}",
+            pushed.text()
+        );
+        let batch = br#"{"epoch":1,"verdicts":[]}"#;
+        let fine = signed_headers_with_body("POST", "/comments/verdicts", batch, now(), SECRET);
+        let pushed = send(Method::POST, &verdicts_url, &fine, Bytes::from_static(batch)).await;
+        assert_eq!(pushed.status, StatusCode::OK, "a verdict batch: {}", pushed.text());
         // A refused ban must not have been applied or broadcast.
         sleep(Duration::from_millis(500)).await;
         expect_cache(&addrs, &host(), "/t/auth", "HIT", "refused bans invalidate nothing").await;
