@@ -74,26 +74,6 @@ NOTES=()
 POST_IDS=""
 
 
-# Deletes the benchmark's comments (those whose e-mail carries TAG) and recomputes the
-# comment_count of the posts they were on.
-delete_comments() {
-    [ -n "$POST_IDS" ] || return 0
-    sql "DELETE FROM wp_comments WHERE comment_author_email LIKE '%.bench-${TAG}_@example.test';
-         UPDATE wp_posts p SET comment_count = (SELECT COUNT(*) FROM wp_comments c
-             WHERE c.comment_post_ID = p.ID AND c.comment_approved = '1') WHERE p.ID IN ($POST_IDS);" ||
-        log "could not delete the benchmark's comments (e-mails *.bench-${TAG}?@example.test)"
-}
-
-# Deletes the queue's keys in memcached (the syncer already deleted the records).
-forget_queue() {
-    local k
-    if { exec 3<>"/dev/tcp/${MEMCACHED%:*}/${MEMCACHED#*:}"; } 2>/dev/null; then
-        for k in seq epoch applied settings; do printf 'delete %s%s noreply\r\n' "$PREFIX" "$k" >&3; done
-        exec 3>&-
-    fi
-    sql "DELETE FROM wp_strata_syncer WHERE queue = '$PREFIX';" || true
-}
-
 cleanup() {
     local pid
     trap - EXIT INT TERM

@@ -126,30 +126,6 @@ stop_all() {
     PIDS=()
 }
 
-# Deletes the benchmark's comments (those whose e-mail carries TAG) with their meta, and
-# recomputes the comment_count of the posts that may have received them.
-delete_comments() {
-    [ -n "$POST_IDS" ] || return 0
-    sql "DELETE m FROM wp_commentmeta m JOIN wp_comments c ON c.comment_ID = m.comment_id
-             WHERE c.comment_author_email LIKE '%.bench-${TAG}_@example.test';
-         DELETE FROM wp_comments WHERE comment_author_email LIKE '%.bench-${TAG}_@example.test';
-         UPDATE wp_posts p SET comment_count = (SELECT COUNT(*) FROM wp_comments c
-             WHERE c.comment_post_ID = p.ID AND c.comment_approved = '1') WHERE p.ID IN ($POST_IDS);" ||
-        log "could not delete the benchmark's comments (e-mails *.bench-${TAG}?@example.test)"
-}
-
-# Deletes the queue's keys in memcached (the syncer already deleted the records) and its
-# cursor row.
-forget_queue() {
-    local k
-    # (The braces keep 2>/dev/null from applying to the whole script, as `exec` would.)
-    if { exec 3<>"/dev/tcp/${MEMCACHED%:*}/${MEMCACHED#*:}"; } 2>/dev/null; then
-        for k in seq epoch applied settings; do printf 'delete %s%s noreply\r\n' "$PREFIX" "$k" >&3; done
-        exec 3>&-
-    fi
-    sql "DELETE FROM wp_strata_syncer WHERE queue = '$PREFIX';" || true
-}
-
 restore_options() {
     local name
     for name in "${!OPTION_SAVED[@]}"; do

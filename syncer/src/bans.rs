@@ -123,15 +123,7 @@ impl Banner {
         }
         let mut set = tokio::task::JoinSet::new();
         for (tag, soft) in std::mem::take(&mut self.pending) {
-            self.nonce += 1;
-            let sender = Sender {
-                siblings: self.siblings.clone(),
-                secret: self.secret.clone(),
-                wait: self.wait,
-                timeout: self.timeout,
-                client: self.client.clone(),
-                nonce: self.nonce,
-            };
+            let sender = self.sender();
             set.spawn(async move {
                 let ban = Ban {
                     soft,
@@ -251,6 +243,19 @@ impl Sender {
 }
 
 impl Banner {
+    /// A sender for one request, with a nonce of its own (so no two signatures repeat).
+    fn sender(&mut self) -> Sender {
+        self.nonce += 1;
+        Sender {
+            siblings: self.siblings.clone(),
+            secret: self.secret.clone(),
+            wait: self.wait,
+            timeout: self.timeout,
+            client: self.client.clone(),
+            nonce: self.nonce,
+        }
+    }
+
     /// Pushes a batch's verdicts to every proxy at once, so the answers waiting for them go
     /// out without reading memcached; best effort (the proxies read the verdict keys when a
     /// push does not come). Returns how many proxies took them.
@@ -261,16 +266,8 @@ impl Banner {
         let Ok(body) = serde_json::to_vec(batch) else {
             return 0;
         };
-        self.nonce += 1;
-        let sender = Sender {
-            siblings: self.siblings.clone(),
-            secret: self.secret.clone(),
-            wait: self.wait,
-            timeout: self.timeout,
-            client: self.client.clone(),
-            nonce: self.nonce,
-        };
-        let path = format!("{VERDICTS_PATH}?n={}", self.nonce);
+        let sender = self.sender();
+        let path = format!("{VERDICTS_PATH}?n={}", sender.nonce);
         let mut set = tokio::task::JoinSet::new();
         for url in self.siblings.clone() {
             let (me, path, body) = (sender.clone(), path.clone(), body.clone());
