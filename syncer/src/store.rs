@@ -529,16 +529,18 @@ impl Store {
         };
         let mut outcomes: Vec<(u64, Option<Outcome>)> = Vec::with_capacity(slots.len());
         let mut pending: Vec<Pending> = Vec::new();
+        let mut candidates: Vec<Candidate> = Vec::new();
         for (seq, slot) in slots {
             match slot {
                 Slot::Skipped(why) => outcomes.push((seq, Some(Outcome::Skipped(why)))),
                 Slot::Record(r) => match prejudge(r, &ctx, &mut flood) {
-                    Ok(p) => {
+                    Ok((p, c)) => {
                         outcomes.push((seq, None));
                         pending.push(Pending {
                             slot: outcomes.len() - 1,
                             ..p
                         });
+                        candidates.push(c);
                     }
                     Err(refusal) => outcomes.push((seq, Some(Outcome::Refused(refusal)))),
                 },
@@ -556,13 +558,12 @@ impl Store {
             tx.query_drop(cursor_sql).await?;
         } else {
             let saved = self
-                .judge_and_insert(&mut tx, setup, &pending, &ctx, &cursor_sql)
+                .judge_and_insert(&mut tx, setup, &pending, &candidates, &ctx, &cursor_sql)
                 .await?;
-            for (p, result) in pending.into_iter().zip(saved) {
+            for ((p, c), result) in pending.into_iter().zip(candidates).zip(saved) {
                 let outcome = match result {
                     Ok((id, approved)) => {
                         if let Some(index) = flood.index.as_mut() {
-                            let c = &p.candidate;
                             if !index.observe(id, &c.filtered.ip, &c.filtered.email, Some(c.date_gmt), Instant::now()) {
                                 // Outgrown: dropped now, rebuilt by the next batch's refresh.
                                 flood.index = None;
@@ -571,7 +572,7 @@ impl Store {
                         Outcome::Inserted(Box::new(Inserted {
                             id,
                             approved,
-                            filtered: p.candidate.filtered,
+                            filtered: c.filtered,
                             date_gmt: p.date_gmt,
                             record: p.record,
                         }))
@@ -723,17 +724,17 @@ impl Store {
         tx: &mut mysql_async::Transaction<'_>,
         setup: &Setup,
         pending: &[Pending],
+        candidates: &[Candidate],
         ctx: &Context<'_>,
         tail: &str,
     ) -> Result<Vec<Result<(u64, &'static str), Refusal>>, StoreError> {
-        let candidates: Vec<Candidate> = pending.iter().map(|p| p.candidate.clone()).collect();
-        let (facts, pairs) = self.ask(tx, setup, pending, ctx).await?;
+        let (facts, pairs) = self.ask(tx, setup, pending, candidates, ctx).await?;
         let rules = batch::Rules {
             options: ctx.options,
             version: ctx.judge.version,
             flood_interval: i64::try_from(ctx.judge.flood_interval.as_secs()).unwrap_or(i64::MAX),
         };
-        let mut decisions = batch::resolve(&candidates, &facts, &pairs, rules, &|_| true);
+        let mut decisions = batch::resolve(candidates, &facts, &pairs, rules, &|_| true);
         let mut saved: Vec<Option<u64>> = vec![None; pending.len()];
         let approved_posts = |decisions: &[Decision], saved: &[Option<u64>], all: bool| -> BTreeMap<u64, u64> {
             let mut out = BTreeMap::new();
@@ -752,10 +753,17 @@ impl Store {
         let mut from = 0;
         let mut tail_done = false;
         if setup.multi_row {
-            let accepted: Vec<usize> = (0..pending.len())
-                .filter(|j| matches!(decisions[*j], Decision::Save(_)))
+            let accepted: Vec<(usize, &str)> = decisions
+                .iter()
+                .enumerate()
+                .filter_map(|(j, d)| match d {
+                    Decision::Save(approved) => Some((j, *approved)),
+                    Decision::Refuse(_) => None,
+                })
                 .collect();
-            let rows = accepted.iter().map(|j| comment_row(&pending[*j], &decisions[*j]));
+            let rows = accepted
+                .iter()
+                .map(|(j, approved)| comment_row(&pending[*j], &candidates[*j], approved));
             let chunks = batch::chunked(&self.insert_head(), rows, STATEMENT_BYTES);
             let count = chunks.len();
             let mut done = 0;
@@ -773,15 +781,13 @@ impl Store {
                     Ok(r) => {
                         let first = r.last_insert_id().unwrap_or(0);
                         r.drop_result().await?;
-                        for (k, j) in accepted[done..done + n].iter().enumerate() {
+                        for (k, (j, _)) in accepted[done..done + n].iter().enumerate() {
                             saved[*j] = Some(first + k as u64 * setup.increment);
                         }
                         done += n;
                         tail_done = last;
                     }
-                    Err(mysql_async::Error::Server(e))
-                        if e.code != ER_LOCK_DEADLOCK && e.code != ER_LOCK_WAIT_TIMEOUT =>
-                    {
+                    Err(mysql_async::Error::Server(e)) if refused_row(&e) => {
                         tracing::warn!(error = %e, "MySQL refused a batch of comments; inserting them one by one");
                         failed = true;
                         break;
@@ -790,7 +796,7 @@ impl Store {
                 }
             }
             from = if failed {
-                accepted.get(done).copied().unwrap_or(pending.len())
+                accepted.get(done).map_or(pending.len(), |(j, _)| *j)
             } else {
                 pending.len()
             };
@@ -800,15 +806,19 @@ impl Store {
             decisions[j] = batch::resolve(&candidates[..=j], &facts, &pairs, rules, &is_saved)
                 .pop()
                 .unwrap_or(Decision::Refuse(rules::SAVE_FAILED));
-            if !matches!(decisions[j], Decision::Save(_)) {
+            let Decision::Save(approved) = decisions[j] else {
                 continue;
-            }
-            let statement = format!("{} {}", self.insert_head(), comment_row(&pending[j], &decisions[j]));
+            };
+            let statement = format!(
+                "{} {}",
+                self.insert_head(),
+                comment_row(&pending[j], &candidates[j], approved)
+            );
             match tx.query_drop(statement).await {
                 Ok(()) => saved[j] = tx.last_insert_id(),
                 // The server refused this row (e.g. a value the column cannot hold):
                 // WordPress answers 500 and saves nothing; the batch goes on.
-                Err(mysql_async::Error::Server(e)) if e.code != ER_LOCK_DEADLOCK && e.code != ER_LOCK_WAIT_TIMEOUT => {
+                Err(mysql_async::Error::Server(e)) if refused_row(&e) => {
                     tracing::warn!(seq = pending[j].record.seq, error = %e, "MySQL refused a comment row");
                 }
                 Err(e) => return Err(e.into()),
@@ -837,13 +847,14 @@ impl Store {
         tx: &mut mysql_async::Transaction<'_>,
         setup: &Setup,
         pending: &[Pending],
+        candidates: &[Candidate],
         ctx: &Context<'_>,
     ) -> Result<(Vec<Facts>, Vec<Vec<Pair>>), StoreError> {
         let mut statements = vec![
             format!("DELETE FROM {}", batch::PROBE_TABLE),
             format!("DELETE FROM {}", batch::ROWS_TABLE),
         ];
-        statements.extend(probe_statements(pending, ctx).into_iter().map(|(s, _)| s));
+        statements.extend(probe_statements(pending, candidates, ctx).into_iter().map(|(s, _)| s));
         let mut text = String::new();
         let mut writes = 0;
         for statement in statements {
@@ -1024,6 +1035,12 @@ fn absorb_flood_rows(state: &mut FloodState, rows: Vec<FloodRow>) {
 const ER_LOCK_DEADLOCK: u16 = 1213;
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 
+/// Whether a server error refuses the rows of a statement (WordPress's 500 for them), rather
+/// than the transaction (retried whole).
+fn refused_row(e: &mysql_async::ServerError) -> bool {
+    e.code != ER_LOCK_DEADLOCK && e.code != ER_LOCK_WAIT_TIMEOUT
+}
+
 /// Upper bound of one statement's size, well under any `max_allowed_packet` (1 MiB at least).
 const STATEMENT_BYTES: usize = 512 * 1024;
 
@@ -1055,7 +1072,6 @@ struct Pending {
     /// Its index among the batch's outcomes.
     slot: usize,
     record: Box<Record>,
-    candidate: Candidate,
     /// `comment_parent` as saved.
     parent: u64,
     /// `comment_date`.
@@ -1066,7 +1082,7 @@ struct Pending {
 
 /// `wp_handle_comment_submission`'s and `wp_new_comment`'s checks that need no database
 /// (the parent's status was read for the whole batch), and the values to check and store.
-fn prejudge(r: Box<Record>, ctx: &Context<'_>, flood: &mut FloodState) -> Result<Pending, Refusal> {
+fn prejudge(r: Box<Record>, ctx: &Context<'_>, flood: &mut FloodState) -> Result<(Pending, Candidate), Refusal> {
     let judge = ctx.judge;
     let now = i64::try_from(r.accepted_ms / 1000).unwrap_or(i64::MAX);
     let parent_status = (r.parent > 0)
@@ -1130,22 +1146,21 @@ fn prejudge(r: Box<Record>, ctx: &Context<'_>, flood: &mut FloodState) -> Result
             candidate.flood_ask = true;
         }
     }
-    Ok(Pending {
+    let pending = Pending {
         slot: 0,
         record: r,
-        candidate,
         parent,
         date,
         date_gmt,
-    })
+    };
+    Ok((pending, candidate))
 }
 
 /// The statements that fill the temporary tables with the candidates' values.
-fn probe_statements(pending: &[Pending], ctx: &Context<'_>) -> Vec<(String, usize)> {
+fn probe_statements(pending: &[Pending], candidates: &[Candidate], ctx: &Context<'_>) -> Vec<(String, usize)> {
     let history_wanted = ctx.options.comment_previously_approved;
     let flood = !ctx.judge.flood_interval.is_zero();
-    let probes = pending.iter().enumerate().map(|(k, p)| {
-        let c = &p.candidate;
+    let probes = pending.iter().zip(candidates).enumerate().map(|(k, (p, c))| {
         let checked = c.checked();
         // check_comment queries with the slashed author and e-mail (so a name with a quote
         // never matches, as in WordPress), and looks the user up by the unslashed e-mail.
@@ -1184,8 +1199,8 @@ fn probe_statements(pending: &[Pending], ctx: &Context<'_>) -> Vec<(String, usiz
             fh = part(&second),
         )
     });
-    let rows = pending.iter().enumerate().map(|(k, p)| {
-        let f = &p.candidate.filtered;
+    let rows = pending.iter().zip(candidates).enumerate().map(|(k, (p, c))| {
+        let f = &c.filtered;
         format!(
             "({k},{post},{parent},{author},{email},{content},{ip})",
             post = p.record.post_id,
@@ -1217,12 +1232,8 @@ fn probe_statements(pending: &[Pending], ctx: &Context<'_>) -> Vec<(String, usiz
 }
 
 /// One `wp_comments` row of the multi-row INSERT.
-fn comment_row(p: &Pending, decision: &Decision) -> String {
-    let approved = match decision {
-        Decision::Save(s) => s,
-        Decision::Refuse(_) => "0",
-    };
-    let f = &p.candidate.filtered;
+fn comment_row(p: &Pending, c: &Candidate, approved: &str) -> String {
+    let f = &c.filtered;
     format!(
         "({post},{ip},{author},{email},{url},{date},{date_gmt},{content},0,{approved},{agent},'comment',{parent},0)",
         post = p.record.post_id,

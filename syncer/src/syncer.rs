@@ -100,6 +100,12 @@ fn random_u64() -> u64 {
     h.finish().max(1)
 }
 
+/// Whether the answer to a record redirects to its post (no `redirect_to` of its own), so
+/// its verdict needs the post's permalink.
+fn links_to_post(r: &wire::Record) -> bool {
+    r.redirect_to.as_deref().is_none_or(str::is_empty)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -286,7 +292,7 @@ impl Syncer {
         // The verdicts will link to these posts: their look-ups run while MySQL works.
         if let Some(o) = &self.options {
             let posts = slots.iter().filter_map(|(_, s)| match s {
-                crate::queue::Slot::Record(r) if r.redirect_to.as_deref().is_none_or(str::is_empty) => Some(r.post_id),
+                crate::queue::Slot::Record(r) if links_to_post(r) => Some(r.post_id),
                 _ => None,
             });
             self.permalinks.prefetch(posts, &o.home_authority());
@@ -469,10 +475,10 @@ impl Syncer {
         for (seq, outcome) in &applied.outcomes {
             let verdict = match outcome {
                 Outcome::Inserted(i) => {
-                    let permalink = if i.record.redirect_to.as_deref().is_some_and(|r| !r.is_empty()) {
-                        String::new()
-                    } else {
+                    let permalink = if links_to_post(&i.record) {
                         self.permalinks.get(i.record.post_id, &o.home, &host, links_by).await
+                    } else {
+                        String::new()
                     };
                     verdicts::inserted(
                         *seq,

@@ -190,8 +190,7 @@ pub fn lit(s: &str) -> String {
 
 /// Unix seconds as a `DATETIME` literal (UTC).
 pub fn datetime(secs: i64) -> String {
-    let d = chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default();
-    format!("'{}'", d.format("%Y-%m-%d %H:%M:%S"))
+    format!("'{}'", super::mysql_date(secs))
 }
 
 /// A text column's character set and collation, as `information_schema` names them.
