@@ -106,20 +106,10 @@ sql "SELECT 1" >/dev/null || die "MariaDB does not answer (mysql ${MYSQL_ARGS[*]
 # ---------------------------------------------------------------------------
 # Build
 
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "building release binaries"
-    if ! (cd "$ROOT" && "$CARGO" build --release -p strata-proxy -p strata-syncer -p strata-bench) \
-        >"$WORK/build.log" 2>&1; then
-        tail -n 30 "$WORK/build.log" >&2
-        die "cargo build failed"
-    fi
-fi
 STRATA_BIN=$TARGET_DIR/release/strata-proxy
 SYNCER_BIN=$TARGET_DIR/release/strata-syncer
 LOAD_BIN=$TARGET_DIR/release/comment-load
-for bin in "$STRATA_BIN" "$SYNCER_BIN" "$LOAD_BIN"; do
-    [ -x "$bin" ] || die "$bin not found (cargo build --release -p strata-proxy -p strata-syncer -p strata-bench)"
-done
+build_release "$STRATA_BIN" "$SYNCER_BIN" "$LOAD_BIN"
 
 # ---------------------------------------------------------------------------
 # The posts: published, no password, open for comments.

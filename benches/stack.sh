@@ -164,20 +164,10 @@ for addr in "${STRATA_ADDR[@]}" "${STRATA_ADMIN[@]}" "${VARNISH_ADDR[@]}" "$SYNC
     port_busy "$addr" && die "something is already listening on $addr; stop it first"
 done
 
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "building release binaries"
-    if ! (cd "$ROOT" && "$CARGO" build --release -p strata-proxy -p strata-syncer -p strata-bench) \
-        >"$WORK/build.log" 2>&1; then
-        tail -n 30 "$WORK/build.log" >&2
-        die "cargo build failed"
-    fi
-fi
 STRATA_BIN=$TARGET_DIR/release/strata-proxy
 SYNCER_BIN=$TARGET_DIR/release/strata-syncer
 LOAD_BIN=$TARGET_DIR/release/stack-load
-for bin in "$STRATA_BIN" "$SYNCER_BIN" "$LOAD_BIN"; do
-    [ -x "$bin" ] || die "$bin not found (cargo build --release -p strata-proxy -p strata-syncer -p strata-bench)"
-done
+build_release "$STRATA_BIN" "$SYNCER_BIN" "$LOAD_BIN"
 
 log "bringing up the WordPress origin (scripts/wordpress.sh) and memcached (scripts/memcached.sh)"
 bash "$ROOT/scripts/wordpress.sh" >"$WORK/wordpress.log" 2>&1 || {

@@ -22,6 +22,9 @@
 //! `302_comment` is a redirect to `…#comment-ID` (the comment was judged and stored),
 //! `302_post` one back to the post (stored later), `other` the remaining statuses with counts.
 
+mod form;
+
+use form::form;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -31,7 +34,6 @@ use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 const USAGE: &str = "usage: comment-load --url URL --host HOST --posts ID[,ID…] --tag TAG \
                      [--connections N] [--duration 10s] [--forwarded-for]";
@@ -127,14 +129,6 @@ struct Tally {
     other: BTreeMap<u16, u64>,
     /// Requests that failed or timed out (connection errors included).
     errors: u64,
-}
-
-fn form(fields: &[(&str, &str)]) -> String {
-    fields
-        .iter()
-        .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// One keep-alive connection sending comments until `end`; reconnects after an error.

@@ -28,6 +28,9 @@
 //!
 //! Only loopback addresses are accepted: this is a load tool for a local stack.
 
+mod form;
+
+use form::form;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
@@ -44,7 +47,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 const USAGE: &str = "usage:
   stack-load run --system NAME --nodes IP:PORT[,IP:PORT…] --host HOST --paths FILE --posts ID[,ID…]
@@ -399,14 +401,6 @@ fn get_request(path: &str, host: &str, gzip: bool) -> Option<Request<Full<Bytes>
         req = req.header("accept-encoding", "gzip");
     }
     req.body(Full::new(Bytes::new())).ok()
-}
-
-fn form(fields: &[(&str, &str)]) -> String {
-    fields
-        .iter()
-        .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// A unique comment on `post` from client `client`, its `n`th.
