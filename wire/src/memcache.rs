@@ -61,6 +61,13 @@ fn check_key(key: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Appends a storage command (`set`, `add`…) with its data block to `out`.
+fn storage_command(out: &mut Vec<u8>, verb: &str, key: &str, value: &[u8], exptime: u32) {
+    out.extend_from_slice(format!("{verb} {key} 0 {exptime} {}\r\n", value.len()).as_bytes());
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 impl Conn {
     /// Connects to `addr` (`host:port`); every later exchange must finish within `timeout`.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Conn, Error> {
@@ -130,9 +137,8 @@ impl Conn {
     async fn store(&mut self, verb: &str, key: &str, value: &[u8], exptime: u32) -> Result<bool, Error> {
         check_key(key)?;
         self.exchange(async |c| {
-            let mut msg = format!("{verb} {key} 0 {exptime} {}\r\n", value.len()).into_bytes();
-            msg.extend_from_slice(value);
-            msg.extend_from_slice(b"\r\n");
+            let mut msg = Vec::new();
+            storage_command(&mut msg, verb, key, value, exptime);
             c.send(&msg).await?;
             let line = c.line().await?;
             match line.trim_end() {
@@ -166,9 +172,7 @@ impl Conn {
         self.exchange(async |c| {
             let mut msg = Vec::new();
             for (key, value, exptime) in items {
-                msg.extend_from_slice(format!("set {key} 0 {exptime} {}\r\n", value.len()).as_bytes());
-                msg.extend_from_slice(value);
-                msg.extend_from_slice(b"\r\n");
+                storage_command(&mut msg, "set", key, value, *exptime);
             }
             c.send(&msg).await?;
             for _ in items {
