@@ -6,7 +6,8 @@
 //! 3. `lookup` finds the slot for the key: fresh → HIT; stale within grace → STALE plus one
 //!    background refresh; hit-for-pass → PASS; nothing → `miss`.
 //! 4. `miss` makes the first request for a key the leader of a flight; the others wait on
-//!    it (bounded by `cache.lock_timeout`) and are answered from what it stored.
+//!    it (bounded by `cache.lock_timeout`) and are answered from what it stored, unless a
+//!    ban that arrived while the leader was at the origin selects it (they ask again).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,7 +43,8 @@ use crate::tags::{self, TagRules};
 use crate::tls;
 use crate::writes;
 
-/// How many times a waiter retries after a leader gave up (its client went away).
+/// How many times a waiter retries after a leader gave up (its client went away) or brought
+/// an object that a ban has selected since.
 const MAX_FLIGHT_RETRIES: usize = 3;
 /// Request headers never sent to the origin on a cache fill: the fill must fetch the full,
 /// unconditional, uncompressed object that every client can be served from.
@@ -76,8 +78,10 @@ thread_local! {
 /// The result of a flight, shared with the requests that waited on it.
 #[derive(Debug, Clone)]
 enum Flight {
-    /// The response was stored: serve this object.
-    Stored(Arc<Object>),
+    /// The response was stored: serve this object, unless a ban applied since the ban
+    /// generation noted before the origin was asked (the second field) selects it: the
+    /// waiter may have come after the write behind that ban, so it asks again.
+    Stored(Arc<Object>, u64),
     /// The response may not be shared: each waiter goes to the origin itself.
     Uncacheable,
     /// The origin failed with this status; waiters answer the same.
@@ -495,7 +499,10 @@ impl Proxy {
                         Err(_) => return self.pass(lk.parts, body, client, PassReason::LockTimeout).await,
                     };
                     match flight {
-                        Some(Flight::Stored(o)) => {
+                        Some(Flight::Stored(o, generation)) => {
+                            if self.bans.superseded(generation, &lk.primary, &o.tags) {
+                                continue;
+                            }
                             self.metrics.coalesced.inc();
                             let ttl = o.ttl_secs(Instant::now());
                             let status = cache_status(format_args!("hit; collapsed; ttl={ttl}"));
@@ -661,7 +668,7 @@ impl Proxy {
             }
         };
         let stored = self.store_object(&lk.primary, &sent, &obj, generation);
-        guard.finish(Flight::Stored(obj.clone()));
+        guard.finish(Flight::Stored(obj.clone(), generation));
         let status = if stored {
             cache_status(format_args!("fwd=uri-miss; fwd-status={}; stored", obj.status.as_u16()))
         } else {
@@ -1003,7 +1010,7 @@ impl Proxy {
                         banned: std::sync::atomic::AtomicBool::new(false),
                     });
                     self.store_object(primary, &req_headers, &obj, generation);
-                    Flight::Stored(obj)
+                    Flight::Stored(obj, generation)
                 }
                 Err(_) => Flight::Uncacheable,
             };
@@ -1033,7 +1040,7 @@ impl Proxy {
         match self.build_object(parts, body, life, path, query.as_deref()).await {
             Some(obj) => {
                 self.store_object(primary, &req_headers, &obj, generation);
-                Flight::Stored(obj)
+                Flight::Stored(obj, generation)
             }
             None => Flight::Failed(StatusCode::BAD_GATEWAY),
         }

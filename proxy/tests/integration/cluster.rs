@@ -946,6 +946,37 @@ async fn a_fill_in_flight_when_a_ban_arrives_is_not_stored() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_after_a_ban_is_not_answered_from_a_fill_that_started_before_it() {
+    bounded(60, async {
+        let site = Site::start().await;
+        let nodes = cluster(&site.url(), 2, relaxed).await;
+        let a = nodes[0].addr;
+        // The leader's fill reads generation 1, then the origin takes 500 ms.
+        let leader = tokio::spawn(async move { get_at(a, &host(), "/slow/w1", &[]).await });
+        let fixture = &site.fixture;
+        poll("the fill to reach the origin", PROPAGATION, move || async move {
+            (fixture.hits() >= 1).then_some(())
+        })
+        .await;
+        // The site is edited and the page banned while that fill is still at the origin, so a
+        // request made after the ban (it would wait on the same fill) must see the edit.
+        site.bump();
+        ban_at(nodes[0].admin, &ban_json("tag", "w1", None, false), None).await;
+        let after = get_at(a, &host(), "/slow/w1", &[]).await;
+        assert_eq!(
+            generation_of(&after),
+            "2",
+            "a request after the ban (X-Cache {})",
+            after.x_cache()
+        );
+        let r = leader.await.expect("GET task");
+        assert_eq!(generation_of(&r), "1", "the leader asked before the edit");
+        assert_eq!(get_at(a, &host(), "/slow/w1", &[]).await.x_cache(), "HIT");
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Signatures, the answer, /cluster and metrics
 // ---------------------------------------------------------------------------------------
