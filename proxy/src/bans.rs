@@ -209,22 +209,38 @@ impl Bans {
         }
     }
 
-    /// Whether a ban applied since generation `since` selects an object about to be stored
-    /// under `key` with `tags` (its fill started before the ban). When too many bans arrived
-    /// to tell, the answer is yes.
-    pub fn superseded(&self, since: u64, key: &str, tags: &[Arc<str>]) -> bool {
+    /// How the bans applied since generation `since` judge an object about to be stored
+    /// under `key` with `tags` (its fill started before them). When too many bans arrived to
+    /// tell, the answer is [`InFlight::Hard`].
+    pub fn since(&self, since: u64, key: &str, tags: &[Arc<str>]) -> InFlight {
         if self.generation() == since {
-            return false;
+            return InFlight::Untouched;
         }
         let recent = self.recent.lock();
         match recent.front() {
             Some((oldest, _)) if *oldest <= since + 1 => recent
                 .iter()
-                .filter(|(g, _)| *g > since)
-                .any(|(_, c)| c.matches(key, tags)),
-            _ => true,
+                .filter(|(g, c)| *g > since && c.matches(key, tags))
+                .map(|(_, c)| if c.ban.soft { InFlight::Soft } else { InFlight::Hard })
+                .max()
+                .unwrap_or(InFlight::Untouched),
+            _ => InFlight::Hard,
         }
     }
+}
+
+/// What the bans applied while a fill was at the origin say about the object it brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum InFlight {
+    /// None selects it: store it.
+    Untouched,
+    /// Only soft bans select it: store it already stale, as the soft ban would have left it
+    /// (served while it is fetched again). Were it dropped, a page that takes longer to
+    /// render than the time between two soft bans would never be stored again.
+    Soft,
+    /// A hard ban selects it (it may predate the write behind the ban), or too many bans
+    /// arrived to tell: do not store it.
+    Hard,
 }
 
 #[cfg(test)]
@@ -279,6 +295,14 @@ mod tests {
             value: value.into(),
             host: host.map(str::to_string),
             soft: false,
+        };
+        Arc::new(Compiled::new(b, &strip()).unwrap())
+    }
+
+    fn soft_ban(kind: Kind, value: &str) -> Arc<Compiled> {
+        let b = Ban {
+            soft: true,
+            ..Ban::new(kind, value)
         };
         Arc::new(Compiled::new(b, &strip()).unwrap())
     }
@@ -347,17 +371,28 @@ mod tests {
     #[test]
     fn in_flight_fills_are_judged_against_later_bans() {
         let (s, b) = (store(), Bans::default());
+        let tags = [Arc::from("post:5"), Arc::from("list")];
         let before = b.generation();
-        assert!(!b.superseded(before, "a.test/hello/", &[Arc::from("post:5")]));
+        assert_eq!(b.since(before, "a.test/hello/", &tags), InFlight::Untouched);
         b.apply(&s, ban(Kind::Tag, "post:7", None));
-        assert!(!b.superseded(before, "a.test/hello/", &[Arc::from("post:5")]));
+        assert_eq!(b.since(before, "a.test/hello/", &tags), InFlight::Untouched);
+        b.apply(&s, soft_ban(Kind::Tag, "list"));
+        assert_eq!(b.since(before, "a.test/hello/", &tags), InFlight::Soft);
+        let after_soft = b.generation();
         b.apply(&s, ban(Kind::Tag, "post:5", None));
-        assert!(b.superseded(before, "a.test/hello/", &[Arc::from("post:5")]));
-        assert!(!b.superseded(b.generation(), "a.test/hello/", &[Arc::from("post:5")]));
+        assert_eq!(
+            b.since(before, "a.test/hello/", &tags),
+            InFlight::Hard,
+            "hard outweighs soft"
+        );
+        assert_eq!(b.since(after_soft, "a.test/hello/", &tags), InFlight::Hard);
+        b.apply(&s, soft_ban(Kind::Tag, "list"));
+        assert_eq!(b.since(before, "a.test/hello/", &tags), InFlight::Hard, "in any order");
+        assert_eq!(b.since(b.generation(), "a.test/hello/", &tags), InFlight::Untouched);
         // When the bans since are no longer all remembered, assume the worst.
         for _ in 0..RECENT_BANS {
             b.apply(&s, ban(Kind::Tag, "other", None));
         }
-        assert!(b.superseded(before, "a.test/x/", &[]));
+        assert_eq!(b.since(before, "a.test/x/", &[]), InFlight::Hard);
     }
 }

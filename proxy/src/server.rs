@@ -7,7 +7,7 @@
 //!    background refresh; hit-for-pass → PASS; nothing → `miss`.
 //! 4. `miss` makes the first request for a key the leader of a flight; the others wait on
 //!    it (bounded by `cache.lock_timeout`) and are answered from what it stored, unless a
-//!    ban that arrived while the leader was at the origin selects it (they ask again).
+//!    hard ban that arrived while the leader was at the origin selects it (they ask again).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use strata_wire::ban::{Ban, Kind};
 
-use crate::bans::{BanError, Bans, Compiled};
+use crate::bans::{BanError, Bans, Compiled, InFlight};
 use crate::body::ProxyBody;
 use crate::cache::{self, Object, Slot, Store, VaryRule};
 use crate::cluster::{Cluster, FlushReason};
@@ -78,7 +78,7 @@ thread_local! {
 /// The result of a flight, shared with the requests that waited on it.
 #[derive(Debug, Clone)]
 enum Flight {
-    /// The response was stored: serve this object, unless a ban applied since the ban
+    /// The response was stored: serve this object, unless a hard ban applied since the ban
     /// generation noted before the origin was asked (the second field) selects it: the
     /// waiter may have come after the write behind that ban, so it asks again.
     Stored(Arc<Object>, u64),
@@ -500,7 +500,7 @@ impl Proxy {
                     };
                     match flight {
                         Some(Flight::Stored(o, generation)) => {
-                            if self.bans.superseded(generation, &lk.primary, &o.tags) {
+                            if self.bans.since(generation, &lk.primary, &o.tags) == InFlight::Hard {
                                 continue;
                             }
                             self.metrics.coalesced.inc();
@@ -698,10 +698,10 @@ impl Proxy {
     /// Stores an object, under a Vary rule when the origin varies on request headers.
     /// `req` are the request headers the object was fetched with (for variant keys);
     /// `generation` is the ban generation noted before the origin was asked: an object that
-    /// a ban since then selects is not stored (it may predate the write behind the ban).
-    /// Returns whether it was stored.
+    /// a hard ban since then selects is not stored (it may predate the write behind the ban),
+    /// one that only soft bans select is stored stale. Returns whether it was stored.
     fn store_object(&self, primary: &Arc<str>, req: &HeaderMap, obj: &Arc<Object>, generation: u64) -> bool {
-        if self.bans.superseded(generation, primary, &obj.tags) {
+        if !self.judged_in_flight(primary, obj, generation) {
             self.metrics.not_stored("banned-in-flight");
             return false;
         }
@@ -730,11 +730,25 @@ impl Proxy {
         self.kept_after_insert(primary, &vkey, obj, generation)
     }
 
+    /// Judges an object whose fill began at ban `generation` against the bans since: false
+    /// when a hard one selects it; marked stale when only soft ones do.
+    fn judged_in_flight(&self, primary: &Arc<str>, obj: &Object, generation: u64) -> bool {
+        match self.bans.since(generation, primary, &obj.tags) {
+            InFlight::Untouched => true,
+            InFlight::Soft => {
+                obj.banned.store(true, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            InFlight::Hard => false,
+        }
+    }
+
     /// Checks a just-stored object against the bans again: a ban that arrived between the
     /// check before storing and the insert walked the store before the object was in it, so
-    /// the object is taken out again (the next request fetches it anew).
+    /// the object is taken out again (the next request fetches it anew), or marked stale
+    /// when the ban was soft.
     fn kept_after_insert(&self, primary: &Arc<str>, key: &Arc<str>, obj: &Arc<Object>, generation: u64) -> bool {
-        if !self.bans.superseded(generation, primary, &obj.tags) {
+        if self.judged_in_flight(primary, obj, generation) {
             return true;
         }
         if let Some(Slot::Object(current)) = self.store.get(key) {

@@ -977,6 +977,36 @@ async fn a_request_after_a_ban_is_not_answered_from_a_fill_that_started_before_i
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_in_flight_when_a_soft_ban_arrives_is_stored_stale() {
+    bounded(60, async {
+        let site = Site::start().await;
+        let nodes = cluster(&site.url(), 2, relaxed).await;
+        let a = nodes[0].addr;
+        let leader = tokio::spawn(async move { get_at(a, &host(), "/slow/s1", &[]).await });
+        let fixture = &site.fixture;
+        poll("the fill to reach the origin", PROPAGATION, move || async move {
+            (fixture.hits() >= 1).then_some(())
+        })
+        .await;
+        site.bump();
+        ban_at(nodes[0].admin, &ban_json("tag", "s1", None, true), None).await;
+        let r = leader.await.expect("GET task");
+        assert_eq!((r.x_cache(), generation_of(&r).as_str()), ("MISS", "1"));
+        // Stored, but already stale (as the soft ban leaves a stored page): served at once
+        // while it is fetched again, so a page slower to render than the time between two
+        // soft bans still gets cached.
+        let r = get_at(a, &host(), "/slow/s1", &[]).await;
+        assert_eq!((r.x_cache(), generation_of(&r).as_str()), ("STALE", "1"));
+        poll("the refreshed page", PROPAGATION, move || async move {
+            let r = get_at(a, &host(), "/slow/s1", &[]).await;
+            (r.x_cache() == "HIT" && generation_of(&r) == "2").then_some(())
+        })
+        .await;
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Signatures, the answer, /cluster and metrics
 // ---------------------------------------------------------------------------------------
