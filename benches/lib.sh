@@ -47,12 +47,12 @@ ensure_tools() {
     [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} failed"
 }
 
-# build_release BINARY…: release builds of strata-proxy, strata-syncer and the bench tools
+# build_release BINARY…: release builds of strata-proxy, strata-syncer, strata-director and the bench tools
 # (unless SKIP_BUILD=1; the log in $WORK/build.log), then checks that each BINARY is there.
 build_release() {
     if [ "${SKIP_BUILD:-0}" != 1 ]; then
         log "building release binaries"
-        if ! (cd "$ROOT" && "${CARGO:-cargo}" build --release -p strata-proxy -p strata-syncer -p strata-bench) \
+        if ! (cd "$ROOT" && "${CARGO:-cargo}" build --release -p strata-proxy -p strata-syncer -p strata-director -p strata-bench) \
             >"$WORK/build.log" 2>&1; then
             tail -n 30 "$WORK/build.log" >&2
             die "cargo build failed"
@@ -60,7 +60,7 @@ build_release() {
     fi
     local bin
     for bin in "$@"; do
-        [ -x "$bin" ] || die "$bin not found (cargo build --release -p strata-proxy -p strata-syncer -p strata-bench)"
+        [ -x "$bin" ] || die "$bin not found (cargo build --release -p strata-proxy -p strata-syncer -p strata-director -p strata-bench)"
     done
 }
 

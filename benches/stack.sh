@@ -12,12 +12,34 @@
 #       WordPress (benches/config/stack-purge.php) that sends a BAN to every Varnish node on
 #       `comment_post`, as a purge plugin does for a Varnish cluster.
 #
+# With DIRECTOR=1 (the default) the nodes sit behind strata-director, as in a deployment:
+#
+#   netns RIG-cli 192.0.2.1          netns RIG-dir 192.0.2.2        netns RIG-n1 … RIG-nNODES
+#   stack-load run ── VIP 192.0.2.100 ──▶ strata-director ──(L2)──▶ node 192.0.2.(10+i), VIP on lo
+#          ▲                                                             │
+#          └───────────── answers straight back (direct server return) ──┘
+#                                                                        │ 198.51.100.1 (veth, root
+#                                                                        ▼ namespace; socat relays)
+#                     WordPress origin 127.0.0.1:8081, memcached 127.0.0.1:11211, MariaDB,
+#                     strata-syncer (bans and verdicts to the nodes' admin listeners)
+#
+# The namespaces and the bridge between them are director/tests/rig.sh's (documentation
+# addresses only); the root namespace joins the bridge as 198.51.100.1 (the director and the
+# nodes get a second address in 198.51.100.0/24), where two socat relays lead to the origin
+# and to memcached; the syncer, the warm-up and the purge mu-plugin reach the nodes there. Each client keeps NODES connections to the VIP, which
+# the director spreads over the nodes by their addresses and ports; the caches are warmed
+# through each node's own address. The same director (restarted with the Varnish nodes'
+# health URL) stands in front of the Varnish nodes in phase (2).
+#
+# With DIRECTOR=0 everything listens on loopback and the load generator spreads the requests
+# itself:
+#
 #   load generator (stack-load run) ──round-robin per request──▶ node 1 … node NODES
 #                                                                    │
 #                           WordPress origin 127.0.0.1:8081 (nginx + php-fpm) + MariaDB
 #
 # `stack-load` keeps CONNECTIONS clients in a closed loop for DURATION per system; each
-# request goes to the next node. POST_SHARE of the requests are comment POSTs (unique author,
+# request goes to the next node (the next connection to the VIP). POST_SHARE of the requests are comment POSTs (unique author,
 # e-mail, text and X-Forwarded-For) to a random open post, the rest GETs cycling over every
 # published post (Accept-Encoding: gzip). When a POST is answered 302 to `…#comment-ID`, the
 # same client GETs that post through the next node (no cookies) and the page must show
@@ -41,6 +63,8 @@
 #
 # Environment:
 #   NODES         cache nodes per system, 2 to 8 (default 2)
+#   DIRECTOR      1: the nodes behind strata-director in network namespaces (default);
+#                 0: everything on loopback, the load generator picks the node
 #   DURATION      load time per system (default 20s)
 #   CONNECTIONS   clients of the closed loop; each has a keep-alive connection per node (default 32)
 #   POST_SHARE    fraction of the requests that are comment POSTs (default 0.01)
@@ -54,15 +78,19 @@
 #   SKIP_BUILD=1  do not run cargo build (use the binaries already in target/release)
 #   KEEP_WORK=1   keep the temporary work directory (logs, configs, outputs)
 #
-# Ports (all 127.0.0.1): WordPress origin 8081 (scripts/wordpress.sh), memcached 11211
-# (scripts/memcached.sh; this run's keys under its own prefix), MariaDB 3306;
-# strata-proxy node i on 821i (admin 921i), strata-syncer admin 9220; Varnish node i on 823i.
+# Ports (127.0.0.1): WordPress origin 8081 (scripts/wordpress.sh), memcached 11211
+# (scripts/memcached.sh; this run's keys under its own prefix), MariaDB 3306, strata-syncer
+# admin 9220. DIRECTOR=1: node i is 192.0.2.(10+i) and 198.51.100.(10+i), strata-proxy on :80
+# (admin :9080) or Varnish on :80; the director's admin listener 198.51.100.2:9090; namespaces
+# sstack-*.
+# DIRECTOR=0: strata-proxy node i on 127.0.0.1:821i (admin 921i), Varnish node i on 823i.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
 NODES=${NODES:-2}
+DIRECTOR=${DIRECTOR:-1}
 DURATION=${DURATION:-20s}
 CONNECTIONS=${CONNECTIONS:-32}
 POST_SHARE=${POST_SHARE:-0.01}
@@ -87,6 +115,7 @@ PREFIX="strata-stack:$TAG:"
 
 sql() { mysql "${MYSQL_ARGS[@]}" -N -B -e "$1" 2>/dev/null; }
 
+[[ $DIRECTOR =~ ^[01]$ ]] || die "DIRECTOR must be 1 (behind strata-director) or 0 (loopback)"
 [[ $NODES =~ ^[2-8]$ ]] || die "NODES must be 2 to 8 (the read-your-writes check reads through another node)"
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ && $MAX_REQUESTS =~ ^[1-9][0-9]*$ ]] ||
     die "CONNECTIONS and MAX_REQUESTS must be positive integers"
@@ -94,12 +123,46 @@ sql() { mysql "${MYSQL_ARGS[@]}" -N -B -e "$1" 2>/dev/null; }
 awk -v s="$POST_SHARE" 'BEGIN { exit !(s ~ /^(0|1|0?\.[0-9]+)$/ && s >= 0 && s <= 1) }' ||
     die "POST_SHARE must be a fraction between 0 and 1 (e.g. 0.01)"
 
-STRATA_ADDR=() STRATA_ADMIN=() VARNISH_ADDR=()
-for i in $(seq 1 "$NODES"); do
-    STRATA_ADDR+=("127.0.0.1:$((8210 + i))")
-    STRATA_ADMIN+=("127.0.0.1:$((9210 + i))")
-    VARNISH_ADDR+=("127.0.0.1:$((8230 + i))")
-done
+# Where each node listens, where the nodes find the origin and memcached, whom they trust for
+# X-Forwarded-For, and what the load generator aims at (LOAD_TARGETS). NODE_EXEC_i runs a
+# command on node i (in its namespace behind the director).
+STRATA_ADDR=() STRATA_ADMIN=() VARNISH_ADDR=() LOAD_TARGETS=()
+RIG=sstack
+RIG_SCRIPT=$ROOT/director/tests/rig.sh
+VIP=192.0.2.100
+# The rig's hosts talk among themselves in 192.0.2.0/24; this (root) namespace joins the
+# bridge in a second subnet, 198.51.100.0/24, where the director and each node have a second
+# address: the root namespace may itself sit in 192.0.2.0/24.
+HOST_NET=198.51.100
+HOST_ADDR=$HOST_NET.1
+DIRECTOR_ADMIN=$HOST_NET.2:9090
+if [ "$DIRECTOR" = 1 ]; then
+    NODE_ORIGIN=$HOST_ADDR:8081
+    NODE_MEMCACHED=$HOST_ADDR:11211
+    CLIENT_ADDR=192.0.2.1
+    for i in $(seq 1 "$NODES"); do
+        STRATA_ADDR+=("$HOST_NET.$((10 + i)):80")
+        STRATA_ADMIN+=("$HOST_NET.$((10 + i)):9080")
+        VARNISH_ADDR+=("$HOST_NET.$((10 + i)):80")
+        LOAD_TARGETS+=("$VIP:80")
+    done
+else
+    NODE_ORIGIN=$ORIGIN_ADDR
+    NODE_MEMCACHED=$MEMCACHED
+    CLIENT_ADDR=127.0.0.1
+    for i in $(seq 1 "$NODES"); do
+        STRATA_ADDR+=("127.0.0.1:$((8210 + i))")
+        STRATA_ADMIN+=("127.0.0.1:$((9210 + i))")
+        VARNISH_ADDR+=("127.0.0.1:$((8230 + i))")
+    done
+    LOAD_TARGETS=("${STRATA_ADDR[@]}")
+fi
+# on_node I CMD…: CMD on node I (exec'd, so that $! of `on_node … &` is CMD's pid).
+on_node() {
+    local i=$1
+    shift
+    if [ "$DIRECTOR" = 1 ]; then exec ip netns exec "$RIG-n$i" "$@"; else exec "$@"; fi
+}
 join() { # join SEP ITEM… -> the items separated by SEP
     local sep=$1 out=""
     shift
@@ -126,6 +189,17 @@ stop_all() {
     PIDS=()
 }
 
+# The relays from the rig to the origin and memcached (DIRECTOR=1).
+RELAY_PIDS=()
+stop_relays() {
+    local pid
+    for pid in "${RELAY_PIDS[@]}"; do
+        pkill -TERM -P "$pid" 2>/dev/null || true # socat's per-connection children
+        stop_pid "$pid"
+    done
+    RELAY_PIDS=()
+}
+
 restore_options() {
     local name
     for name in "${!OPTION_SAVED[@]}"; do
@@ -140,6 +214,8 @@ cleanup() {
     [ -t 2 ] && printf '\n' >&2
     rm -f "$MU_PLUGIN"
     stop_all
+    stop_relays
+    [ "$DIRECTOR" = 1 ] && "$RIG_SCRIPT" down "$RIG"
     delete_comments
     forget_queue
     restore_options
@@ -157,17 +233,25 @@ trap 'exit 143' TERM
 # Tools, build, origin
 
 ensure_tools varnishd=varnish varnishstat=varnish curl=curl mysql=mariadb-client awk=gawk
+[ "$DIRECTOR" = 1 ] && ensure_tools socat=socat ip=iproute2
 export PATH=$PATH:/usr/sbin:/sbin
-[ "$(id -u)" -eq 0 ] || die "run as root: the origin scripts and the mu-plugin need it"
+[ "$(id -u)" -eq 0 ] || die "run as root: the origin scripts, the mu-plugin and the namespaces need it"
 
-for addr in "${STRATA_ADDR[@]}" "${STRATA_ADMIN[@]}" "${VARNISH_ADDR[@]}" "$SYNCER_ADMIN"; do
+busy_check=("$SYNCER_ADMIN")
+[ "$DIRECTOR" = 0 ] && busy_check+=("${STRATA_ADDR[@]}" "${STRATA_ADMIN[@]}" "${VARNISH_ADDR[@]}")
+for addr in "${busy_check[@]}"; do
     port_busy "$addr" && die "something is already listening on $addr; stop it first"
 done
+if [ "$DIRECTOR" = 1 ]; then
+    taken=$(ip -4 route show | awk -v net="$HOST_NET." 'index($1, net) == 1' | head -n 1)
+    [ -z "$taken" ] || die "this namespace already has a route into $HOST_NET.0/24 ($taken); the rig's host link needs it"
+fi
 
 STRATA_BIN=$TARGET_DIR/release/strata-proxy
 SYNCER_BIN=$TARGET_DIR/release/strata-syncer
 LOAD_BIN=$TARGET_DIR/release/stack-load
-build_release "$STRATA_BIN" "$SYNCER_BIN" "$LOAD_BIN"
+DIRECTOR_BIN=$TARGET_DIR/release/strata-director
+build_release "$STRATA_BIN" "$SYNCER_BIN" "$LOAD_BIN" "$DIRECTOR_BIN"
 
 log "bringing up the WordPress origin (scripts/wordpress.sh) and memcached (scripts/memcached.sh)"
 bash "$ROOT/scripts/wordpress.sh" >"$WORK/wordpress.log" 2>&1 || {
@@ -180,6 +264,57 @@ bash "$ROOT/scripts/memcached.sh" >"$WORK/memcached.log" 2>&1 || {
 }
 sql "SELECT 1" >/dev/null || die "MariaDB does not answer (mysql ${MYSQL_ARGS[*]})"
 [ -d "$MU_PLUGINS" ] || die "$MU_PLUGINS not found (scripts/wordpress.sh creates it)"
+
+# ---------------------------------------------------------------------------
+# The rig (DIRECTOR=1): namespaces, the root namespace on the bridge, relays
+
+if [ "$DIRECTOR" = 1 ]; then
+    log "network namespaces $RIG-{sw,cli,dir,n1…n$NODES} (director/tests/rig.sh); this host joins as $HOST_ADDR"
+    "$RIG_SCRIPT" up "$RIG" "$NODES" >"$WORK/rig.log" 2>&1 || {
+        cat "$WORK/rig.log" >&2
+        die "director/tests/rig.sh up failed"
+    }
+    ip link add "$RIG-h" type veth peer name v-host netns "$RIG-sw"
+    ip -n "$RIG-sw" link set v-host master br0 up
+    ip addr add "$HOST_ADDR/24" dev "$RIG-h"
+    ip link set "$RIG-h" up
+    ip -n "$RIG-dir" addr add "$HOST_NET.2/24" dev eth0
+    for i in $(seq 1 "$NODES"); do
+        ip -n "$RIG-n$i" addr add "$HOST_NET.$((10 + i))/24" dev eth0
+    done
+    for pair in "$NODE_ORIGIN=$ORIGIN_ADDR" "$NODE_MEMCACHED=$MEMCACHED"; do
+        from=${pair%%=*} to=${pair#*=}
+        socat "TCP-LISTEN:${from#*:},bind=${from%:*},fork,reuseaddr,nodelay,backlog=4096" "TCP:$to,nodelay" \
+            2>>"$WORK/relay.log" &
+        RELAY_PIDS+=($!)
+    done
+    for _ in $(seq 1 50); do
+        port_busy "$NODE_ORIGIN" && port_busy "$NODE_MEMCACHED" && break
+        sleep 0.1
+    done
+    port_busy "$NODE_ORIGIN" && port_busy "$NODE_MEMCACHED" || die "the relays on $HOST_ADDR did not start: $(cat "$WORK/relay.log")"
+fi
+
+# start_director HEALTH_PORT HEALTH_PATH: strata-director in front of the nodes (one phase),
+# until it sees every node up.
+start_director() {
+    local port=$1 path=$2 i
+    {
+        printf 'interface = "eth0"\nvip = "%s"\nports = [80]\nadmin_listen = "%s"\n' "$VIP" "$DIRECTOR_ADMIN"
+        for i in $(seq 1 "$NODES"); do
+            printf '\n[[backend]]\naddr = "192.0.2.%d"\nhealth_url = "http://192.0.2.%d:%d%s"\n' \
+                $((10 + i)) $((10 + i)) "$port" "$path"
+        done
+    } >"$WORK/director.toml"
+    STRATA_LOG=warn ip netns exec "$RIG-dir" "$DIRECTOR_BIN" --config "$WORK/director.toml" \
+        >>"$WORK/director.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 100); do
+        [ "$(curl -s --max-time 2 "http://$DIRECTOR_ADMIN/status" | grep -c ' up for ')" = "$NODES" ] && return 0
+        sleep 0.2
+    done
+    die "the director does not see all $NODES nodes up: $(curl -s --max-time 2 "http://$DIRECTOR_ADMIN/status")"
+}
 
 # ---------------------------------------------------------------------------
 # The site: paths, posts, options, comments
@@ -259,19 +394,21 @@ labels() {
                   print (out ? out : "none") }'
 }
 
-# run_load SYSTEM SUFFIX NODE-ADDR…: warms the nodes, then the load with its progress line.
+# run_load SYSTEM SUFFIX NODE-ADDR…: warms the nodes (each through its own address), then the
+# load on LOAD_TARGETS (from the client's namespace behind the director) with its progress line.
 run_load() {
     local system=$1 suffix=$2
     shift 2
-    local nodes
+    local nodes client=()
     nodes=$(join , "$@")
+    [ "$DIRECTOR" = 1 ] && client=(ip netns exec "$RIG-cli")
     log "$system: warming $PATH_COUNT paths on $# nodes"
     "$LOAD_BIN" warm --nodes "$nodes" --host "$HOST_HEADER" --paths "$WORK/paths.txt" --concurrency 4 \
         >"$WORK/$system-warm.out" 2>"$WORK/$system-warm.err" || die "stack-load warm failed: $(cat "$WORK/$system-warm.err")"
     log "$system: $(cat "$WORK/$system-warm.out")"
     LOADAVG[$system]=$(cut -d' ' -f1 /proc/loadavg)
     log "$system: $CONNECTIONS clients for $DURATION, $POST_SHARE of the requests comment POSTs"
-    "$LOAD_BIN" run --system "$system" --nodes "$nodes" --host "$HOST_HEADER" --paths "$WORK/paths.txt" \
+    "${client[@]}" "$LOAD_BIN" run --system "$system" --nodes "$(join , "${LOAD_TARGETS[@]}")" --host "$HOST_HEADER" --paths "$WORK/paths.txt" \
         --posts "$POST_IDS" --tag "${TAG}$suffix" --connections "$CONNECTIONS" --duration "$DURATION" \
         --post-share "$POST_SHARE" --max-requests "$MAX_REQUESTS" --series "$WORK/$system.csv" \
         >"$WORK/$system.out" || die "stack-load run failed (see above)"
@@ -296,13 +433,17 @@ for i in $(seq 1 "$NODES"); do
     for j in $(seq 1 "$NODES"); do
         [ "$j" = "$i" ] || others+=("http://${STRATA_ADMIN[$((j - 1))]}")
     done
+    public_listen=${STRATA_ADDR[$((i - 1))]} admin_listen=${STRATA_ADMIN[$((i - 1))]}
+    # Behind the director a node answers on the VIP too, and the health checks come from the
+    # director's subnet.
+    [ "$DIRECTOR" = 1 ] && public_listen=0.0.0.0:80 admin_listen=0.0.0.0:9080
     cat >"$WORK/strata-$i.toml" <<EOF
 [server]
-listen = "${STRATA_ADDR[$((i - 1))]}"
-admin_listen = "${STRATA_ADMIN[$((i - 1))]}"
+listen = "$public_listen"
+admin_listen = "$admin_listen"
 
 [origin]
-url = "http://$ORIGIN_ADDR"
+url = "http://$NODE_ORIGIN"
 
 [cache]
 capacity = "512MiB"
@@ -316,11 +457,11 @@ secret_file = "cluster.secret"
 
 [comments]
 enabled = true
-memcached = ["$MEMCACHED"]
+memcached = ["$NODE_MEMCACHED"]
 key_prefix = "$PREFIX"
 hold = "$HOLD"
 max_hold = "$MAX_HOLD"
-trusted_proxies = ["127.0.0.1"]
+trusted_proxies = ["$CLIENT_ADDR"]
 EOF
 done
 admin_urls=()
@@ -339,7 +480,7 @@ EOF
 
 log "(1) Strata: $NODES strata-proxy nodes on $(join ', ' "${STRATA_ADDR[@]}") and strata-syncer"
 for i in $(seq 1 "$NODES"); do
-    (cd "$WORK" && exec "$STRATA_BIN" --config "strata-$i.toml") >"$WORK/strata-$i.log" 2>&1 &
+    (cd "$WORK" && on_node "$i" "$STRATA_BIN" --config "strata-$i.toml") >"$WORK/strata-$i.log" 2>&1 &
     PIDS+=($!)
 done
 (cd "$WORK" && exec "$SYNCER_BIN" --config syncer.toml) >"$WORK/syncer.log" 2>&1 &
@@ -353,6 +494,7 @@ for i in $(seq 1 "$NODES"); do
     wait_for "http://${STRATA_ADMIN[$((i - 1))]}/cluster" '"confirmed":true' 20 ||
         die "node $i did not confirm its siblings: $(curl -s "http://${STRATA_ADMIN[$((i - 1))]}/cluster")"
 done
+[ "$DIRECTOR" = 1 ] && start_director 9080 /healthz
 # The proxies queue comments only once they have read the syncer's settings (every second).
 sleep 2
 
@@ -378,6 +520,13 @@ mean_ms() { # mean_ms HISTOGRAM ADMIN… -> mean in ms of a seconds histogram
 }
 EXTRA[strata]+=" mean syncer lag (accepted → committed) $(mean_ms strata_syncer_lag_seconds "$SYNCER_ADMIN"),"
 EXTRA[strata]+=" mean verdict wait on the proxies $(mean_ms strata_comment_verdict_seconds "${STRATA_ADMIN[@]}")"
+# director_spread SYSTEM: the director's new flows per node, and what it forwarded.
+director_spread() {
+    [ "$DIRECTOR" = 1 ] || return 0
+    EXTRA[$1]+="; director: new flows per node $(labels strata_director_node_new_flows_total "$DIRECTOR_ADMIN"),"
+    EXTRA[$1]+=" frames received $(metric strata_director_rx_frames_total "" "$DIRECTOR_ADMIN")"
+}
+director_spread strata
 stop_all
 delete_comments
 forget_queue
@@ -392,21 +541,28 @@ sed "s|^    \$nodes = \[\];|    \$nodes = [$(join ', ' "${varnish_list[@]}")];|"
     >"$WORK/stack-purge.php"
 grep -q "'${VARNISH_ADDR[0]}'" "$WORK/stack-purge.php" || die "could not fill in the node list of the purge mu-plugin"
 install -m 0644 "$WORK/stack-purge.php" "$MU_PLUGIN"
-cp "$ROOT/benches/config/stack.vcl" "$WORK/stack.vcl"
+# Behind the director the nodes reach the origin through the relay, and the WordPress host's
+# BANs come from the relay's address.
+sed -e "s|^    .host = \"127.0.0.1\";|    .host = \"${NODE_ORIGIN%:*}\";|" \
+    -e "s|^    \"127.0.0.1\";|    \"127.0.0.1\";\n    \"$HOST_ADDR\";|" "$ROOT/benches/config/stack.vcl" >"$WORK/stack.vcl"
+grep -q "\.host = \"${NODE_ORIGIN%:*}\"" "$WORK/stack.vcl" || die "could not set the backend of the VCL"
 for i in $(seq 1 "$NODES"); do
     mkdir -p "$WORK/varnish-$i"
-    varnishd -F -n "$WORK/varnish-$i" -a "${VARNISH_ADDR[$((i - 1))]}" -T none -f "$WORK/stack.vcl" \
-        -s malloc,512m >"$WORK/varnish-$i.log" 2>&1 &
+    listen=${VARNISH_ADDR[$((i - 1))]}
+    [ "$DIRECTOR" = 1 ] && listen=:80 # the node's address and the VIP
+    (on_node "$i" varnishd -F -n "$WORK/varnish-$i" -a "$listen" -T none -f "$WORK/stack.vcl" \
+        -s malloc,512m) >"$WORK/varnish-$i.log" 2>&1 &
     PIDS+=($!)
 done
 for i in $(seq 1 "$NODES"); do
     wait_for "http://${VARNISH_ADDR[$((i - 1))]}/" "</html>" 30 ||
         die "varnishd $i did not start: $(tail -n 5 "$WORK/varnish-$i.log")"
 done
-# The mu-plugin must reach every node: a BAN through WordPress's HTTP API would fail quietly.
+# The nodes must accept a BAN from this host, where the mu-plugin sends them from.
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X BAN -H "X-Ban-Host: $HOST_HEADER" \
     "http://${VARNISH_ADDR[0]}/") || code=000
-[ "$code" = 200 ] || die "varnishd 1 answered $code to a BAN from 127.0.0.1"
+[ "$code" = 200 ] || die "varnishd 1 answered $code to a BAN from this host"
+[ "$DIRECTOR" = 1 ] && start_director 80 /healthz
 
 PHP_LOG=/var/log/strata/php-fpm.log
 PHP_LOG_LINES=$(wc -l <"$PHP_LOG" 2>/dev/null || echo 0)
@@ -426,6 +582,9 @@ EXTRA[varnish]="varnishstat (all nodes): cache_hit $(vstat MAIN.cache_hit), cach
 EXTRA[varnish]+=" cache_hitpass $(vstat MAIN.cache_hitpass), bans $(vstat MAIN.bans_added), n_object $(vstat MAIN.n_object);"
 PURGE_ERRORS=$(tail -n +"$((PHP_LOG_LINES + 1))" "$PHP_LOG" 2>/dev/null | grep -c "strata bench purge: BAN to" || true)
 EXTRA[varnish]+=" BANs of the purge mu-plugin that failed (PHP log): ${PURGE_ERRORS:-0}"
+[ "${PURGE_ERRORS:-0}" = 0 ] ||
+    NOTES+=("the purge mu-plugin could not ban some Varnish nodes ($PURGE_ERRORS failures; see the PHP log): the Varnish figures are not those of a working cluster")
+director_spread varnish
 stop_all
 delete_comments
 COMMENTS_AFTER=$(sql "SELECT COUNT(*) FROM wp_comments")
@@ -435,8 +594,17 @@ COMMENTS_AFTER=$(sql "SELECT COUNT(*) FROM wp_comments")
 # ---------------------------------------------------------------------------
 # Report and plot
 
+if [ "$DIRECTOR" = 1 ]; then
+    SPREAD="through strata-director (VIP $VIP, L2 direct server return; the load generator, the director and each node in
+  its own network namespace on one bridge), each client keeping $NODES connections to the VIP and sending each request
+  on the next one"
+    TITLE_WHERE="behind strata-director"
+else
+    SPREAD="on loopback, each request to the next node (round-robin per request)"
+    TITLE_WHERE="on loopback"
+fi
 "$LOAD_BIN" plot --out "$WORK/stack.svg" --series "Strata=$WORK/strata.csv" --series "Varnish=$WORK/varnish.csv" \
-    --title "Full stack, $NODES nodes, $CONNECTIONS clients, $(awk -v s="$POST_SHARE" 'BEGIN { printf "%g", s * 100 }') % comment POSTs" ||
+    --title "Full stack, $NODES nodes $TITLE_WHERE, $CONNECTIONS clients, $(awk -v s="$POST_SHARE" 'BEGIN { printf "%g", s * 100 }') % comment POSTs" ||
     die "stack-load plot failed"
 
 ratio() { # ratio A B -> A/B to one decimal
@@ -455,15 +623,15 @@ version=$("$STRATA_BIN" --version 2>/dev/null || echo "strata-proxy ?")
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 
 {
-    echo "# Full-stack benchmark: Strata cluster against a Varnish cluster"
+    echo "# Full-stack benchmark: Strata cluster against a Varnish cluster, $TITLE_WHERE"
     echo
     echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) CPUs (${CPU:-unknown CPU}), $(uname -sr)."
     echo "- Versions: $version (commit $rev), $(varnishd -V 2>&1 | head -n 1 | sed -E 's/ revision ([0-9a-f]{8})[0-9a-f]*/ (\1)/')."
     echo "- $NODES nodes per system; \`stack-load\`: $CONNECTIONS clients in a closed loop for $DURATION per system,"
-    echo "  each request to the next node (round-robin per request); $POST_SHARE of the requests are comment"
+    echo "  $SPREAD; $POST_SHARE of the requests are comment"
     echo "  POSTs (unique author, e-mail, text, \`X-Forwarded-For\`) to a random one of $POST_COUNT open posts, the"
     echo "  rest GETs cycling over all $PATH_COUNT published posts (\`Accept-Encoding: gzip\`). Caches warmed first"
-    echo "  (every path on every node). Everything — load generator, caches, syncer, memcached, PHP-FPM,"
+    echo "  (every path on every node). Everything — load generator, director, caches, syncer, memcached, PHP-FPM,"
     echo "  nginx, MariaDB — shares the same cores. Load average when each load started: Strata"
     echo "  ${LOADAVG[strata]}, Varnish ${LOADAVG[varnish]}."
     echo "- Strata: strata-proxy × $NODES as one cluster, comments written behind (\`hold = \"$HOLD\"\`,"
@@ -472,7 +640,8 @@ rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
     echo "  the POST bans the host on its own node, and a mu-plugin sends a BAN to every node on"
     echo "  \`comment_post\` (as a purge plugin does)."
     echo "- Read-your-writes: after a POST answered 302 to \`#comment-ID\`, the same client GETs the post"
-    echo "  through the next node, without cookies; a page without \`id=\"comment-ID\"\` is a violation."
+    echo "  through the next node (the next connection to the VIP behind the director), without cookies;"
+    echo "  a page without \`id=\"comment-ID\"\` is a violation."
     echo
     echo "| | Strata | Varnish | Strata / Varnish |"
     echo "|---|--:|--:|--:|"

@@ -21,13 +21,19 @@ backend wordpress {
     .between_bytes_timeout = 10s;
 }
 
-# Who may send BAN: the WordPress host (loopback here).
+# Who may send BAN: the WordPress host (loopback here; stack.sh adds the host's address on
+# the director rig's bridge when the nodes sit in their own network namespaces).
 acl purgers {
     "127.0.0.1";
     "::1";
 }
 
 sub vcl_recv {
+    # The health check of strata-director (its health_url) when the nodes sit behind it.
+    if (req.url == "/healthz") {
+        return (synth(200, "OK"));
+    }
+
     if (req.method == "BAN") {
         if (client.ip !~ purgers) {
             return (synth(405, "BAN not allowed from " + client.ip));

@@ -12,7 +12,8 @@
 //!
 //! `run`: CONNECTIONS clients in a closed loop, each with one keep-alive connection per node;
 //! every request goes to the next node (round-robin per request, as a director would spread
-//! new flows). A request is a comment POST with probability `--post-share`, else a GET of the
+//! new flows). Behind a real director, `--nodes` lists its VIP once per node: each client then
+//! keeps that many connections to the VIP, which the director spreads over the nodes. A request is a comment POST with probability `--post-share`, else a GET of the
 //! next path of `--paths` (with `Accept-Encoding: gzip`, as browsers send). A POST answered
 //! 302 to `…#comment-ID` is followed by a *check*: the same client GETs the post through the
 //! next node, without cookies, and the page must contain `id="comment-ID"`; a page without it
@@ -26,7 +27,9 @@
 //! `example=` lines describing a few violations. `--series` gets one CSV row per second.
 //! Progress goes to stderr: one line updated in place on a terminal, a line every 5 s otherwise.
 //!
-//! Only loopback addresses are accepted: this is a load tool for a local stack.
+//! Only loopback addresses and the documentation ranges (192.0.2.0/24, 198.51.100.0/24,
+//! 203.0.113.0/24, used by the benchmark's own network namespaces) are accepted: this is a
+//! load tool for a local stack.
 
 mod form;
 
@@ -102,15 +105,31 @@ fn parse_duration(s: &str) -> Result<Duration> {
     })
 }
 
-/// A comma-separated list of loopback `IP:PORT`s.
+/// Whether `ip` is loopback or in an IPv4 documentation range (the benchmark's own network
+/// namespaces): the only places this tool sends load to.
+fn local_target(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            v4.is_loopback() || matches!((a, b, c), (192, 0, 2) | (198, 51, 100) | (203, 0, 113))
+        }
+        std::net::IpAddr::V6(v6) => v6.is_loopback(),
+    }
+}
+
+/// A comma-separated list of `IP:PORT`s, each loopback or in a documentation range; the
+/// same address may be listed more than once (a VIP in front of several nodes).
 fn parse_nodes(s: &str) -> Result<Vec<SocketAddr>> {
     let mut nodes = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let addr: SocketAddr = part
             .parse()
             .with_context(|| format!("--nodes: {part:?} is not IP:PORT"))?;
-        if !addr.ip().is_loopback() {
-            bail!("--nodes: {addr} is not a loopback address (this tool only loads a local stack)");
+        if !local_target(addr.ip()) {
+            bail!(
+                "--nodes: {addr} is neither loopback nor in 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 \
+                 (this tool only loads a local stack)"
+            );
         }
         nodes.push(addr);
     }
@@ -1109,9 +1128,13 @@ mod tests {
     }
 
     #[test]
-    fn only_loopback_nodes() {
+    fn only_local_nodes() {
         assert!(parse_nodes("127.0.0.1:8211,[::1]:8212").is_ok());
-        assert!(parse_nodes("192.0.2.1:80").is_err());
+        assert_eq!(parse_nodes("192.0.2.100:80,192.0.2.100:80").unwrap().len(), 2);
+        assert!(parse_nodes("198.51.100.7:80,203.0.113.9:80").is_ok());
+        assert!(parse_nodes("192.0.3.1:80").is_err());
+        assert!(parse_nodes("10.0.0.1:80").is_err());
+        assert!(parse_nodes("[2001:db8::1]:80").is_err());
         assert!(parse_nodes("").is_err());
     }
 
