@@ -124,8 +124,8 @@ awk -v s="$POST_SHARE" 'BEGIN { exit !(s ~ /^(0|1|0?\.[0-9]+)$/ && s >= 0 && s <
     die "POST_SHARE must be a fraction between 0 and 1 (e.g. 0.01)"
 
 # Where each node listens, where the nodes find the origin and memcached, whom they trust for
-# X-Forwarded-For, and what the load generator aims at (LOAD_TARGETS). NODE_EXEC_i runs a
-# command on node i (in its namespace behind the director).
+# X-Forwarded-For, and what the load generator aims at behind the director (LOAD_TARGETS;
+# on loopback, the nodes themselves).
 STRATA_ADDR=() STRATA_ADMIN=() VARNISH_ADDR=() LOAD_TARGETS=()
 RIG=sstack
 RIG_SCRIPT=$ROOT/director/tests/rig.sh
@@ -155,7 +155,6 @@ else
         STRATA_ADMIN+=("127.0.0.1:$((9210 + i))")
         VARNISH_ADDR+=("127.0.0.1:$((8230 + i))")
     done
-    LOAD_TARGETS=("${STRATA_ADDR[@]}")
 fi
 # on_node I CMD…: CMD on node I (exec'd, so that $! of `on_node … &` is CMD's pid).
 on_node() {
@@ -399,16 +398,20 @@ labels() {
 run_load() {
     local system=$1 suffix=$2
     shift 2
-    local nodes client=()
+    local nodes targets client=()
     nodes=$(join , "$@")
-    [ "$DIRECTOR" = 1 ] && client=(ip netns exec "$RIG-cli")
+    targets=$nodes
+    if [ "$DIRECTOR" = 1 ]; then
+        client=(ip netns exec "$RIG-cli")
+        targets=$(join , "${LOAD_TARGETS[@]}")
+    fi
     log "$system: warming $PATH_COUNT paths on $# nodes"
     "$LOAD_BIN" warm --nodes "$nodes" --host "$HOST_HEADER" --paths "$WORK/paths.txt" --concurrency 4 \
         >"$WORK/$system-warm.out" 2>"$WORK/$system-warm.err" || die "stack-load warm failed: $(cat "$WORK/$system-warm.err")"
     log "$system: $(cat "$WORK/$system-warm.out")"
     LOADAVG[$system]=$(cut -d' ' -f1 /proc/loadavg)
     log "$system: $CONNECTIONS clients for $DURATION, $POST_SHARE of the requests comment POSTs"
-    "${client[@]}" "$LOAD_BIN" run --system "$system" --nodes "$(join , "${LOAD_TARGETS[@]}")" --host "$HOST_HEADER" --paths "$WORK/paths.txt" \
+    "${client[@]}" "$LOAD_BIN" run --system "$system" --nodes "$targets" --host "$HOST_HEADER" --paths "$WORK/paths.txt" \
         --posts "$POST_IDS" --tag "${TAG}$suffix" --connections "$CONNECTIONS" --duration "$DURATION" \
         --post-share "$POST_SHARE" --max-requests "$MAX_REQUESTS" --series "$WORK/$system.csv" \
         >"$WORK/$system.out" || die "stack-load run failed (see above)"
