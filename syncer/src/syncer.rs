@@ -4,11 +4,13 @@
 //!
 //! Lifecycle of a record: reserved and written by a proxy → read here → judged and inserted
 //! (or refused) in the transaction that also moves the cursor past it → after the commit:
-//! `{prefix}applied`, the record deleted, bans for approved comments, its verdict published.
+//! bans for approved comments, its verdict pushed to the proxies, then in one memcached round
+//! trip `{prefix}applied`, the verdict keys no proxy took, and the record deleted.
 //! A crash before the commit leaves the cursor where it was, so the same records are
 //! applied on restart; a crash after it leaves them behind the cursor, so they never are
 //! again.
 
+use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -91,6 +93,9 @@ pub struct Syncer {
     /// Posts whose `comment_count` batches raised, recounted once the queue is empty.
     recount: std::collections::BTreeSet<u64>,
 }
+
+/// Verdicts no proxy handed to a waiting answer: sequence number and JSON, for their keys.
+type Unclaimed = Vec<(u64, Vec<u8>)>;
 
 /// A random number for a new queue epoch.
 fn random_u64() -> u64 {
@@ -335,7 +340,6 @@ impl Syncer {
         self.status.lock().commits += 1;
         m.batch_size.observe(applied.outcomes.len() as f64);
         m.flood_checks(applied.flood_checks.0, applied.flood_checks.1);
-        self.publish_applied(applied.cursor.seq).await;
 
         // Bans first, so a visitor following the redirect finds the new comment.
         let mut ban_posts = std::collections::BTreeSet::new();
@@ -390,7 +394,7 @@ impl Syncer {
         m.step("bans", started.elapsed());
 
         let started = Instant::now();
-        self.publish_verdicts(&applied).await;
+        let unclaimed = self.push_verdicts(&applied).await;
         m.step("verdicts", started.elapsed());
 
         // Applied records are deleted; tombstones of skipped positions stay (they expire),
@@ -402,11 +406,52 @@ impl Syncer {
             .map(|(s, _)| *s)
             .collect();
         let started = Instant::now();
-        if let Err(e) = self.queue.forget(&done).await {
-            tracing::debug!(error = %e, "cannot delete applied records (they expire by eviction)");
-        }
-        m.step("forget", started.elapsed());
+        self.publish(&applied, unclaimed, &done).await;
+        m.step("publish", started.elapsed());
         self.options = Some(applied.options);
+    }
+
+    /// One memcached round trip after a commit: `{prefix}applied`, the verdict keys of
+    /// `unclaimed` (the verdicts no proxy handed to a waiting answer), and the applied
+    /// records `done` deleted. A failure is logged: the applied position is published again
+    /// by the next tick, the proxies answer the verdicts they do not find with a redirect to
+    /// the post, and records not deleted expire by eviction.
+    async fn publish(&mut self, applied: &Applied, unclaimed: Unclaimed, done: &[u64]) {
+        let seq = applied.cursor.seq;
+        let prefix = self.queue.prefix().to_string();
+        let mut items = Vec::with_capacity(unclaimed.len() + 1);
+        items.push((wire::applied_key(&prefix), seq.to_string().into_bytes(), 0));
+        let written: HashSet<u64> = unclaimed.iter().map(|(s, _)| *s).collect();
+        items.extend(
+            unclaimed
+                .into_iter()
+                .map(|(s, json)| (wire::verdict_key(&prefix, s), json, VERDICT_TTL)),
+        );
+        match self.queue.publish(&items, done).await {
+            Ok(()) => {
+                self.applied_published = Some(seq);
+                self.observe_verdicts(applied, |s| written.contains(&s));
+            }
+            Err(e) => tracing::warn!(
+                verdicts = written.len(),
+                error = %e,
+                "cannot publish the applied position and verdicts (the proxies answer those with a redirect to the post)"
+            ),
+        }
+    }
+
+    /// Observes the verdict latency of the inserted comments whose verdict `published` now.
+    fn observe_verdicts(&self, applied: &Applied, published: impl Fn(u64) -> bool) {
+        let now = now_ms();
+        for (seq, outcome) in &applied.outcomes {
+            if let Outcome::Inserted(i) = outcome {
+                if published(*seq) {
+                    self.metrics
+                        .verdict_latency
+                        .observe(now.saturating_sub(i.record.accepted_ms) as f64 / 1000.0);
+                }
+            }
+        }
     }
 
     /// Recounts the posts batches added comments to, as WordPress counts (see
@@ -460,15 +505,16 @@ impl Syncer {
             .set(i64::try_from(self.banner.pending()).unwrap_or(i64::MAX));
     }
 
-    async fn publish_verdicts(&mut self, applied: &Applied) {
+    /// Pushes the batch's verdicts to the proxies; returns the ones no proxy handed to a
+    /// waiting answer, encoded for their verdict keys (the safety net of a proxy that missed
+    /// the push: its answers read the keys).
+    async fn push_verdicts(&mut self, applied: &Applied) -> Unclaimed {
         let o: &Options = &applied.options;
         if o.page_comments {
             tracing::debug!("page_comments is on: comment links point at the post, without the comment page");
         }
         let salt = site::auth_salt(&self.php, o);
         let host = o.home_authority();
-        let prefix = self.queue.prefix().to_string();
-        let mut items = Vec::with_capacity(applied.outcomes.len());
         let mut pushed = Vec::with_capacity(applied.outcomes.len());
         // One wait for the whole batch's permalinks, whatever the number of posts.
         let links_by = tokio::time::Instant::now() + self.cfg.permalink_wait;
@@ -494,34 +540,22 @@ impl Syncer {
                 Outcome::Refused(r) => verdicts::refused(*seq, r),
                 Outcome::Skipped(_) => continue,
             };
-            match serde_json::to_vec(&verdict) {
-                Ok(json) => items.push((wire::verdict_key(&prefix, *seq), json, VERDICT_TTL)),
-                Err(e) => tracing::error!(seq, error = %e, "cannot encode a verdict"),
-            }
             pushed.push(verdict);
         }
-        match self.queue.set_many(&items).await {
-            Ok(()) => {
-                let now = now_ms();
-                for (_, outcome) in &applied.outcomes {
-                    if let Outcome::Inserted(i) = outcome {
-                        self.metrics
-                            .verdict_latency
-                            .observe(now.saturating_sub(i.record.accepted_ms) as f64 / 1000.0);
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(verdicts = items.len(), error = %e, "cannot publish verdicts (the proxies answer with a redirect to the post)")
-            }
-        }
-        // Written first, pushed second: a proxy woken by the push finds the same verdict a
-        // later read of its key would.
         let batch = wire::VerdictBatch {
             epoch: applied.cursor.epoch,
             verdicts: pushed,
         };
-        self.banner.push_verdicts(&batch).await;
+        let delivered = self.banner.push_verdicts(&batch).await;
+        self.observe_verdicts(applied, |s| delivered.contains(&s));
+        let mut unclaimed = Vec::with_capacity(batch.verdicts.len() - delivered.len().min(batch.verdicts.len()));
+        for v in batch.verdicts.iter().filter(|v| !delivered.contains(&v.seq)) {
+            match serde_json::to_vec(v) {
+                Ok(json) => unclaimed.push((v.seq, json)),
+                Err(e) => tracing::error!(seq = v.seq, error = %e, "cannot encode a verdict"),
+            }
+        }
+        unclaimed
     }
 
     /// Publishes `{prefix}settings` when `settings_interval` has passed. While MySQL cannot
