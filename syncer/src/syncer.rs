@@ -5,7 +5,8 @@
 //! Lifecycle of a record: reserved and written by a proxy → read here → judged and inserted
 //! (or refused) in the transaction that also moves the cursor past it → after the commit:
 //! bans for approved comments, its verdict pushed to the proxies, then in one memcached round
-//! trip `{prefix}applied`, the verdict keys no proxy took, and the record deleted.
+//! trip `{prefix}applied`, the verdict keys no proxy took, and the record deleted. Under
+//! [`Syncer::advance`] that follow-up runs while the next batch's transaction does.
 //! A crash before the commit leaves the cursor where it was, so the same records are
 //! applied on restart; a crash after it leaves them behind the cursor, so they never are
 //! again.
@@ -92,6 +93,9 @@ pub struct Syncer {
     blocked_logged: Option<Instant>,
     /// Posts whose `comment_count` batches raised, recounted once the queue is empty.
     recount: std::collections::BTreeSet<u64>,
+    /// The last committed batch, with its commit time (Unix ms), while what follows its
+    /// commit has not run yet (see [`Syncer::advance`]).
+    unsettled: Option<(Applied, u64)>,
 }
 
 /// Verdicts no proxy handed to a waiting answer: sequence number and JSON, for their keys.
@@ -149,6 +153,7 @@ impl Syncer {
             applied_published: None,
             blocked_logged: None,
             recount: std::collections::BTreeSet::new(),
+            unsettled: None,
             cfg,
         })
     }
@@ -158,13 +163,39 @@ impl Syncer {
         self.status.clone()
     }
 
-    /// Closes the database pool.
-    pub async fn close(self) {
+    /// Runs what follows the last commit if it has not run yet, then closes the database
+    /// pool.
+    pub async fn close(mut self) {
+        self.settle().await;
         self.store.close().await;
     }
 
     /// One round: see the module documentation. Errors leave the cursor where it was.
     pub async fn tick(&mut self) -> Result<TickReport, TickError> {
+        let r = self.advance().await;
+        self.settle().await;
+        r
+    }
+
+    /// Whether what follows the last commit (bans, verdicts, memcached writes) has yet to run.
+    pub fn unsettled(&self) -> bool {
+        self.unsettled.is_some()
+    }
+
+    /// Runs what follows the last commit, if it has not run yet.
+    pub async fn settle(&mut self) {
+        if let Some((applied, commit_ms)) = self.unsettled.take() {
+            self.after_commit(applied, commit_ms, true).await;
+        }
+    }
+
+    /// One round like [`Syncer::tick`], except that what follows the commit of the batch it
+    /// applies is left unsettled: the next call runs it while MySQL applies the next batch,
+    /// so the proxies get the verdicts no later than that batch's transaction ends and the
+    /// queue moves on meanwhile. The caller runs [`Syncer::settle`] when a round applied
+    /// nothing (an idle queue, or an error) and calls again at once while
+    /// [`Syncer::unsettled`].
+    pub async fn advance(&mut self) -> Result<TickReport, TickError> {
         let r = self.tick_inner().await;
         let mut st = self.status.lock();
         match &r {
@@ -218,6 +249,11 @@ impl Syncer {
                 cursor = Cursor { epoch: e, seq: 0 };
             }
             Reconcile::Reset { epoch, lost } => {
+                // The last batch's verdict keys and position belong to the lost queue: they
+                // must not land in the new one, whose numbers start over.
+                if let Some((applied, at)) = self.unsettled.take() {
+                    self.after_commit(applied, at, false).await;
+                }
                 let e = match epoch {
                     Some(e) => e,
                     None => self.queue.ensure_epoch(random_u64()).await?.unwrap_or(0),
@@ -266,7 +302,8 @@ impl Syncer {
             depth,
             reset,
         };
-        if self.applied_published != Some(cursor.seq) {
+        // An unsettled batch publishes the position itself.
+        if self.unsettled.is_none() && self.applied_published != Some(cursor.seq) {
             self.publish_applied(cursor.seq).await;
         }
         if depth == 0 {
@@ -306,11 +343,24 @@ impl Syncer {
             version: self.cfg.wp_version,
             flood_interval: self.cfg.flood_interval,
         };
-        let step = self.store.apply(cursor, cursor.epoch, slots, judge);
-        let started = Instant::now();
-        let applied = match with_deadline(self.cfg.mysql_timeout, step).await {
+        let store = self.store.clone();
+        let deadline = self.cfg.mysql_timeout;
+        let step = async move {
+            let started = Instant::now();
+            let r = with_deadline(deadline, store.apply(cursor, cursor.epoch, slots, judge)).await;
+            (r, started.elapsed(), now_ms())
+        };
+        // The previous batch's bans and verdicts go out while MySQL applies this one; they
+        // are done before this batch's, so the order of batches is kept.
+        let previous = self.unsettled.take();
+        let ((result, took, commit_ms), ()) = tokio::join!(step, async {
+            if let Some((applied, at)) = previous {
+                self.after_commit(applied, at, true).await;
+            }
+        });
+        let applied = match result {
             Ok(a) => {
-                self.metrics.step("transaction", started.elapsed());
+                self.metrics.step("transaction", took);
                 a
             }
             Err(StoreError::CursorMoved(actual)) => {
@@ -328,13 +378,14 @@ impl Syncer {
         self.cursor = Some(applied.cursor);
         report.cursor = applied.cursor;
         report.applied = applied.outcomes.len();
-        self.after_commit(applied).await;
+        self.unsettled = Some((applied, commit_ms));
         Ok(report)
     }
 
-    /// Everything that follows a commit; failures here are logged, never undo the commit.
-    async fn after_commit(&mut self, applied: Applied) {
-        let commit_ms = now_ms();
+    /// Everything that follows a commit (at `commit_ms`); failures here are logged, never
+    /// undo the commit. Without `memcached` (it restarted since), the verdicts are pushed
+    /// but nothing is written there.
+    async fn after_commit(&mut self, applied: Applied, commit_ms: u64, memcached: bool) {
         let m = self.metrics.clone();
         m.commits.inc();
         self.status.lock().commits += 1;
@@ -405,9 +456,11 @@ impl Syncer {
             .filter(|(_, o)| !matches!(o, Outcome::Skipped(_)))
             .map(|(s, _)| *s)
             .collect();
-        let started = Instant::now();
-        self.publish(&applied, unclaimed, &done).await;
-        m.step("publish", started.elapsed());
+        if memcached {
+            let started = Instant::now();
+            self.publish(&applied, unclaimed, &done).await;
+            m.step("publish", started.elapsed());
+        }
         self.options = Some(applied.options);
     }
 
