@@ -93,9 +93,21 @@ pub struct Syncer {
     blocked_logged: Option<Instant>,
     /// Posts whose `comment_count` batches raised, recounted once the queue is empty.
     recount: std::collections::BTreeSet<u64>,
+    /// When `comment_count` was last recounted (see [`recount_due`]).
+    recounted: Option<Instant>,
     /// The last committed batch, with its commit time (Unix ms), while what follows its
     /// commit has not run yet (see [`Syncer::advance`]).
     unsettled: Option<(Applied, u64)>,
+}
+
+/// Least time between two recounts of `comment_count`. A recount reads every comment of
+/// its posts, which under a steady stream of comments (the queue empty between batches)
+/// cost MySQL more than the batches themselves; meanwhile each batch adds what it saved.
+const RECOUNT_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether an empty queue recounts `comment_count`, the last recount having been at `last`.
+fn recount_due(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|t| now.saturating_duration_since(t) >= RECOUNT_EVERY)
 }
 
 /// Verdicts no proxy handed to a waiting answer: sequence number and JSON, for their keys.
@@ -153,6 +165,7 @@ impl Syncer {
             applied_published: None,
             blocked_logged: None,
             recount: std::collections::BTreeSet::new(),
+            recounted: None,
             unsettled: None,
             cfg,
         })
@@ -508,11 +521,14 @@ impl Syncer {
     }
 
     /// Recounts the posts batches added comments to, as WordPress counts (see
-    /// [`Store::recount`]); a failure leaves them for the next empty queue.
+    /// [`Store::recount`]), at most every [`RECOUNT_EVERY`]; a failure leaves them for a
+    /// later empty queue.
     async fn recount_if_due(&mut self) {
-        if self.recount.is_empty() {
+        let now = Instant::now();
+        if self.recount.is_empty() || !recount_due(self.recounted, now) {
             return;
         }
+        self.recounted = Some(now);
         let step = self.store.recount(&self.recount, self.cfg.wp_version);
         match with_deadline(self.cfg.mysql_timeout, step).await {
             Ok(()) => self.recount.clear(),
@@ -654,5 +670,19 @@ impl Syncer {
     /// The permalink cache, e.g. to clear it.
     pub fn permalinks(&self) -> &Permalinks {
         &self.permalinks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comment_count_is_recounted_at_once_then_at_most_every_second() {
+        let t = Instant::now();
+        assert!(recount_due(None, t));
+        assert!(!recount_due(Some(t), t));
+        assert!(!recount_due(Some(t), t + RECOUNT_EVERY / 2));
+        assert!(recount_due(Some(t), t + RECOUNT_EVERY));
     }
 }
