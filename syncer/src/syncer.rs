@@ -320,6 +320,8 @@ impl Syncer {
             self.publish_applied(cursor.seq).await;
         }
         if depth == 0 {
+            // The last batch's verdicts go out before the recount, not after it.
+            self.settle().await;
             self.recount_if_due().await;
             return Ok(report);
         }
