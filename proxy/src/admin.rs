@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use strata_wire::auth;
 use strata_wire::ban::{Ban, SyncRequest, BAN_PATH, SYNC_PATH};
-use strata_wire::comment::{VerdictBatch, VERDICTS_PATH};
+use strata_wire::comment::{Delivered, VerdictBatch, VERDICTS_PATH};
 
 use crate::body::ProxyBody;
 use crate::outcome::Outcome;
@@ -410,10 +410,7 @@ impl Admin {
             Err(refusal) => return refusal,
         };
         match serde_json::from_slice::<VerdictBatch>(&body) {
-            Ok(batch) => json(
-                StatusCode::OK,
-                &serde_json::json!({"delivered": self.proxy.comments.deliver(batch)}),
-            ),
+            Ok(batch) => json(StatusCode::OK, &Delivered::new(self.proxy.comments.deliver(batch))),
             Err(e) => plain(StatusCode::BAD_REQUEST, format!("unreadable verdicts: {e}")),
         }
     }

@@ -337,25 +337,34 @@ impl Comments {
         }
     }
 
-    /// Hands pushed verdicts to the answers waiting for them; returns how many were waited
-    /// for here (the others belong to other nodes, or to answers already given).
-    pub fn deliver(&self, batch: VerdictBatch) -> usize {
+    /// Hands pushed verdicts to the answers waiting for them; returns the sequence numbers
+    /// handed over (the others belong to other nodes, or to answers already given). An
+    /// answer waits from before its record is written, so a verdict not handed over here
+    /// has no waiter on this node.
+    pub fn deliver(&self, batch: VerdictBatch) -> Vec<u64> {
         *self.pushed_at.lock() = Some(Instant::now());
         let mut waiters = self.waiters.lock();
-        let mut delivered = 0;
+        let mut delivered = Vec::new();
         for v in batch.verdicts {
             if let Some(tx) = waiters.remove(&(batch.epoch, v.seq)) {
-                delivered += usize::from(tx.send(v).is_ok());
+                let seq = v.seq;
+                if tx.send(v).is_ok() {
+                    delivered.push(seq);
+                }
             }
         }
         delivered
     }
 
+    /// Whether verdicts are being pushed (one arrived within [`PUSH_FRESH`]).
+    fn pushing(&self) -> bool {
+        self.pushed_at.lock().is_some_and(|t| t.elapsed() < PUSH_FRESH)
+    }
+
     /// How long to wait before reading the verdict key again: growing pauses up to
     /// [`MAX_POLL`], or [`PUSHED_POLL`] while the syncer pushes verdicts.
     fn next_pause(&self, pause: Duration) -> Duration {
-        let pushing = self.pushed_at.lock().is_some_and(|t| t.elapsed() < PUSH_FRESH);
-        if pushing {
+        if self.pushing() {
             PUSHED_POLL
         } else {
             (pause + POLL).min(MAX_POLL)
@@ -527,6 +536,14 @@ impl Comments {
             node: self.node.clone(),
         };
         let accepted = Instant::now();
+        // The answer waits from before the record is written: the syncer cannot have read
+        // the record, so cannot push its verdict, before there is a waiter to hand it to.
+        let (tx, mut pushed) = tokio::sync::oneshot::channel();
+        self.waiters.lock().insert((epoch, seq), tx);
+        let _waiting = Waiting {
+            waiters: &self.waiters,
+            key: (epoch, seq),
+        };
         let key = wire::record_key(&self.cfg.key_prefix, seq);
         let json = serde_json::to_vec(&record).unwrap_or_default();
         // The number is reserved: write the record with `add`, retrying, so that it is not
@@ -563,12 +580,6 @@ impl Comments {
         }
         metrics.comment("queued");
         tracing::debug!(seq, post = sub.post_id, "comment queued");
-        let (tx, mut pushed) = tokio::sync::oneshot::channel();
-        self.waiters.lock().insert((epoch, seq), tx);
-        let _waiting = Waiting {
-            waiters: &self.waiters,
-            key: (epoch, seq),
-        };
         tokio::time::sleep(self.cfg.hold).await;
         let vkey = wire::verdict_key(&self.cfg.key_prefix, seq);
         let deadline = accepted + self.cfg.max_hold.max(self.cfg.hold);
@@ -581,11 +592,20 @@ impl Comments {
             let (resp, label) = answer(v, &sub, &settings, unix_ms() / 1000);
             Handled::Answer(resp, label)
         };
+        // While the syncer pushes, the key is first read after a pause, not at once: the
+        // push usually comes first, and the read is only a safety net.
+        let mut read_key = !self.pushing();
         loop {
             if let Ok(v) = pushed.try_recv() {
                 return respond(&v);
             }
-            match self.with_conn(async |c| c.get(&vkey).await).await {
+            let got = if read_key {
+                self.with_conn(async |c| c.get(&vkey).await).await
+            } else {
+                Ok(None)
+            };
+            read_key = true;
+            match got {
                 Ok(Some(b)) => match serde_json::from_slice::<Verdict>(&b) {
                     Ok(v) => return respond(&v),
                     Err(e) => {
@@ -671,19 +691,21 @@ mod tests {
                 epoch: 6,
                 verdicts: vec![verdict(4)]
             }),
-            0
+            Vec::<u64>::new()
         );
-        assert_eq!(c.deliver(batch), 1);
+        assert_eq!(c.deliver(batch), vec![3]);
         assert_eq!(rx.await.unwrap().comment_id, Some(103));
         assert!(other_rx.try_recv().is_err());
         assert_eq!(c.waiters.lock().len(), 1);
         // While pushes come, the verdict key is read rarely.
+        assert!(c.pushing());
         assert_eq!(c.next_pause(POLL), PUSHED_POLL);
     }
 
     #[test]
     fn without_pushes_the_verdict_key_is_read_with_growing_pauses() {
         let c = comments();
+        assert!(!c.pushing());
         assert_eq!(c.next_pause(POLL), POLL * 2);
         assert_eq!(c.next_pause(MAX_POLL), MAX_POLL);
     }

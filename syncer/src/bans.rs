@@ -5,7 +5,7 @@
 //! Bans that no proxy accepted stay pending and are sent again on the next tick, so a
 //! proxy outage delays invalidation but never drops it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use strata_wire::auth;
 use strata_wire::ban::{Ban, Kind, BAN_PATH};
-use strata_wire::comment::{VerdictBatch, VERDICTS_PATH};
+use strata_wire::comment::{Delivered, VerdictBatch, VERDICTS_PATH};
 
 /// The tag of every list page (home, archives, feeds…).
 pub const LIST: &str = "list";
@@ -206,11 +206,14 @@ impl Sender {
             url: url.to_string(),
             cause: e.to_string(),
         })?;
-        self.post_signed(url, &ban_path(self.wait, self.nonce), body).await
+        self.post_signed(url, &ban_path(self.wait, self.nonce), body)
+            .await
+            .map(|_| ())
     }
 
-    /// A signed POST of `body` to `path` on the proxy at `url`, within `timeout`.
-    async fn post_signed(&self, url: &http::Uri, path: &str, body: Vec<u8>) -> Result<(), BanError> {
+    /// A signed POST of `body` to `path` on the proxy at `url`, within `timeout`: the body
+    /// of its successful answer.
+    async fn post_signed(&self, url: &http::Uri, path: &str, body: Vec<u8>) -> Result<Bytes, BanError> {
         let base = url.to_string().trim_end_matches('/').to_string();
         let unreachable = |cause: String| BanError::Unreachable {
             url: base.clone(),
@@ -227,7 +230,7 @@ impl Sender {
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
             if status.is_success() {
-                Ok(())
+                Ok(body)
             } else {
                 Err(BanError::Refused {
                     url: base.clone(),
@@ -258,13 +261,15 @@ impl Banner {
 
     /// Pushes a batch's verdicts to every proxy at once, so the answers waiting for them go
     /// out without reading memcached; best effort (the proxies read the verdict keys when a
-    /// push does not come). Returns how many proxies took them.
-    pub async fn push_verdicts(&mut self, batch: &VerdictBatch) -> usize {
+    /// push does not come). Returns the sequence numbers some proxy handed to a waiting
+    /// answer (see [`Delivered`]).
+    pub async fn push_verdicts(&mut self, batch: &VerdictBatch) -> HashSet<u64> {
+        let mut delivered = HashSet::new();
         if !self.enabled() || batch.verdicts.is_empty() {
-            return 0;
+            return delivered;
         }
         let Ok(body) = serde_json::to_vec(batch) else {
-            return 0;
+            return delivered;
         };
         let sender = self.sender();
         let path = format!("{VERDICTS_PATH}?n={}", sender.nonce);
@@ -273,17 +278,19 @@ impl Banner {
             let (me, path, body) = (sender.clone(), path.clone(), body.clone());
             set.spawn(async move { me.post_signed(&url, &path, body).await });
         }
-        let mut took = 0;
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(Ok(())) => took += 1,
+                // An answer that names no verdict (an older proxy) counts none as delivered.
+                Ok(Ok(answer)) => {
+                    delivered.extend(serde_json::from_slice::<Delivered>(&answer).unwrap_or_default().seqs)
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "verdicts not pushed to one proxy (it reads them from memcached)")
                 }
                 Err(e) => tracing::debug!(error = %e, "verdict push task failed"),
             }
         }
-        took
+        delivered
     }
 }
 

@@ -52,9 +52,11 @@ pub async fn bind(cfg: &Config) -> std::io::Result<Option<TcpListener>> {
     }
 }
 
-/// Runs the syncer: a tick every `interval` (failures retried with a growing pause, nothing
-/// is lost), the admin API on `admin`, until `shutdown` completes; the tick in progress then
-/// finishes.
+/// Runs the syncer: a round every `interval`, or at once after a round that applied records
+/// (whose bans and verdicts then go out during the next round's transaction, see
+/// [`Syncer::advance`]); failures retried with a growing pause, nothing is lost; the admin
+/// API on `admin`; until `shutdown` completes: the round in progress then finishes and the
+/// last batch's verdicts go out.
 ///
 /// Errors: the MySQL URL is unusable.
 pub async fn run(
@@ -82,11 +84,25 @@ pub async fn run(
     let mut last_error: Option<(String, std::time::Instant)> = None;
     tracing::info!(?interval, "syncer running");
     loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            _ = ticker.tick() => {}
+        // While a batch is unsettled the next one starts at once: its transaction runs while
+        // the previous batch's verdicts go out.
+        if syncer.unsettled() {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                () = std::future::ready(()) => {}
+            }
+        } else {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = ticker.tick() => {}
+            }
         }
-        match syncer.tick().await {
+        let r = syncer.advance().await;
+        if !matches!(&r, Ok(report) if report.applied > 0) {
+            syncer.settle().await;
+        }
+        match r {
             Ok(report) => {
                 if last_error.take().is_some() {
                     tracing::info!(cursor = report.cursor.seq, "recovered");

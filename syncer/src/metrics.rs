@@ -35,7 +35,7 @@ struct StepLabel {
 }
 
 /// The steps of a tick that [`Metrics::step`] times.
-pub const STEPS: [&str; 5] = ["fetch", "transaction", "bans", "verdicts", "forget"];
+pub const STEPS: [&str; 5] = ["fetch", "transaction", "bans", "verdicts", "publish"];
 
 fn step_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
@@ -182,7 +182,7 @@ impl Metrics {
         );
         registry.register(
             names::STEP,
-            "Duration of each step of a tick that applied records (fetch, transaction, bans, verdicts, forget)",
+            "Duration of each step of a tick that applied records (fetch, transaction, bans, verdicts pushed, publish: the memcached writes and deletes)",
             m.steps.clone(),
         );
         for step in STEPS {

@@ -219,17 +219,14 @@ impl Queue {
         Ok(self.with(async |c| c.set(key, value, ttl).await).await?)
     }
 
-    /// Publishes several values at once: (key, value, ttl in seconds).
-    pub async fn set_many(&mut self, items: &[(String, Vec<u8>, u32)]) -> Result<(), QueueError> {
+    /// Publishes several values, (key, value, ttl in seconds), and deletes the applied
+    /// records `seqs`, in one round trip. Deleting is best effort: a record left behind only
+    /// costs memory until eviction.
+    pub async fn publish(&mut self, items: &[(String, Vec<u8>, u32)], seqs: &[u64]) -> Result<(), QueueError> {
         let refs: Vec<(&str, &[u8], u32)> = items.iter().map(|(k, v, t)| (k.as_str(), v.as_slice(), *t)).collect();
-        Ok(self.with(async |c| c.set_many(&refs).await).await?)
-    }
-
-    /// Deletes applied records (best effort: a failure only costs memory until eviction).
-    pub async fn forget(&mut self, seqs: &[u64]) -> Result<(), QueueError> {
         let keys: Vec<String> = seqs.iter().map(|s| wire::record_key(&self.prefix, *s)).collect();
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        self.with(async |c| c.delete_many(&refs).await).await?;
+        let deletes: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.with(async |c| c.set_and_delete(&refs, &deletes).await).await?;
         Ok(())
     }
 }

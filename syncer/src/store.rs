@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Params, Pool, TxOpts, Value};
+use mysql_async::{Conn, Params, Pool, Value};
 use strata_wire::comment::Record;
 
 use crate::flood::{Compare, FloodIndex, Lookup};
@@ -263,11 +263,7 @@ impl Store {
     /// Seeds the flood index inside the batch's transaction when it has none (the column
     /// collation, the highest id, the last hour's rows); later batches only read the rows
     /// added since ([`flood_refresh_sql`]).
-    async fn seed_flood(
-        &self,
-        tx: &mut mysql_async::Transaction<'_>,
-        state: &mut FloodState,
-    ) -> Result<(), StoreError> {
+    async fn seed_flood(&self, tx: &mut mysql_async::Conn, state: &mut FloodState) -> Result<(), StoreError> {
         let now = Instant::now();
         if state.index.is_some() || state.disabled_until.is_some_and(|t| now < t) {
             return Ok(());
@@ -352,11 +348,7 @@ impl Store {
 
     /// The posts of `rows`, statuses resolved as `get_post_status()` does (an attachment
     /// inherits its parent's, read here when needed).
-    async fn posts(
-        &self,
-        tx: &mut mysql_async::Transaction<'_>,
-        rows: Vec<PostRow>,
-    ) -> Result<HashMap<u64, Post>, StoreError> {
+    async fn posts(&self, tx: &mut mysql_async::Conn, rows: Vec<PostRow>) -> Result<HashMap<u64, Post>, StoreError> {
         let mut out: HashMap<u64, (Post, u64)> = HashMap::new();
         let mut parents_needed = BTreeSet::new();
         for (id, post_type, status, comment_status, has_password, date, parent) in rows {
@@ -407,10 +399,11 @@ impl Store {
     /// record judged by WordPress's rules in order, accepted ones inserted, `comment_count`
     /// updated, the cursor moved past the last slot. Nothing is committed on error.
     ///
-    /// The batch costs a fixed number of round trips whatever its size (five once the flood
-    /// index is seeded: begin; the reads; the candidates with the checks; the inserts with
-    /// the updates; commit): the checks that need the database are asked for all records at
-    /// once (see [`batch`]), and the accepted comments go in with one multi-row INSERT.
+    /// The batch costs a fixed number of round trips whatever its size (three once the flood
+    /// index is seeded: begin with the reads; the candidates with the checks; the inserts
+    /// with the updates and commit): the checks that need the database are asked for all
+    /// records at once (see [`batch`]), and the accepted comments go in with one multi-row
+    /// INSERT. On an error the transaction is rolled back (or its connection closed).
     pub async fn apply(
         &self,
         expected: Cursor,
@@ -421,19 +414,32 @@ impl Store {
         let mut conn = self.pool.get_conn().await?;
         let setup = self.setup(&mut conn).await?;
         let conn_id = conn.id();
-        let result = self.apply_on(&mut conn, &setup, expected, epoch, slots, judge).await;
-        if result.is_err() {
-            // The scratch tables are made again next time, the collations read again (the
-            // tables may have changed).
-            self.scratch_conns.lock().remove(&conn_id);
-            *self.setup.lock() = None;
+        let mut tx = OpenTx(Some(conn));
+        let result = match tx.conn() {
+            Some(conn) => self.apply_on(conn, &setup, expected, epoch, slots, judge).await,
+            None => Err(StoreError::Schema("no connection".into())),
+        };
+        match &result {
+            // Committed by its last statement.
+            Ok(_) => tx.ended(),
+            Err(_) => {
+                if let Some(conn) = tx.conn() {
+                    if conn.query_drop("ROLLBACK").await.is_ok() {
+                        tx.ended();
+                    }
+                }
+                // The scratch tables are made again next time, the collations read again
+                // (the tables may have changed).
+                self.scratch_conns.lock().remove(&conn_id);
+                *self.setup.lock() = None;
+            }
         }
         result
     }
 
     async fn apply_on(
         &self,
-        conn: &mut mysql_async::Conn,
+        conn: &mut Conn,
         setup: &Setup,
         expected: Cursor,
         epoch: u64,
@@ -444,13 +450,19 @@ impl Store {
             conn.query_drop(setup.scratch.as_str()).await?;
             self.scratch_conns.lock().insert(conn.id());
         }
-        let mut tx = conn.start_transaction(TxOpts::default()).await?;
+        let tx = conn;
         let mut flood = self.flood.lock().await;
         (flood.by_index, flood.by_query) = (0, 0);
         let flood_on = !judge.flood_interval.is_zero();
-        if flood_on {
-            self.seed_flood(&mut tx, &mut flood).await?;
+        // `START TRANSACTION` goes with the reads, unless seeding the flood index reads first.
+        let mut reads = Vec::new();
+        if flood_on && flood.index.is_none() {
+            tx.query_drop(BEGIN).await?;
+            self.seed_flood(tx, &mut flood).await?;
+        } else {
+            reads.push(BEGIN.to_string());
         }
+        let begin_in_reads = !reads.is_empty();
 
         // Every read in one round trip: the cursor (locked), the options, the posts, the
         // parents' statuses, the rows new to the flood index.
@@ -463,13 +475,13 @@ impl Store {
         let post_ids: BTreeSet<u64> = records().map(|r| r.post_id).collect();
         let parent_ids: BTreeSet<u64> = records().map(|r| r.parent).filter(|p| *p > 0).collect();
         let cursor_table = self.t("strata_syncer");
-        let mut reads = vec![
+        reads.extend([
             format!(
                 "SELECT epoch, seq FROM {cursor_table} WHERE queue = {} FOR UPDATE",
                 batch::lit(&self.queue)
             ),
             options_sql(&self.t("options")),
-        ];
+        ]);
         let posts_sql = self.posts_sql(&post_ids);
         reads.extend(posts_sql.clone());
         let parents_sql = (!parent_ids.is_empty()).then(|| {
@@ -483,6 +495,9 @@ impl Store {
         let flood_sql = if flood_on { self.flood_refresh_sql(&flood) } else { None };
         reads.extend(flood_sql.clone());
         let mut r = tx.query_iter(reads.join(";\n")).await?;
+        if begin_in_reads {
+            let _: Vec<mysql_async::Row> = next_set(&mut r).await?;
+        }
         let cursor_rows: Vec<(u64, u64)> = next_set(&mut r).await?;
         let option_rows: Vec<(String, String)> = next_set(&mut r).await?;
         let post_rows: Vec<PostRow> = if posts_sql.is_some() {
@@ -511,7 +526,7 @@ impl Store {
             return Err(StoreError::CursorMoved(actual));
         }
         let options = Options::from_rows(&option_rows.into_iter().collect());
-        let posts = self.posts(&mut tx, post_rows).await?;
+        let posts = self.posts(tx, post_rows).await?;
         let parents: HashMap<u64, String> = parent_rows.into_iter().collect();
         if flood_sql.is_some() {
             absorb_flood_rows(&mut flood, flood_rows);
@@ -548,8 +563,9 @@ impl Store {
         }
 
         let cursor = Cursor { epoch, seq: last };
+        // The cursor's update ends the batch, and `COMMIT` rides with it.
         let cursor_sql = format!(
-            "UPDATE {cursor_table} SET epoch = {}, seq = {}, updated_gmt = UTC_TIMESTAMP() WHERE queue = {}",
+            "UPDATE {cursor_table} SET epoch = {}, seq = {}, updated_gmt = UTC_TIMESTAMP() WHERE queue = {};\nCOMMIT",
             cursor.epoch,
             cursor.seq,
             batch::lit(&self.queue)
@@ -558,7 +574,7 @@ impl Store {
             tx.query_drop(cursor_sql).await?;
         } else {
             let saved = self
-                .judge_and_insert(&mut tx, setup, &pending, &candidates, &ctx, &cursor_sql)
+                .judge_and_insert(tx, setup, &pending, &candidates, &ctx, &cursor_sql)
                 .await?;
             for ((p, c), result) in pending.into_iter().zip(candidates).zip(saved) {
                 let outcome = match result {
@@ -582,7 +598,6 @@ impl Store {
                 outcomes[p.slot].1 = Some(outcome);
             }
         }
-        tx.commit().await?;
         Ok(Applied {
             outcomes: outcomes
                 .into_iter()
@@ -721,7 +736,7 @@ impl Store {
     /// candidate, its `(comment_ID, comment_approved)` or why it was refused.
     async fn judge_and_insert(
         &self,
-        tx: &mut mysql_async::Transaction<'_>,
+        tx: &mut mysql_async::Conn,
         setup: &Setup,
         pending: &[Pending],
         candidates: &[Candidate],
@@ -844,7 +859,7 @@ impl Store {
     /// [`batch`], in one round trip when the candidates fit in one statement's size.
     async fn ask(
         &self,
-        tx: &mut mysql_async::Transaction<'_>,
+        tx: &mut mysql_async::Conn,
         setup: &Setup,
         pending: &[Pending],
         candidates: &[Candidate],
@@ -1039,6 +1054,44 @@ const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 /// than the transaction (retried whole).
 fn refused_row(e: &mysql_async::ServerError) -> bool {
     e.code != ER_LOCK_DEADLOCK && e.code != ER_LOCK_WAIT_TIMEOUT
+}
+
+/// Begins a batch's transaction; sent with the batch's first reads, as `COMMIT` is sent with
+/// its last writes, so a batch costs no round trip of its own for either.
+const BEGIN: &str = "START TRANSACTION";
+
+/// A pooled connection whose transaction was begun by a statement of the batch (not by the
+/// driver, which would spend a round trip on it): dropped before [`OpenTx::ended`] (an
+/// error whose `ROLLBACK` failed, or a batch past its deadline), the connection is closed,
+/// so the server rolls the transaction back, instead of going back to the pool with it open.
+struct OpenTx(Option<Conn>);
+
+impl OpenTx {
+    fn conn(&mut self) -> Option<&mut Conn> {
+        self.0.as_mut()
+    }
+
+    /// The transaction is over (committed or rolled back): the connection may be reused.
+    fn ended(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for OpenTx {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        let _ = conn.disconnect().await;
+                    });
+                }
+                // Without a runtime the connection cannot be closed cleanly; leaking it
+                // keeps it out of the pool (the server rolls back when it times out).
+                Err(_) => std::mem::forget(conn),
+            }
+        }
+    }
 }
 
 /// Upper bound of one statement's size, well under any `max_allowed_packet` (1 MiB at least).

@@ -4,11 +4,14 @@
 //!
 //! Lifecycle of a record: reserved and written by a proxy → read here → judged and inserted
 //! (or refused) in the transaction that also moves the cursor past it → after the commit:
-//! `{prefix}applied`, the record deleted, bans for approved comments, its verdict published.
+//! bans for approved comments, its verdict pushed to the proxies, then in one memcached round
+//! trip `{prefix}applied`, the verdict keys no proxy took, and the record deleted. Under
+//! [`Syncer::advance`] that follow-up runs while the next batch's transaction does.
 //! A crash before the commit leaves the cursor where it was, so the same records are
 //! applied on restart; a crash after it leaves them behind the cursor, so they never are
 //! again.
 
+use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -90,7 +93,25 @@ pub struct Syncer {
     blocked_logged: Option<Instant>,
     /// Posts whose `comment_count` batches raised, recounted once the queue is empty.
     recount: std::collections::BTreeSet<u64>,
+    /// When `comment_count` was last recounted (see [`recount_due`]).
+    recounted: Option<Instant>,
+    /// The last committed batch, with its commit time (Unix ms), while what follows its
+    /// commit has not run yet (see [`Syncer::advance`]).
+    unsettled: Option<(Applied, u64)>,
 }
+
+/// Least time between two recounts of `comment_count`. A recount reads every comment of
+/// its posts, which under a steady stream of comments (the queue empty between batches)
+/// cost MySQL more than the batches themselves; meanwhile each batch adds what it saved.
+const RECOUNT_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether an empty queue recounts `comment_count`, the last recount having been at `last`.
+fn recount_due(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|t| now.saturating_duration_since(t) >= RECOUNT_EVERY)
+}
+
+/// Verdicts no proxy handed to a waiting answer: sequence number and JSON, for their keys.
+type Unclaimed = Vec<(u64, Vec<u8>)>;
 
 /// A random number for a new queue epoch.
 fn random_u64() -> u64 {
@@ -144,6 +165,8 @@ impl Syncer {
             applied_published: None,
             blocked_logged: None,
             recount: std::collections::BTreeSet::new(),
+            recounted: None,
+            unsettled: None,
             cfg,
         })
     }
@@ -153,13 +176,39 @@ impl Syncer {
         self.status.clone()
     }
 
-    /// Closes the database pool.
-    pub async fn close(self) {
+    /// Runs what follows the last commit if it has not run yet, then closes the database
+    /// pool.
+    pub async fn close(mut self) {
+        self.settle().await;
         self.store.close().await;
     }
 
     /// One round: see the module documentation. Errors leave the cursor where it was.
     pub async fn tick(&mut self) -> Result<TickReport, TickError> {
+        let r = self.advance().await;
+        self.settle().await;
+        r
+    }
+
+    /// Whether what follows the last commit (bans, verdicts, memcached writes) has yet to run.
+    pub fn unsettled(&self) -> bool {
+        self.unsettled.is_some()
+    }
+
+    /// Runs what follows the last commit, if it has not run yet.
+    pub async fn settle(&mut self) {
+        if let Some((applied, commit_ms)) = self.unsettled.take() {
+            self.after_commit(applied, commit_ms, true).await;
+        }
+    }
+
+    /// One round like [`Syncer::tick`], except that what follows the commit of the batch it
+    /// applies is left unsettled: the next call runs it while MySQL applies the next batch,
+    /// so the proxies get the verdicts no later than that batch's transaction ends and the
+    /// queue moves on meanwhile. The caller runs [`Syncer::settle`] when a round applied
+    /// nothing (an idle queue, or an error) and calls again at once while
+    /// [`Syncer::unsettled`].
+    pub async fn advance(&mut self) -> Result<TickReport, TickError> {
         let r = self.tick_inner().await;
         let mut st = self.status.lock();
         match &r {
@@ -213,6 +262,11 @@ impl Syncer {
                 cursor = Cursor { epoch: e, seq: 0 };
             }
             Reconcile::Reset { epoch, lost } => {
+                // The last batch's verdict keys and position belong to the lost queue: they
+                // must not land in the new one, whose numbers start over.
+                if let Some((applied, at)) = self.unsettled.take() {
+                    self.after_commit(applied, at, false).await;
+                }
                 let e = match epoch {
                     Some(e) => e,
                     None => self.queue.ensure_epoch(random_u64()).await?.unwrap_or(0),
@@ -261,10 +315,13 @@ impl Syncer {
             depth,
             reset,
         };
-        if self.applied_published != Some(cursor.seq) {
+        // An unsettled batch publishes the position itself.
+        if self.unsettled.is_none() && self.applied_published != Some(cursor.seq) {
             self.publish_applied(cursor.seq).await;
         }
         if depth == 0 {
+            // The last batch's verdicts go out before the recount, not after it.
+            self.settle().await;
             self.recount_if_due().await;
             return Ok(report);
         }
@@ -301,11 +358,24 @@ impl Syncer {
             version: self.cfg.wp_version,
             flood_interval: self.cfg.flood_interval,
         };
-        let step = self.store.apply(cursor, cursor.epoch, slots, judge);
-        let started = Instant::now();
-        let applied = match with_deadline(self.cfg.mysql_timeout, step).await {
+        let store = self.store.clone();
+        let deadline = self.cfg.mysql_timeout;
+        let step = async move {
+            let started = Instant::now();
+            let r = with_deadline(deadline, store.apply(cursor, cursor.epoch, slots, judge)).await;
+            (r, started.elapsed(), now_ms())
+        };
+        // The previous batch's bans and verdicts go out while MySQL applies this one; they
+        // are done before this batch's, so the order of batches is kept.
+        let previous = self.unsettled.take();
+        let ((result, took, commit_ms), ()) = tokio::join!(step, async {
+            if let Some((applied, at)) = previous {
+                self.after_commit(applied, at, true).await;
+            }
+        });
+        let applied = match result {
             Ok(a) => {
-                self.metrics.step("transaction", started.elapsed());
+                self.metrics.step("transaction", took);
                 a
             }
             Err(StoreError::CursorMoved(actual)) => {
@@ -323,19 +393,19 @@ impl Syncer {
         self.cursor = Some(applied.cursor);
         report.cursor = applied.cursor;
         report.applied = applied.outcomes.len();
-        self.after_commit(applied).await;
+        self.unsettled = Some((applied, commit_ms));
         Ok(report)
     }
 
-    /// Everything that follows a commit; failures here are logged, never undo the commit.
-    async fn after_commit(&mut self, applied: Applied) {
-        let commit_ms = now_ms();
+    /// Everything that follows a commit (at `commit_ms`); failures here are logged, never
+    /// undo the commit. Without `memcached` (it restarted since), the verdicts are pushed
+    /// but nothing is written there.
+    async fn after_commit(&mut self, applied: Applied, commit_ms: u64, memcached: bool) {
         let m = self.metrics.clone();
         m.commits.inc();
         self.status.lock().commits += 1;
         m.batch_size.observe(applied.outcomes.len() as f64);
         m.flood_checks(applied.flood_checks.0, applied.flood_checks.1);
-        self.publish_applied(applied.cursor.seq).await;
 
         // Bans first, so a visitor following the redirect finds the new comment.
         let mut ban_posts = std::collections::BTreeSet::new();
@@ -390,7 +460,7 @@ impl Syncer {
         m.step("bans", started.elapsed());
 
         let started = Instant::now();
-        self.publish_verdicts(&applied).await;
+        let unclaimed = self.push_verdicts(&applied).await;
         m.step("verdicts", started.elapsed());
 
         // Applied records are deleted; tombstones of skipped positions stay (they expire),
@@ -401,20 +471,66 @@ impl Syncer {
             .filter(|(_, o)| !matches!(o, Outcome::Skipped(_)))
             .map(|(s, _)| *s)
             .collect();
-        let started = Instant::now();
-        if let Err(e) = self.queue.forget(&done).await {
-            tracing::debug!(error = %e, "cannot delete applied records (they expire by eviction)");
+        if memcached {
+            let started = Instant::now();
+            self.publish(&applied, unclaimed, &done).await;
+            m.step("publish", started.elapsed());
         }
-        m.step("forget", started.elapsed());
         self.options = Some(applied.options);
     }
 
+    /// One memcached round trip after a commit: `{prefix}applied`, the verdict keys of
+    /// `unclaimed` (the verdicts no proxy handed to a waiting answer), and the applied
+    /// records `done` deleted. A failure is logged: the applied position is published again
+    /// by the next tick, the proxies answer the verdicts they do not find with a redirect to
+    /// the post, and records not deleted expire by eviction.
+    async fn publish(&mut self, applied: &Applied, unclaimed: Unclaimed, done: &[u64]) {
+        let seq = applied.cursor.seq;
+        let prefix = self.queue.prefix().to_string();
+        let mut items = Vec::with_capacity(unclaimed.len() + 1);
+        items.push((wire::applied_key(&prefix), seq.to_string().into_bytes(), 0));
+        let written: HashSet<u64> = unclaimed.iter().map(|(s, _)| *s).collect();
+        items.extend(
+            unclaimed
+                .into_iter()
+                .map(|(s, json)| (wire::verdict_key(&prefix, s), json, VERDICT_TTL)),
+        );
+        match self.queue.publish(&items, done).await {
+            Ok(()) => {
+                self.applied_published = Some(seq);
+                self.observe_verdicts(applied, |s| written.contains(&s));
+            }
+            Err(e) => tracing::warn!(
+                verdicts = written.len(),
+                error = %e,
+                "cannot publish the applied position and verdicts (the proxies answer those with a redirect to the post)"
+            ),
+        }
+    }
+
+    /// Observes the verdict latency of the inserted comments whose verdict `published` now.
+    fn observe_verdicts(&self, applied: &Applied, published: impl Fn(u64) -> bool) {
+        let now = now_ms();
+        for (seq, outcome) in &applied.outcomes {
+            if let Outcome::Inserted(i) = outcome {
+                if published(*seq) {
+                    self.metrics
+                        .verdict_latency
+                        .observe(now.saturating_sub(i.record.accepted_ms) as f64 / 1000.0);
+                }
+            }
+        }
+    }
+
     /// Recounts the posts batches added comments to, as WordPress counts (see
-    /// [`Store::recount`]); a failure leaves them for the next empty queue.
+    /// [`Store::recount`]), at most every [`RECOUNT_EVERY`]; a failure leaves them for a
+    /// later empty queue.
     async fn recount_if_due(&mut self) {
-        if self.recount.is_empty() {
+        let now = Instant::now();
+        if self.recount.is_empty() || !recount_due(self.recounted, now) {
             return;
         }
+        self.recounted = Some(now);
         let step = self.store.recount(&self.recount, self.cfg.wp_version);
         match with_deadline(self.cfg.mysql_timeout, step).await {
             Ok(()) => self.recount.clear(),
@@ -460,15 +576,16 @@ impl Syncer {
             .set(i64::try_from(self.banner.pending()).unwrap_or(i64::MAX));
     }
 
-    async fn publish_verdicts(&mut self, applied: &Applied) {
+    /// Pushes the batch's verdicts to the proxies; returns the ones no proxy handed to a
+    /// waiting answer, encoded for their verdict keys (the safety net of a proxy that missed
+    /// the push: its answers read the keys).
+    async fn push_verdicts(&mut self, applied: &Applied) -> Unclaimed {
         let o: &Options = &applied.options;
         if o.page_comments {
             tracing::debug!("page_comments is on: comment links point at the post, without the comment page");
         }
         let salt = site::auth_salt(&self.php, o);
         let host = o.home_authority();
-        let prefix = self.queue.prefix().to_string();
-        let mut items = Vec::with_capacity(applied.outcomes.len());
         let mut pushed = Vec::with_capacity(applied.outcomes.len());
         // One wait for the whole batch's permalinks, whatever the number of posts.
         let links_by = tokio::time::Instant::now() + self.cfg.permalink_wait;
@@ -494,34 +611,22 @@ impl Syncer {
                 Outcome::Refused(r) => verdicts::refused(*seq, r),
                 Outcome::Skipped(_) => continue,
             };
-            match serde_json::to_vec(&verdict) {
-                Ok(json) => items.push((wire::verdict_key(&prefix, *seq), json, VERDICT_TTL)),
-                Err(e) => tracing::error!(seq, error = %e, "cannot encode a verdict"),
-            }
             pushed.push(verdict);
         }
-        match self.queue.set_many(&items).await {
-            Ok(()) => {
-                let now = now_ms();
-                for (_, outcome) in &applied.outcomes {
-                    if let Outcome::Inserted(i) = outcome {
-                        self.metrics
-                            .verdict_latency
-                            .observe(now.saturating_sub(i.record.accepted_ms) as f64 / 1000.0);
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(verdicts = items.len(), error = %e, "cannot publish verdicts (the proxies answer with a redirect to the post)")
-            }
-        }
-        // Written first, pushed second: a proxy woken by the push finds the same verdict a
-        // later read of its key would.
         let batch = wire::VerdictBatch {
             epoch: applied.cursor.epoch,
             verdicts: pushed,
         };
-        self.banner.push_verdicts(&batch).await;
+        let delivered = self.banner.push_verdicts(&batch).await;
+        self.observe_verdicts(applied, |s| delivered.contains(&s));
+        let mut unclaimed = Vec::with_capacity(batch.verdicts.len() - delivered.len().min(batch.verdicts.len()));
+        for v in batch.verdicts.iter().filter(|v| !delivered.contains(&v.seq)) {
+            match serde_json::to_vec(v) {
+                Ok(json) => unclaimed.push((v.seq, json)),
+                Err(e) => tracing::error!(seq = v.seq, error = %e, "cannot encode a verdict"),
+            }
+        }
+        unclaimed
     }
 
     /// Publishes `{prefix}settings` when `settings_interval` has passed. While MySQL cannot
@@ -567,5 +672,19 @@ impl Syncer {
     /// The permalink cache, e.g. to clear it.
     pub fn permalinks(&self) -> &Permalinks {
         &self.permalinks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comment_count_is_recounted_at_once_then_at_most_every_second() {
+        let t = Instant::now();
+        assert!(recount_due(None, t));
+        assert!(!recount_due(Some(t), t));
+        assert!(!recount_due(Some(t), t + RECOUNT_EVERY / 2));
+        assert!(recount_due(Some(t), t + RECOUNT_EVERY));
     }
 }

@@ -127,6 +127,28 @@ pub struct VerdictBatch {
     pub verdicts: Vec<Verdict>,
 }
 
+/// A proxy's answer to a pushed [`VerdictBatch`]: the verdicts it handed to answers waiting
+/// for them. The syncer writes the verdict keys only for the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivered {
+    /// How many verdicts were handed over.
+    pub delivered: usize,
+    /// Their sequence numbers (absent in the answers of older proxies: then none count as
+    /// handed over).
+    #[serde(default)]
+    pub seqs: Vec<u64>,
+}
+
+impl Delivered {
+    /// The answer for the verdicts handed over.
+    pub fn new(seqs: Vec<u64>) -> Delivered {
+        Delivered {
+            delivered: seqs.len(),
+            seqs,
+        }
+    }
+}
+
 /// The syncer's answer for one record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -185,6 +207,17 @@ pub struct Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivered_answers_of_older_proxies_name_no_verdict() {
+        let old: Delivered = serde_json::from_str(r#"{"delivered":3}"#).unwrap();
+        assert_eq!((old.delivered, old.seqs), (3, Vec::new()));
+        let new = Delivered::new(vec![4, 9]);
+        assert_eq!(new.delivered, 2);
+        let json = serde_json::to_string(&new).unwrap();
+        assert_eq!(json, r#"{"delivered":2,"seqs":[4,9]}"#);
+        assert_eq!(serde_json::from_str::<Delivered>(&json).unwrap(), new);
+    }
 
     #[test]
     fn keys_and_round_trips() {

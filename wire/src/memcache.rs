@@ -163,16 +163,33 @@ impl Conn {
     /// `set` of several values in one round trip (the commands pipelined); `exptime` 0 = no
     /// expiry. Errors: any value not stored.
     pub async fn set_many(&mut self, items: &[(&str, &[u8], u32)]) -> Result<(), Error> {
-        for (k, _, _) in items {
+        self.set_and_delete(items, &[]).await.map(|_| ())
+    }
+
+    /// `delete` of several keys in one round trip; how many existed.
+    pub async fn delete_many(&mut self, keys: &[&str]) -> Result<usize, Error> {
+        self.set_and_delete(&[], keys).await
+    }
+
+    /// `set` of several values, then `delete` of several keys, all in one round trip (the
+    /// commands pipelined); how many of the deleted keys existed. Errors: any value not
+    /// stored (the connection is then unusable, like after any error but a bad key).
+    pub async fn set_and_delete(&mut self, items: &[(&str, &[u8], u32)], deletes: &[&str]) -> Result<usize, Error> {
+        for k in items.iter().map(|(k, _, _)| *k).chain(deletes.iter().copied()) {
             check_key(k)?;
         }
-        if items.is_empty() {
-            return Ok(());
+        if items.is_empty() && deletes.is_empty() {
+            return Ok(0);
         }
         self.exchange(async |c| {
             let mut msg = Vec::new();
             for (key, value, exptime) in items {
                 storage_command(&mut msg, "set", key, value, *exptime);
+            }
+            for key in deletes {
+                msg.extend_from_slice(b"delete ");
+                msg.extend_from_slice(key.as_bytes());
+                msg.extend_from_slice(b"\r\n");
             }
             c.send(&msg).await?;
             for _ in items {
@@ -181,29 +198,8 @@ impl Conn {
                     return Err(c.protocol(&line));
                 }
             }
-            Ok(())
-        })
-        .await
-    }
-
-    /// `delete` of several keys in one round trip; how many existed.
-    pub async fn delete_many(&mut self, keys: &[&str]) -> Result<usize, Error> {
-        for k in keys {
-            check_key(k)?;
-        }
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        self.exchange(async |c| {
-            let mut msg = String::new();
-            for key in keys {
-                msg.push_str("delete ");
-                msg.push_str(key);
-                msg.push_str("\r\n");
-            }
-            c.send(msg.as_bytes()).await?;
             let mut deleted = 0;
-            for _ in keys {
+            for _ in deletes {
                 let line = c.line().await?;
                 match line.trim_end() {
                     "DELETED" => deleted += 1,
@@ -344,8 +340,15 @@ mod tests {
         assert_eq!(got[0].as_deref(), Some(&b"hello\r\nworld"[..]));
         assert_eq!(got[1], None);
         assert_eq!(got[2].as_deref(), Some(&b"3"[..]));
-        assert!(c.delete(&k).await.unwrap());
-        assert!(c.delete(&k2).await.unwrap());
+        let k3 = format!("{k}:w");
+        let items: [(&str, &[u8], u32); 2] = [(&k3, b"one", 60), (&k2, b"two", 60)];
+        assert_eq!(
+            c.set_and_delete(&items, &[&k, "strata-wire-test:none"]).await.unwrap(),
+            1
+        );
+        let got = c.get_many(&[&k3, &k2, &k]).await.unwrap();
+        assert_eq!(got, vec![Some(b"one".to_vec()), Some(b"two".to_vec()), None]);
+        assert_eq!(c.delete_many(&[&k2, &k3]).await.unwrap(), 2);
         assert!(matches!(c.get("bad key").await, Err(Error::BadKey(_))));
     }
 }

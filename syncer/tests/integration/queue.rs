@@ -152,3 +152,38 @@ async fn memcached_down_is_a_retried_error() {
     assert!(errors >= 2.0, "{text}");
     env.finish(Some(&t)).await;
 }
+
+/// `advance` leaves what follows a commit (the verdict keys, the applied position) for the
+/// next round, which runs it while MySQL applies the next batch; `settle` runs it at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_advanced_batch_is_settled_by_the_next_round() {
+    let mut env = Env::new("").await;
+    let t = token();
+    let post = open_post(&env.db, &t).await;
+    let rec = |n: &str| {
+        record(
+            post,
+            "A",
+            &format!("{n}-{t}@example.test"),
+            "",
+            &format!("{n} {t}"),
+            &ip_for(&format!("{t}{n}")),
+        )
+    };
+    let a = env.push(rec("a")).await;
+    let report = env.syncer.advance().await.unwrap();
+    assert_eq!((report.applied, report.cursor.seq), (1, a));
+    assert!(env.syncer.unsettled());
+    assert!(env.verdict(a).await.is_none(), "the verdict waits for the next round");
+    let b = env.push(rec("b")).await;
+    let report = env.syncer.advance().await.unwrap();
+    assert_eq!((report.applied, report.cursor.seq), (1, b));
+    assert_eq!(env.verdict(a).await.unwrap().status, Status::Approved);
+    assert_eq!(env.get("applied").await.as_deref(), Some(a.to_string().as_str()));
+    assert!(env.verdict(b).await.is_none());
+    env.syncer.settle().await;
+    assert!(!env.syncer.unsettled());
+    assert_eq!(env.verdict(b).await.unwrap().status, Status::Approved);
+    assert_eq!(env.get("applied").await.as_deref(), Some(b.to_string().as_str()));
+    env.finish(Some(&t)).await;
+}
