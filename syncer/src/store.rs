@@ -613,7 +613,7 @@ impl Store {
     /// id → how many). WordPress recounts the post's approved comments after each one,
     /// which reads every comment of the post; the batch adds what it saved instead, and
     /// [`Store::recount`] recounts as WordPress does once the queue is empty.
-    fn count_sql(&self, added: &BTreeMap<u64, u64>) -> Option<String> {
+    fn count_sql<N: std::fmt::Display>(&self, added: &BTreeMap<u64, N>) -> Option<String> {
         if added.is_empty() {
             return None;
         }
@@ -625,13 +625,17 @@ impl Store {
         ))
     }
 
-    /// Recounts `comment_count` of `posts` as `wp_update_comment_count_now` does (the
-    /// approved comments; from 6.9 on, notes excluded).
+    /// Brings `comment_count` of `posts` to what `wp_update_comment_count_now` counts (the
+    /// approved comments; from 6.9 on, notes excluded) without a lock held while counting:
+    /// one statement reads, from one snapshot, each post's stored count and its approved
+    /// comments, and only a post whose count drifted gets the difference added. Batches
+    /// committed in between raise both by the same amount, so the difference stays right;
+    /// a post nobody changed behind the syncer's back is not written at all.
     ///
-    /// Errors: MySQL failed (the posts stay to recount).
-    pub async fn recount(&self, posts: &BTreeSet<u64>, version: WpVersion) -> Result<(), StoreError> {
+    /// Returns how many posts were repaired. Errors: MySQL failed (the posts stay to recount).
+    pub async fn recount(&self, posts: &BTreeSet<u64>, version: WpVersion) -> Result<usize, StoreError> {
         if posts.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let note = if version >= (6, 9) {
             " AND c.comment_type != 'note'"
@@ -639,15 +643,25 @@ impl Store {
             ""
         };
         let mut c = self.pool.get_conn().await?;
-        c.query_drop(format!(
-            "UPDATE {posts_table} p SET p.comment_count = (SELECT COUNT(*) FROM {comments} c \
-             WHERE c.comment_post_ID = p.ID AND c.comment_approved = '1'{note}) WHERE p.ID IN ({ids})",
-            posts_table = self.t("posts"),
-            comments = self.t("comments"),
-            ids = posts.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
-        ))
-        .await?;
-        Ok(())
+        let rows: Vec<(u64, i64, i64)> = c
+            .query(format!(
+                "SELECT p.ID, p.comment_count, (SELECT COUNT(*) FROM {comments} c \
+                 WHERE c.comment_post_ID = p.ID AND c.comment_approved = '1'{note}) FROM {posts_table} p \
+                 WHERE p.ID IN ({ids})",
+                posts_table = self.t("posts"),
+                comments = self.t("comments"),
+                ids = posts.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+            ))
+            .await?;
+        let drift: BTreeMap<u64, i64> = rows
+            .into_iter()
+            .filter(|(_, stored, counted)| stored != counted)
+            .map(|(post, stored, counted)| (post, counted - stored))
+            .collect();
+        if let Some(sql) = self.count_sql(&drift) {
+            c.query_drop(sql).await?;
+        }
+        Ok(drift.len())
     }
 
     /// What a batch needs to know about the tables once: the collations its checks compare
@@ -1318,7 +1332,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_raises_comment_count_by_what_it_saved() {
         let store = Store::new("mysql://u:p@127.0.0.1:3306/wp", "wp_", "q").unwrap();
-        assert_eq!(store.count_sql(&BTreeMap::new()), None);
+        assert_eq!(store.count_sql(&BTreeMap::<u64, u64>::new()), None);
         assert_eq!(
             store.count_sql(&BTreeMap::from([(4, 2), (9, 1)])).unwrap(),
             "UPDATE `wp_posts` SET comment_count = comment_count + CASE ID WHEN 4 THEN 2 WHEN 9 THEN 1 ELSE 0 END \

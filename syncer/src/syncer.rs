@@ -95,10 +95,19 @@ pub struct Syncer {
     recount: std::collections::BTreeSet<u64>,
     /// When `comment_count` was last recounted (see [`recount_due`]).
     recounted: Option<Instant>,
+    /// The recount running beside the batches, with the posts it covers.
+    recounting: Option<Recounting>,
     /// The last committed batch, with its commit time (Unix ms), while what follows its
     /// commit has not run yet (see [`Syncer::advance`]).
     unsettled: Option<(Applied, u64)>,
 }
+
+/// A recount running beside the batches: the posts it covers and its task (how many posts
+/// it repaired).
+type Recounting = (
+    std::collections::BTreeSet<u64>,
+    tokio::task::JoinHandle<Result<usize, StoreError>>,
+);
 
 /// Least time between two recounts of `comment_count`. A recount reads every comment of
 /// its posts, which under a steady stream of comments (the queue empty between batches)
@@ -166,6 +175,7 @@ impl Syncer {
             blocked_logged: None,
             recount: std::collections::BTreeSet::new(),
             recounted: None,
+            recounting: None,
             unsettled: None,
             cfg,
         })
@@ -523,21 +533,42 @@ impl Syncer {
     }
 
     /// Recounts the posts batches added comments to, as WordPress counts (see
-    /// [`Store::recount`]), at most every [`RECOUNT_EVERY`]; a failure leaves them for a
-    /// later empty queue.
+    /// [`Store::recount`]), at most every [`RECOUNT_EVERY`], on a connection of its own
+    /// while the batches go on; a failure leaves them for a later empty queue.
     async fn recount_if_due(&mut self) {
+        if let Some((_, task)) = &self.recounting {
+            if !task.is_finished() {
+                return;
+            }
+        }
+        if let Some((posts, task)) = self.recounting.take() {
+            let failed = match task.await {
+                Ok(Ok(0)) => None,
+                Ok(Ok(repaired)) => {
+                    tracing::info!(
+                        repaired,
+                        "comment_count repaired (comments changed behind the syncer's back)"
+                    );
+                    None
+                }
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(error) = failed {
+                tracing::warn!(%error, posts = posts.len(), "cannot recount comment_count; retried later");
+                self.recount.extend(posts);
+            }
+        }
         let now = Instant::now();
         if self.recount.is_empty() || !recount_due(self.recounted, now) {
             return;
         }
         self.recounted = Some(now);
-        let step = self.store.recount(&self.recount, self.cfg.wp_version);
-        match with_deadline(self.cfg.mysql_timeout, step).await {
-            Ok(()) => self.recount.clear(),
-            Err(e) => {
-                tracing::warn!(error = %e, posts = self.recount.len(), "cannot recount comment_count; retried later")
-            }
-        }
+        let posts = std::mem::take(&mut self.recount);
+        let (store, version, limit) = (self.store.clone(), self.cfg.wp_version, self.cfg.mysql_timeout);
+        let covered = posts.clone();
+        let task = tokio::spawn(async move { with_deadline(limit, store.recount(&covered, version)).await });
+        self.recounting = Some((posts, task));
     }
 
     /// Moves the durable cursor with compare-and-set; when another syncer moved it first, the

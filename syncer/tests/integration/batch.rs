@@ -240,3 +240,50 @@ async fn a_row_mysql_refuses_fails_alone_and_later_comments_do_not_see_it() {
     env.finish(None).await;
     site.drop_tables().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recount_repairs_only_a_count_changed_behind_the_syncers_back() {
+    let t = token();
+    let site = Site::copy(
+        &mysql_async::Pool::new(mysql_url().as_str()),
+        &format!("sr{}_", &t[t.len() - 8..]),
+    )
+    .await;
+    let post = site.open_post().await;
+    let count_sql = format!("SELECT comment_count FROM {}posts WHERE ID = {post}", site.prefix);
+    let mut c = site.db.get_conn().await.unwrap();
+    for (approved, n) in [("1", 2), ("0", 1)] {
+        for i in 0..n {
+            c.exec_drop(
+                format!(
+                    "INSERT INTO {}comments (comment_post_ID, comment_author, comment_date, comment_date_gmt, \
+                     comment_content, comment_approved, comment_type) \
+                     VALUES (?, 'Someone', NOW(), UTC_TIMESTAMP(), ?, ?, 'comment')",
+                    site.prefix
+                ),
+                (post, format!("{approved}-{i} {t}"), approved),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    // Something behind the syncer's back left the count at 7: two approved comments it is.
+    c.query_drop(format!(
+        "UPDATE {}posts SET comment_count = 7 WHERE ID = {post}",
+        site.prefix
+    ))
+    .await
+    .unwrap();
+    let store = strata_syncer::store::Store::new(&mysql_url(), &site.prefix, &format!("strata-test:{t}:")).unwrap();
+    let posts = std::collections::BTreeSet::from([post]);
+    assert_eq!(store.recount(&posts, (6, 1)).await.unwrap(), 1, "one post repaired");
+    assert_eq!(c.query_first::<u64, _>(&count_sql).await.unwrap(), Some(2));
+    assert_eq!(
+        store.recount(&posts, (6, 1)).await.unwrap(),
+        0,
+        "a right count is not written"
+    );
+    assert_eq!(c.query_first::<u64, _>(&count_sql).await.unwrap(), Some(2));
+    drop(c);
+    site.drop_tables().await;
+}
