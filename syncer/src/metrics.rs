@@ -37,6 +37,18 @@ struct StepLabel {
 /// The steps of a tick that [`Metrics::step`] times.
 pub const STEPS: [&str; 5] = ["fetch", "transaction", "bans", "verdicts", "publish"];
 
+/// Bounds (ms) of the lag and verdict latency histograms: fine around the tens of
+/// milliseconds a comment should take, so that a percentile near a target (15 ms) is read
+/// to a few milliseconds, then coarser up to a minute (MySQL away).
+const LATENCY_MS: [f64; 28] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 75.0, 100.0, 150.0, 200.0,
+    300.0, 500.0, 750.0, 1000.0, 2000.0, 5000.0, 10000.0, 30000.0, 60000.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_MS.iter().map(|ms| ms / 1000.0))
+}
+
 fn step_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
@@ -105,9 +117,9 @@ impl Metrics {
         let m = Metrics {
             queue_depth: Gauge::default(),
             cursor: Gauge::default(),
-            lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            lag: latency_histogram(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
-            verdict_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            verdict_latency: latency_histogram(),
             comments: Family::default(),
             rejections: Family::default(),
             skipped: Family::default(),
