@@ -946,6 +946,19 @@ async fn a_fill_in_flight_when_a_ban_arrives_is_not_stored() {
     .await;
 }
 
+/// Starts a GET of `path` (a `/slow/…` page) through `a` and returns once its fill reached
+/// the origin, the GET still waiting for the answer.
+async fn fill_at_origin(site: &Site, a: SocketAddr, path: &'static str) -> tokio::task::JoinHandle<Resp> {
+    let before = site.fixture.hits();
+    let leader = tokio::spawn(async move { get_at(a, &host(), path, &[]).await });
+    let fixture = &site.fixture;
+    poll("the fill to reach the origin", PROPAGATION, move || async move {
+        (fixture.hits() > before).then_some(())
+    })
+    .await;
+    leader
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_after_a_ban_is_not_answered_from_a_fill_that_started_before_it() {
     bounded(60, async {
@@ -953,12 +966,7 @@ async fn a_request_after_a_ban_is_not_answered_from_a_fill_that_started_before_i
         let nodes = cluster(&site.url(), 2, relaxed).await;
         let a = nodes[0].addr;
         // The leader's fill reads generation 1, then the origin takes 500 ms.
-        let leader = tokio::spawn(async move { get_at(a, &host(), "/slow/w1", &[]).await });
-        let fixture = &site.fixture;
-        poll("the fill to reach the origin", PROPAGATION, move || async move {
-            (fixture.hits() >= 1).then_some(())
-        })
-        .await;
+        let leader = fill_at_origin(&site, a, "/slow/w1").await;
         // The site is edited and the page banned while that fill is still at the origin, so a
         // request made after the ban (it would wait on the same fill) must see the edit.
         site.bump();
@@ -983,12 +991,7 @@ async fn a_fill_in_flight_when_a_soft_ban_arrives_is_stored_stale() {
         let site = Site::start().await;
         let nodes = cluster(&site.url(), 2, relaxed).await;
         let a = nodes[0].addr;
-        let leader = tokio::spawn(async move { get_at(a, &host(), "/slow/s1", &[]).await });
-        let fixture = &site.fixture;
-        poll("the fill to reach the origin", PROPAGATION, move || async move {
-            (fixture.hits() >= 1).then_some(())
-        })
-        .await;
+        let leader = fill_at_origin(&site, a, "/slow/s1").await;
         site.bump();
         ban_at(nodes[0].admin, &ban_json("tag", "s1", None, true), None).await;
         let r = leader.await.expect("GET task");
