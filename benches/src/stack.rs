@@ -717,6 +717,12 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
 }
 
 /// The progress line, every 250 ms on a terminal, every 5 s otherwise, until `done` is set.
+/// A progress bar `width` cells wide, `done` (0 to 1) of it filled.
+fn bar(done: f64, width: usize) -> String {
+    let filled = ((done.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
 async fn progress(args: Arc<RunArgs>, shared: Arc<Shared>, done: Arc<tokio::sync::Notify>) {
     let tty = std::io::stderr().is_terminal();
     let every = if tty {
@@ -735,8 +741,9 @@ async fn progress(args: Arc<RunArgs>, shared: Arc<Shared>, done: Arc<tokio::sync
         let s = (elapsed as usize).saturating_sub(1).min(shared.seconds.len() - 1);
         let rate = |c: usize| shared.seconds[s][c].load(Ordering::Relaxed);
         let line = format!(
-            "[{}] {:5.1}/{:.0}s  GET/s {:6}  POST/s {:5}  violations {}  errors {}",
+            "[{}] {} {:5.1}/{:.0}s  GET/s {:6}  POST/s {:5}  violations {}  errors {}",
             args.system,
+            bar(elapsed / total, 20),
             elapsed.min(total),
             total,
             rate(COL_GET),
@@ -1136,6 +1143,14 @@ mod tests {
         assert!(parse_nodes("10.0.0.1:80").is_err());
         assert!(parse_nodes("[2001:db8::1]:80").is_err());
         assert!(parse_nodes("").is_err());
+    }
+
+    #[test]
+    fn progress_bars() {
+        assert_eq!(bar(0.0, 4), "[....]");
+        assert_eq!(bar(0.5, 4), "[##..]");
+        assert_eq!(bar(1.7, 4), "[####]");
+        assert_eq!(bar(f64::NAN, 4), "[....]");
     }
 
     #[test]
