@@ -160,19 +160,8 @@ impl Conn {
         self.store("add", key, value, exptime).await
     }
 
-    /// `set` of several values in one round trip (the commands pipelined); `exptime` 0 = no
-    /// expiry. Errors: any value not stored.
-    pub async fn set_many(&mut self, items: &[(&str, &[u8], u32)]) -> Result<(), Error> {
-        self.set_and_delete(items, &[]).await.map(|_| ())
-    }
-
-    /// `delete` of several keys in one round trip; how many existed.
-    pub async fn delete_many(&mut self, keys: &[&str]) -> Result<usize, Error> {
-        self.set_and_delete(&[], keys).await
-    }
-
-    /// `set` of several values, then `delete` of several keys, all in one round trip (the
-    /// commands pipelined); how many of the deleted keys existed. Errors: any value not
+    /// `set` of several values (`exptime` 0 = no expiry), then `delete` of several keys, all
+    /// in one round trip (the commands pipelined); how many of the deleted keys existed. Errors: any value not
     /// stored (the connection is then unusable, like after any error but a bad key).
     pub async fn set_and_delete(&mut self, items: &[(&str, &[u8], u32)], deletes: &[&str]) -> Result<usize, Error> {
         for k in items.iter().map(|(k, _, _)| *k).chain(deletes.iter().copied()) {
@@ -348,7 +337,7 @@ mod tests {
         );
         let got = c.get_many(&[&k3, &k2, &k]).await.unwrap();
         assert_eq!(got, vec![Some(b"one".to_vec()), Some(b"two".to_vec()), None]);
-        assert_eq!(c.delete_many(&[&k2, &k3]).await.unwrap(), 2);
+        assert_eq!(c.set_and_delete(&[], &[&k2, &k3]).await.unwrap(), 2);
         assert!(matches!(c.get("bad key").await, Err(Error::BadKey(_))));
     }
 }
