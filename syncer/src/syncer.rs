@@ -95,19 +95,16 @@ pub struct Syncer {
     recount: std::collections::BTreeSet<u64>,
     /// When `comment_count` was last recounted (see [`recount_due`]).
     recounted: Option<Instant>,
-    /// The recount running beside the batches, with the posts it covers.
+    /// The recount running beside the batches.
     recounting: Option<Recounting>,
     /// The last committed batch, with its commit time (Unix ms), while what follows its
     /// commit has not run yet (see [`Syncer::advance`]).
     unsettled: Option<(Applied, u64)>,
 }
 
-/// A recount running beside the batches: the posts it covers and its task (how many posts
-/// it repaired).
-type Recounting = (
-    std::collections::BTreeSet<u64>,
-    tokio::task::JoinHandle<Result<usize, StoreError>>,
-);
+/// A recount running beside the batches; it gives back the posts it covered with how many
+/// it repaired.
+type Recounting = tokio::task::JoinHandle<(std::collections::BTreeSet<u64>, Result<usize, StoreError>)>;
 
 /// Least time between two recounts of `comment_count`. A recount reads every comment of
 /// its posts, which under a steady stream of comments (the queue empty between batches)
@@ -536,27 +533,23 @@ impl Syncer {
     /// [`Store::recount`]), at most every [`RECOUNT_EVERY`], on a connection of its own
     /// while the batches go on; a failure leaves them for a later empty queue.
     async fn recount_if_due(&mut self) {
-        if let Some((_, task)) = &self.recounting {
-            if !task.is_finished() {
-                return;
-            }
+        if self.recounting.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
         }
-        if let Some((posts, task)) = self.recounting.take() {
-            let failed = match task.await {
-                Ok(Ok(0)) => None,
-                Ok(Ok(repaired)) => {
+        if let Some(task) = self.recounting.take() {
+            match task.await {
+                Ok((_, Ok(0))) => {}
+                Ok((_, Ok(repaired))) => {
                     tracing::info!(
                         repaired,
                         "comment_count repaired (comments changed behind the syncer's back)"
                     );
-                    None
                 }
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(error) = failed {
-                tracing::warn!(%error, posts = posts.len(), "cannot recount comment_count; retried later");
-                self.recount.extend(posts);
+                Ok((posts, Err(e))) => {
+                    tracing::warn!(error = %e, posts = posts.len(), "cannot recount comment_count; retried later");
+                    self.recount.extend(posts);
+                }
+                Err(e) => tracing::warn!(error = %e, "the recount of comment_count failed"),
             }
         }
         let now = Instant::now();
@@ -566,9 +559,10 @@ impl Syncer {
         self.recounted = Some(now);
         let posts = std::mem::take(&mut self.recount);
         let (store, version, limit) = (self.store.clone(), self.cfg.wp_version, self.cfg.mysql_timeout);
-        let covered = posts.clone();
-        let task = tokio::spawn(async move { with_deadline(limit, store.recount(&covered, version)).await });
-        self.recounting = Some((posts, task));
+        self.recounting = Some(tokio::spawn(async move {
+            let r = with_deadline(limit, store.recount(&posts, version)).await;
+            (posts, r)
+        }));
     }
 
     /// Moves the durable cursor with compare-and-set; when another syncer moved it first, the
@@ -650,7 +644,7 @@ impl Syncer {
         };
         let delivered = self.banner.push_verdicts(&batch).await;
         self.observe_verdicts(applied, |s| delivered.contains(&s));
-        let mut unclaimed = Vec::with_capacity(batch.verdicts.len() - delivered.len().min(batch.verdicts.len()));
+        let mut unclaimed = Vec::with_capacity(batch.verdicts.len().saturating_sub(delivered.len()));
         for v in batch.verdicts.iter().filter(|v| !delivered.contains(&v.seq)) {
             match serde_json::to_vec(v) {
                 Ok(json) => unclaimed.push((v.seq, json)),
