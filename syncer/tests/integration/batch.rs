@@ -41,6 +41,12 @@ impl Site {
         }
     }
 
+    /// A copy under a prefix of `letters` and the end of the test's token `t`.
+    async fn for_token(letters: &str, t: &str) -> Site {
+        let db = mysql_async::Pool::new(mysql_url().as_str());
+        Site::copy(&db, &format!("{letters}{}_", &t[t.len() - 8..])).await
+    }
+
     async fn option(&self, name: &str, value: &str) {
         let mut c = self.db.get_conn().await.unwrap();
         c.exec_drop(
@@ -113,11 +119,7 @@ async fn assert_saved_as(site: &Site, v: &Verdict, content: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_batch_is_judged_as_php_judges_one_comment_after_the_other() {
     let t = token();
-    let site = Site::copy(
-        &mysql_async::Pool::new(mysql_url().as_str()),
-        &format!("sb{}_", &t[t.len() - 8..]),
-    )
-    .await;
+    let site = Site::for_token("sb", &t).await;
     site.option("comment_previously_approved", "1").await;
     site.option("close_comments_for_old_posts", "0").await;
     let post = site.open_post().await;
@@ -201,11 +203,7 @@ async fn one_batch_is_judged_as_php_judges_one_comment_after_the_other() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_row_mysql_refuses_fails_alone_and_later_comments_do_not_see_it() {
     let t = token();
-    let site = Site::copy(
-        &mysql_async::Pool::new(mysql_url().as_str()),
-        &format!("sr{}_", &t[t.len() - 8..]),
-    )
-    .await;
+    let site = Site::for_token("sr", &t).await;
     site.option("close_comments_for_old_posts", "0").await;
     let post = site.open_post().await;
     // A constraint stands for whatever makes MySQL refuse a row (a trigger, a full disk
@@ -244,11 +242,7 @@ async fn a_row_mysql_refuses_fails_alone_and_later_comments_do_not_see_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recount_repairs_only_a_count_changed_behind_the_syncers_back() {
     let t = token();
-    let site = Site::copy(
-        &mysql_async::Pool::new(mysql_url().as_str()),
-        &format!("sr{}_", &t[t.len() - 8..]),
-    )
-    .await;
+    let site = Site::for_token("sc", &t).await;
     let post = site.open_post().await;
     let count_sql = format!("SELECT comment_count FROM {}posts WHERE ID = {post}", site.prefix);
     let mut c = site.db.get_conn().await.unwrap();
