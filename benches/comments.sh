@@ -263,6 +263,7 @@ PROXY_REASONS=$(labels "$PROXY_ADMIN" strata_comments_total)
 SYNCER_OUTCOMES=$(labels "$SYNCER_ADMIN" strata_syncer_comments_total)
 SYNCER_REJECTIONS=$(labels "$SYNCER_ADMIN" strata_syncer_rejections_total)
 FLOOD_CHECKS=$(labels "$SYNCER_ADMIN" strata_syncer_flood_checks_total)
+PAIR_CHECKS=$(labels "$SYNCER_ADMIN" strata_syncer_pair_checks_total)
 STEPS=""
 for step in fetch transaction bans verdicts publish; do
     STEPS+="${STEPS:+, }$step $(awk -v s="$(metric "$SYNCER_ADMIN" strata_syncer_step_seconds_sum "step=\"$step\"")" \
@@ -322,7 +323,8 @@ row() { # row NAME FILE LANDED
     echo "  Strata $LOAD_STRATA (other work on the machine shares the same cores)."
     echo "- Proxy \`strata_comments_total\`: $PROXY_REASONS."
     echo "- Syncer \`strata_syncer_comments_total\`: $SYNCER_OUTCOMES; rejections: $SYNCER_REJECTIONS;"
-    echo "  flood checks answered by (\`strata_syncer_flood_checks_total\`): $FLOOD_CHECKS."
+    echo "  flood checks answered by (\`strata_syncer_flood_checks_total\`): $FLOOD_CHECKS;"
+    echo "  batches whose comments were compared with each other by (\`strata_syncer_pair_checks_total\`): $PAIR_CHECKS."
     echo "- A \"302 to the post\" is the proxy's answer when no verdict came within \`max_hold\`: the comment"
     echo "  was queued and landed later. All benchmark comments were deleted afterwards and"
     echo "  \`comment_count\` of the posts recomputed."

@@ -26,6 +26,7 @@ pub mod names {
     pub const BANS_PENDING: &str = "strata_syncer_bans_pending";
     pub const COMMITS: &str = "strata_syncer_commits";
     pub const FLOOD_CHECKS: &str = "strata_syncer_flood_checks";
+    pub const PAIR_CHECKS: &str = "strata_syncer_pair_checks";
     pub const STEP: &str = "strata_syncer_step_seconds";
 }
 
@@ -101,6 +102,7 @@ pub struct Metrics {
     /// Committed transactions.
     pub commits: Counter,
     flood_checks: Family<ByLabel, Counter>,
+    pair_checks: Family<ByLabel, Counter>,
     steps: Family<StepLabel, Histogram, fn() -> Histogram>,
 }
 
@@ -132,6 +134,7 @@ impl Metrics {
             bans_pending: Gauge::default(),
             commits: Counter::default(),
             flood_checks: Family::default(),
+            pair_checks: Family::default(),
             steps: Family::new_with_constructor(step_histogram),
             registry: Registry::default(),
         };
@@ -193,6 +196,11 @@ impl Metrics {
             m.flood_checks.clone(),
         );
         registry.register(
+            names::PAIR_CHECKS,
+            "Batches whose comments were compared with each other, by what compared them: the syncer (ASCII text under a checked collation) or a query",
+            m.pair_checks.clone(),
+        );
+        registry.register(
             names::STEP,
             "Duration of each step of a tick that applied records (fetch, transaction, bans, verdicts pushed, publish: the memcached writes and deletes)",
             m.steps.clone(),
@@ -211,6 +219,12 @@ impl Metrics {
         self.flood_checks
             .get_or_create(&ByLabel { by: "query" })
             .inc_by(by_query);
+    }
+
+    /// Counts a batch's comparison of its comments with each other, by MySQL or not.
+    pub fn pair_check(&self, asked: bool) {
+        let by = if asked { "query" } else { "syncer" };
+        self.pair_checks.get_or_create(&ByLabel { by }).inc();
     }
 
     /// Records how long a step of a tick took (`step` one of [`STEPS`]).

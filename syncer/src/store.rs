@@ -63,6 +63,10 @@ pub struct Applied {
     pub options: Options,
     /// Flood checks answered by the index, and by the query.
     pub flood_checks: (u64, u64),
+    /// Whether MySQL was asked which comments of the batch relate to each other (else the
+    /// syncer could tell that none do); `None` when no comment reached the database's
+    /// checks.
+    pub pairs_asked: Option<bool>,
 }
 
 /// Why the database step failed. Nothing was committed in any case.
@@ -570,12 +574,14 @@ impl Store {
             cursor.seq,
             batch::lit(&self.queue)
         );
+        let mut pairs_asked = None;
         if pending.is_empty() {
             tx.query_drop(cursor_sql).await?;
         } else {
-            let saved = self
+            let (saved, asked) = self
                 .judge_and_insert(tx, setup, &pending, &candidates, &ctx, &cursor_sql)
                 .await?;
+            pairs_asked = Some(asked);
             for ((p, c), result) in pending.into_iter().zip(candidates).zip(saved) {
                 let outcome = match result {
                     Ok((id, approved)) => {
@@ -606,6 +612,7 @@ impl Store {
             cursor,
             options,
             flood_checks: (flood.by_index, flood.by_query),
+            pairs_asked,
         })
     }
 
@@ -735,11 +742,13 @@ impl Store {
                 params(vec![format!("{}comments", self.prefix).into()]),
             )
             .await?;
+        let folds = folds_agree(conn, &collations).await;
         let setup = Arc::new(Setup {
             scratch,
             multi_row,
             increment: increment.unwrap_or(1).max(1),
             email_index: email_index.unwrap_or(0) > 0,
+            folds,
         });
         *self.setup.lock() = Some(setup.clone());
         Ok(setup)
@@ -747,7 +756,8 @@ impl Store {
 
     /// Asks the database about every candidate at once, decides them in order, inserts the
     /// accepted ones and runs `tail` (the cursor's update) with `comment_count`'s: for each
-    /// candidate, its `(comment_ID, comment_approved)` or why it was refused.
+    /// candidate, its `(comment_ID, comment_approved)` or why it was refused; and whether
+    /// the pairs were asked of MySQL.
     async fn judge_and_insert(
         &self,
         tx: &mut mysql_async::Conn,
@@ -756,8 +766,12 @@ impl Store {
         candidates: &[Candidate],
         ctx: &Context<'_>,
         tail: &str,
-    ) -> Result<Vec<Result<(u64, &'static str), Refusal>>, StoreError> {
-        let (facts, pairs) = self.ask(tx, setup, pending, candidates, ctx).await?;
+    ) -> Result<(Vec<Result<(u64, &'static str), Refusal>>, bool), StoreError> {
+        let Asked {
+            facts,
+            pairs,
+            pairs_asked,
+        } = self.ask(tx, setup, pending, candidates, ctx).await?;
         let rules = batch::Rules {
             options: ctx.options,
             version: ctx.judge.version,
@@ -858,7 +872,7 @@ impl Store {
             let text: Vec<&str> = counts.iter().map(String::as_str).chain([tail]).collect();
             tx.query_drop(text.join(";\n")).await?;
         }
-        Ok(decisions
+        let results = decisions
             .into_iter()
             .enumerate()
             .map(|(j, d)| match (d, saved[j]) {
@@ -866,11 +880,13 @@ impl Store {
                 (Decision::Save(_), None) => Err(rules::SAVE_FAILED),
                 (Decision::Refuse(r), _) => Err(r),
             })
-            .collect())
+            .collect();
+        Ok((results, pairs_asked))
     }
 
-    /// Fills the temporary tables with the candidates and asks the two questions of
-    /// [`batch`], in one round trip when the candidates fit in one statement's size.
+    /// Fills the temporary tables with the candidates and asks the questions of [`batch`],
+    /// in one round trip when the candidates fit in one statement's size; the pairs only
+    /// when two candidates may relate ([`batch::pairs_possible`]).
     async fn ask(
         &self,
         tx: &mut mysql_async::Conn,
@@ -878,12 +894,15 @@ impl Store {
         pending: &[Pending],
         candidates: &[Candidate],
         ctx: &Context<'_>,
-    ) -> Result<(Vec<Facts>, Vec<Vec<Pair>>), StoreError> {
-        let mut statements = vec![
-            format!("DELETE FROM {}", batch::PROBE_TABLE),
-            format!("DELETE FROM {}", batch::ROWS_TABLE),
-        ];
-        statements.extend(probe_statements(pending, candidates, ctx).into_iter().map(|(s, _)| s));
+    ) -> Result<Asked, StoreError> {
+        let (probes, stored) = batch_values(pending, candidates, ctx);
+        let pairs_wanted = !setup.folds || batch::pairs_possible(&probes, &stored);
+        let mut statements = vec![format!("DELETE FROM {}", batch::PROBE_TABLE)];
+        statements.extend(probe_statements(&probes));
+        if pairs_wanted {
+            statements.push(format!("DELETE FROM {}", batch::ROWS_TABLE));
+            statements.extend(stored_statements(&stored));
+        }
         let mut text = String::new();
         let mut writes = 0;
         for statement in statements {
@@ -897,18 +916,38 @@ impl Store {
             text.push_str(&statement);
             writes += 1;
         }
-        text.push_str(";\n");
-        text.push_str(&self.facts_sql(setup));
-        text.push_str(";\n");
-        text.push_str(&pairs_sql());
+        let facts = self.facts_sql(setup, &probes);
+        for (_, query) in &facts {
+            text.push_str(";\n");
+            text.push_str(query);
+        }
+        if pairs_wanted {
+            text.push_str(";\n");
+            text.push_str(&pairs_sql());
+        }
         let mut r = tx.query_iter(text).await?;
         for _ in 0..writes {
             let _: Vec<mysql_async::Row> = next_set(&mut r).await?;
         }
-        let fact_rows: Vec<FactRow> = next_set(&mut r).await?;
-        let pair_rows: Vec<(u64, u64, i64, i64, i64, i64)> = next_set(&mut r).await?;
+        let mut fact_rows = FactRows::default();
+        for (kind, _) in &facts {
+            match kind {
+                FactQuery::Duplicates => fact_rows.duplicates.extend(next_set::<u64>(&mut r).await?),
+                FactQuery::History => fact_rows.history = next_set(&mut r).await?,
+                FactQuery::Flood => fact_rows.flood = next_set(&mut r).await?,
+            }
+        }
+        let pair_rows: Vec<(u64, u64, i64, i64, i64, i64)> = if pairs_wanted {
+            next_set(&mut r).await?
+        } else {
+            Vec::new()
+        };
         r.drop_result().await?;
-        Ok((facts_of(fact_rows, pending.len()), pairs_of(pair_rows, pending.len())))
+        Ok(Asked {
+            facts: facts_of(fact_rows, pending.len()),
+            pairs: pairs_of(pair_rows, pending.len()),
+            pairs_asked: pairs_wanted,
+        })
     }
 
     fn insert_head(&self) -> String {
@@ -920,51 +959,135 @@ impl Store {
         )
     }
 
-    /// The query for what the table held before the batch, per candidate (see [`Facts`]).
-    fn facts_sql(&self, setup: &Setup) -> String {
+    /// The queries for what the table held before the batch (see [`Facts`]), only those
+    /// some candidate needs: duplicates (by e-mail, or for candidates without one by
+    /// author), then the author's earlier approved comments, then the latest comment from
+    /// the same sender; each returns a row per candidate it found something for.
+    fn facts_sql(&self, setup: &Setup, probes: &[batch::Probe<'_>]) -> Vec<(FactQuery, String)> {
         let c = self.t("comments");
         let u = self.t("users");
+        let probe = batch::PROBE_TABLE;
+        let mut out = Vec::new();
         // With the values correlated, MySQL cannot see that the e-mail index narrows the
         // duplicate query down far better than the post's (it would read every comment of
         // the post); WordPress's query, with constants, gets the e-mail index.
-        let dupe = |hint: &str, email: &str| {
-            format!(
-                "EXISTS(SELECT 1 FROM {c} c {hint}WHERE c.comment_post_ID = b.post AND c.comment_parent = b.parent \
-                 AND c.comment_approved != 'trash' AND c.comment_author = b.author {email}AND c.comment_content = b.content)"
-            )
-        };
         let email_hint = if setup.email_index {
             "FORCE INDEX (comment_author_email) "
         } else {
             ""
         };
-        let history = |h: &str| {
+        let dupe = |hint: &str, email: &str, which: &str| {
             format!(
-                "CASE WHEN b.{h}_author IS NULL THEN NULL \
-                 WHEN b.{h}_uid > 0 THEN EXISTS(SELECT 1 FROM {c} c WHERE c.user_id = b.{h}_uid AND c.comment_approved = '1') \
-                 ELSE EXISTS(SELECT 1 FROM {c} c WHERE c.comment_author = b.{h}_author \
-                 AND c.comment_author_email = b.{h}_email AND c.comment_approved = '1') END"
+                "SELECT DISTINCT b.k FROM {probe} b JOIN {c} c {hint}ON c.comment_post_ID = b.post \
+                 AND c.comment_parent = b.parent AND c.comment_approved != 'trash' AND c.comment_author = b.author \
+                 {email}AND c.comment_content = b.content WHERE {which}"
             )
         };
-        format!(
-            "SELECT b.k, CASE WHEN b.email = '' THEN {dupe_any} ELSE {dupe_email} END, \
-             {h}, COALESCE(b.h_uid, 0), {fh}, COALESCE(b.fh_uid, 0), \
-             CASE WHEN b.f_since IS NULL THEN NULL ELSE (SELECT CAST(c.comment_date_gmt AS CHAR) FROM {c} c \
-               WHERE c.comment_date_gmt >= b.f_since AND (c.comment_author_IP = b.f_ip OR c.comment_author_email = b.f_email) \
-               ORDER BY c.comment_date_gmt DESC LIMIT 1) END \
-             FROM (SELECT p.*, (SELECT u.ID FROM {u} u WHERE u.user_email = p.h_user LIMIT 1) AS h_uid, \
-                   (SELECT u.ID FROM {u} u WHERE u.user_email = p.fh_user LIMIT 1) AS fh_uid FROM {probe} p) b",
-            dupe_any = dupe("", ""),
-            dupe_email = dupe(email_hint, "AND c.comment_author_email = b.email "),
-            h = history("h"),
-            fh = history("fh"),
-            probe = batch::PROBE_TABLE,
-        )
+        if probes.iter().any(|b| !b.email.is_empty()) {
+            out.push((
+                FactQuery::Duplicates,
+                dupe(email_hint, "AND c.comment_author_email = b.email ", "b.email != ''"),
+            ));
+        }
+        if probes.iter().any(|b| b.email.is_empty()) {
+            out.push((FactQuery::Duplicates, dupe("", "", "b.email = ''")));
+        }
+        if probes.iter().any(|b| b.history.iter().any(Option::is_some)) {
+            let history = |h: &str| {
+                format!(
+                    "CASE WHEN b.{h}_author IS NULL THEN NULL \
+                     WHEN b.{h}_uid > 0 THEN EXISTS(SELECT 1 FROM {c} c WHERE c.user_id = b.{h}_uid AND c.comment_approved = '1') \
+                     ELSE EXISTS(SELECT 1 FROM {c} c WHERE c.comment_author = b.{h}_author \
+                     AND c.comment_author_email = b.{h}_email AND c.comment_approved = '1') END"
+                )
+            };
+            out.push((
+                FactQuery::History,
+                format!(
+                    "SELECT b.k, {h}, COALESCE(b.h_uid, 0), {fh}, COALESCE(b.fh_uid, 0) \
+                     FROM (SELECT p.*, (SELECT u.ID FROM {u} u WHERE u.user_email = p.h_user LIMIT 1) AS h_uid, \
+                     (SELECT u.ID FROM {u} u WHERE u.user_email = p.fh_user LIMIT 1) AS fh_uid FROM {probe} p \
+                     WHERE p.h_author IS NOT NULL OR p.fh_author IS NOT NULL) b",
+                    h = history("h"),
+                    fh = history("fh"),
+                ),
+            ));
+        }
+        if probes
+            .iter()
+            .any(|b| b.flood.as_ref().is_some_and(|f| f.since.is_some()))
+        {
+            out.push((
+                FactQuery::Flood,
+                format!(
+                    "SELECT b.k, (SELECT CAST(c.comment_date_gmt AS CHAR) FROM {c} c \
+                     WHERE c.comment_date_gmt >= b.f_since AND (c.comment_author_IP = b.f_ip OR c.comment_author_email = b.f_email) \
+                     ORDER BY c.comment_date_gmt DESC LIMIT 1) FROM {probe} b WHERE b.f_since IS NOT NULL"
+                ),
+            ));
+        }
+        out
     }
 }
 
-/// A row of [`Store::facts_sql`].
-type FactRow = (u64, i64, Option<i64>, u64, Option<i64>, u64, Option<String>);
+/// Whether [`batch::fold`] agrees with the collation of every column the pairs query
+/// compares, asked of the server (a server that cannot answer: no).
+async fn folds_agree(conn: &mut mysql_async::Conn, c: &Collations) -> bool {
+    let mut checked: Vec<&TextColumn> = Vec::new();
+    for column in [&c.author, &c.email, &c.ip, &c.content] {
+        if checked.contains(&column) {
+            continue;
+        }
+        let Some(sql) = batch::fold_check_sql(column) else {
+            return false;
+        };
+        match conn.query::<(u8, u8), _>(sql).await {
+            Ok(equal) if batch::fold_agrees(&equal) => checked.push(column),
+            Ok(_) => {
+                tracing::info!(
+                    collation = column.collation,
+                    "the collation finds characters equal that the syncer tells apart: MySQL compares every batch's comments"
+                );
+                return false;
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "cannot check the collations: MySQL compares every batch's comments");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// What MySQL said of a batch's candidates.
+struct Asked {
+    /// What the table held, per candidate.
+    facts: Vec<Facts>,
+    /// The earlier candidates each one relates to.
+    pairs: Vec<Vec<Pair>>,
+    /// Whether the pairs were asked (else none could exist).
+    pairs_asked: bool,
+}
+
+/// The questions [`Store::facts_sql`] may ask, in the order they are asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FactQuery {
+    /// The candidates that have a duplicate: `k`.
+    Duplicates,
+    /// `comment_previously_approved`'s answers: `k`, then per checked and filtered values
+    /// the answer (NULL: not asked) and the user's id (0: none).
+    History,
+    /// The latest comment from the same address or e-mail: `k`, its date (NULL: none).
+    Flood,
+}
+
+/// What MySQL answered to [`Store::facts_sql`]'s queries.
+#[derive(Debug, Default)]
+struct FactRows {
+    duplicates: Vec<u64>,
+    history: Vec<(u64, Option<i64>, u64, Option<i64>, u64)>,
+    flood: Vec<(u64, Option<String>)>,
+}
 
 /// A row of the posts query.
 type PostRow = (u64, String, String, String, i64, String, u64);
@@ -972,18 +1095,28 @@ type PostRow = (u64, String, String, String, i64, String, u64);
 /// A row of the flood index's queries: id, address, e-mail, date.
 type FloodRow = (u64, String, String, String);
 
-fn facts_of(rows: Vec<FactRow>, n: usize) -> Vec<Facts> {
+/// Candidate `k`'s facts, if `k` is one.
+fn fact_of(facts: &mut [Facts], k: u64) -> Option<&mut Facts> {
+    usize::try_from(k).ok().and_then(|k| facts.get_mut(k))
+}
+
+fn facts_of(rows: FactRows, n: usize) -> Vec<Facts> {
     let mut out = vec![Facts::default(); n];
-    for (k, dupe, h, h_uid, fh, fh_uid, flood) in rows {
-        let Some(f) = usize::try_from(k).ok().and_then(|k| out.get_mut(k)) else {
-            continue;
-        };
-        *f = Facts {
-            duplicate: dupe != 0,
-            approved_before: [h.map(|v| v != 0), fh.map(|v| v != 0)],
-            user: [h_uid > 0, fh_uid > 0],
-            flood_latest: flood.as_deref().and_then(mysql_ts),
-        };
+    for k in rows.duplicates {
+        if let Some(f) = fact_of(&mut out, k) {
+            f.duplicate = true;
+        }
+    }
+    for (k, h, h_uid, fh, fh_uid) in rows.history {
+        if let Some(f) = fact_of(&mut out, k) {
+            f.approved_before = [h.map(|v| v != 0), fh.map(|v| v != 0)];
+            f.user = [h_uid > 0, fh_uid > 0];
+        }
+    }
+    for (k, latest) in rows.flood {
+        if let Some(f) = fact_of(&mut out, k) {
+            f.flood_latest = latest.as_deref().and_then(mysql_ts);
+        }
     }
     out
 }
@@ -1122,6 +1255,8 @@ struct Setup {
     increment: u64,
     /// WordPress's `comment_author_email` index exists.
     email_index: bool,
+    /// [`batch::fold`] agrees with the collations of the columns the pairs compare.
+    folds: bool,
 }
 
 /// What every record of a batch is judged against.
@@ -1223,79 +1358,121 @@ fn prejudge(r: Box<Record>, ctx: &Context<'_>, flood: &mut FloodState) -> Result
     Ok((pending, candidate))
 }
 
-/// The statements that fill the temporary tables with the candidates' values.
-fn probe_statements(pending: &[Pending], candidates: &[Candidate], ctx: &Context<'_>) -> Vec<(String, usize)> {
+/// The values each candidate is checked with and would be stored with (the rows of the
+/// two temporary tables), in batch order.
+fn batch_values<'a>(
+    pending: &'a [Pending],
+    candidates: &'a [Candidate],
+    ctx: &Context<'_>,
+) -> (Vec<batch::Probe<'a>>, Vec<batch::Stored<'a>>) {
     let history_wanted = ctx.options.comment_previously_approved;
     let flood = !ctx.judge.flood_interval.is_zero();
-    let probes = pending.iter().zip(candidates).enumerate().map(|(k, (p, c))| {
-        let checked = c.checked();
-        // check_comment queries with the slashed author and e-mail (so a name with a quote
-        // never matches, as in WordPress), and looks the user up by the unslashed e-mail.
-        let who = |f: &Filtered| {
-            (history_wanted && !f.author.is_empty() && !f.email.is_empty())
-                .then(|| (addslashes(&f.author), addslashes(&f.email), f.email.clone()))
-        };
-        let first = who(checked);
-        let second = c.raw.as_ref().and_then(|_| who(&c.filtered));
-        let part = |w: &Option<(String, String, String)>| match w {
-            Some((a, e, u)) => format!("{},{},{}", batch::lit(a), batch::lit(e), batch::lit(u)),
-            None => "NULL,NULL,NULL".to_string(),
-        };
-        // wp_check_comment_flood gets the e-mail slashed.
-        let (f_ip, f_email, f_since) = if flood {
-            (
-                batch::lit(&c.filtered.ip),
-                batch::lit(&addslashes(&checked.email)),
-                if c.flood_ask {
-                    batch::datetime(c.flood_since)
-                } else {
-                    "NULL".to_string()
-                },
-            )
-        } else {
-            ("NULL".into(), "NULL".into(), "NULL".into())
+    pending
+        .iter()
+        .zip(candidates)
+        .map(|(p, c)| {
+            let checked = c.checked();
+            // check_comment queries with the slashed author and e-mail (so a name with a
+            // quote never matches, as in WordPress), and looks the user up by the unslashed
+            // e-mail.
+            let who = |f: &Filtered| {
+                (history_wanted && !f.author.is_empty() && !f.email.is_empty()).then(|| batch::Who {
+                    author: addslashes(&f.author),
+                    email: addslashes(&f.email),
+                    user_email: f.email.clone(),
+                })
+            };
+            let probe = batch::Probe {
+                post: p.record.post_id,
+                parent: p.parent,
+                author: &checked.author,
+                email: &checked.email,
+                content: &checked.content,
+                history: [who(checked), c.raw.as_ref().and_then(|_| who(&c.filtered))],
+                // wp_check_comment_flood gets the e-mail slashed.
+                flood: flood.then(|| batch::Sender {
+                    ip: c.filtered.ip.clone(),
+                    email: addslashes(&checked.email),
+                    since: c.flood_ask.then_some(c.flood_since),
+                }),
+            };
+            let f = &c.filtered;
+            let stored = batch::Stored {
+                post: p.record.post_id,
+                parent: p.parent,
+                author: &f.author,
+                email: &f.email,
+                content: &f.content,
+                ip: &f.ip,
+            };
+            (probe, stored)
+        })
+        .unzip()
+}
+
+/// The statements that fill the probe table.
+fn probe_statements(probes: &[batch::Probe<'_>]) -> Vec<String> {
+    let part = |w: &Option<batch::Who>| match w {
+        Some(w) => format!(
+            "{},{},{}",
+            batch::lit(&w.author),
+            batch::lit(&w.email),
+            batch::lit(&w.user_email)
+        ),
+        None => "NULL,NULL,NULL".to_string(),
+    };
+    let rows = probes.iter().enumerate().map(|(k, b)| {
+        let (f_ip, f_email, f_since) = match &b.flood {
+            Some(f) => (
+                batch::lit(&f.ip),
+                batch::lit(&f.email),
+                f.since.map_or_else(|| "NULL".to_string(), batch::datetime),
+            ),
+            None => ("NULL".into(), "NULL".into(), "NULL".into()),
         };
         format!(
             "({k},{post},{parent},{author},{email},{content},{h},{fh},{f_ip},{f_email},{f_since})",
-            post = p.record.post_id,
-            parent = p.parent,
-            author = batch::lit(&checked.author),
-            email = batch::lit(&checked.email),
-            content = batch::lit(&checked.content),
-            h = part(&first),
-            fh = part(&second),
+            post = b.post,
+            parent = b.parent,
+            author = batch::lit(b.author),
+            email = batch::lit(b.email),
+            content = batch::lit(b.content),
+            h = part(&b.history[0]),
+            fh = part(&b.history[1]),
         )
     });
-    let rows = pending.iter().zip(candidates).enumerate().map(|(k, (p, c))| {
-        let f = &c.filtered;
+    let head = format!(
+        "INSERT INTO {} (k, post, parent, author, email, content, h_author, h_email, h_user, \
+         fh_author, fh_email, fh_user, f_ip, f_email, f_since) VALUES",
+        batch::PROBE_TABLE
+    );
+    batch::chunked(&head, rows, STATEMENT_BYTES)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect()
+}
+
+/// The statements that fill the rows table.
+fn stored_statements(stored: &[batch::Stored<'_>]) -> Vec<String> {
+    let rows = stored.iter().enumerate().map(|(k, e)| {
         format!(
             "({k},{post},{parent},{author},{email},{content},{ip})",
-            post = p.record.post_id,
-            parent = p.parent,
-            author = batch::lit(&f.author),
-            email = batch::lit(&f.email),
-            content = batch::lit(&f.content),
-            ip = batch::lit(&f.ip),
+            post = e.post,
+            parent = e.parent,
+            author = batch::lit(e.author),
+            email = batch::lit(e.email),
+            content = batch::lit(e.content),
+            ip = batch::lit(e.ip),
         )
     });
-    let mut out = batch::chunked(
-        &format!(
-            "INSERT INTO {} (k, post, parent, author, email, content, h_author, h_email, h_user, \
-             fh_author, fh_email, fh_user, f_ip, f_email, f_since) VALUES",
-            batch::PROBE_TABLE
-        ),
-        probes,
-        STATEMENT_BYTES,
+    let head = format!(
+        "INSERT INTO {} (k, post, parent, author, email, content, ip) VALUES",
+        batch::ROWS_TABLE
     );
-    out.extend(batch::chunked(
-        &format!(
-            "INSERT INTO {} (k, post, parent, author, email, content, ip) VALUES",
-            batch::ROWS_TABLE
-        ),
-        rows,
-        STATEMENT_BYTES,
-    ));
-    out
+    batch::chunked(&head, rows, STATEMENT_BYTES)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect()
 }
 
 /// One `wp_comments` row of the multi-row INSERT.

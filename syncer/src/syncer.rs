@@ -413,6 +413,9 @@ impl Syncer {
         self.status.lock().commits += 1;
         m.batch_size.observe(applied.outcomes.len() as f64);
         m.flood_checks(applied.flood_checks.0, applied.flood_checks.1);
+        if let Some(asked) = applied.pairs_asked {
+            m.pair_check(asked);
+        }
 
         // Bans first, so a visitor following the redirect finds the new comment.
         let mut ban_posts = std::collections::BTreeSet::new();

@@ -9,6 +9,10 @@
 //! and counts an earlier comment only if it was decided to be saved, with the status it got,
 //! which is exactly what one query per comment after each insert would have seen.
 //!
+//! The second question is skipped when the syncer can tell that no two comments of the
+//! batch could be equal where it compares them ([`pairs_possible`]): text it can compare
+//! as MySQL does (ASCII, under a collation checked against the server once), none alike.
+//!
 //! Also here: SQL literals for the text protocol, and the temporary tables' DDL.
 
 use crate::format::Filtered;
@@ -272,6 +276,198 @@ pub fn scratch_sql(c: &Collations) -> Option<String> {
          DELETE FROM {PROBE_TABLE};
          DELETE FROM {ROWS_TABLE}"
     ))
+}
+
+/// The values candidate `k` of a batch is checked with: a row of [`PROBE_TABLE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe<'a> {
+    /// `comment_post_ID`.
+    pub post: u64,
+    /// `comment_parent`.
+    pub parent: u64,
+    /// The duplicate query's author, e-mail and content.
+    pub author: &'a str,
+    /// See `author`.
+    pub email: &'a str,
+    /// See `author`.
+    pub content: &'a str,
+    /// `comment_previously_approved`'s questions, for the checked then the filtered values,
+    /// when asked.
+    pub history: [Option<Who>; 2],
+    /// The flood check's question, when the flood check is on.
+    pub flood: Option<Sender>,
+}
+
+/// An author as `check_comment` looks for earlier approved comments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Who {
+    /// The author, slashed.
+    pub author: String,
+    /// The e-mail, slashed.
+    pub email: String,
+    /// The e-mail as given, to look the user up by.
+    pub user_email: String,
+}
+
+/// A sender as `wp_check_comment_flood` looks for recent comments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// `comment_author_IP`.
+    pub ip: String,
+    /// The e-mail, slashed.
+    pub email: String,
+    /// The query's lower bound (Unix seconds) when it must run, else `None`.
+    pub since: Option<i64>,
+}
+
+/// The values candidate `k` would be stored with: a row of [`ROWS_TABLE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored<'a> {
+    /// `comment_post_ID`.
+    pub post: u64,
+    /// `comment_parent`.
+    pub parent: u64,
+    /// `comment_author`.
+    pub author: &'a str,
+    /// `comment_author_email`.
+    pub email: &'a str,
+    /// `comment_content`.
+    pub content: &'a str,
+    /// `comment_author_IP`.
+    pub ip: &'a str,
+}
+
+/// Character codes [`fold`] compares itself (0 stands for the empty string).
+const FOLDED: [u8; 4] = [0, b'\t', b'\n', b'\r'];
+
+/// What `s` compares as under the collations of WordPress's tables, when the syncer can
+/// tell without MySQL: text of printable ASCII, tabs and line breaks, lower-cased, with
+/// trailing spaces dropped (collations that pad with spaces ignore them). Two values MySQL
+/// finds equal fold the same, provided the collation passed [`fold_check_sql`]; values
+/// that fold differently may still be equal under a collation that does not pad, which
+/// only makes [`pairs_possible`] ask MySQL more often. `None` for anything else.
+pub fn fold(s: &str) -> Option<String> {
+    s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) || FOLDED[1..].contains(&b))
+        .then(|| s.trim_end_matches(' ').to_ascii_lowercase())
+}
+
+/// The character codes the server is asked about: the empty string (0), tab, line
+/// feed, carriage return and printable ASCII.
+fn fold_codes() -> impl Iterator<Item = u8> {
+    FOLDED.into_iter().chain(0x20..0x7f)
+}
+
+/// Collations (the part after the character set's name) without a language's tailoring:
+/// no contraction or expansion makes two different ASCII strings equal (as Hungarian's
+/// make "ccs" equal "cscs"), so comparing each pair of characters, as [`fold_check_sql`]
+/// does, checks the comparison of whole strings.
+const UNTAILORED: [&str; 23] = [
+    "bin",
+    "nopad_bin",
+    "general_ci",
+    "general_cs",
+    "general_nopad_ci",
+    "general_mysql500_ci",
+    "swedish_ci",
+    "unicode_ci",
+    "unicode_nopad_ci",
+    "unicode_520_ci",
+    "unicode_520_nopad_ci",
+    "0900_ai_ci",
+    "0900_as_ci",
+    "0900_as_cs",
+    "0900_bin",
+    "uca1400_ai_ci",
+    "uca1400_ai_cs",
+    "uca1400_as_ci",
+    "uca1400_as_cs",
+    "uca1400_nopad_ai_ci",
+    "uca1400_nopad_ai_cs",
+    "uca1400_nopad_as_ci",
+    "uca1400_nopad_as_cs",
+];
+
+/// A query for the pairs of one-character values (by code; 0 the empty string) that a
+/// column's collation finds equal. `None` for a collation that is not one of
+/// [`UNTAILORED`], or a name that is not a plain identifier: MySQL then compares.
+pub fn fold_check_sql(column: &TextColumn) -> Option<String> {
+    let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !plain(&column.charset) || !plain(&column.collation) {
+        return None;
+    }
+    let rest = column.collation.strip_prefix(&column.charset)?.strip_prefix('_')?;
+    if !UNTAILORED.contains(&rest) {
+        return None;
+    }
+    let codes = fold_codes().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+    Some(format!(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 126), \
+         c AS (SELECT i, CONVERT(IF(i = 0, '', CHAR(i USING ascii)) USING {cs}) COLLATE {coll} AS ch \
+               FROM n WHERE i IN ({codes})) \
+         SELECT a.i, b.i FROM c a JOIN c b ON a.ch = b.ch WHERE a.i < b.i",
+        cs = column.charset,
+        coll = column.collation,
+    ))
+}
+
+/// Whether every pair of codes the server found equal (the rows of [`fold_check_sql`])
+/// folds the same, so that [`fold`] never tells apart values the column finds equal.
+pub fn fold_agrees(equal: &[(u8, u8)]) -> bool {
+    let one = |c: u8| {
+        if c == 0 {
+            String::new()
+        } else {
+            char::from(c).to_string()
+        }
+    };
+    equal.iter().all(|&(a, b)| fold(&one(a)) == fold(&one(b)))
+}
+
+/// Whether a later candidate of the batch may relate to an earlier one (the pairs query
+/// could return a row): `false` only when every value compared folds ([`fold`]) and no two
+/// fold the same where the query compares them. `probes[k]` and `rows[k]` are candidate
+/// `k`'s.
+pub fn pairs_possible(probes: &[Probe<'_>], rows: &[Stored<'_>]) -> bool {
+    use std::collections::HashSet;
+    let mut comments: HashSet<(u64, u64, String, String)> = HashSet::new();
+    let mut authors: HashSet<(String, String)> = HashSet::new();
+    let mut addresses: HashSet<String> = HashSet::new();
+    let mut emails: HashSet<String> = HashSet::new();
+    for (b, e) in probes.iter().zip(rows) {
+        let Some(comment) = fold(b.author).zip(fold(b.content)) else {
+            return true;
+        };
+        if comments.contains(&(b.post, b.parent, comment.0, comment.1)) {
+            return true;
+        }
+        for who in b.history.iter().flatten() {
+            let Some(key) = fold(&who.author).zip(fold(&who.email)) else {
+                return true;
+            };
+            if authors.contains(&key) {
+                return true;
+            }
+        }
+        if let Some(f) = &b.flood {
+            let Some((ip, email)) = fold(&f.ip).zip(fold(&f.email)) else {
+                return true;
+            };
+            if addresses.contains(&ip) || emails.contains(&email) {
+                return true;
+            }
+        }
+        let (Some(author), Some(email), Some(content), Some(ip)) =
+            (fold(e.author), fold(e.email), fold(e.content), fold(e.ip))
+        else {
+            return true;
+        };
+        comments.insert((e.post, e.parent, author.clone(), content));
+        authors.insert((author, email.clone()));
+        addresses.insert(ip);
+        emails.insert(email);
+    }
+    false
 }
 
 /// Statements of at most about `limit` bytes, each `head` followed by as many of `rows` as

@@ -281,3 +281,61 @@ async fn a_recount_repairs_only_a_count_changed_behind_the_syncers_back() {
     drop(c);
     site.drop_tables().await;
 }
+
+/// The `strata_syncer_pair_checks_total` sample of `by`.
+fn pair_checks(env: &Env, by: &str) -> u64 {
+    let text = env.metrics.render();
+    let line = format!("strata_syncer_pair_checks_total{{by=\"{by}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_syncer_compares_distinct_ascii_comments_itself_and_asks_mysql_otherwise() {
+    let t = token();
+    let site = Site::for_token("sp", &t).await;
+    site.option("comment_previously_approved", "0").await;
+    site.option("close_comments_for_old_posts", "0").await;
+    let post = site.open_post().await;
+    let mut env = env_on(&site).await;
+    let r = |author: &str, email: &str, content: &str| record(post, author, email, "", content, &ip_for(&t));
+
+    // Distinct ASCII comments: no two can be equal, MySQL is not asked about pairs.
+    let distinct = [format!("one {t}"), format!("two {t}"), format!("three {t}")];
+    let mut seqs = Vec::new();
+    for (i, content) in distinct.iter().enumerate() {
+        seqs.push(
+            env.push(r(&format!("Ann{i}"), &format!("ann{i}@example.test"), content))
+                .await,
+        );
+    }
+    env.drain().await;
+    for (s, content) in seqs.iter().zip(&distinct) {
+        let v = env.verdict(*s).await.unwrap_or_else(|| panic!("no verdict for {s}"));
+        assert_eq!(v.status, Status::Approved, "{v:?}");
+        assert_saved_as(&site, &v, content).await;
+    }
+    assert_eq!((pair_checks(&env, "syncer"), pair_checks(&env, "query")), (1, 0));
+
+    // The same comment again in other letters: the collation finds it equal, so MySQL is
+    // asked, and the later one is a duplicate.
+    let first = env.push(r("Bob", "bob@example.test", &format!("again {t}"))).await;
+    let second = env
+        .push(r("BOB", "BOB@example.test", &format!("AGAIN {}", t.to_uppercase())))
+        .await;
+    env.drain().await;
+    assert_eq!(env.verdict(first).await.unwrap().status, Status::Approved);
+    assert_eq!(env.verdict(second).await.unwrap().http, 409);
+    assert_eq!(pair_checks(&env, "query"), 1);
+
+    // Text the syncer does not compare (accents: the collation ignores them) goes to MySQL.
+    let first = env.push(r("Zoë", "zoe@example.test", &format!("café {t}"))).await;
+    let second = env.push(r("Zoe", "zoe@example.test", &format!("cafe {t}"))).await;
+    env.drain().await;
+    assert_eq!(env.verdict(first).await.unwrap().status, Status::Approved);
+    assert_eq!(env.verdict(second).await.unwrap().http, 409);
+    assert_eq!((pair_checks(&env, "syncer"), pair_checks(&env, "query")), (1, 2));
+    env.finish(None).await;
+    site.drop_tables().await;
+}

@@ -239,3 +239,128 @@ fn scratch_tables_copy_the_collations_and_refuse_odd_names() {
     c.content = col("utf8mb4", "x; DROP TABLE y");
     assert_eq!(scratch_sql(&c), None);
 }
+
+#[test]
+fn fold_lowers_ascii_drops_trailing_spaces_and_gives_up_on_the_rest() {
+    assert_eq!(fold("Ann Smith  ").as_deref(), Some("ann smith"));
+    assert_eq!(fold("a\tb\r\n").as_deref(), Some("a\tb\r\n"));
+    assert_eq!(fold("").as_deref(), Some(""));
+    // Non-ASCII, control characters (ignorable under UCA collations) and DEL.
+    assert_eq!(fold("café"), None);
+    assert_eq!(fold("a\u{1}b"), None);
+    assert_eq!(fold("a\u{7f}"), None);
+}
+
+#[test]
+fn fold_agrees_only_when_every_equal_pair_folds_the_same() {
+    // utf8mb4_unicode_520_ci's answer: the case pairs, and the space with the empty string.
+    let mut equal: Vec<(u8, u8)> = (b'A'..=b'Z').map(|c| (c, c.to_ascii_lowercase())).collect();
+    equal.push((0, b' '));
+    assert!(fold_agrees(&equal));
+    // A collation finding two letters equal (or a character ignorable) cannot be folded.
+    assert!(!fold_agrees(&[(b'v', b'w')]));
+    assert!(!fold_agrees(&[(0, b'\t')]));
+}
+
+#[test]
+fn the_fold_check_covers_untailored_collations_only() {
+    let col = |cs: &str, coll: &str| TextColumn {
+        charset: cs.into(),
+        collation: coll.into(),
+    };
+    let sql = fold_check_sql(&col("utf8mb4", "utf8mb4_unicode_520_ci")).unwrap();
+    assert!(sql.contains("USING utf8mb4) COLLATE utf8mb4_unicode_520_ci"));
+    assert!(sql.contains("i IN (0,9,10,13,32,33,"));
+    assert!(fold_check_sql(&col("utf8mb3", "utf8mb3_general_ci")).is_some());
+    assert!(fold_check_sql(&col("latin1", "latin1_swedish_ci")).is_some());
+    // Hungarian makes "ccs" equal "cscs": characters one by one cannot show it.
+    assert_eq!(fold_check_sql(&col("utf8mb4", "utf8mb4_hungarian_ci")), None);
+    assert_eq!(fold_check_sql(&col("utf8mb4", "latin1_bin")), None);
+    assert_eq!(fold_check_sql(&col("utf8mb4", "utf8mb4_bin; DROP")), None);
+}
+
+fn probe<'a>(post: u64, author: &'a str, email: &'a str, content: &'a str, ip: &str) -> (Probe<'a>, Stored<'a>) {
+    let b = Probe {
+        post,
+        parent: 0,
+        author,
+        email,
+        content,
+        history: [None, None],
+        flood: Some(Sender {
+            ip: ip.to_string(),
+            email: email.to_string(),
+            since: None,
+        }),
+    };
+    let e = Stored {
+        post,
+        parent: 0,
+        author,
+        email,
+        content,
+        ip: "",
+    };
+    (b, e)
+}
+
+fn possible(batch: Vec<(Probe<'_>, Stored<'_>)>) -> bool {
+    let (probes, rows): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    pairs_possible(&probes, &rows)
+}
+
+#[test]
+fn pairs_are_skipped_only_when_no_two_comments_can_match() {
+    let with_ip = |mut c: (Probe<'static>, Stored<'static>), ip: &'static str| {
+        c.1.ip = ip;
+        c
+    };
+    let a = || with_ip(probe(1, "Ann", "ann@example.test", "Hello", "192.0.2.1"), "192.0.2.1");
+    let b = || with_ip(probe(1, "Bob", "bob@example.test", "Hi", "192.0.2.2"), "192.0.2.2");
+    assert!(!possible(vec![a(), b()]));
+    assert!(!possible(vec![a()]));
+    // The same comment again, differing in case and trailing spaces: a possible duplicate.
+    let again = with_ip(
+        probe(1, "ANN", "other@example.test", "hello  ", "192.0.2.9"),
+        "192.0.2.9",
+    );
+    assert!(possible(vec![a(), again]));
+    // The same text on another post is no duplicate.
+    let elsewhere = with_ip(probe(2, "Ann", "x@example.test", "Hello", "192.0.2.9"), "192.0.2.9");
+    assert!(!possible(vec![a(), elsewhere]));
+    // Same address, or same e-mail: a possible flood.
+    let same_ip = with_ip(probe(1, "Cy", "cy@example.test", "Yo", "192.0.2.1"), "192.0.2.1");
+    assert!(possible(vec![a(), same_ip]));
+    let same_email = with_ip(probe(1, "Cy", "ANN@example.test", "Yo", "192.0.2.7"), "192.0.2.7");
+    assert!(possible(vec![a(), same_email]));
+    // Text the syncer cannot compare goes to MySQL, whatever it is.
+    let accented = with_ip(probe(1, "Zoë", "z@example.test", "Yo", "192.0.2.8"), "192.0.2.8");
+    assert!(possible(vec![a(), accented]));
+}
+
+#[test]
+fn pairs_look_at_earlier_comments_only_and_at_previous_approvals() {
+    let mut first = probe(1, "Ann", "ann@example.test", "One", "192.0.2.1");
+    first.0.flood = None;
+    first.1.ip = "192.0.2.1";
+    let mut second = probe(1, "Bob", "bob@example.test", "Two", "192.0.2.2");
+    second.0.flood = None;
+    second.1.ip = "192.0.2.2";
+    assert!(!possible(vec![first.clone(), second.clone()]));
+    // The second asks whether Ann (slashed values) was approved before: the first is hers.
+    second.0.history[0] = Some(Who {
+        author: "ann".into(),
+        email: "Ann@Example.test".into(),
+        user_email: "ann@example.test".into(),
+    });
+    assert!(possible(vec![first.clone(), second.clone()]));
+    // The first asking about Bob looks at nothing: only earlier comments count.
+    let mut first_asks = first.clone();
+    first_asks.0.history[0] = Some(Who {
+        author: "Bob".into(),
+        email: "bob@example.test".into(),
+        user_email: "bob@example.test".into(),
+    });
+    second.0.history[0] = None;
+    assert!(!possible(vec![first_asks, second]));
+}
