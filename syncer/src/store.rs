@@ -1081,11 +1081,15 @@ enum FactQuery {
     Flood,
 }
 
+/// A row of the history query: `k`, then for the checked and the filtered values the
+/// answer (NULL: not asked) and the user's id (0: none).
+type HistoryRow = (u64, Option<i64>, u64, Option<i64>, u64);
+
 /// What MySQL answered to [`Store::facts_sql`]'s queries.
 #[derive(Debug, Default)]
 struct FactRows {
     duplicates: Vec<u64>,
-    history: Vec<(u64, Option<i64>, u64, Option<i64>, u64)>,
+    history: Vec<HistoryRow>,
     flood: Vec<(u64, Option<String>)>,
 }
 
