@@ -1119,15 +1119,21 @@ impl Proxy {
         }
     }
 
-    /// Applies a ban here and queues it for every sibling.
+    /// Applies a ban here and queues it for every sibling; an invalid ban is neither.
     pub fn ban(&self, ban: Ban) -> Result<BanResult, BanError> {
-        let c = Arc::new(Compiled::new(ban, &self.cfg().policy.strip_query)?);
+        let c = Compiled::new(ban, &self.cfg().policy.strip_query)?;
+        Ok(self.apply_ban(c))
+    }
+
+    /// Applies a checked ban here and queues it for every sibling.
+    fn apply_ban(&self, c: Compiled) -> BanResult {
+        let c = Arc::new(c);
         let removed = self.bans.apply(&self.store, c.clone());
         self.metrics.cluster.applied(c.kind());
         self.metrics.purges.inc();
         let seq = self.cluster.broadcast(&c.ban);
         tracing::info!(kind = c.kind(), value = %c.ban.value, host = c.ban.host.as_deref().unwrap_or("*"), soft = c.ban.soft, seq, removed, "ban");
-        Ok(BanResult { seq, removed })
+        BanResult { seq, removed }
     }
 
     /// Takes a sibling's sync: applies its bans once and in order (or flushes on a gap or a
