@@ -1125,6 +1125,19 @@ impl Proxy {
         Ok(self.apply_ban(c))
     }
 
+    /// Applies bans in order, each as [`Proxy::ban`] does, once every one of them is known
+    /// to be valid: if one is not, none is applied, and the error is the first invalid
+    /// one's index with why.
+    pub fn ban_all(&self, bans: Vec<Ban>) -> Result<Vec<BanResult>, (usize, BanError)> {
+        let strip = &self.cfg().policy.strip_query;
+        let compiled = bans
+            .into_iter()
+            .enumerate()
+            .map(|(i, ban)| Compiled::new(ban, strip).map_err(|e| (i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(compiled.into_iter().map(|c| self.apply_ban(c)).collect())
+    }
+
     /// Applies a checked ban here and queues it for every sibling.
     fn apply_ban(&self, c: Compiled) -> BanResult {
         let c = Arc::new(c);
