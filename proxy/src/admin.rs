@@ -20,7 +20,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use strata_wire::auth;
-use strata_wire::ban::{Ban, SyncRequest, BAN_PATH, SYNC_PATH};
+use strata_wire::ban::{Ban, SyncRequest, BAN_PATH, MAX_BANS_PER_REQUEST, SYNC_PATH};
 use strata_wire::comment::{Delivered, VerdictBatch, VERDICTS_PATH};
 
 use crate::body::ProxyBody;
@@ -346,47 +346,58 @@ impl Admin {
         }
     }
 
-    /// `POST /ban[?wait=MS]` with a JSON [`Ban`]: applies it here and broadcasts it; with
-    /// `wait`, answers once every sibling acknowledged it or `MS` passed.
+    /// `POST /ban[?wait=MS]` with a JSON [`Ban`], or an array of them (see [`read_bans`]):
+    /// applies them here in order and broadcasts each; with `wait`, answers once every
+    /// sibling acknowledged the last of them or `MS` passed. A body with one invalid ban is a
+    /// 400 and applies nothing.
     async fn ban(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let (parts, body) = match self.signed(req).await {
             Ok(r) => r,
             Err(refusal) => return refusal,
         };
-        let ban: Ban = match serde_json::from_slice(&body) {
+        let bans = match read_bans(&body) {
             Ok(b) => b,
-            Err(e) => {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "the body must be a JSON ban such as {{\"kind\":\"tag\",\"value\":\"post:12\"}} \
-                         (kinds: url, prefix, regex, tag, all): {e}"
-                    ),
-                )
-            }
+            Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
         };
         let wait = match query_param(parts.uri.query(), "wait").map(|w| w.parse::<u64>()) {
             None => None,
             Some(Ok(ms)) => Some(std::time::Duration::from_millis(ms.min(60_000))),
             Some(Err(_)) => return plain(StatusCode::BAD_REQUEST, "wait must be a number of milliseconds"),
         };
-        let r = match self.proxy.ban(ban) {
-            Ok(r) => r,
-            Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
+        let (seq, mut answer) = match bans {
+            BanBody::One(ban) => match self.proxy.ban(ban) {
+                Ok(r) => (r.seq, serde_json::json!({"seq": r.seq, "removed": r.removed})),
+                Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
+            },
+            BanBody::Many(bans) => match self.proxy.ban_all(bans) {
+                Ok(done) => {
+                    let seq = done.iter().map(|r| r.seq).max().unwrap_or(0);
+                    let removed: usize = done.iter().map(|r| r.removed).sum();
+                    (
+                        seq,
+                        serde_json::json!({"seq": seq, "removed": removed, "bans": done.len()}),
+                    )
+                }
+                Err((index, e)) => {
+                    let refusal = BanBodyError::Item {
+                        index,
+                        cause: e.to_string(),
+                    };
+                    return plain(StatusCode::BAD_REQUEST, refusal.to_string());
+                }
+            },
         };
         let mut siblings = serde_json::Map::new();
         if let Some(timeout) = wait {
-            for (url, acked, took) in self.proxy.cluster.wait_acked(r.seq, timeout, false).await {
+            for (url, acked, took) in self.proxy.cluster.wait_acked(seq, timeout, false).await {
                 siblings.insert(
                     url,
                     serde_json::json!({"acked": acked, "ms": took.as_secs_f64() * 1000.0}),
                 );
             }
         }
-        json(
-            StatusCode::OK,
-            &serde_json::json!({"seq": r.seq, "removed": r.removed, "siblings": siblings}),
-        )
+        answer["siblings"] = serde_json::Value::Object(siblings);
+        json(StatusCode::OK, &answer)
     }
 
     /// `POST /cluster/sync` from a sibling: its bans and heartbeat; answers how far this
@@ -505,6 +516,70 @@ fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<ProxyBody> {
     text(status, body, "application/json")
 }
 
+/// What a `POST /ban` body asks for.
+#[derive(Debug, PartialEq)]
+enum BanBody {
+    /// One ban (`{…}`): answered with its own sequence number.
+    One(Ban),
+    /// Bans to apply in order (`[{…}, …]`): answered with the highest sequence number.
+    Many(Vec<Ban>),
+}
+
+/// Why a `POST /ban` body is refused (a 400; nothing of it is applied).
+#[derive(Debug, thiserror::Error, PartialEq)]
+enum BanBodyError {
+    /// Not JSON, or JSON that is neither a ban nor an array.
+    #[error(
+        "the body must be a JSON ban such as {{\"kind\":\"tag\",\"value\":\"post:12\"}} \
+         (kinds: url, prefix, regex, tag, all), or an array of them: {0}"
+    )]
+    Unreadable(String),
+    /// `[]`.
+    #[error("an empty array bans nothing; give at least one ban")]
+    Empty,
+    /// More than [`MAX_BANS_PER_REQUEST`] bans.
+    #[error("an array of {0} bans; at most {MAX_BANS_PER_REQUEST} are taken in one request")]
+    TooMany(usize),
+    /// One ban of an array is unreadable or invalid.
+    #[error("ban {index} of the array (counting from 0): {cause}; none of the array was applied")]
+    Item {
+        /// Its position in the array, from 0.
+        index: usize,
+        /// What is wrong with it.
+        cause: String,
+    },
+}
+
+/// Reads a `POST /ban` body: one JSON ban, or a non-empty array of at most
+/// [`MAX_BANS_PER_REQUEST`] of them, every item read before any is applied. Whether each ban
+/// is valid (a value where one is needed, a URL, a regular expression that compiles) is
+/// checked when it is compiled ([`Proxy::ban`], [`Proxy::ban_all`]).
+fn read_bans(body: &[u8]) -> Result<BanBody, BanBodyError> {
+    let unreadable = |e: serde_json::Error| BanBodyError::Unreadable(e.to_string());
+    let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if !is_array {
+        return serde_json::from_slice(body).map(BanBody::One).map_err(unreadable);
+    }
+    let items: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(unreadable)?;
+    if items.is_empty() {
+        return Err(BanBodyError::Empty);
+    }
+    if items.len() > MAX_BANS_PER_REQUEST {
+        return Err(BanBodyError::TooMany(items.len()));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            serde_json::from_value(item).map_err(|e| BanBodyError::Item {
+                index,
+                cause: e.to_string(),
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(BanBody::Many)
+}
+
 /// One query parameter, percent-decoded.
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     crate::tags::query_param(query?, name)
@@ -543,6 +618,44 @@ mod tests {
         );
         assert_eq!(purge_key("/a/", None, &strip), None);
         assert_eq!(purge_key("ftp://x/a", None, &strip), None);
+    }
+
+    #[test]
+    fn ban_bodies_are_one_ban_or_a_bounded_array() {
+        use strata_wire::ban::Kind;
+        let tag = |v: &str, soft: bool| Ban {
+            soft,
+            ..Ban::new(Kind::Tag, v)
+        };
+        assert_eq!(
+            read_bans(br#"{"kind":"tag","value":"post:1"}"#),
+            Ok(BanBody::One(tag("post:1", false)))
+        );
+        assert_eq!(
+            read_bans(
+                b" \n[{\"kind\":\"tag\",\"value\":\"post:1\"},{\"kind\":\"tag\",\"value\":\"list\",\"soft\":true}]"
+            ),
+            Ok(BanBody::Many(vec![tag("post:1", false), tag("list", true)]))
+        );
+        assert_eq!(read_bans(b"[]"), Err(BanBodyError::Empty));
+        let all = |n: usize| format!("[{}]", vec![r#"{"kind":"all"}"#; n].join(","));
+        assert!(matches!(
+            read_bans(all(MAX_BANS_PER_REQUEST).as_bytes()),
+            Ok(BanBody::Many(b)) if b.len() == MAX_BANS_PER_REQUEST
+        ));
+        let too_many = read_bans(all(MAX_BANS_PER_REQUEST + 1).as_bytes());
+        assert_eq!(too_many, Err(BanBodyError::TooMany(MAX_BANS_PER_REQUEST + 1)));
+        assert!(too_many.unwrap_err().to_string().contains("at most 1000"));
+        let bad = read_bans(br#"[{"kind":"tag","value":"a"},{"kind":"shout","value":"x"}]"#);
+        assert!(
+            matches!(&bad, Err(BanBodyError::Item { index: 1, cause }) if cause.contains("shout")),
+            "{bad:?}"
+        );
+        assert!(bad.unwrap_err().to_string().starts_with("ban 1 of the array"));
+        assert!(matches!(read_bans(b"[1]"), Err(BanBodyError::Item { index: 0, .. })));
+        assert!(matches!(read_bans(b"[{"), Err(BanBodyError::Unreadable(_))));
+        assert!(matches!(read_bans(b"{not json"), Err(BanBodyError::Unreadable(_))));
+        assert!(matches!(read_bans(b""), Err(BanBodyError::Unreadable(_))));
     }
 
     #[test]

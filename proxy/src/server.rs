@@ -1119,15 +1119,34 @@ impl Proxy {
         }
     }
 
-    /// Applies a ban here and queues it for every sibling.
+    /// Applies a ban here and queues it for every sibling; an invalid ban is neither.
     pub fn ban(&self, ban: Ban) -> Result<BanResult, BanError> {
-        let c = Arc::new(Compiled::new(ban, &self.cfg().policy.strip_query)?);
+        let c = Compiled::new(ban, &self.cfg().policy.strip_query)?;
+        Ok(self.apply_ban(c))
+    }
+
+    /// Applies bans in order, each as [`Proxy::ban`] does, once every one of them is known
+    /// to be valid: if one is not, none is applied, and the error is the first invalid
+    /// one's index with why.
+    pub fn ban_all(&self, bans: Vec<Ban>) -> Result<Vec<BanResult>, (usize, BanError)> {
+        let strip = &self.cfg().policy.strip_query;
+        let compiled = bans
+            .into_iter()
+            .enumerate()
+            .map(|(i, ban)| Compiled::new(ban, strip).map_err(|e| (i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(compiled.into_iter().map(|c| self.apply_ban(c)).collect())
+    }
+
+    /// Applies a checked ban here and queues it for every sibling.
+    fn apply_ban(&self, c: Compiled) -> BanResult {
+        let c = Arc::new(c);
         let removed = self.bans.apply(&self.store, c.clone());
         self.metrics.cluster.applied(c.kind());
         self.metrics.purges.inc();
         let seq = self.cluster.broadcast(&c.ban);
         tracing::info!(kind = c.kind(), value = %c.ban.value, host = c.ban.host.as_deref().unwrap_or("*"), soft = c.ban.soft, seq, removed, "ban");
-        Ok(BanResult { seq, removed })
+        BanResult { seq, removed }
     }
 
     /// Takes a sibling's sync: applies its bans once and in order (or flushes on a gap or a

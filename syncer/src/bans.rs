@@ -1,6 +1,7 @@
 //! Bans: after a commit that approved comments, the post's tag, the lists and the recent
-//! comments widgets are banned on the proxies: a signed `POST /ban?wait=MS` to the first
-//! reachable proxy of `[cluster] siblings`, which applies it and broadcasts it to the others.
+//! comments widgets are banned on the proxies: every pending tag in one signed
+//! `POST /ban?wait=MS` (a JSON array of tag bans) to every proxy of `[cluster] siblings` at
+//! once, each applying it and broadcasting it to its own siblings.
 //!
 //! Bans that no proxy accepted stay pending and are sent again on the next tick, so a
 //! proxy outage delays invalidation but never drops it.
@@ -14,7 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use strata_wire::auth;
-use strata_wire::ban::{Ban, Kind, BAN_PATH};
+use strata_wire::ban::{Ban, Kind, BAN_PATH, MAX_BANS_PER_REQUEST};
 use strata_wire::comment::{Delivered, VerdictBatch, VERDICTS_PATH};
 
 /// The tag of every list page (home, archives, feeds…).
@@ -115,41 +116,23 @@ impl Banner {
         }
     }
 
-    /// Sends every pending tag (concurrently); the delivered ones are forgotten. Returns how
-    /// many were delivered and the errors of the rest.
-    pub async fn flush(&mut self) -> (usize, Vec<BanError>) {
-        if self.pending.is_empty() {
-            return (0, Vec::new());
-        }
-        let mut set = tokio::task::JoinSet::new();
-        for (tag, soft) in std::mem::take(&mut self.pending) {
-            let sender = self.sender();
-            set.spawn(async move {
-                let ban = Ban {
-                    soft,
-                    ..Ban::new(Kind::Tag, tag.clone())
-                };
-                let r = sender.send(&ban).await;
-                (tag, soft, r)
-            });
-        }
+    /// Sends every pending tag in one request (more than [`MAX_BANS_PER_REQUEST`], after a
+    /// long outage, in several, one after the other); the delivered ones are forgotten.
+    /// Returns how many tags were delivered and, when a request failed, its error: its tags
+    /// and those of the requests after it (not tried) stay pending.
+    pub async fn flush(&mut self) -> (usize, Option<BanError>) {
+        let tags: Vec<(String, bool)> = self.pending.iter().map(|(t, soft)| (t.clone(), *soft)).collect();
         let mut delivered = 0;
-        let mut errors = Vec::new();
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok((_, _, Ok(()))) => delivered += 1,
-                Ok((tag, soft, Err(e))) => {
-                    let queued = self.pending.entry(tag).or_insert(soft);
-                    *queued &= soft;
-                    errors.push(e);
-                }
-                Err(e) => errors.push(BanError::Unreachable {
-                    url: String::new(),
-                    cause: format!("ban task failed: {e}"),
-                }),
+        for chunk in tags.chunks(MAX_BANS_PER_REQUEST) {
+            if let Err(e) = self.sender().send(chunk).await {
+                return (delivered, Some(e));
             }
+            for (tag, _) in chunk {
+                self.pending.remove(tag);
+            }
+            delivered += chunk.len();
         }
-        (delivered, errors)
+        (delivered, None)
     }
 }
 
@@ -164,22 +147,27 @@ struct Sender {
 }
 
 impl Sender {
-    /// To every proxy at once, each applying it before it answers (and broadcasting it to
-    /// its own siblings): the verdict that follows must find the comment on every node, not
-    /// only once a broadcast arrives. Delivered when one proxy accepted it (a proxy that
-    /// missed it learns it from the cluster, or flushes); the error of the last one otherwise.
-    async fn send(&self, ban: &Ban) -> Result<(), BanError> {
+    /// Bans `tags` (at most [`MAX_BANS_PER_REQUEST`]) in one request to every proxy at once,
+    /// each applying them before it answers (and broadcasting them to its own siblings): the
+    /// verdict that follows must find the comment on every node, not only once a broadcast
+    /// arrives. Delivered when one proxy accepted them (a proxy that missed them learns them
+    /// from the cluster, or flushes); the error of the last one otherwise.
+    async fn send(&self, tags: &[(String, bool)]) -> Result<(), BanError> {
+        let body = ban_body(tags).map_err(|e| BanError::Unreachable {
+            url: String::new(),
+            cause: format!("ban request not encoded: {e}"),
+        })?;
+        let path = ban_path(self.wait, self.nonce);
         let mut set = tokio::task::JoinSet::new();
         for url in self.siblings.clone() {
-            let me = self.clone();
-            let ban = ban.clone();
-            set.spawn(async move { me.send_to(&url, &ban).await });
+            let (me, path, body) = (self.clone(), path.clone(), body.clone());
+            set.spawn(async move { me.post_signed(&url, &path, body).await });
         }
         let mut delivered = false;
         let mut last = None;
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(Ok(())) => delivered = true,
+                Ok(Ok(_)) => delivered = true,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "ban not delivered to one proxy");
                     last = Some(e);
@@ -199,16 +187,6 @@ impl Sender {
             url: String::new(),
             cause: "no proxy configured".into(),
         }))
-    }
-
-    async fn send_to(&self, url: &http::Uri, ban: &Ban) -> Result<(), BanError> {
-        let body = serde_json::to_vec(ban).map_err(|e| BanError::Unreachable {
-            url: url.to_string(),
-            cause: e.to_string(),
-        })?;
-        self.post_signed(url, &ban_path(self.wait, self.nonce), body)
-            .await
-            .map(|_| ())
     }
 
     /// A signed POST of `body` to `path` on the proxy at `url`, within `timeout`: the body
@@ -294,6 +272,19 @@ impl Banner {
     }
 }
 
+/// The body of one ban request: a JSON array with a tag ban per tag, hard or soft as queued,
+/// in the order given.
+pub fn ban_body(tags: &[(String, bool)]) -> serde_json::Result<Vec<u8>> {
+    let bans: Vec<Ban> = tags
+        .iter()
+        .map(|(tag, soft)| Ban {
+            soft: *soft,
+            ..Ban::new(Kind::Tag, tag.as_str())
+        })
+        .collect();
+    serde_json::to_vec(&bans)
+}
+
 /// `/ban?wait=MS&n=NONCE`: the nonce keeps two bans of the same tag within one second from
 /// having the same signature (which a proxy would refuse as a replay); proxies ignore it.
 pub fn ban_path(wait: Duration, nonce: u64) -> String {
@@ -318,6 +309,27 @@ mod tests {
         assert_eq!(ban_path(Duration::from_millis(200), 7), "/ban?wait=200&n=7");
     }
 
+    #[test]
+    fn one_request_bans_every_tag_hard_or_soft() {
+        let tags = [
+            ("list".to_string(), true),
+            ("post:12".to_string(), false),
+            ("wp:recent-comments".to_string(), true),
+        ];
+        let body = ban_body(&tags).unwrap();
+        assert_eq!(
+            String::from_utf8(body.clone()).unwrap(),
+            r#"[{"kind":"tag","value":"list","soft":true},{"kind":"tag","value":"post:12"},{"kind":"tag","value":"wp:recent-comments","soft":true}]"#
+        );
+        let read: Vec<Ban> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(read[1], Ban::new(Kind::Tag, "post:12"));
+        // The largest request the syncer sends stays well within a proxy's 64 KiB body limit.
+        let most: Vec<(String, bool)> = (0..MAX_BANS_PER_REQUEST)
+            .map(|i| (format!("post:{}", u64::MAX - i as u64), false))
+            .collect();
+        assert!(ban_body(&most).unwrap().len() < 60 * 1024);
+    }
+
     #[tokio::test]
     async fn undelivered_bans_stay_pending() {
         // Nothing listens on port 9 of localhost.
@@ -328,9 +340,20 @@ mod tests {
             Duration::from_millis(500),
         );
         b.add(tags_for_post(1, true));
-        let (sent, errors) = b.flush().await;
+        let (sent, error) = b.flush().await;
         assert_eq!(sent, 0);
-        assert_eq!(errors.len(), 3);
+        assert!(matches!(error, Some(BanError::Unreachable { .. })), "{error:?}");
         assert_eq!(b.pending(), 3);
+        // After a long outage, more tags than one request takes: the first request fails,
+        // the others are not tried, and every tag stays pending with its softness.
+        b.add((2..=MAX_BANS_PER_REQUEST as u64 + 100).flat_map(|p| tags_for_post(p, true)));
+        let pending = b.pending();
+        assert_eq!(pending, MAX_BANS_PER_REQUEST + 102);
+        let (sent, error) = b.flush().await;
+        assert_eq!(sent, 0);
+        assert!(error.is_some());
+        assert_eq!(b.pending(), pending);
+        assert_eq!(b.pending.get("list"), Some(&true));
+        assert_eq!(b.pending.get("post:2"), Some(&false));
     }
 }

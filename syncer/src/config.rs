@@ -123,7 +123,7 @@ pub struct ClusterConfig {
     pub secret_file: PathBuf,
     /// The secret itself, read at load time.
     pub secret: Vec<u8>,
-    /// `?wait=` of each ban: how long the proxy waits for its siblings' acknowledgement.
+    /// `?wait=` of each ban request: how long the proxy waits for its siblings' acknowledgement.
     pub ban_wait: Duration,
     /// Deadline of one ban request.
     pub ban_timeout: Duration,

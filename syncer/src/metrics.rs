@@ -93,9 +93,9 @@ pub struct Metrics {
     pub mysql_errors: Counter,
     /// Failed memcached steps.
     pub memcached_errors: Counter,
-    /// Bans delivered.
+    /// Bans delivered (one per tag, however many requests carried them).
     pub bans_sent: Counter,
-    /// Ban deliveries that failed (retried).
+    /// Ban requests no proxy accepted (their tags stay pending and are retried).
     pub ban_errors: Counter,
     /// Bans waiting for a proxy.
     pub bans_pending: Gauge,
@@ -185,7 +185,7 @@ impl Metrics {
         registry.register(names::BANS_SENT, "Bans delivered to a proxy", m.bans_sent.clone());
         registry.register(
             names::BAN_ERRORS,
-            "Failed ban deliveries (retried)",
+            "Ban requests no proxy accepted (their bans are retried)",
             m.ban_errors.clone(),
         );
         registry.register(names::BANS_PENDING, "Bans waiting for a proxy", m.bans_pending.clone());

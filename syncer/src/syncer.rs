@@ -589,13 +589,13 @@ impl Syncer {
     }
 
     async fn flush_bans(&mut self) {
-        let (sent, errors) = self.banner.flush().await;
+        let (sent, error) = self.banner.flush().await;
         self.metrics.bans_sent.inc_by(sent as u64);
-        if !errors.is_empty() {
-            self.metrics.ban_errors.inc_by(errors.len() as u64);
+        if let Some(e) = error {
+            self.metrics.ban_errors.inc();
             tracing::warn!(
-                failed = errors.len(),
-                error = %errors[0],
+                pending = self.banner.pending(),
+                error = %e,
                 "bans not delivered; retried on the next tick"
             );
         }

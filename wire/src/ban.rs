@@ -1,14 +1,20 @@
 //! Bans: what an invalidation names, and the messages nodes exchange to spread them.
 //!
-//! A [`Ban`] is what `POST /ban` carries (from `strata-proxy ban`, the syncer or an operator's
-//! script). Between nodes, a [`SyncRequest`] carries the sender's latest sequence number (a
-//! heartbeat) and the bans a sibling has not acknowledged yet, each with its sequence number;
-//! the [`SyncReply`] says how far the receiver has applied and where the receiver itself is.
+//! A [`Ban`], or a JSON array of at most [`MAX_BANS_PER_REQUEST`] of them applied in order,
+//! is what `POST /ban` carries (from `strata-proxy ban`, the syncer or an operator's script).
+//! Between nodes, a [`SyncRequest`] carries the sender's latest sequence number (a heartbeat)
+//! and the bans a sibling has not acknowledged yet, each with its sequence number; the
+//! [`SyncReply`] says how far the receiver has applied and where the receiver itself is.
 
 use serde::{Deserialize, Serialize};
 
 /// Path of the ban endpoint on the admin listener.
 pub const BAN_PATH: &str = "/ban";
+/// Most bans one `POST /ban` may carry as an array: a proxy refuses a longer one with a 400
+/// (applying none of it), and the syncer sends more pending tags than this in several
+/// requests. A thousand tag bans (about 50 bytes each) fit well within the admin listener's
+/// 64 KiB body limit.
+pub const MAX_BANS_PER_REQUEST: usize = 1000;
 /// Path of the node-to-node exchange on the admin listener.
 pub const SYNC_PATH: &str = "/cluster/sync";
 

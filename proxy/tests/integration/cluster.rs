@@ -2,10 +2,10 @@
 //!
 //! In front of the real WordPress: an edit through one node shows on every node, and
 //! `strata-proxy ban --tag post:ID` clears a post everywhere. In front of a programmable
-//! origin: tag headers, write-triggered bans, prefix/regex/soft bans, a ban racing a fill,
-//! public PURGE, signatures, the ban answer, `/cluster` and metrics. With real processes: a
-//! sibling paused, killed and restarted, a sibling whose outgoing queue overflowed, and a node
-//! that cannot confirm it is current (flush and pass modes).
+//! origin: tag headers, write-triggered bans, prefix/regex/soft bans, arrays of bans, a ban
+//! racing a fill, public PURGE, signatures, the ban answer, `/cluster` and metrics. With real
+//! processes: a sibling paused, killed and restarted, a sibling whose outgoing queue
+//! overflowed, and a node that cannot confirm it is current (flush and pass modes).
 //!
 //! Propagation is asynchronous, so a check that depends on it first waits — bounded — until
 //! the sending node reports that every sibling acknowledged its bans (`GET /cluster`), or
@@ -867,6 +867,132 @@ async fn malformed_bans_get_400_with_a_reason() {
             assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body} → {}", r.text());
             assert!(!r.text().trim().is_empty(), "400 for {body} says why");
         }
+    })
+    .await;
+}
+
+/// A `POST /ban` body carrying several bans (a JSON array).
+fn bans_json(bans: &[String]) -> String {
+    format!("[{}]", bans.join(","))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_array_of_bans_applies_each_hard_or_soft_here_and_on_every_sibling() {
+    bounded(90, async {
+        let site = Site::start().await;
+        let nodes = cluster(&site.url(), 3, |i| {
+            let mut e = relaxed(i);
+            e.push(("cache", "grace = \"60s\"".into()));
+            e
+        })
+        .await;
+        let addrs = publics(&nodes);
+        let a = nodes[0].admin;
+        warm_everywhere(&addrs, &["/t/array-hard", "/t/array-soft", "/t/array-kept"]).await;
+        let seq0 = cluster_state(a).await["seq"].as_u64().expect("seq");
+        site.bump();
+        let body = bans_json(&[
+            ban_json("tag", "array-hard", None, false),
+            ban_json("tag", "array-soft", None, true),
+        ]);
+        let answer = ban_at(a, &body, Some(3000)).await;
+        assert_eq!(answer["bans"], 2, "{answer}");
+        assert_eq!(
+            answer["seq"].as_u64(),
+            Some(seq0 + 2),
+            "the highest of the two sequence numbers: {answer}"
+        );
+        assert_eq!(
+            answer["removed"], 2,
+            "one object removed, one marked stale, on this node: {answer}"
+        );
+        all_acked(&answer, 2);
+        for addr in &addrs {
+            let r = get_at(*addr, &host(), "/t/array-hard", &[]).await;
+            assert_eq!(
+                (r.x_cache(), generation_of(&r).as_str()),
+                ("MISS", "2"),
+                "the hard ban removed the page via {addr}"
+            );
+            let r = get_at(*addr, &host(), "/t/array-soft", &[]).await;
+            assert_eq!(
+                (r.x_cache(), generation_of(&r).as_str()),
+                ("STALE", "1"),
+                "the soft ban marked the page stale via {addr}: served once while refreshed"
+            );
+        }
+        expect_cache(&addrs, &host(), "/t/array-kept", "HIT", "a tag no ban named").await;
+        for node in &nodes[1..] {
+            assert!(
+                metric_at(node.admin, "strata_bans_applied_total", "kind=\"tag\"").await >= 2.0,
+                "both bans applied on {}",
+                node.admin
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_array_or_one_bad_ban_in_an_array_is_a_400_and_applies_nothing() {
+    bounded(60, async {
+        let site = Site::start().await;
+        let nodes = cluster(&site.url(), 2, relaxed).await;
+        let addrs = publics(&nodes);
+        let a = nodes[0].admin;
+        warm_everywhere(&addrs, &["/t/array-refused"]).await;
+        let seq0 = cluster_state(a).await["seq"].as_u64().expect("seq");
+        let good = ban_json("tag", "array-refused", None, false);
+        let too_many = vec![good.clone(); strata_wire::ban::MAX_BANS_PER_REQUEST + 1];
+        for (body, why) in [
+            ("[]".to_string(), "empty array"),
+            (
+                bans_json(&[good.clone(), r#"{"kind":"shout","value":"x"}"#.to_string()]),
+                "ban 1 of the array",
+            ),
+            (
+                bans_json(&[good.clone(), good.clone(), ban_json("regex", "^(unclosed", None, false)]),
+                "ban 2 of the array",
+            ),
+            (
+                bans_json(&[good.clone(), ban_json("url", "/a/path/without/host", None, false)]),
+                "ban 1 of the array",
+            ),
+            (bans_json(&too_many), "at most 1000"),
+            (format!("[{good},"), "or an array of them"),
+        ] {
+            let r = admin_signed(a, Method::POST, "/ban?wait=1000", &body).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{why}: {}", r.text());
+            assert!(r.text().contains(why), "the 400 says {why:?}: {}", r.text());
+        }
+        let url = format!("http://{a}/ban?wait=1000");
+        let unsigned = send(
+            Method::POST,
+            &url,
+            &[],
+            Bytes::from(bans_json(std::slice::from_ref(&good))),
+        )
+        .await;
+        assert_eq!(
+            unsigned.status,
+            StatusCode::UNAUTHORIZED,
+            "unsigned: {}",
+            unsigned.text()
+        );
+        assert_eq!(
+            cluster_state(a).await["seq"].as_u64(),
+            Some(seq0),
+            "no ban of a refused array was broadcast"
+        );
+        sleep(Duration::from_millis(500)).await;
+        expect_cache(
+            &addrs,
+            &host(),
+            "/t/array-refused",
+            "HIT",
+            "a refused array applies nothing",
+        )
+        .await;
     })
     .await;
 }
