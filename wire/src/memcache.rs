@@ -68,6 +68,16 @@ fn storage_command(out: &mut Vec<u8>, verb: &str, key: &str, value: &[u8], expti
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends a `get` of `keys` (at least one) to `out`.
+fn get_command(out: &mut Vec<u8>, keys: &[&str]) {
+    out.extend_from_slice(b"get");
+    for k in keys {
+        out.push(b' ');
+        out.extend_from_slice(k.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 impl Conn {
     /// Connects to `addr` (`host:port`); every later exchange must finish within `timeout`.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Conn, Error> {
@@ -206,14 +216,19 @@ impl Conn {
         check_key(key)?;
         self.exchange(async |c| {
             c.send(format!("incr {key} {by}\r\n").as_bytes()).await?;
-            let line = c.line().await?;
-            let t = line.trim_end();
-            if t == "NOT_FOUND" {
-                return Ok(None);
-            }
-            t.parse().map(Some).map_err(|_| c.protocol(&line))
+            c.incr_answer().await
         })
         .await
+    }
+
+    /// Reads the answer to an `incr`: the new value, or `None` when the key is absent.
+    async fn incr_answer(&mut self) -> Result<Option<u64>, Error> {
+        let line = self.line().await?;
+        let t = line.trim_end();
+        if t == "NOT_FOUND" {
+            return Ok(None);
+        }
+        t.parse().map(Some).map_err(|_| self.protocol(&line))
     }
 
     /// `delete`: true if the key existed.
@@ -245,39 +260,40 @@ impl Conn {
             return Ok(Vec::new());
         }
         self.exchange(async |c| {
-            let mut cmd = String::from("get");
-            for k in keys {
-                cmd.push(' ');
-                cmd.push_str(k);
-            }
-            cmd.push_str("\r\n");
-            c.send(cmd.as_bytes()).await?;
-            let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
-            loop {
-                let line = c.line().await?;
-                let t = line.trim_end();
-                if t == "END" {
-                    return Ok(out);
-                }
-                let mut parts = t.split(' ');
-                let (Some("VALUE"), Some(key), Some(_flags), Some(len)) =
-                    (parts.next(), parts.next(), parts.next(), parts.next())
-                else {
-                    return Err(c.protocol(&line));
-                };
-                let len: usize = len.parse().map_err(|_| c.protocol(&line))?;
-                if len > MAX_VALUE {
-                    return Err(c.protocol(&line));
-                }
-                let mut data = vec![0u8; len + 2];
-                c.stream.read_exact(&mut data).await.map_err(|e| c.io(e))?;
-                data.truncate(len);
-                if let Some(i) = keys.iter().position(|k| *k == key) {
-                    out[i] = Some(data);
-                }
-            }
+            let mut cmd = Vec::new();
+            get_command(&mut cmd, keys);
+            c.send(&cmd).await?;
+            c.get_answer(keys).await
         })
         .await
+    }
+
+    /// Reads the answer to a `get` of `keys`: the values in the keys' order.
+    async fn get_answer(&mut self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+        loop {
+            let line = self.line().await?;
+            let t = line.trim_end();
+            if t == "END" {
+                return Ok(out);
+            }
+            let mut parts = t.split(' ');
+            let (Some("VALUE"), Some(key), Some(_flags), Some(len)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(self.protocol(&line));
+            };
+            let len: usize = len.parse().map_err(|_| self.protocol(&line))?;
+            if len > MAX_VALUE {
+                return Err(self.protocol(&line));
+            }
+            let mut data = vec![0u8; len + 2];
+            self.stream.read_exact(&mut data).await.map_err(|e| self.io(e))?;
+            data.truncate(len);
+            if let Some(i) = keys.iter().position(|k| *k == key) {
+                out[i] = Some(data);
+            }
+        }
     }
 
     /// The server's `version`, to check it is alive.
