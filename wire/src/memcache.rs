@@ -296,6 +296,33 @@ impl Conn {
         }
     }
 
+    /// `get` of `keys`, then `incr` of `key` by `by`, pipelined: one write, one round trip.
+    /// The values (in the keys' order) are as they were just before the increment; the
+    /// incremented value is `None` when `key` is absent. Errors: as [`Conn::get_many`] and
+    /// [`Conn::incr`]; after one, whether the increment happened is unknown.
+    pub async fn get_many_and_incr(
+        &mut self,
+        keys: &[&str],
+        key: &str,
+        by: u64,
+    ) -> Result<(Vec<Option<Vec<u8>>>, Option<u64>), Error> {
+        for k in keys.iter().chain([&key]) {
+            check_key(k)?;
+        }
+        if keys.is_empty() {
+            return Ok((Vec::new(), self.incr(key, by).await?));
+        }
+        self.exchange(async |c| {
+            let mut cmd = Vec::new();
+            get_command(&mut cmd, keys);
+            cmd.extend_from_slice(format!("incr {key} {by}\r\n").as_bytes());
+            c.send(&cmd).await?;
+            let values = c.get_answer(keys).await?;
+            Ok((values, c.incr_answer().await?))
+        })
+        .await
+    }
+
     /// The server's `version`, to check it is alive.
     pub async fn version(&mut self) -> Result<String, Error> {
         self.exchange(async |c| {
@@ -321,6 +348,73 @@ mod tests {
         assert!(check_key("").is_err());
         assert!(check_key(&"k".repeat(251)).is_err());
         assert!(check_key("a\nb").is_err());
+    }
+
+    /// A server that answers only once both commands arrived: the client must send the
+    /// `incr` without waiting for the `get`'s answer. The value holds an `END` line, read by
+    /// its length.
+    #[tokio::test]
+    async fn get_and_incr_go_in_one_write() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let mut sock = BufReader::new(sock);
+            let mut got = String::new();
+            while !got.ends_with("incr q:seq 1\r\n") {
+                if sock.read_line(&mut got).await.unwrap() == 0 {
+                    break;
+                }
+            }
+            sock.get_mut()
+                .write_all(b"VALUE q:applied 0 5\r\nEND\r\n\r\nEND\r\n43\r\n")
+                .await
+                .unwrap();
+            got
+        });
+        let mut c = Conn::connect(&addr, Duration::from_secs(2)).await.unwrap();
+        let (values, next) = c
+            .get_many_and_incr(&["q:epoch", "q:applied"], "q:seq", 1)
+            .await
+            .unwrap();
+        assert_eq!(values, vec![None, Some(b"END\r\n".to_vec())]);
+        assert_eq!(next, Some(43));
+        assert_eq!(server.await.unwrap(), "get q:epoch q:applied\r\nincr q:seq 1\r\n");
+        assert!(matches!(
+            c.get_many_and_incr(&["q:epoch"], "bad key", 1).await,
+            Err(Error::BadKey(_))
+        ));
+    }
+
+    /// The pipelined `get` + `incr` against the real memcached (skipped when none answers).
+    #[tokio::test]
+    async fn get_and_incr_on_a_real_memcached() {
+        let addr = std::env::var("STRATA_MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".into());
+        let Ok(mut c) = Conn::connect(&addr, Duration::from_secs(2)).await else {
+            eprintln!("memcached not reachable on {addr}: skipped");
+            return;
+        };
+        let k = format!("strata-wire-test:pipe:{}", std::process::id());
+        let seq = format!("{k}:seq");
+        let other = format!("{k}:other");
+        c.delete(&seq).await.unwrap();
+        c.set(&other, b"7", 60).await.unwrap();
+        // An absent counter is not created by the increment.
+        let (values, next) = c.get_many_and_incr(&[&seq, &other], &seq, 1).await.unwrap();
+        assert_eq!((values, next), (vec![None, Some(b"7".to_vec())], None));
+        assert!(c.add(&seq, b"0", 60).await.unwrap());
+        // The values are read before the increment, in the keys' order.
+        let (values, next) = c.get_many_and_incr(&[&other, &seq], &seq, 2).await.unwrap();
+        assert_eq!(
+            (values, next),
+            (vec![Some(b"7".to_vec()), Some(b"0".to_vec())], Some(2))
+        );
+        let (values, next) = c.get_many_and_incr(&[], &seq, 1).await.unwrap();
+        assert_eq!((values, next), (Vec::new(), Some(3)));
+        // The connection is still in step.
+        assert_eq!(c.get(&seq).await.unwrap().as_deref(), Some(&b"3"[..]));
+        c.delete(&seq).await.unwrap();
+        c.delete(&other).await.unwrap();
     }
 
     /// Against the real memcached when one answers on 127.0.0.1:11211 (scripts/memcached.sh).
