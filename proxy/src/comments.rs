@@ -8,8 +8,10 @@
 //!    `max_queue` send the POST to PHP unchanged instead.
 //! 2. The checks that need no database run here ([`form::check`]): WordPress's own answer
 //!    (its error page, or an empty 200) is sent at once.
-//! 3. A sequence number is reserved (`incr`) and the record written; nothing the visitor
-//!    sent is dropped from here on.
+//! 3. A sequence number is reserved (`incr`, with the queue's epoch and depth read in the
+//!    same round trip) and the record written; nothing the visitor sent is dropped from here
+//!    on. A number reserved beyond `max_queue` is marked unused ([`wire::QUEUE_FULL`]) and
+//!    the POST goes to PHP.
 //! 4. The answer is held `hold`, then waits up to `max_hold` for the syncer's verdict: a 302
 //!    to the comment with WordPress's cookies, the held-for-moderation redirect, or
 //!    WordPress's error page. Without a verdict in time: a 302 back to the post (the comment
@@ -20,6 +22,7 @@ pub mod form;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -126,6 +129,11 @@ pub struct Comments {
     /// When a pushed verdict last arrived: while pushes come, the verdict keys are read
     /// rarely (a safety net), not every few milliseconds.
     pushed_at: parking_lot::Mutex<Option<Instant>>,
+    /// Whether the next reservation reads the queue's depth before it reserves (the queue
+    /// was last seen more than half `max_queue` deep, or not seen yet), rather than in the
+    /// same round trip: near the bound no number is reserved while the queue is full, so a
+    /// stopped syncer does not fill the queue with [`wire::QUEUE_FULL`] marks.
+    check_first: AtomicBool,
 }
 
 /// Removes a waiter when its answer is done, whichever way.
@@ -138,6 +146,24 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.waiters.lock().remove(&self.key);
     }
+}
+
+/// Reads a decimal memcached value.
+fn number(v: &Option<Vec<u8>>) -> Option<u64> {
+    v.as_deref()
+        .and_then(|b| std::str::from_utf8(b).ok()?.trim().parse().ok())
+}
+
+/// Whether sequence number `seq` lies beyond the queue's bound: more than `max_queue`
+/// numbers after `applied`, the syncer's position.
+fn beyond_bound(seq: u64, applied: u64, max_queue: u64) -> bool {
+    seq.saturating_sub(applied) > max_queue
+}
+
+/// Whether a queue whose last number is `seq` is near enough its bound (over half
+/// `max_queue` deep) for reservations to read its depth first.
+fn near_bound(seq: u64, applied: u64, max_queue: u64) -> bool {
+    beyond_bound(seq, applied, max_queue / 2)
 }
 
 fn unix_ms() -> u64 {
@@ -334,6 +360,7 @@ impl Comments {
             settings: parking_lot::Mutex::new(None),
             waiters: parking_lot::Mutex::new(HashMap::new()),
             pushed_at: parking_lot::Mutex::new(None),
+            check_first: AtomicBool::new(true),
         }
     }
 
@@ -427,31 +454,43 @@ impl Comments {
     }
 
     /// Reserves the next sequence number, creating the counter and the epoch when memcached
-    /// holds none; refuses when the queue is deeper than `max_queue`.
+    /// holds none; refuses when the number would lie beyond `max_queue`.
+    ///
+    /// Far from the bound, one round trip reads the epoch and the syncer's position and
+    /// reserves (a `get` and an `incr`, pipelined); the number is checked after, and one
+    /// beyond the bound is marked unused ([`wire::QUEUE_FULL`], which the syncer skips at
+    /// once). Near the bound ([`Comments::check_first`]) the depth is read first and nothing
+    /// is reserved while the queue is full. Errors: memcached failed (a number reserved
+    /// meanwhile is skipped by the syncer after `missing_wait`).
     async fn reserve(&self) -> Result<Result<(u64, u64), ToPhp>, memcache::Error> {
         let p = &self.cfg.key_prefix;
         let (seq_key, epoch_key, applied_key) = (wire::seq_key(p), wire::epoch_key(p), wire::applied_key(p));
         let max_queue = self.cfg.max_queue;
+        let check_first = self.check_first.load(Ordering::Relaxed);
         self.with_conn(async |c| {
-            let got = c.get_many(&[&seq_key, &epoch_key, &applied_key]).await?;
-            let num = |v: &Option<Vec<u8>>| {
-                v.as_deref()
-                    .and_then(|b| std::str::from_utf8(b).ok()?.trim().parse::<u64>().ok())
+            // `incremented`: the answer of the pipelined `incr`, when there was one.
+            let (mut epoch, applied, incremented) = if check_first {
+                let got = c.get_many(&[&seq_key, &epoch_key, &applied_key]).await?;
+                let applied = number(&got[2]).unwrap_or(0);
+                if number(&got[0]).is_some_and(|s| beyond_bound(s.saturating_add(1), applied, max_queue)) {
+                    return Ok(Err(ToPhp::QueueFull));
+                }
+                (number(&got[1]), applied, None)
+            } else {
+                let (got, next) = c.get_many_and_incr(&[&epoch_key, &applied_key], &seq_key, 1).await?;
+                (number(&got[0]), number(&got[1]).unwrap_or(0), Some(next))
             };
-            let (seq, applied) = (num(&got[0]), num(&got[2]).unwrap_or(0));
-            if seq.is_some_and(|s| s.saturating_sub(applied) >= max_queue) {
-                return Ok(Err(ToPhp::QueueFull));
-            }
-            let mut epoch = num(&got[1]);
+            // A new queue (first comment, memcached restarted) gets its epoch before its counter.
             if epoch.is_none() {
                 let fresh = crate::cluster::random_u64();
                 c.add(&epoch_key, fresh.to_string().as_bytes(), 0).await?;
-                epoch = c
-                    .get(&epoch_key)
-                    .await?
-                    .and_then(|b| String::from_utf8(b).ok()?.trim().parse().ok());
+                epoch = number(&c.get(&epoch_key).await?);
             }
-            let next = match c.incr(&seq_key, 1).await? {
+            let incremented = match incremented {
+                Some(n) => n,
+                None => c.incr(&seq_key, 1).await?,
+            };
+            let next = match incremented {
                 Some(n) => n,
                 None => {
                     c.add(&seq_key, b"0", 0).await?;
@@ -461,6 +500,15 @@ impl Comments {
             if next == 0 {
                 return Ok(Err(ToPhp::Memcached));
             }
+            if beyond_bound(next, applied, max_queue) {
+                // Reserved, never to be written: marked, so the syncer does not wait for it.
+                c.add(&wire::record_key(p, next), wire::QUEUE_FULL, 0).await?;
+                self.check_first.store(true, Ordering::Relaxed);
+                tracing::debug!(seq = next, applied, "queue full: number marked unused");
+                return Ok(Err(ToPhp::QueueFull));
+            }
+            self.check_first
+                .store(near_bound(next, applied, max_queue), Ordering::Relaxed);
             Ok(Ok((next, epoch.unwrap_or(0))))
         })
         .await
@@ -708,6 +756,23 @@ mod tests {
         assert!(!c.pushing());
         assert_eq!(c.next_pause(POLL), POLL * 2);
         assert_eq!(c.next_pause(MAX_POLL), MAX_POLL);
+    }
+
+    #[test]
+    fn the_bound_counts_the_number_being_reserved() {
+        // max_queue 40, the syncer at 10: numbers up to 50 are used, 51 is not.
+        assert!(!beyond_bound(50, 10, 40));
+        assert!(beyond_bound(51, 10, 40));
+        // A position published ahead of the counter (a restarted memcached) is no depth.
+        assert!(!beyond_bound(3, 900, 40));
+        // Reservations read the depth first from half the bound on.
+        assert!(!near_bound(30, 10, 40));
+        assert!(near_bound(31, 10, 40));
+        assert!(near_bound(1, 0, 1), "a bound of one is always near");
+        assert!(
+            comments().check_first.load(Ordering::Relaxed),
+            "the first reservation checks first"
+        );
     }
 
     fn settings() -> Settings {

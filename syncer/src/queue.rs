@@ -61,8 +61,9 @@ pub fn reconcile(cursor: Cursor, epoch: Option<u64>, counter: Option<u64>, last_
 pub enum Slot {
     /// A record to apply.
     Record(Box<Record>),
-    /// The number was reserved but its record never arrived within `missing_wait`; or the
-    /// record is unreadable: skipped, logged.
+    /// The number was reserved but its record never arrived within `missing_wait`, or the
+    /// proxy that reserved it found the queue full and marked it ([`wire::QUEUE_FULL`]); or
+    /// the record is unreadable: skipped, logged, with the reason.
     Skipped(&'static str),
 }
 
@@ -198,6 +199,10 @@ impl Queue {
                 Some(bytes) if bytes == TOMBSTONE => {
                     self.missing_since.remove(&seq);
                     out.push((seq, Slot::Skipped("missing")));
+                }
+                Some(bytes) if bytes == wire::QUEUE_FULL => {
+                    self.missing_since.remove(&seq);
+                    out.push((seq, Slot::Skipped("queue-full")));
                 }
                 Some(bytes) => {
                     self.missing_since.remove(&seq);

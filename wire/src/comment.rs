@@ -10,6 +10,8 @@
 //! - `{prefix}c:{seq}`: one [`Record`] (JSON), written once with `add` after its number is
 //!   reserved. A syncer that waited too long for it `add`s a skip marker there instead, so
 //!   a late proxy's `add` fails and it hands the comment to PHP: never both, never neither.
+//!   A proxy that reserved a number beyond its `max_queue` `add`s [`QUEUE_FULL`] there and
+//!   hands the comment to PHP; the syncer passes that position without waiting for it.
 //! - `{prefix}v:{seq}`: the syncer's [`Verdict`] on record `seq` (JSON), kept [`VERDICT_TTL`].
 //! - `{prefix}settings`: the site's [`Settings`] (JSON), refreshed by the syncer every second.
 //! - `{prefix}applied`: the last sequence number the syncer has committed (decimal), so a
@@ -26,6 +28,12 @@ pub const DEFAULT_PREFIX: &str = "strata:";
 pub const RECORD_VERSION: u32 = 1;
 /// Seconds a verdict is kept in memcached.
 pub const VERDICT_TTL: u32 = 600;
+
+/// What a proxy writes (with `add`, no expiry) at a sequence number it reserved but does
+/// not use, the queue being deeper than its `max_queue`: the syncer skips the position at
+/// once instead of waiting for a record. (A syncer that predates it reads it as an
+/// unreadable record, and skips it at once too.)
+pub const QUEUE_FULL: &[u8] = b"strata:skipped:queue-full";
 
 /// The key of the sequence counter.
 pub fn seq_key(prefix: &str) -> String {

@@ -68,6 +68,16 @@ fn storage_command(out: &mut Vec<u8>, verb: &str, key: &str, value: &[u8], expti
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends a `get` of `keys` (at least one) to `out`.
+fn get_command(out: &mut Vec<u8>, keys: &[&str]) {
+    out.extend_from_slice(b"get");
+    for k in keys {
+        out.push(b' ');
+        out.extend_from_slice(k.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 impl Conn {
     /// Connects to `addr` (`host:port`); every later exchange must finish within `timeout`.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Conn, Error> {
@@ -206,14 +216,19 @@ impl Conn {
         check_key(key)?;
         self.exchange(async |c| {
             c.send(format!("incr {key} {by}\r\n").as_bytes()).await?;
-            let line = c.line().await?;
-            let t = line.trim_end();
-            if t == "NOT_FOUND" {
-                return Ok(None);
-            }
-            t.parse().map(Some).map_err(|_| c.protocol(&line))
+            c.incr_answer().await
         })
         .await
+    }
+
+    /// Reads the answer to an `incr`: the new value, or `None` when the key is absent.
+    async fn incr_answer(&mut self) -> Result<Option<u64>, Error> {
+        let line = self.line().await?;
+        let t = line.trim_end();
+        if t == "NOT_FOUND" {
+            return Ok(None);
+        }
+        t.parse().map(Some).map_err(|_| self.protocol(&line))
     }
 
     /// `delete`: true if the key existed.
@@ -245,37 +260,65 @@ impl Conn {
             return Ok(Vec::new());
         }
         self.exchange(async |c| {
-            let mut cmd = String::from("get");
-            for k in keys {
-                cmd.push(' ');
-                cmd.push_str(k);
+            let mut cmd = Vec::new();
+            get_command(&mut cmd, keys);
+            c.send(&cmd).await?;
+            c.get_answer(keys).await
+        })
+        .await
+    }
+
+    /// Reads the answer to a `get` of `keys`: the values in the keys' order.
+    async fn get_answer(&mut self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+        loop {
+            let line = self.line().await?;
+            let t = line.trim_end();
+            if t == "END" {
+                return Ok(out);
             }
-            cmd.push_str("\r\n");
-            c.send(cmd.as_bytes()).await?;
-            let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
-            loop {
-                let line = c.line().await?;
-                let t = line.trim_end();
-                if t == "END" {
-                    return Ok(out);
-                }
-                let mut parts = t.split(' ');
-                let (Some("VALUE"), Some(key), Some(_flags), Some(len)) =
-                    (parts.next(), parts.next(), parts.next(), parts.next())
-                else {
-                    return Err(c.protocol(&line));
-                };
-                let len: usize = len.parse().map_err(|_| c.protocol(&line))?;
-                if len > MAX_VALUE {
-                    return Err(c.protocol(&line));
-                }
-                let mut data = vec![0u8; len + 2];
-                c.stream.read_exact(&mut data).await.map_err(|e| c.io(e))?;
-                data.truncate(len);
-                if let Some(i) = keys.iter().position(|k| *k == key) {
-                    out[i] = Some(data);
-                }
+            let mut parts = t.split(' ');
+            let (Some("VALUE"), Some(key), Some(_flags), Some(len)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(self.protocol(&line));
+            };
+            let len: usize = len.parse().map_err(|_| self.protocol(&line))?;
+            if len > MAX_VALUE {
+                return Err(self.protocol(&line));
             }
+            let mut data = vec![0u8; len + 2];
+            self.stream.read_exact(&mut data).await.map_err(|e| self.io(e))?;
+            data.truncate(len);
+            if let Some(i) = keys.iter().position(|k| *k == key) {
+                out[i] = Some(data);
+            }
+        }
+    }
+
+    /// `get` of `keys`, then `incr` of `key` by `by`, pipelined: one write, one round trip.
+    /// The values (in the keys' order) are as they were just before the increment; the
+    /// incremented value is `None` when `key` is absent. Errors: as [`Conn::get_many`] and
+    /// [`Conn::incr`]; after one, whether the increment happened is unknown.
+    pub async fn get_many_and_incr(
+        &mut self,
+        keys: &[&str],
+        key: &str,
+        by: u64,
+    ) -> Result<(Vec<Option<Vec<u8>>>, Option<u64>), Error> {
+        for k in keys.iter().chain([&key]) {
+            check_key(k)?;
+        }
+        if keys.is_empty() {
+            return Ok((Vec::new(), self.incr(key, by).await?));
+        }
+        self.exchange(async |c| {
+            let mut cmd = Vec::new();
+            get_command(&mut cmd, keys);
+            cmd.extend_from_slice(format!("incr {key} {by}\r\n").as_bytes());
+            c.send(&cmd).await?;
+            let values = c.get_answer(keys).await?;
+            Ok((values, c.incr_answer().await?))
         })
         .await
     }
@@ -305,6 +348,73 @@ mod tests {
         assert!(check_key("").is_err());
         assert!(check_key(&"k".repeat(251)).is_err());
         assert!(check_key("a\nb").is_err());
+    }
+
+    /// A server that answers only once both commands arrived: the client must send the
+    /// `incr` without waiting for the `get`'s answer. The value holds an `END` line, read by
+    /// its length.
+    #[tokio::test]
+    async fn get_and_incr_go_in_one_write() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let mut sock = BufReader::new(sock);
+            let mut got = String::new();
+            while !got.ends_with("incr q:seq 1\r\n") {
+                if sock.read_line(&mut got).await.unwrap() == 0 {
+                    break;
+                }
+            }
+            sock.get_mut()
+                .write_all(b"VALUE q:applied 0 5\r\nEND\r\n\r\nEND\r\n43\r\n")
+                .await
+                .unwrap();
+            got
+        });
+        let mut c = Conn::connect(&addr, Duration::from_secs(2)).await.unwrap();
+        let (values, next) = c
+            .get_many_and_incr(&["q:epoch", "q:applied"], "q:seq", 1)
+            .await
+            .unwrap();
+        assert_eq!(values, vec![None, Some(b"END\r\n".to_vec())]);
+        assert_eq!(next, Some(43));
+        assert_eq!(server.await.unwrap(), "get q:epoch q:applied\r\nincr q:seq 1\r\n");
+        assert!(matches!(
+            c.get_many_and_incr(&["q:epoch"], "bad key", 1).await,
+            Err(Error::BadKey(_))
+        ));
+    }
+
+    /// The pipelined `get` + `incr` against the real memcached (skipped when none answers).
+    #[tokio::test]
+    async fn get_and_incr_on_a_real_memcached() {
+        let addr = std::env::var("STRATA_MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".into());
+        let Ok(mut c) = Conn::connect(&addr, Duration::from_secs(2)).await else {
+            eprintln!("memcached not reachable on {addr}: skipped");
+            return;
+        };
+        let k = format!("strata-wire-test:pipe:{}", std::process::id());
+        let seq = format!("{k}:seq");
+        let other = format!("{k}:other");
+        c.delete(&seq).await.unwrap();
+        c.set(&other, b"7", 60).await.unwrap();
+        // An absent counter is not created by the increment.
+        let (values, next) = c.get_many_and_incr(&[&seq, &other], &seq, 1).await.unwrap();
+        assert_eq!((values, next), (vec![None, Some(b"7".to_vec())], None));
+        assert!(c.add(&seq, b"0", 60).await.unwrap());
+        // The values are read before the increment, in the keys' order.
+        let (values, next) = c.get_many_and_incr(&[&other, &seq], &seq, 2).await.unwrap();
+        assert_eq!(
+            (values, next),
+            (vec![Some(b"7".to_vec()), Some(b"0".to_vec())], Some(2))
+        );
+        let (values, next) = c.get_many_and_incr(&[], &seq, 1).await.unwrap();
+        assert_eq!((values, next), (Vec::new(), Some(3)));
+        // The connection is still in step.
+        assert_eq!(c.get(&seq).await.unwrap().as_deref(), Some(&b"3"[..]));
+        c.delete(&seq).await.unwrap();
+        c.delete(&other).await.unwrap();
     }
 
     /// Against the real memcached when one answers on 127.0.0.1:11211 (scripts/memcached.sh).

@@ -266,6 +266,116 @@ async fn php_gets_what_only_php_can_answer() {
     assert_eq!(counter(&p).await, Some(50), "no number reserved");
 }
 
+/// The record queued at `seq`, if any.
+async fn queued(p: &str, seq: u64) -> Option<Record> {
+    let raw = memcached().await.get(&wire::record_key(p, seq)).await.unwrap()?;
+    Some(serde_json::from_slice(&raw).unwrap())
+}
+
+async fn set_numbers(p: &str, seq: u64, applied: u64) {
+    let mut mc = memcached().await;
+    mc.set(&wire::seq_key(p), seq.to_string().as_bytes(), 60).await.unwrap();
+    mc.set(&wire::applied_key(p), applied.to_string().as_bytes(), 60)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_reserved_beyond_max_queue_is_marked_and_php_takes_the_comment() {
+    let p = prefix("bound");
+    publish_settings(&p, &settings()).await;
+    let proxy = proxy_with_limit(&p).await;
+    // Far from the bound (max_queue 40): queued, and the next reservation reads the depth in
+    // the round trip that reserves.
+    set_numbers(&p, 5, 0).await;
+    let resp = post_comment(
+        &proxy,
+        "comment_post_ID=9&author=A&email=a%40example.com&comment=room",
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::FOUND);
+    assert_eq!(queued(&p, 6).await.unwrap().content, "room");
+
+    // The queue fills behind its back: the number it reserves (51) lies beyond 10 + 40. It
+    // is marked, so the syncer passes it without waiting, and PHP takes the comment (a post
+    // that does not exist: PHP answers an empty 200 and stores nothing).
+    set_numbers(&p, 50, 10).await;
+    let to_php = "comment_post_ID=999999&author=A&email=a%40example.com&comment=full";
+    let resp = post_comment(&proxy, to_php, &[]).await;
+    assert_eq!((resp.status, resp.body.len()), (StatusCode::OK, 0));
+    assert_eq!(counter(&p).await, Some(51));
+    let mark = memcached().await.get(&wire::record_key(&p, 51)).await.unwrap();
+    assert_eq!(mark.as_deref(), Some(wire::QUEUE_FULL));
+    assert_eq!(
+        proxy.metric("strata_comments_total", "reason=\"php-queue-full\"").await,
+        1.0
+    );
+
+    // Now near the bound, the depth is read before reserving: no number while it is full.
+    let resp = post_comment(&proxy, to_php, &[]).await;
+    assert_eq!((resp.status, resp.body.len()), (StatusCode::OK, 0));
+    assert_eq!(counter(&p).await, Some(51), "no number reserved");
+    assert_eq!(
+        proxy.metric("strata_comments_total", "reason=\"php-queue-full\"").await,
+        2.0
+    );
+
+    // The syncer catches up: comments are queued again.
+    set_numbers(&p, 51, 45).await;
+    let resp = post_comment(
+        &proxy,
+        "comment_post_ID=9&author=A&email=a%40example.com&comment=again",
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::FOUND);
+    assert_eq!(queued(&p, 52).await.unwrap().content, "again");
+    assert_eq!(proxy.metric("strata_comments_total", "reason=\"queued\"").await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_without_an_epoch_gets_one() {
+    let p = prefix("epoch");
+    publish_settings(&p, &settings()).await;
+    let proxy = proxy(&p, &[]).await;
+    let epoch = async || -> Option<u64> {
+        let raw = memcached().await.get(&wire::epoch_key(&p)).await.unwrap()?;
+        String::from_utf8(raw).ok()?.parse().ok()
+    };
+    let form = |text: &str| format!("comment_post_ID=9&author=A&email=a%40example.com&comment={text}");
+    // The first comment ever creates the queue: epoch, then counter.
+    let resp = post_comment(&proxy, &form("first"), &[]).await;
+    assert_eq!(resp.status, StatusCode::FOUND);
+    let first = epoch().await.expect("an epoch");
+    let r = queued(&p, 1).await.unwrap();
+    assert_eq!((r.seq, r.epoch, r.content.as_str()), (1, first, "first"));
+
+    // The epoch alone evicted: a new one, the counter goes on.
+    memcached().await.delete(&wire::epoch_key(&p)).await.unwrap();
+    let _ = post_comment(&proxy, &form("second"), &[]).await;
+    let second = epoch().await.expect("an epoch again");
+    let r = queued(&p, 2).await.unwrap();
+    assert_eq!((r.seq, r.epoch, r.content.as_str()), (2, second, "second"));
+
+    // memcached restarted (everything gone): a new queue from 1.
+    let mut mc = memcached().await;
+    for k in [
+        wire::seq_key(&p),
+        wire::epoch_key(&p),
+        wire::record_key(&p, 1),
+        wire::record_key(&p, 2),
+    ] {
+        mc.delete(&k).await.unwrap();
+    }
+    let _ = post_comment(&proxy, &form("third"), &[]).await;
+    let third = epoch().await.expect("a new queue's epoch");
+    let r = queued(&p, 1).await.unwrap();
+    assert_eq!((r.seq, r.epoch, r.content.as_str()), (1, third, "third"));
+    assert_eq!(counter(&p).await, Some(1));
+    assert_eq!(proxy.metric("strata_comments_total", "reason=\"queued\"").await, 3.0);
+}
+
 async fn proxy_with_limit(p: &str) -> TestProxy {
     proxy(p, &[("comments", "max_queue = 40")]).await
 }

@@ -86,6 +86,36 @@ async fn a_record_that_never_arrives_is_skipped_after_missing_wait() {
     env.finish(Some(&t)).await;
 }
 
+/// A proxy that reserved a number beyond its `max_queue` marks it: the syncer passes it in
+/// the same tick, without waiting `missing_wait` for a record.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_position_marked_queue_full_is_skipped_without_waiting() {
+    let mut env = Env::new("").await;
+    let t = token();
+    let post = open_post(&env.db, &t).await;
+    let (marked, _) = env.reserve().await;
+    let key = wire::record_key(&env.prefix, marked);
+    assert!(env.mc.add(&key, wire::QUEUE_FULL, 0).await.unwrap());
+    let next = env
+        .push(record(
+            post,
+            "Q",
+            &format!("q-{t}@example.test"),
+            "",
+            &format!("after a queue-full mark {t}"),
+            &ip_for(&t),
+        ))
+        .await;
+    assert_eq!(next, marked + 1);
+    let report = env.syncer.tick().await.unwrap();
+    assert_eq!((report.applied, report.cursor.seq), (2, next), "{report:?}");
+    assert!(env.verdict(marked).await.is_none());
+    assert_eq!(env.verdict(next).await.unwrap().status, Status::Approved);
+    assert!(env.metrics.render().contains("reason=\"queue-full\""));
+    env.mc.delete(&key).await.unwrap();
+    env.finish(Some(&t)).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_of_a_newer_format_waits_for_a_newer_syncer() {
     let mut env = Env::new("").await;
