@@ -211,9 +211,14 @@ impl TextColumn {
     /// character set and collation, long enough for any value. `None` for a name that is
     /// not a plain identifier.
     fn definition(&self) -> Option<String> {
-        let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        (plain(&self.charset) && plain(&self.collation))
+        self.plain()
             .then(|| format!("LONGTEXT CHARACTER SET {} COLLATE {}", self.charset, self.collation))
+    }
+
+    /// Whether both names are plain identifiers (safe to write into a statement).
+    fn plain(&self) -> bool {
+        let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        plain(&self.charset) && plain(&self.collation)
     }
 }
 
@@ -392,8 +397,7 @@ const UNTAILORED: [&str; 23] = [
 /// column's collation finds equal. `None` for a collation that is not one of
 /// [`UNTAILORED`], or a name that is not a plain identifier: MySQL then compares.
 pub fn fold_check_sql(column: &TextColumn) -> Option<String> {
-    let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !plain(&column.charset) || !plain(&column.collation) {
+    if !column.plain() {
         return None;
     }
     let rest = column.collation.strip_prefix(&column.charset)?.strip_prefix('_')?;
