@@ -11,7 +11,9 @@
 //! 3. A sequence number is reserved (`incr`, with the queue's epoch and depth read in the
 //!    same round trip) and the record written; nothing the visitor sent is dropped from here
 //!    on. A number reserved beyond `max_queue` is marked unused ([`wire::QUEUE_FULL`]) and
-//!    the POST goes to PHP.
+//!    the POST goes to PHP. Comments that arrive on a worker thread while its writer is busy
+//!    are reserved and written together ([`Comments::write_pending`]): two round trips for
+//!    the lot.
 //! 4. The answer is held `hold`, then waits up to `max_hold` for the syncer's verdict: a 302
 //!    to the comment with WordPress's cookies, the held-for-moderation redirect, or
 //!    WordPress's error page. Without a verdict in time: a 302 back to the post (the comment
@@ -61,6 +63,40 @@ thread_local! {
     /// Idle memcached connections of this worker thread (each thread runs its own runtime,
     /// and a connection belongs to the runtime that made it).
     static IDLE: RefCell<Vec<Conn>> = const { RefCell::new(Vec::new()) };
+    /// Comments of this worker thread waiting for their number and their record's write
+    /// (see [`Comments::write_pending`]).
+    static PENDING: RefCell<Pending> = const {
+        RefCell::new(Pending {
+            jobs: Vec::new(),
+            running: false,
+        })
+    };
+}
+
+/// A worker thread's comments waiting to be written, and whether a writer runs.
+struct Pending {
+    jobs: Vec<Job>,
+    running: bool,
+}
+
+/// A comment waiting to be written: its record (number and epoch set by the writer), and
+/// where the outcome goes.
+struct Job {
+    record: Record,
+    done: tokio::sync::oneshot::Sender<Written>,
+}
+
+/// What became of a comment handed to the writer.
+enum Written {
+    /// Queued under this number: the receiver of its pushed verdict (registered before the
+    /// write).
+    Queued {
+        seq: u64,
+        epoch: u64,
+        pushed: tokio::sync::oneshot::Receiver<Verdict>,
+    },
+    /// Not queued: to PHP.
+    ToPhp(ToPhp),
 }
 
 /// Why a comment goes to PHP instead of the queue (metric and log label).
@@ -453,32 +489,37 @@ impl Comments {
         Ok(fresh)
     }
 
-    /// Reserves the next sequence number, creating the counter and the epoch when memcached
-    /// holds none; refuses when the number would lie beyond `max_queue`.
+    /// Reserves `count` consecutive sequence numbers, creating the counter and the epoch
+    /// when memcached holds none: the first number, the epoch, and how many of them lie
+    /// within `max_queue` (always a leading run; the others are marked unused,
+    /// [`wire::QUEUE_FULL`], which the syncer skips at once). Refuses when none would.
     ///
     /// Far from the bound, one round trip reads the epoch and the syncer's position and
-    /// reserves (a `get` and an `incr`, pipelined); the number is checked after, and one
-    /// beyond the bound is marked unused ([`wire::QUEUE_FULL`], which the syncer skips at
-    /// once). Near the bound ([`Comments::check_first`]) the depth is read first and nothing
-    /// is reserved while the queue is full. Errors: memcached failed (a number reserved
-    /// meanwhile is skipped by the syncer after `missing_wait`).
-    async fn reserve(&self) -> Result<Result<(u64, u64), ToPhp>, memcache::Error> {
+    /// reserves (a `get` and an `incr`, pipelined); the numbers are checked after. Near the
+    /// bound ([`Comments::check_first`]) the depth is read first and only the numbers that
+    /// fit are reserved. Errors: memcached failed (numbers reserved meanwhile are skipped by
+    /// the syncer after `missing_wait`).
+    async fn reserve(&self, count: u64) -> Result<Result<(u64, u64, u64), ToPhp>, memcache::Error> {
         let p = &self.cfg.key_prefix;
         let (seq_key, epoch_key, applied_key) = (wire::seq_key(p), wire::epoch_key(p), wire::applied_key(p));
         let max_queue = self.cfg.max_queue;
         let check_first = self.check_first.load(Ordering::Relaxed);
         self.with_conn(async |c| {
             // `incremented`: the answer of the pipelined `incr`, when there was one.
-            let (mut epoch, applied, incremented) = if check_first {
+            let (mut epoch, applied, incremented, count) = if check_first {
                 let got = c.get_many(&[&seq_key, &epoch_key, &applied_key]).await?;
                 let applied = number(&got[2]).unwrap_or(0);
-                if number(&got[0]).is_some_and(|s| beyond_bound(s.saturating_add(1), applied, max_queue)) {
+                let depth = number(&got[0]).map_or(0, |s| s.saturating_sub(applied));
+                let room = max_queue.saturating_sub(depth).min(count);
+                if room == 0 {
                     return Ok(Err(ToPhp::QueueFull));
                 }
-                (number(&got[1]), applied, None)
+                (number(&got[1]), applied, None, room)
             } else {
-                let (got, next) = c.get_many_and_incr(&[&epoch_key, &applied_key], &seq_key, 1).await?;
-                (number(&got[0]), number(&got[1]).unwrap_or(0), Some(next))
+                let (got, next) = c
+                    .get_many_and_incr(&[&epoch_key, &applied_key], &seq_key, count)
+                    .await?;
+                (number(&got[0]), number(&got[1]).unwrap_or(0), Some(next), count)
             };
             // A new queue (first comment, memcached restarted) gets its epoch before its counter.
             if epoch.is_none() {
@@ -488,35 +529,168 @@ impl Comments {
             }
             let incremented = match incremented {
                 Some(n) => n,
-                None => c.incr(&seq_key, 1).await?,
+                None => c.incr(&seq_key, count).await?,
             };
-            let next = match incremented {
+            let last = match incremented {
                 Some(n) => n,
                 None => {
                     c.add(&seq_key, b"0", 0).await?;
-                    c.incr(&seq_key, 1).await?.unwrap_or(0)
+                    c.incr(&seq_key, count).await?.unwrap_or(0)
                 }
             };
-            if next == 0 {
+            if last < count {
                 return Ok(Err(ToPhp::Memcached));
             }
-            if beyond_bound(next, applied, max_queue) {
-                // Reserved, never to be written: marked, so the syncer does not wait for it.
-                c.add(&wire::record_key(p, next), wire::QUEUE_FULL, 0).await?;
+            let first = last + 1 - count;
+            let usable = (first..=last)
+                .take_while(|n| !beyond_bound(*n, applied, max_queue))
+                .count() as u64;
+            if usable < count {
+                // Reserved, never to be written: marked, so the syncer does not wait for them.
+                let keys: Vec<String> = (first + usable..=last).map(|n| wire::record_key(p, n)).collect();
+                let marks: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), wire::QUEUE_FULL)).collect();
+                c.add_many(&marks).await?;
                 self.check_first.store(true, Ordering::Relaxed);
-                tracing::debug!(seq = next, applied, "queue full: number marked unused");
-                return Ok(Err(ToPhp::QueueFull));
+                tracing::debug!(
+                    first = first + usable,
+                    last,
+                    applied,
+                    "queue full: numbers marked unused"
+                );
+                if usable == 0 {
+                    return Ok(Err(ToPhp::QueueFull));
+                }
+            } else {
+                self.check_first
+                    .store(near_bound(last, applied, max_queue), Ordering::Relaxed);
             }
-            self.check_first
-                .store(near_bound(next, applied, max_queue), Ordering::Relaxed);
-            Ok(Ok((next, epoch.unwrap_or(0))))
+            Ok(Ok((first, epoch.unwrap_or(0), usable)))
         })
         .await
     }
 
+    /// Writes the records of this thread's waiting comments ([`PENDING`]) until none is
+    /// left: each round reserves numbers for all the comments waiting then, in one round
+    /// trip, and writes their records in a second one. Comments that arrive together (the
+    /// answers of one batch of verdicts free their visitors at once) thus share their round
+    /// trips instead of queueing for memcached one by one.
+    async fn write_pending(self: Arc<Self>) {
+        /// Lets a later comment start a writer if this one ends early.
+        struct Running;
+        impl Drop for Running {
+            fn drop(&mut self) {
+                PENDING.with_borrow_mut(|p| p.running = false);
+            }
+        }
+        let _running = Running;
+        loop {
+            let jobs = PENDING.with_borrow_mut(|p| std::mem::take(&mut p.jobs));
+            if jobs.is_empty() {
+                return;
+            }
+            self.write_round(jobs).await;
+        }
+    }
+
+    /// One round of [`Comments::write_pending`].
+    async fn write_round(&self, jobs: Vec<Job>) {
+        let (first, epoch, usable) = match self.reserve(jobs.len() as u64).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(why)) => {
+                for job in jobs {
+                    let _ = job.done.send(Written::ToPhp(why));
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, comments = jobs.len(), "memcached unavailable; comments passed to PHP");
+                for job in jobs {
+                    let _ = job.done.send(Written::ToPhp(ToPhp::Memcached));
+                }
+                return;
+            }
+        };
+        let mut writes = Vec::with_capacity(jobs.len());
+        for (i, mut job) in jobs.into_iter().enumerate() {
+            if i as u64 >= usable {
+                let _ = job.done.send(Written::ToPhp(ToPhp::QueueFull));
+                continue;
+            }
+            let seq = first + i as u64;
+            job.record.seq = seq;
+            job.record.epoch = epoch;
+            // The answer waits from before the record is written: the syncer cannot have
+            // read the record, so cannot push its verdict, before there is a waiter.
+            let (tx, pushed) = tokio::sync::oneshot::channel();
+            self.waiters.lock().insert((epoch, seq), tx);
+            let key = wire::record_key(&self.cfg.key_prefix, seq);
+            let json = serde_json::to_vec(&job.record).unwrap_or_default();
+            writes.push((job.done, seq, key, json, pushed));
+        }
+        // The numbers are reserved: the records are written with `add`, retrying, so that
+        // none is lost. `add` fails when the syncer gave up waiting for a number and marked
+        // it skipped: that comment then goes to PHP rather than vanish. After a failed
+        // attempt a record may already be ours: an `add` that fails is checked against it.
+        let mut written: Vec<Option<bool>> = vec![None; writes.len()];
+        for attempt in 0..3 {
+            let todo: Vec<usize> = (0..writes.len()).filter(|i| written[*i].is_none()).collect();
+            if todo.is_empty() {
+                break;
+            }
+            let items: Vec<(&str, &[u8])> = todo
+                .iter()
+                .map(|i| (writes[*i].2.as_str(), writes[*i].3.as_slice()))
+                .collect();
+            let outcome = self
+                .with_conn(async |c| {
+                    let mut stored = c.add_many(&items).await?;
+                    let refused: Vec<usize> = (0..items.len()).filter(|j| !stored[*j]).collect();
+                    if attempt > 0 && !refused.is_empty() {
+                        let keys: Vec<&str> = refused.iter().map(|j| items[*j].0).collect();
+                        let found = c.get_many(&keys).await?;
+                        for (j, value) in refused.iter().zip(found) {
+                            stored[*j] = value.as_deref() == Some(items[*j].1);
+                        }
+                    }
+                    Ok(stored)
+                })
+                .await;
+            match outcome {
+                Ok(stored) => {
+                    for (i, ok) in todo.iter().zip(stored) {
+                        written[*i] = Some(ok);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, attempt, comments = todo.len(), "writing queued comments failed"),
+            }
+        }
+        for ((done, seq, _, _, pushed), ok) in writes.into_iter().zip(written) {
+            let result = match ok {
+                Some(true) => Written::Queued { seq, epoch, pushed },
+                Some(false) => {
+                    tracing::warn!(
+                        seq,
+                        "queue position already taken (skipped by the syncer); comment passed to PHP"
+                    );
+                    self.waiters.lock().remove(&(epoch, seq));
+                    Written::ToPhp(ToPhp::Memcached)
+                }
+                None => {
+                    tracing::error!(seq, "comment not queued; passed to PHP (the syncer skips its number)");
+                    self.waiters.lock().remove(&(epoch, seq));
+                    Written::ToPhp(ToPhp::Memcached)
+                }
+            };
+            if done.send(result).is_err() {
+                // The visitor left: the comment stays queued, nobody waits for its verdict.
+                self.waiters.lock().remove(&(epoch, seq));
+            }
+        }
+    }
+
     /// Handles one comment POST whose body was read.
     pub async fn handle(
-        &self,
+        self: &Arc<Self>,
         headers: &HeaderMap,
         body: Bytes,
         peer: SocketAddr,
@@ -552,14 +726,6 @@ impl Comments {
             Err(Early::Empty) => return Handled::Answer(empty_answer(), "ignored"),
             Err(Early::Error(status, msg)) => return Handled::Answer(error_page(status, msg), "rejected-early"),
         };
-        let (seq, epoch) = match self.reserve().await {
-            Ok(Ok(r)) => r,
-            Ok(Err(why)) => return Handled::ToPhp(why, body),
-            Err(e) => {
-                tracing::warn!(error = %e, "memcached unavailable; comment passed to PHP");
-                return Handled::ToPhp(ToPhp::Memcached, body);
-            }
-        };
         let agent = headers
             .get(header::USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
@@ -568,8 +734,8 @@ impl Comments {
         agent_bytes.truncate(254);
         let record = Record {
             v: wire::RECORD_VERSION,
-            epoch,
-            seq,
+            epoch: 0,
+            seq: 0,
             post_id: sub.post_id,
             parent: sub.parent,
             author: sub.author.clone(),
@@ -584,48 +750,27 @@ impl Comments {
             node: self.node.clone(),
         };
         let accepted = Instant::now();
-        // The answer waits from before the record is written: the syncer cannot have read
-        // the record, so cannot push its verdict, before there is a waiter to hand it to.
-        let (tx, mut pushed) = tokio::sync::oneshot::channel();
-        self.waiters.lock().insert((epoch, seq), tx);
+        // The record joins this thread's waiting comments; a writer starts if none runs.
+        let (done, written) = tokio::sync::oneshot::channel();
+        let start = PENDING.with_borrow_mut(|p| {
+            p.jobs.push(Job { record, done });
+            !std::mem::replace(&mut p.running, true)
+        });
+        if start {
+            tokio::spawn(self.clone().write_pending());
+        }
+        let (seq, epoch, mut pushed) = match written.await {
+            Ok(Written::Queued { seq, epoch, pushed }) => (seq, epoch, pushed),
+            Ok(Written::ToPhp(why)) => return Handled::ToPhp(why, body),
+            Err(_) => {
+                tracing::error!("the comment writer stopped; comment passed to PHP");
+                return Handled::ToPhp(ToPhp::Memcached, body);
+            }
+        };
         let _waiting = Waiting {
             waiters: &self.waiters,
             key: (epoch, seq),
         };
-        let key = wire::record_key(&self.cfg.key_prefix, seq);
-        let json = serde_json::to_vec(&record).unwrap_or_default();
-        // The number is reserved: write the record with `add`, retrying, so that it is not
-        // lost. `add` fails when the syncer gave up waiting for this number and marked it
-        // skipped: the comment then goes to PHP rather than vanish. After a failed attempt
-        // the record may already be ours: an `add` that fails is checked against it.
-        let mut written = false;
-        for attempt in 0..3 {
-            let stored = self
-                .with_conn(async |c| match c.add(&key, &json, 0).await? {
-                    true => Ok(true),
-                    false if attempt > 0 => Ok(c.get(&key).await?.as_deref() == Some(json.as_slice())),
-                    false => Ok(false),
-                })
-                .await;
-            match stored {
-                Ok(true) => {
-                    written = true;
-                    break;
-                }
-                Ok(false) => {
-                    tracing::warn!(
-                        seq,
-                        "queue position already taken (skipped by the syncer); comment passed to PHP"
-                    );
-                    break;
-                }
-                Err(e) => tracing::warn!(error = %e, seq, attempt, "writing a queued comment failed"),
-            }
-        }
-        if !written {
-            tracing::error!(seq, "comment not queued; passed to PHP (the syncer skips its number)");
-            return Handled::ToPhp(ToPhp::Memcached, body);
-        }
         metrics.comment("queued");
         tracing::debug!(seq, post = sub.post_id, "comment queued");
         tokio::time::sleep(self.cfg.hold).await;

@@ -183,7 +183,7 @@ pub struct Proxy {
     /// How stored objects are tagged.
     tag_rules: TagRules,
     /// Comment POSTs written behind through memcached.
-    pub comments: Comments,
+    pub comments: Arc<Comments>,
 }
 
 /// A client's request body on its way to the origin: still streaming, or already read.
@@ -227,7 +227,7 @@ impl Proxy {
             ),
             bans: Bans::default(),
             cluster: Arc::new(Cluster::new(&cfg.cluster)),
-            comments: Comments::new(&cfg.comments, &cfg.cluster.node_id),
+            comments: Arc::new(Comments::new(&cfg.comments, &cfg.cluster.node_id)),
             tag_rules: TagRules {
                 headers: cfg.bans.tag_headers.clone(),
                 wordpress: cfg.bans.wordpress,

@@ -452,6 +452,12 @@ impl Syncer {
                     m.rejection(r.reason());
                     tracing::debug!(seq, reason = r.reason(), "comment refused");
                 }
+                // A number its proxy marked (the queue was full) held no comment; a missing
+                // or unreadable record may have.
+                Outcome::Skipped(why @ "queue-full") => {
+                    m.skip(why);
+                    tracing::debug!(seq, reason = why, "queue position skipped: marked unused by its proxy");
+                }
                 Outcome::Skipped(why) => {
                     m.skip(why);
                     tracing::error!(

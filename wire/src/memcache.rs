@@ -323,6 +323,36 @@ impl Conn {
         .await
     }
 
+    /// `add` of several values (no expiry), pipelined: one write, one round trip; for each,
+    /// whether it stored (false: the key existed). Errors: as [`Conn::add`]; after one,
+    /// which values were stored is unknown.
+    pub async fn add_many(&mut self, items: &[(&str, &[u8])]) -> Result<Vec<bool>, Error> {
+        for (k, _) in items {
+            check_key(k)?;
+        }
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.exchange(async |c| {
+            let mut msg = Vec::with_capacity(items.iter().map(|(k, v)| k.len() + v.len() + 32).sum());
+            for (key, value) in items {
+                storage_command(&mut msg, "add", key, value, 0);
+            }
+            c.send(&msg).await?;
+            let mut stored = Vec::with_capacity(items.len());
+            for _ in items {
+                let line = c.line().await?;
+                stored.push(match line.trim_end() {
+                    "STORED" => true,
+                    "NOT_STORED" | "EXISTS" => false,
+                    _ => return Err(c.protocol(&line)),
+                });
+            }
+            Ok(stored)
+        })
+        .await
+    }
+
     /// The server's `version`, to check it is alive.
     pub async fn version(&mut self) -> Result<String, Error> {
         self.exchange(async |c| {
@@ -415,6 +445,32 @@ mod tests {
         assert_eq!(c.get(&seq).await.unwrap().as_deref(), Some(&b"3"[..]));
         c.delete(&seq).await.unwrap();
         c.delete(&other).await.unwrap();
+    }
+
+    /// Pipelined `add`s against the real memcached (skipped when none answers): each answer
+    /// belongs to its own key, and the connection stays in step.
+    #[tokio::test]
+    async fn add_many_on_a_real_memcached() {
+        let addr = std::env::var("STRATA_MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".into());
+        let Ok(mut c) = Conn::connect(&addr, Duration::from_secs(2)).await else {
+            eprintln!("memcached not reachable on {addr}: skipped");
+            return;
+        };
+        let k = format!("strata-wire-test:add-many:{}", std::process::id());
+        let keys: Vec<String> = (0..3).map(|i| format!("{k}:{i}")).collect();
+        for key in &keys {
+            c.delete(key).await.unwrap();
+        }
+        assert!(c.add(&keys[1], b"taken", 60).await.unwrap());
+        let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"new\r\nEND"[..])).collect();
+        assert_eq!(c.add_many(&items).await.unwrap(), vec![true, false, true]);
+        assert_eq!(c.get(&keys[1]).await.unwrap().as_deref(), Some(&b"taken"[..]));
+        assert_eq!(c.get(&keys[2]).await.unwrap().as_deref(), Some(&b"new\r\nEND"[..]));
+        assert_eq!(c.add_many(&[]).await.unwrap(), Vec::<bool>::new());
+        assert!(matches!(c.add_many(&[("bad key", b"v")]).await, Err(Error::BadKey(_))));
+        for key in &keys {
+            c.delete(key).await.unwrap();
+        }
     }
 
     /// Against the real memcached when one answers on 127.0.0.1:11211 (scripts/memcached.sh).

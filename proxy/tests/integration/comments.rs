@@ -334,6 +334,91 @@ async fn a_number_reserved_beyond_max_queue_is_marked_and_php_takes_the_comment(
     assert_eq!(proxy.metric("strata_comments_total", "reason=\"queued\"").await, 2.0);
 }
 
+/// POSTs `forms` to the proxy's comment path all at once; their statuses, in order.
+async fn post_together(proxy: &TestProxy, forms: impl Iterator<Item = String>) -> Vec<StatusCode> {
+    let sends: Vec<_> = forms
+        .map(|form| {
+            let url = format!("http://{}/wp-comments-post.php", proxy.addr);
+            tokio::spawn(async move {
+                let headers = [
+                    ("host", crate::harness::wp_host()),
+                    ("content-type", "application/x-www-form-urlencoded".to_string()),
+                ];
+                crate::harness::send(Method::POST, &url, &headers, Bytes::from(form))
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for s in sends {
+        statuses.push(s.await.unwrap());
+    }
+    statuses
+}
+
+/// Comments arriving together share their memcached round trips (one reservation of
+/// several numbers, one pipelined write of their records): each still gets a number of its
+/// own, no number is left unwritten, and near the bound the ones that do not fit go to PHP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comments_arriving_together_are_queued_together_each_under_its_own_number() {
+    let p = prefix("together");
+    publish_settings(&p, &settings()).await;
+    let proxy = proxy_with_limit(&p).await;
+    set_numbers(&p, 0, 0).await;
+    let texts: Vec<String> = (0..30).map(|i| format!("together-{i}")).collect();
+    let forms = texts
+        .iter()
+        .map(|t| format!("comment_post_ID=9&author=A&email=a%40example.com&comment={t}"));
+    let statuses = post_together(&proxy, forms).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::FOUND), "{statuses:?}");
+    assert_eq!(counter(&p).await, Some(30));
+    let mut found = Vec::new();
+    for seq in 1..=30 {
+        let r = queued(&p, seq).await.unwrap_or_else(|| panic!("number {seq} written"));
+        assert_eq!(r.seq, seq);
+        found.push(r.content);
+    }
+    found.sort();
+    let mut want = texts;
+    want.sort();
+    assert_eq!(found, want, "every comment once");
+
+    // 35 deep with room for 5 more: 5 of the next 12 are queued, 7 go to PHP (a post that
+    // does not exist: PHP answers an empty 200).
+    set_numbers(&p, 35, 0).await;
+    let forms = (0..12).map(|i| format!("comment_post_ID=999999&author=A&email=a%40example.com&comment=near-{i}"));
+    let statuses = post_together(&proxy, forms).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::FOUND).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        7,
+        "{statuses:?}"
+    );
+    let last = counter(&p).await.unwrap();
+    let mut queued_near = 0;
+    for seq in 36..=last {
+        match memcached().await.get(&wire::record_key(&p, seq)).await.unwrap() {
+            Some(v) if v == wire::QUEUE_FULL => {}
+            Some(v) => {
+                let r: Record = serde_json::from_slice(&v).unwrap();
+                assert!(r.content.starts_with("near-"));
+                queued_near += 1;
+            }
+            None => panic!("number {seq} reserved and neither written nor marked"),
+        }
+    }
+    assert_eq!(queued_near, 5);
+    assert_eq!(
+        proxy.metric("strata_comments_total", "reason=\"php-queue-full\"").await,
+        7.0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_without_an_epoch_gets_one() {
     let p = prefix("epoch");
