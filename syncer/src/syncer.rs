@@ -95,6 +95,10 @@ pub struct Syncer {
     recount: std::collections::BTreeSet<u64>,
     /// When `comment_count` was last recounted (see [`recount_due`]).
     recounted: Option<Instant>,
+    /// Since when posts wait in `recount`.
+    recount_pending: Option<Instant>,
+    /// Since when the queue is empty (none while it is not).
+    idle_since: Option<Instant>,
     /// The recount running beside the batches.
     recounting: Option<Recounting>,
     /// The last committed batch, with its commit time (Unix ms), while what follows its
@@ -110,10 +114,31 @@ type Recounting = tokio::task::JoinHandle<(std::collections::BTreeSet<u64>, Resu
 /// its posts, which under a steady stream of comments (the queue empty between batches)
 /// cost MySQL more than the batches themselves; meanwhile each batch adds what it saved.
 const RECOUNT_EVERY: Duration = Duration::from_secs(1);
+/// How long the queue stays empty before a recount runs: a recount of posts with many
+/// comments takes MySQL tens of milliseconds, which under a steady stream of comments
+/// would delay the batches running beside it. It waits for a lull instead.
+const RECOUNT_LULL: Duration = Duration::from_millis(500);
+/// Longest a recount waits for a lull (it then runs at the next empty queue).
+const RECOUNT_WAITS_AT_MOST: Duration = Duration::from_secs(60);
 
-/// Whether an empty queue recounts `comment_count`, the last recount having been at `last`.
-fn recount_due(last: Option<Instant>, now: Instant) -> bool {
-    last.is_none_or(|t| now.saturating_duration_since(t) >= RECOUNT_EVERY)
+/// When the syncer recounts `comment_count` (see [`recount_due`]).
+#[derive(Debug, Clone, Copy)]
+struct RecountTimes {
+    /// The last recount.
+    last: Option<Instant>,
+    /// Since when posts wait to be recounted.
+    pending: Instant,
+    /// Since when the queue is empty.
+    idle: Instant,
+}
+
+/// Whether an empty queue recounts `comment_count` now: after a lull of [`RECOUNT_LULL`]
+/// and at most every [`RECOUNT_EVERY`]; or, without a lull, once posts have waited
+/// [`RECOUNT_WAITS_AT_MOST`].
+fn recount_due(t: RecountTimes, now: Instant) -> bool {
+    let since = |at: Instant| now.saturating_duration_since(at);
+    let lull = since(t.idle) >= RECOUNT_LULL && t.last.is_none_or(|l| since(l) >= RECOUNT_EVERY);
+    lull || since(t.pending) >= RECOUNT_WAITS_AT_MOST
 }
 
 /// Verdicts no proxy handed to a waiting answer: sequence number and JSON, for their keys.
@@ -172,6 +197,8 @@ impl Syncer {
             blocked_logged: None,
             recount: std::collections::BTreeSet::new(),
             recounted: None,
+            recount_pending: None,
+            idle_since: None,
             recounting: None,
             unsettled: None,
             cfg,
@@ -327,12 +354,14 @@ impl Syncer {
             self.publish_applied(cursor.seq).await;
         }
         if depth == 0 {
+            self.idle_since.get_or_insert_with(Instant::now);
             // The last batch's verdicts go out before the recount, not after it.
             self.settle().await;
             self.recount_if_due().await;
             return Ok(report);
         }
 
+        self.idle_since = None;
         let to = cursor.seq + depth.min(self.cfg.batch as u64);
         let started = Instant::now();
         let (slots, blocked) = self.queue.fetch(cursor.seq + 1, to, self.cfg.missing_wait).await?;
@@ -435,6 +464,7 @@ impl Syncer {
                     if i.approved == "1" {
                         ban_posts.insert(i.record.post_id);
                         self.recount.insert(i.record.post_id);
+                        self.recount_pending.get_or_insert_with(Instant::now);
                     }
                     tracing::debug!(
                         seq,
@@ -539,8 +569,8 @@ impl Syncer {
     }
 
     /// Recounts the posts batches added comments to, as WordPress counts (see
-    /// [`Store::recount`]), at most every [`RECOUNT_EVERY`], on a connection of its own
-    /// while the batches go on; a failure leaves them for a later empty queue.
+    /// [`Store::recount`]), when [`recount_due`], on a connection of its own while the
+    /// batches go on; a failure leaves them for a later empty queue.
     async fn recount_if_due(&mut self) {
         if self.recounting.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
@@ -557,15 +587,22 @@ impl Syncer {
                 Ok((posts, Err(e))) => {
                     tracing::warn!(error = %e, posts = posts.len(), "cannot recount comment_count; retried later");
                     self.recount.extend(posts);
+                    self.recount_pending.get_or_insert_with(Instant::now);
                 }
                 Err(e) => tracing::warn!(error = %e, "the recount of comment_count failed"),
             }
         }
         let now = Instant::now();
-        if self.recount.is_empty() || !recount_due(self.recounted, now) {
+        let times = RecountTimes {
+            last: self.recounted,
+            pending: self.recount_pending.unwrap_or(now),
+            idle: self.idle_since.unwrap_or(now),
+        };
+        if self.recount.is_empty() || !recount_due(times, now) {
             return;
         }
         self.recounted = Some(now);
+        self.recount_pending = None;
         let posts = std::mem::take(&mut self.recount);
         let (store, version, limit) = (self.store.clone(), self.cfg.wp_version, self.cfg.mysql_timeout);
         self.recounting = Some(tokio::spawn(async move {
@@ -714,11 +751,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn comment_count_is_recounted_at_once_then_at_most_every_second() {
+    fn comment_count_is_recounted_in_a_lull_at_most_every_second_and_at_the_latest_after_a_minute() {
         let t = Instant::now();
-        assert!(recount_due(None, t));
-        assert!(!recount_due(Some(t), t));
-        assert!(!recount_due(Some(t), t + RECOUNT_EVERY / 2));
-        assert!(recount_due(Some(t), t + RECOUNT_EVERY));
+        let times = |last: Option<Instant>, pending: Instant, idle: Instant| RecountTimes { last, pending, idle };
+        // The queue just emptied: not yet; after a lull: at once.
+        assert!(!recount_due(times(None, t, t), t));
+        assert!(!recount_due(times(None, t, t), t + RECOUNT_LULL / 2));
+        assert!(recount_due(times(None, t, t), t + RECOUNT_LULL));
+        // After a recount, the next one at most a second later, lull or not.
+        let later = t + RECOUNT_LULL;
+        assert!(!recount_due(times(Some(later), later, t), later + RECOUNT_EVERY / 2));
+        assert!(recount_due(times(Some(later), later, t), later + RECOUNT_EVERY));
+        // A steady stream of comments (never a lull): after a minute of waiting.
+        let busy = t + RECOUNT_WAITS_AT_MOST;
+        assert!(!recount_due(times(Some(t), t + Duration::from_secs(1), busy), busy));
+        assert!(recount_due(times(Some(t), t, busy), busy));
     }
 }
