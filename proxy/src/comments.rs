@@ -63,17 +63,10 @@ thread_local! {
     /// Idle memcached connections of this worker thread (each thread runs its own runtime,
     /// and a connection belongs to the runtime that made it).
     static IDLE: RefCell<Vec<Conn>> = const { RefCell::new(Vec::new()) };
-    /// Comments of this worker thread waiting for their number and their record's write
-    /// (see [`Comments::write_pending`]).
-    static PENDING: RefCell<Pending> = const {
-        RefCell::new(Pending {
-            jobs: Vec::new(),
-            running: false,
-        })
-    };
 }
 
-/// A worker thread's comments waiting to be written, and whether a writer runs.
+/// A worker thread's comments waiting to be written, and whether a writer runs for them.
+#[derive(Default)]
 struct Pending {
     jobs: Vec<Job>,
     running: bool,
@@ -170,6 +163,9 @@ pub struct Comments {
     /// same round trip: near the bound no number is reserved while the queue is full, so a
     /// stopped syncer does not fill the queue with [`wire::QUEUE_FULL`] marks.
     check_first: AtomicBool,
+    /// Comments waiting for their number and their record's write, by the worker thread
+    /// they arrived on (see [`Comments::write_pending`]).
+    pending: parking_lot::Mutex<HashMap<std::thread::ThreadId, Pending>>,
 }
 
 /// Removes a waiter when its answer is done, whichever way.
@@ -397,6 +393,7 @@ impl Comments {
             waiters: parking_lot::Mutex::new(HashMap::new()),
             pushed_at: parking_lot::Mutex::new(None),
             check_first: AtomicBool::new(true),
+            pending: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -569,25 +566,34 @@ impl Comments {
         .await
     }
 
-    /// Writes the records of this thread's waiting comments ([`PENDING`]) until none is
+    /// Writes the records of the comments waiting on `thread` ([`Comments::pending`]) until none is
     /// left: each round reserves numbers for all the comments waiting then, in one round
     /// trip, and writes their records in a second one. Comments that arrive together (the
     /// answers of one batch of verdicts free their visitors at once) thus share their round
     /// trips instead of queueing for memcached one by one.
-    async fn write_pending(self: Arc<Self>) {
+    async fn write_pending(self: Arc<Self>, thread: std::thread::ThreadId) {
         /// Lets a later comment start a writer if this one ends early.
-        struct Running;
-        impl Drop for Running {
+        struct Running<'a>(&'a Comments, std::thread::ThreadId);
+        impl Drop for Running<'_> {
             fn drop(&mut self) {
-                PENDING.with_borrow_mut(|p| p.running = false);
+                if let Some(p) = self.0.pending.lock().get_mut(&self.1) {
+                    p.running = false;
+                }
             }
         }
-        let _running = Running;
+        let _running = Running(&self, thread);
         loop {
-            let jobs = PENDING.with_borrow_mut(|p| std::mem::take(&mut p.jobs));
-            if jobs.is_empty() {
-                return;
-            }
+            let jobs = {
+                let mut pending = self.pending.lock();
+                let p = pending.entry(thread).or_default();
+                let jobs = std::mem::take(&mut p.jobs);
+                if jobs.is_empty() {
+                    // Ends here, under the lock: a comment arriving later starts a writer.
+                    p.running = false;
+                    return;
+                }
+                jobs
+            };
             self.write_round(jobs).await;
         }
     }
@@ -752,12 +758,15 @@ impl Comments {
         let accepted = Instant::now();
         // The record joins this thread's waiting comments; a writer starts if none runs.
         let (done, written) = tokio::sync::oneshot::channel();
-        let start = PENDING.with_borrow_mut(|p| {
+        let thread = std::thread::current().id();
+        let start = {
+            let mut pending = self.pending.lock();
+            let p = pending.entry(thread).or_default();
             p.jobs.push(Job { record, done });
             !std::mem::replace(&mut p.running, true)
-        });
+        };
         if start {
-            tokio::spawn(self.clone().write_pending());
+            tokio::spawn(self.clone().write_pending(thread));
         }
         let (seq, epoch, mut pushed) = match written.await {
             Ok(Written::Queued { seq, epoch, pushed }) => (seq, epoch, pushed),
