@@ -265,7 +265,7 @@ SYNCER_REJECTIONS=$(labels "$SYNCER_ADMIN" strata_syncer_rejections_total)
 FLOOD_CHECKS=$(labels "$SYNCER_ADMIN" strata_syncer_flood_checks_total)
 PAIR_CHECKS=$(labels "$SYNCER_ADMIN" strata_syncer_pair_checks_total)
 STEPS=""
-for step in fetch transaction bans verdicts publish; do
+for step in fetch transaction commit publish; do
     STEPS+="${STEPS:+, }$step $(awk -v s="$(metric "$SYNCER_ADMIN" strata_syncer_step_seconds_sum "step=\"$step\"")" \
         -v c="$(metric "$SYNCER_ADMIN" strata_syncer_step_seconds_count "step=\"$step\"")" \
         'BEGIN { if (c > 0) printf "%.2f", s * 1000 / c; else print "n/a" }')"

@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use strata_wire::auth;
 use strata_wire::ban::{Ban, SyncRequest, BAN_PATH, MAX_BANS_PER_REQUEST, SYNC_PATH};
-use strata_wire::comment::{Delivered, VerdictBatch, VERDICTS_PATH};
+use strata_wire::comment::{Commit, Delivered, VerdictBatch, COMMIT_PATH, VERDICTS_PATH};
 
 use crate::body::ProxyBody;
 use crate::outcome::Outcome;
@@ -161,10 +161,13 @@ impl Admin {
             (&Method::POST, BAN_PATH) => self.ban(req).await,
             (&Method::POST, SYNC_PATH) => self.sync(req).await,
             (&Method::POST, VERDICTS_PATH) => self.verdicts(req).await,
+            (&Method::POST, COMMIT_PATH) => self.commit(req).await,
             (_, "/healthz" | "/metrics" | "/status" | "/status.json" | "/cluster" | "/lookup") => {
                 plain(StatusCode::METHOD_NOT_ALLOWED, "use GET")
             }
-            (_, "/purge" | BAN_PATH | SYNC_PATH | VERDICTS_PATH) => plain(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+            (_, "/purge" | BAN_PATH | SYNC_PATH | VERDICTS_PATH | COMMIT_PATH) => {
+                plain(StatusCode::METHOD_NOT_ALLOWED, "use POST")
+            }
             _ => plain(
                 StatusCode::NOT_FOUND,
                 "unknown admin path; try /healthz, /metrics, /status, /status.json, /cluster, /lookup?url=, POST /ban, \
@@ -359,10 +362,9 @@ impl Admin {
             Ok(b) => b,
             Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
         };
-        let wait = match query_param(parts.uri.query(), "wait").map(|w| w.parse::<u64>()) {
-            None => None,
-            Some(Ok(ms)) => Some(std::time::Duration::from_millis(ms.min(60_000))),
-            Some(Err(_)) => return plain(StatusCode::BAD_REQUEST, "wait must be a number of milliseconds"),
+        let wait = match wait_param(parts.uri.query()) {
+            Ok(w) => w,
+            Err(why) => return plain(StatusCode::BAD_REQUEST, why),
         };
         let (seq, mut answer) = match bans {
             BanBody::One(ban) => match self.proxy.ban(ban) {
@@ -378,15 +380,16 @@ impl Admin {
                         serde_json::json!({"seq": seq, "removed": removed, "bans": done.len()}),
                     )
                 }
-                Err((index, e)) => {
-                    let refusal = BanBodyError::Item {
-                        index,
-                        cause: e.to_string(),
-                    };
-                    return plain(StatusCode::BAD_REQUEST, refusal.to_string());
-                }
+                Err((index, e)) => return refused_item(index, &e),
             },
         };
+        answer["siblings"] = self.siblings_acked(seq, wait).await;
+        json(StatusCode::OK, &answer)
+    }
+
+    /// With `wait`, waits until every sibling acknowledged this node's sequence `seq` or
+    /// `wait` passed; each sibling's acknowledgement and how long it took.
+    async fn siblings_acked(&self, seq: u64, wait: Option<Duration>) -> serde_json::Value {
         let mut siblings = serde_json::Map::new();
         if let Some(timeout) = wait {
             for (url, acked, took) in self.proxy.cluster.wait_acked(seq, timeout, false).await {
@@ -396,8 +399,44 @@ impl Admin {
                 );
             }
         }
-        answer["siblings"] = serde_json::Value::Object(siblings);
-        json(StatusCode::OK, &answer)
+        serde_json::Value::Object(siblings)
+    }
+
+    /// `POST /comments/commit[?wait=MS]` (signed): a batch's bans and verdicts from the
+    /// syncer ([`Commit`]). The bans are applied and broadcast as `/ban` does them (all
+    /// checked first: one invalid ban is a 400 and applies nothing, delivers nothing); with
+    /// `wait`, the verdicts are handed to the waiting answers only once every sibling
+    /// acknowledged the bans or `MS` passed. Answers [`Delivered`].
+    async fn commit(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let (parts, body) = match self.signed(req).await {
+            Ok(r) => r,
+            Err(refusal) => return refusal,
+        };
+        let wait = match wait_param(parts.uri.query()) {
+            Ok(w) => w,
+            Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+        };
+        let commit = match serde_json::from_slice::<Commit>(&body) {
+            Ok(c) => c,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, format!("unreadable commit: {e}")),
+        };
+        if commit.bans.len() > MAX_BANS_PER_REQUEST {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                BanBodyError::TooMany(commit.bans.len()).to_string(),
+            );
+        }
+        if !commit.bans.is_empty() {
+            let seq = match self.proxy.ban_all(commit.bans) {
+                Ok(done) => done.iter().map(|r| r.seq).max().unwrap_or(0),
+                Err((index, e)) => return refused_item(index, &e),
+            };
+            self.siblings_acked(seq, wait).await;
+        }
+        json(
+            StatusCode::OK,
+            &Delivered::new(self.proxy.comments.deliver(commit.batch)),
+        )
     }
 
     /// `POST /cluster/sync` from a sibling: its bans and heartbeat; answers how far this
@@ -578,6 +617,25 @@ fn read_bans(body: &[u8]) -> Result<BanBody, BanBodyError> {
         })
         .collect::<Result<_, _>>()
         .map(BanBody::Many)
+}
+
+/// The `wait` parameter of a ban: how long to wait for the siblings' acknowledgements (at
+/// most a minute); the reason for a 400 when it is not a number of milliseconds.
+fn wait_param(query: Option<&str>) -> Result<Option<Duration>, &'static str> {
+    match query_param(query, "wait").map(|w| w.parse::<u64>()) {
+        None => Ok(None),
+        Some(Ok(ms)) => Ok(Some(Duration::from_millis(ms.min(60_000)))),
+        Some(Err(_)) => Err("wait must be a number of milliseconds"),
+    }
+}
+
+/// The 400 for the invalid ban at `index` of a request.
+fn refused_item(index: usize, cause: &impl std::fmt::Display) -> Response<ProxyBody> {
+    let refusal = BanBodyError::Item {
+        index,
+        cause: cause.to_string(),
+    };
+    plain(StatusCode::BAD_REQUEST, refusal.to_string())
 }
 
 /// One query parameter, percent-decoded.

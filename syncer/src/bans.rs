@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use strata_wire::auth;
 use strata_wire::ban::{Ban, Kind, BAN_PATH, MAX_BANS_PER_REQUEST};
-use strata_wire::comment::{Delivered, VerdictBatch, VERDICTS_PATH};
+use strata_wire::comment::{Commit, Delivered, VerdictBatch, COMMIT_PATH, VERDICTS_PATH};
 
 /// The tag of every list page (home, archives, feeds…).
 pub const LIST: &str = "list";
@@ -24,6 +24,9 @@ pub const LIST: &str = "list";
 pub const RECENT_COMMENTS: &str = "wp:recent-comments";
 /// Most distinct tags kept pending while no proxy answers.
 const MAX_PENDING: usize = 10_000;
+/// How long a proxy that did not know [`COMMIT_PATH`] (an older version) gets bans and
+/// verdicts as two requests before the path is tried again.
+const LEGACY_RETRY: Duration = Duration::from_secs(60);
 
 /// The tags an approved comment on `post` invalidates, each with whether its ban is soft:
 /// the post's pages always hard (the commenter's next look must show the comment), the
@@ -71,6 +74,8 @@ pub struct Banner {
     pending: BTreeMap<String, bool>,
     /// Makes every signed request unique (the proxies refuse replayed signatures).
     nonce: u64,
+    /// Proxies that answered 404 to [`COMMIT_PATH`], and when.
+    legacy: std::collections::HashMap<http::Uri, std::time::Instant>,
 }
 
 impl Banner {
@@ -84,6 +89,7 @@ impl Banner {
             timeout,
             client: Client::builder(TokioExecutor::new()).build_http(),
             pending: BTreeMap::new(),
+            legacy: std::collections::HashMap::new(),
             nonce: std::process::id() as u64 * 1_000_000,
         }
     }
@@ -237,6 +243,108 @@ impl Banner {
         }
     }
 
+    /// After a commit: bans every pending tag and pushes `batch`, the batch's verdicts, in
+    /// one request to each proxy at once ([`COMMIT_PATH`]): each applies the bans,
+    /// broadcasts them and waits for its siblings to acknowledge them before it hands the
+    /// verdicts to the waiting answers, so a visitor sent to the new comment finds it on
+    /// every node, one round trip after the commit instead of two. A proxy that predates
+    /// the path gets the bans, then the verdicts (for [`LEGACY_RETRY`], before the path is
+    /// tried again). Without pending bans, with more than one request's worth, or without
+    /// verdicts, the two go as [`Banner::flush`] and [`Banner::push_verdicts`].
+    ///
+    /// Returns what [`Banner::flush`] and [`Banner::push_verdicts`] return: how many tags
+    /// were delivered (some proxy applied them; the others stay pending), the error when
+    /// none did, and the verdicts some proxy handed to a waiting answer.
+    pub async fn commit(&mut self, batch: &VerdictBatch) -> (usize, Option<BanError>, HashSet<u64>) {
+        if !self.enabled()
+            || self.pending.is_empty()
+            || self.pending.len() > MAX_BANS_PER_REQUEST
+            || batch.verdicts.is_empty()
+        {
+            let (sent, error) = self.flush().await;
+            return (sent, error, self.push_verdicts(batch).await);
+        }
+        let tags: Vec<(String, bool)> = self.pending.iter().map(|(t, soft)| (t.clone(), *soft)).collect();
+        let commit = Commit {
+            bans: tag_bans(&tags),
+            batch: batch.clone(),
+        };
+        let (Ok(commit_body), Ok(bans_body), Ok(verdicts_body)) = (
+            serde_json::to_vec(&commit),
+            serde_json::to_vec(&commit.bans),
+            serde_json::to_vec(batch),
+        ) else {
+            let (sent, error) = self.flush().await;
+            return (sent, error, self.push_verdicts(batch).await);
+        };
+        let sender = self.sender();
+        let nonce = sender.nonce;
+        let wait = self.wait.as_millis();
+        self.legacy.retain(|_, since| since.elapsed() < LEGACY_RETRY);
+        let mut set = tokio::task::JoinSet::new();
+        for url in self.siblings.clone() {
+            let legacy = self.legacy.contains_key(&url);
+            let me = sender.clone();
+            let (commit_body, bans_body, verdicts_body) =
+                (commit_body.clone(), bans_body.clone(), verdicts_body.clone());
+            set.spawn(async move {
+                if !legacy {
+                    let path = format!("{COMMIT_PATH}?wait={wait}&n={nonce}");
+                    match me.post_signed(&url, &path, commit_body).await {
+                        Ok(answer) => return (url, false, (true, delivered_seqs(&answer), None)),
+                        Err(BanError::Refused { status, .. }) if status == http::StatusCode::NOT_FOUND => {}
+                        Err(e) => return (url, false, (false, Vec::new(), Some(e))),
+                    }
+                }
+                // An older proxy: the bans, then the verdicts.
+                if let Err(e) = me.post_signed(&url, &ban_path(me.wait, nonce), bans_body).await {
+                    return (url, true, (false, Vec::new(), Some(e)));
+                }
+                let path = format!("{VERDICTS_PATH}?n={nonce}");
+                let seqs = match me.post_signed(&url, &path, verdicts_body).await {
+                    Ok(answer) => delivered_seqs(&answer),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "verdicts not pushed to one proxy (it reads them from memcached)");
+                        Vec::new()
+                    }
+                };
+                (url, true, (true, seqs, None))
+            });
+        }
+        let mut applied = false;
+        let mut last = None;
+        let mut delivered = HashSet::new();
+        while let Some(joined) = set.join_next().await {
+            let (url, legacy, (banned, seqs, error)): (http::Uri, bool, CommitReport) = match joined {
+                Ok(r) => r,
+                Err(e) => {
+                    last = Some(BanError::Unreachable {
+                        url: String::new(),
+                        cause: format!("commit task failed: {e}"),
+                    });
+                    continue;
+                }
+            };
+            if legacy && !self.legacy.contains_key(&url) {
+                tracing::info!(proxy = %url, "proxy predates {COMMIT_PATH}: bans and verdicts go as two requests");
+                self.legacy.insert(url, std::time::Instant::now());
+            }
+            applied |= banned;
+            delivered.extend(seqs);
+            if let Some(e) = error {
+                tracing::debug!(error = %e, "bans and verdicts not delivered to one proxy");
+                last = Some(e);
+            }
+        }
+        if !applied {
+            return (0, last, delivered);
+        }
+        for (tag, _) in &tags {
+            self.pending.remove(tag);
+        }
+        (tags.len(), None, delivered)
+    }
+
     /// Pushes a batch's verdicts to every proxy at once, so the answers waiting for them go
     /// out without reading memcached; best effort (the proxies read the verdict keys when a
     /// push does not come). Returns the sequence numbers some proxy handed to a waiting
@@ -258,10 +366,7 @@ impl Banner {
         }
         while let Some(joined) = set.join_next().await {
             match joined {
-                // An answer that names no verdict (an older proxy) counts none as delivered.
-                Ok(Ok(answer)) => {
-                    delivered.extend(serde_json::from_slice::<Delivered>(&answer).unwrap_or_default().seqs)
-                }
+                Ok(Ok(answer)) => delivered.extend(delivered_seqs(&answer)),
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "verdicts not pushed to one proxy (it reads them from memcached)")
                 }
@@ -275,14 +380,27 @@ impl Banner {
 /// The body of one ban request: a JSON array with a tag ban per tag, hard or soft as queued,
 /// in the order given.
 pub fn ban_body(tags: &[(String, bool)]) -> serde_json::Result<Vec<u8>> {
-    let bans: Vec<Ban> = tags
-        .iter()
+    serde_json::to_vec(&tag_bans(tags))
+}
+
+/// A tag ban per tag, hard or soft as queued, in the order given.
+fn tag_bans(tags: &[(String, bool)]) -> Vec<Ban> {
+    tags.iter()
         .map(|(tag, soft)| Ban {
             soft: *soft,
             ..Ban::new(Kind::Tag, tag.as_str())
         })
-        .collect();
-    serde_json::to_vec(&bans)
+        .collect()
+}
+
+/// What one proxy made of a commit: whether it applied the bans, the verdicts it handed
+/// over, the error that stopped it.
+type CommitReport = (bool, Vec<u64>, Option<BanError>);
+
+/// The verdicts a proxy's answer says it handed over; an answer that names none (an older
+/// proxy) counts none.
+fn delivered_seqs(answer: &[u8]) -> Vec<u64> {
+    serde_json::from_slice::<Delivered>(answer).unwrap_or_default().seqs
 }
 
 /// `/ban?wait=MS&n=NONCE`: the nonce keeps two bans of the same tag within one second from
@@ -293,6 +411,10 @@ pub fn ban_path(wait: Duration, nonce: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+
     use super::*;
 
     #[test]
@@ -328,6 +450,125 @@ mod tests {
             .map(|i| (format!("post:{}", u64::MAX - i as u64), false))
             .collect();
         assert!(ban_body(&most).unwrap().len() < 60 * 1024);
+    }
+
+    /// A stand-in proxy admin listener: answers each request by its path (`answers`, a
+    /// path prefix and a status with a body; 404 for any other path), closing the
+    /// connection; returns its URL and the paths it received.
+    async fn fake_proxy(answers: Vec<(&'static str, u16, &'static str)>) -> (http::Uri, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // The head, then as much body as Content-Length says.
+                let (head_end, length) = loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break (0, 0);
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    }
+                };
+                while head_end > 0 && buf.len() < head_end + length {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let line = String::from_utf8_lossy(&buf)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let path = line.split(' ').nth(1).unwrap_or_default().to_string();
+                let (status, body) = answers
+                    .iter()
+                    .find(|(prefix, _, _)| path.starts_with(prefix))
+                    .map_or((404, "no such path"), |(_, status, body)| (*status, *body));
+                log.lock().push(path);
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+            }
+        });
+        (url, seen)
+    }
+
+    fn verdict(seq: u64) -> strata_wire::comment::Verdict {
+        strata_wire::comment::Verdict {
+            seq,
+            status: strata_wire::comment::Status::Approved,
+            http: 302,
+            message: String::new(),
+            comment_id: Some(seq),
+            location: None,
+            cookie_author: None,
+            cookie_email: None,
+            cookie_url: None,
+        }
+    }
+
+    /// After a commit the bans and the verdicts go in one request to a proxy that knows
+    /// the path, and as two (bans first) to one that predates it, which is then remembered.
+    #[tokio::test]
+    async fn bans_and_verdicts_go_together_and_as_two_requests_to_an_older_proxy() {
+        let (current, current_seen) = fake_proxy(vec![
+            (COMMIT_PATH, 200, r#"{"delivered":1,"seqs":[5]}"#),
+            (VERDICTS_PATH, 200, r#"{"delivered":1,"seqs":[5]}"#),
+        ])
+        .await;
+        let (older, older_seen) = fake_proxy(vec![
+            (BAN_PATH, 200, r#"{"seq":1,"removed":0,"siblings":{}}"#),
+            (VERDICTS_PATH, 200, r#"{"delivered":1,"seqs":[6]}"#),
+        ])
+        .await;
+        let mut b = Banner::new(
+            vec![current, older],
+            b"0123456789abcdef".to_vec(),
+            Duration::from_millis(10),
+            Duration::from_secs(2),
+        );
+        let batch = VerdictBatch {
+            epoch: 3,
+            verdicts: vec![verdict(5), verdict(6), verdict(7)],
+        };
+        b.add(tags_for_post(1, true));
+        let (sent, error, delivered) = b.commit(&batch).await;
+        assert_eq!((sent, error.is_none()), (3, true));
+        assert_eq!(delivered, HashSet::from([5, 6]));
+        assert_eq!(b.pending(), 0);
+        let paths = |seen: &Arc<Mutex<Vec<String>>>| -> Vec<String> {
+            seen.lock()
+                .iter()
+                .map(|p| p.split('?').next().unwrap_or_default().to_string())
+                .collect()
+        };
+        assert_eq!(paths(&current_seen), [COMMIT_PATH]);
+        assert_eq!(paths(&older_seen), [COMMIT_PATH, BAN_PATH, VERDICTS_PATH]);
+        // The older proxy is not asked for the path again; without bans, verdicts alone.
+        b.add(tags_for_post(2, true));
+        b.commit(&batch).await;
+        assert_eq!(paths(&older_seen)[3..], [BAN_PATH, VERDICTS_PATH]);
+        assert_eq!(paths(&current_seen)[1..], [COMMIT_PATH]);
+        let (sent, _, delivered) = b.commit(&batch).await;
+        assert_eq!((sent, delivered), (0, HashSet::from([5, 6])));
+        assert_eq!(paths(&current_seen)[2..], [VERDICTS_PATH]);
     }
 
     #[tokio::test]

@@ -36,7 +36,7 @@ struct StepLabel {
 }
 
 /// The steps of a tick that [`Metrics::step`] times.
-pub const STEPS: [&str; 5] = ["fetch", "transaction", "bans", "verdicts", "publish"];
+pub const STEPS: [&str; 4] = ["fetch", "transaction", "commit", "publish"];
 
 /// Bounds (ms) of the lag and verdict latency histograms: fine around the tens of
 /// milliseconds a comment should take, so that a percentile near a target (15 ms) is read

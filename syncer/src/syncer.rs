@@ -144,6 +144,20 @@ fn recount_due(t: RecountTimes, now: Instant) -> bool {
 /// Verdicts no proxy handed to a waiting answer: sequence number and JSON, for their keys.
 type Unclaimed = Vec<(u64, Vec<u8>)>;
 
+/// The verdicts of `batch` no proxy handed to a waiting answer (`delivered` are those that
+/// were), encoded for their verdict keys: the safety net of a proxy that missed the push,
+/// whose answers read the keys.
+fn unclaimed(batch: &wire::VerdictBatch, delivered: &HashSet<u64>) -> Unclaimed {
+    let mut unclaimed = Vec::with_capacity(batch.verdicts.len().saturating_sub(delivered.len()));
+    for v in batch.verdicts.iter().filter(|v| !delivered.contains(&v.seq)) {
+        match serde_json::to_vec(v) {
+            Ok(json) => unclaimed.push((v.seq, json)),
+            Err(e) => tracing::error!(seq = v.seq, error = %e, "cannot encode a verdict"),
+        }
+    }
+    unclaimed
+}
+
 /// A random number for a new queue epoch.
 fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -501,13 +515,15 @@ impl Syncer {
         for post in &ban_posts {
             self.banner.add(bans::tags_for_post(*post, self.cfg.cluster.soft_lists));
         }
+        // Bans first, then verdicts, each proxy releasing the verdicts only once the bans are
+        // applied everywhere: in one request to each (see `Banner::commit`).
         let started = Instant::now();
-        self.flush_bans().await;
-        m.step("bans", started.elapsed());
-
-        let started = Instant::now();
-        let unclaimed = self.push_verdicts(&applied).await;
-        m.step("verdicts", started.elapsed());
+        let batch = self.verdict_batch(&applied).await;
+        let (sent, error, delivered) = self.banner.commit(&batch).await;
+        self.note_bans(sent, error);
+        m.step("commit", started.elapsed());
+        self.observe_verdicts(&applied, |s| delivered.contains(&s));
+        let unclaimed = unclaimed(&batch, &delivered);
 
         // Applied records are deleted; tombstones of skipped positions stay (they expire),
         // so a record written late is refused.
@@ -633,6 +649,11 @@ impl Syncer {
 
     async fn flush_bans(&mut self) {
         let (sent, error) = self.banner.flush().await;
+        self.note_bans(sent, error);
+    }
+
+    /// Counts and logs what a flush of the bans did.
+    fn note_bans(&mut self, sent: usize, error: Option<bans::BanError>) {
         self.metrics.bans_sent.inc_by(sent as u64);
         if let Some(e) = error {
             self.metrics.ban_errors.inc();
@@ -647,10 +668,8 @@ impl Syncer {
             .set(i64::try_from(self.banner.pending()).unwrap_or(i64::MAX));
     }
 
-    /// Pushes the batch's verdicts to the proxies; returns the ones no proxy handed to a
-    /// waiting answer, encoded for their verdict keys (the safety net of a proxy that missed
-    /// the push: its answers read the keys).
-    async fn push_verdicts(&mut self, applied: &Applied) -> Unclaimed {
+    /// The verdicts of an applied batch, for the proxies.
+    async fn verdict_batch(&mut self, applied: &Applied) -> wire::VerdictBatch {
         let o: &Options = &applied.options;
         if o.page_comments {
             tracing::debug!("page_comments is on: comment links point at the post, without the comment page");
@@ -684,20 +703,10 @@ impl Syncer {
             };
             pushed.push(verdict);
         }
-        let batch = wire::VerdictBatch {
+        wire::VerdictBatch {
             epoch: applied.cursor.epoch,
             verdicts: pushed,
-        };
-        let delivered = self.banner.push_verdicts(&batch).await;
-        self.observe_verdicts(applied, |s| delivered.contains(&s));
-        let mut unclaimed = Vec::with_capacity(batch.verdicts.len().saturating_sub(delivered.len()));
-        for v in batch.verdicts.iter().filter(|v| !delivered.contains(&v.seq)) {
-            match serde_json::to_vec(v) {
-                Ok(json) => unclaimed.push((v.seq, json)),
-                Err(e) => tracing::error!(seq = v.seq, error = %e, "cannot encode a verdict"),
-            }
         }
-        unclaimed
     }
 
     /// Publishes `{prefix}settings` when `settings_interval` has passed. While MySQL cannot

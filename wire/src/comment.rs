@@ -135,6 +135,24 @@ pub struct VerdictBatch {
     pub verdicts: Vec<Verdict>,
 }
 
+/// Where the syncer sends, after a commit, the bans and the verdicts of a batch in one
+/// request to each proxy (`POST ?wait=MS`, signed like a ban, body a [`Commit`]): the proxy
+/// applies the bans, broadcasts them and waits up to `MS` for its siblings to acknowledge
+/// them (as `/ban?wait=MS` does), and only then hands the verdicts to the waiting answers,
+/// so a visitor sent to the new comment finds it on every node. Answer: [`Delivered`].
+/// A proxy that predates it answers 404; the syncer then sends the two requests.
+pub const COMMIT_PATH: &str = "/comments/commit";
+
+/// The bans and the verdicts of one batch, for one proxy (see [`COMMIT_PATH`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// The tag bans, applied before any verdict is handed over (at most
+    /// [`crate::ban::MAX_BANS_PER_REQUEST`]).
+    pub bans: Vec<crate::ban::Ban>,
+    /// The verdicts.
+    pub batch: VerdictBatch,
+}
+
 /// A proxy's answer to a pushed [`VerdictBatch`]: the verdicts it handed to answers waiting
 /// for them. The syncer writes the verdict keys only for the others.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

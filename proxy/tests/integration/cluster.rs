@@ -997,6 +997,69 @@ async fn an_empty_array_or_one_bad_ban_in_an_array_is_a_400_and_applies_nothing(
     .await;
 }
 
+/// The syncer's commit: a batch's bans and verdicts in one signed request. The bans are
+/// applied here and acknowledged by every sibling before the answer (which names the
+/// verdicts handed over: none, nobody waits here); a bad ban refuses the whole commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_applies_its_bans_on_every_node_before_it_answers() {
+    bounded(60, async {
+        let site = Site::start().await;
+        let nodes = cluster(&site.url(), 3, relaxed).await;
+        let addrs = publics(&nodes);
+        let a = nodes[0].admin;
+        warm_everywhere(&addrs, &["/t/commit-post", "/t/commit-kept"]).await;
+        let seq0 = cluster_state(a).await["seq"].as_u64().expect("seq");
+        let commit = |bans: &[String]| format!(r#"{{"bans":{},"batch":{{"epoch":7,"verdicts":[]}}}}"#, bans_json(bans));
+
+        // Refused, applying nothing: unsigned, a bad ban, not a commit, a bad wait.
+        let url = format!("http://{a}/comments/commit?wait=3000");
+        let body = commit(&[ban_json("tag", "commit-post", None, false)]);
+        let unsigned = send(Method::POST, &url, &[], Bytes::from(body.clone())).await;
+        assert_eq!(
+            unsigned.status,
+            StatusCode::UNAUTHORIZED,
+            "unsigned: {}",
+            unsigned.text()
+        );
+        for (path, body, why) in [
+            (
+                "/comments/commit?wait=3000",
+                commit(&[
+                    ban_json("tag", "commit-post", None, false),
+                    ban_json("regex", "^(unclosed", None, false),
+                ]),
+                "ban 1 of the array",
+            ),
+            ("/comments/commit?wait=3000", "[]".to_string(), "unreadable commit"),
+            ("/comments/commit?wait=soon", body.clone(), "wait must be a number"),
+        ] {
+            let r = admin_signed(a, Method::POST, path, &body).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{why}: {}", r.text());
+            assert!(r.text().contains(why), "the 400 says {why:?}: {}", r.text());
+        }
+        assert_eq!(cluster_state(a).await["seq"].as_u64(), Some(seq0), "nothing broadcast");
+
+        site.bump();
+        let r = admin_signed(a, Method::POST, "/comments/commit?wait=3000", &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let answer: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+        assert_eq!(answer["delivered"], 0, "nobody waits here: {answer}");
+        // Every sibling acknowledged before the answer: no wait needed here.
+        for addr in &addrs {
+            let r = get_at(*addr, &host(), "/t/commit-post", &[]).await;
+            assert_eq!(
+                (r.x_cache(), generation_of(&r).as_str()),
+                ("MISS", "2"),
+                "the commit's ban reached {addr} before its answer"
+            );
+        }
+        expect_cache(&addrs, &host(), "/t/commit-kept", "HIT", "a tag no ban named").await;
+        let wrong = admin_signed(a, Method::GET, "/comments/commit", "").await;
+        assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soft_ban_serves_stale_once_while_refreshing_then_fresh() {
     bounded(60, async {

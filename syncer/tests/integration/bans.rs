@@ -1,5 +1,6 @@
 //! Bans reach a proxy's admin API, signed, for approved comments only, every tag of a batch
-//! in one request; an unreachable proxy does not keep them from the others.
+//! in one request with the batch's verdicts; an unreachable proxy does not keep them from
+//! the others.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +12,14 @@ use hyper_util::rt::TokioIo;
 use strata_syncer::config::Config;
 use strata_wire::auth;
 use strata_wire::ban::Ban;
+use strata_wire::comment::{Commit, COMMIT_PATH};
 
 use crate::harness::*;
 
 const SECRET: &str = "syncer-test-secret-0123456789";
 
-/// A stand-in for a proxy's admin listener that checks signatures and records each ban
-/// request (its path and its array of bans).
+/// A stand-in for a proxy's admin listener that checks signatures and records each request
+/// carrying bans (`/ban`, `/comments/commit`: its path and its bans).
 async fn fake_proxy() -> (String, Arc<parking_lot::Mutex<Vec<(String, Vec<Ban>)>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -58,6 +60,11 @@ async fn fake_proxy() -> (String, Arc<parking_lot::Mutex<Vec<(String, Vec<Ban>)>
                             let bans = serde_json::from_slice::<Vec<Ban>>(&body)
                                 .unwrap_or_else(|e| panic!("a ban request is an array of bans ({e})"));
                             seen.lock().push((path, bans));
+                        } else if ok.is_ok() && parts.uri.path() == COMMIT_PATH {
+                            let commit = serde_json::from_slice::<Commit>(&body)
+                                .unwrap_or_else(|e| panic!("a commit carries bans and verdicts ({e})"));
+                            assert!(!commit.batch.verdicts.is_empty(), "a commit carries the verdicts");
+                            seen.lock().push((path, commit.bans));
                         }
                         Ok::<_, std::convert::Infallible>(
                             http::Response::builder()
@@ -111,9 +118,9 @@ async fn approved_comments_ban_their_post_and_the_lists() {
     .await;
     env.drain().await;
     let got = seen.lock().clone();
-    assert_eq!(got.len(), 1, "one request for the batch's bans: {got:?}");
+    assert_eq!(got.len(), 1, "one request for the batch's bans and verdicts: {got:?}");
     let (path, bans) = &got[0];
-    assert!(path.starts_with("/ban?wait=50&n="), "{path}");
+    assert!(path.starts_with("/comments/commit?wait=50&n="), "{path}");
     let mut tags: Vec<String> = bans.iter().map(|b| b.value.clone()).collect();
     tags.sort();
     assert_eq!(
