@@ -68,14 +68,17 @@ thread_local! {
 /// A worker thread's comments waiting to be written, and whether a writer runs for them.
 #[derive(Default)]
 struct Pending {
+    /// The comments that arrived since the writer last took them, in order.
     jobs: Vec<Job>,
+    /// A writer task runs for this thread (a comment arriving meanwhile only joins `jobs`).
     running: bool,
 }
 
-/// A comment waiting to be written: its record (number and epoch set by the writer), and
-/// where the outcome goes.
+/// A comment waiting to be written.
 struct Job {
+    /// Its record; the writer sets the number and the epoch.
     record: Record,
+    /// Where the writer says what became of it.
     done: tokio::sync::oneshot::Sender<Written>,
 }
 
