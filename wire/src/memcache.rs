@@ -150,14 +150,19 @@ impl Conn {
             let mut msg = Vec::new();
             storage_command(&mut msg, verb, key, value, exptime);
             c.send(&msg).await?;
-            let line = c.line().await?;
-            match line.trim_end() {
-                "STORED" => Ok(true),
-                "NOT_STORED" | "EXISTS" | "NOT_FOUND" => Ok(false),
-                _ => Err(c.protocol(&line)),
-            }
+            c.stored_answer().await
         })
         .await
+    }
+
+    /// The answer to a storage command: whether it stored.
+    async fn stored_answer(&mut self) -> Result<bool, Error> {
+        let line = self.line().await?;
+        match line.trim_end() {
+            "STORED" => Ok(true),
+            "NOT_STORED" | "EXISTS" | "NOT_FOUND" => Ok(false),
+            _ => Err(self.protocol(&line)),
+        }
     }
 
     /// `set`: stores the value; `exptime` 0 = no expiry.
@@ -341,12 +346,7 @@ impl Conn {
             c.send(&msg).await?;
             let mut stored = Vec::with_capacity(items.len());
             for _ in items {
-                let line = c.line().await?;
-                stored.push(match line.trim_end() {
-                    "STORED" => true,
-                    "NOT_STORED" | "EXISTS" => false,
-                    _ => return Err(c.protocol(&line)),
-                });
+                stored.push(c.stored_answer().await?);
             }
             Ok(stored)
         })
@@ -416,12 +416,21 @@ mod tests {
         ));
     }
 
+    /// A connection to the real memcached (`STRATA_MEMCACHED`, else 127.0.0.1:11211, as
+    /// scripts/memcached.sh runs it); none, and the test is skipped, when none answers.
+    async fn real_memcached() -> Option<Conn> {
+        let addr = std::env::var("STRATA_MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".into());
+        let c = Conn::connect(&addr, Duration::from_secs(2)).await;
+        if c.is_err() {
+            eprintln!("memcached not reachable on {addr}: skipped");
+        }
+        c.ok()
+    }
+
     /// The pipelined `get` + `incr` against the real memcached (skipped when none answers).
     #[tokio::test]
     async fn get_and_incr_on_a_real_memcached() {
-        let addr = std::env::var("STRATA_MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".into());
-        let Ok(mut c) = Conn::connect(&addr, Duration::from_secs(2)).await else {
-            eprintln!("memcached not reachable on {addr}: skipped");
+        let Some(mut c) = real_memcached().await else {
             return;
         };
         let k = format!("strata-wire-test:pipe:{}", std::process::id());
@@ -451,9 +460,7 @@ mod tests {
     /// belongs to its own key, and the connection stays in step.
     #[tokio::test]
     async fn add_many_on_a_real_memcached() {
-        let addr = std::env::var("STRATA_MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".into());
-        let Ok(mut c) = Conn::connect(&addr, Duration::from_secs(2)).await else {
-            eprintln!("memcached not reachable on {addr}: skipped");
+        let Some(mut c) = real_memcached().await else {
             return;
         };
         let k = format!("strata-wire-test:add-many:{}", std::process::id());
@@ -476,9 +483,7 @@ mod tests {
     /// Against the real memcached when one answers on 127.0.0.1:11211 (scripts/memcached.sh).
     #[tokio::test]
     async fn talks_to_a_real_memcached() {
-        let addr = std::env::var("STRATA_MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".into());
-        let Ok(mut c) = Conn::connect(&addr, Duration::from_secs(2)).await else {
-            eprintln!("memcached not reachable on {addr}: skipped");
+        let Some(mut c) = real_memcached().await else {
             return;
         };
         assert!(!c.version().await.unwrap().is_empty());
