@@ -681,17 +681,18 @@ impl Comments {
                         seq,
                         "queue position already taken (skipped by the syncer); comment passed to PHP"
                     );
-                    self.waiters.lock().remove(&(epoch, seq));
                     Written::ToPhp(ToPhp::Memcached)
                 }
                 None => {
                     tracing::error!(seq, "comment not queued; passed to PHP (the syncer skips its number)");
-                    self.waiters.lock().remove(&(epoch, seq));
                     Written::ToPhp(ToPhp::Memcached)
                 }
             };
-            if done.send(result).is_err() {
-                // The visitor left: the comment stays queued, nobody waits for its verdict.
+            // Nobody waits for the verdict of a comment not queued, nor of one whose visitor
+            // left (it stays queued).
+            let queued = matches!(result, Written::Queued { .. });
+            let handed = done.send(result).is_ok();
+            if !(queued && handed) {
                 self.waiters.lock().remove(&(epoch, seq));
             }
         }
