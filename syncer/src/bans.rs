@@ -261,8 +261,7 @@ impl Banner {
             || self.pending.len() > MAX_BANS_PER_REQUEST
             || batch.verdicts.is_empty()
         {
-            let (sent, error) = self.flush().await;
-            return (sent, error, self.push_verdicts(batch).await);
+            return self.flush_then_push(batch).await;
         }
         let tags: Vec<(String, bool)> = self.pending.iter().map(|(t, soft)| (t.clone(), *soft)).collect();
         let commit = Commit {
@@ -274,8 +273,7 @@ impl Banner {
             serde_json::to_vec(&commit.bans),
             serde_json::to_vec(batch),
         ) else {
-            let (sent, error) = self.flush().await;
-            return (sent, error, self.push_verdicts(batch).await);
+            return self.flush_then_push(batch).await;
         };
         let sender = self.sender();
         let nonce = sender.nonce;
@@ -343,6 +341,12 @@ impl Banner {
             self.pending.remove(tag);
         }
         (tags.len(), None, delivered)
+    }
+
+    /// The bans, then the verdicts, as two requests to every proxy.
+    async fn flush_then_push(&mut self, batch: &VerdictBatch) -> (usize, Option<BanError>, HashSet<u64>) {
+        let (sent, error) = self.flush().await;
+        (sent, error, self.push_verdicts(batch).await)
     }
 
     /// Pushes a batch's verdicts to every proxy at once, so the answers waiting for them go
