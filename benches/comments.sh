@@ -264,6 +264,7 @@ SYNCER_OUTCOMES=$(labels "$SYNCER_ADMIN" strata_syncer_comments_total)
 SYNCER_REJECTIONS=$(labels "$SYNCER_ADMIN" strata_syncer_rejections_total)
 FLOOD_CHECKS=$(labels "$SYNCER_ADMIN" strata_syncer_flood_checks_total)
 PAIR_CHECKS=$(labels "$SYNCER_ADMIN" strata_syncer_pair_checks_total)
+JUDGED_AHEAD=$(labels "$SYNCER_ADMIN" strata_syncer_judged_ahead_total)
 STEPS=""
 for step in fetch transaction commit publish; do
     STEPS+="${STEPS:+, }$step $(awk -v s="$(metric "$SYNCER_ADMIN" strata_syncer_step_seconds_sum "step=\"$step\"")" \
@@ -324,7 +325,8 @@ row() { # row NAME FILE LANDED
     echo "- Proxy \`strata_comments_total\`: $PROXY_REASONS."
     echo "- Syncer \`strata_syncer_comments_total\`: $SYNCER_OUTCOMES; rejections: $SYNCER_REJECTIONS;"
     echo "  flood checks answered by (\`strata_syncer_flood_checks_total\`): $FLOOD_CHECKS;"
-    echo "  batches whose comments were compared with each other by (\`strata_syncer_pair_checks_total\`): $PAIR_CHECKS."
+    echo "  batches whose comments were compared with each other by (\`strata_syncer_pair_checks_total\`): $PAIR_CHECKS;"
+    echo "  batches judged ahead of their reads (\`strata_syncer_judged_ahead_total\`): $JUDGED_AHEAD."
     echo "- A \"302 to the post\" is the proxy's answer when no verdict came within \`max_hold\`: the comment"
     echo "  was queued and landed later. All benchmark comments were deleted afterwards and"
     echo "  \`comment_count\` of the posts recomputed."

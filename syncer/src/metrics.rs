@@ -27,6 +27,7 @@ pub mod names {
     pub const COMMITS: &str = "strata_syncer_commits";
     pub const FLOOD_CHECKS: &str = "strata_syncer_flood_checks";
     pub const PAIR_CHECKS: &str = "strata_syncer_pair_checks";
+    pub const JUDGED_AHEAD: &str = "strata_syncer_judged_ahead";
     pub const STEP: &str = "strata_syncer_step_seconds";
 }
 
@@ -103,6 +104,7 @@ pub struct Metrics {
     pub commits: Counter,
     flood_checks: Family<ByLabel, Counter>,
     pair_checks: Family<ByLabel, Counter>,
+    judged_ahead: Family<OutcomeLabel, Counter>,
     steps: Family<StepLabel, Histogram, fn() -> Histogram>,
 }
 
@@ -135,6 +137,7 @@ impl Metrics {
             commits: Counter::default(),
             flood_checks: Family::default(),
             pair_checks: Family::default(),
+            judged_ahead: Family::default(),
             steps: Family::new_with_constructor(step_histogram),
             registry: Registry::default(),
         };
@@ -201,8 +204,13 @@ impl Metrics {
             m.pair_checks.clone(),
         );
         registry.register(
+            names::JUDGED_AHEAD,
+            "Batches judged ahead of their reads against what earlier batches read, by outcome: kept (the reads agreed) or judged_again",
+            m.judged_ahead.clone(),
+        );
+        registry.register(
             names::STEP,
-            "Duration of each step of a tick that applied records (fetch, transaction, bans, verdicts pushed, publish: the memcached writes and deletes)",
+            "Duration of each step of a tick that applied records (fetch, transaction, commit: bans and verdicts to the proxies, publish: the memcached writes and deletes)",
             m.steps.clone(),
         );
         for step in STEPS {
@@ -225,6 +233,12 @@ impl Metrics {
     pub fn pair_check(&self, asked: bool) {
         let by = if asked { "query" } else { "syncer" };
         self.pair_checks.get_or_create(&ByLabel { by }).inc();
+    }
+
+    /// Counts a batch judged ahead of its reads: `kept` when the reads agreed.
+    pub fn judged_ahead(&self, kept: bool) {
+        let outcome = if kept { "kept" } else { "judged_again" };
+        self.judged_ahead.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// Records how long a step of a tick took (`step` one of [`STEPS`]).

@@ -85,6 +85,17 @@ pub struct Blocked {
     pub version: u32,
 }
 
+/// What [`Queue::head`] read.
+#[derive(Debug, Default)]
+pub struct Head {
+    /// The epoch key.
+    pub epoch: Option<u64>,
+    /// The counter.
+    pub counter: Option<u64>,
+    /// The records asked for ahead, as stored (`None`: absent).
+    pub early: Vec<Option<Vec<u8>>>,
+}
+
 /// The memcached connection and what the syncer remembers about missing records.
 pub struct Queue {
     addr: String,
@@ -143,11 +154,20 @@ impl Queue {
         r
     }
 
-    /// The queue's epoch and counter.
-    pub async fn head(&mut self) -> Result<(Option<u64>, Option<u64>), QueueError> {
-        let keys = [wire::epoch_key(&self.prefix), wire::seq_key(&self.prefix)];
-        let got = self.with(async |c| c.get_many(&[&keys[0], &keys[1]]).await).await?;
-        Ok((got.first().and_then(number), got.get(1).and_then(number)))
+    /// The queue's epoch and counter, and in the same round trip the records at
+    /// `from..from + ahead` as they are (see [`Queue::fetch`]): the records a tick will
+    /// most likely read next.
+    pub async fn head(&mut self, from: u64, ahead: u64) -> Result<Head, QueueError> {
+        let mut keys = vec![wire::epoch_key(&self.prefix), wire::seq_key(&self.prefix)];
+        keys.extend((from..from.saturating_add(ahead)).map(|s| wire::record_key(&self.prefix, s)));
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut got = self.with(async |c| c.get_many(&refs).await).await?;
+        let early = got.split_off(2.min(got.len()));
+        Ok(Head {
+            epoch: got.first().and_then(number),
+            counter: got.get(1).and_then(number),
+            early,
+        })
     }
 
     /// Creates the epoch if absent (`add`) and returns the one memcached holds.
@@ -164,18 +184,27 @@ impl Queue {
 
     /// Reads records `from..=to` in order, stopping at the first one that must be waited for
     /// (reserved but not written yet, within `missing_wait`) or that is of a newer format.
+    /// `early` holds the values of the first positions as [`Queue::head`] read them; only
+    /// the rest are read now.
     pub async fn fetch(
         &mut self,
         from: u64,
         to: u64,
         missing_wait: Duration,
+        mut early: Vec<Option<Vec<u8>>>,
     ) -> Result<(Vec<(u64, Slot)>, Option<Blocked>), QueueError> {
         if to < from {
             return Ok((Vec::new(), None));
         }
-        let keys: Vec<String> = (from..=to).map(|s| wire::record_key(&self.prefix, s)).collect();
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let values = self.with(async |c| c.get_many(&refs).await).await?;
+        let wanted = usize::try_from(to - from + 1).unwrap_or(usize::MAX);
+        early.truncate(wanted);
+        let rest = from.saturating_add(early.len() as u64);
+        let mut values = early;
+        if rest <= to {
+            let keys: Vec<String> = (rest..=to).map(|s| wire::record_key(&self.prefix, s)).collect();
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            values.extend(self.with(async |c| c.get_many(&refs).await).await?);
+        }
         let mut out = Vec::new();
         let now = Instant::now();
         for (seq, value) in (from..=to).zip(values) {

@@ -67,6 +67,9 @@ pub struct Applied {
     /// syncer could tell that none do); `None` when no comment reached the database's
     /// checks.
     pub pairs_asked: Option<bool>,
+    /// Whether the batch was judged ahead of its reads, against what earlier batches read,
+    /// and that judgement kept; `None` when it was not judged ahead.
+    pub judged_ahead: Option<bool>,
 }
 
 /// Why the database step failed. Nothing was committed in any case.
@@ -121,6 +124,9 @@ pub struct Store {
     setup: Arc<parking_lot::Mutex<Option<Arc<Setup>>>>,
     /// Connections (by id) that hold the batch's temporary tables.
     scratch_conns: Arc<parking_lot::Mutex<std::collections::HashSet<u32>>>,
+    /// What the batches so far read of the options, posts and parents: the next batch is
+    /// judged against it ahead of its reads (see [`Basis`]).
+    basis: Arc<parking_lot::Mutex<Option<Basis>>>,
 }
 
 /// The flood index and when it may be (re)built.
@@ -183,7 +189,10 @@ impl Store {
                     // connection; the syncer leaves no other session state behind.
                     .with_reset_connection(false),
             )
-            .conn_ttl(Some(Duration::from_secs(60)));
+            .conn_ttl(Some(Duration::from_secs(60)))
+            // Literals are written without a character set of their own (see
+            // `batch::lit`): the connection's is utf8mb4, whatever the server's default.
+            .setup(vec!["SET NAMES utf8mb4"]);
         Ok(Store {
             pool: Pool::new(opts),
             prefix: prefix.to_string(),
@@ -191,6 +200,7 @@ impl Store {
             flood: Arc::new(tokio::sync::Mutex::new(FloodState::default())),
             setup: Arc::new(parking_lot::Mutex::new(None)),
             scratch_conns: Arc::default(),
+            basis: Arc::default(),
         })
     }
 
@@ -498,7 +508,29 @@ impl Store {
         reads.extend(parents_sql.clone());
         let flood_sql = if flood_on { self.flood_refresh_sql(&flood) } else { None };
         reads.extend(flood_sql.clone());
-        let mut r = tx.query_iter(reads.join(";\n")).await?;
+
+        // The batch judged ahead against what the last batch read (a site's options and
+        // posts rarely change), its questions asked with the reads: one round trip less.
+        // It stands only if the reads find exactly what it was judged against.
+        let guess = self
+            .basis
+            .lock()
+            .as_ref()
+            .filter(|b| b.covers(&post_ids, &parent_ids))
+            .map(|b| {
+                let ctx = b.context(judge);
+                let judged = judge_slots(&slots, &ctx, &mut flood);
+                let plan = (!judged.pending.is_empty())
+                    .then(|| self.ask_plan(setup, &judged.pending, &judged.candidates, &ctx))
+                    .filter(|plan| plan.ahead.is_empty());
+                (judged, plan)
+            });
+        let mut text = reads.join(";\n");
+        if let Some((_, Some(plan))) = &guess {
+            text.push_str(";\n");
+            text.push_str(&plan.text);
+        }
+        let mut r = tx.query_iter(text).await?;
         if begin_in_reads {
             let _: Vec<mysql_async::Row> = next_set(&mut r).await?;
         }
@@ -519,6 +551,10 @@ impl Store {
         } else {
             Vec::new()
         };
+        let asked_ahead = match &guess {
+            Some((judged, Some(plan))) => Some(read_asked(&mut r, plan, judged.pending.len()).await?),
+            _ => None,
+        };
         r.drop_result().await?;
 
         let (db_epoch, db_seq) = cursor_rows.first().copied().unwrap_or((0, 0));
@@ -532,39 +568,33 @@ impl Store {
         let options = Options::from_rows(&option_rows.into_iter().collect());
         let posts = self.posts(tx, post_rows).await?;
         let parents: HashMap<u64, String> = parent_rows.into_iter().collect();
+        let foreign_rows = !flood_rows.is_empty();
         if flood_sql.is_some() {
             absorb_flood_rows(&mut flood, flood_rows);
         }
+        let read = Basis::read(options, &post_ids, posts, &parent_ids, parents);
+        let guessed_right = {
+            let mut basis = self.basis.lock();
+            let agrees = basis.as_ref().is_some_and(|b| b.agrees(&read));
+            match basis.as_mut() {
+                Some(b) => b.learn(&read),
+                None => *basis = Some(read.clone()),
+            }
+            agrees && !foreign_rows
+        };
 
         // The checks that need no database; the rest become candidates.
         let last = slots.last().map_or(expected.seq, |(seq, _)| *seq);
-        let ctx = Context {
-            options: &options,
-            posts: &posts,
-            parents: &parents,
-            tz: options.timezone(),
-            home_host: options.home_host(),
-            judge,
-        };
-        let mut outcomes: Vec<(u64, Option<Outcome>)> = Vec::with_capacity(slots.len());
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut candidates: Vec<Candidate> = Vec::new();
-        for (seq, slot) in slots {
-            match slot {
-                Slot::Skipped(why) => outcomes.push((seq, Some(Outcome::Skipped(why)))),
-                Slot::Record(r) => match prejudge(r, &ctx, &mut flood) {
-                    Ok((p, c)) => {
-                        outcomes.push((seq, None));
-                        pending.push(Pending {
-                            slot: outcomes.len() - 1,
-                            ..p
-                        });
-                        candidates.push(c);
-                    }
-                    Err(refusal) => outcomes.push((seq, Some(Outcome::Refused(refusal)))),
-                },
+        let ctx = read.context(judge);
+        let judged_ahead = guess.as_ref().map(|_| guessed_right);
+        let (judged, asked) = match guess {
+            Some((judged, plan)) if guessed_right => (judged, plan.and(asked_ahead)),
+            _ => {
+                (flood.by_index, flood.by_query) = (0, 0);
+                (judge_slots(&slots, &ctx, &mut flood), None)
             }
-        }
+        };
+        drop(slots);
 
         let cursor = Cursor { epoch, seq: last };
         // The cursor's update ends the batch, and `COMMIT` rides with it.
@@ -575,34 +605,41 @@ impl Store {
             batch::lit(&self.queue)
         );
         let mut pairs_asked = None;
-        if pending.is_empty() {
+        let saved = if judged.pending.is_empty() {
             tx.query_drop(cursor_sql).await?;
+            Vec::new()
         } else {
             let (saved, asked) = self
-                .judge_and_insert(tx, setup, &pending, &candidates, &ctx, &cursor_sql)
+                .judge_and_insert(tx, setup, &judged, &ctx, asked, &cursor_sql)
                 .await?;
             pairs_asked = Some(asked);
-            for ((p, c), result) in pending.into_iter().zip(candidates).zip(saved) {
-                let outcome = match result {
-                    Ok((id, approved)) => {
-                        if let Some(index) = flood.index.as_mut() {
-                            if !index.observe(id, &c.filtered.ip, &c.filtered.email, Some(c.date_gmt), Instant::now()) {
-                                // Outgrown: dropped now, rebuilt by the next batch's refresh.
-                                flood.index = None;
-                            }
+            saved
+        };
+        let Judged {
+            mut outcomes,
+            pending,
+            candidates,
+        } = judged;
+        for ((p, c), result) in pending.into_iter().zip(candidates).zip(saved) {
+            let outcome = match result {
+                Ok((id, approved)) => {
+                    if let Some(index) = flood.index.as_mut() {
+                        if !index.observe(id, &c.filtered.ip, &c.filtered.email, Some(c.date_gmt), Instant::now()) {
+                            // Outgrown: dropped now, rebuilt by the next batch's refresh.
+                            flood.index = None;
                         }
-                        Outcome::Inserted(Box::new(Inserted {
-                            id,
-                            approved,
-                            filtered: c.filtered,
-                            date_gmt: p.date_gmt,
-                            record: p.record,
-                        }))
                     }
-                    Err(refusal) => Outcome::Refused(refusal),
-                };
-                outcomes[p.slot].1 = Some(outcome);
-            }
+                    Outcome::Inserted(Box::new(Inserted {
+                        id,
+                        approved,
+                        filtered: c.filtered,
+                        date_gmt: p.date_gmt,
+                        record: p.record,
+                    }))
+                }
+                Err(refusal) => Outcome::Refused(refusal),
+            };
+            outcomes[p.slot].1 = Some(outcome);
         }
         Ok(Applied {
             outcomes: outcomes
@@ -610,9 +647,10 @@ impl Store {
                 .map(|(seq, o)| (seq, o.unwrap_or(Outcome::Skipped("unjudged"))))
                 .collect(),
             cursor,
-            options,
+            options: read.options,
             flood_checks: (flood.by_index, flood.by_query),
             pairs_asked,
+            judged_ahead,
         })
     }
 
@@ -754,24 +792,28 @@ impl Store {
         Ok(setup)
     }
 
-    /// Asks the database about every candidate at once, decides them in order, inserts the
-    /// accepted ones and runs `tail` (the cursor's update) with `comment_count`'s: for each
+    /// Asks the database about every candidate at once (unless `asked` already), decides
+    /// them in order, inserts the accepted ones and runs `tail` (the cursor's update) with `comment_count`'s: for each
     /// candidate, its `(comment_ID, comment_approved)` or why it was refused; and whether
     /// the pairs were asked of MySQL.
     async fn judge_and_insert(
         &self,
         tx: &mut mysql_async::Conn,
         setup: &Setup,
-        pending: &[Pending],
-        candidates: &[Candidate],
+        judged: &Judged,
         ctx: &Context<'_>,
+        asked: Option<Asked>,
         tail: &str,
     ) -> Result<(Vec<Result<(u64, &'static str), Refusal>>, bool), StoreError> {
+        let (pending, candidates) = (&judged.pending[..], &judged.candidates[..]);
         let Asked {
             facts,
             pairs,
             pairs_asked,
-        } = self.ask(tx, setup, pending, candidates, ctx).await?;
+        } = match asked {
+            Some(asked) => asked,
+            None => self.ask(tx, setup, pending, candidates, ctx).await?,
+        };
         let rules = batch::Rules {
             options: ctx.options,
             version: ctx.judge.version,
@@ -885,8 +927,7 @@ impl Store {
     }
 
     /// Fills the temporary tables with the candidates and asks the questions of [`batch`],
-    /// in one round trip when the candidates fit in one statement's size; the pairs only
-    /// when two candidates may relate ([`batch::pairs_possible`]).
+    /// in one round trip when the candidates fit in one statement's size.
     async fn ask(
         &self,
         tx: &mut mysql_async::Conn,
@@ -895,59 +936,55 @@ impl Store {
         candidates: &[Candidate],
         ctx: &Context<'_>,
     ) -> Result<Asked, StoreError> {
+        let plan = self.ask_plan(setup, pending, candidates, ctx);
+        for statement in &plan.ahead {
+            tx.query_drop(statement.as_str()).await?;
+        }
+        let mut r = tx.query_iter(plan.text.as_str()).await?;
+        let asked = read_asked(&mut r, &plan, pending.len()).await?;
+        r.drop_result().await?;
+        Ok(asked)
+    }
+
+    /// The statements of [`Store::ask`]; the pairs only when two candidates may relate
+    /// ([`batch::pairs_possible`]).
+    fn ask_plan(&self, setup: &Setup, pending: &[Pending], candidates: &[Candidate], ctx: &Context<'_>) -> AskPlan {
         let (probes, stored) = batch_values(pending, candidates, ctx);
-        let pairs_wanted = !setup.folds || batch::pairs_possible(&probes, &stored);
+        let pairs = !setup.folds || batch::pairs_possible(&probes, &stored);
         let mut statements = vec![format!("DELETE FROM {}", batch::PROBE_TABLE)];
         statements.extend(probe_statements(&probes));
-        if pairs_wanted {
+        if pairs {
             statements.push(format!("DELETE FROM {}", batch::ROWS_TABLE));
             statements.extend(stored_statements(&stored));
         }
-        let mut text = String::new();
-        let mut writes = 0;
-        for statement in statements {
-            if writes > 0 && text.len() + statement.len() > STATEMENT_BYTES {
-                tx.query_drop(std::mem::take(&mut text)).await?;
-                writes = 0;
-            }
-            if writes > 0 {
-                text.push_str(";\n");
-            }
-            text.push_str(&statement);
-            writes += 1;
-        }
-        let facts = self.facts_sql(setup, &probes);
-        for (_, query) in &facts {
-            text.push_str(";\n");
-            text.push_str(query);
-        }
-        if pairs_wanted {
-            text.push_str(";\n");
-            text.push_str(&pairs_sql());
-        }
-        let mut r = tx.query_iter(text).await?;
-        for _ in 0..writes {
-            let _: Vec<mysql_async::Row> = next_set(&mut r).await?;
-        }
-        let mut fact_rows = FactRows::default();
-        for (kind, _) in &facts {
-            match kind {
-                FactQuery::Duplicates => fact_rows.duplicates.extend(next_set::<u64>(&mut r).await?),
-                FactQuery::History => fact_rows.history = next_set(&mut r).await?,
-                FactQuery::Flood => fact_rows.flood = next_set(&mut r).await?,
-            }
-        }
-        let pair_rows: Vec<(u64, u64, i64, i64, i64, i64)> = if pairs_wanted {
-            next_set(&mut r).await?
-        } else {
-            Vec::new()
+        let mut plan = AskPlan {
+            ahead: Vec::new(),
+            text: String::new(),
+            writes: 0,
+            facts: Vec::new(),
+            pairs,
         };
-        r.drop_result().await?;
-        Ok(Asked {
-            facts: facts_of(fact_rows, pending.len()),
-            pairs: pairs_of(pair_rows, pending.len()),
-            pairs_asked: pairs_wanted,
-        })
+        for statement in statements {
+            if plan.writes > 0 && plan.text.len() + statement.len() > STATEMENT_BYTES {
+                plan.ahead.push(std::mem::take(&mut plan.text));
+                plan.writes = 0;
+            }
+            if plan.writes > 0 {
+                plan.text.push_str(";\n");
+            }
+            plan.text.push_str(&statement);
+            plan.writes += 1;
+        }
+        for (kind, query) in self.facts_sql(setup, &probes) {
+            plan.text.push_str(";\n");
+            plan.text.push_str(&query);
+            plan.facts.push(kind);
+        }
+        if pairs {
+            plan.text.push_str(";\n");
+            plan.text.push_str(&pairs_sql());
+        }
+        plan
     }
 
     fn insert_head(&self) -> String {
@@ -1057,6 +1094,46 @@ async fn folds_agree(conn: &mut mysql_async::Conn, c: &Collations) -> bool {
         }
     }
     true
+}
+
+/// The statements that ask MySQL about a batch's candidates.
+struct AskPlan {
+    /// Statements filling the temporary tables that did not fit in `text`, sent first.
+    ahead: Vec<String>,
+    /// The last (or only) writes, then the questions.
+    text: String,
+    /// How many writes `text` begins with.
+    writes: usize,
+    /// The questions of `text`, in order.
+    facts: Vec<FactQuery>,
+    /// Whether `text` ends with the pairs question.
+    pairs: bool,
+}
+
+/// Reads the answers to `plan.text` (the result sets from the current one on) for `n`
+/// candidates.
+async fn read_asked(
+    r: &mut mysql_async::QueryResult<'_, '_, mysql_async::TextProtocol>,
+    plan: &AskPlan,
+    n: usize,
+) -> Result<Asked, StoreError> {
+    for _ in 0..plan.writes {
+        let _: Vec<mysql_async::Row> = next_set(r).await?;
+    }
+    let mut fact_rows = FactRows::default();
+    for kind in &plan.facts {
+        match kind {
+            FactQuery::Duplicates => fact_rows.duplicates.extend(next_set::<u64>(r).await?),
+            FactQuery::History => fact_rows.history = next_set(r).await?,
+            FactQuery::Flood => fact_rows.flood = next_set(r).await?,
+        }
+    }
+    let pair_rows: Vec<(u64, u64, i64, i64, i64, i64)> = if plan.pairs { next_set(r).await? } else { Vec::new() };
+    Ok(Asked {
+        facts: facts_of(fact_rows, n),
+        pairs: pairs_of(pair_rows, n),
+        pairs_asked: plan.pairs,
+    })
 }
 
 /// What MySQL said of a batch's candidates.
@@ -1266,11 +1343,118 @@ struct Setup {
 /// What every record of a batch is judged against.
 struct Context<'a> {
     options: &'a Options,
-    posts: &'a HashMap<u64, Post>,
-    parents: &'a HashMap<u64, String>,
+    /// The batch's posts (`None`: no such post).
+    posts: &'a HashMap<u64, Option<Post>>,
+    /// The batch's parents' `comment_approved` (`None`: no such comment).
+    parents: &'a HashMap<u64, Option<String>>,
     tz: site::SiteTz,
     home_host: String,
     judge: Judge,
+}
+
+/// What a batch is judged against besides its records: the options, and the posts and
+/// parent comments it names, as read in its transaction.
+///
+/// The syncer keeps what earlier batches read and judges the next batch against it before
+/// its own reads, sending that judgement's questions with them. It stands only when the
+/// reads find the same (and the flood index learnt of no comment from another writer);
+/// otherwise the batch is judged again and asked again in the same transaction, so the
+/// outcome is always that of its own reads.
+#[derive(Debug, Clone)]
+struct Basis {
+    options: Options,
+    posts: HashMap<u64, Option<Post>>,
+    parents: HashMap<u64, Option<String>>,
+}
+
+/// Most posts and parents a [`Basis`] remembers; beyond, it starts over from one batch.
+const BASIS_KEEPS: usize = 4096;
+
+impl Basis {
+    /// What one batch read of `post_ids` and `parent_ids`.
+    fn read(
+        options: Options,
+        post_ids: &BTreeSet<u64>,
+        mut posts: HashMap<u64, Post>,
+        parent_ids: &BTreeSet<u64>,
+        parents: HashMap<u64, String>,
+    ) -> Basis {
+        Basis {
+            options,
+            posts: post_ids.iter().map(|id| (*id, posts.remove(id))).collect(),
+            parents: parent_ids.iter().map(|id| (*id, parents.get(id).cloned())).collect(),
+        }
+    }
+
+    /// Whether it knows every post and parent of a batch.
+    fn covers(&self, post_ids: &BTreeSet<u64>, parent_ids: &BTreeSet<u64>) -> bool {
+        post_ids.iter().all(|id| self.posts.contains_key(id))
+            && parent_ids.iter().all(|id| self.parents.contains_key(id))
+    }
+
+    /// Whether a batch's reads found what it holds.
+    fn agrees(&self, read: &Basis) -> bool {
+        self.options == read.options
+            && read.posts.iter().all(|(id, p)| self.posts.get(id) == Some(p))
+            && read.parents.iter().all(|(id, c)| self.parents.get(id) == Some(c))
+    }
+
+    /// Takes in a batch's reads.
+    fn learn(&mut self, read: &Basis) {
+        if self.posts.len() + read.posts.len() > BASIS_KEEPS || self.parents.len() + read.parents.len() > BASIS_KEEPS {
+            self.posts.clear();
+            self.parents.clear();
+        }
+        self.options = read.options.clone();
+        self.posts.extend(read.posts.iter().map(|(id, p)| (*id, p.clone())));
+        self.parents.extend(read.parents.iter().map(|(id, c)| (*id, c.clone())));
+    }
+
+    fn context(&self, judge: Judge) -> Context<'_> {
+        Context {
+            options: &self.options,
+            posts: &self.posts,
+            parents: &self.parents,
+            tz: self.options.timezone(),
+            home_host: self.options.home_host(),
+            judge,
+        }
+    }
+}
+
+/// A batch after the checks that need no database.
+struct Judged {
+    /// Each position's outcome so far, in order (`None`: a candidate).
+    outcomes: Vec<(u64, Option<Outcome>)>,
+    pending: Vec<Pending>,
+    candidates: Vec<Candidate>,
+}
+
+/// Runs [`prejudge`] over a batch's positions.
+fn judge_slots(slots: &[(u64, Slot)], ctx: &Context<'_>, flood: &mut FloodState) -> Judged {
+    let mut judged = Judged {
+        outcomes: Vec::with_capacity(slots.len()),
+        pending: Vec::new(),
+        candidates: Vec::new(),
+    };
+    for (seq, slot) in slots {
+        let outcome = match slot {
+            Slot::Skipped(why) => Some(Outcome::Skipped(why)),
+            Slot::Record(r) => match prejudge(r, ctx, flood) {
+                Ok((p, c)) => {
+                    judged.pending.push(Pending {
+                        slot: judged.outcomes.len(),
+                        ..p
+                    });
+                    judged.candidates.push(c);
+                    None
+                }
+                Err(refusal) => Some(Outcome::Refused(refusal)),
+            },
+        };
+        judged.outcomes.push((*seq, outcome));
+    }
+    judged
 }
 
 /// A record that passed the checks needing no database.
@@ -1288,11 +1472,11 @@ struct Pending {
 
 /// `wp_handle_comment_submission`'s and `wp_new_comment`'s checks that need no database
 /// (the parent's status was read for the whole batch), and the values to check and store.
-fn prejudge(r: Box<Record>, ctx: &Context<'_>, flood: &mut FloodState) -> Result<(Pending, Candidate), Refusal> {
+fn prejudge(r: &Record, ctx: &Context<'_>, flood: &mut FloodState) -> Result<(Pending, Candidate), Refusal> {
     let judge = ctx.judge;
     let now = i64::try_from(r.accepted_ms / 1000).unwrap_or(i64::MAX);
     let parent_status = (r.parent > 0)
-        .then(|| ctx.parents.get(&r.parent).map(String::as_str))
+        .then(|| ctx.parents.get(&r.parent).and_then(Option::as_deref))
         .flatten();
     if judge.version >= (6, 2) && r.parent > 0 && !rules::parent_is_approved(parent_status) {
         return Err(rules::UNAPPROVED_PARENT);
@@ -1304,7 +1488,12 @@ fn prejudge(r: Box<Record>, ctx: &Context<'_>, flood: &mut FloodState) -> Result
         url: &r.url,
         content: &r.content,
     };
-    rules::check_submission(submission, ctx.posts.get(&r.post_id), ctx.options, now)?;
+    rules::check_submission(
+        submission,
+        ctx.posts.get(&r.post_id).and_then(Option::as_ref),
+        ctx.options,
+        now,
+    )?;
     let parent = rules::normalize_parent(r.parent, parent_status);
     let (date, date_gmt) = site::comment_dates(r.accepted_ms, ctx.tz);
     let raw = Raw {
@@ -1354,7 +1543,7 @@ fn prejudge(r: Box<Record>, ctx: &Context<'_>, flood: &mut FloodState) -> Result
     }
     let pending = Pending {
         slot: 0,
-        record: r,
+        record: Box::new(r.clone()),
         parent,
         date,
         date_gmt,
@@ -1519,6 +1708,64 @@ mod tests {
             "UPDATE `wp_posts` SET comment_count = comment_count + CASE ID WHEN 4 THEN 2 WHEN 9 THEN 1 ELSE 0 END \
              WHERE ID IN (4,9)"
         );
+    }
+
+    fn post(id: u64, comment_status: &str) -> Post {
+        Post {
+            id,
+            post_type: "post".into(),
+            status: "publish".into(),
+            comment_status: comment_status.into(),
+            has_password: false,
+            date_gmt: Some(0),
+        }
+    }
+
+    /// What one batch read: posts by id (`None`: absent), parents by id, with
+    /// `comment_moderation` as given.
+    fn read(moderation: &str, posts: &[(u64, Option<&str>)], parents: &[(u64, Option<&str>)]) -> Basis {
+        let options = Options::from_rows(&HashMap::from([("comment_moderation".into(), moderation.into())]));
+        let ids = |l: &[(u64, Option<&str>)]| l.iter().map(|(id, _)| *id).collect::<BTreeSet<u64>>();
+        Basis::read(
+            options,
+            &ids(posts),
+            posts
+                .iter()
+                .filter_map(|(id, s)| s.map(|s| (*id, post(*id, s))))
+                .collect(),
+            &ids(parents),
+            parents
+                .iter()
+                .filter_map(|(id, a)| a.map(|a| (*id, a.to_string())))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_basis_holds_only_while_the_reads_find_the_same() {
+        let mut basis = read("0", &[(1, Some("open")), (2, None)], &[(7, Some("1"))]);
+        let ids = |l: &[u64]| l.iter().copied().collect::<BTreeSet<u64>>();
+        assert!(basis.covers(&ids(&[1, 2]), &ids(&[7])));
+        // A post or parent it never read: not covered, nothing judged ahead.
+        assert!(!basis.covers(&ids(&[1, 3]), &ids(&[])));
+        assert!(!basis.covers(&ids(&[1]), &ids(&[8])));
+
+        assert!(basis.agrees(&read("0", &[(1, Some("open"))], &[(7, Some("1"))])));
+        // A missing post stays missing; one that appeared is a change.
+        assert!(basis.agrees(&read("0", &[(2, None)], &[])));
+        assert!(!basis.agrees(&read("0", &[(2, Some("open"))], &[])));
+        assert!(!basis.agrees(&read("0", &[(1, Some("closed"))], &[])));
+        assert!(!basis.agrees(&read("0", &[(1, Some("open"))], &[(7, Some("0"))])));
+        assert!(!basis.agrees(&read("1", &[(1, Some("open"))], &[])));
+
+        // It learns what later batches read, and starts over past its bound.
+        basis.learn(&read("1", &[(3, Some("open"))], &[]));
+        assert!(basis.covers(&ids(&[1, 2, 3]), &ids(&[7])));
+        assert!(basis.agrees(&read("1", &[(1, Some("open"))], &[])));
+        let many: Vec<(u64, Option<&str>)> = (100..100 + BASIS_KEEPS as u64).map(|id| (id, Some("open"))).collect();
+        basis.learn(&read("1", &many, &[]));
+        assert!(!basis.covers(&ids(&[1]), &ids(&[])));
+        assert!(basis.covers(&ids(&[100]), &ids(&[])));
     }
 
     #[test]

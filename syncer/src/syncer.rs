@@ -104,6 +104,8 @@ pub struct Syncer {
     /// The last committed batch, with its commit time (Unix ms), while what follows its
     /// commit has not run yet (see [`Syncer::advance`]).
     unsettled: Option<(Applied, u64)>,
+    /// How many records the next tick reads with the queue's head (see [`read_ahead`]).
+    read_ahead: u64,
 }
 
 /// A recount running beside the batches; it gives back the posts it covered with how many
@@ -131,6 +133,16 @@ struct RecountTimes {
     /// Since when the queue is empty.
     idle: Instant,
 }
+
+/// How many records a tick reads in the same round trip as the queue's head, after a
+/// batch of `last`: twice as many (the queue's head moves on while a batch is applied), at
+/// least [`READ_AHEAD_LEAST`], at most a batch. A batch beyond them reads the rest after.
+fn read_ahead(last: usize, batch: usize) -> u64 {
+    (last.saturating_mul(2)).clamp(READ_AHEAD_LEAST.min(batch), batch) as u64
+}
+
+/// The fewest records a tick reads with the queue's head.
+const READ_AHEAD_LEAST: usize = 8;
 
 /// Whether an empty queue recounts `comment_count` now: after a lull of [`RECOUNT_LULL`]
 /// and at most every [`RECOUNT_EVERY`]; or, without a lull, once posts have waited
@@ -215,6 +227,7 @@ impl Syncer {
             idle_since: None,
             recounting: None,
             unsettled: None,
+            read_ahead: read_ahead(0, cfg.batch),
             cfg,
         })
     }
@@ -292,7 +305,9 @@ impl Syncer {
             self.flush_bans().await;
         }
 
-        let (epoch, counter) = self.queue.head().await?;
+        let started = Instant::now();
+        let head = self.queue.head(cursor.seq + 1, self.read_ahead).await?;
+        let (epoch, counter) = (head.epoch, head.counter);
         let mut reset = false;
         let before = cursor;
         match queue::reconcile(cursor, epoch, counter, self.last_counter) {
@@ -377,9 +392,18 @@ impl Syncer {
 
         self.idle_since = None;
         let to = cursor.seq + depth.min(self.cfg.batch as u64);
-        let started = Instant::now();
-        let (slots, blocked) = self.queue.fetch(cursor.seq + 1, to, self.cfg.missing_wait).await?;
+        // What the head read ahead is good if the cursor stayed where it was read from.
+        let early = if cursor == before && !reset {
+            head.early
+        } else {
+            Vec::new()
+        };
+        let (slots, blocked) = self
+            .queue
+            .fetch(cursor.seq + 1, to, self.cfg.missing_wait, early)
+            .await?;
         self.metrics.step("fetch", started.elapsed());
+        self.read_ahead = read_ahead(slots.len(), self.cfg.batch);
         if let Some(b) = blocked {
             if self
                 .blocked_logged
@@ -458,6 +482,9 @@ impl Syncer {
         m.flood_checks(applied.flood_checks.0, applied.flood_checks.1);
         if let Some(asked) = applied.pairs_asked {
             m.pair_check(asked);
+        }
+        if let Some(kept) = applied.judged_ahead {
+            m.judged_ahead(kept);
         }
 
         // Bans first, so a visitor following the redirect finds the new comment.
@@ -758,6 +785,14 @@ impl Syncer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tick_reads_ahead_twice_the_last_batch_within_bounds() {
+        assert_eq!(read_ahead(0, 500), 8);
+        assert_eq!(read_ahead(31, 500), 62);
+        assert_eq!(read_ahead(400, 500), 500);
+        assert_eq!(read_ahead(0, 3), 3);
+    }
 
     #[test]
     fn comment_count_is_recounted_in_a_lull_at_most_every_second_and_at_the_latest_after_a_minute() {

@@ -177,7 +177,11 @@ fn decide(
 
 /// A string as a literal of the text protocol, read the same whether or not the server runs
 /// with `NO_BACKSLASH_ESCAPES`: quotes doubled, or hexadecimal when it holds a backslash or
-/// a NUL; always in utf8mb4 so the column's collation decides comparisons.
+/// a NUL; in utf8mb4 (the connection's character set, see [`super::Store::new`]; a
+/// hexadecimal one says so itself), so the column's collation decides comparisons.
+///
+/// The plain form carries no `_utf8mb4` introducer: MySQL would look the character set up
+/// by name for every one of a batch's thousands of literals.
 pub fn lit(s: &str) -> String {
     if s.bytes().any(|b| b == b'\\' || b == 0) {
         let mut out = String::with_capacity(s.len() * 2 + 12);
@@ -188,7 +192,7 @@ pub fn lit(s: &str) -> String {
         out.push('\'');
         out
     } else {
-        format!("_utf8mb4'{}'", s.replace('\'', "''"))
+        format!("'{}'", s.replace('\'', "''"))
     }
 }
 

@@ -292,12 +292,22 @@ async fn a_recount_repairs_only_a_count_changed_behind_the_syncers_back() {
 }
 
 /// The `strata_syncer_pair_checks_total` sample of `by`.
-fn pair_checks(env: &Env, by: &str) -> u64 {
+/// The value of a labelled counter of the syncer's metrics (0 before it counted).
+fn counter(env: &Env, name: &str, label: &str, value: &str) -> u64 {
     let text = env.metrics.render();
-    let line = format!("strata_syncer_pair_checks_total{{by=\"{by}\"}} ");
+    let line = format!("{name}{{{label}=\"{value}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(line.as_str()))
         .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+fn pair_checks(env: &Env, by: &str) -> u64 {
+    counter(env, "strata_syncer_pair_checks_total", "by", by)
+}
+
+fn judged_ahead(env: &Env) -> (u64, u64) {
+    let n = |outcome| counter(env, "strata_syncer_judged_ahead_total", "outcome", outcome);
+    (n("kept"), n("judged_again"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -345,6 +355,52 @@ async fn the_syncer_compares_distinct_ascii_comments_itself_and_asks_mysql_other
     assert_eq!(env.verdict(first).await.unwrap().status, Status::Approved);
     assert_eq!(env.verdict(second).await.unwrap().http, 409);
     assert_eq!((pair_checks(&env, "syncer"), pair_checks(&env, "query")), (1, 2));
+    env.finish(None).await;
+    site.drop_tables().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_judged_ahead_is_judged_again_when_an_option_or_its_post_changed() {
+    let t = token();
+    let site = Site::for_token("ja", &t).await;
+    site.option("comment_previously_approved", "0").await;
+    site.option("close_comments_for_old_posts", "0").await;
+    let post = site.open_post().await;
+    let mut env = env_on(&site).await;
+    let mut batch = async |n: usize| {
+        let seq = env
+            .push(record(
+                post,
+                &format!("Ada{n}"),
+                &format!("ada{n}@example.test"),
+                "",
+                &format!("comment {n} {t}"),
+                &ip_for(&t),
+            ))
+            .await;
+        env.drain().await;
+        env.verdict(seq).await.unwrap_or_else(|| panic!("no verdict for {seq}"))
+    };
+
+    // The first batch has nothing to be judged against ahead; the second has the first's
+    // reads, and they still hold.
+    assert_eq!(batch(1).await.status, Status::Approved);
+    assert_eq!(batch(2).await.status, Status::Approved);
+    // Moderation turned on between two batches: judged again, held.
+    site.option("comment_moderation", "1").await;
+    assert_eq!(batch(3).await.status, Status::Held);
+    // The post closed for comments: judged again, refused as WordPress refuses it.
+    let mut c = site.db.get_conn().await.unwrap();
+    c.exec_drop(
+        format!("UPDATE {}posts SET comment_status = 'closed' WHERE ID = ?", site.prefix),
+        (post,),
+    )
+    .await
+    .unwrap();
+    drop(c);
+    let closed = batch(4).await;
+    assert_eq!((closed.status, closed.http), (Status::Rejected, 403), "{closed:?}");
+    assert_eq!(judged_ahead(&env), (1, 2));
     env.finish(None).await;
     site.drop_tables().await;
 }
