@@ -52,7 +52,13 @@ pub async fn bind(cfg: &Config) -> std::io::Result<Option<TcpListener>> {
     }
 }
 
-/// Runs the syncer: a round every `interval`, or at once after a round that applied records
+/// How often the queue is looked at for `interval` after a round that applied records: the
+/// visitors whose verdicts just went out often comment again at once, and a round that
+/// found the queue empty would otherwise leave their comments waiting a whole `interval`.
+const QUICK_LOOK: Duration = Duration::from_millis(1);
+
+/// Runs the syncer: a round every `interval`, every [`QUICK_LOOK`] for `interval` after a
+/// round that applied records, or at once after such a round
 /// (whose bans and verdicts then go out during the next round's transaction, see
 /// [`Syncer::advance`]); failures retried with a growing pause, nothing is lost; the admin
 /// API on `admin`; until `shutdown` completes: the round in progress then finishes and the
@@ -82,6 +88,8 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = Duration::ZERO;
     let mut last_error: Option<(String, std::time::Instant)> = None;
+    // Until when the queue is looked at every `QUICK_LOOK` (see `busy_after`).
+    let mut busy_until: Option<std::time::Instant> = None;
     tracing::info!(?interval, "syncer running");
     loop {
         // While a batch is unsettled the next one starts at once: its transaction runs while
@@ -92,6 +100,11 @@ pub async fn run(
                 () = &mut shutdown => break,
                 () = std::future::ready(()) => {}
             }
+        } else if busy_until.is_some_and(|t| std::time::Instant::now() < t) {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(QUICK_LOOK.min(interval)) => {}
+            }
         } else {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -99,7 +112,9 @@ pub async fn run(
             }
         }
         let r = syncer.advance().await;
-        if !matches!(&r, Ok(report) if report.applied > 0) {
+        if matches!(&r, Ok(report) if report.applied > 0) {
+            busy_until = Some(std::time::Instant::now() + interval);
+        } else {
             syncer.settle().await;
         }
         match r {

@@ -440,13 +440,17 @@ impl Syncer {
             (r, started.elapsed(), now_ms())
         };
         // The previous batch's bans and verdicts go out while MySQL applies this one; they
-        // are done before this batch's, so the order of batches is kept.
+        // are done before this batch's, so the order of batches is kept. They are polled
+        // first: their request leaves before this batch is judged.
         let previous = self.unsettled.take();
-        let ((result, took, commit_ms), ()) = tokio::join!(step, async {
-            if let Some((applied, at)) = previous {
-                self.after_commit(applied, at, true).await;
-            }
-        });
+        let ((), (result, took, commit_ms)) = tokio::join!(
+            async {
+                if let Some((applied, at)) = previous {
+                    self.after_commit(applied, at, true).await;
+                }
+            },
+            step
+        );
         let applied = match result {
             Ok(a) => {
                 self.metrics.step("transaction", took);
