@@ -14,7 +14,8 @@
 //!    the POST goes to PHP. Comments that arrive on a worker thread while its writer is busy
 //!    are reserved and written together ([`Comments::write_pending`]): two round trips for
 //!    the lot.
-//! 4. The answer is held `hold`, then waits up to `max_hold` for the syncer's verdict: a 302
+//! 4. The answer is held `hold` from the POST's acceptance, then waits up to `max_hold` (from
+//!    the same moment) for the syncer's verdict: a 302
 //!    to the comment with WordPress's cookies, the held-for-moderation redirect, or
 //!    WordPress's error page. Without a verdict in time: a 302 back to the post (the comment
 //!    stays queued and lands when the syncer gets to it).
@@ -786,7 +787,9 @@ impl Comments {
         };
         metrics.comment("queued");
         tracing::debug!(seq, post = sub.post_id, "comment queued");
-        tokio::time::sleep(self.cfg.hold).await;
+        // Held `hold` from the POST's acceptance, as `max_hold` is counted: the time spent
+        // queueing the record is part of it.
+        tokio::time::sleep_until(accepted + self.cfg.hold).await;
         let vkey = wire::verdict_key(&self.cfg.key_prefix, seq);
         let deadline = accepted + self.cfg.max_hold.max(self.cfg.hold);
         let mut pause = POLL;
