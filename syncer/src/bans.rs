@@ -7,6 +7,7 @@
 //! proxy outage delays invalidation but never drops it.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -268,13 +269,11 @@ impl Banner {
             bans: tag_bans(&tags),
             batch: batch.clone(),
         };
-        let (Ok(commit_body), Ok(bans_body), Ok(verdicts_body)) = (
-            serde_json::to_vec(&commit),
-            serde_json::to_vec(&commit.bans),
-            serde_json::to_vec(batch),
-        ) else {
+        let Ok(commit_body) = serde_json::to_vec(&commit) else {
             return self.flush_then_push(batch).await;
         };
+        // An older proxy gets the two halves as two requests.
+        let commit = Arc::new(commit);
         let sender = self.sender();
         let nonce = sender.nonce;
         let wait = self.wait.as_millis();
@@ -283,8 +282,7 @@ impl Banner {
         for url in self.siblings.clone() {
             let legacy = self.legacy.contains_key(&url);
             let me = sender.clone();
-            let (commit_body, bans_body, verdicts_body) =
-                (commit_body.clone(), bans_body.clone(), verdicts_body.clone());
+            let (commit, commit_body) = (commit.clone(), commit_body.clone());
             set.spawn(async move {
                 if !legacy {
                     let path = format!("{COMMIT_PATH}?wait={wait}&n={nonce}");
@@ -295,6 +293,11 @@ impl Banner {
                     }
                 }
                 // An older proxy: the bans, then the verdicts.
+                let (Ok(bans_body), Ok(verdicts_body)) =
+                    (serde_json::to_vec(&commit.bans), serde_json::to_vec(&commit.batch))
+                else {
+                    return (url, true, (false, Vec::new(), None));
+                };
                 if let Err(e) = me.post_signed(&url, &ban_path(me.wait, nonce), bans_body).await {
                     return (url, true, (false, Vec::new(), Some(e)));
                 }
