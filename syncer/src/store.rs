@@ -415,9 +415,11 @@ impl Store {
     ///
     /// The batch costs a fixed number of round trips whatever its size (three once the flood
     /// index is seeded: begin with the reads; the candidates with the checks; the inserts
-    /// with the updates and commit): the checks that need the database are asked for all
-    /// records at once (see [`batch`]), and the accepted comments go in with one multi-row
-    /// INSERT. On an error the transaction is rolled back (or its connection closed).
+    /// with the updates and commit; two when the batch is judged ahead, its candidates and
+    /// checks sent with the reads, see [`Basis`]): the checks that need the database are
+    /// asked for all records at once (see [`batch`]), and the accepted comments go in with
+    /// one multi-row INSERT. On an error the transaction is rolled back (or its connection
+    /// closed).
     pub async fn apply(
         &self,
         expected: Cursor,
@@ -594,7 +596,6 @@ impl Store {
                 (judge_slots(&slots, &ctx, &mut flood), None)
             }
         };
-        drop(slots);
 
         let cursor = Cursor { epoch, seq: last };
         // The cursor's update ends the batch, and `COMMIT` rides with it.
