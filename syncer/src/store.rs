@@ -621,9 +621,20 @@ impl Store {
             pending,
             candidates,
         } = judged;
+        // Each record goes to its outcome; a candidate always came from one.
+        let mut records: Vec<Option<Box<Record>>> = slots
+            .into_iter()
+            .map(|(_, slot)| match slot {
+                Slot::Record(r) => Some(r),
+                Slot::Skipped(_) => None,
+            })
+            .collect();
         for ((p, c), result) in pending.into_iter().zip(candidates).zip(saved) {
-            let outcome = match result {
-                Ok((id, approved)) => {
+            let record = records.get_mut(p.slot).and_then(Option::take);
+            let outcome = match (result, record) {
+                (Err(refusal), _) => Outcome::Refused(refusal),
+                (Ok(_), None) => continue,
+                (Ok((id, approved)), Some(record)) => {
                     if let Some(index) = flood.index.as_mut() {
                         if !index.observe(id, &c.filtered.ip, &c.filtered.email, Some(c.date_gmt), Instant::now()) {
                             // Outgrown: dropped now, rebuilt by the next batch's refresh.
@@ -635,10 +646,9 @@ impl Store {
                         approved,
                         filtered: c.filtered,
                         date_gmt: p.date_gmt,
-                        record: p.record,
+                        record,
                     }))
                 }
-                Err(refusal) => Outcome::Refused(refusal),
             };
             outcomes[p.slot].1 = Some(outcome);
         }
@@ -826,7 +836,7 @@ impl Store {
             let mut out = BTreeMap::new();
             for (j, d) in decisions.iter().enumerate() {
                 if *d == Decision::Save("1") && (all || saved[j].is_some()) {
-                    *out.entry(pending[j].record.post_id).or_default() += 1;
+                    *out.entry(pending[j].post_id).or_default() += 1;
                 }
             }
             out
@@ -905,7 +915,7 @@ impl Store {
                 // The server refused this row (e.g. a value the column cannot hold):
                 // WordPress answers 500 and saves nothing; the batch goes on.
                 Err(mysql_async::Error::Server(e)) if refused_row(&e) => {
-                    tracing::warn!(seq = pending[j].record.seq, error = %e, "MySQL refused a comment row");
+                    tracing::warn!(seq = pending[j].seq, error = %e, "MySQL refused a comment row");
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -1460,9 +1470,12 @@ fn judge_slots(slots: &[(u64, Slot)], ctx: &Context<'_>, flood: &mut FloodState)
 
 /// A record that passed the checks needing no database.
 struct Pending {
-    /// Its index among the batch's outcomes.
+    /// Its index among the batch's positions and outcomes (where its record stays).
     slot: usize,
-    record: Box<Record>,
+    /// The record's position in the queue.
+    seq: u64,
+    /// `comment_post_ID`.
+    post_id: u64,
     /// `comment_parent` as saved.
     parent: u64,
     /// `comment_date`.
@@ -1544,7 +1557,8 @@ fn prejudge(r: &Record, ctx: &Context<'_>, flood: &mut FloodState) -> Result<(Pe
     }
     let pending = Pending {
         slot: 0,
-        record: Box::new(r.clone()),
+        seq: r.seq,
+        post_id: r.post_id,
         parent,
         date,
         date_gmt,
@@ -1577,7 +1591,7 @@ fn batch_values<'a>(
                 })
             };
             let probe = batch::Probe {
-                post: p.record.post_id,
+                post: p.post_id,
                 parent: p.parent,
                 author: &checked.author,
                 email: &checked.email,
@@ -1592,7 +1606,7 @@ fn batch_values<'a>(
             };
             let f = &c.filtered;
             let stored = batch::Stored {
-                post: p.record.post_id,
+                post: p.post_id,
                 parent: p.parent,
                 author: &f.author,
                 email: &f.email,
@@ -1674,7 +1688,7 @@ fn comment_row(p: &Pending, c: &Candidate, approved: &str) -> String {
     let f = &c.filtered;
     format!(
         "({post},{ip},{author},{email},{url},{date},{date_gmt},{content},0,{approved},{agent},'comment',{parent},0)",
-        post = p.record.post_id,
+        post = p.post_id,
         ip = batch::lit(&f.ip),
         author = batch::lit(&f.author),
         email = batch::lit(&f.email),
