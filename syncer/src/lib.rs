@@ -88,7 +88,8 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = Duration::ZERO;
     let mut last_error: Option<(String, std::time::Instant)> = None;
-    // Until when the queue is looked at every `QUICK_LOOK` (see `busy_after`).
+    // Until when the queue is looked at every `QUICK_LOOK`: one `interval` after a round
+    // that applied records.
     let mut busy_until: Option<std::time::Instant> = None;
     tracing::info!(?interval, "syncer running");
     loop {
