@@ -13,6 +13,12 @@
 #       for the syncer to drain the queue and reads its lag histogram (acceptance by the proxy
 #       → commit in MySQL).
 #
+# The two take turns, ROUNDS times (PHP, then Strata, then PHP…), and the figures are pooled
+# over the rounds: on shared cores the machine's speed drifts over minutes, and taking turns
+# lets both sides see the same machine. The report also gives the ratio round by round, and
+# the CPU time each part spends per comment (from /proc), which depends far less on how the
+# closed-loop load meets the hold than throughput does.
+#
 # Every comment is unique (text, author, e-mail carry a run tag); they go to POSTS published
 # posts open for comments. The benchmark's comments are deleted after each phase (and on any
 # exit), and comment_count of those posts recomputed: the site is left as it was.
@@ -24,6 +30,7 @@
 #
 # Environment:
 #   DURATION      length of each load phase (default 10s)
+#   ROUNDS        how many times PHP, then Strata, take their turn (default 3)
 #   CONNECTIONS   keep-alive connections of the load generator (default 64)
 #   POSTS         how many posts receive the comments (default 4)
 #   HOLD          [comments] hold of the proxy (default 5ms)
@@ -43,6 +50,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 POSTS=${POSTS:-4}
 HOLD=${HOLD:-5ms}
@@ -93,7 +101,8 @@ trap 'exit 143' TERM
 for tool in curl awk mysql; do
     command -v "$tool" >/dev/null || die "$tool is needed"
 done
-[[ $CONNECTIONS =~ ^[1-9][0-9]*$ && $POSTS =~ ^[1-9][0-9]*$ ]] || die "CONNECTIONS and POSTS must be positive integers"
+[[ $CONNECTIONS =~ ^[1-9][0-9]*$ && $POSTS =~ ^[1-9][0-9]*$ && $ROUNDS =~ ^[1-9][0-9]*$ ]] ||
+    die "CONNECTIONS, POSTS and ROUNDS must be positive integers"
 for addr in "$PROXY_ADDR" "$PROXY_ADMIN" "$SYNCER_ADMIN"; do
     if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
         die "something is already listening on $addr; stop it first"
@@ -176,20 +185,7 @@ quantile() {
 CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 
 # ---------------------------------------------------------------------------
-# (1) Straight to PHP
-
-RECENT_PHP=$(recent)
-LOAD_PHP=$(cut -d' ' -f1 /proc/loadavg)
-log "(1) PHP: $CONNECTIONS connections for $DURATION to http://$ORIGIN_ADDR/wp-comments-post.php"
-"$LOAD_BIN" --url "http://$ORIGIN_ADDR/wp-comments-post.php" --host "$HOST_HEADER" --posts "$POST_IDS" \
-    --tag "${TAG}p" --connections "$CONNECTIONS" --duration "$DURATION" >"$WORK/php.out" 2>"$WORK/php.err" ||
-    die "comment-load failed: $(cat "$WORK/php.err")"
-cat "$WORK/php.out" >&2
-PHP_LANDED=$(landed "${TAG}p")
-delete_comments
-
-# ---------------------------------------------------------------------------
-# (2) Through strata-proxy and strata-syncer
+# strata-proxy and strata-syncer, up for the whole run (idle while PHP takes its turn)
 
 (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$WORK/cluster.secret")
 cat >"$WORK/proxy.toml" <<EOF
@@ -225,33 +221,82 @@ secret_file = "cluster.secret"
 EOF
 (cd "$WORK" && exec "$STRATA_BIN" --config proxy.toml) >"$WORK/proxy.log" 2>&1 &
 PIDS+=($!)
+PROXY_PID=$!
 (cd "$WORK" && exec "$SYNCER_BIN" --config syncer.toml) >"$WORK/syncer.log" 2>&1 &
 PIDS+=($!)
+SYNCER_PID=$!
 wait_for "http://$PROXY_ADMIN/healthz" ok 20 || die "strata-proxy did not start: $(tail -n 5 "$WORK/proxy.log")"
 wait_for "http://$SYNCER_ADMIN/healthz" ok 20 || die "strata-syncer did not start: $(tail -n 5 "$WORK/syncer.log")"
 # The proxy queues only once it has read the syncer's settings (published every second).
 sleep 2
 
-RECENT_STRATA=$(recent)
-LOAD_STRATA=$(cut -d' ' -f1 /proc/loadavg)
-log "(2) Strata: $CONNECTIONS connections for $DURATION to http://$PROXY_ADDR/wp-comments-post.php"
-"$LOAD_BIN" --url "http://$PROXY_ADDR/wp-comments-post.php" --host "$HOST_HEADER" --posts "$POST_IDS" \
-    --tag "${TAG}s" --connections "$CONNECTIONS" --duration "$DURATION" --forwarded-for \
-    >"$WORK/strata.out" 2>"$WORK/strata.err" || die "comment-load failed: $(cat "$WORK/strata.err")"
-cat "$WORK/strata.out" >&2
-DRAIN_START=$(date +%s.%N)
-DRAINED=0
-for _ in $(seq 1 1200); do
-    if [ "$(metric "$SYNCER_ADMIN" strata_syncer_queue_depth)" = 0 ]; then
-        DRAINED=1
-        break
-    fi
-    sleep 0.1
+# ---------------------------------------------------------------------------
+# The phases: ROUNDS times PHP, then Strata, each for DURATION. Taking turns, both sides see
+# the same machine: on shared cores its speed drifts over minutes, and one long phase each
+# would compare two different machines.
+
+# The CPU time each part spends on the comments of a phase: its processes' user + system
+# time over the phase (for Strata the load, then the drain), read from /proc.
+TICK=$(getconf CLK_TCK)
+MARIADB_PIDS=$(pgrep -d ' ' -x mariadbd || true)
+MEMCACHED_PIDS=$(pgrep -d ' ' -x memcached || true)
+PHP_PIDS="$(pgrep -d ' ' '^php-fpm' || true) $(pgrep -d ' ' -x nginx || true)"
+# Sums over the rounds: comments in MySQL; CPU ticks of PHP-FPM + nginx and of MariaDB (PHP);
+# of the proxy, the syncer, memcached and MariaDB (Strata); of the load generator (each side).
+PHP_LANDED=0 STRATA_LANDED=0 STRATA_ACCEPTED=0
+PHP_CPU=(0 0 0) STRATA_CPU=(0 0 0 0 0)
+DRAIN_SECS=()
+# phase_cpu -> the CPU ticks so far of: PHP-FPM + nginx, MariaDB, the proxy, the syncer, memcached
+phase_cpu() {
+    # shellcheck disable=SC2086
+    echo "$(cpu_ticks $PHP_PIDS) $(cpu_ticks $MARIADB_PIDS) $(cpu_ticks "$PROXY_PID") $(cpu_ticks "$SYNCER_PID") $(cpu_ticks $MEMCACHED_PIDS)"
+}
+
+RECENT_PHP=$(recent)
+LOAD_PHP=$(cut -d' ' -f1 /proc/loadavg)
+for round in $(seq 1 "$ROUNDS"); do
+    log "round $round/$ROUNDS (1) PHP: $CONNECTIONS connections for $DURATION to http://$ORIGIN_ADDR/wp-comments-post.php"
+    read -r -a before <<<"$(phase_cpu)"
+    "$LOAD_BIN" --url "http://$ORIGIN_ADDR/wp-comments-post.php" --host "$HOST_HEADER" --posts "$POST_IDS" \
+        --tag "${TAG}p" --connections "$CONNECTIONS" --duration "$DURATION" --latencies "$WORK/php.$round.lat" \
+        >"$WORK/php.$round.out" 2>"$WORK/php.err" || die "comment-load failed: $(cat "$WORK/php.err")"
+    read -r -a after <<<"$(phase_cpu)"
+    cat "$WORK/php.$round.out" >&2
+    PHP_CPU[0]=$((PHP_CPU[0] + after[0] - before[0]))
+    PHP_CPU[1]=$((PHP_CPU[1] + after[1] - before[1]))
+    PHP_CPU[2]=$((PHP_CPU[2] + $(kv "$WORK/php.$round.out" cpu_ticks)))
+    PHP_LANDED=$((PHP_LANDED + $(landed "${TAG}p")))
+    delete_comments
+
+    [ "$round" = 1 ] && RECENT_STRATA=$(recent) && LOAD_STRATA=$(cut -d' ' -f1 /proc/loadavg)
+    log "round $round/$ROUNDS (2) Strata: $CONNECTIONS connections for $DURATION to http://$PROXY_ADDR/wp-comments-post.php"
+    read -r -a before <<<"$(phase_cpu)"
+    "$LOAD_BIN" --url "http://$PROXY_ADDR/wp-comments-post.php" --host "$HOST_HEADER" --posts "$POST_IDS" \
+        --tag "${TAG}s" --connections "$CONNECTIONS" --duration "$DURATION" --forwarded-for \
+        --latencies "$WORK/strata.$round.lat" \
+        >"$WORK/strata.$round.out" 2>"$WORK/strata.err" || die "comment-load failed: $(cat "$WORK/strata.err")"
+    cat "$WORK/strata.$round.out" >&2
+    DRAIN_START=$(date +%s.%N)
+    DRAINED=0
+    for _ in $(seq 1 1200); do
+        if [ "$(metric "$SYNCER_ADMIN" strata_syncer_queue_depth)" = 0 ]; then
+            DRAINED=1
+            break
+        fi
+        sleep 0.1
+    done
+    read -r -a after <<<"$(phase_cpu)"
+    DRAIN_SECS+=("$(awk -v a="$DRAIN_START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')")
+    [ "$DRAINED" = 1 ] || NOTES+=("round $round: the syncer had not drained its queue 120 s after the load stopped")
+    for i in 0 1 2; do STRATA_CPU[i]=$((STRATA_CPU[i] + after[i + 2] - before[i + 2])); done
+    STRATA_CPU[3]=$((STRATA_CPU[3] + after[1] - before[1]))
+    STRATA_CPU[4]=$((STRATA_CPU[4] + $(kv "$WORK/strata.$round.out" cpu_ticks)))
+    sleep 0.5
+    STRATA_LANDED=$((STRATA_LANDED + $(landed "${TAG}s")))
+    STRATA_ACCEPTED=$((STRATA_ACCEPTED + $(kv "$WORK/strata.$round.out" 302_comment) + $(kv "$WORK/strata.$round.out" 302_post)))
+    delete_comments
 done
-DRAIN_SECS=$(awk -v a="$DRAIN_START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-[ "$DRAINED" = 1 ] || NOTES+=("the syncer had not drained its queue 120 s after the load stopped")
-sleep 0.5
-STRATA_LANDED=$(landed "${TAG}s")
+
 LAG_P50=$(quantile "$SYNCER_ADMIN" strata_syncer_lag_seconds 0.5)
 LAG_P99=$(quantile "$SYNCER_ADMIN" strata_syncer_lag_seconds 0.99)
 LAG_COUNT=$(metric "$SYNCER_ADMIN" strata_syncer_lag_seconds_count)
@@ -283,27 +328,54 @@ forget_queue
 # ---------------------------------------------------------------------------
 # Report
 
-PHP_RPS=$(kv "$WORK/php.out" rps)
-STRATA_RPS=$(kv "$WORK/strata.out" rps)
+# side_total SIDE KEY -> KEY summed over the rounds of SIDE (php or strata)
+side_total() {
+    local r total=0
+    for r in $(seq 1 "$ROUNDS"); do total=$(awk -v t="$total" -v v="$(kv "$WORK/$1.$r.out" "$2")" 'BEGIN { print t + v }'); done
+    echo "$total"
+}
+# side_rps SIDE -> requests a second over all the rounds of SIDE
+side_rps() { awk -v n="$(side_total "$1" requests)" -v s="$(side_total "$1" seconds)" 'BEGIN { if (s > 0) printf "%.1f", n / s; else print 0 }'; }
+# side_latency SIDE P -> the P-th percentile, in ms, of the latencies of all rounds of SIDE
+side_latency() {
+    cat "$WORK/$1".*.lat | sort -n | awk -v p="$2" '{ v[NR] = $1 }
+        END { if (NR == 0) { print "n/a"; exit } i = int(p / 100 * (NR - 1) + 0.5) + 1; printf "%.2f", v[i] / 1000 }'
+}
+PHP_RPS=$(side_rps php)
+STRATA_RPS=$(side_rps strata)
 RATIO=$(awk -v s="$STRATA_RPS" -v p="$PHP_RPS" 'BEGIN { if (p > 0) printf "%.1f", s / p; else print "n/a" }')
-STRATA_ACCEPTED=$(($(kv "$WORK/strata.out" 302_comment) + $(kv "$WORK/strata.out" 302_post)))
+ROUND_RATIOS=""
+for r in $(seq 1 "$ROUNDS"); do
+    ROUND_RATIOS+="${ROUND_RATIOS:+, }$(awk -v s="$(kv "$WORK/strata.$r.out" rps)" -v p="$(kv "$WORK/php.$r.out" rps)" \
+        'BEGIN { if (p > 0) printf "%.1f×", s / p; else print "n/a" }')"
+done
 LAG_P99_MS=$(awk '{ print $1 }' <<<"$LAG_P99")
 GOAL_RPS=$(awk -v r="$RATIO" 'BEGIN { print (r != "n/a" && r >= 50) ? "met" : "not met" }')
 GOAL_LAG=$(awk -v l="$LAG_P99_MS" 'BEGIN { print (l ~ /^[0-9.]+$/ && l <= 15) ? "met" : "not met" }')
 [ "$STRATA_LANDED" = "$STRATA_ACCEPTED" ] ||
     NOTES+=("Strata answered $STRATA_ACCEPTED comments with a 302 but $STRATA_LANDED are in MySQL")
 
-row() { # row NAME FILE LANDED
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(kv "$2" requests)" "$(kv "$2" rps)" \
-        "$(kv "$2" p50)" "$(kv "$2" p99)" "$(kv "$2" 302_comment)" "$(kv "$2" 302_post)" \
-        "$(kv "$2" other)$( [ "$(kv "$2" errors)" != 0 ] && echo " errors:$(kv "$2" errors)")" "$3"
+# per_comment TICKS COMMENTS -> microseconds of CPU per comment
+per_comment() { awk -v t="$1" -v n="$2" -v hz="$TICK" 'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "n/a" }'; }
+PHP_CPU_ALL=$((PHP_CPU[0] + PHP_CPU[1] + PHP_CPU[2]))
+STRATA_CPU_ALL=$((STRATA_CPU[0] + STRATA_CPU[1] + STRATA_CPU[2] + STRATA_CPU[3] + STRATA_CPU[4]))
+
+row() { # row NAME SIDE LANDED
+    local other errors r
+    other=$(for r in $(seq 1 "$ROUNDS"); do kv "$WORK/$2.$r.out" other | tr ',' '\n'; done |
+        awk -F: 'NF == 2 { c[$1] += $2 } END { for (k in c) printf "%s%s:%d", (n++ ? "," : ""), k, c[k] }')
+    errors=$(side_total "$2" errors)
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(side_total "$2" requests)" "$(side_rps "$2")" \
+        "$(side_latency "$2" 50)" "$(side_latency "$2" 99)" "$(side_total "$2" 302_comment)" "$(side_total "$2" 302_post)" \
+        "$other$( [ "$errors" != 0 ] && echo " errors:$errors")" "$3"
 }
 
 {
     echo "# Comment POST benchmark"
     echo
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs (${CPU:-unknown CPU}), release builds."
-    echo "\`comment-load\`: $CONNECTIONS keep-alive connections for $DURATION per phase, every comment unique"
+    echo "\`comment-load\`: $CONNECTIONS keep-alive connections, $ROUNDS rounds of $DURATION to PHP then $DURATION through"
+    echo "Strata (figures over all rounds), every comment unique"
     echo "(text, author, e-mail), on posts $POST_IDS; load generator, proxy, syncer, PHP-FPM, nginx, MariaDB and"
     echo "memcached all on the same cores. Through Strata each comment has its own \`X-Forwarded-For\` address"
     echo "in 2001:db8::/32 (\`trusted_proxies = [\"127.0.0.1\"]\`); proxy \`hold = \"$HOLD\"\`, \`max_hold = \"$MAX_HOLD\"\`;"
@@ -311,16 +383,24 @@ row() { # row NAME FILE LANDED
     echo
     echo "| Path | requests | req/s | p50 ms | p99 ms | 302 to the comment | 302 to the post | other statuses | comments in MySQL |"
     echo "|---|--:|--:|--:|--:|--:|--:|---|--:|"
-    row "PHP (\`:8081/wp-comments-post.php\`)" "$WORK/php.out" "$PHP_LANDED"
-    row "Strata (proxy + syncer)" "$WORK/strata.out" "$STRATA_LANDED"
+    row "PHP (\`:8081/wp-comments-post.php\`)" php "$PHP_LANDED"
+    row "Strata (proxy + syncer)" strata "$STRATA_LANDED"
     echo
-    echo "- Throughput, Strata / PHP: **${RATIO}×** (goal ≥ 50×: **$GOAL_RPS**)."
+    echo "- Throughput, Strata / PHP: **${RATIO}×** (goal ≥ 50×: **$GOAL_RPS**); round by round: $ROUND_RATIOS."
     echo "- Syncer lag (accepted by the proxy → committed), \`strata_syncer_lag_seconds\` over $LAG_COUNT comments:"
     echo "  p50 $LAG_P50 ms, p99 **$LAG_P99 ms**, mean $LAG_MEAN ms (goal p99 ≤ 15 ms: **$GOAL_LAG**)."
-    echo "  Mean batch $BATCH_MEAN records; queue drained ${DRAIN_SECS} s after the load stopped."
+    echo "  Mean batch $BATCH_MEAN records; queue drained $(IFS=/; echo "${DRAIN_SECS[*]}") s after each round's load stopped."
     echo "- Syncer steps of a batch, mean ms (\`strata_syncer_step_seconds\`): $STEPS."
-    echo "- Comments of the last hour in the table when each phase started (the flood check reads them):"
-    echo "  PHP $RECENT_PHP, Strata $RECENT_STRATA. Load average (1 min) when each phase started: PHP $LOAD_PHP,"
+    echo "- CPU time per comment, µs (user + system time of each part over the phase, load and drain,"
+    echo "  ÷ the comments in MySQL): Strata: proxy $(per_comment "${STRATA_CPU[0]}" "$STRATA_LANDED"),"
+    echo "  syncer $(per_comment "${STRATA_CPU[1]}" "$STRATA_LANDED"), memcached $(per_comment "${STRATA_CPU[2]}" "$STRATA_LANDED"),"
+    echo "  MariaDB $(per_comment "${STRATA_CPU[3]}" "$STRATA_LANDED"), load generator $(per_comment "${STRATA_CPU[4]}" "$STRATA_LANDED");"
+    echo "  **$(per_comment "$STRATA_CPU_ALL" "$STRATA_LANDED") in all**. PHP: PHP-FPM and nginx $(per_comment "${PHP_CPU[0]}" "$PHP_LANDED"),"
+    echo "  MariaDB $(per_comment "${PHP_CPU[1]}" "$PHP_LANDED"), load generator $(per_comment "${PHP_CPU[2]}" "$PHP_LANDED");"
+    echo "  **$(per_comment "$PHP_CPU_ALL" "$PHP_LANDED") in all**: $(awk -v p="$PHP_CPU_ALL" -v n="$PHP_LANDED" \
+        -v s="$STRATA_CPU_ALL" -v m="$STRATA_LANDED" 'BEGIN { if (n > 0 && s > 0) printf "%.0f", (p / n) / (s / m); else print "n/a" }')× Strata's."
+    echo "- Comments of the last hour in the table when the first phases started (the flood check reads them):"
+    echo "  PHP $RECENT_PHP, Strata $RECENT_STRATA. Load average (1 min) then: PHP $LOAD_PHP,"
     echo "  Strata $LOAD_STRATA (other work on the machine shares the same cores)."
     echo "- Proxy \`strata_comments_total\`: $PROXY_REASONS."
     echo "- Syncer \`strata_syncer_comments_total\`: $SYNCER_OUTCOMES; rejections: $SYNCER_REJECTIONS;"

@@ -94,3 +94,17 @@ forget_queue() {
     fi
     sql "DELETE FROM wp_strata_syncer WHERE queue = '$PREFIX';" || true
 }
+
+# cpu_ticks PID... -> the CPU time (user + system) the processes have used so far, in clock
+# ticks (getconf CLK_TCK a second); a PID that is gone counts 0.
+cpu_ticks() {
+    local total=0 pid stat fields
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        # The fields after the command name (which may hold spaces) start with the 3rd.
+        read -r -a fields <<<"${stat##*) }"
+        total=$((total + fields[11] + fields[12]))
+    done
+    echo "$total"
+}
+

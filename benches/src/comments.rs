@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! comment-load --url http://127.0.0.1:8110/wp-comments-post.php --host 127.0.0.1:8080 \
-//!     --posts 12,14 --tag benchABC --connections 64 --duration 10s [--forwarded-for]
+//!     --posts 12,14 --tag benchABC --connections 64 --duration 10s [--forwarded-for] \
+//!     [--latencies FILE]
 //! ```
 //!
 //! Output, one `key=value` line per figure group:
@@ -17,7 +18,12 @@
 //! requests=51234 seconds=10.00 rps=5123.4 errors=0
 //! latency_ms p50=11.2 p90=13.0 p99=19.8 max=210.3
 //! status 302_comment=51200 302_post=34 other=
+//! cpu_ticks=412
 //! ```
+//!
+//! `cpu_ticks` is the generator's own CPU time (user + system, in clock ticks). With
+//! `--latencies`, every answered request's latency in microseconds goes to FILE, one a line,
+//! so that runs can be pooled.
 //!
 //! `302_comment` is a redirect to `…#comment-ID` (the comment was judged and stored),
 //! `302_post` one back to the post (stored later), `other` the remaining statuses with counts.
@@ -36,7 +42,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 const USAGE: &str = "usage: comment-load --url URL --host HOST --posts ID[,ID…] --tag TAG \
-                     [--connections N] [--duration 10s] [--forwarded-for]";
+                     [--connections N] [--duration 10s] [--forwarded-for] [--latencies FILE]";
 
 /// Longest a single request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,6 +56,7 @@ struct Args {
     connections: usize,
     duration: Duration,
     forwarded_for: bool,
+    latencies: Option<std::path::PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration> {
@@ -71,6 +78,7 @@ fn parse_args() -> Result<Args> {
     let mut connections = 64;
     let mut duration = Duration::from_secs(10);
     let mut forwarded_for = false;
+    let mut latencies = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = || it.next().with_context(|| format!("{a} needs a value\n{USAGE}"));
@@ -86,6 +94,7 @@ fn parse_args() -> Result<Args> {
             "--connections" => connections = val()?.parse().context("--connections")?,
             "--duration" => duration = parse_duration(&val()?)?,
             "--forwarded-for" => forwarded_for = true,
+            "--latencies" => latencies = Some(val()?.into()),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -113,6 +122,7 @@ fn parse_args() -> Result<Args> {
         connections,
         duration,
         forwarded_for,
+        latencies,
     })
 }
 
@@ -245,6 +255,14 @@ async fn main() -> Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     all.latencies.sort_unstable();
+    if let Some(path) = &args.latencies {
+        let mut text = String::with_capacity(all.latencies.len() * 6);
+        for l in &all.latencies {
+            text.push_str(&l.to_string());
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let n = all.latencies.len();
     println!(
         "requests={n} seconds={secs:.2} rps={:.1} errors={}",
@@ -265,5 +283,18 @@ async fn main() -> Result<()> {
         all.to_post,
         other.join(",")
     );
+    if let Some(ticks) = own_cpu_ticks() {
+        println!("cpu_ticks={ticks}");
+    }
     Ok(())
+}
+
+/// This process's CPU time so far (user + system), in clock ticks, from `/proc/self/stat`.
+fn own_cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which ends with the last `)`: utime and stime
+    // are the 14th and 15th of the line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
