@@ -264,7 +264,7 @@ for round in $(seq 1 "$ROUNDS"); do
     cat "$WORK/php.$round.out" >&2
     PHP_CPU[0]=$((PHP_CPU[0] + after[0] - before[0]))
     PHP_CPU[1]=$((PHP_CPU[1] + after[1] - before[1]))
-    PHP_CPU[2]=$((PHP_CPU[2] + $(kv "$WORK/php.$round.out" cpu_ticks)))
+    PHP_CPU[2]=$((PHP_CPU[2] + $(kv "$WORK/php.$round.out" cpu_ticks || true) + 0))
     PHP_LANDED=$((PHP_LANDED + $(landed "${TAG}p")))
     delete_comments
 
@@ -290,7 +290,7 @@ for round in $(seq 1 "$ROUNDS"); do
     [ "$DRAINED" = 1 ] || NOTES+=("round $round: the syncer had not drained its queue 120 s after the load stopped")
     for i in 0 1 2; do STRATA_CPU[i]=$((STRATA_CPU[i] + after[i + 2] - before[i + 2])); done
     STRATA_CPU[3]=$((STRATA_CPU[3] + after[1] - before[1]))
-    STRATA_CPU[4]=$((STRATA_CPU[4] + $(kv "$WORK/strata.$round.out" cpu_ticks)))
+    STRATA_CPU[4]=$((STRATA_CPU[4] + $(kv "$WORK/strata.$round.out" cpu_ticks || true) + 0))
     sleep 0.5
     STRATA_LANDED=$((STRATA_LANDED + $(landed "${TAG}s")))
     STRATA_ACCEPTED=$((STRATA_ACCEPTED + $(kv "$WORK/strata.$round.out" 302_comment) + $(kv "$WORK/strata.$round.out" 302_post)))
