@@ -74,7 +74,7 @@ sql() { mysql "${MYSQL_ARGS[@]}" -N -B -e "$1" 2>/dev/null; }
 
 # ---------------------------------------------------------------------------
 # Work directory and clean-up: every process this script starts is in PIDS; every comment
-# it causes has an e-mail N.C.bench-TAGx@example.test (x: p for PHP, s for Strata).
+# it causes has an e-mail N.C.R.bench-TAGx@example.test (R: the round; x: p for PHP, s for Strata).
 
 WORK=$(mktemp -d /tmp/strata-comments.XXXXXX)
 PIDS=()
@@ -258,7 +258,8 @@ for round in $(seq 1 "$ROUNDS"); do
     log "round $round/$ROUNDS (1) PHP: $CONNECTIONS connections for $DURATION to http://$ORIGIN_ADDR/wp-comments-post.php"
     read -r -a before <<<"$(phase_cpu)"
     "$LOAD_BIN" --url "http://$ORIGIN_ADDR/wp-comments-post.php" --host "$HOST_HEADER" --posts "$POST_IDS" \
-        --tag "${TAG}p" --connections "$CONNECTIONS" --duration "$DURATION" --latencies "$WORK/php.$round.lat" \
+        --tag "${TAG}p" --round "$round" --connections "$CONNECTIONS" --duration "$DURATION" \
+        --latencies "$WORK/php.$round.lat" \
         >"$WORK/php.$round.out" 2>"$WORK/php.err" || die "comment-load failed: $(cat "$WORK/php.err")"
     read -r -a after <<<"$(phase_cpu)"
     cat "$WORK/php.$round.out" >&2
@@ -272,7 +273,7 @@ for round in $(seq 1 "$ROUNDS"); do
     log "round $round/$ROUNDS (2) Strata: $CONNECTIONS connections for $DURATION to http://$PROXY_ADDR/wp-comments-post.php"
     read -r -a before <<<"$(phase_cpu)"
     "$LOAD_BIN" --url "http://$PROXY_ADDR/wp-comments-post.php" --host "$HOST_HEADER" --posts "$POST_IDS" \
-        --tag "${TAG}s" --connections "$CONNECTIONS" --duration "$DURATION" --forwarded-for \
+        --tag "${TAG}s" --round "$round" --connections "$CONNECTIONS" --duration "$DURATION" --forwarded-for \
         --latencies "$WORK/strata.$round.lat" \
         >"$WORK/strata.$round.out" 2>"$WORK/strata.err" || die "comment-load failed: $(cat "$WORK/strata.err")"
     cat "$WORK/strata.$round.out" >&2

@@ -1,15 +1,18 @@
 //! `comment-load`: a fixed number of keep-alive connections POSTing comment forms to one
 //! URL for a fixed time, every comment unique, for the comment benchmark (benches/comments.sh).
 //!
-//! Each comment has its own text, author and e-mail (`N.C.bench-TAG@example.test`; text and
-//! e-mail carry `--tag`, so the benchmark can find and delete them afterwards) and, with `--forwarded-for`, its own
-//! `X-Forwarded-For` address in the IPv6 documentation prefix (2001:db8::/32), so neither the
-//! duplicate nor the flood check refuses it. Posts are taken in turn from `--posts`.
+//! Each comment has its own text, author and e-mail (`N.C.R.bench-TAG@example.test`; text and
+//! e-mail carry `--tag`, so the benchmark can find and delete them afterwards) and, with
+//! `--forwarded-for`, its own `X-Forwarded-For` address in the IPv6 documentation prefix
+//! (2001:db8::/32), so neither the duplicate nor the flood check refuses it. `--round`
+//! (default 1) goes into the text, the e-mail and the address: the runs of a benchmark that
+//! come back within WordPress's 15 s flood window use addresses and e-mails of their own.
+//! Posts are taken in turn from `--posts`.
 //!
 //! ```text
 //! comment-load --url http://127.0.0.1:8110/wp-comments-post.php --host 127.0.0.1:8080 \
 //!     --posts 12,14 --tag benchABC --connections 64 --duration 10s [--forwarded-for] \
-//!     [--latencies FILE]
+//!     [--latencies FILE] [--round N]
 //! ```
 //!
 //! Output, one `key=value` line per figure group:
@@ -42,7 +45,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 const USAGE: &str = "usage: comment-load --url URL --host HOST --posts ID[,ID…] --tag TAG \
-                     [--connections N] [--duration 10s] [--forwarded-for] [--latencies FILE]";
+                     [--connections N] [--duration 10s] [--forwarded-for] [--latencies FILE] [--round N]";
 
 /// Longest a single request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,6 +60,7 @@ struct Args {
     duration: Duration,
     forwarded_for: bool,
     latencies: Option<std::path::PathBuf>,
+    round: u32,
 }
 
 fn parse_duration(s: &str) -> Result<Duration> {
@@ -79,6 +83,7 @@ fn parse_args() -> Result<Args> {
     let mut duration = Duration::from_secs(10);
     let mut forwarded_for = false;
     let mut latencies = None;
+    let mut round = 1;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = || it.next().with_context(|| format!("{a} needs a value\n{USAGE}"));
@@ -95,6 +100,7 @@ fn parse_args() -> Result<Args> {
             "--duration" => duration = parse_duration(&val()?)?,
             "--forwarded-for" => forwarded_for = true,
             "--latencies" => latencies = Some(val()?.into()),
+            "--round" => round = val()?.parse().context("--round")?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -123,6 +129,7 @@ fn parse_args() -> Result<Args> {
         duration,
         forwarded_for,
         latencies,
+        round,
     })
 }
 
@@ -163,12 +170,13 @@ async fn connection(args: std::sync::Arc<Args>, id: usize, end: Instant) -> Tall
         while Instant::now() < end {
             n += 1;
             let post = args.posts[(id + n as usize) % args.posts.len()].to_string();
-            let who = format!("{}-{id}-{n}", args.tag);
+            let round = args.round;
+            let who = format!("{}-{round}-{id}-{n}", args.tag);
             let body = form(&[
                 ("comment_post_ID", &post),
                 ("author", &format!("Bench {id}-{n}")),
                 // The varying part first: the e-mail index holds only its first 10 characters.
-                ("email", &format!("{n}.{id}.bench-{}@example.test", args.tag)),
+                ("email", &format!("{n}.{id}.{round}.bench-{}@example.test", args.tag)),
                 (
                     "comment",
                     &format!("Benchmark comment {who}: a unique line of text for the comment queue."),
@@ -184,7 +192,7 @@ async fn connection(args: std::sync::Arc<Args>, id: usize, end: Instant) -> Tall
             if args.forwarded_for {
                 req = req.header(
                     "x-forwarded-for",
-                    format!("2001:db8:{:x}:{:x}::{:x}", 0xb000 + id, n >> 16, n & 0xffff),
+                    format!("2001:db8:{:x}:{round:x}:{:x}::{:x}", 0xb000 + id, n >> 16, n & 0xffff),
                 );
             }
             let req = match req.body(Full::new(Bytes::from(body))) {
