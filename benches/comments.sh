@@ -252,15 +252,23 @@ phase_cpu() {
     echo "$(cpu_ticks $PHP_PIDS) $(cpu_ticks $MARIADB_PIDS) $(cpu_ticks "$PROXY_PID") $(cpu_ticks "$SYNCER_PID") $(cpu_ticks $MEMCACHED_PIDS)"
 }
 
+# load SIDE ADDR X [ARG…]: one phase of comment-load against http://ADDR, round $round, tag
+# TAG + X; its output in $WORK/SIDE.ROUND.out, its latencies in $WORK/SIDE.ROUND.lat.
+load() {
+    local side=$1 addr=$2 x=$3
+    shift 3
+    "$LOAD_BIN" --url "http://$addr/wp-comments-post.php" --host "$HOST_HEADER" --posts "$POST_IDS" \
+        --tag "$TAG$x" --round "$round" --connections "$CONNECTIONS" --duration "$DURATION" \
+        --latencies "$WORK/$side.$round.lat" "$@" \
+        >"$WORK/$side.$round.out" 2>"$WORK/$side.err" || die "comment-load failed: $(cat "$WORK/$side.err")"
+}
+
 RECENT_PHP=$(recent)
 LOAD_PHP=$(cut -d' ' -f1 /proc/loadavg)
 for round in $(seq 1 "$ROUNDS"); do
     log "round $round/$ROUNDS (1) PHP: $CONNECTIONS connections for $DURATION to http://$ORIGIN_ADDR/wp-comments-post.php"
     read -r -a before <<<"$(phase_cpu)"
-    "$LOAD_BIN" --url "http://$ORIGIN_ADDR/wp-comments-post.php" --host "$HOST_HEADER" --posts "$POST_IDS" \
-        --tag "${TAG}p" --round "$round" --connections "$CONNECTIONS" --duration "$DURATION" \
-        --latencies "$WORK/php.$round.lat" \
-        >"$WORK/php.$round.out" 2>"$WORK/php.err" || die "comment-load failed: $(cat "$WORK/php.err")"
+    load php "$ORIGIN_ADDR" p
     read -r -a after <<<"$(phase_cpu)"
     cat "$WORK/php.$round.out" >&2
     PHP_CPU[0]=$((PHP_CPU[0] + after[0] - before[0]))
@@ -272,10 +280,7 @@ for round in $(seq 1 "$ROUNDS"); do
     [ "$round" = 1 ] && RECENT_STRATA=$(recent) && LOAD_STRATA=$(cut -d' ' -f1 /proc/loadavg)
     log "round $round/$ROUNDS (2) Strata: $CONNECTIONS connections for $DURATION to http://$PROXY_ADDR/wp-comments-post.php"
     read -r -a before <<<"$(phase_cpu)"
-    "$LOAD_BIN" --url "http://$PROXY_ADDR/wp-comments-post.php" --host "$HOST_HEADER" --posts "$POST_IDS" \
-        --tag "${TAG}s" --round "$round" --connections "$CONNECTIONS" --duration "$DURATION" --forwarded-for \
-        --latencies "$WORK/strata.$round.lat" \
-        >"$WORK/strata.$round.out" 2>"$WORK/strata.err" || die "comment-load failed: $(cat "$WORK/strata.err")"
+    load strata "$PROXY_ADDR" s --forwarded-for
     cat "$WORK/strata.$round.out" >&2
     DRAIN_START=$(date +%s.%N)
     DRAINED=0
