@@ -523,7 +523,7 @@ impl Store {
                 let ctx = b.context(judge);
                 let judged = judge_slots(&slots, &ctx, &mut flood);
                 let plan = (!judged.pending.is_empty())
-                    .then(|| self.ask_plan(setup, &judged.pending, &judged.candidates, &ctx))
+                    .then(|| self.ask_plan(setup, &judged.pending, &judged.candidates, &ctx, true))
                     .filter(|plan| plan.ahead.is_empty());
                 (judged, plan)
             });
@@ -590,10 +590,18 @@ impl Store {
         let ctx = read.context(judge);
         let judged_ahead = guess.as_ref().map(|_| guessed_right);
         let (judged, asked) = match guess {
-            Some((judged, plan)) if guessed_right => (judged, plan.and(asked_ahead)),
+            Some((judged, _)) if guessed_right => {
+                let asked = match asked_ahead {
+                    Some(Some(asked)) => Ahead::Answered(asked),
+                    // A direct question found a possible duplicate: not asked directly again.
+                    Some(None) => Ahead::PossibleDuplicate,
+                    None => Ahead::Unasked,
+                };
+                (judged, asked)
+            }
             _ => {
                 (flood.by_index, flood.by_query) = (0, 0);
-                (judge_slots(&slots, &ctx, &mut flood), None)
+                (judge_slots(&slots, &ctx, &mut flood), Ahead::Unasked)
             }
         };
 
@@ -813,7 +821,7 @@ impl Store {
         setup: &Setup,
         judged: &Judged,
         ctx: &Context<'_>,
-        asked: Option<Asked>,
+        asked: Ahead,
         tail: &str,
     ) -> Result<(Vec<Result<(u64, &'static str), Refusal>>, bool), StoreError> {
         let (pending, candidates) = (&judged.pending[..], &judged.candidates[..]);
@@ -822,8 +830,9 @@ impl Store {
             pairs,
             pairs_asked,
         } = match asked {
-            Some(asked) => asked,
-            None => self.ask(tx, setup, pending, candidates, ctx).await?,
+            Ahead::Answered(asked) => asked,
+            Ahead::Unasked => self.ask(tx, setup, pending, candidates, ctx, true).await?,
+            Ahead::PossibleDuplicate => self.ask(tx, setup, pending, candidates, ctx, false).await?,
         };
         let rules = batch::Rules {
             options: ctx.options,
@@ -938,7 +947,8 @@ impl Store {
     }
 
     /// Fills the temporary tables with the candidates and asks the questions of [`batch`],
-    /// in one round trip when the candidates fit in one statement's size.
+    /// in one round trip when the candidates fit in one statement's size. With `direct`,
+    /// asks first without the temporary tables when that can answer ([`Store::ask_plan`]).
     async fn ask(
         &self,
         tx: &mut mysql_async::Conn,
@@ -946,22 +956,56 @@ impl Store {
         pending: &[Pending],
         candidates: &[Candidate],
         ctx: &Context<'_>,
+        direct: bool,
     ) -> Result<Asked, StoreError> {
-        let plan = self.ask_plan(setup, pending, candidates, ctx);
-        for statement in &plan.ahead {
-            tx.query_drop(statement.as_str()).await?;
+        let mut direct = direct;
+        loop {
+            let plan = self.ask_plan(setup, pending, candidates, ctx, direct);
+            for statement in &plan.ahead {
+                tx.query_drop(statement.as_str()).await?;
+            }
+            let mut r = tx.query_iter(plan.text.as_str()).await?;
+            let asked = read_asked(&mut r, &plan, pending.len()).await?;
+            r.drop_result().await?;
+            match asked {
+                Some(asked) => return Ok(asked),
+                // Some candidate may have a duplicate: which one, the probe table says.
+                None if direct => direct = false,
+                None => return Err(StoreError::Schema("the exact questions gave no answer".into())),
+            }
         }
-        let mut r = tx.query_iter(plan.text.as_str()).await?;
-        let asked = read_asked(&mut r, &plan, pending.len()).await?;
-        r.drop_result().await?;
-        Ok(asked)
     }
 
     /// The statements of [`Store::ask`]; the pairs only when two candidates may relate
     /// ([`batch::pairs_possible`]).
-    fn ask_plan(&self, setup: &Setup, pending: &[Pending], candidates: &[Candidate], ctx: &Context<'_>) -> AskPlan {
+    ///
+    /// With `direct`, a batch whose only question is the duplicate one is asked it straight
+    /// of the comments table ([`Store::direct_sql`]), without filling the probe table: the
+    /// answer then only says whether some candidate may have a duplicate
+    /// ([`read_asked`] gives `None`), and the batch is asked again without `direct`.
+    fn ask_plan(
+        &self,
+        setup: &Setup,
+        pending: &[Pending],
+        candidates: &[Candidate],
+        ctx: &Context<'_>,
+        direct: bool,
+    ) -> AskPlan {
         let (probes, stored) = batch_values(pending, candidates, ctx);
         let pairs = !setup.folds || batch::pairs_possible(&probes, &stored);
+        if let Some(queries) = direct
+            .then(|| self.direct_sql(setup, &probes))
+            .flatten()
+            .filter(|_| !pairs)
+        {
+            return AskPlan {
+                ahead: Vec::new(),
+                facts: vec![FactQuery::AnyDuplicate; queries.len()],
+                text: queries.join(";\n"),
+                writes: 0,
+                pairs: false,
+            };
+        }
         let mut statements = vec![format!("DELETE FROM {}", batch::PROBE_TABLE)];
         statements.extend(probe_statements(&probes));
         if pairs {
@@ -996,6 +1040,69 @@ impl Store {
             plan.text.push_str(&pairs_sql());
         }
         plan
+    }
+
+    /// `wp_allow_comment`'s duplicate question for every candidate at once, asked of the
+    /// comments table with the candidates' values in the query: one query for the
+    /// candidates with an e-mail (through the e-mail index), one for those without. Each
+    /// returns a row when some candidate has a duplicate, without saying which.
+    ///
+    /// `None` when a candidate needs another question (the author's history, the flood
+    /// query), which the probe table answers, or when the queries would not fit in one
+    /// statement's size.
+    fn direct_sql(&self, setup: &Setup, probes: &[batch::Probe<'_>]) -> Option<Vec<String>> {
+        let other_questions = probes
+            .iter()
+            .any(|b| b.history.iter().any(Option::is_some) || b.flood.as_ref().is_some_and(|f| f.since.is_some()));
+        if other_questions || probes.is_empty() {
+            return None;
+        }
+        let c = self.t("comments");
+        let hint = if setup.email_index {
+            "FORCE INDEX (comment_author_email) "
+        } else {
+            ""
+        };
+        let list = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>().join(",");
+        let (with_email, without): (Vec<_>, Vec<_>) = probes.iter().partition(|b| !b.email.is_empty());
+        let mut out = Vec::new();
+        if !with_email.is_empty() {
+            let emails: BTreeSet<&str> = with_email.iter().map(|b| b.email).collect();
+            let tuples = list(&mut with_email.iter().map(|b| {
+                format!(
+                    "({},{},{},{},{})",
+                    b.post,
+                    b.parent,
+                    batch::lit(b.author),
+                    batch::lit(b.email),
+                    batch::lit(b.content)
+                )
+            }));
+            out.push(format!(
+                "SELECT 1 FROM {c} c {hint}WHERE c.comment_author_email IN ({}) AND c.comment_approved != 'trash' \
+                 AND (c.comment_post_ID, c.comment_parent, c.comment_author, c.comment_author_email, c.comment_content) \
+                 IN ({tuples}) LIMIT 1",
+                list(&mut emails.into_iter().map(batch::lit))
+            ));
+        }
+        if !without.is_empty() {
+            let posts: BTreeSet<u64> = without.iter().map(|b| b.post).collect();
+            let tuples = list(&mut without.iter().map(|b| {
+                format!(
+                    "({},{},{},{})",
+                    b.post,
+                    b.parent,
+                    batch::lit(b.author),
+                    batch::lit(b.content)
+                )
+            }));
+            out.push(format!(
+                "SELECT 1 FROM {c} c WHERE c.comment_post_ID IN ({}) AND c.comment_approved != 'trash' \
+                 AND (c.comment_post_ID, c.comment_parent, c.comment_author, c.comment_content) IN ({tuples}) LIMIT 1",
+                list(&mut posts.into_iter().map(|p| p.to_string()))
+            ));
+        }
+        (out.iter().map(String::len).sum::<usize>() <= STATEMENT_BYTES).then_some(out)
     }
 
     fn insert_head(&self) -> String {
@@ -1123,28 +1230,44 @@ struct AskPlan {
 
 /// Reads the answers to `plan.text` (the result sets from the current one on) for `n`
 /// candidates.
+///
+/// `None` when a question of [`Store::direct_sql`] found that some candidate may have a
+/// duplicate: the batch must then be asked which through the probe table.
 async fn read_asked(
     r: &mut mysql_async::QueryResult<'_, '_, mysql_async::TextProtocol>,
     plan: &AskPlan,
     n: usize,
-) -> Result<Asked, StoreError> {
+) -> Result<Option<Asked>, StoreError> {
     for _ in 0..plan.writes {
         let _: Vec<mysql_async::Row> = next_set(r).await?;
     }
     let mut fact_rows = FactRows::default();
+    let mut inexact = false;
     for kind in &plan.facts {
         match kind {
+            FactQuery::AnyDuplicate => inexact |= !next_set::<u64>(r).await?.is_empty(),
             FactQuery::Duplicates => fact_rows.duplicates.extend(next_set::<u64>(r).await?),
             FactQuery::History => fact_rows.history = next_set(r).await?,
             FactQuery::Flood => fact_rows.flood = next_set(r).await?,
         }
     }
     let pair_rows: Vec<(u64, u64, i64, i64, i64, i64)> = if plan.pairs { next_set(r).await? } else { Vec::new() };
-    Ok(Asked {
+    Ok((!inexact).then(|| Asked {
         facts: facts_of(fact_rows, n),
         pairs: pairs_of(pair_rows, n),
         pairs_asked: plan.pairs,
-    })
+    }))
+}
+
+/// What the questions asked with a batch's reads got.
+enum Ahead {
+    /// Their answers.
+    Answered(Asked),
+    /// Not asked (or judged on what the reads no longer find).
+    Unasked,
+    /// Asked without the temporary tables ([`Store::direct_sql`]), they found that some
+    /// candidate may have a duplicate: which one, the temporary tables must tell.
+    PossibleDuplicate,
 }
 
 /// What MySQL said of a batch's candidates.
@@ -1162,6 +1285,8 @@ struct Asked {
 enum FactQuery {
     /// The candidates that have a duplicate: `k`.
     Duplicates,
+    /// Whether some candidate may have a duplicate ([`Store::direct_sql`]): a row if so.
+    AnyDuplicate,
     /// `comment_previously_approved`'s answers: `k`, then per checked and filtered values
     /// the answer (NULL: not asked) and the user's id (0: none).
     History,

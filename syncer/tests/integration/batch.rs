@@ -360,6 +360,77 @@ async fn the_syncer_compares_distinct_ascii_comments_itself_and_asks_mysql_other
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn duplicates_of_saved_comments_are_found_among_new_ones_under_the_tables_collation() {
+    let t = token();
+    let site = Site::for_token("dd", &t).await;
+    site.option("comment_previously_approved", "0").await;
+    site.option("close_comments_for_old_posts", "0").await;
+    site.option("require_name_email", "0").await;
+    let post = site.open_post().await;
+    let mut env = env_on(&site).await;
+    let r = |author: &str, email: &str, content: &str| record(post, author, email, "", content, &ip_for(&t));
+    let saved = [
+        r("Ann", "ann@example.test", &format!("hello {t}")),
+        r("Zoë", "zoe@example.test", &format!("café {t}")),
+        r("Anon", "", &format!("no address {t}")),
+    ];
+    for c in &saved {
+        let seq = env.push(c.clone()).await;
+        env.drain().await;
+        assert_eq!(env.verdict(seq).await.unwrap().status, Status::Approved);
+    }
+
+    // Each later batch: new comments around one that repeats a saved one as the table's
+    // collation sees it (case, accents, trailing spaces), which WordPress refuses.
+    let repeats = [
+        r("ANN", "Ann@Example.TEST", &format!("hello {t}  ")),
+        r("Zoe", "ZOE@example.test", &format!("cafe {}", t.to_uppercase())),
+        r("anon", "", &format!("No Address {t}")),
+    ];
+    for (i, repeat) in repeats.into_iter().enumerate() {
+        let before = env
+            .push(r(
+                &format!("Ben{i}"),
+                &format!("ben{i}@example.test"),
+                &format!("before {i} {t}"),
+            ))
+            .await;
+        let dupe = env.push(repeat).await;
+        let after = env.push(r(&format!("Cy{i}"), "", &format!("after {i} {t}"))).await;
+        env.drain().await;
+        assert_eq!(env.verdict(before).await.unwrap().status, Status::Approved, "batch {i}");
+        assert_eq!(env.verdict(dupe).await.unwrap().http, 409, "batch {i}");
+        assert_eq!(env.verdict(after).await.unwrap().status, Status::Approved, "batch {i}");
+    }
+
+    // A repeat under another post, another parent, or with other words is no duplicate.
+    let mut c = site.db.get_conn().await.unwrap();
+    let other_post: u64 = c
+        .query_first(format!(
+            "SELECT ID FROM {}posts WHERE post_type = 'post' AND post_status = 'publish' \
+             AND post_password = '' AND comment_status = 'open' AND ID != {post} ORDER BY ID LIMIT 1",
+            site.prefix
+        ))
+        .await
+        .unwrap()
+        .expect("two open posts: run scripts/wordpress.sh");
+    drop(c);
+    let mut elsewhere = r("Ann", "ann@example.test", &format!("hello {t}"));
+    elsewhere.post_id = other_post;
+    let different = [elsewhere, r("Ann", "ann@example.test", &format!("hello again {t}"))];
+    let seqs = [
+        env.push(different[0].clone()).await,
+        env.push(different[1].clone()).await,
+    ];
+    env.drain().await;
+    for seq in seqs {
+        assert_eq!(env.verdict(seq).await.unwrap().status, Status::Approved);
+    }
+    env.finish(None).await;
+    site.drop_tables().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_batch_judged_ahead_is_judged_again_when_an_option_or_its_post_changed() {
     let t = token();
     let site = Site::for_token("ja", &t).await;
