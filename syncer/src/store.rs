@@ -1064,42 +1064,37 @@ impl Store {
             ""
         };
         let list = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>().join(",");
+        // The values WordPress's query compares, the e-mail only for those that have one.
+        let tuples = |group: &[&batch::Probe<'_>], email: bool| {
+            list(&mut group.iter().map(|b| {
+                let email = if email {
+                    format!("{},", batch::lit(b.email))
+                } else {
+                    String::new()
+                };
+                let (author, content) = (batch::lit(b.author), batch::lit(b.content));
+                format!("({},{},{author},{email}{content})", b.post, b.parent)
+            }))
+        };
         let (with_email, without): (Vec<_>, Vec<_>) = probes.iter().partition(|b| !b.email.is_empty());
         let mut out = Vec::new();
         if !with_email.is_empty() {
             let emails: BTreeSet<&str> = with_email.iter().map(|b| b.email).collect();
-            let tuples = list(&mut with_email.iter().map(|b| {
-                format!(
-                    "({},{},{},{},{})",
-                    b.post,
-                    b.parent,
-                    batch::lit(b.author),
-                    batch::lit(b.email),
-                    batch::lit(b.content)
-                )
-            }));
             out.push(format!(
                 "SELECT 1 FROM {c} c {hint}WHERE c.comment_author_email IN ({}) AND c.comment_approved != 'trash' \
                  AND (c.comment_post_ID, c.comment_parent, c.comment_author, c.comment_author_email, c.comment_content) \
-                 IN ({tuples}) LIMIT 1",
-                list(&mut emails.into_iter().map(batch::lit))
+                 IN ({}) LIMIT 1",
+                list(&mut emails.into_iter().map(batch::lit)),
+                tuples(&with_email, true)
             ));
         }
         if !without.is_empty() {
             let posts: BTreeSet<u64> = without.iter().map(|b| b.post).collect();
-            let tuples = list(&mut without.iter().map(|b| {
-                format!(
-                    "({},{},{},{})",
-                    b.post,
-                    b.parent,
-                    batch::lit(b.author),
-                    batch::lit(b.content)
-                )
-            }));
             out.push(format!(
                 "SELECT 1 FROM {c} c WHERE c.comment_post_ID IN ({}) AND c.comment_approved != 'trash' \
-                 AND (c.comment_post_ID, c.comment_parent, c.comment_author, c.comment_content) IN ({tuples}) LIMIT 1",
-                list(&mut posts.into_iter().map(|p| p.to_string()))
+                 AND (c.comment_post_ID, c.comment_parent, c.comment_author, c.comment_content) IN ({}) LIMIT 1",
+                list(&mut posts.into_iter().map(|p| p.to_string())),
+                tuples(&without, false)
             ));
         }
         (out.iter().map(String::len).sum::<usize>() <= STATEMENT_BYTES).then_some(out)
@@ -1848,6 +1843,60 @@ mod tests {
             "UPDATE `wp_posts` SET comment_count = comment_count + CASE ID WHEN 4 THEN 2 WHEN 9 THEN 1 ELSE 0 END \
              WHERE ID IN (4,9)"
         );
+    }
+
+    #[tokio::test]
+    async fn the_duplicate_question_goes_straight_to_the_table_only_when_it_is_the_only_one() {
+        let store = Store::new("mysql://u:p@127.0.0.1:3306/wp", "wp_", "q").unwrap();
+        let setup = Setup {
+            scratch: String::new(),
+            multi_row: true,
+            increment: 1,
+            email_index: true,
+            folds: true,
+        };
+        let probe = |email: &'static str, content: &'static str| batch::Probe {
+            post: 4,
+            parent: 0,
+            author: "Ann",
+            email,
+            content,
+            history: [None, None],
+            flood: Some(batch::Sender {
+                ip: "192.0.2.1".into(),
+                email: email.into(),
+                since: None,
+            }),
+        };
+        let probes = [probe("a@example.test", "it's"), probe("", "hi")];
+        assert_eq!(
+            store.direct_sql(&setup, &probes).unwrap(),
+            [
+                "SELECT 1 FROM `wp_comments` c FORCE INDEX (comment_author_email) WHERE c.comment_author_email \
+                 IN ('a@example.test') AND c.comment_approved != 'trash' AND (c.comment_post_ID, c.comment_parent, \
+                 c.comment_author, c.comment_author_email, c.comment_content) IN ((4,0,'Ann','a@example.test','it''s')) \
+                 LIMIT 1",
+                "SELECT 1 FROM `wp_comments` c WHERE c.comment_post_ID IN (4) AND c.comment_approved != 'trash' \
+                 AND (c.comment_post_ID, c.comment_parent, c.comment_author, c.comment_content) IN ((4,0,'Ann','hi')) \
+                 LIMIT 1",
+            ]
+        );
+        // The flood query, or the author's history, needs the probe table.
+        let mut flood = probe("a@example.test", "x");
+        flood.flood = Some(batch::Sender {
+            ip: "192.0.2.1".into(),
+            email: "a@example.test".into(),
+            since: Some(1_800_000_000),
+        });
+        assert_eq!(store.direct_sql(&setup, &[probe("", "y"), flood]), None);
+        let mut history = probe("a@example.test", "x");
+        history.history[0] = Some(batch::Who {
+            author: "Ann".into(),
+            email: "a@example.test".into(),
+            user_email: "a@example.test".into(),
+        });
+        assert_eq!(store.direct_sql(&setup, &[history]), None);
+        assert_eq!(store.direct_sql(&setup, &[]), None);
     }
 
     fn post(id: u64, comment_status: &str) -> Post {
