@@ -56,6 +56,12 @@ fn dates_use_the_site_timezone() {
     assert_eq!(comment_dates(ms, offset.timezone()).0, "2026-01-01 05:30:00");
     let utc = Options::from_rows(&rows(&[("timezone_string", "UTC")]));
     assert_eq!(comment_dates(ms + 999, utc.timezone()).0, "2026-01-01 00:00:00");
+    // Every field zero-padded, as PHP's `Y-m-d H:i:s`.
+    assert_eq!(
+        comment_dates(1_772_600_767_000, utc.timezone()).1,
+        "2026-03-04 05:06:07"
+    );
+    assert_eq!(comment_dates(5_000, utc.timezone()).1, "1970-01-01 00:00:05");
 }
 
 #[test]
