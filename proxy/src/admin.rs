@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use strata_wire::auth;
 use strata_wire::ban::{Ban, SyncRequest, BAN_PATH, MAX_BANS_PER_REQUEST, SYNC_PATH};
-use strata_wire::comment::{Commit, Delivered, VerdictBatch, COMMIT_PATH, VERDICTS_PATH};
+use strata_wire::comment::{Commit, Delivered, Queued, VerdictBatch, COMMIT_PATH, QUEUED_PATH, VERDICTS_PATH};
 
 use crate::body::ProxyBody;
 use crate::outcome::Outcome;
@@ -162,10 +162,11 @@ impl Admin {
             (&Method::POST, SYNC_PATH) => self.sync(req).await,
             (&Method::POST, VERDICTS_PATH) => self.verdicts(req).await,
             (&Method::POST, COMMIT_PATH) => self.commit(req).await,
+            (&Method::POST, QUEUED_PATH) => self.queued(req).await,
             (_, "/healthz" | "/metrics" | "/status" | "/status.json" | "/cluster" | "/lookup") => {
                 plain(StatusCode::METHOD_NOT_ALLOWED, "use GET")
             }
-            (_, "/purge" | BAN_PATH | SYNC_PATH | VERDICTS_PATH | COMMIT_PATH) => {
+            (_, "/purge" | BAN_PATH | SYNC_PATH | VERDICTS_PATH | COMMIT_PATH | QUEUED_PATH) => {
                 plain(StatusCode::METHOD_NOT_ALLOWED, "use POST")
             }
             _ => plain(
@@ -439,6 +440,27 @@ impl Admin {
         )
     }
 
+    /// `POST /comments/queued?since=N&wait=MS` (signed): how many comments this node queued
+    /// since it started, once that is not `N` or `MS` (at most [`MAX_QUEUED_WAIT`]) passed:
+    /// an idle syncer waits here instead of polling the queue.
+    async fn queued(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let (parts, _) = match self.signed(req).await {
+            Ok(r) => r,
+            Err(refusal) => return refusal,
+        };
+        let wait = match wait_param(parts.uri.query()) {
+            Ok(w) => w.unwrap_or(Duration::ZERO).min(MAX_QUEUED_WAIT),
+            Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+        };
+        let since = match query_param(parts.uri.query(), "since").map(|s| s.parse::<u64>()) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => return plain(StatusCode::BAD_REQUEST, "since must be a number of comments"),
+        };
+        let queued = self.proxy.comments.queued_since(since, wait).await;
+        json(StatusCode::OK, &Queued { queued })
+    }
+
     /// `POST /cluster/sync` from a sibling: its bans and heartbeat; answers how far this
     /// node has applied the sibling's sequence.
     async fn sync(&self, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -621,6 +643,9 @@ fn read_bans(body: &[u8]) -> Result<BanBody, BanBodyError> {
 
 /// The `wait` parameter of a ban: how long to wait for the siblings' acknowledgements (at
 /// most a minute); the reason for a 400 when it is not a number of milliseconds.
+/// Longest wait on `/comments/queued`: the syncer asks again after it.
+const MAX_QUEUED_WAIT: Duration = Duration::from_secs(30);
+
 fn wait_param(query: Option<&str>) -> Result<Option<Duration>, &'static str> {
     match query_param(query, "wait").map(|w| w.parse::<u64>()) {
         None => Ok(None),

@@ -25,7 +25,7 @@ pub mod form;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -170,6 +170,10 @@ pub struct Comments {
     /// Comments waiting for their number and their record's write, by the worker thread
     /// they arrived on (see [`Comments::write_pending`]).
     pending: parking_lot::Mutex<HashMap<std::thread::ThreadId, Pending>>,
+    /// Comments queued since the proxy started, and its change announced to the syncers
+    /// waiting on `/comments/queued` ([`Comments::queued_since`]).
+    queued: AtomicU64,
+    queued_changed: tokio::sync::Notify,
 }
 
 /// Removes a waiter when its answer is done, whichever way.
@@ -398,7 +402,32 @@ impl Comments {
             pushed_at: parking_lot::Mutex::new(None),
             check_first: AtomicBool::new(true),
             pending: parking_lot::Mutex::new(HashMap::new()),
+            queued: AtomicU64::new(0),
+            queued_changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Counts `n` comments just queued and wakes the syncers waiting for one.
+    fn announce_queued(&self, n: u64) {
+        if n > 0 {
+            self.queued.fetch_add(n, Ordering::AcqRel);
+            self.queued_changed.notify_waiters();
+        }
+    }
+
+    /// How many comments this proxy queued since it started: at once when that is not
+    /// `since` (or without `since`), else once it queues the next one or `wait` passed.
+    pub async fn queued_since(&self, since: Option<u64>, wait: Duration) -> u64 {
+        let changed = self.queued_changed.notified();
+        tokio::pin!(changed);
+        // Registered before the count is read: a comment queued in between still wakes it.
+        changed.as_mut().enable();
+        let now = self.queued.load(Ordering::Acquire);
+        if since != Some(now) {
+            return now;
+        }
+        let _ = tokio::time::timeout(wait, changed).await;
+        self.queued.load(Ordering::Acquire)
     }
 
     /// Hands pushed verdicts to the answers waiting for them; returns the sequence numbers
@@ -674,6 +703,7 @@ impl Comments {
                 Err(e) => tracing::warn!(error = %e, attempt, comments = todo.len(), "writing queued comments failed"),
             }
         }
+        self.announce_queued(written.iter().filter(|w| **w == Some(true)).count() as u64);
         for ((done, seq, _, _, pushed), ok) in writes.into_iter().zip(written) {
             let result = match ok {
                 Some(true) => Written::Queued { seq, epoch, pushed },
@@ -881,6 +911,23 @@ mod tests {
             cookie_email: None,
             cookie_url: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_queued_comments_ends_with_the_next_one() {
+        let c = Arc::new(comments());
+        assert_eq!(c.queued_since(None, Duration::from_secs(30)).await, 0);
+        assert_eq!(c.queued_since(Some(5), Duration::from_secs(30)).await, 0);
+        assert_eq!(c.queued_since(Some(0), Duration::from_millis(1)).await, 0);
+        let waiting = tokio::spawn({
+            let c = c.clone();
+            async move { c.queued_since(Some(0), Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        c.announce_queued(0);
+        c.announce_queued(2);
+        let n = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert_eq!(n.expect("woken by the comments").unwrap(), 2);
     }
 
     #[tokio::test]

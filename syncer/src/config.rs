@@ -14,6 +14,8 @@ pub use strata_wire::config::{parse_duration, ConfigError, Problem};
 
 /// How often the queue is drained.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(5);
+/// How often an idle queue is looked at while every proxy announces its comments.
+pub const DEFAULT_IDLE_INTERVAL: Duration = Duration::from_millis(100);
 /// WordPress's table prefix.
 pub const DEFAULT_TABLE_PREFIX: &str = "wp_";
 /// How long a reserved sequence number whose record never arrives is waited for.
@@ -45,6 +47,7 @@ struct RawConfig {
     memcached: Option<Vec<String>>,
     mysql: Option<String>,
     interval: Option<toml::Value>,
+    idle_interval: Option<toml::Value>,
     table_prefix: Option<String>,
     key_prefix: Option<String>,
     admin_listen: Option<String>,
@@ -82,6 +85,9 @@ pub struct Config {
     pub mysql: String,
     /// Time between two ticks.
     pub interval: Duration,
+    /// Time between two ticks of an idle queue while every proxy of `cluster.siblings`
+    /// announces its comments ([`crate::wake`]); at least `interval`.
+    pub idle_interval: Duration,
     /// WordPress's table prefix (`$table_prefix`).
     pub table_prefix: String,
     /// Prefix of the queue's memcached keys (the proxies' `comments.key_prefix`).
@@ -213,6 +219,10 @@ impl Config {
         let interval = c.duration("interval", &raw.interval, DEFAULT_INTERVAL);
         if interval.is_zero() {
             c.problem("interval", "must be more than 0");
+        }
+        let idle_interval = c.duration("idle_interval", &raw.idle_interval, DEFAULT_IDLE_INTERVAL.max(interval));
+        if idle_interval < interval {
+            c.problem("idle_interval", format!("must be at least interval ({interval:?})"));
         }
         let table_prefix = raw.table_prefix.unwrap_or_else(|| DEFAULT_TABLE_PREFIX.to_string());
         if table_prefix.is_empty() || !table_prefix.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
@@ -349,6 +359,7 @@ impl Config {
             memcached,
             mysql,
             interval,
+            idle_interval,
             table_prefix,
             key_prefix,
             admin_listen,
@@ -386,12 +397,26 @@ mod tests {
     fn minimal_config_gets_defaults() {
         let c = Config::from_toml(&minimal(), None).unwrap();
         assert_eq!(c.interval, DEFAULT_INTERVAL);
+        assert_eq!(c.idle_interval, DEFAULT_IDLE_INTERVAL);
         assert_eq!(c.table_prefix, "wp_");
         assert_eq!(c.key_prefix, "strata:");
         assert_eq!(c.batch, DEFAULT_BATCH);
         assert_eq!(c.missing_wait, DEFAULT_MISSING_WAIT);
         assert_eq!(c.wp_version, (6, 1));
         assert!(c.cluster.siblings.is_empty());
+    }
+
+    #[test]
+    fn the_idle_interval_is_never_shorter_than_the_interval() {
+        let c = Config::from_toml(&(minimal() + "interval = \"250ms\"\n"), None).unwrap();
+        assert_eq!(
+            c.idle_interval,
+            Duration::from_millis(250),
+            "the default follows a longer interval"
+        );
+        let e = Config::from_toml(&(minimal() + "interval = \"20ms\"\nidle_interval = \"10ms\"\n"), None).unwrap_err();
+        assert_eq!(e.problems[0].key, "idle_interval");
+        assert!(e.problems[0].message.contains("at least interval (20ms)"), "{e}");
     }
 
     #[test]

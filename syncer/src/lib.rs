@@ -12,6 +12,7 @@
 //! - [`flood`]: the last hour's comments by address and e-mail, for the flood check;
 //! - [`verdicts`]: the answer for each record (`Location`, cookies, errors);
 //! - [`bans`]: signed bans to the proxies;
+//! - [`wake`]: the proxies' word that a comment was queued, for an idle queue;
 //! - [`syncer`]: one tick, separate from the timer in [`run`];
 //! - [`admin`], [`metrics`]: the admin listener and the metrics.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod site;
 pub mod store;
 pub mod syncer;
 pub mod verdicts;
+pub mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +59,9 @@ pub async fn bind(cfg: &Config) -> std::io::Result<Option<TcpListener>> {
 /// found the queue empty would otherwise leave their comments waiting a whole `interval`.
 const QUICK_LOOK: Duration = Duration::from_millis(1);
 
-/// Runs the syncer: a round every `interval`, every [`QUICK_LOOK`] for `interval` after a
+/// Runs the syncer: a round every `interval` (while the queue is idle and every proxy
+/// announces its comments, see [`wake`]: every `idle_interval`, and at once when one
+/// does), every [`QUICK_LOOK`] for `interval` after a
 /// round that applied records, or at once after such a round
 /// (whose bans and verdicts then go out during the next round's transaction, see
 /// [`Syncer::advance`]); failures retried with a growing pause, nothing is lost; the admin
@@ -72,11 +76,13 @@ pub async fn run(
 ) -> Result<(), store::StoreError> {
     let metrics = Arc::new(Metrics::new());
     let interval = cfg.interval;
+    let idle_interval = cfg.idle_interval;
+    let wake = wake::Wake::new(&cfg.cluster.siblings, &cfg.cluster.secret, cfg.cluster.ban_timeout);
     let mut syncer = Syncer::new(cfg, metrics.clone())?;
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_task = admin.map(|listener| {
         let a = admin::Admin {
-            metrics,
+            metrics: metrics.clone(),
             status: syncer.status(),
         };
         tokio::spawn(a.serve(listener, async {
@@ -107,11 +113,19 @@ pub async fn run(
                 () = tokio::time::sleep(QUICK_LOOK.min(interval)) => {}
             }
         } else {
+            // Idle: while every proxy announces its comments, the queue is looked at as soon
+            // as one does, and otherwise only every `idle_interval`.
+            wake.set_idle(true);
+            let announced = wake.announced();
+            metrics.proxies_announcing.set(wake.announcing() as i64);
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = ticker.tick() => {}
+                _ = ticker.tick(), if !announced => {}
+                () = tokio::time::sleep(idle_interval), if announced => {}
+                () = wake.queued() => {}
             }
         }
+        wake.set_idle(false);
         let r = syncer.advance().await;
         if matches!(&r, Ok(report) if report.applied > 0) {
             busy_until = Some(std::time::Instant::now() + interval);

@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 pub mod names {
     pub const QUEUE_DEPTH: &str = "strata_syncer_queue_depth";
     pub const CURSOR: &str = "strata_syncer_cursor";
+    pub const PROXIES_ANNOUNCING: &str = "strata_syncer_proxies_announcing";
     pub const LAG: &str = "strata_syncer_lag_seconds";
     pub const BATCH_SIZE: &str = "strata_syncer_batch_size";
     pub const VERDICT_LATENCY: &str = "strata_syncer_verdict_latency_seconds";
@@ -77,6 +78,8 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// The last applied sequence number.
     pub cursor: Gauge,
+    /// Proxies that announce their queued comments to the idle syncer ([`crate::wake`]).
+    pub proxies_announcing: Gauge,
     /// Commit time − accepted time of each applied record.
     pub lag: Histogram,
     /// Records per committed transaction.
@@ -121,6 +124,7 @@ impl Metrics {
         let m = Metrics {
             queue_depth: Gauge::default(),
             cursor: Gauge::default(),
+            proxies_announcing: Gauge::default(),
             lag: latency_histogram(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             verdict_latency: latency_histogram(),
@@ -147,6 +151,11 @@ impl Metrics {
             m.queue_depth.clone(),
         );
         registry.register(names::CURSOR, "Last applied queue sequence number", m.cursor.clone());
+        registry.register(
+            names::PROXIES_ANNOUNCING,
+            "Proxies that tell the idle syncer of each comment they queue (while all of [cluster] siblings do, an idle queue is looked at every idle_interval)",
+            m.proxies_announcing.clone(),
+        );
         registry.register(names::LAG, "Time from acceptance by a proxy to commit", m.lag.clone());
         registry.register(
             names::BATCH_SIZE,

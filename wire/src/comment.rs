@@ -143,6 +143,20 @@ pub struct VerdictBatch {
 /// A proxy that predates it answers 404; the syncer then sends the two requests.
 pub const COMMIT_PATH: &str = "/comments/commit";
 
+/// Where an idle syncer waits for comments (`POST ?since=N&wait=MS&n=NONCE`, signed like a
+/// ban, empty body): the proxy answers [`Queued`] at once when it has queued a number of
+/// comments other than `N` since it started (or without `since`), else when it queues the
+/// next one or `MS` passed. The syncer then looks at the queue at once instead of at its
+/// next idle poll. A proxy that predates it answers 404; the syncer then polls.
+pub const QUEUED_PATH: &str = "/comments/queued";
+
+/// A proxy's answer on [`QUEUED_PATH`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    /// How many comments the proxy has queued since it started.
+    pub queued: u64,
+}
+
 /// The bans and the verdicts of one batch, for one proxy (see [`COMMIT_PATH`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commit {

@@ -997,6 +997,49 @@ async fn an_empty_array_or_one_bad_ban_in_an_array_is_a_400_and_applies_nothing(
     .await;
 }
 
+/// An idle syncer's wait for comments: signed only; answers at once without `since` or
+/// with a `since` other than the node's count, else when `wait` passes (nothing was queued
+/// here); bad parameters are a 400 with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queued_comments_wait_is_signed_and_answers_with_the_count() {
+    bounded(60, async {
+        let site = Site::start().await;
+        let nodes = cluster(&site.url(), 1, relaxed).await;
+        let a = nodes[0].admin;
+        let unsigned = send(
+            Method::POST,
+            &format!("http://{a}/comments/queued?wait=10"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED, "{}", unsigned.text());
+        for (path, why) in [
+            ("/comments/queued?since=many", "since must be a number"),
+            ("/comments/queued?wait=soon", "wait must be a number"),
+        ] {
+            let r = admin_signed(a, Method::POST, path, "").await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text());
+            assert!(r.text().contains(why), "the 400 says {why:?}: {}", r.text());
+        }
+        let queued = |r: &Resp| -> serde_json::Value { serde_json::from_str(&r.text()).expect("JSON") };
+        let r = admin_signed(a, Method::POST, "/comments/queued?wait=30000", "").await;
+        assert_eq!(
+            (r.status, queued(&r)),
+            (StatusCode::OK, serde_json::json!({"queued": 0}))
+        );
+        let r = admin_signed(a, Method::POST, "/comments/queued?since=3&wait=30000", "").await;
+        assert_eq!(queued(&r)["queued"], 0, "a count other than since: at once");
+        let started = std::time::Instant::now();
+        let r = admin_signed(a, Method::POST, "/comments/queued?since=0&wait=200", "").await;
+        assert_eq!(queued(&r)["queued"], 0);
+        assert!(started.elapsed() >= Duration::from_millis(200), "waited for a comment");
+        let wrong = admin_signed(a, Method::GET, "/comments/queued", "").await;
+        assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+    })
+    .await;
+}
+
 /// The syncer's commit: a batch's bans and verdicts in one signed request. The bans are
 /// applied here and acknowledged by every sibling before the answer (which names the
 /// verdicts handed over: none, nobody waits here); a bad ban refuses the whole commit.

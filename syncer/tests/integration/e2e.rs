@@ -103,6 +103,11 @@ impl Cluster {
     /// Starts the proxies and a syncer whose MySQL URL is `mysql`; returns once the nodes
     /// answer `/healthz` and the syncer has published the site settings.
     async fn start(mysql: &str) -> Cluster {
+        Cluster::start_with(mysql, "").await
+    }
+
+    /// [`Cluster::start`] with `extra` top-level keys in the syncer's configuration.
+    async fn start_with(mysql: &str, extra_keys: &str) -> Cluster {
         let t = token();
         let prefix = format!("strata-e2e:{t}:");
         let dir = std::env::temp_dir().join(format!("strata-e2e-{t}"));
@@ -170,7 +175,8 @@ impl Cluster {
             siblings.join(", "),
             secret_file.display().to_string()
         );
-        let toml = config_toml(&prefix, "").replace(&format!("\"{}\"", mysql_url()), &format!("\"{mysql}\"")) + &extra;
+        let toml =
+            config_toml(&prefix, extra_keys).replace(&format!("\"{}\"", mysql_url()), &format!("\"{mysql}\"")) + &extra;
         let cfg = Config::from_toml(&toml, None).unwrap_or_else(|e| panic!("syncer config: {e}"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let syncer = tokio::spawn(async move {
@@ -398,6 +404,55 @@ fn comment_id(location: &str) -> u64 {
 fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+/// An idle syncer that would look at the queue only every 30 s applies a comment at once:
+/// the proxy that queued it tells it (`/comments/queued`), and the visitor gets the
+/// comment's own redirect, not the one back to the post that `max_hold` (1 s) would give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_syncer_is_woken_by_the_proxy_that_queued_a_comment() {
+    let c = Cluster::start_with(&mysql_url(), "idle_interval = \"30s\"").await;
+    let db = mysql_async::Pool::new(mysql_url().as_str());
+    let t = token();
+    let post = open_post(&db, &format!("{t}wake")).await.to_string();
+    let metrics_url = format!("http://{}/metrics", c.syncer_admin);
+    for (i, node) in [0, 2, 1].into_iter().enumerate() {
+        // Idle again, every proxy waited on.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let text = get(&metrics_url, &[]).await.map(|r| r.body).unwrap_or_default();
+            if metric(&text, "strata_syncer_proxies_announcing ") == Some(3.0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the proxies do not announce comments:\n{text}"
+            );
+        }
+        let who = format!("{t}w{i}");
+        let r = c
+            .post(
+                node,
+                &[
+                    ("comment_post_ID", &post),
+                    ("author", &format!("Woken {i}")),
+                    ("email", &format!("woken-{who}@example.test")),
+                    ("comment", &format!("Woken {i} {t}")),
+                ],
+                &ip_for(&who),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 302, "{}", r.body);
+        assert!(
+            r.header("location").contains("#comment-"),
+            "comment {i} through node {node} was applied within max_hold: {}\n{}",
+            r.header("location"),
+            c.log_tail(node)
+        );
+    }
+    c.finish(&t).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
