@@ -641,11 +641,11 @@ fn read_bans(body: &[u8]) -> Result<BanBody, BanBodyError> {
         .map(BanBody::Many)
 }
 
-/// The `wait` parameter of a ban: how long to wait for the siblings' acknowledgements (at
-/// most a minute); the reason for a 400 when it is not a number of milliseconds.
 /// Longest wait on `/comments/queued`: the syncer asks again after it.
 const MAX_QUEUED_WAIT: Duration = Duration::from_secs(30);
 
+/// The `wait` parameter of a ban: how long to wait for the siblings' acknowledgements (at
+/// most a minute); the reason for a 400 when it is not a number of milliseconds.
 fn wait_param(query: Option<&str>) -> Result<Option<Duration>, &'static str> {
     match query_param(query, "wait").map(|w| w.parse::<u64>()) {
         None => Ok(None),

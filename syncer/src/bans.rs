@@ -199,35 +199,48 @@ impl Sender {
     /// A signed POST of `body` to `path` on the proxy at `url`, within `timeout`: the body
     /// of its successful answer.
     async fn post_signed(&self, url: &http::Uri, path: &str, body: Vec<u8>) -> Result<Bytes, BanError> {
-        let base = url.to_string().trim_end_matches('/').to_string();
-        let unreachable = |cause: String| BanError::Unreachable {
-            url: base.clone(),
-            cause,
-        };
-        let req = auth::signed_post(&self.secret, &base, path, body).map_err(|e| unreachable(e.to_string()))?;
-        let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| unreachable(e.to_string()))?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            if status.is_success() {
-                Ok(body)
-            } else {
-                Err(BanError::Refused {
-                    url: base.clone(),
-                    status,
-                    body: String::from_utf8_lossy(&body).trim().to_string(),
-                })
-            }
-        };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| unreachable(format!("no answer within {:?}", self.timeout)))?
+        post_signed(&self.client, &self.secret, url, path, body, self.timeout).await
     }
+}
+
+/// A signed POST of `body` to `path` on the proxy admin listener at `url`, within
+/// `timeout`: the body of its successful answer. Every request of the syncer to a proxy.
+pub(crate) async fn post_signed(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    secret: &[u8],
+    url: &http::Uri,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Bytes, BanError> {
+    let base = url.to_string().trim_end_matches('/').to_string();
+    let unreachable = |cause: String| BanError::Unreachable {
+        url: base.clone(),
+        cause,
+    };
+    let req = auth::signed_post(secret, &base, path, body).map_err(|e| unreachable(e.to_string()))?;
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(BanError::Refused {
+                url: base.clone(),
+                status,
+                body: String::from_utf8_lossy(&body).trim().to_string(),
+            })
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
 }
 
 impl Banner {

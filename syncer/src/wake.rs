@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -47,7 +47,7 @@ impl Wake {
             .enumerate()
             .map(|(i, url)| {
                 let proxy = Proxy {
-                    base: url.to_string().trim_end_matches('/').to_string(),
+                    url: url.clone(),
                     secret: secret.to_vec(),
                     client: client.clone(),
                     timeout: WAIT + timeout,
@@ -97,7 +97,7 @@ impl Drop for Wake {
 
 /// One proxy's `/comments/queued`.
 struct Proxy {
-    base: String,
+    url: http::Uri,
     secret: Vec<u8>,
     client: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
@@ -138,7 +138,7 @@ impl Proxy {
                 }
                 Err(e) => {
                     if !std::mem::replace(&mut reported, true) {
-                        tracing::warn!(proxy = %self.base, error = %e, "the proxy does not announce queued comments; the queue is polled every interval");
+                        tracing::warn!(proxy = %self.url, error = %e, "the proxy does not announce queued comments; the queue is polled every interval");
                     }
                     since = None;
                     count(false, &mut counted);
@@ -156,21 +156,11 @@ impl Proxy {
         if let Some(n) = since {
             path.push_str(&format!("&since={n}"));
         }
-        let req =
-            strata_wire::auth::signed_post(&self.secret, &self.base, &path, Vec::new()).map_err(|e| e.to_string())?;
-        let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status();
-            let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-            if !status.is_success() {
-                return Err(format!("{status}: {}", String::from_utf8_lossy(&body).trim()));
-            }
-            serde_json::from_slice::<Queued>(&body)
-                .map(|q| q.queued)
-                .map_err(|e| format!("unreadable answer: {e}"))
-        };
-        tokio::time::timeout(self.timeout, exchange)
+        let body = crate::bans::post_signed(&self.client, &self.secret, &self.url, &path, Vec::new(), self.timeout)
             .await
-            .map_err(|_| format!("no answer within {:?}", self.timeout))?
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice::<Queued>(&body)
+            .map(|q| q.queued)
+            .map_err(|e| format!("unreadable answer: {e}"))
     }
 }
