@@ -270,12 +270,22 @@ impl Banner {
     /// were delivered (some proxy applied them; the others stay pending), the error when
     /// none did, and the verdicts some proxy handed to a waiting answer.
     pub async fn commit(&mut self, batch: &VerdictBatch) -> (usize, Option<BanError>, HashSet<u64>) {
-        if !self.enabled()
-            || self.pending.is_empty()
-            || self.pending.len() > MAX_BANS_PER_REQUEST
-            || batch.verdicts.is_empty()
-        {
-            return self.flush_then_push(batch).await;
+        let sending = self.start_commit(batch);
+        self.finish_commit(sending).await
+    }
+
+    /// The first half of [`Banner::commit`]: its requests leave now, on tasks of their
+    /// own, so the proxies get the verdicts while the caller goes on; the tags sent stay
+    /// pending until [`Banner::finish_commit`] collects the answers (a flush meanwhile
+    /// would send them twice). Without pending bans only the verdicts are pushed now; with
+    /// more than one request's worth of bans, they and the verdicts go when the answers are
+    /// collected, as [`Banner::flush`] and [`Banner::push_verdicts`].
+    pub(crate) fn start_commit(&mut self, batch: &VerdictBatch) -> Sending {
+        if !self.enabled() || batch.verdicts.is_empty() || self.pending.len() > MAX_BANS_PER_REQUEST {
+            return Sending::Later(batch.clone());
+        }
+        if self.pending.is_empty() {
+            return Sending::Verdicts(self.spawn_verdicts(batch));
         }
         let tags: Vec<(String, bool)> = self.pending.iter().map(|(t, soft)| (t.clone(), *soft)).collect();
         let commit = Commit {
@@ -283,7 +293,7 @@ impl Banner {
             batch: batch.clone(),
         };
         let Ok(commit_body) = serde_json::to_vec(&commit) else {
-            return self.flush_then_push(batch).await;
+            return Sending::Later(batch.clone());
         };
         // An older proxy gets the two halves as two requests.
         let commit = Arc::new(commit);
@@ -325,6 +335,21 @@ impl Banner {
                 (url, true, (true, seqs, None))
             });
         }
+        Sending::Commit { set, tags }
+    }
+
+    /// The second half of [`Banner::commit`]: waits for the answers to the requests
+    /// [`Banner::start_commit`] sent (or sends those it left for now) and returns what
+    /// [`Banner::commit`] returns.
+    pub(crate) async fn finish_commit(&mut self, sending: Sending) -> (usize, Option<BanError>, HashSet<u64>) {
+        let (mut set, tags) = match sending {
+            Sending::Commit { set, tags } => (set, tags),
+            Sending::Verdicts(set) => return (0, None, delivered_by(set).await),
+            Sending::Later(batch) => {
+                let (sent, error) = self.flush().await;
+                return (sent, error, self.push_verdicts(&batch).await);
+            }
+        };
         let mut applied = false;
         let mut last = None;
         let mut delivered = HashSet::new();
@@ -359,42 +384,59 @@ impl Banner {
         (tags.len(), None, delivered)
     }
 
-    /// The bans, then the verdicts, as two requests to every proxy.
-    async fn flush_then_push(&mut self, batch: &VerdictBatch) -> (usize, Option<BanError>, HashSet<u64>) {
-        let (sent, error) = self.flush().await;
-        (sent, error, self.push_verdicts(batch).await)
-    }
-
     /// Pushes a batch's verdicts to every proxy at once, so the answers waiting for them go
     /// out without reading memcached; best effort (the proxies read the verdict keys when a
     /// push does not come). Returns the sequence numbers some proxy handed to a waiting
     /// answer (see [`Delivered`]).
     pub async fn push_verdicts(&mut self, batch: &VerdictBatch) -> HashSet<u64> {
-        let mut delivered = HashSet::new();
         if !self.enabled() || batch.verdicts.is_empty() {
-            return delivered;
+            return HashSet::new();
         }
+        delivered_by(self.spawn_verdicts(batch)).await
+    }
+
+    /// The requests of [`Banner::push_verdicts`], on tasks of their own.
+    fn spawn_verdicts(&mut self, batch: &VerdictBatch) -> tokio::task::JoinSet<Result<Bytes, BanError>> {
+        let mut set = tokio::task::JoinSet::new();
         let Ok(body) = serde_json::to_vec(batch) else {
-            return delivered;
+            return set;
         };
         let sender = self.sender();
         let path = format!("{VERDICTS_PATH}?n={}", sender.nonce);
-        let mut set = tokio::task::JoinSet::new();
         for url in self.siblings.clone() {
             let (me, path, body) = (sender.clone(), path.clone(), body.clone());
             set.spawn(async move { me.post_signed(&url, &path, body).await });
         }
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok(Ok(answer)) => delivered.extend(delivered_seqs(&answer)),
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "verdicts not pushed to one proxy (it reads them from memcached)")
-                }
-                Err(e) => tracing::debug!(error = %e, "verdict push task failed"),
-            }
-        }
-        delivered
+        set
     }
+}
+
+/// The requests of a commit in flight: see [`Banner::start_commit`].
+pub(crate) enum Sending {
+    /// Bans and verdicts in one request to each proxy; the tags it carries.
+    Commit {
+        set: tokio::task::JoinSet<(http::Uri, bool, CommitReport)>,
+        tags: Vec<(String, bool)>,
+    },
+    /// The verdicts alone (no bans were pending).
+    Verdicts(tokio::task::JoinSet<Result<Bytes, BanError>>),
+    /// Nothing sent yet: the bans, then the verdicts, when the answers are collected.
+    Later(VerdictBatch),
+}
+
+/// The sequence numbers some proxy answering a verdict push handed to a waiting answer.
+async fn delivered_by(mut set: tokio::task::JoinSet<Result<Bytes, BanError>>) -> HashSet<u64> {
+    let mut delivered = HashSet::new();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(answer)) => delivered.extend(delivered_seqs(&answer)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "verdicts not pushed to one proxy (it reads them from memcached)")
+            }
+            Err(e) => tracing::debug!(error = %e, "verdict push task failed"),
+        }
+    }
+    delivered
 }
 
 /// The body of one ban request: a JSON array with a tag ban per tag, hard or soft as queued,

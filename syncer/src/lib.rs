@@ -63,8 +63,8 @@ const QUICK_LOOK: Duration = Duration::from_millis(1);
 /// announces its comments, see [`wake`]: every `idle_interval`, and at once when one
 /// does), every [`QUICK_LOOK`] for `interval` after a
 /// round that applied records, or at once after such a round
-/// (whose bans and verdicts then go out during the next round's transaction, see
-/// [`Syncer::advance`]); failures retried with a growing pause, nothing is lost; the admin
+/// (whose bans and verdicts go out as soon as it commits, their answers and the memcached
+/// writes then awaited during the next round's transaction, see [`Syncer::advance`]); failures retried with a growing pause, nothing is lost; the admin
 /// API on `admin`; until `shutdown` completes: the round in progress then finishes and the
 /// last batch's verdicts go out.
 ///
@@ -100,7 +100,7 @@ pub async fn run(
     tracing::info!(?interval, "syncer running");
     loop {
         // While a batch is unsettled the next one starts at once: its transaction runs while
-        // the previous batch's verdicts go out.
+        // the proxies answer the previous batch's bans and verdicts.
         if syncer.unsettled() {
             tokio::select! {
                 biased;

@@ -103,7 +103,7 @@ pub struct Syncer {
     recounting: Option<Recounting>,
     /// The last committed batch, with its commit time (Unix ms), while what follows its
     /// commit has not run yet (see [`Syncer::advance`]).
-    unsettled: Option<(Applied, u64)>,
+    unsettled: Option<Unsettled>,
     /// How many records the next tick reads with the queue's head (see [`read_ahead`]).
     read_ahead: u64,
 }
@@ -155,6 +155,16 @@ fn recount_due(t: RecountTimes, now: Instant) -> bool {
 
 /// Verdicts no proxy handed to a waiting answer: sequence number and JSON, for their keys.
 type Unclaimed = Vec<(u64, Vec<u8>)>;
+
+/// A committed batch whose bans and verdicts are on their way to the proxies (see
+/// [`Syncer::dispatch`]); the answers and the memcached writes are still to come.
+struct Unsettled {
+    applied: Applied,
+    batch: wire::VerdictBatch,
+    sending: bans::Sending,
+    /// When the bans and verdicts were sent.
+    sent_at: Instant,
+}
 
 /// The verdicts of `batch` no proxy handed to a waiting answer (`delivered` are those that
 /// were), encoded for their verdict keys: the safety net of a proxy that missed the push,
@@ -251,22 +261,23 @@ impl Syncer {
         r
     }
 
-    /// Whether what follows the last commit (bans, verdicts, memcached writes) has yet to run.
+    /// Whether what follows the last commit (the proxies' answers to its bans and verdicts,
+    /// the memcached writes) has yet to run.
     pub fn unsettled(&self) -> bool {
         self.unsettled.is_some()
     }
 
     /// Runs what follows the last commit, if it has not run yet.
     pub async fn settle(&mut self) {
-        if let Some((applied, commit_ms)) = self.unsettled.take() {
-            self.after_commit(applied, commit_ms, true).await;
+        if let Some(u) = self.unsettled.take() {
+            self.after_commit(u, true).await;
         }
     }
 
     /// One round like [`Syncer::tick`], except that what follows the commit of the batch it
-    /// applies is left unsettled: the next call runs it while MySQL applies the next batch,
-    /// so the proxies get the verdicts no later than that batch's transaction ends and the
-    /// queue moves on meanwhile. The caller runs [`Syncer::settle`] when a round applied
+    /// applies is left unsettled: its bans and verdicts are sent at once, but their answers
+    /// are awaited and the memcached writes made by the next call, while MySQL applies the
+    /// next batch, so the queue moves on meanwhile. The caller runs [`Syncer::settle`] when a round applied
     /// nothing (an idle queue, or an error) and calls again at once while
     /// [`Syncer::unsettled`].
     pub async fn advance(&mut self) -> Result<TickReport, TickError> {
@@ -301,7 +312,8 @@ impl Syncer {
             }
         };
         self.publish_settings_if_due().await;
-        if self.banner.pending() > 0 {
+        // The tags of an unsettled batch are on their way.
+        if self.banner.pending() > 0 && self.unsettled.is_none() {
             self.flush_bans().await;
         }
 
@@ -327,8 +339,8 @@ impl Syncer {
             Reconcile::Reset { epoch, lost } => {
                 // The last batch's verdict keys and position belong to the lost queue: they
                 // must not land in the new one, whose numbers start over.
-                if let Some((applied, at)) = self.unsettled.take() {
-                    self.after_commit(applied, at, false).await;
+                if let Some(u) = self.unsettled.take() {
+                    self.after_commit(u, false).await;
                 }
                 let e = match epoch {
                     Some(e) => e,
@@ -439,14 +451,15 @@ impl Syncer {
             let r = with_deadline(deadline, store.apply(cursor, cursor.epoch, slots, judge)).await;
             (r, started.elapsed(), now_ms())
         };
-        // The previous batch's bans and verdicts go out while MySQL applies this one; they
-        // are done before this batch's, so the order of batches is kept. They are polled
-        // first: their request leaves before this batch is judged.
+        // The previous batch's bans and verdicts, sent when it committed, are answered while
+        // MySQL applies this one; they are done before this batch's are sent, so the order
+        // of batches is kept. Their memcached writes are polled first: their request leaves
+        // before this batch is judged.
         let previous = self.unsettled.take();
         let ((), (result, took, commit_ms)) = tokio::join!(
             async {
-                if let Some((applied, at)) = previous {
-                    self.after_commit(applied, at, true).await;
+                if let Some(u) = previous {
+                    self.after_commit(u, true).await;
                 }
             },
             step
@@ -471,14 +484,14 @@ impl Syncer {
         self.cursor = Some(applied.cursor);
         report.cursor = applied.cursor;
         report.applied = applied.outcomes.len();
-        self.unsettled = Some((applied, commit_ms));
+        self.unsettled = Some(self.dispatch(applied, commit_ms).await);
         Ok(report)
     }
 
-    /// Everything that follows a commit (at `commit_ms`); failures here are logged, never
-    /// undo the commit. Without `memcached` (it restarted since), the verdicts are pushed
-    /// but nothing is written there.
-    async fn after_commit(&mut self, applied: Applied, commit_ms: u64, memcached: bool) {
+    /// What follows a commit (at `commit_ms`) at once: the batch counted, its bans and
+    /// verdicts sent to the proxies (see [`Banner::start_commit`](bans::Banner::start_commit)).
+    /// The rest is [`Syncer::after_commit`]'s. Failures are logged, never undo the commit.
+    async fn dispatch(&mut self, applied: Applied, commit_ms: u64) -> Unsettled {
         let m = self.metrics.clone();
         m.commits.inc();
         self.status.lock().commits += 1;
@@ -548,11 +561,32 @@ impl Syncer {
         }
         // Bans first, then verdicts, each proxy releasing the verdicts only once the bans are
         // applied everywhere: in one request to each (see `Banner::commit`).
-        let started = Instant::now();
+        let sent_at = Instant::now();
         let batch = self.verdict_batch(&applied).await;
-        let (sent, error, delivered) = self.banner.commit(&batch).await;
+        let sending = self.banner.start_commit(&batch);
+        Unsettled {
+            applied,
+            batch,
+            sending,
+            sent_at,
+        }
+    }
+
+    /// What follows a commit once [`Syncer::dispatch`] sent its bans and verdicts: the
+    /// proxies' answers, then the verdicts no proxy handed over and the applied position
+    /// written to memcached, the applied records deleted there. Failures are logged, never
+    /// undo the commit. Without `memcached` (it restarted since), nothing is written there.
+    async fn after_commit(&mut self, u: Unsettled, memcached: bool) {
+        let m = self.metrics.clone();
+        let Unsettled {
+            applied,
+            batch,
+            sending,
+            sent_at,
+        } = u;
+        let (sent, error, delivered) = self.banner.finish_commit(sending).await;
         self.note_bans(sent, error);
-        m.step("commit", started.elapsed());
+        m.step("commit", sent_at.elapsed());
         self.observe_verdicts(&applied, |s| delivered.contains(&s));
         let unclaimed = unclaimed(&batch, &delivered);
 

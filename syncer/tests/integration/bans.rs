@@ -141,3 +141,58 @@ async fn approved_comments_ban_their_post_and_the_lists() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     env.finish(Some(&t)).await;
 }
+
+/// A batch's bans and verdicts leave the moment it commits, before the next round: the
+/// round after it only collects the answers, and does not send the batch's tags again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_advanced_batch_sends_its_bans_and_verdicts_at_once_and_once() {
+    let (url, seen) = fake_proxy().await;
+    let t = token();
+    let secret_file = std::env::temp_dir().join(format!("strata-syncer-secret-{t}"));
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let prefix = format!("strata-test:{t}:");
+    let extra = format!(
+        "[cluster]\nsiblings = [\"{url}\"]\nsecret_file = \"{}\"\nban_wait = \"50ms\"\nban_timeout = \"1s\"\n",
+        secret_file.display()
+    );
+    let cfg = Config::from_toml(&config_toml(&prefix, &extra), None).unwrap();
+    let mut env = Env::with_config(prefix, cfg).await;
+    let post = open_post(&env.db, &t).await;
+    let rec = |n: &str| {
+        record(
+            post,
+            "A",
+            &format!("{n}-{t}@example.test"),
+            "",
+            &format!("{n} {t}"),
+            &ip_for(&format!("{t}{n}")),
+        )
+    };
+    env.push(rec("a")).await;
+    let report = env.syncer.advance().await.unwrap();
+    assert_eq!(report.applied, 1);
+    assert!(env.syncer.unsettled());
+    // Sent on a task of its own: it arrives without another round.
+    let arrived = async {
+        while seen.lock().is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), arrived)
+        .await
+        .expect("the batch's bans and verdicts reach the proxy before the next round");
+
+    env.push(rec("b")).await;
+    let report = env.syncer.advance().await.unwrap();
+    assert_eq!(report.applied, 1);
+    env.syncer.settle().await;
+    let got = seen.lock().clone();
+    let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(got.len(), 2, "one request per batch, none repeating a batch's tags: {paths:?}");
+    for (path, bans) in &got {
+        assert!(path.starts_with("/comments/commit?"), "{path}");
+        assert!(bans.iter().any(|b| b.value == format!("post:{post}")), "{bans:?}");
+    }
+    let _ = std::fs::remove_file(secret_file);
+    env.finish(Some(&t)).await;
+}
