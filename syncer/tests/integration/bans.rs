@@ -188,7 +188,11 @@ async fn an_advanced_batch_sends_its_bans_and_verdicts_at_once_and_once() {
     env.syncer.settle().await;
     let got = seen.lock().clone();
     let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(got.len(), 2, "one request per batch, none repeating a batch's tags: {paths:?}");
+    assert_eq!(
+        got.len(),
+        2,
+        "one request per batch, none repeating a batch's tags: {paths:?}"
+    );
     for (path, bans) in &got {
         assert!(path.starts_with("/comments/commit?"), "{path}");
         assert!(bans.iter().any(|b| b.value == format!("post:{post}")), "{bans:?}");
