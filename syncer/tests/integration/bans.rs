@@ -83,19 +83,24 @@ async fn fake_proxy() -> (String, Arc<parking_lot::Mutex<Vec<(String, Vec<Ban>)>
     (format!("http://{addr}"), seen)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn approved_comments_ban_their_post_and_the_lists() {
-    let (url, seen) = fake_proxy().await;
-    let t = token();
+/// A test's syncer sending to the proxies at `siblings`, and the file of their secret.
+async fn env_with_proxies(t: &str, siblings: &[&str]) -> (Env, std::path::PathBuf) {
     let secret_file = std::env::temp_dir().join(format!("strata-syncer-secret-{t}"));
     std::fs::write(&secret_file, SECRET).unwrap();
     let prefix = format!("strata-test:{t}:");
     let extra = format!(
-        "[cluster]\nsiblings = [\"http://127.0.0.1:9\", \"{url}\"]\nsecret_file = \"{}\"\nban_wait = \"50ms\"\nban_timeout = \"1s\"\n",
+        "[cluster]\nsiblings = {siblings:?}\nsecret_file = \"{}\"\nban_wait = \"50ms\"\nban_timeout = \"1s\"\n",
         secret_file.display()
     );
     let cfg = Config::from_toml(&config_toml(&prefix, &extra), None).unwrap();
-    let mut env = Env::with_config(prefix, cfg).await;
+    (Env::with_config(prefix, cfg).await, secret_file)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approved_comments_ban_their_post_and_the_lists() {
+    let (url, seen) = fake_proxy().await;
+    let t = token();
+    let (mut env, secret_file) = env_with_proxies(&t, &["http://127.0.0.1:9", &url]).await;
     let post = open_post(&env.db, &t).await;
     env.push(record(
         post,
@@ -148,26 +153,9 @@ async fn approved_comments_ban_their_post_and_the_lists() {
 async fn an_advanced_batch_sends_its_bans_and_verdicts_at_once_and_once() {
     let (url, seen) = fake_proxy().await;
     let t = token();
-    let secret_file = std::env::temp_dir().join(format!("strata-syncer-secret-{t}"));
-    std::fs::write(&secret_file, SECRET).unwrap();
-    let prefix = format!("strata-test:{t}:");
-    let extra = format!(
-        "[cluster]\nsiblings = [\"{url}\"]\nsecret_file = \"{}\"\nban_wait = \"50ms\"\nban_timeout = \"1s\"\n",
-        secret_file.display()
-    );
-    let cfg = Config::from_toml(&config_toml(&prefix, &extra), None).unwrap();
-    let mut env = Env::with_config(prefix, cfg).await;
+    let (mut env, secret_file) = env_with_proxies(&t, &[&url]).await;
     let post = open_post(&env.db, &t).await;
-    let rec = |n: &str| {
-        record(
-            post,
-            "A",
-            &format!("{n}-{t}@example.test"),
-            "",
-            &format!("{n} {t}"),
-            &ip_for(&format!("{t}{n}")),
-        )
-    };
+    let rec = |n: &str| own_sender(post, n, &t);
     env.push(rec("a")).await;
     let report = env.syncer.advance().await.unwrap();
     assert_eq!(report.applied, 1);

@@ -304,6 +304,19 @@ pub async fn post_by_slug(db: &mysql_async::Pool, slug: &str) -> u64 {
 }
 
 /// A record as the proxy would write it for an anonymous visitor.
+/// A comment on `post_id` of a sender of its own, `n` of the test `token`: the author "A",
+/// e-mail and address of its own, text `"{n} {token}"`.
+pub fn own_sender(post_id: u64, n: &str, token: &str) -> Record {
+    record(
+        post_id,
+        "A",
+        &format!("{n}-{token}@example.test"),
+        "",
+        &format!("{n} {token}"),
+        &ip_for(&format!("{token}{n}")),
+    )
+}
+
 pub fn record(post_id: u64, author: &str, email: &str, url: &str, content: &str, ip: &str) -> Record {
     Record {
         v: wire::RECORD_VERSION,

@@ -190,16 +190,7 @@ async fn an_advanced_batch_is_settled_by_the_next_round() {
     let mut env = Env::new("").await;
     let t = token();
     let post = open_post(&env.db, &t).await;
-    let rec = |n: &str| {
-        record(
-            post,
-            "A",
-            &format!("{n}-{t}@example.test"),
-            "",
-            &format!("{n} {t}"),
-            &ip_for(&format!("{t}{n}")),
-        )
-    };
+    let rec = |n: &str| own_sender(post, n, &t);
     let a = env.push(rec("a")).await;
     let report = env.syncer.advance().await.unwrap();
     assert_eq!((report.applied, report.cursor.seq), (1, a));
