@@ -101,8 +101,8 @@ pub struct Syncer {
     idle_since: Option<Instant>,
     /// The recount running beside the batches.
     recounting: Option<Recounting>,
-    /// The last committed batch, with its commit time (Unix ms), while what follows its
-    /// commit has not run yet (see [`Syncer::advance`]).
+    /// The last committed batch, its bans and verdicts sent, while the rest of what
+    /// follows its commit has not run yet (see [`Syncer::advance`]).
     unsettled: Option<Unsettled>,
     /// How many records the next tick reads with the queue's head (see [`read_ahead`]).
     read_ahead: u64,
@@ -277,8 +277,8 @@ impl Syncer {
     /// One round like [`Syncer::tick`], except that what follows the commit of the batch it
     /// applies is left unsettled: its bans and verdicts are sent at once, but their answers
     /// are awaited and the memcached writes made by the next call, while MySQL applies the
-    /// next batch, so the queue moves on meanwhile. The caller runs [`Syncer::settle`] when a round applied
-    /// nothing (an idle queue, or an error) and calls again at once while
+    /// next batch, so the queue moves on meanwhile. The caller runs [`Syncer::settle`] when
+    /// a round applied nothing (an idle queue, or an error) and calls again at once while
     /// [`Syncer::unsettled`].
     pub async fn advance(&mut self) -> Result<TickReport, TickError> {
         let r = self.tick_inner().await;
