@@ -463,6 +463,9 @@ impl Store {
         judge: Judge,
     ) -> Result<Applied, StoreError> {
         if !self.scratch_conns.lock().contains(&conn.id()) {
+            if let Err(e) = conn.query_drop(ESTIMATE_FROM_STATISTICS).await {
+                tracing::debug!(error = %e, "the server keeps its index dives for IN lists");
+            }
             conn.query_drop(setup.scratch.as_str()).await?;
             self.scratch_conns.lock().insert(conn.id());
         }
@@ -1414,6 +1417,14 @@ const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 fn refused_row(e: &mysql_async::ServerError) -> bool {
     e.code != ER_LOCK_DEADLOCK && e.code != ER_LOCK_WAIT_TIMEOUT
 }
+
+/// Sent once on each connection of the syncer: the optimizer estimates the rows of an
+/// `IN (…)` list from the index statistics instead of two B-tree descents a value. The
+/// plans of the batch's queries do not depend on the estimate (primary and unique keys, and
+/// the direct duplicate question forces its index), but the descents of its list of
+/// e-mails showed as a tenth of MariaDB's time. A server that does not know the variable
+/// answers with an error, which is ignored.
+const ESTIMATE_FROM_STATISTICS: &str = "SET SESSION eq_range_index_dive_limit = 1";
 
 /// Begins a batch's transaction; sent with the batch's first reads, as `COMMIT` is sent with
 /// its last writes, so a batch costs no round trip of its own for either.
