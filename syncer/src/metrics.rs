@@ -219,7 +219,7 @@ impl Metrics {
         );
         registry.register(
             names::STEP,
-            "Duration of each step of a tick that applied records (fetch, transaction, commit: bans and verdicts to the proxies, publish: the memcached writes and deletes)",
+            "Duration of each step of a tick that applied records (fetch, transaction, commit: bans and verdicts to the proxies, from the commit until their answers are collected, publish: the memcached writes and deletes)",
             m.steps.clone(),
         );
         for step in STEPS {
