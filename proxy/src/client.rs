@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use strata_wire::auth;
@@ -47,13 +47,7 @@ pub async fn send_ban(addr: SocketAddr, secret: &[u8], ban: &Ban, wait_ms: Optio
         .request(req)
         .await
         .map_err(|e| unreachable(crate::origin::error_chain(&e)))?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (status, body) = auth::answer(resp).await;
     let body = String::from_utf8_lossy(&body).trim().to_string();
     if status.is_success() {
         Ok(body)

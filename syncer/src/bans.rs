@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -221,13 +221,7 @@ pub(crate) async fn post_signed(
     let req = auth::signed_post(secret, &base, path, body).map_err(|e| unreachable(e.to_string()))?;
     let exchange = async {
         let resp = client.request(req).await.map_err(|e| unreachable(e.to_string()))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let (status, body) = auth::answer(resp).await;
         if status.is_success() {
             Ok(body)
         } else {

@@ -96,6 +96,19 @@ pub fn verify(
     Ok(ts)
 }
 
+/// An admin listener's answer to a [`signed_post`]: its status and its body (empty when the
+/// body could not be read to its end).
+pub async fn answer<B: http_body_util::BodyExt>(resp: http::Response<B>) -> (http::StatusCode, bytes::Bytes) {
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// A signed JSON `POST` to `base` (an admin URL such as `http://10.0.0.2:9080`) + `path`
 /// (path and query), stamped with the current time: what every Strata program sends to an
 /// admin listener.
