@@ -26,8 +26,8 @@ const GRAIN: Duration = Duration::from_micros(200);
 #[derive(Default)]
 pub struct HoldClock {
     /// Shared with the waking thread, which is started on first use (a proxy without
-    /// comments written behind never holds an answer).
-    shared: OnceLock<Arc<Shared>>,
+    /// comments written behind never holds an answer); `None` if it could not start.
+    shared: OnceLock<Option<Arc<Shared>>>,
 }
 
 struct Shared {
@@ -74,7 +74,6 @@ impl Ord for Due {
 }
 
 /// What a hold and the thread share: whether it is due, and whom to wake.
-#[derive(Default)]
 struct Alarm {
     rung: AtomicBool,
     waker: parking_lot::Mutex<Option<Waker>>,
@@ -95,47 +94,61 @@ impl HoldClock {
         Hold {
             clock: self,
             at,
-            alarm: None,
+            wait: Wait::New,
         }
     }
 
-    fn shared(&self) -> &Arc<Shared> {
-        self.shared.get_or_init(|| {
-            let shared = Arc::new(Shared {
-                state: parking_lot::Mutex::new(State::default()),
-                changed: parking_lot::Condvar::new(),
-            });
-            let thread = Arc::clone(&shared);
-            if let Err(e) = std::thread::Builder::new()
-                .name("strata-hold".into())
-                .spawn(move || wake_due(&thread))
-            {
-                // Holds then end by their own polling (see `Hold::poll`): no answer is
-                // lost, only late.
-                tracing::error!(error = %e, "the thread waking held answers did not start");
-            }
-            shared
-        })
+    /// The state shared with the waking thread, which starts on first use; `None` if it
+    /// could not start (the holds then fall back on tokio's timer).
+    fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared
+            .get_or_init(|| {
+                let shared = Arc::new(Shared {
+                    state: parking_lot::Mutex::new(State::default()),
+                    changed: parking_lot::Condvar::new(),
+                });
+                let thread = Arc::clone(&shared);
+                match std::thread::Builder::new()
+                    .name("strata-hold".into())
+                    .spawn(move || wake_due(&thread))
+                {
+                    Ok(_) => Some(shared),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the thread waking held answers did not start; holds use tokio's timer");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
-    /// Queues an alarm for `at`.
-    fn enqueue(&self, at: Instant, alarm: Arc<Alarm>) {
-        let shared = self.shared();
+    /// Queues an alarm for `at` that wakes `waker`; `None` without a waking thread.
+    fn enqueue(&self, at: Instant, waker: &Waker) -> Option<Arc<Alarm>> {
+        let shared = self.shared()?;
+        let alarm = Arc::new(Alarm {
+            rung: AtomicBool::new(false),
+            waker: parking_lot::Mutex::new(Some(waker.clone())),
+        });
         let mut state = shared.state.lock();
         let n = state.next;
         state.next += 1;
-        state.due.push(Reverse(Due { at, n, alarm }));
+        state.due.push(Reverse(Due {
+            at,
+            n,
+            alarm: Arc::clone(&alarm),
+        }));
         let earliest = state.due.peek().is_some_and(|Reverse(d)| d.n == n);
         drop(state);
         if earliest {
             shared.changed.notify_one();
         }
+        Some(alarm)
     }
 }
 
 impl Drop for HoldClock {
     fn drop(&mut self) {
-        if let Some(shared) = self.shared.get() {
+        if let Some(Some(shared)) = self.shared.get() {
             shared.state.lock().closed = true;
             shared.changed.notify_one();
         }
@@ -185,8 +198,17 @@ fn wake_due(shared: &Shared) {
 pub struct Hold<'a> {
     clock: &'a HoldClock,
     at: Instant,
-    /// Queued on the first poll that finds the deadline ahead.
-    alarm: Option<Arc<Alarm>>,
+    wait: Wait,
+}
+
+/// Where a hold's wait stands.
+enum Wait {
+    /// Not polled yet while its deadline was ahead.
+    New,
+    /// In the waking thread's queue.
+    Queued(Arc<Alarm>),
+    /// On tokio's timer: the waking thread did not start.
+    Fallback(Pin<Box<tokio::time::Sleep>>),
 }
 
 impl Future for Hold<'_> {
@@ -196,15 +218,24 @@ impl Future for Hold<'_> {
         if Instant::now() >= self.at {
             return Poll::Ready(());
         }
-        match &self.alarm {
-            None => {
-                let alarm = Arc::new(Alarm::default());
-                *alarm.waker.lock() = Some(cx.waker().clone());
-                self.alarm = Some(Arc::clone(&alarm));
-                self.clock.enqueue(self.at, alarm);
+        let at = self.at;
+        let clock = self.clock;
+        match &mut self.wait {
+            Wait::New => {
+                self.wait = match clock.enqueue(at, cx.waker()) {
+                    Some(alarm) => Wait::Queued(alarm),
+                    None => {
+                        let mut sleep = Box::pin(tokio::time::sleep_until(at.into()));
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(());
+                        }
+                        Wait::Fallback(sleep)
+                    }
+                };
                 Poll::Pending
             }
-            Some(alarm) => {
+            Wait::Fallback(sleep) => sleep.as_mut().poll(cx),
+            Wait::Queued(alarm) => {
                 if alarm.rung.load(Ordering::Acquire) {
                     return Poll::Ready(());
                 }
@@ -278,12 +309,22 @@ mod tests {
         clock.until(soon + Duration::from_millis(1)).await;
     }
 
+    #[tokio::test]
+    async fn without_its_thread_a_clock_falls_back_on_tokios_timer() {
+        let clock = HoldClock {
+            shared: OnceLock::from(None),
+        };
+        let at = Instant::now() + Duration::from_millis(2);
+        clock.until(at).await;
+        assert!(Instant::now() >= at);
+    }
+
     #[test]
     fn the_waking_thread_ends_with_the_clock() {
         let clock = HoldClock::default();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(clock.until(Instant::now() + Duration::from_millis(1)));
-        let shared = Arc::clone(clock.shared.get().unwrap());
+        let shared = Arc::clone(clock.shared.get().unwrap().as_ref().unwrap());
         drop(clock);
         // The thread holds the other reference until it ends.
         for _ in 0..1000 {
