@@ -14,14 +14,14 @@
 //!    the POST goes to PHP. Comments that arrive on a worker thread while its writer is busy
 //!    are reserved and written together ([`Comments::write_pending`]): two round trips for
 //!    the lot.
-//! 4. The answer is held `hold` from the POST's acceptance, then waits up to `max_hold` (from
-//!    the same moment) for the syncer's verdict: a 302
-//!    to the comment with WordPress's cookies, the held-for-moderation redirect, or
-//!    WordPress's error page. Without a verdict in time: a 302 back to the post (the comment
+//! 4. The answer is held `hold` from the POST's acceptance (on [`hold::HoldClock`], to a
+//!    fraction of a millisecond), then waits up to `max_hold` (from the same moment) for the
+//!    syncer's verdict: a 302 to the comment with WordPress's cookies, the held-for-moderation
+//!    redirect, or WordPress's error page. Without a verdict in time: a 302 back to the post (the comment
 //!    stays queued and lands when the syncer gets to it).
 
 pub mod form;
-mod hold;
+pub mod hold;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
