@@ -7,9 +7,8 @@ use anyhow::Context;
 use clap::Parser;
 use strata_syncer::config::Config;
 
-/// mimalloc: every batch builds and frees SQL text, records and verdicts across the runtime's
-/// threads, which glibc's allocator serves with locks and consolidation (a tenth of the
-/// syncer's CPU under load).
+/// mimalloc: every batch builds and frees SQL text, records and verdicts, which glibc's
+/// allocator serves with locks and consolidation (a tenth of the syncer's CPU under load).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -67,11 +66,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // One thread: a round's steps follow one another, and the requests it sends meanwhile
+    // are short. With two workers, a third of the syncer's CPU under load went to the two
+    // waking each other (a profile), and its rounds took longer.
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
