@@ -240,7 +240,11 @@ sleep 2
 TICK=$(getconf CLK_TCK)
 MARIADB_PIDS=$(pgrep -d ' ' -x mariadbd || true)
 MEMCACHED_PIDS=$(pgrep -d ' ' -x memcached || true)
-PHP_PIDS="$(pgrep -d ' ' '^php-fpm' || true) $(pgrep -d ' ' -x nginx || true)"
+# PHP-FPM and nginx: read at each reading, with their ended children (workers recycled).
+php_ticks() {
+    # shellcheck disable=SC2046
+    cpu_ticks_with_children $(pgrep '^php-fpm' || true) $(pgrep -x nginx || true)
+}
 # Sums over the rounds: comments in MySQL; CPU ticks of PHP-FPM + nginx and of MariaDB (PHP);
 # of the proxy, the syncer, memcached and MariaDB (Strata); of the load generator (each side).
 PHP_LANDED=0 STRATA_LANDED=0 STRATA_ACCEPTED=0
@@ -249,7 +253,7 @@ DRAIN_SECS=()
 # phase_cpu -> the CPU ticks so far of: PHP-FPM + nginx, MariaDB, the proxy, the syncer, memcached
 phase_cpu() {
     # shellcheck disable=SC2086
-    echo "$(cpu_ticks $PHP_PIDS) $(cpu_ticks $MARIADB_PIDS) $(cpu_ticks "$PROXY_PID") $(cpu_ticks "$SYNCER_PID") $(cpu_ticks $MEMCACHED_PIDS)"
+    echo "$(php_ticks) $(cpu_ticks $MARIADB_PIDS) $(cpu_ticks "$PROXY_PID") $(cpu_ticks "$SYNCER_PID") $(cpu_ticks $MEMCACHED_PIDS)"
 }
 
 # load SIDE ADDR X [ARG…]: one phase of comment-load against http://ADDR, round $round, tag

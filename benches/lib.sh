@@ -108,3 +108,17 @@ cpu_ticks() {
     echo "$total"
 }
 
+# cpu_ticks_with_children PID... -> like cpu_ticks, plus the ticks of each process's children
+# that have ended and been waited for: a master's workers recycled within a phase (PHP-FPM's
+# pm.max_requests) still count, and a worker that ends between two readings is neither lost
+# nor counted twice. Read the PIDs afresh at each reading, so that new workers count too.
+cpu_ticks_with_children() {
+    local total=0 pid stat fields
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        read -r -a fields <<<"${stat##*) }"
+        total=$((total + fields[11] + fields[12] + fields[13] + fields[14]))
+    done
+    echo "$total"
+}
+
