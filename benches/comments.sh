@@ -19,6 +19,12 @@
 # the CPU time each part spends per comment (from /proc), which depends far less on how the
 # closed-loop load meets the hold than throughput does.
 #
+# Each of Strata's answers is held at least HOLD (5 ms), so CONNECTIONS closed-loop
+# connections can make at most CONNECTIONS / HOLD comments a second through it (64: 12 800),
+# whatever its capacity; PHP's rate does not depend on CONNECTIONS once it is busy. The
+# report says how near that ceiling Strata came; more connections (CONNECTIONS=128) measure
+# more of its capacity, with larger batches and a longer lag.
+#
 # Every comment is unique (text, author, e-mail carry a run tag); they go to POSTS published
 # posts open for comments. The benchmark's comments are deleted after each phase (and on any
 # exit), and comment_count of those posts recomputed: the site is left as it was.
@@ -360,6 +366,12 @@ for r in $(seq 1 "$ROUNDS"); do
         'BEGIN { if (p > 0) printf "%.1f×", s / p; else print "n/a" }')"
 done
 LAG_P99_MS=$(awk '{ print $1 }' <<<"$LAG_P99")
+# The most the closed loop allows through Strata: every connection waits at least HOLD.
+HOLD_SECONDS=$(awk -v h="$HOLD" 'BEGIN { n = h + 0; u = h; sub(/^[0-9.]+/, "", u)
+    f = (u == "s") ? 1 : (u == "ms") ? 0.001 : (u == "us" || u == "µs") ? 0.000001 : (u == "ns") ? 1e-9 : 0
+    printf "%.9f", n * f }')
+CEILING=$(awk -v c="$CONNECTIONS" -v h="$HOLD_SECONDS" -v s="$STRATA_RPS" 'BEGIN {
+    if (h > 0) printf "%.0f req/s; Strata reached %.0f %% of it", c / h, 100 * s * h / c; else print "none (no hold)" }')
 GOAL_RPS=$(awk -v r="$RATIO" 'BEGIN { print (r != "n/a" && r >= 50) ? "met" : "not met" }')
 GOAL_LAG=$(awk -v l="$LAG_P99_MS" 'BEGIN { print (l ~ /^[0-9.]+$/ && l <= 15) ? "met" : "not met" }')
 [ "$STRATA_LANDED" = "$STRATA_ACCEPTED" ] ||
@@ -397,6 +409,7 @@ row() { # row NAME SIDE LANDED
     row "Strata (proxy + syncer)" strata "$STRATA_LANDED"
     echo
     echo "- Throughput, Strata / PHP: **${RATIO}×** (goal ≥ 50×: **$GOAL_RPS**); round by round: $ROUND_RATIOS."
+    echo "  Ceiling set by the hold at this concurrency ($CONNECTIONS connections ÷ \`hold\` $HOLD): $CEILING."
     echo "- Syncer lag (accepted by the proxy → committed), \`strata_syncer_lag_seconds\` over $LAG_COUNT comments:"
     echo "  p50 $LAG_P50 ms, p99 **$LAG_P99 ms**, mean $LAG_MEAN ms (goal p99 ≤ 15 ms: **$GOAL_LAG**)."
     echo "  Mean batch $BATCH_MEAN records; queue drained $(IFS=/; echo "${DRAIN_SECS[*]}") s after each round's load stopped."
