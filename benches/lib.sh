@@ -95,30 +95,27 @@ forget_queue() {
     sql "DELETE FROM wp_strata_syncer WHERE queue = '$PREFIX';" || true
 }
 
-# cpu_ticks PID... -> the CPU time (user + system) the processes have used so far, in clock
-# ticks (getconf CLK_TCK a second); a PID that is gone counts 0.
-cpu_ticks() {
-    local total=0 pid stat fields
+# proc_ticks N PID... -> the sum over the processes of the first N of their /proc/PID/stat
+# time fields (utime, stime, cutime, cstime), in clock ticks (getconf CLK_TCK a second); a
+# PID that is gone counts 0.
+proc_ticks() {
+    local n=$1 total=0 pid stat fields i
+    shift
     for pid in "$@"; do
         stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
         # The fields after the command name (which may hold spaces) start with the 3rd.
         read -r -a fields <<<"${stat##*) }"
-        total=$((total + fields[11] + fields[12]))
+        for ((i = 11; i < 11 + n; i++)); do total=$((total + fields[i])); done
     done
     echo "$total"
 }
+
+# cpu_ticks PID... -> the CPU time (user + system) the processes have used so far, in ticks.
+cpu_ticks() { proc_ticks 2 "$@"; }
 
 # cpu_ticks_with_children PID... -> like cpu_ticks, plus the ticks of each process's children
 # that have ended and been waited for: a master's workers recycled within a phase (PHP-FPM's
 # pm.max_requests) still count, and a worker that ends between two readings is neither lost
 # nor counted twice. Read the PIDs afresh at each reading, so that new workers count too.
-cpu_ticks_with_children() {
-    local total=0 pid stat fields
-    for pid in "$@"; do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        read -r -a fields <<<"${stat##*) }"
-        total=$((total + fields[11] + fields[12] + fields[13] + fields[14]))
-    done
-    echo "$total"
-}
+cpu_ticks_with_children() { proc_ticks 4 "$@"; }
 

@@ -8,8 +8,7 @@
 //! then wakes the holds due, on the first [`GRAIN`] tick after their deadlines: an answer is
 //! never released before its deadline and, when a core is free, within 0.2 ms after it.
 
-use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,39 +37,13 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// The holds not yet woken, earliest first.
-    due: BinaryHeap<Reverse<Due>>,
-    /// Orders holds with the same deadline, and tells them apart.
+    /// The holds not yet woken, earliest first, by deadline and then by a number of their
+    /// own (which tells apart holds with the same deadline).
+    due: BTreeMap<(Instant, u64), Arc<Alarm>>,
+    /// The next hold's number.
     next: u64,
     /// The clock was dropped: the thread ends.
     closed: bool,
-}
-
-/// One hold in the queue.
-struct Due {
-    at: Instant,
-    n: u64,
-    alarm: Arc<Alarm>,
-}
-
-impl PartialEq for Due {
-    fn eq(&self, other: &Due) -> bool {
-        (self.at, self.n) == (other.at, other.n)
-    }
-}
-
-impl Eq for Due {}
-
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Due) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Due {
-    fn cmp(&self, other: &Due) -> CmpOrdering {
-        (self.at, self.n).cmp(&(other.at, other.n))
-    }
 }
 
 /// What a hold and the thread share: whether it is due, and whom to wake.
@@ -130,14 +103,10 @@ impl HoldClock {
             waker: parking_lot::Mutex::new(Some(waker.clone())),
         });
         let mut state = shared.state.lock();
-        let n = state.next;
+        let key = (at, state.next);
         state.next += 1;
-        state.due.push(Reverse(Due {
-            at,
-            n,
-            alarm: Arc::clone(&alarm),
-        }));
-        let earliest = state.due.peek().is_some_and(|Reverse(d)| d.n == n);
+        state.due.insert(key, Arc::clone(&alarm));
+        let earliest = state.due.first_key_value().is_some_and(|(k, _)| *k == key);
         drop(state);
         if earliest {
             shared.changed.notify_one();
@@ -172,10 +141,8 @@ fn wake_due(shared: &Shared) {
             return;
         }
         let now = Instant::now();
-        while state.due.peek().is_some_and(|Reverse(d)| d.at <= now) {
-            if let Some(Reverse(d)) = state.due.pop() {
-                rung.push(d.alarm);
-            }
+        while let Some(entry) = state.due.first_entry().filter(|e| e.key().0 <= now) {
+            rung.push(entry.remove());
         }
         if !rung.is_empty() {
             // Woken outside the lock: a hold being queued meanwhile does not wait for them.
@@ -186,7 +153,7 @@ fn wake_due(shared: &Shared) {
             });
             continue;
         }
-        match state.due.peek().map(|Reverse(d)| d.at) {
+        match state.due.first_key_value().map(|((at, _), _)| *at) {
             Some(at) => {
                 shared.changed.wait_until(&mut state, tick(at));
             }
