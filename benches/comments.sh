@@ -371,9 +371,7 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 LAG_P99_MS=$(awk '{ print $1 }' <<<"$LAG_P99")
 # The most the closed loop allows through Strata: every connection waits at least HOLD.
-HOLD_SECONDS=$(awk -v h="$HOLD" 'BEGIN { n = h + 0; u = h; sub(/^[0-9.]+/, "", u)
-    f = (u == "s") ? 1 : (u == "ms") ? 0.001 : (u == "us" || u == "µs") ? 0.000001 : (u == "ns") ? 1e-9 : 0
-    printf "%.9f", n * f }')
+HOLD_SECONDS=$(exact_seconds "$HOLD")
 CEILING=$(awk -v c="$CONNECTIONS" -v h="$HOLD_SECONDS" -v s="$STRATA_RPS" 'BEGIN {
     if (h > 0) printf "%.0f req/s; Strata reached %.0f %% of it", c / h, 100 * s * h / c; else print "none (no hold)" }')
 GOAL_RPS=$(awk -v r="$RATIO" 'BEGIN { print (r != "n/a" && r >= 50) ? "met" : "not met" }')

@@ -119,3 +119,23 @@ cpu_ticks() { proc_ticks 2 "$@"; }
 # nor counted twice. Read the PIDs afresh at each reading, so that new workers count too.
 cpu_ticks_with_children() { proc_ticks 4 "$@"; }
 
+# duration_seconds D -> D (10s, 2m, 1h, or a bare number of seconds) in whole seconds, for
+# timeouts; anything under a second (…ms) counts 1.
+duration_seconds() {
+    local d=$1
+    case $d in
+        *ms) echo 1 ;;
+        *s) echo "${d%s}" ;;
+        *m) echo $((${d%m} * 60)) ;;
+        *h) echo $((${d%h} * 3600)) ;;
+        *) echo "$d" ;;
+    esac
+}
+
+# exact_seconds D -> D (5ms, 200us, 1.5s, 10ns; µs too) in seconds, to the nanosecond; 0 for
+# a unit it does not know.
+exact_seconds() {
+    awk -v h="$1" 'BEGIN { n = h + 0; u = h; sub(/^[0-9.]+/, "", u)
+        f = (u == "s") ? 1 : (u == "ms") ? 0.001 : (u == "us" || u == "µs") ? 0.000001 : (u == "ns") ? 1e-9 : 0
+        printf "%.9f", n * f }'
+}

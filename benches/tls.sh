@@ -83,16 +83,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-duration_seconds() {
-    local d=$1
-    case $d in
-        *ms) echo 1 ;;
-        *s) echo "${d%s}" ;;
-        *m) echo $((${d%m} * 60)) ;;
-        *h) echo $((${d%h} * 3600)) ;;
-        *) echo "$d" ;;
-    esac
-}
 DURATION_S=$(duration_seconds "$DURATION")
 [[ $DURATION_S =~ ^[0-9]+$ ]] || die "cannot understand DURATION=$DURATION"
 [[ $CONNECTIONS =~ ^[0-9]+$ && $THREADS =~ ^[0-9]+$ ]] || die "CONNECTIONS and THREADS must be numbers"

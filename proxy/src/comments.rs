@@ -17,8 +17,8 @@
 //! 4. The answer is held `hold` from the POST's acceptance (on [`hold::HoldClock`], to a
 //!    fraction of a millisecond), then waits up to `max_hold` (from the same moment) for the
 //!    syncer's verdict: a 302 to the comment with WordPress's cookies, the held-for-moderation
-//!    redirect, or WordPress's error page. Without a verdict in time: a 302 back to the post (the comment
-//!    stays queued and lands when the syncer gets to it).
+//!    redirect, or WordPress's error page. Without a verdict in time: a 302 back to the post
+//!    (the comment stays queued and lands when the syncer gets to it).
 
 pub mod form;
 pub mod hold;
