@@ -25,7 +25,7 @@ use strata_wire::comment::{Commit, Delivered, Queued, VerdictBatch, COMMIT_PATH,
 
 use crate::body::ProxyBody;
 use crate::outcome::Outcome;
-use crate::policy;
+use crate::policy::purge_key;
 use crate::server::Proxy;
 use crate::status;
 
@@ -669,39 +669,9 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
 }
 
-/// The primary cache key of a purge target: an absolute URL, or a path plus host.
-pub fn purge_key(url: &str, host: Option<&str>, strip: &[String]) -> Option<String> {
-    let uri: http::Uri = url.parse().ok()?;
-    let host = match uri.authority() {
-        Some(a) if matches!(uri.scheme_str(), Some("http" | "https")) => a.as_str(),
-        Some(_) => return None,
-        None => host?,
-    };
-    if !uri.path().starts_with('/') {
-        return None;
-    }
-    let q = policy::normalise_query(uri.query(), strip);
-    Some(policy::cache_key(host, uri.path(), q.as_deref()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn purge_targets_map_to_cache_keys() {
-        let strip = crate::config::PolicyConfig::default().strip_query;
-        assert_eq!(
-            purge_key("http://Example.com/a/?b=1&a=2&utm_x=1", None, &strip).as_deref(),
-            Some("example.com/a/?a=2&b=1")
-        );
-        assert_eq!(
-            purge_key("/a/", Some("127.0.0.1:8080"), &strip).as_deref(),
-            Some("127.0.0.1:8080/a/")
-        );
-        assert_eq!(purge_key("/a/", None, &strip), None);
-        assert_eq!(purge_key("ftp://x/a", None, &strip), None);
-    }
 
     #[test]
     fn ban_bodies_are_one_ban_or_a_bounded_array() {

@@ -85,7 +85,7 @@ impl Compiled {
         let matcher = match ban.kind {
             Kind::Url => {
                 need(Kind::Url)?;
-                let key = crate::admin::purge_key(&ban.value, ban.host.as_deref(), strip)
+                let key = crate::policy::purge_key(&ban.value, ban.host.as_deref(), strip)
                     .ok_or_else(|| BanError::BadUrl(ban.value.clone()))?;
                 host = Some(key_host(&key).to_string());
                 Matcher::Url(key)

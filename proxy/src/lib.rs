@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod answer;
 pub mod bans;
 pub mod body;
 pub mod cache;
@@ -549,7 +550,7 @@ impl Future for Answering {
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         match self.get_mut() {
             Answering::Ready(resp) => std::task::Poll::Ready(Ok(resp.take().unwrap_or_else(|| {
-                server::synth(
+                answer::synth(
                     http::StatusCode::INTERNAL_SERVER_ERROR,
                     "response already sent",
                     "internal",

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -13,6 +14,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::body::ProxyBody;
 use crate::config::OriginConfig;
+use crate::tls;
 
 /// Why the origin did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +156,24 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+/// The scheme the client used, for `X-Forwarded-Proto`.
+pub fn proto(parts: &Parts) -> &'static str {
+    if parts.extensions.get::<tls::Https>().is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// Keeps the client's Host (from an absolute-form target if there was one).
+pub fn set_host(headers: &mut HeaderMap, parts: &Parts) {
+    if let Some(a) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            headers.insert(header::HOST, v);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -164,6 +164,41 @@ pub fn cache_key(host: &str, path: &str, query: Option<&str>) -> String {
     key
 }
 
+/// The target host: the URI's authority in absolute form, else the Host header.
+pub fn host_of<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    if let Some(a) = uri.authority() {
+        return Some(a.as_str());
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next()?.to_str().ok()?;
+    if hosts.next().is_some() || host.is_empty() || host.contains(['/', ' ', '@']) {
+        return None;
+    }
+    Some(host)
+}
+
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split(']').next().map_or(host, |h| &h[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// The primary cache key of a purge target: an absolute URL, or a path plus host.
+pub fn purge_key(url: &str, host: Option<&str>, strip: &[String]) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = match uri.authority() {
+        Some(a) if matches!(uri.scheme_str(), Some("http" | "https")) => a.as_str(),
+        Some(_) => return None,
+        None => host?,
+    };
+    if !uri.path().starts_with('/') {
+        return None;
+    }
+    let q = normalise_query(uri.query(), strip);
+    Some(cache_key(host, uri.path(), q.as_deref()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,5 +306,46 @@ mod tests {
         assert_eq!(cache_key("127.0.0.1:8080", "/", None), "127.0.0.1:8080/");
         assert_eq!(cache_key("h", "/a/", Some("x=1")), "h/a/?x=1");
         assert_eq!(cache_key("H:80", "/a/", None), "h/a/");
+    }
+
+    #[test]
+    fn purge_targets_map_to_cache_keys() {
+        let strip = crate::config::PolicyConfig::default().strip_query;
+        assert_eq!(
+            purge_key("http://Example.com/a/?b=1&a=2&utm_x=1", None, &strip).as_deref(),
+            Some("example.com/a/?a=2&b=1")
+        );
+        assert_eq!(
+            purge_key("/a/", Some("127.0.0.1:8080"), &strip).as_deref(),
+            Some("127.0.0.1:8080/a/")
+        );
+        assert_eq!(purge_key("/a/", None, &strip), None);
+        assert_eq!(purge_key("ftp://x/a", None, &strip), None);
+    }
+
+    fn req(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hosts_come_from_the_target_or_a_single_host_header() {
+        let uri: http::Uri = "/x".parse().unwrap();
+        assert_eq!(
+            host_of(&uri, &req(&[("host", "a.example:8080")])),
+            Some("a.example:8080")
+        );
+        let abs: http::Uri = "http://b.example/x".parse().unwrap();
+        assert_eq!(host_of(&abs, &req(&[("host", "a.example")])), Some("b.example"));
+        assert_eq!(host_of(&uri, &HeaderMap::new()), None);
+        assert_eq!(host_of(&uri, &req(&[("host", "a/b")])), None);
+        assert_eq!(strip_port("a.example:8080"), "a.example");
+        assert_eq!(strip_port("[::1]:80"), "::1");
     }
 }

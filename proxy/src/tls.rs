@@ -279,7 +279,7 @@ pub fn redirect<B>(req: &Request<B>, tls_port: u16) -> Option<Response<ProxyBody
     }
     let location = redirect_location(req.uri(), req.headers(), tls_port)?;
     let value = HeaderValue::from_str(&location).ok()?;
-    let mut resp = crate::server::synth(StatusCode::MOVED_PERMANENTLY, "use HTTPS", "redirect-https");
+    let mut resp = crate::answer::synth(StatusCode::MOVED_PERMANENTLY, "use HTTPS", "redirect-https");
     resp.headers_mut().insert(header::LOCATION, value);
     Some(resp)
 }

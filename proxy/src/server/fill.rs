@@ -1,0 +1,568 @@
+//! Fills and refreshes: the request sent to the origin for a key, turning its answer into
+//! a stored object (decoded, compressed, tagged, with validators), storing it under its
+//! Vary rule if no ban since forbids it, and the background refresh of a stale object.
+
+use super::*;
+
+/// Request headers never sent to the origin on a cache fill: the fill must fetch the full,
+/// unconditional, uncompressed object that every client can be served from.
+static FILL_DROPPED: [HeaderName; 7] = [
+    header::ACCEPT_ENCODING,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+/// Response headers not stored: framing and encoding are decided at delivery.
+static NOT_STORED: [HeaderName; 4] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::AGE,
+    header::VARY,
+];
+
+impl Proxy {
+    /// The request a fill or refresh sends: GET of the normalised URL, the client's headers
+    /// minus hop-by-hop, conditional and encoding headers, and minus cookies: a page that
+    /// everyone will get must not be shaped by one visitor's cookies (the cookies that make a
+    /// page personal already made the request pass). Only a URL whose origin declared
+    /// `Vary: Cookie` is fetched with them, each cookie value then being its own variant.
+    pub(super) fn fill_request(&self, lk: &Lookup, client: SocketAddr) -> Result<Request<ProxyBody>, http::Error> {
+        let mut headers = lk.parts.headers.clone();
+        origin::strip_hop_by_hop(&mut headers);
+        for h in &FILL_DROPPED {
+            headers.remove(h);
+        }
+        let varies_on_cookie =
+            matches!(self.store.get(&lk.primary), Some(Slot::Vary(rule)) if rule.names.contains(&header::COOKIE));
+        if !varies_on_cookie {
+            headers.remove(header::COOKIE);
+        }
+        origin::add_forwarded(&mut headers, client.ip(), proto(&lk.parts));
+        set_host(&mut headers, &lk.parts);
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(self.origin.uri(&lk.origin_path())?)
+            .version(Version::HTTP_11)
+            .body(ProxyBody::Empty)?;
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+
+    /// The leader's fetch: ask the origin, store what may be stored, answer the client.
+    pub(super) async fn fill(&self, lk: &Lookup, key: Arc<str>, guard: FlightGuard<'_>, client: SocketAddr) -> Answer {
+        let generation = self.bans.generation();
+        let (req, sent) = match self.fill_request(lk, client) {
+            Ok(r) => {
+                let sent = r.headers().clone();
+                (r, sent)
+            }
+            Err(e) => {
+                guard.finish(Flight::Failed(StatusCode::BAD_REQUEST));
+                return Answer::new(
+                    synth(
+                        StatusCode::BAD_REQUEST,
+                        &format!("invalid request target: {e}"),
+                        "target",
+                    ),
+                    Outcome::Synth,
+                );
+            }
+        };
+        let resp = match self.send(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                guard.finish(Flight::Failed(e.status()));
+                return Answer::new(self.origin_failure(&e, &lk.origin_path()), Outcome::Miss);
+            }
+        };
+        let (mut parts, body) = resp.into_parts();
+        origin::strip_hop_by_hop(&mut parts.headers);
+        let verdict =
+            freshness::lifetime(&self.cfg().cache, parts.status, &parts.headers, SystemTime::now()).and_then(|life| {
+                let too_big = content_length(&parts.headers).is_some_and(|n| n > self.cfg().cache.max_object_size);
+                let coding = parts
+                    .headers
+                    .get(header::CONTENT_ENCODING)
+                    .map(|v| v.as_bytes().to_ascii_lowercase());
+                match coding.as_deref() {
+                    _ if too_big => Err(NoStore::TooLarge),
+                    None | Some(b"identity") | Some(b"gzip") => Ok(life),
+                    Some(_) => Err(NoStore::Encoding),
+                }
+            });
+        let life = match verdict {
+            Ok(life) => life,
+            Err(why) => {
+                self.metrics.not_stored(why.as_str());
+                let flight = self.remember_uncacheable(&key, parts.status, why);
+                guard.finish(flight);
+                let status = cache_status(format_args!(
+                    "fwd=uri-miss; fwd-status={}; detail={}",
+                    parts.status.as_u16(),
+                    why.as_str()
+                ));
+                return Answer::new(self.stream_back(parts, body, None, status), Outcome::Miss);
+            }
+        };
+        // Read the body, up to the object size limit.
+        let limit = self.cfg().cache.max_object_size;
+        let mut body = ProxyBody::stream(body, None, self.origin.body_timeout);
+        let mut buf = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(data) = f.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                    if buf.len() as u64 > limit {
+                        self.metrics.not_stored(NoStore::TooLarge.as_str());
+                        guard.finish(self.remember_uncacheable(&key, parts.status, NoStore::TooLarge));
+                        let status = cache_status(format_args!(
+                            "fwd=uri-miss; fwd-status={}; detail=too-large",
+                            parts.status.as_u16()
+                        ));
+                        let resp = Response::from_parts(parts, chain(buf.freeze(), body));
+                        return Answer::new(with_status(resp, status), Outcome::Miss);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(url = %lk.origin_path(), error = %origin::error_chain(e.as_ref()), "origin body failed");
+                    self.metrics.origin_error("body");
+                    guard.finish(Flight::Failed(StatusCode::BAD_GATEWAY));
+                    return Answer::new(
+                        synth(
+                            StatusCode::BAD_GATEWAY,
+                            "the origin's response broke off",
+                            "origin-error",
+                        ),
+                        Outcome::Miss,
+                    );
+                }
+            }
+        }
+        let obj = match self
+            .build_object(parts, buf.freeze(), life, lk.parts.uri.path(), lk.query.as_deref())
+            .await
+        {
+            Some(o) => o,
+            None => {
+                self.metrics.not_stored(NoStore::Encoding.as_str());
+                guard.finish(Flight::Failed(StatusCode::BAD_GATEWAY));
+                return Answer::new(
+                    synth(
+                        StatusCode::BAD_GATEWAY,
+                        "the origin sent an undecodable gzip body",
+                        "origin-error",
+                    ),
+                    Outcome::Miss,
+                );
+            }
+        };
+        let stored = self.store_object(&lk.primary, &sent, &obj, generation);
+        guard.finish(Flight::Stored(obj.clone(), generation));
+        let status = if stored {
+            cache_status(format_args!("fwd=uri-miss; fwd-status={}; stored", obj.status.as_u16()))
+        } else {
+            cache_status(format_args!(
+                "fwd=uri-miss; fwd-status={}; detail=banned-in-flight",
+                obj.status.as_u16()
+            ))
+        };
+        Answer::new(
+            self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status),
+            Outcome::Miss,
+        )
+    }
+
+    /// Records a hit-for-pass marker for answers that will not change on the next request,
+    /// and says what the waiters should do.
+    pub(super) fn remember_uncacheable(&self, key: &Arc<str>, status: StatusCode, why: NoStore) -> Flight {
+        if status.is_server_error() {
+            // A transient failure: don't pin the URL to PASS, and don't send every waiter on.
+            return Flight::Failed(status);
+        }
+        let until = Instant::now() + self.cfg().cache.hit_for_pass_ttl;
+        self.store.insert(key.clone(), Slot::HitForPass(until, why.as_str()));
+        Flight::Uncacheable
+    }
+
+    /// Stores an object, under a Vary rule when the origin varies on request headers.
+    /// `req` are the request headers the object was fetched with (for variant keys);
+    /// `generation` is the ban generation noted before the origin was asked: an object that
+    /// a hard ban since then selects is not stored (it may predate the write behind the ban),
+    /// one that only soft bans select is stored stale. Returns whether it was stored.
+    pub(super) fn store_object(&self, primary: &Arc<str>, req: &HeaderMap, obj: &Arc<Object>, generation: u64) -> bool {
+        if !self.judged_in_flight(primary, obj, generation) {
+            self.metrics.not_stored("banned-in-flight");
+            return false;
+        }
+        let names = cache::vary_names(&obj.headers);
+        if names.is_empty() {
+            self.store.insert(primary.clone(), Slot::Object(obj.clone()));
+            return self.kept_after_insert(primary, primary, obj, generation);
+        }
+        let rule = match self.store.get(primary) {
+            Some(Slot::Vary(rule)) if rule.names == names => rule,
+            _ => {
+                let rule = Arc::new(VaryRule {
+                    names,
+                    variants: Default::default(),
+                });
+                self.store.insert(primary.clone(), Slot::Vary(rule.clone()));
+                rule
+            }
+        };
+        if rule.variants.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.cfg().cache.max_variants {
+            self.metrics.not_stored("too-many-variants");
+            return false;
+        }
+        let vkey: Arc<str> = cache::variant_key(primary, &rule, req).into();
+        self.store.insert(vkey.clone(), Slot::Object(obj.clone()));
+        self.kept_after_insert(primary, &vkey, obj, generation)
+    }
+
+    /// Judges an object whose fill began at ban `generation` against the bans since: false
+    /// when a hard one selects it; marked stale when only soft ones do.
+    pub(super) fn judged_in_flight(&self, primary: &Arc<str>, obj: &Object, generation: u64) -> bool {
+        match self.bans.since(generation, primary, &obj.tags) {
+            InFlight::Untouched => true,
+            InFlight::Soft => {
+                obj.banned.store(true, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            InFlight::Hard => false,
+        }
+    }
+
+    /// Checks a just-stored object against the bans again: a ban that arrived between the
+    /// check before storing and the insert walked the store before the object was in it, so
+    /// the object is taken out again (the next request fetches it anew), or marked stale
+    /// when the ban was soft.
+    pub(super) fn kept_after_insert(
+        &self,
+        primary: &Arc<str>,
+        key: &Arc<str>,
+        obj: &Arc<Object>,
+        generation: u64,
+    ) -> bool {
+        if self.judged_in_flight(primary, obj, generation) {
+            return true;
+        }
+        if let Some(Slot::Object(current)) = self.store.get(key) {
+            if current.id == obj.id {
+                self.store.remove(key);
+            }
+        }
+        self.metrics.not_stored("banned-in-flight");
+        false
+    }
+
+    /// Turns an origin response into a stored object: decoded, compressed, with validators.
+    pub(super) async fn build_object(
+        &self,
+        parts: http::response::Parts,
+        body: Bytes,
+        life: freshness::Lifetime,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<Arc<Object>> {
+        let gzipped = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let compressible = compress::compressible(parts.headers.get(header::CONTENT_TYPE));
+        let min = self.cfg().cache.compress_min_size as usize;
+        let limit = self.cfg().cache.max_object_size;
+        let want_br = self.cfg().cache.brotli;
+        let work = move || -> Option<(Bytes, Option<Bytes>, Option<Bytes>)> {
+            // A copy of exactly the body's size: `body` may sit in a larger, grown buffer.
+            let identity = if gzipped {
+                compress::gunzip(&body, limit)?
+            } else {
+                Bytes::copy_from_slice(&body)
+            };
+            if !compressible || identity.len() < min {
+                return Some((identity, None, None));
+            }
+            let gz = compress::gzip(&identity);
+            let br = if want_br {
+                compress::brotli(&identity, gz.as_ref().map_or(identity.len(), |g| g.len()))
+            } else {
+                None
+            };
+            Some((identity, gz, br))
+        };
+        let (identity, gzip, br) = if gzipped || compressible {
+            // Compression runs on the blocking pool, a few at a time: each encoder holds
+            // hundreds of KiB while it works, and a burst of misses must not multiply that.
+            let _permit = self.compress_permits.acquire().await.ok()?;
+            tokio::task::spawn_blocking(work).await.ok()??
+        } else {
+            work()?
+        };
+        // Copy what is kept into allocations of its own: header values parsed by hyper are
+        // slices of the connection's read buffer, which they would otherwise keep alive.
+        let vary = cache::vary_names(&parts.headers);
+        let tags = tags::object_tags(&self.tag_rules, path, query, parts.status, &parts.headers, &identity);
+        let strip_tags = self.cfg().bans.strip_tag_headers;
+        let mut headers = HeaderMap::with_capacity(parts.headers.len());
+        for (name, value) in parts.headers.iter() {
+            if NOT_STORED.contains(name) || strip_tags && self.cfg().bans.tag_headers.contains(name) {
+                continue;
+            }
+            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+                headers.append(name.clone(), v);
+            }
+        }
+        // Vary as delivered: the origin's request headers plus the encoding we negotiate.
+        let mut vary_list: Vec<&str> = vary.iter().map(|n| n.as_str()).collect();
+        if gzip.is_some() || br.is_some() {
+            vary_list.push("Accept-Encoding");
+        }
+        if !vary_list.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&vary_list.join(", ")) {
+                headers.insert(header::VARY, v);
+            }
+        }
+        let etag = match headers.get(header::ETAG) {
+            Some(e) => Some(e.clone()),
+            None if parts.status == StatusCode::OK => {
+                let tag = HeaderValue::from_str(&format!("W/\"{:016x}-{:x}\"", fnv1a(&identity), identity.len())).ok();
+                if let Some(t) = &tag {
+                    headers.insert(header::ETAG, t.clone());
+                }
+                tag
+            }
+            None => None,
+        };
+        let last_modified = headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| httpdate::parse_http_date(s).ok());
+        add_delivery_slots(&mut headers, gzip.is_some() || br.is_some());
+        let now = Instant::now();
+        let (fresh_until, grace_until) = self.lifetime_bounds(now, &life);
+        Some(Arc::new(Object {
+            status: parts.status,
+            headers,
+            identity,
+            gzip,
+            br,
+            etag,
+            last_modified,
+            stored_at: now,
+            initial_age: life.initial_age,
+            fresh_until,
+            grace_until,
+            compressible,
+            tags: tags.into_iter().map(Arc::from).collect(),
+            id: cache::next_object_id(),
+            banned: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// Freshness and grace ends of an object stored now: while the node is unconfirmed, at
+    /// most `confirm_within` and no grace.
+    pub(super) fn lifetime_bounds(&self, now: Instant, life: &freshness::Lifetime) -> (Instant, Instant) {
+        let (fresh, grace) = (now + life.ttl, now + life.ttl + life.grace);
+        if self.cluster.confirmed(now) {
+            (fresh, grace)
+        } else {
+            let cap = now + self.cluster.unconfirmed_ttl();
+            (fresh.min(cap), fresh.min(cap))
+        }
+    }
+
+    /// Serves stale while one background request refreshes the object (none when
+    /// `cache.background_refreshes` are already in flight: a later request starts it).
+    pub(super) fn refresh_in_background(
+        self: &Arc<Self>,
+        key: Arc<str>,
+        lk: &Lookup,
+        stale: &Arc<Object>,
+        client: SocketAddr,
+    ) {
+        use std::sync::atomic::Ordering;
+        let cap = self.cfg().cache.background_refreshes;
+        if self
+            .refreshing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
+            .is_err()
+        {
+            self.metrics.background_refreshes_deferred.inc();
+            return;
+        }
+        let slot = RefreshSlot(self.refreshing.clone());
+        let tx = {
+            let mut flights = self.flights.lock();
+            if flights.contains_key(&key) {
+                return;
+            }
+            let (tx, rx) = watch::channel(None);
+            flights.insert(key.clone(), rx);
+            tx
+        };
+        let Ok(mut req) = self.fill_request(lk, client) else {
+            return;
+        };
+        // Revalidate when the object has the origin's validators.
+        if let Some(etag) = stale
+            .headers
+            .get(header::ETAG)
+            .filter(|_| stale.etag.as_ref().is_some_and(|e| !is_derived_etag(e)))
+        {
+            req.headers_mut().insert(header::IF_NONE_MATCH, etag.clone());
+        }
+        if let Some(lm) = stale.headers.get(header::LAST_MODIFIED) {
+            req.headers_mut().insert(header::IF_MODIFIED_SINCE, lm.clone());
+        }
+        let this = self.clone();
+        let primary = lk.primary.clone();
+        let stale = stale.clone();
+        let target = (lk.parts.uri.path().to_string(), lk.query.clone());
+        self.metrics.background_refreshes.inc();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let guard = FlightGuard {
+                flights: &this.flights,
+                key: key.clone(),
+                tx,
+                done: false,
+            };
+            let flight = this.refresh(req, &primary, key, &stale, &target).await;
+            guard.finish(flight);
+        });
+    }
+
+    pub(super) async fn refresh(
+        &self,
+        req: Request<ProxyBody>,
+        primary: &Arc<str>,
+        key: Arc<str>,
+        stale: &Arc<Object>,
+        (path, query): &(String, Option<String>),
+    ) -> Flight {
+        let generation = self.bans.generation();
+        let url = req.uri().clone();
+        let req_headers = req.headers().clone();
+        let resp = match self.send(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                // stale-if-error: keep serving the stale copy until its grace ends.
+                tracing::warn!(%url, error = %e, "background refresh failed; serving stale");
+                return Flight::Failed(e.status());
+            }
+        };
+        let (mut parts, body) = resp.into_parts();
+        origin::strip_hop_by_hop(&mut parts.headers);
+        if parts.status.is_server_error() {
+            tracing::warn!(%url, status = parts.status.as_u16(), "origin error on background refresh; serving stale");
+            return Flight::Failed(parts.status);
+        }
+        if parts.status == StatusCode::NOT_MODIFIED {
+            let mut headers = stale.headers.clone();
+            for (name, value) in parts.headers.iter() {
+                if !NOT_STORED.contains(name) {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
+            return match freshness::lifetime(&self.cfg().cache, stale.status, &headers, SystemTime::now()) {
+                Ok(life) => {
+                    let now = Instant::now();
+                    let (fresh_until, grace_until) = self.lifetime_bounds(now, &life);
+                    let obj = Arc::new(Object {
+                        status: stale.status,
+                        headers,
+                        identity: stale.identity.clone(),
+                        gzip: stale.gzip.clone(),
+                        br: stale.br.clone(),
+                        etag: stale.etag.clone(),
+                        last_modified: stale.last_modified,
+                        stored_at: now,
+                        initial_age: life.initial_age,
+                        fresh_until,
+                        grace_until,
+                        compressible: stale.compressible,
+                        tags: stale.tags.clone(),
+                        id: cache::next_object_id(),
+                        banned: std::sync::atomic::AtomicBool::new(false),
+                    });
+                    self.store_object(primary, &req_headers, &obj, generation);
+                    Flight::Stored(obj, generation)
+                }
+                Err(_) => Flight::Uncacheable,
+            };
+        }
+        let life = match freshness::lifetime(&self.cfg().cache, parts.status, &parts.headers, SystemTime::now()) {
+            Ok(l) => l,
+            Err(why) => {
+                // The URL became uncacheable: drop the stale copy.
+                self.metrics.not_stored(why.as_str());
+                self.store.remove(&key);
+                return self.remember_uncacheable(&key, parts.status, why);
+            }
+        };
+        let limit = self.cfg().cache.max_object_size;
+        let collected = tokio::time::timeout(
+            self.origin.body_timeout,
+            http_body_util::Limited::new(body, limit as usize).collect(),
+        )
+        .await;
+        let body = match collected {
+            Ok(Ok(c)) => c.to_bytes(),
+            _ => {
+                tracing::warn!(%url, "origin body failed or too large on background refresh");
+                return Flight::Failed(StatusCode::BAD_GATEWAY);
+            }
+        };
+        match self.build_object(parts, body, life, path, query.as_deref()).await {
+            Some(obj) => {
+                self.store_object(primary, &req_headers, &obj, generation);
+                Flight::Stored(obj, generation)
+            }
+            None => Flight::Failed(StatusCode::BAD_GATEWAY),
+        }
+    }
+}
+
+/// A body made of bytes already read followed by the rest of a stream.
+fn chain(prefix: Bytes, rest: ProxyBody) -> ProxyBody {
+    match rest {
+        ProxyBody::Stream(mut s) => {
+            s.set_prefix(prefix);
+            ProxyBody::Stream(s)
+        }
+        _ => ProxyBody::full(prefix),
+    }
+}
+
+/// FNV-1a: a fixed hash, so every node derives the same ETag for the same body.
+fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn is_derived_etag(e: &HeaderValue) -> bool {
+    e.as_bytes().starts_with(b"W/\"") && e.len() > 20 && e.as_bytes()[19] == b'-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_etags_are_recognised_and_stable() {
+        let body = b"hello";
+        let tag = format!("W/\"{:016x}-{:x}\"", fnv1a(body), body.len());
+        assert!(is_derived_etag(&HeaderValue::from_str(&tag).unwrap()));
+        assert!(!is_derived_etag(&HeaderValue::from_static("\"origin-etag\"")));
+        assert_eq!(fnv1a(body), fnv1a(b"hello"));
+    }
+}

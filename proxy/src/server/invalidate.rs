@@ -1,0 +1,164 @@
+//! The ban side of the proxy: applying bans here and queueing them for the siblings,
+//! taking a sibling's sync, flushing, whether the cache may be trusted, and the public
+//! `PURGE` of allowlisted addresses.
+
+use super::*;
+
+/// What a ban did, for the admin API's answer.
+#[derive(Debug, Clone, Copy)]
+pub struct BanResult {
+    /// The ban's number in this node's sequence.
+    pub seq: u64,
+    /// Entries removed or marked stale here.
+    pub removed: usize,
+}
+
+impl Proxy {
+    /// Whether cached objects may be served: always on a node that is current with its
+    /// siblings; otherwise per `cluster.when_unconfirmed`, after flushing once.
+    #[inline]
+    pub fn cache_trusted(&self, now: Instant) -> bool {
+        if self.cluster.confirmed(now) {
+            return true;
+        }
+        match self.cfg().cluster.when_unconfirmed {
+            crate::config::Unconfirmed::Pass => false,
+            crate::config::Unconfirmed::Flush => {
+                if self.cluster.take_flush() {
+                    self.flush(FlushReason::Unconfirmed);
+                }
+                true
+            }
+        }
+    }
+
+    /// Housekeeping for the cluster, run every maintenance tick: flush when unconfirmed (so
+    /// it does not wait for the next request) and publish the cluster's metrics.
+    pub fn check_cluster(&self) {
+        let now = Instant::now();
+        let confirmed = self.cluster.confirmed(now);
+        if !confirmed {
+            self.cache_trusted(now);
+        }
+        let m = &self.metrics.cluster;
+        m.confirmed.set(i64::from(confirmed));
+        m.tags(self.store.tags.len());
+        for s in self.cluster.report() {
+            let lag = s.confirmed_ms_ago.map_or(f64::INFINITY, |ms| ms as f64 / 1000.0);
+            m.sibling(&s.url, s.queued, s.up, lag);
+        }
+    }
+
+    /// Empties the cache on the cluster's behalf.
+    pub fn flush(&self, why: FlushReason) {
+        let n = self.store.entry_count();
+        if let Ok(all) = Compiled::new(Ban::all(), &[]) {
+            self.bans.apply(&self.store, Arc::new(all));
+        }
+        self.metrics.cluster.flush(why.as_str());
+        if n > 0 || why != FlushReason::Unconfirmed {
+            tracing::warn!(reason = why.as_str(), objects = n, "flushed the cache");
+        }
+    }
+
+    /// Applies a ban here and queues it for every sibling; an invalid ban is neither.
+    pub fn ban(&self, ban: Ban) -> Result<BanResult, BanError> {
+        let c = Compiled::new(ban, &self.cfg().policy.strip_query)?;
+        Ok(self.apply_ban(c))
+    }
+
+    /// Applies bans in order, each as [`Proxy::ban`] does, once every one of them is known
+    /// to be valid: if one is not, none is applied, and the error is the first invalid
+    /// one's index with why.
+    pub fn ban_all(&self, bans: Vec<Ban>) -> Result<Vec<BanResult>, (usize, BanError)> {
+        let strip = &self.cfg().policy.strip_query;
+        let compiled = bans
+            .into_iter()
+            .enumerate()
+            .map(|(i, ban)| Compiled::new(ban, strip).map_err(|e| (i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(compiled.into_iter().map(|c| self.apply_ban(c)).collect())
+    }
+
+    /// Applies a checked ban here and queues it for every sibling.
+    pub(super) fn apply_ban(&self, c: Compiled) -> BanResult {
+        let c = Arc::new(c);
+        let removed = self.bans.apply(&self.store, c.clone());
+        self.metrics.cluster.applied(c.kind());
+        self.metrics.purges.inc();
+        let seq = self.cluster.broadcast(&c.ban);
+        tracing::info!(kind = c.kind(), value = %c.ban.value, host = c.ban.host.as_deref().unwrap_or("*"), soft = c.ban.soft, seq, removed, "ban");
+        BanResult { seq, removed }
+    }
+
+    /// Takes a sibling's sync: applies its bans once and in order (or flushes on a gap or a
+    /// restart), then says how far this node got.
+    pub fn receive_sync(&self, req: &strata_wire::ban::SyncRequest) -> strata_wire::ban::SyncReply {
+        let m = &self.metrics.cluster;
+        let admission = self.cluster.admit(req);
+        m.received.inc_by(req.bans.len() as u64);
+        if let Some(why) = admission.flush {
+            tracing::warn!(from = %req.node, reason = why.as_str(), "sibling's ban sequence broke; flushing");
+            self.flush(why);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for &i in &admission.apply {
+            let item = &req.bans[i];
+            match Compiled::new(item.ban.clone(), &self.cfg().policy.strip_query) {
+                Ok(c) => {
+                    let kind = c.kind();
+                    let removed = self.bans.apply(&self.store, Arc::new(c));
+                    m.applied(kind);
+                    tracing::debug!(from = %req.node, seq = item.seq, kind, removed, "sibling's ban applied");
+                }
+                Err(e) => {
+                    tracing::warn!(from = %req.node, seq = item.seq, error = %e, "sibling's ban unreadable; flushing");
+                    self.flush(FlushReason::Gap);
+                }
+            }
+            m.propagation.observe(now_ms.saturating_sub(item.at_ms) as f64 / 1000.0);
+        }
+        self.cluster.reply(admission.applied)
+    }
+
+    /// `PURGE` on the public port from an allowlisted address (what WordPress purge plugins
+    /// send): `X-Purge-Method: regex` bans the path expression on that host, anything else
+    /// the exact URL with its variants. Applied and broadcast like any ban.
+    pub(super) fn public_purge(&self, req: &Request<Incoming>) -> Answer {
+        let Some(host) = host_of(req.uri(), req.headers()) else {
+            return Answer::new(
+                synth(StatusCode::BAD_REQUEST, "missing or invalid Host header", "host"),
+                Outcome::Synth,
+            );
+        };
+        let method = req
+            .headers()
+            .get("x-purge-method")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("default")
+            .to_ascii_lowercase();
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut ban = if method == "regex" {
+            // The plugin sends a path expression such as `/.*` or `/category/.*`; keys are
+            // `host/path?query`.
+            Ban::new(Kind::Regex, format!("^[^/]*(?:{path})"))
+        } else {
+            Ban::new(Kind::Url, path)
+        };
+        ban.host = Some(host.to_string());
+        match self.ban(ban) {
+            Ok(r) => {
+                let mut resp = Response::new(ProxyBody::full(Bytes::from(format!(
+                    "{{\"seq\":{},\"removed\":{}}}\n",
+                    r.seq, r.removed
+                ))));
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Answer::new(resp, Outcome::Synth)
+            }
+            Err(e) => Answer::new(synth(StatusCode::BAD_REQUEST, &e.to_string(), "purge"), Outcome::Synth),
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Serving from the store: finding a request's slot (following Vary), hits, stale hits
+//! with a background refresh, waiting on another request's fill, and delivering a stored
+//! object (conditional 304, content coding, HEAD).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+
+use super::*;
+
+impl Proxy {
+    /// Finds the slot for a request, following a Vary rule to the variant's key.
+    pub(super) fn find(&self, lk: &Lookup) -> (Arc<str>, Option<Slot>) {
+        match self.store.get(&lk.primary) {
+            Some(Slot::Vary(rule)) => {
+                let key: Arc<str> = cache::variant_key(&lk.primary, &rule, &lk.parts.headers).into();
+                let slot = self.store.get(&key);
+                (key, slot)
+            }
+            slot => (lk.primary.clone(), slot),
+        }
+    }
+
+    pub(super) async fn lookup(self: &Arc<Self>, lk: Lookup, body: Incoming, client: SocketAddr) -> Answer {
+        for _ in 0..MAX_FLIGHT_RETRIES {
+            let (key, slot) = self.find(&lk);
+            let now = Instant::now();
+            match slot {
+                Some(Slot::Object(o)) if o.is_fresh(now) => {
+                    let status = hit_status(o.ttl_secs(now));
+                    return Answer::new(
+                        self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
+                        Outcome::Hit,
+                    );
+                }
+                Some(Slot::Object(o)) if now < o.grace_until => {
+                    self.refresh_in_background(key, &lk, &o, client);
+                    let over = now.saturating_duration_since(o.fresh_until.min(now)).as_secs();
+                    let status = cache_status(format_args!("hit; fwd=stale; ttl=-{over}"));
+                    return Answer::new(
+                        self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
+                        Outcome::Stale,
+                    );
+                }
+                Some(Slot::HitForPass(until, _)) if now < until => {
+                    return self.pass(lk.parts, body, client, PassReason::HitForPass).await;
+                }
+                _ => {}
+            }
+            // A miss: lead a flight for this key, or wait on the one under way.
+            let role = {
+                let mut flights = self.flights.lock();
+                match flights.get(&key) {
+                    Some(rx) => Err(rx.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        flights.insert(key.clone(), rx);
+                        Ok(tx)
+                    }
+                }
+            };
+            match role {
+                Ok(tx) => {
+                    let guard = FlightGuard {
+                        flights: &self.flights,
+                        key: key.clone(),
+                        tx,
+                        done: false,
+                    };
+                    return self.fill(&lk, key, guard, client).await;
+                }
+                Err(mut rx) => {
+                    let waited = tokio::time::timeout(self.cfg().cache.lock_timeout, async {
+                        rx.wait_for(Option::is_some)
+                            .await
+                            .map(|f| f.clone())
+                            .unwrap_or(Some(Flight::Abandoned))
+                    })
+                    .await;
+                    let flight = match waited {
+                        Ok(f) => f,
+                        Err(_) => return self.pass(lk.parts, body, client, PassReason::LockTimeout).await,
+                    };
+                    match flight {
+                        Some(Flight::Stored(o, generation)) => {
+                            if self.bans.since(generation, &lk.primary, &o.tags) == InFlight::Hard {
+                                continue;
+                            }
+                            self.metrics.coalesced.inc();
+                            let ttl = o.ttl_secs(Instant::now());
+                            let status = cache_status(format_args!("hit; collapsed; ttl={ttl}"));
+                            return Answer::new(
+                                self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
+                                Outcome::Hit,
+                            );
+                        }
+                        Some(Flight::Uncacheable) => {
+                            return self.pass(lk.parts, body, client, PassReason::Uncacheable).await
+                        }
+                        Some(Flight::Failed(status)) => {
+                            let resp = synth(
+                                status,
+                                "the origin failed for a request collapsed with this one",
+                                "origin-error",
+                            );
+                            return Answer::new(resp, Outcome::Miss);
+                        }
+                        Some(Flight::Abandoned) | None => continue,
+                    }
+                }
+            }
+        }
+        self.pass(lk.parts, body, client, PassReason::LockTimeout).await
+    }
+
+    /// Serves a stored object: conditional 304, encoding by `Accept-Encoding`, HEAD.
+    pub(super) fn deliver(
+        &self,
+        method: &Method,
+        req: &HeaderMap,
+        o: &Arc<Object>,
+        status: HeaderValue,
+    ) -> Response<ProxyBody> {
+        let age = age_value(o.age(Instant::now()));
+        if o.status == StatusCode::OK && not_modified(req, o) {
+            let mut resp = Response::new(ProxyBody::Empty);
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            let h = resp.headers_mut();
+            for name in [
+                header::ETAG,
+                header::CACHE_CONTROL,
+                header::EXPIRES,
+                header::VARY,
+                header::DATE,
+                header::LAST_MODIFIED,
+                header::CONTENT_LOCATION,
+            ] {
+                if let Some(v) = o.headers.get(&name) {
+                    h.insert(name, v.clone());
+                }
+            }
+            h.insert(header::AGE, age);
+            h.insert(&CACHE_STATUS, status);
+            return resp;
+        }
+        let enc = if o.compressible {
+            compress::negotiate(req.get(header::ACCEPT_ENCODING), o.gzip.is_some(), o.br.is_some())
+        } else {
+            Encoding::Identity
+        };
+        let (enc, body) = o.body(enc);
+        let head = *method == Method::HEAD;
+        let mut resp = Response::new(if head {
+            ProxyBody::Empty
+        } else {
+            ProxyBody::full(body.clone())
+        });
+        *resp.status_mut() = o.status;
+        let h = resp.headers_mut();
+        h.clone_from(&o.headers);
+        match enc.header() {
+            Some(ce) => h.insert(header::CONTENT_ENCODING, ce),
+            None => h.remove(header::CONTENT_ENCODING),
+        };
+        if head {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        h.insert(header::AGE, age);
+        h.insert(&CACHE_STATUS, status);
+        resp
+    }
+}
+
+/// Whether a request's validators match the object (RFC 9110 §13.1.1, §13.1.3).
+fn not_modified(req: &HeaderMap, o: &Object) -> bool {
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        let Some(etag) = o.etag.as_ref().and_then(|e| e.to_str().ok()) else {
+            return false;
+        };
+        let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+        return inm.split(',').any(|t| t.trim() == "*" || weak(t) == weak(etag));
+    }
+    if let (Some(ims), Some(lm)) = (req.get(header::IF_MODIFIED_SINCE), o.last_modified) {
+        if let Some(ims) = ims.to_str().ok().and_then(|s| httpdate::parse_http_date(s).ok()) {
+            return lm <= ims;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn obj(etag: Option<&str>, lm: Option<SystemTime>) -> Object {
+        let now = Instant::now();
+        Object {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            identity: Bytes::new(),
+            gzip: None,
+            br: None,
+            etag: etag.map(|e| HeaderValue::from_str(e).unwrap()),
+            last_modified: lm,
+            stored_at: now,
+            initial_age: Duration::ZERO,
+            fresh_until: now,
+            grace_until: now,
+            compressible: false,
+            tags: Box::default(),
+            id: cache::next_object_id(),
+            banned: Default::default(),
+        }
+    }
+
+    fn req(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn etag_matching_is_weak() {
+        let o = obj(Some("W/\"abc\""), None);
+        assert!(not_modified(&req(&[("if-none-match", "\"abc\"")]), &o));
+        assert!(not_modified(&req(&[("if-none-match", "\"x\", W/\"abc\"")]), &o));
+        assert!(not_modified(&req(&[("if-none-match", "*")]), &o));
+        assert!(!not_modified(&req(&[("if-none-match", "\"abd\"")]), &o));
+        assert!(!not_modified(&HeaderMap::new(), &o));
+    }
+
+    #[test]
+    fn if_modified_since_compares_dates_and_yields_to_etags() {
+        let lm = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let o = obj(Some("\"a\""), Some(lm));
+        let same = httpdate::fmt_http_date(lm);
+        let before = httpdate::fmt_http_date(lm - Duration::from_secs(1));
+        assert!(not_modified(&req(&[("if-modified-since", &same)]), &o));
+        assert!(!not_modified(&req(&[("if-modified-since", &before)]), &o));
+        assert!(!not_modified(
+            &req(&[("if-modified-since", &same), ("if-none-match", "\"b\"")]),
+            &o
+        ));
+    }
+}
