@@ -187,10 +187,7 @@ impl Admin {
             &p.store.stats.expirations,
         );
         let scrape = status::Scrape::parse(&text);
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let sample = status::Sample::of(&scrape, std::time::Instant::now(), unix_ms);
+        let sample = status::Sample::of(&scrape, std::time::Instant::now(), strata_wire::ids::unix_ms());
         (scrape, sample)
     }
 

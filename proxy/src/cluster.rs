@@ -18,7 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -27,6 +27,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use strata_wire::auth;
 use strata_wire::ban::{Ban, Sequenced, SyncReply, SyncRequest, SYNC_PATH};
+use strata_wire::ids::{random_u64, unix_ms};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
@@ -210,20 +211,6 @@ pub struct Cluster {
     messages: AtomicU64,
     cfg: ClusterConfig,
     client: Client<HttpConnector, Full<Bytes>>,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A fresh random number (from the hasher's random keys; no extra crate needed).
-pub fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.finish() | 1
 }
 
 impl Cluster {

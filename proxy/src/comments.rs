@@ -28,12 +28,13 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use strata_wire::comment::{self as wire, Record, Settings, Status, Verdict, VerdictBatch};
+use strata_wire::ids::{random_u64, unix_ms};
 use strata_wire::memcache::{self, Conn};
 use tokio::time::Instant;
 
@@ -208,12 +209,6 @@ fn beyond_bound(seq: u64, applied: u64, max_queue: u64) -> bool {
 /// `max_queue` deep) for reservations to read its depth first.
 fn near_bound(seq: u64, applied: u64, max_queue: u64) -> bool {
     beyond_bound(seq, applied, max_queue / 2)
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Whether the request carries a cookie whose name starts with `prefix`.
@@ -558,7 +553,7 @@ impl Comments {
             };
             // A new queue (first comment, memcached restarted) gets its epoch before its counter.
             if epoch.is_none() {
-                let fresh = crate::cluster::random_u64();
+                let fresh = random_u64();
                 c.add(&epoch_key, fresh.to_string().as_bytes(), 0).await?;
                 epoch = number(&c.get(&epoch_key).await?);
             }

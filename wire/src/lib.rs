@@ -9,4 +9,5 @@ pub mod auth;
 pub mod ban;
 pub mod comment;
 pub mod config;
+pub mod ids;
 pub mod memcache;

@@ -101,9 +101,7 @@ impl Proxy {
             tracing::warn!(from = %req.node, reason = why.as_str(), "sibling's ban sequence broke; flushing");
             self.flush(why);
         }
-        let now_ms = SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = strata_wire::ids::unix_ms();
         for &i in &admission.apply {
             let item = &req.bans[i];
             match Compiled::new(item.ban.clone(), &self.cfg().policy.strip_query) {
