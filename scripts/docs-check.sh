@@ -6,6 +6,9 @@
 #   repository, and every anchor names a heading of the page it points to (GitHub's slugs:
 #   lower case, inline markup dropped, punctuation but `-` and `_` dropped, each space a
 #   `-`, a repeated heading suffixed `-1`, `-2`, …); links inside code are not links;
+# - every mention of a page of docs/ elsewhere in the repository (`docs/proxy.md#command-line`
+#   in a comment of config/proxy.toml, a systemd unit's Documentation=, a source file)
+#   names a page that exists and, with an anchor, a heading of it;
 # - docs/configuration.md documents exactly the keys the programs accept: the keys of the
 #   raw configuration structs of proxy/src/config.rs, syncer/src/config.rs and
 #   director/src/config.rs against the first column of the tables of the page's
@@ -106,6 +109,28 @@ for path in files:
                     problem(where, f"{target}: {dest} has no heading with the anchor #{anchor}")
 
 
+# Mentions of docs/ pages in the repository's other files (comments, units, scripts).
+for root, dirs, names in os.walk("."):
+    dirs[:] = [d for d in dirs if d not in (".git", "target", "docs")]
+    for fname in names:
+        path = os.path.normpath(os.path.join(root, fname))
+        if path == "README.md":
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (UnicodeDecodeError, OSError):
+            continue  # binary or unreadable: nothing to check
+        for n, line in enumerate(text.split("\n"), 1):
+            for m in re.finditer(r"(?<![\w.-])docs/([\w.-]+\.md)(?:#([\w-]+))?", line):
+                dest = os.path.join("docs", m.group(1))
+                where = f"{path}:{n}"
+                if not os.path.exists(dest):
+                    problem(where, f"{m.group(0)}: no such page")
+                elif m.group(2) and m.group(2) not in anchors(dest):
+                    problem(where, f"{m.group(0)}: {dest} has no heading with the anchor #{m.group(2)}")
+
+
 # The configuration reference against the code.
 def code_keys(rs_path):
     """{(section, key)} of the raw (serde) structs: top-level keys have section ""."""
@@ -184,5 +209,5 @@ for p in problems:
 if problems:
     print(f"docs-check: {len(problems)} problem(s)", file=sys.stderr)
     sys.exit(1)
-print(f"docs-check: links and anchors of {len(files)} pages resolve; the configuration reference matches the code")
+print(f"docs-check: the links and anchors of {len(files)} pages and the mentions of docs/ elsewhere resolve; the configuration reference matches the code")
 PY
