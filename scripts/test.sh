@@ -2,8 +2,9 @@
 # The project's test command. Brings up the real services the integration
 # tests talk to (WordPress origin on 127.0.0.1:8081, memcached on 127.0.0.1:11211),
 # then runs, in order: rustfmt check, clippy (warnings are errors), cargo test, the my.cnf
-# and systemd unit checks (scripts/mycnf-check.sh, scripts/units-check.sh), and the
-# browser test of the /status page (scripts/browser-test.sh).
+# and systemd unit checks (scripts/mycnf-check.sh, scripts/units-check.sh), the
+# documentation check (scripts/docs-check.sh: links, anchors, the configuration reference
+# against the code), and the browser test of the /status page (scripts/browser-test.sh).
 #
 # Usage: scripts/test.sh [extra cargo test args...]
 #   e.g. scripts/test.sh -p strata-proxy -- --nocapture
@@ -61,6 +62,8 @@ if command -v systemd-analyze >/dev/null 2>&1; then
     log "deploy/systemd units: systemd-analyze verify"
     bash "$SCRIPT_DIR/units-check.sh"
 fi
+log "docs: links, anchors and the configuration reference (scripts/docs-check.sh)"
+bash "$SCRIPT_DIR/docs-check.sh"
 log "browser test: the /status page in headless Chromium"
 bash "$SCRIPT_DIR/browser-test.sh"
 log "all checks passed"

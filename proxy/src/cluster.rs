@@ -1,6 +1,6 @@
 //! Spreading bans to every sibling, and knowing whether this node holds all of theirs.
 //!
-//! Lifecycle of a ban (see README "Bans across nodes"):
+//! Lifecycle of a ban (see docs/bans-and-cluster.md#bans-across-nodes):
 //! 1. A node applies a ban locally and gives it the next number of its own sequence; the ban
 //!    goes into one bounded queue per sibling (overflow collapses the queue into one ban of
 //!    everything, so nothing is silently lost).

@@ -1,7 +1,7 @@
 //! Comment POSTs written behind: the form is checked here, queued in memcached for
 //! `strata-syncer`, and answered as WordPress would once the syncer's verdict arrives.
 //!
-//! Lifecycle of a comment (see README "Comments"):
+//! Lifecycle of a comment (see docs/comments-and-syncer.md#comments-written-behind):
 //! 1. `/wp-comments-post.php` POSTs from anonymous visitors come here when `[comments]
 //!    enabled`; logged-in users, `wp-postpass_*` cookies, sites that require registration,
 //!    a missing syncer (no fresh settings), an unreachable memcached or a queue deeper than

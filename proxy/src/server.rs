@@ -1,6 +1,6 @@
 //! The public request path: refuse, pass, or look up; on a miss, one origin fetch per key.
 //!
-//! Lifecycle of a cacheable request (see also README "How a request flows"):
+//! Lifecycle of a cacheable request (see also docs/proxy.md#how-a-request-flows):
 //! 1. `refuse` answers what must never reach the origin (ambiguous framing, CONNECT, …).
 //! 2. `policy::pass_reason` sends personal or unsafe requests straight through (`pass`).
 //! 3. `lookup` finds the slot for the key: fresh → HIT; stale within grace → STALE plus one
