@@ -32,6 +32,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::config::ClusterConfig;
+use crate::metrics::ClusterMetrics;
 
 /// Bans sent in one sync.
 const BATCH: usize = 512;
@@ -436,7 +437,7 @@ impl Cluster {
     }
 
     /// Runs one task per sibling until `shutdown` fires.
-    pub async fn run(self: Arc<Self>, metrics: Arc<crate::server::Proxy>, shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, metrics: Arc<ClusterMetrics>, shutdown: watch::Receiver<bool>) {
         let tasks: Vec<_> = self
             .siblings
             .iter()
@@ -481,14 +482,9 @@ impl Cluster {
     }
 
     /// Keeps one sibling fed: heartbeats, queued bans, retries with backoff.
-    async fn feed(
-        self: Arc<Self>,
-        s: Arc<Sibling>,
-        proxy: Arc<crate::server::Proxy>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    async fn feed(self: Arc<Self>, s: Arc<Sibling>, metrics: Arc<ClusterMetrics>, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = MIN_BACKOFF;
-        let m = &proxy.metrics.cluster;
+        let m = &*metrics;
         loop {
             if *shutdown.borrow() {
                 return;

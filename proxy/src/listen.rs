@@ -141,7 +141,12 @@ pub async fn run_reloadable(
         })
     };
     let (stop_cluster, cluster_stopped) = tokio::sync::watch::channel(false);
-    let cluster = tokio::spawn(proxy.cluster.clone().run(proxy.clone(), cluster_stopped));
+    let cluster = tokio::spawn(
+        proxy
+            .cluster
+            .clone()
+            .run(proxy.metrics.cluster.clone(), cluster_stopped),
+    );
 
     tracing::info!(
         public = %public.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),

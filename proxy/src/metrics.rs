@@ -1,6 +1,7 @@
 //! Metrics: every name in one place, handles created once so the hot path only bumps atomics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -211,7 +212,7 @@ pub struct Metrics {
     /// Stale objects served without a refresh because enough were in flight.
     pub background_refreshes_deferred: Counter,
     /// Bans and siblings.
-    pub cluster: ClusterMetrics,
+    pub cluster: Arc<ClusterMetrics>,
     /// Comments written behind.
     pub comments: CommentMetrics,
 }
@@ -311,7 +312,7 @@ impl Metrics {
             "Stale objects served without starting a refresh: cache.background_refreshes were in flight",
             background_refreshes_deferred.clone(),
         );
-        let cluster = ClusterMetrics::register(&mut registry);
+        let cluster = Arc::new(ClusterMetrics::register(&mut registry));
         let comments = CommentMetrics {
             results: Family::default(),
             verdict_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
