@@ -42,7 +42,7 @@ use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::config::CommentsConfig;
-use form::{Early, Form};
+use form::{Early, Form, Submission};
 use hold::HoldClock;
 use queue::{Job, Pending, Written};
 pub use reply::{answer, comment_cookies, empty_answer, error_page};
@@ -184,6 +184,84 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
         .unwrap_or(peer)
 }
 
+/// What the checks that need no database decide about a comment POST.
+enum Screened {
+    /// A comment to queue.
+    Queue(Submission),
+    /// WordPress's own answer, given at once (an empty 200, or its error page).
+    Answer(Response<ProxyBody>, &'static str),
+    /// To PHP, for this reason.
+    ToPhp(ToPhp),
+}
+
+/// Whether the visitor must be known to WordPress (logged in, or a password-protected
+/// post's cookie), so that the POST goes to PHP whatever the form says.
+fn visitor_to_php(headers: &HeaderMap) -> Option<ToPhp> {
+    if has_cookie(headers, "wordpress_logged_in_") {
+        Some(ToPhp::LoggedIn)
+    } else if has_cookie(headers, "wp-postpass_") {
+        Some(ToPhp::PostPassword)
+    } else {
+        None
+    }
+}
+
+/// The comment form screened as WordPress screens it before its database is asked, under
+/// the syncer's published `settings`.
+fn screen(headers: &HeaderMap, body: &[u8], settings: &Settings) -> Screened {
+    if settings.comment_registration {
+        return Screened::ToPhp(ToPhp::Registration);
+    }
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let form = match Form::parse(ct, body) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(error = %e, "comment body is not a form; passed to PHP");
+            return Screened::ToPhp(ToPhp::BadForm);
+        }
+    };
+    match form::check(&form, settings) {
+        Ok(sub) => Screened::Queue(sub),
+        Err(Early::Empty) => Screened::Answer(empty_answer(), "ignored"),
+        Err(Early::Error(status, msg)) => Screened::Answer(error_page(status, msg), "rejected-early"),
+    }
+}
+
+/// The queue record of a screened comment from `ip`, accepted at `accepted_ms` by `node`;
+/// the writer sets its number and epoch.
+fn record(sub: &Submission, headers: &HeaderMap, ip: IpAddr, node: &str, accepted_ms: u64) -> Record {
+    let agent = headers
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let mut agent_bytes = agent.into_bytes();
+    agent_bytes.truncate(254);
+    Record {
+        v: wire::RECORD_VERSION,
+        epoch: 0,
+        seq: 0,
+        post_id: sub.post_id,
+        parent: sub.parent,
+        author: sub.author.clone(),
+        email: sub.email.clone(),
+        url: sub.url.clone(),
+        content: sub.content.clone(),
+        ip: ip.to_string(),
+        agent: String::from_utf8_lossy(&agent_bytes).into_owned(),
+        accepted_ms,
+        consent: sub.consent,
+        redirect_to: sub.redirect_to.clone(),
+        node: node.to_string(),
+    }
+}
+
+/// The answer for a comment queued without a verdict in time: back to the post, with the
+/// visitor's cookies; the comment lands when the syncer gets to it.
+fn no_verdict(settings: &Settings, sub: &Submission, now: u64) -> Response<ProxyBody> {
+    let cookies = comment_cookies(settings, sub.consent, &sub.author, &sub.email, &sub.url, now);
+    redirect(&back_to_post(settings, sub), &cookies)
+}
+
 impl Comments {
     /// The comment queue for a configuration.
     pub fn new(cfg: &CommentsConfig, node: &str) -> Comments {
@@ -255,7 +333,9 @@ impl Comments {
         self.cfg.enabled
     }
 
-    /// Handles one comment POST whose body was read.
+    /// Handles one comment POST whose body was read: screened here, queued, held, and
+    /// answered with the syncer's verdict, or handed to PHP (with its body) when it cannot be
+    /// written behind.
     pub async fn handle(
         self: &Arc<Self>,
         headers: &HeaderMap,
@@ -263,11 +343,8 @@ impl Comments {
         peer: SocketAddr,
         metrics: &crate::metrics::Metrics,
     ) -> Handled {
-        if has_cookie(headers, "wordpress_logged_in_") {
-            return Handled::ToPhp(ToPhp::LoggedIn, body);
-        }
-        if has_cookie(headers, "wp-postpass_") {
-            return Handled::ToPhp(ToPhp::PostPassword, body);
+        if let Some(why) = visitor_to_php(headers) {
+            return Handled::ToPhp(why, body);
         }
         let settings = match self.settings().await {
             Ok(Some(s)) => s,
@@ -277,47 +354,48 @@ impl Comments {
                 return Handled::ToPhp(ToPhp::Memcached, body);
             }
         };
-        if settings.comment_registration {
-            return Handled::ToPhp(ToPhp::Registration, body);
-        }
-        let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let form = match Form::parse(ct, &body) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::debug!(error = %e, "comment body is not a form; passed to PHP");
-                return Handled::ToPhp(ToPhp::BadForm, body);
-            }
+        let sub = match screen(headers, &body, &settings) {
+            Screened::Queue(sub) => sub,
+            Screened::Answer(resp, label) => return Handled::Answer(resp, label),
+            Screened::ToPhp(why) => return Handled::ToPhp(why, body),
         };
-        let sub = match form::check(&form, &settings) {
-            Ok(s) => s,
-            Err(Early::Empty) => return Handled::Answer(empty_answer(), "ignored"),
-            Err(Early::Error(status, msg)) => return Handled::Answer(error_page(status, msg), "rejected-early"),
-        };
-        let agent = headers
-            .get(header::USER_AGENT)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default();
-        let mut agent_bytes = agent.into_bytes();
-        agent_bytes.truncate(254);
-        let record = Record {
-            v: wire::RECORD_VERSION,
-            epoch: 0,
-            seq: 0,
-            post_id: sub.post_id,
-            parent: sub.parent,
-            author: sub.author.clone(),
-            email: sub.email.clone(),
-            url: sub.url.clone(),
-            content: sub.content.clone(),
-            ip: client_ip(peer.ip(), headers, &self.cfg.trusted_proxies).to_string(),
-            agent: String::from_utf8_lossy(&agent_bytes).into_owned(),
-            accepted_ms: unix_ms(),
-            consent: sub.consent,
-            redirect_to: sub.redirect_to.clone(),
-            node: self.node.clone(),
-        };
+        let ip = client_ip(peer.ip(), headers, &self.cfg.trusted_proxies);
+        let record = record(&sub, headers, ip, &self.node, unix_ms());
         let accepted = Instant::now();
-        // The record joins this thread's waiting comments; a writer starts if none runs.
+        let (seq, epoch, pushed) = match self.enqueue(record).await {
+            Ok(queued) => queued,
+            Err(why) => return Handled::ToPhp(why, body),
+        };
+        let _waiting = Waiting {
+            waiters: &self.waiters,
+            key: (epoch, seq),
+        };
+        metrics.comment("queued");
+        tracing::debug!(seq, post = sub.post_id, "comment queued");
+        // Held `hold` from the POST's acceptance, as `max_hold` is counted: the time spent
+        // queueing the record is part of it.
+        self.hold.until((accepted + self.cfg.hold).into_std()).await;
+        let deadline = accepted + self.cfg.max_hold.max(self.cfg.hold);
+        match self.verdict(seq, pushed, deadline).await {
+            Some(v) => {
+                metrics
+                    .comments
+                    .verdict_latency
+                    .observe(accepted.elapsed().as_secs_f64());
+                let (resp, label) = answer(&v, &sub, &settings, unix_ms() / 1000);
+                Handled::Answer(resp, label)
+            }
+            None => Handled::Answer(no_verdict(&settings, &sub, unix_ms() / 1000), "no-verdict"),
+        }
+    }
+
+    /// Hands a record to this thread's writer (starting one if none runs) and waits until
+    /// it is written: its number, its queue's epoch and the receiver of its pushed verdict,
+    /// or why it goes to PHP instead.
+    async fn enqueue(
+        self: &Arc<Self>,
+        record: Record,
+    ) -> Result<(u64, u64, tokio::sync::oneshot::Receiver<Verdict>), ToPhp> {
         let (done, written) = tokio::sync::oneshot::channel();
         let thread = std::thread::current().id();
         let start = {
@@ -329,40 +407,33 @@ impl Comments {
         if start {
             tokio::spawn(self.clone().write_pending(thread));
         }
-        let (seq, epoch, mut pushed) = match written.await {
-            Ok(Written::Queued { seq, epoch, pushed }) => (seq, epoch, pushed),
-            Ok(Written::ToPhp(why)) => return Handled::ToPhp(why, body),
+        match written.await {
+            Ok(Written::Queued { seq, epoch, pushed }) => Ok((seq, epoch, pushed)),
+            Ok(Written::ToPhp(why)) => Err(why),
             Err(_) => {
                 tracing::error!("the comment writer stopped; comment passed to PHP");
-                return Handled::ToPhp(ToPhp::Memcached, body);
+                Err(ToPhp::Memcached)
             }
-        };
-        let _waiting = Waiting {
-            waiters: &self.waiters,
-            key: (epoch, seq),
-        };
-        metrics.comment("queued");
-        tracing::debug!(seq, post = sub.post_id, "comment queued");
-        // Held `hold` from the POST's acceptance, as `max_hold` is counted: the time spent
-        // queueing the record is part of it.
-        self.hold.until((accepted + self.cfg.hold).into_std()).await;
+        }
+    }
+
+    /// Waits until `deadline` for the verdict on comment `seq`: pushed by the syncer, or
+    /// read from its memcached key at growing pauses. `None` when none came in time, or the
+    /// key could not be read.
+    async fn verdict(
+        &self,
+        seq: u64,
+        mut pushed: tokio::sync::oneshot::Receiver<Verdict>,
+        deadline: Instant,
+    ) -> Option<Verdict> {
         let vkey = wire::verdict_key(&self.cfg.key_prefix, seq);
-        let deadline = accepted + self.cfg.max_hold.max(self.cfg.hold);
         let mut pause = POLL;
-        let respond = |v: &Verdict| {
-            metrics
-                .comments
-                .verdict_latency
-                .observe(accepted.elapsed().as_secs_f64());
-            let (resp, label) = answer(v, &sub, &settings, unix_ms() / 1000);
-            Handled::Answer(resp, label)
-        };
         // While the syncer pushes, the key is first read after a pause, not at once: the
         // push usually comes first, and the read is only a safety net.
         let mut read_key = !self.pushing();
         loop {
             if let Ok(v) = pushed.try_recv() {
-                return respond(&v);
+                return Some(v);
             }
             let got = if read_key {
                 self.with_conn(async |c| c.get(&vkey).await).await
@@ -372,43 +443,40 @@ impl Comments {
             read_key = true;
             match got {
                 Ok(Some(b)) => match serde_json::from_slice::<Verdict>(&b) {
-                    Ok(v) => return respond(&v),
+                    Ok(v) => return Some(v),
                     Err(e) => {
                         tracing::warn!(error = %e, seq, "unreadable verdict");
-                        break;
+                        return None;
                     }
                 },
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, seq, "reading a verdict failed");
-                    break;
+                    return None;
                 }
             }
             if Instant::now() >= deadline {
-                break;
+                return None;
             }
             pause = self.next_pause(pause);
             let wake = (Instant::now() + pause).min(deadline);
             tokio::select! {
                 v = &mut pushed => {
                     if let Ok(v) = v {
-                        return respond(&v);
+                        return Some(v);
                     }
                     tokio::time::sleep_until(wake).await;
                 }
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
-        // Queued, no verdict yet: back to the post; the comment lands when the syncer gets to it.
-        let now = unix_ms() / 1000;
-        let cookies = comment_cookies(&settings, sub.consent, &sub.author, &sub.email, &sub.url, now);
-        Handled::Answer(redirect(&back_to_post(&settings, &sub), &cookies), "no-verdict")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
     use strata_wire::comment::Status;
 
     pub(super) fn comments() -> Comments {
@@ -501,5 +569,104 @@ mod tests {
         assert_eq!(client_ip(peer, &h, &[]), peer);
         let trusted: Vec<IpAddr> = vec![peer, "198.51.100.7".parse().unwrap()];
         assert_eq!(client_ip(peer, &h, &trusted), "203.0.113.9".parse::<IpAddr>().unwrap());
+    }
+
+    fn site() -> Settings {
+        Settings {
+            require_name_email: true,
+            comment_registration: false,
+            cookies_opt_in: true,
+            cookiehash: "ef301f25d1b8e2bca70fafc1316f1a92".into(),
+            cookie_path: "/".into(),
+            secure: false,
+            home: "http://127.0.0.1:8080".into(),
+            max_lengths: [245, 100, 200, 65525],
+            published_ms: 0,
+        }
+    }
+
+    fn form_headers(extra: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        for (k, v) in extra {
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    const GOOD: &[u8] = b"comment_post_ID=5&comment_parent=2&author=A%20%3C%20b&email=a%40example.com&url=&comment=Hello&wp-comment-cookies-consent=yes";
+
+    #[test]
+    fn logged_in_and_post_password_visitors_go_to_php() {
+        let h = |c: &str| form_headers(&[("cookie", c)]);
+        assert_eq!(visitor_to_php(&h("wordpress_logged_in_abc=x")), Some(ToPhp::LoggedIn));
+        assert_eq!(visitor_to_php(&h("a=1; wp-postpass_abc=x")), Some(ToPhp::PostPassword));
+        assert_eq!(visitor_to_php(&h("comment_author_abc=A")), None);
+        assert_eq!(visitor_to_php(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_form_is_screened_as_wordpress_screens_it() {
+        let h = form_headers(&[]);
+        match screen(&h, GOOD, &site()) {
+            Screened::Queue(sub) => {
+                assert_eq!((sub.post_id, sub.parent), (5, 2));
+                assert_eq!((sub.email.as_str(), sub.content.as_str()), ("a@example.com", "Hello"));
+                assert!(sub.consent);
+            }
+            _ => panic!("a good comment is queued"),
+        }
+        let registration = Settings {
+            comment_registration: true,
+            ..site()
+        };
+        assert!(matches!(
+            screen(&h, GOOD, &registration),
+            Screened::ToPhp(ToPhp::Registration)
+        ));
+        let mut no_boundary = HeaderMap::new();
+        no_boundary.insert(header::CONTENT_TYPE, "multipart/form-data".parse().unwrap());
+        assert!(matches!(
+            screen(&no_boundary, GOOD, &site()),
+            Screened::ToPhp(ToPhp::BadForm)
+        ));
+        assert!(matches!(
+            screen(&h, b"comment_post_ID=0&comment=x", &site()),
+            Screened::Answer(_, "ignored")
+        ));
+        match screen(&h, b"comment_post_ID=5&comment=x", &site()) {
+            Screened::Answer(r, "rejected-early") => assert_eq!(r.status(), StatusCode::OK),
+            _ => panic!("a comment without name and email gets WordPress's error page"),
+        }
+    }
+
+    #[test]
+    fn records_carry_the_submission_the_client_and_a_bounded_agent() {
+        let long_agent = "é".repeat(200);
+        let h = form_headers(&[("user-agent", &long_agent)]);
+        let Screened::Queue(sub) = screen(&h, GOOD, &site()) else {
+            panic!("a good comment is queued");
+        };
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let r = record(&sub, &h, ip, "n1", 1234);
+        assert_eq!((r.post_id, r.parent, r.accepted_ms), (5, 2, 1234));
+        assert_eq!((r.ip.as_str(), r.node.as_str()), ("203.0.113.9", "n1"));
+        assert_eq!((r.seq, r.epoch), (0, 0), "the writer numbers the record");
+        assert!(r.agent.len() <= 254, "{}", r.agent.len());
+        assert!(r.agent.starts_with("éé"));
+    }
+
+    #[test]
+    fn without_a_verdict_the_visitor_goes_back_to_the_post_with_cookies() {
+        let Screened::Queue(sub) = screen(&form_headers(&[]), GOOD, &site()) else {
+            panic!("a good comment is queued");
+        };
+        let r = no_verdict(&site(), &sub, 1_795_701_343);
+        assert_eq!(r.status(), StatusCode::FOUND);
+        assert_eq!(r.headers()["location"], "http://127.0.0.1:8080/?p=5");
+        assert_eq!(r.headers().get_all("set-cookie").iter().count(), 3);
     }
 }
