@@ -1,23 +1,26 @@
 //! strata-proxy: the caching HTTP front of Strata.
 //!
-//! Modules, one concern each:
-//! - [`config`]: TOML → validated [`config::Config`], every problem named by key;
-//! - [`policy`]: pass or look up, and the normalised cache key (WordPress rules);
-//! - [`freshness`]: may a response be stored, for how long, with how much grace;
-//! - [`cache`]: the byte-bounded store with variants and hit-for-pass;
-//! - [`compress`]: compress once at store time, negotiate at delivery;
-//! - [`origin`]: the pooled origin client and its errors;
-//! - [`framing`]: refusing ambiguous request framing before parsing;
-//! - [`server`]: the request path (refuse, pass, lookup, coalesced fill, grace);
-//! - [`tags`]: what a stored response is tagged with; [`writes`]: which bans a write implies;
-//! - [`bans`]: applying bans (URL, prefix, regex, tag, all; hard or soft) to the store;
-//! - [`cluster`]: broadcasting bans to siblings, and knowing this node holds all of theirs;
-//! - [`comments`]: comment POSTs queued in memcached for the syncer, answered like WordPress;
+//! Modules, one concern each, from the top floor down (a module uses only those below it):
+//! - [`listen`]: binding the listeners, the accept loop and the worker threads;
 //! - [`admin`]: health, metrics, status, bans and the node-to-node sync; [`status`]: the
 //!   `/status` page's numbers and charts; [`client`]: the `ban` command's side;
-//! - [`timer`]: the coarse header-read timer (slowloris guard); [`tune`]: the `tune` command;
+//! - [`server`]: the request path (refuse, route, try_hit) and, in its rooms, lookups and
+//!   delivery, fills and refreshes, the fill lock, pass-through, and the ban side;
+//! - [`comments`]: comment POSTs queued in memcached for the syncer, answered like WordPress;
+//! - [`cluster`]: broadcasting bans to siblings, and knowing this node holds all of theirs;
+//! - [`bans`]: applying bans (URL, prefix, regex, tag, all; hard or soft) to the store;
+//! - [`tags`]: what a stored response is tagged with; [`writes`]: which bans a write implies;
+//! - [`freshness`]: may a response be stored, for how long, with how much grace;
+//! - [`policy`]: pass or look up, the normalised host and cache key (WordPress rules);
+//! - [`origin`]: the pooled origin client, its errors and the headers a request to it gets;
+//! - [`config`]: TOML → validated [`config::Config`], every problem named by key;
+//! - [`cache`]: the byte-bounded store with variants and hit-for-pass;
 //! - [`tls`]: HTTPS certificates (SNI, reload), the handshake and ALPN, the HTTPS redirect;
-//! - [`metrics`], [`outcome`], [`body`]: shared pieces.
+//! - [`compress`]: compress once at store time, negotiate at delivery;
+//! - [`framing`]: refusing ambiguous request framing before parsing;
+//! - [`timer`]: the coarse header-read timer (slowloris guard); [`tune`]: the `tune` command;
+//! - [`answer`]: the proxy's own answers and the `X-Cache`/`Cache-Status`/`Age` values;
+//!   [`metrics`], [`outcome`], [`body`]: shared pieces on the ground floor.
 #![forbid(unsafe_code)]
 
 pub mod admin;

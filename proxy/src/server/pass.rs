@@ -57,34 +57,9 @@ impl Proxy {
 
     /// A comment POST: queued for the syncer and answered here, or handed to PHP.
     pub(super) async fn comment(&self, parts: Parts, body: Incoming, client: SocketAddr) -> Answer {
-        let limit = MAX_COMMENT_BODY as usize;
-        let read = tokio::time::timeout(
-            self.origin.body_timeout,
-            http_body_util::Limited::new(body, limit).collect(),
-        )
-        .await;
-        let bytes = match read {
-            Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(e)) => {
-                return Answer::new(
-                    synth(
-                        StatusCode::BAD_REQUEST,
-                        &format!("the comment body could not be read: {e}"),
-                        "body",
-                    ),
-                    Outcome::Synth,
-                )
-            }
-            Err(_) => {
-                return Answer::new(
-                    synth(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the comment body did not arrive in time",
-                        "body-timeout",
-                    ),
-                    Outcome::Synth,
-                )
-            }
+        let bytes = match self.read_client_body(body, MAX_COMMENT_BODY as usize, "comment").await {
+            Ok(b) => b,
+            Err(refusal) => return refusal,
         };
         match self.comments.handle(&parts.headers, bytes, client, &self.metrics).await {
             Handled::Answer(mut resp, result) => {
@@ -121,21 +96,27 @@ impl Proxy {
         if !writes::wants_body(&parts.method, parts.uri.path(), content_length(&parts.headers)) {
             return Ok((ProxyBody::stream(body, None, self.origin.body_timeout), None));
         }
-        let limit = writes::MAX_INSPECTED_BODY as usize;
-        match tokio::time::timeout(
+        let b = self
+            .read_client_body(body, writes::MAX_INSPECTED_BODY as usize, "request")
+            .await?;
+        Ok((ProxyBody::full(b.clone()), Some(b)))
+    }
+
+    /// Reads a client's body in full, up to `limit` bytes and `origin.body_timeout`; a
+    /// body that breaks off or is too long gets a 400, one that does not arrive in time a
+    /// 408, each naming `what` was being read.
+    async fn read_client_body(&self, body: Incoming, limit: usize, what: &str) -> Result<Bytes, Answer> {
+        let read = tokio::time::timeout(
             self.origin.body_timeout,
             http_body_util::Limited::new(body, limit).collect(),
         )
-        .await
-        {
-            Ok(Ok(b)) => {
-                let b = b.to_bytes();
-                Ok((ProxyBody::full(b.clone()), Some(b)))
-            }
+        .await;
+        match read {
+            Ok(Ok(b)) => Ok(b.to_bytes()),
             Ok(Err(e)) => Err(Answer::new(
                 synth(
                     StatusCode::BAD_REQUEST,
-                    &format!("the request body could not be read: {e}"),
+                    &format!("the {what} body could not be read: {e}"),
                     "body",
                 ),
                 Outcome::Synth,
@@ -143,7 +124,7 @@ impl Proxy {
             Err(_) => Err(Answer::new(
                 synth(
                     StatusCode::REQUEST_TIMEOUT,
-                    "the request body did not arrive in time",
+                    &format!("the {what} body did not arrive in time"),
                     "body-timeout",
                 ),
                 Outcome::Synth,
