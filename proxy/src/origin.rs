@@ -167,14 +167,55 @@ pub fn proto(parts: &Parts) -> &'static str {
     }
 }
 
-/// Keeps the client's Host (from an absolute-form target if there was one).
-pub fn set_host(headers: &mut HeaderMap, parts: &Parts) {
-    if let Some(a) = parts.uri.authority() {
-        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-            headers.insert(header::HOST, v);
-        }
+/// Sets the Host the origin gets: the request's target host (from an absolute-form target
+/// if there was one, else its one Host header), whatever `Connection` named.
+pub fn set_host(headers: &mut HeaderMap, host: &str) {
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(header::HOST, v);
     }
 }
+
+/// The headers of a cache fill, built rather than copied: the object it brings is served to
+/// everyone, so only what the cache key (or the object's own `Vary`) accounts for may shape
+/// it. `host` is the key's normalised host; `vary` the request headers the stored Vary rule
+/// names, sent with the client's values (each value its own variant); then the forwarding
+/// headers. Never a body, `Content-Length`, cookie (unless varied on), conditional, range,
+/// encoding, method-override or forwarding header of the client's: the validators a
+/// refresh adds are its own.
+pub fn fill_headers(
+    host: &str,
+    vary: &[HeaderName],
+    req: &HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+) -> Result<HeaderMap, http::header::InvalidHeaderValue> {
+    let mut headers = HeaderMap::with_capacity(4 + vary.len());
+    headers.insert(header::HOST, HeaderValue::from_str(host)?);
+    for name in vary.iter().filter(|n| !FILL_NEVER.contains(n)) {
+        for v in req.get_all(name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    add_forwarded(&mut headers, client, proto);
+    Ok(headers)
+}
+
+/// Request headers a fill never sends, even when an origin's `Vary` names them: they would
+/// change how the answer is framed, encoded or routed rather than which variant it is.
+static FILL_NEVER: [HeaderName; 12] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::ACCEPT_ENCODING,
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::EXPECT,
+];
 
 #[cfg(test)]
 mod tests {
@@ -200,5 +241,75 @@ mod tests {
         add_forwarded(&mut h, "192.0.2.2".parse().unwrap(), "http");
         assert_eq!(h["x-forwarded-for"], "192.0.2.1, 192.0.2.2");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    fn client_headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn fills_carry_the_keyed_host_and_nothing_unkeyed_of_the_client() {
+        let client = client_headers(&[
+            ("host", "Site.Example:80"),
+            ("content-length", "30"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "host=evil.example"),
+            ("x-original-url", "/wp-admin/"),
+            ("x-rewrite-url", "/wp-admin/"),
+            ("x-http-method-override", "PATCH"),
+            ("x-forwarded-for", "203.0.113.66"),
+            ("cookie", "a=1"),
+            ("user-agent", "Mobile"),
+            ("if-none-match", "\"x\""),
+            ("range", "bytes=0-1"),
+            ("accept-encoding", "br"),
+        ]);
+        let h = fill_headers("site.example", &[], &client, "192.0.2.1".parse().unwrap(), "https").unwrap();
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["host", "x-forwarded-for", "x-forwarded-proto"]);
+        assert_eq!(h["host"], "site.example");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1", "not the client's own chain");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn fills_send_the_headers_the_vary_rule_names_but_never_framing_ones() {
+        let client = client_headers(&[
+            ("accept-language", "de"),
+            ("accept-language", "fr"),
+            ("cookie", "theme=dark"),
+            ("content-length", "5"),
+            ("accept-encoding", "br"),
+        ]);
+        let vary = [
+            header::ACCEPT_LANGUAGE,
+            header::COOKIE,
+            header::CONTENT_LENGTH,
+            header::ACCEPT_ENCODING,
+            HeaderName::from_static("x-absent"),
+        ];
+        let h = fill_headers("site.example", &vary, &client, "192.0.2.1".parse().unwrap(), "http").unwrap();
+        let langs: Vec<&str> = h
+            .get_all("accept-language")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(langs, ["de", "fr"]);
+        assert_eq!(h["cookie"], "theme=dark");
+        assert!(!h.contains_key("content-length") && !h.contains_key("accept-encoding"));
+        assert!(!h.contains_key("x-absent"));
+    }
+
+    #[test]
+    fn a_host_the_connection_header_named_is_put_back() {
+        let mut h = client_headers(&[("host", "site.example"), ("connection", "host, close")]);
+        strip_hop_by_hop(&mut h);
+        assert!(!h.contains_key("host"));
+        set_host(&mut h, "site.example");
+        assert_eq!(h["host"], "site.example");
     }
 }

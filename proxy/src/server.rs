@@ -219,6 +219,16 @@ impl Proxy {
                 StatusCode::BAD_REQUEST,
                 "ambiguous message framing: more than one Content-Length",
             )
+        } else if (req.method() == Method::GET || req.method() == Method::HEAD)
+            && (!req.body().is_end_stream() || h.contains_key(header::TRANSFER_ENCODING))
+        {
+            // A body on a read has no meaning (RFC 9110 §9.3.1), and half-forwarding it is how a
+            // pooled origin connection gets out of step: refused, and the connection closed.
+            (
+                "body-on-read",
+                StatusCode::BAD_REQUEST,
+                "a GET or HEAD request must not carry a body",
+            )
         } else if req.method() == Method::CONNECT {
             (
                 "connect",

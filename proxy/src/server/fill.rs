@@ -4,17 +4,6 @@
 
 use super::*;
 
-/// Request headers never sent to the origin on a cache fill: the fill must fetch the full,
-/// unconditional, uncompressed object that every client can be served from.
-static FILL_DROPPED: [HeaderName; 7] = [
-    header::ACCEPT_ENCODING,
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_MATCH,
-    header::IF_UNMODIFIED_SINCE,
-    header::IF_RANGE,
-    header::RANGE,
-];
 /// Response headers not stored: framing and encoding are decided at delivery.
 static NOT_STORED: [HeaderName; 4] = [
     header::CONTENT_LENGTH,
@@ -24,24 +13,16 @@ static NOT_STORED: [HeaderName; 4] = [
 ];
 
 impl Proxy {
-    /// The request a fill or refresh sends: GET of the normalised URL, the client's headers
-    /// minus hop-by-hop, conditional and encoding headers, and minus cookies: a page that
-    /// everyone will get must not be shaped by one visitor's cookies (the cookies that make a
-    /// page personal already made the request pass). Only a URL whose origin declared
-    /// `Vary: Cookie` is fetched with them, each cookie value then being its own variant.
+    /// The request a fill or refresh sends: GET of the normalised URL with the headers
+    /// [`origin::fill_headers`] builds (the key's host, the Vary-named request headers of a
+    /// URL stored under a Vary rule, forwarding), nothing else of the client's.
     pub(super) fn fill_request(&self, lk: &Lookup, client: SocketAddr) -> Result<Request<ProxyBody>, http::Error> {
-        let mut headers = lk.parts.headers.clone();
-        origin::strip_hop_by_hop(&mut headers);
-        for h in &FILL_DROPPED {
-            headers.remove(h);
-        }
-        let varies_on_cookie =
-            matches!(self.store.get(&lk.primary), Some(Slot::Vary(rule)) if rule.names.contains(&header::COOKIE));
-        if !varies_on_cookie {
-            headers.remove(header::COOKIE);
-        }
-        origin::add_forwarded(&mut headers, client.ip(), proto(&lk.parts));
-        set_host(&mut headers, &lk.parts);
+        let host = policy::normalise_host(host_of(&lk.parts.uri, &lk.parts.headers).unwrap_or_default());
+        let vary = match self.store.get(&lk.primary) {
+            Some(Slot::Vary(rule)) => rule.names.clone(),
+            _ => Vec::new(),
+        };
+        let headers = origin::fill_headers(&host, &vary, &lk.parts.headers, client.ip(), proto(&lk.parts))?;
         let mut req = Request::builder()
             .method(Method::GET)
             .uri(self.origin.uri(&lk.origin_path())?)
@@ -52,7 +33,13 @@ impl Proxy {
     }
 
     /// The leader's fetch: ask the origin, store what may be stored, answer the client.
-    pub(super) async fn fill(&self, lk: &Lookup, key: Arc<str>, guard: FlightGuard<'_>, client: SocketAddr) -> Answer {
+    pub(super) async fn fill(
+        &self,
+        lk: &Lookup,
+        key: Arc<str>,
+        guard: FlightGuard<'_>,
+        client: SocketAddr,
+    ) -> Option<Answer> {
         let generation = self.bans.generation();
         let (req, sent) = match self.fill_request(lk, client) {
             Ok(r) => {
@@ -61,21 +48,21 @@ impl Proxy {
             }
             Err(e) => {
                 guard.finish(Flight::Failed(StatusCode::BAD_REQUEST));
-                return Answer::new(
+                return Some(Answer::new(
                     synth(
                         StatusCode::BAD_REQUEST,
                         &format!("invalid request target: {e}"),
                         "target",
                     ),
                     Outcome::Synth,
-                );
+                ));
             }
         };
         let resp = match self.send(req).await {
             Ok(r) => r,
             Err(e) => {
                 guard.finish(Flight::Failed(e.status()));
-                return Answer::new(self.origin_failure(&e, &lk.origin_path()), Outcome::Miss);
+                return Some(Answer::new(self.origin_failure(&e, &lk.origin_path()), Outcome::Miss));
             }
         };
         let (mut parts, body) = resp.into_parts();
@@ -104,7 +91,7 @@ impl Proxy {
                     parts.status.as_u16(),
                     why.as_str()
                 ));
-                return Answer::new(self.stream_back(parts, body, None, status), Outcome::Miss);
+                return Some(Answer::new(self.stream_back(parts, body, None, status), Outcome::Miss));
             }
         };
         // Read the body, up to the object size limit.
@@ -125,21 +112,21 @@ impl Proxy {
                             parts.status.as_u16()
                         ));
                         let resp = Response::from_parts(parts, chain(buf.freeze(), body));
-                        return Answer::new(with_status(resp, status), Outcome::Miss);
+                        return Some(Answer::new(with_status(resp, status), Outcome::Miss));
                     }
                 }
                 Err(e) => {
                     tracing::warn!(url = %lk.origin_path(), error = %origin::error_chain(e.as_ref()), "origin body failed");
                     self.metrics.origin_error("body");
                     guard.finish(Flight::Failed(StatusCode::BAD_GATEWAY));
-                    return Answer::new(
+                    return Some(Answer::new(
                         synth(
                             StatusCode::BAD_GATEWAY,
                             "the origin's response broke off",
                             "origin-error",
                         ),
                         Outcome::Miss,
-                    );
+                    ));
                 }
             }
         }
@@ -151,18 +138,23 @@ impl Proxy {
             None => {
                 self.metrics.not_stored(NoStore::Encoding.as_str());
                 guard.finish(Flight::Failed(StatusCode::BAD_GATEWAY));
-                return Answer::new(
+                return Some(Answer::new(
                     synth(
                         StatusCode::BAD_GATEWAY,
                         "the origin sent an undecodable gzip body",
                         "origin-error",
                     ),
                     Outcome::Miss,
-                );
+                ));
             }
         };
         let stored = self.store_object(&lk.primary, &sent, &obj, generation);
         guard.finish(Flight::Stored(obj.clone(), generation));
+        if !fetched_as_asked(&obj.headers, &lk.parts.headers, &sent) {
+            // The origin varies on a header this request has but the fill, which knew no
+            // Vary rule yet, did not send: what came back is another variant (stored as such).
+            return None;
+        }
         let status = if stored {
             cache_status(format_args!("fwd=uri-miss; fwd-status={}; stored", obj.status.as_u16()))
         } else {
@@ -171,10 +163,10 @@ impl Proxy {
                 obj.status.as_u16()
             ))
         };
-        Answer::new(
+        Some(Answer::new(
             self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status),
             Outcome::Miss,
-        )
+        ))
     }
 
     /// Records a hit-for-pass marker for answers that will not change on the next request,
@@ -528,6 +520,14 @@ impl Proxy {
     }
 }
 
+/// Whether a fill brought the variant its client asked for: the request headers the
+/// response's `Vary` names are the same in the client's request and in the fill.
+fn fetched_as_asked(resp: &HeaderMap, client: &HeaderMap, sent: &HeaderMap) -> bool {
+    cache::vary_names(resp)
+        .iter()
+        .all(|name| client.get_all(name).iter().eq(sent.get_all(name).iter()))
+}
+
 /// A body made of bytes already read followed by the rest of a stream.
 fn chain(prefix: Bytes, rest: ProxyBody) -> ProxyBody {
     match rest {
@@ -564,5 +564,22 @@ mod tests {
         assert!(is_derived_etag(&HeaderValue::from_str(&tag).unwrap()));
         assert!(!is_derived_etag(&HeaderValue::from_static("\"origin-etag\"")));
         assert_eq!(fnv1a(body), fnv1a(b"hello"));
+    }
+
+    #[test]
+    fn a_fill_is_its_clients_variant_when_the_varied_headers_match() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            }
+            m
+        };
+        let resp = h(&[("vary", "X-Device, Accept-Encoding")]);
+        let client = h(&[("x-device", "a"), ("accept-encoding", "gzip")]);
+        assert!(!fetched_as_asked(&resp, &client, &h(&[])));
+        assert!(fetched_as_asked(&resp, &client, &h(&[("x-device", "a")])));
+        assert!(fetched_as_asked(&resp, &h(&[]), &h(&[])));
+        assert!(fetched_as_asked(&h(&[]), &client, &h(&[])), "no Vary, any request");
     }
 }

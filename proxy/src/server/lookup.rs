@@ -68,7 +68,10 @@ impl Proxy {
                         tx,
                         done: false,
                     };
-                    return self.fill(&lk, key, guard, client).await;
+                    match self.fill(&lk, key, guard, client).await {
+                        Some(answer) => return answer,
+                        None => continue,
+                    }
                 }
                 Err(mut rx) => {
                     let waited = tokio::time::timeout(self.cfg().cache.lock_timeout, async {
@@ -85,6 +88,11 @@ impl Proxy {
                     match flight {
                         Some(Flight::Stored(o, generation)) => {
                             if self.bans.since(generation, &lk.primary, &o.tags) == InFlight::Hard {
+                                continue;
+                            }
+                            if !cache::vary_names(&o.headers).is_empty() {
+                                // The leader's variant need not be this request's: look again
+                                // (its own variant is stored by now, or it leads the next fill).
                                 continue;
                             }
                             self.metrics.coalesced.inc();

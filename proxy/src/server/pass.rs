@@ -148,7 +148,10 @@ impl Proxy {
         let mut headers = parts.headers.clone();
         origin::strip_hop_by_hop(&mut headers);
         origin::add_forwarded(&mut headers, client.ip(), proto(&parts));
-        set_host(&mut headers, &parts);
+        // Routed requests all have a Host; `Connection: host` must not take it away.
+        if let Some(host) = host_of(&parts.uri, &parts.headers) {
+            set_host(&mut headers, host);
+        }
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = match self.origin.uri(path) {
             Ok(u) => u,
