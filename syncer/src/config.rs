@@ -185,172 +185,24 @@ impl Config {
             }],
         })?;
         let mut c = Checker::default();
-        let resolve = |p: &str| {
-            let p = PathBuf::from(p);
-            match base {
-                Some(b) if p.is_relative() => b.join(p),
-                _ => p,
-            }
-        };
 
-        let memcached = raw.memcached.unwrap_or_default();
-        if memcached.is_empty() {
-            c.problem(
-                "memcached",
-                "missing: a list of memcached servers such as [\"127.0.0.1:11211\"]",
-            );
-        }
-        for m in &memcached {
-            if m.rsplit_once(':')
-                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-            {
-                c.problem("memcached", format!("{m:?} is not host:port"));
-            }
-        }
-        let mysql = raw.mysql.unwrap_or_default();
-        if mysql.is_empty() {
-            c.problem(
-                "mysql",
-                "missing: the WordPress database as mysql://user:pass@host:port/db",
-            );
-        } else if let Err(e) = mysql_async::Opts::from_url(&mysql) {
-            c.problem("mysql", format!("not a usable mysql:// URL: {e}"));
-        }
-        let interval = c.duration("interval", &raw.interval, DEFAULT_INTERVAL);
-        if interval.is_zero() {
-            c.problem("interval", "must be more than 0");
-        }
-        let idle_interval = c.duration("idle_interval", &raw.idle_interval, DEFAULT_IDLE_INTERVAL.max(interval));
-        if idle_interval < interval {
-            c.problem("idle_interval", format!("must be at least interval ({interval:?})"));
-        }
-        let table_prefix = raw.table_prefix.unwrap_or_else(|| DEFAULT_TABLE_PREFIX.to_string());
-        if table_prefix.is_empty() || !table_prefix.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-            c.problem("table_prefix", "letters, digits and _ only, e.g. \"wp_\"");
-        }
-        let key_prefix = raw
-            .key_prefix
-            .unwrap_or_else(|| strata_wire::comment::DEFAULT_PREFIX.to_string());
-        if key_prefix.len() > 200 || key_prefix.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-            c.problem("key_prefix", "no spaces or control characters, at most 200 bytes");
-        }
-        let admin_listen = raw.admin_listen.and_then(|a| {
-            a.parse::<SocketAddr>()
-                .map_err(|_| {
-                    c.problem(
-                        "admin_listen",
-                        format!("{a:?} is not an address such as \"127.0.0.1:9300\""),
-                    )
-                })
-                .ok()
-        });
-        let origin = match raw.origin {
-            None => {
-                c.problem(
-                    "origin",
-                    "missing: the WordPress origin URL, e.g. \"http://127.0.0.1:8081\"",
-                );
-                http::Uri::from_static("http://127.0.0.1/")
-            }
-            Some(o) => match o.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => u,
-                _ => {
-                    c.problem("origin", format!("{o:?} is not an http:// URL"));
-                    http::Uri::from_static("http://127.0.0.1/")
-                }
-            },
-        };
-        let wp_config = resolve(raw.wp_config.as_deref().unwrap_or(DEFAULT_WP_CONFIG));
-        let wp_version = match raw.wordpress_version {
-            Some(v) => parse_wp_version(&v).unwrap_or_else(|| {
-                c.problem("wordpress_version", format!("{v:?} is not a version such as \"6.1.9\""));
-                (0, 0)
-            }),
-            None => {
-                let dir = resolve(raw.wordpress_dir.as_deref().unwrap_or(DEFAULT_WORDPRESS_DIR));
-                match read_wp_version(&dir).map(|v| parse_wp_version(&v).ok_or(v)) {
-                    Ok(Ok(v)) => v,
-                    Ok(Err(v)) => {
-                        c.problem("wordpress_dir", format!("unreadable version {v:?}"));
-                        (0, 0)
-                    }
-                    Err(e) => {
-                        c.problem(
-                            "wordpress_dir",
-                            format!("{e}; set wordpress_version (e.g. \"6.1.9\") when WordPress is elsewhere"),
-                        );
-                        (0, 0)
-                    }
-                }
-            }
-        };
+        let memcached = memcached_servers(&mut c, raw.memcached);
+        let mysql = mysql_url(&mut c, raw.mysql);
+        let (interval, idle_interval) = intervals(&mut c, &raw.interval, &raw.idle_interval);
+        let table_prefix = table_prefix(&mut c, raw.table_prefix);
+        let key_prefix = key_prefix(&mut c, raw.key_prefix);
+        let admin_listen = admin_listen(&mut c, raw.admin_listen);
+        let origin = origin_url(&mut c, raw.origin);
+        let wp_config = resolve(base, raw.wp_config.as_deref().unwrap_or(DEFAULT_WP_CONFIG));
+        let wp_version = wp_version(&mut c, raw.wordpress_version, raw.wordpress_dir.as_deref(), base);
         let missing_wait = c.duration("missing_wait", &raw.missing_wait, DEFAULT_MISSING_WAIT);
-        let batch = match raw.batch {
-            None => DEFAULT_BATCH,
-            Some(n) if (1..=10_000).contains(&n) => n as usize,
-            Some(n) => {
-                c.problem("batch", format!("{n} is out of range 1..=10000"));
-                DEFAULT_BATCH
-            }
-        };
+        let batch = batch(&mut c, raw.batch);
         let flood_interval = c.duration("flood_interval", &raw.flood_interval, DEFAULT_FLOOD_INTERVAL);
         let memcached_timeout = c.duration("memcached_timeout", &raw.memcached_timeout, DEFAULT_MEMCACHED_TIMEOUT);
         let mysql_timeout = c.duration("mysql_timeout", &raw.mysql_timeout, DEFAULT_MYSQL_TIMEOUT);
         let settings_interval = c.duration("settings_interval", &raw.settings_interval, DEFAULT_SETTINGS_INTERVAL);
         let permalink_wait = c.duration("permalink_wait", &raw.permalink_wait, DEFAULT_PERMALINK_WAIT);
-
-        let cl = raw.cluster;
-        let mut siblings = Vec::new();
-        for s in cl.siblings.unwrap_or_default() {
-            match s.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => siblings.push(u),
-                _ => c.problem("cluster.siblings", format!("{s:?} is not an http:// admin URL")),
-            }
-        }
-        let ban_wait = c.duration("cluster.ban_wait", &cl.ban_wait, DEFAULT_BAN_WAIT);
-        let ban_timeout = c.duration("cluster.ban_timeout", &cl.ban_timeout, DEFAULT_BAN_TIMEOUT);
-        let soft_lists = match cl.list_bans.as_deref() {
-            None | Some("soft") => true,
-            Some("hard") => false,
-            Some(other) => {
-                c.problem(
-                    "cluster.list_bans",
-                    format!("{other:?} is neither \"soft\" nor \"hard\""),
-                );
-                true
-            }
-        };
-        let (secret_file, secret) = match &cl.secret_file {
-            None if siblings.is_empty() => (PathBuf::new(), Vec::new()),
-            None => {
-                c.problem(
-                    "cluster.secret_file",
-                    "missing: a file holding the cluster secret (at least 16 characters)",
-                );
-                (PathBuf::new(), Vec::new())
-            }
-            Some(p) => {
-                let path = resolve(p);
-                let secret = match std::fs::read_to_string(&path) {
-                    Ok(text) => strata_wire::auth::parse_secret(&text).unwrap_or_else(|| {
-                        c.problem(
-                            "cluster.secret_file",
-                            format!(
-                                "{} holds fewer than {} characters",
-                                path.display(),
-                                strata_wire::auth::MIN_SECRET_LEN
-                            ),
-                        );
-                        Vec::new()
-                    }),
-                    Err(e) => {
-                        c.problem("cluster.secret_file", format!("cannot read {}: {e}", path.display()));
-                        Vec::new()
-                    }
-                };
-                (path, secret)
-            }
-        };
+        let cluster = cluster_config(&mut c, raw.cluster, base);
 
         if !c.problems.is_empty() {
             return Err(ConfigError { problems: c.problems });
@@ -373,15 +225,222 @@ impl Config {
             mysql_timeout,
             settings_interval,
             permalink_wait,
-            cluster: ClusterConfig {
-                siblings,
-                secret_file,
-                secret,
-                ban_wait,
-                ban_timeout,
-                soft_lists,
-            },
+            cluster,
         })
+    }
+}
+
+/// `p`, or `base` joined with `p` when `p` is relative.
+fn resolve(base: Option<&Path>, p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    match base {
+        Some(b) if p.is_relative() => b.join(p),
+        _ => p,
+    }
+}
+
+/// `memcached`.
+fn memcached_servers(c: &mut Checker, list: Option<Vec<String>>) -> Vec<String> {
+    let memcached = list.unwrap_or_default();
+    if memcached.is_empty() {
+        c.problem(
+            "memcached",
+            "missing: a list of memcached servers such as [\"127.0.0.1:11211\"]",
+        );
+    }
+    for m in &memcached {
+        if m.rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            c.problem("memcached", format!("{m:?} is not host:port"));
+        }
+    }
+    memcached
+}
+
+/// `mysql`.
+fn mysql_url(c: &mut Checker, url: Option<String>) -> String {
+    let mysql = url.unwrap_or_default();
+    if mysql.is_empty() {
+        c.problem(
+            "mysql",
+            "missing: the WordPress database as mysql://user:pass@host:port/db",
+        );
+    } else if let Err(e) = mysql_async::Opts::from_url(&mysql) {
+        c.problem("mysql", format!("not a usable mysql:// URL: {e}"));
+    }
+    mysql
+}
+
+/// `interval` and `idle_interval`.
+fn intervals(
+    c: &mut Checker,
+    interval: &Option<toml::Value>,
+    idle_interval: &Option<toml::Value>,
+) -> (Duration, Duration) {
+    let interval = c.duration("interval", interval, DEFAULT_INTERVAL);
+    if interval.is_zero() {
+        c.problem("interval", "must be more than 0");
+    }
+    let idle_interval = c.duration("idle_interval", idle_interval, DEFAULT_IDLE_INTERVAL.max(interval));
+    if idle_interval < interval {
+        c.problem("idle_interval", format!("must be at least interval ({interval:?})"));
+    }
+    (interval, idle_interval)
+}
+
+/// `table_prefix`.
+fn table_prefix(c: &mut Checker, prefix: Option<String>) -> String {
+    let table_prefix = prefix.unwrap_or_else(|| DEFAULT_TABLE_PREFIX.to_string());
+    if table_prefix.is_empty() || !table_prefix.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+        c.problem("table_prefix", "letters, digits and _ only, e.g. \"wp_\"");
+    }
+    table_prefix
+}
+
+/// `key_prefix`.
+fn key_prefix(c: &mut Checker, prefix: Option<String>) -> String {
+    let key_prefix = prefix.unwrap_or_else(|| strata_wire::comment::DEFAULT_PREFIX.to_string());
+    if key_prefix.len() > 200 || key_prefix.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        c.problem("key_prefix", "no spaces or control characters, at most 200 bytes");
+    }
+    key_prefix
+}
+
+/// `admin_listen`.
+fn admin_listen(c: &mut Checker, addr: Option<String>) -> Option<SocketAddr> {
+    addr.and_then(|a| {
+        a.parse::<SocketAddr>()
+            .map_err(|_| {
+                c.problem(
+                    "admin_listen",
+                    format!("{a:?} is not an address such as \"127.0.0.1:9300\""),
+                )
+            })
+            .ok()
+    })
+}
+
+/// `origin`.
+fn origin_url(c: &mut Checker, url: Option<String>) -> http::Uri {
+    match url {
+        None => {
+            c.problem(
+                "origin",
+                "missing: the WordPress origin URL, e.g. \"http://127.0.0.1:8081\"",
+            );
+            http::Uri::from_static("http://127.0.0.1/")
+        }
+        Some(o) => match o.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => u,
+            _ => {
+                c.problem("origin", format!("{o:?} is not an http:// URL"));
+                http::Uri::from_static("http://127.0.0.1/")
+            }
+        },
+    }
+}
+
+/// `wordpress_version`, or else the version of the installation in `wordpress_dir`.
+fn wp_version(c: &mut Checker, version: Option<String>, dir: Option<&str>, base: Option<&Path>) -> (u32, u32) {
+    match version {
+        Some(v) => parse_wp_version(&v).unwrap_or_else(|| {
+            c.problem("wordpress_version", format!("{v:?} is not a version such as \"6.1.9\""));
+            (0, 0)
+        }),
+        None => {
+            let dir = resolve(base, dir.unwrap_or(DEFAULT_WORDPRESS_DIR));
+            match read_wp_version(&dir).map(|v| parse_wp_version(&v).ok_or(v)) {
+                Ok(Ok(v)) => v,
+                Ok(Err(v)) => {
+                    c.problem("wordpress_dir", format!("unreadable version {v:?}"));
+                    (0, 0)
+                }
+                Err(e) => {
+                    c.problem(
+                        "wordpress_dir",
+                        format!("{e}; set wordpress_version (e.g. \"6.1.9\") when WordPress is elsewhere"),
+                    );
+                    (0, 0)
+                }
+            }
+        }
+    }
+}
+
+/// `batch`.
+fn batch(c: &mut Checker, batch: Option<i64>) -> usize {
+    match batch {
+        None => DEFAULT_BATCH,
+        Some(n) if (1..=10_000).contains(&n) => n as usize,
+        Some(n) => {
+            c.problem("batch", format!("{n} is out of range 1..=10000"));
+            DEFAULT_BATCH
+        }
+    }
+}
+
+/// `[cluster]`; the secret file is read here, relative to `base`, when one is named or
+/// `siblings` need it.
+fn cluster_config(c: &mut Checker, cl: RawCluster, base: Option<&Path>) -> ClusterConfig {
+    let mut siblings = Vec::new();
+    for s in cl.siblings.unwrap_or_default() {
+        match s.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => siblings.push(u),
+            _ => c.problem("cluster.siblings", format!("{s:?} is not an http:// admin URL")),
+        }
+    }
+    let ban_wait = c.duration("cluster.ban_wait", &cl.ban_wait, DEFAULT_BAN_WAIT);
+    let ban_timeout = c.duration("cluster.ban_timeout", &cl.ban_timeout, DEFAULT_BAN_TIMEOUT);
+    let soft_lists = match cl.list_bans.as_deref() {
+        None | Some("soft") => true,
+        Some("hard") => false,
+        Some(other) => {
+            c.problem(
+                "cluster.list_bans",
+                format!("{other:?} is neither \"soft\" nor \"hard\""),
+            );
+            true
+        }
+    };
+    let (secret_file, secret) = match &cl.secret_file {
+        None if siblings.is_empty() => (PathBuf::new(), Vec::new()),
+        None => {
+            c.problem(
+                "cluster.secret_file",
+                "missing: a file holding the cluster secret (at least 16 characters)",
+            );
+            (PathBuf::new(), Vec::new())
+        }
+        Some(p) => {
+            let path = resolve(base, p);
+            let secret = match std::fs::read_to_string(&path) {
+                Ok(text) => strata_wire::auth::parse_secret(&text).unwrap_or_else(|| {
+                    c.problem(
+                        "cluster.secret_file",
+                        format!(
+                            "{} holds fewer than {} characters",
+                            path.display(),
+                            strata_wire::auth::MIN_SECRET_LEN
+                        ),
+                    );
+                    Vec::new()
+                }),
+                Err(e) => {
+                    c.problem("cluster.secret_file", format!("cannot read {}: {e}", path.display()));
+                    Vec::new()
+                }
+            };
+            (path, secret)
+        }
+    };
+    ClusterConfig {
+        siblings,
+        secret_file,
+        secret,
+        ban_wait,
+        ban_timeout,
+        soft_lists,
     }
 }
 
