@@ -160,155 +160,14 @@ impl Config {
         })?;
         let mut c = Checker::default();
 
-        let interface = match raw.interface {
-            Some(i) if !i.is_empty() && i.len() < 16 && !i.contains('/') && !i.contains(char::is_whitespace) => i,
-            Some(i) => {
-                c.problem("interface", format!("{i:?} is not an interface name"));
-                String::new()
-            }
-            None => {
-                c.problem(
-                    "interface",
-                    "missing: the interface on the nodes' segment, e.g. \"eth0\"",
-                );
-                String::new()
-            }
-        };
-
-        let (mut vip4, mut vip6) = (None, None);
-        match raw.vip.as_deref().map(str::parse::<IpAddr>) {
-            Some(Ok(IpAddr::V4(v))) => vip4 = Some(v),
-            Some(Ok(IpAddr::V6(v))) => vip6 = Some(v),
-            Some(Err(_)) => c.problem("vip", format!("{:?} is not an IP address", raw.vip.unwrap_or_default())),
-            None => c.problem("vip", "missing: the virtual IP the nodes serve, e.g. \"192.0.2.100\""),
-        }
-        if let Some(s) = raw.vip6 {
-            match s.parse::<Ipv6Addr>() {
-                Ok(v) if vip6.is_none() => vip6 = Some(v),
-                Ok(_) => c.problem("vip6", "vip is already an IPv6 address; give the IPv4 VIP in vip"),
-                Err(_) => c.problem("vip6", format!("{s:?} is not an IPv6 address")),
-            }
-        }
-
-        let mut ports: Vec<u16> = Vec::new();
-        match raw.ports {
-            None => ports = DEFAULT_PORTS.to_vec(),
-            Some(list) if list.is_empty() => c.problem("ports", "empty: list the ports to forward, e.g. [80, 443]"),
-            Some(list) => {
-                for p in list {
-                    match u16::try_from(p) {
-                        Ok(p) if p > 0 => ports.push(p),
-                        _ => c.problem("ports", format!("{p} is not a port (1 to 65535)")),
-                    }
-                }
-            }
-        }
-        ports.sort_unstable();
-        ports.dedup();
-
-        let admin_listen = raw
-            .admin_listen
-            .as_deref()
-            .unwrap_or(DEFAULT_ADMIN_LISTEN)
-            .parse::<SocketAddr>()
-            .unwrap_or_else(|_| {
-                c.problem("admin_listen", "expected IP:PORT, e.g. \"127.0.0.1:9090\"");
-                SocketAddr::from(([127, 0, 0, 1], 9090))
-            });
+        let interface = interface(&mut c, raw.interface);
+        let (vip4, vip6) = vips(&mut c, raw.vip, raw.vip6);
+        let ports = ports(&mut c, raw.ports);
+        let admin_listen = admin_listen(&mut c, raw.admin_listen.as_deref());
         let workers = c.int("workers", raw.workers, default_workers() as i64, 1, 64) as usize;
-
-        let mut backends: Vec<Backend> = Vec::new();
-        if raw.backend.is_empty() {
-            c.problem("backend", "no [[backend]]: list at least one node");
-        }
-        for (i, b) in raw.backend.into_iter().enumerate() {
-            let key = |k: &str| format!("backend[{i}].{k}");
-            let addr = match b.addr.as_deref().map(str::parse::<IpAddr>) {
-                Some(Ok(IpAddr::V6(_))) => {
-                    c.problem(&key("addr"), "IPv6 node addresses are not supported: give the node's IPv4 address (the IPv6 VIP still works)");
-                    None
-                }
-                Some(Ok(a)) if !a.is_unspecified() && !a.is_multicast() => Some(a),
-                Some(_) => {
-                    c.problem(
-                        &key("addr"),
-                        format!(
-                            "{:?} is not a node IP address (no port: DSR keeps the VIP's port)",
-                            b.addr.unwrap_or_default()
-                        ),
-                    );
-                    None
-                }
-                None => {
-                    c.problem(&key("addr"), "missing: the node's IP address on the segment");
-                    None
-                }
-            };
-            if let Some(a) = addr {
-                if backends.iter().any(|x| x.addr == a) {
-                    c.problem(&key("addr"), format!("{a} is listed twice"));
-                }
-                if Some(a) == vip4.map(IpAddr::V4) || Some(a) == vip6.map(IpAddr::V6) {
-                    c.problem(&key("addr"), "a node cannot have the VIP as its address");
-                }
-            }
-            let health_url = b.health_url.unwrap_or_default();
-            let probe = if health_url.is_empty() {
-                c.problem(&key("health_url"), "missing: e.g. \"http://192.0.2.11:9080/healthz\"");
-                None
-            } else {
-                Probe::parse(&health_url)
-                    .map_err(|e| c.problem(&key("health_url"), e))
-                    .ok()
-            };
-            let weight = c.int(
-                &key("weight"),
-                b.weight,
-                i64::from(DEFAULT_WEIGHT),
-                0,
-                i64::from(MAX_WEIGHT),
-            ) as u32;
-            if let (Some(addr), Some(probe)) = (addr, probe) {
-                backends.push(Backend {
-                    addr,
-                    probe,
-                    health_url,
-                    weight,
-                });
-            }
-        }
-        if backends.len() > 4096 {
-            c.problem("backend", "at most 4096 nodes");
-        }
-
-        let health = Health {
-            interval: c.duration("health.interval", &raw.health.interval, DEFAULT_INTERVAL),
-            timeout: c.duration("health.timeout", &raw.health.timeout, DEFAULT_TIMEOUT),
-            fall: c.int("health.fall", raw.health.fall, i64::from(DEFAULT_FALL), 1, 100) as u32,
-            rise: c.int("health.rise", raw.health.rise, i64::from(DEFAULT_RISE), 1, 100) as u32,
-        };
-        if health.interval < Duration::from_millis(10) {
-            c.problem("health.interval", "below 10ms: the checks would load the nodes");
-        }
-        if health.timeout.is_zero() || health.timeout > health.interval {
-            c.problem("health.timeout", "must be above 0 and at most health.interval");
-        }
-        let flows = Flows {
-            capacity: c.int(
-                "flows.capacity",
-                raw.flows.capacity,
-                DEFAULT_FLOW_CAPACITY as i64,
-                1024,
-                1 << 28,
-            ) as usize,
-            idle_timeout: c.duration("flows.idle_timeout", &raw.flows.idle_timeout, DEFAULT_FLOW_IDLE),
-        };
-        if flows.idle_timeout < Duration::from_secs(1) {
-            c.problem(
-                "flows.idle_timeout",
-                "below 1s: idle keep-alive connections would be moved",
-            );
-        }
+        let backends = backends(&mut c, raw.backend, vip4, vip6);
+        let health = health(&mut c, &raw.health);
+        let flows = flows(&mut c, &raw.flows);
 
         if !c.problems.is_empty() {
             return Err(ConfigError { problems: c.problems });
@@ -346,6 +205,199 @@ impl Config {
         }
         v
     }
+}
+
+/// `interface`.
+fn interface(c: &mut Checker, interface: Option<String>) -> String {
+    match interface {
+        Some(i) if !i.is_empty() && i.len() < 16 && !i.contains('/') && !i.contains(char::is_whitespace) => i,
+        Some(i) => {
+            c.problem("interface", format!("{i:?} is not an interface name"));
+            String::new()
+        }
+        None => {
+            c.problem(
+                "interface",
+                "missing: the interface on the nodes' segment, e.g. \"eth0\"",
+            );
+            String::new()
+        }
+    }
+}
+
+/// `vip` and `vip6`.
+fn vips(c: &mut Checker, vip: Option<String>, vip6_text: Option<String>) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+    let (mut vip4, mut vip6) = (None, None);
+    match vip.as_deref().map(str::parse::<IpAddr>) {
+        Some(Ok(IpAddr::V4(v))) => vip4 = Some(v),
+        Some(Ok(IpAddr::V6(v))) => vip6 = Some(v),
+        Some(Err(_)) => c.problem("vip", format!("{:?} is not an IP address", vip.unwrap_or_default())),
+        None => c.problem("vip", "missing: the virtual IP the nodes serve, e.g. \"192.0.2.100\""),
+    }
+    if let Some(s) = vip6_text {
+        match s.parse::<Ipv6Addr>() {
+            Ok(v) if vip6.is_none() => vip6 = Some(v),
+            Ok(_) => c.problem("vip6", "vip is already an IPv6 address; give the IPv4 VIP in vip"),
+            Err(_) => c.problem("vip6", format!("{s:?} is not an IPv6 address")),
+        }
+    }
+    (vip4, vip6)
+}
+
+/// `ports`: sorted, without duplicates.
+fn ports(c: &mut Checker, list: Option<Vec<i64>>) -> Vec<u16> {
+    let mut ports: Vec<u16> = Vec::new();
+    match list {
+        None => ports = DEFAULT_PORTS.to_vec(),
+        Some(list) if list.is_empty() => c.problem("ports", "empty: list the ports to forward, e.g. [80, 443]"),
+        Some(list) => {
+            for p in list {
+                match u16::try_from(p) {
+                    Ok(p) if p > 0 => ports.push(p),
+                    _ => c.problem("ports", format!("{p} is not a port (1 to 65535)")),
+                }
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// `admin_listen`.
+fn admin_listen(c: &mut Checker, addr: Option<&str>) -> SocketAddr {
+    addr.unwrap_or(DEFAULT_ADMIN_LISTEN)
+        .parse::<SocketAddr>()
+        .unwrap_or_else(|_| {
+            c.problem("admin_listen", "expected IP:PORT, e.g. \"127.0.0.1:9090\"");
+            SocketAddr::from(([127, 0, 0, 1], 9090))
+        })
+}
+
+/// Every `[[backend]]`.
+fn backends(c: &mut Checker, raw: Vec<RawBackend>, vip4: Option<Ipv4Addr>, vip6: Option<Ipv6Addr>) -> Vec<Backend> {
+    let mut backends: Vec<Backend> = Vec::new();
+    if raw.is_empty() {
+        c.problem("backend", "no [[backend]]: list at least one node");
+    }
+    for (i, b) in raw.into_iter().enumerate() {
+        if let Some(backend) = backend(c, i, b, &backends, vip4, vip6) {
+            backends.push(backend);
+        }
+    }
+    if backends.len() > 4096 {
+        c.problem("backend", "at most 4096 nodes");
+    }
+    backends
+}
+
+/// `backend[i]`, checked against the nodes before it and the VIPs; none when its address or
+/// health URL is unusable.
+fn backend(
+    c: &mut Checker,
+    i: usize,
+    b: RawBackend,
+    backends: &[Backend],
+    vip4: Option<Ipv4Addr>,
+    vip6: Option<Ipv6Addr>,
+) -> Option<Backend> {
+    let key = |k: &str| format!("backend[{i}].{k}");
+    let addr = match b.addr.as_deref().map(str::parse::<IpAddr>) {
+        Some(Ok(IpAddr::V6(_))) => {
+            c.problem(
+                &key("addr"),
+                "IPv6 node addresses are not supported: give the node's IPv4 address (the IPv6 VIP still works)",
+            );
+            None
+        }
+        Some(Ok(a)) if !a.is_unspecified() && !a.is_multicast() => Some(a),
+        Some(_) => {
+            c.problem(
+                &key("addr"),
+                format!(
+                    "{:?} is not a node IP address (no port: DSR keeps the VIP's port)",
+                    b.addr.unwrap_or_default()
+                ),
+            );
+            None
+        }
+        None => {
+            c.problem(&key("addr"), "missing: the node's IP address on the segment");
+            None
+        }
+    };
+    if let Some(a) = addr {
+        if backends.iter().any(|x| x.addr == a) {
+            c.problem(&key("addr"), format!("{a} is listed twice"));
+        }
+        if Some(a) == vip4.map(IpAddr::V4) || Some(a) == vip6.map(IpAddr::V6) {
+            c.problem(&key("addr"), "a node cannot have the VIP as its address");
+        }
+    }
+    let health_url = b.health_url.unwrap_or_default();
+    let probe = if health_url.is_empty() {
+        c.problem(&key("health_url"), "missing: e.g. \"http://192.0.2.11:9080/healthz\"");
+        None
+    } else {
+        Probe::parse(&health_url)
+            .map_err(|e| c.problem(&key("health_url"), e))
+            .ok()
+    };
+    let weight = c.int(
+        &key("weight"),
+        b.weight,
+        i64::from(DEFAULT_WEIGHT),
+        0,
+        i64::from(MAX_WEIGHT),
+    ) as u32;
+    if let (Some(addr), Some(probe)) = (addr, probe) {
+        Some(Backend {
+            addr,
+            probe,
+            health_url,
+            weight,
+        })
+    } else {
+        None
+    }
+}
+
+/// `[health]`.
+fn health(c: &mut Checker, raw: &RawHealth) -> Health {
+    let health = Health {
+        interval: c.duration("health.interval", &raw.interval, DEFAULT_INTERVAL),
+        timeout: c.duration("health.timeout", &raw.timeout, DEFAULT_TIMEOUT),
+        fall: c.int("health.fall", raw.fall, i64::from(DEFAULT_FALL), 1, 100) as u32,
+        rise: c.int("health.rise", raw.rise, i64::from(DEFAULT_RISE), 1, 100) as u32,
+    };
+    if health.interval < Duration::from_millis(10) {
+        c.problem("health.interval", "below 10ms: the checks would load the nodes");
+    }
+    if health.timeout.is_zero() || health.timeout > health.interval {
+        c.problem("health.timeout", "must be above 0 and at most health.interval");
+    }
+    health
+}
+
+/// `[flows]`.
+fn flows(c: &mut Checker, raw: &RawFlows) -> Flows {
+    let flows = Flows {
+        capacity: c.int(
+            "flows.capacity",
+            raw.capacity,
+            DEFAULT_FLOW_CAPACITY as i64,
+            1024,
+            1 << 28,
+        ) as usize,
+        idle_timeout: c.duration("flows.idle_timeout", &raw.idle_timeout, DEFAULT_FLOW_IDLE),
+    };
+    if flows.idle_timeout < Duration::from_secs(1) {
+        c.problem(
+            "flows.idle_timeout",
+            "below 1s: idle keep-alive connections would be moved",
+        );
+    }
+    flows
 }
 
 #[cfg(test)]
