@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use strata_wire::config::Checker;
 pub use strata_wire::config::{parse_duration, parse_size, ConfigError, Problem};
+use strata_wire::config::{resolve, Checker};
 
 /// Default cache byte budget: 512 MiB.
 pub const DEFAULT_CAPACITY: u64 = 512 << 20;
@@ -568,10 +568,6 @@ fn tls_config(
     base: Option<&Path>,
     others: [Option<SocketAddr>; 2],
 ) -> Option<TlsConfig> {
-    let resolve = |f: &str| match base {
-        Some(b) if Path::new(f).is_relative() => b.join(f),
-        _ => PathBuf::from(f),
-    };
     let Some(listen_text) = &s.tls_listen else {
         let stray = [
             ("server.tls_cert", s.tls_cert.is_some()),
@@ -626,8 +622,8 @@ fn tls_config(
             continue;
         };
         let files = crate::tls::CertFiles {
-            cert: resolve(cert),
-            key: resolve(key),
+            cert: resolve(base, cert),
+            key: resolve(base, key),
         };
         match crate::tls::load(&files) {
             Ok(cert) => certificates.push(cert),
@@ -924,39 +920,7 @@ fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Path>) -> Clus
             }
         })
         .collect();
-    let (secret_file, secret) = match &cl.secret_file {
-        None => {
-            c.problem(
-                "cluster.secret_file",
-                "missing: a file holding the cluster secret (at least 16 characters)",
-            );
-            (PathBuf::new(), Vec::new())
-        }
-        Some(f) => {
-            let path = match base {
-                Some(b) if Path::new(f).is_relative() => b.join(f),
-                _ => PathBuf::from(f),
-            };
-            let secret = match std::fs::read_to_string(&path) {
-                Ok(text) => strata_wire::auth::parse_secret(&text).unwrap_or_else(|| {
-                    c.problem(
-                        "cluster.secret_file",
-                        format!(
-                            "{} holds fewer than {} characters",
-                            path.display(),
-                            strata_wire::auth::MIN_SECRET_LEN
-                        ),
-                    );
-                    Vec::new()
-                }),
-                Err(e) => {
-                    c.problem("cluster.secret_file", format!("cannot read {}: {e}", path.display()));
-                    Vec::new()
-                }
-            };
-            (path, secret)
-        }
-    };
+    let (secret_file, secret) = c.secret_file("cluster.secret_file", &cl.secret_file, base);
     let heartbeat_interval = c.duration(
         "cluster.heartbeat_interval",
         &cl.heartbeat_interval,

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use strata_wire::config::Checker;
 pub use strata_wire::config::{parse_duration, ConfigError, Problem};
+use strata_wire::config::{resolve, Checker};
 
 /// How often the queue is drained.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(5);
@@ -230,15 +230,6 @@ impl Config {
     }
 }
 
-/// `p`, or `base` joined with `p` when `p` is relative.
-fn resolve(base: Option<&Path>, p: &str) -> PathBuf {
-    let p = PathBuf::from(p);
-    match base {
-        Some(b) if p.is_relative() => b.join(p),
-        _ => p,
-    }
-}
-
 /// `memcached`.
 fn memcached_servers(c: &mut Checker, list: Option<Vec<String>>) -> Vec<String> {
     let memcached = list.unwrap_or_default();
@@ -405,34 +396,7 @@ fn cluster_config(c: &mut Checker, cl: RawCluster, base: Option<&Path>) -> Clust
     };
     let (secret_file, secret) = match &cl.secret_file {
         None if siblings.is_empty() => (PathBuf::new(), Vec::new()),
-        None => {
-            c.problem(
-                "cluster.secret_file",
-                "missing: a file holding the cluster secret (at least 16 characters)",
-            );
-            (PathBuf::new(), Vec::new())
-        }
-        Some(p) => {
-            let path = resolve(base, p);
-            let secret = match std::fs::read_to_string(&path) {
-                Ok(text) => strata_wire::auth::parse_secret(&text).unwrap_or_else(|| {
-                    c.problem(
-                        "cluster.secret_file",
-                        format!(
-                            "{} holds fewer than {} characters",
-                            path.display(),
-                            strata_wire::auth::MIN_SECRET_LEN
-                        ),
-                    );
-                    Vec::new()
-                }),
-                Err(e) => {
-                    c.problem("cluster.secret_file", format!("cannot read {}: {e}", path.display()));
-                    Vec::new()
-                }
-            };
-            (path, secret)
-        }
+        file => c.secret_file("cluster.secret_file", file, base),
     };
     ClusterConfig {
         siblings,
