@@ -551,6 +551,20 @@ impl Default for BansConfig {
     }
 }
 
+/// A list of IP addresses; each entry that is not one is reported under `key` and left out.
+fn ip_addrs(c: &mut Checker, key: &str, list: &Option<Vec<String>>) -> Vec<std::net::IpAddr> {
+    list.iter()
+        .flatten()
+        .filter_map(|s| match s.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                c.problem(key, format!("{s:?} is not an IP address"));
+                None
+            }
+        })
+        .collect()
+}
+
 /// The machine's host name, the default node id.
 fn default_node_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -592,6 +606,20 @@ fn tls_config(
             );
         }
     }
+    let certificates = tls_certificates(c, s, base);
+    let hsts = hsts(c, &s.hsts);
+    Some(TlsConfig {
+        listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+        certificates,
+        redirect_https: s.redirect_https.unwrap_or(false),
+        hsts,
+    })
+}
+
+/// The certificates of `[server]`: `tls_cert` and `tls_key`, then each entry of
+/// `tls_certificates` (whose first is the default when `tls_cert` and `tls_key` are absent),
+/// each file read and checked; a missing or bad file is reported under its own key.
+fn tls_certificates(c: &mut Checker, s: &RawServer, base: Option<&Path>) -> Vec<crate::tls::Certificate> {
     let mut pairs: Vec<(String, String, Option<&String>, Option<&String>)> = vec![(
         "server.tls_cert".into(),
         "server.tls_key".into(),
@@ -631,24 +659,20 @@ fn tls_config(
             Err(e) => c.problem(&cert_key, e.to_string()),
         }
     }
-    let hsts = s
-        .hsts
-        .as_ref()
-        .and_then(|v| match http::HeaderValue::from_str(v.trim()) {
-            Ok(h) if v.trim().to_ascii_lowercase().starts_with("max-age=") => Some(h),
-            _ => {
-                c.problem(
-                    "server.hsts",
-                    format!("{v:?}: expected a Strict-Transport-Security value such as \"max-age=31536000\""),
-                );
-                None
-            }
-        });
-    Some(TlsConfig {
-        listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
-        certificates,
-        redirect_https: s.redirect_https.unwrap_or(false),
-        hsts,
+    certificates
+}
+
+/// `server.hsts`: a `Strict-Transport-Security` value, which starts with `max-age=`.
+fn hsts(c: &mut Checker, hsts: &Option<String>) -> Option<http::HeaderValue> {
+    hsts.as_ref().and_then(|v| match http::HeaderValue::from_str(v.trim()) {
+        Ok(h) if v.trim().to_ascii_lowercase().starts_with("max-age=") => Some(h),
+        _ => {
+            c.problem(
+                "server.hsts",
+                format!("{v:?}: expected a Strict-Transport-Security value such as \"max-age=31536000\""),
+            );
+            None
+        }
     })
 }
 
@@ -664,7 +688,11 @@ impl Config {
         Self::from_toml(&text, path.parent())
     }
 
-    /// Validates TOML text; relative `secret_file` paths resolve against `base`.
+    /// Validates TOML text; relative paths (the secret file, the TLS files) resolve against
+    /// `base`.
+    ///
+    /// Errors: every problem of every section, each with its key; text that is not TOML of
+    /// this shape (an unknown key, a wrong type) gives the parser's one problem instead.
     pub fn from_toml(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             problems: vec![Problem {
@@ -908,18 +936,7 @@ fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Path>) -> Clus
             }
         })
         .collect();
-    let admin_allow = cl
-        .admin_allow
-        .iter()
-        .flatten()
-        .filter_map(|s| match s.parse() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                c.problem("cluster.admin_allow", format!("{s:?} is not an IP address"));
-                None
-            }
-        })
-        .collect();
+    let admin_allow = ip_addrs(c, "cluster.admin_allow", &cl.admin_allow);
     let (secret_file, secret) = c.secret_file("cluster.secret_file", &cl.secret_file, base);
     let heartbeat_interval = c.duration(
         "cluster.heartbeat_interval",
@@ -987,18 +1004,7 @@ fn bans_config(c: &mut Checker, b: &RawBans) -> BansConfig {
     bans.strip_tag_headers = b.strip_tag_headers.unwrap_or(true);
     bans.max_tags = c.count("bans.max_tags", b.max_tags, DEFAULT_MAX_TAGS, 1..=1024);
     bans.wordpress = b.wordpress.unwrap_or(true);
-    bans.purge_allow = b
-        .purge_allow
-        .iter()
-        .flatten()
-        .filter_map(|s| match s.parse() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                c.problem("bans.purge_allow", format!("{s:?} is not an IP address"));
-                None
-            }
-        })
-        .collect();
+    bans.purge_allow = ip_addrs(c, "bans.purge_allow", &b.purge_allow);
     bans
 }
 
@@ -1022,18 +1028,7 @@ fn comments_config(c: &mut Checker, m: &RawComments) -> CommentsConfig {
             DEFAULT_MAX_QUEUE as usize,
             1..=100_000_000,
         ) as u64,
-        trusted_proxies: m
-            .trusted_proxies
-            .iter()
-            .flatten()
-            .filter_map(|s| match s.parse() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    c.problem("comments.trusted_proxies", format!("{s:?} is not an IP address"));
-                    None
-                }
-            })
-            .collect(),
+        trusted_proxies: ip_addrs(c, "comments.trusted_proxies", &m.trusted_proxies),
         settings_max_age: c.duration(
             "comments.settings_max_age",
             &m.settings_max_age,
