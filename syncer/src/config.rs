@@ -483,6 +483,181 @@ mod tests {
         let _ = std::fs::remove_file(secret);
     }
 
+    /// What `validate` returns, with the keys and messages of the problems it recorded.
+    fn checked<T>(validate: impl FnOnce(&mut Checker) -> T) -> (T, Vec<String>) {
+        let mut c = Checker::default();
+        let value = validate(&mut c);
+        (value, c.problems.iter().map(|p| p.to_string()).collect())
+    }
+
+    fn strings(list: &[&str]) -> Option<Vec<String>> {
+        Some(list.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn memcached_and_mysql() {
+        let (m, problems) = checked(|c| memcached_servers(c, strings(&["127.0.0.1:11211", "cache:11212"])));
+        assert_eq!((m.len(), problems.len()), (2, 0));
+        let (_, problems) = checked(|c| memcached_servers(c, None));
+        assert!(problems[0].starts_with("memcached: missing"), "{problems:?}");
+        let (_, problems) = checked(|c| memcached_servers(c, strings(&["cache", ":11211", "cache:99999"])));
+        assert_eq!(
+            problems,
+            [
+                "memcached: \"cache\" is not host:port",
+                "memcached: \":11211\" is not host:port",
+                "memcached: \"cache:99999\" is not host:port",
+            ]
+        );
+
+        let (_, problems) = checked(|c| mysql_url(c, Some("mysql://u:p@127.0.0.1:3306/wp".into())));
+        assert!(problems.is_empty(), "{problems:?}");
+        let (_, problems) = checked(|c| mysql_url(c, None));
+        assert!(problems[0].starts_with("mysql: missing"), "{problems:?}");
+        let (_, problems) = checked(|c| mysql_url(c, Some("postgres://x".into())));
+        assert!(
+            problems[0].starts_with("mysql: not a usable mysql:// URL"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_intervals() {
+        let d = |s: &str| Some(toml::Value::String(s.into()));
+        let (i, problems) = checked(|c| intervals(c, &None, &None));
+        assert_eq!((i, problems.len()), ((DEFAULT_INTERVAL, DEFAULT_IDLE_INTERVAL), 0));
+        let (i, _) = checked(|c| intervals(c, &d("1s"), &None));
+        assert_eq!(i, (Duration::from_secs(1), Duration::from_secs(1)));
+        let (_, problems) = checked(|c| intervals(c, &d("0"), &d("fast")));
+        assert_eq!(problems[0], "interval: must be more than 0");
+        assert!(
+            problems[1].starts_with("idle_interval: \"fast\" is not a duration"),
+            "{problems:?}"
+        );
+        let (_, problems) = checked(|c| intervals(c, &d("20ms"), &d("10ms")));
+        assert_eq!(problems, ["idle_interval: must be at least interval (20ms)"]);
+    }
+
+    #[test]
+    fn the_prefixes_and_the_batch() {
+        let (p, problems) = checked(|c| table_prefix(c, None));
+        assert_eq!((p.as_str(), problems.len()), ("wp_", 0));
+        let (_, problems) = checked(|c| table_prefix(c, Some("wp-".into())));
+        assert_eq!(problems, ["table_prefix: letters, digits and _ only, e.g. \"wp_\""]);
+        let (p, problems) = checked(|c| key_prefix(c, Some("site2:".into())));
+        assert_eq!((p.as_str(), problems.len()), ("site2:", 0));
+        let (_, problems) = checked(|c| key_prefix(c, Some("a b".into())));
+        assert_eq!(
+            problems,
+            ["key_prefix: no spaces or control characters, at most 200 bytes"]
+        );
+
+        let (b, problems) = checked(|c| batch(c, Some(10_000)));
+        assert_eq!((b, problems.len()), (10_000, 0));
+        let (b, problems) = checked(|c| batch(c, Some(0)));
+        assert_eq!(
+            (b, problems),
+            (DEFAULT_BATCH, vec!["batch: 0 is out of range 1..=10000".to_string()])
+        );
+    }
+
+    #[test]
+    fn the_listener_and_the_origin() {
+        let (a, problems) = checked(|c| admin_listen(c, Some("127.0.0.1:9300".into())));
+        assert_eq!((a, problems.len()), (Some("127.0.0.1:9300".parse().unwrap()), 0));
+        let (a, _) = checked(|c| admin_listen(c, None));
+        assert_eq!(a, None);
+        let (_, problems) = checked(|c| admin_listen(c, Some("9300".into())));
+        assert_eq!(
+            problems,
+            ["admin_listen: \"9300\" is not an address such as \"127.0.0.1:9300\""]
+        );
+
+        let (o, problems) = checked(|c| origin_url(c, Some("http://127.0.0.1:8081".into())));
+        assert_eq!((o.to_string().as_str(), problems.len()), ("http://127.0.0.1:8081/", 0));
+        let (_, problems) = checked(|c| origin_url(c, None));
+        assert!(problems[0].starts_with("origin: missing"), "{problems:?}");
+        let (_, problems) = checked(|c| origin_url(c, Some("https://x".into())));
+        assert_eq!(problems, ["origin: \"https://x\" is not an http:// URL"]);
+    }
+
+    #[test]
+    fn the_wordpress_version() {
+        let (v, problems) = checked(|c| wp_version(c, Some("6.4.2".into()), Some("/nonexistent"), None));
+        assert_eq!(
+            (v, problems.len()),
+            ((6, 4), 0),
+            "wordpress_version wins over wordpress_dir"
+        );
+        let (_, problems) = checked(|c| wp_version(c, Some("six".into()), None, None));
+        assert_eq!(
+            problems,
+            ["wordpress_version: \"six\" is not a version such as \"6.1.9\""]
+        );
+
+        let dir = std::env::temp_dir().join(format!("strata-syncer-wp-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("wp/wp-includes")).unwrap();
+        std::fs::write(
+            dir.join("wp/wp-includes/version.php"),
+            "<?php\n$wp_version = '6.7.1';\n",
+        )
+        .unwrap();
+        let (v, problems) = checked(|c| wp_version(c, None, Some("wp"), Some(&dir)));
+        assert_eq!((v, problems.len()), ((6, 7), 0), "{problems:?}");
+        std::fs::write(
+            dir.join("wp/wp-includes/version.php"),
+            "<?php\n$wp_version = 'trunk';\n",
+        )
+        .unwrap();
+        let (_, problems) = checked(|c| wp_version(c, None, Some("wp"), Some(&dir)));
+        assert_eq!(problems, ["wordpress_dir: unreadable version \"trunk\""]);
+        let (_, problems) = checked(|c| wp_version(c, None, Some("elsewhere"), Some(&dir)));
+        assert!(problems[0].starts_with("wordpress_dir: cannot read "), "{problems:?}");
+        assert!(problems[0].ends_with("set wordpress_version (e.g. \"6.1.9\") when WordPress is elsewhere"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn cluster_section() {
+        let raw = |text: &str| -> RawCluster { toml::from_str(text).unwrap() };
+        let (cl, problems) = checked(|c| cluster_config(c, raw(""), None));
+        assert!(problems.is_empty(), "no siblings, no secret needed: {problems:?}");
+        assert!(cl.siblings.is_empty() && cl.secret.is_empty() && cl.soft_lists);
+        assert_eq!((cl.ban_wait, cl.ban_timeout), (DEFAULT_BAN_WAIT, DEFAULT_BAN_TIMEOUT));
+
+        let secret = std::env::temp_dir().join(format!("strata-syncer-cluster-secret-{}", std::process::id()));
+        std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+        let text = format!(
+            "siblings = [\"http://127.0.0.1:9080\"]\nsecret_file = {:?}\nlist_bans = \"hard\"\n",
+            secret.display().to_string()
+        );
+        let (cl, problems) = checked(|c| cluster_config(c, raw(&text), None));
+        let _ = std::fs::remove_file(&secret);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!((cl.siblings.len(), cl.secret.len(), cl.soft_lists), (1, 20, false));
+
+        let bad = "siblings = [\"http://127.0.0.1:9080\", \"9081\"]\nban_wait = 200\nlist_bans = \"maybe\"\n";
+        let (_, problems) = checked(|c| cluster_config(c, raw(bad), None));
+        let keys: Vec<&str> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "cluster.siblings",
+                "cluster.ban_wait",
+                "cluster.list_bans",
+                "cluster.secret_file"
+            ]
+        );
+        assert_eq!(
+            problems[2],
+            "cluster.list_bans: \"maybe\" is neither \"soft\" nor \"hard\""
+        );
+        assert_eq!(
+            problems[3],
+            "cluster.secret_file: missing: a file holding the cluster secret (at least 16 characters)"
+        );
+    }
+
     #[test]
     fn durations_and_versions_parse() {
         assert_eq!(parse_duration("5ms"), Ok(Duration::from_millis(5)));
