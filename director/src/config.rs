@@ -481,6 +481,182 @@ mod tests {
         );
     }
 
+    /// What `validate` returns, with the problems it recorded as `key: message`.
+    fn checked<T>(validate: impl FnOnce(&mut Checker) -> T) -> (T, Vec<String>) {
+        let mut c = Checker::default();
+        let value = validate(&mut c);
+        (value, c.problems.iter().map(|p| p.to_string()).collect())
+    }
+
+    fn raw_backend(addr: &str, health_url: &str, weight: Option<i64>) -> RawBackend {
+        RawBackend {
+            addr: Some(addr.into()),
+            health_url: Some(health_url.into()),
+            weight,
+        }
+    }
+
+    #[test]
+    fn interface_and_vips() {
+        let (i, problems) = checked(|c| interface(c, Some("eth0".into())));
+        assert_eq!((i.as_str(), problems.len()), ("eth0", 0));
+        for bad in ["", "a/b", "eth 0", "sixteen-letters!"] {
+            let (_, problems) = checked(|c| interface(c, Some(bad.into())));
+            assert_eq!(problems, [format!("interface: {bad:?} is not an interface name")]);
+        }
+        let (_, problems) = checked(|c| interface(c, None));
+        assert!(problems[0].starts_with("interface: missing"), "{problems:?}");
+
+        let (v, problems) = checked(|c| vips(c, Some("192.0.2.100".into()), Some("2001:db8::100".into())));
+        assert_eq!(problems.len(), 0, "{problems:?}");
+        assert_eq!(
+            v,
+            (
+                Some(Ipv4Addr::new(192, 0, 2, 100)),
+                Some("2001:db8::100".parse().unwrap())
+            )
+        );
+        let (v, _) = checked(|c| vips(c, Some("2001:db8::100".into()), None));
+        assert_eq!(v, (None, Some("2001:db8::100".parse().unwrap())));
+        let (_, problems) = checked(|c| vips(c, Some("2001:db8::100".into()), Some("2001:db8::101".into())));
+        assert_eq!(
+            problems,
+            ["vip6: vip is already an IPv6 address; give the IPv4 VIP in vip"]
+        );
+        let (_, problems) = checked(|c| vips(c, None, Some("192.0.2.1".into())));
+        assert!(problems[0].starts_with("vip: missing"), "{problems:?}");
+        assert_eq!(problems[1], "vip6: \"192.0.2.1\" is not an IPv6 address");
+        let (_, problems) = checked(|c| vips(c, Some("192.0.2.300".into()), None));
+        assert_eq!(problems, ["vip: \"192.0.2.300\" is not an IP address"]);
+    }
+
+    #[test]
+    fn ports_and_admin_listen() {
+        let (p, problems) = checked(|c| ports(c, Some(vec![443, 80, 443])));
+        assert_eq!((p, problems.len()), (vec![80, 443], 0));
+        let (p, _) = checked(|c| ports(c, None));
+        assert_eq!(p, DEFAULT_PORTS);
+        let (_, problems) = checked(|c| ports(c, Some(vec![])));
+        assert_eq!(problems, ["ports: empty: list the ports to forward, e.g. [80, 443]"]);
+        let (p, problems) = checked(|c| ports(c, Some(vec![0, 80, 65536])));
+        assert_eq!(p, [80]);
+        assert_eq!(
+            problems,
+            [
+                "ports: 0 is not a port (1 to 65535)",
+                "ports: 65536 is not a port (1 to 65535)"
+            ]
+        );
+
+        let (a, problems) = checked(|c| admin_listen(c, None));
+        assert_eq!((a.to_string().as_str(), problems.len()), (DEFAULT_ADMIN_LISTEN, 0));
+        let (_, problems) = checked(|c| admin_listen(c, Some("9090")));
+        assert_eq!(problems, ["admin_listen: expected IP:PORT, e.g. \"127.0.0.1:9090\""]);
+    }
+
+    #[test]
+    fn backend_entries() {
+        let vip4 = Some(Ipv4Addr::new(192, 0, 2, 100));
+        let url = "http://192.0.2.11:9080/healthz";
+        let (b, problems) = checked(|c| backend(c, 0, raw_backend("192.0.2.11", url, None), &[], vip4, None));
+        assert!(problems.is_empty(), "{problems:?}");
+        let b = b.unwrap();
+        assert_eq!(
+            (b.addr.to_string().as_str(), b.weight, b.health_url.as_str()),
+            ("192.0.2.11", 1, url)
+        );
+
+        let taken = [b];
+        for (addr, says) in [
+            ("192.0.2.11", "192.0.2.11 is listed twice"),
+            ("192.0.2.100", "a node cannot have the VIP as its address"),
+            ("2001:db8::11", "IPv6 node addresses are not supported"),
+            ("192.0.2.11:80", "is not a node IP address (no port"),
+            ("0.0.0.0", "is not a node IP address"),
+        ] {
+            let (_, problems) = checked(|c| backend(c, 2, raw_backend(addr, url, None), &taken, vip4, None));
+            assert_eq!(problems.len(), 1, "{addr}: {problems:?}");
+            assert!(problems[0].starts_with("backend[2].addr: "), "{problems:?}");
+            assert!(problems[0].contains(says), "{addr}: {problems:?}");
+        }
+        let (b, problems) = checked(|c| {
+            backend(
+                c,
+                1,
+                raw_backend("192.0.2.12", "https://192.0.2.12/", Some(1001)),
+                &[],
+                vip4,
+                None,
+            )
+        });
+        assert!(b.is_none());
+        assert_eq!(
+            problems,
+            [
+                "backend[1].health_url: \"https://192.0.2.12/\": only http:// health URLs are supported",
+                "backend[1].weight: 1001 is out of range: expected 0 to 1000",
+            ]
+        );
+        let (_, problems) = checked(|c| backend(c, 0, RawBackend::default(), &[], vip4, None));
+        assert_eq!(
+            problems,
+            [
+                "backend[0].addr: missing: the node's IP address on the segment",
+                "backend[0].health_url: missing: e.g. \"http://192.0.2.11:9080/healthz\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_backend_list() {
+        let (b, problems) = checked(|c| backends(c, Vec::new(), None, None));
+        assert!(b.is_empty());
+        assert_eq!(problems, ["backend: no [[backend]]: list at least one node"]);
+        let list = vec![
+            raw_backend("192.0.2.11", "http://192.0.2.11/", Some(0)),
+            raw_backend("192.0.2.11", "http://192.0.2.11/", None),
+        ];
+        let (b, problems) = checked(|c| backends(c, list, None, None));
+        assert_eq!(b.len(), 2, "a duplicate is reported, not dropped");
+        assert_eq!(problems, ["backend[1].addr: 192.0.2.11 is listed twice"]);
+    }
+
+    #[test]
+    fn health_and_flows_sections() {
+        let (h, problems) = checked(|c| health(c, &RawHealth::default()));
+        assert_eq!(problems.len(), 0);
+        assert_eq!(
+            (h.interval, h.timeout, h.fall, h.rise),
+            (DEFAULT_INTERVAL, DEFAULT_TIMEOUT, 3, 5)
+        );
+        let bad: RawHealth = toml::from_str("interval = \"5ms\"\ntimeout = \"0\"\nfall = 0\nrise = 101\n").unwrap();
+        let (_, problems) = checked(|c| health(c, &bad));
+        assert_eq!(
+            problems,
+            [
+                "health.fall: 0 is out of range: expected 1 to 100",
+                "health.rise: 101 is out of range: expected 1 to 100",
+                "health.interval: below 10ms: the checks would load the nodes",
+                "health.timeout: must be above 0 and at most health.interval",
+            ]
+        );
+
+        let (f, problems) = checked(|c| flows(c, &RawFlows::default()));
+        assert_eq!(
+            (f.capacity, f.idle_timeout, problems.len()),
+            (DEFAULT_FLOW_CAPACITY, DEFAULT_FLOW_IDLE, 0)
+        );
+        let bad: RawFlows = toml::from_str("capacity = 1023\nidle_timeout = \"500ms\"\n").unwrap();
+        let (_, problems) = checked(|c| flows(c, &bad));
+        assert_eq!(
+            problems,
+            [
+                "flows.capacity: 1023 is out of range: expected 1024 to 268435456",
+                "flows.idle_timeout: below 1s: idle keep-alive connections would be moved",
+            ]
+        );
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         let e = Config::from_toml(&format!("{GOOD}\n[health]\nintervall = \"1s\"\n")).unwrap_err();
