@@ -2,7 +2,9 @@
 //!
 //! Unknown keys are refused. [`Config::from_toml`] collects *every* problem with the dotted
 //! key it belongs to (`backend[2].weight`, `health.fall`), so `--check-config` prints them
-//! all at once.
+//! all at once. Each key group, `[[backend]]` entry and section has its own validation
+//! function: it records a bad value's problem and goes on with a stand-in, so the checks after
+//! it still run.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;

@@ -2,7 +2,9 @@
 //!
 //! Raw structs mirror the file (unknown keys are refused); [`Config::from_toml`] turns them
 //! into typed values (`Duration`, `SocketAddr`, byte counts) and collects *every* problem
-//! with the key it belongs to, so `--check-config` can print them all at once.
+//! with the key it belongs to, so `--check-config` can print them all at once. Each section
+//! has its own validation function (`server_config`, `cache_config`, …): it records a bad
+//! value's problem and goes on with a stand-in, so the checks after it still run.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

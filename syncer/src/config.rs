@@ -2,7 +2,9 @@
 //!
 //! Raw structs mirror the file (unknown keys are refused); [`Config::from_toml`] turns them
 //! into typed values and collects *every* problem with its dotted key, so `--check-config`
-//! can print them all at once.
+//! can print them all at once. Each key group and `[cluster]` has its own validation
+//! function: it records a bad value's problem and goes on with a stand-in, so the checks after
+//! it still run.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
