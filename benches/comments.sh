@@ -59,7 +59,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
-DURATION=${DURATION:-10s}
+DURATION=$(with_unit "${DURATION:-10s}")
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-128}
 POSTS=${POSTS:-4}

@@ -132,6 +132,12 @@ duration_seconds() {
     esac
 }
 
+# with_unit D -> D, with an "s" added when it is a bare number of seconds: the bench tools
+# (fill, comment-load, stack-load) read durations as the configuration files do, with a unit.
+with_unit() {
+    if [[ $1 =~ ^[0-9]+$ ]]; then echo "${1}s"; else echo "$1"; fi
+}
+
 # exact_seconds D -> D (5ms, 200us, 1.5s, 10ns; µs too) in seconds, to the nanosecond; 0 for
 # a unit it does not know.
 exact_seconds() {

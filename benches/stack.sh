@@ -120,6 +120,7 @@ sql() { mysql "${MYSQL_ARGS[@]}" -N -B -e "$1" 2>/dev/null; }
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ && $MAX_REQUESTS =~ ^[1-9][0-9]*$ ]] ||
     die "CONNECTIONS and MAX_REQUESTS must be positive integers"
 [[ $DURATION =~ ^[1-9][0-9]*(s|m)?$ ]] || die "DURATION must be like 20s or 2m"
+DURATION=$(with_unit "$DURATION")
 awk -v s="$POST_SHARE" 'BEGIN { exit !(s ~ /^(0|1|0?\.[0-9]+)$/ && s >= 0 && s <= 1) }' ||
     die "POST_SHARE must be a fraction between 0 and 1 (e.g. 0.01)"
 

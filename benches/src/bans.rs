@@ -103,9 +103,7 @@ fn parse_args() -> Result<Args> {
         bail!("--admin must be a loopback address, got {admin}");
     }
     let secret_file = secret_file.context(USAGE)?;
-    let text = std::fs::read_to_string(&secret_file).with_context(|| format!("reading {}", secret_file.display()))?;
-    let secret = auth::parse_secret(&text)
-        .with_context(|| format!("{}: the secret must be at least 16 characters", secret_file.display()))?;
+    let secret = auth::load_secret(&secret_file)?;
     let prefix = prefix.unwrap_or_else(|| match mode {
         Mode::Propagate => "bench:".into(),
         Mode::Flood => "nomatch:".into(),

@@ -43,6 +43,7 @@ use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use strata_wire::config::parse_duration;
 
 const USAGE: &str = "usage: comment-load --url URL --host HOST --posts ID[,ID…] --tag TAG \
                      [--connections N] [--duration 10s] [--forwarded-for] [--latencies FILE] [--round N]";
@@ -61,17 +62,6 @@ struct Args {
     forwarded_for: bool,
     latencies: Option<std::path::PathBuf>,
     round: u32,
-}
-
-fn parse_duration(s: &str) -> Result<Duration> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().with_context(|| format!("bad duration {s:?}"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => bail!("bad duration {s:?} (use ms, s or m)"),
-    })
 }
 
 fn parse_args() -> Result<Args> {
@@ -97,7 +87,7 @@ fn parse_args() -> Result<Args> {
             }
             "--tag" => tag = Some(val()?),
             "--connections" => connections = val()?.parse().context("--connections")?,
-            "--duration" => duration = parse_duration(&val()?)?,
+            "--duration" => duration = parse_duration(&val()?).map_err(anyhow::Error::msg)?,
             "--forwarded-for" => forwarded_for = true,
             "--latencies" => latencies = Some(val()?.into()),
             "--round" => round = val()?.parse().context("--round")?,

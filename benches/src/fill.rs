@@ -34,6 +34,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
+use strata_wire::config::parse_duration;
 
 const USAGE: &str = "usage: fill --target http://127.0.0.1:PORT --host HOST --count N --concurrency C \
                      [--prefix /fill/] [--timeout 300s] [--gzip-odd]";
@@ -49,20 +50,6 @@ struct Args {
 }
 
 /// `"300s"`, `"5m"`, `"1h"`, `"1500ms"` or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
-    Ok(match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => bail!("bad duration {s:?} (use ms, s, m or h)"),
-    })
-}
-
 fn parse_target(value: &str) -> Result<Uri> {
     let uri: Uri = value.parse().with_context(|| format!("bad --target {value:?}"))?;
     if uri.scheme_str() != Some("http") {
@@ -123,7 +110,7 @@ fn parse_args() -> Result<Args> {
                 }
                 prefix = value;
             }
-            "--timeout" => timeout = parse_duration(&value)?,
+            "--timeout" => timeout = parse_duration(&value).map_err(anyhow::Error::msg)?,
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }

@@ -50,6 +50,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
+use strata_wire::config::parse_duration;
 
 const USAGE: &str = "usage:
   stack-load run --system NAME --nodes IP:PORT[,IP:PORT…] --host HOST --paths FILE --posts ID[,ID…]
@@ -93,18 +94,6 @@ fn main() -> Result<()> {
 // Arguments
 
 /// `"20s"`, `"1500ms"`, `"2m"` or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration> {
-    let s = s.trim();
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().with_context(|| format!("bad duration {s:?}"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => bail!("bad duration {s:?} (use ms, s or m)"),
-    })
-}
-
 /// Whether `ip` is loopback or in an IPv4 documentation range (the benchmark's own network
 /// namespaces): the only places this tool sends load to.
 fn local_target(ip: std::net::IpAddr) -> bool {
@@ -225,7 +214,7 @@ impl RunArgs {
                 }
                 "--tag" => tag = Some(v.to_string()),
                 "--connections" => a.connections = v.parse().with_context(|| format!("--connections {v:?}"))?,
-                "--duration" => a.duration = parse_duration(v)?,
+                "--duration" => a.duration = parse_duration(v).map_err(anyhow::Error::msg)?,
                 "--post-share" => a.post_share = v.parse().with_context(|| format!("--post-share {v:?}"))?,
                 "--max-requests" => a.max_requests = v.parse().with_context(|| format!("--max-requests {v:?}"))?,
                 "--series" => a.series = Some(PathBuf::from(v)),

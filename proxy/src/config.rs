@@ -2,15 +2,17 @@
 //!
 //! Raw structs mirror the file (unknown keys are refused); [`Config::from_toml`] turns them
 //! into typed values (`Duration`, `SocketAddr`, byte counts) and collects *every* problem
-//! with the key it belongs to, so `--check-config` can print them all at once.
+//! with the key it belongs to, so `--check-config` can print them all at once. Each section
+//! has its own validation function (`server_config`, `cache_config`, …): it records a bad
+//! value's problem and goes on with a stand-in, so the checks after it still run.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use strata_wire::config::Checker;
 pub use strata_wire::config::{parse_duration, parse_size, ConfigError, Problem};
+use strata_wire::config::{resolve, Checker};
 
 /// Default cache byte budget: 512 MiB.
 pub const DEFAULT_CAPACITY: u64 = 512 << 20;
@@ -551,6 +553,20 @@ impl Default for BansConfig {
     }
 }
 
+/// A list of IP addresses; each entry that is not one is reported under `key` and left out.
+fn ip_addrs(c: &mut Checker, key: &str, list: &Option<Vec<String>>) -> Vec<std::net::IpAddr> {
+    list.iter()
+        .flatten()
+        .filter_map(|s| match s.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                c.problem(key, format!("{s:?} is not an IP address"));
+                None
+            }
+        })
+        .collect()
+}
+
 /// The machine's host name, the default node id.
 fn default_node_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -568,10 +584,6 @@ fn tls_config(
     base: Option<&Path>,
     others: [Option<SocketAddr>; 2],
 ) -> Option<TlsConfig> {
-    let resolve = |f: &str| match base {
-        Some(b) if Path::new(f).is_relative() => b.join(f),
-        _ => PathBuf::from(f),
-    };
     let Some(listen_text) = &s.tls_listen else {
         let stray = [
             ("server.tls_cert", s.tls_cert.is_some()),
@@ -596,6 +608,20 @@ fn tls_config(
             );
         }
     }
+    let certificates = tls_certificates(c, s, base);
+    let hsts = hsts(c, &s.hsts);
+    Some(TlsConfig {
+        listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+        certificates,
+        redirect_https: s.redirect_https.unwrap_or(false),
+        hsts,
+    })
+}
+
+/// The certificates of `[server]`: `tls_cert` and `tls_key`, then each entry of
+/// `tls_certificates` (whose first is the default when `tls_cert` and `tls_key` are absent),
+/// each file read and checked; a missing or bad file is reported under its own key.
+fn tls_certificates(c: &mut Checker, s: &RawServer, base: Option<&Path>) -> Vec<crate::tls::Certificate> {
     let mut pairs: Vec<(String, String, Option<&String>, Option<&String>)> = vec![(
         "server.tls_cert".into(),
         "server.tls_key".into(),
@@ -626,8 +652,8 @@ fn tls_config(
             continue;
         };
         let files = crate::tls::CertFiles {
-            cert: resolve(cert),
-            key: resolve(key),
+            cert: resolve(base, cert),
+            key: resolve(base, key),
         };
         match crate::tls::load(&files) {
             Ok(cert) => certificates.push(cert),
@@ -635,24 +661,20 @@ fn tls_config(
             Err(e) => c.problem(&cert_key, e.to_string()),
         }
     }
-    let hsts = s
-        .hsts
-        .as_ref()
-        .and_then(|v| match http::HeaderValue::from_str(v.trim()) {
-            Ok(h) if v.trim().to_ascii_lowercase().starts_with("max-age=") => Some(h),
-            _ => {
-                c.problem(
-                    "server.hsts",
-                    format!("{v:?}: expected a Strict-Transport-Security value such as \"max-age=31536000\""),
-                );
-                None
-            }
-        });
-    Some(TlsConfig {
-        listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
-        certificates,
-        redirect_https: s.redirect_https.unwrap_or(false),
-        hsts,
+    certificates
+}
+
+/// `server.hsts`: a `Strict-Transport-Security` value, which starts with `max-age=`.
+fn hsts(c: &mut Checker, hsts: &Option<String>) -> Option<http::HeaderValue> {
+    hsts.as_ref().and_then(|v| match http::HeaderValue::from_str(v.trim()) {
+        Ok(h) if v.trim().to_ascii_lowercase().starts_with("max-age=") => Some(h),
+        _ => {
+            c.problem(
+                "server.hsts",
+                format!("{v:?}: expected a Strict-Transport-Security value such as \"max-age=31536000\""),
+            );
+            None
+        }
     })
 }
 
@@ -668,7 +690,11 @@ impl Config {
         Self::from_toml(&text, path.parent())
     }
 
-    /// Validates TOML text; relative `secret_file` paths resolve against `base`.
+    /// Validates TOML text; relative paths (the secret file, the TLS files) resolve against
+    /// `base`.
+    ///
+    /// Errors: every problem of every section, each with its key; text that is not TOML of
+    /// this shape (an unknown key, a wrong type) gives the parser's one problem instead.
     pub fn from_toml(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             problems: vec![Problem {
@@ -677,391 +703,13 @@ impl Config {
             }],
         })?;
         let mut c = Checker::default();
-        let s = &raw.server;
-        let listen = c.addr("server.listen", &s.listen);
-        let admin_listen = c.addr("server.admin_listen", &s.admin_listen);
-        if let (Some(a), Some(b)) = (listen, admin_listen) {
-            if a == b {
-                c.problem(
-                    "server.admin_listen",
-                    "must differ from server.listen: the admin API is never on the public port",
-                );
-            }
-        }
-        let mut server = ServerConfig {
-            listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
-            admin_listen: admin_listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
-            access_log: s.access_log.unwrap_or(false),
-            header_timeout: c.duration("server.header_timeout", &s.header_timeout, DEFAULT_HEADER_TIMEOUT),
-            max_header_bytes: c.size("server.max_header_bytes", &s.max_header_bytes, DEFAULT_MAX_HEADER_BYTES) as usize,
-            max_connections: c.count(
-                "server.max_connections",
-                s.max_connections,
-                DEFAULT_MAX_CONNECTIONS,
-                1..=10_000_000,
-            ),
-            workers: c.count("server.workers", s.workers, default_workers(), 1..=1024),
-            shutdown_timeout: c.duration("server.shutdown_timeout", &s.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT),
-            hosts: s
-                .hosts
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|h| h.to_ascii_lowercase())
-                .collect(),
-            tls: None,
-        };
-        if server.max_header_bytes < 1024 {
-            c.problem("server.max_header_bytes", "must be at least 1KiB");
-        }
-        server.tls = tls_config(&mut c, s, base, [listen, admin_listen]);
-
-        let o = &raw.origin;
-        let url = match &o.url {
-            None => {
-                c.problem(
-                    "origin.url",
-                    "missing: the origin's base URL, e.g. \"http://127.0.0.1:8081\"",
-                );
-                None
-            }
-            Some(u) => match u.parse::<http::Uri>() {
-                Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
-                    if uri.path() != "/" && !uri.path().is_empty() {
-                        c.problem(
-                            "origin.url",
-                            format!("{u:?}: a path prefix is not supported; give scheme://host:port"),
-                        );
-                    }
-                    Some(uri)
-                }
-                Ok(_) => {
-                    c.problem(
-                        "origin.url",
-                        format!("{u:?}: expected an http:// URL with a host, e.g. \"http://127.0.0.1:8081\""),
-                    );
-                    None
-                }
-                Err(e) => {
-                    c.problem("origin.url", format!("{u:?} is not a URL: {e}"));
-                    None
-                }
-            },
-        };
-        let origin = OriginConfig {
-            url: url.unwrap_or_else(|| http::Uri::from_static("http://127.0.0.1:1")),
-            connect_timeout: c.duration("origin.connect_timeout", &o.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
-            first_byte_timeout: c.duration(
-                "origin.first_byte_timeout",
-                &o.first_byte_timeout,
-                DEFAULT_FIRST_BYTE_TIMEOUT,
-            ),
-            body_timeout: c.duration("origin.body_timeout", &o.body_timeout, DEFAULT_BODY_TIMEOUT),
-            max_idle_connections: c.count(
-                "origin.max_idle_connections",
-                o.max_idle_connections,
-                DEFAULT_MAX_IDLE_PER_HOST,
-                0..=100_000,
-            ),
-        };
-
-        let k = &raw.cache;
-        let cache = CacheConfig {
-            capacity: c.size("cache.capacity", &k.capacity, DEFAULT_CAPACITY),
-            default_ttl: c.duration("cache.default_ttl", &k.default_ttl, DEFAULT_TTL),
-            grace: c.duration("cache.grace", &k.grace, DEFAULT_GRACE),
-            max_object_size: c.size("cache.max_object_size", &k.max_object_size, DEFAULT_MAX_OBJECT_SIZE),
-            lock_timeout: c.duration("cache.lock_timeout", &k.lock_timeout, DEFAULT_LOCK_TIMEOUT),
-            background_refreshes: c.count(
-                "cache.background_refreshes",
-                k.background_refreshes,
-                DEFAULT_BACKGROUND_REFRESHES,
-                1..=10_000,
-            ),
-            hit_for_pass_ttl: c.duration("cache.hit_for_pass_ttl", &k.hit_for_pass_ttl, DEFAULT_HIT_FOR_PASS_TTL),
-            max_variants: c.count("cache.max_variants", k.max_variants, DEFAULT_MAX_VARIANTS, 1..=1024),
-            compress_min_size: c.size(
-                "cache.compress_min_size",
-                &k.compress_min_size,
-                DEFAULT_COMPRESS_MIN_SIZE,
-            ),
-            brotli: k.brotli.unwrap_or(true),
-            cacheable_statuses: match &k.cacheable_statuses {
-                None => DEFAULT_CACHEABLE_STATUSES.to_vec(),
-                Some(list) => list
-                    .iter()
-                    .filter_map(|&n| match u16::try_from(n) {
-                        Ok(s) if (200..600).contains(&s) => Some(s),
-                        _ => {
-                            c.problem(
-                                "cache.cacheable_statuses",
-                                format!("{n} is not an HTTP status from 200 to 599"),
-                            );
-                            None
-                        }
-                    })
-                    .collect(),
-            },
-        };
-        if cache.capacity < 1 << 20 {
-            c.problem(
-                "cache.capacity",
-                format!("{} bytes is too small: at least 1MiB", cache.capacity),
-            );
-        }
-        if cache.max_object_size > cache.capacity / 4 {
-            c.problem("cache.max_object_size", "must be at most a quarter of cache.capacity");
-        }
-        if cache.lock_timeout.is_zero() {
-            c.problem("cache.lock_timeout", "must be greater than zero");
-        }
-
-        let p = &raw.policy;
-        let mut policy = PolicyConfig::default();
-        if let Some(v) = &p.pass_cookies {
-            policy.pass_cookies = v.clone();
-        }
-        policy
-            .pass_cookies
-            .extend(p.extra_pass_cookies.iter().flatten().cloned());
-        if let Some(v) = &p.pass_paths {
-            policy.pass_paths = v.clone();
-        }
-        policy.pass_paths.extend(p.extra_pass_paths.iter().flatten().cloned());
-        for path in &policy.pass_paths {
-            if !path.starts_with('/') {
-                c.problem("policy.pass_paths", format!("{path:?} must start with '/'"));
-            }
-        }
-        if let Some(v) = &p.pass_query {
-            policy.pass_query = v.clone();
-        }
-        if let Some(v) = &p.strip_query {
-            policy.strip_query = v.clone();
-        }
-        for name in policy
-            .pass_cookies
-            .iter()
-            .chain(&policy.pass_query)
-            .chain(&policy.strip_query)
-        {
-            if name.is_empty() {
-                c.problem("policy", "empty names are not allowed in cookie or query lists");
-            }
-        }
-        policy.pass_authorization = p.pass_authorization.unwrap_or(true);
-        policy.pass_ajax = p.pass_ajax.unwrap_or(true);
-
-        let cl = &raw.cluster;
-        let node_id = cl.node_id.clone().unwrap_or_else(default_node_id);
-        if node_id.is_empty()
-            || !node_id
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-        {
-            c.problem(
-                "cluster.node_id",
-                format!("{node_id:?}: use letters, digits, '-', '_' or '.'"),
-            );
-        }
-        let siblings = cl
-            .siblings
-            .iter()
-            .flatten()
-            .filter_map(|s| match s.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
-                _ => {
-                    c.problem("cluster.siblings", format!("{s:?} is not an http:// admin URL"));
-                    None
-                }
-            })
-            .collect();
-        let admin_allow = cl
-            .admin_allow
-            .iter()
-            .flatten()
-            .filter_map(|s| match s.parse() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    c.problem("cluster.admin_allow", format!("{s:?} is not an IP address"));
-                    None
-                }
-            })
-            .collect();
-        let (secret_file, secret) = match &cl.secret_file {
-            None => {
-                c.problem(
-                    "cluster.secret_file",
-                    "missing: a file holding the cluster secret (at least 16 characters)",
-                );
-                (PathBuf::new(), Vec::new())
-            }
-            Some(f) => {
-                let path = match base {
-                    Some(b) if Path::new(f).is_relative() => b.join(f),
-                    _ => PathBuf::from(f),
-                };
-                let secret = match std::fs::read_to_string(&path) {
-                    Ok(text) => strata_wire::auth::parse_secret(&text).unwrap_or_else(|| {
-                        c.problem(
-                            "cluster.secret_file",
-                            format!(
-                                "{} holds fewer than {} characters",
-                                path.display(),
-                                strata_wire::auth::MIN_SECRET_LEN
-                            ),
-                        );
-                        Vec::new()
-                    }),
-                    Err(e) => {
-                        c.problem("cluster.secret_file", format!("cannot read {}: {e}", path.display()));
-                        Vec::new()
-                    }
-                };
-                (path, secret)
-            }
-        };
-        let heartbeat_interval = c.duration(
-            "cluster.heartbeat_interval",
-            &cl.heartbeat_interval,
-            DEFAULT_HEARTBEAT_INTERVAL,
-        );
-        let confirm_within = c.duration("cluster.confirm_within", &cl.confirm_within, DEFAULT_CONFIRM_WITHIN);
-        if heartbeat_interval.is_zero() {
-            c.problem("cluster.heartbeat_interval", "must be greater than zero");
-        }
-        if confirm_within < heartbeat_interval * 2 {
-            c.problem(
-                "cluster.confirm_within",
-                "must be at least twice cluster.heartbeat_interval, or every missed heartbeat flushes",
-            );
-        }
-        let when_unconfirmed = match cl.when_unconfirmed.as_deref() {
-            None | Some("flush") => Unconfirmed::Flush,
-            Some("pass") => Unconfirmed::Pass,
-            Some(other) => {
-                c.problem(
-                    "cluster.when_unconfirmed",
-                    format!("{other:?}: expected \"flush\" or \"pass\""),
-                );
-                Unconfirmed::Flush
-            }
-        };
-        let queue_limit = c.count(
-            "cluster.queue_limit",
-            cl.queue_limit,
-            DEFAULT_QUEUE_LIMIT,
-            1..=10_000_000,
-        );
-        let cluster = ClusterConfig {
-            node_id,
-            siblings,
-            secret_file,
-            secret,
-            admin_allow,
-            heartbeat_interval,
-            confirm_within,
-            when_unconfirmed,
-            queue_limit,
-            write_wait: c.duration("cluster.write_wait", &cl.write_wait, DEFAULT_WRITE_WAIT),
-        };
-
-        let b = &raw.bans;
-        let mut bans = BansConfig::default();
-        if let Some(list) = &b.tag_headers {
-            bans.tag_headers = list
-                .iter()
-                .filter_map(
-                    |h| match http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
-                        Ok(n) => Some(n),
-                        Err(_) => {
-                            c.problem("bans.tag_headers", format!("{h:?} is not a header name"));
-                            None
-                        }
-                    },
-                )
-                .collect();
-        }
-        bans.strip_tag_headers = b.strip_tag_headers.unwrap_or(true);
-        bans.max_tags = c.count("bans.max_tags", b.max_tags, DEFAULT_MAX_TAGS, 1..=1024);
-        bans.wordpress = b.wordpress.unwrap_or(true);
-        bans.purge_allow = b
-            .purge_allow
-            .iter()
-            .flatten()
-            .filter_map(|s| match s.parse() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    c.problem("bans.purge_allow", format!("{s:?} is not an IP address"));
-                    None
-                }
-            })
-            .collect();
-
-        let m = &raw.comments;
-        let comments = CommentsConfig {
-            enabled: m.enabled.unwrap_or(false),
-            memcached: m
-                .memcached
-                .clone()
-                .unwrap_or_else(|| vec!["127.0.0.1:11211".to_string()]),
-            hold: c.duration("comments.hold", &m.hold, DEFAULT_HOLD),
-            max_hold: c.duration("comments.max_hold", &m.max_hold, DEFAULT_MAX_HOLD),
-            key_prefix: m
-                .key_prefix
-                .clone()
-                .unwrap_or_else(|| strata_wire::comment::DEFAULT_PREFIX.to_string()),
-            max_queue: c.count(
-                "comments.max_queue",
-                m.max_queue,
-                DEFAULT_MAX_QUEUE as usize,
-                1..=100_000_000,
-            ) as u64,
-            trusted_proxies: m
-                .trusted_proxies
-                .iter()
-                .flatten()
-                .filter_map(|s| match s.parse() {
-                    Ok(ip) => Some(ip),
-                    Err(_) => {
-                        c.problem("comments.trusted_proxies", format!("{s:?} is not an IP address"));
-                        None
-                    }
-                })
-                .collect(),
-            settings_max_age: c.duration(
-                "comments.settings_max_age",
-                &m.settings_max_age,
-                DEFAULT_SETTINGS_MAX_AGE,
-            ),
-            memcached_timeout: c.duration(
-                "comments.memcached_timeout",
-                &m.memcached_timeout,
-                DEFAULT_MEMCACHED_TIMEOUT,
-            ),
-        };
-        if comments.memcached.is_empty() {
-            c.problem("comments.memcached", "give at least one host:port");
-        }
-        for a in &comments.memcached {
-            if a.rsplit_once(':')
-                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-            {
-                c.problem("comments.memcached", format!("{a:?} is not host:port"));
-            }
-        }
-        if comments.max_hold > Duration::from_secs(10) {
-            c.problem("comments.max_hold", "at most 10s: a visitor is waiting");
-        }
-        if comments.key_prefix.is_empty()
-            || comments.key_prefix.len() > 100
-            || comments.key_prefix.bytes().any(|b| b <= b' ')
-        {
-            c.problem(
-                "comments.key_prefix",
-                "1 to 100 characters, no spaces or control characters",
-            );
-        }
+        let server = server_config(&mut c, &raw.server, base);
+        let origin = origin_config(&mut c, &raw.origin);
+        let cache = cache_config(&mut c, &raw.cache);
+        let policy = policy_config(&mut c, &raw.policy);
+        let cluster = cluster_config(&mut c, &raw.cluster, base);
+        let bans = bans_config(&mut c, &raw.bans);
+        let comments = comments_config(&mut c, &raw.comments);
 
         if c.problems.is_empty() {
             Ok(Config {
@@ -1077,6 +725,346 @@ impl Config {
             Err(ConfigError { problems: c.problems })
         }
     }
+}
+
+/// `[server]`, its HTTPS keys included.
+fn server_config(c: &mut Checker, s: &RawServer, base: Option<&Path>) -> ServerConfig {
+    let listen = c.addr("server.listen", &s.listen);
+    let admin_listen = c.addr("server.admin_listen", &s.admin_listen);
+    if let (Some(a), Some(b)) = (listen, admin_listen) {
+        if a == b {
+            c.problem(
+                "server.admin_listen",
+                "must differ from server.listen: the admin API is never on the public port",
+            );
+        }
+    }
+    let mut server = ServerConfig {
+        listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+        admin_listen: admin_listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+        access_log: s.access_log.unwrap_or(false),
+        header_timeout: c.duration("server.header_timeout", &s.header_timeout, DEFAULT_HEADER_TIMEOUT),
+        max_header_bytes: c.size("server.max_header_bytes", &s.max_header_bytes, DEFAULT_MAX_HEADER_BYTES) as usize,
+        max_connections: c.count(
+            "server.max_connections",
+            s.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            1..=10_000_000,
+        ),
+        workers: c.count("server.workers", s.workers, default_workers(), 1..=1024),
+        shutdown_timeout: c.duration("server.shutdown_timeout", &s.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT),
+        hosts: s
+            .hosts
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        tls: None,
+    };
+    if server.max_header_bytes < 1024 {
+        c.problem("server.max_header_bytes", "must be at least 1KiB");
+    }
+    server.tls = tls_config(c, s, base, [listen, admin_listen]);
+    server
+}
+
+/// `[origin]`.
+fn origin_config(c: &mut Checker, o: &RawOrigin) -> OriginConfig {
+    let url = match &o.url {
+        None => {
+            c.problem(
+                "origin.url",
+                "missing: the origin's base URL, e.g. \"http://127.0.0.1:8081\"",
+            );
+            None
+        }
+        Some(u) => match u.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
+                if uri.path() != "/" && !uri.path().is_empty() {
+                    c.problem(
+                        "origin.url",
+                        format!("{u:?}: a path prefix is not supported; give scheme://host:port"),
+                    );
+                }
+                Some(uri)
+            }
+            Ok(_) => {
+                c.problem(
+                    "origin.url",
+                    format!("{u:?}: expected an http:// URL with a host, e.g. \"http://127.0.0.1:8081\""),
+                );
+                None
+            }
+            Err(e) => {
+                c.problem("origin.url", format!("{u:?} is not a URL: {e}"));
+                None
+            }
+        },
+    };
+    OriginConfig {
+        url: url.unwrap_or_else(|| http::Uri::from_static("http://127.0.0.1:1")),
+        connect_timeout: c.duration("origin.connect_timeout", &o.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+        first_byte_timeout: c.duration(
+            "origin.first_byte_timeout",
+            &o.first_byte_timeout,
+            DEFAULT_FIRST_BYTE_TIMEOUT,
+        ),
+        body_timeout: c.duration("origin.body_timeout", &o.body_timeout, DEFAULT_BODY_TIMEOUT),
+        max_idle_connections: c.count(
+            "origin.max_idle_connections",
+            o.max_idle_connections,
+            DEFAULT_MAX_IDLE_PER_HOST,
+            0..=100_000,
+        ),
+    }
+}
+
+/// `[cache]`.
+fn cache_config(c: &mut Checker, k: &RawCache) -> CacheConfig {
+    let cache = CacheConfig {
+        capacity: c.size("cache.capacity", &k.capacity, DEFAULT_CAPACITY),
+        default_ttl: c.duration("cache.default_ttl", &k.default_ttl, DEFAULT_TTL),
+        grace: c.duration("cache.grace", &k.grace, DEFAULT_GRACE),
+        max_object_size: c.size("cache.max_object_size", &k.max_object_size, DEFAULT_MAX_OBJECT_SIZE),
+        lock_timeout: c.duration("cache.lock_timeout", &k.lock_timeout, DEFAULT_LOCK_TIMEOUT),
+        background_refreshes: c.count(
+            "cache.background_refreshes",
+            k.background_refreshes,
+            DEFAULT_BACKGROUND_REFRESHES,
+            1..=10_000,
+        ),
+        hit_for_pass_ttl: c.duration("cache.hit_for_pass_ttl", &k.hit_for_pass_ttl, DEFAULT_HIT_FOR_PASS_TTL),
+        max_variants: c.count("cache.max_variants", k.max_variants, DEFAULT_MAX_VARIANTS, 1..=1024),
+        compress_min_size: c.size(
+            "cache.compress_min_size",
+            &k.compress_min_size,
+            DEFAULT_COMPRESS_MIN_SIZE,
+        ),
+        brotli: k.brotli.unwrap_or(true),
+        cacheable_statuses: match &k.cacheable_statuses {
+            None => DEFAULT_CACHEABLE_STATUSES.to_vec(),
+            Some(list) => list
+                .iter()
+                .filter_map(|&n| match u16::try_from(n) {
+                    Ok(s) if (200..600).contains(&s) => Some(s),
+                    _ => {
+                        c.problem(
+                            "cache.cacheable_statuses",
+                            format!("{n} is not an HTTP status from 200 to 599"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+        },
+    };
+    if cache.capacity < 1 << 20 {
+        c.problem(
+            "cache.capacity",
+            format!("{} bytes is too small: at least 1MiB", cache.capacity),
+        );
+    }
+    if cache.max_object_size > cache.capacity / 4 {
+        c.problem("cache.max_object_size", "must be at most a quarter of cache.capacity");
+    }
+    if cache.lock_timeout.is_zero() {
+        c.problem("cache.lock_timeout", "must be greater than zero");
+    }
+    cache
+}
+
+/// `[policy]`.
+fn policy_config(c: &mut Checker, p: &RawPolicy) -> PolicyConfig {
+    let mut policy = PolicyConfig::default();
+    if let Some(v) = &p.pass_cookies {
+        policy.pass_cookies = v.clone();
+    }
+    policy
+        .pass_cookies
+        .extend(p.extra_pass_cookies.iter().flatten().cloned());
+    if let Some(v) = &p.pass_paths {
+        policy.pass_paths = v.clone();
+    }
+    policy.pass_paths.extend(p.extra_pass_paths.iter().flatten().cloned());
+    for path in &policy.pass_paths {
+        if !path.starts_with('/') {
+            c.problem("policy.pass_paths", format!("{path:?} must start with '/'"));
+        }
+    }
+    if let Some(v) = &p.pass_query {
+        policy.pass_query = v.clone();
+    }
+    if let Some(v) = &p.strip_query {
+        policy.strip_query = v.clone();
+    }
+    for name in policy
+        .pass_cookies
+        .iter()
+        .chain(&policy.pass_query)
+        .chain(&policy.strip_query)
+    {
+        if name.is_empty() {
+            c.problem("policy", "empty names are not allowed in cookie or query lists");
+        }
+    }
+    policy.pass_authorization = p.pass_authorization.unwrap_or(true);
+    policy.pass_ajax = p.pass_ajax.unwrap_or(true);
+    policy
+}
+
+/// `[cluster]`; the secret file is read here, relative to `base`.
+fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Path>) -> ClusterConfig {
+    let node_id = cl.node_id.clone().unwrap_or_else(default_node_id);
+    if node_id.is_empty()
+        || !node_id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+    {
+        c.problem(
+            "cluster.node_id",
+            format!("{node_id:?}: use letters, digits, '-', '_' or '.'"),
+        );
+    }
+    let siblings = cl
+        .siblings
+        .iter()
+        .flatten()
+        .filter_map(|s| match s.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
+            _ => {
+                c.problem("cluster.siblings", format!("{s:?} is not an http:// admin URL"));
+                None
+            }
+        })
+        .collect();
+    let admin_allow = ip_addrs(c, "cluster.admin_allow", &cl.admin_allow);
+    let (secret_file, secret) = c.secret_file("cluster.secret_file", &cl.secret_file, base);
+    let heartbeat_interval = c.duration(
+        "cluster.heartbeat_interval",
+        &cl.heartbeat_interval,
+        DEFAULT_HEARTBEAT_INTERVAL,
+    );
+    let confirm_within = c.duration("cluster.confirm_within", &cl.confirm_within, DEFAULT_CONFIRM_WITHIN);
+    if heartbeat_interval.is_zero() {
+        c.problem("cluster.heartbeat_interval", "must be greater than zero");
+    }
+    if confirm_within < heartbeat_interval * 2 {
+        c.problem(
+            "cluster.confirm_within",
+            "must be at least twice cluster.heartbeat_interval, or every missed heartbeat flushes",
+        );
+    }
+    let when_unconfirmed = match cl.when_unconfirmed.as_deref() {
+        None | Some("flush") => Unconfirmed::Flush,
+        Some("pass") => Unconfirmed::Pass,
+        Some(other) => {
+            c.problem(
+                "cluster.when_unconfirmed",
+                format!("{other:?}: expected \"flush\" or \"pass\""),
+            );
+            Unconfirmed::Flush
+        }
+    };
+    let queue_limit = c.count(
+        "cluster.queue_limit",
+        cl.queue_limit,
+        DEFAULT_QUEUE_LIMIT,
+        1..=10_000_000,
+    );
+    ClusterConfig {
+        node_id,
+        siblings,
+        secret_file,
+        secret,
+        admin_allow,
+        heartbeat_interval,
+        confirm_within,
+        when_unconfirmed,
+        queue_limit,
+        write_wait: c.duration("cluster.write_wait", &cl.write_wait, DEFAULT_WRITE_WAIT),
+    }
+}
+
+/// `[bans]`.
+fn bans_config(c: &mut Checker, b: &RawBans) -> BansConfig {
+    let mut bans = BansConfig::default();
+    if let Some(list) = &b.tag_headers {
+        bans.tag_headers = list
+            .iter()
+            .filter_map(
+                |h| match http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        c.problem("bans.tag_headers", format!("{h:?} is not a header name"));
+                        None
+                    }
+                },
+            )
+            .collect();
+    }
+    bans.strip_tag_headers = b.strip_tag_headers.unwrap_or(true);
+    bans.max_tags = c.count("bans.max_tags", b.max_tags, DEFAULT_MAX_TAGS, 1..=1024);
+    bans.wordpress = b.wordpress.unwrap_or(true);
+    bans.purge_allow = ip_addrs(c, "bans.purge_allow", &b.purge_allow);
+    bans
+}
+
+/// `[comments]`.
+fn comments_config(c: &mut Checker, m: &RawComments) -> CommentsConfig {
+    let comments = CommentsConfig {
+        enabled: m.enabled.unwrap_or(false),
+        memcached: m
+            .memcached
+            .clone()
+            .unwrap_or_else(|| vec!["127.0.0.1:11211".to_string()]),
+        hold: c.duration("comments.hold", &m.hold, DEFAULT_HOLD),
+        max_hold: c.duration("comments.max_hold", &m.max_hold, DEFAULT_MAX_HOLD),
+        key_prefix: m
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| strata_wire::comment::DEFAULT_PREFIX.to_string()),
+        max_queue: c.count(
+            "comments.max_queue",
+            m.max_queue,
+            DEFAULT_MAX_QUEUE as usize,
+            1..=100_000_000,
+        ) as u64,
+        trusted_proxies: ip_addrs(c, "comments.trusted_proxies", &m.trusted_proxies),
+        settings_max_age: c.duration(
+            "comments.settings_max_age",
+            &m.settings_max_age,
+            DEFAULT_SETTINGS_MAX_AGE,
+        ),
+        memcached_timeout: c.duration(
+            "comments.memcached_timeout",
+            &m.memcached_timeout,
+            DEFAULT_MEMCACHED_TIMEOUT,
+        ),
+    };
+    if comments.memcached.is_empty() {
+        c.problem("comments.memcached", "give at least one host:port");
+    }
+    for a in &comments.memcached {
+        if a.rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            c.problem("comments.memcached", format!("{a:?} is not host:port"));
+        }
+    }
+    if comments.max_hold > Duration::from_secs(10) {
+        c.problem("comments.max_hold", "at most 10s: a visitor is waiting");
+    }
+    if comments.key_prefix.is_empty()
+        || comments.key_prefix.len() > 100
+        || comments.key_prefix.bytes().any(|b| b <= b' ')
+    {
+        c.problem(
+            "comments.key_prefix",
+            "1 to 100 characters, no spaces or control characters",
+        );
+    }
+    comments
 }
 
 #[cfg(test)]
@@ -1220,6 +1208,287 @@ mod tests {
         let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["server.tls_listen", "server.tls_certificates[0].key"]);
         assert!(Config::from_toml(&minimal(&s.0), None).unwrap().server.tls.is_none());
+    }
+
+    /// A raw section from TOML text, as serde reads it from a file.
+    fn raw<T: serde::de::DeserializeOwned>(text: &str) -> T {
+        toml::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    /// What `validate` returns, with the problems it recorded.
+    fn checked<T>(validate: impl FnOnce(&mut Checker) -> T) -> (T, Vec<Problem>) {
+        let mut c = Checker::default();
+        let value = validate(&mut c);
+        (value, c.problems)
+    }
+
+    fn keys(problems: &[Problem]) -> Vec<&str> {
+        problems.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    /// A self-signed certificate for `name` and its key, written to a fresh directory.
+    fn cert_files(name: &str) -> PathBuf {
+        let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("strata-cfg-tls-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn server_section() {
+        let text = "listen = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9080\"\nhosts = [\"Example.TEST\"]\n";
+        let (s, problems) = checked(|c| server_config(c, &raw(text), None));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        assert_eq!(s.max_header_bytes as u64, DEFAULT_MAX_HEADER_BYTES);
+        assert_eq!(s.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(s.hosts, ["example.test"]);
+        assert!(s.tls.is_none() && !s.access_log);
+
+        let bad = "listen = \"nowhere\"\nadmin_listen = \"127.0.0.1:9080\"\nheader_timeout = \"soon\"\n\
+                   max_header_bytes = \"512\"\nmax_connections = 0\nworkers = 1025\nshutdown_timeout = 10\n";
+        let (_, problems) = checked(|c| server_config(c, &raw(bad), None));
+        assert_eq!(
+            keys(&problems),
+            [
+                "server.listen",
+                "server.header_timeout",
+                "server.max_connections",
+                "server.workers",
+                "server.shutdown_timeout",
+                "server.max_header_bytes",
+            ]
+        );
+        assert!(
+            problems[0].message.contains("\"nowhere\" is not an IP:port"),
+            "{problems:?}"
+        );
+        assert_eq!(problems[5].message, "must be at least 1KiB");
+
+        let (_, problems) = checked(|c| server_config(c, &RawServer::default(), None));
+        assert_eq!(keys(&problems), ["server.listen", "server.admin_listen"]);
+        assert!(problems[0].message.starts_with("missing"), "{problems:?}");
+    }
+
+    #[test]
+    fn tls_keys_of_the_server_section() {
+        let dir = cert_files("one.test");
+        let text = "listen = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9080\"\ntls_listen = \"127.0.0.1:8443\"\n\
+                    tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nredirect_https = true\nhsts = \"max-age=60\"\n";
+        let (s, problems) = checked(|c| server_config(c, &raw(text), Some(&dir)));
+        assert!(problems.is_empty(), "{problems:?}");
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(tls.certificates[0].names, ["one.test"]);
+        assert!(tls.redirect_https);
+        assert_eq!(tls.hsts.unwrap(), "max-age=60");
+
+        // The first entry of tls_certificates is the default when tls_cert and tls_key are absent.
+        let list = "tls_listen = \"127.0.0.1:8443\"\n[[tls_certificates]]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\
+                    [[tls_certificates]]\ncert = \"cert.pem\"\n";
+        let s: RawServer = raw(list);
+        let (certs, problems) = checked(|c| tls_certificates(c, &s, Some(&dir)));
+        assert_eq!(certs.len(), 1);
+        assert_eq!(keys(&problems), ["server.tls_certificates[1].key"]);
+        assert!(problems[0].message.starts_with("missing"), "{problems:?}");
+
+        // A key file that holds a certificate is reported under the key's own key.
+        let swapped = "tls_listen = \"127.0.0.1:8443\"\ntls_cert = \"cert.pem\"\ntls_key = \"cert.pem\"\n";
+        let (certs, problems) = checked(|c| tls_certificates(c, &raw(swapped), Some(&dir)));
+        assert!(certs.is_empty());
+        assert_eq!(keys(&problems), ["server.tls_key"]);
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let (hsts_value, problems) = checked(|c| hsts(c, &Some("forever".into())));
+        assert!(hsts_value.is_none());
+        assert_eq!(keys(&problems), ["server.hsts"]);
+        assert!(problems[0].message.contains("max-age=31536000"), "{problems:?}");
+        let (_, problems) = checked(|c| tls_config(c, &raw("hsts = \"max-age=1\"\n"), None, [None, None]));
+        assert_eq!(keys(&problems), ["server.hsts"]);
+        assert_eq!(problems[0].message, "needs server.tls_listen: HTTPS is off without it");
+    }
+
+    #[test]
+    fn origin_section() {
+        let (o, problems) =
+            checked(|c| origin_config(c, &raw("url = \"http://127.0.0.1:8081\"\nmax_idle_connections = 0\n")));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(o.url, "http://127.0.0.1:8081/");
+        assert_eq!(o.max_idle_connections, 0);
+        assert_eq!(
+            (o.connect_timeout, o.first_byte_timeout, o.body_timeout),
+            (
+                DEFAULT_CONNECT_TIMEOUT,
+                DEFAULT_FIRST_BYTE_TIMEOUT,
+                DEFAULT_BODY_TIMEOUT
+            )
+        );
+
+        for (url, says) in [
+            ("https://127.0.0.1", "expected an http:// URL"),
+            ("http://127.0.0.1:8081/blog", "a path prefix is not supported"),
+            ("http://exa mple", "is not a URL"),
+        ] {
+            let (_, problems) = checked(|c| origin_config(c, &raw(&format!("url = {url:?}\n"))));
+            assert_eq!(keys(&problems), ["origin.url"], "{url}");
+            assert!(problems[0].message.contains(says), "{url}: {problems:?}");
+        }
+        let bad = "connect_timeout = \"3\"\nbody_timeout = \"1x\"\nmax_idle_connections = 100001\n";
+        let (_, problems) = checked(|c| origin_config(c, &raw(bad)));
+        assert_eq!(
+            keys(&problems),
+            [
+                "origin.url",
+                "origin.connect_timeout",
+                "origin.body_timeout",
+                "origin.max_idle_connections"
+            ]
+        );
+        assert!(problems[0].message.starts_with("missing"), "{problems:?}");
+    }
+
+    #[test]
+    fn cache_section() {
+        let (k, problems) =
+            checked(|c| cache_config(c, &raw("capacity = \"64MiB\"\ncacheable_statuses = [200, 404]\n")));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(k.capacity, 64 << 20);
+        assert_eq!(k.cacheable_statuses, [200, 404]);
+        assert_eq!((k.default_ttl, k.grace), (DEFAULT_TTL, DEFAULT_GRACE));
+        let (k, _) = checked(|c| cache_config(c, &RawCache::default()));
+        assert_eq!(k.cacheable_statuses, DEFAULT_CACHEABLE_STATUSES);
+
+        let bad = "capacity = \"4MiB\"\nmax_object_size = \"2MiB\"\nlock_timeout = \"0\"\nbackground_refreshes = 0\n\
+                   max_variants = 1025\ncacheable_statuses = [200, 199, 600]\ngrace = \"1 hour\"\n";
+        let (_, problems) = checked(|c| cache_config(c, &raw(bad)));
+        assert_eq!(
+            keys(&problems),
+            [
+                "cache.grace",
+                "cache.background_refreshes",
+                "cache.max_variants",
+                "cache.cacheable_statuses",
+                "cache.cacheable_statuses",
+                "cache.max_object_size",
+                "cache.lock_timeout",
+            ]
+        );
+        assert_eq!(problems[3].message, "199 is not an HTTP status from 200 to 599");
+        assert_eq!(problems[5].message, "must be at most a quarter of cache.capacity");
+
+        let (_, problems) = checked(|c| cache_config(c, &raw("capacity = 1000\n")));
+        assert_eq!(keys(&problems), ["cache.capacity", "cache.max_object_size"]);
+        assert_eq!(problems[0].message, "1000 bytes is too small: at least 1MiB");
+    }
+
+    #[test]
+    fn policy_section() {
+        let text = "pass_cookies = [\"session_\"]\nextra_pass_cookies = [\"cart_\"]\nextra_pass_paths = [\"/shop\"]\n\
+                    pass_ajax = false\n";
+        let (p, problems) = checked(|c| policy_config(c, &raw(text)));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(p.pass_cookies, ["session_", "cart_"]);
+        assert!(p.pass_paths.starts_with(&["/wp-admin".to_string()]));
+        assert!(p.pass_paths.ends_with(&["/shop".to_string()]));
+        assert_eq!(p.strip_query.len(), DEFAULT_STRIP_QUERY.len());
+        assert!(p.pass_authorization && !p.pass_ajax);
+
+        let bad = "pass_paths = [\"wp-admin\"]\nstrip_query = [\"\"]\n";
+        let (_, problems) = checked(|c| policy_config(c, &raw(bad)));
+        assert_eq!(keys(&problems), ["policy.pass_paths", "policy"]);
+        assert_eq!(problems[0].message, "\"wp-admin\" must start with '/'");
+    }
+
+    #[test]
+    fn cluster_section() {
+        let secret = secret_file();
+        let name = secret.0.file_name().unwrap().to_str().unwrap();
+        let text = format!(
+            "node_id = \"web-1\"\nsiblings = [\"http://127.0.0.1:9081\"]\nsecret_file = {name:?}\n\
+             admin_allow = [\"::1\"]\nwhen_unconfirmed = \"pass\"\n"
+        );
+        let (cl, problems) = checked(|c| cluster_config(c, &raw(&text), secret.0.parent()));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(cl.node_id, "web-1");
+        assert_eq!(cl.siblings, ["http://127.0.0.1:9081/"]);
+        assert_eq!((cl.secret_file, cl.secret.len()), (secret.0.clone(), 32));
+        assert_eq!(cl.admin_allow, ["::1".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(cl.when_unconfirmed, Unconfirmed::Pass);
+        assert_eq!(cl.confirm_within, DEFAULT_CONFIRM_WITHIN);
+
+        let bad = "node_id = \"web 1\"\nsiblings = [\"https://x:1\"]\nadmin_allow = [\"localhost\"]\n\
+                   heartbeat_interval = \"1s\"\nwhen_unconfirmed = \"wait\"\nqueue_limit = 0\n";
+        let (_, problems) = checked(|c| cluster_config(c, &raw(bad), None));
+        assert_eq!(
+            keys(&problems),
+            [
+                "cluster.node_id",
+                "cluster.siblings",
+                "cluster.admin_allow",
+                "cluster.secret_file",
+                "cluster.confirm_within",
+                "cluster.when_unconfirmed",
+                "cluster.queue_limit",
+            ]
+        );
+        assert_eq!(problems[2].message, "\"localhost\" is not an IP address");
+        assert!(problems[3].message.starts_with("missing"), "{problems:?}");
+
+        let (_, problems) = checked(|c| cluster_config(c, &raw("heartbeat_interval = \"0\"\n"), None));
+        assert_eq!(keys(&problems), ["cluster.secret_file", "cluster.heartbeat_interval"]);
+    }
+
+    #[test]
+    fn bans_section() {
+        let (b, problems) =
+            checked(|c| bans_config(c, &raw("tag_headers = [\"X-Key\"]\npurge_allow = [\"10.0.0.1\"]\n")));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(b.tag_headers, ["x-key"]);
+        assert_eq!(b.purge_allow.len(), 1);
+        assert!(b.strip_tag_headers && b.wordpress);
+        let (b, _) = checked(|c| bans_config(c, &RawBans::default()));
+        assert_eq!(b.tag_headers.len(), DEFAULT_TAG_HEADERS.len());
+
+        let bad = "tag_headers = [\"bad header\"]\nmax_tags = 1025\npurge_allow = [\"10.0.0.0/8\"]\n";
+        let (_, problems) = checked(|c| bans_config(c, &raw(bad)));
+        assert_eq!(
+            keys(&problems),
+            ["bans.tag_headers", "bans.max_tags", "bans.purge_allow"]
+        );
+        assert_eq!(problems[0].message, "\"bad header\" is not a header name");
+    }
+
+    #[test]
+    fn comments_section() {
+        let (m, problems) = checked(|c| comments_config(c, &RawComments::default()));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(!m.enabled);
+        assert_eq!(m.memcached, ["127.0.0.1:11211"]);
+        assert_eq!((m.hold, m.max_hold), (DEFAULT_HOLD, DEFAULT_MAX_HOLD));
+        assert_eq!(m.key_prefix, strata_wire::comment::DEFAULT_PREFIX);
+
+        let bad = "memcached = [\"cache:11211\", \"nohost\"]\nmax_hold = \"11s\"\nkey_prefix = \"a b\"\n\
+                   trusted_proxies = [\"proxy\"]\nmax_queue = 0\n";
+        let (_, problems) = checked(|c| comments_config(c, &raw(bad)));
+        assert_eq!(
+            keys(&problems),
+            [
+                "comments.max_queue",
+                "comments.trusted_proxies",
+                "comments.memcached",
+                "comments.max_hold",
+                "comments.key_prefix",
+            ]
+        );
+        assert_eq!(problems[2].message, "\"nohost\" is not host:port");
+        assert_eq!(problems[3].message, "at most 10s: a visitor is waiting");
+
+        let (_, problems) = checked(|c| comments_config(c, &raw("memcached = []\n")));
+        assert_eq!(keys(&problems), ["comments.memcached"]);
+        assert_eq!(problems[0].message, "give at least one host:port");
     }
 
     #[test]

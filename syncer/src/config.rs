@@ -2,15 +2,17 @@
 //!
 //! Raw structs mirror the file (unknown keys are refused); [`Config::from_toml`] turns them
 //! into typed values and collects *every* problem with its dotted key, so `--check-config`
-//! can print them all at once.
+//! can print them all at once. Each key group and `[cluster]` has its own validation
+//! function: it records a bad value's problem and goes on with a stand-in, so the checks after
+//! it still run.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use strata_wire::config::Checker;
 pub use strata_wire::config::{parse_duration, ConfigError, Problem};
+use strata_wire::config::{resolve, Checker};
 
 /// How often the queue is drained.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(5);
@@ -185,172 +187,24 @@ impl Config {
             }],
         })?;
         let mut c = Checker::default();
-        let resolve = |p: &str| {
-            let p = PathBuf::from(p);
-            match base {
-                Some(b) if p.is_relative() => b.join(p),
-                _ => p,
-            }
-        };
 
-        let memcached = raw.memcached.unwrap_or_default();
-        if memcached.is_empty() {
-            c.problem(
-                "memcached",
-                "missing: a list of memcached servers such as [\"127.0.0.1:11211\"]",
-            );
-        }
-        for m in &memcached {
-            if m.rsplit_once(':')
-                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-            {
-                c.problem("memcached", format!("{m:?} is not host:port"));
-            }
-        }
-        let mysql = raw.mysql.unwrap_or_default();
-        if mysql.is_empty() {
-            c.problem(
-                "mysql",
-                "missing: the WordPress database as mysql://user:pass@host:port/db",
-            );
-        } else if let Err(e) = mysql_async::Opts::from_url(&mysql) {
-            c.problem("mysql", format!("not a usable mysql:// URL: {e}"));
-        }
-        let interval = c.duration("interval", &raw.interval, DEFAULT_INTERVAL);
-        if interval.is_zero() {
-            c.problem("interval", "must be more than 0");
-        }
-        let idle_interval = c.duration("idle_interval", &raw.idle_interval, DEFAULT_IDLE_INTERVAL.max(interval));
-        if idle_interval < interval {
-            c.problem("idle_interval", format!("must be at least interval ({interval:?})"));
-        }
-        let table_prefix = raw.table_prefix.unwrap_or_else(|| DEFAULT_TABLE_PREFIX.to_string());
-        if table_prefix.is_empty() || !table_prefix.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-            c.problem("table_prefix", "letters, digits and _ only, e.g. \"wp_\"");
-        }
-        let key_prefix = raw
-            .key_prefix
-            .unwrap_or_else(|| strata_wire::comment::DEFAULT_PREFIX.to_string());
-        if key_prefix.len() > 200 || key_prefix.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-            c.problem("key_prefix", "no spaces or control characters, at most 200 bytes");
-        }
-        let admin_listen = raw.admin_listen.and_then(|a| {
-            a.parse::<SocketAddr>()
-                .map_err(|_| {
-                    c.problem(
-                        "admin_listen",
-                        format!("{a:?} is not an address such as \"127.0.0.1:9300\""),
-                    )
-                })
-                .ok()
-        });
-        let origin = match raw.origin {
-            None => {
-                c.problem(
-                    "origin",
-                    "missing: the WordPress origin URL, e.g. \"http://127.0.0.1:8081\"",
-                );
-                http::Uri::from_static("http://127.0.0.1/")
-            }
-            Some(o) => match o.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => u,
-                _ => {
-                    c.problem("origin", format!("{o:?} is not an http:// URL"));
-                    http::Uri::from_static("http://127.0.0.1/")
-                }
-            },
-        };
-        let wp_config = resolve(raw.wp_config.as_deref().unwrap_or(DEFAULT_WP_CONFIG));
-        let wp_version = match raw.wordpress_version {
-            Some(v) => parse_wp_version(&v).unwrap_or_else(|| {
-                c.problem("wordpress_version", format!("{v:?} is not a version such as \"6.1.9\""));
-                (0, 0)
-            }),
-            None => {
-                let dir = resolve(raw.wordpress_dir.as_deref().unwrap_or(DEFAULT_WORDPRESS_DIR));
-                match read_wp_version(&dir).map(|v| parse_wp_version(&v).ok_or(v)) {
-                    Ok(Ok(v)) => v,
-                    Ok(Err(v)) => {
-                        c.problem("wordpress_dir", format!("unreadable version {v:?}"));
-                        (0, 0)
-                    }
-                    Err(e) => {
-                        c.problem(
-                            "wordpress_dir",
-                            format!("{e}; set wordpress_version (e.g. \"6.1.9\") when WordPress is elsewhere"),
-                        );
-                        (0, 0)
-                    }
-                }
-            }
-        };
+        let memcached = memcached_servers(&mut c, raw.memcached);
+        let mysql = mysql_url(&mut c, raw.mysql);
+        let (interval, idle_interval) = intervals(&mut c, &raw.interval, &raw.idle_interval);
+        let table_prefix = table_prefix(&mut c, raw.table_prefix);
+        let key_prefix = key_prefix(&mut c, raw.key_prefix);
+        let admin_listen = admin_listen(&mut c, raw.admin_listen);
+        let origin = origin_url(&mut c, raw.origin);
+        let wp_config = resolve(base, raw.wp_config.as_deref().unwrap_or(DEFAULT_WP_CONFIG));
+        let wp_version = wp_version(&mut c, raw.wordpress_version, raw.wordpress_dir.as_deref(), base);
         let missing_wait = c.duration("missing_wait", &raw.missing_wait, DEFAULT_MISSING_WAIT);
-        let batch = match raw.batch {
-            None => DEFAULT_BATCH,
-            Some(n) if (1..=10_000).contains(&n) => n as usize,
-            Some(n) => {
-                c.problem("batch", format!("{n} is out of range 1..=10000"));
-                DEFAULT_BATCH
-            }
-        };
+        let batch = batch(&mut c, raw.batch);
         let flood_interval = c.duration("flood_interval", &raw.flood_interval, DEFAULT_FLOOD_INTERVAL);
         let memcached_timeout = c.duration("memcached_timeout", &raw.memcached_timeout, DEFAULT_MEMCACHED_TIMEOUT);
         let mysql_timeout = c.duration("mysql_timeout", &raw.mysql_timeout, DEFAULT_MYSQL_TIMEOUT);
         let settings_interval = c.duration("settings_interval", &raw.settings_interval, DEFAULT_SETTINGS_INTERVAL);
         let permalink_wait = c.duration("permalink_wait", &raw.permalink_wait, DEFAULT_PERMALINK_WAIT);
-
-        let cl = raw.cluster;
-        let mut siblings = Vec::new();
-        for s in cl.siblings.unwrap_or_default() {
-            match s.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => siblings.push(u),
-                _ => c.problem("cluster.siblings", format!("{s:?} is not an http:// admin URL")),
-            }
-        }
-        let ban_wait = c.duration("cluster.ban_wait", &cl.ban_wait, DEFAULT_BAN_WAIT);
-        let ban_timeout = c.duration("cluster.ban_timeout", &cl.ban_timeout, DEFAULT_BAN_TIMEOUT);
-        let soft_lists = match cl.list_bans.as_deref() {
-            None | Some("soft") => true,
-            Some("hard") => false,
-            Some(other) => {
-                c.problem(
-                    "cluster.list_bans",
-                    format!("{other:?} is neither \"soft\" nor \"hard\""),
-                );
-                true
-            }
-        };
-        let (secret_file, secret) = match &cl.secret_file {
-            None if siblings.is_empty() => (PathBuf::new(), Vec::new()),
-            None => {
-                c.problem(
-                    "cluster.secret_file",
-                    "missing: a file holding the cluster secret (at least 16 characters)",
-                );
-                (PathBuf::new(), Vec::new())
-            }
-            Some(p) => {
-                let path = resolve(p);
-                let secret = match std::fs::read_to_string(&path) {
-                    Ok(text) => strata_wire::auth::parse_secret(&text).unwrap_or_else(|| {
-                        c.problem(
-                            "cluster.secret_file",
-                            format!(
-                                "{} holds fewer than {} characters",
-                                path.display(),
-                                strata_wire::auth::MIN_SECRET_LEN
-                            ),
-                        );
-                        Vec::new()
-                    }),
-                    Err(e) => {
-                        c.problem("cluster.secret_file", format!("cannot read {}: {e}", path.display()));
-                        Vec::new()
-                    }
-                };
-                (path, secret)
-            }
-        };
+        let cluster = cluster_config(&mut c, raw.cluster, base);
 
         if !c.problems.is_empty() {
             return Err(ConfigError { problems: c.problems });
@@ -373,15 +227,186 @@ impl Config {
             mysql_timeout,
             settings_interval,
             permalink_wait,
-            cluster: ClusterConfig {
-                siblings,
-                secret_file,
-                secret,
-                ban_wait,
-                ban_timeout,
-                soft_lists,
-            },
+            cluster,
         })
+    }
+}
+
+/// `memcached`.
+fn memcached_servers(c: &mut Checker, list: Option<Vec<String>>) -> Vec<String> {
+    let memcached = list.unwrap_or_default();
+    if memcached.is_empty() {
+        c.problem(
+            "memcached",
+            "missing: a list of memcached servers such as [\"127.0.0.1:11211\"]",
+        );
+    }
+    for m in &memcached {
+        if m.rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            c.problem("memcached", format!("{m:?} is not host:port"));
+        }
+    }
+    memcached
+}
+
+/// `mysql`.
+fn mysql_url(c: &mut Checker, url: Option<String>) -> String {
+    let mysql = url.unwrap_or_default();
+    if mysql.is_empty() {
+        c.problem(
+            "mysql",
+            "missing: the WordPress database as mysql://user:pass@host:port/db",
+        );
+    } else if let Err(e) = mysql_async::Opts::from_url(&mysql) {
+        c.problem("mysql", format!("not a usable mysql:// URL: {e}"));
+    }
+    mysql
+}
+
+/// `interval` and `idle_interval`.
+fn intervals(
+    c: &mut Checker,
+    interval: &Option<toml::Value>,
+    idle_interval: &Option<toml::Value>,
+) -> (Duration, Duration) {
+    let interval = c.duration("interval", interval, DEFAULT_INTERVAL);
+    if interval.is_zero() {
+        c.problem("interval", "must be more than 0");
+    }
+    let idle_interval = c.duration("idle_interval", idle_interval, DEFAULT_IDLE_INTERVAL.max(interval));
+    if idle_interval < interval {
+        c.problem("idle_interval", format!("must be at least interval ({interval:?})"));
+    }
+    (interval, idle_interval)
+}
+
+/// `table_prefix`.
+fn table_prefix(c: &mut Checker, prefix: Option<String>) -> String {
+    let table_prefix = prefix.unwrap_or_else(|| DEFAULT_TABLE_PREFIX.to_string());
+    if table_prefix.is_empty() || !table_prefix.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+        c.problem("table_prefix", "letters, digits and _ only, e.g. \"wp_\"");
+    }
+    table_prefix
+}
+
+/// `key_prefix`.
+fn key_prefix(c: &mut Checker, prefix: Option<String>) -> String {
+    let key_prefix = prefix.unwrap_or_else(|| strata_wire::comment::DEFAULT_PREFIX.to_string());
+    if key_prefix.len() > 200 || key_prefix.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        c.problem("key_prefix", "no spaces or control characters, at most 200 bytes");
+    }
+    key_prefix
+}
+
+/// `admin_listen`.
+fn admin_listen(c: &mut Checker, addr: Option<String>) -> Option<SocketAddr> {
+    addr.and_then(|a| {
+        a.parse::<SocketAddr>()
+            .map_err(|_| {
+                c.problem(
+                    "admin_listen",
+                    format!("{a:?} is not an address such as \"127.0.0.1:9300\""),
+                )
+            })
+            .ok()
+    })
+}
+
+/// `origin`.
+fn origin_url(c: &mut Checker, url: Option<String>) -> http::Uri {
+    match url {
+        None => {
+            c.problem(
+                "origin",
+                "missing: the WordPress origin URL, e.g. \"http://127.0.0.1:8081\"",
+            );
+            http::Uri::from_static("http://127.0.0.1/")
+        }
+        Some(o) => match o.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => u,
+            _ => {
+                c.problem("origin", format!("{o:?} is not an http:// URL"));
+                http::Uri::from_static("http://127.0.0.1/")
+            }
+        },
+    }
+}
+
+/// `wordpress_version`, or else the version of the installation in `wordpress_dir`.
+fn wp_version(c: &mut Checker, version: Option<String>, dir: Option<&str>, base: Option<&Path>) -> (u32, u32) {
+    match version {
+        Some(v) => parse_wp_version(&v).unwrap_or_else(|| {
+            c.problem("wordpress_version", format!("{v:?} is not a version such as \"6.1.9\""));
+            (0, 0)
+        }),
+        None => {
+            let dir = resolve(base, dir.unwrap_or(DEFAULT_WORDPRESS_DIR));
+            match read_wp_version(&dir).map(|v| parse_wp_version(&v).ok_or(v)) {
+                Ok(Ok(v)) => v,
+                Ok(Err(v)) => {
+                    c.problem("wordpress_dir", format!("unreadable version {v:?}"));
+                    (0, 0)
+                }
+                Err(e) => {
+                    c.problem(
+                        "wordpress_dir",
+                        format!("{e}; set wordpress_version (e.g. \"6.1.9\") when WordPress is elsewhere"),
+                    );
+                    (0, 0)
+                }
+            }
+        }
+    }
+}
+
+/// `batch`.
+fn batch(c: &mut Checker, batch: Option<i64>) -> usize {
+    match batch {
+        None => DEFAULT_BATCH,
+        Some(n) if (1..=10_000).contains(&n) => n as usize,
+        Some(n) => {
+            c.problem("batch", format!("{n} is out of range 1..=10000"));
+            DEFAULT_BATCH
+        }
+    }
+}
+
+/// `[cluster]`; the secret file is read here, relative to `base`, when one is named or
+/// `siblings` need it.
+fn cluster_config(c: &mut Checker, cl: RawCluster, base: Option<&Path>) -> ClusterConfig {
+    let mut siblings = Vec::new();
+    for s in cl.siblings.unwrap_or_default() {
+        match s.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => siblings.push(u),
+            _ => c.problem("cluster.siblings", format!("{s:?} is not an http:// admin URL")),
+        }
+    }
+    let ban_wait = c.duration("cluster.ban_wait", &cl.ban_wait, DEFAULT_BAN_WAIT);
+    let ban_timeout = c.duration("cluster.ban_timeout", &cl.ban_timeout, DEFAULT_BAN_TIMEOUT);
+    let soft_lists = match cl.list_bans.as_deref() {
+        None | Some("soft") => true,
+        Some("hard") => false,
+        Some(other) => {
+            c.problem(
+                "cluster.list_bans",
+                format!("{other:?} is neither \"soft\" nor \"hard\""),
+            );
+            true
+        }
+    };
+    let (secret_file, secret) = match &cl.secret_file {
+        None if siblings.is_empty() => (PathBuf::new(), Vec::new()),
+        file => c.secret_file("cluster.secret_file", file, base),
+    };
+    ClusterConfig {
+        siblings,
+        secret_file,
+        secret,
+        ban_wait,
+        ban_timeout,
+        soft_lists,
     }
 }
 
@@ -458,6 +483,181 @@ mod tests {
         assert_eq!(c.interval, DEFAULT_INTERVAL);
         assert_eq!(c.cluster.siblings.len(), 1);
         let _ = std::fs::remove_file(secret);
+    }
+
+    /// What `validate` returns, with the keys and messages of the problems it recorded.
+    fn checked<T>(validate: impl FnOnce(&mut Checker) -> T) -> (T, Vec<String>) {
+        let mut c = Checker::default();
+        let value = validate(&mut c);
+        (value, c.problems.iter().map(|p| p.to_string()).collect())
+    }
+
+    fn strings(list: &[&str]) -> Option<Vec<String>> {
+        Some(list.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn memcached_and_mysql() {
+        let (m, problems) = checked(|c| memcached_servers(c, strings(&["127.0.0.1:11211", "cache:11212"])));
+        assert_eq!((m.len(), problems.len()), (2, 0));
+        let (_, problems) = checked(|c| memcached_servers(c, None));
+        assert!(problems[0].starts_with("memcached: missing"), "{problems:?}");
+        let (_, problems) = checked(|c| memcached_servers(c, strings(&["cache", ":11211", "cache:99999"])));
+        assert_eq!(
+            problems,
+            [
+                "memcached: \"cache\" is not host:port",
+                "memcached: \":11211\" is not host:port",
+                "memcached: \"cache:99999\" is not host:port",
+            ]
+        );
+
+        let (_, problems) = checked(|c| mysql_url(c, Some("mysql://u:p@127.0.0.1:3306/wp".into())));
+        assert!(problems.is_empty(), "{problems:?}");
+        let (_, problems) = checked(|c| mysql_url(c, None));
+        assert!(problems[0].starts_with("mysql: missing"), "{problems:?}");
+        let (_, problems) = checked(|c| mysql_url(c, Some("postgres://x".into())));
+        assert!(
+            problems[0].starts_with("mysql: not a usable mysql:// URL"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_intervals() {
+        let d = |s: &str| Some(toml::Value::String(s.into()));
+        let (i, problems) = checked(|c| intervals(c, &None, &None));
+        assert_eq!((i, problems.len()), ((DEFAULT_INTERVAL, DEFAULT_IDLE_INTERVAL), 0));
+        let (i, _) = checked(|c| intervals(c, &d("1s"), &None));
+        assert_eq!(i, (Duration::from_secs(1), Duration::from_secs(1)));
+        let (_, problems) = checked(|c| intervals(c, &d("0"), &d("fast")));
+        assert_eq!(problems[0], "interval: must be more than 0");
+        assert!(
+            problems[1].starts_with("idle_interval: \"fast\" is not a duration"),
+            "{problems:?}"
+        );
+        let (_, problems) = checked(|c| intervals(c, &d("20ms"), &d("10ms")));
+        assert_eq!(problems, ["idle_interval: must be at least interval (20ms)"]);
+    }
+
+    #[test]
+    fn the_prefixes_and_the_batch() {
+        let (p, problems) = checked(|c| table_prefix(c, None));
+        assert_eq!((p.as_str(), problems.len()), ("wp_", 0));
+        let (_, problems) = checked(|c| table_prefix(c, Some("wp-".into())));
+        assert_eq!(problems, ["table_prefix: letters, digits and _ only, e.g. \"wp_\""]);
+        let (p, problems) = checked(|c| key_prefix(c, Some("site2:".into())));
+        assert_eq!((p.as_str(), problems.len()), ("site2:", 0));
+        let (_, problems) = checked(|c| key_prefix(c, Some("a b".into())));
+        assert_eq!(
+            problems,
+            ["key_prefix: no spaces or control characters, at most 200 bytes"]
+        );
+
+        let (b, problems) = checked(|c| batch(c, Some(10_000)));
+        assert_eq!((b, problems.len()), (10_000, 0));
+        let (b, problems) = checked(|c| batch(c, Some(0)));
+        assert_eq!(
+            (b, problems),
+            (DEFAULT_BATCH, vec!["batch: 0 is out of range 1..=10000".to_string()])
+        );
+    }
+
+    #[test]
+    fn the_listener_and_the_origin() {
+        let (a, problems) = checked(|c| admin_listen(c, Some("127.0.0.1:9300".into())));
+        assert_eq!((a, problems.len()), (Some("127.0.0.1:9300".parse().unwrap()), 0));
+        let (a, _) = checked(|c| admin_listen(c, None));
+        assert_eq!(a, None);
+        let (_, problems) = checked(|c| admin_listen(c, Some("9300".into())));
+        assert_eq!(
+            problems,
+            ["admin_listen: \"9300\" is not an address such as \"127.0.0.1:9300\""]
+        );
+
+        let (o, problems) = checked(|c| origin_url(c, Some("http://127.0.0.1:8081".into())));
+        assert_eq!((o.to_string().as_str(), problems.len()), ("http://127.0.0.1:8081/", 0));
+        let (_, problems) = checked(|c| origin_url(c, None));
+        assert!(problems[0].starts_with("origin: missing"), "{problems:?}");
+        let (_, problems) = checked(|c| origin_url(c, Some("https://x".into())));
+        assert_eq!(problems, ["origin: \"https://x\" is not an http:// URL"]);
+    }
+
+    #[test]
+    fn the_wordpress_version() {
+        let (v, problems) = checked(|c| wp_version(c, Some("6.4.2".into()), Some("/nonexistent"), None));
+        assert_eq!(
+            (v, problems.len()),
+            ((6, 4), 0),
+            "wordpress_version wins over wordpress_dir"
+        );
+        let (_, problems) = checked(|c| wp_version(c, Some("six".into()), None, None));
+        assert_eq!(
+            problems,
+            ["wordpress_version: \"six\" is not a version such as \"6.1.9\""]
+        );
+
+        let dir = std::env::temp_dir().join(format!("strata-syncer-wp-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("wp/wp-includes")).unwrap();
+        std::fs::write(
+            dir.join("wp/wp-includes/version.php"),
+            "<?php\n$wp_version = '6.7.1';\n",
+        )
+        .unwrap();
+        let (v, problems) = checked(|c| wp_version(c, None, Some("wp"), Some(&dir)));
+        assert_eq!((v, problems.len()), ((6, 7), 0), "{problems:?}");
+        std::fs::write(
+            dir.join("wp/wp-includes/version.php"),
+            "<?php\n$wp_version = 'trunk';\n",
+        )
+        .unwrap();
+        let (_, problems) = checked(|c| wp_version(c, None, Some("wp"), Some(&dir)));
+        assert_eq!(problems, ["wordpress_dir: unreadable version \"trunk\""]);
+        let (_, problems) = checked(|c| wp_version(c, None, Some("elsewhere"), Some(&dir)));
+        assert!(problems[0].starts_with("wordpress_dir: cannot read "), "{problems:?}");
+        assert!(problems[0].ends_with("set wordpress_version (e.g. \"6.1.9\") when WordPress is elsewhere"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn cluster_section() {
+        let raw = |text: &str| -> RawCluster { toml::from_str(text).unwrap() };
+        let (cl, problems) = checked(|c| cluster_config(c, raw(""), None));
+        assert!(problems.is_empty(), "no siblings, no secret needed: {problems:?}");
+        assert!(cl.siblings.is_empty() && cl.secret.is_empty() && cl.soft_lists);
+        assert_eq!((cl.ban_wait, cl.ban_timeout), (DEFAULT_BAN_WAIT, DEFAULT_BAN_TIMEOUT));
+
+        let secret = std::env::temp_dir().join(format!("strata-syncer-cluster-secret-{}", std::process::id()));
+        std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+        let text = format!(
+            "siblings = [\"http://127.0.0.1:9080\"]\nsecret_file = {:?}\nlist_bans = \"hard\"\n",
+            secret.display().to_string()
+        );
+        let (cl, problems) = checked(|c| cluster_config(c, raw(&text), None));
+        let _ = std::fs::remove_file(&secret);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!((cl.siblings.len(), cl.secret.len(), cl.soft_lists), (1, 20, false));
+
+        let bad = "siblings = [\"http://127.0.0.1:9080\", \"9081\"]\nban_wait = 200\nlist_bans = \"maybe\"\n";
+        let (_, problems) = checked(|c| cluster_config(c, raw(bad), None));
+        let keys: Vec<&str> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "cluster.siblings",
+                "cluster.ban_wait",
+                "cluster.list_bans",
+                "cluster.secret_file"
+            ]
+        );
+        assert_eq!(
+            problems[2],
+            "cluster.list_bans: \"maybe\" is neither \"soft\" nor \"hard\""
+        );
+        assert_eq!(
+            problems[3],
+            "cluster.secret_file: missing: a file holding the cluster secret (at least 16 characters)"
+        );
     }
 
     #[test]

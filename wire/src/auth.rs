@@ -4,6 +4,8 @@
 //! includes the query string and TIMESTAMP is Unix seconds. The receiver recomputes the MAC,
 //! compares in constant time and refuses timestamps outside a window (replay protection).
 
+use std::path::{Path, PathBuf};
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -147,6 +149,39 @@ pub fn parse_secret(contents: &str) -> Option<Vec<u8>> {
     (s.len() >= MIN_SECRET_LEN).then(|| s.as_bytes().to_vec())
 }
 
+/// Why a secret file gave no secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {cause}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What reading it said.
+        cause: std::io::Error,
+    },
+    /// The file holds fewer than [`MIN_SECRET_LEN`] characters once surrounding whitespace is
+    /// dropped.
+    #[error("{} holds fewer than {MIN_SECRET_LEN} characters", path.display())]
+    TooShort {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Reads the cluster secret from the file at `path` (see [`parse_secret`]).
+///
+/// Errors: the file cannot be read, or its secret is too short.
+pub fn load_secret(path: &Path) -> Result<Vec<u8>, SecretError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| SecretError::Unreadable {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    parse_secret(&text).ok_or_else(|| SecretError::TooShort {
+        path: path.to_path_buf(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +275,45 @@ mod tests {
     fn short_secrets_are_refused() {
         assert_eq!(parse_secret("short\n"), None);
         assert_eq!(parse_secret(" 0123456789abcdef \n"), Some(b"0123456789abcdef".to_vec()));
+    }
+
+    /// A file under the temporary directory, removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn with(name: &str, contents: &str) -> TempFile {
+            let path = std::env::temp_dir().join(format!("strata-wire-{name}-{}", std::process::id()));
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn secret_files_are_trimmed_and_checked() {
+        let good = TempFile::with("secret-good", "  0123456789abcdef0123\n\n");
+        assert_eq!(load_secret(&good.0).unwrap(), b"0123456789abcdef0123".to_vec());
+
+        let short = TempFile::with("secret-short", " 0123456789abcde \n");
+        let e = load_secret(&short.0).unwrap_err();
+        assert!(matches!(e, SecretError::TooShort { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("{} holds fewer than 16 characters", short.0.display())
+        );
+
+        let missing = std::env::temp_dir().join("strata-wire-no-such-secret");
+        let e = load_secret(&missing).unwrap_err();
+        assert!(matches!(e, SecretError::Unreadable { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot read {}: ", missing.display())),
+            "{e}"
+        );
     }
 }

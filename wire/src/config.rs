@@ -4,7 +4,10 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::auth;
 
 /// One problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +125,30 @@ impl Checker {
         }
     }
 
+    /// The cluster secret in the file named under `key`, with the file's path (resolved
+    /// against `base`, see [`resolve`]).
+    ///
+    /// Errors are recorded under `key`, and give an empty secret: the key is absent, the file
+    /// cannot be read, or its secret is too short (see [`auth::load_secret`]).
+    pub fn secret_file(&mut self, key: &str, v: &Option<String>, base: Option<&Path>) -> (PathBuf, Vec<u8>) {
+        let Some(file) = v else {
+            self.problem(
+                key,
+                format!(
+                    "missing: a file holding the cluster secret (at least {} characters)",
+                    auth::MIN_SECRET_LEN
+                ),
+            );
+            return (PathBuf::new(), Vec::new());
+        };
+        let path = resolve(base, file);
+        let secret = auth::load_secret(&path).unwrap_or_else(|e| {
+            self.problem(key, e.to_string());
+            Vec::new()
+        });
+        (path, secret)
+    }
+
     /// A whole number from `min` to `max`, or `default` when absent.
     pub fn int(&mut self, key: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
         match v {
@@ -132,6 +159,15 @@ impl Checker {
                 default
             }
         }
+    }
+}
+
+/// A path written in a configuration file: relative ones are taken from `base`, the file's
+/// directory, when there is one.
+pub fn resolve(base: Option<&Path>, path: &str) -> PathBuf {
+    match base {
+        Some(b) if Path::new(path).is_relative() => b.join(path),
+        _ => PathBuf::from(path),
     }
 }
 
@@ -221,6 +257,43 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_files_directory() {
+        let base = Path::new("/etc/strata");
+        assert_eq!(
+            resolve(Some(base), "cluster.secret"),
+            Path::new("/etc/strata/cluster.secret")
+        );
+        assert_eq!(resolve(Some(base), "/var/lib/s"), Path::new("/var/lib/s"));
+        assert_eq!(resolve(None, "cluster.secret"), Path::new("cluster.secret"));
+    }
+
+    #[test]
+    fn secret_files_are_read_or_reported_under_their_key() {
+        let dir = std::env::temp_dir();
+        let name = format!("strata-wire-checker-secret-{}", std::process::id());
+        std::fs::write(dir.join(&name), "0123456789abcdef\n").unwrap();
+        let mut c = Checker::default();
+        let (path, secret) = c.secret_file("cluster.secret_file", &Some(name.clone()), Some(&dir));
+        let _ = std::fs::remove_file(dir.join(&name));
+        assert_eq!((path, secret), (dir.join(&name), b"0123456789abcdef".to_vec()));
+        assert!(c.problems.is_empty());
+
+        let (path, secret) = c.secret_file("cluster.secret_file", &None, Some(&dir));
+        assert_eq!((path, secret), (PathBuf::new(), Vec::new()));
+        let (path, secret) = c.secret_file("x.secret", &Some(name.clone()), Some(&dir));
+        assert_eq!((path, secret), (dir.join(&name), Vec::new()));
+        let problems: Vec<String> = c.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            problems[0],
+            "cluster.secret_file: missing: a file holding the cluster secret (at least 16 characters)"
+        );
+        assert!(
+            problems[1].starts_with(&format!("x.secret: cannot read {}: ", dir.join(&name).display())),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -10,4 +10,6 @@ pub mod ban;
 pub mod comment;
 pub mod config;
 pub mod ids;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod memcache;
