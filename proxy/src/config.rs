@@ -254,6 +254,7 @@ struct RawBans {
     strip_tag_headers: Option<bool>,
     max_tags: Option<i64>,
     wordpress: Option<bool>,
+    trust_anonymous_writes: Option<bool>,
     purge_allow: Option<Vec<String>>,
 }
 
@@ -538,6 +539,10 @@ pub struct BansConfig {
     pub max_tags: usize,
     /// WordPress tags (shortlink, lists, widgets) and WordPress write rules.
     pub wordpress: bool,
+    /// Ban beyond a write's own URLs on any successful write, anonymous ones included (for
+    /// sites whose anonymous actions change pages); off: only confirmed logins and answers
+    /// that prove a change do.
+    pub trust_anonymous_writes: bool,
     /// Client addresses whose `PURGE` requests on the public port are obeyed; empty = none.
     pub purge_allow: Vec<std::net::IpAddr>,
 }
@@ -552,6 +557,7 @@ impl Default for BansConfig {
             strip_tag_headers: true,
             max_tags: DEFAULT_MAX_TAGS,
             wordpress: true,
+            trust_anonymous_writes: false,
             purge_allow: Vec::new(),
         }
     }

@@ -43,6 +43,8 @@ pub mod names {
     pub const CLUSTER_FLUSHES: &str = "strata_cluster_flushes";
     pub const TAGS_INDEXED: &str = "strata_tags_indexed";
     pub const COMMENTS: &str = "strata_comments";
+    pub const WRITES: &str = "strata_writes";
+    pub const LOGIN_CHECKS: &str = "strata_login_checks";
     pub const COMMENT_VERDICT: &str = "strata_comment_verdict_seconds";
 }
 
@@ -54,6 +56,16 @@ struct OutcomeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrustLabel {
+    trust: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -194,6 +206,10 @@ pub struct Metrics {
     not_stored: Family<ReasonLabel, Counter>,
     client_errors: Family<ReasonLabel, Counter>,
     origin_errors: Family<ReasonLabel, Counter>,
+    /// Successful writes by why they may ban beyond their own URLs (`none`: they did not).
+    writes: Family<TrustLabel, Counter>,
+    /// Login cookies WordPress was asked about, by answer.
+    login_checks: Family<ResultLabel, Counter>,
     /// Requests answered from another request's origin fetch.
     pub coalesced: Counter,
     /// Requests sent to the origin.
@@ -232,6 +248,18 @@ impl Metrics {
             names::PASSES,
             "Requests passed to the origin without lookup, by reason",
             passes.clone(),
+        );
+        let writes = Family::default();
+        registry.register(
+            names::WRITES,
+            "Successful writes passed to the origin, by why they banned beyond their own URLs (trust; none: they did not)",
+            writes.clone(),
+        );
+        let login_checks = Family::default();
+        registry.register(
+            names::LOGIN_CHECKS,
+            "Login cookies of admin writes checked with WordPress, by result (yes, no, error)",
+            login_checks.clone(),
         );
         let not_stored = Family::default();
         registry.register(
@@ -336,6 +364,8 @@ impl Metrics {
             not_stored,
             client_errors,
             origin_errors,
+            writes,
+            login_checks,
             coalesced,
             origin_requests,
             origin_latency,
@@ -368,6 +398,16 @@ impl Metrics {
     /// Counts a response not stored, by reason.
     pub fn not_stored(&self, reason: &'static str) {
         self.not_stored.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a successful write by why it banned beyond its own URLs (`none`: it did not).
+    pub fn write(&self, trust: &'static str) {
+        self.writes.get_or_create(&TrustLabel { trust }).inc();
+    }
+
+    /// Counts a login check by result (`yes`, `no`, `error`).
+    pub fn login_check(&self, result: &'static str) {
+        self.login_checks.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// Counts a refused client request.

@@ -121,6 +121,8 @@ pub struct Proxy {
     tag_rules: TagRules,
     /// Comment POSTs written behind through memcached.
     pub comments: Arc<Comments>,
+    /// WordPress's recent answers on whether a write's cookies are a login.
+    logins: pass::Logins,
 }
 
 impl Proxy {
@@ -139,6 +141,7 @@ impl Proxy {
             bans: Bans::default(),
             cluster: Arc::new(Cluster::new(&cfg.cluster)),
             comments: Arc::new(Comments::new(&cfg.comments, &cfg.cluster.node_id)),
+            logins: pass::Logins::new(),
             tag_rules: TagRules {
                 headers: cfg.bans.tag_headers.clone(),
                 wordpress: cfg.bans.wordpress,

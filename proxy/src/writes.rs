@@ -6,6 +6,13 @@
 //! says what a write changed, the request itself tells: the post a form or REST call edits,
 //! the post a comment is for. What cannot be narrowed (other admin writes, comment
 //! moderation) bans every HTML page and list, safe rather than stale.
+//!
+//! Only a write that can have changed something bans beyond its own URLs ([`Trust`]): one
+//! whose login WordPress confirmed, or whose answer proves the change (a comment's redirect
+//! to `#comment-N`, a REST 2xx on a write method as WordPress routes it, an XML-RPC write
+//! that is not a fault). Anything else an anonymous client sends bans at most the URLs of
+//! RFC 9111 §4.4, so it cannot flush the cluster on purpose. Form fields and query
+//! parameters are read as PHP reads them: the last of duplicates wins.
 
 use http::{HeaderMap, Method, StatusCode};
 use strata_wire::ban::{Ban, Kind};
@@ -68,34 +75,185 @@ pub struct Write<'a> {
     pub status: StatusCode,
     /// The origin's response headers.
     pub resp: &'a HeaderMap,
+    /// The start of the origin's response body when it was read (XML-RPC writes, whose
+    /// faults come with a 200), else `None`.
+    pub answer: Option<&'a [u8]>,
+    /// WordPress confirmed the request's login cookies ([`needs_login_check`]).
+    pub logged_in: bool,
 }
 
-/// Whether the body of a request is worth reading for [`bans_for`]: a bounded, known-length
-/// body of a WordPress write endpoint.
-pub fn wants_body(method: &Method, path: &str, content_length: Option<u64>) -> bool {
+/// How far writes are trusted: `[bans] wordpress` and `[bans] trust_anonymous_writes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Apply the WordPress rules (tags of the posts and lists a write touches).
+    pub wordpress: bool,
+    /// Ban beyond a write's own URLs on any successful write, logged in or not (for sites
+    /// whose anonymous actions change pages: polls, carts); off by default.
+    pub anonymous_writes: bool,
+}
+
+/// Why a write may ban beyond its own URLs (metric and log label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// WordPress confirmed the login cookies it came with.
+    LoggedIn,
+    /// Its answer proves that something changed.
+    Proof,
+    /// `trust_anonymous_writes` is on.
+    Operator,
+}
+
+impl Trust {
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::LoggedIn => "logged-in",
+            Trust::Proof => "proof",
+            Trust::Operator => "operator",
+        }
+    }
+}
+
+/// What a finished request invalidates.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Invalidation {
+    /// The bans, in order.
+    pub bans: Vec<Ban>,
+    /// Why the bans reach beyond the write's own URLs; `None` when they do not.
+    pub trust: Option<Trust>,
+}
+
+/// Whether the body of a request is worth reading for [`bans_for`]: a body of a WordPress
+/// write endpoint of known length up to [`MAX_INSPECTED_BODY`], or chunked (read up to that
+/// much; a longer one goes on uninspected).
+pub fn wants_body(method: &Method, path: &str, content_length: Option<u64>, chunked: bool) -> bool {
+    let sized = match content_length {
+        Some(n) => n > 0 && n <= MAX_INSPECTED_BODY,
+        None => chunked,
+    };
     !method.is_safe()
-        && content_length.is_some_and(|n| n > 0 && n <= MAX_INSPECTED_BODY)
+        && sized
         && matches!(
             path,
             "/wp-admin/post.php" | "/wp-admin/admin-ajax.php" | "/wp-comments-post.php" | "/xmlrpc.php"
         )
 }
 
+/// The method WordPress's REST server acts on: `?_method=` (last one), else
+/// `X-HTTP-Method-Override`, else the request's (`WP_REST_Server::serve_request`). Other
+/// endpoints act on the request's method.
+fn effective_method<'a>(w: &Write<'a>) -> std::borrow::Cow<'a, Method> {
+    use std::borrow::Cow;
+    if tags::rest_route(w.path, w.query).is_none() {
+        return Cow::Borrowed(w.method);
+    }
+    let overridden = w.query.and_then(|q| php_param(q.as_bytes(), "_method")).or_else(|| {
+        w.req
+            .get("x-http-method-override")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    });
+    match overridden {
+        // An unknown or empty method matches no route: WordPress answers 404.
+        Some(m) => Cow::Owned(Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()).unwrap_or(Method::GET)),
+        None => Cow::Borrowed(w.method),
+    }
+}
+
+/// Whether a response sends its client to the login form: WordPress turned the request's
+/// credentials away (`auth_redirect()`).
+fn login_redirect(resp: &HeaderMap) -> bool {
+    resp.get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|l| l.contains("/wp-login.php"))
+}
+
+/// Whether the request carries WordPress login cookies.
+fn has_login_cookies(req: &HeaderMap) -> bool {
+    crate::policy::cookie_names(req).any(|n| n.starts_with("wordpress_"))
+}
+
+/// Whether the origin's answer proves that the write changed something, whoever sent it: a
+/// comment's redirect to `#comment-N`, a REST 2xx on a write method (as WordPress routes
+/// it), an XML-RPC write answered without a fault.
+fn proves_change(w: &Write<'_>) -> bool {
+    if tags::rest_route(w.path, w.query).is_some() {
+        return w.status.is_success() && !effective_method(w).is_safe();
+    }
+    match w.path {
+        "/wp-comments-post.php" => w.status == StatusCode::FOUND && comment_anchor(w.resp),
+        "/xmlrpc.php" => {
+            w.status.is_success()
+                && w.answer.is_some_and(|a| {
+                    let text = String::from_utf8_lossy(a);
+                    text.contains("<methodResponse>") && !text.contains("<fault>")
+                })
+        }
+        _ => false,
+    }
+}
+
+/// Whether a redirect goes to a comment (`#comment-123`), as WordPress's after a comment.
+fn comment_anchor(resp: &HeaderMap) -> bool {
+    resp.get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| l.rsplit_once("#comment-"))
+        .is_some_and(|(_, id)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether [`bans_for`] would reach beyond the write's own URLs if WordPress confirmed its
+/// login: an admin write (or nonce'd admin GET) that succeeded, came with login cookies,
+/// was not sent to the login form, and that nothing else vouches for. The caller then asks
+/// WordPress and sets [`Write::logged_in`].
+pub fn needs_login_check(w: &Write<'_>, rules: Rules) -> bool {
+    rules.wordpress
+        && !rules.anonymous_writes
+        && w.path.starts_with("/wp-admin/")
+        && (w.status.is_success() || w.status.is_redirection())
+        && (!w.method.is_safe() || admin_action_get(w))
+        && has_login_cookies(w.req)
+        && !login_redirect(w.resp)
+        && !proves_change(w)
+}
+
+/// Whether the start of the origin's answer decides whether [`bans_for`] trusts a write:
+/// a successful XML-RPC call of a method that writes (XML-RPC answers its faults with a
+/// 200). The caller reads it and sets [`Write::answer`].
+pub fn reads_answer(w: &Write<'_>, rules: Rules) -> bool {
+    rules.wordpress
+        && !rules.anonymous_writes
+        && w.path == "/xmlrpc.php"
+        && *w.method == Method::POST
+        && w.status.is_success()
+        && w.body.is_some_and(|b| !xmlrpc_tags(b).is_empty())
+}
+
+/// Why a finished write may ban beyond its own URLs, if it may.
+fn trust(w: &Write<'_>, rules: Rules) -> Option<Trust> {
+    if rules.anonymous_writes {
+        Some(Trust::Operator)
+    } else if proves_change(w) {
+        Some(Trust::Proof)
+    } else if w.logged_in && !login_redirect(w.resp) {
+        Some(Trust::LoggedIn)
+    } else {
+        None
+    }
+}
+
 /// Whether a request is a WordPress nonce-protected admin action done by GET (trash,
 /// approve a comment…), which changes state though its method is safe.
 fn admin_action_get(w: &Write<'_>) -> bool {
-    let q = w.query.unwrap_or("");
-    w.path.starts_with("/wp-admin/")
-        && tags::query_param(q, "_wpnonce").is_some()
-        && tags::query_param(q, "action").is_some()
+    let q = w.query.unwrap_or("").as_bytes();
+    w.path.starts_with("/wp-admin/") && php_param(q, "_wpnonce").is_some() && php_param(q, "action").is_some()
 }
 
-/// The bans a finished request implies (none for reads and failures).
-pub fn bans_for(w: &Write<'_>, wordpress: bool) -> Vec<Ban> {
+/// The bans a finished request implies (none for reads and failures): its own URLs for
+/// any successful unsafe request, and beyond them only when it is trusted ([`Trust`]).
+pub fn bans_for(w: &Write<'_>, rules: Rules) -> Invalidation {
     let ok = w.status.is_success() || w.status.is_redirection();
-    let unsafe_method = !w.method.is_safe();
-    if !ok || !(unsafe_method || wordpress && admin_action_get(w)) {
-        return Vec::new();
+    let unsafe_method = !effective_method(w).is_safe() || !w.method.is_safe();
+    if !ok || !(unsafe_method || rules.wordpress && admin_action_get(w)) {
+        return Invalidation::default();
     }
     let mut out: Vec<Ban> = Vec::new();
     let mut push = |kind: Kind, value: String| {
@@ -135,12 +293,13 @@ pub fn bans_for(w: &Write<'_>, wordpress: bool) -> Vec<Ban> {
             }
         }
     }
-    if wordpress {
+    let trust = if rules.wordpress { trust(w, rules) } else { None };
+    if trust.is_some() {
         for tag in wordpress_tags(w) {
             push(Kind::Tag, tag);
         }
     }
-    out
+    Invalidation { bans: out, trust }
 }
 
 /// A same-host `Location` as a path (relative references resolve against the host).
@@ -156,14 +315,37 @@ fn same_host_path(location: &str, host: &str) -> Option<String> {
     Some(uri.path_and_query().map_or("/", |p| p.as_str()).to_string())
 }
 
-/// A form field of an urlencoded body (decoded).
-fn form_field(body: &[u8], name: &str) -> Option<String> {
-    body.split(|b| *b == b'&').find_map(|kv| {
+/// The value PHP reads for `name` from an urlencoded string (`$_GET`, `$_POST`): names and
+/// values percent-decoded (`+` as a space), a name's leading spaces dropped and its spaces
+/// and dots read as underscores, the last of duplicates winning. `None` when the name is
+/// missing or its last value is an array (`name[]=…`), which PHP would not read as a string.
+pub fn php_param(data: &[u8], name: &str) -> Option<String> {
+    let mut found = None;
+    for kv in data.split(|b| *b == b'&').filter(|kv| !kv.is_empty()) {
         let mut it = kv.splitn(2, |b| *b == b'=');
-        let k = it.next()?;
-        let v = it.next().unwrap_or(b"");
-        (decode(k) == name).then(|| decode(v))
-    })
+        let raw_key = decode(it.next().unwrap_or(b""));
+        let key = raw_key.trim_start_matches(' ');
+        let (base, array) = match key.find('[') {
+            Some(i) if key[i..].contains(']') => (&key[..i], true),
+            _ => (key, false),
+        };
+        if php_name(base) == name {
+            found = (!array).then(|| decode(it.next().unwrap_or(b"")));
+        }
+    }
+    found
+}
+
+/// A variable name as PHP registers it: spaces, dots and an unclosed `[` become `_`.
+fn php_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if matches!(c, ' ' | '.' | '[') { '_' } else { c })
+        .collect()
+}
+
+/// A form field of an urlencoded body, as PHP reads it.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    php_param(body, name)
 }
 
 fn decode(b: &[u8]) -> String {
@@ -182,7 +364,7 @@ fn wordpress_tags(w: &Write<'_>) -> Vec<String> {
     let q = w.query.unwrap_or("");
     let body = w.body.unwrap_or(b"");
     if let Some(route) = tags::rest_route(w.path, w.query) {
-        if w.method.is_safe() {
+        if effective_method(w).is_safe() {
             return Vec::new();
         }
         let route = route.trim_end_matches('/');
@@ -204,20 +386,21 @@ fn wordpress_tags(w: &Write<'_>) -> Vec<String> {
         "/xmlrpc.php" => xmlrpc_tags(body),
         "/wp-admin/post.php" => {
             let from_body = id(form_field(body, "post_ID")).or_else(|| id(form_field(body, "post")));
-            let from_query = id(tags::query_param(q, "post").map(str::to_string));
+            let from_query = id(php_param(q.as_bytes(), "post"));
             let from_location = w
                 .resp
                 .get(http::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|l| l.split_once('?'))
-                .and_then(|(_, lq)| id(tags::query_param(lq, "post").map(str::to_string)));
+                .and_then(|(_, lq)| id(php_param(lq.as_bytes(), "post")));
             match from_body.or(from_query).or(from_location) {
                 Some(n) => post(n),
                 None => everything(),
             }
         }
         "/wp-admin/admin-ajax.php" => {
-            let action = form_field(body, "action").or_else(|| tags::query_param(q, "action").map(str::to_string));
+            // `$_REQUEST`: the body's fields over the query's.
+            let action = form_field(body, "action").or_else(|| php_param(q.as_bytes(), "action"));
             match action.as_deref() {
                 Some(a) if READ_ONLY_AJAX.contains(&a) => Vec::new(),
                 Some("inline-save") => id(form_field(body, "post_ID")).map_or_else(everything, post),
@@ -286,6 +469,24 @@ fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
+    const WP: Rules = Rules {
+        wordpress: true,
+        anonymous_writes: false,
+    };
+    const RFC_ONLY: Rules = Rules {
+        wordpress: false,
+        anonymous_writes: false,
+    };
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    /// A write by a visitor whose login WordPress confirmed.
     fn write<'a>(
         method: &'a Method,
         path: &'a str,
@@ -293,16 +494,28 @@ mod tests {
         body: Option<&'a [u8]>,
         resp: &'a HeaderMap,
     ) -> Write<'a> {
-        static EMPTY: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+        static LOGGED_IN: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
         Write {
             method,
             host: "site.test",
             path,
             query,
-            req: EMPTY.get_or_init(HeaderMap::new),
+            req: LOGGED_IN.get_or_init(|| headers(&[("cookie", "wordpress_logged_in_abc=admin%7C1%7Cx")])),
             body,
             status: StatusCode::FOUND,
             resp,
+            answer: None,
+            logged_in: true,
+        }
+    }
+
+    /// The same write from an anonymous client.
+    fn anonymous(w: Write<'_>) -> Write<'_> {
+        static NONE: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+        Write {
+            req: NONE.get_or_init(HeaderMap::new),
+            logged_in: false,
+            ..w
         }
     }
 
@@ -322,46 +535,53 @@ mod tests {
 
     #[test]
     fn rfc_9111_target_location_and_content_location() {
-        let mut resp = HeaderMap::new();
-        resp.insert("location", "http://site.test/done/#x".parse().unwrap());
-        resp.insert("content-location", "http://elsewhere.test/x".parse().unwrap());
-        resp.insert("cache-group-invalidation", "\"g1\", \"g2\"".parse().unwrap());
-        let bans = bans_for(&write(&Method::POST, "/form/", Some("a=1"), None, &resp), false);
-        assert_eq!(urls_of(&bans), ["/form/?a=1", "/done/"]);
-        assert_eq!(tags_of(&bans), ["g1", "g2"]);
-        assert!(bans.iter().all(|b| b.host.as_deref() == Some("site.test") && !b.soft));
+        let resp = headers(&[
+            ("location", "http://site.test/done/#x"),
+            ("content-location", "http://elsewhere.test/x"),
+            ("cache-group-invalidation", "\"g1\", \"g2\""),
+        ]);
+        let inv = bans_for(
+            &anonymous(write(&Method::POST, "/form/", Some("a=1"), None, &resp)),
+            RFC_ONLY,
+        );
+        assert_eq!(urls_of(&inv.bans), ["/form/?a=1", "/done/"]);
+        assert_eq!(tags_of(&inv.bans), ["g1", "g2"]);
+        assert!(inv
+            .bans
+            .iter()
+            .all(|b| b.host.as_deref() == Some("site.test") && !b.soft));
+        assert_eq!(inv.trust, None);
     }
 
     #[test]
     fn reads_and_failures_ban_nothing() {
         let resp = HeaderMap::new();
-        assert!(bans_for(
-            &write(&Method::GET, "/wp-admin/post.php", Some("post=5"), None, &resp),
-            true
-        )
-        .is_empty());
+        assert_eq!(
+            bans_for(
+                &write(&Method::GET, "/wp-admin/post.php", Some("post=5"), None, &resp),
+                WP
+            ),
+            Invalidation::default()
+        );
         let mut w = write(&Method::POST, "/wp-admin/post.php", None, Some(b"post_ID=5"), &resp);
         w.status = StatusCode::FORBIDDEN;
-        assert!(bans_for(&w, true).is_empty());
+        assert_eq!(bans_for(&w, WP), Invalidation::default());
     }
 
     #[test]
     fn wordpress_post_edits_name_their_post() {
         let resp = HeaderMap::new();
         let body = b"_wpnonce=x&action=editpost&post_ID=42&post_title=Hi";
-        let bans = bans_for(
-            &write(&Method::POST, "/wp-admin/post.php", None, Some(body), &resp),
-            true,
-        );
-        assert_eq!(tags_of(&bans), ["post:42", "list", "wp:recent-posts"]);
+        let inv = bans_for(&write(&Method::POST, "/wp-admin/post.php", None, Some(body), &resp), WP);
+        assert_eq!(tags_of(&inv.bans), ["post:42", "list", "wp:recent-posts"]);
+        assert_eq!(inv.trust, Some(Trust::LoggedIn));
         // Without the body, the redirect names the post.
-        let mut resp = HeaderMap::new();
-        resp.insert("location", "post.php?post=43&action=edit&message=1".parse().unwrap());
-        let bans = bans_for(&write(&Method::POST, "/wp-admin/post.php", None, None, &resp), true);
-        assert_eq!(tags_of(&bans), ["post:43", "list", "wp:recent-posts"]);
+        let resp = headers(&[("location", "post.php?post=43&action=edit&message=1")]);
+        let inv = bans_for(&write(&Method::POST, "/wp-admin/post.php", None, None, &resp), WP);
+        assert_eq!(tags_of(&inv.bans), ["post:43", "list", "wp:recent-posts"]);
         // Trash by nonce'd GET link.
         let resp = HeaderMap::new();
-        let bans = bans_for(
+        let inv = bans_for(
             &write(
                 &Method::GET,
                 "/wp-admin/post.php",
@@ -369,16 +589,18 @@ mod tests {
                 None,
                 &resp,
             ),
-            true,
+            WP,
         );
-        assert_eq!(tags_of(&bans), ["post:44", "list", "wp:recent-posts"]);
+        assert_eq!(tags_of(&inv.bans), ["post:44", "list", "wp:recent-posts"]);
     }
 
     #[test]
     fn rest_writes() {
         let resp = HeaderMap::new();
         let t = |m: &Method, path: &str, q: Option<&str>| {
-            tags_of(&bans_for(&write(m, path, q, None, &resp), true))
+            let mut w = anonymous(write(m, path, q, None, &resp));
+            w.status = StatusCode::OK;
+            tags_of(&bans_for(&w, WP).bans)
                 .iter()
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>()
@@ -401,25 +623,76 @@ mod tests {
         );
         assert_eq!(t(&Method::POST, "/wp-json/wp/v2/comments/3", None), ["html", "list"]);
         assert!(t(&Method::POST, "/wp-json/contact-form/v1/send", None).is_empty());
+        // A read, as WordPress routes it, however it was sent.
+        assert!(t(&Method::POST, "/wp-json/wp/v2/types", Some("_method=GET")).is_empty());
+        assert!(t(
+            &Method::POST,
+            "/wp-json/wp/v2/posts/7",
+            Some("_method=PATCH&_method=GET")
+        )
+        .is_empty());
+        // A write, however it was sent: `GET` overridden to `DELETE`.
+        let del = headers(&[("x-http-method-override", "delete")]);
+        let mut w = anonymous(write(&Method::GET, "/wp-json/wp/v2/posts/7", None, None, &resp));
+        w.req = &del;
+        w.status = StatusCode::OK;
+        let inv = bans_for(&w, WP);
+        assert_eq!(tags_of(&inv.bans), ["post:7", "list", "wp:recent-posts"]);
+        assert_eq!(inv.trust, Some(Trust::Proof));
+        // `_method` wins over the header, as in WordPress.
+        let mut w = anonymous(write(
+            &Method::POST,
+            "/wp-json/wp/v2/posts/7",
+            Some("_method=GET"),
+            None,
+            &resp,
+        ));
+        w.req = &del;
+        w.status = StatusCode::OK;
+        assert_eq!(bans_for(&w, WP).trust, None);
+    }
+
+    #[test]
+    fn a_failed_or_refused_rest_call_proves_nothing() {
+        let resp = HeaderMap::new();
+        let mut w = anonymous(write(&Method::POST, "/wp-json/wp/v2/posts/7", None, None, &resp));
+        w.status = StatusCode::UNAUTHORIZED;
+        assert_eq!(bans_for(&w, WP), Invalidation::default());
+        w.status = StatusCode::FOUND;
+        assert_eq!(bans_for(&w, WP).trust, None, "a redirect is no REST success");
     }
 
     #[test]
     fn comments_and_admin_ajax() {
+        let to_comment = headers(&[("location", "http://site.test/p/#comment-77")]);
+        let inv = bans_for(
+            &anonymous(write(
+                &Method::POST,
+                "/wp-comments-post.php",
+                None,
+                Some(b"comment=Hi+there&comment_post_ID=12&comment_parent=0"),
+                &to_comment,
+            )),
+            WP,
+        );
+        assert_eq!(tags_of(&inv.bans), ["post:12", "list", "wp:recent-comments"]);
+        assert_eq!(inv.trust, Some(Trust::Proof));
         let resp = HeaderMap::new();
         let t = |path: &str, body: &[u8]| {
-            tags_of(&bans_for(&write(&Method::POST, path, None, Some(body), &resp), true))
+            tags_of(&bans_for(&write(&Method::POST, path, None, Some(body), &resp), WP).bans)
                 .iter()
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(
-            t(
-                "/wp-comments-post.php",
-                b"comment=Hi+there&comment_post_ID=12&comment_parent=0"
-            ),
-            ["post:12", "list", "wp:recent-comments"]
-        );
         assert!(t("/wp-admin/admin-ajax.php", b"action=heartbeat&data=x").is_empty());
+        assert!(
+            t("/wp-admin/admin-ajax.php", b"action=dim-comment&action=heartbeat").is_empty(),
+            "PHP reads the last action"
+        );
+        assert_eq!(
+            t("/wp-admin/admin-ajax.php", b"action=heartbeat&action=dim-comment"),
+            ["html", "list"]
+        );
         assert_eq!(
             t("/wp-admin/admin-ajax.php", b"action=inline-save&post_ID=5"),
             ["post:5", "list", "wp:recent-posts"]
@@ -430,6 +703,79 @@ mod tests {
         );
         assert_eq!(t("/wp-admin/options.php", b"blogname=x"), ["html", "list"]);
         assert!(t("/wp-login.php", b"log=a&pwd=b").is_empty());
+    }
+
+    #[test]
+    fn anonymous_writes_ban_only_their_own_urls() {
+        let resp = HeaderMap::new();
+        // Not a comment (no redirect to one), an unknown AJAX action, an admin form: each
+        // succeeded, none proves a change, nobody logged in.
+        for (path, body) in [
+            ("/wp-comments-post.php", &b"not a comment"[..]),
+            ("/wp-comments-post.php", b"comment_post_ID=12&comment=x"),
+            ("/wp-admin/admin-ajax.php", b"action=x&action=heartbeat"),
+            ("/wp-admin/admin-post.php", b""),
+            ("/wp-admin/options.php", b"blogname=x"),
+        ] {
+            let mut w = anonymous(write(&Method::POST, path, None, Some(body), &resp));
+            w.status = StatusCode::OK;
+            let inv = bans_for(&w, WP);
+            assert_eq!(inv.trust, None, "{path}");
+            assert_eq!(tags_of(&inv.bans), Vec::<&str>::new(), "{path}");
+            assert_eq!(urls_of(&inv.bans), [path], "{path}");
+        }
+        // The operator may trust them all again.
+        let mut w = anonymous(write(&Method::POST, "/wp-admin/admin-post.php", None, None, &resp));
+        w.status = StatusCode::OK;
+        let all = Rules {
+            anonymous_writes: true,
+            ..WP
+        };
+        let inv = bans_for(&w, all);
+        assert_eq!(
+            (tags_of(&inv.bans), inv.trust),
+            (vec!["html", "list"], Some(Trust::Operator))
+        );
+    }
+
+    #[test]
+    fn login_cookies_are_checked_only_when_they_decide() {
+        let resp = HeaderMap::new();
+        let w = write(&Method::POST, "/wp-admin/admin-post.php", None, None, &resp);
+        assert!(needs_login_check(&w, WP));
+        assert!(!needs_login_check(&anonymous(w), WP), "no cookies, nothing to check");
+        let all = Rules {
+            anonymous_writes: true,
+            ..WP
+        };
+        assert!(!needs_login_check(&w, all));
+        // Sent to the login form: WordPress already said no.
+        let to_login = headers(&[("location", "http://site.test/wp-login.php?redirect_to=x&reauth=1")]);
+        let w = write(&Method::POST, "/wp-admin/options.php", None, None, &to_login);
+        assert!(!needs_login_check(&w, WP));
+        assert_eq!(bans_for(&w, WP).trust, None);
+        // Outside wp-admin the answer decides.
+        let w = write(&Method::POST, "/wp-json/wp/v2/posts/1", None, None, &resp);
+        assert!(!needs_login_check(&w, WP));
+        // A login cookie WordPress did not confirm is no login.
+        let mut w = write(&Method::POST, "/wp-admin/admin-post.php", None, None, &resp);
+        w.logged_in = false;
+        assert_eq!(bans_for(&w, WP).trust, None);
+    }
+
+    #[test]
+    fn xmlrpc_writes_are_trusted_when_answered_without_a_fault() {
+        let body = b"<?xml version=\"1.0\"?><methodCall><methodName>wp.editPost</methodName><params><param><value><int>1</int></value></param><param><value>u</value></param><param><value>p</value></param><param><value><int>77</int></value></param></params></methodCall>";
+        let resp = HeaderMap::new();
+        let mut w = anonymous(write(&Method::POST, "/xmlrpc.php", None, Some(body), &resp));
+        w.status = StatusCode::OK;
+        w.answer = Some(b"<?xml version=\"1.0\"?><methodResponse><fault><value>403</value></fault></methodResponse>");
+        assert_eq!(bans_for(&w, WP).trust, None);
+        w.answer = Some(b"<?xml version=\"1.0\"?><methodResponse><params><param><value><boolean>1</boolean></value></param></params></methodResponse>");
+        let inv = bans_for(&w, WP);
+        assert_eq!(tags_of(&inv.bans), ["post:77", "list", "wp:recent-posts"]);
+        w.answer = None;
+        assert_eq!(bans_for(&w, WP).trust, None, "an unread answer proves nothing");
     }
 
     #[test]
@@ -470,15 +816,30 @@ mod tests {
     }
 
     #[test]
-    fn only_small_bodies_of_write_endpoints_are_read() {
-        assert!(wants_body(&Method::POST, "/wp-admin/post.php", Some(100)));
-        assert!(!wants_body(&Method::POST, "/wp-admin/post.php", None));
+    fn parameters_are_read_as_php_reads_them() {
+        assert_eq!(php_param(b"a=1&a=2", "a").as_deref(), Some("2"));
+        assert_eq!(php_param(b"%61ction=x+y%21", "action").as_deref(), Some("x y!"));
+        assert_eq!(php_param(b"post.ID=5", "post_ID").as_deref(), Some("5"));
+        assert_eq!(php_param(b"+post ID=6", "post_ID").as_deref(), Some("6"));
+        assert_eq!(php_param(b"a=1&a[]=2", "a"), None, "the last is an array");
+        assert_eq!(php_param(b"a[]=2&a=1", "a").as_deref(), Some("1"));
+        assert_eq!(php_param(b"a[=1", "a_").as_deref(), Some("1"));
+        assert_eq!(php_param(b"a", "a").as_deref(), Some(""));
+        assert_eq!(php_param(b"", "a"), None);
+    }
+
+    #[test]
+    fn only_small_or_chunked_bodies_of_write_endpoints_are_read() {
+        assert!(wants_body(&Method::POST, "/wp-admin/post.php", Some(100), false));
+        assert!(!wants_body(&Method::POST, "/wp-admin/post.php", None, false));
+        assert!(wants_body(&Method::POST, "/wp-comments-post.php", None, true));
         assert!(!wants_body(
             &Method::POST,
             "/wp-admin/post.php",
-            Some(MAX_INSPECTED_BODY + 1)
+            Some(MAX_INSPECTED_BODY + 1),
+            false
         ));
-        assert!(!wants_body(&Method::POST, "/contact/", Some(100)));
-        assert!(!wants_body(&Method::GET, "/xmlrpc.php", Some(100)));
+        assert!(!wants_body(&Method::POST, "/contact/", Some(100), false));
+        assert!(!wants_body(&Method::GET, "/xmlrpc.php", Some(100), false));
     }
 }

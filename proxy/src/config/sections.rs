@@ -414,6 +414,7 @@ pub(super) fn bans_config(c: &mut Checker, b: &RawBans) -> BansConfig {
     bans.strip_tag_headers = b.strip_tag_headers.unwrap_or(true);
     bans.max_tags = c.count("bans.max_tags", b.max_tags, DEFAULT_MAX_TAGS, 1..=1024);
     bans.wordpress = b.wordpress.unwrap_or(true);
+    bans.trust_anonymous_writes = b.trust_anonymous_writes.unwrap_or(false);
     bans.purge_allow = ip_addrs(c, "bans.purge_allow", &b.purge_allow);
     bans
 }

@@ -93,13 +93,36 @@ impl Proxy {
         if !has_body {
             return Ok((ProxyBody::Empty, None));
         }
-        if !writes::wants_body(&parts.method, parts.uri.path(), content_length(&parts.headers)) {
+        let length = content_length(&parts.headers);
+        if !writes::wants_body(&parts.method, parts.uri.path(), length, length.is_none()) {
             return Ok((ProxyBody::stream(body, None, self.origin.body_timeout), None));
         }
-        let b = self
-            .read_client_body(body, writes::MAX_INSPECTED_BODY as usize, "request")
-            .await?;
-        Ok((ProxyBody::full(b.clone()), Some(b)))
+        let limit = writes::MAX_INSPECTED_BODY as usize;
+        if length.is_some() {
+            let b = self.read_client_body(body, limit, "request").await?;
+            return Ok((ProxyBody::full(b.clone()), Some(b)));
+        }
+        // Chunked: read up to the limit; a longer body goes on uninspected.
+        match read_prefix(body, limit, self.origin.body_timeout).await {
+            Ok((b, rest)) if rest.is_end_stream() => Ok((ProxyBody::full(b.clone()), Some(b))),
+            Ok((b, rest)) => Ok((ProxyBody::stream(rest, Some(b), self.origin.body_timeout), None)),
+            Err(ReadError::Timeout) => Err(Answer::new(
+                synth(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                    "body-timeout",
+                ),
+                Outcome::Synth,
+            )),
+            Err(ReadError::Broken(e)) => Err(Answer::new(
+                synth(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the request body could not be read: {e}"),
+                    "body",
+                ),
+                Outcome::Synth,
+            )),
+        }
     }
 
     /// Reads a client's body in full, up to `limit` bytes and `origin.body_timeout`; a
@@ -129,6 +152,94 @@ impl Proxy {
                 ),
                 Outcome::Synth,
             )),
+        }
+    }
+
+    /// Applies the bans a finished write implies (and counts it); returns the last ban's
+    /// number. A trusted write's ban that does not compile (an odd `Location`, say) falls
+    /// back on the whole site's HTML rather than risk a stale page; an untrusted one's is
+    /// only logged.
+    fn apply_write(&self, write: &writes::Write<'_>, rules: writes::Rules, host: &str) -> Option<u64> {
+        let inv = writes::bans_for(write, rules);
+        if inv.bans.is_empty() {
+            return None;
+        }
+        self.metrics.write(inv.trust.map_or("none", writes::Trust::as_str));
+        let mut last_seq = None;
+        for ban in inv.bans {
+            match self.ban(ban.clone()) {
+                Ok(r) => last_seq = Some(r.seq),
+                Err(e) if inv.trust.is_some() => {
+                    tracing::warn!(?ban, error = %e, "write-triggered ban refused; banning the site's HTML instead");
+                    let mut site = Ban::new(Kind::Tag, tags::HTML);
+                    site.host = Some(host.to_string());
+                    last_seq = self.ban(site).ok().map(|r| r.seq).or(last_seq);
+                }
+                Err(e) => tracing::warn!(?ban, error = %e, "write-triggered ban refused"),
+            }
+        }
+        last_seq
+    }
+
+    /// Whether WordPress takes the `wordpress_*` cookies of a request for a login: asked
+    /// with them alone (`admin-ajax.php?action=logged-in` answers `1` to a login, `0` with
+    /// a 400 otherwise), the answer remembered per cookie value for [`LOGIN_MEMORY`]. An
+    /// origin that cannot answer confirms nothing (the write then bans its own URLs only).
+    async fn login_confirmed(&self, parts: &Parts, host: &str) -> bool {
+        let cookies: Vec<&str> = parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|c| c.starts_with("wordpress_"))
+            .collect();
+        let cookie = cookies.join("; ");
+        let key = self.logins.hash(&(host, &cookie));
+        if let Some(known) = self.logins.get(&key) {
+            return known;
+        }
+        let mut req = Request::new(ProxyBody::Empty);
+        let Ok(uri) = self.origin.uri(LOGIN_CHECK) else {
+            return false;
+        };
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        set_host(h, host);
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            h.insert(header::COOKIE, v);
+        }
+        h.insert("x-forwarded-proto", HeaderValue::from_static(proto(parts)));
+        let answer = match self.send(req).await {
+            Ok(resp) => {
+                let status = resp.status();
+                let body = tokio::time::timeout(
+                    self.origin.body_timeout,
+                    http_body_util::Limited::new(resp.into_body(), 64).collect(),
+                )
+                .await;
+                match body {
+                    Ok(Ok(b)) => Some(status == StatusCode::OK && b.to_bytes().trim_ascii() == b"1"),
+                    _ => None,
+                }
+            }
+            Err(_) => None,
+        };
+        match answer {
+            Some(yes) => {
+                self.metrics.login_check(if yes { "yes" } else { "no" });
+                self.logins.insert(key, yes);
+                yes
+            }
+            None => {
+                self.metrics.login_check("error");
+                tracing::warn!(
+                    host,
+                    "could not ask WordPress whether a write's cookies are a login; it bans its own URLs only"
+                );
+                false
+            }
         }
     }
 
@@ -174,11 +285,16 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => return Answer::new(self.origin_failure(&e, path), Outcome::Pass),
         };
-        let (mut rparts, rbody) = resp.into_parts();
+        let (mut rparts, mut rbody) = resp.into_parts();
         origin::strip_hop_by_hop(&mut rparts.headers);
+        let mut answer_start = None;
         let mut last_seq = None;
         if let Some(host) = host_of(&parts.uri, &parts.headers) {
-            let write = writes::Write {
+            let rules = writes::Rules {
+                wordpress: self.cfg().bans.wordpress,
+                anonymous_writes: self.cfg().bans.trust_anonymous_writes,
+            };
+            let mut write = writes::Write {
                 method: &parts.method,
                 host,
                 path: parts.uri.path(),
@@ -187,20 +303,33 @@ impl Proxy {
                 body: inspected.as_deref(),
                 status: rparts.status,
                 resp: &rparts.headers,
+                answer: None,
+                logged_in: false,
             };
-            for ban in writes::bans_for(&write, self.cfg().bans.wordpress) {
-                match self.ban(ban.clone()) {
-                    Ok(r) => last_seq = Some(r.seq),
+            if writes::reads_answer(&write, rules) {
+                // XML-RPC answers its faults with a 200: the start of the answer decides.
+                match read_prefix(rbody, ANSWER_INSPECTED, self.origin.body_timeout).await {
+                    Ok((start, rest)) => {
+                        answer_start = Some(start);
+                        rbody = rest;
+                    }
                     Err(e) => {
-                        // A rule made a ban that does not compile (say, an odd Location): fall
-                        // back to the whole site rather than risk a stale page.
-                        tracing::warn!(?ban, error = %e, "write-triggered ban refused; banning the site's HTML instead");
-                        let mut site = Ban::new(Kind::Tag, tags::HTML);
-                        site.host = Some(host.to_string());
-                        last_seq = self.ban(site).ok().map(|r| r.seq).or(last_seq);
+                        tracing::warn!(path, error = %e, "origin answer broke off while it was read");
+                        self.metrics.origin_error("body");
+                        let resp = synth(
+                            StatusCode::BAD_GATEWAY,
+                            "the origin's response broke off",
+                            "origin-error",
+                        );
+                        return Answer::new(resp, Outcome::Pass);
                     }
                 }
+                write.answer = answer_start.as_deref();
             }
+            if writes::needs_login_check(&write, rules) {
+                write.logged_in = self.login_confirmed(&parts, host).await;
+            }
+            last_seq = self.apply_write(&write, rules, host);
         }
         if let Some(seq) = last_seq {
             // Read-your-writes on every node: the writer's next request may go to a sibling,
@@ -219,6 +348,82 @@ impl Proxy {
             rparts.status.as_u16(),
             reason.as_str()
         ));
-        Answer::new(self.stream_back(rparts, rbody, None, status), Outcome::Pass)
+        Answer::new(self.stream_back(rparts, rbody, answer_start, status), Outcome::Pass)
+    }
+}
+
+/// How much of an answer is read when its start decides what a write banned (XML-RPC).
+const ANSWER_INSPECTED: usize = 64 << 10;
+/// Where WordPress says whether a request's cookies are a login.
+const LOGIN_CHECK: &str = "/wp-admin/admin-ajax.php?action=logged-in";
+/// How long WordPress's answer about a login cookie is reused.
+pub(super) const LOGIN_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    /// No data for longer than the idle timeout.
+    #[error("no data within the idle timeout")]
+    Timeout,
+    /// The peer broke the body off.
+    #[error("{0}")]
+    Broken(hyper::Error),
+}
+
+/// Reads a body until more than `limit` bytes came or it ended, each frame within `idle`:
+/// the bytes read, and the body to go on streaming from (ended, when it is
+/// `is_end_stream`). Trailers are dropped.
+async fn read_prefix(
+    mut body: Incoming,
+    limit: usize,
+    idle: std::time::Duration,
+) -> Result<(Bytes, Incoming), ReadError> {
+    let mut buf = bytes::BytesMut::new();
+    while buf.len() <= limit {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(ReadError::Timeout),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ReadError::Broken(e)),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    Ok((buf.freeze(), body))
+}
+
+/// WordPress's recent answers about login cookies, by a hash of host and cookies (bounded
+/// in count and in age).
+pub(super) struct Logins {
+    answers: moka::sync::Cache<u64, bool>,
+    hasher: ahash::RandomState,
+}
+
+impl Logins {
+    /// Answers kept at most.
+    const CAPACITY: u64 = 10_000;
+
+    pub(super) fn new() -> Logins {
+        Logins {
+            answers: moka::sync::Cache::builder()
+                .max_capacity(Self::CAPACITY)
+                .time_to_live(LOGIN_MEMORY)
+                .build(),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+
+    fn hash(&self, what: &(&str, &String)) -> u64 {
+        self.hasher.hash_one(what)
+    }
+
+    fn get(&self, key: &u64) -> Option<bool> {
+        self.answers.get(key)
+    }
+
+    fn insert(&self, key: u64, yes: bool) {
+        self.answers.insert(key, yes);
     }
 }

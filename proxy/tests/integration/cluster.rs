@@ -131,6 +131,9 @@ fn all_acked(answer: &serde_json::Value, siblings: usize) {
 /// POST routes: `/write?group=G` 200 with `Cache-Group-Invalidation: G`; `/t/posted` 303 to
 /// `http://HOST/t/moved`; `/fail?group=G` 500 with `Cache-Group-Invalidation: G`; anything
 /// under `/wp-admin/` or `/wp-json/` 200.
+/// The login cookie the programmable site takes for a logged-in editor.
+const LOGIN_COOKIE: &str = "wordpress_logged_in_site=editor%7C1%7Ctoken";
+
 struct Site {
     fixture: Fixture,
     generation: Arc<AtomicUsize>,
@@ -184,6 +187,15 @@ impl Site {
                             reply(200, &[("content-type", "application/json".into())], "{}".into())
                         }
                         _ => reply(404, &[], "no such write".into()),
+                    };
+                }
+                if path == "/wp-admin/admin-ajax.php" && query_param(&req, "action") == "logged-in" {
+                    // WordPress's own login check: `1` for the one login this site knows.
+                    let cookie = req.headers().get("cookie").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    return if cookie.split("; ").any(|c| c == LOGIN_COOKIE) {
+                        reply(200, &[], "1".into())
+                    } else {
+                        reply(400, &[], "0".into())
                     };
                 }
                 let mut segments = path.trim_start_matches('/').split('/');
@@ -683,12 +695,44 @@ async fn wordpress_write_rules_ban_the_post_lists_and_html_but_not_for_heartbeat
         for path in paths {
             expect_cache(&addrs, &host(), path, "HIT", "a heartbeat bans nothing").await;
         }
-        // Any other successful wp-admin write: html and list.
+        // A wp-admin write from nobody, or with a login cookie WordPress does not take:
+        // it cannot have changed anything, so it bans nothing a visitor sees.
+        for cookie in [None, Some("wordpress_logged_in_site=forged")] {
+            let mut headers = form.to_vec();
+            headers.extend(cookie.map(|c| ("cookie", c)));
+            let r = a
+                .request(
+                    Method::POST,
+                    "/wp-admin/options.php",
+                    &headers,
+                    Bytes::from_static(b"option_page=general&blogname=x"),
+                )
+                .await;
+            assert_eq!(r.status, 200);
+            wait_acked(a.admin, PROPAGATION).await;
+            for path in paths {
+                expect_cache(
+                    &addrs,
+                    &host(),
+                    path,
+                    "HIT",
+                    "an unconfirmed wp-admin write bans no page",
+                )
+                .await;
+            }
+        }
+        assert_eq!(
+            metric_at(a.admin, "strata_login_checks_total", "result=\"no\"").await,
+            1.0
+        );
+        // The same write from a confirmed login: html and list.
+        let mut headers = form.to_vec();
+        headers.push(("cookie", LOGIN_COOKIE));
         let r = a
             .request(
                 Method::POST,
                 "/wp-admin/options.php",
-                &form,
+                &headers,
                 Bytes::from_static(b"option_page=general&blogname=x"),
             )
             .await;
@@ -697,6 +741,14 @@ async fn wordpress_write_rules_ban_the_post_lists_and_html_but_not_for_heartbeat
         for path in paths {
             expect_cache(&addrs, &host(), path, "MISS", "a wp-admin write bans html and lists").await;
         }
+        assert_eq!(
+            metric_at(a.admin, "strata_login_checks_total", "result=\"yes\"").await,
+            1.0
+        );
+        assert_eq!(
+            metric_at(a.admin, "strata_writes_total", "trust=\"logged-in\"").await,
+            1.0
+        );
     })
     .await;
 }
