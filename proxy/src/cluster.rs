@@ -841,4 +841,86 @@ mod tests {
         alone.siblings.clear();
         assert!(Cluster::new(&alone).confirmed(Instant::now()));
     }
+
+    /// A cluster with two siblings that answered as nodes "a" and "b".
+    fn two_siblings() -> Cluster {
+        let mut c = cfg(3);
+        c.siblings.push("http://127.0.0.1:2".parse().unwrap());
+        let c = Cluster::new(&c);
+        c.siblings[0].state.lock().node = Some("a".into());
+        c.siblings[1].state.lock().node = Some("b".into());
+        c
+    }
+
+    /// A sync from `node` that says it is at `latest`, carrying `seqs`.
+    fn sync_from(node: &str, latest: u64, seqs: &[u64]) -> SyncRequest {
+        SyncRequest {
+            node: node.into(),
+            ..req(1, latest, seqs)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn confirmed_for_confirm_within_after_the_oldest_proof_to_the_nanosecond() {
+        let c = two_siblings();
+        let window = c.unconfirmed_ttl();
+        let nano = Duration::from_nanos(1);
+        let t0 = Instant::now();
+        c.admit(&sync_from("a", 0, &[]));
+        assert!(!c.confirmed(t0), "b has proven nothing yet");
+        tokio::time::advance(Duration::from_millis(300)).await;
+        c.admit(&sync_from("b", 0, &[]));
+        // a's proof is the older: it sets the end.
+        assert!(c.confirmed(t0 + window - nano));
+        assert!(!c.confirmed(t0 + window));
+        // b keeps syncing, a falls silent: unconfirmed exactly `confirm_within` after a's
+        // last proof.
+        tokio::time::advance(Duration::from_millis(600)).await;
+        c.admit(&sync_from("b", 0, &[]));
+        assert!(c.confirmed(Instant::now()));
+        tokio::time::advance(Duration::from_millis(100) - nano).await;
+        assert!(c.confirmed(Instant::now()));
+        tokio::time::advance(nano).await;
+        assert_eq!(Instant::now(), t0 + window);
+        assert!(!c.confirmed(Instant::now()));
+        assert!(c.take_flush());
+        assert!(!c.take_flush(), "once per unconfirmed period");
+        // A sync that leaves this node behind a's latest proves nothing.
+        c.admit(&sync_from("a", 5, &[1, 2]));
+        assert!(!c.confirmed(Instant::now()));
+        // The rest does: confirmed again, until `confirm_within` after b's last proof at
+        // t0 + 900 ms; the next unconfirmed period flushes again.
+        tokio::time::advance(Duration::from_millis(250)).await;
+        c.admit(&sync_from("a", 5, &[3, 4, 5]));
+        let b_proof = t0 + Duration::from_millis(900);
+        assert!(c.confirmed(b_proof + window - nano));
+        assert!(!c.confirmed(b_proof + window));
+        assert!(c.take_flush());
+        // The report counts from the proofs too.
+        let report = c.report();
+        let ago: Vec<_> = report.iter().map(|s| s.confirmed_ms_ago).collect();
+        assert_eq!(ago, [Some(0), Some(350)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_acked_says_who_acknowledged_and_after_how_long() {
+        let c = two_siblings();
+        let first = c.siblings[0].clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            first.acked.send_modify(|a| *a = 1);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            first.acked.send_modify(|a| *a = 2);
+        });
+        let ms = Duration::from_millis;
+        let (a, b) = (c.siblings[0].url.clone(), c.siblings[1].url.clone());
+        assert_eq!(
+            c.wait_acked(1, ms(500), false).await,
+            [(a.clone(), true, ms(30)), (b.clone(), false, ms(500))]
+        );
+        // An acknowledgement already in counts at once; only reachable siblings are waited for.
+        c.siblings[0].state.lock().up = true;
+        assert_eq!(c.wait_acked(2, ms(500), true).await, [(a.clone(), true, ms(0))]);
+        assert_eq!(c.wait_acked(3, ms(500), true).await, [(a, false, ms(500))]);
+    }
 }
