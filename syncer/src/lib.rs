@@ -37,6 +37,7 @@ pub mod wake;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -89,7 +90,7 @@ pub async fn run(
     let mut pace = Pace::new(interval);
     tracing::info!(?interval, "syncer running");
     loop {
-        match pace.wait(std::time::Instant::now(), syncer.unsettled()) {
+        match pace.wait(Instant::now(), syncer.unsettled()) {
             // While a batch is unsettled the next one starts at once: its transaction runs
             // while the proxies answer the previous batch's bans and verdicts.
             Wait::Nothing => {
@@ -125,14 +126,14 @@ pub async fn run(
                 if report.applied == 0 {
                     syncer.settle().await;
                 }
-                if pace.succeeded(std::time::Instant::now(), report.applied) {
+                if pace.succeeded(Instant::now(), report.applied) {
                     tracing::info!(cursor = report.cursor.seq, "recovered");
                 }
             }
             Err(e) => {
                 syncer.settle().await;
                 let msg = e.to_string();
-                let retry = pace.failed(std::time::Instant::now(), &msg);
+                let retry = pace.failed(Instant::now(), &msg);
                 if retry.log {
                     tracing::error!(error = %msg, "tick failed; retrying (nothing is lost: the cursor did not move)");
                 }

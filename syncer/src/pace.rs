@@ -1,7 +1,10 @@
 //! The timing of the syncer's loop ([`crate::run`]) as plain data, apart from its timers:
 //! when the queue is looked at next, how long to pause after a failure, which failures to log.
+//! Instants are on tokio's clock, like the loop's timers (the same as std's outside tests).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// First pause after a failed round.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(20);
@@ -132,6 +135,21 @@ mod tests {
         let mut fast = Pace::new(Duration::from_micros(300));
         fast.succeeded(t0, 1);
         assert_eq!(fast.wait(t0, false), Wait::Quick(Duration::from_micros(300)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_round_brings_one_look_a_millisecond_for_interval_on_the_loops_clock() {
+        let interval = 5 * MS;
+        let mut p = Pace::new(interval);
+        let start = Instant::now();
+        p.succeeded(start, 1);
+        // As the loop waits, each round taking no time.
+        let mut looks = 0;
+        while let Wait::Quick(pause) = p.wait(Instant::now(), false) {
+            tokio::time::sleep(pause).await;
+            looks += 1;
+        }
+        assert_eq!((looks, start.elapsed()), (5, interval));
     }
 
     #[test]
