@@ -7,6 +7,7 @@
 //! `addr` is still configured; a new node starts `Down`; a removed node's flows are purged.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -79,6 +80,24 @@ struct CheckResult {
     mac: Option<Mac>,
     /// Why it failed (empty when ok).
     error: String,
+}
+
+/// Runs `check` every `interval`, the first at once, and sends each result until `results`
+/// closes. A check that outlasts the interval delays the next (checks never overlap, and
+/// missed ones are not made up in a burst).
+async fn check_every<F, Fut>(interval: Duration, mut check: F, results: mpsc::Sender<CheckResult>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = CheckResult>,
+{
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if results.send(check().await).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The control plane's state.
@@ -213,27 +232,24 @@ impl Control {
         if let Some(p) = node.probe.take() {
             p.abort();
         }
-        let (id, probe, addr) = (node.id, node.backend.probe.clone(), node.backend.addr);
+        let (id, addr) = (node.id, node.backend.addr);
         let (interval, timeout) = (self.cfg.health.interval, self.cfg.health.timeout);
-        let dev = self.cfg.interface.clone();
-        let tx = self.results_tx.clone();
-        node.probe = Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
+        let target = Arc::new((node.backend.probe.clone(), self.cfg.interface.clone()));
+        let check = move || {
+            let target = target.clone();
+            async move {
+                let (probe, dev) = &*target;
                 let http = probe.check(timeout).await;
-                let mac = iface::neighbor_mac(addr, &dev);
+                let mac = iface::neighbor_mac(addr, dev);
                 let (ok, error) = match (&http, mac) {
                     (Ok(()), Some(_)) => (true, String::new()),
                     (Ok(()), None) => (false, format!("MAC of {addr} not resolved on {dev}")),
                     (Err(e), _) => (false, format!("GET {}: {e}", probe.path)),
                 };
-                if tx.send(CheckResult { id, ok, mac, error }).await.is_err() {
-                    return;
-                }
+                CheckResult { id, ok, mac, error }
             }
-        }));
+        };
+        node.probe = Some(tokio::spawn(check_every(interval, check, self.results_tx.clone())));
     }
 
     fn publish(&mut self) {
