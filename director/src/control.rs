@@ -353,3 +353,68 @@ impl Control {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT};
+    use tokio::time::Instant;
+
+    /// The state changes of a node checked as by default (every 200 ms, fall 3, rise 5)
+    /// that answers from the start, dies `dies` later, and then fails each check after
+    /// `fails_in` (at once when refused, the timeout when silent): when each happens.
+    async fn changes(dies: Duration, fails_in: Duration) -> Vec<(State, Duration)> {
+        let start = Instant::now();
+        let check = move || async move {
+            let ok = start.elapsed() < dies;
+            if !ok {
+                tokio::time::sleep(fails_in).await;
+            }
+            CheckResult {
+                id: 0,
+                ok,
+                mac: None,
+                error: String::new(),
+            }
+        };
+        let (tx, mut results) = mpsc::channel(1);
+        tokio::spawn(check_every(DEFAULT_INTERVAL, check, tx));
+        let mut checker = Checker::new(DEFAULT_FALL, DEFAULT_RISE);
+        let mut changes = Vec::new();
+        while changes.len() < 2 {
+            let r = results.recv().await.expect("checks go on");
+            if let Some(state) = checker.record(r.ok) {
+                changes.push((state, start.elapsed()));
+            }
+        }
+        changes
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_is_up_rise_checks_in_and_out_fall_intervals_after_its_last_good_check() {
+        let ms = Duration::from_millis;
+        // The schedule below is for these.
+        assert_eq!(
+            (DEFAULT_INTERVAL, DEFAULT_TIMEOUT, DEFAULT_FALL, DEFAULT_RISE),
+            (ms(200), ms(150), 3, 5)
+        );
+        // Checks at 0, 200, 400…: the fifth good one, at 800 ms, brings the node up. It dies
+        // right after the check at 1 s: refused at 1.2, 1.4 and 1.6 s, it is down then…
+        assert_eq!(
+            changes(ms(1001), ms(0)).await,
+            [(State::Up, ms(800)), (State::Down, ms(1600))]
+        );
+        // …and a silent one a timeout later: fall × interval plus one timeout after its last
+        // good check, the health module's bound.
+        assert_eq!(
+            changes(ms(1001), DEFAULT_TIMEOUT).await,
+            [(State::Up, ms(800)), (State::Down, ms(1750))]
+        );
+        // A check that outlasts the interval delays the next instead of overlapping it:
+        // failing checks then follow each other back to back.
+        assert_eq!(
+            changes(ms(1001), ms(500)).await,
+            [(State::Up, ms(800)), (State::Down, ms(1200 + 3 * 500))]
+        );
+    }
+}
