@@ -7,6 +7,7 @@
 //! `addr` is still configured; a new node starts `Down`; a removed node's flows are purged.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -79,6 +80,24 @@ struct CheckResult {
     mac: Option<Mac>,
     /// Why it failed (empty when ok).
     error: String,
+}
+
+/// Runs `check` every `interval`, the first at once, and sends each result until `results`
+/// closes. A check that outlasts the interval delays the next (checks never overlap, and
+/// missed ones are not made up in a burst).
+async fn check_every<F, Fut>(interval: Duration, mut check: F, results: mpsc::Sender<CheckResult>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = CheckResult>,
+{
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if results.send(check().await).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The control plane's state.
@@ -213,27 +232,24 @@ impl Control {
         if let Some(p) = node.probe.take() {
             p.abort();
         }
-        let (id, probe, addr) = (node.id, node.backend.probe.clone(), node.backend.addr);
+        let (id, addr) = (node.id, node.backend.addr);
         let (interval, timeout) = (self.cfg.health.interval, self.cfg.health.timeout);
-        let dev = self.cfg.interface.clone();
-        let tx = self.results_tx.clone();
-        node.probe = Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
+        let target = Arc::new((node.backend.probe.clone(), self.cfg.interface.clone()));
+        let check = move || {
+            let target = target.clone();
+            async move {
+                let (probe, dev) = &*target;
                 let http = probe.check(timeout).await;
-                let mac = iface::neighbor_mac(addr, &dev);
+                let mac = iface::neighbor_mac(addr, dev);
                 let (ok, error) = match (&http, mac) {
                     (Ok(()), Some(_)) => (true, String::new()),
                     (Ok(()), None) => (false, format!("MAC of {addr} not resolved on {dev}")),
                     (Err(e), _) => (false, format!("GET {}: {e}", probe.path)),
                 };
-                if tx.send(CheckResult { id, ok, mac, error }).await.is_err() {
-                    return;
-                }
+                CheckResult { id, ok, mac, error }
             }
-        }));
+        };
+        node.probe = Some(tokio::spawn(check_every(interval, check, self.results_tx.clone())));
     }
 
     fn publish(&mut self) {
@@ -335,5 +351,70 @@ impl Control {
                 p.abort();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT};
+    use tokio::time::Instant;
+
+    /// The state changes of a node checked as by default (every 200 ms, fall 3, rise 5)
+    /// that answers from the start, dies `dies` later, and then fails each check after
+    /// `fails_in` (at once when refused, the timeout when silent): when each happens.
+    async fn changes(dies: Duration, fails_in: Duration) -> Vec<(State, Duration)> {
+        let start = Instant::now();
+        let check = move || async move {
+            let ok = start.elapsed() < dies;
+            if !ok {
+                tokio::time::sleep(fails_in).await;
+            }
+            CheckResult {
+                id: 0,
+                ok,
+                mac: None,
+                error: String::new(),
+            }
+        };
+        let (tx, mut results) = mpsc::channel(1);
+        tokio::spawn(check_every(DEFAULT_INTERVAL, check, tx));
+        let mut checker = Checker::new(DEFAULT_FALL, DEFAULT_RISE);
+        let mut changes = Vec::new();
+        while changes.len() < 2 {
+            let r = results.recv().await.expect("checks go on");
+            if let Some(state) = checker.record(r.ok) {
+                changes.push((state, start.elapsed()));
+            }
+        }
+        changes
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_is_up_rise_checks_in_and_out_fall_intervals_after_its_last_good_check() {
+        let ms = Duration::from_millis;
+        // The schedule below is for these.
+        assert_eq!(
+            (DEFAULT_INTERVAL, DEFAULT_TIMEOUT, DEFAULT_FALL, DEFAULT_RISE),
+            (ms(200), ms(150), 3, 5)
+        );
+        // Checks at 0, 200, 400…: the fifth good one, at 800 ms, brings the node up. It dies
+        // right after the check at 1 s: refused at 1.2, 1.4 and 1.6 s, it is down then…
+        assert_eq!(
+            changes(ms(1001), ms(0)).await,
+            [(State::Up, ms(800)), (State::Down, ms(1600))]
+        );
+        // …and a silent one a timeout later: fall × interval plus one timeout after its last
+        // good check, the health module's bound.
+        assert_eq!(
+            changes(ms(1001), DEFAULT_TIMEOUT).await,
+            [(State::Up, ms(800)), (State::Down, ms(1750))]
+        );
+        // A check that outlasts the interval delays the next instead of overlapping it:
+        // failing checks then follow each other back to back.
+        assert_eq!(
+            changes(ms(1001), ms(500)).await,
+            [(State::Up, ms(800)), (State::Down, ms(1200 + 3 * 500))]
+        );
     }
 }

@@ -114,3 +114,63 @@ impl Body for ProxyBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A response body streamed over an in-memory connection (no socket: the paused clock
+    /// only moves when nothing else can), from a peer that sends "hello" at once, "world"
+    /// after `gap`, then falls silent with the connection open.
+    async fn silent_after(gap: Duration) -> Incoming {
+        let (client, mut peer) = tokio::io::duplex(4096);
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        tokio::spawn(async move {
+            let mut head = [0u8; 1024];
+            let _ = peer.read(&mut head).await;
+            let _ = peer
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                .await;
+            tokio::time::sleep(gap).await;
+            let _ = peer.write_all(b"5\r\nworld\r\n").await;
+            std::future::pending::<()>().await;
+        });
+        let req = http::Request::new(Empty::<Bytes>::new());
+        send.send_request(req).await.unwrap().into_body()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_fails_exactly_idle_after_its_last_frame() {
+        let ms = Duration::from_millis;
+        let idle = ms(10_000);
+        let start = Instant::now();
+        let mut body = ProxyBody::stream(silent_after(idle - ms(1)).await, Some(Bytes::from("pre")), idle);
+        let mut seen = Vec::new();
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) => seen.push((start.elapsed(), f.into_data().unwrap())),
+                Some(Err(e)) => {
+                    assert!(e.is::<IdleTimeout>(), "{e}");
+                    break;
+                }
+                None => panic!("the stream ended"),
+            }
+        }
+        // A frame resets the timer: "world", just inside the first period, starts another.
+        assert_eq!(
+            seen,
+            [
+                (ms(0), Bytes::from("pre")),
+                (ms(0), Bytes::from("hello")),
+                (idle - ms(1), Bytes::from("world")),
+            ]
+        );
+        assert_eq!(start.elapsed(), idle - ms(1) + idle);
+    }
+}

@@ -483,7 +483,7 @@ impl Cluster {
 
     /// Keeps one sibling fed: heartbeats, queued bans, retries with backoff.
     async fn feed(self: Arc<Self>, s: Arc<Sibling>, metrics: Arc<ClusterMetrics>, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = MIN_BACKOFF;
+        let mut pace = Pace::new(self.cfg.heartbeat_interval);
         let m = &*metrics;
         loop {
             if *shutdown.borrow() {
@@ -491,9 +491,8 @@ impl Cluster {
             }
             let req = self.sync_request(&s, false);
             let sent_bans = !req.bans.is_empty();
-            match self.send(&s, &req).await {
+            let next = match self.send(&s, &req).await {
                 Ok(reply) => {
-                    backoff = MIN_BACKOFF;
                     let now = Instant::now();
                     let remaining = {
                         let mut q = s.queue.lock();
@@ -527,9 +526,7 @@ impl Cluster {
                     } else {
                         self.recompute();
                     }
-                    if remaining > 0 && sent_bans {
-                        continue;
-                    }
+                    pace.answered(remaining > 0 && sent_bans)
                 }
                 Err(e) => {
                     {
@@ -540,18 +537,11 @@ impl Cluster {
                         st.up = false;
                         st.last_error = Some(e);
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
+                    pace.failed()
                 }
-            }
-            tokio::select! {
-                _ = s.wake.notified() => {}
-                _ = tokio::time::sleep(self.cfg.heartbeat_interval) => {}
-                _ = shutdown.changed() => return,
+            };
+            if !next.wait(&s.wake, &mut shutdown).await {
+                return;
             }
         }
     }
@@ -577,6 +567,72 @@ impl Cluster {
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| format!("no answer within {timeout:?}"))?
+    }
+}
+
+/// When a sibling's feed sends its next sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// At once: the sibling acknowledged a sync that carried bans, and more are queued.
+    Now,
+    /// After this pause, whatever is queued meanwhile: the sync failed.
+    Retry(Duration),
+    /// After this pause (the heartbeat), or as soon as a ban is queued.
+    Heartbeat(Duration),
+}
+
+impl Next {
+    /// Waits as this says; false if `shutdown` fired meanwhile.
+    async fn wait(self, wake: &Notify, shutdown: &mut watch::Receiver<bool>) -> bool {
+        match self {
+            Next::Now => true,
+            Next::Retry(pause) => tokio::select! {
+                _ = tokio::time::sleep(pause) => true,
+                _ = shutdown.changed() => false,
+            },
+            Next::Heartbeat(pause) => tokio::select! {
+                _ = wake.notified() => true,
+                _ = tokio::time::sleep(pause) => true,
+                _ = shutdown.changed() => false,
+            },
+        }
+    }
+}
+
+/// The timing of one sibling's feed: a heartbeat every `heartbeat_interval`, retries after
+/// [`MIN_BACKOFF`], doubling up to [`MAX_BACKOFF`] while the sibling fails.
+#[derive(Debug)]
+struct Pace {
+    /// Pause between syncs while there is no news.
+    heartbeat: Duration,
+    /// Pause before the next retry, should the next sync fail.
+    backoff: Duration,
+}
+
+impl Pace {
+    fn new(heartbeat: Duration) -> Pace {
+        Pace {
+            heartbeat,
+            backoff: MIN_BACKOFF,
+        }
+    }
+
+    /// After a sync the sibling answered; `more` when it carried bans and others are still
+    /// queued. The backoff starts over.
+    fn answered(&mut self, more: bool) -> Next {
+        self.backoff = MIN_BACKOFF;
+        if more {
+            Next::Now
+        } else {
+            Next::Heartbeat(self.heartbeat)
+        }
+    }
+
+    /// After a failed sync: retry after the backoff, which doubles for the next failure.
+    fn failed(&mut self) -> Next {
+        let pause = self.backoff;
+        self.backoff = (pause * 2).min(MAX_BACKOFF);
+        Next::Retry(pause)
     }
 }
 
@@ -670,6 +726,81 @@ mod tests {
         assert_eq!((a.applied, a.current), (2, false));
     }
 
+    #[test]
+    fn retries_back_off_from_min_doubling_to_max_and_an_answer_starts_over() {
+        let ms = Duration::from_millis;
+        // The schedule below is for these.
+        assert_eq!((MIN_BACKOFF, MAX_BACKOFF), (ms(20), ms(1000)));
+        let mut pace = Pace::new(ms(250));
+        let pauses: Vec<_> = (0..9).map(|_| pace.failed()).collect();
+        let expected: Vec<_> = [20, 40, 80, 160, 320, 640, 1000, 1000, 1000]
+            .map(|p| Next::Retry(ms(p)))
+            .to_vec();
+        assert_eq!(pauses, expected);
+        assert_eq!(pace.answered(false), Next::Heartbeat(ms(250)));
+        assert_eq!(pace.failed(), Next::Retry(MIN_BACKOFF));
+        assert_eq!(pace.failed(), Next::Retry(2 * MIN_BACKOFF));
+        // Bans left queued after an acknowledged batch go at once, and also start over.
+        assert_eq!(pace.answered(true), Next::Now);
+        assert_eq!(pace.failed(), Next::Retry(MIN_BACKOFF));
+    }
+
+    /// How long `next` waits, on the paused clock, with a ban queued `ban_after` from now.
+    async fn waited(next: Next, ban_after: Option<Duration>) -> Duration {
+        let wake = Arc::new(Notify::new());
+        if let Some(after) = ban_after {
+            let wake = wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                wake.notify_one();
+            });
+        }
+        let (_stop, mut shutdown) = watch::channel(false);
+        let start = Instant::now();
+        assert!(next.wait(&wake, &mut shutdown).await);
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_wait_the_interval_or_a_ban_and_retries_wait_their_backoff() {
+        let ms = Duration::from_millis;
+        assert_eq!(waited(Next::Now, None).await, Duration::ZERO);
+        assert_eq!(waited(Next::Heartbeat(ms(250)), None).await, ms(250));
+        assert_eq!(waited(Next::Heartbeat(ms(250)), Some(ms(70))).await, ms(70));
+        // A retry does not hurry for a ban: the sibling failed, the ban waits with the rest.
+        assert_eq!(waited(Next::Retry(ms(40)), Some(ms(5))).await, ms(40));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_sibling_is_retried_on_the_backoff_schedule() {
+        let wake = Notify::new();
+        let (_stop, mut shutdown) = watch::channel(false);
+        let mut pace = Pace::new(Duration::from_millis(250));
+        let start = Instant::now();
+        let mut sends = Vec::new();
+        for _ in 0..9 {
+            assert!(pace.failed().wait(&wake, &mut shutdown).await);
+            sends.push(start.elapsed().as_millis());
+        }
+        // The first retry 20 ms after the failure, the second 2 × 20 ms after the first…
+        assert_eq!(sends, [20, 60, 140, 300, 620, 1260, 2260, 3260, 4260]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_any_wait_at_once() {
+        let wake = Notify::new();
+        for next in [Next::Retry(MAX_BACKOFF), Next::Heartbeat(Duration::from_secs(5))] {
+            let (stop, mut shutdown) = watch::channel(false);
+            let start = Instant::now();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                let _ = stop.send(true);
+            });
+            assert!(!next.wait(&wake, &mut shutdown).await);
+            assert_eq!(start.elapsed(), Duration::from_millis(3));
+        }
+    }
+
     fn cfg(limit: usize) -> ClusterConfig {
         ClusterConfig {
             node_id: "me".into(),
@@ -709,5 +840,87 @@ mod tests {
         let mut alone = cfg(3);
         alone.siblings.clear();
         assert!(Cluster::new(&alone).confirmed(Instant::now()));
+    }
+
+    /// A cluster with two siblings that answered as nodes "a" and "b".
+    fn two_siblings() -> Cluster {
+        let mut c = cfg(3);
+        c.siblings.push("http://127.0.0.1:2".parse().unwrap());
+        let c = Cluster::new(&c);
+        c.siblings[0].state.lock().node = Some("a".into());
+        c.siblings[1].state.lock().node = Some("b".into());
+        c
+    }
+
+    /// A sync from `node` that says it is at `latest`, carrying `seqs`.
+    fn sync_from(node: &str, latest: u64, seqs: &[u64]) -> SyncRequest {
+        SyncRequest {
+            node: node.into(),
+            ..req(1, latest, seqs)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn confirmed_for_confirm_within_after_the_oldest_proof_to_the_nanosecond() {
+        let c = two_siblings();
+        let window = c.unconfirmed_ttl();
+        let nano = Duration::from_nanos(1);
+        let t0 = Instant::now();
+        c.admit(&sync_from("a", 0, &[]));
+        assert!(!c.confirmed(t0), "b has proven nothing yet");
+        tokio::time::advance(Duration::from_millis(300)).await;
+        c.admit(&sync_from("b", 0, &[]));
+        // a's proof is the older: it sets the end.
+        assert!(c.confirmed(t0 + window - nano));
+        assert!(!c.confirmed(t0 + window));
+        // b keeps syncing, a falls silent: unconfirmed exactly `confirm_within` after a's
+        // last proof.
+        tokio::time::advance(Duration::from_millis(600)).await;
+        c.admit(&sync_from("b", 0, &[]));
+        assert!(c.confirmed(Instant::now()));
+        tokio::time::advance(Duration::from_millis(100) - nano).await;
+        assert!(c.confirmed(Instant::now()));
+        tokio::time::advance(nano).await;
+        assert_eq!(Instant::now(), t0 + window);
+        assert!(!c.confirmed(Instant::now()));
+        assert!(c.take_flush());
+        assert!(!c.take_flush(), "once per unconfirmed period");
+        // A sync that leaves this node behind a's latest proves nothing.
+        c.admit(&sync_from("a", 5, &[1, 2]));
+        assert!(!c.confirmed(Instant::now()));
+        // The rest does: confirmed again, until `confirm_within` after b's last proof at
+        // t0 + 900 ms; the next unconfirmed period flushes again.
+        tokio::time::advance(Duration::from_millis(250)).await;
+        c.admit(&sync_from("a", 5, &[3, 4, 5]));
+        let b_proof = t0 + Duration::from_millis(900);
+        assert!(c.confirmed(b_proof + window - nano));
+        assert!(!c.confirmed(b_proof + window));
+        assert!(c.take_flush());
+        // The report counts from the proofs too.
+        let report = c.report();
+        let ago: Vec<_> = report.iter().map(|s| s.confirmed_ms_ago).collect();
+        assert_eq!(ago, [Some(0), Some(350)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_acked_says_who_acknowledged_and_after_how_long() {
+        let c = two_siblings();
+        let first = c.siblings[0].clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            first.acked.send_modify(|a| *a = 1);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            first.acked.send_modify(|a| *a = 2);
+        });
+        let ms = Duration::from_millis;
+        let (a, b) = (c.siblings[0].url.clone(), c.siblings[1].url.clone());
+        assert_eq!(
+            c.wait_acked(1, ms(500), false).await,
+            [(a.clone(), true, ms(30)), (b.clone(), false, ms(500))]
+        );
+        // An acknowledgement already in counts at once; only reachable siblings are waited for.
+        c.siblings[0].state.lock().up = true;
+        assert_eq!(c.wait_acked(2, ms(500), true).await, [(a.clone(), true, ms(0))]);
+        assert_eq!(c.wait_acked(3, ms(500), true).await, [(a, false, ms(500))]);
     }
 }

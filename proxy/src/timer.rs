@@ -5,6 +5,9 @@
 //! request. Here arming is an atomic store, and one watchdog task per connection checks the
 //! deadline a few times per timeout period, so a stalled client is cut off between 1× and
 //! 1.25× the timeout.
+//!
+//! hyper's timer API speaks `std::time::Instant`; "now" (here and for hyper's deadlines) is
+//! read from tokio's clock, which is the same outside tests and lets tests pause it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +28,11 @@ struct Shared {
     waker: parking_lot::Mutex<Option<Waker>>,
 }
 
+/// Now, on tokio's clock.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 impl Shared {
     fn nanos(&self, t: Instant) -> u64 {
         // +1 keeps an instant at the epoch distinct from DISARMED.
@@ -42,7 +50,7 @@ impl CoarseTimer {
     /// A timer whose watchdog checks every `tick`; the watchdog ends with the connection.
     pub fn new(tick: Duration) -> CoarseTimer {
         let shared = Arc::new(Shared {
-            epoch: Instant::now(),
+            epoch: now(),
             deadline: AtomicU64::new(DISARMED),
             waker: parking_lot::Mutex::new(None),
         });
@@ -54,7 +62,7 @@ impl CoarseTimer {
                 interval.tick().await;
                 let Some(shared) = weak.upgrade() else { return };
                 let d = shared.deadline.load(Ordering::Acquire);
-                if d != DISARMED && shared.nanos(Instant::now()) >= d {
+                if d != DISARMED && shared.nanos(now()) >= d {
                     if let Some(w) = shared.waker.lock().take() {
                         w.wake();
                     }
@@ -75,7 +83,7 @@ impl Future for CoarseSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.shared.nanos(Instant::now()) >= self.deadline {
+        if self.shared.nanos(now()) >= self.deadline {
             return Poll::Ready(());
         }
         let mut w = self.shared.waker.lock();
@@ -100,7 +108,7 @@ impl Drop for CoarseSleep {
 
 impl hyper::rt::Timer for CoarseTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(Instant::now() + duration)
+        self.sleep_until(now() + duration)
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
@@ -110,6 +118,10 @@ impl hyper::rt::Timer for CoarseTimer {
             shared: self.shared.clone(),
             deadline: d,
         })
+    }
+
+    fn now(&self) -> Instant {
+        now()
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
@@ -122,15 +134,24 @@ mod tests {
     use super::*;
     use hyper::rt::Timer;
 
-    #[tokio::test]
-    async fn fires_after_the_deadline_and_not_before() {
-        let t = CoarseTimer::new(Duration::from_millis(10));
-        let start = Instant::now();
-        let sleep = t.sleep(Duration::from_millis(50));
-        tokio::time::timeout(Duration::from_secs(5), sleep)
-            .await
-            .expect("fires");
-        assert!(start.elapsed() >= Duration::from_millis(50));
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_fires_on_the_first_watchdog_tick_at_or_after_it() {
+        let ms = Duration::from_millis;
+        let timeout = ms(10_000);
+        // As the listener sets it up: four checks per timeout period.
+        let tick = timeout / 4;
+        // Armed this long after the connection started; fires this long after it was armed.
+        for (armed, fires) in [(0, 10_000), (1, 12_499), (2_499, 10_001), (2_500, 10_000)] {
+            let t = CoarseTimer::new(tick);
+            tokio::time::sleep(ms(armed)).await;
+            let start = tokio::time::Instant::now();
+            tokio::time::timeout(2 * timeout, t.sleep(timeout))
+                .await
+                .expect("fires");
+            let took = start.elapsed();
+            assert_eq!(took, ms(fires), "armed {armed} ms in");
+            assert!(timeout <= took && took <= timeout * 5 / 4);
+        }
     }
 
     #[tokio::test]
@@ -149,12 +170,20 @@ mod tests {
         drop(second);
     }
 
-    #[tokio::test]
-    async fn the_watchdog_ends_with_the_connection() {
-        let t = CoarseTimer::new(Duration::from_millis(5));
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_ends_at_its_first_tick_after_the_connection() {
+        let tick = Duration::from_millis(5);
+        let alive = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let t = CoarseTimer::new(tick);
         let weak = Arc::downgrade(&t.shared);
+        tokio::time::sleep(tick * 10).await;
+        assert_eq!(alive(), 1, "the watchdog runs while the connection lives");
         drop(t);
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(weak.upgrade().is_none());
+        assert!(
+            weak.upgrade().is_none(),
+            "the watchdog holds no reference between ticks"
+        );
+        tokio::time::sleep(tick).await;
+        assert_eq!(alive(), 0);
     }
 }

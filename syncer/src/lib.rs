@@ -14,6 +14,7 @@
 //! - [`bans`]: signed bans to the proxies;
 //! - [`wake`]: the proxies' word that a comment was queued, for an idle queue;
 //! - [`syncer`]: one tick, separate from the timer in [`run`];
+//! - [`pace`]: the timing of [`run`] (quick looks, backoff) as plain data;
 //! - [`admin`], [`metrics`]: the admin listener and the metrics.
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod flood;
 pub mod format;
 pub mod kses;
 pub mod metrics;
+pub mod pace;
 pub mod queue;
 pub mod rules;
 pub mod site;
@@ -33,16 +35,14 @@ pub mod verdicts;
 pub mod wake;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::pace::{Pace, Wait};
 use crate::syncer::Syncer;
-
-/// Longest pause between retries while MySQL or memcached fail.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Binds the admin listener, if configured.
 ///
@@ -54,14 +54,9 @@ pub async fn bind(cfg: &Config) -> std::io::Result<Option<TcpListener>> {
     }
 }
 
-/// How often the queue is looked at for `interval` after a round that applied records: the
-/// visitors whose verdicts just went out often comment again at once, and a round that
-/// found the queue empty would otherwise leave their comments waiting a whole `interval`.
-const QUICK_LOOK: Duration = Duration::from_millis(1);
-
 /// Runs the syncer: a round every `interval` (while the queue is idle and every proxy
 /// announces its comments, see [`wake`]: every `idle_interval`, and at once when one
-/// does), every [`QUICK_LOOK`] for `interval` after a
+/// does), every [`pace::QUICK_LOOK`] for `interval` after a
 /// round that applied records, or at once after such a round
 /// (whose bans and verdicts go out as soon as it commits, their answers and the memcached
 /// writes then awaited during the next round's transaction, see [`Syncer::advance`]); failures retried with a growing pause, nothing is lost; the admin
@@ -92,67 +87,59 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut backoff = Duration::ZERO;
-    let mut last_error: Option<(String, std::time::Instant)> = None;
-    // Until when the queue is looked at every `QUICK_LOOK`: one `interval` after a round
-    // that applied records.
-    let mut busy_until: Option<std::time::Instant> = None;
+    let mut pace = Pace::new(interval);
     tracing::info!(?interval, "syncer running");
     loop {
-        // While a batch is unsettled the next one starts at once: its transaction runs while
-        // the proxies answer the previous batch's bans and verdicts.
-        if syncer.unsettled() {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                () = std::future::ready(()) => {}
+        match pace.wait(Instant::now(), syncer.unsettled()) {
+            // While a batch is unsettled the next one starts at once: its transaction runs
+            // while the proxies answer the previous batch's bans and verdicts.
+            Wait::Nothing => {
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    () = std::future::ready(()) => {}
+                }
             }
-        } else if busy_until.is_some_and(|t| std::time::Instant::now() < t) {
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = tokio::time::sleep(QUICK_LOOK.min(interval)) => {}
+            Wait::Quick(pause) => {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
             }
-        } else {
-            // Idle: while every proxy announces its comments, the queue is looked at as soon
-            // as one does, and otherwise only every `idle_interval`.
-            wake.set_idle(true);
-            let announced = wake.announced();
-            metrics.proxies_announcing.set(wake.announcing() as i64);
-            tokio::select! {
-                () = &mut shutdown => break,
-                _ = ticker.tick(), if !announced => {}
-                () = tokio::time::sleep(idle_interval), if announced => {}
-                () = wake.queued() => {}
+            Wait::Idle => {
+                // While every proxy announces its comments, the queue is looked at as soon
+                // as one does, and otherwise only every `idle_interval`.
+                wake.set_idle(true);
+                let announced = wake.announced();
+                metrics.proxies_announcing.set(wake.announcing() as i64);
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    _ = ticker.tick(), if !announced => {}
+                    () = tokio::time::sleep(idle_interval), if announced => {}
+                    () = wake.queued() => {}
+                }
             }
         }
         wake.set_idle(false);
-        let r = syncer.advance().await;
-        if matches!(&r, Ok(report) if report.applied > 0) {
-            busy_until = Some(std::time::Instant::now() + interval);
-        } else {
-            syncer.settle().await;
-        }
-        match r {
+        match syncer.advance().await {
             Ok(report) => {
-                if last_error.take().is_some() {
+                if report.applied == 0 {
+                    syncer.settle().await;
+                }
+                if pace.succeeded(Instant::now(), report.applied) {
                     tracing::info!(cursor = report.cursor.seq, "recovered");
                 }
-                backoff = Duration::ZERO;
             }
             Err(e) => {
+                syncer.settle().await;
                 let msg = e.to_string();
-                // The same error is logged at most every 10 s while it lasts.
-                let repeat = last_error
-                    .as_ref()
-                    .is_some_and(|(m, at)| *m == msg && at.elapsed() < Duration::from_secs(10));
-                if !repeat {
+                let retry = pace.failed(Instant::now(), &msg);
+                if retry.log {
                     tracing::error!(error = %msg, "tick failed; retrying (nothing is lost: the cursor did not move)");
-                    last_error = Some((msg, std::time::Instant::now()));
                 }
-                backoff = (backoff * 2).clamp(Duration::from_millis(20), MAX_BACKOFF);
                 tokio::select! {
                     () = &mut shutdown => break,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(retry.pause) => {}
                 }
             }
         }

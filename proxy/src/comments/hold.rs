@@ -277,14 +277,16 @@ mod tests {
         clock.until(soon + Duration::from_millis(1)).await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn without_its_thread_a_clock_falls_back_on_tokios_timer() {
         let clock = HoldClock {
             shared: OnceLock::from(None),
         };
-        let at = Instant::now() + Duration::from_millis(2);
-        clock.until(at).await;
-        assert!(Instant::now() >= at);
+        // On tokio's clock, paused: the hold ends exactly at its deadline, and at once. An
+        // hour ahead, the check on the real clock cannot end it first.
+        let at = tokio::time::Instant::now() + Duration::from_secs(3600);
+        clock.until(at.into_std()).await;
+        assert_eq!(tokio::time::Instant::now(), at);
     }
 
     #[test]
