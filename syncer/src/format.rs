@@ -596,4 +596,4 @@ pub fn convert_invalid_entities(s: &str) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

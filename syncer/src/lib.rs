@@ -22,6 +22,8 @@ pub mod bans;
 pub mod config;
 pub mod flood;
 pub mod format;
+#[cfg(test)]
+mod golden;
 pub mod kses;
 pub mod metrics;
 pub mod queue;

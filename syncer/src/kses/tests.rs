@@ -35,7 +35,7 @@ fn built_in_patterns_compile() {
 #[test]
 fn kses_matches_wordpress() {
     let mut failures = Vec::new();
-    for case in crate::format::tests::goldens() {
+    for case in crate::golden::goldens() {
         let got = wp_kses(&case.input);
         if got != case.kses {
             failures.push(format!("{:?}\n  php:  {:?}\n  rust: {:?}", case.input, case.kses, got));
@@ -52,7 +52,7 @@ fn kses_matches_wordpress() {
 #[test]
 fn link_counts_match_wordpress() {
     let mut failures = Vec::new();
-    for case in crate::format::tests::goldens() {
+    for case in crate::golden::goldens() {
         let got = link_count(&case.content);
         if got != case.links {
             failures.push(format!("{:?}: php {} rust {}", case.content, case.links, got));
