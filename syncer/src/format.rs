@@ -1,5 +1,5 @@
 //! Ports of the WordPress formatting functions a comment goes through on its way into
-//! `wp_comments` (`sanitize_text_field`, `sanitize_email`, `is_email`, `esc_url`,
+//! `wp_comments` (`sanitize_text_field`, `sanitize_email`, `esc_url`,
 //! `_wp_specialchars`, `wp_strip_all_tags`, `convert_invalid_entities`), and
 //! [`filter_comment`], which applies them in `wp_filter_comment`'s order for an anonymous
 //! commenter.
@@ -7,8 +7,9 @@
 use std::sync::LazyLock;
 
 use regex::Regex;
+use strata_wire::php::{at_after_first_byte, is_local_char, php_trim, strip_tags};
 
-use crate::kses::{self, php_trim};
+use crate::kses;
 
 /// A comment's fields as WordPress stores them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,130 +203,6 @@ pub fn wp_strip_all_tags(s: &str) -> String {
     php_trim(&strip_tags(&out)).to_string()
 }
 
-/// PHP's `strip_tags` (no allowed tags): a port of the state machine of PHP 8's
-/// `php_strip_tags_ex` — text (0), an HTML tag (1: nested `<` counted, quotes honoured),
-/// a PHP block (2), `<!…>` (3, `<!DOCTYPE` back to 1) and a comment (4, up to `-->`, the
-/// opening dashes included). NUL bytes are dropped; a `<` followed by whitespace is text.
-pub fn strip_tags(s: &str) -> String {
-    let b: Vec<char> = s.chars().collect();
-    let mut out = String::with_capacity(s.len());
-    let mut state = 0u8;
-    let mut depth = 0usize;
-    let mut in_q: Option<char> = None;
-    let mut lc = '\0';
-    let mut br: i64 = 0;
-    let mut is_xml = false;
-    let at = |i: usize, back: usize| if i >= back { b[i - back] } else { '\0' };
-    let next_is_space = |i: usize| b.get(i + 1).is_some_and(|n| is_php_space(*n));
-    let toggle = |in_q: &mut Option<char>, c: char| {
-        if in_q.is_none_or(|q| q == c) {
-            *in_q = if in_q.is_some() { None } else { Some(c) };
-        }
-    };
-    for i in 0..b.len() {
-        let c = b[i];
-        if c == '\0' {
-            continue;
-        }
-        match state {
-            0 => match c {
-                '<' if in_q.is_none() => {
-                    if next_is_space(i) {
-                        out.push(c);
-                    } else {
-                        lc = '<';
-                        state = 1;
-                    }
-                }
-                '<' => {}
-                '>' if depth > 0 => depth -= 1,
-                '>' if in_q.is_some() => {}
-                _ => out.push(c),
-            },
-            1 => match c {
-                '<' if in_q.is_none() && !next_is_space(i) => depth += 1,
-                '>' if depth > 0 => depth -= 1,
-                '>' if in_q.is_none() => {
-                    lc = '>';
-                    // In an XML declaration, "->" does not end the tag.
-                    if !(is_xml && at(i, 1) == '-') {
-                        in_q = None;
-                        is_xml = false;
-                        state = 0;
-                    }
-                }
-                '"' | '\'' if i > 0 => toggle(&mut in_q, c),
-                '!' if in_q.is_none() && at(i, 1) == '<' => {
-                    state = 3;
-                    lc = c;
-                }
-                '?' if in_q.is_none() && at(i, 1) == '<' => {
-                    br = 0;
-                    state = 2;
-                }
-                _ => {}
-            },
-            2 => match c {
-                '(' if lc != '"' && lc != '\'' => {
-                    lc = '(';
-                    br += 1;
-                }
-                ')' if lc != '"' && lc != '\'' => {
-                    lc = ')';
-                    br -= 1;
-                }
-                '>' if depth > 0 => depth -= 1,
-                '>' if in_q.is_none() && br == 0 && lc != '"' && at(i, 1) == '?' => {
-                    in_q = None;
-                    state = 0;
-                }
-                '"' | '\'' => {
-                    if i > 0 && at(i, 1) != '\\' {
-                        if lc == c {
-                            lc = '\0';
-                        } else if lc != '\\' {
-                            lc = c;
-                        }
-                    }
-                    if i > 0 {
-                        toggle(&mut in_q, c);
-                    }
-                }
-                // "<?xml" is markup, not PHP.
-                'l' | 'L' if i > 4 && b[i - 4..i].iter().collect::<String>().eq_ignore_ascii_case("<?xm") => {
-                    state = 1;
-                    is_xml = true;
-                }
-                _ => {}
-            },
-            3 => match c {
-                '>' if depth > 0 => depth -= 1,
-                '>' if in_q.is_none() => {
-                    in_q = None;
-                    state = 0;
-                }
-                '"' | '\'' if i > 0 && at(i, 1) != '\\' => toggle(&mut in_q, c),
-                '-' if at(i, 1) == '-' && at(i, 2) == '!' => state = 4,
-                'E' | 'e' if i >= 7 && b[i - 6..i].iter().collect::<String>().eq_ignore_ascii_case("doctyp") => {
-                    state = 1;
-                }
-                _ => {}
-            },
-            _ => {
-                if c == '>' && at(i, 1) == '-' && at(i, 2) == '-' {
-                    in_q = None;
-                    state = 0;
-                }
-            }
-        }
-    }
-    out
-}
-
-fn is_php_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\x0B' | '\x0C' | '\r')
-}
-
 /// Which quotes `specialchars` encodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quotes {
@@ -517,47 +394,6 @@ pub fn sanitize_email(email: &str) -> String {
         return String::new();
     }
     format!("{local}@{}", new_subs.join("."))
-}
-
-/// `strpos($email, '@', 1)`: the first `@` at byte 1 or later.
-fn at_after_first_byte(email: &str) -> Option<usize> {
-    email.bytes().skip(1).position(|b| b == b'@').map(|i| i + 1)
-}
-
-fn is_local_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c)
-}
-
-/// `is_email`.
-pub fn is_email(email: &str) -> bool {
-    if email.len() < 6 {
-        return false;
-    }
-    let Some(at) = at_after_first_byte(email) else {
-        return false;
-    };
-    let (local, domain) = (&email[..at], &email[at + 1..]);
-    // PHP's `$` also matches before a final newline.
-    let local = local.strip_suffix('\n').unwrap_or(local);
-    if local.is_empty() || !local.chars().all(is_local_char) {
-        return false;
-    }
-    if domain.contains("..") {
-        return false;
-    }
-    if domain.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\0' | '\x0B' | '.')) != domain {
-        return false;
-    }
-    let subs: Vec<&str> = domain.split('.').collect();
-    if subs.len() < 2 {
-        return false;
-    }
-    subs.iter().all(|sub| {
-        sub.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\0' | '\x0B' | '-')) == *sub && {
-            let s = sub.strip_suffix('\n').unwrap_or(sub);
-            !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        }
-    })
 }
 
 /// `convert_invalid_entities`: Windows-1252 references `&#128;`–`&#159;` to their Unicode ones.

@@ -10,6 +10,7 @@
 use std::sync::LazyLock;
 
 use regex::Regex;
+use strata_wire::php::php_trim;
 
 /// Elements an anonymous commenter may use, with their allowed attributes.
 const ALLOWED_TAGS: &[(&str, &[&str])] = &[
@@ -505,11 +506,6 @@ fn decode_entities(s: &str) -> String {
         chr(u64::from_str_radix(tail, 16).ok())
     });
     s.into_owned()
-}
-
-/// PHP `trim()` with its default characters.
-pub(crate) fn php_trim(s: &str) -> &str {
-    s.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\0' | '\x0B'))
 }
 
 /// `wp_targeted_link_rel` on slashed content (as `pre_comment_content` gets it): links with a

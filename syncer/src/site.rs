@@ -15,8 +15,9 @@ use hyper_util::rt::TokioExecutor;
 use md5::{Digest, Md5};
 use regex::Regex;
 use strata_wire::comment::Settings;
+use strata_wire::php::php_int;
 
-use crate::rules::{php_int, MAX_LENGTHS};
+use crate::rules::MAX_LENGTHS;
 
 /// The options the comment rules and answers depend on.
 pub const OPTION_NAMES: &[&str] = &[

@@ -1,5 +1,6 @@
 use super::*;
 use crate::golden::{check, Golden};
+use strata_wire::php::is_email;
 
 #[test]
 fn sanitize_text_field_matches_wordpress() {

@@ -170,10 +170,3 @@ fn previously_approved_authors_pass() {
     anonymous.email.clear();
     assert_eq!(approval(&anonymous, &o, known, V61), "0");
 }
-
-#[test]
-fn php_int_casts() {
-    assert_eq!(php_int("12abc"), 12);
-    assert_eq!(php_int(" -3"), -3);
-    assert_eq!(php_int("abc"), 0);
-}
