@@ -200,4 +200,16 @@ mod tests {
         assert_eq!(php_int(" -3"), -3);
         assert_eq!(php_int("abc"), 0);
     }
+
+    #[test]
+    fn is_email_accepts_what_wordpress_does() {
+        assert!(is_email("a@b.example"));
+        assert!(is_email("first.last+tag@sub.example.org"));
+        assert!(!is_email("a@b"));
+        assert!(!is_email("@b.example"));
+        assert!(!is_email("a@b..example"));
+        assert!(!is_email("a@-b.example"));
+        assert!(!is_email("a b@c.example"));
+        assert!(!is_email("a@b.ex_ample"));
+    }
 }
