@@ -212,4 +212,45 @@ mod tests {
         assert!(!is_email("a b@c.example"));
         assert!(!is_email("a@b.ex_ample"));
     }
+
+    /// Inputs with `strip_tags`, `trim` and `trim(strip_tags())` of each as PHP 8.2 gives
+    /// them: PHP's outputs, computed once with php-cli and written here.
+    const PHP_STRIP_TRIM: &[(&str, &str, &str, &str)] = &[
+        ("a < b", "a < b", "a < b", "a < b"),
+        ("a > b", "a > b", "a > b", "a > b"),
+        ("<b>x</b>", "x", "<b>x</b>", "x"),
+        ("x<y", "x", "x<y", "x"),
+        ("a <b c", "a ", "a <b c", "a"),
+        ("1 <2 and 3> 0", "1  0", "1 <2 and 3> 0", "1  0"),
+        ("a<b>c</b><i", "ac", "a<b>c</b><i", "ac"),
+        ("<", "", "<", ""),
+        ("<<b>>c", "c", "<<b>>c", "c"),
+        ("a<\tb", "a<\tb", "a<\tb", "a<\tb"),
+        ("<b title='>'>k</b>", "k", "<b title='>'>k</b>", "k"),
+        ("<a href=\"x>y\">t</a>", "t", "<a href=\"x>y\">t</a>", "t"),
+        ("<!-- c -->d", "d", "<!-- c -->d", "d"),
+        ("<!DOCTYPE html>z", "z", "<!DOCTYPE html>z", "z"),
+        ("<?php x ?>y", "y", "<?php x ?>y", "y"),
+        ("<?xml version=\"1.0\"?>q", "q", "<?xml version=\"1.0\"?>q", "q"),
+        (
+            "héllo <i>wörld</i> ✓",
+            "héllo wörld ✓",
+            "héllo <i>wörld</i> ✓",
+            "héllo wörld ✓",
+        ),
+        ("", "", "", ""),
+        ("x\0y", "xy", "x\0y", "xy"),
+        (" \0\x0B\t\n\r x \r\n\t\x0B\0 ", " \x0B\t\n\r x \r\n\t\x0B ", "x", "x"),
+        ("\x0Cx\x0C", "\x0Cx\x0C", "\x0Cx\x0C", "\x0Cx\x0C"),
+        ("<b>Ann</b> ", "Ann ", "<b>Ann</b>", "Ann"),
+    ];
+
+    #[test]
+    fn strip_tags_and_trim_give_what_php_gives() {
+        for (input, stripped, trimmed, both) in PHP_STRIP_TRIM {
+            assert_eq!(strip_tags(input), *stripped, "strip_tags({input:?})");
+            assert_eq!(php_trim(input), *trimmed, "trim({input:?})");
+            assert_eq!(php_trim(&strip_tags(input)), *both, "trim(strip_tags({input:?}))");
+        }
+    }
 }
