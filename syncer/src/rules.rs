@@ -202,7 +202,8 @@ pub fn comments_open(post: &Post, o: &Options, now: i64) -> bool {
     }
     match post.date_gmt {
         None => true,
-        Some(date) => now - date <= o.close_comments_days_old * 86_400,
+        // PHP's product turns float where an i64 would overflow: a huge limit never closes.
+        Some(date) => now - date <= o.close_comments_days_old.saturating_mul(86_400),
     }
 }
 
