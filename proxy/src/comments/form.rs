@@ -191,15 +191,16 @@ pub mod messages {
 /// (required fields, email syntax, empty comment, lengths).
 pub fn check(form: &Form, settings: &Settings) -> Result<Submission, Early> {
     let text = |n: &str| form.text(n).map(php_trim).unwrap_or("").to_string();
-    // `(int)` of the field; ids are positive, so a negative one counts as none.
-    let id = |n: &str| u64::try_from(form.text(n).map_or(0, php_int)).unwrap_or(0);
-    let post_id = id("comment_post_ID");
+    let int = |n: &str| form.text(n).map_or(0, php_int);
+    // `(int)`: a negative id names no post.
+    let post_id = u64::try_from(int("comment_post_ID")).unwrap_or(0);
     if post_id == 0 {
         return Err(Early::Empty);
     }
     let s = Submission {
         post_id,
-        parent: id("comment_parent"),
+        // `absint`.
+        parent: int("comment_parent").unsigned_abs(),
         author: form
             .text("author")
             .map(|a| php_trim(&strip_tags(a)).to_string())
@@ -333,7 +334,7 @@ mod tests {
             &lax,
         )
         .unwrap();
-        assert_eq!((s.post_id, s.parent), (7, 0));
+        assert_eq!((s.post_id, s.parent), (7, 3));
         // PHP's strip_tags keeps a `<` followed by whitespace.
         assert_eq!(s.author, "a < b");
     }
