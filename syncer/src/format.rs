@@ -1,14 +1,15 @@
 //! Ports of the WordPress formatting functions a comment goes through on its way into
-//! `wp_comments` (`sanitize_text_field`, `sanitize_email`, `esc_url`,
-//! `_wp_specialchars`, `wp_strip_all_tags`, `convert_invalid_entities`), and
-//! [`filter_comment`], which applies them in `wp_filter_comment`'s order for an anonymous
-//! commenter.
+//! `wp_comments` (`sanitize_text_field`, `sanitize_email`, `wp_strip_all_tags`,
+//! `convert_invalid_entities`), and [`filter_comment`], which applies them, with those of
+//! [`escape`](crate::escape) and [`kses`], in `wp_filter_comment`'s order for
+//! an anonymous commenter.
 
 use std::sync::LazyLock;
 
 use regex::Regex;
 use strata_wire::php::{at_after_first_byte, is_local_char, php_trim, strip_tags};
 
+use crate::escape::{esc_url, pre_kses_less_than, specialchars, Quotes};
 use crate::kses;
 
 /// A comment's fields as WordPress stores them.
@@ -151,39 +152,6 @@ pub fn sanitize_text_field(s: &str) -> String {
     filtered
 }
 
-/// `wp_pre_kses_less_than`: a `<` that does not open a complete tag is escaped.
-pub(crate) fn pre_kses_less_than(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(start) = rest.find('<') {
-        out.push_str(&rest[..start]);
-        let tail = &rest[start..];
-        // '%<[^>]*?((?=<)|>|$)%': up to the next '<' (excluded) or '>' (included) or the end.
-        let mut end = tail.len();
-        let mut closed = false;
-        for (i, c) in tail.char_indices().skip(1) {
-            if c == '<' {
-                end = i;
-                break;
-            }
-            if c == '>' {
-                end = i + 1;
-                closed = true;
-                break;
-            }
-        }
-        let piece = &tail[..end];
-        if closed {
-            out.push_str(piece);
-        } else {
-            out.push_str(&specialchars(piece, Quotes::Both));
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// `wp_strip_all_tags`: `script`/`style` elements with their content, then every tag, trimmed.
 pub fn wp_strip_all_tags(s: &str) -> String {
     static SCRIPT: LazyLock<Regex> = LazyLock::new(|| re(r"(?is)<(script|style)[^>]*?>.*?</(script|style)>"));
@@ -201,160 +169,6 @@ pub fn wp_strip_all_tags(s: &str) -> String {
     }
     out.push_str(&s[last..]);
     php_trim(&strip_tags(&out)).to_string()
-}
-
-/// Which quotes `specialchars` encodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quotes {
-    /// `ENT_NOQUOTES`.
-    None,
-    /// `ENT_QUOTES`.
-    Both,
-}
-
-/// `_wp_specialchars($s, $quotes, false, false)`: `&`, `<`, `>` (and quotes) encoded, existing
-/// valid entities kept.
-pub fn specialchars(s: &str, quotes: Quotes) -> String {
-    if s.is_empty() || !s.contains(['&', '<', '>', '"', '\'']) {
-        return s.to_string();
-    }
-    let s = kses::normalize_entities(s);
-    let mut out = String::with_capacity(s.len() + 16);
-    let mut rest = s.as_str();
-    while let Some(c) = rest.chars().next() {
-        let len = c.len_utf8();
-        match c {
-            '&' => {
-                if let Some(n) = entity_len(rest) {
-                    out.push_str(&rest[..n]);
-                    rest = &rest[n..];
-                    continue;
-                }
-                out.push_str("&amp;");
-            }
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' if quotes == Quotes::Both => out.push_str("&quot;"),
-            '\'' if quotes == Quotes::Both => out.push_str("&#039;"),
-            _ => out.push(c),
-        }
-        rest = &rest[len..];
-    }
-    out
-}
-
-/// The length of a valid entity at the start of `s` (for `htmlspecialchars` without double
-/// encoding: HTML 4.01 names, decimal and hexadecimal references).
-fn entity_len(s: &str) -> Option<usize> {
-    let body = s.strip_prefix('&')?;
-    let semi = body.find(';')?;
-    let name = &body[..semi];
-    let ok = if let Some(num) = name.strip_prefix('#') {
-        if let Some(hex) = num.strip_prefix(['x', 'X']) {
-            !hex.is_empty()
-                && hex.chars().all(|c| c.is_ascii_hexdigit())
-                && u64::from_str_radix(hex, 16).is_ok_and(|n| n <= 0x10FFFF)
-        } else {
-            !num.is_empty()
-                && num.chars().all(|c| c.is_ascii_digit())
-                && num.parse::<u64>().is_ok_and(|n| n <= 0x10FFFF)
-        }
-    } else {
-        name != "apos" && kses::ENTITY_NAMES.contains(&name)
-    };
-    ok.then_some(semi + 2)
-}
-
-/// `esc_attr`.
-pub fn esc_attr(s: &str) -> String {
-    specialchars(s, Quotes::Both)
-}
-
-/// `esc_html`.
-pub fn esc_html(s: &str) -> String {
-    specialchars(s, Quotes::Both)
-}
-
-/// Characters `esc_url` keeps (ASCII; every non-ASCII character is kept too).
-fn url_char(c: char) -> bool {
-    !c.is_ascii() || c.is_ascii_alphanumeric() || "-~+_.?#=!&;,/:%@$|*'()[]".contains(c)
-}
-
-/// `esc_url($url, null, $display ? 'display' : 'db')` (`esc_url_raw` / `sanitize_url` for the
-/// database): unsafe characters and disallowed protocols out, `http://` added when there is
-/// no scheme; `''` when nothing safe is left.
-pub fn esc_url(url: &str, display: bool) -> String {
-    if url.is_empty() {
-        return String::new();
-    }
-    let url = url
-        .trim_start_matches([' ', '\t', '\n', '\r', '\0', '\x0B'])
-        .replace(' ', "%20");
-    let mut url: String = url.chars().filter(|c| url_char(*c)).collect();
-    if url.is_empty() {
-        return url;
-    }
-    if !url.to_ascii_lowercase().starts_with("mailto:") {
-        // _deep_replace: until none is left.
-        loop {
-            let next = url
-                .replace("%0d", "")
-                .replace("%0a", "")
-                .replace("%0D", "")
-                .replace("%0A", "");
-            if next == url {
-                break;
-            }
-            url = next;
-        }
-    }
-    url = url.replace(";//", "://");
-    static PHP_FILE: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)^[a-z0-9-]+?\.php"));
-    if !url.contains(':') && !url.starts_with(['/', '#', '?']) && !PHP_FILE.is_match(&url) {
-        url = format!("http://{url}");
-    }
-    if display {
-        url = kses::normalize_entities(&url)
-            .replace("&amp;", "&#038;")
-            .replace('\'', "&#039;");
-    }
-    if url.contains(['[', ']']) {
-        let front = url_front(&url);
-        let end_dirty = url.replacen(&front, "", 1);
-        let end_clean = end_dirty.replace('[', "%5B").replace(']', "%5D");
-        if !end_dirty.is_empty() {
-            url = url.replace(&end_dirty, &end_clean);
-        }
-    }
-    if url.starts_with('/') {
-        return url;
-    }
-    let good = kses::bad_protocol(&url);
-    if good.to_lowercase() != url.to_lowercase() {
-        return String::new();
-    }
-    good
-}
-
-/// The scheme, user info, host and port of a URL, as `esc_url` rebuilds them.
-fn url_front(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) => {
-            (Some(s), r)
-        }
-        _ => (None, url.strip_prefix("//").unwrap_or(url)),
-    };
-    let mut front = String::new();
-    match scheme {
-        Some(s) => front.push_str(&format!("{s}://")),
-        None if url.starts_with('/') => front.push_str("//"),
-        None => {}
-    }
-    if scheme.is_some() || url.starts_with("//") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        front.push_str(authority);
-    }
-    front
 }
 
 /// `sanitize_email`.

@@ -6,7 +6,8 @@
 //! - [`config`]: the TOML file → validated [`config::Config`];
 //! - [`queue`]: the memcached queue (epoch, counter, records) and restart detection;
 //! - [`rules`]: WordPress's checks and approval as pure functions;
-//! - [`format`], [`kses`]: ports of the WordPress filters a comment goes through;
+//! - [`format`], [`kses`], [`escape`]: ports of the WordPress filters a comment goes through
+//!   (`escape` holds what the other two share);
 //! - [`site`]: options, timezone, salts, settings and permalinks of the site;
 //! - [`store`]: the MySQL transaction that applies a batch and moves the cursor;
 //! - [`flood`]: the last hour's comments by address and e-mail, for the flood check;
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod bans;
 pub mod config;
+pub mod escape;
 pub mod flood;
 pub mod format;
 #[cfg(test)]

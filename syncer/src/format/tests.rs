@@ -22,20 +22,6 @@ fn is_email_matches_wordpress() {
 }
 
 #[test]
-fn esc_url_matches_wordpress() {
-    check("esc_url_raw", |g| (g.esc_url_raw.clone(), esc_url(&g.input, false)));
-    check("esc_url", |g| (g.esc_url.clone(), esc_url(&g.input, true)));
-}
-
-#[test]
-fn specialchars_match_wordpress() {
-    check("esc_html", |g| (g.esc_html.clone(), esc_html(&g.input)));
-    check("_wp_specialchars", |g| {
-        (g.specialchars.clone(), specialchars(&g.input, Quotes::None))
-    });
-}
-
-#[test]
 fn strip_all_tags_matches_wordpress() {
     check("wp_strip_all_tags", |g| {
         (g.strip_all_tags.clone(), wp_strip_all_tags(&g.input))
