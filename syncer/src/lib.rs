@@ -8,7 +8,8 @@
 //! - [`rules`]: WordPress's checks and approval as pure functions;
 //! - [`format`], [`kses`], [`escape`]: ports of the WordPress filters a comment goes through
 //!   (`escape` holds what the other two share);
-//! - [`site`]: options, timezone, salts, settings and permalinks of the site;
+//! - [`options`]: the site's options, as the rules read them;
+//! - [`site`]: timezone, salts, settings and permalinks of the site;
 //! - [`store`]: the MySQL transaction that applies a batch and moves the cursor;
 //! - [`flood`]: the last hour's comments by address and e-mail, for the flood check;
 //! - [`verdicts`]: the answer for each record (`Location`, cookies, errors);
@@ -28,6 +29,7 @@ pub mod format;
 mod golden;
 pub mod kses;
 pub mod metrics;
+pub mod options;
 pub mod queue;
 pub mod rules;
 pub mod site;

@@ -9,7 +9,7 @@ use strata_wire::php::{is_email, php_int, php_trim};
 
 use crate::format::{self, Filtered};
 use crate::kses;
-use crate::site::Options;
+use crate::options::Options;
 
 /// The WordPress version whose behaviour is reproduced, `(major, minor)`.
 pub type WpVersion = (u32, u32);

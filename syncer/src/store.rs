@@ -18,9 +18,10 @@ use strata_wire::comment::Record;
 
 use crate::flood::{Compare, FloodIndex, Lookup};
 use crate::format::{self, addslashes, Filtered, Raw};
+use crate::options::{Options, OPTION_NAMES};
 use crate::queue::{Cursor, Slot};
 use crate::rules::{self, Post, Refusal, Submission, WpVersion};
-use crate::site::{self, Options, OPTION_NAMES};
+use crate::site;
 
 mod batch;
 

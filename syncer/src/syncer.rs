@@ -21,8 +21,9 @@ use strata_wire::comment::{self as wire, VERDICT_TTL};
 use crate::bans::{self, Banner};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::options::Options;
 use crate::queue::{self, Cursor, Queue, QueueError, Reconcile};
-use crate::site::{self, Options, Permalinks, PhpConstants};
+use crate::site::{self, Permalinks, PhpConstants};
 use crate::store::{with_deadline, Applied, Judge, Outcome, Store, StoreError};
 use crate::verdicts;
 

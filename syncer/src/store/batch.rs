@@ -16,8 +16,8 @@
 //! Also here: SQL literals for the text protocol, and the temporary tables' DDL.
 
 use crate::format::Filtered;
+use crate::options::Options;
 use crate::rules::{self, History, Refusal, WpVersion};
-use crate::site::Options;
 
 /// One comment of the batch that passed the checks needing no database.
 #[derive(Debug, Clone)]
