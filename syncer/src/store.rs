@@ -156,14 +156,6 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// `Y-m-d H:i:s` UTC of Unix seconds.
-fn mysql_date(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
-
 fn params(values: Vec<Value>) -> Params {
     Params::Positional(values)
 }
@@ -313,7 +305,7 @@ impl Store {
         let rows: Vec<FloodRow> = tx
             .exec(
                 format!("{} WHERE comment_date_gmt >= ?", self.flood_select()),
-                params(vec![mysql_date(horizon).into()]),
+                params(vec![batch::mysql_date(horizon).into()]),
             )
             .await?;
         state.disabled_until = None;

@@ -198,7 +198,15 @@ pub fn lit(s: &str) -> String {
 
 /// Unix seconds as a `DATETIME` literal (UTC).
 pub fn datetime(secs: i64) -> String {
-    format!("'{}'", super::mysql_date(secs))
+    format!("'{}'", mysql_date(secs))
+}
+
+/// `Y-m-d H:i:s` UTC of Unix seconds.
+pub fn mysql_date(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// A text column's character set and collation, as `information_schema` names them.
