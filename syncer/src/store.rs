@@ -781,109 +781,104 @@ impl Store {
         };
         let mut decisions = batch::resolve(candidates, &facts, &pairs, rules, &|_| true);
         let mut saved: Vec<Option<u64>> = vec![None; pending.len()];
-        let approved_posts = |decisions: &[Decision], saved: &[Option<u64>], all: bool| -> BTreeMap<u64, u64> {
-            let mut out = BTreeMap::new();
-            for (j, d) in decisions.iter().enumerate() {
-                if *d == Decision::Save("1") && (all || saved[j].is_some()) {
-                    *out.entry(pending[j].post_id).or_default() += 1;
-                }
-            }
-            out
+        let (from, tail_done) = if setup.multi_row {
+            self.insert_together(tx, setup, judged, &decisions, &mut saved, tail)
+                .await?
+        } else {
+            (0, false)
         };
-
-        // Fast path: every accepted comment in multi-row INSERTs, the last one sent with the
-        // updates. A statement MySQL refuses (a value a column cannot hold) inserts nothing
-        // and stops the ones after it; from its first row on, rows go one by one so the
-        // refused one is found and the ones after it judged without it.
-        let mut from = 0;
-        let mut tail_done = false;
-        if setup.multi_row {
-            let accepted: Vec<(usize, &str)> = decisions
-                .iter()
-                .enumerate()
-                .filter_map(|(j, d)| match d {
-                    Decision::Save(approved) => Some((j, *approved)),
-                    Decision::Refuse(_) => None,
-                })
-                .collect();
-            let rows = accepted
-                .iter()
-                .map(|(j, approved)| comment_row(&pending[*j], &candidates[*j], approved));
-            let chunks = batch::chunked(&self.insert_head(), rows, STATEMENT_BYTES);
-            let count = chunks.len();
-            let mut done = 0;
-            let mut failed = false;
-            for (i, (mut statement, n)) in chunks.into_iter().enumerate() {
-                let last = i + 1 == count;
-                if last {
-                    let counts = self.count_sql(&approved_posts(&decisions, &saved, true));
-                    for extra in counts.iter().map(String::as_str).chain([tail]) {
-                        statement.push_str(";\n");
-                        statement.push_str(extra);
-                    }
-                }
-                match tx.query_iter(statement).await {
-                    Ok(r) => {
-                        let first = r.last_insert_id().unwrap_or(0);
-                        r.drop_result().await?;
-                        for (k, (j, _)) in accepted[done..done + n].iter().enumerate() {
-                            saved[*j] = Some(first + k as u64 * setup.increment);
-                        }
-                        done += n;
-                        tail_done = last;
-                    }
-                    Err(mysql_async::Error::Server(e)) if refused_row(&e) => {
-                        tracing::warn!(error = %e, "MySQL refused a batch of comments; inserting them one by one");
-                        failed = true;
-                        break;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            from = if failed {
-                accepted.get(done).map_or(pending.len(), |(j, _)| *j)
-            } else {
-                pending.len()
-            };
-        }
         for j in from..pending.len() {
             let is_saved = |i: usize| saved[i].is_some();
             decisions[j] = batch::resolve(&candidates[..=j], &facts, &pairs, rules, &is_saved)
                 .pop()
                 .unwrap_or(Decision::Refuse(rules::SAVE_FAILED));
-            let Decision::Save(approved) = decisions[j] else {
-                continue;
-            };
-            let statement = format!(
-                "{} {}",
-                self.insert_head(),
-                comment_row(&pending[j], &candidates[j], approved)
-            );
-            match tx.query_drop(statement).await {
-                Ok(()) => saved[j] = tx.last_insert_id(),
-                // The server refused this row (e.g. a value the column cannot hold):
-                // WordPress answers 500 and saves nothing; the batch goes on.
+            if let Decision::Save(approved) = decisions[j] {
+                saved[j] = self.insert_one(tx, &pending[j], &candidates[j], approved).await?;
+            }
+        }
+        if !tail_done {
+            let counts = self.count_sql(&approved_posts(pending, &decisions, &saved, false));
+            let text: Vec<&str> = counts.iter().map(String::as_str).chain([tail]).collect();
+            tx.query_drop(text.join(";\n")).await?;
+        }
+        Ok((saved_results(decisions, &saved), pairs_asked))
+    }
+
+    /// The fast path of [`Store::judge_and_insert`]: every accepted comment in multi-row
+    /// INSERTs, the last one sent with the updates (`comment_count`'s, then `tail`), each
+    /// saved row's id noted in `saved`. A statement MySQL refuses (a value a column cannot
+    /// hold) inserts nothing and stops the ones after it; from its first row on, rows go one
+    /// by one so the refused one is found and the ones after it judged without it.
+    ///
+    /// Returns the candidate from which on rows go one by one (all of them done: their
+    /// number), and whether `tail` ran.
+    async fn insert_together(
+        &self,
+        tx: &mut mysql_async::Conn,
+        setup: &Setup,
+        judged: &Judged,
+        decisions: &[Decision],
+        saved: &mut [Option<u64>],
+        tail: &str,
+    ) -> Result<(usize, bool), StoreError> {
+        let (pending, candidates) = (&judged.pending[..], &judged.candidates[..]);
+        let accepted = accepted(decisions);
+        let rows = accepted
+            .iter()
+            .map(|(j, approved)| comment_row(&pending[*j], &candidates[*j], approved));
+        let chunks = batch::chunked(&self.insert_head(), rows, STATEMENT_BYTES);
+        let count = chunks.len();
+        let mut done = 0;
+        for (i, (mut statement, n)) in chunks.into_iter().enumerate() {
+            let last = i + 1 == count;
+            if last {
+                let counts = self.count_sql(&approved_posts(pending, decisions, saved, true));
+                for extra in counts.iter().map(String::as_str).chain([tail]) {
+                    statement.push_str(";\n");
+                    statement.push_str(extra);
+                }
+            }
+            match tx.query_iter(statement).await {
+                Ok(r) => {
+                    let first = r.last_insert_id().unwrap_or(0);
+                    r.drop_result().await?;
+                    for (k, (j, _)) in accepted[done..done + n].iter().enumerate() {
+                        saved[*j] = Some(first + k as u64 * setup.increment);
+                    }
+                    done += n;
+                    if last {
+                        return Ok((pending.len(), true));
+                    }
+                }
                 Err(mysql_async::Error::Server(e)) if refused_row(&e) => {
-                    tracing::warn!(seq = pending[j].seq, error = %e, "MySQL refused a comment row");
+                    tracing::warn!(error = %e, "MySQL refused a batch of comments; inserting them one by one");
+                    return Ok((accepted.get(done).map_or(pending.len(), |(j, _)| *j), false));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        if !tail_done {
-            let counts = self.count_sql(&approved_posts(&decisions, &saved, false));
-            let text: Vec<&str> = counts.iter().map(String::as_str).chain([tail]).collect();
-            tx.query_drop(text.join(";\n")).await?;
+        Ok((pending.len(), false))
+    }
+
+    /// Inserts one comment; its `comment_ID`, or `None` when the server refused the row
+    /// (e.g. a value the column cannot hold): WordPress answers 500 and saves nothing, and
+    /// the batch goes on.
+    async fn insert_one(
+        &self,
+        tx: &mut mysql_async::Conn,
+        p: &Pending,
+        c: &Candidate,
+        approved: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let statement = format!("{} {}", self.insert_head(), comment_row(p, c, approved));
+        match tx.query_drop(statement).await {
+            Ok(()) => Ok(tx.last_insert_id()),
+            Err(mysql_async::Error::Server(e)) if refused_row(&e) => {
+                tracing::warn!(seq = p.seq, error = %e, "MySQL refused a comment row");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
         }
-        let results = decisions
-            .into_iter()
-            .enumerate()
-            .map(|(j, d)| match (d, saved[j]) {
-                (Decision::Save(approved), Some(id)) => Ok((id, approved)),
-                (Decision::Save(_), None) => Err(rules::SAVE_FAILED),
-                (Decision::Refuse(r), _) => Err(r),
-            })
-            .collect();
-        Ok((results, pairs_asked))
     }
 
     /// Fills the temporary tables with the candidates and asks the questions of [`batch`],
@@ -1118,6 +1113,44 @@ impl Store {
         }
         out
     }
+}
+
+/// The candidates decided to be saved, with the `comment_approved` each gets, in order.
+fn accepted(decisions: &[Decision]) -> Vec<(usize, &'static str)> {
+    decisions
+        .iter()
+        .enumerate()
+        .filter_map(|(j, d)| match d {
+            Decision::Save(approved) => Some((j, *approved)),
+            Decision::Refuse(_) => None,
+        })
+        .collect()
+}
+
+/// How much `comment_count` rises per post: by the approved comments saved (`saved`: the
+/// ids of the rows inserted), or with `all` by those decided to be saved.
+fn approved_posts(pending: &[Pending], decisions: &[Decision], saved: &[Option<u64>], all: bool) -> BTreeMap<u64, u64> {
+    let mut out = BTreeMap::new();
+    for (j, d) in decisions.iter().enumerate() {
+        if *d == Decision::Save("1") && (all || saved[j].is_some()) {
+            *out.entry(pending[j].post_id).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// What became of each candidate: saved with its id and status, refused as decided, or
+/// refused because its row was (decided to be saved, yet no row inserted).
+fn saved_results(decisions: Vec<Decision>, saved: &[Option<u64>]) -> Vec<Saved> {
+    decisions
+        .into_iter()
+        .enumerate()
+        .map(|(j, d)| match (d, saved[j]) {
+            (Decision::Save(approved), Some(id)) => Ok((id, approved)),
+            (Decision::Save(_), None) => Err(rules::SAVE_FAILED),
+            (Decision::Refuse(r), _) => Err(r),
+        })
+        .collect()
 }
 
 /// Whether [`batch::fold`] agrees with the collation of every column the pairs query
@@ -2260,6 +2293,45 @@ mod tests {
         };
         let outcomes = outcomes_of(judged, vec![(14, record(14, 4, 0))], Vec::new(), &mut flood);
         assert_eq!(outcomes, [(14, Outcome::Skipped("unjudged"))]);
+    }
+
+    #[test]
+    fn comment_count_rises_by_the_approved_comments_saved() {
+        let pending = |post_id: u64| Pending {
+            slot: 0,
+            seq: 1,
+            post_id,
+            parent: 0,
+            date: String::new(),
+            date_gmt: String::new(),
+        };
+        let pending = [pending(4), pending(4), pending(5), pending(6)];
+        let decisions = vec![
+            Decision::Save("1"),
+            Decision::Save("0"),
+            Decision::Save("1"),
+            Decision::Refuse(rules::FLOOD),
+        ];
+        // The third row was refused by MySQL.
+        let saved = [Some(100), Some(101), None, None];
+        assert_eq!(accepted(&decisions), [(0, "1"), (1, "0"), (2, "1")]);
+        assert_eq!(
+            approved_posts(&pending, &decisions, &saved, true),
+            BTreeMap::from([(4, 1), (5, 1)])
+        );
+        assert_eq!(
+            approved_posts(&pending, &decisions, &saved, false),
+            BTreeMap::from([(4, 1)])
+        );
+        assert_eq!(
+            saved_results(decisions, &saved),
+            [
+                Ok((100, "1")),
+                Ok((101, "0")),
+                Err(rules::SAVE_FAILED),
+                Err(rules::FLOOD)
+            ]
+        );
     }
 
     #[test]
