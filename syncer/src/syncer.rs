@@ -11,7 +11,7 @@
 //! applied on restart; a crash after it leaves them behind the cursor, so they never are
 //! again.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::queue::{self, Cursor, Queue, QueueError, Reconcile, Slot};
+use crate::rules::Refusal;
 use crate::site::{self, Permalinks, PhpConstants};
 use crate::store::{with_deadline, Applied, Judge, Outcome, Store, StoreError};
 use crate::verdicts;
@@ -208,6 +209,71 @@ fn linked_posts(slots: &[(u64, Slot)]) -> impl Iterator<Item = u64> + '_ {
         Slot::Record(r) if links_to_post(r) => Some(r.post_id),
         _ => None,
     })
+}
+
+/// The label of an inserted comment's status in the metrics and logs.
+fn status_label(approved: &str) -> &'static str {
+    match verdicts::status(approved) {
+        wire::Status::Approved => "approved",
+        wire::Status::Held => "held",
+        wire::Status::Spam => "spam",
+        wire::Status::Trash => "trash",
+        _ => "other",
+    }
+}
+
+/// The posts whose pages a batch changed: those of its comments inserted approved, each
+/// once; their cached pages are banned, their `comment_count` recounted later.
+fn posts_to_ban(outcomes: &[(u64, Outcome)]) -> BTreeSet<u64> {
+    outcomes
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Inserted(i) if i.approved == "1" => Some(i.record.post_id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Counts and logs what became of queue position `seq` (`commit_ms`: when its batch
+/// committed).
+fn note_outcome(m: &Metrics, seq: u64, o: &Outcome, commit_ms: u64) {
+    match o {
+        Outcome::Inserted(i) => {
+            let label = status_label(i.approved);
+            m.comment(label);
+            m.lag
+                .observe(commit_ms.saturating_sub(i.record.accepted_ms) as f64 / 1000.0);
+            tracing::debug!(
+                seq,
+                comment = i.id,
+                post = i.record.post_id,
+                status = label,
+                "comment saved"
+            );
+        }
+        Outcome::Refused(r) => {
+            m.comment(match r {
+                Refusal::Ignored(_) => "ignored",
+                Refusal::Rejected { .. } => "rejected",
+            });
+            m.rejection(r.reason());
+            tracing::debug!(seq, reason = r.reason(), "comment refused");
+        }
+        // A number its proxy marked (the queue was full) held no comment; a missing or
+        // unreadable record may have.
+        Outcome::Skipped(why @ "queue-full") => {
+            m.skip(why);
+            tracing::debug!(seq, reason = why, "queue position skipped: marked unused by its proxy");
+        }
+        Outcome::Skipped(why) => {
+            m.skip(why);
+            tracing::error!(
+                seq,
+                reason = why,
+                "queue position skipped: its record never arrived or is unreadable"
+            );
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -557,69 +623,15 @@ impl Syncer {
     /// verdicts sent to the proxies (see [`Banner::start_commit`](bans::Banner::start_commit)).
     /// The rest is [`Syncer::after_commit`]'s. Failures are logged, never undo the commit.
     async fn dispatch(&mut self, applied: Applied, commit_ms: u64) -> Unsettled {
-        let m = self.metrics.clone();
-        m.commits.inc();
-        self.status.lock().commits += 1;
-        m.batch_size.observe(applied.outcomes.len() as f64);
-        m.flood_checks(applied.flood_checks.0, applied.flood_checks.1);
-        if let Some(asked) = applied.pairs_asked {
-            m.pair_check(asked);
-        }
-        if let Some(kept) = applied.judged_ahead {
-            m.judged_ahead(kept);
-        }
-
-        // Bans first, so a visitor following the redirect finds the new comment.
-        let mut ban_posts = std::collections::BTreeSet::new();
+        self.count_batch(&applied);
         for (seq, o) in &applied.outcomes {
-            match o {
-                Outcome::Inserted(i) => {
-                    let label = match verdicts::status(i.approved) {
-                        wire::Status::Approved => "approved",
-                        wire::Status::Held => "held",
-                        wire::Status::Spam => "spam",
-                        wire::Status::Trash => "trash",
-                        _ => "other",
-                    };
-                    m.comment(label);
-                    m.lag
-                        .observe(commit_ms.saturating_sub(i.record.accepted_ms) as f64 / 1000.0);
-                    if i.approved == "1" {
-                        ban_posts.insert(i.record.post_id);
-                        self.recount.insert(i.record.post_id);
-                        self.recount_pending.get_or_insert_with(Instant::now);
-                    }
-                    tracing::debug!(
-                        seq,
-                        comment = i.id,
-                        post = i.record.post_id,
-                        status = label,
-                        "comment saved"
-                    );
-                }
-                Outcome::Refused(r) => {
-                    m.comment(match r {
-                        crate::rules::Refusal::Ignored(_) => "ignored",
-                        crate::rules::Refusal::Rejected { .. } => "rejected",
-                    });
-                    m.rejection(r.reason());
-                    tracing::debug!(seq, reason = r.reason(), "comment refused");
-                }
-                // A number its proxy marked (the queue was full) held no comment; a missing
-                // or unreadable record may have.
-                Outcome::Skipped(why @ "queue-full") => {
-                    m.skip(why);
-                    tracing::debug!(seq, reason = why, "queue position skipped: marked unused by its proxy");
-                }
-                Outcome::Skipped(why) => {
-                    m.skip(why);
-                    tracing::error!(
-                        seq,
-                        reason = why,
-                        "queue position skipped: its record never arrived or is unreadable"
-                    );
-                }
-            }
+            note_outcome(&self.metrics, *seq, o, commit_ms);
+        }
+        // Bans first, so a visitor following the redirect finds the new comment.
+        let ban_posts = posts_to_ban(&applied.outcomes);
+        if !ban_posts.is_empty() {
+            self.recount.extend(&ban_posts);
+            self.recount_pending.get_or_insert_with(Instant::now);
         }
         for post in &ban_posts {
             self.banner.add(bans::tags_for_post(*post, self.cfg.cluster.soft_lists));
@@ -634,6 +646,21 @@ impl Syncer {
             batch,
             sending,
             sent_at,
+        }
+    }
+
+    /// Counts a committed batch: the commit, its size, how its checks were answered.
+    fn count_batch(&self, applied: &Applied) {
+        let m = &self.metrics;
+        m.commits.inc();
+        self.status.lock().commits += 1;
+        m.batch_size.observe(applied.outcomes.len() as f64);
+        m.flood_checks(applied.flood_checks.0, applied.flood_checks.1);
+        if let Some(asked) = applied.pairs_asked {
+            m.pair_check(asked);
+        }
+        if let Some(kept) = applied.judged_ahead {
+            m.judged_ahead(kept);
         }
     }
 
@@ -910,11 +937,49 @@ mod tests {
         })
     }
 
+    fn inserted(seq: u64, post: u64, approved: &'static str) -> (u64, Outcome) {
+        let record = record(seq, post, None);
+        let filtered = crate::format::Filtered {
+            author: record.author.clone(),
+            email: record.email.clone(),
+            url: String::new(),
+            content: record.content.clone(),
+            ip: record.ip.clone(),
+            agent: String::new(),
+        };
+        let i = crate::store::Inserted {
+            id: 100 + seq,
+            approved,
+            filtered,
+            date_gmt: "1970-01-01 00:16:40".into(),
+            record,
+        };
+        (seq, Outcome::Inserted(Box::new(i)))
+    }
+
     #[test]
     fn a_tick_reads_at_most_a_batch_after_the_cursor() {
         let cursor = Cursor { epoch: 3, seq: 10 };
         assert_eq!(batch_range(cursor, 5, 500), 11..=15);
         assert_eq!(batch_range(cursor, 900, 500), 11..=510);
+    }
+
+    #[test]
+    fn the_posts_of_approved_comments_are_banned_once() {
+        let outcomes = [
+            inserted(1, 4, "1"),
+            inserted(2, 4, "1"),
+            inserted(3, 5, "0"),
+            inserted(4, 6, "trash"),
+            (5, Outcome::Refused(crate::rules::DUPLICATE)),
+            (6, Outcome::Skipped("missing")),
+            inserted(7, 8, "1"),
+        ];
+        assert_eq!(posts_to_ban(&outcomes), BTreeSet::from([4, 8]));
+        assert_eq!(
+            ["1", "0", "spam", "trash"].map(status_label),
+            ["approved", "held", "spam", "trash"]
+        );
     }
 
     #[test]
