@@ -1,8 +1,8 @@
 //! Ports of WordPress's escaping functions (`_wp_specialchars` with `esc_html` and
 //! `esc_attr`, `esc_url`, `wp_pre_kses_less_than`) and of the kses functions they rest on
 //! (`wp_kses_normalize_entities`, `wp_kses_bad_protocol`, `wp_kses_no_null`): the ground
-//! that [`kses`](crate::kses) and [`format`](crate::format) both stand on. The patterns
-//! spell PHP's byte-wise classes in ASCII, as kses's do.
+//! both `kses` and `format` stand on, which itself uses neither. The patterns spell PHP's
+//! byte-wise classes in ASCII, as kses's do.
 
 use std::sync::LazyLock;
 

@@ -177,7 +177,7 @@ fn decide(
 
 /// A string as a literal of the text protocol, read the same whether or not the server runs
 /// with `NO_BACKSLASH_ESCAPES`: quotes doubled, or hexadecimal when it holds a backslash or
-/// a NUL; in utf8mb4 (the connection's character set, see [`super::Store::new`]; a
+/// a NUL; in utf8mb4 (the connection's character set, see [`Store::new`](crate::store::Store::new); a
 /// hexadecimal one says so itself), so the column's collation decides comparisons.
 ///
 /// The plain form carries no `_utf8mb4` introducer: MySQL would look the character set up
