@@ -1,14 +1,16 @@
 //! Ports of the WordPress formatting functions a comment goes through on its way into
-//! `wp_comments` (`sanitize_text_field`, `sanitize_email`, `is_email`, `esc_url`,
-//! `_wp_specialchars`, `wp_strip_all_tags`, `convert_invalid_entities`), and
-//! [`filter_comment`], which applies them in `wp_filter_comment`'s order for an anonymous
-//! commenter.
+//! `wp_comments` (`sanitize_text_field`, `sanitize_email`, `wp_strip_all_tags`,
+//! `convert_invalid_entities`), and [`filter_comment`], which applies them, with those of
+//! [`escape`](crate::escape) and [`kses`], in `wp_filter_comment`'s order for
+//! an anonymous commenter.
 
 use std::sync::LazyLock;
 
 use regex::Regex;
+use strata_wire::php::{at_after_first_byte, is_local_char, php_trim, strip_tags};
 
-use crate::kses::{self, php_trim};
+use crate::escape::{esc_url, pre_kses_less_than, specialchars, Quotes};
+use crate::kses;
 
 /// A comment's fields as WordPress stores them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,39 +152,6 @@ pub fn sanitize_text_field(s: &str) -> String {
     filtered
 }
 
-/// `wp_pre_kses_less_than`: a `<` that does not open a complete tag is escaped.
-pub(crate) fn pre_kses_less_than(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(start) = rest.find('<') {
-        out.push_str(&rest[..start]);
-        let tail = &rest[start..];
-        // '%<[^>]*?((?=<)|>|$)%': up to the next '<' (excluded) or '>' (included) or the end.
-        let mut end = tail.len();
-        let mut closed = false;
-        for (i, c) in tail.char_indices().skip(1) {
-            if c == '<' {
-                end = i;
-                break;
-            }
-            if c == '>' {
-                end = i + 1;
-                closed = true;
-                break;
-            }
-        }
-        let piece = &tail[..end];
-        if closed {
-            out.push_str(piece);
-        } else {
-            out.push_str(&specialchars(piece, Quotes::Both));
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// `wp_strip_all_tags`: `script`/`style` elements with their content, then every tag, trimmed.
 pub fn wp_strip_all_tags(s: &str) -> String {
     static SCRIPT: LazyLock<Regex> = LazyLock::new(|| re(r"(?is)<(script|style)[^>]*?>.*?</(script|style)>"));
@@ -200,284 +169,6 @@ pub fn wp_strip_all_tags(s: &str) -> String {
     }
     out.push_str(&s[last..]);
     php_trim(&strip_tags(&out)).to_string()
-}
-
-/// PHP's `strip_tags` (no allowed tags): a port of the state machine of PHP 8's
-/// `php_strip_tags_ex` — text (0), an HTML tag (1: nested `<` counted, quotes honoured),
-/// a PHP block (2), `<!…>` (3, `<!DOCTYPE` back to 1) and a comment (4, up to `-->`, the
-/// opening dashes included). NUL bytes are dropped; a `<` followed by whitespace is text.
-pub fn strip_tags(s: &str) -> String {
-    let b: Vec<char> = s.chars().collect();
-    let mut out = String::with_capacity(s.len());
-    let mut state = 0u8;
-    let mut depth = 0usize;
-    let mut in_q: Option<char> = None;
-    let mut lc = '\0';
-    let mut br: i64 = 0;
-    let mut is_xml = false;
-    let at = |i: usize, back: usize| if i >= back { b[i - back] } else { '\0' };
-    let next_is_space = |i: usize| b.get(i + 1).is_some_and(|n| is_php_space(*n));
-    let toggle = |in_q: &mut Option<char>, c: char| {
-        if in_q.is_none_or(|q| q == c) {
-            *in_q = if in_q.is_some() { None } else { Some(c) };
-        }
-    };
-    for i in 0..b.len() {
-        let c = b[i];
-        if c == '\0' {
-            continue;
-        }
-        match state {
-            0 => match c {
-                '<' if in_q.is_none() => {
-                    if next_is_space(i) {
-                        out.push(c);
-                    } else {
-                        lc = '<';
-                        state = 1;
-                    }
-                }
-                '<' => {}
-                '>' if depth > 0 => depth -= 1,
-                '>' if in_q.is_some() => {}
-                _ => out.push(c),
-            },
-            1 => match c {
-                '<' if in_q.is_none() && !next_is_space(i) => depth += 1,
-                '>' if depth > 0 => depth -= 1,
-                '>' if in_q.is_none() => {
-                    lc = '>';
-                    // In an XML declaration, "->" does not end the tag.
-                    if !(is_xml && at(i, 1) == '-') {
-                        in_q = None;
-                        is_xml = false;
-                        state = 0;
-                    }
-                }
-                '"' | '\'' if i > 0 => toggle(&mut in_q, c),
-                '!' if in_q.is_none() && at(i, 1) == '<' => {
-                    state = 3;
-                    lc = c;
-                }
-                '?' if in_q.is_none() && at(i, 1) == '<' => {
-                    br = 0;
-                    state = 2;
-                }
-                _ => {}
-            },
-            2 => match c {
-                '(' if lc != '"' && lc != '\'' => {
-                    lc = '(';
-                    br += 1;
-                }
-                ')' if lc != '"' && lc != '\'' => {
-                    lc = ')';
-                    br -= 1;
-                }
-                '>' if depth > 0 => depth -= 1,
-                '>' if in_q.is_none() && br == 0 && lc != '"' && at(i, 1) == '?' => {
-                    in_q = None;
-                    state = 0;
-                }
-                '"' | '\'' => {
-                    if i > 0 && at(i, 1) != '\\' {
-                        if lc == c {
-                            lc = '\0';
-                        } else if lc != '\\' {
-                            lc = c;
-                        }
-                    }
-                    if i > 0 {
-                        toggle(&mut in_q, c);
-                    }
-                }
-                // "<?xml" is markup, not PHP.
-                'l' | 'L' if i > 4 && b[i - 4..i].iter().collect::<String>().eq_ignore_ascii_case("<?xm") => {
-                    state = 1;
-                    is_xml = true;
-                }
-                _ => {}
-            },
-            3 => match c {
-                '>' if depth > 0 => depth -= 1,
-                '>' if in_q.is_none() => {
-                    in_q = None;
-                    state = 0;
-                }
-                '"' | '\'' if i > 0 && at(i, 1) != '\\' => toggle(&mut in_q, c),
-                '-' if at(i, 1) == '-' && at(i, 2) == '!' => state = 4,
-                'E' | 'e' if i >= 7 && b[i - 6..i].iter().collect::<String>().eq_ignore_ascii_case("doctyp") => {
-                    state = 1;
-                }
-                _ => {}
-            },
-            _ => {
-                if c == '>' && at(i, 1) == '-' && at(i, 2) == '-' {
-                    in_q = None;
-                    state = 0;
-                }
-            }
-        }
-    }
-    out
-}
-
-fn is_php_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\x0B' | '\x0C' | '\r')
-}
-
-/// Which quotes `specialchars` encodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quotes {
-    /// `ENT_NOQUOTES`.
-    None,
-    /// `ENT_QUOTES`.
-    Both,
-}
-
-/// `_wp_specialchars($s, $quotes, false, false)`: `&`, `<`, `>` (and quotes) encoded, existing
-/// valid entities kept.
-pub fn specialchars(s: &str, quotes: Quotes) -> String {
-    if s.is_empty() || !s.contains(['&', '<', '>', '"', '\'']) {
-        return s.to_string();
-    }
-    let s = kses::normalize_entities(s);
-    let mut out = String::with_capacity(s.len() + 16);
-    let mut rest = s.as_str();
-    while let Some(c) = rest.chars().next() {
-        let len = c.len_utf8();
-        match c {
-            '&' => {
-                if let Some(n) = entity_len(rest) {
-                    out.push_str(&rest[..n]);
-                    rest = &rest[n..];
-                    continue;
-                }
-                out.push_str("&amp;");
-            }
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' if quotes == Quotes::Both => out.push_str("&quot;"),
-            '\'' if quotes == Quotes::Both => out.push_str("&#039;"),
-            _ => out.push(c),
-        }
-        rest = &rest[len..];
-    }
-    out
-}
-
-/// The length of a valid entity at the start of `s` (for `htmlspecialchars` without double
-/// encoding: HTML 4.01 names, decimal and hexadecimal references).
-fn entity_len(s: &str) -> Option<usize> {
-    let body = s.strip_prefix('&')?;
-    let semi = body.find(';')?;
-    let name = &body[..semi];
-    let ok = if let Some(num) = name.strip_prefix('#') {
-        if let Some(hex) = num.strip_prefix(['x', 'X']) {
-            !hex.is_empty()
-                && hex.chars().all(|c| c.is_ascii_hexdigit())
-                && u64::from_str_radix(hex, 16).is_ok_and(|n| n <= 0x10FFFF)
-        } else {
-            !num.is_empty()
-                && num.chars().all(|c| c.is_ascii_digit())
-                && num.parse::<u64>().is_ok_and(|n| n <= 0x10FFFF)
-        }
-    } else {
-        name != "apos" && kses::ENTITY_NAMES.contains(&name)
-    };
-    ok.then_some(semi + 2)
-}
-
-/// `esc_attr`.
-pub fn esc_attr(s: &str) -> String {
-    specialchars(s, Quotes::Both)
-}
-
-/// `esc_html`.
-pub fn esc_html(s: &str) -> String {
-    specialchars(s, Quotes::Both)
-}
-
-/// Characters `esc_url` keeps (ASCII; every non-ASCII character is kept too).
-fn url_char(c: char) -> bool {
-    !c.is_ascii() || c.is_ascii_alphanumeric() || "-~+_.?#=!&;,/:%@$|*'()[]".contains(c)
-}
-
-/// `esc_url($url, null, $display ? 'display' : 'db')` (`esc_url_raw` / `sanitize_url` for the
-/// database): unsafe characters and disallowed protocols out, `http://` added when there is
-/// no scheme; `''` when nothing safe is left.
-pub fn esc_url(url: &str, display: bool) -> String {
-    if url.is_empty() {
-        return String::new();
-    }
-    let url = url
-        .trim_start_matches([' ', '\t', '\n', '\r', '\0', '\x0B'])
-        .replace(' ', "%20");
-    let mut url: String = url.chars().filter(|c| url_char(*c)).collect();
-    if url.is_empty() {
-        return url;
-    }
-    if !url.to_ascii_lowercase().starts_with("mailto:") {
-        // _deep_replace: until none is left.
-        loop {
-            let next = url
-                .replace("%0d", "")
-                .replace("%0a", "")
-                .replace("%0D", "")
-                .replace("%0A", "");
-            if next == url {
-                break;
-            }
-            url = next;
-        }
-    }
-    url = url.replace(";//", "://");
-    static PHP_FILE: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)^[a-z0-9-]+?\.php"));
-    if !url.contains(':') && !url.starts_with(['/', '#', '?']) && !PHP_FILE.is_match(&url) {
-        url = format!("http://{url}");
-    }
-    if display {
-        url = kses::normalize_entities(&url)
-            .replace("&amp;", "&#038;")
-            .replace('\'', "&#039;");
-    }
-    if url.contains(['[', ']']) {
-        let front = url_front(&url);
-        let end_dirty = url.replacen(&front, "", 1);
-        let end_clean = end_dirty.replace('[', "%5B").replace(']', "%5D");
-        if !end_dirty.is_empty() {
-            url = url.replace(&end_dirty, &end_clean);
-        }
-    }
-    if url.starts_with('/') {
-        return url;
-    }
-    let good = kses::bad_protocol(&url);
-    if good.to_lowercase() != url.to_lowercase() {
-        return String::new();
-    }
-    good
-}
-
-/// The scheme, user info, host and port of a URL, as `esc_url` rebuilds them.
-fn url_front(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) => {
-            (Some(s), r)
-        }
-        _ => (None, url.strip_prefix("//").unwrap_or(url)),
-    };
-    let mut front = String::new();
-    match scheme {
-        Some(s) => front.push_str(&format!("{s}://")),
-        None if url.starts_with('/') => front.push_str("//"),
-        None => {}
-    }
-    if scheme.is_some() || url.starts_with("//") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        front.push_str(authority);
-    }
-    front
 }
 
 /// `sanitize_email`.
@@ -519,47 +210,6 @@ pub fn sanitize_email(email: &str) -> String {
     format!("{local}@{}", new_subs.join("."))
 }
 
-/// `strpos($email, '@', 1)`: the first `@` at byte 1 or later.
-fn at_after_first_byte(email: &str) -> Option<usize> {
-    email.bytes().skip(1).position(|b| b == b'@').map(|i| i + 1)
-}
-
-fn is_local_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c)
-}
-
-/// `is_email`.
-pub fn is_email(email: &str) -> bool {
-    if email.len() < 6 {
-        return false;
-    }
-    let Some(at) = at_after_first_byte(email) else {
-        return false;
-    };
-    let (local, domain) = (&email[..at], &email[at + 1..]);
-    // PHP's `$` also matches before a final newline.
-    let local = local.strip_suffix('\n').unwrap_or(local);
-    if local.is_empty() || !local.chars().all(is_local_char) {
-        return false;
-    }
-    if domain.contains("..") {
-        return false;
-    }
-    if domain.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\0' | '\x0B' | '.')) != domain {
-        return false;
-    }
-    let subs: Vec<&str> = domain.split('.').collect();
-    if subs.len() < 2 {
-        return false;
-    }
-    subs.iter().all(|sub| {
-        sub.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\0' | '\x0B' | '-')) == *sub && {
-            let s = sub.strip_suffix('\n').unwrap_or(sub);
-            !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        }
-    })
-}
-
 /// `convert_invalid_entities`: Windows-1252 references `&#128;`–`&#159;` to their Unicode ones.
 pub fn convert_invalid_entities(s: &str) -> String {
     if !s.contains("&#1") {
@@ -596,4 +246,4 @@ pub fn convert_invalid_entities(s: &str) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

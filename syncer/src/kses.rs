@@ -10,6 +10,9 @@
 use std::sync::LazyLock;
 
 use regex::Regex;
+use strata_wire::php::php_trim;
+
+use crate::escape::{bad_protocol, esc_attr, esc_url, no_null, normalize_entities, pre_kses_less_than};
 
 /// Elements an anonymous commenter may use, with their allowed attributes.
 const ALLOWED_TAGS: &[(&str, &[&str])] = &[
@@ -27,12 +30,6 @@ const ALLOWED_TAGS: &[(&str, &[&str])] = &[
     ("s", &[]),
     ("strike", &[]),
     ("strong", &[]),
-];
-
-/// `wp_allowed_protocols()`.
-const ALLOWED_PROTOCOLS: &[&str] = &[
-    "http", "https", "ftp", "ftps", "mailto", "news", "irc", "irc6", "ircs", "gopher", "nntp", "feed", "telnet", "mms",
-    "rtsp", "sms", "svn", "tel", "fax", "xmpp", "webcal", "urn",
 ];
 
 /// `wp_kses_uri_attributes()`.
@@ -54,30 +51,6 @@ const URI_ATTRIBUTES: &[&str] = &[
     "src",
     "usemap",
     "xmlns",
-];
-
-/// `$allowedentitynames`.
-pub(crate) const ENTITY_NAMES: &[&str] = &[
-    "nbsp", "iexcl", "cent", "pound", "curren", "yen", "brvbar", "sect", "uml", "copy", "ordf", "laquo", "not", "shy",
-    "reg", "macr", "deg", "plusmn", "acute", "micro", "para", "middot", "cedil", "ordm", "raquo", "iquest", "Agrave",
-    "Aacute", "Acirc", "Atilde", "Auml", "Aring", "AElig", "Ccedil", "Egrave", "Eacute", "Ecirc", "Euml", "Igrave",
-    "Iacute", "Icirc", "Iuml", "ETH", "Ntilde", "Ograve", "Oacute", "Ocirc", "Otilde", "Ouml", "times", "Oslash",
-    "Ugrave", "Uacute", "Ucirc", "Uuml", "Yacute", "THORN", "szlig", "agrave", "aacute", "acirc", "atilde", "auml",
-    "aring", "aelig", "ccedil", "egrave", "eacute", "ecirc", "euml", "igrave", "iacute", "icirc", "iuml", "eth",
-    "ntilde", "ograve", "oacute", "ocirc", "otilde", "ouml", "divide", "oslash", "ugrave", "uacute", "ucirc", "uuml",
-    "yacute", "thorn", "yuml", "quot", "amp", "lt", "gt", "apos", "OElig", "oelig", "Scaron", "scaron", "Yuml", "circ",
-    "tilde", "ensp", "emsp", "thinsp", "zwnj", "zwj", "lrm", "rlm", "ndash", "mdash", "lsquo", "rsquo", "sbquo",
-    "ldquo", "rdquo", "bdquo", "dagger", "Dagger", "permil", "lsaquo", "rsaquo", "euro", "fnof", "Alpha", "Beta",
-    "Gamma", "Delta", "Epsilon", "Zeta", "Eta", "Theta", "Iota", "Kappa", "Lambda", "Mu", "Nu", "Xi", "Omicron", "Pi",
-    "Rho", "Sigma", "Tau", "Upsilon", "Phi", "Chi", "Psi", "Omega", "alpha", "beta", "gamma", "delta", "epsilon",
-    "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu", "xi", "omicron", "pi", "rho", "sigmaf", "sigma",
-    "tau", "upsilon", "phi", "chi", "psi", "omega", "thetasym", "upsih", "piv", "bull", "hellip", "prime", "Prime",
-    "oline", "frasl", "weierp", "image", "real", "trade", "alefsym", "larr", "uarr", "rarr", "darr", "harr", "crarr",
-    "lArr", "uArr", "rArr", "dArr", "hArr", "forall", "part", "exist", "empty", "nabla", "isin", "notin", "ni", "prod",
-    "sum", "minus", "lowast", "radic", "prop", "infin", "ang", "and", "or", "cap", "cup", "int", "sim", "cong",
-    "asymp", "ne", "equiv", "le", "ge", "sub", "sup", "nsub", "sube", "supe", "oplus", "otimes", "perp", "sdot",
-    "lceil", "rceil", "lfloor", "rfloor", "lang", "rang", "loz", "spades", "clubs", "hearts", "diams", "sup1", "sup2",
-    "sup3", "frac14", "frac12", "frac34", "there4",
 ];
 
 fn re(pattern: &str) -> Regex {
@@ -109,15 +82,6 @@ pattern!(
     HTML_ERROR,
     r#"^("[^"]*("|\z)|'[^']*('|\z)|[^\t\n\x0B\x0C\r ])*(?-u:\s)*"#
 );
-pattern!(NO_NULL, r"[\x00-\x08\x0B\x0C\x0E-\x1F]");
-pattern!(SLASH_ZERO, r"\\+0+");
-pattern!(NAMED_ENTITY, r"&amp;([A-Za-z]{2,8}[0-9]{0,2});");
-pattern!(DEC_ENTITY, r"&amp;#(0*[0-9]{1,7});");
-pattern!(HEX_ENTITY, r"&amp;#[Xx](0*[0-9A-Fa-f]{1,6});");
-pattern!(COLON_FIX, r"(?i)(&#0*58|&#x0*3a)([;0-9a-f]?)");
-pattern!(COLON_SPLIT, r"(?i):|&#0*58;|&#x0*3a;|&colon;");
-pattern!(DEC_DECODE, r"&#([0-9]+);");
-pattern!(HEX_DECODE, r"&#[Xx]([0-9A-Fa-f]+);");
 pattern!(REL_A, r"(?i)<a ((?-s:.)+?)>");
 pattern!(MAKE_CLICKABLE_SPLIT, r"<[^<>]+>");
 
@@ -128,7 +92,7 @@ pub fn wp_kses(s: &str) -> String {
     // The `pre_kses` filters: `wp_pre_kses_less_than`, then `wp_pre_kses_block_attributes`,
     // of which only the repair of "--->" comment endings is reproduced (block attributes in
     // `<!-- wp:… -->` comments are not filtered here).
-    let s = crate::format::pre_kses_less_than(&s);
+    let s = pre_kses_less_than(&s);
     let s = repair_comment_endings(&s);
     split(&s)
 }
@@ -144,65 +108,6 @@ fn repair_comment_endings(s: &str) -> String {
             format!("<!--{}-->", c[1].trim_end_matches('-'))
         })
         .into_owned()
-}
-
-/// `wp_kses_no_null`: control characters out; with `remove_slash_zero`, `\0` sequences too.
-fn no_null(s: &str, remove_slash_zero: bool) -> String {
-    let s = NO_NULL.replace_all(s, "");
-    if remove_slash_zero {
-        SLASH_ZERO.replace_all(&s, "").into_owned()
-    } else {
-        s.into_owned()
-    }
-}
-
-/// `valid_unicode`.
-fn valid_unicode(i: u64) -> bool {
-    i == 0x9
-        || i == 0xa
-        || i == 0xd
-        || (0x20..=0xd7ff).contains(&i)
-        || (0xe000..=0xfffd).contains(&i)
-        || (0x10000..=0x10ffff).contains(&i)
-}
-
-/// `wp_kses_normalize_entities` (HTML context): every `&` disarmed, then the allowed named,
-/// decimal and hexadecimal entities restored.
-pub(crate) fn normalize_entities(s: &str) -> String {
-    let s = s.replace('&', "&amp;");
-    let s = NAMED_ENTITY.replace_all(&s, |c: &regex::Captures<'_>| {
-        let name = &c[1];
-        if ENTITY_NAMES.contains(&name) {
-            format!("&{name};")
-        } else {
-            format!("&amp;{name};")
-        }
-    });
-    let s = DEC_ENTITY.replace_all(&s, |c: &regex::Captures<'_>| {
-        let digits = &c[1];
-        // PHP's empty("0") is true: "&#0;" disappears.
-        if digits == "0" {
-            return String::new();
-        }
-        match digits.parse::<u64>() {
-            Ok(n) if valid_unicode(n) => {
-                let trimmed = digits.trim_start_matches('0');
-                format!("&#{trimmed:0>3};")
-            }
-            _ => format!("&amp;#{digits};"),
-        }
-    });
-    let s = HEX_ENTITY.replace_all(&s, |c: &regex::Captures<'_>| {
-        let hex = &c[1];
-        if hex == "0" {
-            return String::new();
-        }
-        match u64::from_str_radix(hex, 16) {
-            Ok(n) if valid_unicode(n) => format!("&#x{};", hex.trim_start_matches('0')),
-            _ => format!("&amp;#x{hex};"),
-        }
-    });
-    s.into_owned()
 }
 
 /// `wp_kses_split`: every tag, comment or stray `>` goes through [`split2`].
@@ -410,108 +315,6 @@ pub(crate) fn hair(attr: &str) -> Vec<Attr> {
     out
 }
 
-/// `wp_kses_bad_protocol`: strips disallowed protocols, repeatedly; `''` if that never settles.
-pub(crate) fn bad_protocol(s: &str) -> String {
-    let mut s = no_null(s, true);
-    let mut iterations = 0;
-    loop {
-        let original = s.clone();
-        s = bad_protocol_once(&s, 1);
-        iterations += 1;
-        if original == s {
-            return s;
-        }
-        if iterations >= 6 {
-            return String::new();
-        }
-    }
-}
-
-/// `wp_kses_bad_protocol_once`.
-fn bad_protocol_once(s: &str, count: u32) -> String {
-    // '/(&#0*58(?![;0-9])|&#x0*3a(?![;a-f0-9]))/i' → '$1;' (no look-ahead here: the
-    // character after is captured and checked by hand).
-    let s = COLON_FIX
-        .replace_all(s, |c: &regex::Captures<'_>| {
-            let head = &c[1];
-            let next = c.get(2).map_or("", |g| g.as_str());
-            let hex = head.to_ascii_lowercase().starts_with("&#x");
-            let blocks = match next.chars().next() {
-                None => false,
-                Some(';') => true,
-                Some(ch) if ch.is_ascii_digit() => true,
-                Some(ch) => hex && ch.is_ascii_hexdigit(),
-            };
-            if blocks {
-                format!("{head}{next}")
-            } else {
-                format!("{head};{next}")
-            }
-        })
-        .into_owned();
-    let Some(m) = COLON_SPLIT.find(&s) else {
-        return s;
-    };
-    let (before, after) = (&s[..m.start()], &s[m.end()..]);
-    if before.contains("/?") {
-        return s;
-    }
-    let mut rest = php_trim(after).to_string();
-    let protocol = bad_protocol_once2(before);
-    if protocol == "feed:" {
-        if count > 2 {
-            return String::new();
-        }
-        rest = bad_protocol_once(&rest, count + 1);
-        if rest.is_empty() {
-            return rest;
-        }
-    }
-    format!("{protocol}{rest}")
-}
-
-/// `wp_kses_bad_protocol_once2`: the protocol plus `:` if allowed, else `''`.
-fn bad_protocol_once2(s: &str) -> String {
-    let s = decode_entities(s);
-    let s: String = s
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '\t' | '\n' | '\x0B' | '\x0C' | '\r'))
-        .collect();
-    let s = no_null(&s, true).to_ascii_lowercase();
-    if ALLOWED_PROTOCOLS.contains(&s.as_str()) {
-        format!("{s}:")
-    } else {
-        String::new()
-    }
-}
-
-/// `wp_kses_decode_entities` (`chr()` of the code, i.e. its low byte).
-fn decode_entities(s: &str) -> String {
-    let chr = |n: Option<u64>| -> String {
-        let b = (n.unwrap_or(0) % 256) as u8;
-        // A byte ≥ 0x80 alone is not UTF-8; it can never form an allowed protocol name,
-        // so any placeholder that is not a protocol character keeps the outcome.
-        if b < 0x80 {
-            char::from(b).to_string()
-        } else {
-            "\u{FFFD}".to_string()
-        }
-    };
-    let s = DEC_DECODE.replace_all(s, |c: &regex::Captures<'_>| chr(c[1].parse::<u64>().ok()));
-    let s = HEX_DECODE.replace_all(&s, |c: &regex::Captures<'_>| {
-        let hex = &c[1];
-        // hexdec of a long string is a float; only the low byte matters for chr().
-        let tail = &hex[hex.len().saturating_sub(2)..];
-        chr(u64::from_str_radix(tail, 16).ok())
-    });
-    s.into_owned()
-}
-
-/// PHP `trim()` with its default characters.
-pub(crate) fn php_trim(s: &str) -> &str {
-    s.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\0' | '\x0B'))
-}
-
 /// `wp_targeted_link_rel` on slashed content (as `pre_comment_content` gets it): links with a
 /// `target` are rebuilt from their parsed attributes with `rel="noopener"` added, outside
 /// `script` and `style` elements. kses later drops `target` and `rel`, but the rebuilt tag is
@@ -573,7 +376,7 @@ fn targeted_part(part: &str) -> String {
             }
             rel = parts.join(" ");
         }
-        let whole = format!("rel=\"{}\"", crate::format::esc_attr(&rel));
+        let whole = format!("rel=\"{}\"", esc_attr(&rel));
         match atts.iter_mut().find(|a| a.name == "rel") {
             Some(a) => a.whole = whole,
             None => atts.push(Attr {
@@ -626,14 +429,10 @@ pub fn rel_ugc(s: &str, home_host: &str) -> String {
                         html.push_str(&a.name);
                         html.push(' ');
                     } else {
-                        html.push_str(&format!("{}=\"{}\" ", a.name, crate::format::esc_attr(&a.value)));
+                        html.push_str(&format!("{}=\"{}\" ", a.name, esc_attr(&a.value)));
                     }
                 }
-                return format!(
-                    "<a {} rel=\"{}\">",
-                    php_trim(&html),
-                    crate::format::esc_attr(&dedup.join(" "))
-                );
+                return format!("<a {} rel=\"{}\">", php_trim(&html), esc_attr(&dedup.join(" ")));
             }
             format!("<a {text} rel=\"nofollow ugc\">")
         })
@@ -815,7 +614,7 @@ fn make_url_clickable(s: &str) -> String {
             suffix = format!("{}{suffix}", &url[p..]);
             url.truncate(p);
         }
-        let escaped = crate::format::esc_url(&url, true);
+        let escaped = esc_url(&url, true);
         out.push_str(&s[copied..url_start]);
         if escaped.is_empty() {
             out.push_str(&s[url_start..end]);
@@ -844,7 +643,7 @@ fn make_web_ftp_clickable(s: &str) -> String {
             ret.push(last);
             dest.pop();
         }
-        let dest = crate::format::esc_url(&dest, true);
+        let dest = esc_url(&dest, true);
         if dest.is_empty() {
             return c[0].to_string();
         }

@@ -6,8 +6,10 @@
 //! - [`config`]: the TOML file → validated [`config::Config`];
 //! - [`queue`]: the memcached queue (epoch, counter, records) and restart detection;
 //! - [`rules`]: WordPress's checks and approval as pure functions;
-//! - [`format`], [`kses`]: ports of the WordPress filters a comment goes through;
-//! - [`site`]: options, timezone, salts, settings and permalinks of the site;
+//! - [`format`], [`kses`], [`escape`]: ports of the WordPress filters a comment goes through
+//!   (`escape` holds what the other two share);
+//! - [`options`]: the site's options, as the rules read them;
+//! - [`site`]: timezone, salts, settings and permalinks of the site;
 //! - [`store`]: the MySQL transaction that applies a batch and moves the cursor;
 //! - [`flood`]: the last hour's comments by address and e-mail, for the flood check;
 //! - [`verdicts`]: the answer for each record (`Location`, cookies, errors);
@@ -21,10 +23,14 @@
 pub mod admin;
 pub mod bans;
 pub mod config;
+pub mod escape;
 pub mod flood;
 pub mod format;
+#[cfg(test)]
+mod golden;
 pub mod kses;
 pub mod metrics;
+pub mod options;
 pub mod pace;
 pub mod queue;
 pub mod rules;

@@ -5,9 +5,11 @@
 //! The checks that need the database (duplicates, floods, the author's earlier approved
 //! comments, the parent's status) are done by the store, which hands their answers in here.
 
+use strata_wire::php::{is_email, php_int, php_trim};
+
 use crate::format::{self, Filtered};
 use crate::kses;
-use crate::site::Options;
+use crate::options::Options;
 
 /// The WordPress version whose behaviour is reproduced, `(major, minor)`.
 pub type WpVersion = (u32, u32);
@@ -167,7 +169,7 @@ pub fn check_submission(s: Submission<'_>, post: Option<&Post>, o: &Options, now
         if s.email.is_empty() || s.author.is_empty() {
             return Err(REQUIRED_FIELDS);
         }
-        if !format::is_email(s.email) {
+        if !is_email(s.email) {
             return Err(INVALID_EMAIL);
         }
     }
@@ -200,7 +202,8 @@ pub fn comments_open(post: &Post, o: &Options, now: i64) -> bool {
     }
     match post.date_gmt {
         None => true,
-        Some(date) => now - date <= o.close_comments_days_old * 86_400,
+        // PHP's product turns float where an i64 would overflow: a huge limit never closes.
+        Some(date) => now - date <= o.close_comments_days_old.saturating_mul(86_400),
     }
 }
 
@@ -216,23 +219,6 @@ pub fn normalize_parent(parent: u64, approved: Option<&str>) -> u64 {
     match approved {
         Some(a) if parent > 0 && (php_loose_eq_int(a, 1) || php_loose_eq_int(a, 0)) && !a.is_empty() => parent,
         _ => 0,
-    }
-}
-
-/// PHP's `(int)` cast of a string: leading whitespace, sign and digits.
-pub fn php_int(s: &str) -> i64 {
-    let t = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0B', '\x0C']);
-    let (neg, digits) = match t.as_bytes().first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    let end = digits.bytes().take_while(u8::is_ascii_digit).count();
-    let n: i64 = digits[..end].parse().unwrap_or(0);
-    if neg {
-        -n
-    } else {
-        n
     }
 }
 
@@ -258,7 +244,7 @@ pub fn check_comment(c: &Filtered, o: &Options, history: History, version: WpVer
     if o.comment_max_links > 0 && kses::link_count(&c.content) as u64 >= o.comment_max_links {
         return false;
     }
-    let mod_keys = kses::php_trim(&o.moderation_keys);
+    let mod_keys = php_trim(&o.moderation_keys);
     if matches_word_list(mod_keys, c, false, version) {
         return false;
     }
@@ -273,7 +259,7 @@ pub fn check_comment(c: &Filtered, o: &Options, history: History, version: WpVer
 
 /// `wp_check_comment_disallowed_list()`.
 pub fn is_disallowed(c: &Filtered, o: &Options, version: WpVersion) -> bool {
-    let keys = kses::php_trim(&o.disallowed_keys);
+    let keys = php_trim(&o.disallowed_keys);
     !keys.is_empty() && matches_word_list(keys, c, true, version)
 }
 
@@ -285,7 +271,7 @@ fn matches_word_list(list: &str, c: &Filtered, with_stripped_content: bool, vers
     }
     let stripped = with_stripped_content.then(|| format::wp_strip_all_tags(&c.content));
     let unicode = version >= (6, 6);
-    list.split('\n').map(kses::php_trim).any(|word| {
+    list.split('\n').map(php_trim).any(|word| {
         // PHP's empty(): '' and '0' are skipped.
         if word.is_empty() || word == "0" {
             return false;

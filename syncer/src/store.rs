@@ -18,9 +18,10 @@ use strata_wire::comment::Record;
 
 use crate::flood::{Compare, FloodIndex, Lookup};
 use crate::format::{self, addslashes, Filtered, Raw};
+use crate::options::{Options, OPTION_NAMES};
 use crate::queue::{Cursor, Slot};
 use crate::rules::{self, Post, Refusal, Submission, WpVersion};
-use crate::site::{self, Options, OPTION_NAMES};
+use crate::site;
 
 mod batch;
 
@@ -153,14 +154,6 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// `Y-m-d H:i:s` UTC of Unix seconds.
-fn mysql_date(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
 }
 
 fn params(values: Vec<Value>) -> Params {
@@ -312,7 +305,7 @@ impl Store {
         let rows: Vec<FloodRow> = tx
             .exec(
                 format!("{} WHERE comment_date_gmt >= ?", self.flood_select()),
-                params(vec![mysql_date(horizon).into()]),
+                params(vec![batch::mysql_date(horizon).into()]),
             )
             .await?;
         state.disabled_until = None;
@@ -462,6 +455,70 @@ impl Store {
         slots: Vec<(u64, Slot)>,
         judge: Judge,
     ) -> Result<Applied, StoreError> {
+        self.prepare(conn, setup).await?;
+        let tx = conn;
+        let mut flood = self.flood.lock().await;
+        (flood.by_index, flood.by_query) = (0, 0);
+        let flood_on = !judge.flood_interval.is_zero();
+        // `START TRANSACTION` goes with the reads, unless seeding the flood index reads first.
+        let begin_in_reads = !(flood_on && flood.index.is_none());
+        if !begin_in_reads {
+            tx.query_drop(BEGIN).await?;
+            self.seed_flood(tx, &mut flood).await?;
+        }
+        let flood_sql = if flood_on { self.flood_refresh_sql(&flood) } else { None };
+        let reads = self.reads(&slots, begin_in_reads, flood_sql);
+        let guess = self.judge_ahead(setup, &reads, &slots, judge, &mut flood);
+        let (rows, asked_ahead) = read_batch(tx, &reads, guess.as_ref()).await?;
+        if rows.cursor != expected {
+            return Err(StoreError::CursorMoved(rows.cursor));
+        }
+        let options = Options::from_rows(&rows.options.into_iter().collect());
+        let posts = self.posts(tx, rows.posts).await?;
+        let parents: HashMap<u64, String> = rows.parents.into_iter().collect();
+        let foreign_rows = !rows.flood.is_empty();
+        if reads.flood {
+            absorb_flood_rows(&mut flood, rows.flood);
+        }
+        let read = Basis::read(options, &reads.post_ids, posts, &reads.parent_ids, parents);
+        let guessed_right = learn_basis(&mut self.basis.lock(), &read, foreign_rows);
+
+        // The checks that need no database; the rest become candidates.
+        let ctx = read.context(judge);
+        let judged_ahead = guess.as_ref().map(|_| guessed_right);
+        let (judged, asked) = match kept_judgement(guess, guessed_right, asked_ahead) {
+            Some(kept) => kept,
+            None => {
+                (flood.by_index, flood.by_query) = (0, 0);
+                (judge_slots(&slots, &ctx, &mut flood), Ahead::Unasked)
+            }
+        };
+
+        let cursor = batch_cursor(expected, epoch, &slots);
+        // The cursor's update ends the batch, and `COMMIT` rides with it.
+        let cursor_sql = self.cursor_sql(cursor);
+        let (saved, pairs_asked) = if judged.pending.is_empty() {
+            tx.query_drop(cursor_sql).await?;
+            (Vec::new(), None)
+        } else {
+            let (saved, asked) = self
+                .judge_and_insert(tx, setup, &judged, &ctx, asked, &cursor_sql)
+                .await?;
+            (saved, Some(asked))
+        };
+        Ok(Applied {
+            outcomes: outcomes_of(judged, slots, saved, &mut flood),
+            cursor,
+            options: read.options,
+            flood_checks: (flood.by_index, flood.by_query),
+            pairs_asked,
+            judged_ahead,
+        })
+    }
+
+    /// Makes the batch's temporary tables on a connection that has none yet (after asking it
+    /// to estimate `IN` lists from statistics, see [`ESTIMATE_FROM_STATISTICS`]).
+    async fn prepare(&self, conn: &mut Conn, setup: &Setup) -> Result<(), StoreError> {
         if !self.scratch_conns.lock().contains(&conn.id()) {
             if let Err(e) = conn.query_drop(ESTIMATE_FROM_STATISTICS).await {
                 tracing::debug!(error = %e, "the server keeps its index dives for IN lists");
@@ -469,22 +526,13 @@ impl Store {
             conn.query_drop(setup.scratch.as_str()).await?;
             self.scratch_conns.lock().insert(conn.id());
         }
-        let tx = conn;
-        let mut flood = self.flood.lock().await;
-        (flood.by_index, flood.by_query) = (0, 0);
-        let flood_on = !judge.flood_interval.is_zero();
-        // `START TRANSACTION` goes with the reads, unless seeding the flood index reads first.
-        let mut reads = Vec::new();
-        if flood_on && flood.index.is_none() {
-            tx.query_drop(BEGIN).await?;
-            self.seed_flood(tx, &mut flood).await?;
-        } else {
-            reads.push(BEGIN.to_string());
-        }
-        let begin_in_reads = !reads.is_empty();
+        Ok(())
+    }
 
-        // Every read in one round trip: the cursor (locked), the options, the posts, the
-        // parents' statuses, the rows new to the flood index.
+    /// What a batch reads first, in one round trip: the cursor (locked), the options, the
+    /// posts and the parents' statuses its records name, and `flood_sql` (the rows new to
+    /// the flood index); `START TRANSACTION` first when `begin`.
+    fn reads(&self, slots: &[(u64, Slot)], begin: bool, flood_sql: Option<String>) -> Reads {
         let records = || {
             slots.iter().filter_map(|(_, s)| match s {
                 Slot::Record(r) => Some(r),
@@ -493,16 +541,19 @@ impl Store {
         };
         let post_ids: BTreeSet<u64> = records().map(|r| r.post_id).collect();
         let parent_ids: BTreeSet<u64> = records().map(|r| r.parent).filter(|p| *p > 0).collect();
-        let cursor_table = self.t("strata_syncer");
-        reads.extend([
+        let mut statements = Vec::new();
+        if begin {
+            statements.push(BEGIN.to_string());
+        }
+        statements.extend([
             format!(
-                "SELECT epoch, seq FROM {cursor_table} WHERE queue = {} FOR UPDATE",
+                "SELECT epoch, seq FROM {} WHERE queue = {} FOR UPDATE",
+                self.t("strata_syncer"),
                 batch::lit(&self.queue)
             ),
             options_sql(&self.t("options")),
         ]);
         let posts_sql = self.posts_sql(&post_ids);
-        reads.extend(posts_sql.clone());
         let parents_sql = (!parent_ids.is_empty()).then(|| {
             format!(
                 "SELECT comment_ID, comment_approved FROM {} WHERE comment_ID IN ({})",
@@ -510,170 +561,56 @@ impl Store {
                 parent_ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
             )
         });
-        reads.extend(parents_sql.clone());
-        let flood_sql = if flood_on { self.flood_refresh_sql(&flood) } else { None };
-        reads.extend(flood_sql.clone());
+        let (posts, parents, flood) = (posts_sql.is_some(), parents_sql.is_some(), flood_sql.is_some());
+        statements.extend(posts_sql);
+        statements.extend(parents_sql);
+        statements.extend(flood_sql);
+        Reads {
+            post_ids,
+            parent_ids,
+            statements,
+            begin,
+            posts,
+            parents,
+            flood,
+        }
+    }
 
-        // The batch judged ahead against what the last batch read (a site's options and
-        // posts rarely change), its questions asked with the reads: one round trip less.
-        // It stands only if the reads find exactly what it was judged against.
-        let guess = self
-            .basis
+    /// The batch judged ahead against what earlier batches read (a site's options and posts
+    /// rarely change), with its questions when they can ride with the reads: one round trip
+    /// less. It stands only if the reads find exactly what it was judged against (see
+    /// [`learn_basis`]). `None` when what earlier batches read does not cover the batch.
+    fn judge_ahead(
+        &self,
+        setup: &Setup,
+        reads: &Reads,
+        slots: &[(u64, Slot)],
+        judge: Judge,
+        flood: &mut FloodState,
+    ) -> Option<Guess> {
+        self.basis
             .lock()
             .as_ref()
-            .filter(|b| b.covers(&post_ids, &parent_ids))
+            .filter(|b| b.covers(&reads.post_ids, &reads.parent_ids))
             .map(|b| {
                 let ctx = b.context(judge);
-                let judged = judge_slots(&slots, &ctx, &mut flood);
+                let judged = judge_slots(slots, &ctx, flood);
                 let plan = (!judged.pending.is_empty())
                     .then(|| self.ask_plan(setup, &judged.pending, &judged.candidates, &ctx, true))
                     .filter(|plan| plan.ahead.is_empty());
                 (judged, plan)
-            });
-        let mut text = reads.join(";\n");
-        if let Some((_, Some(plan))) = &guess {
-            text.push_str(";\n");
-            text.push_str(&plan.text);
-        }
-        let mut r = tx.query_iter(text).await?;
-        if begin_in_reads {
-            let _: Vec<mysql_async::Row> = next_set(&mut r).await?;
-        }
-        let cursor_rows: Vec<(u64, u64)> = next_set(&mut r).await?;
-        let option_rows: Vec<(String, String)> = next_set(&mut r).await?;
-        let post_rows: Vec<PostRow> = if posts_sql.is_some() {
-            next_set(&mut r).await?
-        } else {
-            Vec::new()
-        };
-        let parent_rows: Vec<(u64, String)> = if parents_sql.is_some() {
-            next_set(&mut r).await?
-        } else {
-            Vec::new()
-        };
-        let flood_rows: Vec<FloodRow> = if flood_sql.is_some() {
-            next_set(&mut r).await?
-        } else {
-            Vec::new()
-        };
-        let asked_ahead = match &guess {
-            Some((judged, Some(plan))) => Some(read_asked(&mut r, plan, judged.pending.len()).await?),
-            _ => None,
-        };
-        r.drop_result().await?;
+            })
+    }
 
-        let (db_epoch, db_seq) = cursor_rows.first().copied().unwrap_or((0, 0));
-        let actual = Cursor {
-            epoch: db_epoch,
-            seq: db_seq,
-        };
-        if actual != expected {
-            return Err(StoreError::CursorMoved(actual));
-        }
-        let options = Options::from_rows(&option_rows.into_iter().collect());
-        let posts = self.posts(tx, post_rows).await?;
-        let parents: HashMap<u64, String> = parent_rows.into_iter().collect();
-        let foreign_rows = !flood_rows.is_empty();
-        if flood_sql.is_some() {
-            absorb_flood_rows(&mut flood, flood_rows);
-        }
-        let read = Basis::read(options, &post_ids, posts, &parent_ids, parents);
-        let guessed_right = {
-            let mut basis = self.basis.lock();
-            let agrees = basis.as_ref().is_some_and(|b| b.agrees(&read));
-            match basis.as_mut() {
-                Some(b) => b.learn(&read),
-                None => *basis = Some(read.clone()),
-            }
-            agrees && !foreign_rows
-        };
-
-        // The checks that need no database; the rest become candidates.
-        let last = slots.last().map_or(expected.seq, |(seq, _)| *seq);
-        let ctx = read.context(judge);
-        let judged_ahead = guess.as_ref().map(|_| guessed_right);
-        let (judged, asked) = match guess {
-            Some((judged, _)) if guessed_right => {
-                let asked = match asked_ahead {
-                    Some(Some(asked)) => Ahead::Answered(asked),
-                    // A direct question found a possible duplicate: not asked directly again.
-                    Some(None) => Ahead::PossibleDuplicate,
-                    None => Ahead::Unasked,
-                };
-                (judged, asked)
-            }
-            _ => {
-                (flood.by_index, flood.by_query) = (0, 0);
-                (judge_slots(&slots, &ctx, &mut flood), Ahead::Unasked)
-            }
-        };
-
-        let cursor = Cursor { epoch, seq: last };
-        // The cursor's update ends the batch, and `COMMIT` rides with it.
-        let cursor_sql = format!(
-            "UPDATE {cursor_table} SET epoch = {}, seq = {}, updated_gmt = UTC_TIMESTAMP() WHERE queue = {};\nCOMMIT",
+    /// The statement that moves the cursor to `cursor` and commits the batch.
+    fn cursor_sql(&self, cursor: Cursor) -> String {
+        format!(
+            "UPDATE {} SET epoch = {}, seq = {}, updated_gmt = UTC_TIMESTAMP() WHERE queue = {};\nCOMMIT",
+            self.t("strata_syncer"),
             cursor.epoch,
             cursor.seq,
             batch::lit(&self.queue)
-        );
-        let mut pairs_asked = None;
-        let saved = if judged.pending.is_empty() {
-            tx.query_drop(cursor_sql).await?;
-            Vec::new()
-        } else {
-            let (saved, asked) = self
-                .judge_and_insert(tx, setup, &judged, &ctx, asked, &cursor_sql)
-                .await?;
-            pairs_asked = Some(asked);
-            saved
-        };
-        let Judged {
-            mut outcomes,
-            pending,
-            candidates,
-        } = judged;
-        // Each record goes to its outcome; a candidate always came from one.
-        let mut records: Vec<Option<Box<Record>>> = slots
-            .into_iter()
-            .map(|(_, slot)| match slot {
-                Slot::Record(r) => Some(r),
-                Slot::Skipped(_) => None,
-            })
-            .collect();
-        for ((p, c), result) in pending.into_iter().zip(candidates).zip(saved) {
-            let record = records.get_mut(p.slot).and_then(Option::take);
-            let outcome = match (result, record) {
-                (Err(refusal), _) => Outcome::Refused(refusal),
-                (Ok(_), None) => continue,
-                (Ok((id, approved)), Some(record)) => {
-                    if let Some(index) = flood.index.as_mut() {
-                        if !index.observe(id, &c.filtered.ip, &c.filtered.email, Some(c.date_gmt), Instant::now()) {
-                            // Outgrown: dropped now, rebuilt by the next batch's refresh.
-                            flood.index = None;
-                        }
-                    }
-                    Outcome::Inserted(Box::new(Inserted {
-                        id,
-                        approved,
-                        filtered: c.filtered,
-                        date_gmt: p.date_gmt,
-                        record,
-                    }))
-                }
-            };
-            outcomes[p.slot].1 = Some(outcome);
-        }
-        Ok(Applied {
-            outcomes: outcomes
-                .into_iter()
-                .map(|(seq, o)| (seq, o.unwrap_or(Outcome::Skipped("unjudged"))))
-                .collect(),
-            cursor,
-            options: read.options,
-            flood_checks: (flood.by_index, flood.by_query),
-            pairs_asked,
-            judged_ahead,
-        })
+        )
     }
 
     /// `comment_count` of the posts raised by the approved comments the batch saves (post
@@ -826,7 +763,7 @@ impl Store {
         ctx: &Context<'_>,
         asked: Ahead,
         tail: &str,
-    ) -> Result<(Vec<Result<(u64, &'static str), Refusal>>, bool), StoreError> {
+    ) -> Result<(Vec<Saved>, bool), StoreError> {
         let (pending, candidates) = (&judged.pending[..], &judged.candidates[..]);
         let Asked {
             facts,
@@ -844,109 +781,104 @@ impl Store {
         };
         let mut decisions = batch::resolve(candidates, &facts, &pairs, rules, &|_| true);
         let mut saved: Vec<Option<u64>> = vec![None; pending.len()];
-        let approved_posts = |decisions: &[Decision], saved: &[Option<u64>], all: bool| -> BTreeMap<u64, u64> {
-            let mut out = BTreeMap::new();
-            for (j, d) in decisions.iter().enumerate() {
-                if *d == Decision::Save("1") && (all || saved[j].is_some()) {
-                    *out.entry(pending[j].post_id).or_default() += 1;
-                }
-            }
-            out
+        let (from, tail_done) = if setup.multi_row {
+            self.insert_together(tx, setup, judged, &decisions, &mut saved, tail)
+                .await?
+        } else {
+            (0, false)
         };
-
-        // Fast path: every accepted comment in multi-row INSERTs, the last one sent with the
-        // updates. A statement MySQL refuses (a value a column cannot hold) inserts nothing
-        // and stops the ones after it; from its first row on, rows go one by one so the
-        // refused one is found and the ones after it judged without it.
-        let mut from = 0;
-        let mut tail_done = false;
-        if setup.multi_row {
-            let accepted: Vec<(usize, &str)> = decisions
-                .iter()
-                .enumerate()
-                .filter_map(|(j, d)| match d {
-                    Decision::Save(approved) => Some((j, *approved)),
-                    Decision::Refuse(_) => None,
-                })
-                .collect();
-            let rows = accepted
-                .iter()
-                .map(|(j, approved)| comment_row(&pending[*j], &candidates[*j], approved));
-            let chunks = batch::chunked(&self.insert_head(), rows, STATEMENT_BYTES);
-            let count = chunks.len();
-            let mut done = 0;
-            let mut failed = false;
-            for (i, (mut statement, n)) in chunks.into_iter().enumerate() {
-                let last = i + 1 == count;
-                if last {
-                    let counts = self.count_sql(&approved_posts(&decisions, &saved, true));
-                    for extra in counts.iter().map(String::as_str).chain([tail]) {
-                        statement.push_str(";\n");
-                        statement.push_str(extra);
-                    }
-                }
-                match tx.query_iter(statement).await {
-                    Ok(r) => {
-                        let first = r.last_insert_id().unwrap_or(0);
-                        r.drop_result().await?;
-                        for (k, (j, _)) in accepted[done..done + n].iter().enumerate() {
-                            saved[*j] = Some(first + k as u64 * setup.increment);
-                        }
-                        done += n;
-                        tail_done = last;
-                    }
-                    Err(mysql_async::Error::Server(e)) if refused_row(&e) => {
-                        tracing::warn!(error = %e, "MySQL refused a batch of comments; inserting them one by one");
-                        failed = true;
-                        break;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            from = if failed {
-                accepted.get(done).map_or(pending.len(), |(j, _)| *j)
-            } else {
-                pending.len()
-            };
-        }
         for j in from..pending.len() {
             let is_saved = |i: usize| saved[i].is_some();
             decisions[j] = batch::resolve(&candidates[..=j], &facts, &pairs, rules, &is_saved)
                 .pop()
                 .unwrap_or(Decision::Refuse(rules::SAVE_FAILED));
-            let Decision::Save(approved) = decisions[j] else {
-                continue;
-            };
-            let statement = format!(
-                "{} {}",
-                self.insert_head(),
-                comment_row(&pending[j], &candidates[j], approved)
-            );
-            match tx.query_drop(statement).await {
-                Ok(()) => saved[j] = tx.last_insert_id(),
-                // The server refused this row (e.g. a value the column cannot hold):
-                // WordPress answers 500 and saves nothing; the batch goes on.
+            if let Decision::Save(approved) = decisions[j] {
+                saved[j] = self.insert_one(tx, &pending[j], &candidates[j], approved).await?;
+            }
+        }
+        if !tail_done {
+            let counts = self.count_sql(&approved_posts(pending, &decisions, &saved, false));
+            let text: Vec<&str> = counts.iter().map(String::as_str).chain([tail]).collect();
+            tx.query_drop(text.join(";\n")).await?;
+        }
+        Ok((saved_results(decisions, &saved), pairs_asked))
+    }
+
+    /// The fast path of [`Store::judge_and_insert`]: every accepted comment in multi-row
+    /// INSERTs, the last one sent with the updates (`comment_count`'s, then `tail`), each
+    /// saved row's id noted in `saved`. A statement MySQL refuses (a value a column cannot
+    /// hold) inserts nothing and stops the ones after it; from its first row on, rows go one
+    /// by one so the refused one is found and the ones after it judged without it.
+    ///
+    /// Returns the candidate from which on rows go one by one (all of them done: their
+    /// number), and whether `tail` ran.
+    async fn insert_together(
+        &self,
+        tx: &mut mysql_async::Conn,
+        setup: &Setup,
+        judged: &Judged,
+        decisions: &[Decision],
+        saved: &mut [Option<u64>],
+        tail: &str,
+    ) -> Result<(usize, bool), StoreError> {
+        let (pending, candidates) = (&judged.pending[..], &judged.candidates[..]);
+        let accepted = accepted(decisions);
+        let rows = accepted
+            .iter()
+            .map(|(j, approved)| comment_row(&pending[*j], &candidates[*j], approved));
+        let chunks = batch::chunked(&self.insert_head(), rows, STATEMENT_BYTES);
+        let count = chunks.len();
+        let mut done = 0;
+        for (i, (mut statement, n)) in chunks.into_iter().enumerate() {
+            let last = i + 1 == count;
+            if last {
+                let counts = self.count_sql(&approved_posts(pending, decisions, saved, true));
+                for extra in counts.iter().map(String::as_str).chain([tail]) {
+                    statement.push_str(";\n");
+                    statement.push_str(extra);
+                }
+            }
+            match tx.query_iter(statement).await {
+                Ok(r) => {
+                    let first = r.last_insert_id().unwrap_or(0);
+                    r.drop_result().await?;
+                    for (k, (j, _)) in accepted[done..done + n].iter().enumerate() {
+                        saved[*j] = Some(first + k as u64 * setup.increment);
+                    }
+                    done += n;
+                    if last {
+                        return Ok((pending.len(), true));
+                    }
+                }
                 Err(mysql_async::Error::Server(e)) if refused_row(&e) => {
-                    tracing::warn!(seq = pending[j].seq, error = %e, "MySQL refused a comment row");
+                    tracing::warn!(error = %e, "MySQL refused a batch of comments; inserting them one by one");
+                    return Ok((accepted.get(done).map_or(pending.len(), |(j, _)| *j), false));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        if !tail_done {
-            let counts = self.count_sql(&approved_posts(&decisions, &saved, false));
-            let text: Vec<&str> = counts.iter().map(String::as_str).chain([tail]).collect();
-            tx.query_drop(text.join(";\n")).await?;
+        Ok((pending.len(), false))
+    }
+
+    /// Inserts one comment; its `comment_ID`, or `None` when the server refused the row
+    /// (e.g. a value the column cannot hold): WordPress answers 500 and saves nothing, and
+    /// the batch goes on.
+    async fn insert_one(
+        &self,
+        tx: &mut mysql_async::Conn,
+        p: &Pending,
+        c: &Candidate,
+        approved: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let statement = format!("{} {}", self.insert_head(), comment_row(p, c, approved));
+        match tx.query_drop(statement).await {
+            Ok(()) => Ok(tx.last_insert_id()),
+            Err(mysql_async::Error::Server(e)) if refused_row(&e) => {
+                tracing::warn!(seq = p.seq, error = %e, "MySQL refused a comment row");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
         }
-        let results = decisions
-            .into_iter()
-            .enumerate()
-            .map(|(j, d)| match (d, saved[j]) {
-                (Decision::Save(approved), Some(id)) => Ok((id, approved)),
-                (Decision::Save(_), None) => Err(rules::SAVE_FAILED),
-                (Decision::Refuse(r), _) => Err(r),
-            })
-            .collect();
-        Ok((results, pairs_asked))
     }
 
     /// Fills the temporary tables with the candidates and asks the questions of [`batch`],
@@ -1183,6 +1115,44 @@ impl Store {
     }
 }
 
+/// The candidates decided to be saved, with the `comment_approved` each gets, in order.
+fn accepted(decisions: &[Decision]) -> Vec<(usize, &'static str)> {
+    decisions
+        .iter()
+        .enumerate()
+        .filter_map(|(j, d)| match d {
+            Decision::Save(approved) => Some((j, *approved)),
+            Decision::Refuse(_) => None,
+        })
+        .collect()
+}
+
+/// How much `comment_count` rises per post: by the approved comments saved (`saved`: the
+/// ids of the rows inserted), or with `all` by those decided to be saved.
+fn approved_posts(pending: &[Pending], decisions: &[Decision], saved: &[Option<u64>], all: bool) -> BTreeMap<u64, u64> {
+    let mut out = BTreeMap::new();
+    for (j, d) in decisions.iter().enumerate() {
+        if *d == Decision::Save("1") && (all || saved[j].is_some()) {
+            *out.entry(pending[j].post_id).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// What became of each candidate: saved with its id and status, refused as decided, or
+/// refused because its row was (decided to be saved, yet no row inserted).
+fn saved_results(decisions: Vec<Decision>, saved: &[Option<u64>]) -> Vec<Saved> {
+    decisions
+        .into_iter()
+        .enumerate()
+        .map(|(j, d)| match (d, saved[j]) {
+            (Decision::Save(approved), Some(id)) => Ok((id, approved)),
+            (Decision::Save(_), None) => Err(rules::SAVE_FAILED),
+            (Decision::Refuse(r), _) => Err(r),
+        })
+        .collect()
+}
+
 /// Whether [`batch::fold`] agrees with the collation of every column the pairs query
 /// compares, asked of the server (a server that cannot answer: no).
 async fn folds_agree(conn: &mut mysql_async::Conn, c: &Collations) -> bool {
@@ -1257,6 +1227,88 @@ async fn read_asked(
     }))
 }
 
+/// What a batch reads first (see [`Store::reads`]).
+struct Reads {
+    /// The posts its records comment on.
+    post_ids: BTreeSet<u64>,
+    /// The comments they answer.
+    parent_ids: BTreeSet<u64>,
+    /// The statements, in the order their answers come.
+    statements: Vec<String>,
+    /// `START TRANSACTION` leads them.
+    begin: bool,
+    /// The posts are read (some record names one).
+    posts: bool,
+    /// The parents are read (some record answers one).
+    parents: bool,
+    /// The rows new to the flood index are read.
+    flood: bool,
+}
+
+/// What a batch's first reads found.
+struct ReadRows {
+    /// The cursor in MySQL.
+    cursor: Cursor,
+    options: Vec<(String, String)>,
+    posts: Vec<PostRow>,
+    /// `comment_ID` and `comment_approved` of the parents.
+    parents: Vec<(u64, String)>,
+    flood: Vec<FloodRow>,
+}
+
+/// A batch judged ahead of its reads, with the questions to send with them (`None`: they
+/// do not fit in one statement, or it has no candidate).
+type Guess = (Judged, Option<AskPlan>);
+
+/// Sends a batch's first reads, with the questions of `guess` when it has them, and reads
+/// their answers: the rows, and what the questions got (see [`read_asked`]).
+async fn read_batch(
+    tx: &mut Conn,
+    reads: &Reads,
+    guess: Option<&Guess>,
+) -> Result<(ReadRows, Option<Option<Asked>>), StoreError> {
+    let mut text = reads.statements.join(";\n");
+    if let Some((_, Some(plan))) = guess {
+        text.push_str(";\n");
+        text.push_str(&plan.text);
+    }
+    let mut r = tx.query_iter(text).await?;
+    if reads.begin {
+        let _: Vec<mysql_async::Row> = next_set(&mut r).await?;
+    }
+    let cursor_rows: Vec<(u64, u64)> = next_set(&mut r).await?;
+    let options: Vec<(String, String)> = next_set(&mut r).await?;
+    let posts: Vec<PostRow> = if reads.posts {
+        next_set(&mut r).await?
+    } else {
+        Vec::new()
+    };
+    let parents: Vec<(u64, String)> = if reads.parents {
+        next_set(&mut r).await?
+    } else {
+        Vec::new()
+    };
+    let flood: Vec<FloodRow> = if reads.flood {
+        next_set(&mut r).await?
+    } else {
+        Vec::new()
+    };
+    let asked_ahead = match guess {
+        Some((judged, Some(plan))) => Some(read_asked(&mut r, plan, judged.pending.len()).await?),
+        _ => None,
+    };
+    r.drop_result().await?;
+    let (epoch, seq) = cursor_rows.first().copied().unwrap_or((0, 0));
+    let rows = ReadRows {
+        cursor: Cursor { epoch, seq },
+        options,
+        posts,
+        parents,
+        flood,
+    };
+    Ok((rows, asked_ahead))
+}
+
 /// What the questions asked with a batch's reads got.
 enum Ahead {
     /// Their answers.
@@ -1266,6 +1318,27 @@ enum Ahead {
     /// Asked without the temporary tables ([`Store::direct_sql`]), they found that some
     /// candidate may have a duplicate: which one, the temporary tables must tell.
     PossibleDuplicate,
+}
+
+/// The judgement made ahead of the reads, with what its questions got (`asked_ahead`, see
+/// [`read_batch`]), when it stands (`guessed_right`); `None`: the batch is judged again.
+fn kept_judgement(
+    guess: Option<Guess>,
+    guessed_right: bool,
+    asked_ahead: Option<Option<Asked>>,
+) -> Option<(Judged, Ahead)> {
+    match guess {
+        Some((judged, _)) if guessed_right => {
+            let asked = match asked_ahead {
+                Some(Some(asked)) => Ahead::Answered(asked),
+                // A direct question found a possible duplicate: not asked directly again.
+                Some(None) => Ahead::PossibleDuplicate,
+                None => Ahead::Unasked,
+            };
+            Some((judged, asked))
+        }
+        _ => None,
+    }
 }
 
 /// What MySQL said of a batch's candidates.
@@ -1564,6 +1637,21 @@ impl Basis {
     }
 }
 
+/// Takes a batch's reads into what the next batch is judged ahead against; whether the
+/// judgement made ahead of them stands: the reads found what it was made against, and the
+/// flood index learnt of no comment from another writer (`foreign_rows`).
+fn learn_basis(basis: &mut Option<Basis>, read: &Basis, foreign_rows: bool) -> bool {
+    let agrees = basis.as_ref().is_some_and(|b| b.agrees(read));
+    match basis.as_mut() {
+        Some(b) => b.learn(read),
+        None => *basis = Some(read.clone()),
+    }
+    agrees && !foreign_rows
+}
+
+/// What became of a candidate: its `(comment_ID, comment_approved)`, or why it was refused.
+type Saved = Result<(u64, &'static str), Refusal>;
+
 /// A batch after the checks that need no database.
 struct Judged {
     /// Each position's outcome so far, in order (`None`: a candidate).
@@ -1597,6 +1685,64 @@ fn judge_slots(slots: &[(u64, Slot)], ctx: &Context<'_>, flood: &mut FloodState)
         judged.outcomes.push((*seq, outcome));
     }
     judged
+}
+
+/// Where the cursor goes once a batch of `slots` after `expected` is applied: past its last
+/// position, in `epoch`.
+fn batch_cursor(expected: Cursor, epoch: u64, slots: &[(u64, Slot)]) -> Cursor {
+    let last = slots.last().map_or(expected.seq, |(seq, _)| *seq);
+    Cursor { epoch, seq: last }
+}
+
+/// Each position's outcome, in order: a candidate's from what became of it (`saved`, one
+/// per candidate: its `(comment_ID, comment_approved)` or why it was refused), the others'
+/// as [`judge_slots`] decided; each saved comment shown to the flood index.
+fn outcomes_of(
+    judged: Judged,
+    slots: Vec<(u64, Slot)>,
+    saved: Vec<Saved>,
+    flood: &mut FloodState,
+) -> Vec<(u64, Outcome)> {
+    let Judged {
+        mut outcomes,
+        pending,
+        candidates,
+    } = judged;
+    // Each record goes to its outcome; a candidate always came from one.
+    let mut records: Vec<Option<Box<Record>>> = slots
+        .into_iter()
+        .map(|(_, slot)| match slot {
+            Slot::Record(r) => Some(r),
+            Slot::Skipped(_) => None,
+        })
+        .collect();
+    for ((p, c), result) in pending.into_iter().zip(candidates).zip(saved) {
+        let record = records.get_mut(p.slot).and_then(Option::take);
+        let outcome = match (result, record) {
+            (Err(refusal), _) => Outcome::Refused(refusal),
+            (Ok(_), None) => continue,
+            (Ok((id, approved)), Some(record)) => {
+                if let Some(index) = flood.index.as_mut() {
+                    if !index.observe(id, &c.filtered.ip, &c.filtered.email, Some(c.date_gmt), Instant::now()) {
+                        // Outgrown: dropped now, rebuilt by the next batch's refresh.
+                        flood.index = None;
+                    }
+                }
+                Outcome::Inserted(Box::new(Inserted {
+                    id,
+                    approved,
+                    filtered: c.filtered,
+                    date_gmt: p.date_gmt,
+                    record,
+                }))
+            }
+        };
+        outcomes[p.slot].1 = Some(outcome);
+    }
+    outcomes
+        .into_iter()
+        .map(|(seq, o)| (seq, o.unwrap_or(Outcome::Skipped("unjudged"))))
+        .collect()
 }
 
 /// A record that passed the checks needing no database.
@@ -1966,6 +2112,226 @@ mod tests {
         basis.learn(&read("1", &many, &[]));
         assert!(!basis.covers(&ids(&[1]), &ids(&[])));
         assert!(basis.covers(&ids(&[100]), &ids(&[])));
+    }
+
+    /// A record at `seq` on post `post`, answering `parent`.
+    fn record(seq: u64, post: u64, parent: u64) -> Slot {
+        Slot::Record(Box::new(Record {
+            v: 1,
+            epoch: 3,
+            seq,
+            post_id: post,
+            parent,
+            author: "Ann".into(),
+            email: "ann@example.test".into(),
+            url: String::new(),
+            content: format!("hi {seq}"),
+            ip: "192.0.2.1".into(),
+            agent: String::new(),
+            accepted_ms: 1_000_000,
+            consent: false,
+            redirect_to: None,
+            node: "n1".into(),
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_batch_reads_what_its_records_name_and_moves_the_cursor_past_its_last_position() {
+        let store = Store::new("mysql://u:p@127.0.0.1:3306/wp", "wp_", "q").unwrap();
+        let slots = vec![
+            (5, Slot::Skipped("missing")),
+            (6, record(6, 4, 0)),
+            (7, record(7, 4, 9)),
+        ];
+        let reads = store.reads(&slots, true, Some("SELECT 'flood'".into()));
+        assert_eq!(reads.post_ids, BTreeSet::from([4]));
+        assert_eq!(reads.parent_ids, BTreeSet::from([9]));
+        assert!(reads.begin && reads.posts && reads.parents && reads.flood);
+        assert_eq!(
+            reads.statements,
+            [
+                "START TRANSACTION".to_string(),
+                "SELECT epoch, seq FROM `wp_strata_syncer` WHERE queue = 'q' FOR UPDATE".into(),
+                options_sql("`wp_options`"),
+                store.posts_sql(&BTreeSet::from([4])).unwrap(),
+                "SELECT comment_ID, comment_approved FROM `wp_comments` WHERE comment_ID IN (9)".into(),
+                "SELECT 'flood'".into(),
+            ]
+        );
+        // Nothing but skipped positions, the transaction begun already: the cursor and the
+        // options only.
+        let reads = store.reads(&slots[..1], false, None);
+        assert!(!reads.begin && !reads.posts && !reads.parents && !reads.flood);
+        assert_eq!(reads.statements.len(), 2);
+
+        let cursor = batch_cursor(Cursor { epoch: 3, seq: 4 }, 3, &slots);
+        assert_eq!(cursor, Cursor { epoch: 3, seq: 7 });
+        assert_eq!(
+            store.cursor_sql(cursor),
+            "UPDATE `wp_strata_syncer` SET epoch = 3, seq = 7, updated_gmt = UTC_TIMESTAMP() WHERE queue = 'q';\nCOMMIT"
+        );
+    }
+
+    #[test]
+    fn a_judgement_made_ahead_stands_only_when_the_reads_found_what_it_was_made_against() {
+        let mut basis = None;
+        let open = read("0", &[(1, Some("open"))], &[]);
+        // Nothing was read before: nothing to agree with.
+        assert!(!learn_basis(&mut basis, &open, false));
+        assert!(learn_basis(&mut basis, &open, false));
+        // The flood index learnt of a comment from another writer.
+        assert!(!learn_basis(&mut basis, &open, true));
+        assert!(!learn_basis(&mut basis, &read("0", &[(1, Some("closed"))], &[]), false));
+
+        let judged = || Judged {
+            outcomes: Vec::new(),
+            pending: Vec::new(),
+            candidates: Vec::new(),
+        };
+        let asked = || Asked {
+            facts: Vec::new(),
+            pairs: Vec::new(),
+            pairs_asked: false,
+        };
+        assert!(kept_judgement(None, true, None).is_none());
+        assert!(kept_judgement(Some((judged(), None)), false, Some(Some(asked()))).is_none());
+        assert!(matches!(
+            kept_judgement(Some((judged(), None)), true, None),
+            Some((_, Ahead::Unasked))
+        ));
+        assert!(matches!(
+            kept_judgement(Some((judged(), None)), true, Some(None)),
+            Some((_, Ahead::PossibleDuplicate))
+        ));
+        assert!(matches!(
+            kept_judgement(Some((judged(), None)), true, Some(Some(asked()))),
+            Some((_, Ahead::Answered(_)))
+        ));
+    }
+
+    #[test]
+    fn each_position_gets_its_outcome_and_saved_comments_reach_the_flood_index() {
+        let filtered = |seq: u64| Filtered {
+            author: "Ann".into(),
+            email: "ann@example.test".into(),
+            url: String::new(),
+            content: format!("hi {seq}"),
+            ip: "192.0.2.1".into(),
+            agent: String::new(),
+        };
+        let candidate = |seq: u64| Candidate {
+            filtered: filtered(seq),
+            raw: None,
+            date_gmt: 1_000,
+            flood_since: 0,
+            flood_ask: false,
+        };
+        let pending = |slot: usize, seq: u64| Pending {
+            slot,
+            seq,
+            post_id: 4,
+            parent: 0,
+            date: "1970-01-01 00:16:40".into(),
+            date_gmt: "1970-01-01 00:16:40".into(),
+        };
+        let slots = vec![
+            (10, Slot::Skipped("queue-full")),
+            (11, record(11, 4, 0)),
+            (12, record(12, 4, 0)),
+            (13, record(13, 4, 0)),
+        ];
+        let judged = Judged {
+            outcomes: vec![
+                (10, Some(Outcome::Skipped("queue-full"))),
+                (11, None),
+                (12, Some(Outcome::Refused(rules::CLOSED))),
+                (13, None),
+            ],
+            pending: vec![pending(1, 11), pending(3, 13)],
+            candidates: vec![candidate(11), candidate(13)],
+        };
+        let mut flood = FloodState {
+            index: Some(FloodIndex::new(Compare::Exact, 0, 99)),
+            ..FloodState::default()
+        };
+        let looks_like_flood = |flood: &FloodState| {
+            flood
+                .index
+                .as_ref()
+                .map(|i| i.lookup("192.0.2.1", "b@example.test", 900, 1_005, 15))
+        };
+        assert_eq!(looks_like_flood(&flood), Some(Lookup::NotFlood));
+        let Slot::Record(first) = slots[1].1.clone() else {
+            unreachable!()
+        };
+        let outcomes = outcomes_of(judged, slots, vec![Ok((100, "1")), Err(rules::DUPLICATE)], &mut flood);
+        assert_eq!(
+            outcomes,
+            [
+                (10, Outcome::Skipped("queue-full")),
+                (
+                    11,
+                    Outcome::Inserted(Box::new(Inserted {
+                        id: 100,
+                        approved: "1",
+                        filtered: filtered(11),
+                        date_gmt: "1970-01-01 00:16:40".into(),
+                        record: first,
+                    }))
+                ),
+                (12, Outcome::Refused(rules::CLOSED)),
+                (13, Outcome::Refused(rules::DUPLICATE)),
+            ]
+        );
+        assert_eq!(looks_like_flood(&flood), Some(Lookup::Ask));
+
+        // A candidate nothing became of stays unjudged.
+        let judged = Judged {
+            outcomes: vec![(14, None)],
+            pending: vec![pending(0, 14)],
+            candidates: vec![candidate(14)],
+        };
+        let outcomes = outcomes_of(judged, vec![(14, record(14, 4, 0))], Vec::new(), &mut flood);
+        assert_eq!(outcomes, [(14, Outcome::Skipped("unjudged"))]);
+    }
+
+    #[test]
+    fn comment_count_rises_by_the_approved_comments_saved() {
+        let pending = |post_id: u64| Pending {
+            slot: 0,
+            seq: 1,
+            post_id,
+            parent: 0,
+            date: String::new(),
+            date_gmt: String::new(),
+        };
+        let pending = [pending(4), pending(4), pending(5), pending(6)];
+        let decisions = vec![
+            Decision::Save("1"),
+            Decision::Save("0"),
+            Decision::Save("1"),
+            Decision::Refuse(rules::FLOOD),
+        ];
+        // The third row was refused by MySQL.
+        let saved = [Some(100), Some(101), None, None];
+        assert_eq!(accepted(&decisions), [(0, "1"), (1, "0"), (2, "1")]);
+        assert_eq!(
+            approved_posts(&pending, &decisions, &saved, true),
+            BTreeMap::from([(4, 1), (5, 1)])
+        );
+        assert_eq!(
+            approved_posts(&pending, &decisions, &saved, false),
+            BTreeMap::from([(4, 1)])
+        );
+        assert_eq!(
+            saved_results(decisions, &saved),
+            [
+                Ok((100, "1")),
+                Ok((101, "0")),
+                Err(rules::SAVE_FAILED),
+                Err(rules::FLOOD)
+            ]
+        );
     }
 
     #[test]

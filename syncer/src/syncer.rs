@@ -11,8 +11,9 @@
 //! applied on restart; a crash after it leaves them behind the cursor, so they never are
 //! again.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::hash::{BuildHasher, Hasher};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,8 +22,10 @@ use strata_wire::comment::{self as wire, VERDICT_TTL};
 use crate::bans::{self, Banner};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::queue::{self, Cursor, Queue, QueueError, Reconcile};
-use crate::site::{self, Options, Permalinks, PhpConstants};
+use crate::options::Options;
+use crate::queue::{self, Cursor, Queue, QueueError, Reconcile, Slot};
+use crate::rules::Refusal;
+use crate::site::{self, Permalinks, PhpConstants};
 use crate::store::{with_deadline, Applied, Judge, Outcome, Store, StoreError};
 use crate::verdicts;
 
@@ -194,6 +197,85 @@ fn links_to_post(r: &wire::Record) -> bool {
     r.redirect_to.as_deref().is_none_or(str::is_empty)
 }
 
+/// The queue positions a tick reads: those after `cursor`, at most `batch` of the `depth`
+/// queued.
+fn batch_range(cursor: Cursor, depth: u64, batch: usize) -> RangeInclusive<u64> {
+    cursor.seq + 1..=cursor.seq + depth.min(batch as u64)
+}
+
+/// The posts whose permalinks the verdicts of `slots` will need.
+fn linked_posts(slots: &[(u64, Slot)]) -> impl Iterator<Item = u64> + '_ {
+    slots.iter().filter_map(|(_, s)| match s {
+        Slot::Record(r) if links_to_post(r) => Some(r.post_id),
+        _ => None,
+    })
+}
+
+/// The label of an inserted comment's status in the metrics and logs.
+fn status_label(approved: &str) -> &'static str {
+    match verdicts::status(approved) {
+        wire::Status::Approved => "approved",
+        wire::Status::Held => "held",
+        wire::Status::Spam => "spam",
+        wire::Status::Trash => "trash",
+        _ => "other",
+    }
+}
+
+/// The posts whose pages a batch changed: those of its comments inserted approved, each
+/// once; their cached pages are banned, their `comment_count` recounted later.
+fn posts_to_ban(outcomes: &[(u64, Outcome)]) -> BTreeSet<u64> {
+    outcomes
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Inserted(i) if i.approved == "1" => Some(i.record.post_id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Counts and logs what became of queue position `seq` (`commit_ms`: when its batch
+/// committed).
+fn note_outcome(m: &Metrics, seq: u64, o: &Outcome, commit_ms: u64) {
+    match o {
+        Outcome::Inserted(i) => {
+            let label = status_label(i.approved);
+            m.comment(label);
+            m.lag
+                .observe(commit_ms.saturating_sub(i.record.accepted_ms) as f64 / 1000.0);
+            tracing::debug!(
+                seq,
+                comment = i.id,
+                post = i.record.post_id,
+                status = label,
+                "comment saved"
+            );
+        }
+        Outcome::Refused(r) => {
+            m.comment(match r {
+                Refusal::Ignored(_) => "ignored",
+                Refusal::Rejected { .. } => "rejected",
+            });
+            m.rejection(r.reason());
+            tracing::debug!(seq, reason = r.reason(), "comment refused");
+        }
+        // A number its proxy marked (the queue was full) held no comment; a missing or
+        // unreadable record may have.
+        Outcome::Skipped(why @ "queue-full") => {
+            m.skip(why);
+            tracing::debug!(seq, reason = why, "queue position skipped: marked unused by its proxy");
+        }
+        Outcome::Skipped(why) => {
+            m.skip(why);
+            tracing::error!(
+                seq,
+                reason = why,
+                "queue position skipped: its record never arrived or is unreadable"
+            );
+        }
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -302,15 +384,7 @@ impl Syncer {
     }
 
     async fn tick_inner(&mut self) -> Result<TickReport, TickError> {
-        let mut cursor = match self.cursor {
-            Some(c) => c,
-            None => {
-                let c = with_deadline(self.cfg.mysql_timeout, self.store.load_cursor()).await?;
-                tracing::info!(epoch = c.epoch, seq = c.seq, "cursor loaded");
-                self.cursor = Some(c);
-                c
-            }
-        };
+        let before = self.load_cursor().await?;
         self.publish_settings_if_due().await;
         // The tags of an unsettled batch are on their way.
         if self.banner.pending() > 0 && self.unsettled.is_none() {
@@ -318,83 +392,19 @@ impl Syncer {
         }
 
         let started = Instant::now();
-        let head = self.queue.head(cursor.seq + 1, self.read_ahead).await?;
-        let (epoch, counter) = (head.epoch, head.counter);
-        let mut reset = false;
-        let before = cursor;
-        match queue::reconcile(cursor, epoch, counter, self.last_counter) {
-            Reconcile::Same => {}
-            Reconcile::RestoreEpoch => {
-                tracing::warn!(
-                    epoch = cursor.epoch,
-                    "the queue's epoch key vanished while its counter did not; restored"
-                );
-                self.queue.ensure_epoch(cursor.epoch).await?;
-            }
-            Reconcile::Adopt { epoch } => cursor.epoch = epoch,
-            Reconcile::Create => {
-                let e = self.queue.ensure_epoch(random_u64()).await?.unwrap_or(0);
-                cursor = Cursor { epoch: e, seq: 0 };
-            }
-            Reconcile::Reset { epoch, lost } => {
-                // The last batch's verdict keys and position belong to the lost queue: they
-                // must not land in the new one, whose numbers start over.
-                if let Some(u) = self.unsettled.take() {
-                    self.after_commit(u, false).await;
-                }
-                let e = match epoch {
-                    Some(e) => e,
-                    None => self.queue.ensure_epoch(random_u64()).await?.unwrap_or(0),
-                };
-                cursor = Cursor { epoch: e, seq: 0 };
-                if self.move_cursor(before, cursor).await? {
-                    tracing::error!(
-                        old_epoch = before.epoch,
-                        new_epoch = e,
-                        cursor = before.seq,
-                        last_counter = self.last_counter,
-                        lost,
-                        "memcached restarted: the comment queue was lost; {lost} queued comment(s) were never applied"
-                    );
-                    self.metrics.memcached_resets.inc();
-                    self.metrics.lost.inc_by(lost);
-                    self.last_counter = 0;
-                    reset = true;
-                } else {
-                    return Ok(TickReport {
-                        cursor: before,
-                        ..TickReport::default()
-                    });
-                }
-            }
-        }
-        if !reset && cursor != before {
-            if !self.move_cursor(before, cursor).await? {
-                return Ok(TickReport {
-                    cursor: before,
-                    ..TickReport::default()
-                });
-            }
-            tracing::info!(epoch = cursor.epoch, "queue epoch taken");
-        }
-        self.cursor = Some(cursor);
-        let counter = counter.unwrap_or(0);
-        self.last_counter = self.last_counter.max(counter);
-        self.status.lock().counter = counter;
-        let depth = counter.saturating_sub(cursor.seq);
-        self.metrics.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
-        self.metrics.cursor.set(i64::try_from(cursor.seq).unwrap_or(i64::MAX));
-        let mut report = TickReport {
-            applied: 0,
-            cursor,
-            depth,
-            reset,
+        let head = self.queue.head(before.seq + 1, self.read_ahead).await?;
+        let Some((cursor, reset)) = self.reconcile(before, head.epoch, head.counter).await? else {
+            return Ok(TickReport {
+                cursor: before,
+                ..TickReport::default()
+            });
         };
+        let mut report = self.take_position(cursor, head.counter.unwrap_or(0), reset);
         // An unsettled batch publishes the position itself.
         if self.unsettled.is_none() && self.applied_published != Some(cursor.seq) {
             self.publish_applied(cursor.seq).await;
         }
-        if depth == 0 {
+        if report.depth == 0 {
             self.idle_since.get_or_insert_with(Instant::now);
             // The last batch's verdicts go out before the recount, not after it.
             self.settle().await;
@@ -403,16 +413,131 @@ impl Syncer {
         }
 
         self.idle_since = None;
-        let to = cursor.seq + depth.min(self.cfg.batch as u64);
         // What the head read ahead is good if the cursor stayed where it was read from.
         let early = if cursor == before && !reset {
             head.early
         } else {
             Vec::new()
         };
+        let slots = self
+            .fetch(batch_range(cursor, report.depth, self.cfg.batch), early, started)
+            .await?;
+        if !slots.is_empty() {
+            self.apply(cursor, slots, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// The durable cursor, read from MySQL the first time.
+    async fn load_cursor(&mut self) -> Result<Cursor, StoreError> {
+        if let Some(c) = self.cursor {
+            return Ok(c);
+        }
+        let c = with_deadline(self.cfg.mysql_timeout, self.store.load_cursor()).await?;
+        tracing::info!(epoch = c.epoch, seq = c.seq, "cursor loaded");
+        self.cursor = Some(c);
+        Ok(c)
+    }
+
+    /// Brings the cursor (`before`) and the queue's epoch key together as
+    /// [`queue::reconcile`] decides from the queue's head (`epoch`, `counter`): the cursor
+    /// to go on from, and whether the queue was lost (a memcached restart). `None` when
+    /// another syncer moved the cursor first: the tick ends there.
+    async fn reconcile(
+        &mut self,
+        before: Cursor,
+        epoch: Option<u64>,
+        counter: Option<u64>,
+    ) -> Result<Option<(Cursor, bool)>, TickError> {
+        let mut cursor = before;
+        match queue::reconcile(before, epoch, counter, self.last_counter) {
+            Reconcile::Same => {}
+            Reconcile::RestoreEpoch => {
+                tracing::warn!(
+                    epoch = before.epoch,
+                    "the queue's epoch key vanished while its counter did not; restored"
+                );
+                self.queue.ensure_epoch(before.epoch).await?;
+            }
+            Reconcile::Adopt { epoch } => cursor.epoch = epoch,
+            Reconcile::Create => {
+                let e = self.queue.ensure_epoch(random_u64()).await?.unwrap_or(0);
+                cursor = Cursor { epoch: e, seq: 0 };
+            }
+            Reconcile::Reset { epoch, lost } => {
+                return Ok(self.start_over(before, epoch, lost).await?.map(|c| (c, true)));
+            }
+        }
+        if cursor != before {
+            if !self.move_cursor(before, cursor).await? {
+                return Ok(None);
+            }
+            tracing::info!(epoch = cursor.epoch, "queue epoch taken");
+        }
+        Ok(Some((cursor, false)))
+    }
+
+    /// After a memcached restart lost the queue (`lost` comments with it): the cursor moved
+    /// from `before` to the start of the new queue (`epoch`, else a new one), counted and
+    /// logged. `None` when another syncer moved the cursor first.
+    async fn start_over(&mut self, before: Cursor, epoch: Option<u64>, lost: u64) -> Result<Option<Cursor>, TickError> {
+        // The last batch's verdict keys and position belong to the lost queue: they
+        // must not land in the new one, whose numbers start over.
+        if let Some(u) = self.unsettled.take() {
+            self.after_commit(u, false).await;
+        }
+        let e = match epoch {
+            Some(e) => e,
+            None => self.queue.ensure_epoch(random_u64()).await?.unwrap_or(0),
+        };
+        let cursor = Cursor { epoch: e, seq: 0 };
+        if !self.move_cursor(before, cursor).await? {
+            return Ok(None);
+        }
+        tracing::error!(
+            old_epoch = before.epoch,
+            new_epoch = e,
+            cursor = before.seq,
+            last_counter = self.last_counter,
+            lost,
+            "memcached restarted: the comment queue was lost; {lost} queued comment(s) were never applied"
+        );
+        self.metrics.memcached_resets.inc();
+        self.metrics.lost.inc_by(lost);
+        self.last_counter = 0;
+        Ok(Some(cursor))
+    }
+
+    /// Takes `cursor` as the syncer's position and `counter` as the queue's head (state,
+    /// status, metrics); the tick's report so far.
+    fn take_position(&mut self, cursor: Cursor, counter: u64, reset: bool) -> TickReport {
+        self.cursor = Some(cursor);
+        self.last_counter = self.last_counter.max(counter);
+        self.status.lock().counter = counter;
+        let depth = counter.saturating_sub(cursor.seq);
+        self.metrics.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.metrics.cursor.set(i64::try_from(cursor.seq).unwrap_or(i64::MAX));
+        TickReport {
+            applied: 0,
+            cursor,
+            depth,
+            reset,
+        }
+    }
+
+    /// Reads the records of `positions` (`early`: the first ones as the head read them; the
+    /// step timed from `started`), and sets how many the next head reads ahead. A record of
+    /// a newer format than this syncer's stops the batch before it; that is logged at most
+    /// every 10 s.
+    async fn fetch(
+        &mut self,
+        positions: RangeInclusive<u64>,
+        early: Vec<Option<Vec<u8>>>,
+        started: Instant,
+    ) -> Result<Vec<(u64, Slot)>, TickError> {
         let (slots, blocked) = self
             .queue
-            .fetch(cursor.seq + 1, to, self.cfg.missing_wait, early)
+            .fetch(*positions.start(), *positions.end(), self.cfg.missing_wait, early)
             .await?;
         self.metrics.step("fetch", started.elapsed());
         self.read_ahead = read_ahead(slots.len(), self.cfg.batch);
@@ -429,16 +554,22 @@ impl Syncer {
                 self.blocked_logged = Some(Instant::now());
             }
         }
-        if slots.is_empty() {
-            return Ok(report);
-        }
+        Ok(slots)
+    }
+
+    /// Applies `slots` (the positions after `cursor`) in one transaction, while the proxies
+    /// answer the previous batch's bans and verdicts, then sends this batch's
+    /// ([`Syncer::dispatch`]); `report` takes the cursor and the count. A cursor another
+    /// syncer moved is followed, not an error.
+    async fn apply(
+        &mut self,
+        cursor: Cursor,
+        slots: Vec<(u64, Slot)>,
+        report: &mut TickReport,
+    ) -> Result<(), TickError> {
         // The verdicts will link to these posts: their look-ups run while MySQL works.
         if let Some(o) = &self.options {
-            let posts = slots.iter().filter_map(|(_, s)| match s {
-                crate::queue::Slot::Record(r) if links_to_post(r) => Some(r.post_id),
-                _ => None,
-            });
-            self.permalinks.prefetch(posts, &o.home_authority());
+            self.permalinks.prefetch(linked_posts(&slots), &o.home_authority());
         }
         let judge = Judge {
             version: self.cfg.wp_version,
@@ -477,7 +608,7 @@ impl Syncer {
                 );
                 self.cursor = Some(actual);
                 report.cursor = actual;
-                return Ok(report);
+                return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
@@ -485,76 +616,22 @@ impl Syncer {
         report.cursor = applied.cursor;
         report.applied = applied.outcomes.len();
         self.unsettled = Some(self.dispatch(applied, commit_ms).await);
-        Ok(report)
+        Ok(())
     }
 
     /// What follows a commit (at `commit_ms`) at once: the batch counted, its bans and
     /// verdicts sent to the proxies (see [`Banner::start_commit`](bans::Banner::start_commit)).
     /// The rest is [`Syncer::after_commit`]'s. Failures are logged, never undo the commit.
     async fn dispatch(&mut self, applied: Applied, commit_ms: u64) -> Unsettled {
-        let m = self.metrics.clone();
-        m.commits.inc();
-        self.status.lock().commits += 1;
-        m.batch_size.observe(applied.outcomes.len() as f64);
-        m.flood_checks(applied.flood_checks.0, applied.flood_checks.1);
-        if let Some(asked) = applied.pairs_asked {
-            m.pair_check(asked);
-        }
-        if let Some(kept) = applied.judged_ahead {
-            m.judged_ahead(kept);
-        }
-
-        // Bans first, so a visitor following the redirect finds the new comment.
-        let mut ban_posts = std::collections::BTreeSet::new();
+        self.count_batch(&applied);
         for (seq, o) in &applied.outcomes {
-            match o {
-                Outcome::Inserted(i) => {
-                    let label = match verdicts::status(i.approved) {
-                        wire::Status::Approved => "approved",
-                        wire::Status::Held => "held",
-                        wire::Status::Spam => "spam",
-                        wire::Status::Trash => "trash",
-                        _ => "other",
-                    };
-                    m.comment(label);
-                    m.lag
-                        .observe(commit_ms.saturating_sub(i.record.accepted_ms) as f64 / 1000.0);
-                    if i.approved == "1" {
-                        ban_posts.insert(i.record.post_id);
-                        self.recount.insert(i.record.post_id);
-                        self.recount_pending.get_or_insert_with(Instant::now);
-                    }
-                    tracing::debug!(
-                        seq,
-                        comment = i.id,
-                        post = i.record.post_id,
-                        status = label,
-                        "comment saved"
-                    );
-                }
-                Outcome::Refused(r) => {
-                    m.comment(match r {
-                        crate::rules::Refusal::Ignored(_) => "ignored",
-                        crate::rules::Refusal::Rejected { .. } => "rejected",
-                    });
-                    m.rejection(r.reason());
-                    tracing::debug!(seq, reason = r.reason(), "comment refused");
-                }
-                // A number its proxy marked (the queue was full) held no comment; a missing
-                // or unreadable record may have.
-                Outcome::Skipped(why @ "queue-full") => {
-                    m.skip(why);
-                    tracing::debug!(seq, reason = why, "queue position skipped: marked unused by its proxy");
-                }
-                Outcome::Skipped(why) => {
-                    m.skip(why);
-                    tracing::error!(
-                        seq,
-                        reason = why,
-                        "queue position skipped: its record never arrived or is unreadable"
-                    );
-                }
-            }
+            note_outcome(&self.metrics, *seq, o, commit_ms);
+        }
+        // Bans first, so a visitor following the redirect finds the new comment.
+        let ban_posts = posts_to_ban(&applied.outcomes);
+        if !ban_posts.is_empty() {
+            self.recount.extend(&ban_posts);
+            self.recount_pending.get_or_insert_with(Instant::now);
         }
         for post in &ban_posts {
             self.banner.add(bans::tags_for_post(*post, self.cfg.cluster.soft_lists));
@@ -569,6 +646,21 @@ impl Syncer {
             batch,
             sending,
             sent_at,
+        }
+    }
+
+    /// Counts a committed batch: the commit, its size, how its checks were answered.
+    fn count_batch(&self, applied: &Applied) {
+        let m = &self.metrics;
+        m.commits.inc();
+        self.status.lock().commits += 1;
+        m.batch_size.observe(applied.outcomes.len() as f64);
+        m.flood_checks(applied.flood_checks.0, applied.flood_checks.1);
+        if let Some(asked) = applied.pairs_asked {
+            m.pair_check(asked);
+        }
+        if let Some(kept) = applied.judged_ahead {
+            m.judged_ahead(kept);
         }
     }
 
@@ -823,6 +915,83 @@ impl Syncer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record at `seq` on post `post`, redirecting to `redirect_to` when given.
+    fn record(seq: u64, post: u64, redirect_to: Option<&str>) -> Box<wire::Record> {
+        Box::new(wire::Record {
+            v: 1,
+            epoch: 3,
+            seq,
+            post_id: post,
+            parent: 0,
+            author: "Ann".into(),
+            email: "ann@example.test".into(),
+            url: String::new(),
+            content: format!("hi {seq}"),
+            ip: "192.0.2.1".into(),
+            agent: String::new(),
+            accepted_ms: 1_000_000,
+            consent: false,
+            redirect_to: redirect_to.map(str::to_string),
+            node: "n1".into(),
+        })
+    }
+
+    fn inserted(seq: u64, post: u64, approved: &'static str) -> (u64, Outcome) {
+        let record = record(seq, post, None);
+        let filtered = crate::format::Filtered {
+            author: record.author.clone(),
+            email: record.email.clone(),
+            url: String::new(),
+            content: record.content.clone(),
+            ip: record.ip.clone(),
+            agent: String::new(),
+        };
+        let i = crate::store::Inserted {
+            id: 100 + seq,
+            approved,
+            filtered,
+            date_gmt: "1970-01-01 00:16:40".into(),
+            record,
+        };
+        (seq, Outcome::Inserted(Box::new(i)))
+    }
+
+    #[test]
+    fn a_tick_reads_at_most_a_batch_after_the_cursor() {
+        let cursor = Cursor { epoch: 3, seq: 10 };
+        assert_eq!(batch_range(cursor, 5, 500), 11..=15);
+        assert_eq!(batch_range(cursor, 900, 500), 11..=510);
+    }
+
+    #[test]
+    fn the_posts_of_approved_comments_are_banned_once() {
+        let outcomes = [
+            inserted(1, 4, "1"),
+            inserted(2, 4, "1"),
+            inserted(3, 5, "0"),
+            inserted(4, 6, "trash"),
+            (5, Outcome::Refused(crate::rules::DUPLICATE)),
+            (6, Outcome::Skipped("missing")),
+            inserted(7, 8, "1"),
+        ];
+        assert_eq!(posts_to_ban(&outcomes), BTreeSet::from([4, 8]));
+        assert_eq!(
+            ["1", "0", "spam", "trash"].map(status_label),
+            ["approved", "held", "spam", "trash"]
+        );
+    }
+
+    #[test]
+    fn verdicts_link_to_posts_unless_redirected() {
+        let slots = [
+            (1, Slot::Record(record(1, 4, None))),
+            (2, Slot::Record(record(2, 5, Some("http://127.0.0.1:8080/elsewhere/")))),
+            (3, Slot::Skipped("missing")),
+            (4, Slot::Record(record(4, 6, Some("")))),
+        ];
+        assert_eq!(linked_posts(&slots).collect::<Vec<_>>(), [4, 6]);
+    }
 
     #[test]
     fn a_tick_reads_ahead_twice_the_last_batch_within_bounds() {

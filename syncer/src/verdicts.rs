@@ -6,7 +6,7 @@
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use strata_wire::comment::{Status, Verdict};
 
-use crate::format;
+use crate::escape;
 use crate::rules::Refusal;
 use crate::site;
 use crate::store::Inserted;
@@ -74,7 +74,7 @@ pub fn inserted(seq: u64, c: &Inserted, site: Site<'_>) -> Verdict {
         cookie_author: Some(c.filtered.author.clone()),
         cookie_email: Some(c.filtered.email.clone()),
         // wp_set_comment_cookies stores esc_url() of the URL.
-        cookie_url: Some(format::esc_url(&c.filtered.url, true)),
+        cookie_url: Some(escape::esc_url(&c.filtered.url, true)),
     }
 }
 

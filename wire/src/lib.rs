@@ -2,7 +2,8 @@
 //!
 //! Everything two Strata programs say to each other is defined here once, so the sender and
 //! the receiver can never disagree: the signed admin request, the ban and the node-to-node
-//! ban exchange, and the comment queue shared by the proxy and the syncer.
+//! ban exchange, and the comment queue shared by the proxy and the syncer. So is what both
+//! must read of a comment alike: the ports of the PHP functions they apply to its fields.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -13,3 +14,4 @@ pub mod ids;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod memcache;
+pub mod php;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use strata_wire::comment::Settings;
+use strata_wire::php::{is_email, php_int, php_trim, strip_tags};
 
 /// The form fields PHP would put in `$_POST`, by name; a field sent as an array
 /// (`name[]`, `name[key]`) is not a string and is recorded as such.
@@ -144,80 +145,6 @@ fn decode(b: &[u8]) -> String {
     percent_encoding::percent_decode(&plus).decode_utf8_lossy().into_owned()
 }
 
-/// PHP's `(int)` of a string, clamped at zero (`absint` for parents; ids are positive).
-pub fn php_int(s: Option<&str>) -> u64 {
-    let s = s
-        .unwrap_or("")
-        .trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
-    let (neg, digits) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let n: u64 = digits
-        .bytes()
-        .take_while(u8::is_ascii_digit)
-        .fold(0u64, |n, d| n.saturating_mul(10).saturating_add(u64::from(d - b'0')));
-    if neg {
-        0
-    } else {
-        n
-    }
-}
-
-/// `strip_tags()` as PHP does it for plain names: drops `<…>` runs (and an unclosed `<…`).
-pub fn strip_tags(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut in_tag = false;
-    for c in s.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' if in_tag => in_tag = false,
-            c if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// PHP `trim()`: spaces, tabs, newlines, NUL and vertical tab.
-pub fn php_trim(s: &str) -> &str {
-    s.trim_matches([' ', '\t', '\n', '\r', '\0', '\x0b'])
-}
-
-/// WordPress's `is_email()`.
-pub fn is_email(email: &str) -> bool {
-    if email.len() < 6 {
-        return false;
-    }
-    let Some(at) = email.find('@') else { return false };
-    if at < 1 {
-        return false;
-    }
-    let (local, domain) = (&email[..at], &email[at + 1..]);
-    let local_ok = local
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b));
-    if !local_ok || local.is_empty() {
-        return false;
-    }
-    if domain.contains("..") {
-        return false;
-    }
-    let trimmed = domain.trim_matches(|c: char| c == '.' || c.is_whitespace() || c == '\0' || c == '\x0b');
-    if trimmed != domain {
-        return false;
-    }
-    let labels: Vec<&str> = domain.split('.').collect();
-    if labels.len() < 2 {
-        return false;
-    }
-    labels.iter().all(|l| {
-        let t = l.trim_matches(|c: char| c == '-' || c.is_whitespace() || c == '\0' || c == '\x0b');
-        t == *l && !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    })
-}
-
 /// A comment as the proxy queues it: the fields WordPress reads, cleaned as it cleans them
 /// before its checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,13 +191,16 @@ pub mod messages {
 /// (required fields, email syntax, empty comment, lengths).
 pub fn check(form: &Form, settings: &Settings) -> Result<Submission, Early> {
     let text = |n: &str| form.text(n).map(php_trim).unwrap_or("").to_string();
-    let post_id = php_int(form.text("comment_post_ID"));
+    let int = |n: &str| form.text(n).map_or(0, php_int);
+    // `(int)`: a negative id names no post.
+    let post_id = u64::try_from(int("comment_post_ID")).unwrap_or(0);
     if post_id == 0 {
         return Err(Early::Empty);
     }
     let s = Submission {
         post_id,
-        parent: php_int(form.text("comment_parent")),
+        // `absint`.
+        parent: int("comment_parent").unsigned_abs(),
         author: form
             .text("author")
             .map(|a| php_trim(&strip_tags(a)).to_string())
@@ -393,19 +323,19 @@ mod tests {
     }
 
     #[test]
-    fn php_semantics() {
-        assert_eq!(php_int(Some(" 12abc")), 12);
-        assert_eq!(php_int(Some("-3")), 0);
-        assert_eq!(php_int(Some("abc")), 0);
-        assert_eq!(php_int(None), 0);
-        assert_eq!(strip_tags("a<b>c</b><i"), "ac");
-        assert!(is_email("a@b.example"));
-        assert!(is_email("first.last+tag@sub.example.org"));
-        assert!(!is_email("a@b"));
-        assert!(!is_email("@b.example"));
-        assert!(!is_email("a@b..example"));
-        assert!(!is_email("a@-b.example"));
-        assert!(!is_email("a b@c.example"));
-        assert!(!is_email("a@b.ex_ample"));
+    fn ids_and_author_read_as_php_reads_them() {
+        let form = |body: &str| Form::parse(Some("application/x-www-form-urlencoded"), body.as_bytes()).unwrap();
+        let mut lax = settings();
+        lax.require_name_email = false;
+        assert_eq!(check(&form("comment_post_ID=-5&comment=x"), &lax), Err(Early::Empty));
+        assert_eq!(check(&form("comment_post_ID=abc&comment=x"), &lax), Err(Early::Empty));
+        let s = check(
+            &form("comment_post_ID=+7&comment_parent=-3&author=a+%3C+b+&comment=x"),
+            &lax,
+        )
+        .unwrap();
+        assert_eq!((s.post_id, s.parent), (7, 3));
+        // PHP's strip_tags keeps a `<` followed by whitespace.
+        assert_eq!(s.author, "a < b");
     }
 }

@@ -101,6 +101,11 @@ fn old_posts_close_when_configured() {
     let mut page = p.clone();
     page.post_type = "page".into();
     assert_eq!(check_submission(s, Some(&page), &o, 1_000_001 + 14 * 86_400), Ok(()));
+    let forever = options(&[
+        ("close_comments_for_old_posts", "1"),
+        ("close_comments_days_old", "999999999999999"),
+    ]);
+    assert_eq!(check_submission(s, Some(&p), &forever, 2_000_000_000), Ok(()));
 }
 
 #[test]
@@ -169,11 +174,4 @@ fn previously_approved_authors_pass() {
     let mut anonymous = comment("hi");
     anonymous.email.clear();
     assert_eq!(approval(&anonymous, &o, known, V61), "0");
-}
-
-#[test]
-fn php_int_casts() {
-    assert_eq!(php_int("12abc"), 12);
-    assert_eq!(php_int(" -3"), -3);
-    assert_eq!(php_int("abc"), 0);
 }

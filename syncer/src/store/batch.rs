@@ -16,8 +16,8 @@
 //! Also here: SQL literals for the text protocol, and the temporary tables' DDL.
 
 use crate::format::Filtered;
+use crate::options::Options;
 use crate::rules::{self, History, Refusal, WpVersion};
-use crate::site::Options;
 
 /// One comment of the batch that passed the checks needing no database.
 #[derive(Debug, Clone)]
@@ -177,7 +177,7 @@ fn decide(
 
 /// A string as a literal of the text protocol, read the same whether or not the server runs
 /// with `NO_BACKSLASH_ESCAPES`: quotes doubled, or hexadecimal when it holds a backslash or
-/// a NUL; in utf8mb4 (the connection's character set, see [`super::Store::new`]; a
+/// a NUL; in utf8mb4 (the connection's character set, see [`Store::new`](crate::store::Store::new); a
 /// hexadecimal one says so itself), so the column's collation decides comparisons.
 ///
 /// The plain form carries no `_utf8mb4` introducer: MySQL would look the character set up
@@ -198,7 +198,15 @@ pub fn lit(s: &str) -> String {
 
 /// Unix seconds as a `DATETIME` literal (UTC).
 pub fn datetime(secs: i64) -> String {
-    format!("'{}'", super::mysql_date(secs))
+    format!("'{}'", mysql_date(secs))
+}
+
+/// `Y-m-d H:i:s` UTC of Unix seconds.
+pub fn mysql_date(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// A text column's character set and collation, as `information_schema` names them.
