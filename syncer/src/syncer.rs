@@ -12,12 +12,12 @@
 //! again.
 
 use std::collections::{BTreeSet, HashSet};
-use std::hash::{BuildHasher, Hasher};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use strata_wire::comment::{self as wire, VERDICT_TTL};
+use strata_wire::ids::{random_u64, unix_ms};
 
 use crate::bans::{self, Banner};
 use crate::config::Config;
@@ -183,14 +183,6 @@ fn unclaimed(batch: &wire::VerdictBatch, delivered: &HashSet<u64>) -> Unclaimed 
     unclaimed
 }
 
-/// A random number for a new queue epoch.
-fn random_u64() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
-    h.finish().max(1)
-}
-
 /// Whether the answer to a record redirects to its post (no `redirect_to` of its own), so
 /// its verdict needs the post's permalink.
 fn links_to_post(r: &wire::Record) -> bool {
@@ -274,12 +266,6 @@ fn note_outcome(m: &Metrics, seq: u64, o: &Outcome, commit_ms: u64) {
             );
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Syncer {
@@ -580,7 +566,7 @@ impl Syncer {
         let step = async move {
             let started = Instant::now();
             let r = with_deadline(deadline, store.apply(cursor, cursor.epoch, slots, judge)).await;
-            (r, started.elapsed(), now_ms())
+            (r, started.elapsed(), unix_ms())
         };
         // The previous batch's bans and verdicts, sent when it committed, are answered while
         // MySQL applies this one; they are done before this batch's are sent, so the order
@@ -729,7 +715,7 @@ impl Syncer {
 
     /// Observes the verdict latency of the inserted comments whose verdict `published` now.
     fn observe_verdicts(&self, applied: &Applied, published: impl Fn(u64) -> bool) {
-        let now = now_ms();
+        let now = unix_ms();
         for (seq, outcome) in &applied.outcomes {
             if let Outcome::Inserted(i) = outcome {
                 if published(*seq) {
@@ -887,7 +873,7 @@ impl Syncer {
         let Some(options) = &self.options else {
             return;
         };
-        let settings = options.settings(now_ms());
+        let settings = options.settings(unix_ms());
         let key = wire::settings_key(self.queue.prefix());
         match serde_json::to_vec(&settings) {
             Ok(json) => match self.queue.set(&key, &json, 0).await {
