@@ -8,6 +8,7 @@ mod fixture;
 mod harness;
 mod http_edges;
 mod nodes;
+mod raw;
 mod reload;
 mod status;
 mod tls;
