@@ -6,7 +6,7 @@
 //! is judged on each lookup against [`Object::fresh_until`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -119,13 +119,64 @@ impl Object {
 }
 
 /// The request header names an origin's `Vary` names (other than Accept-Encoding, which the
-/// stored encodings already answer), and how many variants exist.
+/// stored encodings already answer), and which variants it admitted lately.
 #[derive(Debug)]
 pub struct VaryRule {
     /// Lower-case header names, in the origin's order.
     pub names: Vec<HeaderName>,
-    /// Variants stored so far under this rule; bounded by `cache.max_variants`.
-    pub variants: AtomicUsize,
+    /// The variants admitted in the current budget window.
+    admitted: parking_lot::Mutex<Admitted>,
+}
+
+/// The distinct variants (by a hash of their key) a rule admitted since `since`.
+#[derive(Debug)]
+struct Admitted {
+    keys: std::collections::HashSet<u64>,
+    since: Instant,
+}
+
+/// How long the variants a Vary rule admitted count against `cache.max_variants`: then the
+/// count starts over, so a budget exhausted (by many `Origin` values, say) is not exhausted
+/// for the day.
+pub const VARIANT_WINDOW: Duration = Duration::from_secs(300);
+
+impl VaryRule {
+    /// A rule for these header names, with nothing admitted yet.
+    pub fn new(names: Vec<HeaderName>) -> VaryRule {
+        VaryRule {
+            names,
+            admitted: parking_lot::Mutex::new(Admitted {
+                keys: Default::default(),
+                since: Instant::now(),
+            }),
+        }
+    }
+
+    /// Whether the variant stored under `vkey` may be: always when it was admitted in the
+    /// current window (a refresh of it) or when `plain` (its request sent none of the varied
+    /// headers: the variant most visitors get, of which there is one); otherwise while fewer
+    /// than `max` distinct variants were admitted in the last [`VARIANT_WINDOW`].
+    pub fn admit(&self, vkey: &str, plain: bool, max: usize, now: Instant) -> bool {
+        let hash = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
+            h.write(vkey.as_bytes());
+            h.finish()
+        };
+        let mut a = self.admitted.lock();
+        if now.saturating_duration_since(a.since) >= VARIANT_WINDOW {
+            a.keys.clear();
+            a.since = now;
+        }
+        if plain || a.keys.contains(&hash) {
+            return true;
+        }
+        if a.keys.len() >= max {
+            return false;
+        }
+        a.keys.insert(hash);
+        true
+    }
 }
 
 /// What a key maps to.
@@ -385,11 +436,40 @@ pub fn variant_key(primary: &str, rule: &VaryRule, req: &HeaderMap) -> String {
     for name in &rule.names {
         key.push(VARIANT_SEP);
         for v in req.get_all(name) {
-            key.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            let v = String::from_utf8_lossy(v.as_bytes());
+            let v = v.trim_matches([' ', '\t']);
+            if *name == http::header::ORIGIN {
+                push_origin(&mut key, v);
+            } else {
+                key.push_str(v);
+            }
             key.push(',');
         }
     }
     key
+}
+
+/// An `Origin` as variants compare it: scheme and host are case-insensitive, a default port
+/// is no port (`HTTPS://Site.Example:443` is `https://site.example`), so spellings of one
+/// origin share one variant.
+fn push_origin(key: &mut String, origin: &str) {
+    let lower = origin.to_ascii_lowercase();
+    let lower = lower.trim_end_matches('/');
+    let bare = lower
+        .strip_prefix("https://")
+        .map(|h| ("https://", h.strip_suffix(":443").unwrap_or(h)))
+        .or_else(|| {
+            lower
+                .strip_prefix("http://")
+                .map(|h| ("http://", h.strip_suffix(":80").unwrap_or(h)))
+        });
+    match bare {
+        Some((scheme, host)) => {
+            key.push_str(scheme);
+            key.push_str(host);
+        }
+        None => key.push_str(lower),
+    }
 }
 
 /// The header names in a response's `Vary` other than Accept-Encoding, lower-cased and
@@ -438,10 +518,7 @@ mod tests {
     #[test]
     fn stores_and_purges_with_variants() {
         let s = Store::new(1 << 20);
-        let rule = Arc::new(VaryRule {
-            names: vec![HeaderName::from_static("x-device")],
-            variants: AtomicUsize::new(0),
-        });
+        let rule = Arc::new(VaryRule::new(vec![HeaderName::from_static("x-device")]));
         s.insert("h/a".into(), Slot::Vary(rule.clone()));
         let mut req = HeaderMap::new();
         req.insert("x-device", "mobile".parse().unwrap());
@@ -514,5 +591,41 @@ mod tests {
     fn age_counts_time_held_plus_origin_age() {
         let o = object("a", Duration::from_secs(60));
         assert_eq!(o.age(o.stored_at + Duration::from_secs(10)), 15);
+    }
+
+    #[test]
+    fn the_variant_budget_counts_distinct_variants_in_a_window() {
+        let rule = VaryRule::new(vec![http::header::ORIGIN]);
+        let t0 = Instant::now();
+        assert!(rule.admit("k\u{1}a", false, 2, t0));
+        assert!(rule.admit("k\u{1}b", false, 2, t0));
+        assert!(
+            !rule.admit("k\u{1}c", false, 2, t0),
+            "a third distinct variant is over budget"
+        );
+        assert!(
+            rule.admit("k\u{1}a", false, 2, t0),
+            "an admitted variant may be stored again"
+        );
+        assert!(rule.admit("k\u{1}", true, 2, t0), "the plain variant always may");
+        assert!(
+            rule.admit("k\u{1}c", false, 2, t0 + VARIANT_WINDOW),
+            "the count starts over after the window"
+        );
+    }
+
+    #[test]
+    fn origins_are_keyed_as_the_same_origin_however_spelled() {
+        let rule = VaryRule::new(vec![http::header::ORIGIN]);
+        let key = |o: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::ORIGIN, o.parse().unwrap());
+            variant_key("k", &rule, &h)
+        };
+        assert_eq!(key("HTTPS://Site.Example:443"), key("https://site.example"));
+        assert_eq!(key(" http://site.example:80/"), key("http://site.example"));
+        assert_ne!(key("http://site.example"), key("https://site.example"));
+        assert_ne!(key("https://site.example:8443"), key("https://site.example"));
+        assert_eq!(key("null"), key("NULL"));
     }
 }

@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// Why an object was not stored: a hard ban arrived while it was fetched.
+const BANNED_IN_FLIGHT: &str = "banned-in-flight";
+/// Why an object was not stored: its URL's variant budget is spent for now.
+const TOO_MANY_VARIANTS: &str = "too-many-variants";
 /// Response headers not stored: framing and encoding are decided at delivery.
 static NOT_STORED: [HeaderName; 4] = [
     header::CONTENT_LENGTH,
@@ -155,13 +159,12 @@ impl Proxy {
             // Vary rule yet, did not send: what came back is another variant (stored as such).
             return None;
         }
-        let status = if stored {
-            cache_status(format_args!("fwd=uri-miss; fwd-status={}; stored", obj.status.as_u16()))
-        } else {
-            cache_status(format_args!(
-                "fwd=uri-miss; fwd-status={}; detail=banned-in-flight",
+        let status = match stored {
+            Ok(()) => cache_status(format_args!("fwd=uri-miss; fwd-status={}; stored", obj.status.as_u16())),
+            Err(why) => cache_status(format_args!(
+                "fwd=uri-miss; fwd-status={}; detail={why}",
                 obj.status.as_u16()
-            ))
+            )),
         };
         Some(Answer::new(
             self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status),
@@ -185,11 +188,18 @@ impl Proxy {
     /// `req` are the request headers the object was fetched with (for variant keys);
     /// `generation` is the ban generation noted before the origin was asked: an object that
     /// a hard ban since then selects is not stored (it may predate the write behind the ban),
-    /// one that only soft bans select is stored stale. Returns whether it was stored.
-    pub(super) fn store_object(&self, primary: &Arc<str>, req: &HeaderMap, obj: &Arc<Object>, generation: u64) -> bool {
+    /// one that only soft bans select is stored stale. Errors: why it was not stored
+    /// (`banned-in-flight`, `too-many-variants`), as counted and told in `Cache-Status`.
+    pub(super) fn store_object(
+        &self,
+        primary: &Arc<str>,
+        req: &HeaderMap,
+        obj: &Arc<Object>,
+        generation: u64,
+    ) -> Result<(), &'static str> {
         if !self.judged_in_flight(primary, obj, generation) {
-            self.metrics.not_stored("banned-in-flight");
-            return false;
+            self.metrics.not_stored(BANNED_IN_FLIGHT);
+            return Err(BANNED_IN_FLIGHT);
         }
         let names = cache::vary_names(&obj.headers);
         if names.is_empty() {
@@ -199,19 +209,17 @@ impl Proxy {
         let rule = match self.store.get(primary) {
             Some(Slot::Vary(rule)) if rule.names == names => rule,
             _ => {
-                let rule = Arc::new(VaryRule {
-                    names,
-                    variants: Default::default(),
-                });
+                let rule = Arc::new(VaryRule::new(names));
                 self.store.insert(primary.clone(), Slot::Vary(rule.clone()));
                 rule
             }
         };
-        if rule.variants.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.cfg().cache.max_variants {
-            self.metrics.not_stored("too-many-variants");
-            return false;
-        }
         let vkey: Arc<str> = cache::variant_key(primary, &rule, req).into();
+        let plain = rule.names.iter().all(|n| !req.contains_key(n));
+        if !rule.admit(&vkey, plain, self.cfg().cache.max_variants, Instant::now()) {
+            self.metrics.not_stored(TOO_MANY_VARIANTS);
+            return Err(TOO_MANY_VARIANTS);
+        }
         self.store.insert(vkey.clone(), Slot::Object(obj.clone()));
         self.kept_after_insert(primary, &vkey, obj, generation)
     }
@@ -239,17 +247,17 @@ impl Proxy {
         key: &Arc<str>,
         obj: &Arc<Object>,
         generation: u64,
-    ) -> bool {
+    ) -> Result<(), &'static str> {
         if self.judged_in_flight(primary, obj, generation) {
-            return true;
+            return Ok(());
         }
         if let Some(Slot::Object(current)) = self.store.get(key) {
             if current.id == obj.id {
                 self.store.remove(key);
             }
         }
-        self.metrics.not_stored("banned-in-flight");
-        false
+        self.metrics.not_stored(BANNED_IN_FLIGHT);
+        Err(BANNED_IN_FLIGHT)
     }
 
     /// Turns an origin response into a stored object: decoded, compressed, with validators.
@@ -482,7 +490,7 @@ impl Proxy {
                         id: cache::next_object_id(),
                         banned: std::sync::atomic::AtomicBool::new(false),
                     });
-                    self.store_object(primary, &req_headers, &obj, generation);
+                    let _ = self.store_object(primary, &req_headers, &obj, generation);
                     Flight::Stored(obj, generation)
                 }
                 Err(_) => Flight::Uncacheable,
@@ -512,7 +520,7 @@ impl Proxy {
         };
         match self.build_object(parts, body, life, path, query.as_deref()).await {
             Some(obj) => {
-                self.store_object(primary, &req_headers, &obj, generation);
+                let _ = self.store_object(primary, &req_headers, &obj, generation);
                 Flight::Stored(obj, generation)
             }
             None => Flight::Failed(StatusCode::BAD_GATEWAY),
