@@ -66,6 +66,7 @@ pub fn pass_reason(
     if method != Method::GET && method != Method::HEAD {
         return Some(PassReason::Method);
     }
+    let path = resolved_path(path);
     if cfg.pass_paths.iter().any(|p| path.starts_with(p.as_str())) {
         return Some(PassReason::Path);
     }
@@ -80,7 +81,11 @@ pub fn pass_reason(
         return Some(PassReason::Ajax);
     }
     if let Some(q) = query {
-        if query_pairs(q).any(|(name, _)| cfg.pass_query.iter().any(|p| p == name)) {
+        let named = |name: &str| {
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            cfg.pass_query.iter().any(|p| *p == name)
+        };
+        if query_pairs(q).any(|(name, _)| named(name)) {
             return Some(PassReason::Query);
         }
     }
@@ -88,6 +93,38 @@ pub fn pass_reason(
         .filter(|name| *name != "wordpress_test_cookie")
         .any(|name| cfg.pass_cookies.iter().any(|p| name.starts_with(p.as_str())));
     personal.then_some(PassReason::Cookie)
+}
+
+/// A path as the origin's web server resolves it before it routes the request (nginx:
+/// percent-decoded, `.` and `..` segments resolved, repeated slashes merged), so that
+/// `//wp-admin/`, `/%2e/wp-admin/`, `/x/../wp-admin/` or `/wp-adm%69n/` meet the rules
+/// written for `/wp-admin/`. Borrowed, at no cost, when there is nothing to resolve.
+pub fn resolved_path(path: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    if !path.contains("//") && !path.contains('%') && !path.contains("/.") {
+        return Cow::Borrowed(path);
+    }
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    let last = decoded.rsplit('/').next().unwrap_or("");
+    if out.is_empty() || decoded.ends_with('/') || last == "." || last == ".." {
+        out.push('/');
+    }
+    Cow::Owned(out)
 }
 
 /// The names of the cookies a request carries.
@@ -347,5 +384,48 @@ mod tests {
         assert_eq!(host_of(&uri, &req(&[("host", "a/b")])), None);
         assert_eq!(strip_port("a.example:8080"), "a.example");
         assert_eq!(strip_port("[::1]:80"), "::1");
+    }
+
+    #[test]
+    fn paths_are_resolved_as_the_web_server_resolves_them() {
+        for (raw, resolved) in [
+            ("/wp-admin/", "/wp-admin/"),
+            ("//wp-admin/", "/wp-admin/"),
+            ("/%2e/wp-admin/", "/wp-admin/"),
+            ("/./wp-admin/", "/wp-admin/"),
+            ("/x/../wp-admin/", "/wp-admin/"),
+            ("/../../wp-admin", "/wp-admin"),
+            ("/wp-adm%69n/post.php", "/wp-admin/post.php"),
+            ("/a//b/.", "/a/b/"),
+            ("/", "/"),
+            ("//", "/"),
+            ("/%2F%2Fwp-login.php", "/wp-login.php"),
+        ] {
+            assert_eq!(resolved_path(raw), resolved, "{raw}");
+        }
+        assert!(matches!(resolved_path("/a/b?c"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn disguised_admin_paths_and_query_names_still_pass() {
+        let cfg = PolicyConfig::default();
+        let h = HeaderMap::new();
+        for path in [
+            "//wp-admin/",
+            "/%2e/wp-admin/",
+            "/x/../wp-admin/",
+            "/wp-adm%69n/",
+            "//wp-login.php",
+        ] {
+            assert_eq!(
+                pass_reason(&cfg, &Method::GET, path, None, &h),
+                Some(PassReason::Path),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            pass_reason(&cfg, &Method::GET, "/", Some("%70review=true"), &h),
+            Some(PassReason::Query)
+        );
     }
 }
