@@ -52,6 +52,9 @@ async fn nothing_else_changed(proxy: &TestProxy, tag_bans: f64, after: &str) {
     );
 }
 
+/// One attack: what it is, method, path, headers and body.
+type Attack = (&'static str, Method, &'static str, Vec<(&'static str, &'static str)>, &'static [u8]);
+
 /// A proxy in front of the real WordPress, write-behind off (comment POSTs go to PHP).
 async fn wordpress_proxy() -> TestProxy {
     TestProxy::start(&wp_origin(), &[("server", "workers = 1")]).await
@@ -120,7 +123,7 @@ async fn anonymous_writes_that_change_nothing_flush_nothing() {
             "cookie",
             "wordpress_logged_in_0123456789abcdef=admin%7C4102444800%7Cforged%7Cforged",
         );
-        let attacks: Vec<(&str, Method, &str, Vec<(&str, &str)>, &'static [u8])> = vec![
+        let attacks: Vec<Attack> = vec![
             (
                 "a chunked comment POST that is no comment",
                 Method::POST,
