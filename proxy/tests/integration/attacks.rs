@@ -53,7 +53,13 @@ async fn nothing_else_changed(proxy: &TestProxy, tag_bans: f64, after: &str) {
 }
 
 /// One attack: what it is, method, path, headers and body.
-type Attack = (&'static str, Method, &'static str, Vec<(&'static str, &'static str)>, &'static [u8]);
+type Attack = (
+    &'static str,
+    Method,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    &'static [u8],
+);
 
 /// A proxy in front of the real WordPress, write-behind off (comment POSTs go to PHP).
 async fn wordpress_proxy() -> TestProxy {
