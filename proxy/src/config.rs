@@ -226,6 +226,7 @@ struct RawCluster {
     siblings: Option<Vec<String>>,
     secret_file: Option<String>,
     admin_allow: Option<Vec<String>>,
+    admin_hosts: Option<Vec<String>>,
     heartbeat_interval: Option<toml::Value>,
     confirm_within: Option<toml::Value>,
     when_unconfirmed: Option<String>,
@@ -360,7 +361,7 @@ impl Config {
     /// What a running proxy takes from `new` on SIGHUP, and the keys that differ but take a
     /// restart (their running values are kept): `[cache]` but `capacity`, `[policy]`,
     /// `[bans] purge_allow` and `strip_tag_headers`, `[server] hosts` and `access_log`,
-    /// `[cluster] admin_allow`, `write_wait` and `when_unconfirmed` apply at once; listeners,
+    /// `[cluster] admin_allow`, `admin_hosts`, `write_wait` and `when_unconfirmed` apply at once; listeners,
     /// workers and timeouts, the origin, the cache's capacity, the cluster's membership and
     /// secret, tag extraction and `[comments]` are built at start.
     pub fn reloaded(&self, new: Config) -> (Config, Vec<&'static str>) {
@@ -411,6 +412,7 @@ impl Config {
         );
         differs("origin", format!("{:?}", self.origin), format!("{:?}", new.origin));
         merged.cluster.admin_allow = new.cluster.admin_allow.clone();
+        merged.cluster.admin_hosts = new.cluster.admin_hosts.clone();
         merged.cluster.write_wait = new.cluster.write_wait;
         merged.cluster.when_unconfirmed = new.cluster.when_unconfirmed;
         let cluster = |c: &ClusterConfig| {
@@ -504,8 +506,13 @@ pub struct ClusterConfig {
     pub secret_file: PathBuf,
     /// The secret itself, read at load time.
     pub secret: Vec<u8>,
-    /// Client addresses allowed on the admin API besides signature checks; empty = any.
+    /// Client addresses allowed on the admin API besides signature checks; empty = any
+    /// (then `/lookup` and `/cluster` answer loopback clients and signed requests only).
     pub admin_allow: Vec<std::net::IpAddr>,
+    /// What else senders call this node's admin listener (`host:port` of their URLs), besides
+    /// the address a connection arrives at: a signed request whose `Host` names neither is
+    /// refused (it was signed for another node).
+    pub admin_hosts: Vec<strata_wire::auth::Audience>,
     /// How often each sibling is sent a heartbeat (with any bans it has not acknowledged).
     pub heartbeat_interval: Duration,
     /// A node that has not confirmed, within this, that it has applied every sibling's bans

@@ -15,7 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Peer};
 use crate::config::Config;
 use crate::server::Proxy;
 use crate::{answer, framing, timer, tls};
@@ -177,7 +177,9 @@ pub async fn run_reloadable(
                 Err(e) => accept_error(e).await,
             },
             accepted = admin.accept() => match accepted {
-                Ok((stream, peer)) => {
+                Ok((stream, client)) => {
+                    let Ok(local) = stream.local_addr() else { continue };
+                    let peer = Peer { client, local };
                     let admin = admin_state.clone();
                     let svc = service_fn(move |req| {
                         let admin = admin.clone();

@@ -347,6 +347,21 @@ pub(super) fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Pat
         })
         .collect();
     let admin_allow = ip_addrs(c, "cluster.admin_allow", &cl.admin_allow);
+    let admin_hosts = cl
+        .admin_hosts
+        .iter()
+        .flatten()
+        .filter_map(|h| {
+            let name = strata_wire::auth::Audience::parse(h);
+            if name.is_none() {
+                c.problem(
+                    "cluster.admin_hosts",
+                    format!("{h:?} is not host:port, e.g. \"node2.example.internal:9080\""),
+                );
+            }
+            name
+        })
+        .collect();
     let (secret_file, secret) = c.secret_file("cluster.secret_file", &cl.secret_file, base);
     let heartbeat_interval = c.duration(
         "cluster.heartbeat_interval",
@@ -386,6 +401,7 @@ pub(super) fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Pat
         secret_file,
         secret,
         admin_allow,
+        admin_hosts,
         heartbeat_interval,
         confirm_within,
         when_unconfirmed,

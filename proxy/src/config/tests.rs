@@ -365,6 +365,18 @@ fn cluster_section() {
     assert_eq!(problems[2].message, "\"localhost\" is not an IP address");
     assert!(problems[3].message.starts_with("missing"), "{problems:?}");
 
+    // The names senders use for this node's admin listener, each host:port.
+    let text =
+        format!("secret_file = {name:?}\nadmin_hosts = [\"Node1.example.internal:9080\", \"[2001:db8::1]:9080\"]\n");
+    let (cl, problems) = checked(|c| cluster_config(c, &raw(&text), secret.0.parent()));
+    assert!(problems.is_empty(), "{problems:?}");
+    let names: Vec<String> = cl.admin_hosts.iter().map(|a| a.to_string()).collect();
+    assert_eq!(names, ["node1.example.internal:9080", "[2001:db8::1]:9080"]);
+    let text = format!("secret_file = {name:?}\nadmin_hosts = [\"user@node1:9080\", \"http://node1/\"]\n");
+    let (_, problems) = checked(|c| cluster_config(c, &raw(&text), secret.0.parent()));
+    assert_eq!(keys(&problems), ["cluster.admin_hosts", "cluster.admin_hosts"]);
+    assert!(problems[0].message.contains("is not host:port"), "{problems:?}");
+
     let (_, problems) = checked(|c| cluster_config(c, &raw("heartbeat_interval = \"0\"\n"), None));
     assert_eq!(keys(&problems), ["cluster.secret_file", "cluster.heartbeat_interval"]);
 }
