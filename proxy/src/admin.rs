@@ -5,7 +5,9 @@
 //! `/status.json`; both read the exposition `/metrics` serves (see [`crate::status`]), and a
 //! task samples it once a second for the page's charts.
 //!
-//! `cluster.admin_allow` limits who may use the listener at all. Every request that changes something (`POST /ban`, `POST /purge`,
+//! `cluster.admin_allow` limits who may use the listener at all (connections from elsewhere
+//! are refused as they are accepted, and again per request, as a reload may change the
+//! list). Every request that changes something (`POST /ban`, `POST /purge`,
 //! `POST /cluster/sync`, the syncer's `POST /comments/…`) is signed with the cluster secret
 //! for this node (see `strata_wire::auth`): unsigned, malformed or signed with an older
 //! scheme → 401; a wrong signature, an expired timestamp, a signature for another node, one

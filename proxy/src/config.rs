@@ -46,6 +46,10 @@ pub fn default_workers() -> usize {
 }
 /// Most client connections served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Most admin connections served at once (siblings, the syncer, health checks, operators).
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 256;
+/// How long a public connection may stay open without a request in progress.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Origin TCP connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time from sending a request to the origin's response head.
@@ -161,6 +165,9 @@ struct RawServer {
     header_timeout: Option<toml::Value>,
     max_header_bytes: Option<toml::Value>,
     max_connections: Option<i64>,
+    admin_max_connections: Option<i64>,
+    max_connections_per_client: Option<i64>,
+    idle_timeout: Option<toml::Value>,
     workers: Option<i64>,
     shutdown_timeout: Option<toml::Value>,
     hosts: Option<Vec<String>>,
@@ -317,6 +324,16 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Most concurrent client connections.
     pub max_connections: usize,
+    /// Most concurrent admin connections: a limit of their own, so a full public port never
+    /// keeps siblings, the syncer or health checks out.
+    pub admin_max_connections: usize,
+    /// Most concurrent public connections from one client address (an IPv6 client counted
+    /// by its /64); 0 = no such limit.
+    pub max_connections_per_client: usize,
+    /// How long a public connection may stay open with no request in progress: an HTTP/2
+    /// connection with no open stream (pings answered or not), an HTTP/1.1 keep-alive
+    /// connection (bounded by `header_timeout` too).
+    pub idle_timeout: Duration,
     /// Threads serving the public listener, each with its own single-threaded runtime.
     pub workers: usize,
     /// Time in-flight requests get to finish on shutdown.
@@ -394,12 +411,15 @@ impl Config {
         merged.server.access_log = new.server.access_log;
         let server = |s: &ServerConfig| {
             format!(
-                "{} {} {:?} {} {} {} {:?} {:?}",
+                "{} {} {:?} {} {} {} {} {:?} {} {:?} {:?}",
                 s.listen,
                 s.admin_listen,
                 s.header_timeout,
                 s.max_header_bytes,
                 s.max_connections,
+                s.admin_max_connections,
+                s.max_connections_per_client,
+                s.idle_timeout,
                 s.workers,
                 s.shutdown_timeout,
                 s.tls

@@ -159,6 +159,19 @@ pub(super) fn server_config(c: &mut Checker, s: &RawServer, base: Option<&Path>)
             DEFAULT_MAX_CONNECTIONS,
             1..=10_000_000,
         ),
+        admin_max_connections: c.count(
+            "server.admin_max_connections",
+            s.admin_max_connections,
+            DEFAULT_ADMIN_MAX_CONNECTIONS,
+            1..=1_000_000,
+        ),
+        max_connections_per_client: c.count(
+            "server.max_connections_per_client",
+            s.max_connections_per_client,
+            0,
+            0..=10_000_000,
+        ),
+        idle_timeout: c.duration("server.idle_timeout", &s.idle_timeout, DEFAULT_IDLE_TIMEOUT),
         workers: c.count("server.workers", s.workers, default_workers(), 1..=1024),
         shutdown_timeout: c.duration("server.shutdown_timeout", &s.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT),
         hosts: s
@@ -172,6 +185,12 @@ pub(super) fn server_config(c: &mut Checker, s: &RawServer, base: Option<&Path>)
     };
     if server.max_header_bytes < 1024 {
         c.problem("server.max_header_bytes", "must be at least 1KiB");
+    }
+    if server.idle_timeout < Duration::from_millis(100) {
+        c.problem(
+            "server.idle_timeout",
+            "must be at least 100ms: a client needs time to send its next request",
+        );
     }
     server.tls = tls_config(c, s, base, [listen, admin_listen]);
     server
