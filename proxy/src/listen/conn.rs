@@ -67,7 +67,9 @@ where
     tokio::pin!(idle);
     let mut shutdown = Some(shutdown);
     loop {
+        // The connection first: it is what every wake-up is usually for.
         tokio::select! {
+            biased;
             ended = conn.as_mut() => return ended,
             () = draining.fired(), if shutdown.is_some() => {}
             () = &mut idle, if shutdown.is_some() => {}
