@@ -30,11 +30,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -121,10 +121,6 @@ fn parse_args() -> Result<Args> {
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
-fn unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// Sends one signed tag ban; returns the answer's JSON.
 async fn ban(client: &HttpClient, args: &Args, tag: &str, wait: Option<u64>) -> Result<serde_json::Value> {
     let path = match wait {
@@ -132,23 +128,7 @@ async fn ban(client: &HttpClient, args: &Args, tag: &str, wait: Option<u64>) -> 
         None => BAN_PATH.to_string(),
     };
     let body = serde_json::to_vec(&Ban::new(Kind::Tag, tag))?;
-    let ts = unix_secs();
-    let sig = auth::sign(
-        &args.secret,
-        auth::Signed {
-            method: "POST",
-            path: &path,
-            body: &body,
-        },
-        ts,
-    );
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri(format!("http://{}{path}", args.admin))
-        .header("content-type", "application/json")
-        .header(auth::TIMESTAMP_HEADER, ts.to_string())
-        .header(auth::SIGNATURE_HEADER, sig)
-        .body(Full::new(Bytes::from(body)))?;
+    let req = auth::signed_post(&args.secret, &format!("http://{}", args.admin), &path, body)?;
     let work = async {
         let resp = client.request(req).await.context("sending the ban")?;
         let status = resp.status();

@@ -5,15 +5,21 @@
 //! `/status.json`; both read the exposition `/metrics` serves (see [`crate::status`]), and a
 //! task samples it once a second for the page's charts.
 //!
-//! Every request that changes something (`POST /ban`, `POST /purge`, `POST /cluster/sync`)
-//! is signed with the cluster secret (see `strata_wire::auth`): unsigned or malformed → 401,
-//! wrong signature, expired timestamp or a replayed signature → 403. Reads (`/healthz`,
-//! `/metrics`, `/status`, `/status.json`, `/cluster`, `/lookup`) need no signature; `cluster.admin_allow`
-//! limits who may connect at all.
+//! `cluster.admin_allow` limits who may use the listener at all (connections from elsewhere
+//! are refused as they are accepted, and again per request, as a reload may change the
+//! list). Every request that changes something (`POST /ban`, `POST /purge`,
+//! `POST /cluster/sync`, the syncer's `POST /comments/…`) is signed with the cluster secret
+//! for this node (see `strata_wire::auth`): unsigned, malformed or signed with an older
+//! scheme → 401; a wrong signature, an expired timestamp, a signature for another node, one
+//! made before this node started, or one already used → 403. The reads that show what the
+//! cache and the cluster hold (`/lookup`, `/cluster`) take a signature too unless the client
+//! is one `cluster.admin_allow` names (a loopback address when it names none); `/healthz`,
+//! `/metrics`, `/status` and `/status.json` need none.
 
-use std::net::SocketAddr;
+use std::collections::{HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -37,42 +43,108 @@ const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 const STATUS_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
                           connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'";
 
-/// Signatures seen within the replay window, so each signed request works once. Pruned
-/// oldest first, so the cost per request stays constant however many arrive.
-#[derive(Default)]
+/// The signed requests this node accepted within the replay window, so each works once,
+/// and the moment it started, before which it takes nothing signed: the process before it
+/// may have accepted that request already. Pruned oldest first, so the cost per request
+/// stays constant however many arrive.
 pub struct ReplayGuard {
+    /// Requests signed before this (Unix milliseconds) are refused.
+    not_before_ms: u64,
+    /// The MACs accepted within the window.
     seen: parking_lot::Mutex<Seen>,
 }
 
 #[derive(Default)]
 struct Seen {
-    /// Signatures still inside the window.
-    set: std::collections::HashSet<String>,
-    /// The same signatures in arrival order, with the time each arrived.
-    order: std::collections::VecDeque<(u64, String)>,
+    /// MACs still inside the window, decoded (any spelling of one signature is one entry).
+    set: HashSet<[u8; 32]>,
+    /// The same MACs in arrival order, with the time (Unix milliseconds) each arrived.
+    order: VecDeque<(u64, [u8; 32])>,
+}
+
+/// Why a request with a good signature is refused all the same (a 403).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refusal {
+    /// Signed before this node started.
+    #[error("signed at {ts} ms, before this node started at {started} ms: sign the request again")]
+    BeforeStart {
+        /// The request's timestamp.
+        ts: u64,
+        /// When this node started.
+        started: u64,
+    },
+    /// This very signature was accepted before.
+    #[error("this signed request was already used (replay)")]
+    Replayed,
 }
 
 impl ReplayGuard {
-    /// Records a signature that passed the timestamp check at `now`; false if it was
-    /// already used.
-    pub fn first_use(&self, signature: &str, now: u64) -> bool {
+    /// A guard for a node that started at `started_ms` (Unix milliseconds).
+    pub fn new(started_ms: u64) -> ReplayGuard {
+        ReplayGuard {
+            not_before_ms: started_ms,
+            seen: parking_lot::Mutex::new(Seen::default()),
+        }
+    }
+
+    /// Records a request [`auth::verify`] accepted at `now_ms`.
+    ///
+    /// Errors: it was signed before this node started, or its signature was used already.
+    pub fn admit(&self, v: &auth::Verified, now_ms: u64) -> Result<(), Refusal> {
+        if v.timestamp_ms < self.not_before_ms {
+            return Err(Refusal::BeforeStart {
+                ts: v.timestamp_ms,
+                started: self.not_before_ms,
+            });
+        }
         let mut seen = self.seen.lock();
         // A signature is only accepted within ±window of its timestamp, so remembering it
         // for twice the window after arrival covers its whole life.
         while seen
             .order
             .front()
-            .is_some_and(|(at, _)| at + 2 * auth::DEFAULT_WINDOW_SECS < now)
+            .is_some_and(|(at, _)| at + 2 * auth::DEFAULT_WINDOW_MS < now_ms)
         {
-            if let Some((_, sig)) = seen.order.pop_front() {
-                seen.set.remove(&sig);
+            if let Some((_, mac)) = seen.order.pop_front() {
+                seen.set.remove(&mac);
             }
         }
-        if !seen.set.insert(signature.to_string()) {
-            return false;
+        if !seen.set.insert(v.mac) {
+            return Err(Refusal::Replayed);
         }
-        seen.order.push_back((now, signature.to_string()));
-        true
+        seen.order.push_back((now_ms, v.mac));
+        Ok(())
+    }
+}
+
+/// Who an admin request comes from and where it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The address of this node the connection arrived at: what a signature must name
+    /// (besides `cluster.admin_hosts`).
+    pub local: SocketAddr,
+}
+
+/// Whether `cluster.admin_allow` (`allow`) lets `client` use the admin listener: an empty
+/// list lets everyone (an IPv4 client on an IPv6 socket is its IPv4 address).
+pub fn admin_allows(allow: &[IpAddr], client: IpAddr) -> bool {
+    allow.is_empty() || allow.iter().any(|a| a.to_canonical() == client.to_canonical())
+}
+
+/// The 403 of a client outside `cluster.admin_allow`.
+pub fn not_allowed(client: IpAddr) -> Response<ProxyBody> {
+    plain(StatusCode::FORBIDDEN, format!("{client} is not in cluster.admin_allow"))
+}
+
+/// Whether `client` may read what the cache and the cluster hold without signing: an
+/// address `cluster.admin_allow` names, or, when it names none, a loopback address.
+fn reads_unsigned(allow: &[IpAddr], client: IpAddr) -> bool {
+    if allow.is_empty() {
+        client.to_canonical().is_loopback()
+    } else {
+        admin_allows(allow, client)
     }
 }
 
@@ -100,17 +172,13 @@ fn plain(status: StatusCode, body: impl Into<String>) -> Response<ProxyBody> {
     text(status, body.into() + "\n", "text/plain; charset=utf-8")
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 impl Admin {
     /// The admin state for `proxy`, with its once-a-second sampler for `/status` running on
     /// the current runtime until the admin state is dropped.
     pub fn start(proxy: Arc<Proxy>) -> Arc<Admin> {
         let admin = Arc::new(Admin {
             proxy,
-            replay: ReplayGuard::default(),
+            replay: ReplayGuard::new(strata_wire::ids::unix_ms()),
             history: status::History::default(),
         });
         tokio::spawn(sample(Arc::downgrade(&admin)));
@@ -118,13 +186,9 @@ impl Admin {
     }
 
     /// Answers one admin request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
-        let allow = &self.proxy.cfg().cluster.admin_allow;
-        if !allow.is_empty() && !allow.contains(&client.ip()) {
-            return plain(
-                StatusCode::FORBIDDEN,
-                format!("{} is not in cluster.admin_allow", client.ip()),
-            );
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+        if !admin_allows(&self.proxy.cfg().cluster.admin_allow, peer.client.ip()) {
+            return not_allowed(peer.client.ip());
         }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok"),
@@ -155,14 +219,20 @@ impl Admin {
                 r
             }
             (&Method::GET, "/status.json") => json(StatusCode::OK, &self.status_json()),
-            (&Method::GET, "/cluster") => json(StatusCode::OK, &self.cluster_report()),
-            (&Method::GET, "/lookup") => self.lookup(req.uri()),
-            (&Method::POST, "/purge") => self.purge(req).await,
-            (&Method::POST, BAN_PATH) => self.ban(req).await,
-            (&Method::POST, SYNC_PATH) => self.sync(req).await,
-            (&Method::POST, VERDICTS_PATH) => self.verdicts(req).await,
-            (&Method::POST, COMMIT_PATH) => self.commit(req).await,
-            (&Method::POST, QUEUED_PATH) => self.queued(req).await,
+            (&Method::GET, "/cluster") => match self.reader(req, peer).await {
+                Ok(_) => json(StatusCode::OK, &self.cluster_report()),
+                Err(refusal) => refusal,
+            },
+            (&Method::GET, "/lookup") => match self.reader(req, peer).await {
+                Ok(parts) => self.lookup(&parts.uri),
+                Err(refusal) => refusal,
+            },
+            (&Method::POST, "/purge") => self.purge(req, peer).await,
+            (&Method::POST, BAN_PATH) => self.ban(req, peer).await,
+            (&Method::POST, SYNC_PATH) => self.sync(req, peer).await,
+            (&Method::POST, VERDICTS_PATH) => self.verdicts(req, peer).await,
+            (&Method::POST, COMMIT_PATH) => self.commit(req, peer).await,
+            (&Method::POST, QUEUED_PATH) => self.queued(req, peer).await,
             (_, "/healthz" | "/metrics" | "/status" | "/status.json" | "/cluster" | "/lookup") => {
                 plain(StatusCode::METHOD_NOT_ALLOWED, "use GET")
             }
@@ -271,8 +341,33 @@ impl Admin {
         )
     }
 
+    /// A read of what the cache or the cluster holds: its parts when the client may read
+    /// unsigned ([`reads_unsigned`]) or the request is signed for this node, else the
+    /// refusal.
+    async fn reader(&self, req: Request<Incoming>, peer: Peer) -> Result<http::request::Parts, Response<ProxyBody>> {
+        if reads_unsigned(&self.proxy.cfg().cluster.admin_allow, peer.client.ip()) {
+            return Ok(req.into_parts().0);
+        }
+        if !req.headers().contains_key(auth::SIGNATURE_HEADER) {
+            return Err(plain(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "{} {} shows what this node holds: sign the request, or send it from an address in \
+                     cluster.admin_allow (from loopback when the list is empty)",
+                    req.method(),
+                    req.uri().path()
+                ),
+            ));
+        }
+        self.signed(req, peer).await.map(|(parts, _)| parts)
+    }
+
     /// Reads and authenticates a signed request: its parts and body, or the refusal.
-    async fn signed(&self, req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), Response<ProxyBody>> {
+    async fn signed(
+        &self,
+        req: Request<Incoming>,
+        peer: Peer,
+    ) -> Result<(http::request::Parts, Bytes), Response<ProxyBody>> {
         let (parts, body) = req.into_parts();
         let body = match http_body_util::Limited::new(body, MAX_ADMIN_BODY).collect().await {
             Ok(b) => b.to_bytes(),
@@ -284,43 +379,43 @@ impl Admin {
             }
         };
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let now = now_secs();
-        let signed = auth::Signed {
-            method: parts.method.as_str(),
-            path,
-            body: &body,
-        };
-        if let Err(e) = auth::verify(
-            &self.proxy.cfg().cluster.secret,
-            signed,
-            header(auth::TIMESTAMP_HEADER),
-            header(auth::SIGNATURE_HEADER),
-            now,
-            auth::DEFAULT_WINDOW_SECS,
-        ) {
-            tracing::warn!(error = %e, path, "refused admin request");
-            let status = if e.is_unauthenticated() {
-                StatusCode::UNAUTHORIZED
-            } else {
-                StatusCode::FORBIDDEN
+        let now = strata_wire::ids::unix_ms();
+        let cfg = self.proxy.cfg();
+        let verified = auth::host_header(&parts.headers).and_then(|host| {
+            let signed = auth::Signed {
+                method: parts.method.as_str(),
+                host,
+                path,
+                body: &body,
             };
-            return Err(plain(status, e.to_string()));
-        }
-        if !self.replay.first_use(header(auth::SIGNATURE_HEADER).unwrap_or(""), now) {
-            tracing::warn!(path, "refused a replayed admin request");
-            return Err(plain(
-                StatusCode::FORBIDDEN,
-                "this signed request was already used (replay)",
-            ));
+            let received = auth::Received::of(&parts.headers);
+            let v = auth::verify(&cfg.cluster.secret, signed, received, now, auth::DEFAULT_WINDOW_MS)?;
+            auth::check_audience(host, peer.local, &cfg.cluster.admin_hosts)?;
+            Ok(v)
+        });
+        let verified = match verified {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, path, client = %peer.client, "refused admin request");
+                let status = if e.is_unauthenticated() {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                return Err(plain(status, e.to_string()));
+            }
+        };
+        if let Err(e) = self.replay.admit(&verified, now) {
+            tracing::warn!(error = %e, path, client = %peer.client, "refused admin request");
+            return Err(plain(StatusCode::FORBIDDEN, e.to_string()));
         }
         Ok((parts, body))
     }
 
     /// `POST /purge?url=URL` (one URL with all its variants) or `POST /purge?all=1`; applied
     /// and broadcast like a ban.
-    async fn purge(&self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let (parts, _) = match self.signed(req).await {
+    async fn purge(&self, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+        let (parts, _) = match self.signed(req, peer).await {
             Ok(r) => r,
             Err(refusal) => return refusal,
         };
@@ -351,8 +446,8 @@ impl Admin {
     /// applies them here in order and broadcasts each; with `wait`, answers once every
     /// sibling acknowledged the last of them or `MS` passed. A body with one invalid ban is a
     /// 400 and applies nothing.
-    async fn ban(&self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let (parts, body) = match self.signed(req).await {
+    async fn ban(&self, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+        let (parts, body) = match self.signed(req, peer).await {
             Ok(r) => r,
             Err(refusal) => return refusal,
         };
@@ -405,8 +500,8 @@ impl Admin {
     /// checked first: one invalid ban is a 400 and applies nothing, delivers nothing); with
     /// `wait`, the verdicts are handed to the waiting answers only once every sibling
     /// acknowledged the bans or `MS` passed. Answers [`Delivered`].
-    async fn commit(&self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let (parts, body) = match self.signed(req).await {
+    async fn commit(&self, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+        let (parts, body) = match self.signed(req, peer).await {
             Ok(r) => r,
             Err(refusal) => return refusal,
         };
@@ -440,8 +535,8 @@ impl Admin {
     /// `POST /comments/queued?since=N&wait=MS` (signed): how many comments this node queued
     /// since it started, once that is not `N` or `MS` (at most [`MAX_QUEUED_WAIT`]) passed:
     /// an idle syncer waits here instead of polling the queue.
-    async fn queued(&self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let (parts, _) = match self.signed(req).await {
+    async fn queued(&self, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+        let (parts, _) = match self.signed(req, peer).await {
             Ok(r) => r,
             Err(refusal) => return refusal,
         };
@@ -460,8 +555,8 @@ impl Admin {
 
     /// `POST /cluster/sync` from a sibling: its bans and heartbeat; answers how far this
     /// node has applied the sibling's sequence.
-    async fn sync(&self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let (_, body) = match self.signed(req).await {
+    async fn sync(&self, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+        let (_, body) = match self.signed(req, peer).await {
             Ok(r) => r,
             Err(refusal) => return refusal,
         };
@@ -473,8 +568,8 @@ impl Admin {
 
     /// `POST /comments/verdicts` (signed): the syncer's verdicts of a batch, handed to the
     /// comment answers waiting for them here.
-    async fn verdicts(&self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let (_, body) = match self.signed(req).await {
+    async fn verdicts(&self, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+        let (_, body) = match self.signed(req, peer).await {
             Ok(r) => r,
             Err(refusal) => return refusal,
         };
@@ -708,15 +803,55 @@ mod tests {
         assert!(matches!(read_bans(b""), Err(BanBodyError::Unreadable(_))));
     }
 
+    fn verified(ts: u64, byte: u8) -> auth::Verified {
+        auth::Verified {
+            timestamp_ms: ts,
+            mac: [byte; 32],
+        }
+    }
+
     #[test]
     fn signatures_work_once() {
-        let g = ReplayGuard::default();
-        assert!(g.first_use("abc", 100));
-        assert!(!g.first_use("abc", 101));
-        assert!(g.first_use("abd", 101));
+        let g = ReplayGuard::new(50);
+        let window = auth::DEFAULT_WINDOW_MS;
+        assert_eq!(g.admit(&verified(100, 1), 100), Ok(()));
+        assert_eq!(g.admit(&verified(100, 1), 101), Err(Refusal::Replayed));
+        assert_eq!(g.admit(&verified(100, 2), 101), Ok(()));
         // Forgotten only once they could no longer pass the timestamp check.
-        assert!(!g.first_use("abc", 160));
-        assert!(g.first_use("abc", 161 + auth::DEFAULT_WINDOW_SECS));
+        assert_eq!(g.admit(&verified(100, 1), 100 + 2 * window), Err(Refusal::Replayed));
+        assert_eq!(g.admit(&verified(100, 1), 102 + 2 * window), Ok(()));
         assert_eq!(g.seen.lock().set.len(), 1);
+    }
+
+    #[test]
+    fn nothing_signed_before_the_start_is_taken() {
+        let g = ReplayGuard::new(1_000);
+        assert_eq!(
+            g.admit(&verified(999, 1), 1_001),
+            Err(Refusal::BeforeStart {
+                ts: 999,
+                started: 1_000
+            })
+        );
+        assert_eq!(g.admit(&verified(1_000, 1), 1_001), Ok(()));
+    }
+
+    #[test]
+    fn who_may_use_the_admin_listener_and_read_unsigned() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (loopback, outsider, sibling) = (ip("127.0.0.1"), ip("198.51.100.7"), ip("10.0.0.2"));
+        // No list: anyone may connect; unsigned reads from loopback only.
+        assert!(admin_allows(&[], outsider));
+        assert!(reads_unsigned(&[], loopback));
+        assert!(reads_unsigned(&[], ip("::1")));
+        assert!(reads_unsigned(&[], ip("::ffff:127.0.0.1")));
+        assert!(!reads_unsigned(&[], outsider));
+        // A list: only its addresses, for everything (an IPv4 client on an IPv6 socket too).
+        let allow = [sibling];
+        assert!(admin_allows(&allow, sibling));
+        assert!(admin_allows(&allow, ip("::ffff:10.0.0.2")));
+        assert!(!admin_allows(&allow, loopback));
+        assert!(reads_unsigned(&allow, sibling));
+        assert!(!reads_unsigned(&allow, loopback));
     }
 }

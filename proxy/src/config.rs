@@ -46,6 +46,10 @@ pub fn default_workers() -> usize {
 }
 /// Most client connections served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Most admin connections served at once (siblings, the syncer, health checks, operators).
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 256;
+/// How long a public connection may stay open without a request in progress.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Origin TCP connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time from sending a request to the origin's response head.
@@ -161,6 +165,9 @@ struct RawServer {
     header_timeout: Option<toml::Value>,
     max_header_bytes: Option<toml::Value>,
     max_connections: Option<i64>,
+    admin_max_connections: Option<i64>,
+    max_connections_per_client: Option<i64>,
+    idle_timeout: Option<toml::Value>,
     workers: Option<i64>,
     shutdown_timeout: Option<toml::Value>,
     hosts: Option<Vec<String>>,
@@ -226,6 +233,7 @@ struct RawCluster {
     siblings: Option<Vec<String>>,
     secret_file: Option<String>,
     admin_allow: Option<Vec<String>>,
+    admin_hosts: Option<Vec<String>>,
     heartbeat_interval: Option<toml::Value>,
     confirm_within: Option<toml::Value>,
     when_unconfirmed: Option<String>,
@@ -316,6 +324,16 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Most concurrent client connections.
     pub max_connections: usize,
+    /// Most concurrent admin connections: a limit of their own, so a full public port never
+    /// keeps siblings, the syncer or health checks out.
+    pub admin_max_connections: usize,
+    /// Most concurrent public connections from one client address (an IPv6 client counted
+    /// by its /64); 0 = no such limit.
+    pub max_connections_per_client: usize,
+    /// How long a public connection may stay open with no request in progress: an HTTP/2
+    /// connection with no open stream (pings answered or not), an HTTP/1.1 keep-alive
+    /// connection (bounded by `header_timeout` too).
+    pub idle_timeout: Duration,
     /// Threads serving the public listener, each with its own single-threaded runtime.
     pub workers: usize,
     /// Time in-flight requests get to finish on shutdown.
@@ -360,7 +378,7 @@ impl Config {
     /// What a running proxy takes from `new` on SIGHUP, and the keys that differ but take a
     /// restart (their running values are kept): `[cache]` but `capacity`, `[policy]`,
     /// `[bans] purge_allow` and `strip_tag_headers`, `[server] hosts` and `access_log`,
-    /// `[cluster] admin_allow`, `write_wait` and `when_unconfirmed` apply at once; listeners,
+    /// `[cluster] admin_allow`, `admin_hosts`, `write_wait` and `when_unconfirmed` apply at once; listeners,
     /// workers and timeouts, the origin, the cache's capacity, the cluster's membership and
     /// secret, tag extraction and `[comments]` are built at start.
     pub fn reloaded(&self, new: Config) -> (Config, Vec<&'static str>) {
@@ -393,12 +411,15 @@ impl Config {
         merged.server.access_log = new.server.access_log;
         let server = |s: &ServerConfig| {
             format!(
-                "{} {} {:?} {} {} {} {:?} {:?}",
+                "{} {} {:?} {} {} {} {} {:?} {} {:?} {:?}",
                 s.listen,
                 s.admin_listen,
                 s.header_timeout,
                 s.max_header_bytes,
                 s.max_connections,
+                s.admin_max_connections,
+                s.max_connections_per_client,
+                s.idle_timeout,
                 s.workers,
                 s.shutdown_timeout,
                 s.tls
@@ -411,6 +432,7 @@ impl Config {
         );
         differs("origin", format!("{:?}", self.origin), format!("{:?}", new.origin));
         merged.cluster.admin_allow = new.cluster.admin_allow.clone();
+        merged.cluster.admin_hosts = new.cluster.admin_hosts.clone();
         merged.cluster.write_wait = new.cluster.write_wait;
         merged.cluster.when_unconfirmed = new.cluster.when_unconfirmed;
         let cluster = |c: &ClusterConfig| {
@@ -504,8 +526,13 @@ pub struct ClusterConfig {
     pub secret_file: PathBuf,
     /// The secret itself, read at load time.
     pub secret: Vec<u8>,
-    /// Client addresses allowed on the admin API besides signature checks; empty = any.
+    /// Client addresses allowed on the admin API besides signature checks; empty = any
+    /// (then `/lookup` and `/cluster` answer loopback clients and signed requests only).
     pub admin_allow: Vec<std::net::IpAddr>,
+    /// What else senders call this node's admin listener (`host:port` of their URLs), besides
+    /// the address a connection arrives at: a signed request whose `Host` names neither is
+    /// refused (it was signed for another node).
+    pub admin_hosts: Vec<strata_wire::auth::Audience>,
     /// How often each sibling is sent a heartbeat (with any bans it has not acknowledged).
     pub heartbeat_interval: Duration,
     /// A node that has not confirmed, within this, that it has applied every sibling's bans

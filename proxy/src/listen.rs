@@ -1,6 +1,11 @@
 //! Binding the listeners, the accept loop, and the worker threads that serve public
 //! connections (plain HTTP, and HTTPS with HTTP/2 or HTTP/1.1), each on one core from
-//! accept to close; the admin listener on the caller's runtime.
+//! accept to close; the admin listener on the caller's runtime, with its own connection
+//! limit and timeouts, so a full public port never keeps siblings, the syncer or health
+//! checks out.
+
+mod clients;
+mod conn;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,22 +13,43 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::admin::Admin;
+use crate::admin::{admin_allows, not_allowed, Admin, Peer};
 use crate::config::Config;
 use crate::server::Proxy;
 use crate::{answer, framing, timer, tls};
+use clients::{ClientSlot, PerClient};
+use conn::{drive, Drain, Draining, Streams, Tracked};
 
 /// How often the store's pending maintenance (evictions, expiries) runs.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(250);
 /// Smallest read buffer hyper accepts.
 const MIN_BUF: usize = 8192;
+/// Deadline for an admin client to send a request head, counted from the end of the
+/// previous response on a keep-alive connection (so it also closes idle ones). Its own, not
+/// `server.header_timeout`: tightening the public port under attack leaves siblings alone.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest admin request head (admin requests carry a handful of short headers).
+const ADMIN_MAX_HEAD: usize = 16 * 1024;
+/// Most connections from outside `cluster.admin_allow` being answered at once (their 403
+/// takes no admin connection slot); past it, such connections are closed without an answer.
+const MAX_REFUSING: usize = 64;
+/// How long a connection from outside `cluster.admin_allow` has to send its request head
+/// before it is closed without its 403.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// HTTP/2: most streams a client may have open at once on one connection.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// HTTP/2: most streams a client may open and reset before the server accepts them
+/// (rapid reset, CVE-2023-44487) before the connection is closed with GOAWAY.
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// HTTP/2: most streams the server may reset for a client's protocol errors before the
+/// connection is closed with GOAWAY.
+const H2_MAX_LOCAL_RESETS: usize = 256;
 
 /// Serves the public and admin listeners until `shutdown` resolves, then lets in-flight
 /// requests finish for up to `server.shutdown_timeout`.
@@ -126,7 +152,17 @@ pub async fn run_reloadable(
             }
         })
     };
-    let permits = Arc::new(Semaphore::new(cfg.server.max_connections));
+    let gate = Gate {
+        permits: Arc::new(Semaphore::new(cfg.server.max_connections)),
+        clients: PerClient::new(cfg.server.max_connections_per_client),
+        proxy: proxy.clone(),
+    };
+    let admin_gate = AdminGate {
+        admin: admin_state.clone(),
+        permits: Arc::new(Semaphore::new(cfg.server.admin_max_connections)),
+        refusals: Arc::new(Semaphore::new(MAX_REFUSING)),
+        drain: Drain::new(),
+    };
 
     let maintenance = {
         let proxy = proxy.clone();
@@ -164,28 +200,19 @@ pub async fn run_reloadable(
         );
     }
     let workers = start_workers(&proxy, &cfg, &front);
-    let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = public.accept() => match accepted {
-                Ok((stream, peer)) => dispatch(&workers, &permits, stream, peer, Transport::Plain),
+                Ok((stream, peer)) => dispatch(&workers, &gate, stream, peer, Transport::Plain),
                 Err(e) => accept_error(e).await,
             },
             accepted = accept_on(tls_listener.as_ref()) => match accepted {
-                Ok((stream, peer)) => dispatch(&workers, &permits, stream, peer, Transport::Tls),
+                Ok((stream, peer)) => dispatch(&workers, &gate, stream, peer, Transport::Tls),
                 Err(e) => accept_error(e).await,
             },
             accepted = admin.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let admin = admin_state.clone();
-                    let svc = service_fn(move |req| {
-                        let admin = admin.clone();
-                        async move { Ok::<_, std::convert::Infallible>(admin.handle(req, peer).await) }
-                    });
-                    let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
-                    serve(&graceful, &cfg, stream, svc, permit);
-                }
+                Ok((stream, peer)) => admin_gate.serve(stream, peer),
                 Err(e) => accept_error(e).await,
             },
             () = &mut shutdown => break,
@@ -201,10 +228,7 @@ pub async fn run_reloadable(
         drop(w.queue);
         done.push(w.done);
     }
-    if tokio::time::timeout(cfg.server.shutdown_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if !admin_gate.drain.finish(cfg.server.shutdown_timeout).await {
         tracing::warn!("shutdown timeout reached; closing remaining admin connections");
     }
     for d in done {
@@ -217,13 +241,92 @@ pub async fn run_reloadable(
     proxy
 }
 
-/// A connection on its way to a worker, with its connection-limit permit.
-type Handover = (
-    std::net::TcpStream,
-    SocketAddr,
-    tokio::sync::OwnedSemaphorePermit,
-    Transport,
-);
+/// A connection on its way to a worker.
+struct Handover {
+    /// The accepted socket.
+    stream: std::net::TcpStream,
+    /// The client's address.
+    peer: SocketAddr,
+    /// Its place under `server.max_connections` and `server.max_connections_per_client`,
+    /// held until it closes.
+    held: Held,
+    /// Which listener accepted it.
+    transport: Transport,
+}
+
+/// What a public connection holds while it is open: its connection-limit permit and its
+/// client's slot.
+type Held = (tokio::sync::OwnedSemaphorePermit, ClientSlot);
+
+/// The limits a public connection passes as it is accepted.
+struct Gate {
+    /// `server.max_connections`, shared by the plain and TLS listeners.
+    permits: Arc<Semaphore>,
+    /// `server.max_connections_per_client`.
+    clients: Arc<PerClient>,
+    /// Where refusals are counted.
+    proxy: Arc<Proxy>,
+}
+
+/// The admin listener's own limits and connections.
+struct AdminGate {
+    /// The state every admin request is answered from.
+    admin: Arc<Admin>,
+    /// `server.admin_max_connections`: the admin port's own limit.
+    permits: Arc<Semaphore>,
+    /// Connections from outside `cluster.admin_allow` being answered.
+    refusals: Arc<Semaphore>,
+    /// Finishes the admin connections on shutdown.
+    drain: Drain,
+}
+
+impl AdminGate {
+    /// Serves an admin connection on this runtime, or refuses it: a client outside
+    /// `cluster.admin_allow` gets a 403 to its first request and the connection closes, all
+    /// within [`REFUSAL_TIMEOUT`] and without taking an admin connection slot; past
+    /// `server.admin_max_connections` new connections are closed.
+    fn serve(&self, stream: TcpStream, client: SocketAddr) {
+        let proxy = &self.admin.proxy;
+        if !admin_allows(&proxy.cfg().cluster.admin_allow, client.ip()) {
+            proxy.metrics.connection_refused("admin-allow");
+            tracing::debug!(%client, "admin connection from outside cluster.admin_allow refused");
+            let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
+                return;
+            };
+            let ip = client.ip();
+            let svc = service_fn(move |_| async move { Ok::<_, std::convert::Infallible>(not_allowed(ip)) });
+            serve_h1(
+                refusal_h1_builder(),
+                ADMIN_MAX_HEAD,
+                self.drain.watcher(),
+                stream,
+                svc,
+                permit,
+            );
+            return;
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            proxy.metrics.connection_refused("admin-limit");
+            tracing::warn!(%client, "admin connection limit reached; closing new connection");
+            return;
+        };
+        let Ok(local) = stream.local_addr() else { return };
+        let admin = self.admin.clone();
+        let peer = Peer { client, local };
+        let svc = service_fn(move |req| {
+            let admin = admin.clone();
+            async move { Ok::<_, std::convert::Infallible>(admin.handle(req, peer).await) }
+        });
+        serve_h1(
+            admin_h1_builder(),
+            ADMIN_MAX_HEAD,
+            self.drain.watcher(),
+            stream,
+            svc,
+            permit,
+        );
+    }
+}
 
 /// Which listener a connection came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,14 +345,29 @@ async fn accept_on(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, Socke
     }
 }
 
-/// Takes a connection-limit permit and sends a public connection to a worker.
-fn dispatch(workers: &[Worker], permits: &Arc<Semaphore>, stream: TcpStream, peer: SocketAddr, t: Transport) {
-    let Ok(permit) = permits.clone().try_acquire_owned() else {
+/// Takes the connection's place under its client's limit and under the connection limit,
+/// and sends it to a worker; closes it when either is full.
+fn dispatch(workers: &[Worker], gate: &Gate, stream: TcpStream, peer: SocketAddr, transport: Transport) {
+    let Some(slot) = gate.clients.admit(peer.ip()) else {
+        gate.proxy.metrics.connection_refused("per-client");
+        tracing::debug!(%peer, "per-client connection limit reached; closing new connection");
+        return;
+    };
+    let Ok(permit) = gate.permits.clone().try_acquire_owned() else {
+        gate.proxy.metrics.connection_refused("limit");
         tracing::warn!(%peer, "connection limit reached; closing new connection");
         return;
     };
     match stream.into_std() {
-        Ok(stream) => hand_over(workers, stream, peer, permit, t),
+        Ok(stream) => hand_over(
+            workers,
+            Handover {
+                stream,
+                peer,
+                held: (permit, slot),
+                transport,
+            },
+        ),
         Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker"),
     }
 }
@@ -274,19 +392,14 @@ impl Drop for Active {
 }
 
 /// Sends a connection to the worker with the fewest active connections.
-fn hand_over(
-    workers: &[Worker],
-    stream: std::net::TcpStream,
-    peer: SocketAddr,
-    permit: tokio::sync::OwnedSemaphorePermit,
-    transport: Transport,
-) {
+fn hand_over(workers: &[Worker], h: Handover) {
+    let peer = h.peer;
     let Some(w) = workers.iter().min_by_key(|w| w.active.load(Ordering::Relaxed)) else {
         tracing::error!(%peer, "no worker is running; closing connection");
         return;
     };
     w.active.fetch_add(1, Ordering::Relaxed);
-    if w.queue.send((stream, peer, permit, transport)).is_err() {
+    if w.queue.send(h).is_err() {
         w.active.fetch_sub(1, Ordering::Relaxed);
         tracing::error!(%peer, "a worker has stopped; closing connection");
     }
@@ -326,9 +439,15 @@ async fn serve_public(
     active: Arc<AtomicUsize>,
     front: Arc<Front>,
 ) {
-    let graceful = GracefulShutdown::new();
-    while let Some((stream, peer, permit, transport)) = queue.recv().await {
-        let guard = (permit, Active(active.clone()));
+    let drain = Drain::new();
+    while let Some(Handover {
+        stream,
+        peer,
+        held,
+        transport,
+    }) = queue.recv().await
+    {
+        let guard = (held, Active(active.clone()));
         let stream = match TcpStream::from_std(stream) {
             Ok(s) => s,
             Err(e) => {
@@ -338,7 +457,7 @@ async fn serve_public(
         };
         if transport == Transport::Tls {
             if let Some(certs) = &front.certs {
-                serve_tls(&graceful, &cfg, &front, certs, stream, proxy.clone(), guard);
+                serve_tls(drain.watcher(), &cfg, &front, certs, stream, proxy.clone(), guard);
             }
             continue;
         }
@@ -350,18 +469,24 @@ async fn serve_public(
             }
             answer(&proxy, req, peer)
         });
-        serve(&graceful, &cfg, stream, svc, guard);
+        serve_h1(h1_builder(&cfg), max_head(&cfg), drain.watcher(), stream, svc, guard);
     }
-    if tokio::time::timeout(cfg.server.shutdown_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if !drain.finish(cfg.server.shutdown_timeout).await {
         tracing::warn!("shutdown timeout reached; closing remaining connections");
     }
 }
 
-fn serve<S>(graceful: &GracefulShutdown, cfg: &Config, stream: TcpStream, svc: S, permit: impl Send + 'static)
-where
+/// Serves one HTTP/1.1 connection with `builder`'s settings behind the ambiguous-framing
+/// guard (heads up to `max_head` bytes), on a task of its own that holds `permit` until the
+/// connection ends.
+fn serve_h1<S>(
+    builder: http1::Builder,
+    max_head: usize,
+    draining: Draining,
+    stream: TcpStream,
+    svc: S,
+    permit: impl Send + 'static,
+) where
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
             Response = http::Response<crate::body::ProxyBody>,
@@ -372,12 +497,11 @@ where
 {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
-    let max_head = max_head(cfg);
     let io = TokioIo::new(framing::Guarded::new(stream, max_head));
-    let conn = h1_builder(cfg).serve_connection(io, svc);
-    let conn = graceful.watch(conn);
+    let conn = builder.serve_connection(io, svc);
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        let ended = drive(conn, |c| c.graceful_shutdown(), draining, std::future::pending()).await;
+        if let Err(e) = ended {
             tracing::debug!(peer = ?peer, error = %e, "client connection ended with an error");
         }
         drop(permit);
@@ -390,13 +514,52 @@ fn max_head(cfg: &Config) -> usize {
     cfg.server.max_header_bytes.max(MIN_BUF)
 }
 
-/// The HTTP/1.1 server settings of public connections, plain or TLS.
+/// The HTTP/1.1 server settings of public connections, plain or TLS. The header-read
+/// timeout runs from the end of one response to the next request head, so it is the
+/// keep-alive idle timeout too: the shorter of `server.header_timeout` and
+/// `server.idle_timeout`.
 fn h1_builder(cfg: &Config) -> http1::Builder {
+    let timeout = cfg.server.header_timeout.min(cfg.server.idle_timeout);
     let mut b = http1::Builder::new();
-    b.timer(timer::CoarseTimer::new(cfg.server.header_timeout / 4))
-        .header_read_timeout(cfg.server.header_timeout)
+    b.timer(timer::CoarseTimer::new(timeout / 4))
+        .header_read_timeout(timeout)
         .max_buf_size(max_head(cfg))
         .keep_alive(true);
+    b
+}
+
+/// The HTTP/1.1 server settings of admin connections: their own head limit and timeout.
+fn admin_h1_builder() -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(timer::CoarseTimer::new(ADMIN_HEADER_TIMEOUT / 4))
+        .header_read_timeout(ADMIN_HEADER_TIMEOUT)
+        .max_buf_size(ADMIN_MAX_HEAD)
+        .keep_alive(true);
+    b
+}
+
+/// The HTTP/1.1 server settings of a connection refused its requests: one request, read
+/// within [`REFUSAL_TIMEOUT`], answered, then the connection closes.
+fn refusal_h1_builder() -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(timer::CoarseTimer::new(REFUSAL_TIMEOUT / 4))
+        .header_read_timeout(REFUSAL_TIMEOUT)
+        .max_buf_size(ADMIN_MAX_HEAD)
+        .keep_alive(false);
+    b
+}
+
+/// The HTTP/2 server settings of public connections: pings every `server.header_timeout`
+/// (a client that stops answering is dropped), bounded streams, header lists and resets.
+fn h2_builder(cfg: &Config) -> http2::Builder<hyper_util::rt::TokioExecutor> {
+    let mut b = http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_head(cfg)).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+        .keep_alive_interval(Some(cfg.server.header_timeout))
+        .keep_alive_timeout(cfg.server.header_timeout);
     b
 }
 
@@ -417,9 +580,11 @@ fn answer(proxy: &Arc<Proxy>, req: http::Request<hyper::body::Incoming>, peer: S
 /// `server.hsts`.
 ///
 /// HTTP/1.1 over TLS keeps the ambiguous-framing guard (it wraps the decrypted stream);
-/// HTTP/2 frames every message itself, so there is nothing for it to guard.
+/// HTTP/2 frames every message itself, so there is nothing for it to guard. An HTTP/2
+/// connection with no open stream for `server.idle_timeout` is shut down (GOAWAY), however
+/// faithfully its client answers pings.
 fn serve_tls(
-    graceful: &GracefulShutdown,
+    draining: Draining,
     cfg: &Arc<Config>,
     front: &Arc<Front>,
     certs: &tls::Certs,
@@ -430,7 +595,6 @@ fn serve_tls(
     let _ = stream.set_nodelay(true);
     let Ok(peer) = stream.peer_addr() else { return };
     let acceptor = certs.acceptor();
-    let watcher = graceful.watcher();
     let (cfg, hsts) = (cfg.clone(), front.hsts.clone());
     tokio::spawn(async move {
         let stream = match tokio::time::timeout(cfg.server.header_timeout, acceptor.accept(stream)).await {
@@ -447,7 +611,7 @@ fn serve_tls(
             }
         };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let secured = move |mut req: http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(tls::Https);
             if req.version() == http::Version::HTTP_2 {
                 tls::merge_cookies(req.headers_mut());
@@ -456,17 +620,22 @@ fn serve_tls(
                 inner: answer(&proxy, req, peer),
                 hsts: hsts.clone(),
             }
-        });
+        };
         let ended = if h2 {
-            let mut b = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-            b.timer(hyper_util::rt::TokioTimer::new())
-                .max_header_list_size(u32::try_from(max_head(&cfg)).unwrap_or(u32::MAX))
-                .keep_alive_interval(Some(cfg.server.header_timeout))
-                .keep_alive_timeout(cfg.server.header_timeout);
-            watcher.watch(b.serve_connection(TokioIo::new(stream), svc)).await
+            let streams = Streams::default();
+            let counted = streams.clone();
+            let svc = service_fn(move |req| {
+                let stream = counted.open();
+                let answering = secured(req);
+                async move { answering.await.map(|resp| resp.map(|body| Tracked::new(body, stream))) }
+            });
+            let conn = h2_builder(&cfg).serve_connection(TokioIo::new(stream), svc);
+            let idle = streams.idle(cfg.server.idle_timeout);
+            drive(conn, |c| c.graceful_shutdown(), draining, idle).await
         } else {
             let io = TokioIo::new(framing::Guarded::new(stream, max_head(&cfg)));
-            watcher.watch(h1_builder(&cfg).serve_connection(io, svc)).await
+            let conn = h1_builder(&cfg).serve_connection(io, service_fn(secured));
+            drive(conn, |c| c.graceful_shutdown(), draining, std::future::pending()).await
         };
         if let Err(e) = ended {
             tracing::debug!(%peer, error = %e, "TLS client connection ended with an error");

@@ -46,6 +46,7 @@ pub mod names {
     pub const WRITES: &str = "strata_writes";
     pub const LOGIN_CHECKS: &str = "strata_login_checks";
     pub const COMMENT_VERDICT: &str = "strata_comment_verdict_seconds";
+    pub const CONNECTIONS_REFUSED: &str = "strata_connections_refused";
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -231,6 +232,8 @@ pub struct Metrics {
     pub cluster: Arc<ClusterMetrics>,
     /// Comments written behind.
     pub comments: CommentMetrics,
+    /// Connections closed as they were accepted, by reason.
+    connections_refused: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -355,7 +358,14 @@ impl Metrics {
             "Time from queueing a comment to reading the syncer's verdict",
             comments.verdict_latency.clone(),
         );
+        let connections_refused = Family::default();
+        registry.register(
+            names::CONNECTIONS_REFUSED,
+            "Connections closed as they were accepted, by reason (limit, per-client, admin-limit, admin-allow)",
+            connections_refused.clone(),
+        );
         Metrics {
+            connections_refused,
             cluster,
             comments,
             registry,
@@ -413,6 +423,13 @@ impl Metrics {
     /// Counts a refused client request.
     pub fn client_error(&self, reason: &'static str) {
         self.client_errors.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a connection closed as it was accepted (`limit`: `server.max_connections`,
+    /// `per-client`: `server.max_connections_per_client`, `admin-limit`:
+    /// `server.admin_max_connections`, `admin-allow`: not in `cluster.admin_allow`).
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// Counts a comment POST by result.

@@ -151,6 +151,7 @@ fn cfg(limit: usize) -> ClusterConfig {
         secret_file: Default::default(),
         secret: b"0123456789abcdef".to_vec(),
         admin_allow: vec![],
+        admin_hosts: vec![],
         heartbeat_interval: Duration::from_millis(250),
         confirm_within: Duration::from_secs(1),
         when_unconfirmed: crate::config::Unconfirmed::Flush,

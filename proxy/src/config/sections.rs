@@ -159,6 +159,19 @@ pub(super) fn server_config(c: &mut Checker, s: &RawServer, base: Option<&Path>)
             DEFAULT_MAX_CONNECTIONS,
             1..=10_000_000,
         ),
+        admin_max_connections: c.count(
+            "server.admin_max_connections",
+            s.admin_max_connections,
+            DEFAULT_ADMIN_MAX_CONNECTIONS,
+            1..=1_000_000,
+        ),
+        max_connections_per_client: c.count(
+            "server.max_connections_per_client",
+            s.max_connections_per_client,
+            0,
+            0..=10_000_000,
+        ),
+        idle_timeout: c.duration("server.idle_timeout", &s.idle_timeout, DEFAULT_IDLE_TIMEOUT),
         workers: c.count("server.workers", s.workers, default_workers(), 1..=1024),
         shutdown_timeout: c.duration("server.shutdown_timeout", &s.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT),
         hosts: s
@@ -172,6 +185,12 @@ pub(super) fn server_config(c: &mut Checker, s: &RawServer, base: Option<&Path>)
     };
     if server.max_header_bytes < 1024 {
         c.problem("server.max_header_bytes", "must be at least 1KiB");
+    }
+    if server.idle_timeout < Duration::from_millis(100) {
+        c.problem(
+            "server.idle_timeout",
+            "must be at least 100ms: a client needs time to send its next request",
+        );
     }
     server.tls = tls_config(c, s, base, [listen, admin_listen]);
     server
@@ -347,6 +366,21 @@ pub(super) fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Pat
         })
         .collect();
     let admin_allow = ip_addrs(c, "cluster.admin_allow", &cl.admin_allow);
+    let admin_hosts = cl
+        .admin_hosts
+        .iter()
+        .flatten()
+        .filter_map(|h| {
+            let name = strata_wire::auth::Audience::parse(h);
+            if name.is_none() {
+                c.problem(
+                    "cluster.admin_hosts",
+                    format!("{h:?} is not host:port, e.g. \"node2.example.internal:9080\""),
+                );
+            }
+            name
+        })
+        .collect();
     let (secret_file, secret) = c.secret_file("cluster.secret_file", &cl.secret_file, base);
     let heartbeat_interval = c.duration(
         "cluster.heartbeat_interval",
@@ -386,6 +420,7 @@ pub(super) fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Pat
         secret_file,
         secret,
         admin_allow,
+        admin_hosts,
         heartbeat_interval,
         confirm_within,
         when_unconfirmed,

@@ -203,6 +203,48 @@ fn server_section() {
 }
 
 #[test]
+fn the_admin_port_and_each_client_have_limits_of_their_own() {
+    let base = "listen = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9080\"\n";
+    let (s, problems) = checked(|c| server_config(c, &raw(base), None));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(s.admin_max_connections, DEFAULT_ADMIN_MAX_CONNECTIONS);
+    assert_eq!(s.max_connections_per_client, 0, "no per-client limit by default");
+    assert_eq!(s.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+
+    let set = format!("{base}admin_max_connections = 16\nmax_connections_per_client = 32\nidle_timeout = \"30s\"\n");
+    let (s, problems) = checked(|c| server_config(c, &raw(&set), None));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        (s.admin_max_connections, s.max_connections_per_client, s.idle_timeout),
+        (16, 32, Duration::from_secs(30))
+    );
+
+    let bad = format!("{base}admin_max_connections = 0\nmax_connections_per_client = -1\nidle_timeout = \"10ms\"\n");
+    let (_, problems) = checked(|c| server_config(c, &raw(&bad), None));
+    assert_eq!(
+        keys(&problems),
+        [
+            "server.admin_max_connections",
+            "server.max_connections_per_client",
+            "server.idle_timeout",
+        ]
+    );
+    assert!(
+        problems[2].message.starts_with("must be at least 100ms"),
+        "{problems:?}"
+    );
+    // They take a restart, like the other limits.
+    let s = secret_file();
+    let running = Config::from_toml(&minimal(&s.0), None).unwrap();
+    let new = Config::from_toml(
+        &minimal(&s.0).replace("[server]", "[server]\nadmin_max_connections = 8"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(running.reloaded(new).1, ["server (listeners, limits, workers, tls)"]);
+}
+
+#[test]
 fn tls_keys_of_the_server_section() {
     let dir = cert_files("one.test");
     let text = "listen = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9080\"\ntls_listen = \"127.0.0.1:8443\"\n\
@@ -364,6 +406,18 @@ fn cluster_section() {
     );
     assert_eq!(problems[2].message, "\"localhost\" is not an IP address");
     assert!(problems[3].message.starts_with("missing"), "{problems:?}");
+
+    // The names senders use for this node's admin listener, each host:port.
+    let text =
+        format!("secret_file = {name:?}\nadmin_hosts = [\"Node1.example.internal:9080\", \"[2001:db8::1]:9080\"]\n");
+    let (cl, problems) = checked(|c| cluster_config(c, &raw(&text), secret.0.parent()));
+    assert!(problems.is_empty(), "{problems:?}");
+    let names: Vec<String> = cl.admin_hosts.iter().map(|a| a.to_string()).collect();
+    assert_eq!(names, ["node1.example.internal:9080", "[2001:db8::1]:9080"]);
+    let text = format!("secret_file = {name:?}\nadmin_hosts = [\"user@node1:9080\", \"http://node1/\"]\n");
+    let (_, problems) = checked(|c| cluster_config(c, &raw(&text), secret.0.parent()));
+    assert_eq!(keys(&problems), ["cluster.admin_hosts", "cluster.admin_hosts"]);
+    assert!(problems[0].message.contains("is not host:port"), "{problems:?}");
 
     let (_, problems) = checked(|c| cluster_config(c, &raw("heartbeat_interval = \"0\"\n"), None));
     assert_eq!(keys(&problems), ["cluster.secret_file", "cluster.heartbeat_interval"]);

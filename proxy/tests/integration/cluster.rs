@@ -26,7 +26,7 @@ use tokio::time::{sleep, timeout};
 
 use crate::fixture::{full, Fixture, FixtureBody};
 use crate::harness::{
-    admin_signed, ban_at, ban_json, cluster_state, get_at, lookup, metric_at, now, poll, regex_escape, send,
+    admin_signed, ban_at, ban_json, cluster_state, get_at, lookup, metric_at, now, now_ms, poll, regex_escape, send,
     signed_headers_with_body, wait_acked, wait_confirmed, wp_host, wp_origin, Resp, TestProxy, SECRET,
 };
 use crate::nodes::{Nodes, BIN};
@@ -1326,17 +1326,25 @@ async fn unsigned_wrong_expired_and_replayed_bans_are_refused_and_invalidate_not
         )
         .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "malformed: {}", r.text());
-        let wrong = signed_headers_with_body("POST", path, body.as_bytes(), now(), "not-the-cluster-secret-at-all");
+        let wrong = signed_headers_with_body(
+            a,
+            "POST",
+            path,
+            body.as_bytes(),
+            now_ms(),
+            "not-the-cluster-secret-at-all",
+        );
         let r = post(wrong, body.clone()).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "wrong secret: {}", r.text());
-        let expired = signed_headers_with_body("POST", path, body.as_bytes(), now() - 120, SECRET);
+        let expired = signed_headers_with_body(a, "POST", path, body.as_bytes(), now_ms() - 120_000, SECRET);
         let r = post(expired, body.clone()).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "120 s old: {}", r.text());
         let other = signed_headers_with_body(
+            a,
             "POST",
             path,
             ban_json("tag", "x", None, false).as_bytes(),
-            now(),
+            now_ms(),
             SECRET,
         );
         let r = post(other, body.clone()).await;
@@ -1358,7 +1366,7 @@ async fn unsigned_wrong_expired_and_replayed_bans_are_refused_and_invalidate_not
         let verdicts_url = format!("http://{a}/comments/verdicts");
         let pushed = send(Method::POST, &verdicts_url, &[], Bytes::from_static(b"{}")).await;
         assert_eq!(pushed.status, StatusCode::UNAUTHORIZED, "unsigned verdicts");
-        let junk = signed_headers_with_body("POST", "/comments/verdicts", b"[1,2]", now(), SECRET);
+        let junk = signed_headers_with_body(a, "POST", "/comments/verdicts", b"[1,2]", now_ms(), SECRET);
         let pushed = send(Method::POST, &verdicts_url, &junk, Bytes::from_static(b"[1,2]")).await;
         assert_eq!(
             pushed.status,
@@ -1367,14 +1375,14 @@ async fn unsigned_wrong_expired_and_replayed_bans_are_refused_and_invalidate_not
             pushed.text()
         );
         let batch = br#"{"epoch":1,"verdicts":[]}"#;
-        let fine = signed_headers_with_body("POST", "/comments/verdicts", batch, now(), SECRET);
+        let fine = signed_headers_with_body(a, "POST", "/comments/verdicts", batch, now_ms(), SECRET);
         let pushed = send(Method::POST, &verdicts_url, &fine, Bytes::from_static(batch)).await;
         assert_eq!(pushed.status, StatusCode::OK, "a verdict batch: {}", pushed.text());
         // A refused ban must not have been applied or broadcast.
         sleep(Duration::from_millis(500)).await;
         expect_cache(&addrs, &host(), "/t/auth", "HIT", "refused bans invalidate nothing").await;
 
-        let good = signed_headers_with_body("POST", path, body.as_bytes(), now(), SECRET);
+        let good = signed_headers_with_body(a, "POST", path, body.as_bytes(), now_ms(), SECRET);
         let r = post(good.clone(), body.clone()).await;
         assert_eq!(r.status, StatusCode::OK, "signed: {}", r.text());
         expect_cache(&addrs, &host(), "/t/auth", "MISS", "the signed ban").await;

@@ -102,6 +102,7 @@ impl TestProxy {
         let done = tokio::spawn(strata_proxy::run_with(listeners, cfg, async {
             let _ = rx.await;
         }));
+        wait_running(admin_addr).await;
         TestProxy {
             addr,
             admin: admin_addr,
@@ -232,21 +233,16 @@ pub fn gunzip(b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Signs an admin request the way `strata-proxy ban` does.
-pub fn signed_headers(method: &str, path: &str, ts: u64, secret: &str) -> Vec<(&'static str, String)> {
-    let sig = strata_wire::auth::sign(
-        secret.as_bytes(),
-        strata_wire::auth::Signed {
-            method,
-            path,
-            body: b"",
-        },
-        ts,
-    );
-    vec![
-        (strata_wire::auth::TIMESTAMP_HEADER, ts.to_string()),
-        (strata_wire::auth::SIGNATURE_HEADER, sig),
-    ]
+/// Signs a request without a body to the admin listener at `admin` the way `strata-proxy
+/// ban` does, at `ts_ms` (Unix milliseconds).
+pub fn signed_headers(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    ts_ms: u64,
+    secret: &str,
+) -> Vec<(&'static str, String)> {
+    signed_headers_with_body(admin, method, path, b"", ts_ms, secret)
 }
 
 /// Unix time in seconds.
@@ -255,6 +251,11 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// Unix time in milliseconds, as signatures are stamped.
+pub fn now_ms() -> u64 {
+    strata_wire::ids::unix_ms()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -353,7 +354,27 @@ impl TestProxy {
                 done: Some(done),
             });
         }
+        for node in &nodes {
+            wait_running(node.admin).await;
+        }
         nodes
+    }
+}
+
+/// Waits until the proxy whose admin listener is `admin` answers there (whatever its
+/// answer): its listeners are bound before it runs, and a node refuses what was signed
+/// before it started, so a test signs only once this returns.
+async fn wait_running(admin: SocketAddr) {
+    let answered = try_send(
+        Method::GET,
+        &format!("http://{admin}/healthz"),
+        &[],
+        Bytes::new(),
+        Duration::from_secs(10),
+    )
+    .await;
+    if let Err(e) = answered {
+        panic!("the proxy at {admin} does not answer: {e}");
     }
 }
 
@@ -393,24 +414,38 @@ pub async fn get_at(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, 
     send(Method::GET, &format!("http://{addr}{path}"), &all, Bytes::new()).await
 }
 
-/// The signature headers for an admin request with a body.
+/// The signing headers (`Host` included: the signature names the node it is for) of a
+/// request with a body to the admin listener at `admin`, signed at `ts_ms` with a fresh
+/// nonce.
 pub fn signed_headers_with_body(
+    admin: SocketAddr,
     method: &str,
     path: &str,
     body: &[u8],
-    ts: u64,
+    ts_ms: u64,
     secret: &str,
 ) -> Vec<(&'static str, String)> {
-    let sig = strata_wire::auth::sign(secret.as_bytes(), strata_wire::auth::Signed { method, path, body }, ts);
+    use strata_wire::auth;
+    let host = admin.to_string();
+    let nonce = auth::nonce();
+    let signed = auth::Signed {
+        method,
+        host: &host,
+        path,
+        body,
+    };
+    let sig = auth::sign(secret.as_bytes(), signed, ts_ms, &nonce);
     vec![
-        (strata_wire::auth::TIMESTAMP_HEADER, ts.to_string()),
-        (strata_wire::auth::SIGNATURE_HEADER, sig),
+        ("host", host),
+        (auth::TIMESTAMP_HEADER, ts_ms.to_string()),
+        (auth::NONCE_HEADER, nonce),
+        (auth::SIGNATURE_HEADER, sig),
     ]
 }
 
 /// A signed admin request (signed now, with the cluster secret) to the admin listener.
 pub async fn admin_signed(admin: SocketAddr, method: Method, path: &str, body: &str) -> Resp {
-    let headers = signed_headers_with_body(method.as_str(), path, body.as_bytes(), now(), SECRET);
+    let headers = signed_headers_with_body(admin, method.as_str(), path, body.as_bytes(), now_ms(), SECRET);
     send(
         method,
         &format!("http://{admin}{path}"),

@@ -2,6 +2,7 @@
 //! (`scripts/wordpress.sh`) or, for HTTP edge cases WordPress never produces, a small
 //! programmable origin.
 
+mod admin_plane;
 mod attacks;
 mod cluster;
 mod comments;

@@ -21,20 +21,20 @@ use crate::fixture::{full, Fixture};
 use crate::harness::{get_at, post_paths, wp_host, wp_origin, Resp, TestProxy};
 
 /// A throwaway certificate authority and the directory its files go to.
-struct Pki {
+pub(crate) struct Pki {
     ca: CertifiedIssuer<'static, KeyPair>,
     dir: PathBuf,
 }
 
 /// A certificate's files and its DER, to recognise it in a handshake.
-struct Leaf {
+pub(crate) struct Leaf {
     cert: PathBuf,
     key: PathBuf,
     der: CertificateDer<'static>,
 }
 
 impl Pki {
-    fn new(tag: &str) -> Pki {
+    pub(crate) fn new(tag: &str) -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key")).expect("CA");
@@ -45,7 +45,7 @@ impl Pki {
 
     /// A certificate for `names` (DNS names or IP addresses) signed by the CA, written as
     /// `<file>.pem` and `<file>.key`.
-    fn leaf(&self, names: &[&str], file: &str) -> Leaf {
+    pub(crate) fn leaf(&self, names: &[&str], file: &str) -> Leaf {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let key = KeyPair::generate().expect("key");
         let cert = CertificateParams::new(names)
@@ -63,7 +63,7 @@ impl Pki {
     }
 
     /// A client configuration trusting only this CA, offering `alpn`.
-    fn client(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    pub(crate) fn client(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.der().clone()).expect("CA root");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -107,7 +107,7 @@ fn tls_lines(leaves: &[&Leaf]) -> Vec<String> {
 }
 
 /// Starts a proxy with HTTPS; `extra` as for [`TestProxy::start`].
-async fn start(origin: &str, leaves: &[&Leaf], extra: &[(&str, &str)]) -> (TestProxy, SocketAddr) {
+pub(crate) async fn start(origin: &str, leaves: &[&Leaf], extra: &[(&str, &str)]) -> (TestProxy, SocketAddr) {
     let lines = tls_lines(leaves);
     let mut all: Vec<(&str, &str)> = lines.iter().map(|l| ("server", l.as_str())).collect();
     all.extend_from_slice(extra);
@@ -117,7 +117,7 @@ async fn start(origin: &str, leaves: &[&Leaf], extra: &[(&str, &str)]) -> (TestP
 }
 
 /// A TLS connection to `addr` asking for `name` (a DNS name, or an IP address: no SNI).
-async fn connect(addr: SocketAddr, name: &str, cfg: Arc<rustls::ClientConfig>) -> TlsStream<TcpStream> {
+pub(crate) async fn connect(addr: SocketAddr, name: &str, cfg: Arc<rustls::ClientConfig>) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let name = ServerName::try_from(name.to_string()).expect("server name");
     timeout(
@@ -135,7 +135,7 @@ fn presented(tls: &TlsStream<TcpStream>) -> CertificateDer<'static> {
 }
 
 /// The protocol ALPN settled on.
-fn alpn(tls: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
+pub(crate) fn alpn(tls: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
     tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
 }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 
 use crate::fixture::Relay;
-use crate::harness::{gunzip, now, post_paths, send, signed_headers, wp_host, wp_origin, TestProxy, SECRET};
+use crate::harness::{gunzip, now_ms, post_paths, send, signed_headers, wp_host, wp_origin, TestProxy, SECRET};
 
 fn origin_authority() -> String {
     wp_origin().trim_start_matches("http://").to_string()
@@ -194,12 +194,12 @@ async fn signed_purge_clears_a_url_and_bad_signatures_are_refused() {
     let url = format!("http://{}{purge}", p.admin);
     let unsigned = send(Method::POST, &url, &[], Bytes::new()).await;
     assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
-    let wrong = signed_headers("POST", &purge, now(), "not-the-cluster-secret-at-all");
+    let wrong = signed_headers(p.admin, "POST", &purge, now_ms(), "not-the-cluster-secret-at-all");
     assert_eq!(
         send(Method::POST, &url, &wrong, Bytes::new()).await.status,
         StatusCode::FORBIDDEN
     );
-    let expired = signed_headers("POST", &purge, now() - 120, SECRET);
+    let expired = signed_headers(p.admin, "POST", &purge, now_ms() - 120_000, SECRET);
     assert_eq!(
         send(Method::POST, &url, &expired, Bytes::new()).await.status,
         StatusCode::FORBIDDEN
@@ -209,7 +209,7 @@ async fn signed_purge_clears_a_url_and_bad_signatures_are_refused() {
         "HIT",
         "refused purges invalidate nothing"
     );
-    let good = signed_headers("POST", &purge, now(), SECRET);
+    let good = signed_headers(p.admin, "POST", &purge, now_ms(), SECRET);
     let r = send(Method::POST, &url, &good, Bytes::new()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(

@@ -38,23 +38,24 @@ async fn fake_proxy() -> (String, Arc<parking_lot::Mutex<Vec<(String, Vec<Ban>)>
                         let (parts, body) = req.into_parts();
                         let body = body.collect().await.unwrap().to_bytes();
                         let path = parts.uri.path_and_query().unwrap().as_str().to_string();
-                        let h = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .unwrap()
-                            .as_secs();
-                        let ok = auth::verify(
-                            SECRET.as_bytes(),
-                            auth::Signed {
+                        // As a proxy checks it: signed with the secret, for this listener.
+                        let ok = auth::host_header(&parts.headers).and_then(|host| {
+                            let signed = auth::Signed {
                                 method: parts.method.as_str(),
+                                host,
                                 path: &path,
                                 body: &body,
-                            },
-                            h(auth::TIMESTAMP_HEADER),
-                            h(auth::SIGNATURE_HEADER),
-                            now,
-                            30,
-                        );
+                            };
+                            let received = auth::Received::of(&parts.headers);
+                            auth::verify(
+                                SECRET.as_bytes(),
+                                signed,
+                                received,
+                                strata_wire::ids::unix_ms(),
+                                auth::DEFAULT_WINDOW_MS,
+                            )?;
+                            auth::check_audience(host, addr, &[])
+                        });
                         let status = if ok.is_ok() { 200 } else { 403 };
                         if ok.is_ok() && parts.uri.path() == "/ban" {
                             let bans = serde_json::from_slice::<Vec<Ban>>(&body)
