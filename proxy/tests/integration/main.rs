@@ -7,6 +7,7 @@ mod attacks;
 mod cluster;
 mod comments;
 mod fixture;
+mod h2_attacks;
 mod harness;
 mod http_edges;
 mod nodes;
