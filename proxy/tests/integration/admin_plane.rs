@@ -384,10 +384,9 @@ async fn an_idle_http2_connection_is_closed_although_it_answers_pings() {
             .expect("connection task");
         let idle = idle_since.elapsed();
         assert!(ended.is_ok(), "closed gracefully (GOAWAY): {ended:?}");
-        assert!(
-            idle >= Duration::from_millis(900) && idle <= Duration::from_millis(2500),
-            "closed after {idle:?} idle"
-        );
+        // Not before the timeout; the 5 s bound above only keeps a loaded machine from
+        // failing the test (the close comes within 1× to 1.5× the timeout when a core is free).
+        assert!(idle >= Duration::from_millis(900), "closed after {idle:?} idle");
         assert!(send.ready().await.is_err(), "no new stream on a closed connection");
     })
     .await;
@@ -405,8 +404,9 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
         let read = timeout(Duration::from_secs(5), c.read(&mut rest)).await;
         let idle = idle_since.elapsed();
         assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed: {read:?}");
+        // Not before the timeout, and well before `header_timeout` (10 s) would have.
         assert!(
-            idle >= Duration::from_millis(900) && idle <= Duration::from_millis(2500),
+            idle >= Duration::from_millis(900) && idle < Duration::from_secs(5),
             "closed after {idle:?} idle (header_timeout is 10 s)"
         );
     })
@@ -442,6 +442,43 @@ async fn the_per_client_cap_refuses_the_next_connection_from_one_address() {
             (exchange(&mut c).await == Some(200)).then_some(())
         })
         .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_never_finished_on_the_admin_port_is_cut_off() {
+    bounded(40, async {
+        let origin = origin().await;
+        let p = TestProxy::start(&origin.url(), &[]).await;
+        // Slowloris on the admin port: a head begun, never ended, a byte now and then.
+        let mut c = TcpStream::connect(p.admin).await.expect("connect");
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        let started = Instant::now();
+        let cut = timeout(Duration::from_secs(30), async {
+            let mut buf = [0u8; 256];
+            loop {
+                if c.write_all(b"X-A: b\r\n").await.is_err() {
+                    return;
+                }
+                match timeout(Duration::from_secs(1), c.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        assert!(cut.is_ok(), "the admin port let a head go on for 30 s");
+        assert!(
+            started.elapsed() >= Duration::from_secs(9),
+            "cut by the admin head timeout (10 s), not earlier: {:?}",
+            started.elapsed()
+        );
+        // And the port still answers whoever speaks properly.
+        let r = send(Method::GET, &format!("http://{}/healthz", p.admin), &[], Bytes::new()).await;
+        assert_eq!(r.status, StatusCode::OK);
     })
     .await;
 }
