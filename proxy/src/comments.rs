@@ -376,7 +376,7 @@ impl Comments {
         // queueing the record is part of it.
         self.hold.until((accepted + self.cfg.hold).into_std()).await;
         let deadline = accepted + self.cfg.max_hold.max(self.cfg.hold);
-        match self.verdict(seq, pushed, deadline).await {
+        match self.verdict(epoch, seq, pushed, deadline).await {
             Some(v) => {
                 metrics
                     .comments
@@ -417,16 +417,17 @@ impl Comments {
         }
     }
 
-    /// Waits until `deadline` for the verdict on comment `seq`: pushed by the syncer, or
-    /// read from its memcached key at growing pauses. `None` when none came in time, or the
-    /// key could not be read.
+    /// Waits until `deadline` for the verdict on comment `seq` of queue `epoch`: pushed by
+    /// the syncer, or read from its memcached key at growing pauses. `None` when none came
+    /// in time, or the key could not be read.
     async fn verdict(
         &self,
+        epoch: u64,
         seq: u64,
         mut pushed: tokio::sync::oneshot::Receiver<Verdict>,
         deadline: Instant,
     ) -> Option<Verdict> {
-        let vkey = wire::verdict_key(&self.cfg.key_prefix, seq);
+        let vkey = wire::verdict_key(&self.cfg.key_prefix, epoch, seq);
         let mut pause = POLL;
         // While the syncer pushes, the key is first read after a pause, not at once: the
         // push usually comes first, and the read is only a safety net.

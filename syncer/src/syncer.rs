@@ -690,7 +690,7 @@ impl Syncer {
     /// by the next tick, the proxies answer the verdicts they do not find with a redirect to
     /// the post, and records not deleted expire by eviction.
     async fn publish(&mut self, applied: &Applied, unclaimed: Unclaimed, done: &[u64]) {
-        let seq = applied.cursor.seq;
+        let Cursor { epoch, seq } = applied.cursor;
         let prefix = self.queue.prefix().to_string();
         let mut items = Vec::with_capacity(unclaimed.len() + 1);
         items.push((wire::applied_key(&prefix), seq.to_string().into_bytes(), 0));
@@ -698,7 +698,7 @@ impl Syncer {
         items.extend(
             unclaimed
                 .into_iter()
-                .map(|(s, json)| (wire::verdict_key(&prefix, s), json, VERDICT_TTL)),
+                .map(|(s, json)| (wire::verdict_key(&prefix, epoch, s), json, VERDICT_TTL)),
         );
         match self.queue.publish(&items, done).await {
             Ok(()) => {

@@ -98,9 +98,13 @@ async fn a_queued_comment_is_answered_from_the_verdict() {
                         cookie_email: Some(r.email.clone()),
                         cookie_url: Some("http://ann.example".into()),
                     };
-                    mc.set(&wire::verdict_key(&p, r.seq), &serde_json::to_vec(&v).unwrap(), 60)
-                        .await
-                        .unwrap();
+                    mc.set(
+                        &wire::verdict_key(&p, r.epoch, r.seq),
+                        &serde_json::to_vec(&v).unwrap(),
+                        60,
+                    )
+                    .await
+                    .unwrap();
                     return r;
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;

@@ -155,9 +155,14 @@ impl Env {
         last
     }
 
-    /// The verdict on `seq`.
+    /// The verdict on `seq` of the queue's current epoch.
     pub async fn verdict(&mut self, seq: u64) -> Option<Verdict> {
-        let v = self.mc.get(&wire::verdict_key(&self.prefix, seq)).await.unwrap()?;
+        let epoch = self.get("epoch").await?.parse().ok()?;
+        let v = self
+            .mc
+            .get(&wire::verdict_key(&self.prefix, epoch, seq))
+            .await
+            .unwrap()?;
         Some(serde_json::from_slice(&v).unwrap())
     }
 
