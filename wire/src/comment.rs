@@ -344,6 +344,17 @@ pub enum OpenError {
     Json(#[from] serde_json::Error),
 }
 
+impl OpenError {
+    /// Metric and log label: `unsigned`, `forged` or `unreadable`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OpenError::Seal(SealError::Unsealed) => "unsigned",
+            OpenError::Seal(SealError::Forged) => "forged",
+            OpenError::Json(_) => "unreadable",
+        }
+    }
+}
+
 /// `value` as JSON, [`seal`]ed for `key`. Errors: it cannot be encoded as JSON (never for
 /// the types of this module).
 pub fn seal_json<T: Serialize>(secret: &[u8], key: &str, value: &T) -> Result<Vec<u8>, serde_json::Error> {
@@ -645,10 +656,12 @@ mod tests {
         }
         // A verdict written in plain JSON, as by an older syncer or a forger.
         let plain = serde_json::to_vec(&v).unwrap();
-        assert!(matches!(
-            unseal_json::<Verdict>(SECRET, &key, &plain),
-            Err(OpenError::Seal(SealError::Unsealed))
-        ));
+        let e = unseal_json::<Verdict>(SECRET, &key, &plain).unwrap_err();
+        assert!(matches!(e, OpenError::Seal(SealError::Unsealed)));
+        assert_eq!(e.as_str(), "unsigned");
+        // Sealed rightly, but not a verdict.
+        let e = unseal_json::<Verdict>(SECRET, &key, &seal(SECRET, &key, b"[1]")).unwrap_err();
+        assert_eq!(e.as_str(), "unreadable");
         // A verdict's seal does not open the settings, nor a record.
         assert!(matches!(
             unseal_json::<Settings>(SECRET, &settings_key("q:"), &sealed),

@@ -91,19 +91,33 @@ impl Comments {
         r
     }
 
-    /// The syncer's published settings, when fresh.
-    pub(super) async fn settings(&self) -> Result<Option<Arc<Settings>>, memcache::Error> {
+    /// The syncer's published settings, when fresh and sealed with the cluster secret.
+    /// Settings not sealed with it are ignored (counted, logged), and not read again for
+    /// [`SETTINGS_REFRESH`]: without settings, comments go to PHP.
+    pub(super) async fn settings(
+        &self,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Option<Arc<Settings>>, memcache::Error> {
         if let Some((at, s)) = self.settings.lock().as_ref() {
             if at.elapsed() < SETTINGS_REFRESH {
                 return Ok(Some(s.clone()));
             }
         }
+        if self
+            .settings_refused
+            .lock()
+            .is_some_and(|at| at.elapsed() < SETTINGS_REFRESH)
+        {
+            return Ok(None);
+        }
         let key = wire::settings_key(&self.cfg.key_prefix);
         let raw = self.with_conn(async |c| c.get(&key).await).await?;
-        let parsed = raw.and_then(|b| match serde_json::from_slice::<Settings>(&b) {
+        let parsed = raw.and_then(|b| match wire::unseal_json::<Settings>(&self.secret, &key, &b) {
             Ok(s) => Some(s),
             Err(e) => {
-                tracing::warn!(error = %e, "unreadable comment settings in memcached");
+                metrics.comment_untrusted("settings", e.as_str());
+                tracing::warn!(error = %e, "comment settings in memcached not sealed with the cluster secret; ignored (comments go to PHP)");
+                *self.settings_refused.lock() = Some(Instant::now());
                 None
             }
         });
@@ -261,8 +275,8 @@ impl Comments {
             let (tx, pushed) = tokio::sync::oneshot::channel();
             self.waiters.lock().insert((epoch, seq), tx);
             let key = wire::record_key(&self.cfg.key_prefix, seq);
-            let json = serde_json::to_vec(&job.record).unwrap_or_default();
-            writes.push((job.done, seq, key, json, pushed));
+            let sealed = job.record.seal(&self.secret, &self.cfg.key_prefix);
+            writes.push((job.done, seq, key, sealed, pushed));
         }
         // The numbers are reserved: the records are written with `add`, retrying, so that
         // none is lost. `add` fails when the syncer gave up waiting for a number and marked
