@@ -5,7 +5,8 @@
 //! 1. `/wp-comments-post.php` POSTs from anonymous visitors come here when `[comments]
 //!    enabled`; logged-in users, `wp-postpass_*` cookies, sites that require registration,
 //!    a missing syncer (no fresh settings), an unreachable memcached or a queue deeper than
-//!    `max_queue` send the POST to PHP unchanged instead.
+//!    `max_queue` send the POST to PHP unchanged instead; so does a memcached out of memory
+//!    when the record is written.
 //! 2. The checks that need no database run here ([`form::check`]): WordPress's own answer
 //!    (its error page, or an empty 200) is sent at once.
 //! 3. A sequence number is reserved (`incr`, with the queue's epoch and depth read in the
@@ -80,6 +81,9 @@ pub enum ToPhp {
     NoSyncer,
     /// memcached did not answer.
     Memcached,
+    /// memcached had no room for the record (out of memory: it is run with `-M`, so it
+    /// refuses new values rather than evict queued comments).
+    MemcachedFull,
     /// The queue is deeper than `max_queue`.
     QueueFull,
     /// The body could not be read as a form.
@@ -95,6 +99,7 @@ impl ToPhp {
             ToPhp::Registration => "php-registration",
             ToPhp::NoSyncer => "php-no-syncer",
             ToPhp::Memcached => "php-memcached",
+            ToPhp::MemcachedFull => "php-memcached-full",
             ToPhp::QueueFull => "php-queue-full",
             ToPhp::BadForm => "php-bad-form",
         }
@@ -108,6 +113,7 @@ impl ToPhp {
             ToPhp::Registration => "registration",
             ToPhp::NoSyncer => "no-syncer",
             ToPhp::Memcached => "memcached",
+            ToPhp::MemcachedFull => "memcached-full",
             ToPhp::QueueFull => "queue-full",
             ToPhp::BadForm => "bad-form",
         }

@@ -224,10 +224,21 @@ impl Queue {
                     }
                     // Claim the position; if the record arrived meanwhile, read it next tick.
                     let key = wire::record_key(&self.prefix, seq);
-                    if !self
+                    let claimed = match self
                         .with(async |c| c.add(&key, TOMBSTONE, wire::VERDICT_TTL).await)
-                        .await?
+                        .await
                     {
+                        Ok(claimed) => claimed,
+                        // The queue must not stall until memcached has room again: its
+                        // proxy gave up on this record long ago (it too found no room, most
+                        // likely, and passed the comment to PHP).
+                        Err(e) if e.is_no_room() => {
+                            tracing::error!(seq, error = %e, "no room in memcached for the tombstone of a missing record; skipped without one");
+                            true
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    if !claimed {
                         break;
                     }
                     self.missing_since.remove(&seq);

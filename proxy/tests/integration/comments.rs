@@ -703,3 +703,155 @@ async fn settings_not_sealed_with_the_secret_send_comments_to_php() {
     );
     assert_eq!(counter(&p).await, None, "nothing was queued");
 }
+
+/// A memcached of one test's own, run as the queue's memcached must be: `-M` (out of
+/// memory, it refuses new values instead of evicting queued comments), here with 2 MiB.
+/// Stopped when dropped.
+struct TinyMemcached {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl TinyMemcached {
+    async fn start() -> TinyMemcached {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("memcached")
+            .args(["-M", "-m", "2", "-U", "0", "-t", "1", "-l", "127.0.0.1", "-u", "nobody"])
+            .args(["-p", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start memcached (installed by scripts/memcached.sh): {e}"));
+        let m = TinyMemcached {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        for _ in 0..100 {
+            if let Ok(mut c) = Conn::connect(&m.addr, Duration::from_secs(1)).await {
+                if c.version().await.is_ok() {
+                    return m;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("memcached on {} did not answer", m.addr);
+    }
+
+    async fn conn(&self) -> Conn {
+        Conn::connect(&self.addr, Duration::from_secs(2)).await.unwrap()
+    }
+
+    /// Stores values of every size from 32 bytes to 24 KiB until memcached has no room for
+    /// one more of each (every slab class full); how many it stored. Bounded: 2 MiB hold
+    /// at most some 65 000 values.
+    async fn fill(&self) -> usize {
+        let mut c = self.conn().await;
+        let mut stored = 0;
+        let mut size = 32usize;
+        while size <= 24 * 1024 {
+            let value = vec![b'x'; size];
+            for n in 0..100_000 {
+                match c.set(&format!("fill:{size}:{n}"), &value, 0).await {
+                    Ok(()) => stored += 1,
+                    Err(e) if e.is_no_room() => break,
+                    Err(e) => panic!("filling memcached: {e}"),
+                }
+            }
+            size = size * 9 / 8 + 1;
+        }
+        stored
+    }
+}
+
+impl Drop for TinyMemcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The id of a published page whose comments are closed (WordPress refuses comments on it
+/// with its own 403).
+async fn closed_page() -> u64 {
+    let url = format!(
+        "{}/wp-json/wp/v2/pages?per_page=50&_fields=id,comment_status",
+        wp_origin()
+    );
+    let r = crate::harness::send(Method::GET, &url, &[("host", crate::harness::wp_host())], Bytes::new()).await;
+    let pages: serde_json::Value = serde_json::from_slice(&r.body).expect("REST JSON");
+    pages
+        .as_array()
+        .expect("pages")
+        .iter()
+        .find(|p| p["comment_status"] == "closed")
+        .and_then(|p| p["id"].as_u64())
+        .expect("a page with comments closed (scripts/wordpress.sh provisions some)")
+}
+
+/// memcached out of memory refuses the record rather than evict anything: the proxy hands
+/// that comment to PHP, whole (here WordPress answers it refuses comments on that page,
+/// which it can only say having read the POST), counts it, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memcached_out_of_memory_sends_the_comment_to_php() {
+    let mc = TinyMemcached::start().await;
+    let p = prefix("no-room");
+    let key = format!("key_prefix = {p:?}");
+    let server = format!("memcached = [{:?}]", mc.addr);
+    let lines = [
+        ("comments", "enabled = true"),
+        ("comments", server.as_str()),
+        ("comments", key.as_str()),
+    ];
+    {
+        let mut c = mc.conn().await;
+        let settings_key = wire::settings_key(&p);
+        c.set(
+            &settings_key,
+            &wire::seal_json(SECRET.as_bytes(), &settings_key, &settings()).unwrap(),
+            0,
+        )
+        .await
+        .unwrap();
+        // A queue that exists (its counter at four digits: incremented in place, it needs no
+        // room), so the first value to find none is the record.
+        c.set(&wire::epoch_key(&p), b"7", 0).await.unwrap();
+        c.set(&wire::seq_key(&p), b"1000", 0).await.unwrap();
+    }
+    let stored = mc.fill().await;
+    assert!(stored > 100, "{stored}");
+    let proxy = TestProxy::start(&wp_origin(), &lines).await;
+    let page = closed_page().await;
+    let resp = post_comment(
+        &proxy,
+        &format!("comment_post_ID={page}&author=A&email=a%40example.com&comment=no+room+for+me"),
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::FORBIDDEN, "{}", resp.text());
+    assert!(
+        resp.text().contains("Sorry, comments are closed for this item."),
+        "PHP answered"
+    );
+    assert_eq!(resp.x_cache(), "PASS");
+    assert_eq!(
+        proxy
+            .metric("strata_comments_total", "reason=\"php-memcached-full\"")
+            .await,
+        1.0
+    );
+    let mut c = mc.conn().await;
+    assert_eq!(c.get(&wire::seq_key(&p)).await.unwrap().as_deref(), Some(&b"1001"[..]));
+    assert_eq!(
+        c.get(&wire::record_key(&p, 1001)).await.unwrap(),
+        None,
+        "nothing written"
+    );
+    // Nothing queued before was evicted for it.
+    assert!(c.get(&wire::settings_key(&p)).await.unwrap().is_some());
+    assert_eq!(c.get("fill:32:0").await.unwrap().map(|v| v.len()), Some(32));
+}
