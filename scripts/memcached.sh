@@ -9,7 +9,7 @@
 # throwing old ones out. Its memory follows the proxies' [comments] max_queue (from
 # STRATA_MAX_QUEUE, else config/proxy.toml, else the default 100000):
 #   MiB = max(64, ceil(max_queue x 2 KiB / 1 MiB) + 32)
-# 2 KiB holds a record with a comment of about 1 500 characters (JSON, seal, key, item
+# 2 KiB holds a record with a comment of about 1 000 characters (JSON, seal, key, item
 # header, slab rounding); the 32 MiB of headroom hold verdicts (kept 10 minutes),
 # tombstones, the settings and longer comments; the 64 MiB floor, memcached's 1 MiB page
 # per item size in use. See docs/operations.md.
