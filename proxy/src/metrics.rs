@@ -43,10 +43,10 @@ pub mod names {
     pub const CLUSTER_FLUSHES: &str = "strata_cluster_flushes";
     pub const TAGS_INDEXED: &str = "strata_tags_indexed";
     pub const COMMENTS: &str = "strata_comments";
+    pub const COMMENT_UNTRUSTED: &str = "strata_comment_queue_untrusted";
     pub const WRITES: &str = "strata_writes";
     pub const LOGIN_CHECKS: &str = "strata_login_checks";
     pub const COMMENT_VERDICT: &str = "strata_comment_verdict_seconds";
-    pub const COMMENT_UNTRUSTED: &str = "strata_comment_queue_untrusted";
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
