@@ -5,7 +5,8 @@
 //! 1. `/wp-comments-post.php` POSTs from anonymous visitors come here when `[comments]
 //!    enabled`; logged-in users, `wp-postpass_*` cookies, sites that require registration,
 //!    a missing syncer (no fresh settings), an unreachable memcached or a queue deeper than
-//!    `max_queue` send the POST to PHP unchanged instead.
+//!    `max_queue` send the POST to PHP unchanged instead; so does a memcached out of memory
+//!    when the record is written.
 //! 2. The checks that need no database run here ([`form::check`]): WordPress's own answer
 //!    (its error page, or an empty 200) is sent at once.
 //! 3. A sequence number is reserved (`incr`, with the queue's epoch and depth read in the
@@ -14,6 +15,9 @@
 //!    the POST goes to PHP. Comments that arrive on a worker thread while its writer is busy
 //!    are reserved and written together ([`Comments::write_pending`]): two round trips for
 //!    the lot.
+//!    Records are sealed with the cluster secret ([`wire::seal`]); the syncer's settings and
+//!    verdicts are read only when sealed with it (anything else is ignored, logged and
+//!    counted): memcached authenticates nobody.
 //! 4. The answer is held `hold` from the POST's acceptance (on [`hold::HoldClock`], to a
 //!    fraction of a millisecond), then waits up to `max_hold` (from the same moment) for the
 //!    syncer's verdict: a 302 to the comment with WordPress's cookies, the held-for-moderation
@@ -77,6 +81,9 @@ pub enum ToPhp {
     NoSyncer,
     /// memcached did not answer.
     Memcached,
+    /// memcached had no room for the record (out of memory: it is run with `-M`, so it
+    /// refuses new values rather than evict queued comments).
+    MemcachedFull,
     /// The queue is deeper than `max_queue`.
     QueueFull,
     /// The body could not be read as a form.
@@ -92,6 +99,7 @@ impl ToPhp {
             ToPhp::Registration => "php-registration",
             ToPhp::NoSyncer => "php-no-syncer",
             ToPhp::Memcached => "php-memcached",
+            ToPhp::MemcachedFull => "php-memcached-full",
             ToPhp::QueueFull => "php-queue-full",
             ToPhp::BadForm => "php-bad-form",
         }
@@ -105,6 +113,7 @@ impl ToPhp {
             ToPhp::Registration => "registration",
             ToPhp::NoSyncer => "no-syncer",
             ToPhp::Memcached => "memcached",
+            ToPhp::MemcachedFull => "memcached-full",
             ToPhp::QueueFull => "queue-full",
             ToPhp::BadForm => "bad-form",
         }
@@ -123,7 +132,12 @@ pub enum Handled {
 pub struct Comments {
     cfg: CommentsConfig,
     node: String,
+    /// The cluster secret: seals the records written, opens the settings and verdicts read.
+    secret: Vec<u8>,
     settings: parking_lot::Mutex<Option<(Instant, Arc<Settings>)>>,
+    /// When settings not sealed with the secret were last read: for [`SETTINGS_REFRESH`]
+    /// after, they are not read again (nor logged).
+    settings_refused: parking_lot::Mutex<Option<Instant>>,
     /// Held answers waiting for their verdict, by (queue epoch, sequence number): a verdict
     /// the syncer pushes ([`Comments::deliver`]) wakes its waiter at once.
     waiters: parking_lot::Mutex<HashMap<(u64, u64), tokio::sync::oneshot::Sender<Verdict>>>,
@@ -263,12 +277,15 @@ fn no_verdict(settings: &Settings, sub: &Submission, now: u64) -> Response<Proxy
 }
 
 impl Comments {
-    /// The comment queue for a configuration.
-    pub fn new(cfg: &CommentsConfig, node: &str) -> Comments {
+    /// The comment queue for a configuration, on node `node`, sealed with the cluster
+    /// `secret`.
+    pub fn new(cfg: &CommentsConfig, node: &str, secret: &[u8]) -> Comments {
         Comments {
             cfg: cfg.clone(),
             node: node.to_string(),
+            secret: secret.to_vec(),
             settings: parking_lot::Mutex::new(None),
+            settings_refused: parking_lot::Mutex::new(None),
             waiters: parking_lot::Mutex::new(HashMap::new()),
             pushed_at: parking_lot::Mutex::new(None),
             check_first: AtomicBool::new(true),
@@ -346,7 +363,7 @@ impl Comments {
         if let Some(why) = visitor_to_php(headers) {
             return Handled::ToPhp(why, body);
         }
-        let settings = match self.settings().await {
+        let settings = match self.settings(metrics).await {
             Ok(Some(s)) => s,
             Ok(None) => return Handled::ToPhp(ToPhp::NoSyncer, body),
             Err(e) => {
@@ -376,7 +393,7 @@ impl Comments {
         // queueing the record is part of it.
         self.hold.until((accepted + self.cfg.hold).into_std()).await;
         let deadline = accepted + self.cfg.max_hold.max(self.cfg.hold);
-        match self.verdict(seq, pushed, deadline).await {
+        match self.verdict(epoch, seq, pushed, deadline, metrics).await {
             Some(v) => {
                 metrics
                     .comments
@@ -417,20 +434,26 @@ impl Comments {
         }
     }
 
-    /// Waits until `deadline` for the verdict on comment `seq`: pushed by the syncer, or
-    /// read from its memcached key at growing pauses. `None` when none came in time, or the
-    /// key could not be read.
+    /// Waits until `deadline` for the verdict on comment `seq` of queue `epoch`: pushed by
+    /// the syncer, or read from its memcached key at growing pauses. `None` when none came
+    /// in time, or the key could not be read. A value there not sealed with the cluster
+    /// secret for this key is ignored (logged once, counted each time it is read): the
+    /// wait goes on for the syncer's.
     async fn verdict(
         &self,
+        epoch: u64,
         seq: u64,
         mut pushed: tokio::sync::oneshot::Receiver<Verdict>,
         deadline: Instant,
+        metrics: &crate::metrics::Metrics,
     ) -> Option<Verdict> {
-        let vkey = wire::verdict_key(&self.cfg.key_prefix, seq);
+        let vkey = wire::verdict_key(&self.cfg.key_prefix, epoch, seq);
         let mut pause = POLL;
         // While the syncer pushes, the key is first read after a pause, not at once: the
         // push usually comes first, and the read is only a safety net.
         let mut read_key = !self.pushing();
+        // Whether an untrusted value at the key was logged already.
+        let mut refused = false;
         loop {
             if let Ok(v) = pushed.try_recv() {
                 return Some(v);
@@ -442,11 +465,14 @@ impl Comments {
             };
             read_key = true;
             match got {
-                Ok(Some(b)) => match serde_json::from_slice::<Verdict>(&b) {
+                Ok(Some(b)) => match wire::unseal_json::<Verdict>(&self.secret, &vkey, &b) {
                     Ok(v) => return Some(v),
                     Err(e) => {
-                        tracing::warn!(error = %e, seq, "unreadable verdict");
-                        return None;
+                        metrics.comment_untrusted("verdict", e.as_str());
+                        if !refused {
+                            tracing::warn!(error = %e, seq, epoch, "verdict not sealed with the cluster secret; ignored");
+                            refused = true;
+                        }
                     }
                 },
                 Ok(None) => {}
@@ -491,7 +517,7 @@ mod tests {
             settings_max_age: Duration::from_secs(10),
             memcached_timeout: Duration::from_millis(100),
         };
-        Comments::new(&cfg, "n1")
+        Comments::new(&cfg, "n1", b"0123456789abcdef")
     }
 
     fn verdict(seq: u64) -> Verdict {

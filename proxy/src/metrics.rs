@@ -43,6 +43,7 @@ pub mod names {
     pub const CLUSTER_FLUSHES: &str = "strata_cluster_flushes";
     pub const TAGS_INDEXED: &str = "strata_tags_indexed";
     pub const COMMENTS: &str = "strata_comments";
+    pub const COMMENT_UNTRUSTED: &str = "strata_comment_queue_untrusted";
     pub const WRITES: &str = "strata_writes";
     pub const LOGIN_CHECKS: &str = "strata_login_checks";
     pub const COMMENT_VERDICT: &str = "strata_comment_verdict_seconds";
@@ -56,6 +57,12 @@ struct OutcomeLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UntrustedLabel {
+    what: &'static str,
     reason: &'static str,
 }
 
@@ -82,6 +89,8 @@ struct SiblingLabel {
 /// Comment write-behind metrics.
 pub struct CommentMetrics {
     results: Family<ReasonLabel, Counter>,
+    /// Values read from the comment queue that were not sealed with the cluster secret.
+    untrusted: Family<UntrustedLabel, Counter>,
     /// Time from queueing a comment to reading its verdict.
     pub verdict_latency: Histogram,
 }
@@ -346,12 +355,18 @@ impl Metrics {
         let cluster = Arc::new(ClusterMetrics::register(&mut registry));
         let comments = CommentMetrics {
             results: Family::default(),
+            untrusted: Family::default(),
             verdict_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
         };
         registry.register(
             names::COMMENTS,
             "Comment POSTs by result (queued, approved, held, rejected, no-verdict, php-*)",
             comments.results.clone(),
+        );
+        registry.register(
+            names::COMMENT_UNTRUSTED,
+            "Values read from the comment queue and ignored, not sealed with the cluster secret (what: verdict, settings; reason: unsigned, forged, unreadable)",
+            comments.untrusted.clone(),
         );
         registry.register(
             names::COMMENT_VERDICT,
@@ -437,6 +452,15 @@ impl Metrics {
         self.comments
             .results
             .get_or_create(&ReasonLabel { reason: result })
+            .inc();
+    }
+
+    /// Counts a value read from the comment queue and ignored: `what` it should have been
+    /// (`verdict`, `settings`), and why (`unsigned`, `forged`, `unreadable`).
+    pub fn comment_untrusted(&self, what: &'static str, reason: &'static str) {
+        self.comments
+            .untrusted
+            .get_or_create(&UntrustedLabel { what, reason })
             .inc();
     }
 

@@ -140,7 +140,7 @@ impl Proxy {
             ),
             bans: Bans::default(),
             cluster: Arc::new(Cluster::new(&cfg.cluster)),
-            comments: Arc::new(Comments::new(&cfg.comments, &cfg.cluster.node_id)),
+            comments: Arc::new(Comments::new(&cfg.comments, &cfg.cluster.node_id, &cfg.cluster.secret)),
             logins: pass::Logins::new(),
             tag_rules: TagRules {
                 headers: cfg.bans.tag_headers.clone(),

@@ -129,7 +129,8 @@ pub struct ClusterConfig {
     pub siblings: Vec<http::Uri>,
     /// Where the shared secret is read from.
     pub secret_file: PathBuf,
-    /// The secret itself, read at load time.
+    /// The secret itself, read at load time: it signs the bans and verdicts sent to the
+    /// proxies, and seals what the syncer reads from and writes to the queue.
     pub secret: Vec<u8>,
     /// `?wait=` of each ban request: how long the proxy waits for its siblings' acknowledgement.
     pub ban_wait: Duration,
@@ -373,8 +374,8 @@ fn batch(c: &mut Checker, batch: Option<i64>) -> usize {
     }
 }
 
-/// `[cluster]`; the secret file is read here, relative to `base`, when one is named or
-/// `siblings` need it.
+/// `[cluster]`; the secret file is read here, relative to `base`: the queue's records,
+/// verdicts and settings are sealed with it, so it is always needed.
 fn cluster_config(c: &mut Checker, cl: RawCluster, base: Option<&Path>) -> ClusterConfig {
     let mut siblings = Vec::new();
     for s in cl.siblings.unwrap_or_default() {
@@ -396,10 +397,7 @@ fn cluster_config(c: &mut Checker, cl: RawCluster, base: Option<&Path>) -> Clust
             true
         }
     };
-    let (secret_file, secret) = match &cl.secret_file {
-        None if siblings.is_empty() => (PathBuf::new(), Vec::new()),
-        file => c.secret_file("cluster.secret_file", file, base),
-    };
+    let (secret_file, secret) = c.secret_file("cluster.secret_file", &cl.secret_file, base);
     ClusterConfig {
         siblings,
         secret_file,
@@ -414,8 +412,23 @@ fn cluster_config(c: &mut Checker, cl: RawCluster, base: Option<&Path>) -> Clust
 mod tests {
     use super::*;
 
+    /// A secret file for the tests (written once).
+    fn secret_file() -> &'static str {
+        static FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        FILE.get_or_init(|| {
+            let path = std::env::temp_dir().join(format!("strata-syncer-config-secret-{}", std::process::id()));
+            std::fs::write(&path, "0123456789abcdef0123").unwrap();
+            path.display().to_string()
+        })
+    }
+
+    /// The least a configuration holds (the `[cluster]` table inline, so that keys can
+    /// follow).
     fn minimal() -> String {
-        "memcached = [\"127.0.0.1:11211\"]\nmysql = \"mysql://u:p@127.0.0.1:3306/db\"\norigin = \"http://127.0.0.1:8081\"\nwordpress_version = \"6.1.9\"\n".to_string()
+        format!(
+            "memcached = [\"127.0.0.1:11211\"]\nmysql = \"mysql://u:p@127.0.0.1:3306/db\"\norigin = \"http://127.0.0.1:8081\"\nwordpress_version = \"6.1.9\"\ncluster = {{ secret_file = {:?} }}\n",
+            secret_file()
+        )
     }
 
     #[test]
@@ -429,6 +442,15 @@ mod tests {
         assert_eq!(c.missing_wait, DEFAULT_MISSING_WAIT);
         assert_eq!(c.wp_version, (6, 1));
         assert!(c.cluster.siblings.is_empty());
+        assert_eq!(c.cluster.secret, b"0123456789abcdef0123");
+    }
+
+    #[test]
+    fn the_secret_is_needed_without_siblings_too() {
+        let text = minimal().replace(&format!("cluster = {{ secret_file = {:?} }}\n", secret_file()), "");
+        let e = Config::from_toml(&text, None).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "cluster.secret_file");
     }
 
     #[test]
@@ -623,7 +645,11 @@ mod tests {
     fn cluster_section() {
         let raw = |text: &str| -> RawCluster { toml::from_str(text).unwrap() };
         let (cl, problems) = checked(|c| cluster_config(c, raw(""), None));
-        assert!(problems.is_empty(), "no siblings, no secret needed: {problems:?}");
+        assert_eq!(
+            problems,
+            ["cluster.secret_file: missing: a file holding the cluster secret (at least 16 characters)"],
+            "the queue is sealed with the secret: needed without siblings too"
+        );
         assert!(cl.siblings.is_empty() && cl.secret.is_empty() && cl.soft_lists);
         assert_eq!((cl.ban_wait, cl.ban_timeout), (DEFAULT_BAN_WAIT, DEFAULT_BAN_TIMEOUT));
 

@@ -1,11 +1,12 @@
 //! The memcached side of the queue: where the queue stands against the syncer's cursor
 //! (including a memcached restart, which loses whatever was queued), fetching the next
-//! records in order, and the pure decisions about both.
+//! records in order, and the pure decisions about both. Only records sealed with the
+//! cluster secret for their very position and epoch are applied ([`Record::open`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use strata_wire::comment::{self as wire, Record, RECORD_VERSION};
+use strata_wire::comment::{self as wire, Record, RecordError};
 use strata_wire::memcache::{self, Conn};
 
 /// The syncer's durable position: the queue incarnation and the last sequence number applied.
@@ -61,9 +62,11 @@ pub fn reconcile(cursor: Cursor, epoch: Option<u64>, counter: Option<u64>, last_
 pub enum Slot {
     /// A record to apply.
     Record(Box<Record>),
-    /// The number was reserved but its record never arrived within `missing_wait`, or the
-    /// proxy that reserved it found the queue full and marked it ([`wire::QUEUE_FULL`]); or
-    /// the record is unreadable: skipped, logged, with the reason.
+    /// The number was reserved but its record never arrived within `missing_wait`
+    /// (`missing`), or the proxy that reserved it found the queue full and marked it
+    /// ([`wire::QUEUE_FULL`], `queue-full`); or the value there is no record sealed for
+    /// this position ([`RecordError::as_str`]: `unsigned`, `forged`, `unreadable`,
+    /// `misplaced`): skipped, logged, with the reason.
     Skipped(&'static str),
 }
 
@@ -101,6 +104,8 @@ pub struct Queue {
     addr: String,
     prefix: String,
     timeout: Duration,
+    /// The cluster secret records are sealed with.
+    secret: Vec<u8>,
     conn: Option<Conn>,
     /// When each reserved-but-absent sequence number was first seen missing.
     missing_since: HashMap<u64, Instant>,
@@ -118,12 +123,13 @@ fn number(v: &Option<Vec<u8>>) -> Option<u64> {
 }
 
 impl Queue {
-    /// For the memcached at `addr`, keys under `prefix`.
-    pub fn new(addr: &str, prefix: &str, timeout: Duration) -> Queue {
+    /// For the memcached at `addr`, keys under `prefix`, records sealed with `secret`.
+    pub fn new(addr: &str, prefix: &str, timeout: Duration, secret: &[u8]) -> Queue {
         Queue {
             addr: addr.to_string(),
             prefix: prefix.to_string(),
             timeout,
+            secret: secret.to_vec(),
             conn: None,
             missing_since: HashMap::new(),
         }
@@ -182,12 +188,14 @@ impl Queue {
         Ok(number(&got))
     }
 
-    /// Reads records `from..=to` in order, stopping at the first one that must be waited for
-    /// (reserved but not written yet, within `missing_wait`) or that is of a newer format.
-    /// `early` holds the values of the first positions as [`Queue::head`] read them; only
-    /// the rest are read now.
+    /// Reads records `from..=to` of queue `epoch` in order, stopping at the first one that
+    /// must be waited for (reserved but not written yet, within `missing_wait`) or that is
+    /// of a newer format. `early` holds the values of the first positions as
+    /// [`Queue::head`] read them; only the rest are read now. A value that is not a record
+    /// sealed for its position is skipped (and logged here with what is wrong with it).
     pub async fn fetch(
         &mut self,
+        epoch: u64,
         from: u64,
         to: u64,
         missing_wait: Duration,
@@ -216,10 +224,21 @@ impl Queue {
                     }
                     // Claim the position; if the record arrived meanwhile, read it next tick.
                     let key = wire::record_key(&self.prefix, seq);
-                    if !self
+                    let claimed = match self
                         .with(async |c| c.add(&key, TOMBSTONE, wire::VERDICT_TTL).await)
-                        .await?
+                        .await
                     {
+                        Ok(claimed) => claimed,
+                        // The queue must not stall until memcached has room again: its
+                        // proxy gave up on this record long ago (it too found no room, most
+                        // likely, and passed the comment to PHP).
+                        Err(e) if e.is_no_room() => {
+                            tracing::error!(seq, error = %e, "no room in memcached for the tombstone of a missing record; skipped without one");
+                            true
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    if !claimed {
                         break;
                     }
                     self.missing_since.remove(&seq);
@@ -235,10 +254,13 @@ impl Queue {
                 }
                 Some(bytes) => {
                     self.missing_since.remove(&seq);
-                    match parse_record(&bytes) {
-                        Parsed::Record(r) => out.push((seq, Slot::Record(r))),
-                        Parsed::Newer(version) => return Ok((out, Some(Blocked { seq, version }))),
-                        Parsed::Garbage => out.push((seq, Slot::Skipped("unreadable"))),
+                    match Record::open(&self.secret, &self.prefix, epoch, seq, &bytes) {
+                        Ok(r) => out.push((seq, Slot::Record(Box::new(r)))),
+                        Err(RecordError::Newer(version)) => return Ok((out, Some(Blocked { seq, version }))),
+                        Err(e) => {
+                            tracing::warn!(seq, epoch, error = %e, bytes = bytes.len(), "untrusted value at a queue position");
+                            out.push((seq, Slot::Skipped(e.as_str())));
+                        }
                     }
                 }
             }
@@ -262,28 +284,6 @@ impl Queue {
         let deletes: Vec<&str> = keys.iter().map(String::as_str).collect();
         self.with(async |c| c.set_and_delete(&refs, &deletes).await).await?;
         Ok(())
-    }
-}
-
-enum Parsed {
-    Record(Box<Record>),
-    Newer(u32),
-    Garbage,
-}
-
-fn parse_record(bytes: &[u8]) -> Parsed {
-    #[derive(serde::Deserialize)]
-    struct Version {
-        v: u32,
-    }
-    match serde_json::from_slice::<Version>(bytes) {
-        Ok(v) if v.v > RECORD_VERSION => return Parsed::Newer(v.v),
-        Ok(_) => {}
-        Err(_) => return Parsed::Garbage,
-    }
-    match serde_json::from_slice::<Record>(bytes) {
-        Ok(r) => Parsed::Record(Box::new(r)),
-        Err(_) => Parsed::Garbage,
     }
 }
 
@@ -343,12 +343,5 @@ mod tests {
     #[test]
     fn an_evicted_epoch_alone_is_restored() {
         assert_eq!(reconcile(C, None, Some(12), 12), Reconcile::RestoreEpoch);
-    }
-
-    #[test]
-    fn records_parse_by_version() {
-        assert!(matches!(parse_record(b"{\"v\":99}"), Parsed::Newer(99)));
-        assert!(matches!(parse_record(b"nonsense"), Parsed::Garbage));
-        assert!(matches!(parse_record(b"{\"v\":1}"), Parsed::Garbage));
     }
 }

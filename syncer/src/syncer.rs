@@ -183,6 +183,32 @@ fn unclaimed(batch: &wire::VerdictBatch, delivered: &HashSet<u64>) -> Unclaimed 
     unclaimed
 }
 
+/// What becomes of the queue positions of a committed batch in memcached.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Cleanup {
+    /// Deleted: the applied records, and the positions their proxies marked unused (those
+    /// marks never expire, and no record can come there any more).
+    delete: Vec<u64>,
+    /// Overwritten with a tombstone that expires: the values that were no record sealed
+    /// for their position, so that a late record is refused there (its proxy hands the
+    /// comment to PHP) and a forged value does not stay for ever.
+    tombstone: Vec<u64>,
+}
+
+/// The [`Cleanup`] of a batch's `outcomes`. The tombstones of missing records stay as
+/// they are (they expire), so a record written late is refused.
+fn cleanup(outcomes: &[(u64, Outcome)]) -> Cleanup {
+    let mut c = Cleanup::default();
+    for (seq, o) in outcomes {
+        match o {
+            Outcome::Inserted(_) | Outcome::Refused(_) | Outcome::Skipped("queue-full") => c.delete.push(*seq),
+            Outcome::Skipped("missing" | "unjudged") => {}
+            Outcome::Skipped(_) => c.tombstone.push(*seq),
+        }
+    }
+    c
+}
+
 /// Whether the answer to a record redirects to its post (no `redirect_to` of its own), so
 /// its verdict needs the post's permalink.
 fn links_to_post(r: &wire::Record) -> bool {
@@ -257,13 +283,18 @@ fn note_outcome(m: &Metrics, seq: u64, o: &Outcome, commit_ms: u64) {
             m.skip(why);
             tracing::debug!(seq, reason = why, "queue position skipped: marked unused by its proxy");
         }
-        Outcome::Skipped(why) => {
+        // Not sealed for its position with the cluster secret: never inserted.
+        Outcome::Skipped(why @ ("unsigned" | "forged" | "unreadable" | "misplaced")) => {
             m.skip(why);
             tracing::error!(
                 seq,
                 reason = why,
-                "queue position skipped: its record never arrived or is unreadable"
+                "queue position skipped: not a record sealed for it with the cluster secret (forged, or queued by a proxy of an older version); nothing inserted"
             );
+        }
+        Outcome::Skipped(why) => {
+            m.skip(why);
+            tracing::error!(seq, reason = why, "queue position skipped: its record never arrived");
         }
     }
 }
@@ -281,7 +312,7 @@ impl Syncer {
         });
         let addr = cfg.memcached.first().cloned().unwrap_or_default();
         Ok(Syncer {
-            queue: Queue::new(&addr, &cfg.key_prefix, cfg.memcached_timeout),
+            queue: Queue::new(&addr, &cfg.key_prefix, cfg.memcached_timeout, &cfg.cluster.secret),
             store,
             banner: Banner::new(
                 cfg.cluster.siblings.clone(),
@@ -406,7 +437,12 @@ impl Syncer {
             Vec::new()
         };
         let slots = self
-            .fetch(batch_range(cursor, report.depth, self.cfg.batch), early, started)
+            .fetch(
+                cursor.epoch,
+                batch_range(cursor, report.depth, self.cfg.batch),
+                early,
+                started,
+            )
             .await?;
         if !slots.is_empty() {
             self.apply(cursor, slots, &mut report).await?;
@@ -511,19 +547,26 @@ impl Syncer {
         }
     }
 
-    /// Reads the records of `positions` (`early`: the first ones as the head read them; the
-    /// step timed from `started`), and sets how many the next head reads ahead. A record of
-    /// a newer format than this syncer's stops the batch before it; that is logged at most
-    /// every 10 s.
+    /// Reads the records of `positions` of queue `epoch` (`early`: the first ones as the
+    /// head read them; the step timed from `started`), and sets how many the next head reads
+    /// ahead. A record of a newer format than this syncer's stops the batch before it; that
+    /// is logged at most every 10 s.
     async fn fetch(
         &mut self,
+        epoch: u64,
         positions: RangeInclusive<u64>,
         early: Vec<Option<Vec<u8>>>,
         started: Instant,
     ) -> Result<Vec<(u64, Slot)>, TickError> {
         let (slots, blocked) = self
             .queue
-            .fetch(*positions.start(), *positions.end(), self.cfg.missing_wait, early)
+            .fetch(
+                epoch,
+                *positions.start(),
+                *positions.end(),
+                self.cfg.missing_wait,
+                early,
+            )
             .await?;
         self.metrics.step("fetch", started.elapsed());
         self.read_ahead = read_ahead(slots.len(), self.cfg.batch);
@@ -668,14 +711,7 @@ impl Syncer {
         self.observe_verdicts(&applied, |s| delivered.contains(&s));
         let unclaimed = unclaimed(&batch, &delivered);
 
-        // Applied records are deleted; tombstones of skipped positions stay (they expire),
-        // so a record written late is refused.
-        let done: Vec<u64> = applied
-            .outcomes
-            .iter()
-            .filter(|(_, o)| !matches!(o, Outcome::Skipped(_)))
-            .map(|(s, _)| *s)
-            .collect();
+        let done = cleanup(&applied.outcomes);
         if memcached {
             let started = Instant::now();
             self.publish(&applied, unclaimed, &done).await;
@@ -685,22 +721,29 @@ impl Syncer {
     }
 
     /// One memcached round trip after a commit: `{prefix}applied`, the verdict keys of
-    /// `unclaimed` (the verdicts no proxy handed to a waiting answer), and the applied
-    /// records `done` deleted. A failure is logged: the applied position is published again
-    /// by the next tick, the proxies answer the verdicts they do not find with a redirect to
-    /// the post, and records not deleted expire by eviction.
-    async fn publish(&mut self, applied: &Applied, unclaimed: Unclaimed, done: &[u64]) {
-        let seq = applied.cursor.seq;
+    /// `unclaimed` (the verdicts no proxy handed to a waiting answer, sealed for their keys),
+    /// the positions of `done` cleaned up. A failure is logged: the applied position is
+    /// published again by the next tick, the proxies answer the verdicts they do not find
+    /// with a redirect to the post, and records not deleted stay until memcached restarts
+    /// (the proxies' `max_queue` keeps them from filling it).
+    async fn publish(&mut self, applied: &Applied, unclaimed: Unclaimed, done: &Cleanup) {
+        let Cursor { epoch, seq } = applied.cursor;
         let prefix = self.queue.prefix().to_string();
-        let mut items = Vec::with_capacity(unclaimed.len() + 1);
+        let secret = &self.cfg.cluster.secret;
+        let mut items = Vec::with_capacity(unclaimed.len() + done.tombstone.len() + 1);
         items.push((wire::applied_key(&prefix), seq.to_string().into_bytes(), 0));
         let written: HashSet<u64> = unclaimed.iter().map(|(s, _)| *s).collect();
+        items.extend(unclaimed.into_iter().map(|(s, json)| {
+            let key = wire::verdict_key(&prefix, epoch, s);
+            let sealed = wire::seal(secret, &key, &json);
+            (key, sealed, VERDICT_TTL)
+        }));
         items.extend(
-            unclaimed
-                .into_iter()
-                .map(|(s, json)| (wire::verdict_key(&prefix, s), json, VERDICT_TTL)),
+            done.tombstone
+                .iter()
+                .map(|s| (wire::record_key(&prefix, *s), queue::TOMBSTONE.to_vec(), VERDICT_TTL)),
         );
-        match self.queue.publish(&items, done).await {
+        match self.queue.publish(&items, &done.delete).await {
             Ok(()) => {
                 self.applied_published = Some(seq);
                 self.observe_verdicts(applied, |s| written.contains(&s));
@@ -875,8 +918,8 @@ impl Syncer {
         };
         let settings = options.settings(unix_ms());
         let key = wire::settings_key(self.queue.prefix());
-        match serde_json::to_vec(&settings) {
-            Ok(json) => match self.queue.set(&key, &json, 0).await {
+        match wire::seal_json(&self.cfg.cluster.secret, &key, &settings) {
+            Ok(sealed) => match self.queue.set(&key, &sealed, 0).await {
                 Ok(()) => self.status.lock().settings_published = Some(Instant::now()),
                 Err(e) => {
                     self.metrics.memcached_errors.inc();
@@ -965,6 +1008,28 @@ mod tests {
         assert_eq!(
             ["1", "0", "spam", "trash"].map(status_label),
             ["approved", "held", "spam", "trash"]
+        );
+    }
+
+    #[test]
+    fn applied_and_unused_positions_are_deleted_and_untrusted_ones_tombstoned() {
+        let outcomes = [
+            inserted(1, 4, "1"),
+            (2, Outcome::Refused(crate::rules::DUPLICATE)),
+            (3, Outcome::Skipped("queue-full")),
+            (4, Outcome::Skipped("missing")),
+            (5, Outcome::Skipped("forged")),
+            (6, Outcome::Skipped("unsigned")),
+            (7, Outcome::Skipped("misplaced")),
+            (8, Outcome::Skipped("unreadable")),
+            (9, Outcome::Skipped("unjudged")),
+        ];
+        assert_eq!(
+            cleanup(&outcomes),
+            Cleanup {
+                delete: vec![1, 2, 3],
+                tombstone: vec![5, 6, 7, 8],
+            }
         );
     }
 

@@ -15,3 +15,4 @@ pub mod ids;
 pub mod logging;
 pub mod memcache;
 pub mod php;
+pub mod redirect;

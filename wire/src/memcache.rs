@@ -38,13 +38,46 @@ pub enum Error {
     /// A key with spaces or control characters, or longer than 250 bytes.
     #[error("invalid memcached key {0:?}")]
     BadKey(String),
+    /// The server has no room for the value: out of memory while it may not evict (run with
+    /// `-M`), or the value is larger than its item size limit (`-I`). Nothing was stored;
+    /// the connection is still in step.
+    #[error("memcached {addr}: no room for the value ({line:?})")]
+    NoRoom {
+        /// The server.
+        addr: String,
+        /// What it said.
+        line: String,
+    },
 }
 
 impl Error {
-    /// Whether the connection must be dropped (every error but a bad key).
+    /// Whether the connection must be dropped (every error but a bad key and no room).
     pub fn is_connection(&self) -> bool {
-        !matches!(self, Error::BadKey(_))
+        !matches!(self, Error::BadKey(_) | Error::NoRoom { .. })
     }
+
+    /// Whether memcached refused the value for lack of room ([`Error::NoRoom`]).
+    pub fn is_no_room(&self) -> bool {
+        matches!(self, Error::NoRoom { .. })
+    }
+}
+
+/// What memcached did with one value of [`Conn::add_many`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// Stored.
+    Stored,
+    /// Not stored: the key exists.
+    Exists,
+    /// Not stored: no room for it (see [`Error::NoRoom`]).
+    NoRoom,
+}
+
+/// Whether a storage command's answer says there is no room for the value: memcached's
+/// `SERVER_ERROR out of memory storing object` (under `-M`) or `SERVER_ERROR object too
+/// large for cache`. The value's bytes were read (and dropped) by the server either way.
+fn is_no_room(line: &str) -> bool {
+    line.starts_with("SERVER_ERROR out of memory") || line.starts_with("SERVER_ERROR object too large")
 }
 
 /// One connection to a memcached server.
@@ -155,12 +188,17 @@ impl Conn {
         .await
     }
 
-    /// The answer to a storage command: whether it stored.
+    /// The answer to a storage command: whether it stored. Errors: [`Error::NoRoom`] when
+    /// the server had no room for the value.
     async fn stored_answer(&mut self) -> Result<bool, Error> {
         let line = self.line().await?;
         match line.trim_end() {
             "STORED" => Ok(true),
             "NOT_STORED" | "EXISTS" | "NOT_FOUND" => Ok(false),
+            t if is_no_room(t) => Err(Error::NoRoom {
+                addr: self.addr.clone(),
+                line: t.to_string(),
+            }),
             _ => Err(self.protocol(&line)),
         }
     }
@@ -329,9 +367,10 @@ impl Conn {
     }
 
     /// `add` of several values (no expiry), pipelined: one write, one round trip; for each,
-    /// whether it stored (false: the key existed). Errors: as [`Conn::add`]; after one,
-    /// which values were stored is unknown.
-    pub async fn add_many(&mut self, items: &[(&str, &[u8])]) -> Result<Vec<bool>, Error> {
+    /// what memcached did with it ([`Added`]: a value it has no room for does not stop the
+    /// others). Errors: as [`Conn::add`] but for [`Error::NoRoom`]; after one, which values
+    /// were stored is unknown.
+    pub async fn add_many(&mut self, items: &[(&str, &[u8])]) -> Result<Vec<Added>, Error> {
         for (k, _) in items {
             check_key(k)?;
         }
@@ -344,11 +383,16 @@ impl Conn {
                 storage_command(&mut msg, "add", key, value, 0);
             }
             c.send(&msg).await?;
-            let mut stored = Vec::with_capacity(items.len());
+            let mut added = Vec::with_capacity(items.len());
             for _ in items {
-                stored.push(c.stored_answer().await?);
+                added.push(match c.stored_answer().await {
+                    Ok(true) => Added::Stored,
+                    Ok(false) => Added::Exists,
+                    Err(Error::NoRoom { .. }) => Added::NoRoom,
+                    Err(e) => return Err(e),
+                });
             }
-            Ok(stored)
+            Ok(added)
         })
         .await
     }
@@ -416,6 +460,52 @@ mod tests {
         ));
     }
 
+    /// A server out of memory (as memcached under `-M` answers): the value it has no room
+    /// for is told apart from the others, the connection stays in step, and a single `add`
+    /// says so too.
+    #[tokio::test]
+    async fn no_room_is_its_own_answer_and_keeps_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let mut sock = BufReader::new(sock);
+            let mut got = String::new();
+            while got.matches("\r\n").count() < 6 {
+                if sock.read_line(&mut got).await.unwrap() == 0 {
+                    break;
+                }
+            }
+            sock.get_mut()
+                .write_all(b"STORED\r\nSERVER_ERROR out of memory storing object\r\nNOT_STORED\r\n")
+                .await
+                .unwrap();
+            got.clear();
+            while got.matches("\r\n").count() < 2 {
+                if sock.read_line(&mut got).await.unwrap() == 0 {
+                    break;
+                }
+            }
+            sock.get_mut()
+                .write_all(b"SERVER_ERROR object too large for cache\r\nVERSION 1.6\r\n")
+                .await
+                .unwrap();
+            // The version command follows the add.
+            let mut rest = String::new();
+            let _ = sock.read_line(&mut rest).await;
+        });
+        let mut c = Conn::connect(&addr, Duration::from_secs(2)).await.unwrap();
+        let items: [(&str, &[u8]); 3] = [("a", b"1"), ("b", b"2"), ("c", b"3")];
+        assert_eq!(
+            c.add_many(&items).await.unwrap(),
+            vec![Added::Stored, Added::NoRoom, Added::Exists]
+        );
+        let e = c.add("d", b"big", 0).await.unwrap_err();
+        assert!(e.is_no_room() && !e.is_connection(), "{e}");
+        assert_eq!(c.version().await.unwrap(), "1.6");
+        server.await.unwrap();
+    }
+
     /// A connection to the real memcached (`STRATA_MEMCACHED`, else 127.0.0.1:11211, as
     /// scripts/memcached.sh runs it); none, and the test is skipped, when none answers.
     async fn real_memcached() -> Option<Conn> {
@@ -470,10 +560,13 @@ mod tests {
         }
         assert!(c.add(&keys[1], b"taken", 60).await.unwrap());
         let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"new\r\nEND"[..])).collect();
-        assert_eq!(c.add_many(&items).await.unwrap(), vec![true, false, true]);
+        assert_eq!(
+            c.add_many(&items).await.unwrap(),
+            vec![Added::Stored, Added::Exists, Added::Stored]
+        );
         assert_eq!(c.get(&keys[1]).await.unwrap().as_deref(), Some(&b"taken"[..]));
         assert_eq!(c.get(&keys[2]).await.unwrap().as_deref(), Some(&b"new\r\nEND"[..]));
-        assert_eq!(c.add_many(&[]).await.unwrap(), Vec::<bool>::new());
+        assert_eq!(c.add_many(&[]).await.unwrap(), Vec::<Added>::new());
         assert!(matches!(c.add_many(&[("bad key", b"v")]).await, Err(Error::BadKey(_))));
         for key in &keys {
             c.delete(key).await.unwrap();

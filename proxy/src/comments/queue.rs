@@ -3,6 +3,7 @@
 //! records of the comments that arrived together in shared round trips.
 
 use super::*;
+use strata_wire::memcache::Added;
 
 thread_local! {
     /// Idle memcached connections of this worker thread (each thread runs its own runtime,
@@ -91,19 +92,33 @@ impl Comments {
         r
     }
 
-    /// The syncer's published settings, when fresh.
-    pub(super) async fn settings(&self) -> Result<Option<Arc<Settings>>, memcache::Error> {
+    /// The syncer's published settings, when fresh and sealed with the cluster secret.
+    /// Settings not sealed with it are ignored (counted, logged), and not read again for
+    /// [`SETTINGS_REFRESH`]: without settings, comments go to PHP.
+    pub(super) async fn settings(
+        &self,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Option<Arc<Settings>>, memcache::Error> {
         if let Some((at, s)) = self.settings.lock().as_ref() {
             if at.elapsed() < SETTINGS_REFRESH {
                 return Ok(Some(s.clone()));
             }
         }
+        if self
+            .settings_refused
+            .lock()
+            .is_some_and(|at| at.elapsed() < SETTINGS_REFRESH)
+        {
+            return Ok(None);
+        }
         let key = wire::settings_key(&self.cfg.key_prefix);
         let raw = self.with_conn(async |c| c.get(&key).await).await?;
-        let parsed = raw.and_then(|b| match serde_json::from_slice::<Settings>(&b) {
+        let parsed = raw.and_then(|b| match wire::unseal_json::<Settings>(&self.secret, &key, &b) {
             Ok(s) => Some(s),
             Err(e) => {
-                tracing::warn!(error = %e, "unreadable comment settings in memcached");
+                metrics.comment_untrusted("settings", e.as_str());
+                tracing::warn!(error = %e, "comment settings in memcached not sealed with the cluster secret; ignored (comments go to PHP)");
+                *self.settings_refused.lock() = Some(Instant::now());
                 None
             }
         });
@@ -240,9 +255,14 @@ impl Comments {
                 return;
             }
             Err(e) => {
+                let why = if e.is_no_room() {
+                    ToPhp::MemcachedFull
+                } else {
+                    ToPhp::Memcached
+                };
                 tracing::warn!(error = %e, comments = jobs.len(), "memcached unavailable; comments passed to PHP");
                 for job in jobs {
-                    let _ = job.done.send(Written::ToPhp(ToPhp::Memcached));
+                    let _ = job.done.send(Written::ToPhp(why));
                 }
                 return;
             }
@@ -261,14 +281,16 @@ impl Comments {
             let (tx, pushed) = tokio::sync::oneshot::channel();
             self.waiters.lock().insert((epoch, seq), tx);
             let key = wire::record_key(&self.cfg.key_prefix, seq);
-            let json = serde_json::to_vec(&job.record).unwrap_or_default();
-            writes.push((job.done, seq, key, json, pushed));
+            let sealed = job.record.seal(&self.secret, &self.cfg.key_prefix);
+            writes.push((job.done, seq, key, sealed, pushed));
         }
         // The numbers are reserved: the records are written with `add`, retrying, so that
         // none is lost. `add` fails when the syncer gave up waiting for a number and marked
-        // it skipped: that comment then goes to PHP rather than vanish. After a failed
-        // attempt a record may already be ours: an `add` that fails is checked against it.
-        let mut written: Vec<Option<bool>> = vec![None; writes.len()];
+        // it skipped: that comment then goes to PHP rather than vanish; so does one memcached
+        // has no room for (it may not evict: queued comments are never thrown out for room).
+        // After a failed attempt a record may already be ours: an `add` that fails is
+        // checked against it.
+        let mut written: Vec<Option<Added>> = vec![None; writes.len()];
         for attempt in 0..3 {
             let todo: Vec<usize> = (0..writes.len()).filter(|i| written[*i].is_none()).collect();
             if todo.is_empty() {
@@ -280,16 +302,18 @@ impl Comments {
                 .collect();
             let outcome = self
                 .with_conn(async |c| {
-                    let mut stored = c.add_many(&items).await?;
-                    let refused: Vec<usize> = (0..items.len()).filter(|j| !stored[*j]).collect();
+                    let mut added = c.add_many(&items).await?;
+                    let refused: Vec<usize> = (0..items.len()).filter(|j| added[*j] == Added::Exists).collect();
                     if attempt > 0 && !refused.is_empty() {
                         let keys: Vec<&str> = refused.iter().map(|j| items[*j].0).collect();
                         let found = c.get_many(&keys).await?;
                         for (j, value) in refused.iter().zip(found) {
-                            stored[*j] = value.as_deref() == Some(items[*j].1);
+                            if value.as_deref() == Some(items[*j].1) {
+                                added[*j] = Added::Stored;
+                            }
                         }
                     }
-                    Ok(stored)
+                    Ok(added)
                 })
                 .await;
             match outcome {
@@ -301,16 +325,23 @@ impl Comments {
                 Err(e) => tracing::warn!(error = %e, attempt, comments = todo.len(), "writing queued comments failed"),
             }
         }
-        self.announce_queued(written.iter().filter(|w| **w == Some(true)).count() as u64);
+        self.announce_queued(written.iter().filter(|w| **w == Some(Added::Stored)).count() as u64);
         for ((done, seq, _, _, pushed), ok) in writes.into_iter().zip(written) {
             let result = match ok {
-                Some(true) => Written::Queued { seq, epoch, pushed },
-                Some(false) => {
+                Some(Added::Stored) => Written::Queued { seq, epoch, pushed },
+                Some(Added::Exists) => {
                     tracing::warn!(
                         seq,
                         "queue position already taken (skipped by the syncer); comment passed to PHP"
                     );
                     Written::ToPhp(ToPhp::Memcached)
+                }
+                Some(Added::NoRoom) => {
+                    tracing::warn!(
+                        seq,
+                        "memcached is out of memory (it may not evict queued comments); comment passed to PHP (the syncer skips its number)"
+                    );
+                    Written::ToPhp(ToPhp::MemcachedFull)
                 }
                 None => {
                     tracing::error!(seq, "comment not queued; passed to PHP (the syncer skips its number)");

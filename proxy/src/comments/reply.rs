@@ -1,5 +1,10 @@
 //! The answers WordPress sends after a comment POST, made here: its redirects with the
 //! `comment_author_*` cookies as PHP writes them, its error page, its empty 200.
+//!
+//! Every `Location` sent from here goes to the site's own host, as `wp_safe_redirect()`
+//! allows ([`safe_redirect`] against the published `home`): the visitor's `redirect_to` and
+//! a verdict's location alike. Where WordPress would fall back to `admin_url()`, the
+//! visitor goes back to the post instead.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -7,6 +12,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use strata_wire::comment::{Settings, Status, Verdict};
+use strata_wire::redirect::safe_redirect;
 
 use super::form::Submission;
 use crate::body::ProxyBody;
@@ -148,7 +154,16 @@ pub fn answer(v: &Verdict, s: &Submission, settings: &Settings, now: u64) -> (Re
                 v.cookie_url.as_deref().unwrap_or(&s.url),
                 now,
             );
-            let location = v.location.clone().unwrap_or_else(|| back_to_post(settings, s));
+            let location = match v.location.as_deref() {
+                Some(l) => safe_redirect(l, &settings.home).unwrap_or_else(|| {
+                    tracing::warn!(
+                        seq = v.seq,
+                        "a verdict's location leaves the site (or is too long); the visitor goes back to the post"
+                    );
+                    back_to_post(settings, s)
+                }),
+                None => back_to_post(settings, s),
+            };
             let label = match v.status {
                 Status::Approved => "approved",
                 Status::Held => "held",
@@ -162,12 +177,14 @@ pub fn answer(v: &Verdict, s: &Submission, settings: &Settings, now: u64) -> (Re
     }
 }
 
-/// Where a visitor goes when no verdict came in time: back to the post.
+/// Where a visitor goes when no verdict came in time: their `redirect_to` when
+/// `wp_safe_redirect()` would follow it, else back to the post (`home/?p=ID`, which
+/// WordPress redirects to the permalink).
 pub(super) fn back_to_post(settings: &Settings, s: &Submission) -> String {
-    match &s.redirect_to {
-        Some(r) => r.clone(),
-        None => format!("{}/?p={}", settings.home.trim_end_matches('/'), s.post_id),
-    }
+    s.redirect_to
+        .as_deref()
+        .and_then(|r| safe_redirect(r, &settings.home))
+        .unwrap_or_else(|| format!("{}/?p={}", settings.home.trim_end_matches('/'), s.post_id))
 }
 
 #[cfg(test)]
@@ -249,6 +266,74 @@ mod tests {
         let (r, label) = answer(&rejected, &sub, &settings(), 0);
         assert_eq!((r.status(), label), (StatusCode::CONFLICT, "rejected"));
         assert_eq!(back_to_post(&settings(), &sub), "http://127.0.0.1:8080/?p=5");
+    }
+
+    fn submission(redirect_to: Option<&str>) -> Submission {
+        Submission {
+            post_id: 5,
+            parent: 0,
+            author: "A".into(),
+            email: "a@example.com".into(),
+            url: String::new(),
+            content: "x".into(),
+            consent: false,
+            redirect_to: redirect_to.map(str::to_string),
+        }
+    }
+
+    /// Values a visitor can put in `redirect_to`, and where each sends them: back to the
+    /// post, or to a path on the site with what could break the header removed.
+    const HOSTILE: &[(&str, &str)] = &[
+        ("//evil.example/", POST),
+        ("http://evil.example", POST),
+        ("https://127.0.0.1:8080@evil.example", POST),
+        ("/\\/evil.example", POST),
+        ("/\\evil.example", "/evil.example"),
+        ("javascript:alert(1)", POST),
+        ("/\r\nSet-Cookie: owned=1", "/Set-Cookie:%20owned=1"),
+        ("\r\nLocation: http://evil.example/", POST),
+    ];
+
+    const POST: &str = "http://127.0.0.1:8080/?p=5";
+
+    #[test]
+    fn without_a_verdict_redirect_to_is_followed_only_on_the_site() {
+        let s = settings();
+        let go = |r: Option<&str>| back_to_post(&s, &submission(r));
+        assert_eq!(go(None), POST);
+        assert_eq!(
+            go(Some("http://127.0.0.1:8080/thanks/")),
+            "http://127.0.0.1:8080/thanks/"
+        );
+        assert_eq!(go(Some("/thanks/")), "/thanks/");
+        for (evil, to) in HOSTILE {
+            assert_eq!(go(Some(evil)), *to, "{evil:?}");
+        }
+        let long = format!("http://127.0.0.1:8080/{}", "a".repeat(10_000));
+        assert_eq!(go(Some(&long)), POST);
+        let r = redirect(&go(Some("//evil.example/")), &[]);
+        assert_eq!(r.headers()["location"], POST);
+    }
+
+    #[test]
+    fn a_verdict_location_off_the_site_is_not_followed() {
+        let sub = submission(None);
+        let hostile = HOSTILE.iter().chain(&[("http://evil.example/p/#comment-9", POST)]);
+        for (evil, to) in hostile {
+            let v = Verdict {
+                seq: 1,
+                status: Status::Approved,
+                http: 302,
+                message: String::new(),
+                comment_id: Some(9),
+                location: Some((*evil).to_string()),
+                cookie_author: None,
+                cookie_email: None,
+                cookie_url: None,
+            };
+            let (r, _) = answer(&v, &sub, &settings(), 0);
+            assert_eq!(r.headers()["location"], *to, "{evil:?}");
+        }
     }
 
     #[test]

@@ -175,8 +175,8 @@ impl Cluster {
             siblings.join(", "),
             secret_file.display().to_string()
         );
-        let toml =
-            config_toml(&prefix, extra_keys).replace(&format!("\"{}\"", mysql_url()), &format!("\"{mysql}\"")) + &extra;
+        let toml = config_toml(&prefix, &format!("{extra_keys}\n{extra}"))
+            .replace(&format!("\"{}\"", mysql_url()), &format!("\"{mysql}\""));
         let cfg = Config::from_toml(&toml, None).unwrap_or_else(|e| panic!("syncer config: {e}"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let syncer = tokio::spawn(async move {

@@ -61,10 +61,32 @@ pub fn ip_for(token: &str) -> String {
     format!("2001:db8:{}:{}::{}", &h[0..4], &h[4..8], &h[8..12])
 }
 
-/// The TOML of a test syncer on queue `prefix`, plus `extra` lines.
+/// The cluster secret of the test syncers (those whose `extra` has no `[cluster]`).
+pub const SECRET: &str = "syncer-integration-secret-0123456789";
+
+/// Writes [`SECRET`] to a file (once per test process) and returns its path.
+pub fn secret_file() -> String {
+    let path = std::env::temp_dir().join(format!("strata-syncer-it-secret-{}", std::process::id()));
+    // Written once, atomically: tests start syncers concurrently.
+    static WRITTEN: std::sync::Once = std::sync::Once::new();
+    WRITTEN.call_once(|| {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, SECRET).expect("write secret");
+        std::fs::rename(&tmp, &path).expect("install secret");
+    });
+    path.display().to_string()
+}
+
+/// The TOML of a test syncer on queue `prefix`, plus `extra` lines; a `[cluster]` table
+/// with [`secret_file`] follows unless `extra` has one.
 pub fn config_toml(prefix: &str, extra: &str) -> String {
+    let cluster = if extra.contains("[cluster]") {
+        String::new()
+    } else {
+        format!("[cluster]\nsecret_file = {:?}\n", secret_file())
+    };
     format!(
-        "memcached = [\"{mc}\"]\nmysql = \"{my}\"\norigin = \"{origin}\"\nkey_prefix = \"{prefix}\"\nmissing_wait = \"300ms\"\npermalink_wait = \"5s\"\n{extra}\n",
+        "memcached = [\"{mc}\"]\nmysql = \"{my}\"\norigin = \"{origin}\"\nkey_prefix = \"{prefix}\"\nmissing_wait = \"300ms\"\npermalink_wait = \"5s\"\n{extra}\n{cluster}",
         mc = memcached(),
         my = mysql_url(),
         origin = wp_origin(),
@@ -83,6 +105,8 @@ pub struct Env {
     pub syncer: Syncer,
     /// Its metrics.
     pub metrics: Arc<Metrics>,
+    /// The cluster secret its records are sealed with.
+    pub secret: Vec<u8>,
 }
 
 impl Env {
@@ -100,6 +124,7 @@ impl Env {
             .unwrap_or_else(|e| panic!("memcached at {} is required (scripts/memcached.sh): {e}", memcached()));
         let db = mysql_async::Pool::new(mysql_url().as_str());
         let metrics = Arc::new(Metrics::new());
+        let secret = cfg.cluster.secret.clone();
         let syncer = Syncer::new(cfg, metrics.clone()).unwrap();
         Env {
             prefix,
@@ -107,6 +132,7 @@ impl Env {
             db,
             syncer,
             metrics,
+            secret,
         }
     }
 
@@ -132,14 +158,23 @@ impl Env {
         (seq, epoch)
     }
 
-    /// Queues a record (its `seq` and `epoch` are filled in); returns its sequence number.
+    /// Queues a record (its `seq` and `epoch` are filled in) sealed as a proxy seals it;
+    /// returns its sequence number.
     pub async fn push(&mut self, mut r: Record) -> u64 {
         let (seq, epoch) = self.reserve().await;
         r.seq = seq;
         r.epoch = epoch;
         let key = wire::record_key(&self.prefix, seq);
-        self.mc.set(&key, &serde_json::to_vec(&r).unwrap(), 0).await.unwrap();
+        self.mc.set(&key, &r.seal(&self.secret, &self.prefix), 0).await.unwrap();
         seq
+    }
+
+    /// Reserves a position and writes `value` there as is; its sequence number and epoch.
+    pub async fn push_raw(&mut self, value: &[u8]) -> (u64, u64) {
+        let (seq, epoch) = self.reserve().await;
+        let key = wire::record_key(&self.prefix, seq);
+        self.mc.set(&key, value, 0).await.unwrap();
+        (seq, epoch)
     }
 
     /// Ticks until a tick finds the queue empty (at most 100 ticks); that tick's report.
@@ -155,10 +190,12 @@ impl Env {
         last
     }
 
-    /// The verdict on `seq`.
+    /// The verdict on `seq` of the queue's current epoch.
     pub async fn verdict(&mut self, seq: u64) -> Option<Verdict> {
-        let v = self.mc.get(&wire::verdict_key(&self.prefix, seq)).await.unwrap()?;
-        Some(serde_json::from_slice(&v).unwrap())
+        let epoch = self.get("epoch").await?.parse().ok()?;
+        let key = wire::verdict_key(&self.prefix, epoch, seq);
+        let v = self.mc.get(&key).await.unwrap()?;
+        Some(wire::unseal_json(&self.secret, &key, &v).unwrap_or_else(|e| panic!("verdict {seq}: {e}")))
     }
 
     /// A memcached value under this queue's prefix.

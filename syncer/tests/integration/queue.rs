@@ -1,5 +1,6 @@
-//! The queue: memcached restarts, records that never arrive, records of a newer format, and
-//! MySQL failures (nothing moves, nothing is lost).
+//! The queue: memcached restarts, records that never arrive, records of a newer format,
+//! values not sealed with the cluster secret (skipped, never inserted), and MySQL failures
+//! (nothing moves, nothing is lost).
 
 use std::time::Duration;
 
@@ -112,7 +113,132 @@ async fn a_position_marked_queue_full_is_skipped_without_waiting() {
     assert!(env.verdict(marked).await.is_none());
     assert_eq!(env.verdict(next).await.unwrap().status, Status::Approved);
     assert!(env.metrics.render().contains("reason=\"queue-full\""));
-    env.mc.delete(&key).await.unwrap();
+    assert_eq!(
+        env.mc.get(&key).await.unwrap(),
+        None,
+        "the mark, which never expires, is deleted"
+    );
+    env.finish(Some(&t)).await;
+}
+
+/// Whoever can write to memcached but lacks the cluster secret cannot make a comment:
+/// values that are not a record sealed for their very position and epoch are skipped
+/// (logged, counted, overwritten with a tombstone), nothing of theirs is inserted, and the
+/// queue goes on with the next real record in the same tick.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_not_sealed_for_their_position_are_skipped_never_inserted() {
+    let mut env = Env::new("").await;
+    let t = token();
+    let post = open_post(&env.db, &t).await;
+    let comment = |n: &str| {
+        record(
+            post,
+            "F",
+            &format!("{n}-{t}@example.test"),
+            "",
+            &format!("{n} {t}"),
+            &ip_for(&format!("{t}{n}")),
+        )
+    };
+    let first = env.push(comment("real-first")).await;
+    let first_sealed = env
+        .mc
+        .get(&wire::record_key(&env.prefix, first))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // As a proxy of the unsealed format (or anyone) writes it: plain JSON, version 1.
+    let mut plain = comment("forged-unsigned");
+    plain.v = 1;
+    let (seq, epoch) = env.reserve().await;
+    (plain.seq, plain.epoch) = (seq, epoch);
+    let key = wire::record_key(&env.prefix, seq);
+    env.mc.set(&key, &serde_json::to_vec(&plain).unwrap(), 0).await.unwrap();
+    let unsigned = seq;
+
+    // Sealed with another secret.
+    let (seq, epoch) = env.reserve().await;
+    let mut other = comment("forged-secret");
+    (other.seq, other.epoch) = (seq, epoch);
+    env.mc
+        .set(
+            &wire::record_key(&env.prefix, seq),
+            &other.seal(b"not-the-cluster-secret", &env.prefix),
+            0,
+        )
+        .await
+        .unwrap();
+    let wrong_secret = seq;
+
+    // The first record's sealed value copied to another position (a replay).
+    let (replayed, _) = env.push_raw(&first_sealed).await;
+
+    // Sealed rightly for its position, but for a queue epoch gone by (a copy kept from before
+    // a memcached restart).
+    let (seq, epoch) = env.reserve().await;
+    let mut stale = comment("forged-epoch");
+    (stale.seq, stale.epoch) = (seq, epoch.wrapping_add(1));
+    env.mc
+        .set(
+            &wire::record_key(&env.prefix, seq),
+            &stale.seal(&env.secret, &env.prefix),
+            0,
+        )
+        .await
+        .unwrap();
+    let misplaced = seq;
+
+    // A real record whose text was changed in memcached.
+    let (seq, epoch) = env.reserve().await;
+    let mut real = comment("real-tampered");
+    (real.seq, real.epoch) = (seq, epoch);
+    let sealed = String::from_utf8(real.seal(&env.secret, &env.prefix)).unwrap();
+    let tampered_value = sealed.replace("real-tampered", "forged-tampered");
+    env.mc
+        .set(&wire::record_key(&env.prefix, seq), tampered_value.as_bytes(), 0)
+        .await
+        .unwrap();
+    let tampered = seq;
+
+    let last = env.push(comment("real-last")).await;
+    let report = env.syncer.tick().await.unwrap();
+    assert_eq!(
+        (report.applied as u64, report.cursor.seq),
+        (last - first + 1, last),
+        "{report:?}"
+    );
+    env.syncer.settle().await;
+
+    // Only the two real records became comments; none of the others' text is anywhere.
+    let like = format!("% {t}");
+    let rows: Vec<String> = {
+        use mysql_async::prelude::Queryable;
+        let mut c = env.db.get_conn().await.unwrap();
+        c.exec(
+            "SELECT comment_content FROM wp_comments WHERE comment_content LIKE ? ORDER BY comment_ID",
+            (like,),
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(rows, [format!("real-first {t}"), format!("real-last {t}")]);
+    assert_eq!(env.verdict(first).await.unwrap().status, Status::Approved);
+    assert_eq!(env.verdict(last).await.unwrap().status, Status::Approved);
+    for seq in [unsigned, wrong_secret, replayed, misplaced, tampered] {
+        assert!(env.verdict(seq).await.is_none(), "no verdict for position {seq}");
+        let value = env.mc.get(&wire::record_key(&env.prefix, seq)).await.unwrap();
+        assert_eq!(
+            value.as_deref(),
+            Some(strata_syncer::queue::TOMBSTONE),
+            "position {seq} tombstoned"
+        );
+    }
+    let text = env.metrics.render();
+    for (reason, n) in [("unsigned", 1), ("forged", 3), ("misplaced", 1)] {
+        let line = format!("strata_syncer_skipped_records_total{{reason=\"{reason}\"}} {n}");
+        assert!(text.contains(&line), "{line} not in\n{text}");
+    }
     env.finish(Some(&t)).await;
 }
 

@@ -101,7 +101,10 @@ async fn the_syncer_writes_the_row_php_writes() {
     assert_eq!(count, approved);
     // The published position and settings.
     assert_eq!(env.get("applied").await.as_deref(), Some(seq.to_string().as_str()));
-    let settings: strata_wire::comment::Settings = serde_json::from_str(&env.get("settings").await.unwrap()).unwrap();
+    let key = strata_wire::comment::settings_key(&env.prefix);
+    let sealed = env.mc.get(&key).await.unwrap().expect("settings published");
+    let settings: strata_wire::comment::Settings =
+        strata_wire::comment::unseal_json(&env.secret, &key, &sealed).expect("settings sealed with the cluster secret");
     assert_eq!(settings.home, format!("http://{}", wp_host()));
     assert_eq!(
         settings.cookiehash,
