@@ -271,6 +271,7 @@ mod tests {
             initial_age: Duration::ZERO,
             fresh_until: now + Duration::from_secs(60),
             grace_until: now + Duration::from_secs(120),
+            keep_until: now + Duration::from_secs(120),
             compressible: false,
             tags: tags.iter().map(|t| Arc::from(*t)).collect(),
             id: next_object_id(),

@@ -53,8 +53,11 @@ pub struct Object {
     pub initial_age: Duration,
     /// End of freshness.
     pub fresh_until: Instant,
-    /// End of grace: after this it is never served.
+    /// End of grace: after this it is never served without asking the origin.
     pub grace_until: Instant,
+    /// End of its stay in the store (`grace_until`, or `cache.keep` later for an object with
+    /// validators, kept so that its next request revalidates it).
+    pub keep_until: Instant,
     /// Whether a client's `Accept-Encoding` selects among stored encodings.
     pub compressible: bool,
     /// Tags for invalidation (see `tags`).
@@ -194,7 +197,7 @@ impl Slot {
     fn lifetime(&self) -> Duration {
         let now = Instant::now();
         match self {
-            Slot::Object(o) => o.grace_until.saturating_duration_since(now),
+            Slot::Object(o) => o.keep_until.saturating_duration_since(now),
             Slot::Vary(_) => VARY_RULE_TTL,
             Slot::HitForPass(until, _) => until.saturating_duration_since(now),
         }
@@ -508,6 +511,7 @@ mod tests {
             initial_age: Duration::from_secs(5),
             fresh_until: now + ttl,
             grace_until: now + ttl * 2,
+            keep_until: now + ttl * 2,
             compressible: true,
             tags: vec![Arc::from("t")].into(),
             id: next_object_id(),

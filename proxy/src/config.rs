@@ -24,6 +24,9 @@ pub const DEFAULT_CAPACITY: u64 = 512 << 20;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
 /// How long an expired object is kept to be served stale.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+/// How long past its grace an object with validators is kept to be revalidated (WordPress
+/// pages carry none, and grace already revalidates the assets that do).
+pub const DEFAULT_KEEP: Duration = Duration::ZERO;
 /// Largest body the cache stores; larger ones stream through.
 pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 8 << 20;
 /// How long requests wait for another request's origin fetch of the same key.
@@ -200,6 +203,7 @@ struct RawCache {
     lock_timeout: Option<toml::Value>,
     background_refreshes: Option<i64>,
     hit_for_pass_ttl: Option<toml::Value>,
+    keep: Option<toml::Value>,
     max_variants: Option<i64>,
     compress_min_size: Option<toml::Value>,
     brotli: Option<bool>,
@@ -442,6 +446,10 @@ pub struct CacheConfig {
     pub default_ttl: Duration,
     /// How long past expiry an object may be served stale.
     pub grace: Duration,
+    /// How long past its grace an object that has validators (`ETag`, `Last-Modified`) is
+    /// kept, so that the next request revalidates it (a conditional request, answered `304`
+    /// when unchanged) instead of fetching it again.
+    pub keep: Duration,
     /// Largest body stored.
     pub max_object_size: u64,
     /// How long a request waits on another's fetch of the same key.

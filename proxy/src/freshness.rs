@@ -50,10 +50,15 @@ impl NoStore {
 /// How long a stored response lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetime {
-    /// Time it is fresh from now (already net of the origin's `Age`).
+    /// Time it is fresh from now (already net of the origin's `Age`). Zero for a response
+    /// stored only to be revalidated on its next use (`no-cache`, `max-age=0` with a
+    /// validator), which `keep` then holds.
     pub ttl: Duration,
     /// Time past `ttl` it may be served stale (grace).
     pub grace: Duration,
+    /// Time past `ttl + grace` it is kept to be revalidated: `cache.keep` when the response
+    /// has a validator (`ETag`, `Last-Modified`), else zero.
+    pub keep: Duration,
     /// The origin's `Age` when it arrived, carried on into our `Age` header.
     pub initial_age: Duration,
 }
@@ -110,11 +115,19 @@ fn header_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTi
         .and_then(|s| httpdate::parse_http_date(s).ok())
 }
 
+/// Whether a response carries a validator a conditional request can use.
+pub fn has_validator(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
+}
+
 /// Decides whether a response may be stored and for how long.
 ///
 /// Freshness order: `s-maxage` > `max-age` > `Expires` − `Date` > `cache.default_ttl`. Grace is
 /// `cache.grace`, or the larger `stale-while-revalidate`/`stale-if-error` the origin asks for;
-/// `must-revalidate`, `proxy-revalidate` and `s-maxage` forbid serving stale, so grace is zero.
+/// `must-revalidate`, `proxy-revalidate`, `s-maxage` and `no-cache` forbid serving stale, so
+/// grace is zero. A response with no freshness left (`no-cache`, `max-age=0`, an `Age` past
+/// its lifetime) is stored only when it has a validator and `cache.keep` is set: its next
+/// use revalidates it; otherwise it is not stored ([`NoStore::Expired`]).
 pub fn lifetime(
     cfg: &CacheConfig,
     status: StatusCode,
@@ -141,9 +154,6 @@ pub fn lifetime(
     {
         return Err(NoStore::VaryStar);
     }
-    if cc.no_cache {
-        return Err(NoStore::Expired);
-    }
     let age = headers
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
@@ -161,11 +171,21 @@ pub fn lifetime(
     } else {
         cfg.default_ttl
     };
-    let ttl = lifetime.saturating_sub(age);
-    if ttl.is_zero() {
+    // `no-cache`: stored, but never used without revalidating it first.
+    let ttl = if cc.no_cache {
+        Duration::ZERO
+    } else {
+        lifetime.saturating_sub(age)
+    };
+    let keep = if has_validator(headers) {
+        cfg.keep
+    } else {
+        Duration::ZERO
+    };
+    if ttl.is_zero() && keep.is_zero() {
         return Err(NoStore::Expired);
     }
-    let grace = if cc.must_revalidate || cc.s_maxage.is_some() {
+    let grace = if cc.must_revalidate || cc.s_maxage.is_some() || cc.no_cache {
         Duration::ZERO
     } else {
         let asked = cc
@@ -177,8 +197,44 @@ pub fn lifetime(
     Ok(Lifetime {
         ttl,
         grace,
+        keep,
         initial_age: age,
     })
+}
+
+/// Response fields a `304` never changes in the stored response: framing and content coding
+/// (the stored body is what they describe), the validator the `304` was selected by (RFC 9111
+/// §3.2, §4.3.4), `Age` (computed anew) and the proxy's own delivery fields.
+static NOT_UPDATED: [&str; 10] = [
+    "content-length",
+    "content-encoding",
+    "content-md5",
+    "content-range",
+    "transfer-encoding",
+    "etag",
+    "age",
+    "vary",
+    "cache-status",
+    "x-cache",
+];
+
+/// The stored response's header fields updated by a `304 Not Modified` (RFC 9111 §3.2): every
+/// field the `304` carries replaces all stored lines of that name, but those in
+/// [`NOT_UPDATED`]; the rest are kept.
+pub fn updated_headers(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+    let mut out = stored.clone();
+    let mut replaced: Vec<&header::HeaderName> = Vec::new();
+    for (name, value) in not_modified {
+        if NOT_UPDATED.contains(&name.as_str()) {
+            continue;
+        }
+        if !replaced.contains(&name) {
+            out.remove(name);
+            replaced.push(name);
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -310,5 +366,107 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.grace, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn responses_without_freshness_are_kept_to_be_revalidated_when_they_have_a_validator() {
+        let mut c = cfg();
+        c.keep = Duration::from_secs(600);
+        for cc in [
+            "no-cache",
+            "no-cache, max-age=3600",
+            "max-age=0",
+            "max-age=0, must-revalidate",
+        ] {
+            let l = lifetime(
+                &c,
+                StatusCode::OK,
+                &h(&[("cache-control", cc), ("etag", "\"v1\"")]),
+                NOW,
+            )
+            .unwrap();
+            assert_eq!((l.ttl, l.keep), (Duration::ZERO, Duration::from_secs(600)), "{cc}");
+            if cc.starts_with("no-cache") {
+                assert_eq!(l.grace, Duration::ZERO, "{cc}: never served without revalidation");
+            }
+            let lm = h(&[
+                ("cache-control", cc),
+                ("last-modified", "Wed, 01 Jan 2020 00:00:00 GMT"),
+            ]);
+            assert_eq!(
+                lifetime(&c, StatusCode::OK, &lm, NOW).unwrap().ttl,
+                Duration::ZERO,
+                "{cc}"
+            );
+            // Without a validator there is nothing to revalidate with.
+            let bare = h(&[("cache-control", cc)]);
+            assert_eq!(lifetime(&c, StatusCode::OK, &bare, NOW), Err(NoStore::Expired), "{cc}");
+        }
+        let l = lifetime(
+            &c,
+            StatusCode::OK,
+            &h(&[("cache-control", "max-age=60, must-revalidate"), ("etag", "\"v\"")]),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            (l.ttl, l.grace, l.keep),
+            (Duration::from_secs(60), Duration::ZERO, Duration::from_secs(600))
+        );
+        assert_eq!(
+            lifetime(&c, StatusCode::OK, &h(&[("cache-control", "max-age=60")]), NOW)
+                .unwrap()
+                .keep,
+            Duration::ZERO,
+            "no validator, nothing kept past grace"
+        );
+        // The default keeps nothing: a no-cache response is not stored.
+        assert_eq!(
+            lifetime(
+                &cfg(),
+                StatusCode::OK,
+                &h(&[("cache-control", "no-cache"), ("etag", "\"v\"")]),
+                NOW
+            ),
+            Err(NoStore::Expired)
+        );
+    }
+
+    #[test]
+    fn a_304_updates_every_field_it_carries_but_framing_coding_and_the_validator() {
+        let stored = h(&[
+            ("cache-control", "max-age=1"),
+            ("content-type", "text/plain"),
+            ("etag", "\"abcdef\""),
+            ("x-keep", "kept"),
+            ("x-multi", "a"),
+            ("x-multi", "b"),
+            ("content-encoding", "identity"),
+            ("age", "0"),
+            ("cache-status", "Strata"),
+        ]);
+        let not_modified = h(&[
+            ("cache-control", "max-age=3600"),
+            ("content-type", "text/plain;charset=utf-8"),
+            ("etag", "\"ghijkl\""),
+            ("x-multi", "c"),
+            ("set-cookie", "a=c"),
+            ("content-length", "10"),
+            ("content-encoding", "gzip"),
+            ("content-range", "bytes 0-1/2"),
+            ("age", "30"),
+        ]);
+        let u = updated_headers(&stored, &not_modified);
+        let all = |n: &str| u.get_all(n).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+        assert_eq!(all("cache-control"), ["max-age=3600"]);
+        assert_eq!(all("content-type"), ["text/plain;charset=utf-8"]);
+        assert_eq!(all("x-multi"), ["c"], "all stored lines of a field are replaced");
+        assert_eq!(all("set-cookie"), ["a=c"]);
+        assert_eq!(all("x-keep"), ["kept"]);
+        assert_eq!(all("etag"), ["\"abcdef\""], "the validator is not updated");
+        assert_eq!(all("content-encoding"), ["identity"]);
+        assert_eq!(all("age"), ["0"]);
+        assert_eq!(all("cache-status"), ["Strata"]);
+        assert!(!u.contains_key("content-length") && !u.contains_key("content-range"));
     }
 }

@@ -44,6 +44,7 @@ use crate::outcome::Outcome;
 use crate::policy::{self, host_of, strip_port, PassReason};
 use crate::tags::{self, TagRules};
 use crate::tls;
+use crate::validators;
 use crate::writes;
 
 mod fill;

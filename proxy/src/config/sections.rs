@@ -234,6 +234,7 @@ pub(super) fn cache_config(c: &mut Checker, k: &RawCache) -> CacheConfig {
         capacity: c.size("cache.capacity", &k.capacity, DEFAULT_CAPACITY),
         default_ttl: c.duration("cache.default_ttl", &k.default_ttl, DEFAULT_TTL),
         grace: c.duration("cache.grace", &k.grace, DEFAULT_GRACE),
+        keep: c.duration("cache.keep", &k.keep, DEFAULT_KEEP),
         max_object_size: c.size("cache.max_object_size", &k.max_object_size, DEFAULT_MAX_OBJECT_SIZE),
         lock_timeout: c.duration("cache.lock_timeout", &k.lock_timeout, DEFAULT_LOCK_TIMEOUT),
         background_refreshes: c.count(

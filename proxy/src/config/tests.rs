@@ -288,14 +288,19 @@ fn cache_section() {
     assert_eq!((k.default_ttl, k.grace), (DEFAULT_TTL, DEFAULT_GRACE));
     let (k, _) = checked(|c| cache_config(c, &RawCache::default()));
     assert_eq!(k.cacheable_statuses, DEFAULT_CACHEABLE_STATUSES);
+    assert_eq!(k.keep, DEFAULT_KEEP);
+    let (k, problems) = checked(|c| cache_config(c, &raw("keep = \"1h\"\n")));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(k.keep, Duration::from_secs(3600));
 
     let bad = "capacity = \"4MiB\"\nmax_object_size = \"2MiB\"\nlock_timeout = \"0\"\nbackground_refreshes = 0\n\
-               max_variants = 1025\ncacheable_statuses = [200, 199, 600]\ngrace = \"1 hour\"\n";
+               max_variants = 1025\ncacheable_statuses = [200, 199, 600]\ngrace = \"1 hour\"\nkeep = 5\n";
     let (_, problems) = checked(|c| cache_config(c, &raw(bad)));
     assert_eq!(
         keys(&problems),
         [
             "cache.grace",
+            "cache.keep",
             "cache.background_refreshes",
             "cache.max_variants",
             "cache.cacheable_statuses",
@@ -304,8 +309,8 @@ fn cache_section() {
             "cache.lock_timeout",
         ]
     );
-    assert_eq!(problems[3].message, "199 is not an HTTP status from 200 to 599");
-    assert_eq!(problems[5].message, "must be at most a quarter of cache.capacity");
+    assert_eq!(problems[4].message, "199 is not an HTTP status from 200 to 599");
+    assert_eq!(problems[6].message, "must be at most a quarter of cache.capacity");
 
     let (_, problems) = checked(|c| cache_config(c, &raw("capacity = 1000\n")));
     assert_eq!(keys(&problems), ["cache.capacity", "cache.max_object_size"]);

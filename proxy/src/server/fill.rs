@@ -3,6 +3,7 @@
 //! Vary rule if no ban since forbids it, and the background refresh of a stale object.
 
 use super::*;
+use std::time::Duration;
 
 /// Why an object was not stored: a hard ban arrived while it was fetched.
 const BANNED_IN_FLIGHT: &str = "banned-in-flight";
@@ -37,16 +38,22 @@ impl Proxy {
     }
 
     /// The leader's fetch: ask the origin, store what may be stored, answer the client.
+    /// `stale` is the stored object past its grace that this fetch revalidates: the request
+    /// carries its validators, and a `304` brings it back to life under updated headers.
     pub(super) async fn fill(
         &self,
         lk: &Lookup,
         key: Arc<str>,
         guard: FlightGuard<'_>,
         client: SocketAddr,
+        stale: Option<Arc<Object>>,
     ) -> Option<Answer> {
         let generation = self.bans.generation();
         let (req, sent) = match self.fill_request(lk, client) {
-            Ok(r) => {
+            Ok(mut r) => {
+                if let Some(stale) = &stale {
+                    add_validators(r.headers_mut(), stale);
+                }
                 let sent = r.headers().clone();
                 (r, sent)
             }
@@ -71,6 +78,9 @@ impl Proxy {
         };
         let (mut parts, body) = resp.into_parts();
         origin::strip_hop_by_hop(&mut parts.headers);
+        if let Some(stale) = stale.filter(|_| parts.status == StatusCode::NOT_MODIFIED) {
+            return Some(self.revalidated_answer(lk, &key, &stale, &parts.headers, &sent, guard, generation));
+        }
         let verdict =
             freshness::lifetime(&self.cfg().cache, parts.status, &parts.headers, SystemTime::now()).and_then(|life| {
                 let too_big = content_length(&parts.headers).is_some_and(|n| n > self.cfg().cache.max_object_size);
@@ -182,6 +192,91 @@ impl Proxy {
         let until = Instant::now() + self.cfg().cache.hit_for_pass_ttl;
         self.store.insert(key.clone(), Slot::HitForPass(until, why.as_str()));
         Flight::Uncacheable
+    }
+
+    /// Answers a fill that revalidated `stale` and got `304 Not Modified`: the stale object's
+    /// body under the updated headers is stored (when they still allow it; otherwise the key is
+    /// dropped and remembered as uncacheable) and delivered to the client.
+    #[allow(clippy::too_many_arguments)]
+    fn revalidated_answer(
+        &self,
+        lk: &Lookup,
+        key: &Arc<str>,
+        stale: &Arc<Object>,
+        not_modified: &HeaderMap,
+        sent: &HeaderMap,
+        guard: FlightGuard<'_>,
+        generation: u64,
+    ) -> Answer {
+        let (obj, verdict) = self.revalidated(stale, not_modified);
+        let status = match verdict {
+            Ok(()) => {
+                let stored = self.store_object(&lk.primary, sent, &obj, generation);
+                guard.finish(Flight::Stored(obj.clone(), generation));
+                match stored {
+                    Ok(()) => cache_status(format_args!("fwd=stale; fwd-status=304; stored")),
+                    Err(why) => cache_status(format_args!("fwd=stale; fwd-status=304; detail={why}")),
+                }
+            }
+            Err(why) => {
+                self.metrics.not_stored(why.as_str());
+                self.store.remove(key);
+                guard.finish(self.remember_uncacheable(key, obj.status, why));
+                cache_status(format_args!("fwd=stale; fwd-status=304; detail={}", why.as_str()))
+            }
+        };
+        Answer::new(
+            self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status),
+            Outcome::Miss,
+        )
+    }
+
+    /// The object a `304 Not Modified` revalidated: the stale object's bodies under its
+    /// headers updated by the `304` (RFC 9111 §3.2; see [`freshness::updated_headers`]),
+    /// with the lifetime those headers now give, and whether they still allow storing it.
+    pub(super) fn revalidated(&self, stale: &Object, not_modified: &HeaderMap) -> (Arc<Object>, Result<(), NoStore>) {
+        let cfg = self.cfg();
+        let mut headers = freshness::updated_headers(&stale.headers, not_modified);
+        if cfg.bans.strip_tag_headers {
+            for name in &cfg.bans.tag_headers {
+                headers.remove(name);
+            }
+        }
+        // Judged with the 304's own Age, not the delivery slot the stored headers carry.
+        match not_modified.get(header::AGE) {
+            Some(age) => headers.insert(header::AGE, age.clone()),
+            None => headers.remove(header::AGE),
+        };
+        let verdict = freshness::lifetime(&cfg.cache, stale.status, &headers, SystemTime::now());
+        headers.insert(header::AGE, HeaderValue::from_static("0"));
+        let now = Instant::now();
+        let (fresh_until, grace_until, keep_until) = match &verdict {
+            Ok(life) => self.lifetime_bounds(now, life),
+            Err(_) => (now, now, now),
+        };
+        let last_modified = headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| httpdate::parse_http_date(s).ok());
+        let obj = Arc::new(Object {
+            status: stale.status,
+            headers,
+            identity: stale.identity.clone(),
+            gzip: stale.gzip.clone(),
+            br: stale.br.clone(),
+            etag: stale.etag.clone(),
+            last_modified,
+            stored_at: now,
+            initial_age: verdict.as_ref().map_or(Duration::ZERO, |l| l.initial_age),
+            fresh_until,
+            grace_until,
+            keep_until,
+            compressible: stale.compressible,
+            tags: stale.tags.clone(),
+            id: cache::next_object_id(),
+            banned: std::sync::atomic::AtomicBool::new(false),
+        });
+        (obj, verdict.map(|_| ()))
     }
 
     /// Stores an object, under a Vary rule when the origin varies on request headers.
@@ -344,7 +439,7 @@ impl Proxy {
             .and_then(|s| httpdate::parse_http_date(s).ok());
         add_delivery_slots(&mut headers, gzip.is_some() || br.is_some());
         let now = Instant::now();
-        let (fresh_until, grace_until) = self.lifetime_bounds(now, &life);
+        let (fresh_until, grace_until, keep_until) = self.lifetime_bounds(now, &life);
         Some(Arc::new(Object {
             status: parts.status,
             headers,
@@ -357,6 +452,7 @@ impl Proxy {
             initial_age: life.initial_age,
             fresh_until,
             grace_until,
+            keep_until,
             compressible,
             tags: tags.into_iter().map(Arc::from).collect(),
             id: cache::next_object_id(),
@@ -364,15 +460,16 @@ impl Proxy {
         }))
     }
 
-    /// Freshness and grace ends of an object stored now: while the node is unconfirmed, at
-    /// most `confirm_within` and no grace.
-    pub(super) fn lifetime_bounds(&self, now: Instant, life: &freshness::Lifetime) -> (Instant, Instant) {
-        let (fresh, grace) = (now + life.ttl, now + life.ttl + life.grace);
+    /// Freshness, grace and keep ends of an object stored now: while the node is unconfirmed,
+    /// freshness at most `confirm_within`, and no grace or keep.
+    pub(super) fn lifetime_bounds(&self, now: Instant, life: &freshness::Lifetime) -> (Instant, Instant, Instant) {
+        let fresh = now + life.ttl;
+        let grace = fresh + life.grace;
         if self.cluster.confirmed(now) {
-            (fresh, grace)
+            (fresh, grace, grace + life.keep)
         } else {
-            let cap = now + self.cluster.unconfirmed_ttl();
-            (fresh.min(cap), fresh.min(cap))
+            let cap = fresh.min(now + self.cluster.unconfirmed_ttl());
+            (cap, cap, cap)
         }
     }
 
@@ -408,17 +505,7 @@ impl Proxy {
         let Ok(mut req) = self.fill_request(lk, client) else {
             return;
         };
-        // Revalidate when the object has the origin's validators.
-        if let Some(etag) = stale
-            .headers
-            .get(header::ETAG)
-            .filter(|_| stale.etag.as_ref().is_some_and(|e| !is_derived_etag(e)))
-        {
-            req.headers_mut().insert(header::IF_NONE_MATCH, etag.clone());
-        }
-        if let Some(lm) = stale.headers.get(header::LAST_MODIFIED) {
-            req.headers_mut().insert(header::IF_MODIFIED_SINCE, lm.clone());
-        }
+        add_validators(req.headers_mut(), stale);
         let this = self.clone();
         let primary = lk.primary.clone();
         let stale = stale.clone();
@@ -463,37 +550,17 @@ impl Proxy {
             return Flight::Failed(parts.status);
         }
         if parts.status == StatusCode::NOT_MODIFIED {
-            let mut headers = stale.headers.clone();
-            for (name, value) in parts.headers.iter() {
-                if !NOT_STORED.contains(name) {
-                    headers.insert(name.clone(), value.clone());
-                }
-            }
-            return match freshness::lifetime(&self.cfg().cache, stale.status, &headers, SystemTime::now()) {
-                Ok(life) => {
-                    let now = Instant::now();
-                    let (fresh_until, grace_until) = self.lifetime_bounds(now, &life);
-                    let obj = Arc::new(Object {
-                        status: stale.status,
-                        headers,
-                        identity: stale.identity.clone(),
-                        gzip: stale.gzip.clone(),
-                        br: stale.br.clone(),
-                        etag: stale.etag.clone(),
-                        last_modified: stale.last_modified,
-                        stored_at: now,
-                        initial_age: life.initial_age,
-                        fresh_until,
-                        grace_until,
-                        compressible: stale.compressible,
-                        tags: stale.tags.clone(),
-                        id: cache::next_object_id(),
-                        banned: std::sync::atomic::AtomicBool::new(false),
-                    });
+            let (obj, verdict) = self.revalidated(stale, &parts.headers);
+            return match verdict {
+                Ok(()) => {
                     let _ = self.store_object(primary, &req_headers, &obj, generation);
                     Flight::Stored(obj, generation)
                 }
-                Err(_) => Flight::Uncacheable,
+                Err(why) => {
+                    self.metrics.not_stored(why.as_str());
+                    self.store.remove(&key);
+                    self.remember_uncacheable(&key, stale.status, why)
+                }
             };
         }
         let life = match freshness::lifetime(&self.cfg().cache, parts.status, &parts.headers, SystemTime::now()) {
@@ -555,6 +622,27 @@ fn fnv1a(data: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// Whether an object has a validator of the origin's (not an `ETag` the proxy derived), so a
+/// conditional request can revalidate it.
+pub(super) fn revalidatable(o: &Object) -> bool {
+    o.headers.contains_key(header::LAST_MODIFIED) || o.etag.as_ref().is_some_and(|e| !is_derived_etag(e))
+}
+
+/// Makes a request revalidate a stored object: its origin `ETag` as `If-None-Match`, its
+/// `Last-Modified` as `If-Modified-Since` (RFC 9111 §4.3.1).
+fn add_validators(req: &mut HeaderMap, stale: &Object) {
+    if let Some(etag) = stale
+        .headers
+        .get(header::ETAG)
+        .filter(|_| stale.etag.as_ref().is_some_and(|e| !is_derived_etag(e)))
+    {
+        req.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(lm) = stale.headers.get(header::LAST_MODIFIED) {
+        req.insert(header::IF_MODIFIED_SINCE, lm.clone());
+    }
 }
 
 fn is_derived_etag(e: &HeaderValue) -> bool {

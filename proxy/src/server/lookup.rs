@@ -26,6 +26,8 @@ impl Proxy {
         for _ in 0..MAX_FLIGHT_RETRIES {
             let (key, slot) = self.find(&lk);
             let now = Instant::now();
+            // An object past its grace that has validators: the fill revalidates it.
+            let mut stale = None;
             match slot {
                 Some(Slot::Object(o)) if o.is_fresh(now) => {
                     let status = hit_status(o.ttl_secs(now));
@@ -43,6 +45,7 @@ impl Proxy {
                         Outcome::Stale,
                     );
                 }
+                Some(Slot::Object(o)) if now < o.keep_until && fill::revalidatable(&o) => stale = Some(o),
                 Some(Slot::HitForPass(until, _)) if now < until => {
                     return self.pass(lk.parts, body, client, PassReason::HitForPass).await;
                 }
@@ -68,7 +71,7 @@ impl Proxy {
                         tx,
                         done: false,
                     };
-                    match self.fill(&lk, key, guard, client).await {
+                    match self.fill(&lk, key, guard, client, stale).await {
                         Some(answer) => return answer,
                         None => continue,
                     }
@@ -131,7 +134,9 @@ impl Proxy {
         status: HeaderValue,
     ) -> Response<ProxyBody> {
         let age = age_value(o.age(Instant::now()));
-        if o.status == StatusCode::OK && not_modified(req, o) {
+        if o.status == StatusCode::OK
+            && validators::not_modified(req, o.etag.as_ref(), o.last_modified, o.headers.get(header::DATE))
+        {
             let mut resp = Response::new(ProxyBody::Empty);
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
             let h = resp.headers_mut();
@@ -177,81 +182,5 @@ impl Proxy {
         h.insert(header::AGE, age);
         h.insert(&CACHE_STATUS, status);
         resp
-    }
-}
-
-/// Whether a request's validators match the object (RFC 9110 §13.1.1, §13.1.3).
-fn not_modified(req: &HeaderMap, o: &Object) -> bool {
-    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        let Some(etag) = o.etag.as_ref().and_then(|e| e.to_str().ok()) else {
-            return false;
-        };
-        let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
-        return inm.split(',').any(|t| t.trim() == "*" || weak(t) == weak(etag));
-    }
-    if let (Some(ims), Some(lm)) = (req.get(header::IF_MODIFIED_SINCE), o.last_modified) {
-        if let Some(ims) = ims.to_str().ok().and_then(|s| httpdate::parse_http_date(s).ok()) {
-            return lm <= ims;
-        }
-    }
-    false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn obj(etag: Option<&str>, lm: Option<SystemTime>) -> Object {
-        let now = Instant::now();
-        Object {
-            status: StatusCode::OK,
-            headers: HeaderMap::new(),
-            identity: Bytes::new(),
-            gzip: None,
-            br: None,
-            etag: etag.map(|e| HeaderValue::from_str(e).unwrap()),
-            last_modified: lm,
-            stored_at: now,
-            initial_age: Duration::ZERO,
-            fresh_until: now,
-            grace_until: now,
-            compressible: false,
-            tags: Box::default(),
-            id: cache::next_object_id(),
-            banned: Default::default(),
-        }
-    }
-
-    fn req(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn etag_matching_is_weak() {
-        let o = obj(Some("W/\"abc\""), None);
-        assert!(not_modified(&req(&[("if-none-match", "\"abc\"")]), &o));
-        assert!(not_modified(&req(&[("if-none-match", "\"x\", W/\"abc\"")]), &o));
-        assert!(not_modified(&req(&[("if-none-match", "*")]), &o));
-        assert!(!not_modified(&req(&[("if-none-match", "\"abd\"")]), &o));
-        assert!(!not_modified(&HeaderMap::new(), &o));
-    }
-
-    #[test]
-    fn if_modified_since_compares_dates_and_yields_to_etags() {
-        let lm = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let o = obj(Some("\"a\""), Some(lm));
-        let same = httpdate::fmt_http_date(lm);
-        let before = httpdate::fmt_http_date(lm - Duration::from_secs(1));
-        assert!(not_modified(&req(&[("if-modified-since", &same)]), &o));
-        assert!(!not_modified(&req(&[("if-modified-since", &before)]), &o));
-        assert!(!not_modified(
-            &req(&[("if-modified-since", &same), ("if-none-match", "\"b\"")]),
-            &o
-        ));
     }
 }

@@ -5,6 +5,7 @@
 mod attacks;
 mod cluster;
 mod comments;
+mod conformance;
 mod fixture;
 mod harness;
 mod http_edges;

@@ -1,0 +1,303 @@
+//! HTTP caching by the book (RFC 9111, 9110, 9213, 9211) against a programmable origin:
+//! revalidation and 304 updates, what is stored, freshness parsing, targeted cache control,
+//! ranges, request directives, Vary. Each test names the behaviour it pins.
+//!
+//! Every test is bounded in time; none asserts on how fast something happened. Tests that
+//! need a response to expire use `max-age=1` and wait a little over a second.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use tokio::time::{sleep, timeout};
+
+use crate::fixture::{full, Fixture, FixtureBody};
+use crate::harness::TestProxy;
+
+/// Runs a test body, failing it if it takes longer than `secs`.
+async fn bounded(secs: u64, f: impl Future<Output = ()>) {
+    timeout(Duration::from_secs(secs), f)
+        .await
+        .unwrap_or_else(|_| panic!("test did not finish within {secs} s"));
+}
+
+/// An origin response with headers and a body.
+fn reply(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<FixtureBody> {
+    let mut b = Response::builder().status(status);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(full(body)).expect("fixture response")
+}
+
+/// A request as the origin saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    headers: HeaderMap,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+/// A programmable origin that answers the n-th request it gets (from 1) with `answer(n, seen)`
+/// and remembers every request.
+struct Origin {
+    fixture: Fixture,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Origin {
+    async fn start(answer: impl Fn(usize, &Seen) -> Response<FixtureBody> + Send + Sync + 'static) -> Origin {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let log = seen.clone();
+        let answer = Arc::new(answer);
+        let fixture = Fixture::start(move |req| {
+            let log = log.clone();
+            let answer = answer.clone();
+            async move {
+                let s = Seen {
+                    headers: req.headers().clone(),
+                };
+                let n = {
+                    let mut l = log.lock().unwrap();
+                    l.push(s.clone());
+                    l.len()
+                };
+                answer(n, &s)
+            }
+        })
+        .await;
+        Origin { fixture, seen }
+    }
+
+    fn url(&self) -> String {
+        self.fixture.url()
+    }
+
+    /// The requests received so far.
+    fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+/// An exact HTTP cache: no default TTL, no grace, objects with validators kept an hour to be
+/// revalidated.
+const EXACT: &[(&str, &str)] = &[
+    ("cache", "default_ttl = \"0s\""),
+    ("cache", "grace = \"0s\""),
+    ("cache", "keep = \"1h\""),
+];
+
+/// Waits until a `max-age=1` response has expired.
+async fn expire() {
+    sleep(Duration::from_millis(1200)).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Revalidation (RFC 9111 §4.3) and updating stored headers from a 304 (§3.2)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_response_with_an_etag_is_revalidated_and_a_304_updates_its_headers() {
+    bounded(30, async {
+        let origin = Origin::start(|_, req| {
+            if req.header("if-none-match") == "\"v1\"" {
+                reply(
+                    304,
+                    &[
+                        ("etag", "\"v1-changed\""),
+                        ("cache-control", "max-age=60"),
+                        ("content-type", "text/plain;charset=utf-8"),
+                        ("x-updated", "by-304"),
+                    ],
+                    "",
+                )
+            } else {
+                reply(
+                    200,
+                    &[
+                        ("etag", "\"v1\""),
+                        ("cache-control", "max-age=1"),
+                        ("content-type", "text/plain"),
+                        ("x-updated", "no"),
+                        ("x-kept", "stored"),
+                    ],
+                    "version one",
+                )
+            }
+        })
+        .await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+
+        let first = proxy.get("/page", &[]).await;
+        assert_eq!((first.status.as_u16(), first.x_cache()), (200, "MISS"));
+        expire().await;
+        let second = proxy.get("/page", &[]).await;
+        assert_eq!(second.status, 200);
+        assert_eq!(second.text(), "version one", "the stored body, revalidated");
+        assert!(
+            second.header("cache-status").contains("fwd=stale; fwd-status=304"),
+            "{:?}",
+            second.headers
+        );
+        assert_eq!(second.header("x-updated"), "by-304");
+        assert_eq!(second.header("cache-control"), "max-age=60");
+        assert_eq!(second.header("content-type"), "text/plain;charset=utf-8");
+        assert_eq!(second.header("x-kept"), "stored", "fields the 304 omits are kept");
+        assert_eq!(second.header("etag"), "\"v1\"", "the validator is not replaced");
+        let seen = origin.requests();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1].header("if-none-match"), "\"v1\"", "a conditional request");
+
+        let third = proxy.get("/page", &[]).await;
+        assert_eq!((third.x_cache(), third.text().as_str()), ("HIT", "version one"));
+        assert_eq!(third.header("x-updated"), "by-304", "the stored headers were updated");
+        assert_eq!(origin.count(), 2, "fresh again for 60 s");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_response_with_last_modified_is_revalidated_with_if_modified_since() {
+    bounded(30, async {
+        const LM: &str = "Wed, 01 Jan 2020 00:00:00 GMT";
+        let origin = Origin::start(|_, req| {
+            if req.header("if-modified-since") == LM {
+                reply(304, &[("cache-control", "max-age=60")], "")
+            } else {
+                reply(200, &[("last-modified", LM), ("cache-control", "max-age=1")], "dated")
+            }
+        })
+        .await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+        proxy.get("/dated", &[]).await;
+        expire().await;
+        let r = proxy.get("/dated", &[]).await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "dated"));
+        assert_eq!(origin.requests()[1].header("if-modified-since"), LM);
+        assert_eq!(proxy.get("/dated", &[]).await.x_cache(), "HIT");
+        assert_eq!(origin.count(), 2);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cache_responses_are_stored_and_revalidated_on_every_use() {
+    bounded(30, async {
+        let origin = Origin::start(|_, req| {
+            if req.header("if-none-match") == "\"nc\"" {
+                reply(304, &[], "")
+            } else {
+                reply(
+                    200,
+                    &[("etag", "\"nc\""), ("cache-control", "no-cache, max-age=3600")],
+                    "body",
+                )
+            }
+        })
+        .await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+        for _ in 0..3 {
+            let r = proxy.get("/nc", &[]).await;
+            assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "body"));
+        }
+        let seen = origin.requests();
+        assert_eq!(seen.len(), 3, "every use asks the origin");
+        assert_eq!(seen[0].header("if-none-match"), "");
+        assert_eq!(seen[1].header("if-none-match"), "\"nc\"");
+        assert_eq!(seen[2].header("if-none-match"), "\"nc\"");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn must_revalidate_is_never_served_stale_even_with_grace() {
+    bounded(30, async {
+        let origin = Origin::start(|n, req| {
+            if req.header("if-none-match") == "\"mr\"" {
+                reply(304, &[("x-revalidation", n.to_string().as_str())], "")
+            } else {
+                reply(
+                    200,
+                    &[("etag", "\"mr\""), ("cache-control", "max-age=1, must-revalidate")],
+                    "mr",
+                )
+            }
+        })
+        .await;
+        // The WordPress defaults (an hour of grace) with a keep.
+        let proxy = TestProxy::start(&origin.url(), &[("cache", "keep = \"1h\"")]).await;
+        proxy.get("/mr", &[]).await;
+        expire().await;
+        let r = proxy.get("/mr", &[]).await;
+        assert_eq!(r.x_cache(), "MISS", "not STALE: revalidated before use");
+        assert_eq!(r.header("x-revalidation"), "2");
+        assert_eq!(origin.requests()[1].header("if-none-match"), "\"mr\"");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_that_forbids_storing_drops_the_stored_response() {
+    bounded(30, async {
+        let origin = Origin::start(|_, req| {
+            if req.header("if-none-match") == "\"x\"" {
+                reply(304, &[("cache-control", "no-store")], "")
+            } else {
+                reply(200, &[("etag", "\"x\""), ("cache-control", "max-age=1")], "x")
+            }
+        })
+        .await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+        proxy.get("/x", &[]).await;
+        expire().await;
+        let r = proxy.get("/x", &[]).await;
+        assert_eq!(
+            (r.status.as_u16(), r.text().as_str()),
+            (200, "x"),
+            "this client still gets it"
+        );
+        assert!(r.header("cache-status").contains("detail=no-store"), "{:?}", r.headers);
+        let again = proxy.get("/x", &[]).await;
+        assert_ne!(again.x_cache(), "HIT");
+        assert_eq!(
+            origin.requests()[2].header("if-none-match"),
+            "",
+            "nothing left to revalidate"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_conditionals_are_answered_from_the_store_by_weak_comparison() {
+    bounded(30, async {
+        let origin =
+            Origin::start(|_, _| reply(200, &[("etag", "W/\"abc\""), ("cache-control", "max-age=60")], "b")).await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+        proxy.get("/c", &[]).await;
+        for (inm, status) in [
+            ("\"abc\"", 304),
+            ("\"x\", W/\"abc\"", 304),
+            ("\"1\", \"2\"", 200),
+            ("*", 304),
+        ] {
+            let r = proxy.get("/c", &[("if-none-match", inm)]).await;
+            assert_eq!(r.status.as_u16(), status, "{inm}");
+            if status == 304 {
+                assert_eq!(r.header("etag"), "W/\"abc\"", "a 304 carries the ETag");
+            }
+        }
+        assert_eq!(origin.count(), 1);
+    })
+    .await;
+}
