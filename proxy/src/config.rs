@@ -27,6 +27,10 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 /// How long past its grace an object with validators is kept to be revalidated (WordPress
 /// pages carry none, and grace already revalidates the assets that do).
 pub const DEFAULT_KEEP: Duration = Duration::ZERO;
+/// Heuristic freshness, as a fraction of the time since `Last-Modified`, for responses
+/// without explicit freshness when `default_ttl` is zero (0: none; WordPress's default TTL
+/// decides instead).
+pub const DEFAULT_HEURISTIC_FRACTION: f64 = 0.0;
 /// Largest body the cache stores; larger ones stream through.
 pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 8 << 20;
 /// How long requests wait for another request's origin fetch of the same key.
@@ -204,6 +208,7 @@ struct RawCache {
     background_refreshes: Option<i64>,
     hit_for_pass_ttl: Option<toml::Value>,
     keep: Option<toml::Value>,
+    heuristic_fraction: Option<toml::Value>,
     max_variants: Option<i64>,
     compress_min_size: Option<toml::Value>,
     brotli: Option<bool>,
@@ -450,6 +455,9 @@ pub struct CacheConfig {
     /// kept, so that the next request revalidates it (a conditional request, answered `304`
     /// when unchanged) instead of fetching it again.
     pub keep: Duration,
+    /// Freshness of a response without explicit freshness, when `default_ttl` is zero: this
+    /// fraction of the time since its `Last-Modified` (RFC 9111 §4.2.2), at most a day.
+    pub heuristic_fraction: f64,
     /// Largest body stored.
     pub max_object_size: u64,
     /// How long a request waits on another's fetch of the same key.

@@ -1,14 +1,23 @@
 //! Storability and freshness of origin responses (RFC 9111, RFC 5861).
 //!
 //! Given the origin's status and headers, decide whether a shared cache may store the
-//! response and for how long it is fresh, then how long it may be served stale. Pure: the
-//! caller supplies the current time.
+//! response and for how long it is fresh, then how long it may be served stale, and what a
+//! `304` changes in a stored response. Pure: the caller supplies the current time. Reading
+//! the fields themselves is [`directives`]'s part.
 
 use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderMap, StatusCode};
+use http::header::{self, HeaderMap, HeaderName};
+use http::StatusCode;
 
 use crate::config::CacheConfig;
+
+mod directives;
+
+pub use directives::{age, expires, http_date, CacheControl, MAX_DELTA};
+
+/// Heuristic freshness never exceeds this, however old `Last-Modified` is.
+pub const HEURISTIC_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a response is not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +56,8 @@ impl NoStore {
     }
 }
 
-/// How long a stored response lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How long a stored response lives, and what of it is not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lifetime {
     /// Time it is fresh from now (already net of the origin's `Age`). Zero for a response
     /// stored only to be revalidated on its next use (`no-cache`, `max-age=0` with a
@@ -61,58 +70,9 @@ pub struct Lifetime {
     pub keep: Duration,
     /// The origin's `Age` when it arrived, carried on into our `Age` header.
     pub initial_age: Duration,
-}
-
-/// The directives of a `Cache-Control` header that matter to a shared cache.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CacheControl {
-    pub no_store: bool,
-    pub no_cache: bool,
-    pub private: bool,
-    pub public: bool,
-    pub must_revalidate: bool,
-    pub max_age: Option<u64>,
-    pub s_maxage: Option<u64>,
-    pub stale_while_revalidate: Option<u64>,
-    pub stale_if_error: Option<u64>,
-}
-
-impl CacheControl {
-    /// Parses every `Cache-Control` header line; unknown directives are ignored.
-    pub fn parse(headers: &HeaderMap) -> CacheControl {
-        let mut cc = CacheControl::default();
-        for value in headers.get_all(header::CACHE_CONTROL) {
-            let Ok(v) = value.to_str() else { continue };
-            for d in v.split(',') {
-                let (name, arg) = match d.split_once('=') {
-                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                    None => (d.trim(), None),
-                };
-                let secs = || arg.and_then(|a| a.parse::<u64>().ok());
-                match name.to_ascii_lowercase().as_str() {
-                    "no-store" => cc.no_store = true,
-                    // `no-cache="Set-Cookie"` only restricts that field; treated like no-cache.
-                    "no-cache" => cc.no_cache = true,
-                    "private" => cc.private = true,
-                    "public" => cc.public = true,
-                    "must-revalidate" | "proxy-revalidate" => cc.must_revalidate = true,
-                    "max-age" => cc.max_age = secs().or(Some(0)),
-                    "s-maxage" => cc.s_maxage = secs().or(Some(0)),
-                    "stale-while-revalidate" => cc.stale_while_revalidate = secs(),
-                    "stale-if-error" => cc.stale_if_error = secs(),
-                    _ => {}
-                }
-            }
-        }
-        cc
-    }
-}
-
-fn header_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| httpdate::parse_http_date(s).ok())
+    /// Fields the stored copy leaves out: those `private="…"` and `no-cache="…"` name (the
+    /// client whose request brought the response still gets them).
+    pub strip: Vec<HeaderName>,
 }
 
 /// Whether a response carries a validator a conditional request can use.
@@ -120,14 +80,34 @@ pub fn has_validator(headers: &HeaderMap) -> bool {
     headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
 }
 
+/// Heuristic freshness (RFC 9111 §4.2.2): `fraction` of the time between `Last-Modified` and
+/// the response's `Date` (or `now`), at most [`HEURISTIC_MAX`]; zero without a usable
+/// `Last-Modified`.
+pub fn heuristic(headers: &HeaderMap, fraction: f64, now: SystemTime) -> Duration {
+    let Some(modified) = headers.get(header::LAST_MODIFIED).and_then(http_date) else {
+        return Duration::ZERO;
+    };
+    let date = headers.get(header::DATE).and_then(http_date).unwrap_or(now);
+    let age = date.duration_since(modified).unwrap_or(Duration::ZERO);
+    Duration::try_from_secs_f64(age.as_secs_f64() * fraction.clamp(0.0, 1.0))
+        .unwrap_or(HEURISTIC_MAX)
+        .min(HEURISTIC_MAX)
+}
+
 /// Decides whether a response may be stored and for how long.
 ///
-/// Freshness order: `s-maxage` > `max-age` > `Expires` − `Date` > `cache.default_ttl`. Grace is
-/// `cache.grace`, or the larger `stale-while-revalidate`/`stale-if-error` the origin asks for;
-/// `must-revalidate`, `proxy-revalidate`, `s-maxage` and `no-cache` forbid serving stale, so
-/// grace is zero. A response with no freshness left (`no-cache`, `max-age=0`, an `Age` past
-/// its lifetime) is stored only when it has a validator and `cache.keep` is set: its next
-/// use revalidates it; otherwise it is not stored ([`NoStore::Expired`]).
+/// Freshness order (RFC 9111 §4.2.1): `s-maxage` > `max-age` > `Expires` − `Date` (an
+/// `Expires` that is not an HTTP-date means already expired; without a valid `Date`, the
+/// time of receipt stands in) > `cache.default_ttl` > heuristic freshness (a
+/// `cache.heuristic_fraction` of the time since `Last-Modified`, when `default_ttl` is zero),
+/// minus the origin's `Age` (an `Age` that is not one delta-seconds makes the response
+/// stale). Grace is `cache.grace`, or the larger `stale-while-revalidate`/`stale-if-error`
+/// the origin asks for; `must-revalidate`, `proxy-revalidate`, `s-maxage` and `no-cache`
+/// forbid serving stale, so grace is zero. A response with no freshness left (`no-cache`,
+/// `max-age=0`, an `Age` past its lifetime) is stored only when it has a validator and
+/// `cache.keep` is set: its next use revalidates it; otherwise it is not stored
+/// ([`NoStore::Expired`]). Fields named by `private="…"` or `no-cache="…"` are left out of
+/// the stored copy ([`Lifetime::strip`]).
 pub fn lifetime(
     cfg: &CacheConfig,
     status: StatusCode,
@@ -144,7 +124,8 @@ pub fn lifetime(
     if cc.private {
         return Err(NoStore::Private);
     }
-    if headers.contains_key(header::SET_COOKIE) {
+    let strip: Vec<HeaderName> = cc.private_fields.iter().chain(&cc.no_cache_fields).cloned().collect();
+    if headers.contains_key(header::SET_COOKIE) && !strip.contains(&header::SET_COOKIE) {
         return Err(NoStore::SetCookie);
     }
     if headers
@@ -154,28 +135,22 @@ pub fn lifetime(
     {
         return Err(NoStore::VaryStar);
     }
-    let age = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
     let lifetime = if let Some(s) = cc.s_maxage.or(cc.max_age) {
         Duration::from_secs(s)
-    } else if let Some(expires) = headers.get(header::EXPIRES) {
-        // An invalid Expires (e.g. "0") means already expired.
-        let date = header_date(headers, header::DATE).unwrap_or(now);
-        match expires.to_str().ok().and_then(|s| httpdate::parse_http_date(s).ok()) {
-            Some(e) => e.duration_since(date).unwrap_or(Duration::ZERO),
-            None => Duration::ZERO,
-        }
-    } else {
+    } else if let Some(expires) = expires(headers) {
+        let date = headers.get(header::DATE).and_then(http_date).unwrap_or(now);
+        expires.map_or(Duration::ZERO, |e| e.duration_since(date).unwrap_or(Duration::ZERO))
+    } else if !cfg.default_ttl.is_zero() {
         cfg.default_ttl
-    };
-    // `no-cache`: stored, but never used without revalidating it first.
-    let ttl = if cc.no_cache {
-        Duration::ZERO
     } else {
-        lifetime.saturating_sub(age)
+        heuristic(headers, cfg.heuristic_fraction, now)
+    };
+    // An Age that cannot be read: held somewhere for an unknown time, so stale.
+    let age = age(headers);
+    // `no-cache`: stored, but never used without revalidating it first.
+    let ttl = match age {
+        Some(age) if !cc.no_cache => lifetime.saturating_sub(age).min(Duration::from_secs(MAX_DELTA)),
+        _ => Duration::ZERO,
     };
     let keep = if has_validator(headers) {
         cfg.keep
@@ -198,7 +173,8 @@ pub fn lifetime(
         ttl,
         grace,
         keep,
-        initial_age: age,
+        initial_age: age.unwrap_or(Duration::ZERO),
+        strip,
     })
 }
 
@@ -468,5 +444,142 @@ mod tests {
         assert_eq!(all("age"), ["0"]);
         assert_eq!(all("cache-status"), ["Strata"]);
         assert!(!u.contains_key("content-length") && !u.contains_key("content-range"));
+    }
+
+    #[test]
+    fn heuristic_freshness_is_a_fraction_of_the_time_since_last_modified_when_there_is_no_default_ttl() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut c = cfg();
+        c.default_ttl = Duration::ZERO;
+        c.heuristic_fraction = 0.1;
+        let lm = |ago: u64| httpdate::fmt_http_date(now - Duration::from_secs(ago));
+        let l = lifetime(&c, StatusCode::OK, &h(&[("last-modified", &lm(3600))]), now).unwrap();
+        assert_eq!(l.ttl, Duration::from_secs(360));
+        let old = lifetime(&c, StatusCode::OK, &h(&[("last-modified", &lm(900_000))]), now).unwrap();
+        assert_eq!(old.ttl, HEURISTIC_MAX, "capped");
+        // Measured from the response's Date when it has one.
+        let dated = h(&[("last-modified", &lm(3600)), ("date", &lm(1800))]);
+        assert_eq!(
+            lifetime(&c, StatusCode::OK, &dated, now).unwrap().ttl,
+            Duration::from_secs(180)
+        );
+        // Explicit freshness, a default TTL, no Last-Modified, or no fraction: no heuristic.
+        let explicit = h(&[("last-modified", &lm(3600)), ("cache-control", "max-age=5")]);
+        assert_eq!(
+            lifetime(&c, StatusCode::OK, &explicit, now).unwrap().ttl,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            lifetime(&c, StatusCode::OK, &HeaderMap::new(), now),
+            Err(NoStore::Expired)
+        );
+        assert_eq!(
+            lifetime(&cfg(), StatusCode::OK, &h(&[("last-modified", &lm(3600))]), now)
+                .unwrap()
+                .ttl,
+            Duration::from_secs(120),
+            "the default TTL comes first"
+        );
+        c.heuristic_fraction = 0.0;
+        assert_eq!(
+            lifetime(&c, StatusCode::OK, &h(&[("last-modified", &lm(3600))]), now),
+            Err(NoStore::Expired)
+        );
+        // Only heuristically cacheable statuses.
+        c.heuristic_fraction = 0.1;
+        for status in [201, 202, 403, 502, 503, 504] {
+            let s = StatusCode::from_u16(status).unwrap();
+            assert_eq!(
+                lifetime(&c, s, &h(&[("last-modified", &lm(3600))]), now),
+                Err(NoStore::Status),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn expires_is_read_in_any_date_format_and_an_unreadable_one_is_past() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777 - 100);
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            let l = lifetime(&cfg(), StatusCode::OK, &h(&[("expires", form)]), now).unwrap();
+            assert_eq!(l.ttl, Duration::from_secs(100), "{form}");
+        }
+        for bad in ["0", "Sun, 06 Nov 1994 08:49:37 UTC", "never"] {
+            assert_eq!(
+                lifetime(&cfg(), StatusCode::OK, &h(&[("expires", bad)]), now),
+                Err(NoStore::Expired),
+                "{bad}"
+            );
+        }
+        // A Date that is not a date: the time of receipt stands in.
+        let l = lifetime(
+            &cfg(),
+            StatusCode::OK,
+            &h(&[("expires", "Sun, 06 Nov 1994 08:49:37 GMT"), ("date", "garbage")]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(l.ttl, Duration::from_secs(100));
+        // max-age wins over any Expires, even an invalid one.
+        let l = lifetime(
+            &cfg(),
+            StatusCode::OK,
+            &h(&[("cache-control", "max-age=7"), ("expires", "0")]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(l.ttl, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn an_unreadable_age_or_freshness_directive_means_stale() {
+        for age in ["abc", "-7200", "7200.0", "0, 0", "7200;foo=bar"] {
+            let hdrs = h(&[("cache-control", "max-age=3600"), ("age", age)]);
+            assert_eq!(
+                lifetime(&cfg(), StatusCode::OK, &hdrs, NOW),
+                Err(NoStore::Expired),
+                "{age}"
+            );
+        }
+        for cc in [
+            "max-age=3600a",
+            "max-age=1.5",
+            "max-age='3600'",
+            "max-age =3600",
+            "max-age=3600, max-age=1",
+        ] {
+            assert_eq!(
+                lifetime(&cfg(), StatusCode::OK, &h(&[("cache-control", cc)]), NOW),
+                Err(NoStore::Expired),
+                "{cc}"
+            );
+        }
+        let huge = lifetime(
+            &cfg(),
+            StatusCode::OK,
+            &h(&[("cache-control", "max-age=99999999999")]),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(huge.ttl, Duration::from_secs(MAX_DELTA));
+    }
+
+    #[test]
+    fn fields_named_by_private_or_no_cache_are_left_out_of_the_stored_copy() {
+        let hdrs = h(&[
+            (
+                "cache-control",
+                "max-age=60, private=\"Set-Cookie\", no-cache=\"x-user\"",
+            ),
+            ("set-cookie", "a=b"),
+            ("x-user", "ann"),
+        ]);
+        let l = lifetime(&cfg(), StatusCode::OK, &hdrs, NOW).unwrap();
+        assert_eq!(l.strip, [header::SET_COOKIE, HeaderName::from_static("x-user")]);
+        assert_eq!(l.ttl, Duration::from_secs(60), "the rest is stored as usual");
     }
 }

@@ -228,6 +228,22 @@ pub(super) fn origin_config(c: &mut Checker, o: &RawOrigin) -> OriginConfig {
     }
 }
 
+/// A number from 0 to 1 (`0.1`, or `0` or `1`), or `default` when absent.
+pub(super) fn fraction(c: &mut Checker, key: &str, v: &Option<toml::Value>, default: f64) -> f64 {
+    let n = match v {
+        None => return default,
+        Some(toml::Value::Float(f)) => *f,
+        Some(toml::Value::Integer(i)) => *i as f64,
+        Some(_) => f64::NAN,
+    };
+    if (0.0..=1.0).contains(&n) {
+        n
+    } else {
+        c.problem(key, "expected a number from 0 to 1, such as 0.1");
+        default
+    }
+}
+
 /// `[cache]`.
 pub(super) fn cache_config(c: &mut Checker, k: &RawCache) -> CacheConfig {
     let cache = CacheConfig {
@@ -235,6 +251,12 @@ pub(super) fn cache_config(c: &mut Checker, k: &RawCache) -> CacheConfig {
         default_ttl: c.duration("cache.default_ttl", &k.default_ttl, DEFAULT_TTL),
         grace: c.duration("cache.grace", &k.grace, DEFAULT_GRACE),
         keep: c.duration("cache.keep", &k.keep, DEFAULT_KEEP),
+        heuristic_fraction: fraction(
+            c,
+            "cache.heuristic_fraction",
+            &k.heuristic_fraction,
+            DEFAULT_HEURISTIC_FRACTION,
+        ),
         max_object_size: c.size("cache.max_object_size", &k.max_object_size, DEFAULT_MAX_OBJECT_SIZE),
         lock_timeout: c.duration("cache.lock_timeout", &k.lock_timeout, DEFAULT_LOCK_TIMEOUT),
         background_refreshes: c.count(

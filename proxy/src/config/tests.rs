@@ -289,9 +289,21 @@ fn cache_section() {
     let (k, _) = checked(|c| cache_config(c, &RawCache::default()));
     assert_eq!(k.cacheable_statuses, DEFAULT_CACHEABLE_STATUSES);
     assert_eq!(k.keep, DEFAULT_KEEP);
-    let (k, problems) = checked(|c| cache_config(c, &raw("keep = \"1h\"\n")));
+    let (k, problems) = checked(|c| cache_config(c, &raw("keep = \"1h\"\nheuristic_fraction = 0.1\n")));
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(k.keep, Duration::from_secs(3600));
+    assert_eq!(k.heuristic_fraction, 0.1);
+    let (k, _) = checked(|c| cache_config(c, &raw("heuristic_fraction = 1\n")));
+    assert_eq!(k.heuristic_fraction, 1.0);
+    for bad in [
+        "heuristic_fraction = 1.5",
+        "heuristic_fraction = -0.1",
+        "heuristic_fraction = \"10%\"",
+    ] {
+        let (k, problems) = checked(|c| cache_config(c, &raw(bad)));
+        assert_eq!(keys(&problems), ["cache.heuristic_fraction"], "{bad}");
+        assert_eq!(k.heuristic_fraction, DEFAULT_HEURISTIC_FRACTION);
+    }
 
     let bad = "capacity = \"4MiB\"\nmax_object_size = \"2MiB\"\nlock_timeout = \"0\"\nbackground_refreshes = 0\n\
                max_variants = 1025\ncacheable_statuses = [200, 199, 600]\ngrace = \"1 hour\"\nkeep = 5\n";

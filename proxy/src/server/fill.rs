@@ -144,6 +144,12 @@ impl Proxy {
                 }
             }
         }
+        // Fields the stored copy leaves out still reach the client whose request brought them.
+        let withheld: Vec<(HeaderName, HeaderValue)> = life
+            .strip
+            .iter()
+            .flat_map(|n| parts.headers.get_all(n).iter().map(move |v| (n.clone(), v.clone())))
+            .collect();
         let obj = match self
             .build_object(parts, buf.freeze(), life, lk.parts.uri.path(), lk.query.as_deref())
             .await
@@ -176,10 +182,11 @@ impl Proxy {
                 obj.status.as_u16()
             )),
         };
-        Some(Answer::new(
-            self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status),
-            Outcome::Miss,
-        ))
+        let mut resp = self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status);
+        for (name, value) in withheld {
+            resp.headers_mut().append(name, value);
+        }
+        Some(Answer::new(resp, Outcome::Miss))
     }
 
     /// Records a hit-for-pass marker for answers that will not change on the next request,
@@ -249,6 +256,9 @@ impl Proxy {
         };
         let verdict = freshness::lifetime(&cfg.cache, stale.status, &headers, SystemTime::now());
         headers.insert(header::AGE, HeaderValue::from_static("0"));
+        for name in verdict.iter().flat_map(|l| &l.strip) {
+            headers.remove(name);
+        }
         let now = Instant::now();
         let (fresh_until, grace_until, keep_until) = match &verdict {
             Ok(life) => self.lifetime_bounds(now, life),
@@ -405,7 +415,10 @@ impl Proxy {
         let strip_tags = self.cfg().bans.strip_tag_headers;
         let mut headers = HeaderMap::with_capacity(parts.headers.len());
         for (name, value) in parts.headers.iter() {
-            if NOT_STORED.contains(name) || strip_tags && self.cfg().bans.tag_headers.contains(name) {
+            if NOT_STORED.contains(name)
+                || life.strip.contains(name)
+                || strip_tags && self.cfg().bans.tag_headers.contains(name)
+            {
                 continue;
             }
             if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {

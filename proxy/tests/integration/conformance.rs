@@ -35,6 +35,7 @@ fn reply(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Respo
 /// A request as the origin saw it.
 #[derive(Debug, Clone)]
 struct Seen {
+    path: String,
     headers: HeaderMap,
 }
 
@@ -61,6 +62,7 @@ impl Origin {
             let answer = answer.clone();
             async move {
                 let s = Seen {
+                    path: req.uri().path().to_string(),
                     headers: req.headers().clone(),
                 };
                 let n = {
@@ -90,11 +92,12 @@ impl Origin {
 }
 
 /// An exact HTTP cache: no default TTL, no grace, objects with validators kept an hour to be
-/// revalidated.
+/// revalidated, heuristic freshness.
 const EXACT: &[(&str, &str)] = &[
     ("cache", "default_ttl = \"0s\""),
     ("cache", "grace = \"0s\""),
     ("cache", "keep = \"1h\""),
+    ("cache", "heuristic_fraction = 0.1"),
 ];
 
 /// Waits until a `max-age=1` response has expired.
@@ -298,6 +301,164 @@ async fn client_conditionals_are_answered_from_the_store_by_weak_comparison() {
             }
         }
         assert_eq!(origin.count(), 1);
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Freshness (RFC 9111 §4.2, §5.1, §5.2; RFC 9110 §5.6.7)
+// ---------------------------------------------------------------------------------------
+
+/// A path and the response headers the origin answers it with.
+type Case = (&'static str, Vec<(&'static str, String)>);
+
+/// Two requests to each path of an origin that answers with the path's headers: whether the
+/// second was served from the store.
+async fn reused(paths: &[Case], cfg: &[(&str, &str)]) -> Vec<(String, bool)> {
+    let table: Arc<Vec<Case>> = Arc::new(paths.to_vec());
+    let t = table.clone();
+    let origin = Origin::start(move |_, req| {
+        let headers = t
+            .iter()
+            .find(|(p, _)| *p == req.path)
+            .map(|(_, h)| h.clone())
+            .unwrap_or_default();
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        reply(200, &pairs, "x")
+    })
+    .await;
+    let proxy = TestProxy::start(&origin.url(), cfg).await;
+    let mut out = Vec::new();
+    for (path, _) in table.iter() {
+        proxy.get(path, &[]).await;
+        let again = proxy.get(path, &[]).await;
+        out.push((path.to_string(), again.x_cache() == "HIT"));
+    }
+    out
+}
+
+fn http_date_ago(secs: i64) -> String {
+    let now = std::time::SystemTime::now();
+    let t = if secs >= 0 {
+        now - Duration::from_secs(secs as u64)
+    } else {
+        now + Duration::from_secs(secs.unsigned_abs())
+    };
+    httpdate::fmt_http_date(t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freshness_is_read_as_rfc_9111_says() {
+    bounded(30, async {
+        let in_an_hour = http_date_ago(-3600);
+        let cases = vec![
+            ("/max-age", vec![("cache-control", "max-age=3600".to_string())], true),
+            (
+                "/max-age-quoted",
+                vec![("cache-control", "max-age=\"3600\"".to_string())],
+                true,
+            ),
+            (
+                "/max-age-case",
+                vec![("cache-control", "MaX-AgE=3600".to_string())],
+                true,
+            ),
+            (
+                "/max-age-100a",
+                vec![("cache-control", "max-age=3600a".to_string())],
+                false,
+            ),
+            (
+                "/max-age-space",
+                vec![("cache-control", "max-age =3600".to_string())],
+                false,
+            ),
+            (
+                "/max-age-single-quoted",
+                vec![("cache-control", "max-age='3600'".to_string())],
+                false,
+            ),
+            (
+                "/max-age-in-quotes",
+                vec![("cache-control", "foo=\"max-age=3600\", max-age=0".to_string())],
+                false,
+            ),
+            (
+                "/max-age-twice",
+                vec![("cache-control", "max-age=3600, max-age=0".to_string())],
+                false,
+            ),
+            (
+                "/age-invalid",
+                vec![
+                    ("cache-control", "max-age=3600".to_string()),
+                    ("age", "abc".to_string()),
+                ],
+                false,
+            ),
+            (
+                "/age-list",
+                vec![
+                    ("cache-control", "max-age=3600".to_string()),
+                    ("age", "0, 0".to_string()),
+                ],
+                false,
+            ),
+            (
+                "/age-old",
+                vec![
+                    ("cache-control", "max-age=3600".to_string()),
+                    ("age", "7200".to_string()),
+                ],
+                false,
+            ),
+            ("/expires", vec![("expires", in_an_hour.clone())], true),
+            (
+                "/expires-rfc850",
+                vec![("expires", "Sunday, 06-Nov-44 08:49:37 GMT".to_string())],
+                true,
+            ),
+            (
+                "/expires-asctime",
+                vec![("expires", "Sun Nov  6 08:49:37 2044".to_string())],
+                true,
+            ),
+            ("/expires-invalid", vec![("expires", "0".to_string())], false),
+            ("/expires-past", vec![("expires", http_date_ago(10))], false),
+            ("/heuristic", vec![("last-modified", http_date_ago(100_000))], true),
+            ("/nothing", vec![], false),
+        ];
+        let paths: Vec<_> = cases.iter().map(|(p, h, _)| (*p, h.clone())).collect();
+        let got = reused(&paths, EXACT).await;
+        for ((path, reused), (_, _, want)) in got.iter().zip(&cases) {
+            assert_eq!(reused, want, "{path}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_named_by_private_are_not_stored_but_reach_the_first_client() {
+    bounded(30, async {
+        let origin = Origin::start(|_, _| {
+            reply(
+                200,
+                &[
+                    ("cache-control", "max-age=60, private=\"Set-Cookie\""),
+                    ("set-cookie", "session=first"),
+                    ("x-shared", "yes"),
+                ],
+                "page",
+            )
+        })
+        .await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+        let first = proxy.get("/p", &[]).await;
+        assert_eq!(first.header("set-cookie"), "session=first");
+        let second = proxy.get("/p", &[]).await;
+        assert_eq!(second.x_cache(), "HIT");
+        assert_eq!(second.header("set-cookie"), "", "not stored");
+        assert_eq!(second.header("x-shared"), "yes");
     })
     .await;
 }
