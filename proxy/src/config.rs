@@ -209,6 +209,8 @@ struct RawCache {
     hit_for_pass_ttl: Option<toml::Value>,
     keep: Option<toml::Value>,
     heuristic_fraction: Option<toml::Value>,
+    store_any_status: Option<bool>,
+    store_set_cookie: Option<bool>,
     max_variants: Option<i64>,
     compress_min_size: Option<toml::Value>,
     brotli: Option<bool>,
@@ -458,6 +460,14 @@ pub struct CacheConfig {
     /// Freshness of a response without explicit freshness, when `default_ttl` is zero: this
     /// fraction of the time since its `Last-Modified` (RFC 9111 §4.2.2), at most a day.
     pub heuristic_fraction: f64,
+    /// Store any final status (but `206` and `304`) when the response gives explicit
+    /// freshness (`s-maxage`, `max-age`, `Expires`) or says `public`, not only
+    /// `cacheable_statuses` (RFC 9111 §3: a `302`, `307` or `503` with `max-age` is storable).
+    pub store_any_status: bool,
+    /// Store a response that sets a cookie when it gives explicit freshness (RFC 9111 lets a
+    /// shared cache; every client then gets the cookie). Off for WordPress, whose cookies
+    /// are a visitor's own.
+    pub store_set_cookie: bool,
     /// Largest body stored.
     pub max_object_size: u64,
     /// How long a request waits on another's fetch of the same key.

@@ -16,6 +16,9 @@ mod directives;
 
 pub use directives::{age, expires, http_date, CacheControl, MAX_DELTA};
 
+/// `Clear-Site-Data` (W3C Clear Site Data).
+static CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
+
 /// Heuristic freshness never exceeds this, however old `Last-Modified` is.
 pub const HEURISTIC_MAX: Duration = Duration::from_secs(24 * 3600);
 
@@ -26,9 +29,12 @@ pub enum NoStore {
     NoStoreDirective,
     /// `Cache-Control: private` (a shared cache must not store it).
     Private,
-    /// The response sets a cookie: it is someone's, not everyone's.
+    /// The response sets a cookie: it is someone's, not everyone's (unless
+    /// `cache.store_set_cookie` and the response gives explicit freshness).
     SetCookie,
-    /// The status is not in `cache.cacheable_statuses`.
+    /// The status may not be stored: not in `cache.cacheable_statuses` (and, with
+    /// `cache.store_any_status`, no explicit freshness or `public` either), or never storable
+    /// (1xx, `206`, `304`).
     Status,
     /// `Vary: *` never matches a later request.
     VaryStar,
@@ -36,8 +42,15 @@ pub enum NoStore {
     Expired,
     /// The body is larger than `cache.max_object_size`.
     TooLarge,
-    /// The origin used a content coding the proxy does not decode.
+    /// The origin's gzip body could not be decoded.
     Encoding,
+    /// The request carried `Authorization` and the response does not say it may be shared
+    /// (`public`, `s-maxage` or `must-revalidate`: RFC 9111 §3.5).
+    Authorization,
+    /// `must-understand` with a status code the cache does not know.
+    MustUnderstand,
+    /// `Clear-Site-Data`: an instruction to one client's browser, never to be replayed.
+    ClearSiteData,
 }
 
 impl NoStore {
@@ -52,6 +65,9 @@ impl NoStore {
             NoStore::Expired => "expired",
             NoStore::TooLarge => "too-large",
             NoStore::Encoding => "encoding",
+            NoStore::Authorization => "authorization",
+            NoStore::MustUnderstand => "must-understand",
+            NoStore::ClearSiteData => "clear-site-data",
         }
     }
 }
@@ -94,7 +110,39 @@ pub fn heuristic(headers: &HeaderMap, fraction: f64, now: SystemTime) -> Duratio
         .min(HEURISTIC_MAX)
 }
 
+/// What of the request a response answers bears on storing it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Asked {
+    /// The request (as sent to the origin) carried `Authorization`.
+    pub authorization: bool,
+}
+
+/// Whether the cache knows a status code's semantics well enough to store it under
+/// `must-understand` (RFC 9111 §5.2.2.3): the codes RFC 9110 and its registry define.
+pub fn understood(status: StatusCode) -> bool {
+    status.canonical_reason().is_some()
+}
+
+/// Decides whether a response may be stored and for how long, for a request without
+/// `Authorization` (see [`stored_lifetime`]).
+pub fn lifetime(
+    cfg: &CacheConfig,
+    status: StatusCode,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Result<Lifetime, NoStore> {
+    stored_lifetime(cfg, Asked::default(), status, headers, now)
+}
+
 /// Decides whether a response may be stored and for how long.
+///
+/// Storable (RFC 9111 §3): a final status in `cache.cacheable_statuses`, or, with
+/// `cache.store_any_status`, any final status (but `206` and `304`) when the response gives
+/// explicit freshness or says `public`; not `no-store` (unless `must-understand` with a status
+/// the cache understands), `private`, `Vary: *`, `Clear-Site-Data`; `Set-Cookie` only with
+/// `cache.store_set_cookie` and explicit freshness (or when `private="Set-Cookie"` keeps the
+/// cookie out of the stored copy); an answer to a request with `Authorization` only with
+/// `public`, `s-maxage` or `must-revalidate` (§3.5).
 ///
 /// Freshness order (RFC 9111 §4.2.1): `s-maxage` > `max-age` > `Expires` − `Date` (an
 /// `Expires` that is not an HTTP-date means already expired; without a valid `Date`, the
@@ -108,25 +156,48 @@ pub fn heuristic(headers: &HeaderMap, fraction: f64, now: SystemTime) -> Duratio
 /// `cache.keep` is set: its next use revalidates it; otherwise it is not stored
 /// ([`NoStore::Expired`]). Fields named by `private="…"` or `no-cache="…"` are left out of
 /// the stored copy ([`Lifetime::strip`]).
-pub fn lifetime(
+pub fn stored_lifetime(
     cfg: &CacheConfig,
+    asked: Asked,
     status: StatusCode,
     headers: &HeaderMap,
     now: SystemTime,
 ) -> Result<Lifetime, NoStore> {
-    if !cfg.cacheable_statuses.contains(&status.as_u16()) {
+    let listed = cfg.cacheable_statuses.contains(&status.as_u16());
+    if !listed && !cfg.store_any_status
+        || status.is_informational()
+        || status == StatusCode::PARTIAL_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
         return Err(NoStore::Status);
     }
     let cc = CacheControl::parse(headers);
-    if cc.no_store {
+    let expires = expires(headers);
+    let explicit = cc.s_maxage.is_some() || cc.max_age.is_some() || expires.is_some();
+    if !listed && !explicit && !cc.public {
+        return Err(NoStore::Status);
+    }
+    if cc.must_understand && !understood(status) {
+        return Err(NoStore::MustUnderstand);
+    }
+    if cc.no_store && !cc.must_understand {
         return Err(NoStore::NoStoreDirective);
     }
     if cc.private {
         return Err(NoStore::Private);
     }
+    if asked.authorization && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate_only) {
+        return Err(NoStore::Authorization);
+    }
     let strip: Vec<HeaderName> = cc.private_fields.iter().chain(&cc.no_cache_fields).cloned().collect();
-    if headers.contains_key(header::SET_COOKIE) && !strip.contains(&header::SET_COOKIE) {
+    if headers.contains_key(header::SET_COOKIE)
+        && !strip.contains(&header::SET_COOKIE)
+        && !(cfg.store_set_cookie && explicit)
+    {
         return Err(NoStore::SetCookie);
+    }
+    if headers.contains_key(&CLEAR_SITE_DATA) {
+        return Err(NoStore::ClearSiteData);
     }
     if headers
         .get_all(header::VARY)
@@ -137,7 +208,7 @@ pub fn lifetime(
     }
     let lifetime = if let Some(s) = cc.s_maxage.or(cc.max_age) {
         Duration::from_secs(s)
-    } else if let Some(expires) = expires(headers) {
+    } else if let Some(expires) = expires {
         let date = headers.get(header::DATE).and_then(http_date).unwrap_or(now);
         expires.map_or(Duration::ZERO, |e| e.duration_since(date).unwrap_or(Duration::ZERO))
     } else if !cfg.default_ttl.is_zero() {
@@ -581,5 +652,112 @@ mod tests {
         let l = lifetime(&cfg(), StatusCode::OK, &hdrs, NOW).unwrap();
         assert_eq!(l.strip, [header::SET_COOKIE, HeaderName::from_static("x-user")]);
         assert_eq!(l.ttl, Duration::from_secs(60), "the rest is stored as usual");
+    }
+
+    fn status(n: u16) -> StatusCode {
+        StatusCode::from_u16(n).unwrap()
+    }
+
+    #[test]
+    fn with_store_any_status_any_final_status_with_explicit_freshness_is_stored() {
+        let mut c = cfg();
+        for n in [302, 303, 307, 400, 403, 499, 500, 502, 503, 504, 599, 299] {
+            let hdrs = h(&[("cache-control", "max-age=60")]);
+            assert_eq!(
+                lifetime(&c, status(n), &hdrs, NOW),
+                Err(NoStore::Status),
+                "{n}: WordPress's list only"
+            );
+            c.store_any_status = true;
+            assert_eq!(
+                lifetime(&c, status(n), &hdrs, NOW).unwrap().ttl,
+                Duration::from_secs(60),
+                "{n}"
+            );
+            let exp = h(&[("expires", "Thu, 01 Jan 1970 00:01:00 GMT")]);
+            assert_eq!(
+                lifetime(&c, status(n), &exp, NOW).unwrap().ttl,
+                Duration::from_secs(60),
+                "{n}"
+            );
+            assert_eq!(
+                lifetime(&c, status(n), &HeaderMap::new(), NOW),
+                Err(NoStore::Status),
+                "{n}: no freshness"
+            );
+            c.store_any_status = false;
+        }
+        c.store_any_status = true;
+        // `public` makes it storable under the default TTL or heuristics too.
+        let l = lifetime(&c, status(599), &h(&[("cache-control", "public")]), NOW).unwrap();
+        assert_eq!(l.ttl, Duration::from_secs(120));
+        for never in [100, 206, 304] {
+            let hdrs = h(&[("cache-control", "max-age=60")]);
+            assert_eq!(lifetime(&c, status(never), &hdrs, NOW), Err(NoStore::Status), "{never}");
+        }
+    }
+
+    #[test]
+    fn must_understand_stores_only_known_statuses_and_then_overrides_no_store() {
+        let mut c = cfg();
+        c.store_any_status = true;
+        let hdrs = h(&[("cache-control", "must-understand, no-store, max-age=60")]);
+        assert_eq!(lifetime(&c, status(599), &hdrs, NOW), Err(NoStore::MustUnderstand));
+        assert_eq!(
+            lifetime(&c, status(200), &hdrs, NOW).unwrap().ttl,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            lifetime(&c, status(200), &h(&[("cache-control", "no-store, max-age=60")]), NOW),
+            Err(NoStore::NoStoreDirective)
+        );
+    }
+
+    #[test]
+    fn answers_to_authorized_requests_are_stored_only_when_they_say_they_may_be_shared() {
+        let c = cfg();
+        let authorized = Asked { authorization: true };
+        for (cc, ok) in [
+            ("max-age=60", false),
+            ("proxy-revalidate, max-age=60", false),
+            ("public, max-age=60", true),
+            ("s-maxage=60", true),
+            ("must-revalidate, max-age=60", true),
+        ] {
+            let got = stored_lifetime(&c, authorized, StatusCode::OK, &h(&[("cache-control", cc)]), NOW);
+            assert_eq!(got.is_ok(), ok, "{cc}: {got:?}");
+            if !ok {
+                assert_eq!(got, Err(NoStore::Authorization));
+            }
+        }
+        let expires = h(&[("expires", "Thu, 01 Jan 1970 01:00:00 GMT")]);
+        assert_eq!(
+            stored_lifetime(&c, authorized, StatusCode::OK, &expires, NOW),
+            Err(NoStore::Authorization)
+        );
+    }
+
+    #[test]
+    fn set_cookie_is_stored_only_when_allowed_and_explicitly_fresh_and_clear_site_data_never() {
+        let mut c = cfg();
+        let explicit = h(&[("cache-control", "max-age=60"), ("set-cookie", "a=b")]);
+        let implicit = h(&[("set-cookie", "a=b")]);
+        assert_eq!(lifetime(&c, StatusCode::OK, &explicit, NOW), Err(NoStore::SetCookie));
+        c.store_set_cookie = true;
+        assert!(lifetime(&c, StatusCode::OK, &explicit, NOW).is_ok());
+        assert_eq!(
+            lifetime(&c, StatusCode::OK, &implicit, NOW),
+            Err(NoStore::SetCookie),
+            "the default TTL is no permission"
+        );
+        for csd in [
+            &[("clear-site-data", "\"cache\"")][..],
+            &[
+                ("clear-site-data", "\"cookies\""),
+                ("cache-control", "public, max-age=60"),
+            ],
+        ] {
+            assert_eq!(lifetime(&c, StatusCode::OK, &h(csd), NOW), Err(NoStore::ClearSiteData));
+        }
     }
 }

@@ -257,6 +257,8 @@ pub(super) fn cache_config(c: &mut Checker, k: &RawCache) -> CacheConfig {
             &k.heuristic_fraction,
             DEFAULT_HEURISTIC_FRACTION,
         ),
+        store_any_status: k.store_any_status.unwrap_or(false),
+        store_set_cookie: k.store_set_cookie.unwrap_or(false),
         max_object_size: c.size("cache.max_object_size", &k.max_object_size, DEFAULT_MAX_OBJECT_SIZE),
         lock_timeout: c.duration("cache.lock_timeout", &k.lock_timeout, DEFAULT_LOCK_TIMEOUT),
         background_refreshes: c.count(

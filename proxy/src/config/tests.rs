@@ -289,6 +289,9 @@ fn cache_section() {
     let (k, _) = checked(|c| cache_config(c, &RawCache::default()));
     assert_eq!(k.cacheable_statuses, DEFAULT_CACHEABLE_STATUSES);
     assert_eq!(k.keep, DEFAULT_KEEP);
+    assert!(!k.store_any_status && !k.store_set_cookie);
+    let (k, _) = checked(|c| cache_config(c, &raw("store_any_status = true\nstore_set_cookie = true\n")));
+    assert!(k.store_any_status && k.store_set_cookie);
     let (k, problems) = checked(|c| cache_config(c, &raw("keep = \"1h\"\nheuristic_fraction = 0.1\n")));
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(k.keep, Duration::from_secs(3600));

@@ -27,7 +27,13 @@ impl Proxy {
             Some(Slot::Vary(rule)) => rule.names.clone(),
             _ => Vec::new(),
         };
-        let headers = origin::fill_headers(&host, &vary, &lk.parts.headers, client.ip(), proto(&lk.parts))?;
+        let mut headers = origin::fill_headers(&host, &vary, &lk.parts.headers, client.ip(), proto(&lk.parts))?;
+        // Looked up with `Authorization` (`policy.pass_authorization = false`): the origin
+        // decides on the credentials, and the answer is stored only if it says it may be
+        // shared (`freshness::Asked`).
+        if let Some(auth) = lk.parts.headers.get(header::AUTHORIZATION) {
+            headers.insert(header::AUTHORIZATION, auth.clone());
+        }
         let mut req = Request::builder()
             .method(Method::GET)
             .uri(self.origin.uri(&lk.origin_path())?)
@@ -81,19 +87,21 @@ impl Proxy {
         if let Some(stale) = stale.filter(|_| parts.status == StatusCode::NOT_MODIFIED) {
             return Some(self.revalidated_answer(lk, &key, &stale, &parts.headers, &sent, guard, generation));
         }
-        let verdict =
-            freshness::lifetime(&self.cfg().cache, parts.status, &parts.headers, SystemTime::now()).and_then(|life| {
-                let too_big = content_length(&parts.headers).is_some_and(|n| n > self.cfg().cache.max_object_size);
-                let coding = parts
-                    .headers
-                    .get(header::CONTENT_ENCODING)
-                    .map(|v| v.as_bytes().to_ascii_lowercase());
-                match coding.as_deref() {
-                    _ if too_big => Err(NoStore::TooLarge),
-                    None | Some(b"identity") | Some(b"gzip") => Ok(life),
-                    Some(_) => Err(NoStore::Encoding),
-                }
-            });
+        let verdict = freshness::stored_lifetime(
+            &self.cfg().cache,
+            asked(&sent),
+            parts.status,
+            &parts.headers,
+            SystemTime::now(),
+        )
+        .and_then(|life| {
+            let too_big = content_length(&parts.headers).is_some_and(|n| n > self.cfg().cache.max_object_size);
+            if too_big {
+                Err(NoStore::TooLarge)
+            } else {
+                Ok(life)
+            }
+        });
         let life = match verdict {
             Ok(life) => life,
             Err(why) => {
@@ -192,6 +200,10 @@ impl Proxy {
     /// Records a hit-for-pass marker for answers that will not change on the next request,
     /// and says what the waiters should do.
     pub(super) fn remember_uncacheable(&self, key: &Arc<str>, status: StatusCode, why: NoStore) -> Flight {
+        if why == NoStore::Authorization {
+            // It depends on who asked: anonymous requests for the URL are still looked up.
+            return Flight::Uncacheable;
+        }
         if status.is_server_error() {
             // A transient failure: don't pin the URL to PASS, and don't send every waiter on.
             return Flight::Failed(status);
@@ -215,7 +227,7 @@ impl Proxy {
         guard: FlightGuard<'_>,
         generation: u64,
     ) -> Answer {
-        let (obj, verdict) = self.revalidated(stale, not_modified);
+        let (obj, verdict) = self.revalidated(stale, not_modified, asked(sent));
         let status = match verdict {
             Ok(()) => {
                 let stored = self.store_object(&lk.primary, sent, &obj, generation);
@@ -241,7 +253,12 @@ impl Proxy {
     /// The object a `304 Not Modified` revalidated: the stale object's bodies under its
     /// headers updated by the `304` (RFC 9111 §3.2; see [`freshness::updated_headers`]),
     /// with the lifetime those headers now give, and whether they still allow storing it.
-    pub(super) fn revalidated(&self, stale: &Object, not_modified: &HeaderMap) -> (Arc<Object>, Result<(), NoStore>) {
+    pub(super) fn revalidated(
+        &self,
+        stale: &Object,
+        not_modified: &HeaderMap,
+        asked: freshness::Asked,
+    ) -> (Arc<Object>, Result<(), NoStore>) {
         let cfg = self.cfg();
         let mut headers = freshness::updated_headers(&stale.headers, not_modified);
         if cfg.bans.strip_tag_headers {
@@ -254,7 +271,7 @@ impl Proxy {
             Some(age) => headers.insert(header::AGE, age.clone()),
             None => headers.remove(header::AGE),
         };
-        let verdict = freshness::lifetime(&cfg.cache, stale.status, &headers, SystemTime::now());
+        let verdict = freshness::stored_lifetime(&cfg.cache, asked, stale.status, &headers, SystemTime::now());
         headers.insert(header::AGE, HeaderValue::from_static("0"));
         for name in verdict.iter().flat_map(|l| &l.strip) {
             headers.remove(name);
@@ -374,11 +391,12 @@ impl Proxy {
         path: &str,
         query: Option<&str>,
     ) -> Option<Arc<Object>> {
-        let gzipped = parts
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        let compressible = compress::compressible(parts.headers.get(header::CONTENT_TYPE));
+        let coding = parts.headers.get(header::CONTENT_ENCODING).map(HeaderValue::as_bytes);
+        let gzipped = coding.is_some_and(|c| c.eq_ignore_ascii_case(b"gzip"));
+        // A coding the proxy does not decode (br, zstd, a chain, …) is stored as it came,
+        // with its Content-Encoding, and served as it came to every client.
+        let opaque = coding.is_some_and(|c| !c.eq_ignore_ascii_case(b"gzip") && !c.eq_ignore_ascii_case(b"identity"));
+        let compressible = !opaque && compress::compressible(parts.headers.get(header::CONTENT_TYPE));
         let min = self.cfg().cache.compress_min_size as usize;
         let limit = self.cfg().cache.max_object_size;
         let want_br = self.cfg().cache.brotli;
@@ -415,7 +433,7 @@ impl Proxy {
         let strip_tags = self.cfg().bans.strip_tag_headers;
         let mut headers = HeaderMap::with_capacity(parts.headers.len());
         for (name, value) in parts.headers.iter() {
-            if NOT_STORED.contains(name)
+            if NOT_STORED.contains(name) && !(opaque && name == header::CONTENT_ENCODING)
                 || life.strip.contains(name)
                 || strip_tags && self.cfg().bans.tag_headers.contains(name)
             {
@@ -563,7 +581,7 @@ impl Proxy {
             return Flight::Failed(parts.status);
         }
         if parts.status == StatusCode::NOT_MODIFIED {
-            let (obj, verdict) = self.revalidated(stale, &parts.headers);
+            let (obj, verdict) = self.revalidated(stale, &parts.headers, asked(&req_headers));
             return match verdict {
                 Ok(()) => {
                     let _ = self.store_object(primary, &req_headers, &obj, generation);
@@ -576,7 +594,13 @@ impl Proxy {
                 }
             };
         }
-        let life = match freshness::lifetime(&self.cfg().cache, parts.status, &parts.headers, SystemTime::now()) {
+        let life = match freshness::stored_lifetime(
+            &self.cfg().cache,
+            asked(&req_headers),
+            parts.status,
+            &parts.headers,
+            SystemTime::now(),
+        ) {
             Ok(l) => l,
             Err(why) => {
                 // The URL became uncacheable: drop the stale copy.
@@ -635,6 +659,13 @@ fn fnv1a(data: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// What of a request sent to the origin bears on storing its answer.
+fn asked(sent: &HeaderMap) -> freshness::Asked {
+    freshness::Asked {
+        authorization: sent.contains_key(header::AUTHORIZATION),
+    }
 }
 
 /// Whether an object has a validator of the origin's (not an `ETag` the proxy derived), so a

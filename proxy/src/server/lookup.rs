@@ -172,10 +172,14 @@ impl Proxy {
         *resp.status_mut() = o.status;
         let h = resp.headers_mut();
         h.clone_from(&o.headers);
-        match enc.header() {
-            Some(ce) => h.insert(header::CONTENT_ENCODING, ce),
-            None => h.remove(header::CONTENT_ENCODING),
-        };
+        if o.gzip.is_some() || o.br.is_some() {
+            // The stored headers hold a placeholder for the negotiated coding; an object
+            // stored in a coding the proxy does not decode keeps the origin's.
+            match enc.header() {
+                Some(ce) => h.insert(header::CONTENT_ENCODING, ce),
+                None => h.remove(header::CONTENT_ENCODING),
+            };
+        }
         if head {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }

@@ -462,3 +462,142 @@ async fn fields_named_by_private_are_not_stored_but_reach_the_first_client() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------
+// What may be stored (RFC 9111 §3, §3.5, §5.2.2.3)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_final_status_with_explicit_freshness_is_stored_when_allowed() {
+    bounded(30, async {
+        let origin = Origin::start(|_, req| {
+            let code: u16 = req.path.trim_start_matches('/').parse().unwrap_or(200);
+            let mut h = vec![("cache-control", "max-age=60")];
+            if (300..400).contains(&code) {
+                h.push(("location", "/elsewhere"));
+            }
+            reply(code, &h, format!("status {code}"))
+        })
+        .await;
+        let mut cfg = EXACT.to_vec();
+        cfg.push(("cache", "store_any_status = true"));
+        let exact = TestProxy::start(&origin.url(), &cfg).await;
+        let wordpress = TestProxy::start(&origin.url(), &[]).await;
+        for code in ["302", "307", "404", "410", "500", "503"] {
+            let path = format!("/{code}");
+            exact.get(&path, &[]).await;
+            let again = exact.get(&path, &[]).await;
+            assert_eq!(again.status.as_str(), code);
+            assert_eq!(again.x_cache(), "HIT", "{code}");
+            assert_eq!(again.text(), format!("status {code}"));
+        }
+        // The WordPress defaults store only their list of statuses.
+        wordpress.get("/302", &[]).await;
+        assert_ne!(wordpress.get("/302", &[]).await.x_cache(), "HIT");
+        wordpress.get("/404", &[]).await;
+        assert_eq!(wordpress.get("/404", &[]).await.x_cache(), "HIT");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_to_authorized_requests_are_shared_only_when_the_origin_says_so() {
+    bounded(30, async {
+        let origin = Origin::start(|_, req| {
+            let cc = match req.path.as_str() {
+                "/public" => "public, max-age=60",
+                "/s-maxage" => "s-maxage=60",
+                "/must-revalidate" => "max-age=60, must-revalidate",
+                _ => "max-age=60",
+            };
+            reply(200, &[("cache-control", cc)], req.header("authorization").to_string())
+        })
+        .await;
+        let mut cfg = EXACT.to_vec();
+        cfg.push(("policy", "pass_authorization = false"));
+        let proxy = TestProxy::start(&origin.url(), &cfg).await;
+        for (path, shared) in [
+            ("/private-by-default", false),
+            ("/public", true),
+            ("/s-maxage", true),
+            ("/must-revalidate", true),
+        ] {
+            let first = proxy.get(path, &[("authorization", "Basic Zm9vOmJhcg==")]).await;
+            assert_eq!(
+                first.text(),
+                "Basic Zm9vOmJhcg==",
+                "{path}: the origin got the credentials"
+            );
+            let anonymous = proxy.get(path, &[]).await;
+            assert_eq!(anonymous.x_cache() == "HIT", shared, "{path}");
+            if !shared {
+                assert_eq!(anonymous.text(), "", "{path}: nobody else gets the answer");
+            }
+        }
+        // Not remembered as uncacheable: an anonymous answer is stored as usual.
+        assert_eq!(proxy.get("/private-by-default", &[]).await.x_cache(), "HIT");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_cookie_is_stored_only_when_allowed_and_clear_site_data_never() {
+    bounded(30, async {
+        let origin = Origin::start(|_, req| match req.path.as_str() {
+            "/cookie" => reply(200, &[("cache-control", "max-age=60"), ("set-cookie", "a=b")], "c"),
+            _ => reply(
+                200,
+                &[
+                    ("cache-control", "public, max-age=60"),
+                    ("clear-site-data", "\"cookies\""),
+                ],
+                "logged out",
+            ),
+        })
+        .await;
+        let mut cfg = EXACT.to_vec();
+        cfg.push(("cache", "store_set_cookie = true"));
+        let exact = TestProxy::start(&origin.url(), &cfg).await;
+        let wordpress = TestProxy::start(&origin.url(), &[]).await;
+        exact.get("/cookie", &[]).await;
+        let again = exact.get("/cookie", &[]).await;
+        assert_eq!((again.x_cache(), again.header("set-cookie")), ("HIT", "a=b"));
+        wordpress.get("/cookie", &[]).await;
+        assert_ne!(wordpress.get("/cookie", &[]).await.x_cache(), "HIT");
+        for p in [&exact, &wordpress] {
+            let first = p.get("/logout", &[]).await;
+            assert_eq!(first.header("clear-site-data"), "\"cookies\"");
+            assert!(
+                first.header("cache-status").contains("clear-site-data"),
+                "{:?}",
+                first.headers
+            );
+            assert_ne!(p.get("/logout", &[]).await.x_cache(), "HIT");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_coding_the_proxy_does_not_decode_is_stored_as_it_came() {
+    bounded(30, async {
+        let origin = Origin::start(|_, _| {
+            reply(
+                200,
+                &[("cache-control", "max-age=60"), ("content-encoding", "zstd")],
+                "zzz",
+            )
+        })
+        .await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+        proxy.get("/z", &[]).await;
+        let again = proxy.get("/z", &[("accept-encoding", "gzip")]).await;
+        assert_eq!(again.x_cache(), "HIT");
+        assert_eq!(
+            (again.header("content-encoding"), again.text().as_str()),
+            ("zstd", "zzz")
+        );
+        assert_eq!(origin.count(), 1);
+    })
+    .await;
+}
