@@ -9,12 +9,14 @@ use std::time::Duration;
 const BANNED_IN_FLIGHT: &str = "banned-in-flight";
 /// Why an object was not stored: its URL's variant budget is spent for now.
 const TOO_MANY_VARIANTS: &str = "too-many-variants";
-/// Response headers not stored: framing and encoding are decided at delivery.
+/// Response headers not stored: framing and encoding are decided at delivery, `Age` is
+/// computed anew, and a proxy's authentication answer is for the hop it crossed (RFC 9111
+/// §3.1).
 static NOT_STORED: [HeaderName; 4] = [
     header::CONTENT_LENGTH,
     header::CONTENT_ENCODING,
     header::AGE,
-    header::VARY,
+    HeaderName::from_static("proxy-authentication-info"),
 ];
 
 impl Proxy {
@@ -428,7 +430,6 @@ impl Proxy {
         };
         // Copy what is kept into allocations of its own: header values parsed by hyper are
         // slices of the connection's read buffer, which they would otherwise keep alive.
-        let vary = cache::vary_names(&parts.headers);
         let tags = tags::object_tags(&self.tag_rules, path, query, parts.status, &parts.headers, &identity);
         let strip_tags = self.cfg().bans.strip_tag_headers;
         let mut headers = HeaderMap::with_capacity(parts.headers.len());
@@ -443,15 +444,14 @@ impl Proxy {
                 headers.append(name.clone(), v);
             }
         }
-        // Vary as delivered: the origin's request headers plus the encoding we negotiate.
-        let mut vary_list: Vec<&str> = vary.iter().map(|n| n.as_str()).collect();
-        if gzip.is_some() || br.is_some() {
-            vary_list.push("Accept-Encoding");
-        }
-        if !vary_list.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&vary_list.join(", ")) {
-                headers.insert(header::VARY, v);
-            }
+        // Vary as delivered: the origin's, as it wrote it, plus the encoding we negotiate.
+        let names_encoding = headers
+            .get_all(header::VARY)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|n| n.trim_ascii().eq_ignore_ascii_case(b"accept-encoding"));
+        if (gzip.is_some() || br.is_some()) && !names_encoding {
+            headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
         let etag = match headers.get(header::ETAG) {
             Some(e) => Some(e.clone()),

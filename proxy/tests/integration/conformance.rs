@@ -601,3 +601,43 @@ async fn a_content_coding_the_proxy_does_not_decode_is_stored_as_it_came() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Vary (RFC 9111 §4.1)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_is_delivered_as_the_origin_wrote_it_and_selecting_values_are_normalised() {
+    bounded(30, async {
+        let origin = Origin::start(|_, req| {
+            let body = format!("{}|{}", req.header("foo"), req.header("accept-language"));
+            reply(
+                200,
+                &[("vary", "Foo, Accept-Language"), ("cache-control", "max-age=60")],
+                body,
+            )
+        })
+        .await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+        let first = proxy.get("/v", &[("foo", "1, 2"), ("accept-language", "en, de")]).await;
+        assert_eq!(first.header("vary"), "Foo, Accept-Language", "the origin's bytes");
+        let fetched = origin.count();
+        for same in [
+            [("foo", "1,2"), ("accept-language", "de, en")],
+            [("foo", " 1 , 2 "), ("accept-language", "eN, De")],
+            [("foo", "1, 2"), ("accept-language", " en ,   de")],
+        ] {
+            let r = proxy.get("/v", &same).await;
+            assert_eq!(r.x_cache(), "HIT", "{same:?}");
+            assert_eq!(r.text(), "1, 2|en, de");
+            assert_eq!(r.header("vary"), "Foo, Accept-Language");
+        }
+        assert_eq!(origin.count(), fetched);
+        let other = proxy.get("/v", &[("foo", "2, 1"), ("accept-language", "en, de")]).await;
+        assert_ne!(other.x_cache(), "HIT", "another Foo is another variant");
+        assert_eq!(other.text(), "2, 1|en, de");
+        let absent = proxy.get("/v", &[("accept-language", "en, de")]).await;
+        assert_ne!(absent.x_cache(), "HIT", "no Foo is another variant");
+    })
+    .await;
+}
