@@ -262,6 +262,7 @@ mod tests {
         Slot::Object(Arc::new(Object {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
+            hidden: HeaderMap::new(),
             identity: Bytes::from_static(b"x"),
             gzip: None,
             br: None,

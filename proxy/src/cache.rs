@@ -37,6 +37,9 @@ pub struct Object {
     pub status: StatusCode,
     /// End-to-end headers to replay (no hop-by-hop, no framing, no encoding headers).
     pub headers: HeaderMap,
+    /// Fields the cache reads but never delivers (the targeted cache-control fields of
+    /// `cache.targeted_fields`), kept for the update a `304` brings. Usually empty.
+    pub hidden: HeaderMap,
     /// The body as the origin meant it, uncompressed.
     pub identity: Bytes,
     /// Gzip of `identity`, made at store time when it pays.
@@ -109,6 +112,7 @@ impl Object {
         let headers: usize = self
             .headers
             .iter()
+            .chain(self.hidden.iter())
             .map(|(k, v)| k.as_str().len() + v.len() + HEADER_OVERHEAD)
             .sum();
         // Each tag costs its text here and its entry in the tag index.
@@ -579,6 +583,7 @@ mod tests {
         Arc::new(Object {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
+            hidden: HeaderMap::new(),
             identity: Bytes::from(body.to_string()),
             gzip: None,
             br: None,

@@ -137,6 +137,8 @@ pub const DEFAULT_MEMCACHED_TIMEOUT: Duration = Duration::from_millis(100);
 pub const DEFAULT_WRITE_WAIT: Duration = Duration::from_millis(500);
 /// Bans queued per sibling before collapsing into one ban of everything.
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
+/// Targeted cache-control fields (RFC 9213) obeyed, most specific first.
+pub const DEFAULT_TARGETED_FIELDS: &[&str] = &["strata-cache-control", "cdn-cache-control"];
 /// Status codes stored when the response is otherwise cacheable.
 pub const DEFAULT_CACHEABLE_STATUSES: &[u16] = &[200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 
@@ -211,6 +213,7 @@ struct RawCache {
     heuristic_fraction: Option<toml::Value>,
     store_any_status: Option<bool>,
     store_set_cookie: Option<bool>,
+    targeted_fields: Option<Vec<String>>,
     max_variants: Option<i64>,
     compress_min_size: Option<toml::Value>,
     brotli: Option<bool>,
@@ -468,6 +471,10 @@ pub struct CacheConfig {
     /// shared cache; every client then gets the cookie). Off for WordPress, whose cookies
     /// are a visitor's own.
     pub store_set_cookie: bool,
+    /// Response fields that carry cache directives for this cache alone (RFC 9213), most
+    /// specific first (lower case): the first one a response has stands instead of its
+    /// `Cache-Control` and `Expires`; all of them are removed before delivery.
+    pub targeted_fields: Vec<http::HeaderName>,
     /// Largest body stored.
     pub max_object_size: u64,
     /// How long a request waits on another's fetch of the same key.

@@ -14,7 +14,7 @@ use crate::config::CacheConfig;
 
 mod directives;
 
-pub use directives::{age, expires, http_date, CacheControl, MAX_DELTA};
+pub use directives::{age, expires, http_date, CacheControl, Params, MAX_DELTA};
 
 /// `Clear-Site-Data` (W3C Clear Site Data).
 static CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
@@ -110,6 +110,24 @@ pub fn heuristic(headers: &HeaderMap, fraction: f64, now: SystemTime) -> Duratio
         .min(HEURISTIC_MAX)
 }
 
+/// The device name this cache answers to in `Surrogate-Control`'s targeting
+/// (`max-age=60;strata`).
+pub const SURROGATE_DEVICE: &str = "strata";
+
+/// The directives that govern this cache (RFC 9213 §2.1): those of the first field of
+/// `cache.targeted_fields` the response has (`Strata-Cache-Control`, `CDN-Cache-Control`,
+/// `Surrogate-Control`…), which then stand instead of `Cache-Control` and `Expires`; `None`
+/// when it has none of them.
+pub fn targeted(cfg: &CacheConfig, headers: &HeaderMap) -> Option<CacheControl> {
+    let name = cfg.targeted_fields.iter().find(|n| headers.contains_key(*n))?;
+    let params = if name == "surrogate-control" {
+        Params::Device(SURROGATE_DEVICE)
+    } else {
+        Params::Ignored
+    };
+    Some(CacheControl::parse_lines(headers.get_all(name), params))
+}
+
 /// What of the request a response answers bears on storing it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Asked {
@@ -135,6 +153,9 @@ pub fn lifetime(
 }
 
 /// Decides whether a response may be stored and for how long.
+///
+/// The directives are those of a targeted field when the response has one of
+/// `cache.targeted_fields` ([`targeted`]; RFC 9213), else `Cache-Control`'s and `Expires`.
 ///
 /// Storable (RFC 9111 §3): a final status in `cache.cacheable_statuses`, or, with
 /// `cache.store_any_status`, any final status (but `206` and `304`) when the response gives
@@ -171,8 +192,10 @@ pub fn stored_lifetime(
     {
         return Err(NoStore::Status);
     }
-    let cc = CacheControl::parse(headers);
-    let expires = expires(headers);
+    let (cc, expires) = match targeted(cfg, headers) {
+        Some(cc) => (cc, None),
+        None => (CacheControl::parse(headers), expires(headers)),
+    };
     let explicit = cc.s_maxage.is_some() || cc.max_age.is_some() || expires.is_some();
     if !listed && !explicit && !cc.public {
         return Err(NoStore::Status);
@@ -759,5 +782,71 @@ mod tests {
         ] {
             assert_eq!(lifetime(&c, StatusCode::OK, &h(csd), NOW), Err(NoStore::ClearSiteData));
         }
+    }
+
+    #[test]
+    fn a_targeted_field_stands_instead_of_cache_control_and_expires() {
+        let c = cfg();
+        let ttl = |pairs: &[(&str, &str)]| lifetime(&c, StatusCode::OK, &h(pairs), NOW).map(|l| l.ttl);
+        let hour = Ok(Duration::from_secs(3600));
+        assert_eq!(
+            ttl(&[("cache-control", "max-age=60"), ("cdn-cache-control", "max-age=3600")]),
+            hour
+        );
+        assert_eq!(
+            ttl(&[("cache-control", "no-store"), ("cdn-cache-control", "max-age=3600")]),
+            hour
+        );
+        assert_eq!(
+            ttl(&[("cache-control", "private"), ("cdn-cache-control", "max-age=3600")]),
+            hour
+        );
+        assert_eq!(
+            ttl(&[("cache-control", "max-age=3600"), ("cdn-cache-control", "no-store")]),
+            Err(NoStore::NoStoreDirective)
+        );
+        assert_eq!(
+            ttl(&[
+                ("expires", "Thu, 01 Jan 1970 01:00:00 GMT"),
+                ("cdn-cache-control", "max-age=0")
+            ]),
+            Err(NoStore::Expired)
+        );
+        // The most specific field wins.
+        assert_eq!(
+            ttl(&[
+                ("cdn-cache-control", "max-age=60"),
+                ("strata-cache-control", "max-age=3600")
+            ]),
+            hour
+        );
+        // A targeted field without freshness: the default TTL, not Cache-Control's max-age.
+        assert_eq!(
+            ttl(&[("cache-control", "max-age=5"), ("cdn-cache-control", "public")]),
+            Ok(Duration::from_secs(120))
+        );
+        // Fields not in the list are plain headers.
+        assert_eq!(
+            ttl(&[("cache-control", "max-age=5"), ("surrogate-control", "max-age=3600")]),
+            Ok(Duration::from_secs(5))
+        );
+        let mut sc = cfg();
+        sc.targeted_fields = vec![HeaderName::from_static("surrogate-control")];
+        let ttl = |v: &str| {
+            lifetime(
+                &sc,
+                StatusCode::OK,
+                &h(&[("cache-control", "max-age=5"), ("surrogate-control", v)]),
+                NOW,
+            )
+            .map(|l| l.ttl)
+        };
+        assert_eq!(ttl("max-age=3600"), hour);
+        assert_eq!(ttl("max-age=3600;strata"), hour);
+        assert_eq!(
+            ttl("max-age=3600;another-device"),
+            Ok(Duration::from_secs(120)),
+            "not for this cache"
+        );
     }
 }

@@ -228,6 +228,30 @@ pub(super) fn origin_config(c: &mut Checker, o: &RawOrigin) -> OriginConfig {
     }
 }
 
+/// A list of header names (lower-cased), or `default` when absent; a name that is not one is
+/// reported and left out.
+pub(super) fn header_names(
+    c: &mut Checker,
+    key: &str,
+    list: &Option<Vec<String>>,
+    default: &[&'static str],
+) -> Vec<http::HeaderName> {
+    let Some(list) = list else {
+        return default.iter().map(|n| http::HeaderName::from_static(n)).collect();
+    };
+    list.iter()
+        .filter_map(
+            |h| match http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    c.problem(key, format!("{h:?} is not a header name"));
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
 /// A number from 0 to 1 (`0.1`, or `0` or `1`), or `default` when absent.
 pub(super) fn fraction(c: &mut Checker, key: &str, v: &Option<toml::Value>, default: f64) -> f64 {
     let n = match v {
@@ -259,6 +283,7 @@ pub(super) fn cache_config(c: &mut Checker, k: &RawCache) -> CacheConfig {
         ),
         store_any_status: k.store_any_status.unwrap_or(false),
         store_set_cookie: k.store_set_cookie.unwrap_or(false),
+        targeted_fields: header_names(c, "cache.targeted_fields", &k.targeted_fields, DEFAULT_TARGETED_FIELDS),
         max_object_size: c.size("cache.max_object_size", &k.max_object_size, DEFAULT_MAX_OBJECT_SIZE),
         lock_timeout: c.duration("cache.lock_timeout", &k.lock_timeout, DEFAULT_LOCK_TIMEOUT),
         background_refreshes: c.count(

@@ -290,6 +290,10 @@ fn cache_section() {
     assert_eq!(k.cacheable_statuses, DEFAULT_CACHEABLE_STATUSES);
     assert_eq!(k.keep, DEFAULT_KEEP);
     assert!(!k.store_any_status && !k.store_set_cookie);
+    assert_eq!(k.targeted_fields, ["strata-cache-control", "cdn-cache-control"]);
+    let (k, problems) = checked(|c| cache_config(c, &raw("targeted_fields = [\"Surrogate-Control\", \"bad name\"]\n")));
+    assert_eq!(k.targeted_fields, ["surrogate-control"]);
+    assert_eq!(keys(&problems), ["cache.targeted_fields"]);
     let (k, _) = checked(|c| cache_config(c, &raw("store_any_status = true\nstore_set_cookie = true\n")));
     assert!(k.store_any_status && k.store_set_cookie);
     let (k, problems) = checked(|c| cache_config(c, &raw("keep = \"1h\"\nheuristic_fraction = 0.1\n")));

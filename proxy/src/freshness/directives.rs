@@ -57,6 +57,18 @@ pub struct CacheControl {
     pub only_if_cached: bool,
 }
 
+/// What a field makes of the `;parameters` after a directive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Params<'a> {
+    /// `Cache-Control`: there are none (a `;` makes the argument invalid).
+    None,
+    /// A targeted field (RFC 9213: a structured-field dictionary): parameters are ignored.
+    Ignored,
+    /// `Surrogate-Control`: a parameter names the device a directive is for
+    /// (`max-age=60;edge`); the directive applies only when one of them is this device.
+    Device(&'a str),
+}
+
 /// A directive's argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Arg<'a> {
@@ -215,19 +227,21 @@ fn field_names(v: &str) -> impl Iterator<Item = HeaderName> + '_ {
 impl CacheControl {
     /// Parses every `Cache-Control` line of a response or request.
     pub fn parse(headers: &HeaderMap) -> CacheControl {
-        CacheControl::parse_lines(headers.get_all(header::CACHE_CONTROL), None)
+        CacheControl::parse_lines(headers.get_all(header::CACHE_CONTROL), Params::None)
     }
 
-    /// Parses every line of a field with `Cache-Control`'s directives. With `target`, the
-    /// lines are a targeted field's (RFC 9213; `Surrogate-Control`): a member's parameters are
-    /// ignored, except that a parameter naming a device (as `Surrogate-Control` targets
-    /// `max-age=60;edge`) confines the directive to that device, so it applies only when one
-    /// of its parameters is `target`.
-    pub fn parse_lines<'a>(lines: impl IntoIterator<Item = &'a HeaderValue>, target: Option<&str>) -> CacheControl {
+    /// Parses every line of a field with `Cache-Control`'s directives; `params` says what
+    /// the field makes of a member's `;parameters`.
+    pub fn parse_lines<'a>(lines: impl IntoIterator<Item = &'a HeaderValue>, params: Params<'_>) -> CacheControl {
         let mut cc = CacheControl::default();
+        let split = !matches!(params, Params::None);
+        let target = match params {
+            Params::Device(d) => Some(d),
+            _ => None,
+        };
         for line in lines {
             for member in members(line.as_bytes()) {
-                let Some(d) = directive(member, target.is_some()) else {
+                let Some(d) = directive(member, split) else {
                     continue;
                 };
                 if let (Some(target), Some(params)) = (target, d.params) {
@@ -327,7 +341,7 @@ mod tests {
 
     fn cc(lines: &[&str]) -> CacheControl {
         let values: Vec<HeaderValue> = lines.iter().map(|l| HeaderValue::from_str(l).unwrap()).collect();
-        CacheControl::parse_lines(values.iter(), None)
+        CacheControl::parse_lines(values.iter(), Params::None)
     }
 
     #[test]
@@ -412,12 +426,15 @@ mod tests {
     #[test]
     fn targeted_fields_ignore_parameters_but_device_targets() {
         let values = |s: &str| vec![HeaderValue::from_str(s).unwrap()];
-        let t = |s: &str| CacheControl::parse_lines(values(s).iter(), Some("strata"));
+        let t = |s: &str| CacheControl::parse_lines(values(s).iter(), Params::Device("strata"));
         assert_eq!(t("max-age=3600;not-for-you").max_age, None, "another device's");
         assert_eq!(t("max-age=3600;strata").max_age, Some(3600));
         assert_eq!(t("max-age=3600").max_age, Some(3600));
         assert!(!t("max-age=60, no-store;other").no_store);
         assert_eq!(t("foo, MaX-aGe=3600").max_age, Some(3600));
+        let cdn = |s: &str| CacheControl::parse_lines(values(s).iter(), Params::Ignored);
+        assert_eq!(cdn("max-age=3600;foo").max_age, Some(3600), "parameters ignored");
+        assert!(cdn("max-age=3600, no-store;x").no_store);
     }
 
     #[test]
@@ -435,8 +452,9 @@ mod tests {
         ];
         for j in junk {
             let Ok(v) = HeaderValue::from_bytes(j) else { continue };
-            let _ = CacheControl::parse_lines([&v], None);
-            let _ = CacheControl::parse_lines([&v], Some("x"));
+            let _ = CacheControl::parse_lines([&v], Params::None);
+            let _ = CacheControl::parse_lines([&v], Params::Ignored);
+            let _ = CacheControl::parse_lines([&v], Params::Device("x"));
         }
     }
 

@@ -135,6 +135,9 @@ impl Proxy {
                             "fwd=uri-miss; fwd-status={}; detail=too-large",
                             parts.status.as_u16()
                         ));
+                        for name in &self.cfg().cache.targeted_fields {
+                            parts.headers.remove(name);
+                        }
                         let resp = Response::from_parts(parts, chain(buf.freeze(), body));
                         return Some(Answer::new(with_status(resp, status), Outcome::Miss));
                     }
@@ -262,7 +265,11 @@ impl Proxy {
         asked: freshness::Asked,
     ) -> (Arc<Object>, Result<(), NoStore>) {
         let cfg = self.cfg();
-        let mut headers = freshness::updated_headers(&stale.headers, not_modified);
+        let mut stored = stale.headers.clone();
+        for (name, value) in &stale.hidden {
+            stored.append(name.clone(), value.clone());
+        }
+        let mut headers = freshness::updated_headers(&stored, not_modified);
         if cfg.bans.strip_tag_headers {
             for name in &cfg.bans.tag_headers {
                 headers.remove(name);
@@ -278,6 +285,15 @@ impl Proxy {
         for name in verdict.iter().flat_map(|l| &l.strip) {
             headers.remove(name);
         }
+        let mut hidden = HeaderMap::new();
+        for name in &cfg.cache.targeted_fields {
+            if let header::Entry::Occupied(e) = headers.entry(name) {
+                let (name, values) = e.remove_entry_mult();
+                for v in values {
+                    hidden.append(name.clone(), v);
+                }
+            }
+        }
         let now = Instant::now();
         let (fresh_until, grace_until, keep_until) = match &verdict {
             Ok(life) => self.lifetime_bounds(now, life),
@@ -290,6 +306,7 @@ impl Proxy {
         let obj = Arc::new(Object {
             status: stale.status,
             headers,
+            hidden,
             identity: stale.identity.clone(),
             gzip: stale.gzip.clone(),
             br: stale.br.clone(),
@@ -433,6 +450,7 @@ impl Proxy {
         let tags = tags::object_tags(&self.tag_rules, path, query, parts.status, &parts.headers, &identity);
         let strip_tags = self.cfg().bans.strip_tag_headers;
         let mut headers = HeaderMap::with_capacity(parts.headers.len());
+        let mut hidden = HeaderMap::new();
         for (name, value) in parts.headers.iter() {
             if NOT_STORED.contains(name) && !(opaque && name == header::CONTENT_ENCODING)
                 || life.strip.contains(name)
@@ -441,7 +459,11 @@ impl Proxy {
                 continue;
             }
             if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
-                headers.append(name.clone(), v);
+                if self.cfg().cache.targeted_fields.contains(name) {
+                    hidden.append(name.clone(), v);
+                } else {
+                    headers.append(name.clone(), v);
+                }
             }
         }
         // Vary as delivered: the origin's, as it wrote it, plus the encoding we negotiate.
@@ -474,6 +496,7 @@ impl Proxy {
         Some(Arc::new(Object {
             status: parts.status,
             headers,
+            hidden,
             identity,
             gzip,
             br,

@@ -43,14 +43,18 @@ impl Proxy {
         synth(e.status(), text, "origin-error")
     }
 
-    /// Streams an origin response to the client unchanged (less hop-by-hop headers).
+    /// Streams an origin response to the client unchanged (less hop-by-hop headers and the
+    /// targeted cache-control fields, which are for this cache alone).
     pub(super) fn stream_back(
         &self,
-        parts: http::response::Parts,
+        mut parts: http::response::Parts,
         body: Incoming,
         prefix: Option<Bytes>,
         status: HeaderValue,
     ) -> Response<ProxyBody> {
+        for name in &self.cfg().cache.targeted_fields {
+            parts.headers.remove(name);
+        }
         let resp = Response::from_parts(parts, ProxyBody::stream(body, prefix, self.origin.body_timeout));
         with_status(resp, status)
     }

@@ -14,7 +14,7 @@ use http::{HeaderMap, Response};
 use tokio::time::{sleep, timeout};
 
 use crate::fixture::{full, Fixture, FixtureBody};
-use crate::harness::TestProxy;
+use crate::harness::{Resp, TestProxy};
 
 /// Runs a test body, failing it if it takes longer than `secs`.
 async fn bounded(secs: u64, f: impl Future<Output = ()>) {
@@ -99,6 +99,15 @@ const EXACT: &[(&str, &str)] = &[
     ("cache", "keep = \"1h\""),
     ("cache", "heuristic_fraction = 0.1"),
 ];
+
+/// The freshness left that a hit's `Cache-Status` reports (`ttl=N`).
+fn ttl_of(r: &Resp) -> u64 {
+    r.header("cache-status")
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("ttl="))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
 
 /// Waits until a `max-age=1` response has expired.
 async fn expire() {
@@ -638,6 +647,97 @@ async fn vary_is_delivered_as_the_origin_wrote_it_and_selecting_values_are_norma
         assert_eq!(other.text(), "2, 1|en, de");
         let absent = proxy.get("/v", &[("accept-language", "en, de")]).await;
         assert_ne!(absent.x_cache(), "HIT", "no Foo is another variant");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Targeted cache control (RFC 9213)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_cache_control_governs_this_cache_and_is_not_delivered() {
+    bounded(30, async {
+        let origin = Origin::start(|_, req| match req.path.as_str() {
+            "/edge-hour" => reply(
+                200,
+                &[("cache-control", "max-age=60"), ("cdn-cache-control", "max-age=3600")],
+                "a",
+            ),
+            "/browser-only" => reply(
+                200,
+                &[("cache-control", "no-store"), ("cdn-cache-control", "max-age=3600")],
+                "b",
+            ),
+            "/edge-never" => reply(
+                200,
+                &[("cache-control", "max-age=3600"), ("cdn-cache-control", "no-store")],
+                "c",
+            ),
+            _ => reply(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("cdn-cache-control", "max-age=10"),
+                    ("strata-cache-control", "max-age=600"),
+                ],
+                "d",
+            ),
+        })
+        .await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+        for (path, ttl) in [
+            ("/edge-hour", Some(3600)),
+            ("/browser-only", Some(3600)),
+            ("/edge-never", None),
+            ("/own-field", Some(600)),
+        ] {
+            let first = proxy.get(path, &[]).await;
+            assert_eq!(first.header("cdn-cache-control"), "", "{path}: removed on delivery");
+            assert_eq!(first.header("strata-cache-control"), "", "{path}");
+            let again = proxy.get(path, &[]).await;
+            assert_eq!(again.x_cache() == "HIT", ttl.is_some(), "{path}");
+            if let Some(ttl) = ttl {
+                assert!((ttl - 5..=ttl).contains(&ttl_of(&again)), "{path}: {:?}", again.headers);
+            }
+            assert_eq!(again.header("cdn-cache-control"), "", "{path}");
+            assert!(
+                !again.header("cache-control").is_empty(),
+                "{path}: Cache-Control is for browsers, delivered"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_updates_the_targeted_field_too() {
+    bounded(30, async {
+        let origin = Origin::start(|_, req| {
+            if req.header("if-none-match") == "\"t\"" {
+                reply(304, &[("cdn-cache-control", "max-age=600")], "")
+            } else {
+                reply(
+                    200,
+                    &[
+                        ("etag", "\"t\""),
+                        ("cache-control", "max-age=3600"),
+                        ("cdn-cache-control", "max-age=1"),
+                    ],
+                    "t",
+                )
+            }
+        })
+        .await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+        proxy.get("/t", &[]).await;
+        expire().await;
+        let r = proxy.get("/t", &[]).await;
+        assert!(r.header("cache-status").contains("fwd-status=304"), "{:?}", r.headers);
+        assert_eq!(r.header("cdn-cache-control"), "");
+        let hit = proxy.get("/t", &[]).await;
+        assert_eq!(hit.x_cache(), "HIT");
+        assert!((595..=600).contains(&ttl_of(&hit)), "{:?}", hit.headers);
     })
     .await;
 }
