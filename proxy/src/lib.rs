@@ -11,7 +11,8 @@
 //! - [`bans`]: applying bans (URL, prefix, regex, tag, all; hard or soft) to the store;
 //! - [`tags`]: what a stored response is tagged with; [`writes`]: which bans a write implies;
 //! - [`freshness`]: may a response be stored, for how long, with how much grace, and what a
-//!   `304` updates; [`validators`]: entity tags and conditional requests;
+//!   `304` updates; [`validators`]: entity tags and conditional requests; [`ranges`]: byte
+//!   ranges of a stored body;
 //! - [`policy`]: pass or look up, the normalised host and cache key (WordPress rules);
 //! - [`origin`]: the pooled origin client, its errors and the headers a request to it gets;
 //! - [`config`]: TOML → validated [`config::Config`], every problem named by key;
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod origin;
 pub mod outcome;
 pub mod policy;
+pub mod ranges;
 pub mod server;
 pub mod status;
 pub mod tags;

@@ -30,7 +30,8 @@ pub enum PassReason {
     LockTimeout,
     /// Another request's fetch found the answer uncacheable.
     Uncacheable,
-    /// A `Range` request: ranges are served by the origin.
+    /// A `Range` request that no stored response answers: ranges are served from a stored
+    /// response, not fetched to be stored.
     Range,
     /// This node cannot confirm it holds every sibling's bans (`when_unconfirmed = "pass"`).
     Unconfirmed,

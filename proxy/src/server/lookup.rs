@@ -51,6 +51,10 @@ impl Proxy {
                 }
                 _ => {}
             }
+            if lk.parts.headers.contains_key(header::RANGE) {
+                // Ranges are served from a stored response, not fetched to be stored.
+                return self.pass(lk.parts, body, client, PassReason::Range).await;
+            }
             // A miss: lead a flight for this key, or wait on the one under way.
             let role = {
                 let mut flights = self.flights.lock();
@@ -125,7 +129,8 @@ impl Proxy {
         self.pass(lk.parts, body, client, PassReason::LockTimeout).await
     }
 
-    /// Serves a stored object: conditional 304, encoding by `Accept-Encoding`, HEAD.
+    /// Serves a stored object: conditional 304, byte ranges (of a 200, for GET), encoding by
+    /// `Accept-Encoding`, HEAD.
     pub(super) fn deliver(
         &self,
         method: &Method,
@@ -157,6 +162,27 @@ impl Proxy {
             h.insert(&CACHE_STATUS, status);
             return resp;
         }
+        if o.status == StatusCode::OK && *method == Method::GET {
+            if let Some(range) = req.get(header::RANGE) {
+                if ranges::if_range_holds(req, o.headers.get(header::ETAG), o.headers.get(header::LAST_MODIFIED)) {
+                    match ranges::requested(range, o.identity.len() as u64) {
+                        ranges::Ranges::Whole => {}
+                        ranges::Ranges::Partial(parts) => return partial(o, &parts, age, status),
+                        ranges::Ranges::Unsatisfiable => {
+                            let mut resp = Response::new(ProxyBody::Empty);
+                            *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                            let h = resp.headers_mut();
+                            h.insert(
+                                header::CONTENT_RANGE,
+                                ranges::unsatisfied_range(o.identity.len() as u64),
+                            );
+                            h.insert(&CACHE_STATUS, status);
+                            return resp;
+                        }
+                    }
+                }
+            }
+        }
         let enc = if o.compressible {
             compress::negotiate(req.get(header::ACCEPT_ENCODING), o.gzip.is_some(), o.br.is_some())
         } else {
@@ -187,4 +213,35 @@ impl Proxy {
         h.insert(&CACHE_STATUS, status);
         resp
     }
+}
+
+/// A `206 Partial Content` from a stored object's identity body: one range as it is, several
+/// as `multipart/byteranges` (RFC 9110 §14.6).
+fn partial(o: &Object, parts: &[(u64, u64)], age: HeaderValue, status: HeaderValue) -> Response<ProxyBody> {
+    let len = o.identity.len() as u64;
+    let mut headers = o.headers.clone();
+    if o.gzip.is_some() || o.br.is_some() {
+        // The slot for the negotiated coding: ranges are of the identity body.
+        headers.remove(header::CONTENT_ENCODING);
+    }
+    let body = match parts {
+        [(first, last)] => {
+            headers.insert(header::CONTENT_RANGE, ranges::content_range(*first, *last, len));
+            o.identity.slice(*first as usize..=*last as usize)
+        }
+        _ => {
+            let boundary = format!("strata-{:016x}", o.id);
+            let body = ranges::multipart(&o.identity, parts, o.headers.get(header::CONTENT_TYPE), &boundary);
+            if let Ok(ct) = HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}")) {
+                headers.insert(header::CONTENT_TYPE, ct);
+            }
+            body
+        }
+    };
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    *resp.headers_mut() = headers;
+    resp.headers_mut().insert(header::AGE, age);
+    resp.headers_mut().insert(&CACHE_STATUS, status);
+    resp
 }

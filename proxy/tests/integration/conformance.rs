@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Response};
+use http::{HeaderMap, Method, Response};
 use tokio::time::{sleep, timeout};
 
 use crate::fixture::{full, Fixture, FixtureBody};
@@ -738,6 +738,108 @@ async fn a_304_updates_the_targeted_field_too() {
         let hit = proxy.get("/t", &[]).await;
         assert_eq!(hit.x_cache(), "HIT");
         assert!((595..=600).contains(&ttl_of(&hit)), "{:?}", hit.headers);
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Ranges (RFC 9110 §14, §13.1.5)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_of_a_stored_response_are_served_from_memory() {
+    bounded(30, async {
+        let body = "0123456789".repeat(40);
+        let b = body.clone();
+        let origin = Origin::start(move |_, req| {
+            if req.headers.contains_key("range") {
+                reply(500, &[], "the origin was asked for a range")
+            } else {
+                reply(
+                    200,
+                    &[
+                        ("cache-control", "max-age=60"),
+                        ("etag", "\"strong\""),
+                        ("content-type", "text/plain"),
+                        ("last-modified", "Wed, 01 Jan 2020 00:00:00 GMT"),
+                    ],
+                    b.clone(),
+                )
+            }
+        })
+        .await;
+        for cfg in [EXACT, &[]] {
+            let proxy = TestProxy::start(&origin.url(), cfg).await;
+            proxy.get("/r", &[("accept-encoding", "gzip")]).await;
+            let asked = origin.count();
+
+            let one = proxy
+                .get("/r", &[("range", "bytes=10-19"), ("accept-encoding", "gzip")])
+                .await;
+            assert_eq!(one.status, 206);
+            assert_eq!(one.header("content-range"), "bytes 10-19/400");
+            assert_eq!(one.header("content-encoding"), "", "ranges of the identity body");
+            assert_eq!(one.text(), "0123456789");
+            assert_eq!(one.x_cache(), "HIT");
+
+            let suffix = proxy.get("/r", &[("range", "bytes=-5")]).await;
+            assert_eq!((suffix.status.as_u16(), suffix.text().as_str()), (206, "56789"));
+            let open = proxy.get("/r", &[("range", "bytes=395-")]).await;
+            assert_eq!(
+                (open.header("content-range"), open.text().as_str()),
+                ("bytes 395-399/400", "56789")
+            );
+
+            let many = proxy.get("/r", &[("range", "bytes=0-1, 398-399")]).await;
+            assert_eq!(many.status, 206);
+            let ct = many.header("content-type").to_string();
+            let boundary = ct.strip_prefix("multipart/byteranges; boundary=").expect("multipart");
+            let text = many.text();
+            assert!(text.contains("Content-Range: bytes 0-1/400\r\n\r\n01\r\n"), "{text}");
+            assert!(
+                text.contains("Content-Range: bytes 398-399/400\r\n\r\n89\r\n"),
+                "{text}"
+            );
+            assert!(text.ends_with(&format!("--{boundary}--\r\n")));
+
+            let none = proxy.get("/r", &[("range", "bytes=400-")]).await;
+            assert_eq!(none.status, 416);
+            assert_eq!(none.header("content-range"), "bytes */400");
+
+            let matching = proxy
+                .get("/r", &[("range", "bytes=0-0"), ("if-range", "\"strong\"")])
+                .await;
+            assert_eq!((matching.status.as_u16(), matching.text().as_str()), (206, "0"));
+            let dated = proxy
+                .get(
+                    "/r",
+                    &[("range", "bytes=0-0"), ("if-range", "Wed, 01 Jan 2020 00:00:00 GMT")],
+                )
+                .await;
+            assert_eq!(dated.status, 206);
+            let changed = proxy
+                .get("/r", &[("range", "bytes=0-0"), ("if-range", "\"other\"")])
+                .await;
+            assert_eq!(
+                (changed.status.as_u16(), changed.text().len()),
+                (200, 400),
+                "the whole body"
+            );
+            let head = proxy
+                .request(Method::HEAD, "/r", &[("range", "bytes=0-0")], Bytes::new())
+                .await;
+            assert_eq!(head.status, 200, "no ranges for HEAD");
+            assert_eq!(origin.count(), asked, "every range from memory");
+        }
+        // A range of what is not stored goes to the origin as it is, and stores nothing.
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+        let miss = proxy.get("/elsewhere", &[("range", "bytes=0-1")]).await;
+        assert_eq!((miss.status.as_u16(), miss.x_cache()), (500, "PASS"));
+        assert!(
+            miss.header("cache-status").contains("detail=range"),
+            "{:?}",
+            miss.headers
+        );
     })
     .await;
 }
