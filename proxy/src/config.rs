@@ -139,6 +139,84 @@ pub const DEFAULT_WRITE_WAIT: Duration = Duration::from_millis(500);
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
 /// Targeted cache-control fields (RFC 9213) obeyed, most specific first.
 pub const DEFAULT_TARGETED_FIELDS: &[&str] = &["strata-cache-control", "cdn-cache-control"];
+
+/// `[cache] preset`: which defaults the keys that make the proxy a WordPress cache or an exact
+/// HTTP cache take. A key set in the file overrides its preset's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Preset {
+    /// For WordPress, which sends no cache headers with its pages: a default TTL, an hour of
+    /// grace, clients' directives ignored (a flood of forced reloads never reaches PHP),
+    /// `Authorization` passed, cookies never stored.
+    #[default]
+    WordPress,
+    /// An exact shared HTTP cache (RFC 9111) for any origin: no default TTL and no grace,
+    /// heuristic freshness, objects with validators kept to be revalidated, any status with
+    /// explicit freshness stored, clients' directives honoured, `Authorization` looked up,
+    /// `Surrogate-Control` obeyed.
+    Http,
+}
+
+/// The defaults a [`Preset`] gives.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PresetDefaults {
+    pub default_ttl: Duration,
+    pub grace: Duration,
+    pub keep: Duration,
+    pub heuristic_fraction: f64,
+    pub store_any_status: bool,
+    pub store_set_cookie: bool,
+    pub request_directives: bool,
+    pub targeted_fields: &'static [&'static str],
+    /// `[policy] pass_authorization`.
+    pub pass_authorization: bool,
+}
+
+impl Preset {
+    /// The preset a `[cache] preset` value names (`"wordpress"`, `"http"`).
+    pub fn parse(name: &str) -> Option<Preset> {
+        match name {
+            "wordpress" => Some(Preset::WordPress),
+            "http" => Some(Preset::Http),
+            _ => None,
+        }
+    }
+
+    /// Its name in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::WordPress => "wordpress",
+            Preset::Http => "http",
+        }
+    }
+
+    /// The defaults it gives.
+    pub fn defaults(self) -> PresetDefaults {
+        match self {
+            Preset::WordPress => PresetDefaults {
+                default_ttl: DEFAULT_TTL,
+                grace: DEFAULT_GRACE,
+                keep: DEFAULT_KEEP,
+                heuristic_fraction: DEFAULT_HEURISTIC_FRACTION,
+                store_any_status: false,
+                store_set_cookie: false,
+                request_directives: false,
+                targeted_fields: DEFAULT_TARGETED_FIELDS,
+                pass_authorization: true,
+            },
+            Preset::Http => PresetDefaults {
+                default_ttl: Duration::ZERO,
+                grace: Duration::ZERO,
+                keep: Duration::from_secs(3600),
+                heuristic_fraction: 0.1,
+                store_any_status: true,
+                store_set_cookie: true,
+                request_directives: true,
+                targeted_fields: &["strata-cache-control", "surrogate-control", "cdn-cache-control"],
+                pass_authorization: false,
+            },
+        }
+    }
+}
 /// Status codes stored when the response is otherwise cacheable.
 pub const DEFAULT_CACHEABLE_STATUSES: &[u16] = &[200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 
@@ -202,6 +280,7 @@ struct RawOrigin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCache {
+    preset: Option<String>,
     capacity: Option<toml::Value>,
     default_ttl: Option<toml::Value>,
     grace: Option<toml::Value>,
@@ -214,6 +293,8 @@ struct RawCache {
     store_any_status: Option<bool>,
     store_set_cookie: Option<bool>,
     targeted_fields: Option<Vec<String>>,
+    request_directives: Option<bool>,
+    fill_headers: Option<Vec<String>>,
     max_variants: Option<i64>,
     compress_min_size: Option<toml::Value>,
     brotli: Option<bool>,
@@ -450,6 +531,8 @@ impl Config {
 /// `[cache]`
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
+    /// Which defaults the keys below took.
+    pub preset: Preset,
     /// Byte budget, counting bodies, headers and bookkeeping.
     pub capacity: u64,
     /// TTL when the response has no freshness information.
@@ -475,6 +558,15 @@ pub struct CacheConfig {
     /// specific first (lower case): the first one a response has stands instead of its
     /// `Cache-Control` and `Expires`; all of them are removed before delivery.
     pub targeted_fields: Vec<http::HeaderName>,
+    /// Honour the `Cache-Control` a client sends (`no-cache`, `max-age`, `min-fresh`,
+    /// `max-stale`, `only-if-cached`, `no-store`; `Pragma: no-cache`). Off for WordPress: a
+    /// flood of forced reloads must not reach PHP.
+    pub request_directives: bool,
+    /// Request headers a fill forwards as the client sent them, besides the ones the key
+    /// accounts for (the host, those the origin's `Vary` names): headers the operator knows
+    /// the origin's answer does not depend on (a trace id, …). Empty by default: nothing a
+    /// client sends that the key ignores may shape a stored object.
+    pub fill_headers: Vec<http::HeaderName>,
     /// Largest body stored.
     pub max_object_size: u64,
     /// How long a request waits on another's fetch of the same key.
@@ -493,6 +585,14 @@ pub struct CacheConfig {
     pub brotli: bool,
     /// Status codes that may be stored.
     pub cacheable_statuses: Vec<u16>,
+}
+
+impl Default for CacheConfig {
+    /// The WordPress preset's values and the other keys' defaults.
+    fn default() -> Self {
+        let mut c = Checker::default();
+        sections::cache_config(&mut c, &RawCache::default())
+    }
 }
 
 /// `[policy]`
@@ -624,7 +724,7 @@ impl Config {
         let server = server_config(&mut c, &raw.server, base);
         let origin = origin_config(&mut c, &raw.origin);
         let cache = cache_config(&mut c, &raw.cache);
-        let policy = policy_config(&mut c, &raw.policy);
+        let policy = policy_config(&mut c, &raw.policy, cache.preset);
         let cluster = cluster_config(&mut c, &raw.cluster, base);
         let bans = bans_config(&mut c, &raw.bans);
         let comments = comments_config(&mut c, &raw.comments);

@@ -272,6 +272,97 @@ pub fn stored_lifetime(
     })
 }
 
+/// Where a stored response stands when a request finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Its age (what `Age` would say).
+    pub age: Duration,
+    /// Whether it is still fresh.
+    pub fresh: bool,
+    /// Freshness left (zero when stale).
+    pub fresh_left: Duration,
+    /// How long it has been stale (zero when fresh).
+    pub stale_for: Duration,
+    /// Within its grace: it may be served stale while one request refreshes it.
+    pub in_grace: bool,
+    /// Its directives forbid serving it stale (`must-revalidate`, `proxy-revalidate`,
+    /// `s-maxage`, `no-cache`).
+    pub forbids_stale: bool,
+}
+
+/// What a request does with a stored response it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Serve it: fresh (and fresh enough for the request).
+    Fresh,
+    /// Serve it stale and refresh it in the background (grace).
+    StaleWhileRevalidate,
+    /// Serve it stale: the request's `max-stale` allows it.
+    Stale,
+    /// Ask the origin first (conditionally, when it has a validator).
+    Revalidate,
+}
+
+/// Whether a request may be answered with a stored response (RFC 9111 §4.2.4, §5.2.1),
+/// given the request's `Cache-Control` (`None` when the proxy ignores clients' directives, or
+/// the request has none): `no-cache` always revalidates; `max-age=N` does when the response
+/// is older than N, `min-fresh=N` when it has less than N of freshness left, and either when
+/// it is stale, unless `max-stale` (without a value, or at least as long as it has been
+/// stale) accepts it, which the response's own revalidation directives overrule. Without
+/// directives: fresh is served, stale within grace served while it is refreshed, anything
+/// else revalidated.
+pub fn use_stored(held: &Held, req: Option<&CacheControl>) -> Use {
+    let Some(req) = req else {
+        return match held {
+            h if h.fresh => Use::Fresh,
+            h if h.in_grace => Use::StaleWhileRevalidate,
+            _ => Use::Revalidate,
+        };
+    };
+    if req.no_cache || req.max_age.is_some_and(|max| held.age.as_secs() > max) {
+        return Use::Revalidate;
+    }
+    if held.fresh {
+        if req.min_fresh.is_some_and(|min| held.fresh_left.as_secs() < min) {
+            return Use::Revalidate;
+        }
+        return Use::Fresh;
+    }
+    let accepted = req
+        .max_stale
+        .is_some_and(|max| max.is_none_or(|n| held.stale_for.as_secs() <= n));
+    if accepted && !held.forbids_stale {
+        return Use::Stale;
+    }
+    if req.max_age.is_some() || req.min_fresh.is_some() || !held.in_grace {
+        return Use::Revalidate;
+    }
+    Use::StaleWhileRevalidate
+}
+
+/// A request's directives as a cache reads them: its `Cache-Control`, or, without one,
+/// `Pragma: no-cache` as `no-cache` (RFC 7234 §5.4); `None` when it has neither.
+pub fn request_directives(headers: &HeaderMap) -> Option<CacheControl> {
+    if headers.contains_key(header::CACHE_CONTROL) {
+        return Some(CacheControl::parse(headers));
+    }
+    let pragma_no_cache = headers.get_all(header::PRAGMA).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-cache"))
+    });
+    pragma_no_cache.then(|| CacheControl {
+        no_cache: true,
+        ..CacheControl::default()
+    })
+}
+
+/// Whether a stored response's directives forbid serving it stale (see [`Held`]).
+pub fn forbids_stale(cfg: &CacheConfig, headers: &HeaderMap, hidden: &HeaderMap) -> bool {
+    let cc = targeted(cfg, hidden).unwrap_or_else(|| CacheControl::parse(headers));
+    cc.must_revalidate || cc.s_maxage.is_some() || cc.no_cache
+}
+
 /// Response fields a `304` never changes in the stored response: framing and content coding
 /// (the stored body is what they describe), the validator the `304` was selected by (RFC 9111
 /// §3.2, §4.3.4), `Age` (computed anew) and the proxy's own delivery fields.
@@ -848,5 +939,74 @@ mod tests {
             Ok(Duration::from_secs(120)),
             "not for this cache"
         );
+    }
+
+    fn held(fresh_left: u64, stale_for: u64, in_grace: bool) -> Held {
+        Held {
+            age: Duration::from_secs(100),
+            fresh: fresh_left > 0,
+            fresh_left: Duration::from_secs(fresh_left),
+            stale_for: Duration::from_secs(stale_for),
+            in_grace,
+            forbids_stale: false,
+        }
+    }
+
+    fn req(cc: &str) -> CacheControl {
+        CacheControl::parse(&h(&[("cache-control", cc)]))
+    }
+
+    #[test]
+    fn without_request_directives_fresh_serves_grace_refreshes_the_rest_revalidates() {
+        assert_eq!(use_stored(&held(10, 0, false), None), Use::Fresh);
+        assert_eq!(use_stored(&held(0, 10, true), None), Use::StaleWhileRevalidate);
+        assert_eq!(use_stored(&held(0, 10, false), None), Use::Revalidate);
+    }
+
+    #[test]
+    fn request_directives_narrow_or_widen_what_a_stored_response_may_answer() {
+        let fresh = held(50, 0, false);
+        let stale = held(0, 30, false);
+        let graced = held(0, 30, true);
+        assert_eq!(use_stored(&fresh, Some(&req("no-cache"))), Use::Revalidate);
+        assert_eq!(
+            use_stored(&fresh, Some(&req("max-age=0"))),
+            Use::Revalidate,
+            "age 100 > 0"
+        );
+        assert_eq!(use_stored(&fresh, Some(&req("max-age=100"))), Use::Fresh);
+        assert_eq!(use_stored(&fresh, Some(&req("min-fresh=60"))), Use::Revalidate);
+        assert_eq!(use_stored(&fresh, Some(&req("min-fresh=50"))), Use::Fresh);
+        assert_eq!(use_stored(&fresh, Some(&req("only-if-cached"))), Use::Fresh);
+        assert_eq!(use_stored(&stale, Some(&req("max-stale"))), Use::Stale);
+        assert_eq!(use_stored(&stale, Some(&req("max-stale=30"))), Use::Stale);
+        assert_eq!(use_stored(&stale, Some(&req("max-stale=29"))), Use::Revalidate);
+        assert_eq!(
+            use_stored(&graced, Some(&req("max-age=3600"))),
+            Use::Revalidate,
+            "stale is not acceptable"
+        );
+        assert_eq!(
+            use_stored(&graced, Some(&req("max-stale=1"))),
+            Use::StaleWhileRevalidate
+        );
+        let strict = Held {
+            forbids_stale: true,
+            ..stale
+        };
+        assert_eq!(
+            use_stored(&strict, Some(&req("max-stale"))),
+            Use::Revalidate,
+            "must-revalidate wins"
+        );
+    }
+
+    #[test]
+    fn pragma_no_cache_counts_only_without_cache_control() {
+        assert!(request_directives(&h(&[("pragma", "no-cache")])).is_some_and(|c| c.no_cache));
+        assert!(request_directives(&h(&[("pragma", "foo")])).is_none());
+        let both = h(&[("pragma", "no-cache"), ("cache-control", "max-age=60")]);
+        assert!(request_directives(&both).is_some_and(|c| !c.no_cache));
+        assert!(request_directives(&HeaderMap::new()).is_none());
     }
 }

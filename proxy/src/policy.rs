@@ -35,6 +35,9 @@ pub enum PassReason {
     Range,
     /// This node cannot confirm it holds every sibling's bans (`when_unconfirmed = "pass"`).
     Unconfirmed,
+    /// The client's `Cache-Control: no-store` (with `cache.request_directives`): nothing of
+    /// the request or its answer may be stored.
+    RequestNoStore,
 }
 
 impl PassReason {
@@ -52,6 +55,7 @@ impl PassReason {
             PassReason::Uncacheable => "uncacheable",
             PassReason::Range => "range",
             PassReason::Unconfirmed => "cluster-unconfirmed",
+            PassReason::RequestNoStore => "request-no-store",
         }
     }
 }

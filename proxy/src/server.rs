@@ -268,9 +268,15 @@ impl Proxy {
     /// here and now; `None` sends it on to [`Proxy::handle`]. Keeping the hit out
     /// of the request future keeps that (large) future off the most frequent path.
     pub fn try_hit(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
-        if self.cfg().server.access_log || self.refusal(req).is_some() {
+        let cfg = self.cfg();
+        if cfg.server.access_log
+            || self.refusal(req).is_some()
+            || cfg.cache.request_directives
+                && (req.headers().contains_key(header::CACHE_CONTROL) || req.headers().contains_key(header::PRAGMA))
+        {
             return None;
         }
+        drop(cfg);
         let (method, uri, headers) = (req.method(), req.uri(), req.headers());
         if policy::pass_reason(&self.cfg().policy, method, uri.path(), uri.query(), headers).is_some() {
             return None;

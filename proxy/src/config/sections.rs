@@ -270,20 +270,45 @@ pub(super) fn fraction(c: &mut Checker, key: &str, v: &Option<toml::Value>, defa
 
 /// `[cache]`.
 pub(super) fn cache_config(c: &mut Checker, k: &RawCache) -> CacheConfig {
+    let preset = match k.preset.as_deref() {
+        None => Preset::default(),
+        Some(name) => Preset::parse(name).unwrap_or_else(|| {
+            c.problem("cache.preset", format!("{name:?}: expected \"wordpress\" or \"http\""));
+            Preset::default()
+        }),
+    };
+    let d = preset.defaults();
+    let fill_headers = header_names(c, "cache.fill_headers", &k.fill_headers, &[]);
+    for name in &fill_headers {
+        if crate::origin::never_filled(name) {
+            c.problem(
+                "cache.fill_headers",
+                format!(
+                    "{name:?} is never sent on a fill: it would change how the answer is framed, encoded or validated"
+                ),
+            );
+        }
+    }
     let cache = CacheConfig {
+        preset,
         capacity: c.size("cache.capacity", &k.capacity, DEFAULT_CAPACITY),
-        default_ttl: c.duration("cache.default_ttl", &k.default_ttl, DEFAULT_TTL),
-        grace: c.duration("cache.grace", &k.grace, DEFAULT_GRACE),
-        keep: c.duration("cache.keep", &k.keep, DEFAULT_KEEP),
+        default_ttl: c.duration("cache.default_ttl", &k.default_ttl, d.default_ttl),
+        grace: c.duration("cache.grace", &k.grace, d.grace),
+        keep: c.duration("cache.keep", &k.keep, d.keep),
         heuristic_fraction: fraction(
             c,
             "cache.heuristic_fraction",
             &k.heuristic_fraction,
-            DEFAULT_HEURISTIC_FRACTION,
+            d.heuristic_fraction,
         ),
-        store_any_status: k.store_any_status.unwrap_or(false),
-        store_set_cookie: k.store_set_cookie.unwrap_or(false),
-        targeted_fields: header_names(c, "cache.targeted_fields", &k.targeted_fields, DEFAULT_TARGETED_FIELDS),
+        store_any_status: k.store_any_status.unwrap_or(d.store_any_status),
+        store_set_cookie: k.store_set_cookie.unwrap_or(d.store_set_cookie),
+        targeted_fields: header_names(c, "cache.targeted_fields", &k.targeted_fields, d.targeted_fields),
+        request_directives: k.request_directives.unwrap_or(d.request_directives),
+        fill_headers: fill_headers
+            .into_iter()
+            .filter(|n| !crate::origin::never_filled(n))
+            .collect(),
         max_object_size: c.size("cache.max_object_size", &k.max_object_size, DEFAULT_MAX_OBJECT_SIZE),
         lock_timeout: c.duration("cache.lock_timeout", &k.lock_timeout, DEFAULT_LOCK_TIMEOUT),
         background_refreshes: c.count(
@@ -333,7 +358,7 @@ pub(super) fn cache_config(c: &mut Checker, k: &RawCache) -> CacheConfig {
 }
 
 /// `[policy]`.
-pub(super) fn policy_config(c: &mut Checker, p: &RawPolicy) -> PolicyConfig {
+pub(super) fn policy_config(c: &mut Checker, p: &RawPolicy, preset: Preset) -> PolicyConfig {
     let mut policy = PolicyConfig::default();
     if let Some(v) = &p.pass_cookies {
         policy.pass_cookies = v.clone();
@@ -366,7 +391,7 @@ pub(super) fn policy_config(c: &mut Checker, p: &RawPolicy) -> PolicyConfig {
             c.problem("policy", "empty names are not allowed in cookie or query lists");
         }
     }
-    policy.pass_authorization = p.pass_authorization.unwrap_or(true);
+    policy.pass_authorization = p.pass_authorization.unwrap_or(preset.defaults().pass_authorization);
     policy.pass_ajax = p.pass_ajax.unwrap_or(true);
     policy
 }

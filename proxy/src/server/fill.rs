@@ -25,10 +25,11 @@ impl Proxy {
     /// URL stored under a Vary rule, forwarding), nothing else of the client's.
     pub(super) fn fill_request(&self, lk: &Lookup, client: SocketAddr) -> Result<Request<ProxyBody>, http::Error> {
         let host = policy::normalise_host(host_of(&lk.parts.uri, &lk.parts.headers).unwrap_or_default());
-        let vary = match self.store.get(&lk.primary) {
+        let mut vary = match self.store.get(&lk.primary) {
             Some(Slot::Vary(rule)) => rule.names.clone(),
             _ => Vec::new(),
         };
+        vary.extend(self.cfg().cache.fill_headers.iter().cloned());
         let mut headers = origin::fill_headers(&host, &vary, &lk.parts.headers, client.ip(), proto(&lk.parts))?;
         // Looked up with `Authorization` (`policy.pass_authorization = false`): the origin
         // decides on the credentials, and the answer is stored only if it says it may be

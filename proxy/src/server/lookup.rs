@@ -23,37 +23,62 @@ impl Proxy {
     }
 
     pub(super) async fn lookup(self: &Arc<Self>, lk: Lookup, body: Incoming, client: SocketAddr) -> Answer {
+        // The client's own directives, when the proxy honours them (`cache.request_directives`).
+        let directives = if self.cfg().cache.request_directives {
+            freshness::request_directives(&lk.parts.headers)
+        } else {
+            None
+        };
         for _ in 0..MAX_FLIGHT_RETRIES {
             let (key, slot) = self.find(&lk);
             let now = Instant::now();
-            // An object past its grace that has validators: the fill revalidates it.
+            // A stored object the fill revalidates (it has validators).
             let mut stale = None;
             match slot {
-                Some(Slot::Object(o)) if o.is_fresh(now) => {
-                    let status = hit_status(o.ttl_secs(now));
-                    return Answer::new(
-                        self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
-                        Outcome::Hit,
-                    );
-                }
-                Some(Slot::Object(o)) if now < o.grace_until => {
-                    self.refresh_in_background(key, &lk, &o, client);
-                    let over = now.saturating_duration_since(o.fresh_until.min(now)).as_secs();
-                    let status = cache_status(format_args!("hit; fwd=stale; ttl=-{over}"));
-                    return Answer::new(
-                        self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
-                        Outcome::Stale,
-                    );
-                }
-                Some(Slot::Object(o)) if now < o.keep_until && fill::revalidatable(&o) => stale = Some(o),
-                Some(Slot::HitForPass(until, _)) if now < until => {
+                Some(Slot::Object(o)) if now < o.keep_until => match self.use_stored(&o, now, directives.as_ref()) {
+                    freshness::Use::Fresh => {
+                        let status = hit_status(o.ttl_secs(now));
+                        return Answer::new(
+                            self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
+                            Outcome::Hit,
+                        );
+                    }
+                    used @ (freshness::Use::StaleWhileRevalidate | freshness::Use::Stale) => {
+                        if used == freshness::Use::StaleWhileRevalidate {
+                            self.refresh_in_background(key, &lk, &o, client);
+                        }
+                        let over = now.saturating_duration_since(o.fresh_until.min(now)).as_secs();
+                        let status = cache_status(format_args!("hit; fwd=stale; ttl=-{over}"));
+                        return Answer::new(
+                            self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
+                            Outcome::Stale,
+                        );
+                    }
+                    freshness::Use::Revalidate => stale = Some(o).filter(|o| fill::revalidatable(o)),
+                },
+                Some(Slot::HitForPass(until, _))
+                    if now < until && !directives.as_ref().is_some_and(|d| d.only_if_cached) =>
+                {
                     return self.pass(lk.parts, body, client, PassReason::HitForPass).await;
                 }
                 _ => {}
             }
+            if directives.as_ref().is_some_and(|d| d.only_if_cached) {
+                // RFC 9111 §5.2.1.7: nothing stored answers it, and the origin may not be asked.
+                let resp = synth(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "only-if-cached, and no stored response answers the request",
+                    "only-if-cached",
+                );
+                return Answer::new(resp, Outcome::Synth);
+            }
             if lk.parts.headers.contains_key(header::RANGE) {
                 // Ranges are served from a stored response, not fetched to be stored.
                 return self.pass(lk.parts, body, client, PassReason::Range).await;
+            }
+            if directives.as_ref().is_some_and(|d| d.no_store) {
+                // RFC 9111 §5.2.1.5: nothing of this request or its answer may be stored.
+                return self.pass(lk.parts, body, client, PassReason::RequestNoStore).await;
             }
             // A miss: lead a flight for this key, or wait on the one under way.
             let role = {
@@ -127,6 +152,30 @@ impl Proxy {
             }
         }
         self.pass(lk.parts, body, client, PassReason::LockTimeout).await
+    }
+
+    /// How a request may use a stored object it found (see [`freshness::use_stored`]).
+    fn use_stored(&self, o: &Object, now: Instant, directives: Option<&freshness::CacheControl>) -> freshness::Use {
+        let fresh = o.is_fresh(now);
+        let held = freshness::Held {
+            age: std::time::Duration::from_secs(o.age(now)),
+            fresh,
+            fresh_left: if fresh {
+                o.fresh_until.saturating_duration_since(now)
+            } else {
+                std::time::Duration::ZERO
+            },
+            stale_for: if fresh {
+                std::time::Duration::ZERO
+            } else {
+                now.saturating_duration_since(o.fresh_until)
+            },
+            in_grace: now < o.grace_until,
+            // Only a request's max-stale asks; reading the stored directives costs a parse.
+            forbids_stale: directives.is_some_and(|d| d.max_stale.is_some())
+                && freshness::forbids_stale(&self.cfg().cache, &o.headers, &o.hidden),
+        };
+        freshness::use_stored(&held, directives)
     }
 
     /// Serves a stored object: conditional 304, byte ranges (of a 200, for GET), encoding by

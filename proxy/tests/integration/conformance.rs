@@ -91,14 +91,10 @@ impl Origin {
     }
 }
 
-/// An exact HTTP cache: no default TTL, no grace, objects with validators kept an hour to be
-/// revalidated, heuristic freshness.
-const EXACT: &[(&str, &str)] = &[
-    ("cache", "default_ttl = \"0s\""),
-    ("cache", "grace = \"0s\""),
-    ("cache", "keep = \"1h\""),
-    ("cache", "heuristic_fraction = 0.1"),
-];
+/// The exact HTTP cache preset: no default TTL, no grace, objects with validators kept an
+/// hour to be revalidated, heuristic freshness, any status with explicit freshness stored,
+/// clients' directives honoured.
+const EXACT: &[(&str, &str)] = &[("cache", "preset = \"http\"")];
 
 /// The freshness left that a hit's `Cache-Status` reports (`ttl=N`).
 fn ttl_of(r: &Resp) -> u64 {
@@ -488,9 +484,7 @@ async fn any_final_status_with_explicit_freshness_is_stored_when_allowed() {
             reply(code, &h, format!("status {code}"))
         })
         .await;
-        let mut cfg = EXACT.to_vec();
-        cfg.push(("cache", "store_any_status = true"));
-        let exact = TestProxy::start(&origin.url(), &cfg).await;
+        let exact = TestProxy::start(&origin.url(), EXACT).await;
         let wordpress = TestProxy::start(&origin.url(), &[]).await;
         for code in ["302", "307", "404", "410", "500", "503"] {
             let path = format!("/{code}");
@@ -522,9 +516,7 @@ async fn answers_to_authorized_requests_are_shared_only_when_the_origin_says_so(
             reply(200, &[("cache-control", cc)], req.header("authorization").to_string())
         })
         .await;
-        let mut cfg = EXACT.to_vec();
-        cfg.push(("policy", "pass_authorization = false"));
-        let proxy = TestProxy::start(&origin.url(), &cfg).await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
         for (path, shared) in [
             ("/private-by-default", false),
             ("/public", true),
@@ -564,9 +556,7 @@ async fn set_cookie_is_stored_only_when_allowed_and_clear_site_data_never() {
             ),
         })
         .await;
-        let mut cfg = EXACT.to_vec();
-        cfg.push(("cache", "store_set_cookie = true"));
-        let exact = TestProxy::start(&origin.url(), &cfg).await;
+        let exact = TestProxy::start(&origin.url(), EXACT).await;
         let wordpress = TestProxy::start(&origin.url(), &[]).await;
         exact.get("/cookie", &[]).await;
         let again = exact.get("/cookie", &[]).await;
@@ -840,6 +830,136 @@ async fn ranges_of_a_stored_response_are_served_from_memory() {
             "{:?}",
             miss.headers
         );
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Request directives (RFC 9111 §5.2.1) and the presets
+// ---------------------------------------------------------------------------------------
+
+/// An origin whose answers carry `ETag: "e"` and `max-age=<path's number>`, answering a
+/// matching conditional request with 304.
+async fn etag_origin() -> Origin {
+    Origin::start(|n, req| {
+        let max_age = req.path.trim_start_matches('/').parse::<u64>().unwrap_or(60);
+        let cc = format!("max-age={max_age}");
+        if req.header("if-none-match") == "\"e\"" {
+            reply(304, &[("cache-control", cc.as_str())], "")
+        } else {
+            reply(
+                200,
+                &[("etag", "\"e\""), ("cache-control", cc.as_str())],
+                format!("answer {n}"),
+            )
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wordpress_preset_ignores_what_clients_ask_of_the_cache() {
+    bounded(30, async {
+        let origin = etag_origin().await;
+        let proxy = TestProxy::start(&origin.url(), &[]).await;
+        proxy.get("/60", &[]).await;
+        for asks in [
+            ("cache-control", "no-cache"),
+            ("cache-control", "max-age=0"),
+            ("cache-control", "no-store"),
+            ("pragma", "no-cache"),
+        ] {
+            let r = proxy.get("/60", &[asks]).await;
+            assert_eq!(r.x_cache(), "HIT", "{asks:?}: a forced reload never reaches the origin");
+        }
+        assert_eq!(origin.count(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_preset_honours_what_clients_ask_of_the_cache() {
+    bounded(30, async {
+        let origin = etag_origin().await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+        proxy.get("/60", &[]).await;
+        for asks in [
+            ("cache-control", "no-cache"),
+            ("pragma", "no-cache"),
+            ("cache-control", "min-fresh=120"),
+        ] {
+            let before = origin.count();
+            let r = proxy.get("/60", &[asks]).await;
+            assert_eq!(r.text(), "answer 1", "{asks:?}: revalidated, the stored body");
+            assert_eq!(origin.count(), before + 1, "{asks:?}");
+            assert_eq!(origin.requests()[before].header("if-none-match"), "\"e\"", "{asks:?}");
+        }
+        let before = origin.count();
+        for asks in [
+            ("cache-control", "max-age=3600"),
+            ("cache-control", "min-fresh=10"),
+            ("pragma", "x"),
+        ] {
+            assert_eq!(proxy.get("/60", &[asks]).await.x_cache(), "HIT", "{asks:?}");
+        }
+        assert_eq!(origin.count(), before);
+
+        // only-if-cached: what is stored, or a 504 without asking the origin.
+        assert_eq!(
+            proxy.get("/60", &[("cache-control", "only-if-cached")]).await.x_cache(),
+            "HIT"
+        );
+        let none = proxy.get("/30", &[("cache-control", "only-if-cached")]).await;
+        assert_eq!(none.status, 504);
+        assert_eq!(origin.count(), before);
+
+        // no-store: fetched for this client, stored for nobody.
+        let r = proxy.get("/30", &[("cache-control", "no-store")]).await;
+        assert_eq!((r.status.as_u16(), r.x_cache()), (200, "PASS"));
+        assert!(r.header("cache-status").contains("request-no-store"), "{:?}", r.headers);
+        assert_eq!(
+            proxy.get("/30", &[("cache-control", "only-if-cached")]).await.status,
+            504
+        );
+
+        // max-stale: a stale response is acceptable to this client.
+        let stored = proxy.get("/1", &[]).await.text();
+        expire().await;
+        let before = origin.count();
+        let r = proxy.get("/1", &[("cache-control", "max-stale")]).await;
+        assert_eq!((r.x_cache(), r.text()), ("STALE", stored));
+        let r = proxy.get("/1", &[("cache-control", "max-stale=3600")]).await;
+        assert_eq!(r.x_cache(), "STALE");
+        assert_eq!(origin.count(), before);
+        let r = proxy.get("/1", &[]).await;
+        assert!(r.header("cache-status").contains("fwd-status=304"), "{:?}", r.headers);
+
+        // max-age: /60 was last validated more than a second ago.
+        let before = origin.count();
+        assert_eq!(
+            proxy.get("/60", &[("cache-control", "max-age=3600")]).await.x_cache(),
+            "HIT"
+        );
+        let r = proxy.get("/60", &[("cache-control", "max-age=0")]).await;
+        assert_eq!(origin.count(), before + 1, "older than the client accepts");
+        assert_eq!(r.text(), "answer 1");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_carry_the_headers_the_operator_lists_and_no_other_unkeyed_one() {
+    bounded(30, async {
+        let origin = Origin::start(|_, req| {
+            let body = format!("{}|{}", req.header("traceparent"), req.header("x-other"));
+            reply(200, &[("cache-control", "max-age=60")], body)
+        })
+        .await;
+        let proxy = TestProxy::start(&origin.url(), &[("cache", "fill_headers = [\"Traceparent\"]")]).await;
+        let r = proxy
+            .get("/f", &[("traceparent", "00-abc-01"), ("x-other", "no")])
+            .await;
+        assert_eq!(r.text(), "00-abc-01|");
     })
     .await;
 }
