@@ -5,6 +5,12 @@
 use super::*;
 use std::time::Duration;
 
+/// The request header a surrogate announces itself with.
+static SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-capability");
+/// This cache's capabilities: its device token (`freshness::SURROGATE_DEVICE`) and the
+/// Surrogate-Control version it reads.
+const SURROGATE_CAPABILITY_VALUE: &str = "strata=\"Surrogate/1.0\"";
+
 /// Why an object was not stored: a hard ban arrived while it was fetched.
 const BANNED_IN_FLIGHT: &str = "banned-in-flight";
 /// Why an object was not stored: its URL's variant budget is spent for now.
@@ -36,6 +42,20 @@ impl Proxy {
         // shared (`freshness::Asked`).
         if let Some(auth) = lk.parts.headers.get(header::AUTHORIZATION) {
             headers.insert(header::AUTHORIZATION, auth.clone());
+        }
+        if self
+            .cfg()
+            .cache
+            .targeted_fields
+            .iter()
+            .any(|n| n == "surrogate-control")
+        {
+            // Tells the origin which device token targets this cache in Surrogate-Control
+            // (`max-age=60;strata`), as the Edge Architecture specification has surrogates do.
+            headers.insert(
+                &SURROGATE_CAPABILITY,
+                HeaderValue::from_static(SURROGATE_CAPABILITY_VALUE),
+            );
         }
         let mut req = Request::builder()
             .method(Method::GET)

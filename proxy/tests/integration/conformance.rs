@@ -963,3 +963,39 @@ async fn fills_carry_the_headers_the_operator_lists_and_no_other_unkeyed_one() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn surrogate_control_targets_this_cache_by_the_device_token_it_announces() {
+    bounded(30, async {
+        let origin = Origin::start(|_, req| {
+            let token = req
+                .header("surrogate-capability")
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let sc = match req.path.as_str() {
+                "/mine" => format!("max-age=3600;{token}"),
+                _ => "max-age=3600;another-device".to_string(),
+            };
+            reply(
+                200,
+                &[("cache-control", "no-store"), ("surrogate-control", sc.as_str())],
+                "s",
+            )
+        })
+        .await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+        proxy.get("/mine", &[]).await;
+        let mine = proxy.get("/mine", &[]).await;
+        assert_eq!(mine.x_cache(), "HIT");
+        assert_eq!(mine.header("surrogate-control"), "", "not delivered");
+        assert_eq!(
+            origin.requests()[0].header("surrogate-capability"),
+            "strata=\"Surrogate/1.0\""
+        );
+        proxy.get("/theirs", &[]).await;
+        assert_ne!(proxy.get("/theirs", &[]).await.x_cache(), "HIT");
+    })
+    .await;
+}
