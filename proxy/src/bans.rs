@@ -272,6 +272,7 @@ mod tests {
             initial_age: Duration::ZERO,
             fresh_until: now + Duration::from_secs(60),
             grace_until: now + Duration::from_secs(120),
+            error_until: now + Duration::from_secs(120),
             keep_until: now + Duration::from_secs(120),
             compressible: false,
             tags: tags.iter().map(|t| Arc::from(*t)).collect(),

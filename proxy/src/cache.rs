@@ -58,7 +58,10 @@ pub struct Object {
     pub fresh_until: Instant,
     /// End of grace: after this it is never served without asking the origin.
     pub grace_until: Instant,
-    /// End of its stay in the store (`grace_until`, or `cache.keep` later for an object with
+    /// End of `stale-if-error` (at least `grace_until`): until then it is served stale when
+    /// the origin, asked first, fails.
+    pub error_until: Instant,
+    /// End of its stay in the store (`error_until`, or `cache.keep` later for an object with
     /// validators, kept so that its next request revalidates it).
     pub keep_until: Instant,
     /// Whether a client's `Accept-Encoding` selects among stored encodings.
@@ -593,6 +596,7 @@ mod tests {
             initial_age: Duration::from_secs(5),
             fresh_until: now + ttl,
             grace_until: now + ttl * 2,
+            error_until: now + ttl * 2,
             keep_until: now + ttl * 2,
             compressible: true,
             tags: vec![Arc::from("t")].into(),

@@ -79,10 +79,14 @@ pub struct Lifetime {
     /// stored only to be revalidated on its next use (`no-cache`, `max-age=0` with a
     /// validator), which `keep` then holds.
     pub ttl: Duration,
-    /// Time past `ttl` it may be served stale (grace).
+    /// Time past `ttl` it may be served stale while it is refreshed (grace: `cache.grace`,
+    /// or a longer `stale-while-revalidate`).
     pub grace: Duration,
-    /// Time past `ttl + grace` it is kept to be revalidated: `cache.keep` when the response
-    /// has a validator (`ETag`, `Last-Modified`), else zero.
+    /// Time past `ttl` it may be served stale when the origin fails (a connection error or a
+    /// 500, 502, 503 or 504): at least `grace`, or a longer `stale-if-error` (RFC 5861 §4).
+    pub stale_if_error: Duration,
+    /// Time past `ttl` and both stale windows it is kept to be revalidated: `cache.keep` when
+    /// the response has a validator (`ETag`, `Last-Modified`), else zero.
     pub keep: Duration,
     /// The origin's `Age` when it arrived, carried on into our `Age` header.
     pub initial_age: Duration,
@@ -170,9 +174,9 @@ pub fn lifetime(
 /// time of receipt stands in) > `cache.default_ttl` > heuristic freshness (a
 /// `cache.heuristic_fraction` of the time since `Last-Modified`, when `default_ttl` is zero),
 /// minus the origin's `Age` (an `Age` that is not one delta-seconds makes the response
-/// stale). Grace is `cache.grace`, or the larger `stale-while-revalidate`/`stale-if-error`
-/// the origin asks for; `must-revalidate`, `proxy-revalidate`, `s-maxage` and `no-cache`
-/// forbid serving stale, so grace is zero. A response with no freshness left (`no-cache`,
+/// stale). Grace is `cache.grace`, or a longer `stale-while-revalidate`; the stale-if-error
+/// window at least grace, or a longer `stale-if-error`; `must-revalidate`,
+/// `proxy-revalidate`, `s-maxage` and `no-cache` forbid serving stale, so both are zero. A response with no freshness left (`no-cache`,
 /// `max-age=0`, an `Age` past its lifetime) is stored only when it has a validator and
 /// `cache.keep` is set: its next use revalidates it; otherwise it is not stored
 /// ([`NoStore::Expired`]). Fields named by `private="…"` or `no-cache="…"` are left out of
@@ -254,18 +258,22 @@ pub fn stored_lifetime(
     if ttl.is_zero() && keep.is_zero() {
         return Err(NoStore::Expired);
     }
-    let grace = if cc.must_revalidate || cc.s_maxage.is_some() || cc.no_cache {
-        Duration::ZERO
+    let forbids_stale = cc.must_revalidate || cc.s_maxage.is_some() || cc.no_cache;
+    let (grace, stale_if_error) = if forbids_stale {
+        (Duration::ZERO, Duration::ZERO)
     } else {
-        let asked = cc
+        let grace = cc
             .stale_while_revalidate
-            .max(cc.stale_if_error)
-            .map(Duration::from_secs);
-        asked.map_or(cfg.grace, |a| a.max(cfg.grace))
+            .map_or(cfg.grace, |s| Duration::from_secs(s).max(cfg.grace));
+        (
+            grace,
+            cc.stale_if_error.map_or(grace, |s| Duration::from_secs(s).max(grace)),
+        )
     };
     Ok(Lifetime {
         ttl,
         grace,
+        stale_if_error,
         keep,
         initial_age: age.unwrap_or(Duration::ZERO),
         strip,
@@ -527,6 +535,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.grace, Duration::from_secs(86400));
+        assert_eq!(l.stale_if_error, Duration::from_secs(86400), "at least grace");
+        // stale-if-error widens only what may be served when the origin fails.
+        let l = lifetime(
+            &c,
+            StatusCode::OK,
+            &h(&[("cache-control", "max-age=10, stale-if-error=86400")]),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            (l.grace, l.stale_if_error),
+            (Duration::from_secs(3600), Duration::from_secs(86400))
+        );
+        let l = lifetime(
+            &c,
+            StatusCode::OK,
+            &h(&[("cache-control", "max-age=10, stale-if-error=86400, proxy-revalidate")]),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!((l.grace, l.stale_if_error), (Duration::ZERO, Duration::ZERO));
     }
 
     #[test]

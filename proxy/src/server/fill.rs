@@ -80,7 +80,7 @@ impl Proxy {
         let generation = self.bans.generation();
         let (req, sent) = match self.fill_request(lk, client) {
             Ok(mut r) => {
-                if let Some(stale) = &stale {
+                if let Some(stale) = stale.as_ref().filter(|o| revalidatable(o)) {
                     add_validators(r.headers_mut(), stale);
                 }
                 let sent = r.headers().clone();
@@ -98,10 +98,16 @@ impl Proxy {
                 ));
             }
         };
+        // Served instead of an origin failure while its stale-if-error window lasts.
+        let fallback = stale.as_ref().filter(|o| Instant::now() < o.error_until).cloned();
         let resp = match self.send(req).await {
             Ok(r) => r,
             Err(e) => {
                 guard.finish(Flight::Failed(e.status()));
+                if let Some(o) = fallback {
+                    tracing::warn!(url = %lk.origin_path(), error = %e, "origin failed; serving stale (stale-if-error)");
+                    return Some(self.stale_on_error(lk, &o, e.status()));
+                }
                 return Some(Answer::new(self.origin_failure(&e, &lk.origin_path()), Outcome::Miss));
             }
         };
@@ -109,6 +115,11 @@ impl Proxy {
         origin::strip_hop_by_hop(&mut parts.headers);
         if let Some(stale) = stale.filter(|_| parts.status == StatusCode::NOT_MODIFIED) {
             return Some(self.revalidated_answer(lk, &key, &stale, &parts.headers, &sent, guard, generation));
+        }
+        if let Some(o) = fallback.filter(|_| is_error_status(parts.status)) {
+            guard.finish(Flight::Failed(parts.status));
+            tracing::warn!(url = %lk.origin_path(), status = parts.status.as_u16(), "origin error; serving stale (stale-if-error)");
+            return Some(self.stale_on_error(lk, &o, parts.status));
         }
         let verdict = freshness::stored_lifetime(
             &self.cfg().cache,
@@ -239,6 +250,19 @@ impl Proxy {
         Flight::Uncacheable
     }
 
+    /// Answers with a stale object because the origin failed (RFC 5861 `stale-if-error`).
+    pub(super) fn stale_on_error(&self, lk: &Lookup, o: &Arc<Object>, origin_status: StatusCode) -> Answer {
+        let over = Instant::now().saturating_duration_since(o.fresh_until).as_secs();
+        let status = cache_status(format_args!(
+            "hit; fwd=stale; fwd-status={}; ttl=-{over}; detail=stale-if-error",
+            origin_status.as_u16()
+        ));
+        Answer::new(
+            self.deliver(&lk.parts.method, &lk.parts.headers, o, status),
+            Outcome::Stale,
+        )
+    }
+
     /// Answers a fill that revalidated `stale` and got `304 Not Modified`: the stale object's
     /// body under the updated headers is stored (when they still allow it; otherwise the key is
     /// dropped and remembered as uncacheable) and delivered to the client.
@@ -316,9 +340,9 @@ impl Proxy {
             }
         }
         let now = Instant::now();
-        let (fresh_until, grace_until, keep_until) = match &verdict {
+        let (fresh_until, grace_until, error_until, keep_until) = match &verdict {
             Ok(life) => self.lifetime_bounds(now, life),
-            Err(_) => (now, now, now),
+            Err(_) => (now, now, now, now),
         };
         let last_modified = headers
             .get(header::LAST_MODIFIED)
@@ -337,6 +361,7 @@ impl Proxy {
             initial_age: verdict.as_ref().map_or(Duration::ZERO, |l| l.initial_age),
             fresh_until,
             grace_until,
+            error_until,
             keep_until,
             compressible: stale.compressible,
             tags: stale.tags.clone(),
@@ -513,7 +538,7 @@ impl Proxy {
             .and_then(|s| httpdate::parse_http_date(s).ok());
         add_delivery_slots(&mut headers, gzip.is_some() || br.is_some());
         let now = Instant::now();
-        let (fresh_until, grace_until, keep_until) = self.lifetime_bounds(now, &life);
+        let (fresh_until, grace_until, error_until, keep_until) = self.lifetime_bounds(now, &life);
         Some(Arc::new(Object {
             status: parts.status,
             headers,
@@ -527,6 +552,7 @@ impl Proxy {
             initial_age: life.initial_age,
             fresh_until,
             grace_until,
+            error_until,
             keep_until,
             compressible,
             tags: tags.into_iter().map(Arc::from).collect(),
@@ -535,16 +561,20 @@ impl Proxy {
         }))
     }
 
-    /// Freshness, grace and keep ends of an object stored now: while the node is unconfirmed,
-    /// freshness at most `confirm_within`, and no grace or keep.
-    pub(super) fn lifetime_bounds(&self, now: Instant, life: &freshness::Lifetime) -> (Instant, Instant, Instant) {
+    /// Freshness, grace, stale-if-error and keep ends of an object stored now: while the node
+    /// is unconfirmed, freshness at most `confirm_within`, and no grace, stale-if-error or keep.
+    pub(super) fn lifetime_bounds(
+        &self,
+        now: Instant,
+        life: &freshness::Lifetime,
+    ) -> (Instant, Instant, Instant, Instant) {
         let fresh = now + life.ttl;
-        let grace = fresh + life.grace;
         if self.cluster.confirmed(now) {
-            (fresh, grace, grace + life.keep)
+            let (grace, error) = (fresh + life.grace, fresh + life.stale_if_error);
+            (fresh, grace, error, grace.max(error) + life.keep)
         } else {
             let cap = fresh.min(now + self.cluster.unconfirmed_ttl());
-            (cap, cap, cap)
+            (cap, cap, cap, cap)
         }
     }
 
@@ -703,6 +733,11 @@ fn fnv1a(data: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// The statuses that count as the origin failing for `stale-if-error` (RFC 5861 §4).
+fn is_error_status(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 500 | 502 | 503 | 504)
 }
 
 /// What of a request sent to the origin bears on storing its answer.

@@ -54,7 +54,9 @@ impl Proxy {
                             Outcome::Stale,
                         );
                     }
-                    freshness::Use::Revalidate => stale = Some(o).filter(|o| fill::revalidatable(o)),
+                    freshness::Use::Revalidate => {
+                        stale = Some(o).filter(|o| fill::revalidatable(o) || now < o.error_until)
+                    }
                 },
                 Some(Slot::HitForPass(until, _))
                     if now < until && !directives.as_ref().is_some_and(|d| d.only_if_cached) =>
@@ -139,6 +141,11 @@ impl Proxy {
                             return self.pass(lk.parts, body, client, PassReason::Uncacheable).await
                         }
                         Some(Flight::Failed(status)) => {
+                            if let (_, Some(Slot::Object(o))) = self.find(&lk) {
+                                if Instant::now() < o.error_until && !o.is_fresh(Instant::now()) {
+                                    return self.stale_on_error(&lk, &o, status);
+                                }
+                            }
                             let resp = synth(
                                 status,
                                 "the origin failed for a request collapsed with this one",

@@ -999,3 +999,47 @@ async fn surrogate_control_targets_this_cache_by_the_device_token_it_announces()
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Serving stale (RFC 9111 §4.2.4, RFC 5861)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_serves_stale_only_when_the_origin_fails() {
+    bounded(30, async {
+        let origin = Origin::start(|n, _| match n {
+            2 => reply(503, &[], "down"),
+            _ => reply(
+                200,
+                &[("cache-control", "max-age=1, stale-if-error=60")],
+                format!("v{n}"),
+            ),
+        })
+        .await;
+        let proxy = TestProxy::start(&origin.url(), EXACT).await;
+        assert_eq!(proxy.get("/sie", &[]).await.text(), "v1");
+        expire().await;
+        let failed = proxy.get("/sie", &[]).await;
+        assert_eq!((failed.status.as_u16(), failed.text().as_str()), (200, "v1"));
+        assert_eq!(failed.x_cache(), "STALE");
+        assert!(
+            failed.header("cache-status").contains("fwd-status=503")
+                && failed.header("cache-status").contains("stale-if-error"),
+            "{:?}",
+            failed.headers
+        );
+        // The origin answers again: no stale copy while it does (no stale-while-revalidate).
+        let ok = proxy.get("/sie", &[]).await;
+        assert_eq!((ok.x_cache(), ok.text().as_str()), ("MISS", "v3"));
+
+        // A connection that cannot be made is an error too.
+        let relay = crate::fixture::Relay::start(origin.fixture.addr.to_string()).await;
+        let proxy = TestProxy::start(&relay.url(), EXACT).await;
+        let stored = proxy.get("/sie2", &[]).await.text();
+        expire().await;
+        relay.cut();
+        let r = proxy.get("/sie2", &[]).await;
+        assert_eq!((r.status.as_u16(), r.x_cache(), r.text()), (200, "STALE", stored));
+    })
+    .await;
+}
