@@ -22,10 +22,16 @@ impl From<Incoming> for ClientBody {
 pub(super) const MAX_COMMENT_BODY: u64 = 2 << 20;
 
 impl Proxy {
-    /// Sends to the origin, timing it and counting failures.
-    pub(super) async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, OriginError> {
+    /// Sends to the origin, timing it and counting failures and interim responses (`100`,
+    /// `102`, `103 Early Hints`: read and dropped; hyper's server has no way to send a client
+    /// a 1xx of its own, so they cannot be relayed, and they are never stored).
+    pub(super) async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, OriginError> {
         let t = Instant::now();
         self.metrics.origin_requests.inc();
+        let interim = self.metrics.origin_interim.clone();
+        hyper::ext::on_informational(&mut req, move |_| {
+            interim.inc();
+        });
         let r = self.origin.send(req).await;
         match &r {
             Ok(_) => self.metrics.origin_latency.observe(t.elapsed().as_secs_f64()),

@@ -1043,3 +1043,73 @@ async fn stale_if_error_serves_stale_only_when_the_origin_fails() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Interim responses (RFC 9110 §15.2; RFC 8297 103 Early Hints)
+// ---------------------------------------------------------------------------------------
+
+/// An origin on raw TCP that answers every request with `interim` (one or more 1xx heads)
+/// followed by a final `200` that may be stored.
+async fn interim_origin(interim: &'static str) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                loop {
+                    let Ok(n) = conn.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let reply = format!(
+                    "{interim}HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 5\r\nconnection: close\r\n\r\nfinal"
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_responses_from_the_origin_are_read_and_never_stored() {
+    bounded(30, async {
+        let (addr, count) = interim_origin(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n\
+             HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload; as=style\r\n\r\n",
+        )
+        .await;
+        for cfg in [EXACT, &[]] {
+            let proxy = TestProxy::start(&format!("http://{addr}"), cfg).await;
+            let first = proxy.get("/hinted", &[]).await;
+            assert_eq!((first.status.as_u16(), first.text().as_str()), (200, "final"));
+            assert_eq!(
+                first.header("link"),
+                "",
+                "an early hint is not part of the final response"
+            );
+            let again = proxy.get("/hinted", &[]).await;
+            assert_eq!(
+                (again.x_cache(), again.text().as_str()),
+                ("HIT", "final"),
+                "the final response was stored"
+            );
+            assert_eq!(again.header("link"), "");
+            assert_eq!(proxy.metric("strata_origin_interim_responses_total", "").await, 3.0);
+        }
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+    })
+    .await;
+}
