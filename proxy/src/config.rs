@@ -559,7 +559,7 @@ pub struct CacheConfig {
     /// `Cache-Control` and `Expires`; all of them are removed before delivery.
     pub targeted_fields: Vec<http::HeaderName>,
     /// Honour the `Cache-Control` a client sends (`no-cache`, `max-age`, `min-fresh`,
-    /// `max-stale`, `only-if-cached`, `no-store`; `Pragma: no-cache`). Off for WordPress: a
+    /// `max-stale`, `only-if-cached`, `no-store`). Off for WordPress: a
     /// flood of forced reloads must not reach PHP.
     pub request_directives: bool,
     /// Request headers a fill forwards as the client sent them, besides the ones the key

@@ -85,8 +85,10 @@ pub struct Lifetime {
     /// Time past `ttl` it may be served stale when the origin fails (a connection error or a
     /// 500, 502, 503 or 504): at least `grace`, or a longer `stale-if-error` (RFC 5861 §4).
     pub stale_if_error: Duration,
-    /// Time past `ttl` and both stale windows it is kept to be revalidated: `cache.keep` when
-    /// the response has a validator (`ETag`, `Last-Modified`), else zero.
+    /// Time past `ttl` and both stale windows it is kept: `cache.keep`, so that its next use
+    /// revalidates it (when it has a validator: `ETag`, `Last-Modified`) or a client's
+    /// `max-stale` can accept it; zero for a response stored without freshness and without a
+    /// validator (which is not stored at all).
     pub keep: Duration,
     /// The origin's `Age` when it arrived, carried on into our `Age` header.
     pub initial_age: Duration,
@@ -250,12 +252,15 @@ pub fn stored_lifetime(
         Some(age) if !cc.no_cache => lifetime.saturating_sub(age).min(Duration::from_secs(MAX_DELTA)),
         _ => Duration::ZERO,
     };
-    let keep = if has_validator(headers) {
+    // Kept past its stale windows: to be revalidated when it has a validator, else only for
+    // clients whose `max-stale` accepts it; one with nothing to offer either is not stored.
+    let validator = has_validator(headers);
+    let keep = if validator || !ttl.is_zero() {
         cfg.keep
     } else {
         Duration::ZERO
     };
-    if ttl.is_zero() && keep.is_zero() {
+    if ttl.is_zero() && (keep.is_zero() || !validator) {
         return Err(NoStore::Expired);
     }
     let forbids_stale = cc.must_revalidate || cc.s_maxage.is_some() || cc.no_cache;
@@ -348,21 +353,13 @@ pub fn use_stored(held: &Held, req: Option<&CacheControl>) -> Use {
     Use::StaleWhileRevalidate
 }
 
-/// A request's directives as a cache reads them: its `Cache-Control`, or, without one,
-/// `Pragma: no-cache` as `no-cache` (RFC 7234 §5.4); `None` when it has neither.
+/// A request's directives as a cache reads them: its `Cache-Control`; `None` without one.
+/// `Pragma: no-cache` means nothing: RFC 9111 §5.4 deprecates `Pragma`, and browsers that
+/// send it send `Cache-Control` too.
 pub fn request_directives(headers: &HeaderMap) -> Option<CacheControl> {
-    if headers.contains_key(header::CACHE_CONTROL) {
-        return Some(CacheControl::parse(headers));
-    }
-    let pragma_no_cache = headers.get_all(header::PRAGMA).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-cache"))
-    });
-    pragma_no_cache.then(|| CacheControl {
-        no_cache: true,
-        ..CacheControl::default()
-    })
+    headers
+        .contains_key(header::CACHE_CONTROL)
+        .then(|| CacheControl::parse(headers))
 }
 
 /// Whether a stored response's directives forbid serving it stale (see [`Held`]).
@@ -607,8 +604,8 @@ mod tests {
             lifetime(&c, StatusCode::OK, &h(&[("cache-control", "max-age=60")]), NOW)
                 .unwrap()
                 .keep,
-            Duration::ZERO,
-            "no validator, nothing kept past grace"
+            Duration::from_secs(600),
+            "no validator: kept for max-stale"
         );
         // The default keeps nothing: a no-cache response is not stored.
         assert_eq!(
@@ -1031,11 +1028,10 @@ mod tests {
     }
 
     #[test]
-    fn pragma_no_cache_counts_only_without_cache_control() {
-        assert!(request_directives(&h(&[("pragma", "no-cache")])).is_some_and(|c| c.no_cache));
-        assert!(request_directives(&h(&[("pragma", "foo")])).is_none());
+    fn a_request_without_cache_control_has_no_directives_whatever_its_pragma() {
+        assert!(request_directives(&h(&[("pragma", "no-cache")])).is_none());
         let both = h(&[("pragma", "no-cache"), ("cache-control", "max-age=60")]);
-        assert!(request_directives(&both).is_some_and(|c| !c.no_cache));
+        assert!(request_directives(&both).is_some_and(|c| !c.no_cache && c.max_age == Some(60)));
         assert!(request_directives(&HeaderMap::new()).is_none());
     }
 }

@@ -271,8 +271,7 @@ impl Proxy {
         let cfg = self.cfg();
         if cfg.server.access_log
             || self.refusal(req).is_some()
-            || cfg.cache.request_directives
-                && (req.headers().contains_key(header::CACHE_CONTROL) || req.headers().contains_key(header::PRAGMA))
+            || cfg.cache.request_directives && req.headers().contains_key(header::CACHE_CONTROL)
         {
             return None;
         }
