@@ -90,12 +90,12 @@ pub fn none_match_matches<'a>(lines: impl IntoIterator<Item = &'a HeaderValue>, 
 /// §13.1.3, §13.2.2; RFC 9111 §4.3.2): with `If-None-Match`, when one of its tags matches
 /// `etag` (weakly); otherwise with `If-Modified-Since` (one valid HTTP-date), when the
 /// response was last modified at or before it: `last_modified`, else the response's `Date`
-/// field (`date`, read only then).
-pub fn not_modified(
+/// field (`date`, asked for only then).
+pub fn not_modified<'a>(
     req: &HeaderMap,
     etag: Option<&HeaderValue>,
     last_modified: Option<SystemTime>,
-    date: Option<&HeaderValue>,
+    date: impl FnOnce() -> Option<&'a HeaderValue>,
 ) -> bool {
     if req.contains_key(header::IF_NONE_MATCH) {
         return none_match_matches(req.get_all(header::IF_NONE_MATCH), etag);
@@ -108,7 +108,8 @@ pub fn not_modified(
         return false;
     };
     let date = || {
-        date.and_then(|d| d.to_str().ok())
+        date()
+            .and_then(|d| d.to_str().ok())
             .and_then(|d| httpdate::parse_http_date(d).ok())
     };
     last_modified.or_else(date).is_some_and(|modified| modified <= since)
@@ -189,7 +190,7 @@ mod tests {
     fn if_none_match_matches_any_member_weakly() {
         let etag = HeaderValue::from_static("\"abcdef\"");
         let weak = HeaderValue::from_static("W/\"abcdef\"");
-        let inm = |v: &str, e: &HeaderValue| not_modified(&h(&[("if-none-match", v)]), Some(e), None, None);
+        let inm = |v: &str, e: &HeaderValue| not_modified(&h(&[("if-none-match", v)]), Some(e), None, || None);
         assert!(inm("\"abcdef\"", &etag));
         assert!(inm("\"1234\", \"5678\", \"abcdef\"", &etag), "last of three");
         assert!(inm("\"abcdef\", \"5678\"", &etag), "first of two");
@@ -209,10 +210,10 @@ mod tests {
             &h(&[("if-none-match", "\"x\""), ("if-none-match", "\"abcdef\"")]),
             Some(&etag),
             None,
-            None
+            || None
         ));
-        assert!(!not_modified(&h(&[("if-none-match", "\"x\"")]), None, None, None));
-        assert!(not_modified(&h(&[("if-none-match", "*")]), None, None, None));
+        assert!(!not_modified(&h(&[("if-none-match", "\"x\"")]), None, None, || None));
+        assert!(not_modified(&h(&[("if-none-match", "*")]), None, None, || None));
     }
 
     #[test]
@@ -221,7 +222,9 @@ mod tests {
         let same = httpdate::fmt_http_date(lm);
         let before = httpdate::fmt_http_date(lm - Duration::from_secs(1));
         let etag = HeaderValue::from_static("\"a\"");
-        let ims = |v: &str, lm, date| not_modified(&h(&[("if-modified-since", v)]), Some(&etag), lm, date);
+        let ims = |v: &str, lm, date: Option<&HeaderValue>| {
+            not_modified(&h(&[("if-modified-since", v)]), Some(&etag), lm, || date)
+        };
         assert!(ims(&same, Some(lm), None));
         assert!(!ims(&before, Some(lm), None));
         assert!(ims("Monday, 12-Jan-70 13:46:40 GMT", Some(lm), None), "RFC 850 form");
@@ -231,10 +234,13 @@ mod tests {
         assert!(!ims("yesterday", Some(lm), None));
         let both = h(&[("if-modified-since", &same), ("if-none-match", "\"b\"")]);
         assert!(
-            !not_modified(&both, Some(&etag), Some(lm), None),
+            !not_modified(&both, Some(&etag), Some(lm), || None),
             "If-None-Match decides"
         );
         let two = h(&[("if-modified-since", &same), ("if-modified-since", &same)]);
-        assert!(!not_modified(&two, Some(&etag), Some(lm), None), "more than one member");
+        assert!(
+            !not_modified(&two, Some(&etag), Some(lm), || None),
+            "more than one member"
+        );
     }
 }

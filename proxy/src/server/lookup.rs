@@ -196,7 +196,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let age = age_value(o.age(Instant::now()));
         if o.status == StatusCode::OK
-            && validators::not_modified(req, o.etag.as_ref(), o.last_modified, o.headers.get(header::DATE))
+            && validators::not_modified(req, o.etag.as_ref(), o.last_modified, || o.headers.get(header::DATE))
         {
             let mut resp = Response::new(ProxyBody::Empty);
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
