@@ -262,6 +262,7 @@ mod tests {
         Slot::Object(Arc::new(Object {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
+            hidden: HeaderMap::new(),
             identity: Bytes::from_static(b"x"),
             gzip: None,
             br: None,
@@ -271,6 +272,8 @@ mod tests {
             initial_age: Duration::ZERO,
             fresh_until: now + Duration::from_secs(60),
             grace_until: now + Duration::from_secs(120),
+            error_until: now + Duration::from_secs(120),
+            keep_until: now + Duration::from_secs(120),
             compressible: false,
             tags: tags.iter().map(|t| Arc::from(*t)).collect(),
             id: next_object_id(),

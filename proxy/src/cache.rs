@@ -37,6 +37,9 @@ pub struct Object {
     pub status: StatusCode,
     /// End-to-end headers to replay (no hop-by-hop, no framing, no encoding headers).
     pub headers: HeaderMap,
+    /// Fields the cache reads but never delivers (the targeted cache-control fields of
+    /// `cache.targeted_fields`), kept for the update a `304` brings. Usually empty.
+    pub hidden: HeaderMap,
     /// The body as the origin meant it, uncompressed.
     pub identity: Bytes,
     /// Gzip of `identity`, made at store time when it pays.
@@ -53,8 +56,14 @@ pub struct Object {
     pub initial_age: Duration,
     /// End of freshness.
     pub fresh_until: Instant,
-    /// End of grace: after this it is never served.
+    /// End of grace: after this it is never served without asking the origin.
     pub grace_until: Instant,
+    /// End of `stale-if-error` (at least `grace_until`): until then it is served stale when
+    /// the origin, asked first, fails.
+    pub error_until: Instant,
+    /// End of its stay in the store (`error_until`, or `cache.keep` later for an object with
+    /// validators, kept so that its next request revalidates it).
+    pub keep_until: Instant,
     /// Whether a client's `Accept-Encoding` selects among stored encodings.
     pub compressible: bool,
     /// Tags for invalidation (see `tags`).
@@ -106,6 +115,7 @@ impl Object {
         let headers: usize = self
             .headers
             .iter()
+            .chain(self.hidden.iter())
             .map(|(k, v)| k.as_str().len() + v.len() + HEADER_OVERHEAD)
             .sum();
         // Each tag costs its text here and its entry in the tag index.
@@ -194,7 +204,7 @@ impl Slot {
     fn lifetime(&self) -> Duration {
         let now = Instant::now();
         match self {
-            Slot::Object(o) => o.grace_until.saturating_duration_since(now),
+            Slot::Object(o) => o.keep_until.saturating_duration_since(now),
             Slot::Vary(_) => VARY_RULE_TTL,
             Slot::HitForPass(until, _) => until.saturating_duration_since(now),
         }
@@ -428,25 +438,102 @@ pub fn https_key(primary: &str) -> String {
     format!("{primary}{HTTPS_SUFFIX}")
 }
 
-/// The secondary key of a request under a Vary rule: the primary key plus the values of the
-/// named request headers.
+/// The secondary key of a request under a Vary rule: the primary key plus, for each header
+/// the rule names, the request's values normalised by [`push_selecting`] (`=` before them
+/// when the request has the header, so an empty value and an absent header differ).
 pub fn variant_key(primary: &str, rule: &VaryRule, req: &HeaderMap) -> String {
     let mut key = String::with_capacity(primary.len() + 32);
     key.push_str(primary);
     for name in &rule.names {
         key.push(VARIANT_SEP);
-        for v in req.get_all(name) {
-            let v = String::from_utf8_lossy(v.as_bytes());
-            let v = v.trim_matches([' ', '\t']);
-            if *name == http::header::ORIGIN {
-                push_origin(&mut key, v);
-            } else {
-                key.push_str(v);
-            }
-            key.push(',');
+        if req.contains_key(name) {
+            key.push('=');
+            push_selecting(&mut key, name, req);
         }
     }
     key
+}
+
+/// Appends a request's values of a header a Vary rule names, normalised so that spellings of
+/// one value share a variant (RFC 9111 §4.1 lets a cache normalise them): all lines and list
+/// members joined by `,` without the whitespace around them; lower case for the `Accept`
+/// fields, whose values are case-insensitive; `Accept-Language` members ordered by weight,
+/// then tag (`en, de` is `de, en`); `Origin` per [`push_origin`].
+fn push_selecting(key: &mut String, name: &HeaderName, req: &HeaderMap) {
+    let lines = req.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()));
+    if *name == http::header::ORIGIN {
+        for (i, v) in lines.enumerate() {
+            if i > 0 {
+                key.push(',');
+            }
+            push_origin(key, v.trim_matches([' ', '\t']));
+        }
+        return;
+    }
+    let lower = [
+        http::header::ACCEPT,
+        http::header::ACCEPT_CHARSET,
+        http::header::ACCEPT_LANGUAGE,
+    ]
+    .contains(name);
+    if *name == http::header::ACCEPT_LANGUAGE {
+        let mut langs: Vec<(u32, String)> = lines
+            .flat_map(|v| v.split(',').map(language).collect::<Vec<_>>())
+            .flatten()
+            .collect();
+        langs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        for (i, (q, tag)) in langs.iter().enumerate() {
+            if i > 0 {
+                key.push(',');
+            }
+            key.push_str(tag);
+            if *q != 1000 {
+                key.push_str(&format!(";q={}", *q as f32 / 1000.0));
+            }
+        }
+        return;
+    }
+    let mut first = true;
+    for line in lines {
+        for member in line
+            .split(',')
+            .map(|m| m.trim_matches([' ', '\t']))
+            .filter(|m| !m.is_empty())
+        {
+            if !first {
+                key.push(',');
+            }
+            first = false;
+            if lower {
+                key.extend(member.chars().map(|c| c.to_ascii_lowercase()));
+            } else {
+                key.push_str(member);
+            }
+        }
+    }
+}
+
+/// One `Accept-Language` member: its weight in thousandths (RFC 9110 §12.4.2; 1000 without
+/// `q`) and its lower-cased tag with any other parameters; `None` for an empty member.
+fn language(member: &str) -> Option<(u32, String)> {
+    let mut parts = member.split(';').map(|p| p.trim_matches([' ', '\t']));
+    let tag = parts.next().filter(|t| !t.is_empty())?.to_ascii_lowercase();
+    let mut q = 1000;
+    let mut rest = String::new();
+    for p in parts {
+        match p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")) {
+            Some(v) => {
+                q = v
+                    .parse::<f32>()
+                    .map_or(1000, |f| (f.clamp(0.0, 1.0) * 1000.0).round() as u32)
+            }
+            None => {
+                rest.push(';');
+                rest.push_str(&p.to_ascii_lowercase());
+            }
+        }
+    }
+    Some((q, tag + &rest))
 }
 
 /// An `Origin` as variants compare it: scheme and host are case-insensitive, a default port
@@ -499,6 +586,7 @@ mod tests {
         Arc::new(Object {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
+            hidden: HeaderMap::new(),
             identity: Bytes::from(body.to_string()),
             gzip: None,
             br: None,
@@ -508,6 +596,8 @@ mod tests {
             initial_age: Duration::from_secs(5),
             fresh_until: now + ttl,
             grace_until: now + ttl * 2,
+            error_until: now + ttl * 2,
+            keep_until: now + ttl * 2,
             compressible: true,
             tags: vec![Arc::from("t")].into(),
             id: next_object_id(),
@@ -627,5 +717,43 @@ mod tests {
         assert_ne!(key("http://site.example"), key("https://site.example"));
         assert_ne!(key("https://site.example:8443"), key("https://site.example"));
         assert_eq!(key("null"), key("NULL"));
+    }
+
+    #[test]
+    fn selecting_headers_are_normalised_before_they_key_a_variant() {
+        let rule = VaryRule::new(vec![HeaderName::from_static("foo"), http::header::ACCEPT_LANGUAGE]);
+        let key = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            }
+            variant_key("k", &rule, &h)
+        };
+        // Lines and members combine, whitespace around them does not count.
+        assert_eq!(key(&[("foo", "1, 2")]), key(&[("foo", "1"), ("foo", "2")]));
+        assert_eq!(key(&[("foo", " 1 ,2 ")]), key(&[("foo", "1,2")]));
+        assert_ne!(
+            key(&[("foo", "1,2")]),
+            key(&[("foo", "2,1")]),
+            "order counts for unknown fields"
+        );
+        assert_ne!(
+            key(&[("foo", "A")]),
+            key(&[("foo", "a")]),
+            "case counts for unknown fields"
+        );
+        // Accept-Language: case, whitespace and the order of equal weights do not count.
+        let en_de = key(&[("accept-language", "en, de")]);
+        assert_eq!(en_de, key(&[("accept-language", "de, en")]));
+        assert_eq!(en_de, key(&[("accept-language", "eN, De")]));
+        assert_eq!(en_de, key(&[("accept-language", " en ,   de")]));
+        assert_eq!(en_de, key(&[("accept-language", "de;q=1.0, en")]));
+        assert_eq!(
+            key(&[("accept-language", "fr;q=0.5, de")]),
+            key(&[("accept-language", "de, fr;Q=0.50")])
+        );
+        assert_ne!(en_de, key(&[("accept-language", "en;q=0.5, de")]), "weights count");
+        // An empty value is not an absent header.
+        assert_ne!(key(&[("foo", "")]), key(&[]));
     }
 }

@@ -24,6 +24,13 @@ pub const DEFAULT_CAPACITY: u64 = 512 << 20;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
 /// How long an expired object is kept to be served stale.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+/// How long past its grace an object with validators is kept to be revalidated (WordPress
+/// pages carry none, and grace already revalidates the assets that do).
+pub const DEFAULT_KEEP: Duration = Duration::ZERO;
+/// Heuristic freshness, as a fraction of the time since `Last-Modified`, for responses
+/// without explicit freshness when `default_ttl` is zero (0: none; WordPress's default TTL
+/// decides instead).
+pub const DEFAULT_HEURISTIC_FRACTION: f64 = 0.0;
 /// Largest body the cache stores; larger ones stream through.
 pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 8 << 20;
 /// How long requests wait for another request's origin fetch of the same key.
@@ -134,6 +141,86 @@ pub const DEFAULT_MEMCACHED_TIMEOUT: Duration = Duration::from_millis(100);
 pub const DEFAULT_WRITE_WAIT: Duration = Duration::from_millis(500);
 /// Bans queued per sibling before collapsing into one ban of everything.
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
+/// Targeted cache-control fields (RFC 9213) obeyed, most specific first.
+pub const DEFAULT_TARGETED_FIELDS: &[&str] = &["strata-cache-control", "cdn-cache-control"];
+
+/// `[cache] preset`: which defaults the keys that make the proxy a WordPress cache or an exact
+/// HTTP cache take. A key set in the file overrides its preset's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Preset {
+    /// For WordPress, which sends no cache headers with its pages: a default TTL, an hour of
+    /// grace, clients' directives ignored (a flood of forced reloads never reaches PHP),
+    /// `Authorization` passed, cookies never stored.
+    #[default]
+    WordPress,
+    /// An exact shared HTTP cache (RFC 9111) for any origin: no default TTL and no grace,
+    /// heuristic freshness, objects with validators kept to be revalidated, any status with
+    /// explicit freshness stored, clients' directives honoured, `Authorization` looked up,
+    /// `Surrogate-Control` obeyed.
+    Http,
+}
+
+/// The defaults a [`Preset`] gives.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PresetDefaults {
+    pub default_ttl: Duration,
+    pub grace: Duration,
+    pub keep: Duration,
+    pub heuristic_fraction: f64,
+    pub store_any_status: bool,
+    pub store_set_cookie: bool,
+    pub request_directives: bool,
+    pub targeted_fields: &'static [&'static str],
+    /// `[policy] pass_authorization`.
+    pub pass_authorization: bool,
+}
+
+impl Preset {
+    /// The preset a `[cache] preset` value names (`"wordpress"`, `"http"`).
+    pub fn parse(name: &str) -> Option<Preset> {
+        match name {
+            "wordpress" => Some(Preset::WordPress),
+            "http" => Some(Preset::Http),
+            _ => None,
+        }
+    }
+
+    /// Its name in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::WordPress => "wordpress",
+            Preset::Http => "http",
+        }
+    }
+
+    /// The defaults it gives.
+    pub fn defaults(self) -> PresetDefaults {
+        match self {
+            Preset::WordPress => PresetDefaults {
+                default_ttl: DEFAULT_TTL,
+                grace: DEFAULT_GRACE,
+                keep: DEFAULT_KEEP,
+                heuristic_fraction: DEFAULT_HEURISTIC_FRACTION,
+                store_any_status: false,
+                store_set_cookie: false,
+                request_directives: false,
+                targeted_fields: DEFAULT_TARGETED_FIELDS,
+                pass_authorization: true,
+            },
+            Preset::Http => PresetDefaults {
+                default_ttl: Duration::ZERO,
+                grace: Duration::ZERO,
+                keep: Duration::from_secs(3600),
+                heuristic_fraction: 0.1,
+                store_any_status: true,
+                store_set_cookie: true,
+                request_directives: true,
+                targeted_fields: &["strata-cache-control", "surrogate-control", "cdn-cache-control"],
+                pass_authorization: false,
+            },
+        }
+    }
+}
 /// Status codes stored when the response is otherwise cacheable.
 pub const DEFAULT_CACHEABLE_STATUSES: &[u16] = &[200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 
@@ -200,6 +287,7 @@ struct RawOrigin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCache {
+    preset: Option<String>,
     capacity: Option<toml::Value>,
     default_ttl: Option<toml::Value>,
     grace: Option<toml::Value>,
@@ -207,6 +295,13 @@ struct RawCache {
     lock_timeout: Option<toml::Value>,
     background_refreshes: Option<i64>,
     hit_for_pass_ttl: Option<toml::Value>,
+    keep: Option<toml::Value>,
+    heuristic_fraction: Option<toml::Value>,
+    store_any_status: Option<bool>,
+    store_set_cookie: Option<bool>,
+    targeted_fields: Option<Vec<String>>,
+    request_directives: Option<bool>,
+    fill_headers: Option<Vec<String>>,
     max_variants: Option<i64>,
     compress_min_size: Option<toml::Value>,
     brotli: Option<bool>,
@@ -458,12 +553,42 @@ impl Config {
 /// `[cache]`
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
+    /// Which defaults the keys below took.
+    pub preset: Preset,
     /// Byte budget, counting bodies, headers and bookkeeping.
     pub capacity: u64,
     /// TTL when the response has no freshness information.
     pub default_ttl: Duration,
     /// How long past expiry an object may be served stale.
     pub grace: Duration,
+    /// How long past its grace an object that has validators (`ETag`, `Last-Modified`) is
+    /// kept, so that the next request revalidates it (a conditional request, answered `304`
+    /// when unchanged) instead of fetching it again.
+    pub keep: Duration,
+    /// Freshness of a response without explicit freshness, when `default_ttl` is zero: this
+    /// fraction of the time since its `Last-Modified` (RFC 9111 §4.2.2), at most a day.
+    pub heuristic_fraction: f64,
+    /// Store any final status (but `206` and `304`) when the response gives explicit
+    /// freshness (`s-maxage`, `max-age`, `Expires`) or says `public`, not only
+    /// `cacheable_statuses` (RFC 9111 §3: a `302`, `307` or `503` with `max-age` is storable).
+    pub store_any_status: bool,
+    /// Store a response that sets a cookie when it gives explicit freshness (RFC 9111 lets a
+    /// shared cache; every client then gets the cookie). Off for WordPress, whose cookies
+    /// are a visitor's own.
+    pub store_set_cookie: bool,
+    /// Response fields that carry cache directives for this cache alone (RFC 9213), most
+    /// specific first (lower case): the first one a response has stands instead of its
+    /// `Cache-Control` and `Expires`; all of them are removed before delivery.
+    pub targeted_fields: Vec<http::HeaderName>,
+    /// Honour the `Cache-Control` a client sends (`no-cache`, `max-age`, `min-fresh`,
+    /// `max-stale`, `only-if-cached`, `no-store`). Off for WordPress: a
+    /// flood of forced reloads must not reach PHP.
+    pub request_directives: bool,
+    /// Request headers a fill forwards as the client sent them, besides the ones the key
+    /// accounts for (the host, those the origin's `Vary` names): headers the operator knows
+    /// the origin's answer does not depend on (a trace id, …). Empty by default: nothing a
+    /// client sends that the key ignores may shape a stored object.
+    pub fill_headers: Vec<http::HeaderName>,
     /// Largest body stored.
     pub max_object_size: u64,
     /// How long a request waits on another's fetch of the same key.
@@ -482,6 +607,14 @@ pub struct CacheConfig {
     pub brotli: bool,
     /// Status codes that may be stored.
     pub cacheable_statuses: Vec<u16>,
+}
+
+impl Default for CacheConfig {
+    /// The WordPress preset's values and the other keys' defaults.
+    fn default() -> Self {
+        let mut c = Checker::default();
+        sections::cache_config(&mut c, &RawCache::default())
+    }
 }
 
 /// `[policy]`
@@ -618,7 +751,7 @@ impl Config {
         let server = server_config(&mut c, &raw.server, base);
         let origin = origin_config(&mut c, &raw.origin);
         let cache = cache_config(&mut c, &raw.cache);
-        let policy = policy_config(&mut c, &raw.policy);
+        let policy = policy_config(&mut c, &raw.policy, cache.preset);
         let cluster = cluster_config(&mut c, &raw.cluster, base);
         let bans = bans_config(&mut c, &raw.bans);
         let comments = comments_config(&mut c, &raw.comments);

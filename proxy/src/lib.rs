@@ -10,7 +10,9 @@
 //! - [`cluster`]: broadcasting bans to siblings, and knowing this node holds all of theirs;
 //! - [`bans`]: applying bans (URL, prefix, regex, tag, all; hard or soft) to the store;
 //! - [`tags`]: what a stored response is tagged with; [`writes`]: which bans a write implies;
-//! - [`freshness`]: may a response be stored, for how long, with how much grace;
+//! - [`freshness`]: may a response be stored, for how long, with how much grace, and what a
+//!   `304` updates; [`validators`]: entity tags and conditional requests; [`ranges`]: byte
+//!   ranges of a stored body;
 //! - [`policy`]: pass or look up, the normalised host and cache key (WordPress rules);
 //! - [`origin`]: the pooled origin client, its errors and the headers a request to it gets;
 //! - [`config`]: TOML → validated [`config::Config`], every problem named by key;
@@ -40,12 +42,14 @@ pub mod metrics;
 pub mod origin;
 pub mod outcome;
 pub mod policy;
+pub mod ranges;
 pub mod server;
 pub mod status;
 pub mod tags;
 pub mod timer;
 pub mod tls;
 pub mod tune;
+pub mod validators;
 pub mod writes;
 
 pub use listen::{bind, bind_all, local_target, run, run_reloadable, run_with, Listeners, TlsListener};

@@ -22,6 +22,7 @@ pub mod names {
     pub const ORIGIN_REQUESTS: &str = "strata_origin_requests";
     pub const ORIGIN_ERRORS: &str = "strata_origin_errors";
     pub const ORIGIN_LATENCY: &str = "strata_origin_first_byte_seconds";
+    pub const ORIGIN_INTERIM: &str = "strata_origin_interim_responses";
     pub const HIT_RATIO: &str = "strata_hit_ratio";
     pub const CACHE_BYTES: &str = "strata_cache_bytes";
     pub const CACHE_CAPACITY: &str = "strata_cache_capacity_bytes";
@@ -224,6 +225,9 @@ pub struct Metrics {
     pub coalesced: Counter,
     /// Requests sent to the origin.
     pub origin_requests: Counter,
+    /// Interim (1xx) responses the origin sent before a final one: read and dropped, since
+    /// the HTTP server the proxy is built on cannot send them on.
+    pub origin_interim: Counter,
     /// Time from sending to the origin's response head.
     pub origin_latency: Histogram,
     hit_ratio: Gauge<f64, AtomicU64>,
@@ -302,6 +306,12 @@ impl Metrics {
             names::ORIGIN_REQUESTS,
             "Requests sent to the origin",
             origin_requests.clone(),
+        );
+        let origin_interim = Counter::default();
+        registry.register(
+            names::ORIGIN_INTERIM,
+            "Interim (1xx) responses from the origin, such as 103 Early Hints, not relayed",
+            origin_interim.clone(),
         );
         let origin_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
@@ -393,6 +403,7 @@ impl Metrics {
             login_checks,
             coalesced,
             origin_requests,
+            origin_interim,
             origin_latency,
             hit_ratio,
             cache_bytes,

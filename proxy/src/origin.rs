@@ -200,6 +200,11 @@ pub fn fill_headers(
     Ok(headers)
 }
 
+/// Whether a request header is one a fill never sends (see [`FILL_NEVER`]).
+pub fn never_filled(name: &HeaderName) -> bool {
+    FILL_NEVER.contains(name)
+}
+
 /// Request headers a fill never sends, even when an origin's `Vary` names them: they would
 /// change how the answer is framed, encoded or routed rather than which variant it is.
 static FILL_NEVER: [HeaderName; 12] = [

@@ -30,10 +30,14 @@ pub enum PassReason {
     LockTimeout,
     /// Another request's fetch found the answer uncacheable.
     Uncacheable,
-    /// A `Range` request: ranges are served by the origin.
+    /// A `Range` request that no stored response answers: ranges are served from a stored
+    /// response, not fetched to be stored.
     Range,
     /// This node cannot confirm it holds every sibling's bans (`when_unconfirmed = "pass"`).
     Unconfirmed,
+    /// The client's `Cache-Control: no-store` (with `cache.request_directives`): nothing of
+    /// the request or its answer may be stored.
+    RequestNoStore,
 }
 
 impl PassReason {
@@ -51,6 +55,7 @@ impl PassReason {
             PassReason::Uncacheable => "uncacheable",
             PassReason::Range => "range",
             PassReason::Unconfirmed => "cluster-unconfirmed",
+            PassReason::RequestNoStore => "request-no-store",
         }
     }
 }

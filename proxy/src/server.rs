@@ -42,8 +42,10 @@ use crate::metrics::Metrics;
 use crate::origin::{self, proto, set_host, Origin, OriginError};
 use crate::outcome::Outcome;
 use crate::policy::{self, host_of, strip_port, PassReason};
+use crate::ranges;
 use crate::tags::{self, TagRules};
 use crate::tls;
+use crate::validators;
 use crate::writes;
 
 mod fill;
@@ -266,9 +268,14 @@ impl Proxy {
     /// here and now; `None` sends it on to [`Proxy::handle`]. Keeping the hit out
     /// of the request future keeps that (large) future off the most frequent path.
     pub fn try_hit(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
-        if self.cfg().server.access_log || self.refusal(req).is_some() || req.headers().contains_key(header::RANGE) {
+        let cfg = self.cfg();
+        if cfg.server.access_log
+            || self.refusal(req).is_some()
+            || cfg.cache.request_directives && req.headers().contains_key(header::CACHE_CONTROL)
+        {
             return None;
         }
+        drop(cfg);
         let (method, uri, headers) = (req.method(), req.uri(), req.headers());
         if policy::pass_reason(&self.cfg().policy, method, uri.path(), uri.query(), headers).is_some() {
             return None;
@@ -316,9 +323,7 @@ impl Proxy {
             parts.uri.query(),
             &parts.headers,
         );
-        let reason = reason
-            .or_else(|| parts.headers.contains_key(header::RANGE).then_some(PassReason::Range))
-            .or_else(|| (!self.cache_trusted(Instant::now())).then_some(PassReason::Unconfirmed));
+        let reason = reason.or_else(|| (!self.cache_trusted(Instant::now())).then_some(PassReason::Unconfirmed));
         if let Some(reason) = reason {
             return self.pass(parts, body, client, reason).await;
         }

@@ -247,12 +247,87 @@ pub(super) fn origin_config(c: &mut Checker, o: &RawOrigin) -> OriginConfig {
     }
 }
 
+/// A list of header names (lower-cased), or `default` when absent; a name that is not one is
+/// reported and left out.
+pub(super) fn header_names(
+    c: &mut Checker,
+    key: &str,
+    list: &Option<Vec<String>>,
+    default: &[&'static str],
+) -> Vec<http::HeaderName> {
+    let Some(list) = list else {
+        return default.iter().map(|n| http::HeaderName::from_static(n)).collect();
+    };
+    list.iter()
+        .filter_map(
+            |h| match http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    c.problem(key, format!("{h:?} is not a header name"));
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
+/// A number from 0 to 1 (`0.1`, or `0` or `1`), or `default` when absent.
+pub(super) fn fraction(c: &mut Checker, key: &str, v: &Option<toml::Value>, default: f64) -> f64 {
+    let n = match v {
+        None => return default,
+        Some(toml::Value::Float(f)) => *f,
+        Some(toml::Value::Integer(i)) => *i as f64,
+        Some(_) => f64::NAN,
+    };
+    if (0.0..=1.0).contains(&n) {
+        n
+    } else {
+        c.problem(key, "expected a number from 0 to 1, such as 0.1");
+        default
+    }
+}
+
 /// `[cache]`.
 pub(super) fn cache_config(c: &mut Checker, k: &RawCache) -> CacheConfig {
+    let preset = match k.preset.as_deref() {
+        None => Preset::default(),
+        Some(name) => Preset::parse(name).unwrap_or_else(|| {
+            c.problem("cache.preset", format!("{name:?}: expected \"wordpress\" or \"http\""));
+            Preset::default()
+        }),
+    };
+    let d = preset.defaults();
+    let fill_headers = header_names(c, "cache.fill_headers", &k.fill_headers, &[]);
+    for name in &fill_headers {
+        if crate::origin::never_filled(name) {
+            c.problem(
+                "cache.fill_headers",
+                format!(
+                    "{name:?} is never sent on a fill: it would change how the answer is framed, encoded or validated"
+                ),
+            );
+        }
+    }
     let cache = CacheConfig {
+        preset,
         capacity: c.size("cache.capacity", &k.capacity, DEFAULT_CAPACITY),
-        default_ttl: c.duration("cache.default_ttl", &k.default_ttl, DEFAULT_TTL),
-        grace: c.duration("cache.grace", &k.grace, DEFAULT_GRACE),
+        default_ttl: c.duration("cache.default_ttl", &k.default_ttl, d.default_ttl),
+        grace: c.duration("cache.grace", &k.grace, d.grace),
+        keep: c.duration("cache.keep", &k.keep, d.keep),
+        heuristic_fraction: fraction(
+            c,
+            "cache.heuristic_fraction",
+            &k.heuristic_fraction,
+            d.heuristic_fraction,
+        ),
+        store_any_status: k.store_any_status.unwrap_or(d.store_any_status),
+        store_set_cookie: k.store_set_cookie.unwrap_or(d.store_set_cookie),
+        targeted_fields: header_names(c, "cache.targeted_fields", &k.targeted_fields, d.targeted_fields),
+        request_directives: k.request_directives.unwrap_or(d.request_directives),
+        fill_headers: fill_headers
+            .into_iter()
+            .filter(|n| !crate::origin::never_filled(n))
+            .collect(),
         max_object_size: c.size("cache.max_object_size", &k.max_object_size, DEFAULT_MAX_OBJECT_SIZE),
         lock_timeout: c.duration("cache.lock_timeout", &k.lock_timeout, DEFAULT_LOCK_TIMEOUT),
         background_refreshes: c.count(
@@ -302,7 +377,7 @@ pub(super) fn cache_config(c: &mut Checker, k: &RawCache) -> CacheConfig {
 }
 
 /// `[policy]`.
-pub(super) fn policy_config(c: &mut Checker, p: &RawPolicy) -> PolicyConfig {
+pub(super) fn policy_config(c: &mut Checker, p: &RawPolicy, preset: Preset) -> PolicyConfig {
     let mut policy = PolicyConfig::default();
     if let Some(v) = &p.pass_cookies {
         policy.pass_cookies = v.clone();
@@ -335,7 +410,7 @@ pub(super) fn policy_config(c: &mut Checker, p: &RawPolicy) -> PolicyConfig {
             c.problem("policy", "empty names are not allowed in cookie or query lists");
         }
     }
-    policy.pass_authorization = p.pass_authorization.unwrap_or(true);
+    policy.pass_authorization = p.pass_authorization.unwrap_or(preset.defaults().pass_authorization);
     policy.pass_ajax = p.pass_ajax.unwrap_or(true);
     policy
 }

@@ -330,14 +330,38 @@ fn cache_section() {
     assert_eq!((k.default_ttl, k.grace), (DEFAULT_TTL, DEFAULT_GRACE));
     let (k, _) = checked(|c| cache_config(c, &RawCache::default()));
     assert_eq!(k.cacheable_statuses, DEFAULT_CACHEABLE_STATUSES);
+    assert_eq!(k.keep, DEFAULT_KEEP);
+    assert!(!k.store_any_status && !k.store_set_cookie);
+    assert_eq!(k.targeted_fields, ["strata-cache-control", "cdn-cache-control"]);
+    let (k, problems) = checked(|c| cache_config(c, &raw("targeted_fields = [\"Surrogate-Control\", \"bad name\"]\n")));
+    assert_eq!(k.targeted_fields, ["surrogate-control"]);
+    assert_eq!(keys(&problems), ["cache.targeted_fields"]);
+    let (k, _) = checked(|c| cache_config(c, &raw("store_any_status = true\nstore_set_cookie = true\n")));
+    assert!(k.store_any_status && k.store_set_cookie);
+    let (k, problems) = checked(|c| cache_config(c, &raw("keep = \"1h\"\nheuristic_fraction = 0.1\n")));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(k.keep, Duration::from_secs(3600));
+    assert_eq!(k.heuristic_fraction, 0.1);
+    let (k, _) = checked(|c| cache_config(c, &raw("heuristic_fraction = 1\n")));
+    assert_eq!(k.heuristic_fraction, 1.0);
+    for bad in [
+        "heuristic_fraction = 1.5",
+        "heuristic_fraction = -0.1",
+        "heuristic_fraction = \"10%\"",
+    ] {
+        let (k, problems) = checked(|c| cache_config(c, &raw(bad)));
+        assert_eq!(keys(&problems), ["cache.heuristic_fraction"], "{bad}");
+        assert_eq!(k.heuristic_fraction, DEFAULT_HEURISTIC_FRACTION);
+    }
 
     let bad = "capacity = \"4MiB\"\nmax_object_size = \"2MiB\"\nlock_timeout = \"0\"\nbackground_refreshes = 0\n\
-               max_variants = 1025\ncacheable_statuses = [200, 199, 600]\ngrace = \"1 hour\"\n";
+               max_variants = 1025\ncacheable_statuses = [200, 199, 600]\ngrace = \"1 hour\"\nkeep = 5\n";
     let (_, problems) = checked(|c| cache_config(c, &raw(bad)));
     assert_eq!(
         keys(&problems),
         [
             "cache.grace",
+            "cache.keep",
             "cache.background_refreshes",
             "cache.max_variants",
             "cache.cacheable_statuses",
@@ -346,8 +370,8 @@ fn cache_section() {
             "cache.lock_timeout",
         ]
     );
-    assert_eq!(problems[3].message, "199 is not an HTTP status from 200 to 599");
-    assert_eq!(problems[5].message, "must be at most a quarter of cache.capacity");
+    assert_eq!(problems[4].message, "199 is not an HTTP status from 200 to 599");
+    assert_eq!(problems[6].message, "must be at most a quarter of cache.capacity");
 
     let (_, problems) = checked(|c| cache_config(c, &raw("capacity = 1000\n")));
     assert_eq!(keys(&problems), ["cache.capacity", "cache.max_object_size"]);
@@ -355,10 +379,75 @@ fn cache_section() {
 }
 
 #[test]
+fn the_http_preset_changes_the_defaults_and_keys_still_override_it() {
+    let (k, problems) = checked(|c| cache_config(c, &raw("preset = \"http\"\n")));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(k.preset, Preset::Http);
+    assert_eq!(
+        (k.default_ttl, k.grace, k.keep),
+        (Duration::ZERO, Duration::ZERO, Duration::from_secs(3600))
+    );
+    assert_eq!(k.heuristic_fraction, 0.1);
+    assert!(k.store_any_status && k.store_set_cookie && k.request_directives);
+    assert_eq!(
+        k.targeted_fields,
+        ["strata-cache-control", "surrogate-control", "cdn-cache-control"]
+    );
+    let (p, _) = checked(|c| policy_config(c, &RawPolicy::default(), Preset::Http));
+    assert!(!p.pass_authorization);
+
+    let (k, _) = checked(|c| {
+        cache_config(
+            c,
+            &raw("preset = \"http\"\ngrace = \"10s\"\nrequest_directives = false\n"),
+        )
+    });
+    assert_eq!((k.grace, k.request_directives), (Duration::from_secs(10), false));
+    let (p, _) = checked(|c| policy_config(c, &raw("pass_authorization = true\n"), Preset::Http));
+    assert!(p.pass_authorization);
+
+    let (k, _) = checked(|c| cache_config(c, &RawCache::default()));
+    assert_eq!(k.preset, Preset::WordPress);
+    assert_eq!(
+        (k.default_ttl, k.grace, k.keep),
+        (DEFAULT_TTL, DEFAULT_GRACE, DEFAULT_KEEP)
+    );
+    assert!(!k.request_directives && !k.store_set_cookie && !k.store_any_status);
+    assert!(k.fill_headers.is_empty());
+
+    let (_, problems) = checked(|c| cache_config(c, &raw("preset = \"varnish\"\n")));
+    assert_eq!(keys(&problems), ["cache.preset"]);
+    assert_eq!(problems[0].message, "\"varnish\": expected \"wordpress\" or \"http\"");
+
+    // A whole file: the preset reaches [policy] too.
+    let s = secret_file();
+    let c = Config::from_toml(&(minimal(&s.0) + "[cache]\npreset = \"http\"\n"), None).unwrap();
+    assert!(!c.policy.pass_authorization && c.cache.request_directives);
+}
+
+#[test]
+fn fill_headers_are_header_names_a_fill_may_send() {
+    let (k, problems) = checked(|c| cache_config(c, &raw("fill_headers = [\"Traceparent\", \"X-Request-Id\"]\n")));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(k.fill_headers, ["traceparent", "x-request-id"]);
+    let (k, problems) = checked(|c| {
+        cache_config(
+            c,
+            &raw("fill_headers = [\"range\", \"if-none-match\", \"a b\", \"x-ok\"]\n"),
+        )
+    });
+    assert_eq!(
+        keys(&problems),
+        ["cache.fill_headers", "cache.fill_headers", "cache.fill_headers"]
+    );
+    assert_eq!(k.fill_headers, ["x-ok"]);
+}
+
+#[test]
 fn policy_section() {
     let text = "pass_cookies = [\"session_\"]\nextra_pass_cookies = [\"cart_\"]\nextra_pass_paths = [\"/shop\"]\n\
                 pass_ajax = false\n";
-    let (p, problems) = checked(|c| policy_config(c, &raw(text)));
+    let (p, problems) = checked(|c| policy_config(c, &raw(text), Preset::WordPress));
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(p.pass_cookies, ["session_", "cart_"]);
     assert!(p.pass_paths.starts_with(&["/wp-admin".to_string()]));
@@ -367,7 +456,7 @@ fn policy_section() {
     assert!(p.pass_authorization && !p.pass_ajax);
 
     let bad = "pass_paths = [\"wp-admin\"]\nstrip_query = [\"\"]\n";
-    let (_, problems) = checked(|c| policy_config(c, &raw(bad)));
+    let (_, problems) = checked(|c| policy_config(c, &raw(bad), Preset::WordPress));
     assert_eq!(keys(&problems), ["policy.pass_paths", "policy"]);
     assert_eq!(problems[0].message, "\"wp-admin\" must start with '/'");
 }

@@ -3,17 +3,26 @@
 //! Vary rule if no ban since forbids it, and the background refresh of a stale object.
 
 use super::*;
+use std::time::Duration;
+
+/// The request header a surrogate announces itself with.
+static SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-capability");
+/// This cache's capabilities: its device token (`freshness::SURROGATE_DEVICE`) and the
+/// Surrogate-Control version it reads.
+const SURROGATE_CAPABILITY_VALUE: &str = "strata=\"Surrogate/1.0\"";
 
 /// Why an object was not stored: a hard ban arrived while it was fetched.
 const BANNED_IN_FLIGHT: &str = "banned-in-flight";
 /// Why an object was not stored: its URL's variant budget is spent for now.
 const TOO_MANY_VARIANTS: &str = "too-many-variants";
-/// Response headers not stored: framing and encoding are decided at delivery.
+/// Response headers not stored: framing and encoding are decided at delivery, `Age` is
+/// computed anew, and a proxy's authentication answer is for the hop it crossed (RFC 9111
+/// §3.1).
 static NOT_STORED: [HeaderName; 4] = [
     header::CONTENT_LENGTH,
     header::CONTENT_ENCODING,
     header::AGE,
-    header::VARY,
+    HeaderName::from_static("proxy-authentication-info"),
 ];
 
 impl Proxy {
@@ -22,11 +31,32 @@ impl Proxy {
     /// URL stored under a Vary rule, forwarding), nothing else of the client's.
     pub(super) fn fill_request(&self, lk: &Lookup, client: SocketAddr) -> Result<Request<ProxyBody>, http::Error> {
         let host = policy::normalise_host(host_of(&lk.parts.uri, &lk.parts.headers).unwrap_or_default());
-        let vary = match self.store.get(&lk.primary) {
+        let mut vary = match self.store.get(&lk.primary) {
             Some(Slot::Vary(rule)) => rule.names.clone(),
             _ => Vec::new(),
         };
-        let headers = origin::fill_headers(&host, &vary, &lk.parts.headers, client.ip(), proto(&lk.parts))?;
+        vary.extend(self.cfg().cache.fill_headers.iter().cloned());
+        let mut headers = origin::fill_headers(&host, &vary, &lk.parts.headers, client.ip(), proto(&lk.parts))?;
+        // Looked up with `Authorization` (`policy.pass_authorization = false`): the origin
+        // decides on the credentials, and the answer is stored only if it says it may be
+        // shared (`freshness::Asked`).
+        if let Some(auth) = lk.parts.headers.get(header::AUTHORIZATION) {
+            headers.insert(header::AUTHORIZATION, auth.clone());
+        }
+        if self
+            .cfg()
+            .cache
+            .targeted_fields
+            .iter()
+            .any(|n| n == "surrogate-control")
+        {
+            // Tells the origin which device token targets this cache in Surrogate-Control
+            // (`max-age=60;strata`), as the Edge Architecture specification has surrogates do.
+            headers.insert(
+                &SURROGATE_CAPABILITY,
+                HeaderValue::from_static(SURROGATE_CAPABILITY_VALUE),
+            );
+        }
         let mut req = Request::builder()
             .method(Method::GET)
             .uri(self.origin.uri(&lk.origin_path())?)
@@ -37,16 +67,22 @@ impl Proxy {
     }
 
     /// The leader's fetch: ask the origin, store what may be stored, answer the client.
+    /// `stale` is the stored object past its grace that this fetch revalidates: the request
+    /// carries its validators, and a `304` brings it back to life under updated headers.
     pub(super) async fn fill(
         &self,
         lk: &Lookup,
         key: Arc<str>,
         guard: FlightGuard<'_>,
         client: SocketAddr,
+        stale: Option<Arc<Object>>,
     ) -> Option<Answer> {
         let generation = self.bans.generation();
         let (req, sent) = match self.fill_request(lk, client) {
-            Ok(r) => {
+            Ok(mut r) => {
+                if let Some(stale) = stale.as_ref().filter(|o| revalidatable(o)) {
+                    add_validators(r.headers_mut(), stale);
+                }
                 let sent = r.headers().clone();
                 (r, sent)
             }
@@ -62,28 +98,44 @@ impl Proxy {
                 ));
             }
         };
+        // Served instead of an origin failure while its stale-if-error window lasts.
+        let fallback = stale.as_ref().filter(|o| Instant::now() < o.error_until).cloned();
         let resp = match self.send(req).await {
             Ok(r) => r,
             Err(e) => {
                 guard.finish(Flight::Failed(e.status()));
+                if let Some(o) = fallback {
+                    tracing::warn!(url = %lk.origin_path(), error = %e, "origin failed; serving stale (stale-if-error)");
+                    return Some(self.stale_on_error(lk, &o, e.status()));
+                }
                 return Some(Answer::new(self.origin_failure(&e, &lk.origin_path()), Outcome::Miss));
             }
         };
         let (mut parts, body) = resp.into_parts();
         origin::strip_hop_by_hop(&mut parts.headers);
-        let verdict =
-            freshness::lifetime(&self.cfg().cache, parts.status, &parts.headers, SystemTime::now()).and_then(|life| {
-                let too_big = content_length(&parts.headers).is_some_and(|n| n > self.cfg().cache.max_object_size);
-                let coding = parts
-                    .headers
-                    .get(header::CONTENT_ENCODING)
-                    .map(|v| v.as_bytes().to_ascii_lowercase());
-                match coding.as_deref() {
-                    _ if too_big => Err(NoStore::TooLarge),
-                    None | Some(b"identity") | Some(b"gzip") => Ok(life),
-                    Some(_) => Err(NoStore::Encoding),
-                }
-            });
+        if let Some(stale) = stale.filter(|_| parts.status == StatusCode::NOT_MODIFIED) {
+            return Some(self.revalidated_answer(lk, &key, &stale, &parts.headers, &sent, guard, generation));
+        }
+        if let Some(o) = fallback.filter(|_| is_error_status(parts.status)) {
+            guard.finish(Flight::Failed(parts.status));
+            tracing::warn!(url = %lk.origin_path(), status = parts.status.as_u16(), "origin error; serving stale (stale-if-error)");
+            return Some(self.stale_on_error(lk, &o, parts.status));
+        }
+        let verdict = freshness::stored_lifetime(
+            &self.cfg().cache,
+            asked(&sent),
+            parts.status,
+            &parts.headers,
+            SystemTime::now(),
+        )
+        .and_then(|life| {
+            let too_big = content_length(&parts.headers).is_some_and(|n| n > self.cfg().cache.max_object_size);
+            if too_big {
+                Err(NoStore::TooLarge)
+            } else {
+                Ok(life)
+            }
+        });
         let life = match verdict {
             Ok(life) => life,
             Err(why) => {
@@ -115,6 +167,9 @@ impl Proxy {
                             "fwd=uri-miss; fwd-status={}; detail=too-large",
                             parts.status.as_u16()
                         ));
+                        for name in &self.cfg().cache.targeted_fields {
+                            parts.headers.remove(name);
+                        }
                         let resp = Response::from_parts(parts, chain(buf.freeze(), body));
                         return Some(Answer::new(with_status(resp, status), Outcome::Miss));
                     }
@@ -134,6 +189,12 @@ impl Proxy {
                 }
             }
         }
+        // Fields the stored copy leaves out still reach the client whose request brought them.
+        let withheld: Vec<(HeaderName, HeaderValue)> = life
+            .strip
+            .iter()
+            .flat_map(|n| parts.headers.get_all(n).iter().map(move |v| (n.clone(), v.clone())))
+            .collect();
         let obj = match self
             .build_object(parts, buf.freeze(), life, lk.parts.uri.path(), lk.query.as_deref())
             .await
@@ -166,15 +227,20 @@ impl Proxy {
                 obj.status.as_u16()
             )),
         };
-        Some(Answer::new(
-            self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status),
-            Outcome::Miss,
-        ))
+        let mut resp = self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status);
+        for (name, value) in withheld {
+            resp.headers_mut().append(name, value);
+        }
+        Some(Answer::new(resp, Outcome::Miss))
     }
 
     /// Records a hit-for-pass marker for answers that will not change on the next request,
     /// and says what the waiters should do.
     pub(super) fn remember_uncacheable(&self, key: &Arc<str>, status: StatusCode, why: NoStore) -> Flight {
+        if why == NoStore::Authorization {
+            // It depends on who asked: anonymous requests for the URL are still looked up.
+            return Flight::Uncacheable;
+        }
         if status.is_server_error() {
             // A transient failure: don't pin the URL to PASS, and don't send every waiter on.
             return Flight::Failed(status);
@@ -182,6 +248,127 @@ impl Proxy {
         let until = Instant::now() + self.cfg().cache.hit_for_pass_ttl;
         self.store.insert(key.clone(), Slot::HitForPass(until, why.as_str()));
         Flight::Uncacheable
+    }
+
+    /// Answers with a stale object because the origin failed (RFC 5861 `stale-if-error`).
+    pub(super) fn stale_on_error(&self, lk: &Lookup, o: &Arc<Object>, origin_status: StatusCode) -> Answer {
+        let over = Instant::now().saturating_duration_since(o.fresh_until).as_secs();
+        let status = cache_status(format_args!(
+            "hit; fwd=stale; fwd-status={}; ttl=-{over}; detail=stale-if-error",
+            origin_status.as_u16()
+        ));
+        Answer::new(
+            self.deliver(&lk.parts.method, &lk.parts.headers, o, status),
+            Outcome::Stale,
+        )
+    }
+
+    /// Answers a fill that revalidated `stale` and got `304 Not Modified`: the stale object's
+    /// body under the updated headers is stored (when they still allow it; otherwise the key is
+    /// dropped and remembered as uncacheable) and delivered to the client.
+    #[allow(clippy::too_many_arguments)]
+    fn revalidated_answer(
+        &self,
+        lk: &Lookup,
+        key: &Arc<str>,
+        stale: &Arc<Object>,
+        not_modified: &HeaderMap,
+        sent: &HeaderMap,
+        guard: FlightGuard<'_>,
+        generation: u64,
+    ) -> Answer {
+        let (obj, verdict) = self.revalidated(stale, not_modified, asked(sent));
+        let status = match verdict {
+            Ok(()) => {
+                let stored = self.store_object(&lk.primary, sent, &obj, generation);
+                guard.finish(Flight::Stored(obj.clone(), generation));
+                match stored {
+                    Ok(()) => cache_status(format_args!("fwd=stale; fwd-status=304; stored")),
+                    Err(why) => cache_status(format_args!("fwd=stale; fwd-status=304; detail={why}")),
+                }
+            }
+            Err(why) => {
+                self.metrics.not_stored(why.as_str());
+                self.store.remove(key);
+                guard.finish(self.remember_uncacheable(key, obj.status, why));
+                cache_status(format_args!("fwd=stale; fwd-status=304; detail={}", why.as_str()))
+            }
+        };
+        Answer::new(
+            self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status),
+            Outcome::Miss,
+        )
+    }
+
+    /// The object a `304 Not Modified` revalidated: the stale object's bodies under its
+    /// headers updated by the `304` (RFC 9111 §3.2; see [`freshness::updated_headers`]),
+    /// with the lifetime those headers now give, and whether they still allow storing it.
+    pub(super) fn revalidated(
+        &self,
+        stale: &Object,
+        not_modified: &HeaderMap,
+        asked: freshness::Asked,
+    ) -> (Arc<Object>, Result<(), NoStore>) {
+        let cfg = self.cfg();
+        let mut stored = stale.headers.clone();
+        for (name, value) in &stale.hidden {
+            stored.append(name.clone(), value.clone());
+        }
+        let mut headers = freshness::updated_headers(&stored, not_modified);
+        if cfg.bans.strip_tag_headers {
+            for name in &cfg.bans.tag_headers {
+                headers.remove(name);
+            }
+        }
+        // Judged with the 304's own Age, not the delivery slot the stored headers carry.
+        match not_modified.get(header::AGE) {
+            Some(age) => headers.insert(header::AGE, age.clone()),
+            None => headers.remove(header::AGE),
+        };
+        let verdict = freshness::stored_lifetime(&cfg.cache, asked, stale.status, &headers, SystemTime::now());
+        headers.insert(header::AGE, HeaderValue::from_static("0"));
+        for name in verdict.iter().flat_map(|l| &l.strip) {
+            headers.remove(name);
+        }
+        let mut hidden = HeaderMap::new();
+        for name in &cfg.cache.targeted_fields {
+            if let header::Entry::Occupied(e) = headers.entry(name) {
+                let (name, values) = e.remove_entry_mult();
+                for v in values {
+                    hidden.append(name.clone(), v);
+                }
+            }
+        }
+        let now = Instant::now();
+        let (fresh_until, grace_until, error_until, keep_until) = match &verdict {
+            Ok(life) => self.lifetime_bounds(now, life),
+            Err(_) => (now, now, now, now),
+        };
+        let last_modified = headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| httpdate::parse_http_date(s).ok());
+        let obj = Arc::new(Object {
+            status: stale.status,
+            headers,
+            hidden,
+            identity: stale.identity.clone(),
+            gzip: stale.gzip.clone(),
+            br: stale.br.clone(),
+            etag: stale.etag.clone(),
+            last_modified,
+            stored_at: now,
+            initial_age: verdict.as_ref().map_or(Duration::ZERO, |l| l.initial_age),
+            fresh_until,
+            grace_until,
+            error_until,
+            keep_until,
+            compressible: stale.compressible,
+            tags: stale.tags.clone(),
+            id: cache::next_object_id(),
+            banned: std::sync::atomic::AtomicBool::new(false),
+        });
+        (obj, verdict.map(|_| ()))
     }
 
     /// Stores an object, under a Vary rule when the origin varies on request headers.
@@ -269,11 +456,12 @@ impl Proxy {
         path: &str,
         query: Option<&str>,
     ) -> Option<Arc<Object>> {
-        let gzipped = parts
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        let compressible = compress::compressible(parts.headers.get(header::CONTENT_TYPE));
+        let coding = parts.headers.get(header::CONTENT_ENCODING).map(HeaderValue::as_bytes);
+        let gzipped = coding.is_some_and(|c| c.eq_ignore_ascii_case(b"gzip"));
+        // A coding the proxy does not decode (br, zstd, a chain, …) is stored as it came,
+        // with its Content-Encoding, and served as it came to every client.
+        let opaque = coding.is_some_and(|c| !c.eq_ignore_ascii_case(b"gzip") && !c.eq_ignore_ascii_case(b"identity"));
+        let compressible = !opaque && compress::compressible(parts.headers.get(header::CONTENT_TYPE));
         let min = self.cfg().cache.compress_min_size as usize;
         let limit = self.cfg().cache.max_object_size;
         let want_br = self.cfg().cache.brotli;
@@ -305,27 +493,33 @@ impl Proxy {
         };
         // Copy what is kept into allocations of its own: header values parsed by hyper are
         // slices of the connection's read buffer, which they would otherwise keep alive.
-        let vary = cache::vary_names(&parts.headers);
         let tags = tags::object_tags(&self.tag_rules, path, query, parts.status, &parts.headers, &identity);
         let strip_tags = self.cfg().bans.strip_tag_headers;
         let mut headers = HeaderMap::with_capacity(parts.headers.len());
+        let mut hidden = HeaderMap::new();
         for (name, value) in parts.headers.iter() {
-            if NOT_STORED.contains(name) || strip_tags && self.cfg().bans.tag_headers.contains(name) {
+            if NOT_STORED.contains(name) && !(opaque && name == header::CONTENT_ENCODING)
+                || life.strip.contains(name)
+                || strip_tags && self.cfg().bans.tag_headers.contains(name)
+            {
                 continue;
             }
             if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
-                headers.append(name.clone(), v);
+                if self.cfg().cache.targeted_fields.contains(name) {
+                    hidden.append(name.clone(), v);
+                } else {
+                    headers.append(name.clone(), v);
+                }
             }
         }
-        // Vary as delivered: the origin's request headers plus the encoding we negotiate.
-        let mut vary_list: Vec<&str> = vary.iter().map(|n| n.as_str()).collect();
-        if gzip.is_some() || br.is_some() {
-            vary_list.push("Accept-Encoding");
-        }
-        if !vary_list.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&vary_list.join(", ")) {
-                headers.insert(header::VARY, v);
-            }
+        // Vary as delivered: the origin's, as it wrote it, plus the encoding we negotiate.
+        let names_encoding = headers
+            .get_all(header::VARY)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|n| n.trim_ascii().eq_ignore_ascii_case(b"accept-encoding"));
+        if (gzip.is_some() || br.is_some()) && !names_encoding {
+            headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
         let etag = match headers.get(header::ETAG) {
             Some(e) => Some(e.clone()),
@@ -344,10 +538,11 @@ impl Proxy {
             .and_then(|s| httpdate::parse_http_date(s).ok());
         add_delivery_slots(&mut headers, gzip.is_some() || br.is_some());
         let now = Instant::now();
-        let (fresh_until, grace_until) = self.lifetime_bounds(now, &life);
+        let (fresh_until, grace_until, error_until, keep_until) = self.lifetime_bounds(now, &life);
         Some(Arc::new(Object {
             status: parts.status,
             headers,
+            hidden,
             identity,
             gzip,
             br,
@@ -357,6 +552,8 @@ impl Proxy {
             initial_age: life.initial_age,
             fresh_until,
             grace_until,
+            error_until,
+            keep_until,
             compressible,
             tags: tags.into_iter().map(Arc::from).collect(),
             id: cache::next_object_id(),
@@ -364,15 +561,20 @@ impl Proxy {
         }))
     }
 
-    /// Freshness and grace ends of an object stored now: while the node is unconfirmed, at
-    /// most `confirm_within` and no grace.
-    pub(super) fn lifetime_bounds(&self, now: Instant, life: &freshness::Lifetime) -> (Instant, Instant) {
-        let (fresh, grace) = (now + life.ttl, now + life.ttl + life.grace);
+    /// Freshness, grace, stale-if-error and keep ends of an object stored now: while the node
+    /// is unconfirmed, freshness at most `confirm_within`, and no grace, stale-if-error or keep.
+    pub(super) fn lifetime_bounds(
+        &self,
+        now: Instant,
+        life: &freshness::Lifetime,
+    ) -> (Instant, Instant, Instant, Instant) {
+        let fresh = now + life.ttl;
         if self.cluster.confirmed(now) {
-            (fresh, grace)
+            let (grace, error) = (fresh + life.grace, fresh + life.stale_if_error);
+            (fresh, grace, error, grace.max(error) + life.keep)
         } else {
-            let cap = now + self.cluster.unconfirmed_ttl();
-            (fresh.min(cap), fresh.min(cap))
+            let cap = fresh.min(now + self.cluster.unconfirmed_ttl());
+            (cap, cap, cap, cap)
         }
     }
 
@@ -408,17 +610,7 @@ impl Proxy {
         let Ok(mut req) = self.fill_request(lk, client) else {
             return;
         };
-        // Revalidate when the object has the origin's validators.
-        if let Some(etag) = stale
-            .headers
-            .get(header::ETAG)
-            .filter(|_| stale.etag.as_ref().is_some_and(|e| !is_derived_etag(e)))
-        {
-            req.headers_mut().insert(header::IF_NONE_MATCH, etag.clone());
-        }
-        if let Some(lm) = stale.headers.get(header::LAST_MODIFIED) {
-            req.headers_mut().insert(header::IF_MODIFIED_SINCE, lm.clone());
-        }
+        add_validators(req.headers_mut(), stale);
         let this = self.clone();
         let primary = lk.primary.clone();
         let stale = stale.clone();
@@ -463,40 +655,26 @@ impl Proxy {
             return Flight::Failed(parts.status);
         }
         if parts.status == StatusCode::NOT_MODIFIED {
-            let mut headers = stale.headers.clone();
-            for (name, value) in parts.headers.iter() {
-                if !NOT_STORED.contains(name) {
-                    headers.insert(name.clone(), value.clone());
-                }
-            }
-            return match freshness::lifetime(&self.cfg().cache, stale.status, &headers, SystemTime::now()) {
-                Ok(life) => {
-                    let now = Instant::now();
-                    let (fresh_until, grace_until) = self.lifetime_bounds(now, &life);
-                    let obj = Arc::new(Object {
-                        status: stale.status,
-                        headers,
-                        identity: stale.identity.clone(),
-                        gzip: stale.gzip.clone(),
-                        br: stale.br.clone(),
-                        etag: stale.etag.clone(),
-                        last_modified: stale.last_modified,
-                        stored_at: now,
-                        initial_age: life.initial_age,
-                        fresh_until,
-                        grace_until,
-                        compressible: stale.compressible,
-                        tags: stale.tags.clone(),
-                        id: cache::next_object_id(),
-                        banned: std::sync::atomic::AtomicBool::new(false),
-                    });
+            let (obj, verdict) = self.revalidated(stale, &parts.headers, asked(&req_headers));
+            return match verdict {
+                Ok(()) => {
                     let _ = self.store_object(primary, &req_headers, &obj, generation);
                     Flight::Stored(obj, generation)
                 }
-                Err(_) => Flight::Uncacheable,
+                Err(why) => {
+                    self.metrics.not_stored(why.as_str());
+                    self.store.remove(&key);
+                    self.remember_uncacheable(&key, stale.status, why)
+                }
             };
         }
-        let life = match freshness::lifetime(&self.cfg().cache, parts.status, &parts.headers, SystemTime::now()) {
+        let life = match freshness::stored_lifetime(
+            &self.cfg().cache,
+            asked(&req_headers),
+            parts.status,
+            &parts.headers,
+            SystemTime::now(),
+        ) {
             Ok(l) => l,
             Err(why) => {
                 // The URL became uncacheable: drop the stale copy.
@@ -555,6 +733,39 @@ fn fnv1a(data: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// The statuses that count as the origin failing for `stale-if-error` (RFC 5861 §4).
+fn is_error_status(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 500 | 502 | 503 | 504)
+}
+
+/// What of a request sent to the origin bears on storing its answer.
+fn asked(sent: &HeaderMap) -> freshness::Asked {
+    freshness::Asked {
+        authorization: sent.contains_key(header::AUTHORIZATION),
+    }
+}
+
+/// Whether an object has a validator of the origin's (not an `ETag` the proxy derived), so a
+/// conditional request can revalidate it.
+pub(super) fn revalidatable(o: &Object) -> bool {
+    o.headers.contains_key(header::LAST_MODIFIED) || o.etag.as_ref().is_some_and(|e| !is_derived_etag(e))
+}
+
+/// Makes a request revalidate a stored object: its origin `ETag` as `If-None-Match`, its
+/// `Last-Modified` as `If-Modified-Since` (RFC 9111 §4.3.1).
+fn add_validators(req: &mut HeaderMap, stale: &Object) {
+    if let Some(etag) = stale
+        .headers
+        .get(header::ETAG)
+        .filter(|_| stale.etag.as_ref().is_some_and(|e| !is_derived_etag(e)))
+    {
+        req.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(lm) = stale.headers.get(header::LAST_MODIFIED) {
+        req.insert(header::IF_MODIFIED_SINCE, lm.clone());
+    }
 }
 
 fn is_derived_etag(e: &HeaderValue) -> bool {

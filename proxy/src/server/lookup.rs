@@ -23,30 +23,64 @@ impl Proxy {
     }
 
     pub(super) async fn lookup(self: &Arc<Self>, lk: Lookup, body: Incoming, client: SocketAddr) -> Answer {
+        // The client's own directives, when the proxy honours them (`cache.request_directives`).
+        let directives = if self.cfg().cache.request_directives {
+            freshness::request_directives(&lk.parts.headers)
+        } else {
+            None
+        };
         for _ in 0..MAX_FLIGHT_RETRIES {
             let (key, slot) = self.find(&lk);
             let now = Instant::now();
+            // A stored object the fill revalidates (it has validators).
+            let mut stale = None;
             match slot {
-                Some(Slot::Object(o)) if o.is_fresh(now) => {
-                    let status = hit_status(o.ttl_secs(now));
-                    return Answer::new(
-                        self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
-                        Outcome::Hit,
-                    );
-                }
-                Some(Slot::Object(o)) if now < o.grace_until => {
-                    self.refresh_in_background(key, &lk, &o, client);
-                    let over = now.saturating_duration_since(o.fresh_until.min(now)).as_secs();
-                    let status = cache_status(format_args!("hit; fwd=stale; ttl=-{over}"));
-                    return Answer::new(
-                        self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
-                        Outcome::Stale,
-                    );
-                }
-                Some(Slot::HitForPass(until, _)) if now < until => {
+                Some(Slot::Object(o)) if now < o.keep_until => match self.use_stored(&o, now, directives.as_ref()) {
+                    freshness::Use::Fresh => {
+                        let status = hit_status(o.ttl_secs(now));
+                        return Answer::new(
+                            self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
+                            Outcome::Hit,
+                        );
+                    }
+                    used @ (freshness::Use::StaleWhileRevalidate | freshness::Use::Stale) => {
+                        if used == freshness::Use::StaleWhileRevalidate {
+                            self.refresh_in_background(key, &lk, &o, client);
+                        }
+                        let over = now.saturating_duration_since(o.fresh_until.min(now)).as_secs();
+                        let status = cache_status(format_args!("hit; fwd=stale; ttl=-{over}"));
+                        return Answer::new(
+                            self.deliver(&lk.parts.method, &lk.parts.headers, &o, status),
+                            Outcome::Stale,
+                        );
+                    }
+                    freshness::Use::Revalidate => {
+                        stale = Some(o).filter(|o| fill::revalidatable(o) || now < o.error_until)
+                    }
+                },
+                Some(Slot::HitForPass(until, _))
+                    if now < until && !directives.as_ref().is_some_and(|d| d.only_if_cached) =>
+                {
                     return self.pass(lk.parts, body, client, PassReason::HitForPass).await;
                 }
                 _ => {}
+            }
+            if directives.as_ref().is_some_and(|d| d.only_if_cached) {
+                // RFC 9111 §5.2.1.7: nothing stored answers it, and the origin may not be asked.
+                let resp = synth(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "only-if-cached, and no stored response answers the request",
+                    "only-if-cached",
+                );
+                return Answer::new(resp, Outcome::Synth);
+            }
+            if lk.parts.headers.contains_key(header::RANGE) {
+                // Ranges are served from a stored response, not fetched to be stored.
+                return self.pass(lk.parts, body, client, PassReason::Range).await;
+            }
+            if directives.as_ref().is_some_and(|d| d.no_store) {
+                // RFC 9111 §5.2.1.5: nothing of this request or its answer may be stored.
+                return self.pass(lk.parts, body, client, PassReason::RequestNoStore).await;
             }
             // A miss: lead a flight for this key, or wait on the one under way.
             let role = {
@@ -68,7 +102,7 @@ impl Proxy {
                         tx,
                         done: false,
                     };
-                    match self.fill(&lk, key, guard, client).await {
+                    match self.fill(&lk, key, guard, client, stale).await {
                         Some(answer) => return answer,
                         None => continue,
                     }
@@ -107,6 +141,11 @@ impl Proxy {
                             return self.pass(lk.parts, body, client, PassReason::Uncacheable).await
                         }
                         Some(Flight::Failed(status)) => {
+                            if let (_, Some(Slot::Object(o))) = self.find(&lk) {
+                                if Instant::now() < o.error_until && !o.is_fresh(Instant::now()) {
+                                    return self.stale_on_error(&lk, &o, status);
+                                }
+                            }
                             let resp = synth(
                                 status,
                                 "the origin failed for a request collapsed with this one",
@@ -122,7 +161,32 @@ impl Proxy {
         self.pass(lk.parts, body, client, PassReason::LockTimeout).await
     }
 
-    /// Serves a stored object: conditional 304, encoding by `Accept-Encoding`, HEAD.
+    /// How a request may use a stored object it found (see [`freshness::use_stored`]).
+    fn use_stored(&self, o: &Object, now: Instant, directives: Option<&freshness::CacheControl>) -> freshness::Use {
+        let fresh = o.is_fresh(now);
+        let held = freshness::Held {
+            age: std::time::Duration::from_secs(o.age(now)),
+            fresh,
+            fresh_left: if fresh {
+                o.fresh_until.saturating_duration_since(now)
+            } else {
+                std::time::Duration::ZERO
+            },
+            stale_for: if fresh {
+                std::time::Duration::ZERO
+            } else {
+                now.saturating_duration_since(o.fresh_until)
+            },
+            in_grace: now < o.grace_until,
+            // Only a request's max-stale asks; reading the stored directives costs a parse.
+            forbids_stale: directives.is_some_and(|d| d.max_stale.is_some())
+                && freshness::forbids_stale(&self.cfg().cache, &o.headers, &o.hidden),
+        };
+        freshness::use_stored(&held, directives)
+    }
+
+    /// Serves a stored object: conditional 304, byte ranges (of a 200, for GET), encoding by
+    /// `Accept-Encoding`, HEAD.
     pub(super) fn deliver(
         &self,
         method: &Method,
@@ -131,7 +195,9 @@ impl Proxy {
         status: HeaderValue,
     ) -> Response<ProxyBody> {
         let age = age_value(o.age(Instant::now()));
-        if o.status == StatusCode::OK && not_modified(req, o) {
+        if o.status == StatusCode::OK
+            && validators::not_modified(req, o.etag.as_ref(), o.last_modified, || o.headers.get(header::DATE))
+        {
             let mut resp = Response::new(ProxyBody::Empty);
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
             let h = resp.headers_mut();
@@ -152,6 +218,27 @@ impl Proxy {
             h.insert(&CACHE_STATUS, status);
             return resp;
         }
+        if o.status == StatusCode::OK && *method == Method::GET {
+            if let Some(range) = req.get(header::RANGE) {
+                if ranges::if_range_holds(req, o.headers.get(header::ETAG), o.headers.get(header::LAST_MODIFIED)) {
+                    match ranges::requested(range, o.identity.len() as u64) {
+                        ranges::Ranges::Whole => {}
+                        ranges::Ranges::Partial(parts) => return partial(o, &parts, age, status),
+                        ranges::Ranges::Unsatisfiable => {
+                            let mut resp = Response::new(ProxyBody::Empty);
+                            *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                            let h = resp.headers_mut();
+                            h.insert(
+                                header::CONTENT_RANGE,
+                                ranges::unsatisfied_range(o.identity.len() as u64),
+                            );
+                            h.insert(&CACHE_STATUS, status);
+                            return resp;
+                        }
+                    }
+                }
+            }
+        }
         let enc = if o.compressible {
             compress::negotiate(req.get(header::ACCEPT_ENCODING), o.gzip.is_some(), o.br.is_some())
         } else {
@@ -167,10 +254,14 @@ impl Proxy {
         *resp.status_mut() = o.status;
         let h = resp.headers_mut();
         h.clone_from(&o.headers);
-        match enc.header() {
-            Some(ce) => h.insert(header::CONTENT_ENCODING, ce),
-            None => h.remove(header::CONTENT_ENCODING),
-        };
+        if o.gzip.is_some() || o.br.is_some() {
+            // The stored headers hold a placeholder for the negotiated coding; an object
+            // stored in a coding the proxy does not decode keeps the origin's.
+            match enc.header() {
+                Some(ce) => h.insert(header::CONTENT_ENCODING, ce),
+                None => h.remove(header::CONTENT_ENCODING),
+            };
+        }
         if head {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
@@ -180,78 +271,33 @@ impl Proxy {
     }
 }
 
-/// Whether a request's validators match the object (RFC 9110 §13.1.1, §13.1.3).
-fn not_modified(req: &HeaderMap, o: &Object) -> bool {
-    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        let Some(etag) = o.etag.as_ref().and_then(|e| e.to_str().ok()) else {
-            return false;
-        };
-        let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
-        return inm.split(',').any(|t| t.trim() == "*" || weak(t) == weak(etag));
+/// A `206 Partial Content` from a stored object's identity body: one range as it is, several
+/// as `multipart/byteranges` (RFC 9110 §14.6).
+fn partial(o: &Object, parts: &[(u64, u64)], age: HeaderValue, status: HeaderValue) -> Response<ProxyBody> {
+    let len = o.identity.len() as u64;
+    let mut headers = o.headers.clone();
+    if o.gzip.is_some() || o.br.is_some() {
+        // The slot for the negotiated coding: ranges are of the identity body.
+        headers.remove(header::CONTENT_ENCODING);
     }
-    if let (Some(ims), Some(lm)) = (req.get(header::IF_MODIFIED_SINCE), o.last_modified) {
-        if let Some(ims) = ims.to_str().ok().and_then(|s| httpdate::parse_http_date(s).ok()) {
-            return lm <= ims;
+    let body = match parts {
+        [(first, last)] => {
+            headers.insert(header::CONTENT_RANGE, ranges::content_range(*first, *last, len));
+            o.identity.slice(*first as usize..=*last as usize)
         }
-    }
-    false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn obj(etag: Option<&str>, lm: Option<SystemTime>) -> Object {
-        let now = Instant::now();
-        Object {
-            status: StatusCode::OK,
-            headers: HeaderMap::new(),
-            identity: Bytes::new(),
-            gzip: None,
-            br: None,
-            etag: etag.map(|e| HeaderValue::from_str(e).unwrap()),
-            last_modified: lm,
-            stored_at: now,
-            initial_age: Duration::ZERO,
-            fresh_until: now,
-            grace_until: now,
-            compressible: false,
-            tags: Box::default(),
-            id: cache::next_object_id(),
-            banned: Default::default(),
+        _ => {
+            let boundary = format!("strata-{:016x}", o.id);
+            let body = ranges::multipart(&o.identity, parts, o.headers.get(header::CONTENT_TYPE), &boundary);
+            if let Ok(ct) = HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}")) {
+                headers.insert(header::CONTENT_TYPE, ct);
+            }
+            body
         }
-    }
-
-    fn req(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn etag_matching_is_weak() {
-        let o = obj(Some("W/\"abc\""), None);
-        assert!(not_modified(&req(&[("if-none-match", "\"abc\"")]), &o));
-        assert!(not_modified(&req(&[("if-none-match", "\"x\", W/\"abc\"")]), &o));
-        assert!(not_modified(&req(&[("if-none-match", "*")]), &o));
-        assert!(!not_modified(&req(&[("if-none-match", "\"abd\"")]), &o));
-        assert!(!not_modified(&HeaderMap::new(), &o));
-    }
-
-    #[test]
-    fn if_modified_since_compares_dates_and_yields_to_etags() {
-        let lm = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let o = obj(Some("\"a\""), Some(lm));
-        let same = httpdate::fmt_http_date(lm);
-        let before = httpdate::fmt_http_date(lm - Duration::from_secs(1));
-        assert!(not_modified(&req(&[("if-modified-since", &same)]), &o));
-        assert!(!not_modified(&req(&[("if-modified-since", &before)]), &o));
-        assert!(!not_modified(
-            &req(&[("if-modified-since", &same), ("if-none-match", "\"b\"")]),
-            &o
-        ));
-    }
+    };
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    *resp.headers_mut() = headers;
+    resp.headers_mut().insert(header::AGE, age);
+    resp.headers_mut().insert(&CACHE_STATUS, status);
+    resp
 }

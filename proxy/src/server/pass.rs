@@ -22,10 +22,16 @@ impl From<Incoming> for ClientBody {
 pub(super) const MAX_COMMENT_BODY: u64 = 2 << 20;
 
 impl Proxy {
-    /// Sends to the origin, timing it and counting failures.
-    pub(super) async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, OriginError> {
+    /// Sends to the origin, timing it and counting failures and interim responses (`100`,
+    /// `102`, `103 Early Hints`: read and dropped; hyper's server has no way to send a client
+    /// a 1xx of its own, so they cannot be relayed, and they are never stored).
+    pub(super) async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, OriginError> {
         let t = Instant::now();
         self.metrics.origin_requests.inc();
+        let interim = self.metrics.origin_interim.clone();
+        hyper::ext::on_informational(&mut req, move |_| {
+            interim.inc();
+        });
         let r = self.origin.send(req).await;
         match &r {
             Ok(_) => self.metrics.origin_latency.observe(t.elapsed().as_secs_f64()),
@@ -43,14 +49,18 @@ impl Proxy {
         synth(e.status(), text, "origin-error")
     }
 
-    /// Streams an origin response to the client unchanged (less hop-by-hop headers).
+    /// Streams an origin response to the client unchanged (less hop-by-hop headers and the
+    /// targeted cache-control fields, which are for this cache alone).
     pub(super) fn stream_back(
         &self,
-        parts: http::response::Parts,
+        mut parts: http::response::Parts,
         body: Incoming,
         prefix: Option<Bytes>,
         status: HeaderValue,
     ) -> Response<ProxyBody> {
+        for name in &self.cfg().cache.targeted_fields {
+            parts.headers.remove(name);
+        }
         let resp = Response::from_parts(parts, ProxyBody::stream(body, prefix, self.origin.body_timeout));
         with_status(resp, status)
     }

@@ -6,6 +6,7 @@ mod admin_plane;
 mod attacks;
 mod cluster;
 mod comments;
+mod conformance;
 mod fixture;
 mod h2_attacks;
 mod harness;
