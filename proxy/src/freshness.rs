@@ -47,7 +47,12 @@ impl NoStore {
     }
 }
 
-/// How long a stored response lives.
+/// The greatest delta-seconds a cache must represent (RFC 9111 §1.2.2): larger values, and
+/// lifetimes computed past it, count as 2^31 seconds (68 years).
+pub const MAX_DELTA: Duration = Duration::from_secs(1 << 31);
+
+/// How long a stored response lives. Each duration is at most [`MAX_DELTA`], so the caller
+/// can add `ttl + grace` to any `Instant` and `initial_age` to any age without overflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetime {
     /// Time it is fresh from now (already net of the origin's `Age`).
@@ -83,7 +88,7 @@ impl CacheControl {
                     Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
                     None => (d.trim(), None),
                 };
-                let secs = || arg.and_then(|a| a.parse::<u64>().ok());
+                let secs = || arg.and_then(delta_seconds);
                 match name.to_ascii_lowercase().as_str() {
                     "no-store" => cc.no_store = true,
                     // `no-cache="Set-Cookie"` only restricts that field; treated like no-cache.
@@ -100,6 +105,17 @@ impl CacheControl {
             }
         }
         cc
+    }
+}
+
+/// A delta-seconds value (RFC 9111 §1.2.2), at most 2^31: a number too large to represent
+/// counts as 2^31. `None` if it is not a number.
+fn delta_seconds(s: &str) -> Option<u64> {
+    let max = MAX_DELTA.as_secs();
+    match s.parse::<u64>() {
+        Ok(n) => Some(n.min(max)),
+        Err(_) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Some(max),
+        Err(_) => None,
     }
 }
 
@@ -147,7 +163,7 @@ pub fn lifetime(
     let age = headers
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
+        .and_then(|s| delta_seconds(s.trim()))
         .map_or(Duration::ZERO, Duration::from_secs);
     let lifetime = if let Some(s) = cc.s_maxage.or(cc.max_age) {
         Duration::from_secs(s)
@@ -161,7 +177,7 @@ pub fn lifetime(
     } else {
         cfg.default_ttl
     };
-    let ttl = lifetime.saturating_sub(age);
+    let ttl = lifetime.min(MAX_DELTA).saturating_sub(age);
     if ttl.is_zero() {
         return Err(NoStore::Expired);
     }
@@ -172,7 +188,7 @@ pub fn lifetime(
             .stale_while_revalidate
             .max(cc.stale_if_error)
             .map(Duration::from_secs);
-        asked.map_or(cfg.grace, |a| a.max(cfg.grace))
+        asked.map_or(cfg.grace, |a| a.max(cfg.grace)).min(MAX_DELTA)
     };
     Ok(Lifetime {
         ttl,
@@ -287,6 +303,39 @@ mod tests {
             lifetime(&c, StatusCode::FOUND, &HeaderMap::new(), NOW),
             Err(NoStore::Status)
         );
+    }
+
+    #[test]
+    fn lifetimes_are_bounded_so_the_clock_can_take_them() {
+        // Found by fuzzing: an Expires in the year 9999, or a max-age of u64::MAX, once gave
+        // lifetimes the proxy added to its monotonic clock (a panic for u64::MAX).
+        let c = cfg();
+        let huge = u64::MAX.to_string();
+        let cases = [
+            h(&[("cache-control", &format!("max-age={huge}"))]),
+            h(&[("cache-control", "s-maxage=99999999999999999999999")]),
+            h(&[("cache-control", &format!("max-age=60, stale-while-revalidate={huge}"))]),
+            h(&[("cache-control", "max-age=60, stale-if-error=18446744073709551616")]),
+            h(&[("expires", "Fri, 31 Dec 9999 23:59:59 GMT")]),
+        ];
+        for hdrs in cases {
+            let l = lifetime(&c, StatusCode::OK, &hdrs, NOW).unwrap();
+            assert!(l.ttl <= MAX_DELTA && l.grace <= MAX_DELTA, "{hdrs:?}: {l:?}");
+            assert!(std::time::Instant::now().checked_add(l.ttl + l.grace).is_some());
+        }
+        let l = lifetime(&c, StatusCode::OK, &h(&[("cache-control", "max-age=3000000000")]), NOW).unwrap();
+        assert_eq!(l.ttl, MAX_DELTA);
+        // An Age past the bound counts as 2^31 seconds too: older than any lifetime.
+        let hdrs = h(&[("cache-control", "max-age=100"), ("age", &huge)]);
+        assert_eq!(lifetime(&c, StatusCode::OK, &hdrs, NOW), Err(NoStore::Expired));
+        let hdrs = h(&[
+            ("expires", "Fri, 31 Dec 9999 23:59:59 GMT"),
+            ("age", "99999999999999999999"),
+        ]);
+        assert_eq!(lifetime(&c, StatusCode::OK, &hdrs, NOW), Err(NoStore::Expired));
+        assert_eq!(delta_seconds("12"), Some(12));
+        assert_eq!(delta_seconds(""), None);
+        assert_eq!(delta_seconds("1.5"), None);
     }
 
     #[test]
