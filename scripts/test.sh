@@ -4,7 +4,8 @@
 # then runs, in order: rustfmt check, clippy (warnings are errors), cargo test, the my.cnf
 # and systemd unit checks (scripts/mycnf-check.sh, scripts/units-check.sh), the
 # documentation check (scripts/docs-check.sh: links, anchors, the configuration reference
-# against the code), and the browser test of the /status page (scripts/browser-test.sh).
+# against the code), a short run of every fuzz target (scripts/fuzz.sh smoke: needs the
+# nightly toolchain) and the browser test of the /status page (scripts/browser-test.sh).
 #
 # Usage: scripts/test.sh [extra cargo test args...]
 #   e.g. scripts/test.sh -p strata-proxy -- --nocapture
@@ -64,6 +65,8 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 fi
 log "docs: links, anchors and the configuration reference (scripts/docs-check.sh)"
 bash "$SCRIPT_DIR/docs-check.sh"
+log "fuzzing: every target for a few seconds (scripts/fuzz.sh smoke)"
+bash "$SCRIPT_DIR/fuzz.sh" smoke
 log "browser test: the /status page in headless Chromium"
 bash "$SCRIPT_DIR/browser-test.sh"
 log "all checks passed"

@@ -43,6 +43,9 @@ pub struct Counters {
     pub no_node: AtomicU64,
     /// Frames too large to re-send (GRO/GSO super-frames, truncated captures).
     pub oversize: AtomicU64,
+    /// Frames for the director whose headers are cut short or contradict each other
+    /// ([`Class::Malformed`]): not forwarded, left to the kernel.
+    pub malformed: AtomicU64,
     /// Frames whose L4 checksum had to be completed (veth senders).
     pub checksum_completed: AtomicU64,
     /// Frames the kernel refused to send.
@@ -195,6 +198,17 @@ fn handle(shared: &Shared, plan: &Plan, batch: &mut TxBatch, local: &mut [[u64; 
     let snap = &plan.snapshot;
     let decision = match packet::classify(data, svc) {
         Class::Other => return,
+        Class::Malformed => {
+            // A capture the ring cut short (a GRO super-frame) reads as malformed too: it is
+            // counted as what it is, too large to re-send.
+            let counter = if data.len() < frame.wire_len as usize {
+                &shared.counters.oversize
+            } else {
+                &shared.counters.malformed
+            };
+            add(counter, 1);
+            return;
+        }
         Class::ArpRequest { mac, ip } => {
             if let Some(vip) = svc.vip4 {
                 if batch
@@ -230,8 +244,9 @@ fn handle(shared: &Shared, plan: &Plan, batch: &mut TxBatch, local: &mut [[u64; 
         add(&shared.counters.no_node, 1);
         return;
     };
-    let node = &snap.nodes[d.node];
-    let Some(mac) = node.mac else { return };
+    let Some(mac) = snap.nodes.get(d.node).and_then(|n| n.mac) else {
+        return;
+    };
     if data.len() < frame.wire_len as usize || data.len() + 4 > batch.slot_size() {
         add(&shared.counters.oversize, 1);
         return;
@@ -269,7 +284,7 @@ mod tests {
     use super::*;
     use crate::balancer::{NodeCounters, NodeView};
     use crate::health::State;
-    use crate::packet::tests::{svc, tcp4, CLIENT, CLIENT_IP, DIRECTOR, VIP};
+    use crate::packet::tests::{frag_needed, svc, tcp4, CLIENT, CLIENT_IP, DIRECTOR, VIP};
     use crate::packet::Mac;
     use std::net::{IpAddr, Ipv4Addr};
 
@@ -299,12 +314,23 @@ mod tests {
     }
 
     fn run_tagged(shared: &Shared, frame: &[u8], status: u32, vlan: Option<(u16, u16)>) -> Vec<Vec<u8>> {
+        run_captured(shared, frame, frame.len(), status, vlan)
+    }
+
+    /// Like `run_tagged`, for a frame that had `wire_len` bytes on the wire.
+    fn run_captured(
+        shared: &Shared,
+        frame: &[u8],
+        wire_len: usize,
+        status: u32,
+        vlan: Option<(u16, u16)>,
+    ) -> Vec<Vec<u8>> {
         let plan = shared.plan();
         let mut batch = TxBatch::new(8, 1600);
         let mut local = vec![[0u64; 3]; 3];
         let rx = RxFrame {
             data: frame,
-            wire_len: frame.len() as u32,
+            wire_len: wire_len as u32,
             status,
             vlan,
         };
@@ -342,16 +368,7 @@ mod tests {
         let node_mac = out[0][..6].to_vec();
 
         // Fragmentation needed for the VIP → client direction of that flow.
-        let quoted = tcp4(VIP, 80, CLIENT_IP, 40000, 0x10, b"");
-        let mut icmp = vec![0u8; 14 + 20 + 8];
-        icmp[..14].copy_from_slice(&syn[..14]);
-        icmp[14] = 0x45;
-        icmp[23] = 1;
-        icmp[26..30].copy_from_slice(&[198, 51, 100, 1]);
-        icmp[30..34].copy_from_slice(&VIP.octets());
-        icmp[34] = 3;
-        icmp[35] = 4;
-        icmp.extend_from_slice(&quoted[14..14 + 28]);
+        let icmp = frag_needed(&tcp4(VIP, 80, CLIENT_IP, 40000, 0x10, b""));
         let out = run(&s, &icmp, 0);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0][..6], node_mac[..]);
@@ -366,6 +383,23 @@ mod tests {
         partial[50..52].copy_from_slice(&[0, 0]);
         assert_eq!(run(&s, &partial, 0)[0][50..52], [0, 0]);
         assert_eq!(run(&s, &partial, STATUS_CSUM_NOT_READY)[0][50..52], good[..]);
+    }
+
+    #[test]
+    fn malformed_frames_are_counted_and_never_forwarded() {
+        let s = shared([State::Up; 3]);
+        let syn = tcp4(CLIENT_IP, 40000, VIP, 80, 0x02, b"GET / HTTP/1.1\r\n");
+        // Every prefix, with CSUM_NOT_READY so the checksum path runs too.
+        for n in 0..syn.len() {
+            assert!(run(&s, &syn[..n], STATUS_CSUM_NOT_READY).is_empty(), "cut to {n}");
+        }
+        assert_eq!(s.counters.malformed.load(Ordering::Relaxed), syn.len() as u64);
+        assert_eq!(s.counters.oversize.load(Ordering::Relaxed), 0);
+        // A capture the ring cut short is counted as too large to re-send.
+        assert!(run_captured(&s, &syn[..40], syn.len(), 0, None).is_empty());
+        assert_eq!(s.counters.oversize.load(Ordering::Relaxed), 1);
+        assert_eq!(s.counters.malformed.load(Ordering::Relaxed), syn.len() as u64);
+        assert_eq!(run(&s, &syn, 0).len(), 1);
     }
 
     #[test]

@@ -135,6 +135,12 @@ pub fn render(nodes: &[NodeInfo], flows: &FlowStats, c: &Counters) -> String {
             get(&c.oversize),
         ),
         (
+            "strata_director_malformed_total",
+            "counter",
+            "Frames for the director cut short or contradicting their own lengths (left to the kernel).",
+            get(&c.malformed),
+        ),
+        (
             "strata_director_checksum_completed_total",
             "counter",
             "Frames whose partial L4 checksum was completed.",

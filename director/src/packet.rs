@@ -107,6 +107,12 @@ pub enum Class {
         /// The flow the error is about.
         key: FlowKey,
     },
+    /// For the director (ARP, a neighbour solicitation, IP sent to its MAC) but cut short or
+    /// contradicting itself: a runt, a VLAN tag with nothing after it, an IPv4 header shorter
+    /// than 20 bytes or than its IHL, a total length past the frame, a transport header past
+    /// the packet's end, an ICMP error whose quote is cut short. Never forwarded; left to the
+    /// kernel and counted.
+    Malformed,
     /// Not ours: left to the kernel.
     Other,
 }
@@ -123,171 +129,277 @@ fn arr<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
     b.get(at..at + N)?.try_into().ok()
 }
 
-/// Classifies a frame (see [`Class`]); anything malformed or not addressed to us is `Other`.
+/// Classifies a frame (see [`Class`]). Every read is bounds-checked: a frame cut short or
+/// whose lengths contradict each other is [`Class::Malformed`] when it was for the director,
+/// `Other` when it was not.
 pub fn classify(frame: &[u8], svc: &Service) -> Class {
-    classify_opt(frame, svc).unwrap_or(Class::Other)
+    classify_opt(frame, svc).unwrap_or(Class::Malformed)
 }
+
+/// Where the network layer starts and what it is: the ethertype and its offset, after at
+/// most one VLAN tag. `None` for a runt or a tag with nothing after it.
+fn l2(f: &[u8]) -> Option<(u16, usize)> {
+    match be16(f, 12)? {
+        ETH_VLAN => Some((be16(f, 16)?, 18)),
+        ethertype => Some((ethertype, 14)),
+    }
+}
+
+/// An IP packet whose header lengths agree with each other and with the frame.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// Offset of the transport header (after the IPv4 options, or the fixed IPv6 header).
+    l4: usize,
+    /// Offset just past the packet; what follows is Ethernet padding, never read.
+    end: usize,
+    /// The transport protocol (IPv6: the first next header).
+    proto: u8,
+}
+
+/// The IPv4 packet at `l3`: version 4, IHL ≥ 5, IHL ≤ total length, total length within
+/// the frame. `None` otherwise.
+fn ipv4_layout(f: &[u8], l3: usize) -> Option<Layout> {
+    let vihl = *f.get(l3)?;
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    let end = l3 + usize::from(be16(f, l3 + 2)?);
+    if vihl >> 4 != 4 || ihl < 20 || end < l3 + ihl || end > f.len() {
+        return None;
+    }
+    Some(Layout {
+        l4: l3 + ihl,
+        end,
+        proto: *f.get(l3 + 9)?,
+    })
+}
+
+/// The IPv6 packet at `l3`: version 6, payload length within the frame. `None` otherwise.
+fn ipv6_layout(f: &[u8], l3: usize) -> Option<Layout> {
+    if *f.get(l3)? >> 4 != 6 {
+        return None;
+    }
+    let end = l3 + 40 + usize::from(be16(f, l3 + 4)?);
+    if end > f.len() {
+        return None;
+    }
+    Some(Layout {
+        l4: l3 + 40,
+        end,
+        proto: *f.get(l3 + 6)?,
+    })
+}
+
+/// The source and destination ports of the TCP or UDP header at `l4` of `packet` (cut at
+/// the packet's end), if the whole header is there: 20 bytes and its data offset for TCP,
+/// 8 bytes and a length that fits for UDP.
+fn ports(packet: &[u8], l4: usize, proto: u8) -> Option<(u16, u16)> {
+    let room = packet.len().checked_sub(l4)?;
+    let fits = match proto {
+        PROTO_TCP => {
+            let header = usize::from(*packet.get(l4 + 12)? >> 4) * 4;
+            header >= 20 && header <= room
+        }
+        PROTO_UDP => (8..=room).contains(&usize::from(be16(packet, l4 + 4)?)),
+        _ => false,
+    };
+    fits.then_some(())?;
+    Some((be16(packet, l4)?, be16(packet, l4 + 2)?))
+}
+
+// Below, `None` (and so `?`) means malformed; a frame that is not the director's business
+// is `Some(Class::Other)`.
 
 fn classify_opt(f: &[u8], svc: &Service) -> Option<Class> {
     let dst = Mac(arr(f, 0)?);
-    let mut l3 = 14;
-    let mut ethertype = be16(f, 12)?;
-    if ethertype == ETH_VLAN {
-        ethertype = be16(f, 16)?;
-        l3 = 18;
-    }
+    let (ethertype, l3) = l2(f)?;
     match ethertype {
         ETH_ARP => arp(f, l3, svc),
         ETH_IPV4 if dst == svc.mac => ipv4(f, l3, svc),
         ETH_IPV6 => ipv6(f, l3, dst, svc),
-        _ => None,
+        _ => Some(Class::Other),
     }
 }
 
 fn arp(f: &[u8], l3: usize, svc: &Service) -> Option<Class> {
-    let vip = svc.vip4?;
+    let Some(vip) = svc.vip4 else {
+        return Some(Class::Other);
+    };
     // Ethernet/IPv4 ARP request: htype 1, ptype 0x0800, hlen 6, plen 4, op 1.
-    if be16(f, l3)? != 1 || be16(f, l3 + 2)? != ETH_IPV4 || f.get(l3 + 4..l3 + 6)? != [6, 4] || be16(f, l3 + 6)? != 1 {
-        return None;
+    if arr::<8>(f, l3)? != [0, 1, 8, 0, 6, 4, 0, 1] {
+        return Some(Class::Other);
     }
+    // Then sender MAC and IP, target MAC and IP: 28 bytes in all.
     let target = Ipv4Addr::from(arr::<4>(f, l3 + 24)?);
-    (target == vip).then(|| Class::ArpRequest {
-        mac: Mac(arr(f, l3 + 8).unwrap_or_default()),
-        ip: Ipv4Addr::from(arr::<4>(f, l3 + 14).unwrap_or_default()),
+    Some(if target == vip {
+        Class::ArpRequest {
+            mac: Mac(arr(f, l3 + 8)?),
+            ip: Ipv4Addr::from(arr::<4>(f, l3 + 14)?),
+        }
+    } else {
+        Class::Other
     })
 }
 
 fn ipv4(f: &[u8], l3: usize, svc: &Service) -> Option<Class> {
-    let vip = svc.vip4?;
-    let vihl = *f.get(l3)?;
-    if vihl >> 4 != 4 {
-        return None;
+    let Some(vip) = svc.vip4 else {
+        return Some(Class::Other);
+    };
+    // The fixed header first: to our MAC, it must be there; then only the VIP's packets
+    // are looked at further.
+    let fixed = arr::<20>(f, l3)?;
+    if Ipv4Addr::from(arr::<4>(&fixed, 16)?) != vip {
+        return Some(Class::Other);
     }
-    let ihl = usize::from(vihl & 0x0f) * 4;
-    if ihl < 20 || Ipv4Addr::from(arr::<4>(f, l3 + 16)?) != vip {
-        return None;
-    }
-    let proto = *f.get(l3 + 9)?;
-    let src = arr::<4>(f, l3 + 12)?;
-    let frag = be16(f, l3 + 6)?;
-    let fragment = frag & 0x3fff != 0; // MF set or a non-zero offset
-    let l4 = l3 + ihl;
-    match proto {
-        PROTO_TCP | PROTO_UDP if fragment => Some(Class::Flow {
-            key: FlowKey {
-                src: mapped(src),
-                dst: mapped(vip.octets()),
-                sport: 0,
-                dport: 0,
-                proto,
-            },
+    let ip = ipv4_layout(f, l3)?;
+    let p = f.get(..ip.end)?;
+    let src = arr::<4>(p, l3 + 12)?;
+    let fragment = be16(p, l3 + 6)? & 0x3fff != 0; // MF set or a non-zero offset
+    let key = |sport, dport| FlowKey {
+        src: mapped(src),
+        dst: mapped(vip.octets()),
+        sport,
+        dport,
+        proto: ip.proto,
+    };
+    Some(match ip.proto {
+        PROTO_TCP | PROTO_UDP if fragment => Class::Flow {
+            key: key(0, 0),
             pin: false,
             syn: false,
-        }),
+        },
         PROTO_TCP | PROTO_UDP => {
-            let dport = be16(f, l4 + 2)?;
-            svc.serves(dport).then_some(Class::Flow {
-                key: FlowKey {
-                    src: mapped(src),
-                    dst: mapped(vip.octets()),
-                    sport: be16(f, l4)?,
-                    dport,
-                    proto,
-                },
+            let (sport, dport) = ports(p, ip.l4, ip.proto)?;
+            if !svc.serves(dport) {
+                return Some(Class::Other);
+            }
+            Class::Flow {
+                key: key(sport, dport),
                 pin: true,
-                syn: proto == PROTO_TCP && bare_syn(f, l4),
-            })
+                syn: ip.proto == PROTO_TCP && bare_syn(p, ip.l4),
+            }
         }
         // Type 3 code 4: fragmentation needed; the quoted header starts 8 bytes in.
-        PROTO_ICMP if !fragment && f.get(l4..l4 + 2)? == [3, 4] => {
-            let inner = l4 + 8;
-            let iihl = usize::from(*f.get(inner)? & 0x0f) * 4;
-            let iproto = *f.get(inner + 9)?;
-            if Ipv4Addr::from(arr::<4>(f, inner + 12)?) != vip || !matches!(iproto, PROTO_TCP | PROTO_UDP) {
-                return None;
+        PROTO_ICMP if !fragment => {
+            if arr::<8>(p, ip.l4)?[..2] != [3, 4] {
+                return Some(Class::Other);
             }
-            let (sport, dport) = (be16(f, inner + iihl)?, be16(f, inner + iihl + 2)?);
-            svc.serves(sport).then_some(Class::TooBig {
-                key: FlowKey {
-                    src: mapped(arr(f, inner + 16)?),
-                    dst: mapped(vip.octets()),
-                    sport: dport,
-                    dport: sport,
-                    proto: iproto,
-                },
-            })
+            too_big4(p, ip.l4 + 8, vip, svc)?
         }
-        _ => None,
+        _ => Class::Other,
+    })
+}
+
+/// The flow an ICMP fragmentation-needed is about, from the IPv4 header and the first 8
+/// bytes of its payload quoted at `inner` (RFC 792); the quote must hold both.
+fn too_big4(p: &[u8], inner: usize, vip: Ipv4Addr, svc: &Service) -> Option<Class> {
+    let h = arr::<20>(p, inner)?;
+    let iihl = usize::from(h[0] & 0x0f) * 4;
+    if h[0] >> 4 != 4 || iihl < 20 {
+        return None;
     }
+    let iproto = h[9];
+    if Ipv4Addr::from(arr::<4>(&h, 12)?) != vip || !matches!(iproto, PROTO_TCP | PROTO_UDP) {
+        return Some(Class::Other);
+    }
+    let (sport, dport) = (be16(p, inner + iihl)?, be16(p, inner + iihl + 2)?);
+    Some(if svc.serves(sport) {
+        Class::TooBig {
+            key: FlowKey {
+                src: mapped(arr(&h, 16)?),
+                dst: mapped(vip.octets()),
+                sport: dport,
+                dport: sport,
+                proto: iproto,
+            },
+        }
+    } else {
+        Class::Other
+    })
 }
 
 fn ipv6(f: &[u8], l3: usize, dst_mac: Mac, svc: &Service) -> Option<Class> {
-    let vip = svc.vip6?;
-    if *f.get(l3)? >> 4 != 6 {
-        return None;
-    }
-    let next = *f.get(l3 + 6)?;
-    let src = arr::<16>(f, l3 + 8)?;
-    let dst = Ipv6Addr::from(arr::<16>(f, l3 + 24)?);
-    let l4 = l3 + 40;
+    let Some(vip) = svc.vip6 else {
+        return Some(Class::Other);
+    };
+    let ours = dst_mac == svc.mac;
+    let Some(ip) = ipv6_layout(f, l3) else {
+        // Broken: the director's business only if it was sent to the director.
+        return (!ours).then_some(Class::Other);
+    };
+    let p = f.get(..ip.end)?;
+    let src = arr::<16>(p, l3 + 8)?;
+    let dst = Ipv6Addr::from(arr::<16>(p, l3 + 24)?);
+    let l4 = ip.l4;
     // Neighbour solicitation (type 135) for the VIP, sent to its solicited-node group or to us.
-    if next == PROTO_ICMPV6 && *f.get(l4)? == 135 && *f.get(l3 + 7)? == 255 {
-        let target = Ipv6Addr::from(arr::<16>(f, l4 + 8)?);
-        return (target == vip).then_some(Class::NeighborSolicit {
-            mac: Mac(arr(f, 6)?),
-            ip: Ipv6Addr::from(src),
+    if ip.proto == PROTO_ICMPV6 && p.get(l4) == Some(&135) && p.get(l3 + 7) == Some(&255) {
+        let target = Ipv6Addr::from(arr::<16>(p, l4 + 8)?);
+        return Some(if target == vip {
+            Class::NeighborSolicit {
+                mac: Mac(arr(f, 6)?),
+                ip: Ipv6Addr::from(src),
+            }
+        } else {
+            Class::Other
         });
     }
-    if dst != vip || dst_mac != svc.mac {
-        return None;
+    if dst != vip || !ours {
+        return Some(Class::Other);
     }
-    match next {
+    let key = |sport, dport, proto| FlowKey {
+        src,
+        dst: vip.octets(),
+        sport,
+        dport,
+        proto,
+    };
+    Some(match ip.proto {
         PROTO_TCP | PROTO_UDP => {
-            let dport = be16(f, l4 + 2)?;
-            svc.serves(dport).then_some(Class::Flow {
-                key: FlowKey {
-                    src,
-                    dst: vip.octets(),
-                    sport: be16(f, l4)?,
-                    dport,
-                    proto: next,
-                },
+            let (sport, dport) = ports(p, l4, ip.proto)?;
+            if !svc.serves(dport) {
+                return Some(Class::Other);
+            }
+            Class::Flow {
+                key: key(sport, dport, ip.proto),
                 pin: true,
-                syn: next == PROTO_TCP && bare_syn(f, l4),
-            })
+                syn: ip.proto == PROTO_TCP && bare_syn(p, l4),
+            }
         }
-        // Fragment header: hash non-first and first fragments alike, without ports.
-        44 => Some(Class::Flow {
-            key: FlowKey {
-                src,
-                dst: vip.octets(),
-                sport: 0,
-                dport: 0,
-                proto: *f.get(l4)?,
-            },
+        // Fragment header (8 bytes): hash non-first and first fragments alike, without ports.
+        44 => Class::Flow {
+            key: key(0, 0, arr::<8>(p, l4)?[0]),
             pin: false,
             syn: false,
-        }),
+        },
         // Packet too big (type 2); the quoted IPv6 header starts 8 bytes in.
-        PROTO_ICMPV6 if *f.get(l4)? == 2 => {
-            let inner = l4 + 8;
-            let iproto = *f.get(inner + 6)?;
-            if Ipv6Addr::from(arr::<16>(f, inner + 8)?) != vip || !matches!(iproto, PROTO_TCP | PROTO_UDP) {
-                return None;
-            }
-            let (sport, dport) = (be16(f, inner + 40)?, be16(f, inner + 42)?);
-            svc.serves(sport).then_some(Class::TooBig {
-                key: FlowKey {
-                    src: arr(f, inner + 24)?,
-                    dst: vip.octets(),
-                    sport: dport,
-                    dport: sport,
-                    proto: iproto,
-                },
-            })
-        }
-        _ => None,
+        PROTO_ICMPV6 if arr::<8>(p, l4)?[0] == 2 => too_big6(p, l4 + 8, vip, svc)?,
+        _ => Class::Other,
+    })
+}
+
+/// The flow an ICMPv6 packet-too-big is about, from the IPv6 header and the transport
+/// ports quoted at `inner`; the quote must hold both.
+fn too_big6(p: &[u8], inner: usize, vip: Ipv6Addr, svc: &Service) -> Option<Class> {
+    let h = arr::<40>(p, inner)?;
+    if h[0] >> 4 != 6 {
+        return None;
     }
+    let iproto = h[6];
+    if Ipv6Addr::from(arr::<16>(&h, 8)?) != vip || !matches!(iproto, PROTO_TCP | PROTO_UDP) {
+        return Some(Class::Other);
+    }
+    let (sport, dport) = (be16(p, inner + 40)?, be16(p, inner + 42)?);
+    Some(if svc.serves(sport) {
+        Class::TooBig {
+            key: FlowKey {
+                src: arr(&h, 24)?,
+                dst: vip.octets(),
+                sport: dport,
+                dport: sport,
+                proto: iproto,
+            },
+        }
+    } else {
+        Class::Other
+    })
 }
 
 /// SYN set and ACK clear in the TCP header at `l4`.
@@ -392,54 +504,50 @@ fn l4_checksum(src: &[u8], dst: &[u8], proto: u8, segment: &[u8]) -> u16 {
 /// is not completed by anyone else. Frames from real NICs always carry a full checksum.
 /// Returns false (frame unchanged) if it is not an unfragmented TCP/UDP packet.
 pub fn complete_checksum(frame: &mut [u8]) -> bool {
-    let mut l3 = 14;
-    let Some(mut et) = be16(frame, 12) else { return false };
-    if et == ETH_VLAN {
-        let Some(t) = be16(frame, 16) else { return false };
-        et = t;
-        l3 = 18;
-    }
-    let (proto, l4, end, src, dst) = match et {
+    let Some((ethertype, l3)) = l2(frame) else {
+        return false;
+    };
+    let (ip, src, dst) = match ethertype {
         ETH_IPV4 => {
-            let Some(&vihl) = frame.get(l3) else { return false };
-            let Some(total) = be16(frame, l3 + 2) else { return false };
             if be16(frame, l3 + 6).is_none_or(|f| f & 0x3fff != 0) {
                 return false;
             }
-            (
-                frame[l3 + 9],
-                l3 + usize::from(vihl & 0x0f) * 4,
-                l3 + usize::from(total),
-                l3 + 12..l3 + 16,
-                l3 + 16..l3 + 20,
-            )
+            (ipv4_layout(frame, l3), l3 + 12..l3 + 16, l3 + 16..l3 + 20)
         }
-        ETH_IPV6 => {
-            let Some(plen) = be16(frame, l3 + 4) else { return false };
-            (
-                frame[l3 + 6],
-                l3 + 40,
-                l3 + 40 + usize::from(plen),
-                l3 + 8..l3 + 24,
-                l3 + 24..l3 + 40,
-            )
-        }
+        ETH_IPV6 => (ipv6_layout(frame, l3), l3 + 8..l3 + 24, l3 + 24..l3 + 40),
         _ => return false,
     };
-    let at = match proto {
-        PROTO_TCP => l4 + 16,
-        PROTO_UDP => l4 + 6,
+    let Some(ip) = ip else { return false };
+    let at = match ip.proto {
+        PROTO_TCP => ip.l4 + 16,
+        PROTO_UDP => ip.l4 + 6,
         _ => return false,
     };
-    if end > frame.len() || at + 2 > end {
+    // The layout keeps the addresses inside the frame and the segment inside the packet;
+    // the checksum field must be inside the segment.
+    if at + 2 > ip.end {
         return false;
     }
-    frame[at..at + 2].fill(0);
-    let mut sum = l4_checksum(&frame[src], &frame[dst], proto, &frame[l4..end]);
-    if proto == PROTO_UDP && sum == 0 {
-        sum = 0xffff;
+    let Some(old) = arr::<2>(frame, at) else {
+        return false;
+    };
+    if let Some(field) = frame.get_mut(at..at + 2) {
+        field.fill(0);
     }
-    frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    let sum = match (frame.get(src), frame.get(dst), frame.get(ip.l4..ip.end)) {
+        (Some(s), Some(d), Some(segment)) => l4_checksum(s, d, ip.proto, segment),
+        _ => {
+            // Unreachable after the layout checks; put the field back all the same.
+            if let Some(field) = frame.get_mut(at..at + 2) {
+                field.copy_from_slice(&old);
+            }
+            return false;
+        }
+    };
+    let sum = if ip.proto == PROTO_UDP && sum == 0 { 0xffff } else { sum };
+    if let Some(field) = frame.get_mut(at..at + 2) {
+        field.copy_from_slice(&sum.to_be_bytes());
+    }
     true
 }
 
@@ -486,6 +594,301 @@ pub(crate) mod tests {
         f
     }
 
+    /// Sets the IPv4 total length of the packet at offset 14 to the rest of the frame.
+    pub fn set_ipv4_total(f: &mut [u8]) {
+        let total = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+    }
+
+    /// An ICMP fragmentation-needed from a router to the VIP, quoting the IPv4 header and
+    /// first 8 bytes of `quoted` (an Ethernet + IPv4 frame from the VIP).
+    pub fn frag_needed(quoted: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[..6].copy_from_slice(&DIRECTOR.0);
+        f[6..12].copy_from_slice(&CLIENT.0);
+        f[12..14].copy_from_slice(&ETH_IPV4.to_be_bytes());
+        f[14] = 0x45;
+        f[23] = PROTO_ICMP;
+        f[26..30].copy_from_slice(&[198, 51, 100, 1]);
+        f[30..34].copy_from_slice(&VIP.octets());
+        f[34] = 3;
+        f[35] = 4;
+        f.extend_from_slice(&quoted[14..14 + 28]);
+        set_ipv4_total(&mut f);
+        f
+    }
+
+    /// An Ethernet + IPv4 + UDP frame to `dport` on the VIP.
+    fn udp4(dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = tcp4(CLIENT_IP, 5353, VIP, dport, 0, b"");
+        f.truncate(14 + 20);
+        f[23] = PROTO_UDP;
+        f.extend_from_slice(&5353u16.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        set_ipv4_total(&mut f);
+        f
+    }
+
+    /// An Ethernet + IPv6 frame from the client to `dst` carrying `next` and `payload`.
+    fn ip6(dst_mac: Mac, dst: Ipv6Addr, next: u8, hops: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40];
+        f[..6].copy_from_slice(&dst_mac.0);
+        f[6..12].copy_from_slice(&CLIENT.0);
+        f[12..14].copy_from_slice(&ETH_IPV6.to_be_bytes());
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+        f[20] = next;
+        f[21] = hops;
+        f[22..38].copy_from_slice(&CLIENT_IP.to_ipv6_mapped().octets());
+        f[38..54].copy_from_slice(&dst.octets());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A TCP header from port 5555 to `dport`, SYN set.
+    fn tcp_header(dport: u16) -> Vec<u8> {
+        let mut t = vec![0u8; 20];
+        t[..2].copy_from_slice(&5555u16.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[12] = 0x50;
+        t[13] = 0x02;
+        t
+    }
+
+    /// One valid frame of each kind the director reads, with the length up to which its
+    /// bytes matter (the rest is padding) and what any shorter prefix of it must be.
+    fn valid_frames() -> Vec<(&'static str, Vec<u8>, usize, Class)> {
+        let vip6 = VIP.to_ipv6_mapped();
+        let mut frames = Vec::new();
+        let mut add = |name, f: Vec<u8>, meaningful: usize, truncated| frames.push((name, f, meaningful, truncated));
+
+        let syn = tcp4(CLIENT_IP, 40000, VIP, 80, 0x02, b"GET");
+        add("tcp4", syn.clone(), syn.len(), Class::Malformed);
+        let mut padded = udp4(443, b"q");
+        let n = padded.len();
+        padded.resize(60, 0xee);
+        add("udp4 padded", padded, n, Class::Malformed);
+        let mut v = syn[..12].to_vec();
+        v.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+        v.extend_from_slice(&syn[12..]);
+        add("tcp4 in a vlan", v.clone(), v.len(), Class::Malformed);
+        let mut frag = tcp4(CLIENT_IP, 40000, VIP, 80, 0x10, b"x");
+        frag[20] = 0x20; // MF
+        add("ipv4 fragment", frag.clone(), frag.len(), Class::Malformed);
+        let req = arp_frame(Mac::BROADCAST, 1, CLIENT, CLIENT_IP, Mac::default(), VIP);
+        add("arp request", req.to_vec(), 14 + 28, Class::Malformed);
+        let icmp = frag_needed(&tcp4(VIP, 80, CLIENT_IP, 40000, 0x10, b""));
+        add("icmp frag-needed", icmp.clone(), icmp.len(), Class::Malformed);
+
+        let tcp6 = ip6(DIRECTOR, vip6, PROTO_TCP, 64, &tcp_header(443));
+        add("tcp6", tcp6.clone(), tcp6.len(), Class::Malformed);
+        let mut fh = vec![PROTO_TCP, 0, 0, 8, 0, 0, 0, 1];
+        fh.extend_from_slice(&[0; 8]);
+        let frag6 = ip6(DIRECTOR, vip6, 44, 64, &fh);
+        add("ipv6 fragment", frag6.clone(), frag6.len(), Class::Malformed);
+        let mut ns = vec![135, 0, 0, 0, 0, 0, 0, 0];
+        ns.extend_from_slice(&vip6.octets());
+        let ns = ip6(Mac([0x33, 0x33, 0xff, 0, 2, 100]), vip6, PROTO_ICMPV6, 255, &ns);
+        // Sent to a multicast group: a broken one is not known to be ours.
+        add("neighbour solicitation", ns.clone(), ns.len(), Class::Other);
+        let quoted = {
+            let mut q = tcp_header(40000);
+            q[..4].copy_from_slice(&[0x01, 0xbb, 0x9c, 0x40]); // 443 → 40000
+            let mut h = ip6(CLIENT, CLIENT_IP.to_ipv6_mapped(), PROTO_TCP, 64, &q);
+            h[22..38].copy_from_slice(&vip6.octets());
+            h[38..54].copy_from_slice(&CLIENT_IP.to_ipv6_mapped().octets());
+            h[14..].to_vec()
+        };
+        let mut ptb = vec![2, 0, 0, 0, 0, 0, 0x05, 0xdc];
+        ptb.extend_from_slice(&quoted);
+        let ptb = ip6(DIRECTOR, vip6, PROTO_ICMPV6, 64, &ptb);
+        add("icmpv6 packet-too-big", ptb.clone(), ptb.len(), Class::Malformed);
+        frames
+    }
+
+    #[test]
+    fn every_prefix_of_a_valid_frame_is_refused_and_nothing_panics() {
+        let s = svc();
+        for (name, frame, meaningful, truncated) in valid_frames() {
+            let whole = classify(&frame, &s);
+            assert!(!matches!(whole, Class::Other | Class::Malformed), "{name}: {whole:?}");
+            for n in 0..frame.len() {
+                let got = classify(&frame[..n], &s);
+                let want = match n {
+                    0..14 => Class::Malformed,
+                    n if n < meaningful => truncated,
+                    _ => whole,
+                };
+                assert_eq!(got, want, "{name} cut to {n} bytes");
+                let mut cut = frame[..n].to_vec();
+                if complete_checksum(&mut cut) {
+                    assert!(n >= meaningful, "{name} cut to {n} bytes had its checksum completed");
+                } else {
+                    assert_eq!(cut, frame[..n], "{name} cut to {n} bytes was changed");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn checksum_completion_reads_no_byte_past_the_frame() {
+        // Cut inside the IPv4 header, right before the protocol byte: this once panicked.
+        let f = tcp4(CLIENT_IP, 40000, VIP, 80, 0x02, b"");
+        for n in [0, 13, 14, 20, 22, 23, 24, 33, 34, 49] {
+            let mut cut = f[..n].to_vec();
+            assert!(!complete_checksum(&mut cut), "cut to {n}");
+        }
+    }
+
+    #[test]
+    fn ipv4_lengths_that_lie_are_malformed() {
+        let s = svc();
+        let good = tcp4(CLIENT_IP, 40000, VIP, 80, 0x02, b"abcd");
+        // IP-level lies also keep the checksum from being completed.
+        let lie = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut f = good.clone();
+            edit(&mut f);
+            let mut g = f.clone();
+            assert!(!complete_checksum(&mut g));
+            classify(&f, &s)
+        };
+        // TCP-level ones leave a checksum that can still be computed over the bytes.
+        let tcp_lie = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut f = good.clone();
+            edit(&mut f);
+            classify(&f, &s)
+        };
+        for ihl in 0..5u8 {
+            assert_eq!(lie(&|f| f[14] = 0x40 | ihl), Class::Malformed, "IHL {ihl}");
+        }
+        // IHL 15 (60 bytes) in a 44-byte packet; IHL 8 leaving 12 bytes for a TCP header.
+        assert_eq!(lie(&|f| f[14] = 0x4f), Class::Malformed);
+        assert_eq!(lie(&|f| f[14] = 0x48), Class::Malformed);
+        // Total length: past the frame, shorter than the header, leaving no room for TCP.
+        assert_eq!(
+            lie(&|f| f[16..18].copy_from_slice(&45u16.to_be_bytes())),
+            Class::Malformed
+        );
+        assert_eq!(
+            lie(&|f| f[16..18].copy_from_slice(&19u16.to_be_bytes())),
+            Class::Malformed
+        );
+        assert_eq!(
+            lie(&|f| f[16..18].copy_from_slice(&0u16.to_be_bytes())),
+            Class::Malformed
+        );
+        assert_eq!(
+            tcp_lie(&|f| f[16..18].copy_from_slice(&39u16.to_be_bytes())),
+            Class::Malformed
+        );
+        // A TCP data offset below 5 or past the packet; a UDP length past it.
+        assert_eq!(tcp_lie(&|f| f[46] = 0x40), Class::Malformed);
+        assert_eq!(tcp_lie(&|f| f[46] = 0x70), Class::Malformed);
+        assert_eq!(lie(&|f| f[14] = 0x65), Class::Malformed, "version 6 in an IPv4 frame");
+        let mut udp = udp4(80, b"abc");
+        udp[38..40].copy_from_slice(&12u16.to_be_bytes());
+        assert_eq!(classify(&udp, &s), Class::Malformed);
+        // Ports are never read from the padding after the packet's end.
+        let mut empty = good[..34].to_vec();
+        set_ipv4_total(&mut empty);
+        empty.extend_from_slice(&good[34..]);
+        assert_eq!(classify(&empty, &s), Class::Malformed);
+        // Honest padding changes nothing.
+        let mut padded = good.clone();
+        padded.extend_from_slice(&[0xaa; 10]);
+        assert_eq!(classify(&padded, &s), classify(&good, &s));
+        // Not to the VIP: not ours, however broken past the fixed header.
+        let mut other = good.clone();
+        other[30..34].copy_from_slice(&[192, 0, 2, 2]);
+        other[14] = 0x41;
+        assert_eq!(classify(&other, &s), Class::Other);
+    }
+
+    #[test]
+    fn ipv6_lengths_that_lie_are_malformed() {
+        let s = svc();
+        let vip6 = VIP.to_ipv6_mapped();
+        let mut long = ip6(DIRECTOR, vip6, PROTO_TCP, 64, &tcp_header(443));
+        long[18..20].copy_from_slice(&21u16.to_be_bytes());
+        assert_eq!(classify(&long, &s), Class::Malformed);
+        let mut short = ip6(DIRECTOR, vip6, PROTO_TCP, 64, &tcp_header(443));
+        short[18..20].copy_from_slice(&19u16.to_be_bytes());
+        assert_eq!(classify(&short, &s), Class::Malformed);
+        let mut wrong = ip6(DIRECTOR, vip6, PROTO_TCP, 64, &tcp_header(443));
+        wrong[14] = 0x40;
+        assert_eq!(classify(&wrong, &s), Class::Malformed);
+        // The same to another MAC is none of the director's business.
+        wrong[..6].copy_from_slice(&CLIENT.0);
+        assert_eq!(classify(&wrong, &s), Class::Other);
+    }
+
+    #[test]
+    fn a_vlan_tag_with_nothing_after_it_is_malformed() {
+        let f = tcp4(CLIENT_IP, 40000, VIP, 80, 0x02, b"");
+        let mut v = f[..12].to_vec();
+        v.extend_from_slice(&[0x81, 0x00]);
+        assert_eq!(classify(&v, &svc()), Class::Malformed);
+        v.extend_from_slice(&[0x00, 0x07]);
+        assert_eq!(classify(&v, &svc()), Class::Malformed);
+        v.extend_from_slice(&[0x08, 0x00]);
+        assert_eq!(classify(&v, &svc()), Class::Malformed);
+        assert!(!complete_checksum(&mut v));
+    }
+
+    #[test]
+    fn arp_cut_short_is_malformed_and_other_arp_is_not_ours() {
+        let req = arp_frame(Mac::BROADCAST, 1, CLIENT, CLIENT_IP, Mac::default(), VIP);
+        for n in 14..42 {
+            assert_eq!(classify(&req[..n], &svc()), Class::Malformed, "cut to {n}");
+        }
+        let reply = arp_reply(DIRECTOR, VIP, CLIENT, CLIENT_IP);
+        assert_eq!(classify(&reply[..30], &svc()), Class::Other);
+        let no_vip4 = Service { vip4: None, ..svc() };
+        assert_eq!(classify(&req[..20], &no_vip4), Class::Other);
+    }
+
+    #[test]
+    fn frag_needed_with_a_cut_quote_is_malformed() {
+        let s = svc();
+        let quoted = tcp4(VIP, 80, CLIENT_IP, 40000, 0x10, b"");
+        let whole = frag_needed(&quoted);
+        assert!(matches!(classify(&whole, &s), Class::TooBig { .. }));
+        // The quote cut at every length, the outer lengths telling the truth about it.
+        for n in 0..24 {
+            let mut f = whole[..14 + 20 + 8 + n].to_vec();
+            set_ipv4_total(&mut f);
+            assert_eq!(classify(&f, &s), Class::Malformed, "quote of {n} bytes");
+        }
+        // The quoted IHL below 5, or pointing past the quote.
+        for ihl in [0x40, 0x44, 0x4f] {
+            let mut f = whole.clone();
+            f[42] = ihl;
+            assert_eq!(classify(&f, &s), Class::Malformed, "quoted IHL {ihl:#x}");
+        }
+        // Not about the VIP: not ours.
+        let mut f = whole.clone();
+        f[42 + 12..42 + 16].copy_from_slice(&[192, 0, 2, 9]);
+        assert_eq!(classify(&f, &s), Class::Other);
+    }
+
+    #[test]
+    fn packet_too_big_with_a_cut_quote_is_malformed() {
+        let s = svc();
+        let (_, ptb, _, _) = valid_frames()
+            .into_iter()
+            .find(|(name, ..)| *name == "icmpv6 packet-too-big")
+            .unwrap();
+        assert!(matches!(classify(&ptb, &s), Class::TooBig { key } if key.dport == 443 && key.sport == 40000));
+        for n in 0..44 {
+            let mut f = ptb[..14 + 40 + 8 + n].to_vec();
+            f[18..20].copy_from_slice(&((8 + n) as u16).to_be_bytes());
+            assert_eq!(classify(&f, &s), Class::Malformed, "quote of {n} bytes");
+        }
+    }
+
     fn mapped_ip(ip: Ipv4Addr) -> [u8; 16] {
         ip.to_ipv6_mapped().octets()
     }
@@ -524,7 +927,8 @@ pub(crate) mod tests {
         f[0] = 0x04;
         assert_eq!(classify(&f, &s), Class::Other);
         assert_eq!(classify(&f[..20], &s), Class::Other);
-        assert_eq!(classify(&[], &s), Class::Other);
+        // A runt can't be told apart from the director's own frames.
+        assert_eq!(classify(&[], &s), Class::Malformed);
     }
 
     #[test]
@@ -594,6 +998,8 @@ pub(crate) mod tests {
         f[34] = 3;
         f[35] = 4;
         f.extend_from_slice(&quoted[14..14 + 28]);
+        set_ipv4_total(&mut f);
+        assert_eq!(f, frag_needed(&quoted));
         let want = FlowKey {
             src: mapped_ip(CLIENT_IP),
             dst: mapped_ip(VIP),
@@ -637,6 +1043,7 @@ pub(crate) mod tests {
         ns[20] = PROTO_ICMPV6;
         ns[21] = 255;
         ns[22..38].copy_from_slice(&client6.octets());
+        ns[18..20].copy_from_slice(&24u16.to_be_bytes());
         ns[54] = 135;
         ns[62..78].copy_from_slice(&vip6.octets());
         assert_eq!(

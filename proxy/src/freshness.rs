@@ -1034,4 +1034,25 @@ mod tests {
         assert!(request_directives(&both).is_some_and(|c| !c.no_cache && c.max_age == Some(60)));
         assert!(request_directives(&HeaderMap::new()).is_none());
     }
+
+    #[test]
+    fn lifetimes_are_bounded_so_the_clock_can_take_them() {
+        // Found by fuzzing: an Expires in the year 9999, or a max-age of u64::MAX, once gave
+        // lifetimes the proxy added to its monotonic clock (a panic for u64::MAX).
+        let c = cfg();
+        let huge = u64::MAX.to_string();
+        let cases = [
+            h(&[("cache-control", &format!("max-age={huge}"))]),
+            h(&[("cache-control", "s-maxage=99999999999999999999999")]),
+            h(&[("cache-control", &format!("max-age=60, stale-while-revalidate={huge}"))]),
+            h(&[("cache-control", "max-age=60, stale-if-error=18446744073709551616")]),
+            h(&[("expires", "Fri, 31 Dec 9999 23:59:59 GMT")]),
+        ];
+        for hdrs in cases {
+            let l = lifetime(&c, StatusCode::OK, &hdrs, NOW).unwrap();
+            let bound = Duration::from_secs(MAX_DELTA);
+            assert!(l.ttl <= bound && l.grace <= bound, "{hdrs:?}: {l:?}");
+            assert!(std::time::Instant::now().checked_add(l.ttl + l.grace).is_some());
+        }
+    }
 }

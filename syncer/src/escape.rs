@@ -293,7 +293,12 @@ pub fn specialchars(s: &str, quotes: Quotes) -> String {
 /// encoding: HTML 4.01 names, decimal and hexadecimal references).
 fn entity_len(s: &str) -> Option<usize> {
     let body = s.strip_prefix('&')?;
-    let semi = body.find(';')?;
+    // A valid name is letters, digits and `#`: the `;` must come right after such a run
+    // (looking further for it, once per `&`, would be quadratic and find nothing valid).
+    let semi = body
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || b == b'#'))
+        .filter(|&i| body.as_bytes()[i] == b';')?;
     let name = &body[..semi];
     let ok = if let Some(num) = name.strip_prefix('#') {
         if let Some(hex) = num.strip_prefix(['x', 'X']) {
@@ -341,18 +346,7 @@ pub fn esc_url(url: &str, display: bool) -> String {
         return url;
     }
     if !url.to_ascii_lowercase().starts_with("mailto:") {
-        // _deep_replace: until none is left.
-        loop {
-            let next = url
-                .replace("%0d", "")
-                .replace("%0a", "")
-                .replace("%0D", "")
-                .replace("%0A", "");
-            if next == url {
-                break;
-            }
-            url = next;
-        }
+        url = deep_remove_crlf(&url);
     }
     url = url.replace(";//", "://");
     static PHP_FILE: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)^[a-z0-9-]+?\.php"));
@@ -380,6 +374,24 @@ pub fn esc_url(url: &str, display: bool) -> String {
         return String::new();
     }
     good
+}
+
+/// `_deep_replace(['%0d', '%0a', '%0D', '%0A'], $url)`: the four escapes removed until none
+/// is left, including those a removal brings together (`%%0d0a` → `%0a` → ``).
+///
+/// PHP replaces over the whole string until nothing changes, which is quadratic on nested
+/// escapes. No escape can overlap another (none starts where another ends), so every order
+/// of removals ends in the same string, and one pass with a stack reaches it: each character
+/// is pushed, and an escape completed on top of the stack is popped at once.
+fn deep_remove_crlf(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for c in url.chars() {
+        out.push(c);
+        if matches!(out.as_bytes().last_chunk(), Some(b"%0d" | b"%0a" | b"%0D" | b"%0A")) {
+            out.truncate(out.len() - 3);
+        }
+    }
+    out
 }
 
 /// The scheme, user info, host and port of a URL, as `esc_url` rebuilds them.

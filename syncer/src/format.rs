@@ -136,20 +136,35 @@ pub fn sanitize_text_field(s: &str) -> String {
         filtered = filtered.replace("<\n", "&lt;\n");
     }
     static WS: LazyLock<Regex> = LazyLock::new(|| re(r"[\r\n\t ]+"));
-    static OCTET: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)%[a-f0-9]{2}"));
     static SPACES: LazyLock<Regex> = LazyLock::new(|| re(r" +"));
     let collapsed = WS.replace_all(&filtered, " ");
-    let mut filtered = php_trim(&collapsed).to_string();
-    let mut found = false;
-    while let Some(m) = OCTET.find(&filtered) {
-        let octet = m.as_str().to_string();
-        filtered = filtered.replace(&octet, "");
-        found = true;
-    }
+    let (mut filtered, found) = remove_octets(php_trim(&collapsed));
     if found {
         filtered = php_trim(&SPACES.replace_all(&filtered, " ")).to_string();
     }
     filtered
+}
+
+/// `sanitize_text_field`'s octet loop: `%XX` (hex, either case) removed until none is left,
+/// including those a removal brings together (`%%4141` → `%41` → ``); whether any was.
+///
+/// PHP removes every copy of the first one found and searches again, which is quadratic on
+/// nested octets. No octet can overlap another (none starts where another ends: a hex digit
+/// is never `%`), so every order of removals ends in the same string, and one pass with a
+/// stack reaches it: each character is pushed, and an octet completed on top is popped.
+fn remove_octets(s: &str) -> (String, bool) {
+    let mut out = String::with_capacity(s.len());
+    let mut found = false;
+    for c in s.chars() {
+        out.push(c);
+        if let Some([b'%', h, l]) = out.as_bytes().last_chunk::<3>() {
+            if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() {
+                out.truncate(out.len() - 3);
+                found = true;
+            }
+        }
+    }
+    (out, found)
 }
 
 /// `wp_strip_all_tags`: `script`/`style` elements with their content, then every tag, trimmed.

@@ -63,3 +63,98 @@ pub(crate) fn check(name: &str, f: impl Fn(&Golden) -> (String, String)) {
         failures.join("\n")
     );
 }
+
+/// `count` strings mixed from the pieces the WordPress ports treat specially (tags,
+/// attributes, quotes, comments, newlines, entities, URLs, parentheses, `%0d`/`%41` escapes,
+/// `<script>`), the same for the same `seed`: inputs for checking a rewritten port against
+/// the code it replaces.
+pub(crate) fn mixtures(count: usize, seed: u64) -> Vec<String> {
+    const PIECES: &[&str] = &[
+        "<",
+        ">",
+        "<!--",
+        "-->",
+        "--->",
+        "\n",
+        " ",
+        "\t",
+        "a",
+        "B",
+        "x",
+        "é",
+        "<a ",
+        "<A\t",
+        "</a>",
+        "<b>",
+        "<abbr ",
+        "<q",
+        "href",
+        "title",
+        "cite",
+        "target",
+        "rel",
+        "=",
+        "\"",
+        "'",
+        "\\\"",
+        "/",
+        "/>",
+        "http://",
+        "HTTPS://",
+        "javascript:",
+        "www.",
+        "ftp.",
+        "e.test",
+        "@",
+        ".",
+        ",",
+        ";",
+        ":",
+        "!",
+        "?",
+        "(",
+        ")",
+        "&",
+        "&amp;",
+        "&#58;",
+        "&#x3a;",
+        "&nbsp;",
+        "&bogus;",
+        "#",
+        "%",
+        "0",
+        "d",
+        "A",
+        "%0d",
+        "%0A",
+        "%41",
+        "1",
+        "<script",
+        "</script>",
+        "<style>",
+        "</style>",
+        "<code>",
+        "</code>",
+        "mailto:",
+        "_blank",
+        "nofollow",
+        "\0",
+        "\u{b}",
+    ];
+    let mut state = seed | 1;
+    let mut next = move || {
+        // xorshift64*: deterministic, no dependency.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    (0..count)
+        .map(|_| {
+            let len = next() % 48;
+            (0..len)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect()
+        })
+        .collect()
+}

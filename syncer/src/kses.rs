@@ -7,6 +7,7 @@
 //! The port follows the PHP functions step by step (same names, same order) so it can be
 //! checked against the source line by line.
 
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -66,7 +67,6 @@ macro_rules! pattern {
 
 // PHP's `$` (no D modifier) also matches before a final newline: `\n?\z` where the newline's
 // consumption does not matter.
-pattern!(SPLIT, r"(<!--(?-s:.)*?(-->|\n?\z))|(<[^>]*(>|\n?\z)|>)");
 pattern!(MALFORMED, r"^<(?-u:\s)*(/(?-u:\s)*)?([a-zA-Z0-9-]+)([^>]*)>?\n?\z");
 pattern!(XHTML_SLASH, r"(?-u:\s)*/(?-u:\s)*\n?\z");
 pattern!(ATTR_NAME, r"^[_a-zA-Z][-_a-zA-Z0-9:.]*");
@@ -111,10 +111,78 @@ fn repair_comment_endings(s: &str) -> String {
 }
 
 /// `wp_kses_split`: every tag, comment or stray `>` goes through [`split2`].
+///
+/// The pieces are those PHP's pattern `%(<!--.*?(-->|$))|(<[^>]*(>|$)|>)%` matches, found by
+/// hand: a regular expression engine, for each `<!--x>` piece, looks ahead to the end of
+/// the line for the comment alternative it prefers before settling for the tag, which is
+/// quadratic on a long line of them. Here the next `\n` and `-->` are found once and reused.
 fn split(s: &str) -> String {
-    SPLIT
-        .replace_all(s, |c: &regex::Captures<'_>| split2(&c[0]))
-        .into_owned()
+    let mut out = String::with_capacity(s.len());
+    let mut newline = NextOf::new(s, "\n");
+    let mut arrow = NextOf::new(s, "-->");
+    let mut last = 0;
+    while let Some(off) = s[last..].find(['<', '>']) {
+        let start = last + off;
+        let end = split_piece_end(s, start, &mut newline, &mut arrow);
+        out.push_str(&s[last..start]);
+        out.push_str(&split2(&s[start..end]));
+        last = end;
+    }
+    out.push_str(&s[last..]);
+    out
+}
+
+/// Where the piece that pattern matches at `start` (a `<` or a `>`) ends: for `<!--`, at the
+/// first `-->` on its line, or at the end of the string if its line is the last (PHP's
+/// `.*?(-->|$)`); otherwise for `<`, just past the next `>` or at the end (`<[^>]*(>|$)`);
+/// for `>`, just past it.
+fn split_piece_end(s: &str, start: usize, newline: &mut NextOf<'_>, arrow: &mut NextOf<'_>) -> usize {
+    let rest = &s[start..];
+    if rest.starts_with('>') {
+        return start + 1;
+    }
+    if rest.starts_with("<!--") {
+        let from = start + 4;
+        let nl = newline.at(from);
+        match arrow.at(from) {
+            Some(a) if nl.is_none_or(|n| a < n) => return a + 3,
+            _ if nl.is_none_or(|n| n + 1 == s.len()) => return s.len(),
+            _ => {}
+        }
+    }
+    rest[1..].find('>').map_or(s.len(), |i| start + 1 + i + 1)
+}
+
+/// The next occurrence of `needle` in `hay` at or after a position, for positions that
+/// never go down: every byte is searched about once, however many times it is asked.
+struct NextOf<'a> {
+    hay: &'a str,
+    needle: &'static str,
+    /// The last answer (`None` inside: no occurrence at or after the position asked).
+    last: Option<Option<usize>>,
+}
+
+impl<'a> NextOf<'a> {
+    fn new(hay: &'a str, needle: &'static str) -> NextOf<'a> {
+        NextOf {
+            hay,
+            needle,
+            last: None,
+        }
+    }
+
+    /// The first occurrence at or after `from` (a character boundary, not below any earlier
+    /// `from`).
+    fn at(&mut self, from: usize) -> Option<usize> {
+        match self.last {
+            Some(Some(p)) if p >= from => return Some(p),
+            Some(None) => return None,
+            _ => {}
+        }
+        let found = self.hay.get(from..).and_then(|h| h.find(self.needle)).map(|i| from + i);
+        self.last = Some(found);
+        found
+    }
 }
 
 /// `wp_kses_split2`: one tag-like piece.
@@ -201,13 +269,19 @@ pub(crate) struct Attr {
 
 /// `wp_kses_hair`: an attribute list parsed the way kses does it (first occurrence of a name
 /// wins; garbage is skipped with `wp_kses_html_error`).
+///
+/// PHP cuts each parsed piece off the front of the string; this walks an offset through it
+/// instead, and remembers the names seen in a set, so the work is linear in the length of
+/// the list however many attributes it holds.
 pub(crate) fn hair(attr: &str) -> Vec<Attr> {
     let mut out: Vec<Attr> = Vec::new();
-    let mut attr = attr.to_string();
+    let mut seen: HashSet<String> = HashSet::new();
+    // `&attr[pos..]` is what PHP's `$attr` holds at each step.
+    let mut pos = 0;
     let mut mode = 0;
     let mut name = String::new();
-    let add = |out: &mut Vec<Attr>, a: Attr| {
-        if !out.iter().any(|x| x.name == a.name) {
+    let mut add = |out: &mut Vec<Attr>, a: Attr| {
+        if seen.insert(a.name.clone()) {
             out.push(a);
         }
     };
@@ -218,23 +292,24 @@ pub(crate) fn hair(attr: &str) -> Vec<Attr> {
             v.to_string()
         }
     };
-    while !attr.is_empty() {
+    while pos < attr.len() {
+        let rest = &attr[pos..];
         let mut working = false;
         match mode {
             0 => {
-                if let Some(m) = ATTR_NAME.find(&attr) {
+                if let Some(m) = ATTR_NAME.find(rest) {
                     name = m.as_str().to_string();
-                    attr = attr[m.end()..].to_string();
+                    pos += m.end();
                     working = true;
                     mode = 1;
                 }
             }
             1 => {
-                if let Some(m) = ATTR_EQ.find(&attr) {
-                    attr = attr[m.end()..].to_string();
+                if let Some(m) = ATTR_EQ.find(rest) {
+                    pos += m.end();
                     working = true;
                     mode = 2;
-                } else if let Some(m) = ATTR_WS.find(&attr) {
+                } else if let Some(m) = ATTR_WS.find(rest) {
                     working = true;
                     mode = 0;
                     add(
@@ -246,13 +321,13 @@ pub(crate) fn hair(attr: &str) -> Vec<Attr> {
                             vless: true,
                         },
                     );
-                    attr = attr[m.end()..].to_string();
+                    pos += m.end();
                 }
             }
             _ => {
                 let quoted = [(&VAL_DQ, &VAL_DQ_CUT, '"'), (&VAL_SQ, &VAL_SQ_CUT, '\'')];
                 for (matcher, cut, q) in quoted {
-                    if let Some(c) = matcher.captures(&attr) {
+                    if let Some(c) = matcher.captures(rest) {
                         let v = value(&name, &c[1]);
                         add(
                             &mut out,
@@ -265,12 +340,13 @@ pub(crate) fn hair(attr: &str) -> Vec<Attr> {
                         );
                         working = true;
                         mode = 0;
-                        attr = cut.replace(&attr, "").into_owned();
+                        // preg_replace of the anchored cut: nothing when it does not match.
+                        pos += cut.find(rest).map_or(0, |m| m.end());
                         break;
                     }
                 }
                 if !working {
-                    if let Some(c) = VAL_BARE.captures(&attr) {
+                    if let Some(c) = VAL_BARE.captures(rest) {
                         let v = value(&name, &c[1]);
                         add(
                             &mut out,
@@ -283,21 +359,21 @@ pub(crate) fn hair(attr: &str) -> Vec<Attr> {
                         );
                         working = true;
                         mode = 0;
-                        attr = VAL_BARE_CUT.replace(&attr, "").into_owned();
+                        pos += VAL_BARE_CUT.find(rest).map_or(0, |m| m.end());
                     }
                 }
             }
         }
         if !working {
             // wp_kses_html_error: drop the next word (quoted parts included).
-            let cut = HTML_ERROR.find(&attr).map_or(0, |m| m.end());
-            if cut == 0 {
-                // Cannot happen (the pattern consumes at least one character of a
-                // non-empty string), but never loop forever.
-                attr.remove(0);
+            let cut = HTML_ERROR.find(rest).map_or(0, |m| m.end());
+            // Cannot be 0 (the pattern consumes at least one character of a non-empty
+            // string), but never loop forever: then one character goes.
+            pos += if cut == 0 {
+                rest.chars().next().map_or(1, char::len_utf8)
             } else {
-                attr = attr[cut..].to_string();
-            }
+                cut
+            };
             mode = 0;
         }
     }
@@ -329,12 +405,28 @@ pub fn targeted_link_rel(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 32);
     let mut pos = 0;
     let mut search = 0;
+    // Where each closing tag is known to be absent from (searching again after every
+    // `<script` with no `</script>` would be quadratic).
+    let mut absent: [(&str, usize); 2] = [("</script>", usize::MAX), ("</style>", usize::MAX)];
     while let Some(c) = OPEN.captures_at(text, search) {
         let (Some(all), Some(name)) = (c.get(0), c.get(1)) else {
             break;
         };
         let close = format!("</{}>", name.as_str().to_ascii_lowercase());
-        match low[all.end()..].find(&close) {
+        let known_absent = absent.iter().any(|(tag, from)| *tag == close && *from <= all.end());
+        let found = if known_absent {
+            None
+        } else {
+            low[all.end()..].find(&close)
+        };
+        if found.is_none() {
+            for (tag, from) in &mut absent {
+                if *tag == close {
+                    *from = (*from).min(all.end());
+                }
+            }
+        }
+        match found {
             Some(rel_end) => {
                 let end = all.end() + rel_end + close.len();
                 out.push_str(&targeted_part(&text[pos..all.start()]));
@@ -542,6 +634,13 @@ fn is_url_char(c: char) -> bool {
 /// The `$url_clickable` pass of `make_clickable` (scheme://… after whitespace or punctuation).
 fn make_url_clickable(s: &str) -> String {
     let chars: Vec<(usize, char)> = s.char_indices().collect();
+    // For each character, where the run of non-space characters from it ends (the
+    // look-ahead below, answered once for the whole string instead of once per candidate).
+    let mut run_end = vec![chars.len(); chars.len() + 1];
+    for k in (0..chars.len()).rev() {
+        run_end[k] = if is_php_space(chars[k].1) { k } else { run_end[k + 1] };
+    }
+    let byte_at = |k: usize| chars.get(k).map_or(s.len(), |c| c.0);
     let mut out = String::with_capacity(s.len() + 64);
     let mut copied = 0; // byte offset copied so far
     let mut i = 0; // char index
@@ -567,12 +666,8 @@ fn make_url_clickable(s: &str) -> String {
         }
         let body = j + 3;
         // (?=\S{1,2000}\s): 1 to 2000 non-space characters (bytes, in PHP) then a space.
-        let mut k = body;
-        let mut bytes = 0;
-        while k < chars.len() && !is_php_space(chars[k].1) {
-            bytes += chars[k].1.len_utf8();
-            k += 1;
-        }
+        let k = run_end[body];
+        let bytes = byte_at(k) - byte_at(body);
         if k == body || bytes > 2000 || k >= chars.len() {
             i += 1;
             continue;
@@ -609,10 +704,20 @@ fn make_url_clickable(s: &str) -> String {
                 suffix.push(')');
             }
         }
-        while url.matches('(').count() < url.matches(')').count() {
+        // Unbalanced closing parentheses go to the suffix, from the last one back.
+        let (mut open, mut close) = (url.matches('(').count(), url.matches(')').count());
+        let mut moved: Vec<String> = Vec::new();
+        while open < close {
             let Some(p) = url.rfind(')') else { break };
-            suffix = format!("{}{suffix}", &url[p..]);
+            open -= url[p..].matches('(').count();
+            close -= 1;
+            moved.push(url[p..].to_string());
             url.truncate(p);
+        }
+        if !moved.is_empty() {
+            moved.reverse();
+            moved.push(suffix);
+            suffix = moved.concat();
         }
         let escaped = esc_url(&url, true);
         out.push_str(&s[copied..url_start]);
@@ -625,7 +730,7 @@ fn make_url_clickable(s: &str) -> String {
         }
         copied = end;
         // Continue after the match (the next lead character must be at or after `end`).
-        i = chars.iter().position(|c| c.0 >= end).unwrap_or(chars.len());
+        i = chars.partition_point(|c| c.0 < end);
     }
     out.push_str(&s[copied..]);
     out

@@ -86,3 +86,27 @@ fn slashes_round_trip_like_php() {
     assert_eq!(stripslashes(&addslashes(s)), s);
     assert_eq!(stripslashes("a\\"), "a");
 }
+
+/// `sanitize_text_field`'s octet loop as PHP runs it: the first octet found removed
+/// everywhere, until none is left.
+fn remove_octets_reference(s: &str) -> (String, bool) {
+    static OCTET: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)%[a-f0-9]{2}"));
+    let octet = &*OCTET;
+    let mut filtered = s.to_string();
+    let mut found = false;
+    while let Some(m) = octet.find(&filtered) {
+        let o = m.as_str().to_string();
+        filtered = filtered.replace(&o, "");
+        found = true;
+    }
+    (filtered, found)
+}
+
+#[test]
+fn one_pass_octet_removal_ends_where_the_loop_does() {
+    let mut inputs = crate::golden::mixtures(5_000, 17);
+    inputs.extend(["%%4141", "%4%41%41", "%%%4a4A4a", "%g1%41", "%%4", "%41%"].map(String::from));
+    for s in inputs {
+        assert_eq!(remove_octets(&s), remove_octets_reference(&s), "{s:?}");
+    }
+}
