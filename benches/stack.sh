@@ -432,6 +432,15 @@ toml_list() { # toml_list URL… -> ["URL", …]
     for x in "$@"; do out+=("\"$x\""); done
     printf '[%s]' "$(join ', ' "${out[@]}")"
 }
+# Behind the director the admin listeners are on every address of a node: name who may use
+# them (this namespace on the host link — the syncer, the warm-up, the counters —, the other
+# nodes, the director's health checks), so that /cluster answers this namespace unsigned.
+ADMIN_ALLOW=""
+if [ "$DIRECTOR" = 1 ]; then
+    allow=("127.0.0.1" "$HOST_ADDR" "192.0.2.2" "$HOST_NET.2")
+    for i in $(seq 1 "$NODES"); do allow+=("192.0.2.$((10 + i))" "$HOST_NET.$((10 + i))"); done
+    ADMIN_ALLOW="admin_allow = $(toml_list "${allow[@]}")"
+fi
 for i in $(seq 1 "$NODES"); do
     others=()
     for j in $(seq 1 "$NODES"); do
@@ -458,6 +467,7 @@ grace = "1h"
 node_id = "stack-$i"
 siblings = $(toml_list "${others[@]}")
 secret_file = "cluster.secret"
+$ADMIN_ALLOW
 
 [comments]
 enabled = true
