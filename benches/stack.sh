@@ -824,7 +824,9 @@ for k in "${!SHARES[@]}"; do
 done
 compiling=$(for id in "${!COMPILERS[@]}"; do echo "${COMPILERS[$id]}"; done | awk '$1 > 0 { n++ } END { print n + 0 }')
 if [ "$compiling" != 0 ] || [ "$CPU_BUSY_BEFORE" -ge 20 ]; then
-    NOTES+=("the machine was busy with other work: its CPUs were $CPU_BUSY_BEFORE % busy before the run started, and compilers (rustc, cc1) were running when $compiling of the ${#COMPILERS[@]} loads started; the figures hold as a comparison of the two systems within a share (each share's two loads ran back to back), less so against other runs")
+    busy_what="its CPUs were $CPU_BUSY_BEFORE % busy before the run started"
+    [ "$compiling" = 0 ] || busy_what+=", and compilers (rustc, cc1) were running when $compiling of the ${#COMPILERS[@]} loads started"
+    NOTES+=("the machine was busy with other work: $busy_what; the figures hold as a comparison of the two systems within a share (each share's two loads ran back to back), less so against other runs")
 fi
 COMMENTS_AFTER=$(sql "SELECT COUNT(*) FROM wp_comments")
 [ "$COMMENTS_AFTER" = "$COMMENTS_BEFORE" ] ||
@@ -871,6 +873,10 @@ php_requests() {
 }
 # if_checks OUT KEY -> the value of KEY in a stack-load output, "—" when it made no check
 if_checks() { if [ "$(kv "$1" checks)" = 0 ]; then echo —; else kv "$1" "$2"; fi; }
+# per_second N OUT -> N per second of the load of that stack-load output, to one decimal
+per_second() {
+    awk -v n="$1" -v s="$(kv "$2" seconds)" 'BEGIN { if (n ~ /^[0-9]+$/ && s > 0) printf "%.1f\n", n / s; else print "n/a" }'
+}
 # classes ID -> "miss + background + pass"
 classes() { printf '%s + %s + %s' "${F_MISS[$1]}" "${F_BG[$1]}" "${F_PASS[$1]}"; }
 
@@ -947,7 +953,9 @@ for k in "${!SHARES[@]}"; do loads+=("${SHARES[$k]}: ${LOADAVG[strata.$k]} / ${L
     echo "  (\`strata_passes_total\`) and the rest, misses a visitor waited on; Varnish \`MAIN.backend_req\`, of which"
     echo "  background fetches (\`MAIN.s_bgfetch\`), passes (\`MAIN.s_pass\`: the comment POSTs) and misses"
     echo "  (\`MAIN.s_fetch\` less those). With no comments the column shows —; the fetches are then what a"
-    echo "  warm cache still asked for."
+    echo "  warm cache still asked for. When PHP is saturated (the origin fetches per second of each share's"
+    echo "  details stay at what PHP can render), the figure is PHP's budget shared out over the comments"
+    echo "  accepted rather than what each comment needs."
     echo
     echo "What PHP saw (the origin's nginx access log, \`${ORIGIN_LOG}\`, during each load): requests from"
     echo "the nodes — pages rendered (GET) and comments taken (POST) —, the syncer's permalink look-ups,"
@@ -1000,6 +1008,9 @@ for k in "${!SHARES[@]}"; do loads+=("${SHARES[$k]}: ${LOADAVG[strata.$k]} / ${L
         printf '| … misses / background / passes | %s / %s / %s | %s / %s / %s | |\n' \
             "${F_MISS[strata.$k]}" "${F_BG[strata.$k]}" "${F_PASS[strata.$k]}" \
             "${F_MISS[varnish.$k]}" "${F_BG[varnish.$k]}" "${F_PASS[varnish.$k]}"
+        printf '| origin fetches per second of load | %s | %s | |\n' \
+            "$(per_second "${FETCHES[strata.$k]}" "$WORK/strata.$k.out")" \
+            "$(per_second "${FETCHES[varnish.$k]}" "$WORK/varnish.$k.out")"
         printf '| PHP renders per comment | %s | %s | |\n' \
             "$(per_comment "${FETCHES[strata.$k]}" "${LANDED[strata.$k]}")" \
             "$(per_comment "${FETCHES[varnish.$k]}" "${LANDED[varnish.$k]}")"
