@@ -580,7 +580,7 @@ warm_and_load() {
     "snapshot_$system" "$WORK/$id.before"
     LOG_FROM[$id]=$(log_offset)
     LOADAVG[$id]=$(cut -d' ' -f1 /proc/loadavg)
-    COMPILERS[$id]=$(pgrep -c -x 'rustc|clippy-driver|cc1|cc1plus' || true)
+    COMPILERS[$id]=$(ps -eo comm= | grep -c -x -E 'rustc|clippy-driver|cc1|cc1plus' || true)
     log "$system, share $share: $CONNECTIONS clients for $DURATION, $share of the requests comment POSTs"
     "${client[@]}" "$LOAD_BIN" run --system "$system" --nodes "$targets" --host "$HOST_HEADER" --paths "$WORK/paths.txt" \
         --posts "$POST_IDS" --tag "$(phase_tag "$system" "$k")" --connections "$CONNECTIONS" --duration "$DURATION" \
