@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Strata full-stack benchmark: a mixed load of page GETs and comment POSTs on a cluster of
 # NODES caches in front of the same WordPress, with a read-your-writes check after every
-# accepted comment, run twice in one go:
+# accepted comment, for each comment share of a sweep (or one share), run twice in one go:
 #
 #   (1) Strata: NODES strata-proxy nodes as one cluster (each lists the others' admin
 #       listeners as siblings, one secret file), comments written behind (memcached queue,
@@ -38,19 +38,30 @@
 #                                                                    │
 #                           WordPress origin 127.0.0.1:8081 (nginx + php-fpm) + MariaDB
 #
-# `stack-load` keeps CONNECTIONS clients in a closed loop for DURATION per system; each
-# request goes to the next node (the next connection to the VIP). POST_SHARE of the requests are comment POSTs (unique author,
-# e-mail, text and X-Forwarded-For) to a random open post, the rest GETs cycling over every
-# published post (Accept-Encoding: gzip). When a POST is answered 302 to `…#comment-ID`, the
-# same client GETs that post through the next node (no cookies) and the page must show
-# `id="comment-ID"`: a page without it is a read-your-writes violation. Caches are warmed
-# (every path on every node) before each phase.
+# `stack-load` keeps CONNECTIONS clients in a closed loop for DURATION per system and share;
+# each request goes to the next node (the next connection to the VIP). The share's fraction of
+# the requests are comment POSTs (unique author, e-mail, text and X-Forwarded-For) to a random
+# open post, the rest GETs cycling over every published post (Accept-Encoding: gzip). When a
+# POST is answered 302 to `…#comment-ID`, the same client GETs that post through the next node
+# (no cookies) and the page must show `id="comment-ID"`: a page without it is a read-your-writes
+# violation.
 #
-# The report (RESULTS, Markdown) has per system GET and POST req/s, violations, errors and
-# p50/p99 per request kind, and Strata/Varnish ratios; the plot (RESULTS with .svg) shows
-# GET/s and POST/s over time for both systems.
+# The shares are SWEEP's (default 0 0.001 0.01 0.05), or POST_SHARE alone. For each share, in
+# turn, a fresh Strata cluster and then fresh Varnish nodes (empty caches) are warmed (every
+# path on every node) and loaded: a comment bans every page on Varnish and soft-bans them on
+# Strata, so what one share leaves behind is no warm cache for the next. What the load cost
+# the origin is read around each load, after the warm-up: the nodes' counters (strata-proxy's
+# /metrics, varnishstat) and the origin's own nginx access log (scripts/origin/nginx.conf
+# keeps one; only read here). Origin fetches ÷ comments accepted = PHP renders per comment.
 #
-# The benchmark's comments (e-mails *.bench-TAG?@example.test) and their comment meta are
+# The report (RESULTS, Markdown) has one row per share (GET/s of both systems, Strata's GET
+# p99, check-GET p50, violations, comments, PHP renders per comment, origin fetches by class),
+# what PHP saw per share and system, and per share the detailed figures of both systems (GET
+# and POST req/s, violations, errors, p50/p99 per request kind). The plot (RESULTS with .svg)
+# shows GET/s and PHP renders per comment by share; with a single share, GET/s and POST/s over
+# time for both systems.
+#
+# The benchmark's comments (e-mails *.bench-TAGkK?@example.test) and their comment meta are
 # deleted after each phase and on any exit, and the touched posts' comment_count recomputed;
 # site options the comments need (moderation off and the like) are set for the run only and
 # restored; the mu-plugin is removed. The count of comments is checked before and after.
@@ -65,10 +76,12 @@
 #   NODES         cache nodes per system, 2 to 8 (default 2)
 #   DIRECTOR      1: the nodes behind strata-director in network namespaces (default);
 #                 0: everything on loopback, the load generator picks the node
-#   DURATION      load time per system (default 20s)
+#   DURATION      load time per system and share (default 20s)
 #   CONNECTIONS   clients of the closed loop; each has a keep-alive connection per node (default 32)
-#   POST_SHARE    fraction of the requests that are comment POSTs (default 0.01)
-#   MAX_REQUESTS  most requests per system, whatever DURATION (default 5000000)
+#   SWEEP         the comment shares measured one after another, fractions of the requests that
+#                 are comment POSTs (default "0 0.001 0.01 0.05")
+#   POST_SHARE    one share only, instead of a sweep (e.g. 0.01); set SWEEP or POST_SHARE, not both
+#   MAX_REQUESTS  most requests per system and share, whatever DURATION (default 5000000)
 #   HOLD          [comments] hold of the proxies (default 5ms)
 #   MAX_HOLD      [comments] max_hold of the proxies (default 200ms)
 #   MYSQL_ARGS    arguments of the mysql client for the WordPress database
@@ -93,7 +106,7 @@ NODES=${NODES:-2}
 DIRECTOR=${DIRECTOR:-1}
 DURATION=${DURATION:-20s}
 CONNECTIONS=${CONNECTIONS:-32}
-POST_SHARE=${POST_SHARE:-0.01}
+DEFAULT_SWEEP="0 0.001 0.01 0.05"
 MAX_REQUESTS=${MAX_REQUESTS:-5000000}
 HOLD=${HOLD:-5ms}
 MAX_HOLD=${MAX_HOLD:-200ms}
@@ -121,8 +134,19 @@ sql() { mysql "${MYSQL_ARGS[@]}" -N -B -e "$1" 2>/dev/null; }
     die "CONNECTIONS and MAX_REQUESTS must be positive integers"
 [[ $DURATION =~ ^[1-9][0-9]*(s|m)?$ ]] || die "DURATION must be like 20s or 2m"
 DURATION=$(with_unit "$DURATION")
-awk -v s="$POST_SHARE" 'BEGIN { exit !(s ~ /^(0|1|0?\.[0-9]+)$/ && s >= 0 && s <= 1) }' ||
-    die "POST_SHARE must be a fraction between 0 and 1 (e.g. 0.01)"
+# The comment shares: SWEEP's, or POST_SHARE's alone.
+[ -n "${SWEEP:-}" ] && [ -n "${POST_SHARE:-}" ] &&
+    die "set SWEEP (several comment shares) or POST_SHARE (one), not both"
+if [ -n "${POST_SHARE:-}" ]; then
+    SHARES=("$POST_SHARE")
+else
+    read -r -a SHARES <<<"${SWEEP:-$DEFAULT_SWEEP}"
+fi
+[ "${#SHARES[@]}" -gt 0 ] || die "SWEEP lists no comment share"
+for share in "${SHARES[@]}"; do
+    awk -v s="$share" 'BEGIN { exit !(s ~ /^(0|1|0?\.[0-9]+)$/ && s >= 0 && s <= 1) }' ||
+        die "comment share $share: a fraction between 0 and 1 (e.g. 0.01) is needed"
+done
 
 # Where each node listens, where the nodes find the origin and memcached, whom they trust for
 # X-Forwarded-For, and what the load generator aims at behind the director (LOAD_TARGETS;
@@ -172,7 +196,8 @@ join() { # join SEP ITEM… -> the items separated by SEP
 
 # ---------------------------------------------------------------------------
 # Work directory and clean-up: every process this script starts is in PIDS; every comment
-# it causes has an e-mail N.C.bench-TAGx@example.test (x: s for Strata, v for Varnish).
+# it causes has an e-mail N.C.bench-TAGkKx@example.test (K: the share's index in SHARES; x: s
+# for Strata, v for Varnish).
 
 WORK=$(mktemp -d /tmp/strata-stack.XXXXXX)
 # varnishd's worker runs unprivileged: it must traverse the directory.
@@ -216,7 +241,7 @@ cleanup() {
     stop_all
     stop_relays
     [ "$DIRECTOR" = 1 ] && "$RIG_SCRIPT" down "$RIG"
-    delete_comments
+    (TAG="${TAG}k%" && delete_comments)
     forget_queue
     restore_options
     if [ "${KEEP_WORK:-0}" = 1 ]; then
@@ -247,11 +272,23 @@ if [ "$DIRECTOR" = 1 ]; then
     [ -z "$taken" ] || die "this namespace already has a route into $HOST_NET.0/24 ($taken); the rig's host link needs it"
 fi
 
+# cpu_busy_pct -> how busy the CPUs are, in percent, over 2 s (/proc/stat)
+cpu_busy_pct() {
+    local a b
+    a=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    sleep 2
+    b=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
+        printf "%d\n", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0 }'
+}
+
 STRATA_BIN=$TARGET_DIR/release/strata-proxy
 SYNCER_BIN=$TARGET_DIR/release/strata-syncer
 LOAD_BIN=$TARGET_DIR/release/stack-load
 DIRECTOR_BIN=$TARGET_DIR/release/strata-director
 build_release "$STRATA_BIN" "$SYNCER_BIN" "$LOAD_BIN" "$DIRECTOR_BIN"
+# Other work on the machine, before anything of this run starts (the origin idles).
+CPU_BUSY_BEFORE=$(cpu_busy_pct)
 
 log "bringing up the WordPress origin (scripts/wordpress.sh) and memcached (scripts/memcached.sh)"
 bash "$ROOT/scripts/wordpress.sh" >"$WORK/wordpress.log" 2>&1 || {
@@ -355,8 +392,14 @@ done
 log "$PATH_COUNT paths, $POST_COUNT posts open for comments, $COMMENTS_BEFORE comments; run tag $TAG"
 log "options: $(join ', ' "${OPTION_LINE[@]}")"
 
-# landed SUFFIX -> number of comments in MySQL of that phase
-landed() { sql "SELECT COUNT(*) FROM wp_comments WHERE comment_author_email LIKE '%.bench-${TAG}$1@example.test'"; }
+
+# phase_tag SYSTEM K -> the tag of the comments of one phase: the e-mails are
+# N.C.bench-TAGkKx@example.test (x: s for Strata, v for Varnish; K the share's index).
+phase_tag() { printf '%sk%s%s' "$TAG" "$2" "${1:0:1}"; }
+# landed TAG -> number of comments in MySQL with that tag
+landed() { sql "SELECT COUNT(*) FROM wp_comments WHERE comment_author_email LIKE '%.bench-$1@example.test'"; }
+# delete_share_comments K: the comments of share K, both systems
+delete_share_comments() { (TAG="${TAG}k$1" && delete_comments); }
 
 # kv FILE KEY -> the value of KEY=value in the stack-load output
 kv() { sed -n "s/^$2=//p" "$1" | head -n 1; }
@@ -394,37 +437,187 @@ labels() {
                   print (out ? out : "none") }'
 }
 
-# run_load SYSTEM SUFFIX NODE-ADDR…: warms the nodes (each through its own address), then the
-# load on LOAD_TARGETS (from the client's namespace behind the director) with its progress line.
-run_load() {
-    local system=$1 suffix=$2
+# ---------------------------------------------------------------------------
+# What the load cost the origin: counters read before and after the load phase (after the
+# warm-up), and the origin's own access log between the two.
+
+# prom_snapshot FILE ADMIN…: the /metrics of every admin listener, one after another, in FILE.
+prom_snapshot() {
+    local file=$1 a
+    shift
+    : >"$file"
+    for a in "$@"; do curl -s --max-time 5 "http://$a/metrics" >>"$file" || true; done
+}
+
+# prom_delta BEFORE AFTER NAME [LABEL-FILTER] [ABSENT] -> the growth of the sum of the matching
+# samples (all nodes) from BEFORE to AFTER; ABSENT (default "n/a") when AFTER has no such
+# sample: a metric this version of strata-proxy does not have, or a labelled counter that has
+# not counted anything yet (its family is not printed at all until then, so give 0 for those).
+prom_delta() {
+    awk -v name="$3" -v filt="${4:-}" -v absent="${5:-n/a}" -v after="$2" '
+        $0 !~ /^#/ { split($1, a, "{"); if (a[1] == name && (filt == "" || index($1, filt))) {
+            if (FILENAME == after) { s1 += $NF; seen = 1 } else s0 += $NF } }
+        END { if (!seen) { print absent; exit } d = s1 - s0
+              if (d == int(d)) printf "%d\n", d; else printf "%.6f\n", d }' "$1" "$2"
+}
+
+# prom_labels BEFORE AFTER NAME -> "value N, …": the growth of each label value of a labelled
+# counter (all nodes; values of several labels joined by /), those that grew only; "none".
+prom_labels() {
+    awk -v name="$3" -v after="$2" '
+        $0 !~ /^#/ && index($1, name "{") == 1 {
+            k = ""; rest = $1
+            while (match(rest, /"[^"]*"/)) { k = k (k == "" ? "" : "/") substr(rest, RSTART + 1, RLENGTH - 2); rest = substr(rest, RSTART + RLENGTH) }
+            if (!(k in d)) o[n++] = k
+            d[k] += (FILENAME == after ? $NF : -$NF) }
+        END { for (i = 0; i < n; i++) if (d[o[i]] > 0) out = out (out ? ", " : "") o[i] " " d[o[i]]
+              print (out ? out : "none") }' "$1" "$2"
+}
+
+# prom_origin_classes BEFORE AFTER -> "name{labels} N; …": the growth of every labelled
+# strata_origin_*_total counter (origin fetches by class, by error, whatever this version of
+# strata-proxy counts), "none" when there is none or none grew.
+prom_origin_classes() {
+    awk -v after="$2" '
+        $0 !~ /^#/ && $1 ~ /^strata_origin_[a-z_]*_total\{/ {
+            if (!($1 in d)) o[n++] = $1
+            d[$1] += (FILENAME == after ? $NF : -$NF) }
+        END { for (i = 0; i < n; i++) if (d[o[i]] > 0) out = out (out ? "; " : "") "`" o[i] "` " d[o[i]]
+              print (out ? out : "none") }' "$1" "$2"
+}
+
+# varnish_snapshot FILE: `varnishstat -1` of every Varnish node, one after another, in FILE.
+varnish_snapshot() {
+    local i
+    : >"$1"
+    for i in $(seq 1 "$NODES"); do varnishstat -n "$WORK/varnish-$i" -1 >>"$1" 2>/dev/null || true; done
+}
+
+# varnish_delta BEFORE AFTER COUNTER -> the growth of COUNTER summed over the nodes
+varnish_delta() {
+    awk -v name="$3" -v after="$2" '$1 == name { if (FILENAME == after) s1 += $2; else s0 += $2 }
+        END { printf "%d\n", s1 - s0 }' "$1" "$2"
+}
+
+# The origin's nginx access log (scripts/origin/nginx.conf keeps one; the benchmark only
+# reads it). Every PHP request the load caused is a line there.
+ORIGIN_LOG=$(awk '$1 == "access_log" { print $2; exit }' "$ROOT/scripts/origin/nginx.conf")
+ORIGIN_LOG_FLUSH=$(awk '$1 == "access_log" { if (match($0, /flush=[0-9]+s/)) print substr($0, RSTART + 6, RLENGTH - 7); exit }' \
+    "$ROOT/scripts/origin/nginx.conf")
+# How long to wait before reading the log's size, so that nginx has written the lines of
+# the requests answered so far (it buffers them for up to flush=…).
+LOG_SETTLE=$((${ORIGIN_LOG_FLUSH:-1} + 1))
+# log_offset -> the log's size in bytes (-1 when it cannot be read)
+log_offset() { stat -c %s "$ORIGIN_LOG" 2>/dev/null || echo -1; }
+
+# php_seen FROM TO -> the log lines between two offsets, by kind, as key=value words:
+#   page_gets     GET/HEAD from the nodes (no User-Agent: strata-proxy sends none; or the
+#                 load generator's, which Varnish forwards): pages PHP rendered
+#   comment_posts POST /wp-comments-post.php from the nodes (comments PHP took itself)
+#   node_other    other requests from the nodes
+#   syncer        strata-syncer's permalink look-ups (User-Agent strata-syncer)
+#   wordpress     WordPress's own loopback requests (User-Agent WordPress/…: wp-cron)
+#   other_clients anything else (work on this machine other than the benchmark)
+#   static        files under /wp-content/ or /wp-includes/ (nginx, not PHP)
+# or "unreadable" when the log is missing or shrank (rotated) between the two offsets.
+php_seen() {
+    local from=$1 to=$2
+    if [ "$from" -lt 0 ] || [ "$to" -lt "$from" ]; then
+        echo unreadable
+        return
+    fi
+    tail -c +"$((from + 1))" "$ORIGIN_LOG" 2>/dev/null | head -c "$((to - from))" | awk -F'"' '
+        { split($2, r, " "); m = r[1]; p = r[2]; ua = $6
+          if (p ~ /^\/(wp-content|wp-includes)\// && p !~ /\.php/) static++
+          else if (ua == "strata-syncer") syncer++
+          else if (ua ~ /^WordPress\//) wordpress++
+          else if (ua == "-" || ua == "strata-stack-load/1.0") {
+              if (m == "GET" || m == "HEAD") gets++
+              else if (m == "POST" && p ~ /^\/wp-comments-post\.php/) posts++
+              else node_other++ }
+          else other++ }
+        END { printf "page_gets=%d comment_posts=%d node_other=%d syncer=%d wordpress=%d other_clients=%d static=%d\n",
+                     gets, posts, node_other, syncer, wordpress, other, static }'
+}
+
+# word KEY "k=v …" -> v
+word() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
+# other_clients ID -> the requests of other clients the origin answered during that load (0
+# when the log could not be read)
+other_clients() { local n; n=$(word other_clients "${PHP[$1]}"); echo "${n:-0}"; }
+
+# per_comment N COMMENTS -> N / COMMENTS to two decimals ("—" without comments, "n/a" without N)
+per_comment() {
+    awk -v n="$1" -v c="$2" 'BEGIN { if (n !~ /^-?[0-9.]+$/) print "n/a"; else if (c > 0) printf "%.2f\n", n / c; else print "—" }'
+}
+
+# ---------------------------------------------------------------------------
+# One phase: warm the nodes, read the counters, the load, read the counters again
+
+# The figures of every phase, keyed SYSTEM.K (K: the share's index in SHARES).
+declare -A LOADAVG=() COMPILERS=() LANDED=() EXTRA=() FETCHES=() F_MISS=() F_BG=() F_PASS=() PHP=() CLASSES=()
+
+# warm_and_load SYSTEM K NODE-ADDR…: warms the nodes (each through its own address), waits
+# for the origin's log, reads the counters (snapshot_SYSTEM K before), then the load of
+# share SHARES[K] on LOAD_TARGETS (from the client's namespace behind the director) with its
+# progress line. The origin log offsets go to LOG_FROM[SYSTEM.K].
+declare -A LOG_FROM=()
+warm_and_load() {
+    local system=$1 k=$2
     shift 2
-    local nodes targets client=()
+    local share=${SHARES[$k]} nodes targets client=() id=$system.$k
     nodes=$(join , "$@")
     targets=$nodes
     if [ "$DIRECTOR" = 1 ]; then
         client=(ip netns exec "$RIG-cli")
         targets=$(join , "${LOAD_TARGETS[@]}")
     fi
-    log "$system: warming $PATH_COUNT paths on $# nodes"
+    log "$system, share $share: warming $PATH_COUNT paths on $# nodes"
     "$LOAD_BIN" warm --nodes "$nodes" --host "$HOST_HEADER" --paths "$WORK/paths.txt" --concurrency 4 \
-        >"$WORK/$system-warm.out" 2>"$WORK/$system-warm.err" || die "stack-load warm failed: $(cat "$WORK/$system-warm.err")"
-    log "$system: $(cat "$WORK/$system-warm.out")"
-    LOADAVG[$system]=$(cut -d' ' -f1 /proc/loadavg)
-    log "$system: $CONNECTIONS clients for $DURATION, $POST_SHARE of the requests comment POSTs"
+        >"$WORK/$id.warm.out" 2>"$WORK/$id.warm.err" || die "stack-load warm failed: $(cat "$WORK/$id.warm.err")"
+    log "$system, share $share: $(cat "$WORK/$id.warm.out")"
+    sleep "$LOG_SETTLE"
+    "snapshot_$system" "$WORK/$id.before"
+    LOG_FROM[$id]=$(log_offset)
+    LOADAVG[$id]=$(cut -d' ' -f1 /proc/loadavg)
+    COMPILERS[$id]=$(ps -eo comm= | grep -c -x -E 'rustc|clippy-driver|cc1|cc1plus' || true)
+    log "$system, share $share: $CONNECTIONS clients for $DURATION, $share of the requests comment POSTs"
     "${client[@]}" "$LOAD_BIN" run --system "$system" --nodes "$targets" --host "$HOST_HEADER" --paths "$WORK/paths.txt" \
-        --posts "$POST_IDS" --tag "${TAG}$suffix" --connections "$CONNECTIONS" --duration "$DURATION" \
-        --post-share "$POST_SHARE" --max-requests "$MAX_REQUESTS" --series "$WORK/$system.csv" \
-        >"$WORK/$system.out" || die "stack-load run failed (see above)"
-    log "$system: $(kv "$WORK/$system.out" get_rps) GET/s, $(kv "$WORK/$system.out" post_rps) POST/s," \
-        "$(kv "$WORK/$system.out" violations) violations, $(kv "$WORK/$system.out" errors) errors"
+        --posts "$POST_IDS" --tag "$(phase_tag "$system" "$k")" --connections "$CONNECTIONS" --duration "$DURATION" \
+        --post-share "$share" --max-requests "$MAX_REQUESTS" --series "$WORK/$id.csv" \
+        >"$WORK/$id.out" || die "stack-load run failed (see above)"
+    log "$system, share $share: $(kv "$WORK/$id.out" get_rps) GET/s, $(kv "$WORK/$id.out" post_rps) POST/s," \
+        "$(kv "$WORK/$id.out" violations) violations, $(kv "$WORK/$id.out" errors) errors"
 }
 
-declare -A LOADAVG=() LANDED=() ORIGIN_FETCHES=() EXTRA=()
-CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+snapshot_strata() { prom_snapshot "$1" "${STRATA_ADMIN[@]}"; }
+snapshot_varnish() { varnish_snapshot "$1"; }
+
+# after_load SYSTEM K: waits for the origin's log, reads the counters again and what PHP saw.
+after_load() {
+    local id=$1.$2
+    sleep "$LOG_SETTLE"
+    "snapshot_$1" "$WORK/$id.after"
+    PHP[$id]=$(php_seen "${LOG_FROM[$id]}" "$(log_offset)")
+    LANDED[$id]=$(landed "$(phase_tag "$1" "$2")")
+}
+
+# director_spread ID: the director's new flows per node, and what it forwarded.
+director_spread() {
+    [ "$DIRECTOR" = 1 ] || return 0
+    EXTRA[$1]+="; director: new flows per node $(labels strata_director_node_new_flows_total "$DIRECTOR_ADMIN"),"
+    EXTRA[$1]+=" frames received $(metric strata_director_rx_frames_total "" "$DIRECTOR_ADMIN")"
+}
+
+mean_ms() { # mean_ms HISTOGRAM ADMIN… -> mean in ms of a seconds histogram
+    local name=$1
+    shift
+    awk -v s="$(metric "${name}_sum" "" "$@")" -v c="$(metric "${name}_count" "" "$@")" \
+        'BEGIN { if (c > 0) printf "%.1f ms over %d", s * 1000 / c, c; else print "n/a" }'
+}
 
 # ---------------------------------------------------------------------------
-# (1) Strata: NODES proxies as one cluster, the syncer
+# (1) Strata: NODES proxies as one cluster, the syncer; fresh for every share
 
 (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$WORK/cluster.secret")
 toml_list() { # toml_list URL… -> ["URL", …]
@@ -432,16 +625,30 @@ toml_list() { # toml_list URL… -> ["URL", …]
     for x in "$@"; do out+=("\"$x\""); done
     printf '[%s]' "$(join ', ' "${out[@]}")"
 }
-for i in $(seq 1 "$NODES"); do
-    others=()
-    for j in $(seq 1 "$NODES"); do
-        [ "$j" = "$i" ] || others+=("http://${STRATA_ADMIN[$((j - 1))]}")
-    done
-    public_listen=${STRATA_ADDR[$((i - 1))]} admin_listen=${STRATA_ADMIN[$((i - 1))]}
-    # Behind the director a node answers on the VIP too, and the health checks come from the
-    # director's subnet.
-    [ "$DIRECTOR" = 1 ] && public_listen=0.0.0.0:80 admin_listen=0.0.0.0:9080
-    cat >"$WORK/strata-$i.toml" <<EOF
+
+# Behind the director the admin listeners are on every address of a node: name who may use
+# them (this namespace on the host link — the syncer, the warm-up, the counters —, the other
+# nodes, the director's health checks), so that /cluster answers this namespace unsigned.
+ADMIN_ALLOW=""
+if [ "$DIRECTOR" = 1 ]; then
+    allow=("127.0.0.1" "$HOST_ADDR" "192.0.2.2" "$HOST_NET.2")
+    for i in $(seq 1 "$NODES"); do allow+=("192.0.2.$((10 + i))" "$HOST_NET.$((10 + i))"); done
+    ADMIN_ALLOW="admin_allow = $(toml_list "${allow[@]}")"
+fi
+
+# strata_configs: the nodes' and the syncer's configuration files, for the queue PREFIX.
+strata_configs() {
+    local i j others public_listen admin_listen admin_urls=() a
+    for i in $(seq 1 "$NODES"); do
+        others=()
+        for j in $(seq 1 "$NODES"); do
+            [ "$j" = "$i" ] || others+=("http://${STRATA_ADMIN[$((j - 1))]}")
+        done
+        public_listen=${STRATA_ADDR[$((i - 1))]} admin_listen=${STRATA_ADMIN[$((i - 1))]}
+        # Behind the director a node answers on the VIP too, and the health checks come from the
+        # director's subnet.
+        [ "$DIRECTOR" = 1 ] && public_listen=0.0.0.0:80 admin_listen=0.0.0.0:9080
+        cat >"$WORK/strata-$i.toml" <<EOF
 [server]
 listen = "$public_listen"
 admin_listen = "$admin_listen"
@@ -458,6 +665,7 @@ grace = "1h"
 node_id = "stack-$i"
 siblings = $(toml_list "${others[@]}")
 secret_file = "cluster.secret"
+$ADMIN_ALLOW
 
 [comments]
 enabled = true
@@ -467,10 +675,9 @@ hold = "$HOLD"
 max_hold = "$MAX_HOLD"
 trusted_proxies = ["$CLIENT_ADDR"]
 EOF
-done
-admin_urls=()
-for a in "${STRATA_ADMIN[@]}"; do admin_urls+=("http://$a"); done
-cat >"$WORK/syncer.toml" <<EOF
+    done
+    for a in "${STRATA_ADMIN[@]}"; do admin_urls+=("http://$a"); done
+    cat >"$WORK/syncer.toml" <<EOF
 memcached = ["$MEMCACHED"]
 mysql = "mysql://strata_wp:strata_wp@127.0.0.1:3306/strata_wp"
 origin = "http://$ORIGIN_ADDR"
@@ -481,116 +688,146 @@ admin_listen = "$SYNCER_ADMIN"
 siblings = $(toml_list "${admin_urls[@]}")
 secret_file = "cluster.secret"
 EOF
+}
 
-log "(1) Strata: $NODES strata-proxy nodes on $(join ', ' "${STRATA_ADDR[@]}") and strata-syncer"
-for i in $(seq 1 "$NODES"); do
-    (cd "$WORK" && on_node "$i" "$STRATA_BIN" --config "strata-$i.toml") >"$WORK/strata-$i.log" 2>&1 &
+# strata_phase K: a fresh Strata cluster (empty caches, a queue of its own), warmed, then the
+# load of share SHARES[K].
+strata_phase() {
+    local k=$1 i id=strata.$1 b a
+    PREFIX="strata-stack:$TAG:k$k:"
+    strata_configs
+    log "(1) Strata, share ${SHARES[$k]}: $NODES strata-proxy nodes on $(join ', ' "${STRATA_ADDR[@]}") and strata-syncer"
+    for i in $(seq 1 "$NODES"); do
+        (cd "$WORK" && on_node "$i" "$STRATA_BIN" --config "strata-$i.toml") >>"$WORK/strata-$i.log" 2>&1 &
+        PIDS+=($!)
+    done
+    (cd "$WORK" && exec "$SYNCER_BIN" --config syncer.toml) >>"$WORK/syncer.log" 2>&1 &
     PIDS+=($!)
-done
-(cd "$WORK" && exec "$SYNCER_BIN" --config syncer.toml) >"$WORK/syncer.log" 2>&1 &
-PIDS+=($!)
-for i in $(seq 1 "$NODES"); do
-    wait_for "http://${STRATA_ADMIN[$((i - 1))]}/healthz" ok 20 ||
-        die "strata-proxy node $i did not start: $(tail -n 5 "$WORK/strata-$i.log")"
-done
-wait_for "http://$SYNCER_ADMIN/healthz" ok 20 || die "strata-syncer did not start: $(tail -n 5 "$WORK/syncer.log")"
-for i in $(seq 1 "$NODES"); do
-    wait_for "http://${STRATA_ADMIN[$((i - 1))]}/cluster" '"confirmed":true' 20 ||
-        die "node $i did not confirm its siblings: $(curl -s "http://${STRATA_ADMIN[$((i - 1))]}/cluster")"
-done
-[ "$DIRECTOR" = 1 ] && start_director 9080 /healthz
-# The proxies queue comments only once they have read the syncer's settings (every second).
-sleep 2
+    for i in $(seq 1 "$NODES"); do
+        wait_for "http://${STRATA_ADMIN[$((i - 1))]}/healthz" ok 20 ||
+            die "strata-proxy node $i did not start: $(tail -n 5 "$WORK/strata-$i.log")"
+    done
+    wait_for "http://$SYNCER_ADMIN/healthz" ok 20 || die "strata-syncer did not start: $(tail -n 5 "$WORK/syncer.log")"
+    for i in $(seq 1 "$NODES"); do
+        wait_for "http://${STRATA_ADMIN[$((i - 1))]}/cluster" '"confirmed":true' 20 ||
+            die "node $i did not confirm its siblings: $(curl -s "http://${STRATA_ADMIN[$((i - 1))]}/cluster")"
+    done
+    [ "$DIRECTOR" = 1 ] && start_director 9080 /healthz
+    # The proxies queue comments only once they have read the syncer's settings (every second).
+    sleep 2
 
-run_load strata s "${STRATA_ADDR[@]}"
-# Let the syncer drain what is still queued (comments answered "302 to the post").
-for _ in $(seq 1 600); do
-    [ "$(metric strata_syncer_queue_depth "" "$SYNCER_ADMIN")" = 0 ] && break
-    sleep 0.1
-done
-sleep 0.5
-LANDED[strata]=$(landed s)
-ORIGIN_FETCHES[strata]=$(metric strata_origin_requests_total "" "${STRATA_ADMIN[@]}")
-EXTRA[strata]="proxy \`strata_requests_total\` (all nodes): $(labels strata_requests_total "${STRATA_ADMIN[@]}");"
-EXTRA[strata]+=" \`strata_comments_total\`: $(labels strata_comments_total "${STRATA_ADMIN[@]}");"
-EXTRA[strata]+=" cache flushes forced by the cluster: $(labels strata_cluster_flushes_total "${STRATA_ADMIN[@]}");"
-EXTRA[strata]+=" syncer \`strata_syncer_comments_total\`: $(labels strata_syncer_comments_total "$SYNCER_ADMIN"),"
-EXTRA[strata]+=" bans sent $(metric strata_syncer_bans_sent_total "" "$SYNCER_ADMIN");"
-mean_ms() { # mean_ms HISTOGRAM ADMIN… -> mean in ms of a seconds histogram
-    local name=$1
-    shift
-    awk -v s="$(metric "${name}_sum" "" "$@")" -v c="$(metric "${name}_count" "" "$@")" \
-        'BEGIN { if (c > 0) printf "%.1f ms over %d", s * 1000 / c, c; else print "n/a" }'
+    warm_and_load strata "$k" "${STRATA_ADDR[@]}"
+    # Let the syncer drain what is still queued (comments answered "302 to the post").
+    for _ in $(seq 1 600); do
+        [ "$(metric strata_syncer_queue_depth "" "$SYNCER_ADMIN")" = 0 ] && break
+        sleep 0.1
+    done
+    after_load strata "$k"
+    b=$WORK/$id.before a=$WORK/$id.after
+    FETCHES[$id]=$(prom_delta "$b" "$a" strata_origin_requests_total)
+    F_BG[$id]=$(prom_delta "$b" "$a" strata_background_refreshes_total)
+    F_PASS[$id]=$(prom_delta "$b" "$a" strata_passes_total "" 0)
+    # A fetch that is neither a refresh nor a pass is a miss a visitor waited on.
+    F_MISS[$id]=$(awk -v t="${FETCHES[$id]}" -v b="${F_BG[$id]}" -v p="${F_PASS[$id]}" \
+        'BEGIN { if (t !~ /^[0-9]+$/) print "n/a"; else printf "%d\n", t - (b ~ /^[0-9]+$/ ? b : 0) - (p ~ /^[0-9]+$/ ? p : 0) }')
+    CLASSES[$id]="passes by reason: $(prom_labels "$b" "$a" strata_passes_total);"
+    CLASSES[$id]+=" stale copies served without starting a refresh (the node's \`background_refreshes\` all in flight): $(prom_delta "$b" "$a" strata_background_refreshes_deferred_total);"
+    CLASSES[$id]+=" requests answered by another's fetch: $(prom_delta "$b" "$a" strata_coalesced_requests_total);"
+    CLASSES[$id]+=" origin counters by label: $(prom_origin_classes "$b" "$a")"
+    EXTRA[$id]="proxy \`strata_requests_total\` during the load (all nodes): $(prom_labels "$b" "$a" strata_requests_total);"
+    EXTRA[$id]+=" \`strata_comments_total\`: $(labels strata_comments_total "${STRATA_ADMIN[@]}");"
+    EXTRA[$id]+=" cache flushes forced by the cluster: $(labels strata_cluster_flushes_total "${STRATA_ADMIN[@]}");"
+    EXTRA[$id]+=" syncer \`strata_syncer_comments_total\`: $(labels strata_syncer_comments_total "$SYNCER_ADMIN"),"
+    EXTRA[$id]+=" bans sent $(metric strata_syncer_bans_sent_total "" "$SYNCER_ADMIN");"
+    EXTRA[$id]+=" mean syncer lag (accepted → committed) $(mean_ms strata_syncer_lag_seconds "$SYNCER_ADMIN"),"
+    EXTRA[$id]+=" mean verdict wait on the proxies $(mean_ms strata_comment_verdict_seconds "${STRATA_ADMIN[@]}")"
+    director_spread "$id"
+    stop_all
+    delete_share_comments "$k"
+    forget_queue
 }
-EXTRA[strata]+=" mean syncer lag (accepted → committed) $(mean_ms strata_syncer_lag_seconds "$SYNCER_ADMIN"),"
-EXTRA[strata]+=" mean verdict wait on the proxies $(mean_ms strata_comment_verdict_seconds "${STRATA_ADMIN[@]}")"
-# director_spread SYSTEM: the director's new flows per node, and what it forwarded.
-director_spread() {
-    [ "$DIRECTOR" = 1 ] || return 0
-    EXTRA[$1]+="; director: new flows per node $(labels strata_director_node_new_flows_total "$DIRECTOR_ADMIN"),"
-    EXTRA[$1]+=" frames received $(metric strata_director_rx_frames_total "" "$DIRECTOR_ADMIN")"
-}
-director_spread strata
-stop_all
-delete_comments
-forget_queue
 
 # ---------------------------------------------------------------------------
-# (2) Varnish: NODES varnishd, PHP takes the comments, the purge mu-plugin bans every node
+# (2) Varnish: NODES varnishd, PHP takes the comments, the purge mu-plugin bans every node;
+# fresh for every share
 
-log "(2) Varnish: $NODES varnishd on $(join ', ' "${VARNISH_ADDR[@]}"), purge mu-plugin in $MU_PLUGINS"
 varnish_list=()
 for a in "${VARNISH_ADDR[@]}"; do varnish_list+=("'$a'"); done
 sed "s|^    \$nodes = \[\];|    \$nodes = [$(join ', ' "${varnish_list[@]}")];|" "$ROOT/benches/config/stack-purge.php" \
     >"$WORK/stack-purge.php"
 grep -q "'${VARNISH_ADDR[0]}'" "$WORK/stack-purge.php" || die "could not fill in the node list of the purge mu-plugin"
-install -m 0644 "$WORK/stack-purge.php" "$MU_PLUGIN"
 # Behind the director the nodes reach the origin through the relay, and the WordPress host's
 # BANs come from the relay's address.
 sed -e "s|^    .host = \"127.0.0.1\";|    .host = \"${NODE_ORIGIN%:*}\";|" \
     -e "s|^    \"127.0.0.1\";|    \"127.0.0.1\";\n    \"$HOST_ADDR\";|" "$ROOT/benches/config/stack.vcl" >"$WORK/stack.vcl"
 grep -q "\.host = \"${NODE_ORIGIN%:*}\"" "$WORK/stack.vcl" || die "could not set the backend of the VCL"
-for i in $(seq 1 "$NODES"); do
-    mkdir -p "$WORK/varnish-$i"
-    listen=${VARNISH_ADDR[$((i - 1))]}
-    [ "$DIRECTOR" = 1 ] && listen=:80 # the node's address and the VIP
-    (on_node "$i" varnishd -F -n "$WORK/varnish-$i" -a "$listen" -T none -f "$WORK/stack.vcl" \
-        -s malloc,512m) >"$WORK/varnish-$i.log" 2>&1 &
-    PIDS+=($!)
-done
-for i in $(seq 1 "$NODES"); do
-    wait_for "http://${VARNISH_ADDR[$((i - 1))]}/" "</html>" 30 ||
-        die "varnishd $i did not start: $(tail -n 5 "$WORK/varnish-$i.log")"
-done
-# The nodes must accept a BAN from this host, where the mu-plugin sends them from.
-code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X BAN -H "X-Ban-Host: $HOST_HEADER" \
-    "http://${VARNISH_ADDR[0]}/") || code=000
-[ "$code" = 200 ] || die "varnishd 1 answered $code to a BAN from this host"
-[ "$DIRECTOR" = 1 ] && start_director 80 /healthz
-
 PHP_LOG=/var/log/strata/php-fpm.log
-PHP_LOG_LINES=$(wc -l <"$PHP_LOG" 2>/dev/null || echo 0)
-run_load varnish v "${VARNISH_ADDR[@]}"
-rm -f "$MU_PLUGIN"
-LANDED[varnish]=$(landed v)
-vstat() { # vstat COUNTER -> sum over the nodes
-    local i s=0 v
+
+# varnish_phase K: fresh varnishd nodes (empty caches) and the purge mu-plugin, warmed, then
+# the load of share SHARES[K].
+varnish_phase() {
+    local k=$1 i id=varnish.$1 listen code php_lines purge_errors b a
+    log "(2) Varnish, share ${SHARES[$k]}: $NODES varnishd on $(join ', ' "${VARNISH_ADDR[@]}"), purge mu-plugin in $MU_PLUGINS"
+    install -m 0644 "$WORK/stack-purge.php" "$MU_PLUGIN"
     for i in $(seq 1 "$NODES"); do
-        v=$(varnishstat -n "$WORK/varnish-$i" -1 -f "$1" 2>/dev/null | awk '{ print $2; exit }')
-        s=$((s + ${v:-0}))
+        rm -rf "$WORK/varnish-$i"
+        mkdir -p "$WORK/varnish-$i"
+        listen=${VARNISH_ADDR[$((i - 1))]}
+        [ "$DIRECTOR" = 1 ] && listen=:80 # the node's address and the VIP
+        (on_node "$i" varnishd -F -n "$WORK/varnish-$i" -a "$listen" -T none -f "$WORK/stack.vcl" \
+            -s malloc,512m) >>"$WORK/varnish-$i.log" 2>&1 &
+        PIDS+=($!)
     done
-    echo "$s"
+    for i in $(seq 1 "$NODES"); do
+        wait_for "http://${VARNISH_ADDR[$((i - 1))]}/" "</html>" 30 ||
+            die "varnishd $i did not start: $(tail -n 5 "$WORK/varnish-$i.log")"
+    done
+    # The nodes must accept a BAN from this host, where the mu-plugin sends them from.
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X BAN -H "X-Ban-Host: $HOST_HEADER" \
+        "http://${VARNISH_ADDR[0]}/") || code=000
+    [ "$code" = 200 ] || die "varnishd 1 answered $code to a BAN from this host"
+    [ "$DIRECTOR" = 1 ] && start_director 80 /healthz
+
+    php_lines=$(wc -l <"$PHP_LOG" 2>/dev/null || echo 0)
+    warm_and_load varnish "$k" "${VARNISH_ADDR[@]}"
+    after_load varnish "$k"
+    rm -f "$MU_PLUGIN"
+    b=$WORK/$id.before a=$WORK/$id.after
+    FETCHES[$id]=$(varnish_delta "$b" "$a" MAIN.backend_req)
+    F_BG[$id]=$(varnish_delta "$b" "$a" MAIN.s_bgfetch)
+    F_PASS[$id]=$(varnish_delta "$b" "$a" MAIN.s_pass)
+    # s_fetch counts every fetch: the misses are what is neither a pass nor in the background.
+    F_MISS[$id]=$(($(varnish_delta "$b" "$a" MAIN.s_fetch) - F_BG[$id] - F_PASS[$id]))
+    CLASSES[$id]="varnishstat during the load (all nodes): s_fetch $(varnish_delta "$b" "$a" MAIN.s_fetch),"
+    CLASSES[$id]+=" cache_miss $(varnish_delta "$b" "$a" MAIN.cache_miss), requests that waited on another's fetch (busy_sleep) $(varnish_delta "$b" "$a" MAIN.busy_sleep)"
+    EXTRA[$id]="varnishstat during the load (all nodes): cache_hit $(varnish_delta "$b" "$a" MAIN.cache_hit),"
+    EXTRA[$id]+=" cache_miss $(varnish_delta "$b" "$a" MAIN.cache_miss), cache_hitpass $(varnish_delta "$b" "$a" MAIN.cache_hitpass),"
+    EXTRA[$id]+=" bans $(varnish_delta "$b" "$a" MAIN.bans_added), n_object at the end $(varnish_delta /dev/null "$a" MAIN.n_object);"
+    purge_errors=$(tail -n +"$((php_lines + 1))" "$PHP_LOG" 2>/dev/null | grep -c "strata bench purge: BAN to" || true)
+    EXTRA[$id]+=" BANs of the purge mu-plugin that failed (PHP log): ${purge_errors:-0}"
+    [ "${purge_errors:-0}" = 0 ] ||
+        NOTES+=("share ${SHARES[$k]}: the purge mu-plugin could not ban some Varnish nodes ($purge_errors failures; see the PHP log): the Varnish figures are not those of a working cluster")
+    director_spread "$id"
+    stop_all
+    delete_share_comments "$k"
 }
-ORIGIN_FETCHES[varnish]=$(vstat MAIN.backend_req)
-EXTRA[varnish]="varnishstat (all nodes): cache_hit $(vstat MAIN.cache_hit), cache_miss $(vstat MAIN.cache_miss),"
-EXTRA[varnish]+=" cache_hitpass $(vstat MAIN.cache_hitpass), bans $(vstat MAIN.bans_added), n_object $(vstat MAIN.n_object);"
-PURGE_ERRORS=$(tail -n +"$((PHP_LOG_LINES + 1))" "$PHP_LOG" 2>/dev/null | grep -c "strata bench purge: BAN to" || true)
-EXTRA[varnish]+=" BANs of the purge mu-plugin that failed (PHP log): ${PURGE_ERRORS:-0}"
-[ "${PURGE_ERRORS:-0}" = 0 ] ||
-    NOTES+=("the purge mu-plugin could not ban some Varnish nodes ($PURGE_ERRORS failures; see the PHP log): the Varnish figures are not those of a working cluster")
-director_spread varnish
-stop_all
-delete_comments
+
+# ---------------------------------------------------------------------------
+# The sweep: for each share, Strata then Varnish
+
+for k in "${!SHARES[@]}"; do
+    strata_phase "$k"
+    varnish_phase "$k"
+    other=$(($(other_clients "strata.$k") + $(other_clients "varnish.$k")))
+    [ "$other" = 0 ] ||
+        NOTES+=("share ${SHARES[$k]}: the origin answered $other requests from clients other than the nodes, the syncer and WordPress itself during the loads (other work on this machine); they are left out of the PHP figures but took PHP's time")
+done
+compiling=$(for id in "${!COMPILERS[@]}"; do echo "${COMPILERS[$id]}"; done | awk '$1 > 0 { n++ } END { print n + 0 }')
+if [ "$compiling" != 0 ] || [ "$CPU_BUSY_BEFORE" -ge 20 ]; then
+    busy_what="its CPUs were $CPU_BUSY_BEFORE % busy before the run started"
+    [ "$compiling" = 0 ] || busy_what+=", and compilers (rustc, cc1) were running when $compiling of the ${#COMPILERS[@]} loads started"
+    NOTES+=("the machine was busy with other work: $busy_what; the figures hold as a comparison of the two systems within a share (each share's two loads ran back to back), less so against other runs")
+fi
 COMMENTS_AFTER=$(sql "SELECT COUNT(*) FROM wp_comments")
 [ "$COMMENTS_AFTER" = "$COMMENTS_BEFORE" ] ||
     NOTES+=("the comment table did not return to $COMMENTS_BEFORE rows but has $COMMENTS_AFTER (other processes may be writing comments)")
@@ -607,37 +844,83 @@ else
     SPREAD="on loopback, each request to the next node (round-robin per request)"
     TITLE_WHERE="on loopback"
 fi
-"$LOAD_BIN" plot --out "$WORK/stack.svg" --series "Strata=$WORK/strata.csv" --series "Varnish=$WORK/varnish.csv" \
-    --title "Full stack, $NODES nodes $TITLE_WHERE, $CONNECTIONS clients, $(awk -v s="$POST_SHARE" 'BEGIN { printf "%g", s * 100 }') % comment POSTs" ||
-    die "stack-load plot failed"
+percent() { awk -v s="$1" 'BEGIN { printf "%g %%", s * 100 }'; }
 
 ratio() { # ratio A B -> A/B to one decimal
     awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f×", a / b; else print "n/a" }'
 }
-row() { # row LABEL KEY -> | label | strata | varnish | ratio |
-    local s v
-    s=$(kv "$WORK/strata.out" "$2")
-    v=$(kv "$WORK/varnish.out" "$2")
-    printf '| %s | %s | %s | %s |\n' "$1" "$s" "$v" "$(ratio "$s" "$v")"
+grouped() { # grouped N -> N rounded, thousands separated by spaces
+    awk -v n="$1" 'BEGIN { if (n !~ /^-?[0-9.]+$/) { print n; exit } s = sprintf("%.0f", n); o = ""
+        while (length(s) > 3) { o = " " substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) } print s o }'
 }
-examples() { # examples SYSTEM -> Markdown list of the violations described
+row() { # row K LABEL KEY -> | label | strata | varnish | ratio | of share K
+    local s v
+    s=$(kv "$WORK/strata.$1.out" "$3")
+    v=$(kv "$WORK/varnish.$1.out" "$3")
+    printf '| %s | %s | %s | %s |\n' "$2" "$s" "$v" "$(ratio "$s" "$v")"
+}
+examples() { # examples ID -> Markdown list of the violations described
     sed -n 's/^example=/  - /p' "$WORK/$1.out"
 }
+# php_requests ID -> the PHP requests of the load: the nodes', the syncer's and WordPress's own
+php_requests() {
+    local p=${PHP[$1]}
+    if [ "$p" = unreadable ]; then
+        echo n/a
+        return
+    fi
+    echo $(($(word page_gets "$p") + $(word comment_posts "$p") + $(word node_other "$p") + $(word syncer "$p") + $(word wordpress "$p")))
+}
+# if_checks OUT KEY -> the value of KEY in a stack-load output, "—" when it made no check
+if_checks() { if [ "$(kv "$1" checks)" = 0 ]; then echo —; else kv "$1" "$2"; fi; }
+# per_second N OUT -> N per second of the load of that stack-load output, to one decimal
+per_second() {
+    awk -v n="$1" -v s="$(kv "$2" seconds)" 'BEGIN { if (n ~ /^[0-9]+$/ && s > 0) printf "%.1f\n", n / s; else print "n/a" }'
+}
+# classes ID -> "miss + background + pass"
+classes() { printf '%s + %s + %s' "${F_MISS[$1]}" "${F_BG[$1]}" "${F_PASS[$1]}"; }
+
+if [ "${#SHARES[@]}" -gt 1 ]; then
+    SHARE_TEXT="each of the comment shares $(join ', ' "${SHARES[@]}") in turn"
+    PLOT_TITLE="Full stack, $NODES nodes $TITLE_WHERE, $CONNECTIONS clients: GET/s and PHP renders per comment by comment share"
+    {
+        echo "share,strata_get_rps,varnish_get_rps,strata_renders,varnish_renders"
+        for k in "${!SHARES[@]}"; do
+            printf '%s,%s,%s,%s,%s\n' "${SHARES[$k]}" "$(kv "$WORK/strata.$k.out" get_rps)" \
+                "$(kv "$WORK/varnish.$k.out" get_rps)" \
+                "$(per_comment "${FETCHES[strata.$k]}" "${LANDED[strata.$k]}" | tr -d '—')" \
+                "$(per_comment "${FETCHES[varnish.$k]}" "${LANDED[varnish.$k]}" | tr -d '—')"
+        done
+    } >"$WORK/sweep.csv"
+    "$LOAD_BIN" sweep-plot --out "$WORK/stack.svg" --table "$WORK/sweep.csv" --title "$PLOT_TITLE" ||
+        die "stack-load sweep-plot failed"
+else
+    SHARE_TEXT="$(percent "${SHARES[0]}") of the requests comment POSTs"
+    "$LOAD_BIN" plot --out "$WORK/stack.svg" --series "Strata=$WORK/strata.0.csv" --series "Varnish=$WORK/varnish.0.csv" \
+        --title "Full stack, $NODES nodes $TITLE_WHERE, $CONNECTIONS clients, $(percent "${SHARES[0]}") comment POSTs" ||
+        die "stack-load plot failed"
+fi
+
 version=$("$STRATA_BIN" --version 2>/dev/null || echo "strata-proxy ?")
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
+loads=()
+for k in "${!SHARES[@]}"; do loads+=("${SHARES[$k]}: ${LOADAVG[strata.$k]} / ${LOADAVG[varnish.$k]}"); done
 
 {
     echo "# Full-stack benchmark: Strata cluster against a Varnish cluster, $TITLE_WHERE"
     echo
     echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) CPUs (${CPU:-unknown CPU}), $(uname -sr)."
     echo "- Versions: $version (commit $rev), $(varnishd -V 2>&1 | head -n 1 | sed -E 's/ revision ([0-9a-f]{8})[0-9a-f]*/ (\1)/')."
-    echo "- $NODES nodes per system; \`stack-load\`: $CONNECTIONS clients in a closed loop for $DURATION per system,"
-    echo "  $SPREAD; $POST_SHARE of the requests are comment"
-    echo "  POSTs (unique author, e-mail, text, \`X-Forwarded-For\`) to a random one of $POST_COUNT open posts, the"
-    echo "  rest GETs cycling over all $PATH_COUNT published posts (\`Accept-Encoding: gzip\`). Caches warmed first"
-    echo "  (every path on every node). Everything — load generator, director, caches, syncer, memcached, PHP-FPM,"
-    echo "  nginx, MariaDB — shares the same cores. Load average when each load started: Strata"
-    echo "  ${LOADAVG[strata]}, Varnish ${LOADAVG[varnish]}."
+    echo "- $NODES nodes per system, $TITLE_WHERE (\`DIRECTOR=$DIRECTOR\`); \`stack-load\`: $CONNECTIONS clients in a"
+    echo "  closed loop for $DURATION per system and share, $SPREAD; $SHARE_TEXT."
+    echo "  A comment POST has a unique author, e-mail, text and \`X-Forwarded-For\` and goes to a random one of"
+    echo "  $POST_COUNT open posts; the rest are GETs cycling over all $PATH_COUNT published posts (\`Accept-Encoding: gzip\`)."
+    echo "- For every share, each system starts afresh (empty caches; for Strata a new queue and syncer) and is"
+    echo "  warmed (every path on every node) before its load; the origin counts below start after the warm-up."
+    echo "  Strata then Varnish, share after share. Everything — load generator, director, caches, syncer,"
+    echo "  memcached, PHP-FPM, nginx, MariaDB — shares the same cores. CPUs busy before the run: $CPU_BUSY_BEFORE %."
+    echo "  Load average when each load started (share: Strata / Varnish; it includes the run's own"
+    echo "  previous phase): $(join '; ' "${loads[@]}")."
     echo "- Strata: strata-proxy × $NODES as one cluster, comments written behind (\`hold = \"$HOLD\"\`,"
     echo "  \`max_hold = \"$MAX_HOLD\"\`, memcached queue), one strata-syncer banning on every node."
     echo "- Varnish: varnishd × $NODES (\`benches/config/stack.vcl\`, \`-s malloc,512m\`); comments go to PHP;"
@@ -647,36 +930,107 @@ rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
     echo "  through the next node (the next connection to the VIP behind the director), without cookies;"
     echo "  a page without \`id=\"comment-ID\"\` is a violation."
     echo
-    echo "| | Strata | Varnish | Strata / Varnish |"
-    echo "|---|--:|--:|--:|"
-    row "GET req/s" get_rps
-    row "comment POST req/s" post_rps
-    row "read-your-writes checks" checks
-    row "violations" violations
-    row "… showing the comment 1 s later" violations_late
-    row "… still without it 1 s later" violations_stale
-    row "POST 302 without #comment (no verdict in time)" held
-    row "errors" errors
-    row "GET p50 ms" get_p50_ms
-    row "GET p99 ms" get_p99_ms
-    row "POST p50 ms" post_p50_ms
-    row "POST p99 ms" post_p99_ms
-    row "check GET p50 ms" check_p50_ms
-    row "check GET p99 ms" check_p99_ms
-    printf '| comments in MySQL | %s | %s | |\n' "${LANDED[strata]}" "${LANDED[varnish]}"
-    printf '| origin fetches | %s | %s | |\n' "${ORIGIN_FETCHES[strata]}" "${ORIGIN_FETCHES[varnish]}"
+    echo "## What the comments cost the origin"
     echo
-    echo "![GET/s and POST/s over time, both systems]($(basename "$PLOT"))"
-    echo
-    echo "- Errors by kind: Strata $(kv "$WORK/strata.out" errors_by); Varnish $(kv "$WORK/varnish.out" errors_by)."
-    echo "- Strata: ${EXTRA[strata]}."
-    echo "- Varnish: ${EXTRA[varnish]}."
-    for s in strata varnish; do
-        if [ -n "$(examples "$s")" ]; then
-            echo "- Violations seen through ${s^} (first few):"
-            examples "$s"
-        fi
+    echo "| comment share | Strata GET/s | Varnish GET/s | Strata / Varnish | Strata GET p99 ms | check GET p50 ms (S / V) | violations (S / V) | comments (S / V) | PHP renders per comment (S / V) | origin fetches, Strata: miss + background + pass | Varnish: miss + background + pass |"
+    echo "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    for k in "${!SHARES[@]}"; do
+        s=$WORK/strata.$k.out v=$WORK/varnish.$k.out
+        printf '| %s | %s | %s | %s | %s | %s / %s | %s / %s | %s / %s | %s / %s | %s = %s | %s = %s |\n' \
+            "$(percent "${SHARES[$k]}")" "$(grouped "$(kv "$s" get_rps)")" "$(grouped "$(kv "$v" get_rps)")" \
+            "$(ratio "$(kv "$s" get_rps)" "$(kv "$v" get_rps)")" "$(kv "$s" get_p99_ms)" \
+            "$(if_checks "$s" check_p50_ms)" "$(if_checks "$v" check_p50_ms)" "$(kv "$s" violations)" "$(kv "$v" violations)" \
+            "${LANDED[strata.$k]}" "${LANDED[varnish.$k]}" \
+            "$(per_comment "${FETCHES[strata.$k]}" "${LANDED[strata.$k]}")" \
+            "$(per_comment "${FETCHES[varnish.$k]}" "${LANDED[varnish.$k]}")" \
+            "$(grouped "${FETCHES[strata.$k]}")" "$(classes "strata.$k")" \
+            "$(grouped "${FETCHES[varnish.$k]}")" "$(classes "varnish.$k")"
     done
+    echo
+    echo "- **PHP renders per comment** = origin fetches during the load (after the warm-up) ÷ comments"
+    echo "  accepted (in MySQL after the load). Origin fetches: Strata \`strata_origin_requests_total\`, summed over"
+    echo "  the nodes, of which background refreshes (\`strata_background_refreshes_total\`), passes"
+    echo "  (\`strata_passes_total\`) and the rest, misses a visitor waited on; Varnish \`MAIN.backend_req\`, of which"
+    echo "  background fetches (\`MAIN.s_bgfetch\`), passes (\`MAIN.s_pass\`: the comment POSTs) and misses"
+    echo "  (\`MAIN.s_fetch\` less those). With no comments the column shows —; the fetches are then what a"
+    echo "  warm cache still asked for. When PHP is saturated (the origin fetches per second of each share's"
+    echo "  details stay at what PHP can render), the figure is PHP's budget shared out over the comments"
+    echo "  accepted rather than what each comment needs."
+    echo
+    echo "What PHP saw (the origin's nginx access log, \`${ORIGIN_LOG}\`, during each load): requests from"
+    echo "the nodes — pages rendered (GET) and comments taken (POST) —, the syncer's permalink look-ups,"
+    echo "WordPress's own (wp-cron), and their total per comment; requests from any other client are left"
+    echo "out and counted apart."
+    echo
+    echo "| comment share | system | page GETs | comment POSTs | other from the nodes | syncer | WordPress's own | PHP requests per comment | other clients (left out) |"
+    echo "|--:|---|--:|--:|--:|--:|--:|--:|--:|"
+    for k in "${!SHARES[@]}"; do
+        for sys in strata varnish; do
+            p=${PHP[$sys.$k]}
+            if [ "$p" = unreadable ]; then
+                printf '| %s | %s | n/a | | | | | | |\n' "$(percent "${SHARES[$k]}")" "${sys^}"
+                continue
+            fi
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(percent "${SHARES[$k]}")" "${sys^}" \
+                "$(word page_gets "$p")" "$(word comment_posts "$p")" "$(word node_other "$p")" \
+                "$(word syncer "$p")" "$(word wordpress "$p")" \
+                "$(per_comment "$(php_requests "$sys.$k")" "${LANDED[$sys.$k]}")" "$(word other_clients "$p")"
+        done
+    done
+    echo
+    if [ "${#SHARES[@]}" -gt 1 ]; then
+        echo "![GET/s and PHP renders per comment by comment share, both systems]($(basename "$PLOT"))"
+    else
+        echo "![GET/s and POST/s over time, both systems]($(basename "$PLOT"))"
+    fi
+    for k in "${!SHARES[@]}"; do
+        echo
+        echo "## Comment share $(percent "${SHARES[$k]}")"
+        echo
+        echo "| | Strata | Varnish | Strata / Varnish |"
+        echo "|---|--:|--:|--:|"
+        row "$k" "GET req/s" get_rps
+        row "$k" "comment POST req/s" post_rps
+        row "$k" "read-your-writes checks" checks
+        row "$k" "violations" violations
+        row "$k" "… showing the comment 1 s later" violations_late
+        row "$k" "… still without it 1 s later" violations_stale
+        row "$k" "POST 302 without #comment (no verdict in time)" held
+        row "$k" "errors" errors
+        row "$k" "GET p50 ms" get_p50_ms
+        row "$k" "GET p99 ms" get_p99_ms
+        row "$k" "POST p50 ms" post_p50_ms
+        row "$k" "POST p99 ms" post_p99_ms
+        row "$k" "check GET p50 ms" check_p50_ms
+        row "$k" "check GET p99 ms" check_p99_ms
+        printf '| comments in MySQL | %s | %s | |\n' "${LANDED[strata.$k]}" "${LANDED[varnish.$k]}"
+        printf '| origin fetches during the load | %s | %s | |\n' "${FETCHES[strata.$k]}" "${FETCHES[varnish.$k]}"
+        printf '| … misses / background / passes | %s / %s / %s | %s / %s / %s | |\n' \
+            "${F_MISS[strata.$k]}" "${F_BG[strata.$k]}" "${F_PASS[strata.$k]}" \
+            "${F_MISS[varnish.$k]}" "${F_BG[varnish.$k]}" "${F_PASS[varnish.$k]}"
+        printf '| origin fetches per second of load | %s | %s | |\n' \
+            "$(per_second "${FETCHES[strata.$k]}" "$WORK/strata.$k.out")" \
+            "$(per_second "${FETCHES[varnish.$k]}" "$WORK/varnish.$k.out")"
+        printf '| PHP renders per comment | %s | %s | |\n' \
+            "$(per_comment "${FETCHES[strata.$k]}" "${LANDED[strata.$k]}")" \
+            "$(per_comment "${FETCHES[varnish.$k]}" "${LANDED[varnish.$k]}")"
+        echo
+        echo "- Warm-up: Strata $(cat "$WORK/strata.$k.warm.out"); Varnish $(cat "$WORK/varnish.$k.warm.out")."
+        echo "- Errors by kind: Strata $(kv "$WORK/strata.$k.out" errors_by); Varnish $(kv "$WORK/varnish.$k.out" errors_by)."
+        echo "- Strata origin fetches by class: ${CLASSES[strata.$k]}."
+        echo "- Varnish origin fetches by class: ${CLASSES[varnish.$k]}."
+        echo "- Strata: ${EXTRA[strata.$k]}."
+        echo "- Varnish: ${EXTRA[varnish.$k]}."
+        for s in strata varnish; do
+            if [ -n "$(examples "$s.$k")" ]; then
+                echo "- Violations seen through ${s^} (first few):"
+                examples "$s.$k"
+            fi
+        done
+    done
+    echo
+    echo "## The run"
+    echo
     echo "- Site options during the run: $(join ', ' "${OPTION_LINE[@]}")."
     echo "- Comments in the database before the run: $COMMENTS_BEFORE; after the clean-up: $COMMENTS_AFTER."
     if [ "${#NOTES[@]}" -gt 0 ]; then

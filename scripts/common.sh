@@ -26,7 +26,7 @@ ensure_dirs() {
 
 # take_lock NAME: serializes concurrent runs (e.g. tests and benchmarks both
 # bringing the origin up) with an flock on /run/strata/NAME.lock, held on fd 9
-# until the script exits. Daemons started while holding it get `9>&-` so
+# until the script exits. Daemons are started through without_inherited_fds so
 # they do not inherit (and keep) the lock.
 take_lock() {
     exec 9>"$STRATA_RUN_DIR/$1.lock"
@@ -34,6 +34,21 @@ take_lock() {
         log "waiting for another $1 run to finish ..."
         flock 9
     fi
+}
+
+# without_inherited_fds CMD...: runs CMD with every file descriptor above 2
+# closed. A daemon must not keep a lock its starter holds: take_lock's fd 9, or
+# the descriptor of a caller's `flock FILE command` (`flock /tmp/bench.lock
+# benches/stack.sh` hands its lock to the benchmark on fd 3; an origin started
+# there held the benchmark lock for as long as it ran).
+without_inherited_fds() {
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+        done
+        exec "$@"
+    )
 }
 
 # True if the Debian package is installed.
@@ -146,7 +161,7 @@ ensure_mariadb() {
     log "MariaDB: starting $bin"
     mkdir -p /run/mysqld
     chown mysql:mysql /run/mysqld
-    start-stop-daemon --start --oknodo --background --exec "$bin" -- --user=mysql 9>&-
+    without_inherited_fds start-stop-daemon --start --oknodo --background --exec "$bin" -- --user=mysql
     for _ in $(seq 1 300); do
         if [ -S "$MARIADB_SOCKET" ] && mariadb_up; then
             log "MariaDB: running"

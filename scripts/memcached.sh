@@ -79,7 +79,7 @@ cmd_up() {
         case "$queue" in '' | *[!0-9]*) die "max_queue $queue is not a number" ;; esac
         memory=$(memory_mb "$queue")
         log "memcached: -M -m $memory (max_queue $queue)"
-        memcached -d -u memcache -l "$HOST" -p "$PORT" -m "$memory" -M -c 4096 -P "$PID_FILE" 9>&-
+        without_inherited_fds memcached -d -u memcache -l "$HOST" -p "$PORT" -m "$memory" -M -c 4096 -P "$PID_FILE"
         for _ in $(seq 1 50); do
             memcached_stats | grep -q '^STAT pid' && break
             sleep 0.1

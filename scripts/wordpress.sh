@@ -114,7 +114,7 @@ start_php_fpm() {
         fi
     else
         rm -f "$FPM_SOCK"
-        "$FPM_BIN" -y "$FPM_CONF" 9>&-
+        without_inherited_fds "$FPM_BIN" -y "$FPM_CONF"
         log "php-fpm: started"
     fi
     for _ in $(seq 1 100); do
@@ -143,7 +143,7 @@ start_nginx() {
         if port_listening "$ORIGIN_PORT"; then
             die "port $ORIGIN_PORT is already in use by another process (not the origin nginx from $NGINX_PID)"
         fi
-        nginx -c "$NGINX_CONF" 9>&-
+        without_inherited_fds nginx -c "$NGINX_CONF"
         log "nginx (origin): started on 127.0.0.1:$ORIGIN_PORT"
     fi
     for _ in $(seq 1 100); do

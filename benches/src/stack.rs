@@ -8,6 +8,7 @@
 //!     --post-share 0.01 --series strata.csv [--max-requests 5000000]
 //! stack-load warm --nodes 127.0.0.1:8211,127.0.0.1:8212 --host 127.0.0.1:8080 --paths paths.txt
 //! stack-load plot --out stack.svg --series Strata=strata.csv --series Varnish=varnish.csv
+//! stack-load sweep-plot --out stack.svg --table sweep.csv [--title TEXT]
 //! ```
 //!
 //! `run`: CONNECTIONS clients in a closed loop, each with one keep-alive connection per node;
@@ -26,6 +27,10 @@
 //! `get_rps`, `post_rps`, `violations`, `errors`, `get_p50_ms`, … (see [`report`]), and
 //! `example=` lines describing a few violations. `--series` gets one CSV row per second.
 //! Progress goes to stderr: one line updated in place on a terminal, a line every 5 s otherwise.
+//!
+//! `sweep-plot`: the figures of a sweep over comment shares (one CSV row per share: the share,
+//! GET/s of Strata and of Varnish, PHP renders per comment of each, empty without comments)
+//! as two panels, GET/s on a logarithmic axis and renders per comment, one line per system.
 //!
 //! Only loopback addresses and the documentation ranges (192.0.2.0/24, 198.51.100.0/24,
 //! 203.0.113.0/24, used by the benchmark's own network namespaces) are accepted: this is a
@@ -57,7 +62,8 @@ const USAGE: &str = "usage:
                  --tag TAG [--connections 32] [--duration 20s] [--post-share 0.01]
                  [--max-requests 5000000] [--series FILE] [--examples 5]
   stack-load warm --nodes IP:PORT[,IP:PORT…] --host HOST --paths FILE [--concurrency 4]
-  stack-load plot --out FILE.svg --series LABEL=FILE.csv [--series LABEL=FILE.csv…] [--title TEXT]";
+  stack-load plot --out FILE.svg --series LABEL=FILE.csv [--series LABEL=FILE.csv…] [--title TEXT]
+  stack-load sweep-plot --out FILE.svg --table FILE.csv [--title TEXT]";
 
 /// Longest a single request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,6 +88,7 @@ fn main() -> Result<()> {
         "run" => rt.block_on(run(RunArgs::parse(&rest)?)),
         "warm" => rt.block_on(warm(WarmArgs::parse(&rest)?)),
         "plot" => plot(PlotArgs::parse(&rest)?),
+        "sweep-plot" => sweep_plot(SweepPlotArgs::parse(&rest)?),
         "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
@@ -303,6 +310,34 @@ impl PlotArgs {
         Ok(PlotArgs {
             out: out.context("plot needs --out")?,
             series,
+            title,
+        })
+    }
+}
+
+struct SweepPlotArgs {
+    out: PathBuf,
+    /// `share,strata_get_rps,varnish_get_rps,strata_renders,varnish_renders`, a header line
+    /// and one row per share.
+    table: PathBuf,
+    title: String,
+}
+
+impl SweepPlotArgs {
+    fn parse(rest: &[String]) -> Result<SweepPlotArgs> {
+        let (mut out, mut table) = (None, None);
+        let mut title = "GET/s and PHP renders per comment by comment share".to_string();
+        for (flag, v) in pairs(rest)? {
+            match flag {
+                "--out" => out = Some(PathBuf::from(v)),
+                "--table" => table = Some(PathBuf::from(v)),
+                "--title" => title = v.to_string(),
+                _ => bail!("sweep-plot: unknown argument {flag:?}\n{USAGE}"),
+            }
+        }
+        Ok(SweepPlotArgs {
+            out: out.context("sweep-plot needs --out")?,
+            table: table.context("sweep-plot needs --table")?,
             title,
         })
     }
@@ -1095,6 +1130,262 @@ fn plot(args: PlotArgs) -> Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// The sweep plot
+
+/// The systems of a sweep, in the columns' order.
+const SYSTEMS: [&str; 2] = ["Strata", "Varnish"];
+
+/// One comment share of a sweep: GET/s and PHP renders per comment, per system.
+#[derive(Debug, PartialEq)]
+struct SweepRow {
+    share: f64,
+    get_rps: [f64; 2],
+    /// `None` without comments.
+    renders: [Option<f64>; 2],
+}
+
+/// Parses the table `stack.sh` writes for `sweep-plot` (a header line, then one row per share;
+/// an empty renders cell means no comment was accepted).
+fn parse_sweep(text: &str) -> Result<Vec<SweepRow>> {
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+        if cols.len() != 5 {
+            bail!("line {}: expected 5 columns, got {}", i + 1, cols.len());
+        }
+        let number = |c: &str| -> Result<f64> {
+            c.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .with_context(|| format!("line {}: {c:?} is not a number", i + 1))
+        };
+        let maybe = |c: &str| -> Result<Option<f64>> {
+            if c.is_empty() || c == "n/a" {
+                Ok(None)
+            } else {
+                number(c).map(Some)
+            }
+        };
+        rows.push(SweepRow {
+            share: number(cols[0])?,
+            get_rps: [number(cols[1])?, number(cols[2])?],
+            renders: [maybe(cols[3])?, maybe(cols[4])?],
+        });
+    }
+    if rows.is_empty() {
+        bail!("the table holds no share");
+    }
+    Ok(rows)
+}
+
+/// A share as a percentage, without float noise: 0.001 → "0.1 %".
+fn share_label(share: f64) -> String {
+    format!("{} %", (share * 100.0 * 1e6).round() / 1e6)
+}
+
+/// The decades that hold every positive value: (10^floor(log10 min), 10^ceil(log10 max)),
+/// at least one decade apart; (1, 10) when there is none.
+fn decades(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
+    for v in values.filter(|v| *v > 0.0) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if hi <= 0.0 {
+        return (1.0, 10.0);
+    }
+    let lo = 10f64.powf(lo.log10().floor());
+    let hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
+    (lo, hi)
+}
+
+/// One panel of the sweep plot: per system a line through its values at each share (`None`
+/// leaves a gap), each point labelled, on a logarithmic (`log`) or linear y axis.
+fn sweep_panel(
+    svg: &mut String,
+    (top, height): (f64, f64),
+    (left, width): (f64, f64),
+    label: &str,
+    shares: &[f64],
+    values: &[Vec<Option<f64>>; 2],
+    log: bool,
+) {
+    let n = shares.len().max(1) as f64;
+    let x = |i: usize| left + width * (i as f64 + 0.5) / n;
+    let all = || values.iter().flatten().flatten().copied();
+    let (lo, hi) = if log {
+        decades(all())
+    } else {
+        let max = all().fold(0.0f64, f64::max).max(1.0) * 1.15;
+        let step = nice_step(max, 5.0);
+        (0.0, (max / step).ceil() * step)
+    };
+    let y = |v: f64| {
+        let f = if log {
+            (v.max(lo).log10() - lo.log10()) / (hi.log10() - lo.log10())
+        } else {
+            v / hi
+        };
+        top + height - height * f
+    };
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="#fafafa" stroke="#999"/>"##
+    );
+    let mut ticks = Vec::new();
+    if log {
+        let mut t = lo;
+        while t <= hi * 1.000_001 {
+            ticks.push(t);
+            t *= 10.0;
+        }
+    } else {
+        let step = nice_step(hi, 5.0);
+        let mut t = 0.0;
+        while t <= hi + step / 2.0 {
+            ticks.push(t);
+            t += step;
+        }
+    }
+    for t in ticks {
+        let yy = y(t);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end" font-size="12">{}</text>"##,
+            left + width,
+            left - 6.0,
+            yy + 4.0,
+            fmt_tick(t)
+        );
+    }
+    for (i, share) in shares.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12">{}</text>"##,
+            x(i),
+            top + height + 16.0,
+            xml_escape(&share_label(*share))
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r##"<text transform="translate({:.1},{:.1}) rotate(-90)" text-anchor="middle" font-size="13">{}</text>"##,
+        left - 52.0,
+        top + height / 2.0,
+        xml_escape(label)
+    );
+    if !log {
+        for i in (0..shares.len()).filter(|&i| values.iter().all(|v| v.get(i).is_none_or(Option::is_none))) {
+            let _ = writeln!(
+                svg,
+                r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="11" fill="#888">no comments</text>"##,
+                x(i),
+                y(0.0) - 8.0
+            );
+        }
+    }
+    for (s, series) in values.iter().enumerate() {
+        let colour = COLOURS[s % COLOURS.len()];
+        // Consecutive shares with a value are joined; a share without one breaks the line.
+        let mut run: Vec<String> = Vec::new();
+        let mut lines = Vec::new();
+        for (i, v) in series.iter().enumerate() {
+            match v {
+                Some(v) => run.push(format!("{:.1},{:.1}", x(i), y(*v))),
+                None => lines.push(std::mem::take(&mut run)),
+            }
+        }
+        lines.push(run);
+        for points in lines.iter().filter(|p| p.len() > 1) {
+            let _ = writeln!(
+                svg,
+                r##"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"##,
+                points.join(" ")
+            );
+        }
+        for (i, v) in series.iter().enumerate() {
+            let Some(v) = v else { continue };
+            let text = if log { format!("{v:.0}") } else { format!("{v:.2}") };
+            // Strata's labels above its points, Varnish's below, so that close points stay legible.
+            let dy = if s == 0 { -8.0 } else { 16.0 };
+            let _ = writeln!(
+                svg,
+                r##"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{colour}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="11" fill="{colour}">{}</text>"##,
+                x(i),
+                y(*v),
+                x(i),
+                y(*v) + dy,
+                text
+            );
+        }
+    }
+}
+
+fn sweep_plot(args: SweepPlotArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.table).with_context(|| format!("cannot read {}", args.table.display()))?;
+    let rows = parse_sweep(&text).with_context(|| format!("{}", args.table.display()))?;
+    let shares: Vec<f64> = rows.iter().map(|r| r.share).collect();
+    let gets = [0, 1].map(|s| rows.iter().map(|r| Some(r.get_rps[s])).collect::<Vec<_>>());
+    let renders = [0, 1].map(|s| rows.iter().map(|r| r.renders[s]).collect::<Vec<_>>());
+    let (w, h) = (900.0, 560.0);
+    let (left, width) = (80.0, w - 80.0 - 30.0);
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif">"##
+    );
+    let _ = writeln!(svg, r##"<rect width="{w}" height="{h}" fill="white"/>"##);
+    let _ = writeln!(
+        svg,
+        r##"<text x="{:.1}" y="24" text-anchor="middle" font-size="15" font-weight="bold">{}</text>"##,
+        w / 2.0,
+        xml_escape(&args.title)
+    );
+    let mut lx = left;
+    for (i, label) in SYSTEMS.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{lx}" y1="44" x2="{:.1}" y2="44" stroke="{}" stroke-width="3"/><text x="{:.1}" y="48" font-size="13">{}</text>"##,
+            lx + 24.0,
+            COLOURS[i % COLOURS.len()],
+            lx + 30.0,
+            label
+        );
+        lx += 30.0 + 7.5 * label.len() as f64 + 24.0;
+    }
+    sweep_panel(
+        &mut svg,
+        (64.0, 200.0),
+        (left, width),
+        "page GETs per second (log)",
+        &shares,
+        &gets,
+        true,
+    );
+    sweep_panel(
+        &mut svg,
+        (310.0, 200.0),
+        (left, width),
+        "PHP renders per comment",
+        &shares,
+        &renders,
+        false,
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="13">share of the requests that are comment POSTs</text>"##,
+        left + width / 2.0,
+        h - 12.0
+    );
+    svg.push_str("</svg>\n");
+    std::fs::write(&args.out, svg).with_context(|| format!("cannot write {}", args.out.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1140,6 +1431,32 @@ mod tests {
         assert_eq!(bar(0.5, 4), "[##..]");
         assert_eq!(bar(1.7, 4), "[####]");
         assert_eq!(bar(f64::NAN, 4), "[....]");
+    }
+
+    #[test]
+    fn sweep_tables() {
+        let rows = parse_sweep(
+            "share,strata_get_rps,varnish_get_rps,strata_renders,varnish_renders\n\
+             0,58944.2,41600.0,,\n0.01,1639.0,275.5,3.27,n/a\n",
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].renders, [None, None]);
+        assert_eq!(rows[1].get_rps, [1639.0, 275.5]);
+        assert_eq!(rows[1].renders, [Some(3.27), None]);
+        assert!(parse_sweep("header\n").is_err());
+        assert!(parse_sweep("header\n0,1,2,3\n").is_err());
+        assert!(parse_sweep("header\n0,1,x,3,4\n").is_err());
+    }
+
+    #[test]
+    fn share_labels_and_decades() {
+        assert_eq!(share_label(0.0), "0 %");
+        assert_eq!(share_label(0.001), "0.1 %");
+        assert_eq!(share_label(0.05), "5 %");
+        assert_eq!(decades([275.0, 58944.0].into_iter()), (100.0, 100_000.0));
+        assert_eq!(decades([500.0].into_iter()), (100.0, 1000.0));
+        assert_eq!(decades([0.0].into_iter()), (1.0, 10.0));
     }
 
     #[test]
