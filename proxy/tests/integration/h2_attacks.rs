@@ -67,6 +67,18 @@ fn block(fields: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// The header block of a request to the test site: its pseudo-headers, then `extra`.
+fn request(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut fields = vec![
+        (":method", method),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", path),
+    ];
+    fields.extend_from_slice(extra);
+    block(&fields)
+}
+
 /// A frame received: kind, flags, stream and payload.
 struct Frame {
     kind: u8,
@@ -156,12 +168,7 @@ fn answered(stream: u32) -> impl FnMut(&Frame) -> bool {
 /// After an attack the proxy still answers a plain HTTP/2 GET on a new connection.
 async fn still_serving(addr: std::net::SocketAddr, pki: &Pki) {
     let mut c = H2::open(addr, pki).await;
-    let get = block(&[
-        (":method", "GET"),
-        (":scheme", "https"),
-        (":authority", "localhost"),
-        (":path", "/after"),
-    ]);
+    let get = request("GET", "/after", &[]);
     c.send(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &get)).await;
     let f = c.until(answered(1)).await.expect("an answer to a plain GET");
     assert_eq!(f.kind, HEADERS, "the proxy serves after the attack");
@@ -179,13 +186,7 @@ async fn proxy_with_tls(tag: &str) -> (Fixture, Pki, TestProxy, std::net::Socket
 async fn a_body_shorter_than_its_content_length_is_reset() {
     let (fixture, pki, _proxy, addr) = proxy_with_tls("h2-cl-short").await;
     let mut c = H2::open(addr, &pki).await;
-    let post = block(&[
-        (":method", "POST"),
-        (":scheme", "https"),
-        (":authority", "localhost"),
-        (":path", "/form"),
-        ("content-length", "10"),
-    ]);
+    let post = request("POST", "/form", &[("content-length", "10")]);
     c.send(&frame(HEADERS, END_HEADERS, 1, &post)).await;
     c.send(&frame(DATA, END_STREAM, 1, b"abc")).await;
     let f = c
@@ -201,14 +202,7 @@ async fn a_body_shorter_than_its_content_length_is_reset() {
 async fn two_content_lengths_are_refused_before_the_origin() {
     let (fixture, pki, _proxy, addr) = proxy_with_tls("h2-cl-twice").await;
     let mut c = H2::open(addr, &pki).await;
-    let post = block(&[
-        (":method", "POST"),
-        (":scheme", "https"),
-        (":authority", "localhost"),
-        (":path", "/form"),
-        ("content-length", "3"),
-        ("content-length", "30"),
-    ]);
+    let post = request("POST", "/form", &[("content-length", "3"), ("content-length", "30")]);
     c.send(&frame(HEADERS, END_HEADERS, 1, &post)).await;
     c.send(&frame(DATA, END_STREAM, 1, b"abc")).await;
     let f = c.until(answered(1)).await.expect("an answer");
@@ -232,12 +226,7 @@ async fn rapid_reset_ends_the_connection_with_bounded_origin_work() {
     let mut batch = Vec::new();
     for i in 0..sent {
         let stream = 1 + 2 * i;
-        let get = block(&[
-            (":method", "GET"),
-            (":scheme", "https"),
-            (":authority", "localhost"),
-            (":path", &format!("/reset-{i}")),
-        ]);
+        let get = request("GET", &format!("/reset-{i}"), &[]);
         batch.extend(frame(HEADERS, END_STREAM | END_HEADERS, stream, &get));
         batch.extend(frame(RST_STREAM, 0, stream, &cancel));
         if batch.len() > 16 * 1024 {
@@ -262,12 +251,7 @@ async fn rapid_reset_ends_the_connection_with_bounded_origin_work() {
 async fn a_continuation_flood_is_cut_off() {
     let (fixture, pki, _proxy, addr) = proxy_with_tls("h2-continuation").await;
     let mut c = H2::open(addr, &pki).await;
-    let start = block(&[
-        (":method", "GET"),
-        (":scheme", "https"),
-        (":authority", "localhost"),
-        (":path", "/flood"),
-    ]);
+    let start = request("GET", "/flood", &[]);
     c.send(&frame(HEADERS, END_STREAM, 1, &start)).await;
     // Header fields without end, 16 KiB at a time, up to 8 MiB: far past max_header_bytes.
     let chunk = block(&[("x-flood", &"a".repeat(16_000))]);
