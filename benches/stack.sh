@@ -957,10 +957,12 @@ for k in "${!SHARES[@]}"; do loads+=("${SHARES[$k]}: ${LOADAVG[strata.$k]} / ${L
     echo "  details stay at what PHP can render), the figure is PHP's budget shared out over the comments"
     echo "  accepted rather than what each comment needs."
     echo
-    echo "What PHP saw (the origin's nginx access log, \`${ORIGIN_LOG}\`, during each load): requests from"
+    echo "What PHP saw (the origin's nginx access log, \`access_log\` of \`scripts/origin/nginx.conf\`, during each load): requests from"
     echo "the nodes — pages rendered (GET) and comments taken (POST) —, the syncer's permalink look-ups,"
     echo "WordPress's own (wp-cron), and their total per comment; requests from any other client are left"
-    echo "out and counted apart."
+    echo "out and counted apart. The log tells clients apart by \`User-Agent\` only: another strata-proxy or"
+    echo "strata-syncer using the same origin meanwhile counts as this run's (the 0 % rows show how much"
+    echo "of that there was: this run's nodes fetch nothing there)."
     echo
     echo "| comment share | system | page GETs | comment POSTs | other from the nodes | syncer | WordPress's own | PHP requests per comment | other clients (left out) |"
     echo "|--:|---|--:|--:|--:|--:|--:|--:|--:|"
