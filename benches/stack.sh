@@ -88,6 +88,10 @@
 #                 (default: -h127.0.0.1 -P3306 -ustrata_wp -pstrata_wp strata_wp)
 #   RESULTS       the Markdown report (default benches/results/stack.md); the plot goes next
 #                 to it with the extension .svg
+#   BASELINE      a directory holding strata-proxy and strata-syncer of another build (e.g. the
+#                 release binaries of an earlier commit): for each share a third phase runs that
+#                 build exactly as phase (1), right after it, and the report compares the two
+#                 builds share by share (this tree's against the baseline's)
 #   SKIP_BUILD=1  do not run cargo build (use the binaries already in target/release)
 #   KEEP_WORK=1   keep the temporary work directory (logs, configs, outputs)
 #
@@ -284,6 +288,12 @@ cpu_busy_pct() {
 
 STRATA_BIN=$TARGET_DIR/release/strata-proxy
 SYNCER_BIN=$TARGET_DIR/release/strata-syncer
+if [ -n "${BASELINE:-}" ]; then
+    BASELINE=$(cd "$BASELINE" && pwd) || die "BASELINE=$BASELINE is not a directory"
+    for b in strata-proxy strata-syncer; do
+        [ -x "$BASELINE/$b" ] || die "BASELINE=$BASELINE holds no executable $b"
+    done
+fi
 LOAD_BIN=$TARGET_DIR/release/stack-load
 DIRECTOR_BIN=$TARGET_DIR/release/strata-director
 build_release "$STRATA_BIN" "$SYNCER_BIN" "$LOAD_BIN" "$DIRECTOR_BIN"
@@ -591,6 +601,7 @@ warm_and_load() {
 }
 
 snapshot_strata() { prom_snapshot "$1" "${STRATA_ADMIN[@]}"; }
+snapshot_baseline() { prom_snapshot "$1" "${STRATA_ADMIN[@]}"; }
 snapshot_varnish() { varnish_snapshot "$1"; }
 
 # after_load SYSTEM K: waits for the origin's log, reads the counters again and what PHP saw.
@@ -690,24 +701,29 @@ secret_file = "cluster.secret"
 EOF
 }
 
-# strata_phase K: a fresh Strata cluster (empty caches, a queue of its own), warmed, then the
-# load of share SHARES[K].
+# strata_phase K [SYSTEM]: a fresh Strata cluster (empty caches, a queue of its own), warmed,
+# then the load of share SHARES[K]. SYSTEM is strata (this tree's build) or baseline (the
+# binaries in BASELINE).
 strata_phase() {
-    local k=$1 i id=strata.$1 b a
-    PREFIX="strata-stack:$TAG:k$k:"
+    local k=$1 system=${2:-strata} i id b a proxy_bin=$STRATA_BIN syncer_bin=$SYNCER_BIN
+    id=$system.$k
+    if [ "$system" = baseline ]; then
+        proxy_bin=$BASELINE/strata-proxy syncer_bin=$BASELINE/strata-syncer
+    fi
+    PREFIX="strata-stack:$TAG:k$k${system:0:1}:"
     strata_configs
-    log "(1) Strata, share ${SHARES[$k]}: $NODES strata-proxy nodes on $(join ', ' "${STRATA_ADDR[@]}") and strata-syncer"
+    log "(1) Strata ($system build), share ${SHARES[$k]}: $NODES strata-proxy nodes on $(join ', ' "${STRATA_ADDR[@]}") and strata-syncer"
     for i in $(seq 1 "$NODES"); do
-        (cd "$WORK" && on_node "$i" "$STRATA_BIN" --config "strata-$i.toml") >>"$WORK/strata-$i.log" 2>&1 &
+        (cd "$WORK" && on_node "$i" "$proxy_bin" --config "strata-$i.toml") >>"$WORK/$system-$i.log" 2>&1 &
         PIDS+=($!)
     done
-    (cd "$WORK" && exec "$SYNCER_BIN" --config syncer.toml) >>"$WORK/syncer.log" 2>&1 &
+    (cd "$WORK" && exec "$syncer_bin" --config syncer.toml) >>"$WORK/$system-syncer.log" 2>&1 &
     PIDS+=($!)
     for i in $(seq 1 "$NODES"); do
         wait_for "http://${STRATA_ADMIN[$((i - 1))]}/healthz" ok 20 ||
-            die "strata-proxy node $i did not start: $(tail -n 5 "$WORK/strata-$i.log")"
+            die "strata-proxy node $i did not start: $(tail -n 5 "$WORK/$system-$i.log")"
     done
-    wait_for "http://$SYNCER_ADMIN/healthz" ok 20 || die "strata-syncer did not start: $(tail -n 5 "$WORK/syncer.log")"
+    wait_for "http://$SYNCER_ADMIN/healthz" ok 20 || die "strata-syncer did not start: $(tail -n 5 "$WORK/$system-syncer.log")"
     for i in $(seq 1 "$NODES"); do
         wait_for "http://${STRATA_ADMIN[$((i - 1))]}/cluster" '"confirmed":true' 20 ||
             die "node $i did not confirm its siblings: $(curl -s "http://${STRATA_ADMIN[$((i - 1))]}/cluster")"
@@ -716,13 +732,13 @@ strata_phase() {
     # The proxies queue comments only once they have read the syncer's settings (every second).
     sleep 2
 
-    warm_and_load strata "$k" "${STRATA_ADDR[@]}"
+    warm_and_load "$system" "$k" "${STRATA_ADDR[@]}"
     # Let the syncer drain what is still queued (comments answered "302 to the post").
     for _ in $(seq 1 600); do
         [ "$(metric strata_syncer_queue_depth "" "$SYNCER_ADMIN")" = 0 ] && break
         sleep 0.1
     done
-    after_load strata "$k"
+    after_load "$system" "$k"
     b=$WORK/$id.before a=$WORK/$id.after
     FETCHES[$id]=$(prom_delta "$b" "$a" strata_origin_requests_total)
     F_BG[$id]=$(prom_delta "$b" "$a" strata_background_refreshes_total)
@@ -817,8 +833,10 @@ varnish_phase() {
 
 for k in "${!SHARES[@]}"; do
     strata_phase "$k"
+    [ -n "${BASELINE:-}" ] && strata_phase "$k" baseline
     varnish_phase "$k"
     other=$(($(other_clients "strata.$k") + $(other_clients "varnish.$k")))
+    [ -n "${BASELINE:-}" ] && other=$((other + $(other_clients "baseline.$k")))
     [ "$other" = 0 ] ||
         NOTES+=("share ${SHARES[$k]}: the origin answered $other requests from clients other than the nodes, the syncer and WordPress itself during the loads (other work on this machine); they are left out of the PHP figures but took PHP's time")
 done
@@ -957,6 +975,33 @@ for k in "${!SHARES[@]}"; do loads+=("${SHARES[$k]}: ${LOADAVG[strata.$k]} / ${L
     echo "  details stay at what PHP can render), the figure is PHP's budget shared out over the comments"
     echo "  accepted rather than what each comment needs."
     echo
+    if [ -n "${BASELINE:-}" ]; then
+        echo "## This build against the baseline build"
+        echo
+        echo "The same Strata phase, run right after this tree's with the binaries of \`BASELINE\`"
+        echo "($("$BASELINE/strata-proxy" --version 2>/dev/null || echo "strata-proxy ?"), from \`$BASELINE\`), same share, same"
+        echo "warm-up, same load; figures as above."
+        echo
+        echo "| comment share | GET/s (this / baseline) | this / baseline | GET p99 ms | check GET p50 ms | violations | comments | PHP renders per comment | origin fetches: miss + background + pass (this; baseline) |"
+        echo "|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        for k in "${!SHARES[@]}"; do
+            s=$WORK/strata.$k.out v=$WORK/baseline.$k.out
+            printf '| %s | %s / %s | %s | %s / %s | %s / %s | %s / %s | %s / %s | %s / %s | %s = %s; %s = %s |\n' \
+                "$(percent "${SHARES[$k]}")" "$(grouped "$(kv "$s" get_rps)")" "$(grouped "$(kv "$v" get_rps)")" \
+                "$(ratio "$(kv "$s" get_rps)" "$(kv "$v" get_rps)")" "$(kv "$s" get_p99_ms)" "$(kv "$v" get_p99_ms)" \
+                "$(if_checks "$s" check_p50_ms)" "$(if_checks "$v" check_p50_ms)" "$(kv "$s" violations)" "$(kv "$v" violations)" \
+                "${LANDED[strata.$k]}" "${LANDED[baseline.$k]}" \
+                "$(per_comment "${FETCHES[strata.$k]}" "${LANDED[strata.$k]}")" \
+                "$(per_comment "${FETCHES[baseline.$k]}" "${LANDED[baseline.$k]}")" \
+                "$(grouped "${FETCHES[strata.$k]}")" "$(classes "strata.$k")" \
+                "$(grouped "${FETCHES[baseline.$k]}")" "$(classes "baseline.$k")"
+        done
+        echo
+        for k in "${!SHARES[@]}"; do
+            echo "- Share $(percent "${SHARES[$k]}"), baseline: ${CLASSES[baseline.$k]}; ${EXTRA[baseline.$k]}."
+        done
+        echo
+    fi
     echo "What PHP saw (the origin's nginx access log, \`access_log\` of \`scripts/origin/nginx.conf\`, during each load): requests from"
     echo "the nodes — pages rendered (GET) and comments taken (POST) —, the syncer's permalink look-ups,"
     echo "WordPress's own (wp-cron), and their total per comment; requests from any other client are left"
