@@ -28,6 +28,7 @@
 pub mod admin;
 pub mod answer;
 pub mod bans;
+pub mod budget;
 pub mod body;
 pub mod cache;
 pub mod client;
