@@ -197,7 +197,13 @@ impl Bans {
         let how = if c.bounded { Banned::Bounded } else { Banned::Exact };
         let act = |keys: Vec<Arc<str>>| {
             keys.iter()
-                .filter(|k| if soft { store.mark_stale(k, how) } else { store.remove(k) })
+                .filter(|k| {
+                    if soft {
+                        store.mark_stale(k, how)
+                    } else {
+                        store.remove(k)
+                    }
+                })
                 .count()
         };
         match &c.matcher {
@@ -213,7 +219,11 @@ impl Bans {
                             }
                             _ => Vec::new(),
                         };
-                        let own = if soft { store.mark_stale(key, how) } else { store.remove(key) };
+                        let own = if soft {
+                            store.mark_stale(key, how)
+                        } else {
+                            store.remove(key)
+                        };
                         act(variants) + usize::from(own)
                     })
                     .sum()
@@ -283,7 +293,12 @@ pub fn tag_matches(pattern: &str, tag: &str) -> bool {
 /// (`fresh_by_time`) and it was fetched less than `list_refresh` ago (`since_fetch`); then its
 /// stale copy is served and a request after the interval refreshes it. However many
 /// comments arrive, such a page is fetched at most once per `list_refresh`.
-pub fn refresh_due(banned: Banned, fresh_by_time: bool, since_fetch: std::time::Duration, list_refresh: std::time::Duration) -> bool {
+pub fn refresh_due(
+    banned: Banned,
+    fresh_by_time: bool,
+    since_fetch: std::time::Duration,
+    list_refresh: std::time::Duration,
+) -> bool {
     !(banned == Banned::Bounded && fresh_by_time && since_fetch < list_refresh)
 }
 
@@ -434,13 +449,24 @@ mod tests {
         assert!(compile(Kind::Tag, "list:home", true, true));
         assert!(compile(Kind::Tag, "wp:recent-comments", true, true));
         assert!(compile(Kind::Tag, "wp:recent-posts", true, true));
-        assert!(!compile(Kind::Tag, "list", true, false), "an exact soft ban (an operator's)");
+        assert!(
+            !compile(Kind::Tag, "list", true, false),
+            "an exact soft ban (an operator's)"
+        );
         assert!(!compile(Kind::Tag, "list", false, true), "hard bans are never bounded");
         assert!(!compile(Kind::Tag, "post:12", true, true), "a post's page is exact");
         assert!(!compile(Kind::Tag, "listing", true, true), "\"list\" is not a prefix");
         assert!(!compile(Kind::Tag, "html", true, true));
         assert!(!compile(Kind::Url, "http://a.test/", true, true), "only tag bans");
-        let none = Compiled::new(Ban { soft: true, bounded: true, ..Ban::new(Kind::Tag, "list") }, &strip()).unwrap();
+        let none = Compiled::new(
+            Ban {
+                soft: true,
+                bounded: true,
+                ..Ban::new(Kind::Tag, "list")
+            },
+            &strip(),
+        )
+        .unwrap();
         assert!(!none.bounded_by(&[]).bounded, "an empty cache.list_tags bounds nothing");
     }
 

@@ -161,8 +161,10 @@ struct Inner {
 impl Inner {
     fn publish(&self, s: &Sched<oneshot::Sender<()>>) {
         let m = &self.metrics;
-        m.in_flight(Class::Foreground).set(s.in_flight(Class::Foreground) as i64);
-        m.in_flight(Class::Background).set(s.in_flight(Class::Background) as i64);
+        m.in_flight(Class::Foreground)
+            .set(s.in_flight(Class::Foreground) as i64);
+        m.in_flight(Class::Background)
+            .set(s.in_flight(Class::Background) as i64);
         m.queued(Class::Foreground).set(s.queued() as i64);
     }
 
@@ -297,7 +299,11 @@ impl Budget {
     /// Places held by a class and foreground requests queued, for tests and `/status`.
     pub fn state(&self) -> (usize, usize, usize) {
         let s = self.0.sched.lock();
-        (s.in_flight(Class::Foreground), s.in_flight(Class::Background), s.queued())
+        (
+            s.in_flight(Class::Foreground),
+            s.in_flight(Class::Background),
+            s.queued(),
+        )
     }
 }
 

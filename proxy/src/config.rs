@@ -39,7 +39,7 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// the project's PHP-FPM pool (scripts/origin/php-fpm.conf), shared by the cluster's nodes.
 pub const DEFAULT_ORIGIN_WORKERS: usize = 8;
 /// How long a visitor's request may wait for a place in the origin budget before a 503.
-pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often, at most, a page marked stale by a bounded (list) ban is refreshed.
 pub const DEFAULT_LIST_REFRESH: Duration = Duration::from_secs(1);
 /// Tags whose bounded soft bans are refreshed at most once per `list_refresh` (a trailing

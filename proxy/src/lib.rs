@@ -28,8 +28,8 @@
 pub mod admin;
 pub mod answer;
 pub mod bans;
-pub mod budget;
 pub mod body;
+pub mod budget;
 pub mod cache;
 pub mod client;
 pub mod cluster;

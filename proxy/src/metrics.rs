@@ -110,7 +110,9 @@ pub struct OriginBudgetMetrics {
 impl OriginBudgetMetrics {
     /// Origin requests in flight of a class.
     pub fn in_flight(&self, class: crate::budget::Class) -> Gauge {
-        self.in_flight.get_or_create(&ClassLabel { class: class.as_str() }).clone()
+        self.in_flight
+            .get_or_create(&ClassLabel { class: class.as_str() })
+            .clone()
     }
 
     /// Requests of a class waiting for a place (background refreshes never wait: always 0).

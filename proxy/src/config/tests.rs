@@ -209,7 +209,11 @@ fn origin_budget_keys() {
     for (nodes, concurrency, background) in [(1, 8, 2), (2, 4, 1), (3, 2, 1), (9, 2, 1)] {
         let (o, problems) = checked(|c| origin_config(c, &raw(url), None, nodes));
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!((o.concurrency, o.background_max), (concurrency, background), "{nodes} nodes");
+        assert_eq!(
+            (o.concurrency, o.background_max),
+            (concurrency, background),
+            "{nodes} nodes"
+        );
         assert_eq!(o.queue_timeout, DEFAULT_QUEUE_TIMEOUT);
     }
     let set = format!("{url}concurrency = 12\nbackground_max = 5\nqueue_timeout = \"2s\"\n");
@@ -225,7 +229,10 @@ fn origin_budget_keys() {
     assert_eq!(keys(&problems), ["cache.background_refreshes"]);
     let (_, problems) = checked(|c| origin_config(c, &raw(url), Some(9), 1));
     assert_eq!(keys(&problems), ["cache.background_refreshes"]);
-    assert!(problems[0].message.contains("more than origin.concurrency (8)"), "{problems:?}");
+    assert!(
+        problems[0].message.contains("more than origin.concurrency (8)"),
+        "{problems:?}"
+    );
     let bad = format!("{url}concurrency = 0\nbackground_max = 9\nqueue_timeout = \"0s\"\n");
     let (_, problems) = checked(|c| origin_config(c, &raw(&bad), None, 1));
     assert_eq!(
@@ -317,8 +324,14 @@ fn tls_keys_of_the_server_section() {
 
 #[test]
 fn origin_section() {
-    let (o, problems) =
-        checked(|c| origin_config(c, &raw("url = \"http://127.0.0.1:8081\"\nmax_idle_connections = 0\n"), None, 1));
+    let (o, problems) = checked(|c| {
+        origin_config(
+            c,
+            &raw("url = \"http://127.0.0.1:8081\"\nmax_idle_connections = 0\n"),
+            None,
+            1,
+        )
+    });
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(o.url, "http://127.0.0.1:8081/");
     assert_eq!(o.max_idle_connections, 0);
@@ -412,7 +425,10 @@ fn cache_section() {
     assert_eq!(k.list_tags, DEFAULT_LIST_TAGS);
     let (k, problems) = checked(|c| cache_config(c, &raw("list_refresh = \"0s\"\nlist_tags = [\"list:home\"]\n")));
     assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!((k.list_refresh, k.list_tags), (Duration::ZERO, vec!["list:home".to_string()]));
+    assert_eq!(
+        (k.list_refresh, k.list_tags),
+        (Duration::ZERO, vec!["list:home".to_string()])
+    );
 
     let (_, problems) = checked(|c| cache_config(c, &raw("capacity = 1000\n")));
     assert_eq!(keys(&problems), ["cache.capacity", "cache.max_object_size"]);

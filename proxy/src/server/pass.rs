@@ -52,7 +52,12 @@ impl Proxy {
     /// The answer to a miss that got no place in the origin budget in time: 503 with the
     /// reason and `Retry-After`, logged.
     pub(super) fn origin_busy(&self, busy: &crate::budget::Busy, url: &str) -> Response<ProxyBody> {
-        tracing::warn!(url, queued = busy.queued, waited_ms = busy.waited.as_millis() as u64, "origin budget full; refused");
+        tracing::warn!(
+            url,
+            queued = busy.queued,
+            waited_ms = busy.waited.as_millis() as u64,
+            "origin budget full; refused"
+        );
         let mut resp = synth(StatusCode::SERVICE_UNAVAILABLE, &busy.to_string(), "origin-busy");
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
