@@ -291,6 +291,7 @@ impl Admin {
             m.requests(Outcome::Stale),
         );
         let looked = hit + stale + miss;
+        let budget = p.budget.state();
         let ratio = if looked == 0 {
             0.0
         } else {
@@ -300,6 +301,8 @@ impl Admin {
             "strata-proxy {version} node {node}\nuptime {up}s\norigin {origin}\n\
              requests: hit {hit}, stale {stale}, miss {miss}, pass {pass}; hit ratio {ratio:.1}%\n\
              cache: {objects} objects, {bytes} of {cap} bytes, {ev} evictions, {tags} tags\n\
+             origin budget: foreground {fg} at the origin, {queued} queued; background {bg} at the origin \
+             (of {bg_max}; {conc} in all), {deferred} deferred, {list_deferred} held by list_refresh\n\
              cluster: sequence {seq}, {confirmed}{siblings}",
             version = env!("CARGO_PKG_VERSION"),
             node = p.cfg().cluster.node_id,
@@ -310,6 +313,13 @@ impl Admin {
             cap = p.cfg().cache.capacity,
             ev = p.store.stats.evictions.load(std::sync::atomic::Ordering::Relaxed),
             tags = p.store.tags.len(),
+            fg = budget.0,
+            bg = budget.1,
+            queued = budget.2,
+            bg_max = p.cfg().origin.background_max,
+            conc = p.cfg().origin.concurrency,
+            deferred = m.background_refreshes_deferred.get(),
+            list_deferred = m.list_refreshes_deferred.get(),
             seq = p.cluster.latest(),
             confirmed = if p.cluster.confirmed(tokio::time::Instant::now()) {
                 "confirmed current"

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use strata_wire::ban::{Ban, Kind};
 
-use crate::cache::{Slot, Store, VARIANT_SEP};
+use crate::cache::{Banned, Slot, Store, VARIANT_SEP};
 use crate::policy;
 
 /// Bans remembered for judging fills that were in flight when they arrived.
@@ -59,6 +59,9 @@ pub struct Compiled {
     /// Only keys of this (normalised) host; `None` for every host.
     host: Option<String>,
     matcher: Matcher,
+    /// A soft ban of a list tag that lets the pages it marks lag: refreshed at most once per
+    /// `cache.list_refresh` (see [`Compiled::bounded_by`]).
+    pub bounded: bool,
 }
 
 /// The host part of a cache key.
@@ -120,7 +123,23 @@ impl Compiled {
             }
             Kind::All => Matcher::All,
         };
-        Ok(Compiled { ban, host, matcher })
+        Ok(Compiled {
+            ban,
+            host,
+            matcher,
+            bounded: false,
+        })
+    }
+
+    /// Decides whether the ban is bounded here: only a soft tag ban that says it may lag
+    /// (`"bounded": true`, as the syncer's list bans do) of a tag in `list_tags` (`name*`
+    /// matches a prefix). Hard bans, URL and other kinds, and writes' bans stay exact.
+    pub fn bounded_by(mut self, list_tags: &[String]) -> Compiled {
+        self.bounded = self.ban.soft
+            && self.ban.bounded
+            && self.ban.kind == Kind::Tag
+            && list_tags.iter().any(|t| tag_matches(t, self.ban.value.trim()));
+        self
     }
 
     fn host_ok(&self, key: &str) -> bool {
@@ -175,9 +194,16 @@ impl Bans {
             recent.push_back((generation, c.clone()));
         }
         let soft = c.ban.soft;
+        let how = if c.bounded { Banned::Bounded } else { Banned::Exact };
         let act = |keys: Vec<Arc<str>>| {
             keys.iter()
-                .filter(|k| if soft { store.mark_stale(k) } else { store.remove(k) })
+                .filter(|k| {
+                    if soft {
+                        store.mark_stale(k, how)
+                    } else {
+                        store.remove(k)
+                    }
+                })
                 .count()
         };
         match &c.matcher {
@@ -193,7 +219,11 @@ impl Bans {
                             }
                             _ => Vec::new(),
                         };
-                        let own = if soft { store.mark_stale(key) } else { store.remove(key) };
+                        let own = if soft {
+                            store.mark_stale(key, how)
+                        } else {
+                            store.remove(key)
+                        };
                         act(variants) + usize::from(own)
                     })
                     .sum()
@@ -221,7 +251,11 @@ impl Bans {
             Some((oldest, _)) if *oldest <= since + 1 => recent
                 .iter()
                 .filter(|(g, c)| *g > since && c.matches(key, tags))
-                .map(|(_, c)| if c.ban.soft { InFlight::Soft } else { InFlight::Hard })
+                .map(|(_, c)| match (c.ban.soft, c.bounded) {
+                    (true, true) => InFlight::SoftBounded,
+                    (true, false) => InFlight::Soft,
+                    (false, _) => InFlight::Hard,
+                })
                 .max()
                 .unwrap_or(InFlight::Untouched),
             _ => InFlight::Hard,
@@ -234,6 +268,9 @@ impl Bans {
 pub enum InFlight {
     /// None selects it: store it.
     Untouched,
+    /// Only bounded soft bans select it: store it already stale, refreshed no sooner than
+    /// `cache.list_refresh` after it was stored (see [`refresh_due`]).
+    SoftBounded,
     /// Only soft bans select it: store it already stale, as the soft ban would have left it
     /// (served while it is fetched again). Were it dropped, a page that takes longer to
     /// render than the time between two soft bans would never be stored again.
@@ -243,13 +280,34 @@ pub enum InFlight {
     Hard,
 }
 
+/// Whether a list tag pattern (`name`, or `prefix*`) selects a tag.
+pub fn tag_matches(pattern: &str, tag: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => tag.starts_with(prefix),
+        None => pattern == tag,
+    }
+}
+
+/// Whether a stale object found by a request should be refreshed now: always, unless only
+/// bounded list bans made it stale (`banned`), its own freshness has not run out
+/// (`fresh_by_time`) and it was fetched less than `list_refresh` ago (`since_fetch`); then its
+/// stale copy is served and a request after the interval refreshes it. However many
+/// comments arrive, such a page is fetched at most once per `list_refresh`.
+pub fn refresh_due(
+    banned: Banned,
+    fresh_by_time: bool,
+    since_fetch: std::time::Duration,
+    list_refresh: std::time::Duration,
+) -> bool {
+    !(banned == Banned::Bounded && fresh_by_time && since_fetch < list_refresh)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cache::{next_object_id, Object};
     use bytes::Bytes;
     use http::{HeaderMap, StatusCode};
-    use std::sync::atomic::AtomicBool;
     use std::time::Duration;
     use tokio::time::Instant;
 
@@ -277,7 +335,7 @@ mod tests {
             compressible: false,
             tags: tags.iter().map(|t| Arc::from(*t)).collect(),
             id: next_object_id(),
-            banned: AtomicBool::new(false),
+            banned: crate::cache::BanMark::default(),
         }))
     }
 
@@ -298,6 +356,7 @@ mod tests {
             value: value.into(),
             host: host.map(str::to_string),
             soft: false,
+            bounded: false,
         };
         Arc::new(Compiled::new(b, &strip()).unwrap())
     }
@@ -359,6 +418,110 @@ mod tests {
             panic!()
         };
         assert!(o.is_fresh(Instant::now()));
+    }
+
+    fn list_tags() -> Vec<String> {
+        crate::config::DEFAULT_LIST_TAGS.iter().map(|t| t.to_string()).collect()
+    }
+
+    /// A ban as the syncer sends a list ban (soft, lag allowed), judged by this node's tags.
+    fn bounded_ban(kind: Kind, value: &str) -> Arc<Compiled> {
+        let b = Ban {
+            soft: true,
+            bounded: true,
+            ..Ban::new(kind, value)
+        };
+        Arc::new(Compiled::new(b, &strip()).unwrap().bounded_by(&list_tags()))
+    }
+
+    #[test]
+    fn only_soft_lag_allowing_bans_of_list_tags_are_bounded() {
+        let tags = list_tags();
+        let compile = |kind: Kind, value: &str, soft: bool, bounded: bool| {
+            let b = Ban {
+                soft,
+                bounded,
+                ..Ban::new(kind, value)
+            };
+            Compiled::new(b, &strip()).unwrap().bounded_by(&tags).bounded
+        };
+        assert!(compile(Kind::Tag, "list", true, true));
+        assert!(compile(Kind::Tag, "list:home", true, true));
+        assert!(compile(Kind::Tag, "wp:recent-comments", true, true));
+        assert!(compile(Kind::Tag, "wp:recent-posts", true, true));
+        assert!(
+            !compile(Kind::Tag, "list", true, false),
+            "an exact soft ban (an operator's)"
+        );
+        assert!(!compile(Kind::Tag, "list", false, true), "hard bans are never bounded");
+        assert!(!compile(Kind::Tag, "post:12", true, true), "a post's page is exact");
+        assert!(!compile(Kind::Tag, "listing", true, true), "\"list\" is not a prefix");
+        assert!(!compile(Kind::Tag, "html", true, true));
+        assert!(!compile(Kind::Url, "http://a.test/", true, true), "only tag bans");
+        let none = Compiled::new(
+            Ban {
+                soft: true,
+                bounded: true,
+                ..Ban::new(Kind::Tag, "list")
+            },
+            &strip(),
+        )
+        .unwrap();
+        assert!(!none.bounded_by(&[]).bounded, "an empty cache.list_tags bounds nothing");
+    }
+
+    #[test]
+    fn a_bounded_ban_marks_bounded_and_an_exact_one_overrides_it() {
+        let (s, b) = (store(), Bans::default());
+        b.apply(&s, bounded_ban(Kind::Tag, "list"));
+        let mark = |k: &str| match s.get(k) {
+            Some(Slot::Object(o)) => o.banned.get(),
+            _ => panic!("{k} gone"),
+        };
+        assert_eq!(mark("a.test/"), Banned::Bounded);
+        assert_eq!(mark("a.test/hello/"), Banned::No);
+        b.apply(&s, soft_ban(Kind::Tag, "list"));
+        assert_eq!(mark("a.test/"), Banned::Exact);
+        b.apply(&s, bounded_ban(Kind::Tag, "list"));
+        assert_eq!(mark("a.test/"), Banned::Exact, "never lowered");
+
+        // A fill in flight while a bounded ban arrived is stored bounded-stale; an exact soft
+        // ban or a hard one outweighs it.
+        let tags = [Arc::from("list")];
+        let before = b.generation();
+        b.apply(&s, bounded_ban(Kind::Tag, "list"));
+        assert_eq!(b.since(before, "a.test/", &tags), InFlight::SoftBounded);
+        b.apply(&s, soft_ban(Kind::Tag, "list"));
+        assert_eq!(b.since(before, "a.test/", &tags), InFlight::Soft);
+        b.apply(&s, ban(Kind::Tag, "list", None));
+        assert_eq!(b.since(before, "a.test/", &tags), InFlight::Hard);
+    }
+
+    #[test]
+    fn a_page_marked_by_list_bans_is_refreshed_at_most_once_per_list_refresh() {
+        let every = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        // Fetched 200 ms ago, fresh by its own TTL, stale only through list bans: wait.
+        assert!(!refresh_due(Banned::Bounded, true, ms(200), every));
+        assert!(!refresh_due(Banned::Bounded, true, ms(999), every));
+        // The interval has passed: the next request refreshes it.
+        assert!(refresh_due(Banned::Bounded, true, ms(1000), every));
+        // Its own freshness ran out: refreshed as any stale object.
+        assert!(refresh_due(Banned::Bounded, false, ms(10), every));
+        // An exact soft ban (or none: stale by time) refreshes at once.
+        assert!(refresh_due(Banned::Exact, true, ms(10), every));
+        assert!(refresh_due(Banned::No, false, ms(10), every));
+        // list_refresh = 0: no bound.
+        assert!(refresh_due(Banned::Bounded, true, Duration::ZERO, Duration::ZERO));
+    }
+
+    #[test]
+    fn list_tag_patterns() {
+        assert!(tag_matches("list", "list"));
+        assert!(!tag_matches("list", "list:home"));
+        assert!(tag_matches("list:*", "list:home"));
+        assert!(!tag_matches("list:*", "list"));
+        assert!(tag_matches("wp:recent-*", "wp:recent-comments"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! is judged on each lookup against [`Object::fresh_until`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -71,8 +71,48 @@ pub struct Object {
     /// Unique per stored object, so the tag index can tell an object from its replacement.
     pub id: u64,
     /// Set by a soft ban: the object is stale from now on (served during grace while it is
-    /// refreshed), whatever its freshness said.
-    pub banned: AtomicBool,
+    /// refreshed), whatever its freshness said; and whether only bounded bans set it (its
+    /// refresh may wait for `cache.list_refresh`).
+    pub banned: BanMark,
+}
+
+/// What soft bans did to an object, strongest first: an exact ban (refreshed on its next
+/// request), only bounded list bans (refreshed at most once per `cache.list_refresh`), none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Banned {
+    /// No soft ban selected it.
+    No,
+    /// Only bounded soft bans of list tags (the comment write-behind's) selected it.
+    Bounded,
+    /// A soft ban that wants the next request to refresh it selected it.
+    Exact,
+}
+
+/// An object's [`Banned`] state, raised (never lowered) by soft bans from any thread.
+#[derive(Debug, Default)]
+pub struct BanMark(AtomicU8);
+
+impl BanMark {
+    /// The state now.
+    #[inline]
+    pub fn get(&self) -> Banned {
+        match self.0.load(Ordering::Relaxed) {
+            0 => Banned::No,
+            1 => Banned::Bounded,
+            _ => Banned::Exact,
+        }
+    }
+
+    /// Whether any soft ban selected it.
+    #[inline]
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != 0
+    }
+
+    /// Raises the state to `how` (an exact ban after a bounded one stays exact).
+    pub fn mark(&self, how: Banned) {
+        self.0.fetch_max(how as u8, Ordering::Relaxed);
+    }
 }
 
 static NEXT_OBJECT_ID: AtomicU64 = AtomicU64::new(1);
@@ -95,12 +135,12 @@ impl Object {
     /// Whether it may be served without asking the origin.
     #[inline]
     pub fn is_fresh(&self, now: Instant) -> bool {
-        now < self.fresh_until && !self.banned.load(Ordering::Relaxed)
+        now < self.fresh_until && !self.banned.is_set()
     }
 
     /// Seconds of freshness left (0 once soft-banned).
     pub fn ttl_secs(&self, now: Instant) -> u64 {
-        if self.banned.load(Ordering::Relaxed) {
+        if self.banned.is_set() {
             return 0;
         }
         self.fresh_until.saturating_duration_since(now).as_secs()
@@ -396,11 +436,11 @@ impl Store {
         self.map.iter().map(|(k, _)| (*k).clone()).filter(|k| pick(k)).collect()
     }
 
-    /// Marks an object stale (a soft ban); true if an object was there.
-    pub fn mark_stale(&self, key: &str) -> bool {
+    /// Marks an object stale (a soft ban, bounded or exact); true if an object was there.
+    pub fn mark_stale(&self, key: &str, how: Banned) -> bool {
         match self.map.get(key) {
             Some(Slot::Object(o)) => {
-                o.banned.store(true, Ordering::Relaxed);
+                o.banned.mark(how);
                 true
             }
             Some(Slot::HitForPass(..)) => self.remove(key),
@@ -601,7 +641,7 @@ mod tests {
             compressible: true,
             tags: vec![Arc::from("t")].into(),
             id: next_object_id(),
-            banned: AtomicBool::new(false),
+            banned: BanMark::default(),
         })
     }
 
@@ -662,10 +702,10 @@ mod tests {
         let o = object("a", Duration::from_secs(60));
         s.insert("h/a".into(), Slot::Object(o.clone()));
         assert!(o.is_fresh(Instant::now()));
-        assert!(s.mark_stale("h/a"));
+        assert!(s.mark_stale("h/a", Banned::Exact));
         assert!(!o.is_fresh(Instant::now()));
         assert_eq!(o.ttl_secs(Instant::now()), 0);
-        assert!(!s.mark_stale("h/none"));
+        assert!(!s.mark_stale("h/none", Banned::Exact));
     }
 
     #[test]

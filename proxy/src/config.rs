@@ -35,8 +35,16 @@ pub const DEFAULT_HEURISTIC_FRACTION: f64 = 0.0;
 pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 8 << 20;
 /// How long requests wait for another request's origin fetch of the same key.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most background refreshes in flight at once (a few of PHP-FPM's workers).
-pub const DEFAULT_BACKGROUND_REFRESHES: usize = 2;
+/// The origin workers `origin.concurrency`'s default is derived from: `pm.max_children` of
+/// the project's PHP-FPM pool (scripts/origin/php-fpm.conf), shared by the cluster's nodes.
+pub const DEFAULT_ORIGIN_WORKERS: usize = 8;
+/// How long a visitor's request may wait for a place in the origin budget before a 503.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often, at most, a page marked stale by a bounded (list) ban is refreshed.
+pub const DEFAULT_LIST_REFRESH: Duration = Duration::from_secs(1);
+/// Tags whose bounded soft bans are refreshed at most once per `list_refresh` (a trailing
+/// `*` matches a prefix): lists and the latest-comments and latest-posts widgets.
+pub const DEFAULT_LIST_TAGS: &[&str] = &["list", "list:*", "wp:recent-*"];
 /// How long an uncacheable answer is remembered so its URL is passed without waiting.
 pub const DEFAULT_HIT_FOR_PASS_TTL: Duration = Duration::from_secs(120);
 /// Variants stored under one URL when the origin sends `Vary`.
@@ -282,6 +290,9 @@ struct RawOrigin {
     first_byte_timeout: Option<toml::Value>,
     body_timeout: Option<toml::Value>,
     max_idle_connections: Option<i64>,
+    concurrency: Option<i64>,
+    background_max: Option<i64>,
+    queue_timeout: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +305,8 @@ struct RawCache {
     max_object_size: Option<toml::Value>,
     lock_timeout: Option<toml::Value>,
     background_refreshes: Option<i64>,
+    list_refresh: Option<toml::Value>,
+    list_tags: Option<Vec<String>>,
     hit_for_pass_ttl: Option<toml::Value>,
     keep: Option<toml::Value>,
     heuristic_fraction: Option<toml::Value>,
@@ -467,6 +480,13 @@ pub struct OriginConfig {
     pub body_timeout: Duration,
     /// Idle pooled connections kept open to the origin.
     pub max_idle_connections: usize,
+    /// Most requests this node has at the origin at once, foreground and background (the
+    /// origin budget, [`crate::budget`]).
+    pub concurrency: usize,
+    /// Most of them that may be background refreshes of stale objects.
+    pub background_max: usize,
+    /// How long a foreground request waits for a place before it is answered 503.
+    pub queue_timeout: Duration,
 }
 
 impl Config {
@@ -593,10 +613,12 @@ pub struct CacheConfig {
     pub max_object_size: u64,
     /// How long a request waits on another's fetch of the same key.
     pub lock_timeout: Duration,
-    /// Most background refreshes of stale objects in flight at once; past it a stale
-    /// object is served without starting one (a later request does), so refreshes never
-    /// take the origin's workers from visitors waiting on a miss.
-    pub background_refreshes: usize,
+    /// A page marked stale only by bounded soft bans of `list_tags` (the comment
+    /// write-behind's list bans) is refreshed at most once per this: fetched less than this
+    /// ago, its stale copy is served without a refresh. Zero: no bound.
+    pub list_refresh: Duration,
+    /// The tags whose bounded soft bans `list_refresh` applies to (`name*` = prefix).
+    pub list_tags: Vec<String>,
     /// How long an uncacheable answer is remembered.
     pub hit_for_pass_ttl: Duration,
     /// Variants kept per URL when the origin sends `Vary`.
@@ -749,7 +771,8 @@ impl Config {
         })?;
         let mut c = Checker::default();
         let server = server_config(&mut c, &raw.server, base);
-        let origin = origin_config(&mut c, &raw.origin);
+        let nodes = raw.cluster.siblings.as_ref().map_or(0, Vec::len) + 1;
+        let origin = origin_config(&mut c, &raw.origin, raw.cache.background_refreshes, nodes);
         let cache = cache_config(&mut c, &raw.cache);
         let policy = policy_config(&mut c, &raw.policy, cache.preset);
         let cluster = cluster_config(&mut c, &raw.cluster, base);

@@ -29,6 +29,7 @@ pub mod admin;
 pub mod answer;
 pub mod bans;
 pub mod body;
+pub mod budget;
 pub mod cache;
 pub mod client;
 pub mod cluster;

@@ -32,6 +32,11 @@ pub mod names {
     pub const PURGES: &str = "strata_purges";
     pub const BACKGROUND_REFRESHES: &str = "strata_background_refreshes";
     pub const BACKGROUND_REFRESHES_DEFERRED: &str = "strata_background_refreshes_deferred";
+    pub const LIST_REFRESHES_DEFERRED: &str = "strata_list_refreshes_deferred";
+    pub const ORIGIN_IN_FLIGHT: &str = "strata_origin_in_flight";
+    pub const ORIGIN_QUEUED: &str = "strata_origin_queued";
+    pub const ORIGIN_WAITED: &str = "strata_origin_waited_seconds";
+    pub const ORIGIN_REFUSED: &str = "strata_origin_refused";
     pub const BANS_SENT: &str = "strata_bans_sent";
     pub const BANS_RECEIVED: &str = "strata_bans_received";
     pub const BANS_APPLIED: &str = "strata_bans_applied";
@@ -80,6 +85,40 @@ struct ResultLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    class: &'static str,
+}
+
+/// The origin budget's metrics (see [`crate::budget`]).
+#[derive(Clone)]
+pub struct OriginBudgetMetrics {
+    in_flight: Family<ClassLabel, Gauge>,
+    queued: Family<ClassLabel, Gauge>,
+    /// How long foreground requests waited in the queue (those that never queued are not
+    /// observed).
+    pub waited: Histogram,
+    /// Foreground requests answered 503 because no place came within `origin.queue_timeout`.
+    pub refused: Counter,
+    /// Background refreshes not started: no place within `origin.background_max`, or a
+    /// foreground request was queued.
+    pub deferred: Counter,
+}
+
+impl OriginBudgetMetrics {
+    /// Origin requests in flight of a class.
+    pub fn in_flight(&self, class: crate::budget::Class) -> Gauge {
+        self.in_flight
+            .get_or_create(&ClassLabel { class: class.as_str() })
+            .clone()
+    }
+
+    /// Requests of a class waiting for a place (background refreshes never wait: always 0).
+    pub fn queued(&self, class: crate::budget::Class) -> Gauge {
+        self.queued.get_or_create(&ClassLabel { class: class.as_str() }).clone()
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -239,8 +278,13 @@ pub struct Metrics {
     pub purges: Counter,
     /// Stale objects refreshed in the background.
     pub background_refreshes: Counter,
-    /// Stale objects served without a refresh because enough were in flight.
+    /// Stale objects served without a refresh because the origin budget had no place for it.
     pub background_refreshes_deferred: Counter,
+    /// Stale objects served without a refresh because a bounded (list) ban marked them and
+    /// they were fetched less than `cache.list_refresh` ago.
+    pub list_refreshes_deferred: Counter,
+    /// The origin budget: places in flight and queued per class, waits, refusals.
+    pub budget: OriginBudgetMetrics,
     /// Bans and siblings.
     pub cluster: Arc<ClusterMetrics>,
     /// Comments written behind.
@@ -359,8 +403,45 @@ impl Metrics {
         let background_refreshes_deferred = Counter::default();
         registry.register(
             names::BACKGROUND_REFRESHES_DEFERRED,
-            "Stale objects served without starting a refresh: cache.background_refreshes were in flight",
+            "Stale objects served without starting a refresh: no place for it in the origin budget (origin.background_max in flight, or visitors queued)",
             background_refreshes_deferred.clone(),
+        );
+        let list_refreshes_deferred = Counter::default();
+        registry.register(
+            names::LIST_REFRESHES_DEFERRED,
+            "Stale objects served without starting a refresh: a bounded list ban marked them and they were fetched less than cache.list_refresh ago",
+            list_refreshes_deferred.clone(),
+        );
+        let budget = OriginBudgetMetrics {
+            in_flight: Family::default(),
+            queued: Family::default(),
+            waited: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            refused: Counter::default(),
+            deferred: background_refreshes_deferred.clone(),
+        };
+        for class in [crate::budget::Class::Foreground, crate::budget::Class::Background] {
+            budget.in_flight(class);
+            budget.queued(class);
+        }
+        registry.register(
+            names::ORIGIN_IN_FLIGHT,
+            "Requests at the origin now, by class (foreground: a visitor waits; background: refreshes)",
+            budget.in_flight.clone(),
+        );
+        registry.register(
+            names::ORIGIN_QUEUED,
+            "Requests waiting for a place in the origin budget, by class (background refreshes are deferred, never queued)",
+            budget.queued.clone(),
+        );
+        registry.register(
+            names::ORIGIN_WAITED,
+            "Time foreground requests waited in the origin budget's queue",
+            budget.waited.clone(),
+        );
+        registry.register(
+            names::ORIGIN_REFUSED,
+            "Foreground requests answered 503: no place in the origin budget within origin.queue_timeout",
+            budget.refused.clone(),
         );
         let cluster = Arc::new(ClusterMetrics::register(&mut registry));
         let comments = CommentMetrics {
@@ -413,6 +494,8 @@ impl Metrics {
             purges,
             background_refreshes,
             background_refreshes_deferred,
+            list_refreshes_deferred,
+            budget,
         }
     }
 

@@ -54,7 +54,7 @@ mod invalidate;
 mod lookup;
 mod pass;
 
-use flight::{Flight, FlightGuard, FlightRx, RefreshSlot, MAX_FLIGHT_RETRIES};
+use flight::{Flight, FlightGuard, FlightRx, MAX_FLIGHT_RETRIES};
 
 pub use invalidate::BanResult;
 pub use pass::ClientBody;
@@ -109,8 +109,9 @@ pub struct Proxy {
     pub metrics: Metrics,
     /// Origin fetches in progress, by cache key.
     flights: parking_lot::Mutex<HashMap<Arc<str>, FlightRx>>,
-    /// Background refreshes in flight (bounded by `cache.background_refreshes`).
-    refreshing: Arc<std::sync::atomic::AtomicUsize>,
+    /// The origin budget: places for fills (foreground, queued) and refreshes (background,
+    /// deferred).
+    pub budget: crate::budget::Budget,
     /// When the proxy started, for `/status`.
     pub started: Instant,
     /// Bounds concurrent store-time compressions to the number of cores.
@@ -130,12 +131,20 @@ pub struct Proxy {
 impl Proxy {
     /// Builds the store, the origin pool and the metrics for a configuration.
     pub fn new(cfg: Arc<Config>) -> Proxy {
+        let metrics = Metrics::new(cfg.cache.capacity);
         Proxy {
             store: Store::new(cfg.cache.capacity),
             origin: Origin::new(&cfg.origin),
-            metrics: Metrics::new(cfg.cache.capacity),
+            budget: crate::budget::Budget::new(
+                crate::budget::Limits {
+                    concurrency: cfg.origin.concurrency,
+                    background_max: cfg.origin.background_max,
+                },
+                cfg.origin.queue_timeout,
+                metrics.budget.clone(),
+            ),
+            metrics,
             flights: parking_lot::Mutex::new(HashMap::new()),
-            refreshing: Arc::default(),
             started: Instant::now(),
             compress_permits: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),

@@ -379,6 +379,27 @@ pub struct OriginStatus {
     pub first_byte_p99_ms_total: Option<f64>,
     /// First-byte fetches observed since start.
     pub first_byte_count: u64,
+    /// The origin budget: the queue per class.
+    pub budget: BudgetStatus,
+}
+
+/// The origin budget (`[origin] concurrency`, `background_max`): the queue per class.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetStatus {
+    /// `strata_origin_in_flight` by class (`foreground`, `background`).
+    pub in_flight: BTreeMap<String, u64>,
+    /// `strata_origin_queued` by class (background refreshes are deferred, never queued).
+    pub queued: BTreeMap<String, u64>,
+    /// Foreground requests that waited in the queue (`strata_origin_waited_seconds_count`).
+    pub waited: u64,
+    /// Their wait's p99 since start, milliseconds.
+    pub waited_p99_ms: Option<f64>,
+    /// `strata_origin_refused_total`: foreground requests answered 503.
+    pub refused: u64,
+    /// `strata_background_refreshes_deferred_total`: refreshes the budget did not start.
+    pub refreshes_deferred: u64,
+    /// `strata_list_refreshes_deferred_total`: refreshes `cache.list_refresh` held back.
+    pub list_refreshes_deferred: u64,
 }
 
 /// Cache occupancy.
@@ -487,6 +508,15 @@ impl Status {
                 p99_window_secs: latency.map_or(0.0, |l| l.1),
                 first_byte_p99_ms_total: now.origin_first_byte.quantile(0.99).map(ms),
                 first_byte_count: whole(now.origin_first_byte.count()),
+                budget: BudgetStatus {
+                    in_flight: counts(scrape.by_label(names::ORIGIN_IN_FLIGHT, "class")),
+                    queued: counts(scrape.by_label(names::ORIGIN_QUEUED, "class")),
+                    waited: whole(scrape.buckets(names::ORIGIN_WAITED).count()),
+                    waited_p99_ms: scrape.buckets(names::ORIGIN_WAITED).quantile(0.99).map(ms),
+                    refused: counter(names::ORIGIN_REFUSED),
+                    refreshes_deferred: counter(names::BACKGROUND_REFRESHES_DEFERRED),
+                    list_refreshes_deferred: counter(names::LIST_REFRESHES_DEFERRED),
+                },
             },
             cache: CacheStatus {
                 objects: total(names::CACHE_OBJECTS),

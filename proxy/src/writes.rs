@@ -261,7 +261,10 @@ pub fn bans_for(w: &Write<'_>, rules: Rules) -> Invalidation {
             kind,
             value,
             host: Some(w.host.to_string()),
+            // A write's bans are hard and exact: what an editor or a proven write changed
+            // is never served stale, so never subject to `cache.list_refresh`.
             soft: false,
+            bounded: false,
         };
         if !out.contains(&b) {
             out.push(b);

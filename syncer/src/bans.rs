@@ -439,11 +439,15 @@ pub fn ban_body(tags: &[(String, bool)]) -> serde_json::Result<Vec<u8>> {
     serde_json::to_vec(&tag_bans(tags))
 }
 
-/// A tag ban per tag, hard or soft as queued, in the order given.
+/// A tag ban per tag, hard or soft as queued, in the order given. The soft ones (lists and
+/// recent-comments widgets) are bounded: a proxy may refresh each page they mark at most once
+/// per its `[cache] list_refresh`, so a stream of comments does not re-render every list page
+/// on every comment; the commented post's own page is banned hard, exactly.
 fn tag_bans(tags: &[(String, bool)]) -> Vec<Ban> {
     tags.iter()
         .map(|(tag, soft)| Ban {
             soft: *soft,
+            bounded: *soft,
             ..Ban::new(Kind::Tag, tag.as_str())
         })
         .collect()
@@ -497,7 +501,7 @@ mod tests {
         let body = ban_body(&tags).unwrap();
         assert_eq!(
             String::from_utf8(body.clone()).unwrap(),
-            r#"[{"kind":"tag","value":"list","soft":true},{"kind":"tag","value":"post:12"},{"kind":"tag","value":"wp:recent-comments","soft":true}]"#
+            r#"[{"kind":"tag","value":"list","soft":true,"bounded":true},{"kind":"tag","value":"post:12"},{"kind":"tag","value":"wp:recent-comments","soft":true,"bounded":true}]"#
         );
         let read: Vec<Ban> = serde_json::from_slice(&body).unwrap();
         assert_eq!(read[1], Ban::new(Kind::Tag, "post:12"));

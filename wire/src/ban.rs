@@ -62,6 +62,13 @@ pub struct Ban {
     /// Mark matching objects stale (served while refreshed) instead of removing them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub soft: bool,
+    /// A soft ban whose pages may lag: a node refreshes each page it marks at most once per
+    /// its `[cache] list_refresh`, when the ban is of a tag in its `[cache] list_tags` (the
+    /// syncer's list and recent-comments bans). Ignored on hard bans and other kinds. Absent
+    /// means `false`, so older senders' bans stay exact; a proxy older than this field
+    /// refuses bans that carry it (upgrade the proxies before the syncer).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bounded: bool,
 }
 
 impl Ban {
@@ -72,6 +79,7 @@ impl Ban {
             value: value.into(),
             host: None,
             soft: false,
+            bounded: false,
         }
     }
 
@@ -139,7 +147,19 @@ mod tests {
         assert_eq!(b, Ban::all());
         let b: Ban = serde_json::from_str(r#"{"kind":"url","value":"/a/","host":"x","soft":true}"#).unwrap();
         assert!(b.soft);
+        assert!(!b.bounded, "absent: exact");
         assert_eq!(b.host.as_deref(), Some("x"));
+        let b: Ban = serde_json::from_str(r#"{"kind":"tag","value":"list","soft":true,"bounded":true}"#).unwrap();
+        assert!(b.soft && b.bounded);
+        assert_eq!(
+            serde_json::to_string(&b).unwrap(),
+            r#"{"kind":"tag","value":"list","soft":true,"bounded":true}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Ban::new(Kind::Tag, "post:1")).unwrap(),
+            r#"{"kind":"tag","value":"post:1"}"#,
+            "an exact ban reads as it did before the field"
+        );
         assert!(serde_json::from_str::<Ban>(r#"{"kind":"nope","value":"x"}"#).is_err());
         assert!(serde_json::from_str::<Ban>(r#"{"kind":"tag","value":"x","extra":1}"#).is_err());
     }

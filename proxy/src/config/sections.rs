@@ -196,8 +196,26 @@ pub(super) fn server_config(c: &mut Checker, s: &RawServer, base: Option<&Path>)
     server
 }
 
-/// `[origin]`.
-pub(super) fn origin_config(c: &mut Checker, o: &RawOrigin) -> OriginConfig {
+/// `origin.concurrency` when it is not set: the origin's workers
+/// ([`DEFAULT_ORIGIN_WORKERS`]) shared by the `nodes` of the cluster, at least 2.
+pub fn default_concurrency(nodes: usize) -> usize {
+    (DEFAULT_ORIGIN_WORKERS / nodes.max(1)).max(2)
+}
+
+/// `origin.background_max` when neither it nor `cache.background_refreshes` is set: a
+/// quarter of `concurrency`, at least 1 (2 of 8).
+pub fn default_background_max(concurrency: usize) -> usize {
+    (concurrency / 4).max(1)
+}
+
+/// `[origin]`; `background_refreshes` is `[cache] background_refreshes`, the older name of
+/// `background_max`, and `nodes` this node and its siblings (for the default concurrency).
+pub(super) fn origin_config(
+    c: &mut Checker,
+    o: &RawOrigin,
+    background_refreshes: Option<i64>,
+    nodes: usize,
+) -> OriginConfig {
     let url = match &o.url {
         None => {
             c.problem(
@@ -229,7 +247,7 @@ pub(super) fn origin_config(c: &mut Checker, o: &RawOrigin) -> OriginConfig {
             }
         },
     };
-    OriginConfig {
+    let mut origin = OriginConfig {
         url: url.unwrap_or_else(|| http::Uri::from_static("http://127.0.0.1:1")),
         connect_timeout: c.duration("origin.connect_timeout", &o.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
         first_byte_timeout: c.duration(
@@ -244,7 +262,43 @@ pub(super) fn origin_config(c: &mut Checker, o: &RawOrigin) -> OriginConfig {
             DEFAULT_MAX_IDLE_PER_HOST,
             0..=100_000,
         ),
+        concurrency: 0,
+        background_max: 0,
+        queue_timeout: c.duration("origin.queue_timeout", &o.queue_timeout, DEFAULT_QUEUE_TIMEOUT),
+    };
+    origin.concurrency = c.count(
+        "origin.concurrency",
+        o.concurrency,
+        default_concurrency(nodes),
+        1..=100_000,
+    );
+    let (key, set) = match (o.background_max, background_refreshes) {
+        (Some(_), Some(_)) => {
+            c.problem(
+                "cache.background_refreshes",
+                "is the older name of origin.background_max: set only origin.background_max",
+            );
+            ("origin.background_max", o.background_max)
+        }
+        (None, Some(n)) => ("cache.background_refreshes", Some(n)),
+        (n, None) => ("origin.background_max", n),
+    };
+    let fallback = default_background_max(origin.concurrency);
+    origin.background_max = c.count(key, set, fallback, 1..=100_000);
+    if origin.background_max > origin.concurrency {
+        c.problem(
+            key,
+            format!(
+                "{} is more than origin.concurrency ({}): background refreshes share its places",
+                origin.background_max, origin.concurrency
+            ),
+        );
+        origin.background_max = fallback;
     }
+    if origin.queue_timeout.is_zero() {
+        c.problem("origin.queue_timeout", "must be greater than zero");
+    }
+    origin
 }
 
 /// A list of header names (lower-cased), or `default` when absent; a name that is not one is
@@ -330,12 +384,24 @@ pub(super) fn cache_config(c: &mut Checker, k: &RawCache) -> CacheConfig {
             .collect(),
         max_object_size: c.size("cache.max_object_size", &k.max_object_size, DEFAULT_MAX_OBJECT_SIZE),
         lock_timeout: c.duration("cache.lock_timeout", &k.lock_timeout, DEFAULT_LOCK_TIMEOUT),
-        background_refreshes: c.count(
-            "cache.background_refreshes",
-            k.background_refreshes,
-            DEFAULT_BACKGROUND_REFRESHES,
-            1..=10_000,
-        ),
+        list_refresh: c.duration("cache.list_refresh", &k.list_refresh, DEFAULT_LIST_REFRESH),
+        list_tags: match &k.list_tags {
+            None => DEFAULT_LIST_TAGS.iter().map(|t| t.to_string()).collect(),
+            Some(list) => list
+                .iter()
+                .filter(|t| {
+                    let ok = !t.trim().is_empty() && *t != "*" && !t.contains(char::is_whitespace);
+                    if !ok {
+                        c.problem(
+                            "cache.list_tags",
+                            format!("{t:?} is not a tag (or a prefix ending in *) without spaces"),
+                        );
+                    }
+                    ok
+                })
+                .cloned()
+                .collect(),
+        },
         hit_for_pass_ttl: c.duration("cache.hit_for_pass_ttl", &k.hit_for_pass_ttl, DEFAULT_HIT_FOR_PASS_TTL),
         max_variants: c.count("cache.max_variants", k.max_variants, DEFAULT_MAX_VARIANTS, 1..=1024),
         compress_min_size: c.size(

@@ -203,6 +203,46 @@ fn server_section() {
 }
 
 #[test]
+fn origin_budget_keys() {
+    let url = "url = \"http://127.0.0.1:8081\"\n";
+    // Defaults: PHP-FPM's 8 workers shared by the nodes, at least 2; a quarter for refreshes.
+    for (nodes, concurrency, background) in [(1, 8, 2), (2, 4, 1), (3, 2, 1), (9, 2, 1)] {
+        let (o, problems) = checked(|c| origin_config(c, &raw(url), None, nodes));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            (o.concurrency, o.background_max),
+            (concurrency, background),
+            "{nodes} nodes"
+        );
+        assert_eq!(o.queue_timeout, DEFAULT_QUEUE_TIMEOUT);
+    }
+    let set = format!("{url}concurrency = 12\nbackground_max = 5\nqueue_timeout = \"2s\"\n");
+    let (o, problems) = checked(|c| origin_config(c, &raw(&set), None, 3));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!((o.concurrency, o.background_max), (12, 5));
+    assert_eq!(o.queue_timeout, Duration::from_secs(2));
+    // The older key still sets the background share.
+    let (o, problems) = checked(|c| origin_config(c, &raw(url), Some(3), 1));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(o.background_max, 3);
+    let (_, problems) = checked(|c| origin_config(c, &raw(&format!("{url}background_max = 2\n")), Some(2), 1));
+    assert_eq!(keys(&problems), ["cache.background_refreshes"]);
+    let (_, problems) = checked(|c| origin_config(c, &raw(url), Some(9), 1));
+    assert_eq!(keys(&problems), ["cache.background_refreshes"]);
+    assert!(
+        problems[0].message.contains("more than origin.concurrency (8)"),
+        "{problems:?}"
+    );
+    let bad = format!("{url}concurrency = 0\nbackground_max = 9\nqueue_timeout = \"0s\"\n");
+    let (_, problems) = checked(|c| origin_config(c, &raw(&bad), None, 1));
+    assert_eq!(
+        keys(&problems),
+        ["origin.concurrency", "origin.background_max", "origin.queue_timeout"],
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn the_admin_port_and_each_client_have_limits_of_their_own() {
     let base = "listen = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9080\"\n";
     let (s, problems) = checked(|c| server_config(c, &raw(base), None));
@@ -284,8 +324,14 @@ fn tls_keys_of_the_server_section() {
 
 #[test]
 fn origin_section() {
-    let (o, problems) =
-        checked(|c| origin_config(c, &raw("url = \"http://127.0.0.1:8081\"\nmax_idle_connections = 0\n")));
+    let (o, problems) = checked(|c| {
+        origin_config(
+            c,
+            &raw("url = \"http://127.0.0.1:8081\"\nmax_idle_connections = 0\n"),
+            None,
+            1,
+        )
+    });
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(o.url, "http://127.0.0.1:8081/");
     assert_eq!(o.max_idle_connections, 0);
@@ -303,12 +349,12 @@ fn origin_section() {
         ("http://127.0.0.1:8081/blog", "a path prefix is not supported"),
         ("http://exa mple", "is not a URL"),
     ] {
-        let (_, problems) = checked(|c| origin_config(c, &raw(&format!("url = {url:?}\n"))));
+        let (_, problems) = checked(|c| origin_config(c, &raw(&format!("url = {url:?}\n")), None, 1));
         assert_eq!(keys(&problems), ["origin.url"], "{url}");
         assert!(problems[0].message.contains(says), "{url}: {problems:?}");
     }
     let bad = "connect_timeout = \"3\"\nbody_timeout = \"1x\"\nmax_idle_connections = 100001\n";
-    let (_, problems) = checked(|c| origin_config(c, &raw(bad)));
+    let (_, problems) = checked(|c| origin_config(c, &raw(bad), None, 1));
     assert_eq!(
         keys(&problems),
         [
@@ -354,15 +400,17 @@ fn cache_section() {
         assert_eq!(k.heuristic_fraction, DEFAULT_HEURISTIC_FRACTION);
     }
 
-    let bad = "capacity = \"4MiB\"\nmax_object_size = \"2MiB\"\nlock_timeout = \"0\"\nbackground_refreshes = 0\n\
-               max_variants = 1025\ncacheable_statuses = [200, 199, 600]\ngrace = \"1 hour\"\nkeep = 5\n";
+    let bad = "capacity = \"4MiB\"\nmax_object_size = \"2MiB\"\nlock_timeout = \"0\"\nlist_refresh = 1\n\
+               list_tags = [\"list\", \"*\", \"a b\"]\nmax_variants = 1025\ncacheable_statuses = [200, 199, 600]\ngrace = \"1 hour\"\nkeep = 5\n";
     let (_, problems) = checked(|c| cache_config(c, &raw(bad)));
     assert_eq!(
         keys(&problems),
         [
             "cache.grace",
             "cache.keep",
-            "cache.background_refreshes",
+            "cache.list_refresh",
+            "cache.list_tags",
+            "cache.list_tags",
             "cache.max_variants",
             "cache.cacheable_statuses",
             "cache.cacheable_statuses",
@@ -370,8 +418,17 @@ fn cache_section() {
             "cache.lock_timeout",
         ]
     );
-    assert_eq!(problems[4].message, "199 is not an HTTP status from 200 to 599");
-    assert_eq!(problems[6].message, "must be at most a quarter of cache.capacity");
+    assert_eq!(problems[6].message, "199 is not an HTTP status from 200 to 599");
+    assert_eq!(problems[8].message, "must be at most a quarter of cache.capacity");
+    let (k, _) = checked(|c| cache_config(c, &RawCache::default()));
+    assert_eq!(k.list_refresh, DEFAULT_LIST_REFRESH);
+    assert_eq!(k.list_tags, DEFAULT_LIST_TAGS);
+    let (k, problems) = checked(|c| cache_config(c, &raw("list_refresh = \"0s\"\nlist_tags = [\"list:home\"]\n")));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        (k.list_refresh, k.list_tags),
+        (Duration::ZERO, vec!["list:home".to_string()])
+    );
 
     let (_, problems) = checked(|c| cache_config(c, &raw("capacity = 1000\n")));
     assert_eq!(keys(&problems), ["cache.capacity", "cache.max_object_size"]);

@@ -100,7 +100,19 @@ impl Proxy {
         };
         // Served instead of an origin failure while its stale-if-error window lasts.
         let fallback = stale.as_ref().filter(|o| Instant::now() < o.error_until).cloned();
-        let resp = match self.send(req).await {
+        let permit = match self.budget.foreground().await {
+            Ok(p) => p,
+            Err(busy) => {
+                guard.finish(Flight::Failed(StatusCode::SERVICE_UNAVAILABLE));
+                if let Some(o) = fallback {
+                    return Some(self.stale_on_error(lk, &o, StatusCode::SERVICE_UNAVAILABLE));
+                }
+                return Some(Answer::new(self.origin_busy(&busy, &lk.origin_path()), Outcome::Miss));
+            }
+        };
+        let answered = self.send(req).await;
+        drop(permit);
+        let resp = match answered {
             Ok(r) => r,
             Err(e) => {
                 guard.finish(Flight::Failed(e.status()));
@@ -366,7 +378,7 @@ impl Proxy {
             compressible: stale.compressible,
             tags: stale.tags.clone(),
             id: cache::next_object_id(),
-            banned: std::sync::atomic::AtomicBool::new(false),
+            banned: cache::BanMark::default(),
         });
         (obj, verdict.map(|_| ()))
     }
@@ -416,8 +428,12 @@ impl Proxy {
     pub(super) fn judged_in_flight(&self, primary: &Arc<str>, obj: &Object, generation: u64) -> bool {
         match self.bans.since(generation, primary, &obj.tags) {
             InFlight::Untouched => true,
+            InFlight::SoftBounded => {
+                obj.banned.mark(cache::Banned::Bounded);
+                true
+            }
             InFlight::Soft => {
-                obj.banned.store(true, std::sync::atomic::Ordering::Relaxed);
+                obj.banned.mark(cache::Banned::Exact);
                 true
             }
             InFlight::Hard => false,
@@ -557,7 +573,7 @@ impl Proxy {
             compressible,
             tags: tags.into_iter().map(Arc::from).collect(),
             id: cache::next_object_id(),
-            banned: std::sync::atomic::AtomicBool::new(false),
+            banned: cache::BanMark::default(),
         }))
     }
 
@@ -578,8 +594,10 @@ impl Proxy {
         }
     }
 
-    /// Serves stale while one background request refreshes the object (none when
-    /// `cache.background_refreshes` are already in flight: a later request starts it).
+    /// Serves stale while one background request refreshes the object. None starts when
+    /// only bounded list bans made it stale and it was fetched less than
+    /// `cache.list_refresh` ago ([`bans::refresh_due`]), or when the origin budget has no
+    /// place for a refresh ([`crate::budget`]): a later request starts it.
     pub(super) fn refresh_in_background(
         self: &Arc<Self>,
         key: Arc<str>,
@@ -587,17 +605,23 @@ impl Proxy {
         stale: &Arc<Object>,
         client: SocketAddr,
     ) {
-        use std::sync::atomic::Ordering;
-        let cap = self.cfg().cache.background_refreshes;
-        if self
-            .refreshing
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
-            .is_err()
-        {
-            self.metrics.background_refreshes_deferred.inc();
+        let now = Instant::now();
+        let due = crate::bans::refresh_due(
+            stale.banned.get(),
+            now < stale.fresh_until,
+            now.saturating_duration_since(stale.stored_at),
+            self.cfg().cache.list_refresh,
+        );
+        if !due {
+            self.metrics.list_refreshes_deferred.inc();
             return;
         }
-        let slot = RefreshSlot(self.refreshing.clone());
+        if self.flights.lock().contains_key(&key) {
+            return;
+        }
+        let Some(permit) = self.budget.background() else {
+            return;
+        };
         let tx = {
             let mut flights = self.flights.lock();
             if flights.contains_key(&key) {
@@ -617,21 +641,23 @@ impl Proxy {
         let target = (lk.parts.uri.path().to_string(), lk.query.clone());
         self.metrics.background_refreshes.inc();
         tokio::spawn(async move {
-            let _slot = slot;
             let guard = FlightGuard {
                 flights: &this.flights,
                 key: key.clone(),
                 tx,
                 done: false,
             };
-            let flight = this.refresh(req, &primary, key, &stale, &target).await;
+            let flight = this.refresh(req, permit, &primary, key, &stale, &target).await;
             guard.finish(flight);
         });
     }
 
+    /// The background refresh of a stale object, holding `permit` (its place in the origin
+    /// budget) until the origin's answer begins.
     pub(super) async fn refresh(
         &self,
         req: Request<ProxyBody>,
+        permit: crate::budget::Permit,
         primary: &Arc<str>,
         key: Arc<str>,
         stale: &Arc<Object>,
@@ -640,7 +666,9 @@ impl Proxy {
         let generation = self.bans.generation();
         let url = req.uri().clone();
         let req_headers = req.headers().clone();
-        let resp = match self.send(req).await {
+        let sent = self.send(req).await;
+        drop(permit);
+        let resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 // stale-if-error: keep serving the stale copy until its grace ends.

@@ -1,5 +1,5 @@
 //! The fill lock: one origin fetch per key at a time, its result shared with the
-//! requests that waited on it, and the places among the background refreshes.
+//! requests that waited on it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,15 +29,6 @@ pub(super) enum Flight {
 }
 
 pub(super) type FlightRx = watch::Receiver<Option<Flight>>;
-
-/// A taken place among the background refreshes, given back when dropped.
-pub(super) struct RefreshSlot(pub(super) Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for RefreshSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
 
 /// Publishes a flight's result, and `Abandoned` if dropped without one.
 pub(super) struct FlightGuard<'a> {

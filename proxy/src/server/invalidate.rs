@@ -63,19 +63,25 @@ impl Proxy {
 
     /// Applies a ban here and queues it for every sibling; an invalid ban is neither.
     pub fn ban(&self, ban: Ban) -> Result<BanResult, BanError> {
-        let c = Compiled::new(ban, &self.cfg().policy.strip_query)?;
+        let c = self.compile(ban)?;
         Ok(self.apply_ban(c))
+    }
+
+    /// Checks and prepares a ban as this node applies it: bounded when it is a soft ban
+    /// that allows lag of a tag in `cache.list_tags` ([`Compiled::bounded_by`]).
+    fn compile(&self, ban: Ban) -> Result<Compiled, BanError> {
+        let cfg = self.cfg();
+        Ok(Compiled::new(ban, &cfg.policy.strip_query)?.bounded_by(&cfg.cache.list_tags))
     }
 
     /// Applies bans in order, each as [`Proxy::ban`] does, once every one of them is known
     /// to be valid: if one is not, none is applied, and the error is the first invalid
     /// one's index with why.
     pub fn ban_all(&self, bans: Vec<Ban>) -> Result<Vec<BanResult>, (usize, BanError)> {
-        let strip = &self.cfg().policy.strip_query;
         let compiled = bans
             .into_iter()
             .enumerate()
-            .map(|(i, ban)| Compiled::new(ban, strip).map_err(|e| (i, e)))
+            .map(|(i, ban)| self.compile(ban).map_err(|e| (i, e)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(compiled.into_iter().map(|c| self.apply_ban(c)).collect())
     }
@@ -104,7 +110,7 @@ impl Proxy {
         let now_ms = strata_wire::ids::unix_ms();
         for &i in &admission.apply {
             let item = &req.bans[i];
-            match Compiled::new(item.ban.clone(), &self.cfg().policy.strip_query) {
+            match self.compile(item.ban.clone()) {
                 Ok(c) => {
                     let kind = c.kind();
                     let removed = self.bans.apply(&self.store, Arc::new(c));

@@ -49,6 +49,21 @@ impl Proxy {
         synth(e.status(), text, "origin-error")
     }
 
+    /// The answer to a miss that got no place in the origin budget in time: 503 with the
+    /// reason and `Retry-After`, logged.
+    pub(super) fn origin_busy(&self, busy: &crate::budget::Busy, url: &str) -> Response<ProxyBody> {
+        tracing::warn!(
+            url,
+            queued = busy.queued,
+            waited_ms = busy.waited.as_millis() as u64,
+            "origin budget full; refused"
+        );
+        let mut resp = synth(StatusCode::SERVICE_UNAVAILABLE, &busy.to_string(), "origin-busy");
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp
+    }
+
     /// Streams an origin response to the client unchanged (less hop-by-hop headers and the
     /// targeted cache-control fields, which are for this cache alone).
     pub(super) fn stream_back(

@@ -4,6 +4,7 @@
 
 mod admin_plane;
 mod attacks;
+mod budget;
 mod cluster;
 mod comments;
 mod conformance;

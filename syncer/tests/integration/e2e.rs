@@ -108,13 +108,25 @@ impl Cluster {
 
     /// [`Cluster::start`] with `extra` top-level keys in the syncer's configuration.
     async fn start_with(mysql: &str, extra_keys: &str) -> Cluster {
+        Cluster::start_nodes(mysql, extra_keys, 3, &|_| wp_origin(), "1s").await
+    }
+
+    /// [`Cluster::start_with`] with `n` nodes (1 to 3), node `i`'s origin URL `origin(i)`,
+    /// and the nodes' `[comments] max_hold`.
+    async fn start_nodes(
+        mysql: &str,
+        extra_keys: &str,
+        n: usize,
+        origin: &dyn Fn(usize) -> String,
+        max_hold: &str,
+    ) -> Cluster {
         let t = token();
         let prefix = format!("strata-e2e:{t}:");
         let dir = std::env::temp_dir().join(format!("strata-e2e-{t}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let secret_file = dir.join("cluster.secret");
         std::fs::write(&secret_file, format!("e2e-secret-{t}-0123456789")).expect("write secret");
-        let held: Vec<(std::net::TcpListener, std::net::TcpListener)> = (0..3)
+        let held: Vec<(std::net::TcpListener, std::net::TcpListener)> = (0..n)
             .map(|_| {
                 (
                     std::net::TcpListener::bind("127.0.0.1:0").expect("bind"),
@@ -129,8 +141,8 @@ impl Cluster {
         drop(held);
         let bin = proxy_bin();
         let mut nodes = Vec::new();
-        for (i, id) in ["a", "b", "c"].iter().enumerate() {
-            let siblings: Vec<String> = (0..3)
+        for (i, id) in ["a", "b", "c"].iter().take(n).enumerate() {
+            let siblings: Vec<String> = (0..n)
                 .filter(|j| *j != i)
                 .map(|j| format!("\"http://{}\"", addrs[j].1))
                 .collect();
@@ -139,10 +151,10 @@ impl Cluster {
                  [origin]\nurl = \"{origin}\"\n\
                  [cluster]\nnode_id = \"{id}\"\nsiblings = [{siblings}]\nsecret_file = {secret:?}\n\
                  [comments]\nenabled = true\nmemcached = [\"{mc}\"]\nkey_prefix = \"{prefix}\"\n\
-                 hold = \"5ms\"\nmax_hold = \"1s\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
+                 hold = \"5ms\"\nmax_hold = \"{max_hold}\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
                 listen = addrs[i].0,
                 admin = addrs[i].1,
-                origin = wp_origin(),
+                origin = origin(i),
                 siblings = siblings.join(", "),
                 secret = secret_file.display().to_string(),
                 mc = memcached(),
@@ -196,7 +208,7 @@ impl Cluster {
             stop: Some(stop),
             syncer: Some(syncer),
         };
-        for i in 0..3 {
+        for i in 0..n {
             cluster.wait_healthy(i).await;
         }
         cluster.wait_settings().await;
@@ -847,4 +859,183 @@ async fn every_comment_lands_after_a_mysql_outage() {
     db.disconnect().await.unwrap();
     let c = Arc::try_unwrap(c).unwrap_or_else(|_| panic!("cluster still shared"));
     c.finish(&t).await;
+}
+
+/// An HTTP forwarder in front of the WordPress origin that counts the GETs of one path (the
+/// node's origin fetches of that page) and passes every request on as it is.
+struct CountingOrigin {
+    /// The URL to give a node as its origin.
+    url: String,
+    /// GETs of the path so far.
+    count: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingOrigin {
+    async fn start(path: &'static str) -> CountingOrigin {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let client = Client::builder(TokioExecutor::new()).build_http::<hyper::body::Incoming>();
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (client, seen) = (client.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                        let client = client.clone();
+                        if req.method() == http::Method::GET && req.uri().path() == path {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let target = format!(
+                            "{}{}",
+                            wp_origin(),
+                            req.uri().path_and_query().map_or("/", |p| p.as_str())
+                        );
+                        *req.uri_mut() = target.parse().expect("origin URL");
+                        async move { client.request(req).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        CountingOrigin {
+            url: format!("http://{addr}"),
+            count,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+/// Fifty comments in about a second, each on a post of its own, through a node whose home
+/// page (a list with the latest-comments widget) is requested all the while: each comment
+/// soft-bans `list` and `wp:recent-comments` (bounded), yet the home page is fetched from the
+/// origin at most once per `cache.list_refresh` (1 s by default), so at most
+/// ceil(duration / 1 s) + 1 times; and each commenter's own post page (banned hard, exactly),
+/// fetched right after the comment's 302, shows the comment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_comments_refreshes_lists_at_a_bounded_rate_and_posts_exactly() {
+    let home = CountingOrigin::start("/").await;
+    // A generous max_hold: on a busy machine a verdict may take over a second, and only an
+    // accepted comment (a 302 to its #comment-N) promises read-your-writes.
+    let c = Arc::new(Cluster::start_nodes(&mysql_url(), "", 1, &|_| home.url.clone(), "8s").await);
+    let db = mysql_async::Pool::new(mysql_url().as_str());
+    let t = token();
+    let mut posts = Vec::new();
+    for i in 0..400 {
+        let id = open_post(&db, &format!("{t}burst{i}")).await;
+        if !posts.contains(&id) {
+            posts.push(id);
+        }
+        if posts.len() == 50 {
+            break;
+        }
+    }
+    assert_eq!(posts.len(), 50, "50 open posts (scripts/wordpress.sh provisions 200)");
+    let mut paths = Vec::new();
+    for &id in &posts {
+        let path = path_of(&permalink(id).await);
+        warm(&c, 0, &path).await;
+        paths.push(path);
+    }
+    warm(&c, 0, "/").await;
+
+    let started = Instant::now();
+    let before = home.count();
+    let done = Arc::new(AtomicBool::new(false));
+    // The home page, requested every 20 ms until the comments are in (at most 30 s).
+    let reader = tokio::spawn({
+        let (c, done) = (c.clone(), done.clone());
+        async move {
+            let mut n = 0;
+            while !done.load(Ordering::SeqCst) && n < 1500 {
+                let r = get(&c.url(0, "/"), &[]).await.expect("GET / through the node");
+                assert_eq!(r.status, 200);
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            n
+        }
+    });
+    let mut commenters = Vec::new();
+    for (i, (&post, path)) in posts.iter().zip(&paths).enumerate() {
+        let (c, t, path) = (c.clone(), t.clone(), path.clone());
+        commenters.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20 * i as u64)).await;
+            let who = format!("{t}b{i}");
+            let text = format!("Burst comment {i} {t}");
+            let r = c
+                .post(
+                    0,
+                    &[
+                        ("comment_post_ID", &post.to_string()),
+                        ("author", &format!("Burst {i}")),
+                        ("email", &format!("burst-{who}@example.test")),
+                        ("comment", &text),
+                    ],
+                    &ip_for(&who),
+                    &[],
+                )
+                .await;
+            assert_eq!(r.status, 302, "comment {i}: {}", r.body);
+            let location = r.header("location").to_string();
+            assert!(
+                location.contains("#comment-"),
+                "comment {i} accepted within max_hold: {location}"
+            );
+            // Read-your-writes: the post's page, right after the 302, without the cookies.
+            let page = get(&c.url(0, &path), &[]).await.expect("GET the post");
+            assert_eq!(page.status, 200);
+            assert!(
+                page.body.contains(&text),
+                "comment {i} not on its post's page right after its 302 (X-Cache {})",
+                page.header("x-cache")
+            );
+        }));
+    }
+    for task in commenters {
+        task.await.expect("commenter");
+    }
+    done.store(true, Ordering::SeqCst);
+    let reads = reader.await.expect("reader");
+    let took = started.elapsed();
+    let fetched = home.count() - before;
+    let bound = took.as_secs_f64().ceil() as usize + 1;
+    eprintln!("{reads} GETs of / in {took:?} while 50 comments came in: {fetched} origin fetches (bound {bound})");
+    assert!(
+        fetched <= bound,
+        "the home page was fetched {fetched} times in {took:?}: more than once per list_refresh (bound {bound})"
+    );
+    assert!(fetched >= 1, "the home page was never refreshed");
+
+    // The lists lag by at most list_refresh: a request after it brings the new comments.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&c.url(0, "/"), &[]).await.expect("GET /");
+        if (0..50).any(|i| r.body.contains(&format!("Burst {i}"))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the home page's latest comments never showed the burst"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = get(&format!("http://{}/metrics", c.nodes[0].admin), &[])
+        .await
+        .map(|r| r.body)
+        .unwrap_or_default();
+    assert!(
+        metric(&metrics, "strata_list_refreshes_deferred_total ").is_some_and(|n| n > 0.0),
+        "refreshes held back by list_refresh are counted"
+    );
+    match Arc::try_unwrap(c) {
+        Ok(c) => c.finish(&t).await,
+        Err(_) => panic!("the cluster is still shared"),
+    }
 }
