@@ -297,10 +297,7 @@ pub fn node_toml(
         ("policy", String::new()),
         (
             "cluster",
-            format!(
-                "node_id = {node_id:?}\nsiblings = [{}]{secret}",
-                siblings.join(", ")
-            ),
+            format!("node_id = {node_id:?}\nsiblings = [{}]{secret}", siblings.join(", ")),
         ),
         ("bans", String::new()),
     ] {

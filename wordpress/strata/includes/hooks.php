@@ -28,6 +28,7 @@ final class Hooks
         add_action('created_term', [self::class, 'term_changed'], 10, 3);
         add_action('edited_term', [self::class, 'term_changed'], 10, 3);
         add_action('delete_term', [self::class, 'term_changed'], 10, 3);
+        add_action('profile_update', [self::class, 'author_changed'], 10, 2);
 
         // Comments: approve, unapprove, spam, trash, delete (all transitions), edits of
         // approved comments, comments inserted approved outside wp-comments-post.php.
@@ -71,9 +72,10 @@ final class Hooks
     }
 
     /**
-     * The tags of the page WordPress is about to render: a singular page names its post,
-     * the terms it is filed under and its author; a term archive its term; an author
-     * archive its author.
+     * The tags of the page WordPress is about to render: a singular page names its post
+     * (`post:ID`), the terms it is filed under (`in-term:ID`) and its author
+     * (`by-author:ID`); a term archive its term (`term:ID`); an author archive its author
+     * (`author:ID`).
      *
      * @return string[]
      */
@@ -83,12 +85,15 @@ final class Hooks
         if (is_singular()) {
             $post = get_queried_object();
             if ($post instanceof \WP_Post) {
+                // Not term:ID and author:ID: those are the archives, banned by every post
+                // published in the term or by the author; a post page changes only when the
+                // term or the author itself does.
                 $tags[] = 'post:' . $post->ID;
                 foreach (self::term_ids($post) as $id) {
-                    $tags[] = "term:$id";
+                    $tags[] = "in-term:$id";
                 }
                 if ((int) $post->post_author > 0) {
-                    $tags[] = 'author:' . (int) $post->post_author;
+                    $tags[] = 'by-author:' . (int) $post->post_author;
                 }
             }
         } elseif (is_category() || is_tag() || is_tax()) {
@@ -200,6 +205,21 @@ final class Hooks
             return;
         }
         Bans::add(Rules::term_bans($term_id));
+    }
+
+    /** A user's public name, slug or website changed: their archive and posts. */
+    public static function author_changed(int $user_id, $old = null): void
+    {
+        $new = get_userdata($user_id);
+        if (!$new instanceof \WP_User || !$old instanceof \WP_User) {
+            return;
+        }
+        foreach (['display_name', 'user_nicename', 'user_url'] as $field) {
+            if ($old->$field !== $new->$field) {
+                Bans::add(Rules::author_bans($user_id));
+                return;
+            }
+        }
     }
 
     /** A comment's status changed: bans when it was, or now is, shown. */

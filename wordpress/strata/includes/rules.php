@@ -53,7 +53,8 @@ final class Rules
 
     /**
      * The bans of a public post that appeared, changed or disappeared: its own pages, the
-     * lists it is (or was) in, its terms' and author's archives, the latest-posts widgets;
+     * lists it is (or was) in, its terms' and author's archives (`term:ID`, `author:ID`:
+     * archives only, not the other posts of the term or author), the latest-posts widgets;
      * a post that just became public also bans cached 404s (its URL may have been one).
      *
      * @param int[] $term_ids
@@ -82,10 +83,22 @@ final class Rules
         return $bans;
     }
 
-    /** The bans of a term created, edited or deleted: its archive and every list. */
+    /**
+     * The bans of a term created, edited or deleted: its archive (`term:ID`), the posts
+     * filed under it, which show its name (`in-term:ID`), and every list.
+     */
     public static function term_bans(int $term_id): array
     {
-        return [self::tag("term:$term_id"), self::tag('list')];
+        return [self::tag("term:$term_id"), self::tag("in-term:$term_id"), self::tag('list')];
+    }
+
+    /**
+     * The bans of an author whose public name or description changed: their archive
+     * (`author:ID`) and their posts, which show the name (`by-author:ID`).
+     */
+    public static function author_bans(int $user_id): array
+    {
+        return [self::tag("author:$user_id"), self::tag("by-author:$user_id")];
     }
 
     /** The bans of a visible comment that changed: its post's pages, latest-comments widgets. */

@@ -32,7 +32,9 @@ check(in_array('list:404', $tags(Rules::post_bans(12, 'post', [], 2, true)), tru
 check(in_array('list:other', $tags(Rules::post_bans(5, 'product', [], 0, false)), true), 'a custom post type bans other lists');
 
 check($tags(Rules::comment_bans(9)) === ['post:9', 'wp:recent-comments'], 'a comment bans its post and latest-comments');
-check($tags(Rules::term_bans(4)) === ['term:4', 'list'], 'a term bans its archive and the lists');
+check($tags(Rules::term_bans(4)) === ['term:4', 'in-term:4', 'list'], 'a term bans its archive, its posts and the lists');
+check($tags(Rules::author_bans(2)) === ['author:2', 'by-author:2'], 'an author bans their archive and posts');
+check(!in_array('in-term:3', $post, true) && !in_array('by-author:2', $post, true), "a post does not ban its term's or author's other posts");
 check(Rules::comment_visible('approved') && Rules::comment_visible('1') && !Rules::comment_visible('unapproved') && !Rules::comment_visible('spam'), 'visible comments');
 
 foreach (['blogname', 'blogdescription', 'permalink_structure', 'widget_block', 'theme_mods_twentytwentyone', 'sidebars_widgets'] as $o) {

@@ -7,7 +7,8 @@
  *   set-nodes URLS             sets the node list option; prints the previous options
  *   restore JSON               puts back the options set-nodes printed
  *   post TITLE                 publishes a post; prints its id and link
- *   future-post TITLE SECONDS  schedules a post SECONDS from now; prints its id and link
+ *   future-post TITLE SECONDS  schedules a post SECONDS from now (cron event included);
+ *                              prints its id and link
  *   status ID                  the post's status
  *   pending-comment ID TEXT    adds a comment awaiting moderation to post ID
  *   approve ID                 approves comment ID (wp_set_comment_status)
@@ -74,13 +75,24 @@ switch ($argv[1] ?? '') {
             'comment_status' => 'open',
         ];
         if ($future) {
-            $gmt = gmdate('Y-m-d H:i:s', time() + (int) ($args[1] ?? 3));
+            // WordPress publishes at once a post dated less than a minute ahead: schedule
+            // it two minutes ahead, then bring its date and its cron event to SECONDS from
+            // now, as a post scheduled earlier looks shortly before its time.
+            $gmt = gmdate('Y-m-d H:i:s', time() + 120);
             $postarr['post_date_gmt'] = $gmt;
             $postarr['post_date'] = get_date_from_gmt($gmt);
         }
         $id = wp_insert_post($postarr, true);
         if (is_wp_error($id)) {
             fail($id->get_error_message());
+        }
+        if ($future) {
+            $at = time() + (int) ($args[1] ?? 3);
+            $gmt = gmdate('Y-m-d H:i:s', $at);
+            $GLOBALS['wpdb']->update($GLOBALS['wpdb']->posts, ['post_date_gmt' => $gmt, 'post_date' => get_date_from_gmt($gmt)], ['ID' => $id]);
+            clean_post_cache($id);
+            wp_clear_scheduled_hook('publish_future_post', [$id]);
+            wp_schedule_single_event($at, 'publish_future_post', [$id]);
         }
         $post = get_post($id);
         out(['id' => $id, 'status' => $post->post_status, 'link' => get_permalink($id), 'slug' => $post->post_name]);
