@@ -24,6 +24,30 @@ ensure_dirs() {
     mkdir -p "$STRATA_RUN_DIR" "$STRATA_LOG_DIR" "$STRATA_ETC_DIR" "$STRATA_LIB_DIR"
 }
 
+# The cluster secret the local proxy, syncer and the origin's Strata plugin share.
+STRATA_SECRET_FILE=$STRATA_LIB_DIR/cluster.secret
+
+# ensure_cluster_secret: generates the cluster secret once (64 hex digits) and keeps it
+# readable by root and, when the group exists, by www-data (the WordPress plugin signs its
+# bans with it), by nobody else.
+ensure_cluster_secret() {
+    if [ ! -s "$STRATA_SECRET_FILE" ]; then
+        (
+            umask 077
+            head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \n' >"$STRATA_SECRET_FILE.tmp"
+            echo >>"$STRATA_SECRET_FILE.tmp"
+            mv "$STRATA_SECRET_FILE.tmp" "$STRATA_SECRET_FILE"
+        )
+        log "generated cluster secret $STRATA_SECRET_FILE"
+    fi
+    if getent group www-data >/dev/null 2>&1; then
+        chgrp www-data "$STRATA_SECRET_FILE"
+        chmod 640 "$STRATA_SECRET_FILE"
+    else
+        chmod 600 "$STRATA_SECRET_FILE"
+    fi
+}
+
 # take_lock NAME: serializes concurrent runs (e.g. tests and benchmarks both
 # bringing the origin up) with an flock on /run/strata/NAME.lock, held on fd 9
 # until the script exits. Daemons are started through without_inherited_fds so

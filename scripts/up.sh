@@ -18,7 +18,7 @@ REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
 
 CONFIG=$REPO_DIR/config/proxy.toml
 BINARY=$REPO_DIR/target/release/strata-proxy
-SECRET_FILE=$STRATA_LIB_DIR/cluster.secret
+SECRET_FILE=$STRATA_SECRET_FILE
 PID_FILE=$STRATA_RUN_DIR/strata-proxy.pid
 LOG_FILE=$STRATA_LOG_DIR/strata-proxy.log
 PUBLIC=http://127.0.0.1:8080
@@ -35,19 +35,6 @@ ensure_cargo() {
     fi
     command -v cargo >/dev/null 2>&1 ||
         die "cargo not found: install a Rust toolchain (rust-version in Cargo.toml, e.g. via rustup) and put cargo on PATH"
-}
-
-ensure_secret() {
-    if [ ! -s "$SECRET_FILE" ]; then
-        (
-            umask 077
-            head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \n' >"$SECRET_FILE.tmp"
-            echo >>"$SECRET_FILE.tmp"
-            mv "$SECRET_FILE.tmp" "$SECRET_FILE"
-        )
-        log "generated cluster secret $SECRET_FILE"
-    fi
-    chmod 600 "$SECRET_FILE"
 }
 
 stop_proxy() {
@@ -130,7 +117,7 @@ cmd_up() {
     ensure_cargo
     log "building strata-proxy and strata-syncer (release) ..."
     (cd "$REPO_DIR" && cargo build --release -p strata-proxy -p strata-syncer)
-    ensure_secret
+    ensure_cluster_secret
     start_proxy
     start_syncer
     log "GET $PUBLIC/ #1: X-Cache: $(x_cache "$PUBLIC/")"

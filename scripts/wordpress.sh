@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provisions and runs the WordPress origin that strata-proxy sits in front of:
 # Debian's wordpress package on php-fpm 8.2 + nginx (127.0.0.1:8081), MariaDB
-# database strata_wp, twentytwentyone theme and ~200 generated posts with comments.
+# database strata_wp, twentytwentyone theme, ~200 generated posts with comments, and the
+# Strata plugin (wordpress/strata/) as a must-use plugin.
 # The site URL is http://127.0.0.1:8080 (the proxy's public address).
 #
 # Usage: scripts/wordpress.sh [up|stop|status]     (default: up)
@@ -30,6 +31,7 @@ WP_ETC=/etc/wordpress
 WP_CONFIG=$WP_ETC/config-127.0.0.1.php
 WP_SALTS=$WP_ETC/strata-salts.php
 WP_CONTENT=/var/lib/wordpress/wp-content
+PLUGIN_SRC=$(cd "$SCRIPT_DIR/../wordpress/strata" && pwd)
 
 # Runs SQL as the WordPress database user; prints tab-separated rows, no header.
 wp_sql() {
@@ -95,6 +97,21 @@ write_wp_config() {
     install -d -o www-data -g www-data "$WP_CONTENT/mu-plugins"
     install_file "$SCRIPT_DIR/origin/strata-origin.php" "$WP_CONTENT/mu-plugins/strata-origin.php" 0644 || true
     log "WordPress config: $WP_CONFIG"
+}
+
+# The Strata plugin (wordpress/strata/) as a must-use plugin: always on, no activation row
+# in the database, cannot be switched off from wp-admin. Without nodes configured it sends
+# nothing (it only adds its response headers). The includes go first and the loader last,
+# so a request arriving meanwhile never loads half a plugin.
+install_plugin() {
+    local dst=$WP_CONTENT/mu-plugins/strata f
+    ensure_cluster_secret
+    for f in "$PLUGIN_SRC"/includes/*.php; do
+        install_file "$f" "$dst/includes/$(basename "$f")" 0644 || true
+    done
+    install_file "$PLUGIN_SRC/strata.php" "$dst/strata.php" 0644 || true
+    install_file "$PLUGIN_SRC/mu-loader.php" "$WP_CONTENT/mu-plugins/strata.php" 0644 || true
+    log "Strata plugin: $WP_CONTENT/mu-plugins/strata.php (secret $STRATA_SECRET_FILE)"
 }
 
 start_php_fpm() {
@@ -193,6 +210,7 @@ cmd_up() {
     ensure_mariadb
     setup_database
     write_wp_config
+    install_plugin
     start_php_fpm
     start_nginx
     provision_wordpress

@@ -27,6 +27,11 @@ define('WP_HTTP_BLOCK_EXTERNAL', true);
 define('WP_AUTO_UPDATE_CORE', false);
 define('DISALLOW_FILE_MODS', true);
 
+// The Strata plugin (a must-use plugin here) signs its bans with the local cluster secret,
+// which scripts/wordpress.sh makes readable by www-data. No node is named: the plugin sends
+// nothing until STRATA_NODES is defined here or nodes are set on Settings -> Strata.
+define('STRATA_SECRET_FILE', '/var/lib/strata/cluster.secret');
+
 // Command-line scripts have no Host header; behave like the public address.
 if (PHP_SAPI === 'cli' && empty($_SERVER['HTTP_HOST'])) {
     $_SERVER['HTTP_HOST'] = '127.0.0.1:8080';

@@ -277,6 +277,15 @@ pub fn node_toml(
     extra: &[(&str, String)],
 ) -> String {
     let siblings: Vec<String> = siblings.iter().map(|a| format!("\"http://{a}\"")).collect();
+    // A `secret_file` among the extra cluster lines replaces the tests' shared secret.
+    let own_secret = extra
+        .iter()
+        .any(|(s, l)| *s == "cluster" && l.trim_start().starts_with("secret_file"));
+    let secret = if own_secret {
+        String::new()
+    } else {
+        format!("\nsecret_file = {:?}", secret_file())
+    };
     let mut toml = String::new();
     for (name, base) in [
         (
@@ -288,11 +297,7 @@ pub fn node_toml(
         ("policy", String::new()),
         (
             "cluster",
-            format!(
-                "node_id = {node_id:?}\nsiblings = [{}]\nsecret_file = {:?}",
-                siblings.join(", "),
-                secret_file()
-            ),
+            format!("node_id = {node_id:?}\nsiblings = [{}]{secret}", siblings.join(", ")),
         ),
         ("bans", String::new()),
     ] {
