@@ -57,6 +57,10 @@ struct Case {
 }
 
 fn case(u: &mut Unstructured) -> arbitrary::Result<Case> {
+    // The byte to change first: the strings that follow take what they like of the input,
+    // and a change read from what is left would mostly be the default one.
+    let flip = u.int_in_range(1..=u8::MAX)?;
+    let flip_at = usize::from(u.arbitrary::<u16>()?);
     let prefix: String = u.arbitrary()?;
     // The configuration's rule (syncer `key_prefix`): memcached keys hold no whitespace.
     let prefix = if prefix.len() > 200 || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -89,8 +93,8 @@ fn case(u: &mut Unstructured) -> arbitrary::Result<Case> {
         record,
         other_seq,
         other_epoch,
-        flip_at: u.arbitrary()?,
-        flip: u.int_in_range(1..=u8::MAX)?,
+        flip_at,
+        flip,
     })
 }
 
