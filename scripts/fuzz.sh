@@ -3,9 +3,13 @@
 # docs/fuzzing.md.
 #
 # Usage:
-#   scripts/fuzz.sh smoke                    every target for 8 s (CI; about a minute of fuzzing)
+#   scripts/fuzz.sh smoke                    lint, then every target for 8 s (CI; about a minute of fuzzing)
 #   scripts/fuzz.sh long [SECONDS] [TARGET…] each target (default: all) for SECONDS (default 600)
+#   scripts/fuzz.sh lint                     rustfmt check and clippy (warnings are errors) of fuzz/
 #   scripts/fuzz.sh list                     the targets
+#
+# fuzz/ is its own workspace, so the project's own fmt and clippy runs never see it: `lint`
+# (and `smoke`, which CI runs) checks it with the nightly toolchain that builds it.
 #
 # The targets are built once, as cargo-fuzz builds them by default: optimised, with debug
 # assertions and overflow checks (an arithmetic overflow is a finding too).
@@ -53,6 +57,7 @@ list)
     printf '%s\n' "${TARGETS[@]}"
     exit 0
     ;;
+lint) ;;
 smoke)
     seconds=$SMOKE_SECONDS
     targets=("${TARGETS[@]}")
@@ -79,12 +84,31 @@ esac
 # own build stays on stable.
 cargo +nightly --version >/dev/null 2>&1 ||
     die "the nightly toolchain is missing: cargo fuzz needs it (rustup toolchain install nightly); the rest of the build stays on stable"
+
+cd "$FUZZ_DIR"
+if [ "$mode" = lint ] || [ "$mode" = smoke ]; then
+    # rustfmt and clippy are rustup components of nightly too; add them if they are missing.
+    for component in rustfmt clippy; do
+        sub=fmt
+        [ "$component" = clippy ] && sub=clippy
+        if ! cargo +nightly "$sub" --version >/dev/null 2>&1; then
+            command -v rustup >/dev/null 2>&1 || die "cargo +nightly $sub is missing and rustup is not available to add $component"
+            log "adding rustup component $component to nightly"
+            rustup component add --toolchain nightly "$component"
+        fi
+    done
+    log "cargo +nightly fmt --check (fuzz/)"
+    cargo +nightly fmt --check
+    log "cargo +nightly clippy --all-targets -- -D warnings (fuzz/)"
+    cargo +nightly clippy --all-targets -- -D warnings
+    [ "$mode" = lint ] && exit 0
+fi
+
 if ! cargo fuzz --version >/dev/null 2>&1; then
     log "installing cargo-fuzz (cargo install cargo-fuzz --locked)"
     cargo install cargo-fuzz --locked
 fi
 
-cd "$FUZZ_DIR"
 log "cargo +nightly fuzz build ${build_flags[*]} (all targets, release)"
 cargo +nightly fuzz build "${build_flags[@]}"
 

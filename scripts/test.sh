@@ -4,8 +4,9 @@
 # then runs, in order: rustfmt check, clippy (warnings are errors), cargo test, the my.cnf
 # and systemd unit checks (scripts/mycnf-check.sh, scripts/units-check.sh), the
 # documentation check (scripts/docs-check.sh: links, anchors, the configuration reference
-# against the code), a short run of every fuzz target (scripts/fuzz.sh smoke: needs the
-# nightly toolchain) and the browser test of the /status page (scripts/browser-test.sh).
+# against the code), the fuzz crate's lints and a short run of every fuzz target
+# (scripts/fuzz.sh smoke: needs the nightly toolchain) and the browser test of the /status
+# page (scripts/browser-test.sh).
 #
 # Usage: scripts/test.sh [extra cargo test args...]
 #   e.g. scripts/test.sh -p strata-proxy -- --nocapture

@@ -231,8 +231,7 @@ fn through_hyper(input: &[u8], sizes: Vec<usize>) -> Vec<Seen> {
     if std::env::var_os("FRAMING_DEBUG").is_some() {
         eprintln!("connection: {result:?}");
     }
-    let seen = seen.take();
-    seen
+    seen.take()
 }
 
 /// One request head as sent, found by [`raw_heads`].

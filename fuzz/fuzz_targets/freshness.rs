@@ -70,7 +70,11 @@ fuzz_target!(|data: &[u8]| {
     assert!(!headers.contains_key(http::header::SET_COOKIE));
     assert!(life.ttl <= MAX_DELTA, "ttl {:?}", life.ttl);
     assert!(life.grace <= MAX_DELTA, "grace {:?}", life.grace);
-    assert!(life.stale_if_error <= MAX_DELTA, "stale-if-error {:?}", life.stale_if_error);
+    assert!(
+        life.stale_if_error <= MAX_DELTA,
+        "stale-if-error {:?}",
+        life.stale_if_error
+    );
     assert!(life.initial_age <= MAX_DELTA, "age {:?}", life.initial_age);
     let longest = life.ttl + life.grace.max(life.stale_if_error).max(life.keep);
     assert!(Instant::now().checked_add(longest).is_some());

@@ -318,7 +318,8 @@ pub fn seal(secret: &[u8], key: &str, data: &[u8]) -> Vec<u8> {
 /// The data of a value [`seal`]ed with `secret` for `key`, checked in constant time.
 ///
 /// Errors: [`SealError::Unsealed`] when the value is not in the sealed layout,
-/// [`SealError::Forged`] when its MAC does not match.
+/// [`SealError::Forged`] when its MAC does not match or is not spelt as [`seal`] spells it
+/// (lower-case hex).
 pub fn unseal<'a>(secret: &[u8], key: &str, value: &'a [u8]) -> Result<&'a [u8], SealError> {
     let rest = value.strip_prefix(seal_head().as_bytes()).ok_or(SealError::Unsealed)?;
     let (mac, rest) = rest.split_at_checked(MAC_HEX).ok_or(SealError::Unsealed)?;
@@ -326,6 +327,11 @@ pub fn unseal<'a>(secret: &[u8], key: &str, value: &'a [u8]) -> Result<&'a [u8],
         .strip_prefix(SEAL_MID)
         .and_then(|r| r.strip_suffix(b"}"))
         .ok_or(SealError::Unsealed)?;
+    // Only the spelling `seal` writes, lower case: `hex` reads capitals too, and a value
+    // whose bytes the secret's holder never wrote must not open.
+    if !mac.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(SealError::Forged);
+    }
     let mac = hex::decode(mac).map_err(|_| SealError::Forged)?;
     seal_mac(secret, key, data)
         .verify_slice(&mac)
@@ -586,6 +592,33 @@ mod tests {
         let mut not_hex = sealed.clone();
         not_hex[at] = b'z';
         assert_eq!(Record::open(SECRET, "q:", 77, 5, &not_hex), Err(RecordError::Forged));
+    }
+
+    /// Found by fuzzing (`queue_record`): the MAC was read with `hex::decode`, which takes
+    /// capitals too, so a sealed record with a letter of its MAC capitalised (bytes the
+    /// secret's holder never wrote) opened as the record.
+    #[test]
+    fn a_seal_opens_only_as_it_was_written() {
+        let sealed = record().seal(SECRET, "q:");
+        let head = seal_head().len();
+        let mut letters = 0;
+        for at in head..head + MAC_HEX {
+            if sealed[at].is_ascii_lowercase() {
+                letters += 1;
+                let mut capital = sealed.clone();
+                capital[at] = sealed[at].to_ascii_uppercase();
+                assert_eq!(
+                    Record::open(SECRET, "q:", 77, 5, &capital),
+                    Err(RecordError::Forged),
+                    "byte {at}"
+                );
+            }
+        }
+        assert!(letters > 0, "the MAC of the example has letters");
+        let all_capitals = sealed.to_ascii_uppercase();
+        let mut capitals = sealed.clone();
+        capitals[head..head + MAC_HEX].copy_from_slice(&all_capitals[head..head + MAC_HEX]);
+        assert_eq!(unseal(SECRET, "q:c:5", &capitals), Err(SealError::Forged));
     }
 
     #[test]
