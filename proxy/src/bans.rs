@@ -153,8 +153,9 @@ impl Compiled {
 pub struct Bans {
     /// Counts every ban applied; a fill notes it before asking the origin.
     generation: AtomicU64,
-    /// The last bans with the generation each one made.
-    recent: parking_lot::Mutex<VecDeque<(u64, Arc<Compiled>)>>,
+    /// The last bans with the generation each one made and when it arrived here (Unix
+    /// milliseconds, never less than the one before).
+    recent: parking_lot::Mutex<VecDeque<(u64, u64, Arc<Compiled>)>>,
 }
 
 impl Bans {
@@ -165,6 +166,11 @@ impl Bans {
 
     /// Applies a ban to the store; returns how many entries it removed or marked stale.
     pub fn apply(&self, store: &Store, c: Arc<Compiled>) -> usize {
+        self.apply_at(store, c, strata_wire::ids::unix_ms())
+    }
+
+    /// [`Bans::apply`] for a ban that arrived at `now_ms` (Unix milliseconds).
+    pub fn apply_at(&self, store: &Store, c: Arc<Compiled>, now_ms: u64) -> usize {
         {
             // Recorded before acting, so a fill that finishes meanwhile sees it.
             let mut recent = self.recent.lock();
@@ -172,7 +178,10 @@ impl Bans {
             if recent.len() == RECENT_BANS {
                 recent.pop_front();
             }
-            recent.push_back((generation, c.clone()));
+            // Arrival times never go back, even when the clock does: the judgement of a
+            // peer's fill relies on their order.
+            let arrived = recent.back().map_or(now_ms, |(_, prev, _)| now_ms.max(*prev));
+            recent.push_back((generation, arrived, c.clone()));
         }
         let soft = c.ban.soft;
         let act = |keys: Vec<Arc<str>>| {
@@ -218,13 +227,44 @@ impl Bans {
         }
         let recent = self.recent.lock();
         match recent.front() {
-            Some((oldest, _)) if *oldest <= since + 1 => recent
+            Some((oldest, _, _)) if *oldest <= since + 1 => recent
                 .iter()
-                .filter(|(g, c)| *g > since && c.matches(key, tags))
-                .map(|(_, c)| if c.ban.soft { InFlight::Soft } else { InFlight::Hard })
+                .filter(|(g, _, c)| *g > since && c.matches(key, tags))
+                .map(|(_, _, c)| if c.ban.soft { InFlight::Soft } else { InFlight::Hard })
                 .max()
                 .unwrap_or(InFlight::Untouched),
             _ => InFlight::Hard,
+        }
+    }
+}
+
+impl Bans {
+    /// The generation a fill answered by another node must be judged from: every ban that
+    /// arrived here later than `after_ms` (the home's origin fetch start minus the allowed
+    /// clock skew, Unix milliseconds) counts as applied since that fetch began, so
+    /// [`Bans::since`] from the returned generation gives the same hard/soft judgement an
+    /// origin fill gets. `None` when the remembered bans cannot tell (treat as hard).
+    pub fn generation_before(&self, after_ms: u64) -> Option<u64> {
+        let recent = self.recent.lock();
+        let arrivals: Vec<(u64, u64)> = recent.iter().map(|(g, at, _)| (*g, *at)).collect();
+        generation_before(&arrivals, self.generation(), after_ms)
+    }
+}
+
+/// The generation before the first ban that arrived after `after_ms`, from the remembered
+/// bans' `(generation, arrival)` pairs (oldest first) and the current generation. `None`
+/// when bans were forgotten and the oldest one remembered already arrived after `after_ms`:
+/// a forgotten one may have too.
+pub fn generation_before(arrivals: &[(u64, u64)], current: u64, after_ms: u64) -> Option<u64> {
+    match arrivals.iter().find(|(_, at)| *at > after_ms) {
+        None => Some(current),
+        Some((g, _)) => {
+            let forgotten = arrivals.first().is_some_and(|(oldest, _)| *oldest > 1);
+            if *g == arrivals[0].0 && forgotten {
+                None
+            } else {
+                Some(g - 1)
+            }
         }
     }
 }
@@ -276,6 +316,7 @@ mod tests {
             keep_until: now + Duration::from_secs(120),
             compressible: false,
             tags: tags.iter().map(|t| Arc::from(*t)).collect(),
+            fetched_ms: 0,
             id: next_object_id(),
             banned: AtomicBool::new(false),
         }))
@@ -397,5 +438,54 @@ mod tests {
             b.apply(&s, ban(Kind::Tag, "other", None));
         }
         assert_eq!(b.since(before, "a.test/x/", &[]), InFlight::Hard);
+    }
+
+    #[test]
+    fn the_generation_before_a_time_is_that_of_the_last_ban_not_later() {
+        // Nothing remembered: whatever the time, the current generation.
+        assert_eq!(generation_before(&[], 0, 1_000), Some(0));
+        let arrivals = [(1, 100), (2, 200), (3, 200), (4, 300)];
+        assert_eq!(generation_before(&arrivals, 4, 50), Some(0), "all came later");
+        assert_eq!(generation_before(&arrivals, 4, 100), Some(1), "not later: the same ms");
+        assert_eq!(generation_before(&arrivals, 4, 199), Some(1));
+        assert_eq!(generation_before(&arrivals, 4, 250), Some(3));
+        assert_eq!(generation_before(&arrivals, 4, 300), Some(4), "none later");
+        // Forgotten bans (the window starts at 10): the oldest remembered came later, so a
+        // forgotten one may have too; a later time can still be told.
+        let window = [(10, 500), (11, 600)];
+        assert_eq!(generation_before(&window, 11, 400), None);
+        assert_eq!(generation_before(&window, 11, 550), Some(10));
+        assert_eq!(generation_before(&window, 11, 600), Some(11));
+    }
+
+    #[test]
+    fn a_peer_fill_is_judged_against_bans_since_the_homes_fetch_began() {
+        let (s, b) = (store(), Bans::default());
+        let tags = [Arc::from("post:5"), Arc::from("list")];
+        b.apply_at(&s, ban(Kind::Tag, "post:5", None), 1_000);
+        b.apply_at(&s, soft_ban(Kind::Tag, "list"), 2_000);
+        b.apply_at(&s, ban(Kind::Tag, "post:9", None), 3_000);
+        // The ask noted the generation after all three (this node had them before it asked),
+        // yet the home fetched before some arrived here: those count as since the fetch.
+        let noted = b.generation();
+        let judge = |home_fetch_ms: u64, skew_ms: u64| {
+            b.generation_before(home_fetch_ms - skew_ms)
+                .map_or(InFlight::Hard, |g| b.since(g.min(noted), "a.test/hello/", &tags))
+        };
+        assert_eq!(judge(500, 0), InFlight::Hard, "fetched before the hard ban");
+        assert_eq!(judge(1_500, 0), InFlight::Soft, "after the hard, before the soft ban");
+        assert_eq!(judge(2_500, 0), InFlight::Untouched, "only an unrelated ban came later");
+        assert_eq!(judge(5_000, 0), InFlight::Untouched);
+        // The skew widens what counts as later: a home whose clock runs ahead.
+        assert_eq!(judge(1_900, 1_000), InFlight::Hard);
+        assert_eq!(judge(2_900, 1_000), InFlight::Soft);
+        // Arrival times never go back with the clock.
+        b.apply_at(&s, ban(Kind::Tag, "post:5", None), 10);
+        assert_eq!(judge(2_999, 0), InFlight::Hard, "arrived after 3000, not at 10");
+        // Too many bans since to tell: hard.
+        for i in 0..RECENT_BANS {
+            b.apply_at(&s, ban(Kind::Tag, "other", None), 4_000 + i as u64);
+        }
+        assert_eq!(b.generation_before(3_500), None);
     }
 }

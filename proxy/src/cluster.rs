@@ -407,6 +407,18 @@ impl Cluster {
         }
     }
 
+    /// The siblings that are members for shielding: their last sync succeeded and they told
+    /// their node id. Node id and admin URL of each.
+    pub fn live(&self) -> Vec<(String, String)> {
+        self.siblings
+            .iter()
+            .filter_map(|s| {
+                let st = s.state.lock();
+                st.node.clone().filter(|_| st.up).map(|n| (n, s.url.clone()))
+            })
+            .collect()
+    }
+
     /// Per-sibling state for `/cluster` and `/status`.
     pub fn report(&self) -> Vec<SiblingReport> {
         let now = Instant::now();

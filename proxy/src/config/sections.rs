@@ -428,7 +428,7 @@ pub(super) fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Pat
             format!("{node_id:?}: use letters, digits, '-', '_' or '.'"),
         );
     }
-    let siblings = cl
+    let siblings: Vec<http::Uri> = cl
         .siblings
         .iter()
         .flatten()
@@ -489,7 +489,25 @@ pub(super) fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Pat
         DEFAULT_QUEUE_LIMIT,
         1..=10_000_000,
     );
+    let shield_timeout = c.duration("cluster.shield_timeout", &cl.shield_timeout, DEFAULT_SHIELD_TIMEOUT);
+    if shield_timeout < Duration::from_millis(10) {
+        c.problem(
+            "cluster.shield_timeout",
+            "must be at least 10ms: shorter, every peer fill would fall back to the origin",
+        );
+    }
+    let shield_skew = c.duration("cluster.shield_skew", &cl.shield_skew, DEFAULT_SHIELD_SKEW);
+    if shield_skew > Duration::from_secs(60) {
+        c.problem(
+            "cluster.shield_skew",
+            "must be at most 60s: synchronise the nodes' clocks (NTP) instead",
+        );
+    }
+    let shield = cl.shield.unwrap_or(!siblings.is_empty());
     ClusterConfig {
+        shield,
+        shield_timeout,
+        shield_skew,
         node_id,
         siblings,
         secret_file,
