@@ -14,6 +14,7 @@ mod http_edges;
 mod nodes;
 mod raw;
 mod reload;
+mod shield;
 mod status;
 mod tls;
 mod tune;
