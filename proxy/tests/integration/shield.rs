@@ -440,3 +440,125 @@ async fn a_ban_the_home_has_not_seen_keeps_its_older_copy_out() {
     })
     .await;
 }
+
+/// A sibling that takes every sync (acknowledging its bans without applying them) and
+/// answers every shield request with the page as WordPress renders it now, claiming it
+/// fetched it a minute ago (now, for a URL containing `control`): a home that has not seen
+/// this node's bans.
+async fn home_behind_on_bans() -> Fixture {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    Fixture::start(move |req: Request<Incoming>| {
+        let client = client.clone();
+        async move {
+            let path = req.uri().path().to_string();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if path == strata_wire::ban::SYNC_PATH {
+                let reply = serde_json::json!({
+                    "node": "z", "instance": 7, "latest": 0, "applied": json["latest"],
+                });
+                return Response::builder()
+                    .header("content-type", "application/json")
+                    .body(full(reply.to_string()))
+                    .expect("response");
+            }
+            let target = json["path"].as_str().unwrap_or("/").to_string();
+            let wp = Request::get(format!("{}{target}", wp_origin()))
+                .header("host", wp_host())
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let Ok(answer) = client.request(wp).await else {
+                return Response::builder()
+                    .status(502)
+                    .body(full("no WordPress"))
+                    .expect("response");
+            };
+            let (parts, body) = answer.into_parts();
+            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let mut resp = Response::builder()
+                .status(parts.status)
+                .body(full(body))
+                .expect("response");
+            for (k, v) in &parts.headers {
+                if !matches!(
+                    k.as_str(),
+                    "transfer-encoding" | "content-length" | "connection" | "keep-alive"
+                ) {
+                    resp.headers_mut().append(k, v.clone());
+                }
+            }
+            // A control URL is claimed fetched now; the others a minute ago.
+            let claimed = crate::harness::now_ms() - if target.contains("control") { 0 } else { 60_000 };
+            let h = resp.headers_mut();
+            h.insert("x-strata-shield-fetched", claimed.into());
+            h.insert("x-strata-shield", http::HeaderValue::from_static("hit"));
+            h.insert(GENERATION, http::HeaderValue::from_static("old"));
+            resp
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_answer_older_than_a_ban_here_is_replaced_by_an_origin_fetch() {
+    bounded(90, async {
+        let origin = CountingOrigin::start().await;
+        let home = home_behind_on_bans().await;
+        let siblings = format!("siblings = [\"{}\"]", home.url());
+        let node = TestProxy::start(
+            &origin.url(),
+            &[
+                ("cluster", &siblings),
+                ("cluster", "node_id = \"a\""),
+                ("cluster", "heartbeat_interval = \"100ms\""),
+                ("cluster", "confirm_within = \"30s\""),
+            ],
+        )
+        .await;
+        let admin = node.admin;
+        poll("the home to be a live member", PROPAGATION, || async move {
+            let s = cluster_state(admin).await;
+            (s["siblings"][0]["up"] == true && s["siblings"][0]["node"] == "z").then_some(())
+        })
+        .await;
+        // Past the skew of the flush the node made while it started unconfirmed.
+        sleep(Duration::from_millis(1200)).await;
+        let (path, id) = a_post().await;
+        let me = "a".to_string();
+        let url = (0..1000)
+            .map(|i| format!("{path}?shieldtest=older-{i}"))
+            .find(|url| {
+                let (p, q) = url.split_once('?').expect("query");
+                let key = strata_proxy::policy::cache_key(&wp_host(), p, Some(q));
+                strata_proxy::shield::home(&key, [me.as_str(), "z"]) == Some("z")
+            })
+            .expect("a URL whose home is z");
+        // Control: without a ban, the home's answer is used and stored.
+        let control = url.replace("older-", "control-");
+        let r = get_at(node.addr, &wp_host(), &control, &[]).await;
+        assert_eq!(r.status, 200);
+        if strata_proxy::shield::home(
+            &strata_proxy::policy::cache_key(&wp_host(), &path, control.split_once('?').map(|(_, q)| q)),
+            ["a", "z"],
+        ) == Some("z")
+        {
+            assert_eq!(generation_of(&r), "old", "the home's answer is used without a ban");
+        }
+        // A ban arrives here (not at the home); then the page is asked for.
+        ban_at(admin, &ban_json("tag", &format!("post:{id}"), None, false), None).await;
+        let r = get_at(node.addr, &wp_host(), &url, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_ne!(generation_of(&r), "old", "the home's copy predates the ban: not served");
+        assert_eq!(origin.count(&url), 1, "fetched from the origin instead");
+        let banned = metric_at(admin, "strata_shield_requests_total", "result=\"fallback_banned\"").await;
+        assert_eq!(banned, 1.0);
+        let again = get_at(node.addr, &wp_host(), &url, &[]).await;
+        assert_eq!((again.x_cache(), generation_of(&again).as_str()), ("HIT", "1"));
+    })
+    .await;
+}
