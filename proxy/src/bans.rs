@@ -8,9 +8,12 @@
 //! when the ban arrived; the last few thousand bans are kept, with a generation number, to
 //! judge such fills before they are stored.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use strata_wire::ban::{Ban, Kind};
 
@@ -19,6 +22,8 @@ use crate::policy;
 
 /// Bans remembered for judging fills that were in flight when they arrived.
 const RECENT_BANS: usize = 4096;
+/// Most bytes of ban values a shield request lists (the admin body limit is 64 KiB).
+pub const MAX_LISTED_BYTES: usize = 32 * 1024;
 /// Compiled size limit of an operator's regular expression.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
@@ -148,14 +153,46 @@ impl Compiled {
     }
 }
 
-/// Applies bans and remembers the recent ones for in-flight fills.
+/// One remembered ban.
+#[derive(Debug)]
+struct Recent {
+    /// The generation applying it made.
+    generation: u64,
+    /// Its cluster-wide id (0: a flush of this node's own, never told to others).
+    id: u64,
+    /// When it was applied here (this node's monotonic clock, never compared with another
+    /// node's): which bans a shield request lists.
+    arrived: Instant,
+    /// The ban.
+    compiled: Arc<Compiled>,
+}
+
+/// The remembered bans, and where each id was first applied.
+#[derive(Debug, Default)]
+struct RecentBans {
+    /// Oldest first, at most [`RECENT_BANS`].
+    list: VecDeque<Recent>,
+    /// Id → the generation its first application here made, for the bans in `list`.
+    ids: HashMap<u64, u64>,
+}
+
+/// The bans a node applied lately, as a shield request lists them for the key's home.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Listed {
+    /// The bans (with their ids), oldest first.
+    pub bans: Vec<Ban>,
+    /// More were applied in the window than are listed (or than are remembered): the home
+    /// must not answer from what it held before the request.
+    pub overflow: bool,
+}
+
+/// Applies bans and remembers the recent ones for in-flight fills and for shielding.
 #[derive(Default)]
 pub struct Bans {
     /// Counts every ban applied; a fill notes it before asking the origin.
     generation: AtomicU64,
-    /// The last bans with the generation each one made and when it arrived here (Unix
-    /// milliseconds, never less than the one before).
-    recent: parking_lot::Mutex<VecDeque<(u64, u64, Arc<Compiled>)>>,
+    /// The last bans, with the generation each one made.
+    recent: parking_lot::Mutex<RecentBans>,
 }
 
 impl Bans {
@@ -164,24 +201,38 @@ impl Bans {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Applies a ban to the store; returns how many entries it removed or marked stale.
-    pub fn apply(&self, store: &Store, c: Arc<Compiled>) -> usize {
-        self.apply_at(store, c, strata_wire::ids::unix_ms())
+    /// The generation the first application here of the ban with `id` made, while it is
+    /// remembered; `None` for an id not applied here (yet, or too long ago to tell) and for 0.
+    pub fn applied_at(&self, id: u64) -> Option<u64> {
+        if id == 0 {
+            return None;
+        }
+        self.recent.lock().ids.get(&id).copied()
     }
 
-    /// [`Bans::apply`] for a ban that arrived at `now_ms` (Unix milliseconds).
-    pub fn apply_at(&self, store: &Store, c: Arc<Compiled>, now_ms: u64) -> usize {
+    /// Applies a ban to the store; returns how many entries it removed or marked stale.
+    pub fn apply(&self, store: &Store, c: Arc<Compiled>) -> usize {
         {
             // Recorded before acting, so a fill that finishes meanwhile sees it.
             let mut recent = self.recent.lock();
             let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-            if recent.len() == RECENT_BANS {
-                recent.pop_front();
+            if recent.list.len() == RECENT_BANS {
+                if let Some(old) = recent.list.pop_front() {
+                    if recent.ids.get(&old.id) == Some(&old.generation) {
+                        recent.ids.remove(&old.id);
+                    }
+                }
             }
-            // Arrival times never go back, even when the clock does: the judgement of a
-            // peer's fill relies on their order.
-            let arrived = recent.back().map_or(now_ms, |(_, prev, _)| now_ms.max(*prev));
-            recent.push_back((generation, arrived, c.clone()));
+            let id = c.ban.id;
+            if id != 0 {
+                recent.ids.entry(id).or_insert(generation);
+            }
+            recent.list.push_back(Recent {
+                generation,
+                id,
+                arrived: Instant::now(),
+                compiled: c.clone(),
+            });
         }
         let soft = c.ban.soft;
         let act = |keys: Vec<Arc<str>>| {
@@ -226,47 +277,71 @@ impl Bans {
             return InFlight::Untouched;
         }
         let recent = self.recent.lock();
-        match recent.front() {
-            Some((oldest, _, _)) if *oldest <= since + 1 => recent
+        match recent.list.front() {
+            Some(oldest) if oldest.generation <= since + 1 => recent
+                .list
                 .iter()
-                .filter(|(g, _, c)| *g > since && c.matches(key, tags))
-                .map(|(_, _, c)| if c.ban.soft { InFlight::Soft } else { InFlight::Hard })
+                .filter(|r| r.generation > since && r.compiled.matches(key, tags))
+                .map(|r| {
+                    if r.compiled.ban.soft {
+                        InFlight::Soft
+                    } else {
+                        InFlight::Hard
+                    }
+                })
                 .max()
                 .unwrap_or(InFlight::Untouched),
             _ => InFlight::Hard,
         }
     }
-}
 
-impl Bans {
-    /// The generation a fill answered by another node must be judged from: every ban that
-    /// arrived here later than `after_ms` (the home's origin fetch start minus the allowed
-    /// clock skew, Unix milliseconds) counts as applied since that fetch began, so
-    /// [`Bans::since`] from the returned generation gives the same hard/soft judgement an
-    /// origin fill gets. `None` when the remembered bans cannot tell (treat as hard).
-    pub fn generation_before(&self, after_ms: u64) -> Option<u64> {
+    /// The bans with an id applied here within `window` (each id once, in the order last
+    /// applied), for a shield
+    /// request: at most `max` of them and [`MAX_LISTED_BYTES`] of values; past either, or
+    /// when bans of the window are no longer remembered, `overflow`.
+    pub fn applied_within(&self, window: Duration, max: usize) -> Listed {
         let recent = self.recent.lock();
-        let arrivals: Vec<(u64, u64)> = recent.iter().map(|(g, at, _)| (*g, *at)).collect();
-        generation_before(&arrivals, self.generation(), after_ms)
+        let since = Instant::now().checked_sub(window);
+        let in_window = |r: &Recent| since.is_none_or(|s| r.arrived >= s);
+        let mut listed = Listed {
+            overflow: recent.list.len() == RECENT_BANS && recent.list.front().is_some_and(in_window),
+            ..Listed::default()
+        };
+        let mut bytes = 0;
+        let mut seen = HashSet::new();
+        for r in recent.list.iter().rev().take_while(|r| in_window(r)) {
+            if r.id == 0 || !seen.insert(r.id) {
+                continue;
+            }
+            bytes += r.compiled.ban.value.len() + r.compiled.ban.host.as_ref().map_or(0, String::len);
+            if listed.bans.len() == max || bytes > MAX_LISTED_BYTES {
+                listed.overflow = true;
+                break;
+            }
+            listed.bans.push(r.compiled.ban.clone());
+        }
+        listed.bans.reverse();
+        listed
+    }
+
+    /// Whether this node, as a key's home, may answer a sibling with `obj` (stored under
+    /// `key`, fetched from generation `fetched_gen` on) given the bans the sibling listed:
+    /// each must either be applied here no later than that fetch began, or not select the
+    /// object (see [`home_may_answer`]).
+    pub fn home_may_answer(&self, listed: &[Arc<Compiled>], key: &str, tags: &[Arc<str>], fetched_gen: u64) -> bool {
+        listed
+            .iter()
+            .all(|b| home_may_answer(self.applied_at(b.ban.id), b.matches(key, tags), fetched_gen))
     }
 }
 
-/// The generation before the first ban that arrived after `after_ms`, from the remembered
-/// bans' `(generation, arrival)` pairs (oldest first) and the current generation. `None`
-/// when bans were forgotten and the oldest one remembered already arrived after `after_ms`:
-/// a forgotten one may have too.
-pub fn generation_before(arrivals: &[(u64, u64)], current: u64, after_ms: u64) -> Option<u64> {
-    match arrivals.iter().find(|(_, at)| *at > after_ms) {
-        None => Some(current),
-        Some((g, _)) => {
-            let forgotten = arrivals.first().is_some_and(|(oldest, _)| *oldest > 1);
-            if *g == arrivals[0].0 && forgotten {
-                None
-            } else {
-                Some(g - 1)
-            }
-        }
-    }
+/// The home's rule for one ban a sibling listed (it had applied it before asking) and an
+/// object the home would answer with, fetched from ban generation `fetched_gen` on: fine
+/// when the ban does not select the object, or when the home applied it (at generation
+/// `applied_at`) before that fetch began, so the fetch saw the write behind it. Otherwise
+/// the object may predate the change, and the home fetches afresh.
+pub fn home_may_answer(applied_at: Option<u64>, selects: bool, fetched_gen: u64) -> bool {
+    !selects || applied_at.is_some_and(|g| fetched_gen >= g)
 }
 
 /// What the bans applied while a fill was at the origin say about the object it brought.
@@ -316,7 +391,7 @@ mod tests {
             keep_until: now + Duration::from_secs(120),
             compressible: false,
             tags: tags.iter().map(|t| Arc::from(*t)).collect(),
-            fetched_ms: 0,
+            fetched_gen: 0,
             id: next_object_id(),
             banned: AtomicBool::new(false),
         }))
@@ -339,6 +414,7 @@ mod tests {
             value: value.into(),
             host: host.map(str::to_string),
             soft: false,
+            id: 0,
         };
         Arc::new(Compiled::new(b, &strip()).unwrap())
     }
@@ -441,51 +517,82 @@ mod tests {
     }
 
     #[test]
-    fn the_generation_before_a_time_is_that_of_the_last_ban_not_later() {
-        // Nothing remembered: whatever the time, the current generation.
-        assert_eq!(generation_before(&[], 0, 1_000), Some(0));
-        let arrivals = [(1, 100), (2, 200), (3, 200), (4, 300)];
-        assert_eq!(generation_before(&arrivals, 4, 50), Some(0), "all came later");
-        assert_eq!(generation_before(&arrivals, 4, 100), Some(1), "not later: the same ms");
-        assert_eq!(generation_before(&arrivals, 4, 199), Some(1));
-        assert_eq!(generation_before(&arrivals, 4, 250), Some(3));
-        assert_eq!(generation_before(&arrivals, 4, 300), Some(4), "none later");
-        // Forgotten bans (the window starts at 10): the oldest remembered came later, so a
-        // forgotten one may have too; a later time can still be told.
-        let window = [(10, 500), (11, 600)];
-        assert_eq!(generation_before(&window, 11, 400), None);
-        assert_eq!(generation_before(&window, 11, 550), Some(10));
-        assert_eq!(generation_before(&window, 11, 600), Some(11));
+    fn the_home_answers_only_with_what_a_listed_ban_cannot_have_made_old() {
+        // (applied at the home, selects the object, object's fetch generation) → may answer.
+        assert!(home_may_answer(None, false, 0), "not applied, does not select");
+        assert!(
+            !home_may_answer(None, true, 99),
+            "not applied here yet, selects: fetch afresh"
+        );
+        assert!(
+            home_may_answer(Some(5), false, 1),
+            "applied after the fetch, but elsewhere"
+        );
+        assert!(home_may_answer(Some(5), true, 5), "applied before the fetch began");
+        assert!(home_may_answer(Some(5), true, 9));
+        assert!(!home_may_answer(Some(5), true, 4), "the fetch began before the ban");
+    }
+
+    fn with_id(c: Arc<Compiled>, id: u64) -> Arc<Compiled> {
+        let mut b = c.ban.clone();
+        b.id = id;
+        Arc::new(Compiled::new(b, &strip()).unwrap())
     }
 
     #[test]
-    fn a_peer_fill_is_judged_against_bans_since_the_homes_fetch_began() {
+    fn the_home_judges_listed_bans_by_id_and_generation() {
         let (s, b) = (store(), Bans::default());
-        let tags = [Arc::from("post:5"), Arc::from("list")];
-        b.apply_at(&s, ban(Kind::Tag, "post:5", None), 1_000);
-        b.apply_at(&s, soft_ban(Kind::Tag, "list"), 2_000);
-        b.apply_at(&s, ban(Kind::Tag, "post:9", None), 3_000);
-        // The ask noted the generation after all three (this node had them before it asked),
-        // yet the home fetched before some arrived here: those count as since the fetch.
-        let noted = b.generation();
-        let judge = |home_fetch_ms: u64, skew_ms: u64| {
-            b.generation_before(home_fetch_ms - skew_ms)
-                .map_or(InFlight::Hard, |g| b.since(g.min(noted), "a.test/hello/", &tags))
-        };
-        assert_eq!(judge(500, 0), InFlight::Hard, "fetched before the hard ban");
-        assert_eq!(judge(1_500, 0), InFlight::Soft, "after the hard, before the soft ban");
-        assert_eq!(judge(2_500, 0), InFlight::Untouched, "only an unrelated ban came later");
-        assert_eq!(judge(5_000, 0), InFlight::Untouched);
-        // The skew widens what counts as later: a home whose clock runs ahead.
-        assert_eq!(judge(1_900, 1_000), InFlight::Hard);
-        assert_eq!(judge(2_900, 1_000), InFlight::Soft);
-        // Arrival times never go back with the clock.
-        b.apply_at(&s, ban(Kind::Tag, "post:5", None), 10);
-        assert_eq!(judge(2_999, 0), InFlight::Hard, "arrived after 3000, not at 10");
-        // Too many bans since to tell: hard.
-        for i in 0..RECENT_BANS {
-            b.apply_at(&s, ban(Kind::Tag, "other", None), 4_000 + i as u64);
+        let tags = [Arc::from("post:5"), Arc::from("html")];
+        let post5 = with_id(ban(Kind::Tag, "post:5", None), 11);
+        let post7 = with_id(ban(Kind::Tag, "post:7", None), 12);
+        let fetched_before = b.generation();
+        b.apply(&s, post5.clone());
+        let fetched_after = b.generation();
+        assert_eq!(b.applied_at(11), Some(fetched_after));
+        assert_eq!(b.applied_at(12), None);
+        assert_eq!(b.applied_at(0), None);
+        let key = "a.test/hello/";
+        assert!(!b.home_may_answer(std::slice::from_ref(&post5), key, &tags, fetched_before));
+        assert!(b.home_may_answer(std::slice::from_ref(&post5), key, &tags, fetched_after));
+        assert!(
+            b.home_may_answer(std::slice::from_ref(&post7), key, &tags, 0),
+            "not applied, selects nothing here"
+        );
+        let soft5 = with_id(soft_ban(Kind::Tag, "post:5"), 13);
+        assert!(
+            !b.home_may_answer(&[post7, soft5], key, &tags, fetched_after),
+            "soft ones count too"
+        );
+        // A second application of the same id keeps the first one's generation.
+        b.apply(&s, post5.clone());
+        assert_eq!(b.applied_at(11), Some(fetched_after));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shield_request_lists_the_bans_of_the_window_with_their_ids() {
+        let (s, b) = (store(), Bans::default());
+        let window = Duration::from_secs(1);
+        b.apply(&s, with_id(ban(Kind::Tag, "old", None), 1));
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        b.apply(&s, ban(Kind::All, "", None)); // a local flush: no id, not listed
+        b.apply(&s, with_id(ban(Kind::Tag, "post:5", None), 2));
+        b.apply(&s, with_id(soft_ban(Kind::Tag, "list"), 3));
+        b.apply(&s, with_id(ban(Kind::Tag, "post:5", None), 2)); // the same ban again
+        let listed = b.applied_within(window, 256);
+        assert!(!listed.overflow);
+        let ids: Vec<u64> = listed.bans.iter().map(|b| b.id).collect();
+        assert_eq!(ids, [3, 2], "the window's bans, each once, in the order last applied");
+        assert!(listed.bans[0].soft);
+        // Past the count limit: as many as fit, and overflow.
+        let few = b.applied_within(window, 1);
+        assert_eq!((few.bans.len(), few.overflow), (1, true));
+        // Past the window, nothing.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(b.applied_within(window, 256), Listed::default());
+        // More bans in the window than remembered: overflow.
+        for i in 0..RECENT_BANS as u64 {
+            b.apply(&s, with_id(ban(Kind::Tag, "other", None), 100 + i));
         }
-        assert_eq!(b.generation_before(3_500), None);
+        assert!(b.applied_within(window, usize::MAX).overflow);
     }
 }

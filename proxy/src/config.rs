@@ -143,9 +143,6 @@ pub const DEFAULT_WRITE_WAIT: Duration = Duration::from_millis(500);
 /// longer than nearly every WordPress render, short enough that a hung home costs a visitor
 /// little.
 pub const DEFAULT_SHIELD_TIMEOUT: Duration = Duration::from_secs(2);
-/// The clock difference between nodes allowed when a home's fetch time is compared with the
-/// arrival times of bans here.
-pub const DEFAULT_SHIELD_SKEW: Duration = Duration::from_secs(1);
 /// Bans queued per sibling before collapsing into one ban of everything.
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
 /// Targeted cache-control fields (RFC 9213) obeyed, most specific first.
@@ -343,7 +340,7 @@ struct RawCluster {
     write_wait: Option<toml::Value>,
     shield: Option<bool>,
     shield_timeout: Option<toml::Value>,
-    shield_skew: Option<toml::Value>,
+    shield_window: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -542,7 +539,7 @@ impl Config {
         merged.cluster.when_unconfirmed = new.cluster.when_unconfirmed;
         merged.cluster.shield = new.cluster.shield;
         merged.cluster.shield_timeout = new.cluster.shield_timeout;
-        merged.cluster.shield_skew = new.cluster.shield_skew;
+        merged.cluster.shield_window = new.cluster.shield_window;
         let cluster = |c: &ClusterConfig| {
             format!(
                 "{} {:?} {:?} {:?} {:?} {}",
@@ -695,9 +692,10 @@ pub struct ClusterConfig {
     pub shield: bool,
     /// Longest wait for the home node's answer head before filling from the origin.
     pub shield_timeout: Duration,
-    /// Allowed clock difference between nodes: a ban that arrived here later than the home's
-    /// fetch start minus this counts as arrived after that fetch.
-    pub shield_skew: Duration,
+    /// A shield request lists the bans this node applied within this (default
+    /// `confirm_within`: a ban older than that has reached every node still serving from
+    /// its cache), so the home never answers with a copy one of them made old.
+    pub shield_window: Duration,
 }
 
 /// What a node does while it cannot confirm that it has every sibling's bans.

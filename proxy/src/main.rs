@@ -241,6 +241,7 @@ async fn ban(cfg: Config, b: BanArgs) -> anyhow::Result<()> {
         value,
         host: b.host,
         soft: b.soft,
+        id: 0,
     };
     let addr = strata_proxy::local_target(cfg.server.admin_listen);
     let answer = client::send_ban(addr, &cfg.cluster.secret, &ban, b.wait).await?;

@@ -22,21 +22,23 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use strata_wire::auth;
+use strata_wire::ban::Ban;
 
 /// The admin path a node asks a key's home on.
 pub const SHIELD_PATH: &str = "/shield";
-/// Answer field: when the home's origin fetch of what it answers began (Unix ms).
-pub static FETCHED: HeaderName = HeaderName::from_static("x-strata-shield-fetched");
 /// Answer field: how long (ms) what it answers is still fresh at the home; the asking node
 /// keeps it fresh no longer.
 pub static FRESH_MS: HeaderName = HeaderName::from_static("x-strata-shield-fresh-ms");
 /// Answer field: the tags the home gave the object (tag headers are stripped when stored).
 pub static TAGS: HeaderName = HeaderName::from_static("x-strata-shield-tags");
-/// Answer field: how the home answered (`hit`, `filled`, `pass`), for logs and `Cache-Status`.
+/// Answer field: how the home answered (`hit`, `filled`, `pass`), for logs and metrics; what
+/// tells a shield answer from an error of the admin listener.
 pub static SERVED: HeaderName = HeaderName::from_static("x-strata-shield");
 
 /// The answer fields a home adds, never stored nor delivered by the asking node.
-pub static ANSWER_FIELDS: [&HeaderName; 4] = [&FETCHED, &FRESH_MS, &TAGS, &SERVED];
+pub static ANSWER_FIELDS: [&HeaderName; 3] = [&FRESH_MS, &TAGS, &SERVED];
+/// Most bans a shield request lists.
+pub const MAX_LISTED_BANS: usize = 256;
 
 /// A fill request sent to a key's home: what the fill would send to the origin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +47,14 @@ pub struct ShieldRequest {
     pub path: String,
     /// The request headers the fill sends to the origin (the host among them), in order.
     pub headers: Vec<(String, String)>,
+    /// The bans the asking node applied within `cluster.shield_window` before asking, with
+    /// their ids: the home answers only with an object none of them can have made old.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bans: Vec<Ban>,
+    /// More bans were applied in the window than listed: the home answers with a fetch of
+    /// its own begun after the request came, never with what it held before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overflow: bool,
 }
 
 impl ShieldRequest {
@@ -57,7 +67,12 @@ impl ShieldRequest {
             .iter()
             .map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect::<Option<Vec<_>>>()?;
-        Some(ShieldRequest { path, headers })
+        Some(ShieldRequest {
+            path,
+            headers,
+            bans: Vec::new(),
+            overflow: false,
+        })
     }
 
     /// Its headers as a map; `None` when one is not a valid header.
@@ -106,7 +121,7 @@ pub enum Fallback {
     Slow,
     /// The home answered 5xx, refused the signature, or broke off its answer.
     Error,
-    /// A ban that reached this node may not have reached the home before its fetch.
+    /// A ban that arrived here while the home was asked selects its answer.
     Banned,
     /// Enough shield requests were in flight already.
     Busy,
@@ -128,8 +143,6 @@ impl Fallback {
 /// What a home's answer says besides the origin's own fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Answered {
-    /// When the home's origin fetch began (Unix ms).
-    pub fetched_ms: u64,
     /// Freshness left at the home, when it answered from a stored object.
     pub fresh_for: Option<Duration>,
     /// The object's tags at the home.
@@ -139,23 +152,21 @@ pub struct Answered {
 }
 
 impl Answered {
-    /// Takes the answer fields out of a home's answer headers; `None` without the fetch
-    /// time (not a shield answer).
+    /// Takes the answer fields out of a home's answer headers; `None` without the field
+    /// saying how the home served it (not a shield answer).
     pub fn take(headers: &mut HeaderMap) -> Option<Answered> {
         let text = |h: &HeaderMap, n: &HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let fetched_ms = text(headers, &FETCHED)?.parse().ok()?;
+        let served = text(headers, &SERVED)?;
         let fresh_for = text(headers, &FRESH_MS)
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis);
         let tags = text(headers, &TAGS)
             .map(|t| t.split(' ').filter(|t| !t.is_empty()).map(str::to_string).collect())
             .unwrap_or_default();
-        let served = text(headers, &SERVED).unwrap_or_default();
         for name in ANSWER_FIELDS {
             headers.remove(name);
         }
         Some(Answered {
-            fetched_ms,
             fresh_for,
             tags,
             served,
@@ -310,17 +321,27 @@ mod tests {
         assert_eq!(map["host"], "example.com");
         assert_eq!(map.len(), 2);
         let json = serde_json::to_string(&ask).unwrap();
+        assert!(!json.contains("bans") && !json.contains("overflow"), "{json}");
         assert_eq!(serde_json::from_str::<ShieldRequest>(&json).unwrap(), ask);
+        let listed = ShieldRequest {
+            bans: vec![Ban {
+                id: 42,
+                soft: true,
+                ..Ban::new(strata_wire::ban::Kind::Tag, "list")
+            }],
+            overflow: true,
+            ..ask.clone()
+        };
+        let json = serde_json::to_string(&listed).unwrap();
+        assert_eq!(serde_json::from_str::<ShieldRequest>(&json).unwrap(), listed);
 
         let mut h = HeaderMap::new();
         h.insert("content-type", HeaderValue::from_static("text/html"));
-        assert_eq!(Answered::take(&mut h.clone()), None, "no fetch time: not an answer");
-        h.insert(&FETCHED, HeaderValue::from_static("1700000000123"));
+        assert_eq!(Answered::take(&mut h.clone()), None, "no shield field: not an answer");
         h.insert(&FRESH_MS, HeaderValue::from_static("1500"));
         h.insert(&TAGS, HeaderValue::from_static("post:5 html"));
         h.insert(&SERVED, HeaderValue::from_static("hit"));
         let a = Answered::take(&mut h).unwrap();
-        assert_eq!(a.fetched_ms, 1_700_000_000_123);
         assert_eq!(a.fresh_for, Some(Duration::from_millis(1500)));
         assert_eq!(a.tags, ["post:5", "html"]);
         assert_eq!(a.served, "hit");

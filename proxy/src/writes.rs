@@ -262,6 +262,7 @@ pub fn bans_for(w: &Write<'_>, rules: Rules) -> Invalidation {
             value,
             host: Some(w.host.to_string()),
             soft: false,
+            id: 0,
         };
         if !out.contains(&b) {
             out.push(b);

@@ -159,7 +159,7 @@ fn cfg(limit: usize) -> ClusterConfig {
         write_wait: Duration::from_millis(500),
         shield: true,
         shield_timeout: Duration::from_secs(2),
-        shield_skew: Duration::from_secs(1),
+        shield_window: Duration::from_secs(1),
     }
 }
 

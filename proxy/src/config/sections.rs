@@ -496,18 +496,19 @@ pub(super) fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Pat
             "must be at least 10ms: shorter, every peer fill would fall back to the origin",
         );
     }
-    let shield_skew = c.duration("cluster.shield_skew", &cl.shield_skew, DEFAULT_SHIELD_SKEW);
-    if shield_skew > Duration::from_secs(60) {
+    let shield_window = c.duration("cluster.shield_window", &cl.shield_window, confirm_within);
+    if shield_window < confirm_within {
         c.problem(
-            "cluster.shield_skew",
-            "must be at most 60s: synchronise the nodes' clocks (NTP) instead",
+            "cluster.shield_window",
+            "must be at least cluster.confirm_within: a ban older than the window may not have \
+             reached a home that is still confirmed current",
         );
     }
     let shield = cl.shield.unwrap_or(!siblings.is_empty());
     ClusterConfig {
         shield,
         shield_timeout,
-        shield_skew,
+        shield_window,
         node_id,
         siblings,
         secret_file,

@@ -71,8 +71,8 @@ impl Proxy {
     /// The leader's fetch: ask the key's home node or the origin, store what may be stored,
     /// answer the client. `stale` is the stored object past its grace that this fetch
     /// revalidates: the request carries its validators, and a `304` brings it back to life
-    /// under updated headers. A home's answer that a ban here may postdate is dropped and
-    /// the origin asked instead (see [`Proxy::home_generation`]).
+    /// under updated headers. A home's answer that a hard ban which arrived here meanwhile
+    /// selects is dropped and the origin asked instead.
     pub(super) async fn fill(
         &self,
         lk: &Lookup,
@@ -121,17 +121,10 @@ impl Proxy {
                     return Some(Answer::new(self.origin_failure(&e, &lk.origin_path()), Outcome::Miss));
                 }
             };
-            let generation = match &source {
-                Source::Origin(_) => noted,
-                Source::Home(_, answered, _) => match self.home_generation(answered, noted) {
-                    Some(g) => g,
-                    None => {
-                        self.shield_fallback(Fallback::Banned, &lk.origin_path(), "too many bans to judge the answer");
-                        home = None;
-                        continue;
-                    }
-                },
-            };
+            // Judged from the generation noted before asking, whoever answered: the home saw
+            // the bans this node had then (listed in the request), and those that arrive here
+            // meanwhile are judged here.
+            let generation = noted;
             let peer = source.peer_param();
             let (mut parts, body) = resp.into_parts();
             origin::strip_hop_by_hop(&mut parts.headers);
@@ -142,21 +135,13 @@ impl Proxy {
                     self.shield_fallback(
                         Fallback::Banned,
                         &lk.origin_path(),
-                        "a ban here may postdate the answer",
+                        "a ban arrived here while the home was asked",
                     );
                     home = None;
                     continue;
                 }
                 self.shield_used(&source);
-                return Some(self.revalidated_answer(
-                    lk,
-                    &key,
-                    stale,
-                    (&parts.headers, source.fetched_ms()),
-                    &sent,
-                    guard,
-                    generation,
-                ));
+                return Some(self.revalidated_answer(lk, &key, stale, &parts.headers, &sent, guard, generation));
             }
             if let Some(o) = fallback.as_ref().filter(|_| is_error_status(parts.status)) {
                 guard.finish(Flight::Failed(parts.status));
@@ -276,7 +261,7 @@ impl Proxy {
                     life,
                     lk.parts.uri.path(),
                     lk.query.as_deref(),
-                    source.fetched_ms(),
+                    generation,
                 )
                 .await;
             let mut obj = match built {
@@ -300,7 +285,7 @@ impl Proxy {
                     self.shield_fallback(
                         Fallback::Banned,
                         &lk.origin_path(),
-                        "a ban here may postdate the answer",
+                        "a ban arrived here while the home was asked",
                     );
                     home = None;
                     continue;
@@ -380,7 +365,7 @@ impl Proxy {
     }
 
     /// Answers a fill that revalidated `stale` and got `304 Not Modified` (from a fetch begun
-    /// at `fetched_ms`): the stale object's
+    /// at ban `generation`): the stale object's
     /// body under the updated headers is stored (when they still allow it; otherwise the key is
     /// dropped and remembered as uncacheable) and delivered to the client.
     #[allow(clippy::too_many_arguments)]
@@ -389,12 +374,12 @@ impl Proxy {
         lk: &Lookup,
         key: &Arc<str>,
         stale: &Arc<Object>,
-        (not_modified, fetched_ms): (&HeaderMap, u64),
+        not_modified: &HeaderMap,
         sent: &HeaderMap,
         guard: FlightGuard<'_>,
         generation: u64,
     ) -> Answer {
-        let (obj, verdict) = self.revalidated(stale, not_modified, asked(sent), fetched_ms);
+        let (obj, verdict) = self.revalidated(stale, not_modified, asked(sent), generation);
         let status = match verdict {
             Ok(()) => {
                 let stored = self.store_object(&lk.primary, sent, &obj, generation);
@@ -420,13 +405,13 @@ impl Proxy {
     /// The object a `304 Not Modified` revalidated: the stale object's bodies under its
     /// headers updated by the `304` (RFC 9111 §3.2; see [`freshness::updated_headers`]),
     /// with the lifetime those headers now give, and whether they still allow storing it.
-    /// `fetched_ms`: when the revalidating fetch began (Unix ms).
+    /// `fetched_gen`: the ban generation noted before the revalidating fetch began.
     pub(super) fn revalidated(
         &self,
         stale: &Object,
         not_modified: &HeaderMap,
         asked: freshness::Asked,
-        fetched_ms: u64,
+        fetched_gen: u64,
     ) -> (Arc<Object>, Result<(), NoStore>) {
         let cfg = self.cfg();
         let mut stored = stale.headers.clone();
@@ -484,7 +469,7 @@ impl Proxy {
             keep_until,
             compressible: stale.compressible,
             tags: stale.tags.clone(),
-            fetched_ms,
+            fetched_gen,
             id: cache::next_object_id(),
             banned: std::sync::atomic::AtomicBool::new(false),
         });
@@ -568,7 +553,7 @@ impl Proxy {
     }
 
     /// Turns an origin response into a stored object: decoded, compressed, with validators.
-    /// `fetched_ms`: when the fetch that brought it began (Unix ms).
+    /// `fetched_gen`: the ban generation noted before the fetch that brought it began.
     pub(super) async fn build_object(
         &self,
         parts: http::response::Parts,
@@ -576,7 +561,7 @@ impl Proxy {
         life: freshness::Lifetime,
         path: &str,
         query: Option<&str>,
-        fetched_ms: u64,
+        fetched_gen: u64,
     ) -> Option<Arc<Object>> {
         let coding = parts.headers.get(header::CONTENT_ENCODING).map(HeaderValue::as_bytes);
         let gzipped = coding.is_some_and(|c| c.eq_ignore_ascii_case(b"gzip"));
@@ -678,7 +663,7 @@ impl Proxy {
             keep_until,
             compressible,
             tags: tags.into_iter().map(Arc::from).collect(),
-            fetched_ms,
+            fetched_gen,
             id: cache::next_object_id(),
             banned: std::sync::atomic::AtomicBool::new(false),
         }))
@@ -778,17 +763,7 @@ impl Proxy {
                     return Flight::Failed(e.status());
                 }
             };
-            let generation = match &source {
-                Source::Origin(_) => noted,
-                Source::Home(_, answered, _) => match self.home_generation(answered, noted) {
-                    Some(g) => g,
-                    None => {
-                        self.shield_fallback(Fallback::Banned, path, "too many bans to judge the answer");
-                        home = None;
-                        continue;
-                    }
-                },
-            };
+            let generation = noted;
             let (mut parts, body) = resp.into_parts();
             origin::strip_hop_by_hop(&mut parts.headers);
             if parts.status.is_server_error() {
@@ -799,12 +774,12 @@ impl Proxy {
                 if matches!(source, Source::Home(..))
                     && self.bans.since(generation, primary, &stale.tags) == InFlight::Hard
                 {
-                    self.shield_fallback(Fallback::Banned, path, "a ban here may postdate the answer");
+                    self.shield_fallback(Fallback::Banned, path, "a ban arrived here while the home was asked");
                     home = None;
                     continue;
                 }
                 self.shield_used(&source);
-                let (obj, verdict) = self.revalidated(stale, &parts.headers, asked(&req_headers), source.fetched_ms());
+                let (obj, verdict) = self.revalidated(stale, &parts.headers, asked(&req_headers), generation);
                 return match verdict {
                     Ok(()) => {
                         let _ = self.store_object(primary, &req_headers, &obj, generation);
@@ -862,9 +837,8 @@ impl Proxy {
                     return Flight::Failed(StatusCode::BAD_GATEWAY);
                 }
             };
-            let fetched_ms = source.fetched_ms();
             let Some(mut obj) = self
-                .build_object(parts, body, life, path, query.as_deref(), fetched_ms)
+                .build_object(parts, body, life, path, query.as_deref(), generation)
                 .await
             else {
                 return Flight::Failed(StatusCode::BAD_GATEWAY);
@@ -872,7 +846,7 @@ impl Proxy {
             if let Source::Home(_, answered, _) = &source {
                 with_home_tags(&mut obj, &answered.tags);
                 if self.bans.since(generation, primary, &obj.tags) == InFlight::Hard {
-                    self.shield_fallback(Fallback::Banned, path, "a ban here may postdate the answer");
+                    self.shield_fallback(Fallback::Banned, path, "a ban arrived here while the home was asked");
                     home = None;
                     continue;
                 }

@@ -3,43 +3,39 @@
 //!
 //! Asking: a fill or background refresh of a key whose home is another live node sends the
 //! fill request to the home; when the home is down, slow, failing or refuses the signature,
-//! the fill goes to the origin once. The home's answer is judged against bans like an
-//! origin answer, and also against every ban that arrived here after the home's fetch began
-//! (less `cluster.shield_skew`): a ban may have reached this node but not the home yet.
+//! the fill goes to the origin once. The request lists the bans this node applied within
+//! `cluster.shield_window` (with their ids); the home's answer is judged here against the
+//! bans that arrive while it is asked, as an origin answer is.
 //!
 //! Answering: the home treats the request as a miss on its own cache, never as a reason to
 //! ask another node: a fresh object is answered from memory; anything else joins or leads
 //! the key's flight (coalesced with the home's own visitors) and is answered once stored.
-//! The answer is what the origin sent (status, stored fields, identity body), plus `Age`,
-//! when the fetch began, the freshness left and the tags.
+//! Before it answers with an object it held or a flight it joined, every listed ban must
+//! be one it applied before that object's fetch began, or one that does not select it;
+//! otherwise it leads a fetch of its own, begun after the request came (so after the
+//! asking node had the ban, and the write behind it). The answer is what the origin sent
+//! (status, stored fields, identity body), plus `Age`, the freshness left and the tags.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
-use crate::shield::{self, Answered, Fallback, ShieldRequest};
+use crate::bans::Compiled;
+use crate::shield::{self, Answered, Fallback, ShieldRequest, MAX_LISTED_BANS};
 
 /// Where a fill's answer came from.
 pub(super) enum Source {
-    /// The origin; its fetch began at this Unix ms.
-    Origin(u64),
+    /// The origin.
+    Origin,
     /// A key's home node (its node id), with what its answer said; the permit is the place
     /// among the shield requests in flight, held until the answer is read.
     Home(String, Answered, #[allow(dead_code)] shield::Permit),
 }
 
 impl Source {
-    /// When the fetch behind the answer began (Unix ms): the object's `fetched_ms`.
-    pub(super) fn fetched_ms(&self) -> u64 {
-        match self {
-            Source::Origin(ms) => *ms,
-            Source::Home(_, a, _) => a.fetched_ms,
-        }
-    }
-
     /// The `Cache-Status` parameter naming the home node that answered, if one did.
     pub(super) fn peer_param(&self) -> String {
         match self {
-            Source::Origin(_) => String::new(),
+            Source::Origin => String::new(),
             Source::Home(node, _, _) => format!("; fwd-peer=\"{node}\""),
         }
     }
@@ -70,27 +66,34 @@ impl Proxy {
         live.iter().find(|(n, _)| n == home && home != me).cloned()
     }
 
-    /// Sends a fill: to `home` (node id, admin URL) when given, falling back to the origin
-    /// (counted, logged) when the home cannot answer; else to the origin.
+    /// Sends a fill: to `home` (node id, admin URL) when given, with the bans this node
+    /// applied within `cluster.shield_window`, falling back to the origin (counted, logged)
+    /// when the home cannot answer; else to the origin. The caller notes the ban generation
+    /// before: the listed bans are those up to it, or later.
     pub(super) async fn fetch(
         &self,
         req: Request<ProxyBody>,
         home: Option<&(String, String)>,
     ) -> Result<(Response<Incoming>, Source), OriginError> {
         if let Some((node, base)) = home {
-            if let Some(ask) = ShieldRequest::of(&req) {
-                let (secret, timeout) = {
+            if let Some(mut ask) = ShieldRequest::of(&req) {
+                let (secret, timeout, window) = {
                     let cfg = self.cfg();
-                    (cfg.cluster.secret.clone(), cfg.cluster.shield_timeout)
+                    (
+                        cfg.cluster.secret.clone(),
+                        cfg.cluster.shield_timeout,
+                        cfg.cluster.shield_window,
+                    )
                 };
+                let listed = self.bans.applied_within(window, MAX_LISTED_BANS);
+                (ask.bans, ask.overflow) = (listed.bans, listed.overflow);
                 match self.shield.ask(&secret, base, &ask, timeout).await {
                     Ok((resp, answered, permit)) => return Ok((resp, Source::Home(node.clone(), answered, permit))),
                     Err((why, detail)) => self.shield_fallback(why, &ask.path, &detail),
                 }
             }
         }
-        let started = strata_wire::ids::unix_ms();
-        self.send(req).await.map(|r| (r, Source::Origin(started)))
+        self.send(req).await.map(|r| (r, Source::Origin))
     }
 
     /// Counts and logs a fill that goes to the origin instead of the key's home.
@@ -116,16 +119,6 @@ impl Proxy {
         }
     }
 
-    /// The ban generation a home's answer is judged from: the one this fill noted, or
-    /// earlier when bans arrived here after the home's fetch began (less the allowed clock
-    /// skew). `None` when the bans remembered cannot tell: judge it as banned.
-    pub(super) fn home_generation(&self, answered: &Answered, noted: u64) -> Option<u64> {
-        let skew = self.cfg().cluster.shield_skew.as_millis() as u64;
-        self.bans
-            .generation_before(answered.fetched_ms.saturating_sub(skew))
-            .map(|g| g.min(noted))
-    }
-
     /// Answers a shield request as the key's home (`POST /shield`).
     pub async fn serve_shield(self: &Arc<Self>, ask: ShieldRequest) -> Response<ProxyBody> {
         let refused = |status: StatusCode, text: &str| {
@@ -144,6 +137,17 @@ impl Proxy {
         if host_of(&uri, &headers).is_none() {
             return refused(StatusCode::BAD_REQUEST, "the shield request names no host");
         }
+        // The bans the asking node had applied: `None` when it had more than it listed (or
+        // one does not compile here), and only a fetch begun now may answer.
+        let listed: Option<Vec<Arc<Compiled>>> = if ask.overflow {
+            None
+        } else {
+            let strip = &self.cfg().policy.strip_query;
+            ask.bans
+                .iter()
+                .map(|b| Compiled::new(b.clone(), strip).ok().map(Arc::new))
+                .collect()
+        };
         if !self.cache_trusted(Instant::now()) {
             return refused(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -178,8 +182,20 @@ impl Proxy {
             let (key, slot) = self.find(&lk);
             let now = Instant::now();
             let mut stale = None;
+            // An object the home held or a flight it joined may answer only when no listed
+            // ban can have made it old; a fetch this request leads began after them all.
+            let may_answer = |o: &Object| {
+                listed
+                    .as_ref()
+                    .is_some_and(|l| self.bans.home_may_answer(l, &lk.primary, &o.tags, o.fetched_gen))
+            };
             match slot {
-                Some(Slot::Object(o)) if o.is_fresh(now) => return self.shield_answer(&lk, &o, "hit"),
+                Some(Slot::Object(o)) if o.is_fresh(now) && may_answer(&o) => {
+                    return self.shield_answer(&lk, &o, "hit")
+                }
+                Some(Slot::Object(o)) if o.is_fresh(now) => {
+                    // Perhaps older than a ban the asking node had: fetched afresh.
+                }
                 Some(Slot::Object(o)) if now < o.keep_until => {
                     // Stale here (past freshness, or soft-banned): fetched again first.
                     stale = Some(o).filter(|o| fill::revalidatable(o) || now < o.error_until);
@@ -198,6 +214,7 @@ impl Proxy {
                     }
                 }
             };
+            let led = role.is_ok();
             let (answer, flight) = match role {
                 Ok((tx, rx)) => {
                     let guard = FlightGuard {
@@ -235,8 +252,10 @@ impl Proxy {
                 Some(Flight::Stored(o, generation)) => {
                     if self.bans.since(generation, &lk.primary, &o.tags) == InFlight::Hard
                         || !cache::vary_names(&o.headers).is_empty() && answer.is_none()
+                        || !led && !may_answer(&o)
                     {
-                        // Banned since the fetch began, or perhaps another variant: look again.
+                        // Banned since the fetch began, perhaps another variant, or a flight
+                        // begun before a listed ban: look again.
                         continue;
                     }
                     return self.shield_answer(&lk, &o, "filled");
@@ -244,7 +263,7 @@ impl Proxy {
                 Some(Flight::Uncacheable) => match answer {
                     Some(a) if a.outcome != Outcome::Synth => {
                         self.metrics.shield_served("pass");
-                        return shield_fields(a.resp, strata_wire::ids::unix_ms(), "pass");
+                        return shield_fields(a.resp, "pass");
                     }
                     _ => return self.shield_pass(&lk, client).await,
                 },
@@ -264,8 +283,8 @@ impl Proxy {
     }
 
     /// A home's answer from a stored object: as the origin sent it (status, stored fields,
-    /// the fields only this cache reads, identity body), with `Age`, when its fetch began,
-    /// the freshness it has left here and its tags.
+    /// the fields only this cache reads, identity body), with `Age`, the freshness it has
+    /// left here and its tags.
     fn shield_answer(&self, lk: &Lookup, o: &Arc<Object>, served: &'static str) -> Response<ProxyBody> {
         self.metrics.shield_served(served);
         let mut resp = self.deliver(&Method::GET, &lk.parts.headers, o, HeaderValue::from_static("Strata"));
@@ -281,7 +300,7 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&tags) {
             h.insert(&shield::TAGS, v);
         }
-        shield_fields(resp, o.fetched_ms, served)
+        shield_fields(resp, served)
     }
 
     /// A home's answer for a key remembered as uncacheable: the origin's answer to the fill
@@ -298,14 +317,13 @@ impl Proxy {
                 );
             }
         };
-        let started = strata_wire::ids::unix_ms();
         match self.send(req).await {
             Ok(resp) => {
                 self.metrics.shield_served("pass");
                 let (mut parts, body) = resp.into_parts();
                 origin::strip_hop_by_hop(&mut parts.headers);
                 let resp = Response::from_parts(parts, ProxyBody::stream(body, None, self.origin.body_timeout));
-                shield_fields(resp, started, "pass")
+                shield_fields(resp, "pass")
             }
             Err(e) => {
                 self.metrics.shield_served("error");
@@ -315,10 +333,9 @@ impl Proxy {
     }
 }
 
-/// Adds when the fetch began and how the home served it to a home's answer.
-fn shield_fields(mut resp: Response<ProxyBody>, fetched_ms: u64, served: &'static str) -> Response<ProxyBody> {
-    let h = resp.headers_mut();
-    h.insert(&shield::FETCHED, HeaderValue::from(fetched_ms));
-    h.insert(&shield::SERVED, HeaderValue::from_static(served));
+/// Adds how the home served it to a home's answer.
+fn shield_fields(mut resp: Response<ProxyBody>, served: &'static str) -> Response<ProxyBody> {
+    resp.headers_mut()
+        .insert(&shield::SERVED, HeaderValue::from_static(served));
     resp
 }

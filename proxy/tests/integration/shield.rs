@@ -155,15 +155,13 @@ fn settings(shield_timeout: &'static str) -> impl Fn(usize) -> Vec<(&'static str
             ("cluster", "heartbeat_interval = \"100ms\"".into()),
             ("cluster", "confirm_within = \"30s\"".into()),
             ("cluster", format!("shield_timeout = {shield_timeout:?}")),
-            ("cluster", "shield_skew = \"200ms\"".into()),
         ]
     }
 }
 
 /// Waits until every node counts every sibling as a live member (its last sync succeeded and
-/// it told its node id), and until the flush each node makes while it starts unconfirmed is
-/// older than `shield_skew`: a home's answer fetched within the skew of a ban (a flush is a
-/// ban of everything) is judged banned, and the tests count fallbacks.
+/// it told its node id), and a little longer, so that no node's own startup flush (a ban of
+/// everything made while it started unconfirmed) is still arriving when a test begins.
 async fn wait_members(admins: &[SocketAddr]) {
     wait_confirmed(admins, PROPAGATION).await;
     for admin in admins {
@@ -441,14 +439,20 @@ async fn a_ban_the_home_has_not_seen_keeps_its_older_copy_out() {
     .await;
 }
 
-/// A sibling that takes every sync (acknowledging its bans without applying them) and
-/// answers every shield request with the page as WordPress renders it now, claiming it
-/// fetched it a minute ago (now, for a URL containing `control`): a home that has not seen
-/// this node's bans.
-async fn home_behind_on_bans() -> Fixture {
+/// What the stand-in home saw: the `bans` each shield request listed, by path.
+type Listed = Arc<parking_lot::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A sibling that takes every sync (acknowledging its bans without applying them: a home
+/// behind on bans) and answers shield requests as the home's rule says: with its old copy
+/// of the page (stamped `old`, held `slow`ly for URLs containing `slow`) when none of the
+/// bans the request lists selects it, and with a fetch of its own (through `origin`) when
+/// one does (every page here is a post's, so a listed `post:` tag ban selects it).
+async fn home_behind_on_bans(origin: String) -> (Fixture, Listed) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    Fixture::start(move |req: Request<Incoming>| {
-        let client = client.clone();
+    let listed: Listed = Arc::default();
+    let seen = listed.clone();
+    let fixture = Fixture::start(move |req: Request<Incoming>| {
+        let (client, origin, seen) = (client.clone(), origin.clone(), seen.clone());
         async move {
             let path = req.uri().path().to_string();
             let body = req
@@ -468,7 +472,13 @@ async fn home_behind_on_bans() -> Fixture {
                     .expect("response");
             }
             let target = json["path"].as_str().unwrap_or("/").to_string();
-            let wp = Request::get(format!("{}{target}", wp_origin()))
+            seen.lock().push((target.clone(), json["bans"].clone()));
+            let selects = json["bans"].as_array().is_some_and(|bans| {
+                bans.iter()
+                    .any(|b| b["value"].as_str().is_some_and(|v| v.starts_with("post:")))
+            });
+            let base = if selects { origin } else { wp_origin() };
+            let wp = Request::get(format!("{base}{target}"))
                 .header("host", wp_host())
                 .body(Full::new(Bytes::new()))
                 .expect("request");
@@ -480,6 +490,9 @@ async fn home_behind_on_bans() -> Fixture {
             };
             let (parts, body) = answer.into_parts();
             let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            if !selects && target.contains("slow") {
+                sleep(Duration::from_millis(1500)).await;
+            }
             let mut resp = Response::builder()
                 .status(parts.status)
                 .body(full(body))
@@ -492,23 +505,25 @@ async fn home_behind_on_bans() -> Fixture {
                     resp.headers_mut().append(k, v.clone());
                 }
             }
-            // A control URL is claimed fetched now; the others a minute ago.
-            let claimed = crate::harness::now_ms() - if target.contains("control") { 0 } else { 60_000 };
             let h = resp.headers_mut();
-            h.insert("x-strata-shield-fetched", claimed.into());
-            h.insert("x-strata-shield", http::HeaderValue::from_static("hit"));
-            h.insert(GENERATION, http::HeaderValue::from_static("old"));
+            if selects {
+                h.insert("x-strata-shield", http::HeaderValue::from_static("filled"));
+            } else {
+                h.insert("x-strata-shield", http::HeaderValue::from_static("hit"));
+                h.insert(GENERATION, http::HeaderValue::from_static("old"));
+            }
             resp
         }
     })
-    .await
+    .await;
+    (fixture, listed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_home_answer_older_than_a_ban_here_is_replaced_by_an_origin_fetch() {
+async fn a_home_behind_on_bans_is_told_them_and_a_ban_during_the_ask_is_judged_here() {
     bounded(90, async {
         let origin = CountingOrigin::start().await;
-        let home = home_behind_on_bans().await;
+        let (home, listed) = home_behind_on_bans(origin.url()).await;
         let siblings = format!("siblings = [\"{}\"]", home.url());
         let node = TestProxy::start(
             &origin.url(),
@@ -526,39 +541,183 @@ async fn a_home_answer_older_than_a_ban_here_is_replaced_by_an_origin_fetch() {
             (s["siblings"][0]["up"] == true && s["siblings"][0]["node"] == "z").then_some(())
         })
         .await;
-        // Past the skew of the flush the node made while it started unconfirmed.
-        sleep(Duration::from_millis(1200)).await;
         let (path, id) = a_post().await;
-        let me = "a".to_string();
-        let url = (0..1000)
-            .map(|i| format!("{path}?shieldtest=older-{i}"))
-            .find(|url| {
-                let (p, q) = url.split_once('?').expect("query");
-                let key = strata_proxy::policy::cache_key(&wp_host(), p, Some(q));
-                strata_proxy::shield::home(&key, [me.as_str(), "z"]) == Some("z")
-            })
-            .expect("a URL whose home is z");
-        // Control: without a ban, the home's answer is used and stored.
-        let control = url.replace("older-", "control-");
+        let homed_at_z = |label: &str| {
+            (0..1000)
+                .map(|i| format!("{path}?shieldtest={label}-{i}"))
+                .find(|url| {
+                    let (p, q) = url.split_once('?').expect("query");
+                    let key = strata_proxy::policy::cache_key(&wp_host(), p, Some(q));
+                    strata_proxy::shield::home(&key, ["a", "z"]) == Some("z")
+                })
+                .expect("a URL whose home is z")
+        };
+        // Control: no ban here, nothing listed; the home's copy is used and stored.
+        let control = homed_at_z("control");
         let r = get_at(node.addr, &wp_host(), &control, &[]).await;
-        assert_eq!(r.status, 200);
-        if strata_proxy::shield::home(
-            &strata_proxy::policy::cache_key(&wp_host(), &path, control.split_once('?').map(|(_, q)| q)),
-            ["a", "z"],
-        ) == Some("z")
-        {
-            assert_eq!(generation_of(&r), "old", "the home's answer is used without a ban");
-        }
-        // A ban arrives here (not at the home); then the page is asked for.
+        assert_eq!((r.status.as_u16(), generation_of(&r).as_str()), (200, "old"));
+        assert_eq!(
+            listed.lock().last().map(|(_, b)| b.is_null()),
+            Some(true),
+            "no bans listed"
+        );
+        let again = get_at(node.addr, &wp_host(), &control, &[]).await;
+        assert_eq!((again.x_cache(), generation_of(&again).as_str()), ("HIT", "old"));
+        // A hard ban arrives here while the home is asked (it holds its answer): the old copy
+        // is neither stored nor served; the node fetches from the origin itself.
+        let during = homed_at_z("during-slow");
+        let (a, h, u) = (node.addr, wp_host(), during.clone());
+        let task = tokio::spawn(async move { get_at(a, &h, &u, &[]).await });
+        poll("the home to be asked", PROPAGATION, || async {
+            listed.lock().iter().any(|(p, _)| *p == during).then_some(())
+        })
+        .await;
         ban_at(admin, &ban_json("tag", &format!("post:{id}"), None, false), None).await;
-        let r = get_at(node.addr, &wp_host(), &url, &[]).await;
+        let r = task.await.expect("GET task");
         assert_eq!(r.status, 200, "{}", r.text());
-        assert_ne!(generation_of(&r), "old", "the home's copy predates the ban: not served");
-        assert_eq!(origin.count(&url), 1, "fetched from the origin instead");
+        assert_eq!(generation_of(&r), "1", "fetched from the origin after the ban");
+        assert_eq!(origin.count(&during), 1);
         let banned = metric_at(admin, "strata_shield_requests_total", "result=\"fallback_banned\"").await;
         assert_eq!(banned, 1.0);
-        let again = get_at(node.addr, &wp_host(), &url, &[]).await;
+        // The next request tells the home of the ban (with its id); the home, which has not
+        // applied it, fetches afresh and the node stores that.
+        let after = homed_at_z("after");
+        let r = get_at(node.addr, &wp_host(), &after, &[]).await;
+        assert_eq!((r.status.as_u16(), generation_of(&r).as_str()), (200, "1"));
+        let told = listed
+            .lock()
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == after)
+            .map(|(_, b)| b.clone());
+        let told = told.expect("the home was asked");
+        let ban = told
+            .as_array()
+            .and_then(|bans| bans.iter().find(|b| b["value"] == format!("post:{id}")))
+            .unwrap_or_else(|| panic!("the ban is listed: {told}"));
+        assert!(ban["id"].as_u64().is_some_and(|id| id != 0), "with its id: {ban}");
+        assert_eq!(origin.count(&after), 1, "the home's own fetch");
+        let again = get_at(node.addr, &wp_host(), &after, &[]).await;
         assert_eq!((again.x_cache(), generation_of(&again).as_str()), ("HIT", "1"));
+        assert_eq!(
+            metric_at(admin, "strata_shield_requests_total", "result=\"fallback_banned\"").await,
+            1.0,
+            "no second fallback"
+        );
+    })
+    .await;
+}
+
+/// Bans `body` on every node as the syncer does: one ban, one id, sent to each node, each
+/// answering once its siblings acknowledged what it passed on.
+async fn ban_everywhere(admins: &[SocketAddr], kind: &str, value: &str, soft: bool) {
+    let id = strata_wire::ids::random_u64();
+    let body = serde_json::json!({ "kind": kind, "value": value, "soft": soft, "id": id }).to_string();
+    for a in admins {
+        ban_at(*a, &body, Some(2000)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_ban_on_every_node_costs_one_render_for_the_cluster() {
+    bounded(120, async {
+        let origin = CountingOrigin::start().await;
+        let nodes = TestProxy::start_cluster(&origin.url(), 3, settings("2s")).await;
+        let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin).collect();
+        wait_members(&admins).await;
+        let (path, id) = a_post().await;
+        let host = wp_host();
+        let one_by_one = format!("{path}?shieldtest=hard-seq");
+        let at_once = format!("{path}?shieldtest=hard-conc");
+        for url in [&one_by_one, &at_once] {
+            for n in &nodes {
+                let r = get_at(n.addr, &host, url, &[]).await;
+                assert_eq!((r.status.as_u16(), generation_of(&r).as_str()), (200, "1"));
+            }
+            assert_eq!(origin.count(url), 1);
+        }
+        // A comment: the page changes, and post:ID is banned on every node.
+        origin.bump();
+        ban_everywhere(&admins, "tag", &format!("post:{id}"), false).await;
+        for n in &nodes {
+            let r = get_at(n.addr, &host, &one_by_one, &[]).await;
+            assert_eq!(
+                (r.status.as_u16(), generation_of(&r).as_str()),
+                (200, "2"),
+                "via {}",
+                n.addr
+            );
+        }
+        assert_eq!(
+            origin.count(&one_by_one),
+            2,
+            "one render after the ban, for the three nodes"
+        );
+        let tasks: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let (addr, host, url) = (n.addr, host.clone(), at_once.clone());
+                tokio::spawn(async move { get_at(addr, &host, &url, &[]).await })
+            })
+            .collect();
+        for t in tasks {
+            let r = t.await.expect("GET task");
+            assert_eq!((r.status.as_u16(), generation_of(&r).as_str()), (200, "2"));
+        }
+        assert_eq!(origin.count(&at_once), 2, "asked on three nodes at once: one render");
+        for n in &nodes {
+            let r = get_at(n.addr, &host, &one_by_one, &[]).await;
+            assert_eq!((r.x_cache(), generation_of(&r).as_str()), ("HIT", "2"));
+        }
+        let fallbacks = total(&admins, "strata_shield_requests_total", "result=\"fallback_").await;
+        assert_eq!(fallbacks, 0.0, "no node fell back to the origin");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_soft_ban_a_stale_page_is_refreshed_once_for_the_cluster() {
+    bounded(120, async {
+        let origin = CountingOrigin::start().await;
+        let nodes = TestProxy::start_cluster(&origin.url(), 3, settings("2s")).await;
+        let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin).collect();
+        wait_members(&admins).await;
+        let (path, id) = a_post().await;
+        let host = wp_host();
+        // Node c is the page's home; a and b ask it.
+        let url = url_with_home(&path, "c", "soft");
+        for n in &nodes {
+            let r = get_at(n.addr, &host, &url, &[]).await;
+            assert_eq!((r.status.as_u16(), generation_of(&r).as_str()), (200, "1"));
+        }
+        origin.bump();
+        ban_everywhere(&admins, "tag", &format!("post:{id}"), true).await;
+        for n in &nodes {
+            let first = get_at(n.addr, &host, &url, &[]).await;
+            assert_eq!(first.status, 200);
+            if generation_of(&first) == "1" {
+                assert_eq!(first.x_cache(), "STALE", "the old page only as STALE");
+            }
+            // Within a bounded number of requests, the new page (as a HIT or a MISS).
+            let mut fresh = generation_of(&first) == "2";
+            for _ in 0..100 {
+                if fresh {
+                    break;
+                }
+                sleep(Duration::from_millis(50)).await;
+                let r = get_at(n.addr, &host, &url, &[]).await;
+                assert_eq!(r.status, 200);
+                fresh = generation_of(&r) == "2" && matches!(r.x_cache(), "HIT" | "MISS");
+            }
+            assert!(fresh, "{} serves the refreshed page", n.addr);
+        }
+        assert_eq!(
+            origin.count(&url),
+            2,
+            "one render after the soft ban, for the three nodes"
+        );
+        let fallbacks = total(&admins, "strata_shield_requests_total", "result=\"fallback_").await;
+        assert_eq!(fallbacks, 0.0, "no node fell back to the origin");
     })
     .await;
 }
