@@ -296,7 +296,11 @@ if [ -n "${BASELINE:-}" ]; then
 fi
 LOAD_BIN=$TARGET_DIR/release/stack-load
 DIRECTOR_BIN=$TARGET_DIR/release/strata-director
-build_release "$STRATA_BIN" "$SYNCER_BIN" "$LOAD_BIN" "$DIRECTOR_BIN"
+if [ "$DIRECTOR" = 1 ]; then
+    build_release "$STRATA_BIN" "$SYNCER_BIN" "$LOAD_BIN" "$DIRECTOR_BIN"
+else
+    build_release "$STRATA_BIN" "$SYNCER_BIN" "$LOAD_BIN"
+fi
 # Other work on the machine, before anything of this run starts (the origin idles).
 CPU_BUSY_BEFORE=$(cpu_busy_pct)
 

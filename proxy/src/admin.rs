@@ -8,7 +8,8 @@
 //! `cluster.admin_allow` limits who may use the listener at all (connections from elsewhere
 //! are refused as they are accepted, and again per request, as a reload may change the
 //! list). Every request that changes something (`POST /ban`, `POST /purge`,
-//! `POST /cluster/sync`, the syncer's `POST /comments/…`) is signed with the cluster secret
+//! `POST /cluster/sync`, the syncer's `POST /comments/…`), and a sibling's fill of a key this
+//! node is home of (`POST /shield`), is signed with the cluster secret
 //! for this node (see `strata_wire::auth`): unsigned, malformed or signed with an older
 //! scheme → 401; a wrong signature, an expired timestamp, a signature for another node, one
 //! made before this node started, or one already used → 403. The reads that show what the
@@ -33,6 +34,7 @@ use crate::body::ProxyBody;
 use crate::outcome::Outcome;
 use crate::policy::purge_key;
 use crate::server::Proxy;
+use crate::shield::{ShieldRequest, SHIELD_PATH};
 use crate::status;
 
 /// Largest admin request body accepted.
@@ -233,10 +235,11 @@ impl Admin {
             (&Method::POST, VERDICTS_PATH) => self.verdicts(req, peer).await,
             (&Method::POST, COMMIT_PATH) => self.commit(req, peer).await,
             (&Method::POST, QUEUED_PATH) => self.queued(req, peer).await,
+            (&Method::POST, SHIELD_PATH) => self.shield(req, peer).await,
             (_, "/healthz" | "/metrics" | "/status" | "/status.json" | "/cluster" | "/lookup") => {
                 plain(StatusCode::METHOD_NOT_ALLOWED, "use GET")
             }
-            (_, "/purge" | BAN_PATH | SYNC_PATH | VERDICTS_PATH | COMMIT_PATH | QUEUED_PATH) => {
+            (_, "/purge" | BAN_PATH | SYNC_PATH | VERDICTS_PATH | COMMIT_PATH | QUEUED_PATH | SHIELD_PATH) => {
                 plain(StatusCode::METHOD_NOT_ALLOWED, "use POST")
             }
             _ => plain(
@@ -283,6 +286,7 @@ impl Admin {
     fn status(&self) -> String {
         let p = &self.proxy;
         p.store.maintain();
+        let (scrape, _) = self.scrape();
         let m = &p.metrics;
         let (hit, miss, pass, stale) = (
             m.requests(Outcome::Hit),
@@ -303,7 +307,8 @@ impl Admin {
              cache: {objects} objects, {bytes} of {cap} bytes, {ev} evictions, {tags} tags\n\
              origin budget: foreground {fg} at the origin, {queued} queued; background {bg} at the origin \
              (of {bg_max}; {conc} in all), {deferred} deferred, {list_deferred} held by list_refresh\n\
-             cluster: sequence {seq}, {confirmed}{siblings}",
+             cluster: sequence {seq}, {confirmed}{siblings}\n\
+             shield: asked of a home: {asked}; served as home: {served}",
             version = env!("CARGO_PKG_VERSION"),
             node = p.cfg().cluster.node_id,
             up = p.started.elapsed().as_secs(),
@@ -320,6 +325,8 @@ impl Admin {
             conc = p.cfg().origin.concurrency,
             deferred = m.background_refreshes_deferred.get(),
             list_deferred = m.list_refreshes_deferred.get(),
+            asked = shield_counts(&scrape.by_label("strata_shield_requests_total", "result")),
+            served = shield_counts(&scrape.by_label("strata_shield_served_total", "result")),
             seq = p.cluster.latest(),
             confirmed = if p.cluster.confirmed(tokio::time::Instant::now()) {
                 "confirmed current"
@@ -576,6 +583,25 @@ impl Admin {
         }
     }
 
+    /// `POST /shield` (signed) from a sibling: a fill of a key this node is home of, answered
+    /// as the origin would answer it (see [`Proxy::serve_shield`]).
+    async fn shield(&self, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+        let (_, body) = match self.signed(req, peer).await {
+            Ok(r) => r,
+            Err(refusal) => {
+                self.proxy.metrics.shield_served("refused");
+                return refusal;
+            }
+        };
+        match serde_json::from_slice::<ShieldRequest>(&body) {
+            Ok(ask) => self.proxy.serve_shield(ask).await,
+            Err(e) => {
+                self.proxy.metrics.shield_served("refused");
+                plain(StatusCode::BAD_REQUEST, format!("unreadable shield request: {e}"))
+            }
+        }
+    }
+
     /// `POST /comments/verdicts` (signed): the syncer's verdicts of a batch, handed to the
     /// comment answers waiting for them here.
     async fn verdicts(&self, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
@@ -658,6 +684,20 @@ impl Admin {
             found["variants"] = serde_json::Value::Array(variants);
         }
         json(StatusCode::OK, &found)
+    }
+}
+
+/// `result count, …` of a counter's series with a nonzero count (`none` when all are zero).
+fn shield_counts(by: &std::collections::BTreeMap<String, f64>) -> String {
+    let parts: Vec<String> = by
+        .iter()
+        .filter(|(_, v)| **v > 0.0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    if parts.is_empty() {
+        "none".to_string()
+    } else {
+        parts.join(", ")
     }
 }
 

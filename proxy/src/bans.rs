@@ -8,9 +8,12 @@
 //! when the ban arrived; the last few thousand bans are kept, with a generation number, to
 //! judge such fills before they are stored.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use strata_wire::ban::{Ban, Kind};
 
@@ -19,6 +22,8 @@ use crate::policy;
 
 /// Bans remembered for judging fills that were in flight when they arrived.
 const RECENT_BANS: usize = 4096;
+/// Most bytes of ban values a shield request lists (the admin body limit is 64 KiB).
+pub const MAX_LISTED_BYTES: usize = 32 * 1024;
 /// Compiled size limit of an operator's regular expression.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
@@ -167,13 +172,46 @@ impl Compiled {
     }
 }
 
-/// Applies bans and remembers the recent ones for in-flight fills.
+/// One remembered ban.
+#[derive(Debug)]
+struct Recent {
+    /// The generation applying it made.
+    generation: u64,
+    /// Its cluster-wide id (0: a flush of this node's own, never told to others).
+    id: u64,
+    /// When it was applied here (this node's monotonic clock, never compared with another
+    /// node's): which bans a shield request lists.
+    arrived: Instant,
+    /// The ban.
+    compiled: Arc<Compiled>,
+}
+
+/// The remembered bans, and where each id was first applied.
+#[derive(Debug, Default)]
+struct RecentBans {
+    /// Oldest first, at most [`RECENT_BANS`].
+    list: VecDeque<Recent>,
+    /// Id → the generation its first application here made, for the bans in `list`.
+    ids: HashMap<u64, u64>,
+}
+
+/// The bans a node applied lately, as a shield request lists them for the key's home.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Listed {
+    /// The bans (with their ids), oldest first.
+    pub bans: Vec<Ban>,
+    /// More were applied in the window than are listed (or than are remembered): the home
+    /// must not answer from what it held before the request.
+    pub overflow: bool,
+}
+
+/// Applies bans and remembers the recent ones for in-flight fills and for shielding.
 #[derive(Default)]
 pub struct Bans {
     /// Counts every ban applied; a fill notes it before asking the origin.
     generation: AtomicU64,
-    /// The last bans with the generation each one made.
-    recent: parking_lot::Mutex<VecDeque<(u64, Arc<Compiled>)>>,
+    /// The last bans, with the generation each one made.
+    recent: parking_lot::Mutex<RecentBans>,
 }
 
 impl Bans {
@@ -182,16 +220,38 @@ impl Bans {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// The generation the first application here of the ban with `id` made, while it is
+    /// remembered; `None` for an id not applied here (yet, or too long ago to tell) and for 0.
+    pub fn applied_at(&self, id: u64) -> Option<u64> {
+        if id == 0 {
+            return None;
+        }
+        self.recent.lock().ids.get(&id).copied()
+    }
+
     /// Applies a ban to the store; returns how many entries it removed or marked stale.
     pub fn apply(&self, store: &Store, c: Arc<Compiled>) -> usize {
         {
             // Recorded before acting, so a fill that finishes meanwhile sees it.
             let mut recent = self.recent.lock();
             let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-            if recent.len() == RECENT_BANS {
-                recent.pop_front();
+            if recent.list.len() == RECENT_BANS {
+                if let Some(old) = recent.list.pop_front() {
+                    if recent.ids.get(&old.id) == Some(&old.generation) {
+                        recent.ids.remove(&old.id);
+                    }
+                }
             }
-            recent.push_back((generation, c.clone()));
+            let id = c.ban.id;
+            if id != 0 {
+                recent.ids.entry(id).or_insert(generation);
+            }
+            recent.list.push_back(Recent {
+                generation,
+                id,
+                arrived: Instant::now(),
+                compiled: c.clone(),
+            });
         }
         let soft = c.ban.soft;
         let how = if c.bounded { Banned::Bounded } else { Banned::Exact };
@@ -247,11 +307,12 @@ impl Bans {
             return InFlight::Untouched;
         }
         let recent = self.recent.lock();
-        match recent.front() {
-            Some((oldest, _)) if *oldest <= since + 1 => recent
+        match recent.list.front() {
+            Some(oldest) if oldest.generation <= since + 1 => recent
+                .list
                 .iter()
-                .filter(|(g, c)| *g > since && c.matches(key, tags))
-                .map(|(_, c)| match (c.ban.soft, c.bounded) {
+                .filter(|r| r.generation > since && r.compiled.matches(key, tags))
+                .map(|r| match (r.compiled.ban.soft, r.compiled.bounded) {
                     (true, true) => InFlight::SoftBounded,
                     (true, false) => InFlight::Soft,
                     (false, _) => InFlight::Hard,
@@ -261,6 +322,54 @@ impl Bans {
             _ => InFlight::Hard,
         }
     }
+
+    /// The bans with an id applied here within `window` (each id once, in the order last
+    /// applied), for a shield
+    /// request: at most `max` of them and [`MAX_LISTED_BYTES`] of values; past either, or
+    /// when bans of the window are no longer remembered, `overflow`.
+    pub fn applied_within(&self, window: Duration, max: usize) -> Listed {
+        let recent = self.recent.lock();
+        let since = Instant::now().checked_sub(window);
+        let in_window = |r: &Recent| since.is_none_or(|s| r.arrived >= s);
+        let mut listed = Listed {
+            overflow: recent.list.len() == RECENT_BANS && recent.list.front().is_some_and(in_window),
+            ..Listed::default()
+        };
+        let mut bytes = 0;
+        let mut seen = HashSet::new();
+        for r in recent.list.iter().rev().take_while(|r| in_window(r)) {
+            if r.id == 0 || !seen.insert(r.id) {
+                continue;
+            }
+            bytes += r.compiled.ban.value.len() + r.compiled.ban.host.as_ref().map_or(0, String::len);
+            if listed.bans.len() == max || bytes > MAX_LISTED_BYTES {
+                listed.overflow = true;
+                break;
+            }
+            listed.bans.push(r.compiled.ban.clone());
+        }
+        listed.bans.reverse();
+        listed
+    }
+
+    /// Whether this node, as a key's home, may answer a sibling with `obj` (stored under
+    /// `key`, fetched from generation `fetched_gen` on) given the bans the sibling listed:
+    /// each must either be applied here no later than that fetch began, or not select the
+    /// object (see [`home_may_answer`]).
+    pub fn home_may_answer(&self, listed: &[Arc<Compiled>], key: &str, tags: &[Arc<str>], fetched_gen: u64) -> bool {
+        listed
+            .iter()
+            .all(|b| home_may_answer(self.applied_at(b.ban.id), b.matches(key, tags), fetched_gen))
+    }
+}
+
+/// The home's rule for one ban a sibling listed (it had applied it before asking) and an
+/// object the home would answer with, fetched from ban generation `fetched_gen` on: fine
+/// when the ban does not select the object, or when the home applied it (at generation
+/// `applied_at`) before that fetch began, so the fetch saw the write behind it. Otherwise
+/// the object may predate the change, and the home fetches afresh.
+pub fn home_may_answer(applied_at: Option<u64>, selects: bool, fetched_gen: u64) -> bool {
+    !selects || applied_at.is_some_and(|g| fetched_gen >= g)
 }
 
 /// What the bans applied while a fill was at the origin say about the object it brought.
@@ -334,6 +443,7 @@ mod tests {
             keep_until: now + Duration::from_secs(120),
             compressible: false,
             tags: tags.iter().map(|t| Arc::from(*t)).collect(),
+            fetched_gen: 0,
             id: next_object_id(),
             banned: crate::cache::BanMark::default(),
         }))
@@ -357,6 +467,7 @@ mod tests {
             host: host.map(str::to_string),
             soft: false,
             bounded: false,
+            id: 0,
         };
         Arc::new(Compiled::new(b, &strip()).unwrap())
     }
@@ -560,5 +671,85 @@ mod tests {
             b.apply(&s, ban(Kind::Tag, "other", None));
         }
         assert_eq!(b.since(before, "a.test/x/", &[]), InFlight::Hard);
+    }
+
+    #[test]
+    fn the_home_answers_only_with_what_a_listed_ban_cannot_have_made_old() {
+        // (applied at the home, selects the object, object's fetch generation) → may answer.
+        assert!(home_may_answer(None, false, 0), "not applied, does not select");
+        assert!(
+            !home_may_answer(None, true, 99),
+            "not applied here yet, selects: fetch afresh"
+        );
+        assert!(
+            home_may_answer(Some(5), false, 1),
+            "applied after the fetch, but elsewhere"
+        );
+        assert!(home_may_answer(Some(5), true, 5), "applied before the fetch began");
+        assert!(home_may_answer(Some(5), true, 9));
+        assert!(!home_may_answer(Some(5), true, 4), "the fetch began before the ban");
+    }
+
+    fn with_id(c: Arc<Compiled>, id: u64) -> Arc<Compiled> {
+        let mut b = c.ban.clone();
+        b.id = id;
+        Arc::new(Compiled::new(b, &strip()).unwrap())
+    }
+
+    #[test]
+    fn the_home_judges_listed_bans_by_id_and_generation() {
+        let (s, b) = (store(), Bans::default());
+        let tags = [Arc::from("post:5"), Arc::from("html")];
+        let post5 = with_id(ban(Kind::Tag, "post:5", None), 11);
+        let post7 = with_id(ban(Kind::Tag, "post:7", None), 12);
+        let fetched_before = b.generation();
+        b.apply(&s, post5.clone());
+        let fetched_after = b.generation();
+        assert_eq!(b.applied_at(11), Some(fetched_after));
+        assert_eq!(b.applied_at(12), None);
+        assert_eq!(b.applied_at(0), None);
+        let key = "a.test/hello/";
+        assert!(!b.home_may_answer(std::slice::from_ref(&post5), key, &tags, fetched_before));
+        assert!(b.home_may_answer(std::slice::from_ref(&post5), key, &tags, fetched_after));
+        assert!(
+            b.home_may_answer(std::slice::from_ref(&post7), key, &tags, 0),
+            "not applied, selects nothing here"
+        );
+        let soft5 = with_id(soft_ban(Kind::Tag, "post:5"), 13);
+        assert!(
+            !b.home_may_answer(&[post7, soft5], key, &tags, fetched_after),
+            "soft ones count too"
+        );
+        // A second application of the same id keeps the first one's generation.
+        b.apply(&s, post5.clone());
+        assert_eq!(b.applied_at(11), Some(fetched_after));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shield_request_lists_the_bans_of_the_window_with_their_ids() {
+        let (s, b) = (store(), Bans::default());
+        let window = Duration::from_secs(1);
+        b.apply(&s, with_id(ban(Kind::Tag, "old", None), 1));
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        b.apply(&s, ban(Kind::All, "", None)); // a local flush: no id, not listed
+        b.apply(&s, with_id(ban(Kind::Tag, "post:5", None), 2));
+        b.apply(&s, with_id(soft_ban(Kind::Tag, "list"), 3));
+        b.apply(&s, with_id(ban(Kind::Tag, "post:5", None), 2)); // the same ban again
+        let listed = b.applied_within(window, 256);
+        assert!(!listed.overflow);
+        let ids: Vec<u64> = listed.bans.iter().map(|b| b.id).collect();
+        assert_eq!(ids, [3, 2], "the window's bans, each once, in the order last applied");
+        assert!(listed.bans[0].soft);
+        // Past the count limit: as many as fit, and overflow.
+        let few = b.applied_within(window, 1);
+        assert_eq!((few.bans.len(), few.overflow), (1, true));
+        // Past the window, nothing.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(b.applied_within(window, 256), Listed::default());
+        // More bans in the window than remembered: overflow.
+        for i in 0..RECENT_BANS as u64 {
+            b.apply(&s, with_id(ban(Kind::Tag, "other", None), 100 + i));
+        }
+        assert!(b.applied_within(window, usize::MAX).overflow);
     }
 }

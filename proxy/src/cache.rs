@@ -68,6 +68,10 @@ pub struct Object {
     pub compressible: bool,
     /// Tags for invalidation (see `tags`).
     pub tags: Box<[Arc<str>]>,
+    /// This node's ban generation noted before the fetch that brought it began (from the
+    /// origin or from the key's home): as a home, this node judges the bans a sibling lists
+    /// against it (see `bans::home_may_answer`).
+    pub fetched_gen: u64,
     /// Unique per stored object, so the tag index can tell an object from its replacement.
     pub id: u64,
     /// Set by a soft ban: the object is stale from now on (served during grace while it is
@@ -640,6 +644,7 @@ mod tests {
             keep_until: now + ttl * 2,
             compressible: true,
             tags: vec![Arc::from("t")].into(),
+            fetched_gen: 0,
             id: next_object_id(),
             banned: BanMark::default(),
         })

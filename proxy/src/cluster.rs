@@ -299,7 +299,8 @@ impl Cluster {
                     Sequenced {
                         seq,
                         at_ms: item.at_ms,
-                        ban: Ban::all(),
+                        // An id of its own, so a home can be told of it (see shielding).
+                        ban: Ban::all().with_id(),
                     },
                     now,
                 ));
@@ -405,6 +406,26 @@ impl Cluster {
         if confirmed && (self.flushed.swap(false, Ordering::AcqRel) || before == 0) {
             tracing::info!(node = %self.node, "confirmed current with every sibling");
         }
+    }
+
+    /// The siblings that are members for shielding: their last sync succeeded and they told
+    /// their node id. Node id and admin URL of each.
+    pub fn live(&self) -> Vec<(String, String)> {
+        self.siblings
+            .iter()
+            .filter_map(|s| {
+                let st = s.state.lock();
+                st.node.clone().filter(|_| st.up).map(|n| (n, s.url.clone()))
+            })
+            .collect()
+    }
+
+    /// The bans queued for the first sibling, oldest first (for tests of what is passed on).
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> Vec<Ban> {
+        self.siblings.first().map_or_else(Vec::new, |s| {
+            s.queue.lock().items.iter().map(|(b, _)| b.ban.clone()).collect()
+        })
     }
 
     /// Per-sibling state for `/cluster` and `/status`.

@@ -147,6 +147,10 @@ pub const DEFAULT_SETTINGS_MAX_AGE: Duration = Duration::from_secs(10);
 pub const DEFAULT_MEMCACHED_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long a write's answer waits for reachable siblings to acknowledge its bans.
 pub const DEFAULT_WRITE_WAIT: Duration = Duration::from_millis(500);
+/// How long a node waits for the home node's answer head before asking the origin itself:
+/// longer than nearly every WordPress render, short enough that a hung home costs a visitor
+/// little.
+pub const DEFAULT_SHIELD_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bans queued per sibling before collapsing into one ban of everything.
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
 /// Targeted cache-control fields (RFC 9213) obeyed, most specific first.
@@ -347,6 +351,9 @@ struct RawCluster {
     when_unconfirmed: Option<String>,
     queue_limit: Option<i64>,
     write_wait: Option<toml::Value>,
+    shield: Option<bool>,
+    shield_timeout: Option<toml::Value>,
+    shield_window: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -550,6 +557,9 @@ impl Config {
         merged.cluster.admin_hosts = new.cluster.admin_hosts.clone();
         merged.cluster.write_wait = new.cluster.write_wait;
         merged.cluster.when_unconfirmed = new.cluster.when_unconfirmed;
+        merged.cluster.shield = new.cluster.shield;
+        merged.cluster.shield_timeout = new.cluster.shield_timeout;
+        merged.cluster.shield_window = new.cluster.shield_window;
         let cluster = |c: &ClusterConfig| {
             format!(
                 "{} {:?} {:?} {:?} {:?} {}",
@@ -699,6 +709,15 @@ pub struct ClusterConfig {
     pub queue_limit: usize,
     /// How long the answer to a write waits for reachable siblings to acknowledge its bans.
     pub write_wait: Duration,
+    /// Fill a missed key from its home node (rendezvous over the live members) instead of the
+    /// origin, so the cluster renders a page once.
+    pub shield: bool,
+    /// Longest wait for the home node's answer head before filling from the origin.
+    pub shield_timeout: Duration,
+    /// A shield request lists the bans this node applied within this (default
+    /// `confirm_within`: a ban older than that has reached every node still serving from
+    /// its cache), so the home never answers with a copy one of them made old.
+    pub shield_window: Duration,
 }
 
 /// What a node does while it cannot confirm that it has every sibling's bans.

@@ -7,6 +7,7 @@
 //! - [`server`]: the request path (refuse, route, try_hit) and, in its rooms, lookups and
 //!   delivery, fills and refreshes, the fill lock, pass-through, and the ban side;
 //! - [`comments`]: comment POSTs queued in memcached for the syncer, answered like WordPress;
+//! - [`shield`]: which node is a key's home, and asking it for a fill instead of the origin;
 //! - [`cluster`]: broadcasting bans to siblings, and knowing this node holds all of theirs;
 //! - [`bans`]: applying bans (URL, prefix, regex, tag, all; hard or soft) to the store;
 //! - [`tags`]: what a stored response is tagged with; [`writes`]: which bans a write implies;
@@ -45,6 +46,7 @@ pub mod outcome;
 pub mod policy;
 pub mod ranges;
 pub mod server;
+pub mod shield;
 pub mod status;
 pub mod tags;
 pub mod timer;

@@ -54,7 +54,24 @@ pub mod names {
     pub const LOGIN_CHECKS: &str = "strata_login_checks";
     pub const COMMENT_VERDICT: &str = "strata_comment_verdict_seconds";
     pub const CONNECTIONS_REFUSED: &str = "strata_connections_refused";
+    pub const SHIELD_REQUESTS: &str = "strata_shield_requests";
+    pub const SHIELD_SERVED: &str = "strata_shield_served";
 }
+
+/// `strata_shield_requests_total{result}`: fills of keys whose home is another node, by how
+/// they ended (`hit`, `filled`, `pass` at the home, or why this node asked the origin).
+pub const SHIELD_REQUEST_RESULTS: [&str; 8] = [
+    "hit",
+    "filled",
+    "pass",
+    "fallback_down",
+    "fallback_slow",
+    "fallback_error",
+    "fallback_banned",
+    "fallback_busy",
+];
+/// `strata_shield_served_total{result}`: shield requests this node answered as a home.
+pub const SHIELD_SERVED_RESULTS: [&str; 5] = ["hit", "filled", "pass", "error", "refused"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -291,6 +308,10 @@ pub struct Metrics {
     pub comments: CommentMetrics,
     /// Connections closed as they were accepted, by reason.
     connections_refused: Family<ReasonLabel, Counter>,
+    /// Fills asked of a key's home node, by result.
+    shield_requests: Family<ResultLabel, Counter>,
+    /// Shield requests answered as a home, by result.
+    shield_served: Family<ResultLabel, Counter>,
 }
 
 impl Metrics {
@@ -470,7 +491,28 @@ impl Metrics {
             "Connections closed as they were accepted, by reason (limit, per-client, admin-limit, admin-allow)",
             connections_refused.clone(),
         );
+        let shield_requests = Family::default();
+        registry.register(
+            names::SHIELD_REQUESTS,
+            "Fills of keys whose home is another node, by result (hit, filled, pass at the home; fallback_* filled from the origin, and why)",
+            shield_requests.clone(),
+        );
+        let shield_served = Family::default();
+        registry.register(
+            names::SHIELD_SERVED,
+            "Shield requests answered as a key's home, by result (hit, filled, pass, error, refused)",
+            shield_served.clone(),
+        );
+        // Every series exists from the start (at 0), so dashboards and alerts see them.
+        for result in SHIELD_REQUEST_RESULTS {
+            let _ = shield_requests.get_or_create(&ResultLabel { result });
+        }
+        for result in SHIELD_SERVED_RESULTS {
+            let _ = shield_served.get_or_create(&ResultLabel { result });
+        }
         Metrics {
+            shield_requests,
+            shield_served,
             connections_refused,
             cluster,
             comments,
@@ -527,6 +569,16 @@ impl Metrics {
     /// Counts a login check by result (`yes`, `no`, `error`).
     pub fn login_check(&self, result: &'static str) {
         self.login_checks.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts a fill asked of a key's home, by result (see [`SHIELD_REQUEST_RESULTS`]).
+    pub fn shield_request(&self, result: &'static str) {
+        self.shield_requests.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts a shield request answered as a home, by result (see [`SHIELD_SERVED_RESULTS`]).
+    pub fn shield_served(&self, result: &'static str) {
+        self.shield_served.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// Counts a refused client request.

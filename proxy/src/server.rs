@@ -53,12 +53,22 @@ mod flight;
 mod invalidate;
 mod lookup;
 mod pass;
+mod shield;
 
 use flight::{Flight, FlightGuard, FlightRx, MAX_FLIGHT_RETRIES};
 
 pub use invalidate::BanResult;
 pub use pass::ClientBody;
 use pass::MAX_COMMENT_BODY;
+
+/// Most shield requests a node has in flight at once: together the other nodes take at
+/// most half of a home's admin connections (`server.admin_max_connections`, assumed alike
+/// on every node), the rest stay free for syncs, the syncer and health checks; past it,
+/// fills go to the origin (`fallback_busy`).
+fn shield_limit(cfg: &Config) -> usize {
+    let siblings = cfg.cluster.siblings.len().max(1);
+    (cfg.server.admin_max_connections / (2 * siblings)).max(8)
+}
 
 thread_local! {
     /// Scratch space for building cache keys without a fresh allocation per request.
@@ -84,6 +94,9 @@ struct Lookup {
     primary: Arc<str>,
     /// The normalised query, sent to the origin on a fill.
     query: Option<String>,
+    /// Asked by another node as this key's home: filled from the origin, never from
+    /// another node (no loops).
+    from_peer: bool,
 }
 
 impl Lookup {
@@ -126,6 +139,8 @@ pub struct Proxy {
     pub comments: Arc<Comments>,
     /// WordPress's recent answers on whether a write's cookies are a login.
     logins: pass::Logins,
+    /// Asks keys' home nodes for fills (`cluster.shield`).
+    shield: crate::shield::ShieldClient,
 }
 
 impl Proxy {
@@ -153,6 +168,7 @@ impl Proxy {
             cluster: Arc::new(Cluster::new(&cfg.cluster)),
             comments: Arc::new(Comments::new(&cfg.comments, &cfg.cluster.node_id, &cfg.cluster.secret)),
             logins: pass::Logins::new(),
+            shield: crate::shield::ShieldClient::new(shield_limit(&cfg)),
             tag_rules: TagRules {
                 headers: cfg.bans.tag_headers.clone(),
                 wordpress: cfg.bans.wordpress,
@@ -338,7 +354,12 @@ impl Proxy {
         }
         let https = parts.extensions.get::<tls::Https>().is_some();
         let (primary, query) = self.with_primary_key(&parts.uri, &parts.headers, https, |key, q| (Arc::from(key), q));
-        let lk = Lookup { parts, primary, query };
+        let lk = Lookup {
+            parts,
+            primary,
+            query,
+            from_peer: false,
+        };
         self.lookup(lk, body, client).await
     }
 

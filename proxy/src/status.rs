@@ -428,6 +428,10 @@ pub struct ClusterStatus {
     pub confirmed: bool,
     /// Each sibling.
     pub siblings: Vec<SiblingReport>,
+    /// `strata_shield_requests_total` by result: fills asked of keys' home nodes.
+    pub shield_requests: BTreeMap<String, u64>,
+    /// `strata_shield_served_total` by result: fills answered as a key's home.
+    pub shield_served: BTreeMap<String, u64>,
 }
 
 /// Comment write-behind results (the syncer's queue depth is on the syncer's admin).
@@ -530,6 +534,8 @@ impl Status {
                 seq: facts.seq,
                 confirmed: facts.confirmed,
                 siblings: facts.siblings,
+                shield_requests: counts(scrape.by_label(&format!("{}_total", names::SHIELD_REQUESTS), "result")),
+                shield_served: counts(scrape.by_label(&format!("{}_total", names::SHIELD_SERVED), "result")),
             },
             comments,
             history: points(history),

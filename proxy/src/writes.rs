@@ -265,6 +265,7 @@ pub fn bans_for(w: &Write<'_>, rules: Rules) -> Invalidation {
             // is never served stale, so never subject to `cache.list_refresh`.
             soft: false,
             bounded: false,
+            id: 0,
         };
         if !out.contains(&b) {
             out.push(b);

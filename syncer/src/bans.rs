@@ -23,6 +23,10 @@ use strata_wire::comment::{Commit, Delivered, VerdictBatch, COMMIT_PATH, VERDICT
 pub const LIST: &str = "list";
 /// The tag of pages showing a recent comments widget or block.
 pub const RECENT_COMMENTS: &str = "wp:recent-comments";
+/// Most bans the syncer sends in one request: half of what a proxy takes
+/// ([`MAX_BANS_PER_REQUEST`]), so that with their ids they stay well within its 64 KiB body
+/// limit.
+const BANS_PER_REQUEST: usize = MAX_BANS_PER_REQUEST / 2;
 /// Most distinct tags kept pending while no proxy answers.
 const MAX_PENDING: usize = 10_000;
 /// How long a proxy that did not know [`COMMIT_PATH`] (an older version) gets bans and
@@ -123,14 +127,14 @@ impl Banner {
         }
     }
 
-    /// Sends every pending tag in one request (more than [`MAX_BANS_PER_REQUEST`], after a
+    /// Sends every pending tag in one request (more than [`BANS_PER_REQUEST`], after a
     /// long outage, in several, one after the other); the delivered ones are forgotten.
     /// Returns how many tags were delivered and, when a request failed, its error: its tags
     /// and those of the requests after it (not tried) stay pending.
     pub async fn flush(&mut self) -> (usize, Option<BanError>) {
         let tags: Vec<(String, bool)> = self.pending.iter().map(|(t, soft)| (t.clone(), *soft)).collect();
         let mut delivered = 0;
-        for chunk in tags.chunks(MAX_BANS_PER_REQUEST) {
+        for chunk in tags.chunks(BANS_PER_REQUEST) {
             if let Err(e) = self.sender().send(chunk).await {
                 return (delivered, Some(e));
             }
@@ -154,7 +158,7 @@ struct Sender {
 }
 
 impl Sender {
-    /// Bans `tags` (at most [`MAX_BANS_PER_REQUEST`]) in one request to every proxy at once,
+    /// Bans `tags` (at most [`BANS_PER_REQUEST`]) in one request to every proxy at once,
     /// each applying them before it answers (and broadcasting them to its own siblings): the
     /// verdict that follows must find the comment on every node, not only once a broadcast
     /// arrives. Delivered when one proxy accepted them (a proxy that missed them learns them
@@ -275,7 +279,7 @@ impl Banner {
     /// more than one request's worth of bans, they and the verdicts go when the answers are
     /// collected, as [`Banner::flush`] and [`Banner::push_verdicts`].
     pub(crate) fn start_commit(&mut self, batch: &VerdictBatch) -> Sending {
-        if !self.enabled() || batch.verdicts.is_empty() || self.pending.len() > MAX_BANS_PER_REQUEST {
+        if !self.enabled() || batch.verdicts.is_empty() || self.pending.len() > BANS_PER_REQUEST {
             return Sending::Later(batch.clone());
         }
         if self.pending.is_empty() {
@@ -309,10 +313,11 @@ impl Banner {
                         Err(e) => return (url, false, (false, Vec::new(), Some(e))),
                     }
                 }
-                // An older proxy: the bans, then the verdicts.
-                let (Ok(bans_body), Ok(verdicts_body)) =
-                    (serde_json::to_vec(&commit.bans), serde_json::to_vec(&commit.batch))
-                else {
+                // An older proxy: the bans (without ids, which it predates), then the verdicts.
+                let (Ok(bans_body), Ok(verdicts_body)) = (
+                    serde_json::to_vec(&without_ids(&commit.bans)),
+                    serde_json::to_vec(&commit.batch),
+                ) else {
                     return (url, true, (false, Vec::new(), None));
                 };
                 if let Err(e) = me.post_signed(&url, &ban_path(me.wait, nonce), bans_body).await {
@@ -439,18 +444,29 @@ pub fn ban_body(tags: &[(String, bool)]) -> serde_json::Result<Vec<u8>> {
     serde_json::to_vec(&tag_bans(tags))
 }
 
-/// A tag ban per tag, hard or soft as queued, in the order given. The soft ones (lists and
-/// recent-comments widgets) are bounded: a proxy may refresh each page they mark at most once
-/// per its `[cache] list_refresh`, so a stream of comments does not re-render every list page
-/// on every comment; the commented post's own page is banned hard, exactly.
+/// A tag ban per tag, hard or soft as queued, in the order given, each with a random id of
+/// its own: built once per request and sent alike to every proxy, so every node knows each
+/// ban by the same id (a node tells a sibling's shield request which bans it has). The soft
+/// ones (lists and recent-comments widgets) are bounded: a proxy may refresh each page they
+/// mark at most once per its `[cache] list_refresh`, so a stream of comments does not
+/// re-render every list page on every comment; the commented post's own page is banned hard,
+/// exactly.
 fn tag_bans(tags: &[(String, bool)]) -> Vec<Ban> {
     tags.iter()
-        .map(|(tag, soft)| Ban {
-            soft: *soft,
-            bounded: *soft,
-            ..Ban::new(Kind::Tag, tag.as_str())
+        .map(|(tag, soft)| {
+            Ban {
+                soft: *soft,
+                bounded: *soft,
+                ..Ban::new(Kind::Tag, tag.as_str())
+            }
+            .with_id()
         })
         .collect()
+}
+
+/// Bans as a proxy older than ban ids reads them (it refuses unknown fields).
+fn without_ids(bans: &[Ban]) -> Vec<Ban> {
+    bans.iter().map(|b| Ban { id: 0, ..b.clone() }).collect()
 }
 
 /// What one proxy made of a commit: whether it applied the bans, the verdicts it handed
@@ -499,14 +515,23 @@ mod tests {
             ("wp:recent-comments".to_string(), true),
         ];
         let body = ban_body(&tags).unwrap();
+        let read: Vec<Ban> = serde_json::from_slice(&body).unwrap();
         assert_eq!(
-            String::from_utf8(body.clone()).unwrap(),
+            String::from_utf8(serde_json::to_vec(&without_ids(&read)).unwrap()).unwrap(),
             r#"[{"kind":"tag","value":"list","soft":true,"bounded":true},{"kind":"tag","value":"post:12"},{"kind":"tag","value":"wp:recent-comments","soft":true,"bounded":true}]"#
         );
-        let read: Vec<Ban> = serde_json::from_slice(&body).unwrap();
-        assert_eq!(read[1], Ban::new(Kind::Tag, "post:12"));
+        assert_eq!(
+            Ban {
+                id: 0,
+                ..read[1].clone()
+            },
+            Ban::new(Kind::Tag, "post:12")
+        );
+        // Each ban has an id of its own, the same in whatever request carries it.
+        let ids: std::collections::HashSet<u64> = read.iter().map(|b| b.id).collect();
+        assert!(ids.len() == 3 && !ids.contains(&0), "{ids:?}");
         // The largest request the syncer sends stays well within a proxy's 64 KiB body limit.
-        let most: Vec<(String, bool)> = (0..MAX_BANS_PER_REQUEST)
+        let most: Vec<(String, bool)> = (0..BANS_PER_REQUEST)
             .map(|i| (format!("post:{}", u64::MAX - i as u64), false))
             .collect();
         assert!(ban_body(&most).unwrap().len() < 60 * 1024);

@@ -69,6 +69,16 @@ pub struct Ban {
     /// refuses bans that carry it (upgrade the proxies before the syncer).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bounded: bool,
+    /// The ban's identity across the cluster: random and non-zero, given once by the node
+    /// that takes the ban first (or by the syncer, the same to every proxy) and kept as it
+    /// is passed on, so every node can tell which bans another has applied (shielding
+    /// relies on it). `0`: none yet (a ban from an older sender, or from a person).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub id: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Ban {
@@ -80,7 +90,16 @@ impl Ban {
             host: None,
             soft: false,
             bounded: false,
+            id: 0,
         }
+    }
+
+    /// This ban with a fresh random id when it has none yet.
+    pub fn with_id(mut self) -> Ban {
+        if self.id == 0 {
+            self.id = crate::ids::random_u64();
+        }
+        self
     }
 
     /// A hard ban of everything.
@@ -162,6 +181,25 @@ mod tests {
         );
         assert!(serde_json::from_str::<Ban>(r#"{"kind":"nope","value":"x"}"#).is_err());
         assert!(serde_json::from_str::<Ban>(r#"{"kind":"tag","value":"x","extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn ids_round_trip_and_are_left_out_when_none() {
+        let none = Ban::new(Kind::Tag, "post:12");
+        let json = serde_json::to_string(&none).unwrap();
+        assert_eq!(json, r#"{"kind":"tag","value":"post:12"}"#, "as older nodes write it");
+        assert_eq!(serde_json::from_str::<Ban>(&json).unwrap().id, 0);
+        let with = Ban {
+            id: 0x8000_0000_0000_0001,
+            ..none.clone()
+        };
+        let json = serde_json::to_string(&with).unwrap();
+        assert_eq!(json, r#"{"kind":"tag","value":"post:12","id":9223372036854775809}"#);
+        assert_eq!(serde_json::from_str::<Ban>(&json).unwrap(), with);
+        // An id is given once, and kept after.
+        let given = none.with_id();
+        assert_ne!(given.id, 0);
+        assert_eq!(given.clone().with_id().id, given.id);
     }
 
     #[test]

@@ -157,6 +157,9 @@ fn cfg(limit: usize) -> ClusterConfig {
         when_unconfirmed: crate::config::Unconfirmed::Flush,
         queue_limit: limit,
         write_wait: Duration::from_millis(500),
+        shield: true,
+        shield_timeout: Duration::from_secs(2),
+        shield_window: Duration::from_secs(1),
     }
 }
 

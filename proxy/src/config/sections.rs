@@ -494,7 +494,7 @@ pub(super) fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Pat
             format!("{node_id:?}: use letters, digits, '-', '_' or '.'"),
         );
     }
-    let siblings = cl
+    let siblings: Vec<http::Uri> = cl
         .siblings
         .iter()
         .flatten()
@@ -555,7 +555,26 @@ pub(super) fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Pat
         DEFAULT_QUEUE_LIMIT,
         1..=10_000_000,
     );
+    let shield_timeout = c.duration("cluster.shield_timeout", &cl.shield_timeout, DEFAULT_SHIELD_TIMEOUT);
+    if shield_timeout < Duration::from_millis(10) {
+        c.problem(
+            "cluster.shield_timeout",
+            "must be at least 10ms: shorter, every peer fill would fall back to the origin",
+        );
+    }
+    let shield_window = c.duration("cluster.shield_window", &cl.shield_window, confirm_within);
+    if shield_window < confirm_within {
+        c.problem(
+            "cluster.shield_window",
+            "must be at least cluster.confirm_within: a ban older than the window may not have \
+             reached a home that is still confirmed current",
+        );
+    }
+    let shield = cl.shield.unwrap_or(!siblings.is_empty());
     ClusterConfig {
+        shield,
+        shield_timeout,
+        shield_window,
         node_id,
         siblings,
         secret_file,

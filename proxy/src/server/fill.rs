@@ -2,7 +2,9 @@
 //! a stored object (decoded, compressed, tagged, with validators), storing it under its
 //! Vary rule if no ban since forbids it, and the background refresh of a stale object.
 
+use super::shield::{self, FetchError, Source};
 use super::*;
+use crate::shield::{Answered, Fallback};
 use std::time::Duration;
 
 /// The request header a surrogate announces itself with.
@@ -66,9 +68,11 @@ impl Proxy {
         Ok(req)
     }
 
-    /// The leader's fetch: ask the origin, store what may be stored, answer the client.
-    /// `stale` is the stored object past its grace that this fetch revalidates: the request
-    /// carries its validators, and a `304` brings it back to life under updated headers.
+    /// The leader's fetch: ask the key's home node or the origin, store what may be stored,
+    /// answer the client. `stale` is the stored object past its grace that this fetch
+    /// revalidates: the request carries its validators, and a `304` brings it back to life
+    /// under updated headers. A home's answer that a hard ban which arrived here meanwhile
+    /// selects is dropped and the origin asked instead.
     pub(super) async fn fill(
         &self,
         lk: &Lookup,
@@ -77,7 +81,7 @@ impl Proxy {
         client: SocketAddr,
         stale: Option<Arc<Object>>,
     ) -> Option<Answer> {
-        let generation = self.bans.generation();
+        let noted = self.bans.generation();
         let (req, sent) = match self.fill_request(lk, client) {
             Ok(mut r) => {
                 if let Some(stale) = stale.as_ref().filter(|o| revalidatable(o)) {
@@ -98,152 +102,241 @@ impl Proxy {
                 ));
             }
         };
+        let target = req.uri().clone();
         // Served instead of an origin failure while its stale-if-error window lasts.
         let fallback = stale.as_ref().filter(|o| Instant::now() < o.error_until).cloned();
-        let permit = match self.budget.foreground().await {
-            Ok(p) => p,
-            Err(busy) => {
-                guard.finish(Flight::Failed(StatusCode::SERVICE_UNAVAILABLE));
-                if let Some(o) = fallback {
-                    return Some(self.stale_on_error(lk, &o, StatusCode::SERVICE_UNAVAILABLE));
-                }
-                return Some(Answer::new(self.origin_busy(&busy, &lk.origin_path()), Outcome::Miss));
-            }
-        };
-        let answered = self.send(req).await;
-        drop(permit);
-        let resp = match answered {
-            Ok(r) => r,
-            Err(e) => {
-                guard.finish(Flight::Failed(e.status()));
-                if let Some(o) = fallback {
-                    tracing::warn!(url = %lk.origin_path(), error = %e, "origin failed; serving stale (stale-if-error)");
-                    return Some(self.stale_on_error(lk, &o, e.status()));
-                }
-                return Some(Answer::new(self.origin_failure(&e, &lk.origin_path()), Outcome::Miss));
-            }
-        };
-        let (mut parts, body) = resp.into_parts();
-        origin::strip_hop_by_hop(&mut parts.headers);
-        if let Some(stale) = stale.filter(|_| parts.status == StatusCode::NOT_MODIFIED) {
-            return Some(self.revalidated_answer(lk, &key, &stale, &parts.headers, &sent, guard, generation));
-        }
-        if let Some(o) = fallback.filter(|_| is_error_status(parts.status)) {
-            guard.finish(Flight::Failed(parts.status));
-            tracing::warn!(url = %lk.origin_path(), status = parts.status.as_u16(), "origin error; serving stale (stale-if-error)");
-            return Some(self.stale_on_error(lk, &o, parts.status));
-        }
-        let verdict = freshness::stored_lifetime(
-            &self.cfg().cache,
-            asked(&sent),
-            parts.status,
-            &parts.headers,
-            SystemTime::now(),
-        )
-        .and_then(|life| {
-            let too_big = content_length(&parts.headers).is_some_and(|n| n > self.cfg().cache.max_object_size);
-            if too_big {
-                Err(NoStore::TooLarge)
-            } else {
-                Ok(life)
-            }
-        });
-        let life = match verdict {
-            Ok(life) => life,
-            Err(why) => {
-                self.metrics.not_stored(why.as_str());
-                let flight = self.remember_uncacheable(&key, parts.status, why);
-                guard.finish(flight);
-                let status = cache_status(format_args!(
-                    "fwd=uri-miss; fwd-status={}; detail={}",
-                    parts.status.as_u16(),
-                    why.as_str()
-                ));
-                return Some(Answer::new(self.stream_back(parts, body, None, status), Outcome::Miss));
-            }
-        };
-        // Read the body, up to the object size limit.
-        let limit = self.cfg().cache.max_object_size;
-        let mut body = ProxyBody::stream(body, None, self.origin.body_timeout);
-        let mut buf = BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(f) => {
-                    if let Ok(data) = f.into_data() {
-                        buf.extend_from_slice(&data);
-                    }
-                    if buf.len() as u64 > limit {
-                        self.metrics.not_stored(NoStore::TooLarge.as_str());
-                        guard.finish(self.remember_uncacheable(&key, parts.status, NoStore::TooLarge));
-                        let status = cache_status(format_args!(
-                            "fwd=uri-miss; fwd-status={}; detail=too-large",
-                            parts.status.as_u16()
-                        ));
-                        for name in &self.cfg().cache.targeted_fields {
-                            parts.headers.remove(name);
-                        }
-                        let resp = Response::from_parts(parts, chain(buf.freeze(), body));
-                        return Some(Answer::new(with_status(resp, status), Outcome::Miss));
-                    }
-                }
+        let mut home = self.home_of(&lk.primary, lk.from_peer);
+        let mut next = Some(req);
+        // At most two rounds: the home's answer, then (when a ban may postdate it) the origin's.
+        loop {
+            let req = next.take().unwrap_or_else(|| shield::request_again(&target, &sent));
+            let (resp, source) = match self.fetch(req, home.as_ref(), &mut None).await {
+                Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(url = %lk.origin_path(), error = %origin::error_chain(e.as_ref()), "origin body failed");
-                    self.metrics.origin_error("body");
-                    guard.finish(Flight::Failed(StatusCode::BAD_GATEWAY));
+                    guard.finish(Flight::Failed(e.status()));
+                    if let Some(o) = fallback {
+                        tracing::warn!(url = %lk.origin_path(), error = %e, "origin failed or busy; serving stale (stale-if-error)");
+                        return Some(self.stale_on_error(lk, &o, e.status()));
+                    }
+                    let resp = match &e {
+                        FetchError::Origin(e) => self.origin_failure(e, &lk.origin_path()),
+                        FetchError::Busy(busy) => self.origin_busy(busy, &lk.origin_path()),
+                    };
+                    return Some(Answer::new(resp, Outcome::Miss));
+                }
+            };
+            // Judged from the generation noted before asking, whoever answered: the home saw
+            // the bans this node had then (listed in the request), and those that arrive here
+            // meanwhile are judged here.
+            let generation = noted;
+            let peer = source.peer_param();
+            let (mut parts, body) = resp.into_parts();
+            origin::strip_hop_by_hop(&mut parts.headers);
+            if let Some(stale) = stale.as_ref().filter(|_| parts.status == StatusCode::NOT_MODIFIED) {
+                if matches!(source, Source::Home(..))
+                    && self.bans.since(generation, &lk.primary, &stale.tags) == InFlight::Hard
+                {
+                    self.shield_fallback(
+                        Fallback::Banned,
+                        &lk.origin_path(),
+                        "a ban arrived here while the home was asked",
+                    );
+                    home = None;
+                    continue;
+                }
+                self.shield_used(&source);
+                return Some(self.revalidated_answer(lk, &key, stale, &parts.headers, &sent, guard, generation));
+            }
+            if let Some(o) = fallback.as_ref().filter(|_| is_error_status(parts.status)) {
+                guard.finish(Flight::Failed(parts.status));
+                tracing::warn!(url = %lk.origin_path(), status = parts.status.as_u16(), "origin error; serving stale (stale-if-error)");
+                return Some(self.stale_on_error(lk, o, parts.status));
+            }
+            let verdict = freshness::stored_lifetime(
+                &self.cfg().cache,
+                asked(&sent),
+                parts.status,
+                &parts.headers,
+                SystemTime::now(),
+            )
+            .and_then(|life| {
+                let too_big = content_length(&parts.headers).is_some_and(|n| n > self.cfg().cache.max_object_size);
+                if too_big {
+                    Err(NoStore::TooLarge)
+                } else {
+                    Ok(life)
+                }
+            });
+            let mut life = match verdict {
+                Ok(life) => life,
+                Err(why) => {
+                    self.shield_used(&source);
+                    self.metrics.not_stored(why.as_str());
+                    let flight = self.remember_uncacheable(&key, parts.status, why);
+                    guard.finish(flight);
+                    let status = cache_status(format_args!(
+                        "fwd=uri-miss; fwd-status={}; detail={}{peer}",
+                        parts.status.as_u16(),
+                        why.as_str()
+                    ));
                     return Some(Answer::new(
-                        synth(
-                            StatusCode::BAD_GATEWAY,
-                            "the origin's response broke off",
-                            "origin-error",
-                        ),
+                        self.stream_back_for(lk, parts, body, None, status),
                         Outcome::Miss,
                     ));
                 }
+            };
+            if let Source::Home(
+                _,
+                Answered {
+                    fresh_for: Some(left), ..
+                },
+                _,
+            ) = &source
+            {
+                // Never fresh here for longer than at the home.
+                life.ttl = life.ttl.min(*left);
             }
-        }
-        // Fields the stored copy leaves out still reach the client whose request brought them.
-        let withheld: Vec<(HeaderName, HeaderValue)> = life
-            .strip
-            .iter()
-            .flat_map(|n| parts.headers.get_all(n).iter().map(move |v| (n.clone(), v.clone())))
-            .collect();
-        let obj = match self
-            .build_object(parts, buf.freeze(), life, lk.parts.uri.path(), lk.query.as_deref())
-            .await
-        {
-            Some(o) => o,
-            None => {
-                self.metrics.not_stored(NoStore::Encoding.as_str());
+            // Read the body, up to the object size limit.
+            let limit = self.cfg().cache.max_object_size;
+            let mut body = ProxyBody::stream(body, None, self.origin.body_timeout);
+            let mut buf = BytesMut::new();
+            let mut broke = None;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => {
+                        if let Ok(data) = f.into_data() {
+                            buf.extend_from_slice(&data);
+                        }
+                        if buf.len() as u64 > limit {
+                            self.shield_used(&source);
+                            self.metrics.not_stored(NoStore::TooLarge.as_str());
+                            guard.finish(self.remember_uncacheable(&key, parts.status, NoStore::TooLarge));
+                            let status = cache_status(format_args!(
+                                "fwd=uri-miss; fwd-status={}; detail=too-large{peer}",
+                                parts.status.as_u16()
+                            ));
+                            if !lk.from_peer {
+                                for name in &self.cfg().cache.targeted_fields {
+                                    parts.headers.remove(name);
+                                }
+                            }
+                            let resp = Response::from_parts(parts, chain(buf.freeze(), body));
+                            return Some(Answer::new(with_status(resp, status), Outcome::Miss));
+                        }
+                    }
+                    Err(e) => {
+                        broke = Some(origin::error_chain(e.as_ref()));
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = broke {
+                if matches!(source, Source::Home(..)) {
+                    self.shield_fallback(
+                        Fallback::Error,
+                        &lk.origin_path(),
+                        &format!("the answer broke off: {e}"),
+                    );
+                    home = None;
+                    continue;
+                }
+                tracing::warn!(url = %lk.origin_path(), error = %e, "origin body failed");
+                self.metrics.origin_error("body");
                 guard.finish(Flight::Failed(StatusCode::BAD_GATEWAY));
                 return Some(Answer::new(
                     synth(
                         StatusCode::BAD_GATEWAY,
-                        "the origin sent an undecodable gzip body",
+                        "the origin's response broke off",
                         "origin-error",
                     ),
                     Outcome::Miss,
                 ));
             }
-        };
-        let stored = self.store_object(&lk.primary, &sent, &obj, generation);
-        guard.finish(Flight::Stored(obj.clone(), generation));
-        if !fetched_as_asked(&obj.headers, &lk.parts.headers, &sent) {
-            // The origin varies on a header this request has but the fill, which knew no
-            // Vary rule yet, did not send: what came back is another variant (stored as such).
-            return None;
+            // Fields the stored copy leaves out still reach the client whose request brought them.
+            let withheld: Vec<(HeaderName, HeaderValue)> = life
+                .strip
+                .iter()
+                .flat_map(|n| parts.headers.get_all(n).iter().map(move |v| (n.clone(), v.clone())))
+                .collect();
+            let built = self
+                .build_object(
+                    parts,
+                    buf.freeze(),
+                    life,
+                    lk.parts.uri.path(),
+                    lk.query.as_deref(),
+                    generation,
+                )
+                .await;
+            let mut obj = match built {
+                Some(o) => o,
+                None => {
+                    self.metrics.not_stored(NoStore::Encoding.as_str());
+                    guard.finish(Flight::Failed(StatusCode::BAD_GATEWAY));
+                    return Some(Answer::new(
+                        synth(
+                            StatusCode::BAD_GATEWAY,
+                            "the origin sent an undecodable gzip body",
+                            "origin-error",
+                        ),
+                        Outcome::Miss,
+                    ));
+                }
+            };
+            if let Source::Home(_, answered, _) = &source {
+                with_home_tags(&mut obj, &answered.tags);
+                if self.bans.since(generation, &lk.primary, &obj.tags) == InFlight::Hard {
+                    self.shield_fallback(
+                        Fallback::Banned,
+                        &lk.origin_path(),
+                        "a ban arrived here while the home was asked",
+                    );
+                    home = None;
+                    continue;
+                }
+                self.shield_used(&source);
+            }
+            let stored = self.store_object(&lk.primary, &sent, &obj, generation);
+            guard.finish(Flight::Stored(obj.clone(), generation));
+            if !fetched_as_asked(&obj.headers, &lk.parts.headers, &sent) {
+                // The origin varies on a header this request has but the fill, which knew no
+                // Vary rule yet, did not send: what came back is another variant (stored as such).
+                return None;
+            }
+            let status = match stored {
+                Ok(()) => cache_status(format_args!(
+                    "fwd=uri-miss; fwd-status={}; stored{peer}",
+                    obj.status.as_u16()
+                )),
+                Err(why) => cache_status(format_args!(
+                    "fwd=uri-miss; fwd-status={}; detail={why}{peer}",
+                    obj.status.as_u16()
+                )),
+            };
+            let mut resp = self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status);
+            for (name, value) in withheld {
+                resp.headers_mut().append(name, value);
+            }
+            return Some(Answer::new(resp, Outcome::Miss));
         }
-        let status = match stored {
-            Ok(()) => cache_status(format_args!("fwd=uri-miss; fwd-status={}; stored", obj.status.as_u16())),
-            Err(why) => cache_status(format_args!(
-                "fwd=uri-miss; fwd-status={}; detail={why}",
-                obj.status.as_u16()
-            )),
-        };
-        let mut resp = self.deliver(&lk.parts.method, &lk.parts.headers, &obj, status);
-        for (name, value) in withheld {
-            resp.headers_mut().append(name, value);
+    }
+
+    /// Streams a fill's uncacheable answer back: to a client as [`Proxy::stream_back`] does,
+    /// to a node that asked as this key's home with the fields only caches read (it judges
+    /// the answer as the origin's).
+    fn stream_back_for(
+        &self,
+        lk: &Lookup,
+        parts: http::response::Parts,
+        body: Incoming,
+        prefix: Option<Bytes>,
+        status: HeaderValue,
+    ) -> Response<ProxyBody> {
+        if lk.from_peer {
+            let resp = Response::from_parts(parts, ProxyBody::stream(body, prefix, self.origin.body_timeout));
+            return with_status(resp, status);
         }
-        Some(Answer::new(resp, Outcome::Miss))
+        self.stream_back(parts, body, prefix, status)
     }
 
     /// Records a hit-for-pass marker for answers that will not change on the next request,
@@ -275,7 +368,8 @@ impl Proxy {
         )
     }
 
-    /// Answers a fill that revalidated `stale` and got `304 Not Modified`: the stale object's
+    /// Answers a fill that revalidated `stale` and got `304 Not Modified` (from a fetch begun
+    /// at ban `generation`): the stale object's
     /// body under the updated headers is stored (when they still allow it; otherwise the key is
     /// dropped and remembered as uncacheable) and delivered to the client.
     #[allow(clippy::too_many_arguments)]
@@ -289,7 +383,7 @@ impl Proxy {
         guard: FlightGuard<'_>,
         generation: u64,
     ) -> Answer {
-        let (obj, verdict) = self.revalidated(stale, not_modified, asked(sent));
+        let (obj, verdict) = self.revalidated(stale, not_modified, asked(sent), generation);
         let status = match verdict {
             Ok(()) => {
                 let stored = self.store_object(&lk.primary, sent, &obj, generation);
@@ -315,11 +409,13 @@ impl Proxy {
     /// The object a `304 Not Modified` revalidated: the stale object's bodies under its
     /// headers updated by the `304` (RFC 9111 §3.2; see [`freshness::updated_headers`]),
     /// with the lifetime those headers now give, and whether they still allow storing it.
+    /// `fetched_gen`: the ban generation noted before the revalidating fetch began.
     pub(super) fn revalidated(
         &self,
         stale: &Object,
         not_modified: &HeaderMap,
         asked: freshness::Asked,
+        fetched_gen: u64,
     ) -> (Arc<Object>, Result<(), NoStore>) {
         let cfg = self.cfg();
         let mut stored = stale.headers.clone();
@@ -377,6 +473,7 @@ impl Proxy {
             keep_until,
             compressible: stale.compressible,
             tags: stale.tags.clone(),
+            fetched_gen,
             id: cache::next_object_id(),
             banned: cache::BanMark::default(),
         });
@@ -464,6 +561,7 @@ impl Proxy {
     }
 
     /// Turns an origin response into a stored object: decoded, compressed, with validators.
+    /// `fetched_gen`: the ban generation noted before the fetch that brought it began.
     pub(super) async fn build_object(
         &self,
         parts: http::response::Parts,
@@ -471,6 +569,7 @@ impl Proxy {
         life: freshness::Lifetime,
         path: &str,
         query: Option<&str>,
+        fetched_gen: u64,
     ) -> Option<Arc<Object>> {
         let coding = parts.headers.get(header::CONTENT_ENCODING).map(HeaderValue::as_bytes);
         let gzipped = coding.is_some_and(|c| c.eq_ignore_ascii_case(b"gzip"));
@@ -572,6 +671,7 @@ impl Proxy {
             keep_until,
             compressible,
             tags: tags.into_iter().map(Arc::from).collect(),
+            fetched_gen,
             id: cache::next_object_id(),
             banned: cache::BanMark::default(),
         }))
@@ -652,8 +752,9 @@ impl Proxy {
         });
     }
 
-    /// The background refresh of a stale object, holding `permit` (its place in the origin
-    /// budget) until the origin's answer begins.
+    /// A background refresh of `stale`, holding `permit` (its place in the origin budget)
+    /// until the origin's answer begins: from the key's home node when it is another live
+    /// node (its answer judged as [`Proxy::fill`] judges it), else from the origin.
     pub(super) async fn refresh(
         &self,
         req: Request<ProxyBody>,
@@ -663,73 +764,114 @@ impl Proxy {
         stale: &Arc<Object>,
         (path, query): &(String, Option<String>),
     ) -> Flight {
-        let generation = self.bans.generation();
+        let mut permit = Some(permit);
+        let noted = self.bans.generation();
         let url = req.uri().clone();
         let req_headers = req.headers().clone();
-        let sent = self.send(req).await;
-        drop(permit);
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                // stale-if-error: keep serving the stale copy until its grace ends.
-                tracing::warn!(%url, error = %e, "background refresh failed; serving stale");
-                return Flight::Failed(e.status());
-            }
-        };
-        let (mut parts, body) = resp.into_parts();
-        origin::strip_hop_by_hop(&mut parts.headers);
-        if parts.status.is_server_error() {
-            tracing::warn!(%url, status = parts.status.as_u16(), "origin error on background refresh; serving stale");
-            return Flight::Failed(parts.status);
-        }
-        if parts.status == StatusCode::NOT_MODIFIED {
-            let (obj, verdict) = self.revalidated(stale, &parts.headers, asked(&req_headers));
-            return match verdict {
-                Ok(()) => {
-                    let _ = self.store_object(primary, &req_headers, &obj, generation);
-                    Flight::Stored(obj, generation)
-                }
-                Err(why) => {
-                    self.metrics.not_stored(why.as_str());
-                    self.store.remove(&key);
-                    self.remember_uncacheable(&key, stale.status, why)
+        let mut home = self.home_of(primary, false);
+        let mut next = Some(req);
+        // At most two rounds: the home's answer, then (when a ban may postdate it) the origin's.
+        loop {
+            let req = next.take().unwrap_or_else(|| shield::request_again(&url, &req_headers));
+            let (resp, source) = match self.fetch(req, home.as_ref(), &mut permit).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // stale-if-error: keep serving the stale copy until its grace ends.
+                    tracing::warn!(%url, error = %e, "background refresh failed; serving stale");
+                    return Flight::Failed(e.status());
                 }
             };
-        }
-        let life = match freshness::stored_lifetime(
-            &self.cfg().cache,
-            asked(&req_headers),
-            parts.status,
-            &parts.headers,
-            SystemTime::now(),
-        ) {
-            Ok(l) => l,
-            Err(why) => {
-                // The URL became uncacheable: drop the stale copy.
-                self.metrics.not_stored(why.as_str());
-                self.store.remove(&key);
-                return self.remember_uncacheable(&key, parts.status, why);
+            let generation = noted;
+            let (mut parts, body) = resp.into_parts();
+            origin::strip_hop_by_hop(&mut parts.headers);
+            if parts.status.is_server_error() {
+                tracing::warn!(%url, status = parts.status.as_u16(), "origin error on background refresh; serving stale");
+                return Flight::Failed(parts.status);
             }
-        };
-        let limit = self.cfg().cache.max_object_size;
-        let collected = tokio::time::timeout(
-            self.origin.body_timeout,
-            http_body_util::Limited::new(body, limit as usize).collect(),
-        )
-        .await;
-        let body = match collected {
-            Ok(Ok(c)) => c.to_bytes(),
-            _ => {
-                tracing::warn!(%url, "origin body failed or too large on background refresh");
+            if parts.status == StatusCode::NOT_MODIFIED {
+                if matches!(source, Source::Home(..))
+                    && self.bans.since(generation, primary, &stale.tags) == InFlight::Hard
+                {
+                    self.shield_fallback(Fallback::Banned, path, "a ban arrived here while the home was asked");
+                    home = None;
+                    continue;
+                }
+                self.shield_used(&source);
+                let (obj, verdict) = self.revalidated(stale, &parts.headers, asked(&req_headers), generation);
+                return match verdict {
+                    Ok(()) => {
+                        let _ = self.store_object(primary, &req_headers, &obj, generation);
+                        Flight::Stored(obj, generation)
+                    }
+                    Err(why) => {
+                        self.metrics.not_stored(why.as_str());
+                        self.store.remove(&key);
+                        self.remember_uncacheable(&key, stale.status, why)
+                    }
+                };
+            }
+            let mut life = match freshness::stored_lifetime(
+                &self.cfg().cache,
+                asked(&req_headers),
+                parts.status,
+                &parts.headers,
+                SystemTime::now(),
+            ) {
+                Ok(l) => l,
+                Err(why) => {
+                    // The URL became uncacheable: drop the stale copy.
+                    self.shield_used(&source);
+                    self.metrics.not_stored(why.as_str());
+                    self.store.remove(&key);
+                    return self.remember_uncacheable(&key, parts.status, why);
+                }
+            };
+            if let Source::Home(
+                _,
+                Answered {
+                    fresh_for: Some(left), ..
+                },
+                _,
+            ) = &source
+            {
+                // Never fresh here for longer than at the home.
+                life.ttl = life.ttl.min(*left);
+            }
+            let limit = self.cfg().cache.max_object_size;
+            let collected = tokio::time::timeout(
+                self.origin.body_timeout,
+                http_body_util::Limited::new(body, limit as usize).collect(),
+            )
+            .await;
+            let body = match collected {
+                Ok(Ok(c)) => c.to_bytes(),
+                _ if matches!(source, Source::Home(..)) => {
+                    self.shield_fallback(Fallback::Error, path, "the answer broke off or was too large");
+                    home = None;
+                    continue;
+                }
+                _ => {
+                    tracing::warn!(%url, "origin body failed or too large on background refresh");
+                    return Flight::Failed(StatusCode::BAD_GATEWAY);
+                }
+            };
+            let Some(mut obj) = self
+                .build_object(parts, body, life, path, query.as_deref(), generation)
+                .await
+            else {
                 return Flight::Failed(StatusCode::BAD_GATEWAY);
+            };
+            if let Source::Home(_, answered, _) = &source {
+                with_home_tags(&mut obj, &answered.tags);
+                if self.bans.since(generation, primary, &obj.tags) == InFlight::Hard {
+                    self.shield_fallback(Fallback::Banned, path, "a ban arrived here while the home was asked");
+                    home = None;
+                    continue;
+                }
+                self.shield_used(&source);
             }
-        };
-        match self.build_object(parts, body, life, path, query.as_deref()).await {
-            Some(obj) => {
-                let _ = self.store_object(primary, &req_headers, &obj, generation);
-                Flight::Stored(obj, generation)
-            }
-            None => Flight::Failed(StatusCode::BAD_GATEWAY),
+            let _ = self.store_object(primary, &req_headers, &obj, generation);
+            return Flight::Stored(obj, generation);
         }
     }
 }
@@ -740,6 +882,22 @@ fn fetched_as_asked(resp: &HeaderMap, client: &HeaderMap, sent: &HeaderMap) -> b
     cache::vary_names(resp)
         .iter()
         .all(|name| client.get_all(name).iter().eq(sent.get_all(name).iter()))
+}
+
+/// Adds the tags a home gave an object to those this node found (the home's include tags
+/// from fields it strips before storing). Only on an object not shared yet.
+fn with_home_tags(obj: &mut Arc<Object>, home: &[String]) {
+    let Some(o) = Arc::get_mut(obj) else { return };
+    let extra: Vec<Arc<str>> = home
+        .iter()
+        .filter(|t| !o.tags.iter().any(|have| **have == ***t))
+        .map(|t| Arc::from(t.as_str()))
+        .collect();
+    if !extra.is_empty() {
+        let mut all = o.tags.to_vec();
+        all.extend(extra);
+        o.tags = all.into_boxed_slice();
+    }
 }
 
 /// A body made of bytes already read followed by the rest of a stream.

@@ -61,7 +61,8 @@ impl Proxy {
         }
     }
 
-    /// Applies a ban here and queues it for every sibling; an invalid ban is neither.
+    /// Applies a ban here and queues it for every sibling; an invalid ban is neither. A ban
+    /// without an id gets one here, which its siblings receive with it.
     pub fn ban(&self, ban: Ban) -> Result<BanResult, BanError> {
         let c = self.compile(ban)?;
         Ok(self.apply_ban(c))
@@ -86,14 +87,23 @@ impl Proxy {
         Ok(compiled.into_iter().map(|c| self.apply_ban(c)).collect())
     }
 
-    /// Applies a checked ban here and queues it for every sibling.
-    pub(super) fn apply_ban(&self, c: Compiled) -> BanResult {
+    /// Applies a checked ban here and queues it for every sibling: given an id first when it
+    /// has none; one whose id this node applied already (the syncer sends each ban to every
+    /// node, and every node passes it on) is neither applied nor passed on again.
+    pub(super) fn apply_ban(&self, mut c: Compiled) -> BanResult {
+        if self.bans.applied_at(c.ban.id).is_some() {
+            return BanResult {
+                seq: self.cluster.latest(),
+                removed: 0,
+            };
+        }
+        c.ban = std::mem::replace(&mut c.ban, Ban::all()).with_id();
         let c = Arc::new(c);
         let removed = self.bans.apply(&self.store, c.clone());
         self.metrics.cluster.applied(c.kind());
         self.metrics.purges.inc();
         let seq = self.cluster.broadcast(&c.ban);
-        tracing::info!(kind = c.kind(), value = %c.ban.value, host = c.ban.host.as_deref().unwrap_or("*"), soft = c.ban.soft, seq, removed, "ban");
+        tracing::info!(kind = c.kind(), value = %c.ban.value, host = c.ban.host.as_deref().unwrap_or("*"), soft = c.ban.soft, id = c.ban.id, seq, removed, "ban");
         BanResult { seq, removed }
     }
 
@@ -110,7 +120,15 @@ impl Proxy {
         let now_ms = strata_wire::ids::unix_ms();
         for &i in &admission.apply {
             let item = &req.bans[i];
-            match self.compile(item.ban.clone()) {
+            if self.bans.applied_at(item.ban.id).is_some() {
+                // Had already, from the syncer or another sibling.
+                tracing::debug!(from = %req.node, seq = item.seq, id = item.ban.id, "sibling's ban applied before");
+                m.propagation.observe(now_ms.saturating_sub(item.at_ms) as f64 / 1000.0);
+                continue;
+            }
+            // An older sibling's ban without an id gets one of this node's: it can still be
+            // listed to a home, which then judges it by what it selects.
+            match self.compile(item.ban.clone().with_id()) {
                 Ok(c) => {
                     let kind = c.kind();
                     let removed = self.bans.apply(&self.store, Arc::new(c));
@@ -164,5 +182,79 @@ impl Proxy {
             }
             Err(e) => Answer::new(synth(StatusCode::BAD_REQUEST, &e.to_string(), "purge"), Outcome::Synth),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_wire::ban::{Sequenced, SyncRequest};
+
+    /// A node with one sibling (never reached: its queue only fills).
+    fn node() -> (Proxy, std::path::PathBuf) {
+        let secret = std::env::temp_dir().join(format!("strata-ban-ids-{}", std::process::id()));
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\nadmin_listen = \"127.0.0.1:2\"\n\
+             [origin]\nurl = \"http://127.0.0.1:3\"\n\
+             [cluster]\nsecret_file = {:?}\nsiblings = [\"http://127.0.0.1:4\"]\n",
+            secret.display().to_string()
+        );
+        let cfg = crate::config::Config::from_toml(&text, None).unwrap();
+        (Proxy::new(Arc::new(cfg)), secret)
+    }
+
+    #[tokio::test]
+    async fn a_ban_gets_an_id_once_and_keeps_it_when_passed_on() {
+        let (p, secret) = node();
+        let _ = std::fs::remove_file(secret);
+        p.ban(Ban::new(Kind::Tag, "post:1")).unwrap();
+        let queued = p.cluster.queued();
+        let id = queued[0].id;
+        assert_ne!(id, 0, "given an id before it is applied and passed on");
+        assert!(p.bans.applied_at(id).is_some(), "applied here under that id");
+        // A ban that has an id (the syncer's) keeps it.
+        let syncer = Ban {
+            id: 77,
+            ..Ban::new(Kind::Tag, "post:2")
+        };
+        p.ban(syncer.clone()).unwrap();
+        assert_eq!(p.cluster.queued()[1].id, 77);
+        // The same ban again (from the syncer and from a sibling): applied and passed on once.
+        let generation = p.bans.generation();
+        p.ban(syncer.clone()).unwrap();
+        p.receive_sync(&SyncRequest {
+            node: "b".into(),
+            instance: 1,
+            latest: 1,
+            bans: vec![Sequenced {
+                seq: 1,
+                at_ms: 0,
+                ban: syncer,
+            }],
+            msg: 1,
+            leaving: false,
+        });
+        assert_eq!(p.bans.generation(), generation, "not applied again");
+        assert_eq!(p.cluster.queued().len(), 2, "nor passed on again");
+        // An older sibling's ban without an id gets one here.
+        p.receive_sync(&SyncRequest {
+            node: "b".into(),
+            instance: 1,
+            latest: 2,
+            bans: vec![Sequenced {
+                seq: 2,
+                at_ms: 0,
+                ban: Ban::new(Kind::Tag, "post:3"),
+            }],
+            msg: 2,
+            leaving: false,
+        });
+        assert_eq!(p.bans.generation(), generation + 1);
+        let listed = p.bans.applied_within(std::time::Duration::from_secs(60), 256);
+        assert!(
+            listed.bans.iter().all(|b| b.id != 0) && listed.bans.len() == 3,
+            "{listed:?}"
+        );
     }
 }

@@ -16,6 +16,7 @@ mod nodes;
 mod plugin;
 mod raw;
 mod reload;
+mod shield;
 mod status;
 mod tls;
 mod tune;
