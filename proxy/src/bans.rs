@@ -363,6 +363,17 @@ impl Bans {
     }
 }
 
+impl Bans {
+    /// Whether this node, as a key's home, may answer a sibling with `obj`, a copy that only
+    /// bounded list bans made stale here: every listed ban must pass [`home_may_answer`] or
+    /// be a bounded soft ban itself (whose pages may lag by `cache.list_refresh`).
+    pub fn home_may_lag(&self, listed: &[Arc<Compiled>], key: &str, tags: &[Arc<str>], fetched_gen: u64) -> bool {
+        listed.iter().all(|b| {
+            (b.ban.soft && b.bounded) || home_may_answer(self.applied_at(b.ban.id), b.matches(key, tags), fetched_gen)
+        })
+    }
+}
+
 /// The home's rule for one ban a sibling listed (it had applied it before asking) and an
 /// object the home would answer with, fetched from ban generation `fetched_gen` on: fine
 /// when the ban does not select the object, or when the home applied it (at generation
@@ -723,6 +734,39 @@ mod tests {
         // A second application of the same id keeps the first one's generation.
         b.apply(&s, post5.clone());
         assert_eq!(b.applied_at(11), Some(fetched_after));
+    }
+
+    #[test]
+    fn a_home_may_answer_with_a_lagging_list_page_only_for_bounded_list_bans() {
+        let b = Bans::default();
+        let tags = [
+            Arc::from("list:home"),
+            Arc::from("wp:recent-comments"),
+            Arc::from("html"),
+        ];
+        let key = "a.test/";
+        // The syncer's list ban, not yet applied at the home, selecting the page.
+        let list = {
+            let mut ban = bounded_ban(Kind::Tag, "wp:recent-comments").ban.clone();
+            ban.id = 21;
+            Arc::new(Compiled::new(ban, &strip()).unwrap().bounded_by(&list_tags()))
+        };
+        assert!(
+            !b.home_may_answer(std::slice::from_ref(&list), key, &tags, 0),
+            "not fresh enough to answer as fresh"
+        );
+        assert!(
+            b.home_may_lag(std::slice::from_ref(&list), key, &tags, 0),
+            "but its pages may lag"
+        );
+        // An exact soft ban or a hard one selecting the page: never answered lagging.
+        let soft = with_id(soft_ban(Kind::Tag, "list:home"), 22);
+        let hard = with_id(ban(Kind::Tag, "html", None), 23);
+        assert!(!b.home_may_lag(&[list.clone(), soft], key, &tags, 0));
+        assert!(!b.home_may_lag(&[list.clone(), hard], key, &tags, 0));
+        // A hard ban of another page does not stand in the way.
+        let other = with_id(ban(Kind::Tag, "post:9", None), 24);
+        assert!(b.home_may_lag(&[list, other], key, &tags, 0));
     }
 
     #[tokio::test(start_paused = true)]

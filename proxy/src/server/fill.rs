@@ -285,6 +285,10 @@ impl Proxy {
             };
             if let Source::Home(_, answered, _) = &source {
                 with_home_tags(&mut obj, &answered.tags);
+                if answered.served == shield::LAGGING {
+                    // The home's copy predates list bans this node had: as stale here as there.
+                    obj.banned.mark(cache::Banned::Bounded);
+                }
                 if self.bans.since(generation, &lk.primary, &obj.tags) == InFlight::Hard {
                     self.shield_fallback(
                         Fallback::Banned,
@@ -863,6 +867,10 @@ impl Proxy {
             };
             if let Source::Home(_, answered, _) = &source {
                 with_home_tags(&mut obj, &answered.tags);
+                if answered.served == shield::LAGGING {
+                    // The home's copy predates list bans this node had: as stale here as there.
+                    obj.banned.mark(cache::Banned::Bounded);
+                }
                 if self.bans.since(generation, primary, &obj.tags) == InFlight::Hard {
                     self.shield_fallback(Fallback::Banned, path, "a ban arrived here while the home was asked");
                     home = None;

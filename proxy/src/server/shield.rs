@@ -41,6 +41,12 @@ impl Source {
     }
 }
 
+/// How a home serves a copy that only bounded list bans made stale, fetched less than
+/// `cache.list_refresh` ago (the `served` of its answer): the asking node stores it as
+/// stale in the same way, so a list page is rendered once per `list_refresh` for the
+/// cluster, not once per node.
+pub(super) const LAGGING: &str = "lagging";
+
 /// Why a fill got no answer: the origin failed, or no place in the origin budget came in
 /// time.
 #[derive(Debug)]
@@ -151,6 +157,7 @@ impl Proxy {
             let result = match a.served.as_str() {
                 "hit" => "hit",
                 "pass" => "pass",
+                LAGGING => LAGGING,
                 _ => "filled",
             };
             self.metrics.shield_request(result);
@@ -180,10 +187,14 @@ impl Proxy {
         let listed: Option<Vec<Arc<Compiled>>> = if ask.overflow {
             None
         } else {
-            let strip = &self.cfg().policy.strip_query;
+            let cfg = self.cfg();
             ask.bans
                 .iter()
-                .map(|b| Compiled::new(b.clone(), strip).ok().map(Arc::new))
+                .map(|b| {
+                    Compiled::new(b.clone(), &cfg.policy.strip_query)
+                        .ok()
+                        .map(|c| Arc::new(c.bounded_by(&cfg.cache.list_tags)))
+                })
                 .collect()
         };
         if !self.cache_trusted(Instant::now()) {
@@ -227,9 +238,22 @@ impl Proxy {
                     .as_ref()
                     .is_some_and(|l| self.bans.home_may_answer(l, &lk.primary, &o.tags, o.fetched_gen))
             };
+            // A copy only bounded list bans made stale, stored less than `list_refresh` ago,
+            // may answer when every listed ban that could have made it old is such a ban.
+            let may_lag = |o: &Object| {
+                let list_refresh = self.cfg().cache.list_refresh;
+                let since = now.saturating_duration_since(o.stored_at);
+                !crate::bans::refresh_due(o.banned.get(), now < o.fresh_until, since, list_refresh)
+                    && listed
+                        .as_ref()
+                        .is_some_and(|l| self.bans.home_may_lag(l, &lk.primary, &o.tags, o.fetched_gen))
+            };
             match slot {
                 Some(Slot::Object(o)) if o.is_fresh(now) && may_answer(&o) => {
                     return self.shield_answer(&lk, &o, "hit")
+                }
+                Some(Slot::Object(o)) if o.banned.get() == cache::Banned::Bounded && may_lag(&o) => {
+                    return self.shield_answer(&lk, &o, LAGGING)
                 }
                 Some(Slot::Object(o)) if o.is_fresh(now) => {
                     // Perhaps older than a ban the asking node had: fetched afresh.

@@ -43,6 +43,8 @@ async fn bounded(secs: u64, f: impl Future<Output = ()>) {
 struct CountingOrigin {
     fixture: Fixture,
     counts: Arc<parking_lot::Mutex<HashMap<String, usize>>>,
+    /// When each request for a path and query arrived.
+    arrivals: Arc<parking_lot::Mutex<HashMap<String, Vec<std::time::Instant>>>>,
     generation: Arc<AtomicUsize>,
     /// Milliseconds the answers to URLs containing `slow` are held.
     delay_ms: Arc<AtomicU64>,
@@ -51,13 +53,18 @@ struct CountingOrigin {
 impl CountingOrigin {
     async fn start() -> CountingOrigin {
         let counts: Arc<parking_lot::Mutex<HashMap<String, usize>>> = Arc::default();
+        let arrivals: Arc<parking_lot::Mutex<HashMap<String, Vec<std::time::Instant>>>> = Arc::default();
         let generation = Arc::new(AtomicUsize::new(1));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let (c, g, d) = (counts.clone(), generation.clone(), delay_ms.clone());
+        let (c, g, d, t) = (counts.clone(), generation.clone(), delay_ms.clone(), arrivals.clone());
         let fixture = Fixture::start(move |req: Request<Incoming>| {
             let target = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
             *c.lock().entry(target.clone()).or_insert(0) += 1;
+            t.lock()
+                .entry(target.clone())
+                .or_default()
+                .push(std::time::Instant::now());
             // The generation as the request arrives: what the page was when it was asked for.
             let generation = g.load(Ordering::SeqCst);
             let delay = if target.contains("slow") {
@@ -72,6 +79,7 @@ impl CountingOrigin {
         CountingOrigin {
             fixture,
             counts,
+            arrivals,
             generation,
             delay_ms,
         }
@@ -84,6 +92,11 @@ impl CountingOrigin {
     /// Requests for one path and query so far.
     fn count(&self, target: &str) -> usize {
         self.counts.lock().get(target).copied().unwrap_or(0)
+    }
+
+    /// When the requests for one path and query arrived, in order.
+    fn arrivals(&self, target: &str) -> Vec<std::time::Instant> {
+        self.arrivals.lock().get(target).cloned().unwrap_or_default()
     }
 
     /// The site changed: answers from now on carry the next generation.
@@ -718,6 +731,89 @@ async fn after_a_soft_ban_a_stale_page_is_refreshed_once_for_the_cluster() {
         );
         let fallbacks = total(&admins, "strata_shield_requests_total", "result=\"fallback_").await;
         assert_eq!(fallbacks, 0.0, "no node fell back to the origin");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_page_under_a_stream_of_list_bans_is_rendered_once_per_list_refresh_for_the_cluster() {
+    bounded(120, async {
+        let origin = CountingOrigin::start().await;
+        let list_refresh = Duration::from_secs(4);
+        let nodes = TestProxy::start_cluster(&origin.url(), 3, |i| {
+            let mut s = settings("2s")(i);
+            s.push(("cache", "list_refresh = \"4s\"".into()));
+            s
+        })
+        .await;
+        let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin).collect();
+        wait_members(&admins).await;
+        let host = wp_host();
+        // The home page (a `list` page) with node c (the last) as its home; a and b ask c.
+        let url = url_with_home("/", "c", "list");
+        // The home stores it first, the others later: their refreshes come due while the
+        // home's copy is not yet due, which is when they must not make the home render.
+        let r = get_at(nodes[2].addr, &host, &url, &[]).await;
+        assert_eq!((r.status.as_u16(), generation_of(&r).as_str()), (200, "1"));
+        sleep(list_refresh / 2).await;
+        for n in &nodes[..2] {
+            let r = get_at(n.addr, &host, &url, &[]).await;
+            assert_eq!((r.status.as_u16(), generation_of(&r).as_str()), (200, "1"));
+        }
+        assert_eq!(origin.count(&url), 1, "the others filled from the home");
+        // Comments keep coming: the syncer's list ban (soft, lag allowed) on every node,
+        // again and again, while every node is asked for the page; for three intervals.
+        let until = std::time::Instant::now() + list_refresh * 3;
+        let mut rounds = 0;
+        while std::time::Instant::now() < until && rounds < 200 {
+            rounds += 1;
+            origin.bump();
+            let body = serde_json::json!({
+                "kind": "tag", "value": "list", "soft": true, "bounded": true,
+                "id": strata_wire::ids::random_u64(),
+            })
+            .to_string();
+            for a in &admins {
+                ban_at(*a, &body, Some(2000)).await;
+            }
+            for n in &nodes {
+                let r = get_at(n.addr, &host, &url, &[]).await;
+                assert_eq!(r.status, 200, "round {rounds} via {}", n.addr);
+            }
+            sleep(Duration::from_millis(150)).await;
+        }
+        // Each render at least list_refresh after the one before, for the three nodes
+        // together (the fetch that brought a copy ends before it is stored, so the interval
+        // between two arrivals at the origin is at least list_refresh less a fetch).
+        let arrivals = origin.arrivals(&url);
+        assert!(
+            arrivals.len() >= 2,
+            "refreshed at least once: {} renders",
+            arrivals.len()
+        );
+        for pair in arrivals.windows(2) {
+            let gap = pair[1].duration_since(pair[0]);
+            assert!(
+                gap >= list_refresh.mul_f64(0.9),
+                "two renders of the list page {gap:?} apart (list_refresh {list_refresh:?}): {} renders in all",
+                arrivals.len()
+            );
+        }
+        let lagging = total(&admins, "strata_shield_served_total", "result=\"lagging\"").await;
+        assert!(lagging >= 1.0, "the home answered with its lagging copy: {lagging}");
+        // Each node shows a newer page than the first.
+        for n in &nodes {
+            let mut newer = false;
+            for _ in 0..150 {
+                let r = get_at(n.addr, &host, &url, &[]).await;
+                if generation_of(&r) != "1" {
+                    newer = true;
+                    break;
+                }
+                sleep(Duration::from_millis(100)).await;
+            }
+            assert!(newer, "{} shows a refreshed list page", n.addr);
+        }
     })
     .await;
 }
