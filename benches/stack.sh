@@ -745,14 +745,22 @@ strata_phase() {
     after_load "$system" "$k"
     b=$WORK/$id.before a=$WORK/$id.after
     FETCHES[$id]=$(prom_delta "$b" "$a" strata_origin_requests_total)
-    F_BG[$id]=$(prom_delta "$b" "$a" strata_background_refreshes_total)
     F_PASS[$id]=$(prom_delta "$b" "$a" strata_passes_total "" 0)
-    # A fetch that is neither a refresh nor a pass is a miss a visitor waited on.
-    F_MISS[$id]=$(awk -v t="${FETCHES[$id]}" -v b="${F_BG[$id]}" -v p="${F_PASS[$id]}" \
-        'BEGIN { if (t !~ /^[0-9]+$/) print "n/a"; else printf "%d\n", t - (b ~ /^[0-9]+$/ ? b : 0) - (p ~ /^[0-9]+$/ ? p : 0) }')
+    if grep -q '^strata_origin_fetches_total{' "$a"; then
+        # Fills and refreshes that went to the origin (not to a key's home node), by class.
+        F_BG[$id]=$(prom_delta "$b" "$a" strata_origin_fetches_total 'class="background"' 0)
+        F_MISS[$id]=$(prom_delta "$b" "$a" strata_origin_fetches_total 'class="foreground"' 0)
+    else
+        F_BG[$id]=$(prom_delta "$b" "$a" strata_background_refreshes_total)
+        # A fetch that is neither a refresh nor a pass is a miss a visitor waited on.
+        F_MISS[$id]=$(awk -v t="${FETCHES[$id]}" -v b="${F_BG[$id]}" -v p="${F_PASS[$id]}" \
+            'BEGIN { if (t !~ /^[0-9]+$/) print "n/a"; else printf "%d\n", t - (b ~ /^[0-9]+$/ ? b : 0) - (p ~ /^[0-9]+$/ ? p : 0) }')
+    fi
     CLASSES[$id]="passes by reason: $(prom_labels "$b" "$a" strata_passes_total);"
     CLASSES[$id]+=" stale copies served without starting a refresh (the node's \`background_refreshes\` all in flight): $(prom_delta "$b" "$a" strata_background_refreshes_deferred_total);"
     CLASSES[$id]+=" requests answered by another's fetch: $(prom_delta "$b" "$a" strata_coalesced_requests_total);"
+    CLASSES[$id]+=" fills asked of a key's home node, by answer: $(prom_labels "$b" "$a" strata_shield_requests_total);"
+    CLASSES[$id]+=" refreshes held back by list_refresh: $(prom_delta "$b" "$a" strata_list_refreshes_deferred_total "" 0);"
     CLASSES[$id]+=" origin counters by label: $(prom_origin_classes "$b" "$a")"
     EXTRA[$id]="proxy \`strata_requests_total\` during the load (all nodes): $(prom_labels "$b" "$a" strata_requests_total);"
     EXTRA[$id]+=" \`strata_comments_total\`: $(labels strata_comments_total "${STRATA_ADMIN[@]}");"
@@ -971,8 +979,10 @@ for k in "${!SHARES[@]}"; do loads+=("${SHARES[$k]}: ${LOADAVG[strata.$k]} / ${L
     echo
     echo "- **PHP renders per comment** = origin fetches during the load (after the warm-up) ÷ comments"
     echo "  accepted (in MySQL after the load). Origin fetches: Strata \`strata_origin_requests_total\`, summed over"
-    echo "  the nodes, of which background refreshes (\`strata_background_refreshes_total\`), passes"
-    echo "  (\`strata_passes_total\`) and the rest, misses a visitor waited on; Varnish \`MAIN.backend_req\`, of which"
+    echo "  the nodes, of which misses a visitor waited on and background refreshes"
+    echo "  (\`strata_origin_fetches_total{class}\`; a build without it: refreshes started,"
+    echo "  \`strata_background_refreshes_total\`, and the rest) and passes (\`strata_passes_total\`); a fill"
+    echo "  answered by a key's home node is no origin fetch; Varnish \`MAIN.backend_req\`, of which"
     echo "  background fetches (\`MAIN.s_bgfetch\`), passes (\`MAIN.s_pass\`: the comment POSTs) and misses"
     echo "  (\`MAIN.s_fetch\` less those). With no comments the column shows —; the fetches are then what a"
     echo "  warm cache still asked for. When PHP is saturated (the origin fetches per second of each share's"

@@ -37,6 +37,9 @@ pub mod names {
     pub const ORIGIN_QUEUED: &str = "strata_origin_queued";
     pub const ORIGIN_WAITED: &str = "strata_origin_waited_seconds";
     pub const ORIGIN_REFUSED: &str = "strata_origin_refused";
+    /// `strata_origin_fetches_total{class}`: fills and refreshes sent to the origin (not to a
+    /// home node), by budget class.
+    pub const ORIGIN_FETCHES: &str = "strata_origin_fetches";
     pub const BANS_SENT: &str = "strata_bans_sent";
     pub const BANS_RECEIVED: &str = "strata_bans_received";
     pub const BANS_APPLIED: &str = "strata_bans_applied";
@@ -114,6 +117,7 @@ struct ClassLabel {
 pub struct OriginBudgetMetrics {
     in_flight: Family<ClassLabel, Gauge>,
     queued: Family<ClassLabel, Gauge>,
+    fetches: Family<ClassLabel, Counter>,
     /// How long foreground requests waited in the queue (those that never queued are not
     /// observed).
     pub waited: Histogram,
@@ -130,6 +134,11 @@ impl OriginBudgetMetrics {
         self.in_flight
             .get_or_create(&ClassLabel { class: class.as_str() })
             .clone()
+    }
+
+    /// Counts a fill or refresh sent to the origin under a class's place.
+    pub fn fetched(&self, class: crate::budget::Class) {
+        self.fetches.get_or_create(&ClassLabel { class: class.as_str() }).inc();
     }
 
     /// Requests of a class waiting for a place (background refreshes never wait: always 0).
@@ -436,6 +445,7 @@ impl Metrics {
         let budget = OriginBudgetMetrics {
             in_flight: Family::default(),
             queued: Family::default(),
+            fetches: Family::default(),
             waited: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             refused: Counter::default(),
             deferred: background_refreshes_deferred.clone(),
@@ -443,7 +453,13 @@ impl Metrics {
         for class in [crate::budget::Class::Foreground, crate::budget::Class::Background] {
             budget.in_flight(class);
             budget.queued(class);
+            let _ = budget.fetches.get_or_create(&ClassLabel { class: class.as_str() });
         }
+        registry.register(
+            names::ORIGIN_FETCHES,
+            "Fills and refreshes sent to the origin (not to a key's home node), by class (foreground: a visitor waits; background: refreshes)",
+            budget.fetches.clone(),
+        );
         registry.register(
             names::ORIGIN_IN_FLIGHT,
             "Requests at the origin now, by class (foreground: a visitor waits; background: refreshes)",

@@ -131,10 +131,14 @@ impl Proxy {
                 }
             }
         }
-        let permit = match held.take() {
-            Some(p) => p,
-            None => self.budget.foreground().await.map_err(FetchError::Busy)?,
+        let (permit, class) = match held.take() {
+            Some(p) => (p, crate::budget::Class::Background),
+            None => (
+                self.budget.foreground().await.map_err(FetchError::Busy)?,
+                crate::budget::Class::Foreground,
+            ),
         };
+        self.metrics.budget.fetched(class);
         let answered = self.send(req).await;
         drop(permit);
         answered.map(|r| (r, Source::Origin)).map_err(FetchError::Origin)
