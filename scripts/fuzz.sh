@@ -135,7 +135,7 @@ for t in "${targets[@]}"; do
         die "$t: a finding${found:+, saved as $found}; reproduce with: (cd fuzz && cargo +nightly fuzz run ${build_flags[*]} $t ${found:-ARTIFACT})"
     fi
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logfile" | tail -n 1)
-    cov=$(grep -o 'cov: [0-9]*' "$logfile" | tail -n 1)
+    cov=$(grep -a -o 'cov: [0-9]*' "$logfile" | tail -n 1)
     corpus=$(find "$work" -type f | wc -l)
     summary+=("$(printf '%-13s %12s executions in %4ss, %s, %s inputs in its corpus' "$t" "${runs:-?}" "$seconds" "${cov:-cov: ?}" "$corpus")")
 done
