@@ -34,6 +34,8 @@ pub static TAGS: HeaderName = HeaderName::from_static("x-strata-shield-tags");
 /// Answer field: how the home answered (`hit`, `filled`, `pass`), for logs and metrics; what
 /// tells a shield answer from an error of the admin listener.
 pub static SERVED: HeaderName = HeaderName::from_static("x-strata-shield");
+/// `SERVED` of a home's `503` to a background refresh it had no place for.
+pub const DEFERRED: &str = "deferred";
 
 /// The answer fields a home adds, never stored nor delivered by the asking node.
 pub static ANSWER_FIELDS: [&HeaderName; 3] = [&FRESH_MS, &TAGS, &SERVED];
@@ -55,6 +57,11 @@ pub struct ShieldRequest {
     /// its own begun after the request came, never with what it held before.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub overflow: bool,
+    /// A background refresh (a stale copy is being served meanwhile): the home fetches it
+    /// under its own budget's background class, and defers it (answers `deferred`) when that
+    /// has no place, rather than taking a visitor's place.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub background: bool,
 }
 
 impl ShieldRequest {
@@ -72,6 +79,7 @@ impl ShieldRequest {
             headers,
             bans: Vec::new(),
             overflow: false,
+            background: false,
         })
     }
 
@@ -125,6 +133,9 @@ pub enum Fallback {
     Banned,
     /// Enough shield requests were in flight already.
     Busy,
+    /// A background refresh the home had no place for: not a fallback; the stale copy is
+    /// served on and a later request refreshes it.
+    Deferred,
 }
 
 impl Fallback {
@@ -136,6 +147,7 @@ impl Fallback {
             Fallback::Error => "fallback_error",
             Fallback::Banned => "fallback_banned",
             Fallback::Busy => "fallback_busy",
+            Fallback::Deferred => "deferred",
         }
     }
 }
@@ -231,6 +243,13 @@ impl ShieldClient {
             Ok(Ok(r)) => r,
         };
         let (mut parts, body) = resp.into_parts();
+        if parts.status == StatusCode::SERVICE_UNAVAILABLE && parts.headers.get(&SERVED).is_some_and(|v| v == DEFERRED)
+        {
+            return Err((
+                Fallback::Deferred,
+                "the home had no place for a background refresh".into(),
+            ));
+        }
         let answered = match Answered::take(&mut parts.headers) {
             Some(a) if !parts.status.is_server_error() => a,
             _ => return Err((Fallback::Error, refusal(parts.status, body).await)),

@@ -80,6 +80,7 @@ impl Proxy {
         guard: FlightGuard<'_>,
         client: SocketAddr,
         stale: Option<Arc<Object>>,
+        mut held: Option<crate::budget::Permit>,
     ) -> Option<Answer> {
         let noted = self.bans.generation();
         let (req, sent) = match self.fill_request(lk, client) {
@@ -110,7 +111,7 @@ impl Proxy {
         // At most two rounds: the home's answer, then (when a ban may postdate it) the origin's.
         loop {
             let req = next.take().unwrap_or_else(|| shield::request_again(&target, &sent));
-            let (resp, source) = match self.fetch(req, home.as_ref(), &mut None).await {
+            let (resp, source) = match self.fetch(req, home.as_ref(), &mut held).await {
                 Ok(r) => r,
                 Err(e) => {
                     guard.finish(Flight::Failed(e.status()));
@@ -121,6 +122,7 @@ impl Proxy {
                     let resp = match &e {
                         FetchError::Origin(e) => self.origin_failure(e, &lk.origin_path()),
                         FetchError::Busy(busy) => self.origin_busy(busy, &lk.origin_path()),
+                        FetchError::Deferred => synth(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), "origin-busy"),
                     };
                     return Some(Answer::new(resp, Outcome::Miss));
                 }
@@ -779,6 +781,12 @@ impl Proxy {
             let req = next.take().unwrap_or_else(|| shield::request_again(&url, &req_headers));
             let (resp, source) = match self.fetch(req, home.as_ref(), &mut permit).await {
                 Ok(r) => r,
+                Err(FetchError::Deferred) => {
+                    // The key's home had no place for it: the stale copy is served on, and a
+                    // later request refreshes it.
+                    tracing::debug!(%url, "background refresh deferred by the key's home");
+                    return Flight::Failed(StatusCode::SERVICE_UNAVAILABLE);
+                }
                 Err(e) => {
                     // stale-if-error: keep serving the stale copy until its grace ends.
                     tracing::warn!(%url, error = %e, "background refresh failed; serving stale");

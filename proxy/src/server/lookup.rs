@@ -102,7 +102,7 @@ impl Proxy {
                         tx,
                         done: false,
                     };
-                    match self.fill(&lk, key, guard, client, stale).await {
+                    match self.fill(&lk, key, guard, client, stale, None).await {
                         Some(answer) => return answer,
                         None => continue,
                     }

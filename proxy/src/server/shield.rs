@@ -55,6 +55,8 @@ pub(super) enum FetchError {
     Origin(OriginError),
     /// The node's origin budget was full for `origin.queue_timeout`.
     Busy(crate::budget::Busy),
+    /// A background refresh the key's home had no place for.
+    Deferred,
 }
 
 impl FetchError {
@@ -62,7 +64,7 @@ impl FetchError {
     pub(super) fn status(&self) -> StatusCode {
         match self {
             FetchError::Origin(e) => e.status(),
-            FetchError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            FetchError::Busy(_) | FetchError::Deferred => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -72,6 +74,7 @@ impl std::fmt::Display for FetchError {
         match self {
             FetchError::Origin(e) => e.fmt(f),
             FetchError::Busy(b) => b.fmt(f),
+            FetchError::Deferred => f.write_str("the key's home had no place for a background refresh"),
         }
     }
 }
@@ -125,8 +128,13 @@ impl Proxy {
                 };
                 let listed = self.bans.applied_within(window, MAX_LISTED_BANS);
                 (ask.bans, ask.overflow) = (listed.bans, listed.overflow);
+                ask.background = held.is_some();
                 match self.shield.ask(&secret, base, &ask, timeout).await {
                     Ok((resp, answered, permit)) => return Ok((resp, Source::Home(node.clone(), answered, permit))),
+                    Err((Fallback::Deferred, _)) => {
+                        self.metrics.shield_request(Fallback::Deferred.as_str());
+                        return Err(FetchError::Deferred);
+                    }
                     Err((why, detail)) => self.shield_fallback(why, &ask.path, &detail),
                 }
             }
@@ -201,6 +209,7 @@ impl Proxy {
                 })
                 .collect()
         };
+        let background = ask.background;
         if !self.cache_trusted(Instant::now()) {
             return refused(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -289,7 +298,28 @@ impl Proxy {
                         tx,
                         done: false,
                     };
-                    let answer = self.fill(&lk, key, guard, client, stale).await;
+                    // A sibling's background refresh takes this node's background class: a
+                    // place when there is one, else deferred (the sibling serves its stale
+                    // copy on), never a visitor's place.
+                    let held = if background {
+                        match self.budget.background() {
+                            Some(p) => Some(p),
+                            None => {
+                                drop(guard);
+                                self.metrics.budget.deferred.inc();
+                                self.metrics.shield_served(shield::DEFERRED);
+                                let resp = synth(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "no place for a background refresh in the origin budget",
+                                    "origin-busy",
+                                );
+                                return shield_fields(resp, shield::DEFERRED);
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    let answer = self.fill(&lk, key, guard, client, stale, held).await;
                     let flight = rx.borrow().clone();
                     (answer, flight)
                 }

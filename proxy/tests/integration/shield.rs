@@ -817,3 +817,82 @@ async fn a_list_page_under_a_stream_of_list_bans_is_rendered_once_per_list_refre
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_siblings_background_refresh_takes_the_homes_background_class_or_waits() {
+    bounded(120, async {
+        let origin = CountingOrigin::start().await;
+        // One background place per node.
+        let nodes = TestProxy::start_cluster(&origin.url(), 2, |i| {
+            let mut s = settings("5s")(i);
+            s.push(("origin", "concurrency = 2".into()));
+            s.push(("origin", "background_max = 1".into()));
+            s
+        })
+        .await;
+        let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin).collect();
+        wait_members(&admins).await;
+        let (a, b) = (&nodes[0], &nodes[1]);
+        let (path, id) = a_post().await;
+        let host = wp_host();
+        // Two URLs of the post whose home is b (of the two nodes a and b); the first's
+        // answers are held while the test says so.
+        let with_home_b = |label: &str| {
+            (0..1000)
+                .map(|i| format!("{path}?shieldtest={label}-{i}"))
+                .find(|url| {
+                    let (p, q) = url.split_once('?').expect("query");
+                    let key = strata_proxy::policy::cache_key(&wp_host(), p, Some(q));
+                    strata_proxy::shield::home(&key, ["a", "b"]) == Some("b")
+                })
+                .expect("a URL with home b")
+        };
+        let (held, deferred) = (with_home_b("slow"), with_home_b("defer"));
+        for url in [&held, &deferred] {
+            for n in [a, b] {
+                let r = get_at(n.addr, &host, url, &[]).await;
+                assert_eq!((r.status.as_u16(), generation_of(&r).as_str()), (200, "1"));
+            }
+            assert_eq!(origin.count(url), 1);
+        }
+        origin.bump();
+        ban_everywhere(&admins, "tag", &format!("post:{id}"), true).await;
+        // b refreshes `held` in the background: its one background place is taken.
+        origin.set_delay(Duration::from_secs(4));
+        let r = get_at(b.addr, &host, &held, &[]).await;
+        assert_eq!((r.x_cache(), generation_of(&r).as_str()), ("STALE", "1"));
+        poll("b's refresh at the origin", PROPAGATION, || async {
+            (origin.count(&held) == 2).then_some(())
+        })
+        .await;
+        // a's refresh of `deferred` asks b, which has no background place: deferred, not
+        // taken from b's visitors, and not sent to the origin by a either.
+        let r = get_at(a.addr, &host, &deferred, &[]).await;
+        assert_eq!((r.x_cache(), generation_of(&r).as_str()), ("STALE", "1"));
+        poll("the deferral", PROPAGATION, || async {
+            (metric_at(a.admin, "strata_shield_requests_total", "result=\"deferred\"").await >= 1.0).then_some(())
+        })
+        .await;
+        assert!(metric_at(b.admin, "strata_shield_served_total", "result=\"deferred\"").await >= 1.0);
+        assert_eq!(origin.count(&deferred), 1, "nobody rendered it meanwhile");
+        assert_eq!(
+            total(&admins, "strata_shield_requests_total", "result=\"fallback_").await,
+            0.0,
+            "a deferral is no fallback to the origin"
+        );
+        // Once b's place is free, a later request refreshes it: the new page, one render.
+        origin.set_delay(Duration::ZERO);
+        let mut fresh = false;
+        for _ in 0..100 {
+            let r = get_at(a.addr, &host, &deferred, &[]).await;
+            if generation_of(&r) != "1" {
+                fresh = true;
+                break;
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+        assert!(fresh, "a serves the refreshed page");
+        assert_eq!(origin.count(&deferred), 2, "one render for the refresh");
+    })
+    .await;
+}
