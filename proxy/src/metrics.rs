@@ -59,6 +59,7 @@ pub mod names {
     pub const CONNECTIONS_REFUSED: &str = "strata_connections_refused";
     pub const SHIELD_REQUESTS: &str = "strata_shield_requests";
     pub const SHIELD_SERVED: &str = "strata_shield_served";
+    pub const SHIELD_EARLY_BANS: &str = "strata_shield_early_bans";
 }
 
 /// `strata_shield_requests_total{result}`: fills of keys whose home is another node, by how
@@ -74,7 +75,7 @@ pub const SHIELD_REQUEST_RESULTS: [&str; 8] = [
     "fallback_busy",
 ];
 /// `strata_shield_served_total{result}`: shield requests this node answered as a home.
-pub const SHIELD_SERVED_RESULTS: [&str; 5] = ["hit", "filled", "pass", "error", "refused"];
+pub const SHIELD_SERVED_RESULTS: [&str; 7] = ["hit", "filled", "pass", "lagging", "deferred", "error", "refused"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -321,6 +322,8 @@ pub struct Metrics {
     shield_requests: Family<ResultLabel, Counter>,
     /// Shield requests answered as a home, by result.
     shield_served: Family<ResultLabel, Counter>,
+    /// Bans a sibling listed in a shield request before they reached this node, applied here.
+    pub shield_early_bans: Counter,
 }
 
 impl Metrics {
@@ -516,8 +519,14 @@ impl Metrics {
         let shield_served = Family::default();
         registry.register(
             names::SHIELD_SERVED,
-            "Shield requests answered as a key's home, by result (hit, filled, pass, error, refused)",
+            "Shield requests answered as a key's home, by result (hit, filled, pass, lagging, deferred, error, refused)",
             shield_served.clone(),
+        );
+        let shield_early_bans = Counter::default();
+        registry.register(
+            names::SHIELD_EARLY_BANS,
+            "Bans a sibling's shield request listed that had not reached this node yet, applied here at once",
+            shield_early_bans.clone(),
         );
         // Every series exists from the start (at 0), so dashboards and alerts see them.
         for result in SHIELD_REQUEST_RESULTS {
@@ -529,6 +538,7 @@ impl Metrics {
         Metrics {
             shield_requests,
             shield_served,
+            shield_early_bans,
             connections_refused,
             cluster,
             comments,

@@ -210,6 +210,17 @@ impl Proxy {
                 .collect()
         };
         let background = ask.background;
+        // A listed ban this node has not applied yet is on its way here (its sender, the
+        // syncer or a sibling, delivers it to every node): applied now, here only, so the
+        // fetch this request leads is stored and not removed again when the ban arrives,
+        // which then finds its id applied and is skipped.
+        for c in listed.iter().flatten() {
+            if c.ban.id != 0 && self.bans.applied_at(c.ban.id).is_none() {
+                self.bans.apply(&self.store, c.clone());
+                self.metrics.cluster.applied(c.kind());
+                self.metrics.shield_early_bans.inc();
+            }
+        }
         if !self.cache_trusted(Instant::now()) {
             return refused(
                 StatusCode::SERVICE_UNAVAILABLE,

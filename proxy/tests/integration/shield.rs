@@ -896,3 +896,40 @@ async fn a_siblings_background_refresh_takes_the_homes_background_class_or_waits
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_ban_the_home_lacks_is_applied_there_at_once_and_not_again_on_arrival() {
+    bounded(60, async {
+        let origin = CountingOrigin::start().await;
+        // One node, asked as a home directly (this test is the asking node).
+        let nodes = TestProxy::start_cluster(&origin.url(), 1, settings("2s")).await;
+        let home = &nodes[0];
+        let (path, id) = a_post().await;
+        let host = wp_host();
+        let url = format!("{path}?shieldtest=early");
+        let r = get_at(home.addr, &host, &url, &[]).await;
+        assert_eq!((r.status.as_u16(), generation_of(&r).as_str()), (200, "1"));
+        // The post changes; its ban has reached the asking node, not yet the home.
+        origin.bump();
+        let ban_id = strata_wire::ids::random_u64();
+        let ban = serde_json::json!({ "kind": "tag", "value": format!("post:{id}"), "id": ban_id });
+        let ask = serde_json::json!({
+            "path": url,
+            "headers": [["host", host.clone()]],
+            "bans": [ban.clone()],
+        })
+        .to_string();
+        let r = crate::harness::admin_signed(home.admin, http::Method::POST, "/shield", &ask).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(generation_of(&r), "2", "never the copy from before the listed ban");
+        assert_eq!(metric_at(home.admin, "strata_shield_early_bans_total", "").await, 1.0);
+        assert_eq!(origin.count(&url), 2);
+        // The ban itself arrives: its id is applied already, so the fresh copy stays.
+        let answer = ban_at(home.admin, &ban.to_string(), None).await;
+        assert_eq!(answer["removed"], 0, "{answer}");
+        let r = get_at(home.addr, &host, &url, &[]).await;
+        assert_eq!((r.x_cache(), generation_of(&r).as_str()), ("HIT", "2"));
+        assert_eq!(origin.count(&url), 2, "no render more when the ban arrived");
+    })
+    .await;
+}
