@@ -187,17 +187,7 @@ impl Proxy {
                     ));
                 }
             };
-            if let Source::Home(
-                _,
-                Answered {
-                    fresh_for: Some(left), ..
-                },
-                _,
-            ) = &source
-            {
-                // Never fresh here for longer than at the home.
-                life.ttl = life.ttl.min(*left);
-            }
+            source.cap_life(&mut life);
             // Read the body, up to the object size limit.
             let limit = self.cfg().cache.max_object_size;
             let mut body = ProxyBody::stream(body, None, self.origin.body_timeout);
@@ -286,11 +276,7 @@ impl Proxy {
                 }
             };
             if let Source::Home(_, answered, _) = &source {
-                with_home_tags(&mut obj, &answered.tags);
-                if answered.served == shield::LAGGING {
-                    // The home's copy predates list bans this node had: as stale here as there.
-                    obj.banned.mark(cache::Banned::Bounded);
-                }
+                adopt_home_answer(&mut obj, answered);
                 if self.bans.since(generation, &lk.primary, &obj.tags) == InFlight::Hard {
                     self.shield_fallback(
                         Fallback::Banned,
@@ -838,17 +824,7 @@ impl Proxy {
                     return self.remember_uncacheable(&key, parts.status, why);
                 }
             };
-            if let Source::Home(
-                _,
-                Answered {
-                    fresh_for: Some(left), ..
-                },
-                _,
-            ) = &source
-            {
-                // Never fresh here for longer than at the home.
-                life.ttl = life.ttl.min(*left);
-            }
+            source.cap_life(&mut life);
             let limit = self.cfg().cache.max_object_size;
             let collected = tokio::time::timeout(
                 self.origin.body_timeout,
@@ -874,11 +850,7 @@ impl Proxy {
                 return Flight::Failed(StatusCode::BAD_GATEWAY);
             };
             if let Source::Home(_, answered, _) = &source {
-                with_home_tags(&mut obj, &answered.tags);
-                if answered.served == shield::LAGGING {
-                    // The home's copy predates list bans this node had: as stale here as there.
-                    obj.banned.mark(cache::Banned::Bounded);
-                }
+                adopt_home_answer(&mut obj, answered);
                 if self.bans.since(generation, primary, &obj.tags) == InFlight::Hard {
                     self.shield_fallback(Fallback::Banned, path, "a ban arrived here while the home was asked");
                     home = None;
@@ -902,6 +874,15 @@ fn fetched_as_asked(resp: &HeaderMap, client: &HeaderMap, sent: &HeaderMap) -> b
 
 /// Adds the tags a home gave an object to those this node found (the home's include tags
 /// from fields it strips before storing). Only on an object not shared yet.
+/// Takes what a home's answer says about an object built from it: the home's tags, and, when
+/// the home answered with a copy only bounded list bans made stale, the same staleness here.
+fn adopt_home_answer(obj: &mut Arc<Object>, answered: &Answered) {
+    with_home_tags(obj, &answered.tags);
+    if answered.served == shield::LAGGING {
+        obj.banned.mark(cache::Banned::Bounded);
+    }
+}
+
 fn with_home_tags(obj: &mut Arc<Object>, home: &[String]) {
     let Some(o) = Arc::get_mut(obj) else { return };
     let extra: Vec<Arc<str>> = home

@@ -32,6 +32,20 @@ pub(super) enum Source {
 }
 
 impl Source {
+    /// Never fresh here for longer than at the home that answered.
+    pub(super) fn cap_life(&self, life: &mut freshness::Lifetime) {
+        if let Source::Home(
+            _,
+            Answered {
+                fresh_for: Some(left), ..
+            },
+            _,
+        ) = self
+        {
+            life.ttl = life.ttl.min(*left);
+        }
+    }
+
     /// The `Cache-Status` parameter naming the home node that answered, if one did.
     pub(super) fn peer_param(&self) -> String {
         match self {
