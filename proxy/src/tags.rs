@@ -205,6 +205,11 @@ pub fn rest_item(path: &str, query: Option<&str>) -> Option<u64> {
 /// HTML without one is a list (home, archive, search, 404); feeds, sitemaps and REST
 /// collections are recognised by URL.
 fn list_kind(path: &str, query: Option<&str>, status: StatusCode, singular: bool, html: bool) -> Option<&'static str> {
+    // A redirect lists nothing (WordPress's `/?p=ID` → permalink, `/page/1/` → `/`): what it
+    // says does not change when a comment or a post is added, so list bans leave it alone.
+    if status.is_redirection() {
+        return None;
+    }
     let q = query.unwrap_or("");
     let has = |name: &str| query_param(q, name).is_some();
     if let Some(route) = rest_route(path, query) {
@@ -270,6 +275,23 @@ mod tests {
     }
 
     const HTML_CT: (&str, &str) = ("content-type", "text/html; charset=UTF-8");
+
+    #[test]
+    fn redirects_are_no_lists() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_TYPE, "text/html; charset=UTF-8".parse().unwrap());
+        h.insert(http::header::LOCATION, "http://site.example/a-post/".parse().unwrap());
+        for status in [
+            StatusCode::MOVED_PERMANENTLY,
+            StatusCode::FOUND,
+            StatusCode::TEMPORARY_REDIRECT,
+        ] {
+            let tags = object_tags(&rules(), "/", Some("p=12"), status, &h, b"");
+            assert_eq!(tags, vec!["html".to_string()], "{status}");
+        }
+        let tags = object_tags(&rules(), "/", Some("s=x"), StatusCode::OK, &h, b"");
+        assert!(tags.contains(&"list".to_string()), "{tags:?}");
+    }
 
     #[test]
     fn singular_pages_are_tagged_by_shortlink() {
