@@ -320,28 +320,29 @@ async fn without_shielding_every_node_fetches_for_itself() {
     .await;
 }
 
-/// Starts a GET of `url` on node `from` and returns once the home's fetch of it reached the
-/// origin (which holds it: the URL is `slow`).
-async fn fill_through_home(origin: &CountingOrigin, from: SocketAddr, url: &str) -> tokio::task::JoinHandle<Resp> {
-    let (host, u) = (wp_host(), url.to_string());
+/// Three node processes (a, b, c; `shield_timeout` 1 s) and a page whose home is c, its
+/// answers held for `delay`; returns once node a's GET of it is under way and c's fetch has
+/// reached the origin, with that GET's task.
+async fn mid_fill(label: &str, delay: Duration) -> (CountingOrigin, Nodes, String, tokio::task::JoinHandle<Resp>) {
+    let origin = CountingOrigin::start().await;
+    let nodes = Nodes::start(&origin.url(), 3, settings("1s")).await;
+    wait_members(&nodes.admins()).await;
+    let (path, _) = a_post().await;
+    let url = url_with_home(&path, "c", label);
+    origin.set_delay(delay);
+    let (from, host, u) = (nodes[0].addr, wp_host(), url.clone());
     let task = tokio::spawn(async move { get_at(from, &host, &u, &[]).await });
     poll("the home's fetch to reach the origin", PROPAGATION, || async {
-        (origin.count(url) >= 1).then_some(())
+        (origin.count(&url) >= 1).then_some(())
     })
     .await;
-    task
+    (origin, nodes, url, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_home_killed_mid_fill_leaves_the_asking_node_to_the_origin() {
     bounded(120, async {
-        let origin = CountingOrigin::start().await;
-        let mut nodes = Nodes::start(&origin.url(), 3, settings("1s")).await;
-        wait_members(&nodes.admins()).await;
-        let (path, _) = a_post().await;
-        let url = url_with_home(&path, "c", "killed-slow");
-        origin.set_delay(Duration::from_millis(1500));
-        let task = fill_through_home(&origin, nodes[0].addr, &url).await;
+        let (origin, mut nodes, url, task) = mid_fill("killed-slow", Duration::from_millis(1500)).await;
         // The page changes while the home's fetch is under way, and the home dies.
         origin.bump();
         nodes[2].kill();
@@ -365,13 +366,7 @@ async fn a_home_killed_mid_fill_leaves_the_asking_node_to_the_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_home_paused_mid_fill_is_waited_on_for_the_shield_timeout_only() {
     bounded(120, async {
-        let origin = CountingOrigin::start().await;
-        let nodes = Nodes::start(&origin.url(), 3, settings("1s")).await;
-        wait_members(&nodes.admins()).await;
-        let (path, _) = a_post().await;
-        let url = url_with_home(&path, "c", "paused-slow");
-        origin.set_delay(Duration::from_millis(500));
-        let task = fill_through_home(&origin, nodes[0].addr, &url).await;
+        let (origin, nodes, _url, task) = mid_fill("paused-slow", Duration::from_millis(500)).await;
         origin.bump();
         nodes[2].pause();
         let r = task.await.expect("GET task");
