@@ -39,6 +39,9 @@ pub enum BanError {
     /// The regular expression does not compile.
     #[error("invalid regular expression: {0}")]
     BadRegex(String),
+    /// A patch on a ban that is not of a tag, or larger than a patch may be.
+    #[error("a patch rides only on a tag ban, with at most {max} bytes of fields", max = strata_wire::patch::MAX_PATCH_BYTES)]
+    BadPatch,
 }
 
 /// What a compiled ban selects.
@@ -82,6 +85,11 @@ fn key_url(key: &str) -> &str {
 impl Compiled {
     /// Checks and prepares a ban; `strip` are the query parameters the cache key drops.
     pub fn new(ban: Ban, strip: &[String]) -> Result<Compiled, BanError> {
+        if let Some(p) = &ban.patch {
+            if ban.kind != Kind::Tag || p.size() > strata_wire::patch::MAX_PATCH_BYTES {
+                return Err(BanError::BadPatch);
+            }
+        }
         let mut host = ban.host.as_deref().map(policy::normalise_host);
         let need = |kind: Kind| {
             if ban.value.trim().is_empty() {
@@ -231,10 +239,18 @@ impl Bans {
 
     /// Applies a ban to the store; returns how many entries it removed or marked stale.
     pub fn apply(&self, store: &Store, c: Arc<Compiled>) -> usize {
+        self.apply_patching(store, c, |_, _| false)
+    }
+
+    /// Applies a ban as [`Bans::apply`] does, except that each key of a tag ban `patch`
+    /// (given the key and the ban's generation) patched in place is neither removed nor
+    /// marked; returns how many objects the ban removed or marked.
+    pub fn apply_patching(&self, store: &Store, c: Arc<Compiled>, patch: impl Fn(&str, u64) -> bool) -> usize {
+        let generation;
         {
             // Recorded before acting, so a fill that finishes meanwhile sees it.
             let mut recent = self.recent.lock();
-            let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
             if recent.list.len() == RECENT_BANS {
                 if let Some(old) = recent.list.pop_front() {
                     if recent.ids.get(&old.id) == Some(&old.generation) {
@@ -288,7 +304,10 @@ impl Bans {
                     })
                     .sum()
             }
-            Matcher::Tag(tag) => act(store.tags.keys(tag, |k| c.host_ok(k))),
+            Matcher::Tag(tag) => {
+                let keys = store.tags.keys(tag, |k| c.host_ok(k));
+                act(keys.into_iter().filter(|k| !patch(k, generation)).collect())
+            }
             Matcher::All if c.host.is_none() && !soft => {
                 store.maintain();
                 let n = store.entry_count() as usize;
@@ -479,6 +498,7 @@ mod tests {
             soft: false,
             bounded: false,
             id: 0,
+            patch: None,
         };
         Arc::new(Compiled::new(b, &strip()).unwrap())
     }

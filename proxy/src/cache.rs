@@ -119,6 +119,21 @@ impl BanMark {
     }
 }
 
+/// A weak validator derived from a body: FNV-1a of its bytes and its length.
+pub fn body_etag(body: &[u8]) -> String {
+    format!("W/\"{:016x}-{:x}\"", fnv1a(body), body.len())
+}
+
+/// FNV-1a: a fixed hash, so every node derives the same validator for the same body.
+fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 static NEXT_OBJECT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A fresh object id.
@@ -153,6 +168,47 @@ impl Object {
     /// Seconds since the origin produced it, for the `Age` header.
     pub fn age(&self, now: Instant) -> u64 {
         (now.saturating_duration_since(self.stored_at) + self.initial_age).as_secs()
+    }
+
+    /// This object with `identity` as its body (a patched page): compressed as it was, a
+    /// validator derived from the new body, no `Last-Modified` (a client's date would match a
+    /// body it never saw), fresh and stale as it was, noted as current with ban generation
+    /// `fetched_gen`.
+    pub fn patched(&self, identity: Bytes, fetched_gen: u64) -> Object {
+        let gzip = self.gzip.as_ref().and_then(|_| crate::compress::gzip(&identity));
+        let br = self
+            .br
+            .as_ref()
+            .and_then(|_| crate::compress::brotli(&identity, gzip.as_ref().map_or(identity.len(), |g| g.len())));
+        let mut headers = self.headers.clone();
+        headers.remove(http::header::LAST_MODIFIED);
+        let etag = HeaderValue::from_str(&body_etag(&identity)).ok();
+        if let Some(e) = &etag {
+            headers.insert(http::header::ETAG, e.clone());
+        }
+        let banned = BanMark::default();
+        banned.mark(self.banned.get());
+        Object {
+            status: self.status,
+            headers,
+            hidden: self.hidden.clone(),
+            identity,
+            gzip,
+            br,
+            etag,
+            last_modified: None,
+            stored_at: self.stored_at,
+            initial_age: self.initial_age,
+            fresh_until: self.fresh_until,
+            grace_until: self.grace_until,
+            error_until: self.error_until,
+            keep_until: self.keep_until,
+            compressible: self.compressible,
+            tags: self.tags.clone(),
+            fetched_gen: fetched_gen.max(self.fetched_gen),
+            id: next_object_id(),
+            banned,
+        }
     }
 
     fn weight(&self) -> u64 {

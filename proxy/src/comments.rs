@@ -513,6 +513,7 @@ mod tests {
             max_hold: Duration::from_millis(200),
             key_prefix: "t:".into(),
             max_queue: 10,
+            patch_pages: true,
             trusted_proxies: Vec::new(),
             settings_max_age: Duration::from_secs(10),
             memcached_timeout: Duration::from_millis(100),

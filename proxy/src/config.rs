@@ -368,6 +368,7 @@ struct RawComments {
     trusted_proxies: Option<Vec<String>>,
     settings_max_age: Option<toml::Value>,
     memcached_timeout: Option<toml::Value>,
+    patch_pages: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -421,6 +422,9 @@ pub struct CommentsConfig {
     pub settings_max_age: Duration,
     /// Deadline of every memcached exchange.
     pub memcached_timeout: Duration,
+    /// Whether the syncer's comment patches are applied to stored pages (else those pages
+    /// are banned as the patch's ban says).
+    pub patch_pages: bool,
 }
 
 /// `[server]`

@@ -43,6 +43,7 @@ pub mod listen;
 pub mod metrics;
 pub mod origin;
 pub mod outcome;
+pub mod patch;
 pub mod policy;
 pub mod ranges;
 pub mod server;

@@ -243,6 +243,7 @@ async fn ban(cfg: Config, b: BanArgs) -> anyhow::Result<()> {
         soft: b.soft,
         bounded: false,
         id: 0,
+        patch: None,
     };
     let addr = strata_proxy::local_target(cfg.server.admin_listen);
     let answer = client::send_ban(addr, &cfg.cluster.secret, &ban, b.wait).await?;

@@ -60,6 +60,7 @@ pub mod names {
     pub const SHIELD_REQUESTS: &str = "strata_shield_requests";
     pub const SHIELD_SERVED: &str = "strata_shield_served";
     pub const SHIELD_EARLY_BANS: &str = "strata_shield_early_bans";
+    pub const PATCHES: &str = "strata_patches";
 }
 
 /// `strata_shield_requests_total{result}`: fills of keys whose home is another node, by how
@@ -96,6 +97,12 @@ struct UntrustedLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TrustLabel {
     trust: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PatchLabel {
+    kind: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -324,6 +331,7 @@ pub struct Metrics {
     shield_served: Family<ResultLabel, Counter>,
     /// Bans a sibling listed in a shield request before they reached this node, applied here.
     pub shield_early_bans: Counter,
+    patches: Family<PatchLabel, Counter>,
 }
 
 impl Metrics {
@@ -528,7 +536,17 @@ impl Metrics {
             "Bans a sibling's shield request listed that had not reached this node yet, applied here at once",
             shield_early_bans.clone(),
         );
+        let patches = Family::default();
+        registry.register(
+            names::PATCHES,
+            "Stored pages a comment patch selected, by patch kind and result (patched, or why the page was banned instead)",
+            patches.clone(),
+        );
         // Every series exists from the start (at 0), so dashboards and alerts see them.
+        let _ = patches.get_or_create(&PatchLabel {
+            kind: "thread",
+            result: "patched",
+        });
         for result in SHIELD_REQUEST_RESULTS {
             let _ = shield_requests.get_or_create(&ResultLabel { result });
         }
@@ -536,6 +554,7 @@ impl Metrics {
             let _ = shield_served.get_or_create(&ResultLabel { result });
         }
         Metrics {
+            patches,
             shield_requests,
             shield_served,
             shield_early_bans,
@@ -600,6 +619,11 @@ impl Metrics {
     /// Counts a fill asked of a key's home, by result (see [`SHIELD_REQUEST_RESULTS`]).
     pub fn shield_request(&self, result: &'static str) {
         self.shield_requests.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts a stored page a patch of `kind` selected, by `result`.
+    pub fn patch(&self, kind: &'static str, result: &'static str) {
+        self.patches.get_or_create(&PatchLabel { kind, result }).inc();
     }
 
     /// Counts a shield request answered as a home, by result (see [`SHIELD_SERVED_RESULTS`]).

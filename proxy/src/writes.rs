@@ -266,6 +266,7 @@ pub fn bans_for(w: &Write<'_>, rules: Rules) -> Invalidation {
             soft: false,
             bounded: false,
             id: 0,
+            patch: None,
         };
         if !out.contains(&b) {
             out.push(b);

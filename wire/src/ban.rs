@@ -75,6 +75,11 @@ pub struct Ban {
     /// relies on it). `0`: none yet (a ban from an older sender, or from a person).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub id: u64,
+    /// Instead of dropping a page the ban selects, change it so (a tag ban's only): a page
+    /// the patch cannot be applied to is banned as the rest of the ban says. Only the syncer
+    /// sends patches, to every proxy; a node passes the ban on to its siblings without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Box<crate::patch::Patch>>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -91,6 +96,7 @@ impl Ban {
             soft: false,
             bounded: false,
             id: 0,
+            patch: None,
         }
     }
 

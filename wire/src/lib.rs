@@ -14,5 +14,6 @@ pub mod ids;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod memcache;
+pub mod patch;
 pub mod php;
 pub mod redirect;

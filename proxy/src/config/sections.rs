@@ -645,6 +645,7 @@ pub(super) fn comments_config(c: &mut Checker, m: &RawComments) -> CommentsConfi
             &m.memcached_timeout,
             DEFAULT_MEMCACHED_TIMEOUT,
         ),
+        patch_pages: m.patch_pages.unwrap_or(true),
     };
     if comments.memcached.is_empty() {
         c.problem("comments.memcached", "give at least one host:port");

@@ -631,7 +631,7 @@ impl Proxy {
         let etag = match headers.get(header::ETAG) {
             Some(e) => Some(e.clone()),
             None if parts.status == StatusCode::OK => {
-                let tag = HeaderValue::from_str(&format!("W/\"{:016x}-{:x}\"", fnv1a(&identity), identity.len())).ok();
+                let tag = HeaderValue::from_str(&cache::body_etag(&identity)).ok();
                 if let Some(t) = &tag {
                     headers.insert(header::ETAG, t.clone());
                 }
@@ -908,16 +908,6 @@ fn chain(prefix: Bytes, rest: ProxyBody) -> ProxyBody {
     }
 }
 
-/// FNV-1a: a fixed hash, so every node derives the same ETag for the same body.
-fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in data {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// The statuses that count as the origin failing for `stale-if-error` (RFC 5861 §4).
 fn is_error_status(s: StatusCode) -> bool {
     matches!(s.as_u16(), 500 | 502 | 503 | 504)
@@ -962,10 +952,10 @@ mod tests {
     #[test]
     fn derived_etags_are_recognised_and_stable() {
         let body = b"hello";
-        let tag = format!("W/\"{:016x}-{:x}\"", fnv1a(body), body.len());
+        let tag = cache::body_etag(body);
         assert!(is_derived_etag(&HeaderValue::from_str(&tag).unwrap()));
         assert!(!is_derived_etag(&HeaderValue::from_static("\"origin-etag\"")));
-        assert_eq!(fnv1a(body), fnv1a(b"hello"));
+        assert_eq!(tag, cache::body_etag(b"hello"));
     }
 
     #[test]

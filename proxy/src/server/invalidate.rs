@@ -99,12 +99,60 @@ impl Proxy {
         }
         c.ban = std::mem::replace(&mut c.ban, Ban::all()).with_id();
         let c = Arc::new(c);
-        let removed = self.bans.apply(&self.store, c.clone());
+        let patched = std::sync::atomic::AtomicUsize::new(0);
+        let removed = match c.ban.patch.as_deref() {
+            Some(p) => self.bans.apply_patching(&self.store, c.clone(), |key, generation| {
+                let done = self.patch_stored(key, p, generation);
+                patched.fetch_add(usize::from(done), std::sync::atomic::Ordering::Relaxed);
+                done
+            }),
+            None => self.bans.apply(&self.store, c.clone()),
+        };
         self.metrics.cluster.applied(c.kind());
         self.metrics.purges.inc();
-        let seq = self.cluster.broadcast(&c.ban);
-        tracing::info!(kind = c.kind(), value = %c.ban.value, host = c.ban.host.as_deref().unwrap_or("*"), soft = c.ban.soft, id = c.ban.id, seq, removed, "ban");
+        // Siblings get the ban without its patch: the syncer sends the patch to each of them,
+        // and one that missed it bans (sync messages stay small).
+        let seq = match &c.ban.patch {
+            Some(_) => self.cluster.broadcast(&Ban {
+                patch: None,
+                ..c.ban.clone()
+            }),
+            None => self.cluster.broadcast(&c.ban),
+        };
+        let patched = patched.into_inner();
+        tracing::info!(kind = c.kind(), value = %c.ban.value, host = c.ban.host.as_deref().unwrap_or("*"), soft = c.ban.soft, id = c.ban.id, seq, removed, patched, "ban");
         BanResult { seq, removed }
+    }
+
+    /// Replaces the page stored under `key` with itself patched as `patch` says, noted as
+    /// current with ban `generation`; false when patching is off or the page cannot be
+    /// patched (the ban then applies to it), with why counted.
+    fn patch_stored(&self, key: &str, patch: &strata_wire::patch::Patch, generation: u64) -> bool {
+        let kind = patch.as_str();
+        if !self.cfg().comments.patch_pages {
+            self.metrics.patch(kind, "off");
+            return false;
+        }
+        let Some(Slot::Object(o)) = self.store.get(key) else {
+            return false;
+        };
+        if o.status != StatusCode::OK {
+            self.metrics.patch(kind, "not-ok");
+            return false;
+        }
+        match crate::patch::apply(&o.identity, patch) {
+            Ok(body) => {
+                let fresh = Arc::new(o.patched(Bytes::from(body), generation));
+                self.store.insert(Arc::from(key), Slot::Object(fresh));
+                self.metrics.patch(kind, "patched");
+                true
+            }
+            Err(why) => {
+                tracing::debug!(key, kind, reason = why.as_str(), "page not patched: {why}; banned");
+                self.metrics.patch(kind, why.as_str());
+                false
+            }
+        }
     }
 
     /// Takes a sibling's sync: applies its bans once and in order (or flushes on a gap or a
