@@ -263,6 +263,9 @@ struct Template<'a> {
     sample: &'a Shown,
     /// Fields proven to be fields: another comment with a different value reproduced.
     proven: Vec<&'a str>,
+    /// Fields some reproduced comment had markup in: only those may bring markup (a link
+    /// around an author's name no comment of the page had proves nothing of its shape).
+    marked: Vec<&'a str>,
 }
 
 impl<'a> Template<'a> {
@@ -280,6 +283,10 @@ impl<'a> Template<'a> {
                 for (name, v) in &o.fields {
                     if s.fields.get(name) != Some(v) && !t.proven.contains(&name.as_str()) {
                         t.proven.push(name);
+                    }
+                    let marked = v.contains('<') || s.fields.get(name).is_some_and(|sv| sv.contains('<'));
+                    if marked && !t.marked.contains(&name.as_str()) {
+                        t.marked.push(name);
                     }
                 }
                 t.proven.push("");
@@ -309,11 +316,23 @@ impl<'a> Template<'a> {
         taken.push((class_at, class_end, Part::Classes(classes)));
         let mut fields: Vec<(&String, &String)> = s.fields.iter().filter(|(_, v)| !v.is_empty()).collect();
         fields.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+        // A field printed for an attribute (`*_attr`) is cut only inside tags, and a field
+        // with the same value as one of those only outside: the name in a reply link's label
+        // and the name (or the link) shown to the reader.
+        let attr_values: Vec<&String> = s.fields.iter().filter(|(n, _)| is_attr(n)).map(|(_, v)| v).collect();
         for (name, value) in fields {
+            let in_tags = if is_attr(name) {
+                Some(true)
+            } else if attr_values.contains(&value) {
+                Some(false)
+            } else {
+                None
+            };
             let mut from = 0;
             while let Some(i) = markup[from..].find(value.as_str()).map(|i| from + i) {
                 let end = i + value.len();
-                if taken.iter().all(|(a, b, _)| end <= *a || i >= *b) {
+                let context_ok = in_tags.is_none_or(|want| inside_tag(markup, i) == want);
+                if context_ok && taken.iter().all(|(a, b, _)| end <= *a || i >= *b) {
                     taken.push((i, end, Part::Field(name.clone())));
                     from = end;
                 } else {
@@ -349,6 +368,7 @@ impl<'a> Template<'a> {
             parts,
             sample: s,
             proven: Vec::new(),
+            marked: Vec::new(),
         })
     }
 
@@ -356,21 +376,24 @@ impl<'a> Template<'a> {
     /// proven holds the sample's value.
     fn fits(&self, c: &Shown) -> bool {
         self.parts.iter().all(|p| match p {
-            Part::Field(name) => c
-                .fields
-                .get(name)
-                .is_some_and(|v| self.proven.contains(&name.as_str()) || self.sample.fields.get(name) == Some(v)),
+            Part::Field(name) => c.fields.get(name).is_some_and(|v| {
+                (self.proven.contains(&name.as_str()) || self.sample.fields.get(name) == Some(v))
+                    && (!v.contains('<') || self.marked.contains(&name.as_str()))
+            }),
             _ => true,
         }) && self
             .sample
             .fields
             .iter()
-            // A field whose value equalled another's was cut as the other: it must still.
+            // A field whose value equalled another's was cut as the other: it must still
+            // (an attribute's field and a text's are told apart by where they are).
             .all(|(name, v)| {
                 self.sample
                     .fields
                     .iter()
-                    .filter(|(other, ov)| *other != name && *ov == v && !v.is_empty())
+                    .filter(|(other, ov)| {
+                        *other != name && *ov == v && !v.is_empty() && is_attr(other) == is_attr(name)
+                    })
                     .all(|(other, _)| c.fields.get(name) == c.fields.get(other))
             })
     }
@@ -386,6 +409,21 @@ impl<'a> Template<'a> {
             }
         }
         Ok(out)
+    }
+}
+
+/// Whether a field is printed for an attribute value.
+fn is_attr(name: &str) -> bool {
+    name.ends_with("_attr")
+}
+
+/// Whether byte `at` of `markup` is inside a tag (after a `<` not yet closed by `>`).
+fn inside_tag(markup: &str, at: usize) -> bool {
+    let before = &markup.as_bytes()[..at];
+    match (memchr::memrchr(b'<', before), memchr::memrchr(b'>', before)) {
+        (Some(lt), Some(gt)) => lt > gt,
+        (Some(_), None) => true,
+        _ => false,
     }
 }
 

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use strata_wire::auth;
 use strata_wire::ban::{Ban, Kind, BAN_PATH, MAX_BANS_PER_REQUEST};
 use strata_wire::comment::{Commit, Delivered, VerdictBatch, COMMIT_PATH, VERDICTS_PATH};
+use strata_wire::patch::Patch;
 
 /// The tag of every list page (home, archives, feeds…).
 pub const LIST: &str = "list";
@@ -81,6 +82,8 @@ pub struct Banner {
     nonce: u64,
     /// Proxies that answered 404 to [`COMMIT_PATH`], and when.
     legacy: std::collections::HashMap<http::Uri, std::time::Instant>,
+    /// Patches for the next commit's bans, by tag (see [`Banner::add_patch`]).
+    patches: std::collections::HashMap<String, Box<Patch>>,
 }
 
 impl Banner {
@@ -95,6 +98,7 @@ impl Banner {
             client: Client::builder(TokioExecutor::new()).build_http(),
             pending: BTreeMap::new(),
             legacy: std::collections::HashMap::new(),
+            patches: std::collections::HashMap::new(),
             nonce: std::process::id() as u64 * 1_000_000,
         }
     }
@@ -124,6 +128,15 @@ impl Banner {
                 continue;
             }
             self.pending.insert(t, soft);
+        }
+    }
+
+    /// Gives the next commit's ban of `tag` (queued with [`Banner::add`]) a patch: a proxy
+    /// keeps each page it can patch instead of dropping it. Patches go only with a commit, to
+    /// every proxy at once; a ban sent any other way (retried, to an older proxy) is plain.
+    pub fn add_patch(&mut self, tag: String, patch: Patch) {
+        if self.enabled() {
+            self.patches.insert(tag, Box::new(patch));
         }
     }
 
@@ -286,8 +299,10 @@ impl Banner {
             return Sending::Verdicts(self.spawn_verdicts(batch));
         }
         let tags: Vec<(String, bool)> = self.pending.iter().map(|(t, soft)| (t.clone(), *soft)).collect();
+        let mut bans = tag_bans(&tags);
+        with_patches(&mut bans, std::mem::take(&mut self.patches));
         let commit = Commit {
-            bans: tag_bans(&tags),
+            bans,
             batch: batch.clone(),
         };
         let Ok(commit_body) = serde_json::to_vec(&commit) else {
@@ -466,7 +481,31 @@ fn tag_bans(tags: &[(String, bool)]) -> Vec<Ban> {
 
 /// Bans as a proxy older than ban ids reads them (it refuses unknown fields).
 fn without_ids(bans: &[Ban]) -> Vec<Ban> {
-    bans.iter().map(|b| Ban { id: 0, ..b.clone() }).collect()
+    bans.iter()
+        .map(|b| Ban {
+            id: 0,
+            patch: None,
+            ..b.clone()
+        })
+        .collect()
+}
+
+/// Most bytes of patches one commit carries, so that it stays within a proxy's 64 KiB body
+/// limit with its bans and verdicts; the bans past it go plain.
+const PATCH_BUDGET: usize = 40 * 1024;
+
+/// Gives each ban of `bans` whose tag has a patch in `patches` that patch, within
+/// [`PATCH_BUDGET`].
+fn with_patches(bans: &mut [Ban], mut patches: std::collections::HashMap<String, Box<Patch>>) {
+    let mut left = PATCH_BUDGET;
+    for b in bans.iter_mut().filter(|b| !b.soft) {
+        let Some(p) = patches.remove(&b.value) else { continue };
+        let size = p.size();
+        if size <= left.min(strata_wire::patch::MAX_PATCH_BYTES) {
+            left -= size;
+            b.patch = Some(p);
+        }
+    }
 }
 
 /// What one proxy made of a commit: whether it applied the bans, the verdicts it handed

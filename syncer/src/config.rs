@@ -64,6 +64,7 @@ struct RawConfig {
     mysql_timeout: Option<toml::Value>,
     settings_interval: Option<toml::Value>,
     permalink_wait: Option<toml::Value>,
+    patch_pages: Option<bool>,
     #[serde(default)]
     cluster: RawCluster,
 }
@@ -118,6 +119,9 @@ pub struct Config {
     /// How long a verdict waits for its post's permalink from the origin before linking to
     /// `home/?p=ID` instead (which WordPress redirects to the permalink).
     pub permalink_wait: Duration,
+    /// Whether the bans of a commented post's pages carry a patch that shows the new
+    /// comments (the proxies then keep the pages, patched, instead of dropping them).
+    pub patch_pages: bool,
     /// Where bans are sent.
     pub cluster: ClusterConfig,
 }
@@ -228,6 +232,7 @@ impl Config {
             mysql_timeout,
             settings_interval,
             permalink_wait,
+            patch_pages: raw.patch_pages.unwrap_or(true),
             cluster,
         })
     }

@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod bans;
 pub mod config;
+pub mod date;
 pub mod escape;
 pub mod flood;
 pub mod format;
@@ -32,6 +33,7 @@ pub mod kses;
 pub mod metrics;
 pub mod options;
 pub mod pace;
+pub mod patches;
 pub mod queue;
 pub mod rules;
 pub mod site;

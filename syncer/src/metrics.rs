@@ -26,6 +26,7 @@ pub mod names {
     pub const BAN_ERRORS: &str = "strata_syncer_ban_errors";
     pub const BANS_PENDING: &str = "strata_syncer_bans_pending";
     pub const COMMITS: &str = "strata_syncer_commits";
+    pub const PATCHES: &str = "strata_syncer_patches";
     pub const FLOOD_CHECKS: &str = "strata_syncer_flood_checks";
     pub const PAIR_CHECKS: &str = "strata_syncer_pair_checks";
     pub const JUDGED_AHEAD: &str = "strata_syncer_judged_ahead";
@@ -38,7 +39,7 @@ struct StepLabel {
 }
 
 /// The steps of a tick that [`Metrics::step`] times.
-pub const STEPS: [&str; 4] = ["fetch", "transaction", "commit", "publish"];
+pub const STEPS: [&str; 5] = ["fetch", "transaction", "patch", "commit", "publish"];
 
 /// Bounds (ms) of the lag and verdict latency histograms: fine around the tens of
 /// milliseconds a comment should take, so that a percentile near a target (15 ms) is read
@@ -87,6 +88,7 @@ pub struct Metrics {
     /// Accepted time → verdict published.
     pub verdict_latency: Histogram,
     comments: Family<OutcomeLabel, Counter>,
+    patches: Family<OutcomeLabel, Counter>,
     rejections: Family<ReasonLabel, Counter>,
     skipped: Family<ReasonLabel, Counter>,
     /// memcached restarts detected.
@@ -129,6 +131,7 @@ impl Metrics {
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             verdict_latency: latency_histogram(),
             comments: Family::default(),
+            patches: Family::default(),
             rejections: Family::default(),
             skipped: Family::default(),
             memcached_resets: Counter::default(),
@@ -168,6 +171,11 @@ impl Metrics {
             m.verdict_latency.clone(),
         );
         registry.register(names::COMMENTS, "Records applied, by outcome", m.comments.clone());
+        registry.register(
+            names::PATCHES,
+            "Commented posts whose pages were sent a patch with their ban (sent), could not be (none), or none could be read for (error)",
+            m.patches.clone(),
+        );
         registry.register(
             names::REJECTIONS,
             "Refused or ignored comments, by reason",
@@ -248,6 +256,11 @@ impl Metrics {
     pub fn judged_ahead(&self, kept: bool) {
         let outcome = if kept { "kept" } else { "judged_again" };
         self.judged_ahead.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Counts a commented post by what became of its page patch (sent, none, error).
+    pub fn patches(&self, outcome: &'static str) {
+        self.patches.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// Records how long a step of a tick took (`step` one of [`STEPS`]).

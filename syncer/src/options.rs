@@ -24,6 +24,10 @@ pub const OPTION_NAMES: &[&str] = &[
     "gmt_offset",
     "auth_key",
     "auth_salt",
+    "date_format",
+    "time_format",
+    "comment_order",
+    "WPLANG",
 ];
 
 /// The site's options, typed with PHP's truthiness.
@@ -63,6 +67,14 @@ pub struct Options {
     pub auth_key: String,
     /// `auth_salt`.
     pub auth_salt: String,
+    /// `date_format`.
+    pub date_format: String,
+    /// `time_format`.
+    pub time_format: String,
+    /// `comment_order`: `asc` (oldest first) or `desc`.
+    pub comment_order: String,
+    /// `WPLANG`: the site's locale, empty for `en_US`.
+    pub locale: String,
 }
 
 /// PHP's truthiness of an option string: `''` and `'0'` are false.
@@ -100,6 +112,10 @@ impl Options {
             gmt_offset: get("gmt_offset").and_then(|v| v.trim().parse().ok()).unwrap_or(0.0),
             auth_key: text("auth_key"),
             auth_salt: text("auth_salt"),
+            date_format: get("date_format").cloned().unwrap_or_else(|| "F j, Y".to_string()),
+            time_format: get("time_format").cloned().unwrap_or_else(|| "g:i a".to_string()),
+            comment_order: get("comment_order").cloned().unwrap_or_else(|| "asc".to_string()),
+            locale: text("WPLANG"),
         }
     }
 

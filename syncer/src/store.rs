@@ -629,6 +629,64 @@ impl Store {
         ))
     }
 
+    /// What the pages of `posts` show of their comments, for page patches: each post's
+    /// `comment_count` and its newest approved top-level comments (the ones in `exclude`,
+    /// just committed, left out), newest first, each with whether approved replies hang
+    /// under it.
+    pub async fn patch_context(
+        &self,
+        posts: &BTreeSet<u64>,
+        exclude: &[u64],
+    ) -> Result<BTreeMap<u64, crate::patches::Context>, StoreError> {
+        use crate::patches::{Context, Row};
+        let mut out = BTreeMap::new();
+        if posts.is_empty() {
+            return Ok(out);
+        }
+        let ids = |s: &mut dyn Iterator<Item = u64>| s.map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+        let mut c = self.pool.get_conn().await?;
+        let counts: Vec<(u64, u64)> = c
+            .query(format!(
+                "SELECT ID, comment_count FROM {} WHERE ID IN ({})",
+                self.t("posts"),
+                ids(&mut posts.iter().copied())
+            ))
+            .await?;
+        let skip = if exclude.is_empty() {
+            String::new()
+        } else {
+            format!(" AND c.comment_ID NOT IN ({})", ids(&mut exclude.iter().copied()))
+        };
+        for (post, count) in counts {
+            type Fields = (u64, String, String, String, String, String, u8);
+            let rows: Vec<Fields> = c
+                .query(format!(
+                    "SELECT c.comment_ID, c.comment_author, c.comment_author_email, c.comment_author_url, \
+                     DATE_FORMAT(c.comment_date, '%Y-%m-%d %H:%i:%s'), DATE_FORMAT(c.comment_date_gmt, '%Y-%m-%d %H:%i:%s'), \
+                     EXISTS (SELECT 1 FROM {comments} r WHERE r.comment_parent = c.comment_ID AND r.comment_approved = '1') \
+                     FROM {comments} c WHERE c.comment_post_ID = {post} AND c.comment_approved = '1' \
+                     AND c.comment_parent = 0{skip} ORDER BY c.comment_date_gmt DESC, c.comment_ID DESC LIMIT 8",
+                    comments = self.t("comments"),
+                ))
+                .await?;
+            let rows = rows
+                .into_iter()
+                .map(|(id, author, email, url, date, date_gmt, replies)| Row {
+                    id,
+                    parent: 0,
+                    author,
+                    email,
+                    url,
+                    date,
+                    date_gmt,
+                    replies: replies != 0,
+                })
+                .collect();
+            out.insert(post, Context { count, newest: rows });
+        }
+        Ok(out)
+    }
+
     /// Brings `comment_count` of `posts` to what `wp_update_comment_count_now` counts (the
     /// approved comments; from 6.9 on, notes excluded) without a lock held while counting:
     /// one statement reads, from one snapshot, each post's stored count and its approved

@@ -11,7 +11,7 @@
 //! applied on restart; a crash after it leaves them behind the cursor, so they never are
 //! again.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use crate::bans::{self, Banner};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::options::Options;
+use crate::patches;
 use crate::queue::{self, Cursor, Queue, QueueError, Reconcile, Slot};
 use crate::rules::Refusal;
 use crate::site::{self, Permalinks, PhpConstants};
@@ -79,6 +80,8 @@ pub struct Syncer {
     store: Store,
     banner: Banner,
     permalinks: Permalinks,
+    /// Asks WordPress for new comments' filtered text, for the page patches.
+    texts: patches::Texts,
     php: PhpConstants,
     metrics: Arc<Metrics>,
     status: Arc<parking_lot::Mutex<Status>>,
@@ -114,6 +117,10 @@ pub struct Syncer {
 /// A recount running beside the batches; it gives back the posts it covered with how many
 /// it repaired.
 type Recounting = tokio::task::JoinHandle<(std::collections::BTreeSet<u64>, Result<usize, StoreError>)>;
+
+/// How long a batch's page patches wait for WordPress to give its comments' text; past it
+/// the post's pages are banned instead.
+const PATCH_TEXT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Least time between two recounts of `comment_count`. A recount reads every comment of
 /// its posts, which under a steady stream of comments (the queue empty between batches)
@@ -321,6 +328,7 @@ impl Syncer {
                 cfg.cluster.ban_timeout,
             ),
             permalinks: Permalinks::new(cfg.origin.clone()),
+            texts: patches::Texts::new(cfg.origin.clone(), PATCH_TEXT_TIMEOUT),
             php,
             metrics,
             status: Arc::new(parking_lot::Mutex::new(Status::default())),
@@ -665,6 +673,11 @@ impl Syncer {
         for post in &ban_posts {
             self.banner.add(bans::tags_for_post(*post, self.cfg.cluster.soft_lists));
         }
+        if self.cfg.patch_pages && self.banner.enabled() && !ban_posts.is_empty() {
+            let started = Instant::now();
+            self.patch_posts(&applied, &ban_posts).await;
+            self.metrics.step("patch", started.elapsed());
+        }
         // Bans first, then verdicts, each proxy releasing the verdicts only once the bans are
         // applied everywhere: in one request to each (see `Banner::commit`).
         let sent_at = Instant::now();
@@ -675,6 +688,74 @@ impl Syncer {
             batch,
             sending,
             sent_at,
+        }
+    }
+
+    /// Queues a page patch with the ban of each of `posts`' pages that the batch's comments
+    /// only add to (see [`patches`]); the others stay plain bans. What fails (MySQL, the
+    /// comments' text from WordPress) is logged and leaves the bans plain.
+    async fn patch_posts(&mut self, applied: &Applied, posts: &BTreeSet<u64>) {
+        let o = &applied.options;
+        let printer = patches::Printer {
+            options: o,
+            tz: o.timezone(),
+            old_links: self.cfg.wp_version < (6, 2),
+        };
+        if !printer.patchable() {
+            return;
+        }
+        let mut added: BTreeMap<u64, Vec<patches::Row>> = BTreeMap::new();
+        for (_, outcome) in &applied.outcomes {
+            if let Outcome::Inserted(i) = outcome {
+                if i.approved == "1" {
+                    added.entry(i.record.post_id).or_default().push(patches::Row {
+                        id: i.id,
+                        parent: i.record.parent,
+                        author: i.filtered.author.clone(),
+                        email: i.filtered.email.clone(),
+                        url: i.filtered.url.clone(),
+                        date: site::comment_dates(i.record.accepted_ms, printer.tz).0,
+                        date_gmt: i.date_gmt.clone(),
+                        replies: false,
+                    });
+                }
+            }
+        }
+        let new_ids: Vec<u64> = added.values().flatten().map(|r| r.id).collect();
+        let context = match with_deadline(self.cfg.mysql_timeout, self.store.patch_context(posts, &new_ids)).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read what the commented pages show; their pages are banned");
+                self.metrics.patches("error");
+                return;
+            }
+        };
+        let mut ids = new_ids;
+        ids.extend(
+            context
+                .values()
+                .flat_map(|c| c.newest.iter().filter(|r| !r.replies).map(|r| r.id)),
+        );
+        let texts = match self.texts.get(&ids, &o.home_authority()).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "WordPress did not give the new comments' text; their pages are banned");
+                self.metrics.patches("error");
+                return;
+            }
+        };
+        for (post, rows) in &added {
+            let patch = context
+                .get(post)
+                .and_then(|ctx| printer.thread(*post, ctx, rows, &texts));
+            match patch {
+                Some(t) => {
+                    self.banner
+                        .add_patch(format!("post:{post}"), strata_wire::patch::Patch::Thread(t));
+                    self.metrics.patches("sent");
+                }
+                None => self.metrics.patches("none"),
+            }
         }
     }
 

@@ -120,6 +120,18 @@ impl Cluster {
         origin: &dyn Fn(usize) -> String,
         max_hold: &str,
     ) -> Cluster {
+        Cluster::start_nodes_with(mysql, extra_keys, n, origin, max_hold, "").await
+    }
+
+    /// [`Cluster::start_nodes`] with `proxy_extra` (TOML sections) in each proxy's config.
+    async fn start_nodes_with(
+        mysql: &str,
+        extra_keys: &str,
+        n: usize,
+        origin: &dyn Fn(usize) -> String,
+        max_hold: &str,
+        proxy_extra: &str,
+    ) -> Cluster {
         let t = token();
         let prefix = format!("strata-e2e:{t}:");
         let dir = std::env::temp_dir().join(format!("strata-e2e-{t}"));
@@ -151,7 +163,7 @@ impl Cluster {
                  [origin]\nurl = \"{origin}\"\n\
                  [cluster]\nnode_id = \"{id}\"\nsiblings = [{siblings}]\nsecret_file = {secret:?}\n\
                  [comments]\nenabled = true\nmemcached = [\"{mc}\"]\nkey_prefix = \"{prefix}\"\n\
-                 hold = \"5ms\"\nmax_hold = \"{max_hold}\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
+                 hold = \"5ms\"\nmax_hold = \"{max_hold}\"\ntrusted_proxies = [\"127.0.0.1\"]\n{proxy_extra}\n",
                 listen = addrs[i].0,
                 admin = addrs[i].1,
                 origin = origin(i),
@@ -1038,4 +1050,191 @@ async fn a_burst_of_comments_refreshes_lists_at_a_bounded_rate_and_posts_exactly
         Ok(c) => c.finish(&t).await,
         Err(_) => panic!("the cluster is still shared"),
     }
+}
+
+/// The page without its latest-comments block (refreshed on its own, at the bounded rate of
+/// list bans), and that block.
+fn split_recent(page: &str) -> (String, String) {
+    const OPEN: &str = "<ol class=\"wp-block-latest-comments\">";
+    match page.find(OPEN) {
+        Some(a) => {
+            let b = a + page[a..].find("</ol>").map_or(page.len() - a, |i| i + 5);
+            (format!("{}{}", &page[..a], &page[b..]), page[a..b].to_string())
+        }
+        None => (page.to_string(), String::new()),
+    }
+}
+
+/// A post with at least three approved top-level comments and none of them answered: its
+/// page has comments to learn a new one's markup from.
+async fn patchable_post(db: &mysql_async::Pool, t: &str) -> u64 {
+    use mysql_async::prelude::Queryable;
+    for i in 0..400 {
+        let id = open_post(db, &format!("{t}patch{i}")).await;
+        let mut conn = db.get_conn().await.expect("mysql");
+        let (top, replies): (u64, u64) = conn
+            .query_first(format!(
+                "SELECT SUM(comment_parent = 0), SUM(comment_parent != 0) FROM wp_comments \
+                 WHERE comment_post_ID = {id} AND comment_approved = '1'"
+            ))
+            .await
+            .expect("count comments")
+            .map(|(a, b): (Option<u64>, Option<u64>)| (a.unwrap_or(0), b.unwrap_or(0)))
+            .unwrap_or((0, 0));
+        if top >= 3 && replies == 0 {
+            return id;
+        }
+    }
+    panic!("no open post with three comments (scripts/wordpress.sh provisions 200 posts with comments)");
+}
+
+/// A comment is shown on every node without WordPress rendering its post's page again: each
+/// node patches the page it holds, and the patched page is byte for byte what WordPress
+/// renders after the comment (its latest-comments block aside, which still shows the
+/// comments before: proof that the page was not rendered again). A reply, and an author
+/// link no comment of the page shows the shape of, are not patched: the post's page is
+/// banned and rendered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_comment_is_patched_into_its_post_page_on_every_node_as_wordpress_renders_it() {
+    // Pages the list bans mark are not refreshed during the test: what a node serves is
+    // what it holds.
+    let c = Cluster::start_nodes_with(
+        &mysql_url(),
+        "",
+        3,
+        &|_| wp_origin(),
+        "8s",
+        "[cache]\nlist_refresh = \"1h\"",
+    )
+    .await;
+    let db = mysql_async::Pool::new(mysql_url().as_str());
+    let t = token();
+    let post = patchable_post(&db, &t).await;
+    let path = path_of(&permalink(post).await);
+    let metric_of = |i: usize| {
+        let url = format!("http://{}/metrics", c.nodes[i].admin);
+        async move {
+            let text = get(&url, &[]).await.expect("a node's /metrics").body;
+            metric(&text, "strata_patches_total{kind=\"thread\",result=\"patched\"}").unwrap_or(0.0)
+        }
+    };
+    let mut held = Vec::new();
+    for i in 0..3 {
+        warm(&c, i, &path).await;
+        held.push(get(&c.url(i, &path), &[]).await.expect("GET the post").body);
+    }
+    let before: Vec<f64> = futures_join(&metric_of).await;
+    // Unicode, a link WordPress makes clickable, a smiley, paragraphs.
+    let text = format!("Ünïcødé “quotes” – see https://example.org/{t} :) \n\nSecond paragraph {t}");
+    let r = c
+        .post(
+            0,
+            &[
+                ("comment_post_ID", &post.to_string()),
+                ("author", "Ada Lovelace"),
+                ("email", &format!("ada-{t}@example.test")),
+                ("comment", &text),
+            ],
+            &ip_for(&format!("{t}patch")),
+            &[("user-agent", AGENT)],
+        )
+        .await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    let id = comment_id(r.header("location"));
+    // WordPress's own render of the page now.
+    let php = get(&format!("{}{path}", wp_origin()), &[])
+        .await
+        .expect("the post from WordPress")
+        .body;
+    assert!(
+        php.contains(&format!("id=\"comment-{id}\"")),
+        "WordPress shows comment {id}"
+    );
+    let (php_page, php_recent) = split_recent(&php);
+    for i in 0..3 {
+        let page = get(&c.url(i, &path), &[]).await.expect("GET the post").body;
+        let (patched, recent) = split_recent(&page);
+        if patched != php_page {
+            let at = patched
+                .bytes()
+                .zip(php_page.bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
+            panic!(
+                "node {i}: the patched page differs from WordPress's at byte {at}:\npatched: {:?}\nphp:     {:?}\n{}",
+                &patched[at.saturating_sub(80)..(at + 120).min(patched.len())],
+                &php_page[at.saturating_sub(80)..(at + 120).min(php_page.len())],
+                c.log_tail(i)
+            );
+        }
+        // Not rendered again: its latest-comments block is the one it held before.
+        assert_eq!(recent, split_recent(&held[i]).1, "node {i}'s block changed");
+        assert_ne!(recent, php_recent, "WordPress's block shows the new comment");
+    }
+    let after: Vec<f64> = futures_join(&metric_of).await;
+    for i in 0..3 {
+        assert_eq!(after[i] - before[i], 1.0, "node {i} patched the page once");
+    }
+
+    // A reply: banned, rendered again with it.
+    let r = c
+        .post(
+            1,
+            &[
+                ("comment_post_ID", &post.to_string()),
+                ("comment_parent", &id.to_string()),
+                ("author", "Charles Babbage"),
+                ("email", &format!("charles-{t}@example.test")),
+                ("comment", &format!("A reply {t}")),
+            ],
+            &ip_for(&format!("{t}reply")),
+            &[("user-agent", AGENT)],
+        )
+        .await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    for i in 0..3 {
+        let page = get(&c.url(i, &path), &[]).await.expect("GET the post").body;
+        assert!(page.contains(&format!("A reply {t}")), "node {i} shows the reply");
+    }
+    // An author with a website, where the page shows none: no template proves the link.
+    let r = c
+        .post(
+            2,
+            &[
+                ("comment_post_ID", &post.to_string()),
+                ("author", "Alan Turing"),
+                ("email", &format!("alan-{t}@example.test")),
+                ("url", "https://alan.example.org/"),
+                ("comment", &format!("With a link {t}")),
+            ],
+            &ip_for(&format!("{t}link")),
+            &[("user-agent", AGENT)],
+        )
+        .await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    for i in 0..3 {
+        let page = get(&c.url(i, &path), &[]).await.expect("GET the post").body;
+        assert!(
+            page.contains(
+                "<a href='https://alan.example.org/' rel='external nofollow ugc' class='url'>Alan Turing</a>"
+            ) || page.contains("href=\"https://alan.example.org/\""),
+            "node {i} shows the linked author as WordPress prints it"
+        );
+    }
+    let last: Vec<f64> = futures_join(&metric_of).await;
+    assert_eq!(last, after, "neither the reply nor the linked author was patched");
+    c.finish(&t).await;
+}
+
+/// `f(0)`, `f(1)`, `f(2)` one after the other.
+async fn futures_join<F, Fut>(f: &F) -> Vec<f64>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let mut out = Vec::new();
+    for i in 0..3 {
+        out.push(f(i).await);
+    }
+    out
 }

@@ -1,0 +1,260 @@
+//! Page patches for committed comments (see [`strata_wire::patch`]): each new comment, and
+//! the comments its post's page already shows, printed as WordPress prints them, so that the
+//! proxies insert the new ones into the pages they hold instead of banning them.
+//!
+//! A comment's text goes through WordPress's own `comment_text` filters: it is asked of
+//! WordPress (its REST API, one request for every comment of a batch), never re-implemented
+//! here. The rest (author link, avatar, dates) is printed from the stored fields and the
+//! site's options; a value printed wrongly only keeps a proxy from patching (the markup it
+//! learns from one comment must reproduce another byte for byte), never shows wrong.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use strata_wire::patch::{fields, Shown, Thread};
+
+use crate::date::php_date;
+use crate::escape::{esc_attr, esc_url};
+use crate::options::Options;
+use crate::site::{md5_hex, SiteTz};
+
+/// Most comments one REST request asks for (WordPress's `per_page` limit).
+const PER_REQUEST: usize = 100;
+/// Samples a thread patch carries: enough that two of them differ in every field.
+const SAMPLES: usize = 4;
+
+/// A stored comment, as the patches need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// `comment_ID`.
+    pub id: u64,
+    /// `comment_parent`.
+    pub parent: u64,
+    /// `comment_author`.
+    pub author: String,
+    /// `comment_author_email`.
+    pub email: String,
+    /// `comment_author_url`.
+    pub url: String,
+    /// `comment_date` (`Y-m-d H:i:s`, the site's time).
+    pub date: String,
+    /// `comment_date_gmt`.
+    pub date_gmt: String,
+    /// Whether approved replies hang under it.
+    pub replies: bool,
+}
+
+/// What a post's page shows of its comments before a batch's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    /// `comment_count` after the batch.
+    pub count: u64,
+    /// The newest approved top-level comments before the batch's, newest first.
+    pub newest: Vec<Row>,
+}
+
+/// Prints comments' fields as a page of the site shows them.
+pub struct Printer<'a> {
+    /// The site's options.
+    pub options: &'a Options,
+    /// Its timezone.
+    pub tz: SiteTz,
+    /// Whether WordPress prints author links as before 6.2 (single quotes, `rel` always
+    /// `external nofollow ugc`).
+    pub old_links: bool,
+}
+
+impl Printer<'_> {
+    /// Whether pages print comments as the patches expect: oldest first, on one page, in
+    /// the `en_US` locale (month names).
+    pub fn patchable(&self) -> bool {
+        let o = self.options;
+        !o.page_comments && o.comment_order == "asc" && (o.locale.is_empty() || o.locale == "en_US")
+    }
+
+    /// `row` as a page shows it, its text `content` as WordPress filtered it; `None` when a
+    /// field cannot be printed.
+    pub fn shown(&self, row: &Row, content: &str) -> Option<Shown> {
+        let local = chrono::NaiveDateTime::parse_from_str(&row.date, "%Y-%m-%d %H:%M:%S").ok()?;
+        let offset = offset_at(self.tz, local)?;
+        let o = self.options;
+        let author = if row.author.is_empty() {
+            "Anonymous"
+        } else {
+            row.author.as_str()
+        };
+        let f: BTreeMap<String, String> = [
+            (
+                fields::AUTHOR_LINK,
+                author_link(author, &row.url, &o.home_host(), self.old_links),
+            ),
+            (fields::AUTHOR_ATTR, esc_attr(author)),
+            (fields::AVATAR, avatar(&row.email, o.home.starts_with("https:"))),
+            (fields::DATE_ISO, php_date("c", local, offset)?),
+            (fields::DATE, php_date(&o.date_format, local, offset)?),
+            (fields::TIME, php_date(&o.time_format, local, offset)?),
+            (fields::CONTENT, content.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Some(Shown { id: row.id, fields: f })
+    }
+
+    /// The patch of `post`'s page for its new comments `added` (in the order committed),
+    /// with `ctx` what the page showed before them; `None` when the page's change is not a
+    /// patch of this kind (a reply, a page of comments, too few comments to learn from, a
+    /// text WordPress did not give).
+    pub fn thread(&self, post: u64, ctx: &Context, added: &[Row], contents: &HashMap<u64, String>) -> Option<Thread> {
+        if !self.patchable() || added.is_empty() || added.iter().any(|r| r.parent != 0) {
+            return None;
+        }
+        let after = ctx.newest.first()?;
+        // Shown oldest first: the new ones must come after every comment shown.
+        if added.iter().any(|r| r.date_gmt < after.date_gmt) {
+            return None;
+        }
+        let shown = |r: &Row| self.shown(r, contents.get(&r.id)?);
+        let samples: Vec<Shown> = ctx
+            .newest
+            .iter()
+            .filter(|r| !r.replies)
+            .filter_map(shown)
+            .take(SAMPLES)
+            .collect();
+        if samples.len() < 2 {
+            return None;
+        }
+        let added = added.iter().map(shown).collect::<Option<Vec<_>>>()?;
+        Some(Thread {
+            post,
+            count_before: ctx.count.checked_sub(added.len() as u64)?,
+            count_after: ctx.count,
+            after: after.id,
+            samples,
+            added,
+        })
+    }
+}
+
+/// Seconds east of UTC of `tz` at the wall-clock time `local`.
+fn offset_at(tz: SiteTz, local: chrono::NaiveDateTime) -> Option<i32> {
+    use chrono::{Offset, TimeZone};
+    Some(match tz {
+        SiteTz::Named(z) => z.offset_from_local_datetime(&local).earliest()?.fix().local_minus_utc(),
+        SiteTz::Fixed(o) => o.local_minus_utc(),
+    })
+}
+
+/// `get_comment_author_link()`: the name, or a link to the author's URL (from WordPress
+/// 6.2, `rel="ugc"` only for a link into the site itself, as `wp_is_internal_link` tells;
+/// before, `old`, always `rel='external nofollow ugc'`).
+pub fn author_link(author: &str, url: &str, home_host: &str, old: bool) -> String {
+    let url = if url == "http://" { "" } else { url };
+    let url = esc_url(url, true);
+    if url.is_empty() {
+        return author.to_string();
+    }
+    if old {
+        return format!("<a href='{url}' rel='external nofollow ugc' class='url'>{author}</a>");
+    }
+    let host = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#', ':']).next().unwrap_or(""))
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let rel = if !host.is_empty() && host == home_host.to_ascii_lowercase() {
+        "ugc"
+    } else {
+        "ugc external nofollow"
+    };
+    format!("<a href=\"{url}\" class=\"url\" rel=\"{rel}\">{author}</a>")
+}
+
+/// The Gravatar URL of an e-mail address, up to its query (`get_avatar_url()`).
+pub fn avatar(email: &str, https: bool) -> String {
+    let hash = md5_hex(email.trim().to_lowercase().as_bytes());
+    if https {
+        return format!("https://secure.gravatar.com/avatar/{hash}");
+    }
+    let server = u8::from_str_radix(&hash[..1], 16).unwrap_or(0) % 3;
+    format!("http://{server}.gravatar.com/avatar/{hash}")
+}
+
+/// Asks WordPress for comments' filtered text.
+#[derive(Clone)]
+pub struct Texts {
+    origin: http::Uri,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    timeout: Duration,
+}
+
+impl Texts {
+    /// WordPress at `origin`; each request given `timeout`.
+    pub fn new(origin: http::Uri, timeout: Duration) -> Texts {
+        Texts {
+            origin,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            timeout,
+        }
+    }
+
+    /// The `comment_text` of each of `ids` WordPress shows publicly (approved comments of
+    /// public posts), by id; `host` is the site's `Host`. Errors say what failed.
+    pub async fn get(&self, ids: &[u64], host: &str) -> Result<HashMap<u64, String>, String> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(PER_REQUEST) {
+            let got = tokio::time::timeout(self.timeout, self.ask(chunk, host))
+                .await
+                .map_err(|_| format!("no answer within {:?}", self.timeout))??;
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
+    async fn ask(&self, ids: &[u64], host: &str) -> Result<HashMap<u64, String>, String> {
+        let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        // `rest_route` works whatever the permalink structure.
+        let uri = format!(
+            "{}/?rest_route=/wp/v2/comments&include={list}&per_page={}&_fields=id,content",
+            self.origin.to_string().trim_end_matches('/'),
+            PER_REQUEST
+        );
+        let req = http::Request::builder()
+            .uri(uri)
+            .header(http::header::HOST, host)
+            .header(http::header::USER_AGENT, "strata-syncer")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("the origin answered {status}"));
+        }
+        parse_texts(&body)
+    }
+}
+
+/// The REST API's answer: `[{"id": N, "content": {"rendered": "…"}}, …]`.
+pub fn parse_texts(body: &[u8]) -> Result<HashMap<u64, String>, String> {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        id: u64,
+        content: Content,
+    }
+    #[derive(serde::Deserialize)]
+    struct Content {
+        rendered: String,
+    }
+    let items: Vec<Item> = serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+    Ok(items.into_iter().map(|i| (i.id, i.content.rendered)).collect())
+}
+
+#[cfg(test)]
+mod tests;

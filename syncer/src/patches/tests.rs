@@ -1,0 +1,140 @@
+use super::*;
+use crate::site::SiteTz;
+
+fn options() -> Options {
+    let rows: HashMap<String, String> = [
+        ("home", "http://127.0.0.1:8080"),
+        ("date_format", "F j, Y"),
+        ("time_format", "H:i"),
+        ("timezone_string", "UTC"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Options::from_rows(&rows)
+}
+
+fn row(id: u64, date: &str) -> Row {
+    Row {
+        id,
+        parent: 0,
+        author: "Grace Hopper".into(),
+        email: "Grace.Hopper@example.com ".into(),
+        url: String::new(),
+        date: date.into(),
+        date_gmt: date.into(),
+        replies: false,
+    }
+}
+
+#[test]
+fn a_comment_is_printed_as_the_site_prints_it() {
+    let o = options();
+    let p = Printer {
+        options: &o,
+        tz: o.timezone(),
+        old_links: false,
+    };
+    let s = p.shown(&row(601, "2024-12-16 22:34:53"), "<p>Hi</p>\n").unwrap();
+    let f = |k: &str| s.fields[k].as_str();
+    // As WordPress 6 and Twenty Twenty-One printed comment 601 of the demo site.
+    assert_eq!(
+        f(fields::AVATAR),
+        "http://0.gravatar.com/avatar/c404ee70be8231ce56d64b5497d91b14"
+    );
+    assert_eq!(f(fields::DATE_ISO), "2024-12-16T22:34:53+00:00");
+    assert_eq!(f(fields::DATE), "December 16, 2024");
+    assert_eq!(f(fields::TIME), "22:34");
+    assert_eq!(f(fields::AUTHOR_LINK), "Grace Hopper");
+    assert_eq!(f(fields::CONTENT), "<p>Hi</p>\n");
+}
+
+#[test]
+fn a_named_timezone_gives_the_offset_of_the_comments_date() {
+    let mut o = options();
+    o.timezone_string = "Europe/Paris".into();
+    let p = Printer {
+        options: &o,
+        tz: o.timezone(),
+        old_links: false,
+    };
+    assert!(matches!(p.tz, SiteTz::Named(_)));
+    let winter = p.shown(&row(1, "2024-12-16 22:34:53"), "").unwrap();
+    let summer = p.shown(&row(1, "2024-07-16 22:34:53"), "").unwrap();
+    assert_eq!(winter.fields[fields::DATE_ISO], "2024-12-16T22:34:53+01:00");
+    assert_eq!(summer.fields[fields::DATE_ISO], "2024-07-16T22:34:53+02:00");
+}
+
+#[test]
+fn author_links() {
+    let home = "example.org";
+    assert_eq!(author_link("Ann", "", home, false), "Ann");
+    assert_eq!(author_link("Ann", "http://", home, false), "Ann");
+    assert_eq!(
+        author_link("Ann", "https://ann.example/?a=1&b=2", home, false),
+        "<a href=\"https://ann.example/?a=1&#038;b=2\" class=\"url\" rel=\"ugc external nofollow\">Ann</a>"
+    );
+    assert_eq!(
+        author_link("Ann", "http://Example.org/about/", home, false),
+        "<a href=\"http://Example.org/about/\" class=\"url\" rel=\"ugc\">Ann</a>"
+    );
+    // Before WordPress 6.2.
+    assert_eq!(
+        author_link("Ann", "http://Example.org/about/", home, true),
+        "<a href='http://Example.org/about/' rel='external nofollow ugc' class='url'>Ann</a>"
+    );
+}
+
+#[test]
+fn avatars_over_https_use_the_secure_host() {
+    assert_eq!(
+        avatar("grace.hopper@example.com", true),
+        "https://secure.gravatar.com/avatar/c404ee70be8231ce56d64b5497d91b14"
+    );
+}
+
+#[test]
+fn a_thread_patch_needs_two_samples_and_new_comments_after_them() {
+    let o = options();
+    let p = Printer {
+        options: &o,
+        tz: o.timezone(),
+        old_links: false,
+    };
+    let texts: HashMap<u64, String> = (1..=4).map(|i| (i, format!("<p>{i}</p>\n"))).collect();
+    let ctx = Context {
+        count: 3,
+        newest: vec![row(2, "2024-12-16 10:00:00"), row(1, "2024-12-15 10:00:00")],
+    };
+    let t = p.thread(9, &ctx, &[row(3, "2024-12-17 10:00:00")], &texts).unwrap();
+    assert_eq!((t.post, t.count_before, t.count_after, t.after), (9, 2, 3, 2));
+    assert_eq!(t.samples.iter().map(|s| s.id).collect::<Vec<_>>(), [2, 1]);
+    assert_eq!(t.added[0].id, 3);
+    // A reply, a comment older than one shown, a missing text, one sample: no patch.
+    let mut reply = row(3, "2024-12-17 10:00:00");
+    reply.parent = 2;
+    assert!(p.thread(9, &ctx, &[reply], &texts).is_none());
+    assert!(p.thread(9, &ctx, &[row(3, "2024-12-16 09:00:00")], &texts).is_none());
+    assert!(p.thread(9, &ctx, &[row(7, "2024-12-17 10:00:00")], &texts).is_none());
+    let one = Context {
+        count: 2,
+        newest: vec![row(2, "2024-12-16 10:00:00")],
+    };
+    assert!(p.thread(9, &one, &[row(3, "2024-12-17 10:00:00")], &texts).is_none());
+    // Comments paged, or newest first: no patch.
+    let mut paged = options();
+    paged.page_comments = true;
+    let q = Printer {
+        options: &paged,
+        tz: paged.timezone(),
+        old_links: false,
+    };
+    assert!(q.thread(9, &ctx, &[row(3, "2024-12-17 10:00:00")], &texts).is_none());
+}
+
+#[test]
+fn the_rest_answer_is_read() {
+    let body = br#"[{"id":602,"content":{"rendered":"<p>A detail.<\/p>\n"}}]"#;
+    assert_eq!(parse_texts(body).unwrap()[&602], "<p>A detail.</p>\n");
+    assert!(parse_texts(b"<html>").is_err());
+}
