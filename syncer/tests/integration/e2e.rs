@@ -1151,7 +1151,7 @@ async fn a_comment_is_patched_into_its_post_page_on_every_node_as_wordpress_rend
         "WordPress shows comment {id}"
     );
     let (php_page, php_recent) = split_recent(&php);
-    for i in 0..3 {
+    for (i, held) in held.iter().enumerate() {
         let page = get(&c.url(i, &path), &[]).await.expect("GET the post").body;
         let (patched, recent) = split_recent(&page);
         if patched != php_page {
@@ -1168,7 +1168,7 @@ async fn a_comment_is_patched_into_its_post_page_on_every_node_as_wordpress_rend
             );
         }
         // Not rendered again: its latest-comments block is the one it held before.
-        assert_eq!(recent, split_recent(&held[i]).1, "node {i}'s block changed");
+        assert_eq!(recent, split_recent(held).1, "node {i}'s block changed");
         assert_ne!(recent, php_recent, "WordPress's block shows the new comment");
     }
     let after: Vec<f64> = futures_join(&metric_of).await;
