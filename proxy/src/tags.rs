@@ -4,8 +4,8 @@
 //! WordPress labels every singular page with `Link: <…?p=ID>; rel=shortlink`, so the page is
 //! tagged `post:ID` whatever its URL. Lists (home, archives, search, feeds, sitemaps, REST
 //! collections, 404s) are tagged `list` plus a kind. Pages that show WordPress's latest-posts
-//! or latest-comments blocks or widgets are tagged `wp:recent-posts` / `wp:recent-comments`,
-//! because a write elsewhere changes them too. Every HTML page is tagged `html`.
+//! or latest-comments blocks or widgets are tagged `wp:recent-posts` / `wp:recent-comments`
+//! (as is the REST list of comments), because a write elsewhere changes them too. Every HTML page is tagged `html`.
 
 use http::{HeaderMap, HeaderName, StatusCode};
 use memchr::memmem;
@@ -67,6 +67,10 @@ pub fn object_tags(
         if let Some(kind) = list_kind(path, query, status, shortlink.is_some(), html) {
             add(LIST);
             add(kind);
+        }
+        if rest_route(path, query).is_some_and(|r| r.trim_end_matches('/') == "/wp/v2/comments") {
+            // The REST list of comments is the latest comments too.
+            add(RECENT_COMMENTS);
         }
         if html {
             if memmem::find(body, b"wp-block-latest-posts").is_some()
@@ -336,6 +340,15 @@ mod tests {
             b"",
         );
         assert_eq!(t, ["list", "list:rest"]);
+        let t = object_tags(
+            &rules(),
+            "/wp-json/wp/v2/comments/",
+            Some("post=9"),
+            StatusCode::OK,
+            &json,
+            b"",
+        );
+        assert_eq!(t, ["list", "list:rest", "wp:recent-comments"]);
         let t = object_tags(&rules(), "/wp-json/wp/v2/posts/9", None, StatusCode::OK, &json, b"");
         assert_eq!(t, ["post:9"]);
         let t = object_tags(

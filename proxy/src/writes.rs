@@ -5,7 +5,9 @@
 //! response names groups (tags) to invalidate. And for an unmodified WordPress, which never
 //! says what a write changed, the request itself tells: the post a form or REST call edits,
 //! the post a comment is for. What cannot be narrowed (other admin writes, comment
-//! moderation) bans every HTML page and list, safe rather than stale.
+//! moderation) bans every HTML page and list, safe rather than stale: unless the write's
+//! answer says that the WordPress plugin reports that kind of change itself, with precise
+//! bans ([`plugin`]); then the guess is left out and the write's own URL and post bans stay.
 //!
 //! Only a write that can have changed something bans beyond its own URLs ([`Trust`]): one
 //! whose login WordPress confirmed, or whose answer proves the change (a comment's redirect
@@ -18,6 +20,9 @@ use http::{HeaderMap, Method, StatusCode};
 use strata_wire::ban::{Ban, Kind};
 
 use crate::tags::{self, HTML, LIST, RECENT_COMMENTS, RECENT_POSTS};
+use plugin::{Change, Covers};
+
+pub mod plugin;
 
 /// Largest request body read to find out what a write touches.
 pub const MAX_INSPECTED_BODY: u64 = 1 << 20;
@@ -80,6 +85,9 @@ pub struct Write<'a> {
     pub answer: Option<&'a [u8]>,
     /// WordPress confirmed the request's login cookies ([`needs_login_check`]).
     pub logged_in: bool,
+    /// The kinds of change the WordPress plugin announced in the answer, with this
+    /// cluster's key, that it reports itself ([`plugin::Covers::announced`]).
+    pub plugin: Covers,
 }
 
 /// How far writes are trusted: `[bans] wordpress` and `[bans] trust_anonymous_writes`.
@@ -135,7 +143,11 @@ pub fn wants_body(method: &Method, path: &str, content_length: Option<u64>, chun
         && sized
         && matches!(
             path,
-            "/wp-admin/post.php" | "/wp-admin/admin-ajax.php" | "/wp-comments-post.php" | "/xmlrpc.php"
+            "/wp-admin/post.php"
+                | "/wp-admin/admin-ajax.php"
+                | "/wp-admin/options.php"
+                | "/wp-comments-post.php"
+                | "/xmlrpc.php"
         )
 }
 
@@ -365,7 +377,12 @@ fn id(s: Option<String>) -> Option<u64> {
 /// The tags a WordPress write touches.
 fn wordpress_tags(w: &Write<'_>) -> Vec<String> {
     let post = |id: u64| vec![tags::post_tag(id), LIST.to_string(), RECENT_POSTS.to_string()];
-    let everything = || vec![HTML.to_string(), LIST.to_string()];
+    // What cannot be narrowed: every page, unless the plugin reports this kind of change.
+    let guess = |change: Option<Change>| match change {
+        Some(c) if w.plugin.contains(c) => Vec::new(),
+        _ => vec![HTML.to_string(), LIST.to_string()],
+    };
+    let everything = || guess(None);
     let q = w.query.unwrap_or("");
     let body = w.body.unwrap_or(b"");
     if let Some(route) = tags::rest_route(w.path, w.query) {
@@ -378,7 +395,7 @@ fn wordpress_tags(w: &Write<'_>) -> Vec<String> {
             None if route == "/wp/v2/posts" || route == "/wp/v2/pages" => {
                 vec![LIST.to_string(), RECENT_POSTS.to_string()]
             }
-            None if route.starts_with("/wp/v2/") => everything(),
+            None if route.starts_with("/wp/v2/") => guess(rest_change(route)),
             // Other namespaces (plugins, oEmbed, block renderer): nothing a page shows.
             None => Vec::new(),
         };
@@ -400,7 +417,7 @@ fn wordpress_tags(w: &Write<'_>) -> Vec<String> {
                 .and_then(|(_, lq)| id(php_param(lq.as_bytes(), "post")));
             match from_body.or(from_query).or(from_location) {
                 Some(n) => post(n),
-                None => everything(),
+                None => guess(Some(Change::Posts)),
             }
         }
         "/wp-admin/admin-ajax.php" => {
@@ -408,16 +425,91 @@ fn wordpress_tags(w: &Write<'_>) -> Vec<String> {
             let action = form_field(body, "action").or_else(|| php_param(q.as_bytes(), "action"));
             match action.as_deref() {
                 Some(a) if READ_ONLY_AJAX.contains(&a) => Vec::new(),
-                Some("inline-save") => id(form_field(body, "post_ID")).map_or_else(everything, post),
-                Some("replyto-comment") => id(form_field(body, "comment_post_ID")).map_or_else(everything, |n| {
-                    vec![tags::post_tag(n), LIST.to_string(), RECENT_COMMENTS.to_string()]
-                }),
-                _ => everything(),
+                Some("inline-save") => id(form_field(body, "post_ID")).map_or_else(|| guess(Some(Change::Posts)), post),
+                Some("replyto-comment") => id(form_field(body, "comment_post_ID")).map_or_else(
+                    || guess(Some(Change::Comments)),
+                    |n| vec![tags::post_tag(n), LIST.to_string(), RECENT_COMMENTS.to_string()],
+                ),
+                a => guess(a.and_then(ajax_change)),
             }
         }
-        p if p.starts_with("/wp-admin/") => everything(),
+        p if p.starts_with("/wp-admin/") => guess(admin_change(p, q, body)),
         _ => Vec::new(),
     }
+}
+
+/// The kind of change a write to a core REST route (`/wp/v2/…`) is, as the plugin names
+/// them; `None` for routes whose changes it does not report (users, media, templates,
+/// global styles, other post types).
+fn rest_change(route: &str) -> Option<Change> {
+    let base = route.strip_prefix("/wp/v2/")?.split('/').next()?;
+    Some(match base {
+        "posts" | "pages" => Change::Posts,
+        "comments" => Change::Comments,
+        "categories" | "tags" => Change::Terms,
+        "menus" | "menu-items" | "menu-locations" => Change::Menus,
+        "widgets" | "sidebars" => Change::Widgets,
+        "settings" => Change::Options,
+        "plugins" => Change::Updates,
+        _ => return None,
+    })
+}
+
+/// The kind of change an `admin-ajax.php` action is; `None` for actions the plugin does
+/// not report.
+fn ajax_change(action: &str) -> Option<Change> {
+    Some(match action {
+        "delete-post" | "trash-post" | "untrash-post" | "inline-save" => Change::Posts,
+        "dim-comment" | "delete-comment" | "edit-comment" | "replyto-comment" => Change::Comments,
+        "add-tag" | "delete-tag" | "inline-save-tax" => Change::Terms,
+        "add-menu-item" => Change::Menus,
+        "save-widget" | "widgets-order" => Change::Widgets,
+        "customize_save" => Change::Customizer,
+        "update-plugin" | "update-theme" | "install-plugin" | "install-theme" | "delete-plugin" | "delete-theme" => {
+            Change::Updates
+        }
+        _ => return None,
+    })
+}
+
+/// Core settings pages whose every option the plugin judges (`option_page` of
+/// `options.php`); other plugins' settings pages post there too, and their options are
+/// none of the plugin's business.
+const CORE_OPTION_PAGES: &[&str] = &["general", "writing", "reading", "discussion", "media"];
+
+/// The kind of change a wp-admin screen's write is; `None` for screens whose changes the
+/// plugin does not report (users, media, imports, tools, other plugins' screens). Post
+/// lists count only for posts and pages: other post types (reusable blocks, templates)
+/// are not the plugin's.
+fn admin_change(path: &str, query: &str, body: &[u8]) -> Option<Change> {
+    let screen = path.strip_prefix("/wp-admin/")?;
+    Some(match screen {
+        "edit-comments.php" | "comment.php" => Change::Comments,
+        "post.php" | "post-new.php" => Change::Posts,
+        "edit.php" => {
+            let post_type = php_param(query.as_bytes(), "post_type");
+            if !matches!(post_type.as_deref(), None | Some("post" | "page")) {
+                return None;
+            }
+            Change::Posts
+        }
+        "edit-tags.php" | "term.php" => Change::Terms,
+        "nav-menus.php" => Change::Menus,
+        "widgets.php" => Change::Widgets,
+        "customize.php" => Change::Customizer,
+        "themes.php" => Change::Themes,
+        "options-permalink.php" | "options-privacy.php" => Change::Options,
+        "options.php" => {
+            let page = form_field(body, "option_page")?;
+            if !CORE_OPTION_PAGES.contains(&page.as_str()) {
+                return None;
+            }
+            Change::Options
+        }
+        "plugins.php" | "update.php" | "update-core.php" => Change::Updates,
+        "admin-post.php" if php_param(query.as_bytes(), "action").as_deref() == Some("strata_purge") => Change::Purges,
+        _ => return None,
+    })
 }
 
 /// What an XML-RPC call touches: a post edit or delete names its post; reads touch nothing;

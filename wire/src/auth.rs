@@ -170,6 +170,22 @@ pub fn sign(secret: &[u8], req: Signed<'_>, timestamp_ms: u64, nonce: &str) -> S
     )
 }
 
+/// What [`plugin_key`] is the MAC of: names its use, so it is no signature of a request.
+const PLUGIN_KEY_DOMAIN: &[u8] = b"strata-plugin-key";
+
+/// The `key=` of the WordPress plugin's `X-Strata-Plugin` header: the first 16 hex digits of
+/// the HMAC-SHA256 of `strata-plugin-key` keyed with the cluster secret. A node that
+/// computes the same key from its own secret knows the plugin signs its bans for this
+/// cluster; the key gives away no more of the secret than a signed request does.
+pub fn plugin_key(secret: &[u8]) -> String {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    mac.update(PLUGIN_KEY_DOMAIN);
+    let mut out = hex::encode(mac.finalize().into_bytes());
+    out.truncate(16);
+    out
+}
+
 /// A fresh nonce: 32 hex digits.
 pub fn nonce() -> String {
     format!("{:016x}{:016x}", crate::ids::random_u64(), crate::ids::random_u64())
@@ -417,6 +433,13 @@ mod tests {
 
     const SECRET: &[u8] = b"0123456789abcdef0123";
     const NONCE: &str = "00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn plugin_key_is_a_truncated_mac_of_its_domain() {
+        // hmac.new(SECRET, b"strata-plugin-key", sha256).hexdigest()[:16] in Python.
+        assert_eq!(plugin_key(SECRET), "0f9be4e5213846a9");
+        assert_ne!(plugin_key(b"another-secret-0123456789"), plugin_key(SECRET));
+    }
 
     fn req<'a>(method: &'a str, path: &'a str, body: &'a [u8]) -> Signed<'a> {
         Signed {

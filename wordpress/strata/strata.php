@@ -5,7 +5,7 @@
  *              through them (wp-cron, WP-CLI, imports, moderation, themes, menus, options):
  *              signed tag bans to the nodes' admin listeners, tags for term and author pages,
  *              purge links in the admin bar, a settings page and a WP-CLI command.
- * Version: 1.0.0
+ * Version: 1.1.0
  * Requires at least: 6.0
  * Requires PHP: 8.1
  * License: MIT
@@ -25,7 +25,7 @@ if (defined('STRATA_PLUGIN_VERSION')) {
 }
 
 /** The plugin's version, announced in the X-Strata-Plugin response header. */
-define('STRATA_PLUGIN_VERSION', '1.0.0');
+define('STRATA_PLUGIN_VERSION', '1.1.0');
 
 require_once __DIR__ . '/includes/signer.php';
 require_once __DIR__ . '/includes/rules.php';

@@ -24,7 +24,10 @@ pub(super) const MAX_COMMENT_BODY: u64 = 2 << 20;
 impl Proxy {
     /// Sends to the origin, timing it and counting failures and interim responses (`100`,
     /// `102`, `103 Early Hints`: read and dropped; hyper's server has no way to send a client
-    /// a 1xx of its own, so they cannot be relayed, and they are never stored).
+    /// a 1xx of its own, so they cannot be relayed, and they are never stored). The
+    /// WordPress plugin's announcement is taken out of every answer here, so no path stores
+    /// or delivers it: what it covers for this cluster is left in the answer's extensions
+    /// ([`writes::plugin::Covers`]).
     pub(super) async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, OriginError> {
         let t = Instant::now();
         self.metrics.origin_requests.inc();
@@ -32,12 +35,32 @@ impl Proxy {
         hyper::ext::on_informational(&mut req, move |_| {
             interim.inc();
         });
-        let r = self.origin.send(req).await;
-        match &r {
-            Ok(_) => self.metrics.origin_latency.observe(t.elapsed().as_secs_f64()),
+        let mut r = self.origin.send(req).await;
+        match &mut r {
+            Ok(resp) => {
+                self.metrics.origin_latency.observe(t.elapsed().as_secs_f64());
+                self.take_announcement(resp);
+            }
             Err(e) => self.metrics.origin_error(e.as_str()),
         }
         r
+    }
+
+    /// Removes `X-Strata-Plugin` from an origin answer and leaves what it covers for this
+    /// cluster in the answer's extensions.
+    fn take_announcement(&self, resp: &mut Response<Incoming>) {
+        let header = &writes::plugin::HEADER;
+        let Some(value) = resp.headers().get(header) else {
+            return;
+        };
+        let secret = &self.cfg().cluster.secret;
+        let covers = if secret.len() >= strata_wire::auth::MIN_SECRET_LEN {
+            writes::plugin::Covers::announced(value.as_bytes(), &strata_wire::auth::plugin_key(secret))
+        } else {
+            writes::plugin::Covers::NONE
+        };
+        resp.headers_mut().remove(header);
+        resp.extensions_mut().insert(covers);
     }
 
     pub(super) fn origin_failure(&self, e: &OriginError, url: &str) -> Response<ProxyBody> {
@@ -330,6 +353,7 @@ impl Proxy {
                 resp: &rparts.headers,
                 answer: None,
                 logged_in: false,
+                plugin: rparts.extensions.get().copied().unwrap_or_default(),
             };
             if writes::reads_answer(&write, rules) {
                 // XML-RPC answers its faults with a 200: the start of the answer decides.

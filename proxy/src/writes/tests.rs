@@ -1,4 +1,5 @@
 use super::*;
+use plugin::Change;
 
 const WP: Rules = Rules {
     wordpress: true,
@@ -37,6 +38,7 @@ fn write<'a>(
         resp,
         answer: None,
         logged_in: true,
+        plugin: Covers::NONE,
     }
 }
 
@@ -374,4 +376,147 @@ fn only_small_or_chunked_bodies_of_write_endpoints_are_read() {
     ));
     assert!(!wants_body(&Method::POST, "/contact/", Some(100), false));
     assert!(!wants_body(&Method::GET, "/xmlrpc.php", Some(100), false));
+}
+
+#[test]
+fn the_plugins_announcement_replaces_the_guess_for_the_kinds_it_covers() {
+    let resp = HeaderMap::new();
+    let all = Change::ALL.iter().fold(Covers::NONE, |c, k| c.with(*k));
+    let comments_only = Covers::NONE.with(Change::Comments);
+    let t = |m: &Method, path: &str, q: Option<&str>, body: &[u8], plugin: Covers| {
+        let mut w = write(m, path, q, Some(body), &resp);
+        w.plugin = plugin;
+        let inv = bans_for(&w, WP);
+        (
+            tags_of(&inv.bans).iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            urls_of(&inv.bans).iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    let guess = vec!["html".to_string(), "list".to_string()];
+    // Moderation: a nonce'd GET link, admin-ajax, REST, bulk actions.
+    let moderation: [(&Method, &str, Option<&str>, &[u8]); 5] = [
+        (
+            &Method::GET,
+            "/wp-admin/comment.php",
+            Some("c=5&action=approvecomment&_wpnonce=abc"),
+            b"",
+        ),
+        (
+            &Method::POST,
+            "/wp-admin/admin-ajax.php",
+            None,
+            b"action=dim-comment&id=5&_wpnonce=abc",
+        ),
+        (
+            &Method::POST,
+            "/wp-admin/admin-ajax.php",
+            None,
+            b"action=delete-comment&id=5&spam=1",
+        ),
+        (&Method::POST, "/wp-json/wp/v2/comments/5", None, b"{}"),
+        (
+            &Method::GET,
+            "/wp-admin/edit-comments.php",
+            Some("action=trash&delete_comments%5B%5D=5&_wpnonce=abc"),
+            b"",
+        ),
+    ];
+    for (m, path, q, body) in moderation {
+        assert_eq!(t(m, path, q, body, Covers::NONE).0, guess, "{path} without the plugin");
+        let (tags, _) = t(m, path, q, body, comments_only);
+        assert!(tags.is_empty(), "{path} with the plugin: {tags:?}");
+    }
+    // The write's own URL bans stay.
+    let (tags, urls) = t(&Method::POST, "/wp-json/wp/v2/comments/5", None, b"{}", comments_only);
+    assert!(tags.is_empty());
+    assert_eq!(urls, ["/wp-json/wp/v2/comments/5"]);
+    // Other kinds are still guessed when only comments are covered, and each kind is
+    // recognised when covered.
+    let kinds: [(&Method, &str, Option<&str>, &[u8]); 9] = [
+        (&Method::POST, "/wp-json/wp/v2/categories/3", None, b"{}"),
+        (&Method::POST, "/wp-admin/edit-tags.php", None, b"action=editedtag"),
+        (&Method::POST, "/wp-json/wp/v2/menus/4", None, b"{}"),
+        (&Method::POST, "/wp-admin/admin-ajax.php", None, b"action=save-widget"),
+        (
+            &Method::POST,
+            "/wp-admin/admin-ajax.php",
+            None,
+            b"action=customize_save",
+        ),
+        (
+            &Method::GET,
+            "/wp-admin/themes.php",
+            Some("action=activate&stylesheet=x&_wpnonce=abc"),
+            b"",
+        ),
+        (
+            &Method::POST,
+            "/wp-admin/options.php",
+            None,
+            b"option_page=reading&posts_per_rss=3",
+        ),
+        (
+            &Method::GET,
+            "/wp-admin/edit.php",
+            Some("action=trash&post%5B%5D=4&_wpnonce=abc"),
+            b"",
+        ),
+        (
+            &Method::GET,
+            "/wp-admin/admin-post.php",
+            Some("action=strata_purge&what=all&_wpnonce=abc"),
+            b"",
+        ),
+    ];
+    for (m, path, q, body) in kinds {
+        assert_eq!(
+            t(m, path, q, body, comments_only).0,
+            guess,
+            "{path} {q:?} is not comments"
+        );
+        assert!(t(m, path, q, body, all).0.is_empty(), "{path} {q:?} is covered");
+    }
+    // Writes the plugin does not report are guessed whatever it covers: users, media,
+    // another plugin's settings, reusable blocks, other plugins' admin-post actions.
+    let not_covered: [(&Method, &str, Option<&str>, &[u8]); 5] = [
+        (&Method::POST, "/wp-admin/profile.php", None, b"description=x"),
+        (&Method::POST, "/wp-json/wp/v2/media/9", None, b"{}"),
+        (
+            &Method::POST,
+            "/wp-admin/options.php",
+            None,
+            b"option_page=seo-plugin&x=1",
+        ),
+        (
+            &Method::GET,
+            "/wp-admin/edit.php",
+            Some("post_type=wp_block&action=trash&post%5B%5D=4&_wpnonce=abc"),
+            b"",
+        ),
+        (
+            &Method::GET,
+            "/wp-admin/admin-post.php",
+            Some("action=other_purge&_wpnonce=abc"),
+            b"",
+        ),
+    ];
+    for (m, path, q, body) in not_covered {
+        assert_eq!(t(m, path, q, body, all).0, guess, "{path} {q:?} is not the plugin's");
+    }
+    // What the rules name exactly is kept: a post edit, a reply that names its post.
+    assert_eq!(
+        t(&Method::POST, "/wp-admin/post.php", None, b"post_ID=42", all).0,
+        ["post:42", "list", "wp:recent-posts"]
+    );
+    assert_eq!(
+        t(
+            &Method::POST,
+            "/wp-admin/admin-ajax.php",
+            None,
+            b"action=replyto-comment&comment_post_ID=12",
+            all
+        )
+        .0,
+        ["post:12", "list", "wp:recent-comments"]
+    );
 }

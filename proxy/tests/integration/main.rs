@@ -14,6 +14,7 @@ mod harness;
 mod http_edges;
 mod nodes;
 mod plugin;
+mod plugin_admin;
 mod raw;
 mod reload;
 mod shield;

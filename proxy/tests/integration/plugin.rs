@@ -21,9 +21,9 @@ use crate::harness::{get_at, metric_at, now_ms, poll, send, wait_confirmed, wp_h
 use crate::nodes::Nodes;
 
 /// One WordPress plugin test at a time: they share the plugin's options.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn plugin_dir() -> PathBuf {
+pub(crate) fn plugin_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../wordpress/strata")
 }
 
@@ -38,7 +38,7 @@ fn php_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn run(cmd: &mut Command) -> Output {
+pub(crate) fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is PHP installed?): {e}"))
 }
@@ -134,6 +134,18 @@ fn plugin_signatures_are_strata_wire_signatures() {
         };
         assert!(auth::verify(secret.as_bytes(), req, got, ts, 30_000).is_ok());
     }
+    // The key of the plugin's announcement is strata-wire's plugin_key.
+    for secret in ["0123456789abcdef0123", "a secret with spaces and ünïcode"] {
+        let out = run(Command::new("php")
+            .arg(plugin_dir().join("tests/sign.php"))
+            .arg("plugin-key")
+            .arg(secret));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            auth::plugin_key(secret.as_bytes()),
+            "{secret:?}"
+        );
+    }
     // The secret file is read as parse_secret reads it.
     let dir = std::env::temp_dir();
     for (i, contents) in [" 0123456789abcdef0123 \n\n", "\t0123456789abcde\n", "0123456789abcdef"]
@@ -154,7 +166,7 @@ fn plugin_signatures_are_strata_wire_signatures() {
 
 /// Runs `wordpress/strata/tests/wp.php ARGS` in the demo WordPress as www-data; returns its
 /// JSON and what it logged.
-fn wp_cli(args: &[&str]) -> (serde_json::Value, String) {
+pub(crate) fn wp_cli(args: &[&str]) -> (serde_json::Value, String) {
     let out = run(Command::new("runuser")
         .args(["-u", "www-data", "--", "env"])
         .arg(format!("HTTP_HOST={}", wp_host()))
@@ -173,17 +185,17 @@ fn wp_cli(args: &[&str]) -> (serde_json::Value, String) {
     (json, stderr)
 }
 
-fn wp(args: &[&str]) -> serde_json::Value {
+pub(crate) fn wp(args: &[&str]) -> serde_json::Value {
     wp_cli(args).0
 }
 
 /// The plugin's node list pointed at test nodes; the previous options are put back on drop.
-struct PluginNodes {
+pub(crate) struct PluginNodes {
     previous: String,
 }
 
 impl PluginNodes {
-    fn set(urls: &[String]) -> PluginNodes {
+    pub(crate) fn set(urls: &[String]) -> PluginNodes {
         let state = wp(&["state"]);
         assert!(
             state["version"].is_string(),
@@ -216,7 +228,7 @@ impl Drop for PluginNodes {
 }
 
 /// Posts this test wrote, deleted for good on drop.
-struct Posts(Vec<String>);
+pub(crate) struct Posts(pub(crate) Vec<String>);
 
 impl Drop for Posts {
     fn drop(&mut self) {
@@ -234,7 +246,7 @@ impl Drop for Posts {
 }
 
 /// The secret file the plugin in the demo WordPress signs with.
-fn plugin_secret_file() -> String {
+pub(crate) fn plugin_secret_file() -> String {
     let state = wp(&["state"]);
     state["secret_file"]
         .as_str()
@@ -259,14 +271,14 @@ async fn plugin_nodes(n: usize) -> Nodes {
 }
 
 /// The path of a post's link (`/slug/`).
-fn path_of(post: &serde_json::Value) -> String {
+pub(crate) fn path_of(post: &serde_json::Value) -> String {
     let link = post["link"].as_str().expect("post link");
     let rest = link.split_once("://").map_or(link, |(_, r)| r);
     rest.find('/').map_or("/".to_string(), |i| rest[i..].to_string())
 }
 
 /// GETs `path` from a node until it answers a HIT (it is stored), at most 10 s.
-async fn prime(addr: std::net::SocketAddr, path: &str) -> String {
+pub(crate) async fn prime(addr: std::net::SocketAddr, path: &str) -> String {
     poll(
         &format!("{path} to be a HIT on {addr}"),
         Duration::from_secs(10),
@@ -280,7 +292,7 @@ async fn prime(addr: std::net::SocketAddr, path: &str) -> String {
 }
 
 /// Waits (at most 20 s) until `path` on the node shows `text`.
-async fn wait_shows(addr: std::net::SocketAddr, path: &str, text: &str) {
+pub(crate) async fn wait_shows(addr: std::net::SocketAddr, path: &str, text: &str) {
     poll(
         &format!("{path} on {addr} to show {text:?}"),
         Duration::from_secs(20),
@@ -293,7 +305,7 @@ async fn wait_shows(addr: std::net::SocketAddr, path: &str, text: &str) {
 }
 
 /// The newest entry of the plugin's log whose bans mention `needle`.
-fn logged_sending(needle: &str) -> serde_json::Value {
+pub(crate) fn logged_sending(needle: &str) -> serde_json::Value {
     let log = wp(&["last-bans"]);
     log.as_array()
         .and_then(|l| {
@@ -304,7 +316,7 @@ fn logged_sending(needle: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no sending of {needle} in the plugin's log: {log}"))
 }
 
-async fn bans_of_everything(nodes: &Nodes) -> f64 {
+pub(crate) async fn bans_of_everything(nodes: &Nodes) -> f64 {
     let mut sum = 0.0;
     for admin in nodes.admins() {
         sum += metric_at(admin, "strata_bans_applied_total", "kind=\"all\"").await;
@@ -393,7 +405,10 @@ async fn wp_cron_publishing_and_comment_approval_reach_every_node() {
     }
     let sent = logged_sending(&format!("post:{}, tag wp:recent-comments", ids[1]));
     assert_eq!(sent["ok"], true, "{sent}");
-    assert_eq!(sent["count"], 2, "the post and the latest-comments blocks only: {sent}");
+    assert_eq!(
+        sent["count"], 3,
+        "the post, the latest-comments blocks and the feeds only: {sent}"
+    );
     assert_eq!(bans_of_everything(&nodes).await, everything_before, "no node flushed");
 }
 

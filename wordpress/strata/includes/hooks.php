@@ -10,6 +10,15 @@ final class Hooks
 {
     /** Tags response header read by strata-proxy (bans.tag_headers; space-separated). */
     public const TAG_HEADER = 'xkey';
+    /** The header announcing the plugin to the nodes, which remove it before delivery. */
+    public const ANNOUNCE_HEADER = 'X-Strata-Plugin';
+
+    /**
+     * The kinds of admin change whose bans this plugin sends itself (the hooks below), as
+     * the nodes' write rules name them: for these, a node that sees the announcement with
+     * its cluster's key leaves out its own guess (a ban of every page).
+     */
+    public const COVERS = ['posts', 'comments', 'terms', 'menus', 'widgets', 'customizer', 'themes', 'options', 'updates', 'purges'];
 
     public static function register(): void
     {
@@ -42,10 +51,10 @@ final class Hooks
         add_action('wp_delete_nav_menu', [self::class, 'everything']);
         add_action('customize_save_after', [self::class, 'everything']);
         add_action('switch_theme', [self::class, 'everything']);
-        add_action('upgrader_process_complete', [self::class, 'everything']);
-        add_action('_core_updated_successfully', [self::class, 'everything']);
-        add_action('activated_plugin', [self::class, 'everything']);
-        add_action('deactivated_plugin', [self::class, 'everything']);
+        add_action('upgrader_process_complete', [self::class, 'code_changed']);
+        add_action('_core_updated_successfully', [self::class, 'code_changed']);
+        add_action('activated_plugin', [self::class, 'code_changed']);
+        add_action('deactivated_plugin', [self::class, 'code_changed']);
         add_action('updated_option', [self::class, 'option_changed'], 10, 3);
         add_action('added_option', [self::class, 'option_changed'], 10, 2);
         add_action('deleted_option', [self::class, 'option_changed']);
@@ -55,8 +64,24 @@ final class Hooks
     public static function announce(): void
     {
         if (PHP_SAPI !== 'cli' && !headers_sent()) {
-            header('X-Strata-Plugin: ' . STRATA_PLUGIN_VERSION);
+            header(self::ANNOUNCE_HEADER . ': ' . self::announcement());
         }
+    }
+
+    /**
+     * The X-Strata-Plugin value: the version; and when bans can be sent (nodes and a usable
+     * secret), the kinds of change it reports and the key of the secret it signs with:
+     * "1.1.0; covers=posts,comments,…; key=0f9be4e5213846a9". Without them no node trusts
+     * the plugin to report anything.
+     */
+    public static function announcement(): string
+    {
+        $value = STRATA_PLUGIN_VERSION;
+        $secret = Config::secret()['secret'];
+        if ($secret !== null && Config::nodes() !== []) {
+            $value .= '; covers=' . implode(',', self::COVERS) . '; key=' . Signer::plugin_key($secret);
+        }
+        return $value;
     }
 
     /** Adds the page's own tags in `xkey`, so bans of terms and authors find it. */
@@ -259,10 +284,16 @@ final class Hooks
         }
     }
 
-    /** A change every page may show. */
+    /** A change every HTML page may show (menus, customizer, theme). */
     public static function everything(): void
     {
         Bans::add([Rules::tag(Rules::HTML)]);
+    }
+
+    /** Code changed (updates, plugin activation): every HTML page and every list. */
+    public static function code_changed(): void
+    {
+        Bans::add(Rules::site_bans());
     }
 
     /** An option was added, changed or deleted: see Rules::option_bans. */

@@ -14,12 +14,16 @@ final class Rules
     /** Tag of every HTML object on a node. */
     public const HTML = 'html';
 
+    /** Tag of every list on a node: home, archives, feeds, sitemaps, REST collections. */
+    public const LIST = 'list';
+
     /** Lists a post appears in once it is public (or stops appearing in when it is not). */
     public const POST_LISTS = ['list:home', 'list:feed', 'list:sitemap', 'list:date', 'list:rest', 'list:search'];
 
     /**
-     * Options whose value shows on every page (title, tagline, URLs, formats, reading and
-     * discussion settings the theme prints, the front page): a change bans all HTML.
+     * Options whose value shows on every page, feed or REST list (title, tagline, URLs,
+     * formats, reading and discussion settings the theme prints, the front page): a change
+     * bans all HTML and every list.
      */
     public const SITE_OPTIONS = [
         'blogname', 'blogdescription', 'siteurl', 'home', 'permalink_structure', 'category_base',
@@ -101,20 +105,33 @@ final class Rules
         return [self::tag("author:$user_id"), self::tag("by-author:$user_id")];
     }
 
-    /** The bans of a visible comment that changed: its post's pages, latest-comments widgets. */
+    /**
+     * The bans of a visible comment that changed: its post's pages, the latest-comments
+     * blocks and widgets and the REST list of comments (`wp:recent-comments`), and the
+     * feeds (comment feeds list it, post feeds count it).
+     */
     public static function comment_bans(int $post_id): array
     {
-        return [self::tag("post:$post_id"), self::tag('wp:recent-comments')];
+        return [self::tag("post:$post_id"), self::tag('wp:recent-comments'), self::tag('list:feed')];
+    }
+
+    /** The bans of a change anything may show: every HTML page and every list. */
+    public static function site_bans(): array
+    {
+        return [self::tag(self::HTML), self::tag(self::LIST)];
     }
 
     /**
-     * The bans of an option's change: every HTML page for the options listed in
-     * SITE_OPTIONS, widgets' settings and theme modifications (menus, header, colours);
-     * the home page for sticky posts; nothing for the rest.
+     * The bans of an option's change: every HTML page and list for the options listed in
+     * SITE_OPTIONS; every HTML page for widgets' settings and theme modifications (menus,
+     * header, colours); the home page for sticky posts; nothing for the rest.
      */
     public static function option_bans(string $name): array
     {
-        if (in_array($name, self::SITE_OPTIONS, true) || str_starts_with($name, 'widget_') || str_starts_with($name, 'theme_mods_')) {
+        if (in_array($name, self::SITE_OPTIONS, true)) {
+            return self::site_bans();
+        }
+        if (str_starts_with($name, 'widget_') || str_starts_with($name, 'theme_mods_')) {
             return [self::tag(self::HTML)];
         }
         if ($name === 'sticky_posts') {

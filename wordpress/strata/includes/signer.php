@@ -26,6 +26,19 @@ final class Signer
         return self::SCHEME . '=' . hash_hmac('sha256', $text, $secret);
     }
 
+    /** What plugin_key() is the MAC of (strata-wire's auth::plugin_key). */
+    public const KEY_DOMAIN = 'strata-plugin-key';
+
+    /**
+     * The key= of the X-Strata-Plugin header: the first 16 hex digits of the HMAC-SHA256 of
+     * KEY_DOMAIN keyed with the secret. A node that computes the same key from its own
+     * secret knows that this plugin signs its bans for that node's cluster.
+     */
+    public static function plugin_key(string $secret): string
+    {
+        return substr(hash_hmac('sha256', self::KEY_DOMAIN, $secret), 0, 16);
+    }
+
     /** A fresh nonce: 32 hex digits. */
     public static function nonce(): string
     {

@@ -31,15 +31,19 @@ check(!in_array('list:404', $post, true), 'an update does not ban 404s');
 check(in_array('list:404', $tags(Rules::post_bans(12, 'post', [], 2, true)), true), 'a new post bans 404s');
 check(in_array('list:other', $tags(Rules::post_bans(5, 'product', [], 0, false)), true), 'a custom post type bans other lists');
 
-check($tags(Rules::comment_bans(9)) === ['post:9', 'wp:recent-comments'], 'a comment bans its post and latest-comments');
+check($tags(Rules::comment_bans(9)) === ['post:9', 'wp:recent-comments', 'list:feed'], 'a comment bans its post, latest-comments and feeds');
 check($tags(Rules::term_bans(4)) === ['term:4', 'in-term:4', 'list'], 'a term bans its archive, its posts and the lists');
 check($tags(Rules::author_bans(2)) === ['author:2', 'by-author:2'], 'an author bans their archive and posts');
 check(!in_array('in-term:3', $post, true) && !in_array('by-author:2', $post, true), "a post does not ban its term's or author's other posts");
 check(Rules::comment_visible('approved') && Rules::comment_visible('1') && !Rules::comment_visible('unapproved') && !Rules::comment_visible('spam'), 'visible comments');
 
-foreach (['blogname', 'blogdescription', 'permalink_structure', 'widget_block', 'theme_mods_twentytwentyone', 'sidebars_widgets'] as $o) {
+foreach (['blogname', 'blogdescription', 'permalink_structure', 'posts_per_rss', 'sidebars_widgets'] as $o) {
+    check($tags(Rules::option_bans($o)) === ['html', 'list'], "option $o bans all html and every list");
+}
+foreach (['widget_block', 'theme_mods_twentytwentyone'] as $o) {
     check($tags(Rules::option_bans($o)) === ['html'], "option $o bans all html");
 }
+check($tags(Rules::site_bans()) === ['html', 'list'], 'code changes ban all html and every list');
 foreach (['cron', 'rewrite_rules', '_transient_doing_cron', 'strata_last_bans', 'active_plugins'] as $o) {
     check(Rules::option_bans($o) === [], "option $o bans nothing");
 }
@@ -58,6 +62,7 @@ check(Rules::finish($many) === [Rules::tag('html')], 'more than 64 become one ba
 check(json_encode(Rules::finish([Rules::tag('post:1'), Rules::url('http://h/a/')]), JSON_UNESCAPED_SLASHES)
     === '[{"kind":"tag","value":"post:1"},{"kind":"url","value":"http://h/a/"}]', 'the JSON POST /ban takes');
 
+check(Signer::plugin_key('0123456789abcdef0123') === '0f9be4e5213846a9', "the announcement's key is strata-wire's plugin_key");
 check(Signer::parse_secret(" 0123456789abcdef \n") === '0123456789abcdef', 'secrets are trimmed');
 check(Signer::parse_secret("0123456789abcde\n") === null, 'short secrets are refused');
 check(preg_match('/^[0-9a-f]{32}$/', Signer::nonce()) === 1, 'nonces are 32 hex digits');

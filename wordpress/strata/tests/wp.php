@@ -6,7 +6,7 @@
  *   state                      the plugin's version, secret source and node options
  *   set-nodes URLS             sets the node list option; prints the previous options
  *   restore JSON               puts back the options set-nodes printed
- *   post TITLE                 publishes a post; prints its id and link
+ *   post TITLE [TERM_ID]       publishes a post (in category TERM_ID); prints its id and link
  *   future-post TITLE SECONDS  schedules a post SECONDS from now (cron event included);
  *                              prints its id and link
  *   status ID                  the post's status
@@ -14,6 +14,13 @@
  *   approve ID                 approves comment ID (wp_set_comment_status)
  *   delete-post ID             deletes post ID and its comments for good
  *   last-bans                  the plugin's log of sendings, newest first
+ *   category NAME              creates a category; prints its id, slug and link
+ *   delete-term ID             deletes category ID
+ *   menu NAME                  creates a navigation menu (in no location); prints its id
+ *   delete-menu ID             deletes menu ID
+ *   get-options NAMES          the options' values, by name
+ *   set-option NAME VALUE      sets an option
+ *   comment-status ID          the comment's status (approved, unapproved, spam, trash)
  *
  * WordPress is loaded from STRATA_WP_LOAD (default /usr/share/wordpress/wp-load.php).
  */
@@ -74,6 +81,9 @@ switch ($argv[1] ?? '') {
             'post_author' => 1,
             'comment_status' => 'open',
         ];
+        if (!$future && isset($args[1])) {
+            $postarr['post_category'] = [(int) $args[1]];
+        }
         if ($future) {
             // WordPress publishes at once a post dated less than a minute ahead: schedule
             // it two minutes ahead, then bring its date and its cron event to SECONDS from
@@ -120,6 +130,38 @@ switch ($argv[1] ?? '') {
         break;
     case 'last-bans':
         out(get_option('strata_last_bans', []));
+        break;
+    case 'category':
+        $made = wp_insert_term($args[0] ?? fail('no name'), 'category');
+        if (is_wp_error($made)) {
+            fail($made->get_error_message());
+        }
+        $term = get_term($made['term_id'], 'category');
+        out(['id' => $term->term_id, 'slug' => $term->slug, 'link' => get_term_link($term)]);
+        break;
+    case 'delete-term':
+        out(wp_delete_term((int) ($args[0] ?? 0), 'category') === true ? 'deleted' : 'not deleted');
+        break;
+    case 'menu':
+        $id = wp_create_nav_menu($args[0] ?? fail('no name'));
+        is_wp_error($id) ? fail($id->get_error_message()) : out($id);
+        break;
+    case 'delete-menu':
+        out(wp_delete_nav_menu((int) ($args[0] ?? 0)) === true ? 'deleted' : 'not deleted');
+        break;
+    case 'get-options':
+        $values = [];
+        foreach ($args as $name) {
+            $values[$name] = get_option($name);
+        }
+        out($values);
+        break;
+    case 'set-option':
+        update_option($args[0] ?? fail('no name'), $args[1] ?? fail('no value'));
+        out(get_option($args[0]));
+        break;
+    case 'comment-status':
+        out(wp_get_comment_status((int) ($args[0] ?? 0)));
         break;
     default:
         fail('unknown command; see the top of this file');
