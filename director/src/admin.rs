@@ -81,10 +81,12 @@ impl Admin {
             Some(x) => metrics::Plane {
                 name: x.mode().as_str(),
                 xdp: Some(x.stats()),
+                run_time: x.run_time(),
             },
             None => metrics::Plane {
                 name: "af_packet",
                 xdp: None,
+                run_time: (0, 0),
             },
         }
     }

@@ -26,6 +26,8 @@ pub struct Plane {
     pub name: &'static str,
     /// The program's counters (XDP planes only).
     pub xdp: Option<Stats>,
+    /// The program's runs and the nanoseconds they took (with `kernel.bpf_stats_enabled`).
+    pub run_time: (u64, u64),
 }
 
 /// Renders every metric. `nodes` carry both planes' per-node counters.
@@ -180,6 +182,18 @@ pub fn render(nodes: &[NodeInfo], flows: &FlowStats, c: &Counters, plane: Plane)
             "counter",
             "Pinned flows the XDP program found idle past flows.idle_timeout and placed again.",
             k.stale,
+        ),
+        (
+            "strata_director_xdp_runs_total",
+            "counter",
+            "Runs of the XDP program, as the kernel counts them (only while sysctl kernel.bpf_stats_enabled = 1).",
+            plane.run_time.0,
+        ),
+        (
+            "strata_director_xdp_run_nanoseconds_total",
+            "counter",
+            "Time the XDP program ran, in ns (only while sysctl kernel.bpf_stats_enabled = 1).",
+            plane.run_time.1,
         ),
     ];
     for (name, kind, help, v) in global {

@@ -169,7 +169,7 @@ struct Maps {
 /// The loaded, attached program and its maps.
 pub struct Xdp {
     /// Holds the program and its link: dropping it detaches.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     /// How it is attached.
     mode: Mode,
     maps: Mutex<Maps>,
@@ -344,7 +344,7 @@ impl Xdp {
         let empty = (vec![[0u8; 8]; MAX_NODES as usize], vec![NO_NODE; TABLE_SIZE]);
         maps.write(&empty, &svc.ports)?;
         Ok(Xdp {
-            _ebpf: ebpf,
+            ebpf,
             mode,
             maps: Mutex::new(maps),
         })
@@ -378,6 +378,23 @@ impl Xdp {
             malformed,
             stale,
         }
+    }
+
+    /// The kernel's account of the program's runs: (runs, nanoseconds spent in them), from
+    /// its fdinfo. Zero unless `kernel.bpf_stats_enabled` is 1 (it costs two clock reads
+    /// per run, so the kernel keeps it off by default).
+    pub fn run_time(&self) -> (u64, u64) {
+        use std::os::fd::{AsFd, AsRawFd};
+        let Some(fd) = self.ebpf.program(PROGRAM).and_then(|p| p.fd().ok()) else {
+            return (0, 0);
+        };
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd())).unwrap_or_default();
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (field("run_cnt:"), field("run_time_ns:"))
     }
 
     /// One node's frames, bytes and new flows forwarded by the program.
