@@ -511,22 +511,28 @@ impl Maps {
 
 fn refused(e: ProgramError) -> XdpError {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
-            let log = verifier_log.to_string();
-            let tail: Vec<&str> = log.lines().rev().take(12).collect();
-            let log = if tail.is_empty() {
-                String::new()
-            } else {
-                format!("; verifier: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
-            };
-            XdpError::Refused { cause: io_error, log }
-        }
+        ProgramError::LoadError { io_error, verifier_log } => XdpError::Refused {
+            cause: io_error,
+            log: verifier_tail(&verifier_log.to_string()),
+        },
         other => XdpError::Refused {
             cause: io::Error::other(other.to_string()),
             log: String::new(),
         },
     }
 }
+
+/// The verifier's last lines (where it says what it refused), on one line.
+fn verifier_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    match lines.len() {
+        0 => String::new(),
+        n => format!("; verifier: {}", lines[n.saturating_sub(VERIFIER_LINES)..].join(" | ")),
+    }
+}
+
+/// Lines of the verifier's log kept in the start-up error.
+const VERIFIER_LINES: usize = 12;
 
 fn attach_error(interface: &str, mode: Mode, e: ProgramError) -> XdpError {
     let errno = match &e {
@@ -617,6 +623,28 @@ mod tests {
         // No node up: every slot empty.
         let (_, none) = tables(&Snapshot::new(vec![node(1, 11, State::Down, 1, true)]));
         assert!(none.iter().all(|&id| id == NO_NODE));
+    }
+
+    #[test]
+    fn a_refusal_names_the_verifiers_last_words() {
+        assert_eq!(verifier_tail(""), "");
+        let log: String = (1..=20).map(|i| format!("{i}: insn\n")).collect::<String>()
+            + "\ninvalid access to packet, off=14 size=2\nprocessed 30 insns\n";
+        let tail = verifier_tail(&log);
+        assert!(tail.starts_with("; verifier: 11: insn | "), "{tail}");
+        assert!(
+            tail.ends_with("invalid access to packet, off=14 size=2 | processed 30 insns"),
+            "{tail}"
+        );
+        let e = XdpError::Refused {
+            cause: io::Error::from_raw_os_error(libc::EACCES),
+            log: tail,
+        };
+        assert!(
+            e.to_string()
+                .starts_with("the kernel refused the XDP program (Permission denied"),
+            "{e}"
+        );
     }
 
     #[test]
