@@ -21,6 +21,9 @@ if [ "$(id -u)" -eq 0 ]; then
     bash "$SCRIPT_DIR/wordpress.sh" up
     bash "$SCRIPT_DIR/memcached.sh" up
     command -v ip >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq iproute2; } # director rig tests
+    # The director's XDP program is compiled by clang (director/build.rs); its rig uses ethtool.
+    { command -v clang && command -v ethtool; } >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends clang ethtool; }
 else
     # Provisioning needs root; without it, use the services if they are already up.
     [ "$(http_code http://127.0.0.1:8081/ -H 'Host: 127.0.0.1:8080')" = 200 ] ||

@@ -19,12 +19,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::balancer::NodeCounters;
 use crate::balancer::{now_ms, Reason};
-use crate::control::NodeTable;
+use crate::control::{NodeInfo, NodeTable};
 use crate::dataplane::Shared;
 use crate::flow::FlowKey;
 use crate::maglev::{key_of, TABLE_SIZE};
 use crate::metrics;
+use crate::xdp;
 
 /// What the admin listener reads.
 pub struct Admin {
@@ -56,8 +58,8 @@ impl Admin {
         match (method, path) {
             (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok"),
             (&Method::GET, "/metrics") => {
-                let nodes = self.nodes.lock().clone();
-                let body = metrics::render(&nodes, &self.shared.flows.stats(), &self.shared.counters);
+                let nodes = self.nodes_with_totals();
+                let body = metrics::render(&nodes, &self.shared.flow_stats(), &self.shared.counters, self.plane());
                 reply(StatusCode::OK, body, "text/plain; version=0.0.4; charset=utf-8")
             }
             (&Method::GET, "/status") => plain(StatusCode::OK, self.status()),
@@ -73,10 +75,45 @@ impl Admin {
         }
     }
 
+    /// The plane forwarding IPv4 and its kernel counters.
+    fn plane(&self) -> metrics::Plane {
+        match &self.shared.xdp {
+            Some(x) => metrics::Plane {
+                name: x.mode().as_str(),
+                xdp: Some(x.stats()),
+                run_time: x.run_time(),
+            },
+            None => metrics::Plane {
+                name: "af_packet",
+                xdp: None,
+                run_time: (0, 0),
+            },
+        }
+    }
+
+    /// The nodes, their counters summed over both planes.
+    fn nodes_with_totals(&self) -> Vec<NodeInfo> {
+        let mut nodes = self.nodes.lock().clone();
+        if self.shared.xdp.is_some() {
+            for n in &mut nodes {
+                let [packets, bytes, new_flows] = self.shared.node_totals(n.id, &n.counters);
+                let c = &n.counters;
+                n.counters = Arc::new(NodeCounters {
+                    packets: packets.into(),
+                    bytes: bytes.into(),
+                    new_flows: new_flows.into(),
+                    check_failures: c.check_failures.load(Ordering::Relaxed).into(),
+                    transitions: c.transitions.load(Ordering::Relaxed).into(),
+                });
+            }
+        }
+        nodes
+    }
+
     fn status(&self) -> String {
         let plan = self.shared.plan();
-        let flows = self.shared.flows.stats();
-        let nodes = self.nodes.lock().clone();
+        let flows = self.shared.flow_stats();
+        let nodes = self.nodes_with_totals();
         let vips: Vec<String> = [plan.service.vip4.map(IpAddr::V4), plan.service.vip6.map(IpAddr::V6)]
             .into_iter()
             .flatten()
@@ -85,9 +122,10 @@ impl Admin {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "strata-director {}\nuptime {}s\nvip {} ports {:?} mac {}\nflows {} pinned; {} evicted, {} expired, {} purged",
+            "strata-director {}\nuptime {}s\ndata plane {}\nvip {} ports {:?} mac {}\nflows {} pinned; {} evicted, {} expired, {} purged",
             env!("CARGO_PKG_VERSION"),
             self.started.elapsed().as_secs(),
+            self.plane().name,
             vips.join(", "),
             plan.service.ports,
             plan.service.mac,
@@ -170,7 +208,12 @@ impl Admin {
         if !served || plan.service.ports.binary_search(&dst.port()).is_err() {
             out.push_str("not a VIP:port this director serves; ");
         }
-        match plan.snapshot.explain(&self.shared.flows, &key, key.hash(), now_ms()) {
+        // IPv4 flows are pinned in the XDP program's map when it runs.
+        let decision = match &self.shared.xdp {
+            Some(x) if xdp::flow_key(&key).is_some() => plan.snapshot.explain_pinned(x.peek(&key), key.hash()),
+            _ => plan.snapshot.explain(&self.shared.flows, &key, key.hash(), now_ms()),
+        };
+        match decision {
             None => out.push_str("no node is up: packets are dropped"),
             Some(d) => {
                 let n = &plan.snapshot.nodes[d.node];

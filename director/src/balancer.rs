@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::flow::{FlowKey, FlowTable};
+use crate::flow::{FlowKey, FlowTable, Pinned};
 use crate::health::State;
 use crate::maglev::{key_of, Member, Table};
 use crate::packet::Mac;
@@ -136,6 +136,11 @@ impl Snapshot {
         self.by_id.get(id as usize).copied().flatten()
     }
 
+    /// The node id owning Maglev slot `slot`, if any (what the XDP plane's table holds).
+    pub fn slot_node_id(&self, slot: usize) -> Option<u32> {
+        self.table.member_at(slot).map(|i| self.nodes[i].id)
+    }
+
     /// The Maglev choice for a hash.
     pub fn slot_owner(&self, hash: u64) -> Option<(usize, usize)> {
         let slot = Table::slot(hash);
@@ -184,7 +189,13 @@ impl Snapshot {
 
     /// Where a packet of `key` would go now, changing nothing (ICMP errors, admin queries).
     pub fn explain(&self, flows: &FlowTable, key: &FlowKey, hash: u64, now_ms: u64) -> Option<Decision> {
-        if let Some(p) = flows.peek(key, hash, now_ms) {
+        self.explain_pinned(flows.peek(key, hash, now_ms), hash)
+    }
+
+    /// Like [`Snapshot::explain`], for a flow whose pin (if any) was looked up elsewhere (the
+    /// XDP plane's flow map).
+    pub fn explain_pinned(&self, pinned: Option<Pinned>, hash: u64) -> Option<Decision> {
+        if let Some(p) = pinned {
             if let Some(i) = self.index_of(p.node).filter(|&i| self.nodes[i].serves_pinned()) {
                 return Some(Decision {
                     node: i,

@@ -50,6 +50,7 @@ struct RawConfig {
     ports: Option<Vec<i64>>,
     admin_listen: Option<String>,
     workers: Option<i64>,
+    data_plane: Option<String>,
     #[serde(default)]
     backend: Vec<RawBackend>,
     #[serde(default)]
@@ -97,6 +98,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Data-plane threads (one packet socket each, in one fanout group).
     pub workers: usize,
+    /// Which data plane forwards IPv4 VIP traffic.
+    pub data_plane: DataPlane,
     /// The nodes, in file order.
     pub backends: Vec<Backend>,
     /// Health-check timing.
@@ -104,6 +107,31 @@ pub struct Config {
     /// Flow-table bounds.
     pub flows: Flows,
 }
+
+/// `data_plane`: where IPv4 VIP packets are forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPlane {
+    /// XDP at the driver (native, else generic); refuse to start without it.
+    Xdp,
+    /// Packet sockets in user space only.
+    AfPacket,
+    /// XDP native, else XDP generic, else AF_PACKET; the choice is logged.
+    Auto,
+}
+
+impl DataPlane {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataPlane::Xdp => "xdp",
+            DataPlane::AfPacket => "af_packet",
+            DataPlane::Auto => "auto",
+        }
+    }
+}
+
+/// `data_plane` when not set.
+pub const DEFAULT_DATA_PLANE: DataPlane = DataPlane::Auto;
 
 /// `[[backend]]`: one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +195,7 @@ impl Config {
         let ports = ports(&mut c, raw.ports);
         let admin_listen = admin_listen(&mut c, raw.admin_listen.as_deref());
         let workers = c.int("workers", raw.workers, default_workers() as i64, 1, 64) as usize;
+        let data_plane = data_plane(&mut c, raw.data_plane.as_deref());
         let backends = backends(&mut c, raw.backend, vip4, vip6);
         let health = health(&mut c, &raw.health);
         let flows = flows(&mut c, &raw.flows);
@@ -181,6 +210,7 @@ impl Config {
             ports,
             admin_listen,
             workers,
+            data_plane,
             backends,
             health,
             flows,
@@ -201,6 +231,9 @@ impl Config {
         }
         if self.workers != new.workers {
             v.push("workers");
+        }
+        if self.data_plane != new.data_plane {
+            v.push("data_plane");
         }
         if self.flows != new.flows {
             v.push("flows");
@@ -223,6 +256,23 @@ fn interface(c: &mut Checker, interface: Option<String>) -> String {
                 "missing: the interface on the nodes' segment, e.g. \"eth0\"",
             );
             String::new()
+        }
+    }
+}
+
+/// `data_plane`.
+fn data_plane(c: &mut Checker, plane: Option<&str>) -> DataPlane {
+    match plane {
+        None => DEFAULT_DATA_PLANE,
+        Some("xdp") => DataPlane::Xdp,
+        Some("af_packet") => DataPlane::AfPacket,
+        Some("auto") => DataPlane::Auto,
+        Some(other) => {
+            c.problem(
+                "data_plane",
+                format!("{other:?} is not a data plane: \"xdp\", \"af_packet\" or \"auto\""),
+            );
+            DEFAULT_DATA_PLANE
         }
     }
 }
@@ -683,5 +733,23 @@ mod tests {
         assert!(a.restart_only_changes(&b).is_empty());
         b.interface = "eth1".into();
         assert_eq!(a.restart_only_changes(&b), vec!["interface"]);
+    }
+
+    #[test]
+    fn data_plane_choices() {
+        assert_eq!(Config::from_toml(GOOD).unwrap().data_plane, DataPlane::Auto);
+        for (text, plane) in [
+            ("xdp", DataPlane::Xdp),
+            ("af_packet", DataPlane::AfPacket),
+            ("auto", DataPlane::Auto),
+        ] {
+            let c = Config::from_toml(&format!("data_plane = \"{text}\"\n{GOOD}")).unwrap();
+            assert_eq!((c.data_plane, c.data_plane.as_str()), (plane, text));
+        }
+        let e = Config::from_toml(&format!("data_plane = \"dpdk\"\n{GOOD}")).unwrap_err();
+        assert_eq!(
+            e.problems[0].to_string(),
+            "data_plane: \"dpdk\" is not a data plane: \"xdp\", \"af_packet\" or \"auto\""
+        );
     }
 }

@@ -24,6 +24,9 @@ use crate::health::{Checker, State};
 use crate::iface;
 use crate::packet::{Mac, Service};
 
+/// Seconds between two sweeps of the XDP flow maps (idle flows deleted, sizes recounted).
+const XDP_SWEEP_TICKS: u64 = 5;
+
 /// What the admin listener shows about a node besides the data-plane view.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
@@ -222,8 +225,12 @@ impl Control {
         }
         self.publish();
         if !removed.is_empty() {
-            let n = self.shared.flows.purge(|id| removed.contains(&id));
-            tracing::info!(flows = n, "purged the removed nodes' flows");
+            let shared = self.shared.clone();
+            // Off the runtime: the XDP flow maps are walked with a syscall per flow.
+            tokio::task::spawn_blocking(move || {
+                let n = shared.purge(|id| removed.contains(&id));
+                tracing::info!(flows = n, "purged the removed nodes' flows");
+            });
         }
     }
 
@@ -313,8 +320,11 @@ impl Control {
             }
         }
         if let Some(id) = down_id {
-            let purged = self.shared.flows.purge(|x| x == id);
-            tracing::info!(flows = purged, "purged the dead node's flows");
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || {
+                let purged = shared.purge(|x| x == id);
+                tracing::info!(flows = purged, "purged the dead node's flows");
+            });
         }
     }
 
@@ -322,6 +332,7 @@ impl Control {
     pub async fn run(mut self, mut reloads: mpsc::Receiver<Config>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut expire = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks = 0u64;
         loop {
             tokio::select! {
                 Some(r) = self.results.recv() => self.on_result(r),
@@ -336,12 +347,19 @@ impl Control {
                     cfg.vip6 = self.cfg.vip6;
                     cfg.admin_listen = self.cfg.admin_listen;
                     cfg.workers = self.cfg.workers;
+                    cfg.data_plane = self.cfg.data_plane;
                     cfg.flows = self.cfg.flows;
                     self.apply(cfg);
                     tracing::info!(nodes = self.nodes.len(), "configuration reloaded; pinned flows kept");
                 }
                 _ = expire.tick() => {
                     self.shared.flows.expire(now_ms());
+                    ticks += 1;
+                    // The XDP flow maps are walked less often: one syscall per flow. (The
+                    // program itself already ignores a pin idle past the timeout.)
+                    if let Some(x) = self.shared.xdp.clone().filter(|_| ticks.is_multiple_of(XDP_SWEEP_TICKS)) {
+                        tokio::task::spawn_blocking(move || x.sweep_idle());
+                    }
                 }
                 () = &mut shutdown => break,
             }

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use crate::balancer::{add, now_ms, Reason, Snapshot};
-use crate::flow::FlowTable;
+use crate::balancer::{add, now_ms, NodeCounters, Reason, Snapshot};
+use crate::flow::{FlowStats, FlowTable};
 use crate::packet::{self, Class, Service};
 use crate::sys::{RingConfig, RxFrame, RxRing, TxBatch, TxSocket, STATUS_CSUM_NOT_READY};
+use crate::xdp::Xdp;
 
 /// What the data plane acts on; replaced as a whole by the control plane.
 #[derive(Debug)]
@@ -65,10 +66,13 @@ pub struct Shared {
     pub counters: Counters,
     /// Set to stop the workers.
     pub shutdown: AtomicBool,
+    /// The XDP program, when it forwards the IPv4 VIP traffic: then the workers leave IPv4
+    /// alone and handle ARP and IPv6 only.
+    pub xdp: Option<Arc<Xdp>>,
 }
 
 impl Shared {
-    /// Shared state starting with `plan`.
+    /// Shared state starting with `plan`, forwarding in user space only.
     pub fn new(plan: Plan, flows: FlowTable) -> Shared {
         Shared {
             plan: RwLock::new(Arc::new(plan)),
@@ -76,7 +80,54 @@ impl Shared {
             flows,
             counters: Counters::default(),
             shutdown: AtomicBool::new(false),
+            xdp: None,
         }
+    }
+
+    /// Shared state starting with `plan`, IPv4 forwarded by the XDP program `xdp`.
+    pub fn with_xdp(plan: Plan, flows: FlowTable, xdp: Arc<Xdp>) -> Shared {
+        let shared = Shared {
+            xdp: Some(xdp),
+            ..Shared::new(plan, flows)
+        };
+        shared.publish_to_xdp(&shared.plan());
+        shared
+    }
+
+    fn publish_to_xdp(&self, plan: &Plan) {
+        if let Some(x) = &self.xdp {
+            if let Err(e) = x.publish(&plan.snapshot, &plan.service) {
+                tracing::error!(error = %e, "cannot write the plan into the XDP maps; the program keeps the previous one");
+            }
+        }
+    }
+
+    /// Removes the flows pinned to the nodes `dead` picks, in both planes; how many.
+    pub fn purge(&self, dead: impl Fn(u32) -> bool) -> u64 {
+        let mut n = self.flows.purge(&dead);
+        if let Some(x) = &self.xdp {
+            n += x.purge(&dead);
+        }
+        n
+    }
+
+    /// Flow figures of both planes together.
+    pub fn flow_stats(&self) -> FlowStats {
+        let mut s = self.flows.stats();
+        if let Some(x) = &self.xdp {
+            s.absorb(&x.flow_stats());
+        }
+        s
+    }
+
+    /// A node's frames, bytes and new flows, from both planes.
+    pub fn node_totals(&self, id: u32, c: &NodeCounters) -> [u64; 3] {
+        let k = self.xdp.as_ref().map_or([0; 3], |x| x.node_stats(id));
+        [
+            c.packets.load(Ordering::Relaxed) + k[0],
+            c.bytes.load(Ordering::Relaxed) + k[1],
+            c.new_flows.load(Ordering::Relaxed) + k[2],
+        ]
     }
 
     /// The current plan.
@@ -86,6 +137,7 @@ impl Shared {
 
     /// Replaces the plan; workers pick it up at their next block.
     pub fn publish(&self, plan: Plan) {
+        self.publish_to_xdp(&plan);
         *self.plan.write() = Arc::new(plan);
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -194,6 +246,9 @@ fn flush(shared: &Shared, tx: &TxSocket, batch: &mut TxBatch) {
 /// Decides what to do with one received frame and queues what must be sent.
 fn handle(shared: &Shared, plan: &Plan, batch: &mut TxBatch, local: &mut [[u64; 3]], frame: &RxFrame<'_>, now: u64) {
     let (data, vlan) = (frame.data, frame.vlan);
+    if shared.xdp.is_some() && packet::is_ipv4(data) {
+        return; // the program's business; it passed this one to the kernel
+    }
     let svc = &plan.service;
     let snap = &plan.snapshot;
     let decision = match packet::classify(data, svc) {

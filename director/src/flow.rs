@@ -66,6 +66,22 @@ pub struct FlowStats {
     pub evictions_by_node: Vec<u64>,
 }
 
+impl FlowStats {
+    /// Adds `other`'s figures to these.
+    pub fn absorb(&mut self, other: &FlowStats) {
+        self.len += other.len;
+        self.evictions += other.evictions;
+        self.expirations += other.expirations;
+        self.purges += other.purges;
+        for (id, n) in other.len_by_node.iter().enumerate() {
+            bump(&mut self.len_by_node, id as u32, *n as i64);
+        }
+        for (id, n) in other.evictions_by_node.iter().enumerate() {
+            bump(&mut self.evictions_by_node, id as u32, *n as i64);
+        }
+    }
+}
+
 fn bump(v: &mut Vec<u64>, id: u32, by: i64) {
     let i = id as usize;
     if v.len() <= i {
@@ -340,17 +356,7 @@ impl FlowTable {
     pub fn stats(&self) -> FlowStats {
         let mut t = FlowStats::default();
         for shard in self.shards.iter() {
-            let s = shard.lock();
-            t.len += s.stats.len;
-            t.evictions += s.stats.evictions;
-            t.expirations += s.stats.expirations;
-            t.purges += s.stats.purges;
-            for (id, n) in s.stats.len_by_node.iter().enumerate() {
-                bump(&mut t.len_by_node, id as u32, *n as i64);
-            }
-            for (id, n) in s.stats.evictions_by_node.iter().enumerate() {
-                bump(&mut t.evictions_by_node, id as u32, *n as i64);
-            }
+            t.absorb(&shard.lock().stats);
         }
         t
     }

@@ -27,6 +27,33 @@ pub struct IfaceError {
     what: String,
 }
 
+/// Held for the process's life: no other director may run on the same interface.
+#[derive(Debug)]
+pub struct Claim {
+    /// Bound to an abstract name; the kernel releases it when the process ends, however.
+    _socket: std::os::unix::net::UnixListener,
+}
+
+/// Claims `name` for this director: a second director on the same interface would answer
+/// ARP for the VIP too and fight over the XDP hook. The claim is an abstract Unix socket
+/// named after the interface, which exists per network namespace, as interfaces do.
+pub fn claim(name: &str) -> Result<Claim, IfaceError> {
+    use std::os::linux::net::SocketAddrExt;
+    let err = |what: String| IfaceError {
+        name: name.to_string(),
+        what,
+    };
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(format!("strata-director/{name}"))
+        .map_err(|e| err(format!("cannot name the claim: {e}")))?;
+    match std::os::unix::net::UnixListener::bind_addr(&addr) {
+        Ok(socket) => Ok(Claim { _socket: socket }),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(err(
+            "another strata-director is already running on it (in this network namespace)".into(),
+        )),
+        Err(e) => Err(err(format!("cannot claim it: {e}"))),
+    }
+}
+
 impl Iface {
     /// Reads `/sys/class/net/NAME/{ifindex,address,mtu}`.
     pub fn read(name: &str) -> Result<Iface, IfaceError> {

@@ -16,6 +16,8 @@
 //! - [`iface`]: interface, neighbour table and sysctl checks from `/sys` and `/proc`;
 //! - [`sys`]: the only `unsafe` code (AF_PACKET ring, batched send, setns);
 //! - [`dataplane`]: the worker threads; [`control`]: health checks, reloads, purges;
+//! - [`xdp`]: the XDP program (`bpf/director.bpf.c`) that forwards IPv4 at the driver
+//!   when `data_plane` allows it, and its maps;
 //! - [`admin`], [`metrics`]: the admin listener.
 
 #![deny(unsafe_code)]
@@ -34,3 +36,4 @@ pub mod maglev;
 pub mod metrics;
 pub mod packet;
 pub mod sys;
+pub mod xdp;

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use strata_director::admin::{self, Admin};
-use strata_director::config::Config;
+use strata_director::config::{Config, DataPlane};
 use strata_director::control::{self, Control};
 use strata_director::dataplane::{self, Shared, Worker};
 use strata_director::flow::FlowTable;
 use strata_director::iface::{self, Iface};
+use strata_director::packet::Service;
 use strata_director::sys::TxSocket;
+use strata_director::xdp::{self, Xdp};
 use tokio::sync::{mpsc, watch};
 
 /// Strata's L2 direct-server-return load balancer: answers ARP for the VIP, Maglev-hashes
@@ -68,10 +70,13 @@ fn run(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     for w in iface::kernel_warnings(cfg.vip4, cfg.vip6) {
         tracing::warn!("{w}");
     }
-    let shared = Arc::new(Shared::new(
-        control::initial_plan(&cfg, iface.mac),
-        FlowTable::new(cfg.flows.capacity, cfg.flows.idle_timeout.as_millis() as u64),
-    ));
+    let _claim = iface::claim(&cfg.interface)?;
+    let plan = control::initial_plan(&cfg, iface.mac);
+    let flows = FlowTable::new(cfg.flows.capacity, cfg.flows.idle_timeout.as_millis() as u64);
+    let shared = Arc::new(match start_xdp(&cfg, &plan.service)? {
+        Some(x) => Shared::with_xdp(plan, flows, Arc::new(x)),
+        None => Shared::new(plan, flows),
+    });
 
     // Open every socket before announcing anything, so a failure leaves the segment alone.
     // Room for the MTU plus an Ethernet header with one VLAN tag.
@@ -107,6 +112,7 @@ fn run(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         tracing::info!(
             interface = %cfg.interface, mac = %iface.mac, vip = ?cfg.vip4, vip6 = ?cfg.vip6, ports = ?cfg.ports,
             nodes = cfg.backends.len(), workers = cfg.workers, admin = %admin_listener.local_addr()?,
+            data_plane = shared.xdp.as_ref().map_or("af_packet", |x| x.mode().as_str()),
             "strata-director started"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -147,6 +153,29 @@ fn run(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         }
     }
     result
+}
+
+/// Loads and attaches the XDP program as `data_plane` says: `None` for the AF_PACKET plane.
+/// `xdp` fails when neither native nor generic XDP attaches; `auto` then falls back to
+/// AF_PACKET and logs why, unless another program holds the interface.
+fn start_xdp(cfg: &Config, svc: &Service) -> anyhow::Result<Option<Xdp>> {
+    let modes = [xdp::Mode::Native, xdp::Mode::Generic];
+    let idle_ns = u64::try_from(cfg.flows.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+    let start = || Xdp::start(&cfg.interface, &modes, svc, cfg.flows.capacity, idle_ns);
+    match cfg.data_plane {
+        DataPlane::AfPacket => Ok(None),
+        DataPlane::Xdp => start()
+            .map(Some)
+            .with_context(|| format!("data_plane = \"xdp\" on {}", cfg.interface)),
+        DataPlane::Auto => match start() {
+            Ok(x) => Ok(Some(x)),
+            Err(e) if e.is_busy() => Err(e).context("data_plane = \"auto\""),
+            Err(e) => {
+                tracing::warn!(error = %e, "data_plane = \"auto\": XDP unavailable; forwarding with AF_PACKET in user space");
+                Ok(None)
+            }
+        },
+    }
 }
 
 /// Waits for SIGTERM/SIGINT; on SIGHUP re-reads the config and hands it to the control plane.

@@ -9,6 +9,7 @@ use crate::control::NodeInfo;
 use crate::dataplane::Counters;
 use crate::flow::FlowStats;
 use crate::health::State;
+use crate::xdp::Stats;
 
 fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
@@ -18,8 +19,20 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// Renders every metric.
-pub fn render(nodes: &[NodeInfo], flows: &FlowStats, c: &Counters) -> String {
+/// Which plane forwards IPv4, and the XDP program's counters when it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Plane {
+    /// `af_packet`, `xdp-native` or `xdp-generic`.
+    pub name: &'static str,
+    /// The program's counters (XDP planes only).
+    pub xdp: Option<Stats>,
+    /// The program's runs and the nanoseconds they took (with `kernel.bpf_stats_enabled`).
+    pub run_time: (u64, u64),
+}
+
+/// Renders every metric. `nodes` carry both planes' per-node counters.
+pub fn render(nodes: &[NodeInfo], flows: &FlowStats, c: &Counters, plane: Plane) -> String {
+    let k = plane.xdp.unwrap_or_default();
     let mut o = String::with_capacity(4096);
     type Per = fn(&NodeInfo, &FlowStats) -> u64;
     let per_node: [(&str, &str, &str, Per); 8] = [
@@ -120,13 +133,13 @@ pub fn render(nodes: &[NodeInfo], flows: &FlowStats, c: &Counters) -> String {
             "strata_director_icmp_too_big_total",
             "counter",
             "ICMP fragmentation-needed/packet-too-big forwarded to a node.",
-            get(&c.icmp_too_big),
+            get(&c.icmp_too_big) + k.icmp_too_big,
         ),
         (
             "strata_director_no_node_drops_total",
             "counter",
             "VIP packets dropped because no node was up.",
-            get(&c.no_node),
+            get(&c.no_node) + k.no_node,
         ),
         (
             "strata_director_oversize_drops_total",
@@ -138,7 +151,7 @@ pub fn render(nodes: &[NodeInfo], flows: &FlowStats, c: &Counters) -> String {
             "strata_director_malformed_total",
             "counter",
             "Frames for the director cut short or contradicting their own lengths (left to the kernel).",
-            get(&c.malformed),
+            get(&c.malformed) + k.malformed,
         ),
         (
             "strata_director_checksum_completed_total",
@@ -152,10 +165,48 @@ pub fn render(nodes: &[NodeInfo], flows: &FlowStats, c: &Counters) -> String {
             "Frames the kernel refused to send.",
             get(&c.tx_errors),
         ),
+        (
+            "strata_director_xdp_frames_total",
+            "counter",
+            "Frames the XDP program saw (0 on the AF_PACKET plane).",
+            k.frames,
+        ),
+        (
+            "strata_director_xdp_forwarded_total",
+            "counter",
+            "Frames the XDP program sent to a node.",
+            k.tx,
+        ),
+        (
+            "strata_director_xdp_stale_pins_total",
+            "counter",
+            "Pinned flows the XDP program found idle past flows.idle_timeout and placed again.",
+            k.stale,
+        ),
+        (
+            "strata_director_xdp_runs_total",
+            "counter",
+            "Runs of the XDP program, as the kernel counts them (only while sysctl kernel.bpf_stats_enabled = 1).",
+            plane.run_time.0,
+        ),
+        (
+            "strata_director_xdp_run_nanoseconds_total",
+            "counter",
+            "Time the XDP program ran, in ns (only while sysctl kernel.bpf_stats_enabled = 1).",
+            plane.run_time.1,
+        ),
     ];
     for (name, kind, help, v) in global {
         head(&mut o, name, kind, help);
         let _ = writeln!(o, "{name} {v}");
     }
+    let name = "strata_director_data_plane";
+    head(
+        &mut o,
+        name,
+        "gauge",
+        "The plane forwarding IPv4 VIP traffic (label plane), always 1.",
+    );
+    let _ = writeln!(o, "{name}{{plane=\"{}\"}} 1", plane.name);
     o
 }

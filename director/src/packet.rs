@@ -136,6 +136,12 @@ pub fn classify(frame: &[u8], svc: &Service) -> Class {
     classify_opt(frame, svc).unwrap_or(Class::Malformed)
 }
 
+/// Whether the frame carries IPv4 (after at most one VLAN tag): with the XDP plane running,
+/// such frames reach user space only when the program left them to the kernel.
+pub fn is_ipv4(frame: &[u8]) -> bool {
+    l2(frame).is_some_and(|(ethertype, _)| ethertype == ETH_IPV4)
+}
+
 /// Where the network layer starts and what it is: the ethertype and its offset, after at
 /// most one VLAN tag. `None` for a runt or a tag with nothing after it.
 fn l2(f: &[u8]) -> Option<(u16, usize)> {

@@ -1,5 +1,6 @@
 //! The only module with `unsafe` code: AF_PACKET sockets, the TPACKET_V3 receive ring,
-//! batched transmit and entering a network namespace.
+//! batched transmit, entering a network namespace and reading the monotonic clock. (The XDP
+//! program's `bpf(2)` calls are made by the `aya` crate.)
 //!
 //! Everything it exports is safe to use: the ring hands out one block at a time as a
 //! bounds-checked byte slice and gives it back to the kernel when the [`Block`] is dropped;
@@ -522,6 +523,15 @@ impl TxSocket {
 pub fn enter_netns(ns: &File) -> io::Result<()> {
     // SAFETY: plain syscall on a descriptor we hold open for its duration.
     check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
+}
+
+/// Nanoseconds on CLOCK_MONOTONIC: the clock of `bpf_ktime_get_ns`, which stamps the XDP
+/// plane's pinned flows.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
 //! End-to-end tests of strata-director in a rig of network namespaces with real
 //! strata-proxy nodes (see `rig/harness.rs`). They need root; without it they skip.
+//!
+//! Every test runs on both data planes: `af_packet::…` and `xdp::…` (native XDP on the
+//! director's veth); `xdp_only::…` are about loading the program.
 
 #[path = "rig/harness.rs"]
 mod harness;
@@ -8,7 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::{get, node_of, vip_addr, KeepAlive, Rig};
+use harness::{get, node_of, vip_addr, KeepAlive, Plane, Rig};
+use strata_director::balancer::{NodeView, Snapshot};
+use strata_director::flow::FlowKey;
+use strata_director::health::State;
+use strata_director::maglev::key_of;
+use strata_director::packet::Mac;
 
 const START: Duration = Duration::from_secs(20);
 
@@ -25,9 +33,8 @@ fn spread(rig: &Rig, n: usize) -> Vec<Result<usize, String>> {
     })
 }
 
-#[test]
-fn requests_spread_over_the_nodes_and_responses_bypass_the_director() {
-    let Some(mut rig) = Rig::up("a", 3) else { return };
+fn requests_spread_over_the_nodes_and_responses_bypass_the_director(plane: Plane) {
+    let Some(mut rig) = Rig::up("a", 3, plane) else { return };
     rig.start_director(&[1, 1, 1]);
     rig.wait_all_up(START);
     assert_eq!(rig.admin("/healthz").trim(), "ok");
@@ -65,15 +72,58 @@ fn requests_spread_over_the_nodes_and_responses_bypass_the_director() {
     );
     eprintln!("director carried {through} bytes for {downloaded} response bytes");
 
+    // Both planes place a new flow where the shared Maglev table says: the node the
+    // library computes for each connection's 5-tuple is the one that answers it.
+    let table = Snapshot::new(
+        (0..3u8)
+            .map(|i| NodeView {
+                id: u32::from(i),
+                addr: std::net::IpAddr::from([192, 0, 2, 11 + i]),
+                mac: Some(Mac([2, 0, 0, 0, 0, 11 + i])),
+                state: State::Up,
+                weight: 1,
+                counters: Arc::default(),
+            })
+            .collect(),
+    );
+    let placed: Vec<(u16, usize)> = rig.in_ns("cli", || {
+        (0..30)
+            .map(|_| {
+                let mut c = KeepAlive::open().expect("connect to the VIP");
+                (c.local_port(), c.which_node().expect("request"))
+            })
+            .collect()
+    });
+    for (port, node) in placed {
+        let key = FlowKey {
+            src: key_of(std::net::IpAddr::from([192, 0, 2, 1])),
+            dst: key_of(std::net::IpAddr::from([192, 0, 2, 100])),
+            sport: port,
+            dport: 80,
+            proto: 6,
+        };
+        let expected = table.slot_owner(key.hash()).map(|(i, _)| i + 1);
+        assert_eq!(
+            Some(node),
+            expected,
+            "client port {port}: the plane and the Maglev table disagree"
+        );
+    }
+    assert_eq!(
+        rig.metric_sum(&format!("strata_director_data_plane{{plane=\"{}\"}}", plane.reported())),
+        1,
+        "{}",
+        rig.admin("/metrics")
+    );
+
     // The flow query answers for any flow, pinned or not (port 1234 is outside the
     // client's ephemeral range, so that flow was never pinned).
     let why = rig.admin("/flow?src=192.0.2.1:1234&dst=192.0.2.100:80&proto=tcp");
     assert!(why.contains("node 192.0.2.1") && why.contains("maglev slot"), "{why}");
 }
 
-#[test]
-fn a_killed_node_leaves_within_a_second_and_other_flows_are_undisturbed() {
-    let Some(mut rig) = Rig::up("b", 3) else { return };
+fn a_killed_node_leaves_within_a_second_and_other_flows_are_undisturbed(plane: Plane) {
+    let Some(mut rig) = Rig::up("b", 3, plane) else { return };
     rig.start_director(&[1, 1, 1]);
     rig.wait_all_up(START);
 
@@ -157,9 +207,8 @@ fn a_killed_node_leaves_within_a_second_and_other_flows_are_undisturbed() {
     );
 }
 
-#[test]
-fn draining_by_reload_keeps_pinned_flows_and_takes_no_new_ones() {
-    let Some(mut rig) = Rig::up("c", 3) else { return };
+fn draining_by_reload_keeps_pinned_flows_and_takes_no_new_ones(plane: Plane) {
+    let Some(mut rig) = Rig::up("c", 3, plane) else { return };
     rig.start_director(&[1, 1, 1]);
     rig.wait_all_up(START);
 
@@ -218,9 +267,8 @@ s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 s.sendto(body, (vip, 0))
 "#;
 
-#[test]
-fn icmp_fragmentation_needed_goes_to_the_node_that_owns_the_flow() {
-    let Some(mut rig) = Rig::up("d", 3) else { return };
+fn icmp_fragmentation_needed_goes_to_the_node_that_owns_the_flow(plane: Plane) {
+    let Some(mut rig) = Rig::up("d", 3, plane) else { return };
     // Only the flow's own packets and the ICMP error cross the director in this test.
     rig.start_director(&[1, 1, 1]);
     rig.wait_all_up(START);
@@ -269,3 +317,49 @@ fn icmp_fragmentation_needed_goes_to_the_node_that_owns_the_flow() {
     }
     drop(conn);
 }
+
+#[test]
+fn xdp_only_a_second_director_is_refused_and_a_crash_detaches_the_program() {
+    let Some(mut rig) = Rig::up("e", 3, Plane::Xdp) else {
+        return;
+    };
+    rig.start_director(&[1, 1, 1]);
+    rig.wait_all_up(START);
+    assert!(rig.link("dir").contains("prog/xdp"), "{}", rig.link("dir"));
+
+    let (status, out) = rig.second_director();
+    assert!(!status.success(), "a second director started: {out}");
+    assert!(out.contains("another strata-director is already running"), "{out}");
+    // The first still forwards.
+    assert!(spread(&rig, 10).iter().all(Result::is_ok));
+
+    rig.kill_director();
+    let until = Instant::now() + Duration::from_secs(5);
+    while rig.link("dir").contains("prog/xdp") {
+        assert!(
+            Instant::now() < until,
+            "the program outlived the director: {}",
+            rig.link("dir")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Each scenario above, once per data plane.
+macro_rules! on_both_planes {
+    ($($name:ident),* $(,)?) => {
+        mod af_packet {
+            $(#[test] fn $name() { super::$name(super::Plane::AfPacket) })*
+        }
+        mod xdp {
+            $(#[test] fn $name() { super::$name(super::Plane::Xdp) })*
+        }
+    };
+}
+
+on_both_planes!(
+    requests_spread_over_the_nodes_and_responses_bypass_the_director,
+    a_killed_node_leaves_within_a_second_and_other_flows_are_undisturbed,
+    draining_by_reload_keeps_pinned_flows_and_takes_no_new_ones,
+    icmp_fragmentation_needed_goes_to_the_node_that_owns_the_flow,
+);

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Builds (or removes) the director test rig: one L2 segment of network namespaces.
 #
-#   director/tests/rig.sh up   PREFIX NODES   # PREFIX-sw (bridge), PREFIX-cli, PREFIX-dir, PREFIX-n1..N
+#   director/tests/rig.sh up   PREFIX NODES [xdp]  # PREFIX-sw (bridge), PREFIX-cli, PREFIX-dir, PREFIX-n1..N
 #   director/tests/rig.sh down PREFIX
+#
+# With "xdp", the segment is made ready for the director's native XDP plane on a veth:
+# the switch side of the director's veth gets a pass-through XDP program (a veth takes in
+# what its peer sends with XDP_TX only then), and the client computes its own TCP/UDP
+# checksums (veth otherwise leaves them to "hardware", and a frame forwarded by XDP loses
+# the mark that says so; real NICs always deliver complete checksums). Needs clang and
+# ethtool.
 #
 #   client    PREFIX-cli  eth0 192.0.2.1/24     02:00:00:00:00:01
 #   director  PREFIX-dir  eth0 192.0.2.2/24     02:00:00:00:00:02   (VIP not configured, no forwarding)
@@ -34,8 +41,21 @@ host() { # NAME MAC ADDR
     ip -n "$p-$name" addr add "$addr/24" dev eth0
 }
 
+# Compiles the pass-through program once per rig (into the rig's own directory).
+peer_pass() {
+    local p=$1 obj
+    command -v clang >/dev/null || { echo "rig.sh: the XDP rig needs clang (apt-get install clang)" >&2; exit 1; }
+    command -v ethtool >/dev/null || { echo "rig.sh: the XDP rig needs ethtool (apt-get install ethtool)" >&2; exit 1; }
+    obj=$(mktemp --suffix=.o)
+    clang -O2 -target bpf -I"/usr/include/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)" \
+        -c "$REPO_DIR/director/tests/rig/peer-pass.bpf.c" -o "$obj"
+    ip -n "$p-sw" link set dev v-dir xdpdrv obj "$obj" sec xdp
+    rm -f "$obj"
+    ip netns exec "$p-cli" ethtool -K eth0 tx off >/dev/null
+}
+
 up() {
-    local p=$1 n=$2 i
+    local p=$1 n=$2 plane=${3:-} i
     down "$p"
     ip netns add "$p-sw"
     ip -n "$p-sw" link add br0 type bridge forward_delay 0 stp_state 0
@@ -55,10 +75,12 @@ up() {
         host "$p" "n$i" "$(printf '02:00:00:00:00:%02x' $((10 + i)))" "192.0.2.$((10 + i))"
         ip netns exec "$p-n$i" "$REPO_DIR/scripts/real-server.sh" up "$VIP"
     done
+    if [ "$plane" = xdp ]; then peer_pass "$p"; fi
 }
 
 case ${1:-} in
-    up) [ $# -eq 3 ] || { echo "usage: $0 up PREFIX NODES" >&2; exit 2; }; up "$2" "$3" ;;
+    up) [ $# -eq 3 ] || { [ $# -eq 4 ] && [ "$4" = xdp ]; } || { echo "usage: $0 up PREFIX NODES [xdp]" >&2; exit 2; }
+        up "$2" "$3" "${4:-}" ;;
     down) [ $# -eq 2 ] || { echo "usage: $0 down PREFIX" >&2; exit 2; }; down "$2" ;;
-    *) echo "usage: $0 up PREFIX NODES | down PREFIX" >&2; exit 2 ;;
+    *) echo "usage: $0 up PREFIX NODES [xdp] | down PREFIX" >&2; exit 2 ;;
 esac

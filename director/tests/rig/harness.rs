@@ -77,6 +77,10 @@ fn proxy_bin() -> PathBuf {
     bin
 }
 
+fn director_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_strata-director")
+}
+
 /// One node's processes.
 struct Node {
     origin: Child,
@@ -89,14 +93,45 @@ pub struct Rig {
     dir: PathBuf,
     nodes: Vec<Node>,
     director: Option<Child>,
+    /// The data plane the director is started with.
+    pub plane: Plane,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
+/// The data plane a rig test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    /// Packet sockets in user space.
+    AfPacket,
+    /// The XDP program, native mode on the director's veth.
+    Xdp,
+}
+
+impl Plane {
+    /// The `data_plane` config value.
+    pub fn config(self) -> &'static str {
+        match self {
+            Plane::AfPacket => "af_packet",
+            Plane::Xdp => "xdp",
+        }
+    }
+
+    /// What `/metrics` reports as `strata_director_data_plane{plane=…}`.
+    pub fn reported(self) -> &'static str {
+        match self {
+            Plane::AfPacket => "af_packet",
+            Plane::Xdp => "xdp-native",
+        }
+    }
+}
+
 /// Per-node weights for the director config (1 = default).
-pub fn director_config(weights: &[u32]) -> String {
+pub fn director_config(weights: &[u32], plane: Plane) -> String {
     let mut s = format!(
         "interface = \"eth0\"\nvip = \"{VIP}\"\nports = [80]\nadmin_listen = \"127.0.0.1:9090\"\nworkers = 2\n\
-         [health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\nfall = 3\nrise = 5\n"
+         data_plane = \"{}\"\n\
+         [health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\nfall = 3\nrise = 5\n",
+        plane.config()
     );
     for (i, w) in weights.iter().enumerate() {
         let ip = format!("192.0.2.{}", 11 + i);
@@ -108,13 +143,14 @@ pub fn director_config(weights: &[u32]) -> String {
 impl Rig {
     /// Builds the namespaces and starts `nodes` nodes (origin + strata-proxy each).
     /// `None` when not root: the caller returns, the test passes as skipped.
-    pub fn up(tag: &str, nodes: usize) -> Option<Rig> {
+    pub fn up(tag: &str, nodes: usize, plane: Plane) -> Option<Rig> {
         if !is_root() {
             eprintln!("SKIPPED: the director rig needs root (network namespaces, packet sockets)");
             return None;
         }
         let turn = ONE_RIG_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let prefix = format!("sd{}{tag}", std::process::id() % 100_000);
+        let plane_tag = if plane == Plane::Xdp { "x" } else { "p" };
+        let prefix = format!("sd{}{tag}{plane_tag}", std::process::id() % 100_000);
         let dir = std::env::temp_dir().join(format!("strata-rig-{prefix}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -123,9 +159,15 @@ impl Rig {
             dir,
             nodes: Vec::new(),
             director: None,
+            plane,
             _turn: turn,
         };
-        run(Command::new(workspace().join("director/tests/rig.sh")).args(["up", &rig.prefix, &nodes.to_string()]));
+        let mut rig_sh = Command::new(workspace().join("director/tests/rig.sh"));
+        rig_sh.args(["up", &rig.prefix, &nodes.to_string()]);
+        if plane == Plane::Xdp {
+            rig_sh.arg("xdp");
+        }
+        run(&mut rig_sh);
         let proxy = proxy_bin();
         for i in 1..=nodes {
             let d = rig.dir.join(format!("n{i}"));
@@ -195,19 +237,49 @@ impl Rig {
     /// Writes the director config for `weights` and starts the director.
     pub fn start_director(&mut self, weights: &[u32]) {
         let cfg = self.dir.join("director.toml");
-        std::fs::write(&cfg, director_config(weights)).expect("director config");
-        let bin = env!("CARGO_BIN_EXE_strata-director");
+        std::fs::write(&cfg, director_config(weights, self.plane)).expect("director config");
         let d = self.spawn(
             "dir",
-            Command::new(bin).arg("--config").arg(&cfg),
+            Command::new(director_bin()).arg("--config").arg(&cfg),
             &self.dir.join("director.log"),
         );
         self.director = Some(d);
     }
 
+    /// Runs a second director with the running one's config, to its end (bounded by a
+    /// timeout); its exit status and output.
+    pub fn second_director(&self) -> (std::process::ExitStatus, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &format!("{}-dir", self.prefix), "timeout", "10"])
+            .arg(director_bin())
+            .arg("--config")
+            .arg(self.dir.join("director.toml"))
+            .output()
+            .expect("run a second director");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status, text)
+    }
+
+    /// Kills the director as a crash would (SIGKILL) and waits for it.
+    pub fn kill_director(&mut self) {
+        if let Some(mut d) = self.director.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+
+    /// `ip link show eth0` in namespace `host`.
+    pub fn link(&self, host: &str) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &format!("{}-{host}", self.prefix), "link", "show", "eth0"])
+            .output()
+            .expect("ip link show");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Rewrites the director config and sends SIGHUP.
     pub fn reload(&self, weights: &[u32]) {
-        std::fs::write(self.dir.join("director.toml"), director_config(weights)).expect("director config");
+        std::fs::write(self.dir.join("director.toml"), director_config(weights, self.plane)).expect("director config");
         let pid = self.director.as_ref().expect("director running").id();
         run(Command::new("kill").args(["-HUP", &pid.to_string()]));
     }
