@@ -416,7 +416,7 @@ pub struct CommentsConfig {
     /// Queue depth beyond which comments go to PHP.
     pub max_queue: u64,
     /// Addresses whose `X-Forwarded-For` names the real client (the director, a TLS front).
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<crate::allow::IpNet>,
     /// Settings older than this mean no syncer runs: comments then go to PHP.
     pub settings_max_age: Duration,
     /// Deadline of every memcached exchange.
@@ -691,9 +691,9 @@ pub struct ClusterConfig {
     pub secret_file: PathBuf,
     /// The secret itself, read at load time.
     pub secret: Vec<u8>,
-    /// Client addresses allowed on the admin API besides signature checks; empty = any
-    /// (then `/lookup` and `/cluster` answer loopback clients and signed requests only).
-    pub admin_allow: Vec<std::net::IpAddr>,
+    /// Client addresses and ranges allowed on the admin API besides signature checks; empty
+    /// = any (then `/lookup` and `/cluster` answer loopback clients and signed requests only).
+    pub admin_allow: Vec<crate::allow::IpNet>,
     /// What else senders call this node's admin listener (`host:port` of their URLs), besides
     /// the address a connection arrives at: a signed request whose `Host` names neither is
     /// refused (it was signed for another node).
@@ -744,8 +744,9 @@ pub struct BansConfig {
     /// sites whose anonymous actions change pages); off: only confirmed logins and answers
     /// that prove a change do.
     pub trust_anonymous_writes: bool,
-    /// Client addresses whose `PURGE` requests on the public port are obeyed; empty = none.
-    pub purge_allow: Vec<std::net::IpAddr>,
+    /// Client addresses and ranges whose `PURGE` requests on the public port are obeyed;
+    /// empty = none.
+    pub purge_allow: Vec<crate::allow::IpNet>,
 }
 
 impl Default for BansConfig {

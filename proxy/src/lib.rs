@@ -14,6 +14,7 @@
 //! - [`freshness`]: may a response be stored, for how long, with how much grace, and what a
 //!   `304` updates; [`validators`]: entity tags and conditional requests; [`ranges`]: byte
 //!   ranges of a stored body;
+//! - [`allow`]: address allow lists (single addresses and CIDR ranges);
 //! - [`policy`]: pass or look up, the normalised host and cache key (WordPress rules);
 //! - [`origin`]: the pooled origin client, its errors and the headers a request to it gets;
 //! - [`config`]: TOML → validated [`config::Config`], every problem named by key;
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod allow;
 pub mod answer;
 pub mod bans;
 pub mod body;

@@ -198,7 +198,7 @@ impl Proxy {
             .server
             .access_log
             .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
-        let purge = req.method().as_str() == "PURGE" && cfg.bans.purge_allow.contains(&client.ip());
+        let purge = req.method().as_str() == "PURGE" && crate::allow::any_contains(&cfg.bans.purge_allow, client.ip());
         drop(cfg);
         let Answer { mut resp, outcome } = match self.refuse(&req) {
             Some(a) if !purge || a.resp.status() == StatusCode::BAD_REQUEST => a,

@@ -10,14 +10,15 @@ use strata_wire::config::{resolve, Checker};
 
 use super::*;
 
-/// A list of IP addresses; each entry that is not one is reported under `key` and left out.
-pub(super) fn ip_addrs(c: &mut Checker, key: &str, list: &Option<Vec<String>>) -> Vec<std::net::IpAddr> {
+/// An allow list of addresses and CIDR ranges; each entry that is neither is reported under
+/// `key`, naming the entry, and left out.
+pub(super) fn ip_nets(c: &mut Checker, key: &str, list: &Option<Vec<String>>) -> Vec<crate::allow::IpNet> {
     list.iter()
         .flatten()
         .filter_map(|s| match s.parse() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                c.problem(key, format!("{s:?} is not an IP address"));
+            Ok(net) => Some(net),
+            Err(e) => {
+                c.problem(key, format!("{e}"));
                 None
             }
         })
@@ -506,7 +507,7 @@ pub(super) fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Pat
             }
         })
         .collect();
-    let admin_allow = ip_addrs(c, "cluster.admin_allow", &cl.admin_allow);
+    let admin_allow = ip_nets(c, "cluster.admin_allow", &cl.admin_allow);
     let admin_hosts = cl
         .admin_hosts
         .iter()
@@ -610,7 +611,7 @@ pub(super) fn bans_config(c: &mut Checker, b: &RawBans) -> BansConfig {
     bans.max_tags = c.count("bans.max_tags", b.max_tags, DEFAULT_MAX_TAGS, 1..=1024);
     bans.wordpress = b.wordpress.unwrap_or(true);
     bans.trust_anonymous_writes = b.trust_anonymous_writes.unwrap_or(false);
-    bans.purge_allow = ip_addrs(c, "bans.purge_allow", &b.purge_allow);
+    bans.purge_allow = ip_nets(c, "bans.purge_allow", &b.purge_allow);
     bans
 }
 
@@ -634,7 +635,7 @@ pub(super) fn comments_config(c: &mut Checker, m: &RawComments) -> CommentsConfi
             DEFAULT_MAX_QUEUE as usize,
             1..=100_000_000,
         ) as u64,
-        trusted_proxies: ip_addrs(c, "comments.trusted_proxies", &m.trusted_proxies),
+        trusted_proxies: ip_nets(c, "comments.trusted_proxies", &m.trusted_proxies),
         settings_max_age: c.duration(
             "comments.settings_max_age",
             &m.settings_max_age,

@@ -303,7 +303,8 @@ async fn check_config_names_every_bad_key() {
     std::fs::write(
         &path,
         "[server]\nlisten = \"localhost\"\nadmin_listen = \"127.0.0.1:9\"\n[origin]\nurl = \"ftp://x\"\n\
-         [cache]\ncapacity = \"lots\"\ngrace = \"forever\"\n[cluster]\nsecret_file = \"/nonexistent/secret\"\n",
+         [cache]\ncapacity = \"lots\"\ngrace = \"forever\"\n[cluster]\nsecret_file = \"/nonexistent/secret\"\n\
+         admin_allow = [\"10.0.0.0/33\"]\n[bans]\npurge_allow = [\"127.0.0.0/8\", \"10.0.0.1/8\"]\n",
     )
     .unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_strata-proxy"))
@@ -322,6 +323,17 @@ async fn check_config_names_every_bad_key() {
     ] {
         assert!(err.contains(key), "{key} not named in:\n{err}");
     }
+    // A bad allow-list entry is named with its key; the good one beside it is not.
+    for (key, entry) in [
+        ("cluster.admin_allow", "10.0.0.0/33"),
+        ("bans.purge_allow", "10.0.0.1/8"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(key) && l.contains(entry)),
+            "{key} {entry} not named in:\n{err}"
+        );
+    }
+    assert!(!err.contains("127.0.0.0/8"), "{err}");
     std::fs::write(&path, "[cache]\ncapacity = 1\nbogus = true\n").unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_strata-proxy"))
         .args(["--check-config", "--config", path.to_str().unwrap()])
