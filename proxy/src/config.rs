@@ -379,6 +379,7 @@ struct RawBans {
     wordpress: Option<bool>,
     trust_anonymous_writes: Option<bool>,
     purge_allow: Option<Vec<String>>,
+    purge_path: Option<String>,
 }
 
 /// A validated configuration.
@@ -499,7 +500,7 @@ pub struct OriginConfig {
 impl Config {
     /// What a running proxy takes from `new` on SIGHUP, and the keys that differ but take a
     /// restart (their running values are kept): `[cache]` but `capacity`, `[policy]`,
-    /// `[bans] purge_allow` and `strip_tag_headers`, `[server] hosts` and `access_log`,
+    /// `[bans] purge_allow`, `purge_path` and `strip_tag_headers`, `[server] hosts` and `access_log`,
     /// `[cluster] admin_allow`, `admin_hosts`, `write_wait` and `when_unconfirmed` apply at once; listeners,
     /// workers and timeouts, the origin, the cache's capacity, the cluster's membership and
     /// secret, tag extraction and `[comments]` are built at start.
@@ -522,6 +523,7 @@ impl Config {
         );
         merged.policy = new.policy.clone();
         merged.bans.purge_allow = new.bans.purge_allow.clone();
+        merged.bans.purge_path = new.bans.purge_path.clone();
         merged.bans.strip_tag_headers = new.bans.strip_tag_headers;
         let tag_rules = |b: &BansConfig| format!("{:?} {} {}", b.tag_headers, b.max_tags, b.wordpress);
         differs(
@@ -747,6 +749,9 @@ pub struct BansConfig {
     /// Client addresses and ranges whose `PURGE` requests on the public port are obeyed;
     /// empty = none.
     pub purge_allow: Vec<crate::allow::IpNet>,
+    /// The URL form of a public purge (nginx Helper's `/purge`): a GET or HEAD of
+    /// `{purge_path}/PATH` from a `purge_allow` address purges `/PATH`; empty = off.
+    pub purge_path: String,
 }
 
 impl Default for BansConfig {
@@ -761,6 +766,7 @@ impl Default for BansConfig {
             wordpress: true,
             trust_anonymous_writes: false,
             purge_allow: Vec::new(),
+            purge_path: String::new(),
         }
     }
 }

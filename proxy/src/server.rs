@@ -57,7 +57,7 @@ mod shield;
 
 use flight::{Flight, FlightGuard, FlightRx, MAX_FLIGHT_RETRIES};
 
-pub use invalidate::BanResult;
+pub use invalidate::{purge_url_ban, purge_url_target, BanResult, PurgeForm};
 pub use pass::ClientBody;
 use pass::MAX_COMMENT_BODY;
 
@@ -198,11 +198,12 @@ impl Proxy {
             .server
             .access_log
             .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
-        let purge = req.method().as_str() == "PURGE" && crate::allow::any_contains(&cfg.bans.purge_allow, client.ip());
+        let purge = PurgeForm::of(&req, &cfg.bans.purge_path)
+            .filter(|_| crate::allow::any_contains(&cfg.bans.purge_allow, client.ip()));
         drop(cfg);
-        let Answer { mut resp, outcome } = match self.refuse(&req) {
-            Some(a) if !purge || a.resp.status() == StatusCode::BAD_REQUEST => a,
-            _ if purge => self.public_purge(&req),
+        let Answer { mut resp, outcome } = match (self.refuse(&req), purge) {
+            (Some(a), p) if p.is_none() || a.resp.status() == StatusCode::BAD_REQUEST => a,
+            (_, Some(form)) => self.public_purge(&req, form),
             _ => self.route(req, client).await,
         };
         self.metrics.request(outcome);
@@ -270,6 +271,13 @@ impl Proxy {
                 "purge",
                 StatusCode::METHOD_NOT_ALLOWED,
                 "PURGE is not accepted on the public port; use the signed admin API",
+            )
+        } else if PurgeForm::of(req, &self.cfg().bans.purge_path).is_some() {
+            // Refused like `PURGE`; `handle` answers it instead for a `bans.purge_allow` client.
+            (
+                "purge",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "purge URLs (bans.purge_path) are not accepted from this address; use the signed admin API",
             )
         } else if req.uri().scheme_str().is_some_and(|s| s != "http" && s != "https") {
             ("scheme", StatusCode::BAD_REQUEST, "unsupported URI scheme")

@@ -612,6 +612,21 @@ pub(super) fn bans_config(c: &mut Checker, b: &RawBans) -> BansConfig {
     bans.wordpress = b.wordpress.unwrap_or(true);
     bans.trust_anonymous_writes = b.trust_anonymous_writes.unwrap_or(false);
     bans.purge_allow = ip_nets(c, "bans.purge_allow", &b.purge_allow);
+    if let Some(p) = &b.purge_path {
+        let fine = p.is_empty()
+            || (p.len() <= 100
+                && p.starts_with('/')
+                && !p.ends_with('/')
+                && p.bytes().all(|b| b.is_ascii_graphic() && !b"?#*%".contains(&b)));
+        if fine {
+            bans.purge_path = p.clone();
+        } else {
+            c.problem(
+                "bans.purge_path",
+                format!("{p:?} is not a path prefix such as \"/purge\" (a leading /, no trailing /, no ? # * %; \"\" = off)"),
+            );
+        }
+    }
     bans
 }
 

@@ -608,6 +608,17 @@ fn bans_section() {
         "\"10.0.0.1/8\" has bits set after its /8 prefix: did you mean \"10.0.0.0/8\"?"
     );
     assert_eq!(problems[3].message, "\"::/129\": the prefix length must be at most 128");
+
+    // The URL form of a purge: off unless named; a path prefix without its final slash.
+    assert_eq!(b.purge_path, "");
+    let (b, problems) = checked(|c| bans_config(c, &raw("purge_path = \"/purge\"\n")));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(b.purge_path, "/purge");
+    for bad in ["purge", "/purge/", "/", "/pur ge", "/purge*", "/purge?x"] {
+        let (b, problems) = checked(|c| bans_config(c, &raw(&format!("purge_path = {bad:?}\n"))));
+        assert_eq!(keys(&problems), ["bans.purge_path"], "{bad}");
+        assert_eq!(b.purge_path, "", "{bad}");
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Who may purge and use the admin plane, against the real WordPress: allow lists with CIDR
-//! ranges and IPv4-mapped IPv6 clients (loopback only: `127.0.0.0/8` gives a test many
-//! source addresses).
+//! ranges and IPv4-mapped IPv6 clients, and the URL form of a purge (nginx Helper's
+//! `GET /purge/PATH`). Loopback only: `127.0.0.0/8` gives a test many source addresses.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -157,4 +157,57 @@ async fn admin_allow_ranges_open_and_close_the_admin_listener() {
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
     assert_eq!(r.text(), "127.0.0.1 is not in cluster.admin_allow\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_urls_from_allowed_addresses_purge_their_page_and_no_other() {
+    let paths = post_paths(3).await;
+    let p = TestProxy::start(
+        &wp_origin(),
+        &[
+            ("bans", "purge_allow = [\"127.0.0.1\"]"),
+            ("bans", "purge_path = \"/purge\""),
+        ],
+    )
+    .await;
+    for path in paths.iter().map(String::as_str).chain(["/"]) {
+        warm(p.addr, path).await;
+    }
+    let (page, other, third) = (&paths[0], &paths[1], &paths[2]);
+
+    // nginx Helper's GET, from an allowed address: that page only.
+    let (status, body) = request_from("127.0.0.1", p.addr, "GET", &format!("/purge{page}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"removed\":"), "{body}");
+    assert_eq!(x_cache(p.addr, page).await, "MISS", "the purged page");
+    assert_eq!(x_cache(p.addr, other).await, "HIT", "another post");
+    assert_eq!(x_cache(p.addr, "/").await, "HIT", "the home page");
+
+    // From an address outside purge_allow: refused exactly like PURGE, nothing purged.
+    let (status, body) = request_from("127.0.0.2", p.addr, "GET", &format!("/purge{other}")).await;
+    assert_eq!(status, 405, "{body}");
+    assert!(body.contains("bans.purge_path"), "{body}");
+    assert_eq!(request_from("127.0.0.2", p.addr, "PURGE", other).await.0, 405);
+    assert_eq!(x_cache(p.addr, other).await, "HIT", "nothing purged from outside");
+
+    // A trailing * purges every URL under the prefix: this one's, not the others'.
+    let wildcard = format!("/purge{}*", &other[..other.len() - 3]);
+    assert_eq!(request_from("127.0.0.1", p.addr, "GET", &wildcard).await.0, 200);
+    assert_eq!(x_cache(p.addr, other).await, "MISS", "under the prefix");
+    for path in [third.as_str(), "/"] {
+        assert_eq!(x_cache(p.addr, path).await, "HIT", "{path} is not under the prefix");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_urls_are_ordinary_pages_unless_purge_path_is_set() {
+    let page = &post_paths(1).await[0];
+    let p = TestProxy::start(&wp_origin(), &[("bans", "purge_allow = [\"127.0.0.1\"]")]).await;
+    warm(p.addr, page).await;
+    // WordPress answers the path itself (its redirect to the post it guesses); nothing is
+    // purged.
+    let (status, body) = request_from("127.0.0.1", p.addr, "GET", &format!("/purge{page}")).await;
+    assert!(status == 301 || status == 404, "WordPress's answer: {status} {body}");
+    assert!(!body.contains("\"removed\":"), "{body}");
+    assert_eq!(x_cache(p.addr, page).await, "HIT");
 }
