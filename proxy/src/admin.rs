@@ -326,8 +326,8 @@ impl Admin {
             conc = p.cfg().origin.concurrency,
             deferred = m.background_refreshes_deferred.get(),
             list_deferred = m.list_refreshes_deferred.get(),
-            asked = shield_counts(&scrape.by_label("strata_shield_requests_total", "result")),
-            served = shield_counts(&scrape.by_label("strata_shield_served_total", "result")),
+            asked = shield_counts(&scrape.by_label("strata_proxy_shield_requests_total", "result")),
+            served = shield_counts(&scrape.by_label("strata_proxy_shield_served_total", "result")),
             seq = p.cluster.latest(),
             confirmed = if p.cluster.confirmed(tokio::time::Instant::now()) {
                 "confirmed current"

@@ -14,55 +14,55 @@ use crate::outcome::Outcome;
 
 /// Metric names (without the `_total` suffix the encoder adds to counters).
 pub mod names {
-    pub const REQUESTS: &str = "strata_requests";
-    pub const PASSES: &str = "strata_passes";
-    pub const NOT_STORED: &str = "strata_not_stored";
-    pub const CLIENT_ERRORS: &str = "strata_client_errors";
-    pub const COALESCED: &str = "strata_coalesced_requests";
-    pub const ORIGIN_REQUESTS: &str = "strata_origin_requests";
-    pub const ORIGIN_ERRORS: &str = "strata_origin_errors";
-    pub const ORIGIN_LATENCY: &str = "strata_origin_first_byte_seconds";
-    pub const ORIGIN_INTERIM: &str = "strata_origin_interim_responses";
-    pub const HIT_RATIO: &str = "strata_hit_ratio";
-    pub const CACHE_BYTES: &str = "strata_cache_bytes";
-    pub const CACHE_CAPACITY: &str = "strata_cache_capacity_bytes";
-    pub const CACHE_OBJECTS: &str = "strata_cache_objects";
-    pub const EVICTIONS: &str = "strata_cache_evictions";
-    pub const EXPIRATIONS: &str = "strata_cache_expirations";
-    pub const PURGES: &str = "strata_purges";
-    pub const BACKGROUND_REFRESHES: &str = "strata_background_refreshes";
-    pub const BACKGROUND_REFRESHES_DEFERRED: &str = "strata_background_refreshes_deferred";
-    pub const LIST_REFRESHES_DEFERRED: &str = "strata_list_refreshes_deferred";
-    pub const ORIGIN_IN_FLIGHT: &str = "strata_origin_in_flight";
-    pub const ORIGIN_QUEUED: &str = "strata_origin_queued";
-    pub const ORIGIN_WAITED: &str = "strata_origin_waited_seconds";
-    pub const ORIGIN_REFUSED: &str = "strata_origin_refused";
-    /// `strata_origin_fetches_total{class}`: fills and refreshes sent to the origin (not to a
+    pub const REQUESTS: &str = "strata_proxy_requests";
+    pub const PASSES: &str = "strata_proxy_passes";
+    pub const NOT_STORED: &str = "strata_proxy_not_stored";
+    pub const CLIENT_ERRORS: &str = "strata_proxy_client_errors";
+    pub const COALESCED: &str = "strata_proxy_coalesced_requests";
+    pub const ORIGIN_REQUESTS: &str = "strata_proxy_origin_requests";
+    pub const ORIGIN_ERRORS: &str = "strata_proxy_origin_errors";
+    pub const ORIGIN_LATENCY: &str = "strata_proxy_origin_first_byte_seconds";
+    pub const ORIGIN_INTERIM: &str = "strata_proxy_origin_interim_responses";
+    pub const HIT_RATIO: &str = "strata_proxy_hit_ratio";
+    pub const CACHE_BYTES: &str = "strata_proxy_cache_bytes";
+    pub const CACHE_CAPACITY: &str = "strata_proxy_cache_capacity_bytes";
+    pub const CACHE_OBJECTS: &str = "strata_proxy_cache_objects";
+    pub const EVICTIONS: &str = "strata_proxy_cache_evictions";
+    pub const EXPIRATIONS: &str = "strata_proxy_cache_expirations";
+    pub const PURGES: &str = "strata_proxy_purges";
+    pub const BACKGROUND_REFRESHES: &str = "strata_proxy_background_refreshes";
+    pub const BACKGROUND_REFRESHES_DEFERRED: &str = "strata_proxy_background_refreshes_deferred";
+    pub const LIST_REFRESHES_DEFERRED: &str = "strata_proxy_list_refreshes_deferred";
+    pub const ORIGIN_IN_FLIGHT: &str = "strata_proxy_origin_in_flight";
+    pub const ORIGIN_QUEUED: &str = "strata_proxy_origin_queued";
+    pub const ORIGIN_WAITED: &str = "strata_proxy_origin_waited_seconds";
+    pub const ORIGIN_REFUSED: &str = "strata_proxy_origin_refused";
+    /// `strata_proxy_origin_fetches_total{class}`: fills and refreshes sent to the origin (not to a
     /// home node), by budget class.
-    pub const ORIGIN_FETCHES: &str = "strata_origin_fetches";
-    pub const BANS_SENT: &str = "strata_bans_sent";
-    pub const BANS_RECEIVED: &str = "strata_bans_received";
-    pub const BANS_APPLIED: &str = "strata_bans_applied";
-    pub const BAN_PROPAGATION: &str = "strata_ban_propagation_seconds";
-    pub const BAN_ACK: &str = "strata_ban_ack_seconds";
-    pub const SIBLING_QUEUE: &str = "strata_sibling_queue";
-    pub const SIBLING_UP: &str = "strata_sibling_up";
-    pub const SIBLING_LAG: &str = "strata_sibling_lag";
-    pub const CLUSTER_CONFIRMED: &str = "strata_cluster_confirmed";
-    pub const CLUSTER_FLUSHES: &str = "strata_cluster_flushes";
-    pub const TAGS_INDEXED: &str = "strata_tags_indexed";
-    pub const COMMENTS: &str = "strata_comments";
-    pub const COMMENT_UNTRUSTED: &str = "strata_comment_queue_untrusted";
-    pub const WRITES: &str = "strata_writes";
-    pub const LOGIN_CHECKS: &str = "strata_login_checks";
-    pub const COMMENT_VERDICT: &str = "strata_comment_verdict_seconds";
-    pub const CONNECTIONS_REFUSED: &str = "strata_connections_refused";
-    pub const SHIELD_REQUESTS: &str = "strata_shield_requests";
-    pub const SHIELD_SERVED: &str = "strata_shield_served";
-    pub const SHIELD_EARLY_BANS: &str = "strata_shield_early_bans";
+    pub const ORIGIN_FETCHES: &str = "strata_proxy_origin_fetches";
+    pub const BANS_SENT: &str = "strata_proxy_bans_sent";
+    pub const BANS_RECEIVED: &str = "strata_proxy_bans_received";
+    pub const BANS_APPLIED: &str = "strata_proxy_bans_applied";
+    pub const BAN_PROPAGATION: &str = "strata_proxy_ban_propagation_seconds";
+    pub const BAN_ACK: &str = "strata_proxy_ban_ack_seconds";
+    pub const SIBLING_QUEUE: &str = "strata_proxy_sibling_queue";
+    pub const SIBLING_UP: &str = "strata_proxy_sibling_up";
+    pub const SIBLING_LAG: &str = "strata_proxy_sibling_lag_seconds";
+    pub const CLUSTER_CONFIRMED: &str = "strata_proxy_cluster_confirmed";
+    pub const CLUSTER_FLUSHES: &str = "strata_proxy_cluster_flushes";
+    pub const TAGS_INDEXED: &str = "strata_proxy_tags_indexed";
+    pub const COMMENTS: &str = "strata_proxy_comments";
+    pub const COMMENT_UNTRUSTED: &str = "strata_proxy_comment_queue_untrusted";
+    pub const WRITES: &str = "strata_proxy_writes";
+    pub const LOGIN_CHECKS: &str = "strata_proxy_login_checks";
+    pub const COMMENT_VERDICT: &str = "strata_proxy_comment_verdict_seconds";
+    pub const CONNECTIONS_REFUSED: &str = "strata_proxy_connections_refused";
+    pub const SHIELD_REQUESTS: &str = "strata_proxy_shield_requests";
+    pub const SHIELD_SERVED: &str = "strata_proxy_shield_served";
+    pub const SHIELD_EARLY_BANS: &str = "strata_proxy_shield_early_bans";
 }
 
-/// `strata_shield_requests_total{result}`: fills of keys whose home is another node, by how
+/// `strata_proxy_shield_requests_total{result}`: fills of keys whose home is another node, by how
 /// they ended (`hit`, `filled`, `pass` at the home, or why this node asked the origin).
 pub const SHIELD_REQUEST_RESULTS: [&str; 8] = [
     "hit",
@@ -74,7 +74,7 @@ pub const SHIELD_REQUEST_RESULTS: [&str; 8] = [
     "fallback_banned",
     "fallback_busy",
 ];
-/// `strata_shield_served_total{result}`: shield requests this node answered as a home.
+/// `strata_proxy_shield_served_total{result}`: shield requests this node answered as a home.
 pub const SHIELD_SERVED_RESULTS: [&str; 7] = ["hit", "filled", "pass", "lagging", "deferred", "error", "refused"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -307,7 +307,7 @@ fn logged_sending(needle: &str) -> serde_json::Value {
 async fn bans_of_everything(nodes: &Nodes) -> f64 {
     let mut sum = 0.0;
     for admin in nodes.admins() {
-        sum += metric_at(admin, "strata_bans_applied_total", "kind=\"all\"").await;
+        sum += metric_at(admin, "strata_proxy_bans_applied_total", "kind=\"all\"").await;
     }
     sum
 }

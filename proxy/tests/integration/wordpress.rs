@@ -25,7 +25,7 @@ async fn miss_then_hit_with_identical_body() {
     assert_eq!(second.x_cache(), "HIT");
     assert!(second.header("cache-status").starts_with("Strata; hit"));
     assert_eq!(first.body, second.body);
-    assert_eq!(p.metric("strata_origin_requests_total", "").await, 1.0);
+    assert_eq!(p.metric("strata_proxy_origin_requests_total", "").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,9 +97,9 @@ async fn hundred_concurrent_cold_requests_make_one_origin_request() {
         bodies.windows(2).all(|w| w[0] == w[1]),
         "every request got the same page"
     );
-    assert_eq!(p.metric("strata_origin_requests_total", "").await, 1.0);
-    assert_eq!(p.metric("strata_requests_total", "outcome=\"miss\"").await, 1.0);
-    assert_eq!(p.metric("strata_requests_total", "outcome=\"hit\"").await, 99.0);
+    assert_eq!(p.metric("strata_proxy_origin_requests_total", "").await, 1.0);
+    assert_eq!(p.metric("strata_proxy_requests_total", "outcome=\"miss\"").await, 1.0);
+    assert_eq!(p.metric("strata_proxy_requests_total", "outcome=\"hit\"").await, 99.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +119,7 @@ async fn gzip_brotli_and_identity_clients_are_all_served_from_memory() {
     assert_eq!((again.x_cache(), again.header("content-encoding")), ("HIT", ""));
     assert_eq!(again.body, plain.body);
     assert!(plain.header("vary").contains("Accept-Encoding"));
-    assert_eq!(p.metric("strata_origin_requests_total", "").await, 1.0);
+    assert_eq!(p.metric("strata_proxy_origin_requests_total", "").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,16 +276,16 @@ async fn admin_endpoints_answer_and_are_not_on_the_public_port() {
         .await
         .text();
     for name in [
-        "strata_requests_total",
-        "strata_hit_ratio",
-        "strata_origin_first_byte_seconds",
-        "strata_cache_bytes",
-        "strata_cache_objects",
-        "strata_cache_evictions_total",
+        "strata_proxy_requests_total",
+        "strata_proxy_hit_ratio",
+        "strata_proxy_origin_first_byte_seconds",
+        "strata_proxy_cache_bytes",
+        "strata_proxy_cache_objects",
+        "strata_proxy_cache_evictions_total",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
-    assert_eq!(p.metric("strata_hit_ratio", "").await, 0.5);
+    assert_eq!(p.metric("strata_proxy_hit_ratio", "").await, 0.5);
     let status = send(Method::GET, &format!("http://{}/status", p.admin), &[], Bytes::new())
         .await
         .text();
@@ -356,5 +356,5 @@ async fn hits_are_the_same_with_the_access_log_on() {
     assert_eq!(first.body, second.body);
     assert_eq!(second.header("content-encoding"), "gzip");
     assert!(second.header("cache-status").starts_with("Strata; hit; ttl="));
-    assert_eq!(p.metric("strata_requests_total", "outcome=\"hit\"").await, 1.0);
+    assert_eq!(p.metric("strata_proxy_requests_total", "outcome=\"hit\"").await, 1.0);
 }
