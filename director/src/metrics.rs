@@ -157,5 +157,39 @@ pub fn render(nodes: &[NodeInfo], flows: &FlowStats, c: &Counters) -> String {
         head(&mut o, name, kind, help);
         let _ = writeln!(o, "{name} {v}");
     }
+    strata_wire::process::render_text(&mut o, "strata-director", env!("CARGO_PKG_VERSION"));
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_says_which_build_runs_and_how_the_process_does() {
+        let text = render(&[], &FlowStats::default(), &Counters::default());
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!(
+                "strata_build_info{{program=\"strata-director\",version=\"{version}\""
+            )),
+            "{text}"
+        );
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{name} "))),
+                "{name} in {text}"
+            );
+        }
+        // Names are unique: one TYPE line each.
+        let mut types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        let n = types.len();
+        types.sort_unstable();
+        types.dedup();
+        assert_eq!(types.len(), n, "{text}");
+    }
 }

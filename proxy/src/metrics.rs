@@ -484,6 +484,7 @@ impl Metrics {
             budget.refused.clone(),
         );
         let cluster = Arc::new(ClusterMetrics::register(&mut registry));
+        strata_wire::process::register(&mut registry, "strata-proxy", env!("CARGO_PKG_VERSION"));
         let comments = CommentMetrics {
             results: Family::default(),
             untrusted: Family::default(),

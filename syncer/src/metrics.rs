@@ -225,6 +225,7 @@ impl Metrics {
         for step in STEPS {
             let _ = m.steps.get_or_create(&StepLabel { step });
         }
+        strata_wire::process::register(&mut registry, "strata-syncer", env!("CARGO_PKG_VERSION"));
         Metrics { registry, ..m }
     }
 
@@ -303,5 +304,14 @@ mod tests {
             assert!(text.contains(name), "{name} missing");
         }
         assert!(text.contains("reason=\"duplicate\""));
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!(
+                "strata_build_info{{program=\"strata-syncer\",version=\"{version}\""
+            )),
+            "{text}"
+        );
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+        assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
     }
 }

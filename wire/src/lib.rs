@@ -15,4 +15,5 @@ pub mod ids;
 pub mod logging;
 pub mod memcache;
 pub mod php;
+pub mod process;
 pub mod redirect;

@@ -285,6 +285,18 @@ async fn admin_endpoints_answer_and_are_not_on_the_public_port() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+    // What every program says about itself.
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        metrics.contains(&format!(
+            "strata_build_info{{program=\"strata-proxy\",version=\"{version}\""
+        )),
+        "{metrics}"
+    );
+    assert!(p.metric("process_resident_memory_bytes", "").await > 0.0);
+    assert!(p.metric("process_open_fds", "").await >= 3.0);
+    assert!(p.metric("process_start_time_seconds", "").await > 1.6e9);
+    assert!(metrics.contains("\nprocess_cpu_seconds_total "), "{metrics}");
     assert_eq!(p.metric("strata_proxy_hit_ratio", "").await, 0.5);
     let status = send(Method::GET, &format!("http://{}/status", p.admin), &[], Bytes::new())
         .await
