@@ -192,4 +192,22 @@ mod tests {
         types.dedup();
         assert_eq!(types.len(), n, "{text}");
     }
+
+    #[test]
+    fn the_dashboard_reads_only_metrics_the_director_exports() {
+        // Per-node families are declared (`# TYPE`) even before a node has a series.
+        let offered = strata_wire::exposition::offered(&render(&[], &FlowStats::default(), &Counters::default()));
+        let dashboard = include_str!("../../deploy/grafana/strata.json");
+        let wanted = strata_wire::exposition::dashboard_names(dashboard).expect("deploy/grafana/strata.json is JSON");
+        let ours: Vec<&String> = wanted
+            .iter()
+            .filter(|n| n.starts_with("strata_director_") || n.starts_with("process_") || *n == "strata_build_info")
+            .collect();
+        assert!(ours.iter().any(|n| n.starts_with("strata_director_")), "{ours:?}");
+        let missing: Vec<&&String> = ours.iter().filter(|n| !offered.contains(n.as_str())).collect();
+        assert!(
+            missing.is_empty(),
+            "the dashboard reads {missing:?}, which strata-director does not export"
+        );
+    }
 }

@@ -670,3 +670,90 @@ fn sync_counter(c: &Counter, total: &AtomicU64) {
         c.inc_by(t - have);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DASHBOARD: &str = include_str!("../../deploy/grafana/strata.json");
+
+    /// Every family with at least one series, as a running proxy with siblings has them.
+    fn exercised() -> String {
+        let m = Metrics::new(1 << 20);
+        m.pass("cookie");
+        m.not_stored("status");
+        m.client_error("host");
+        m.origin_error("connect");
+        m.comment("queued");
+        m.comment_untrusted("verdict", "unsigned");
+        m.cluster.sibling("http://10.0.0.2:9080", 0, true, 0.1);
+        m.render(0, 0, &AtomicU64::new(0), &AtomicU64::new(0))
+    }
+
+    #[test]
+    fn the_dashboard_reads_only_metrics_the_proxy_exports() {
+        let offered = strata_wire::exposition::offered(&exercised());
+        let wanted = strata_wire::exposition::dashboard_names(DASHBOARD).expect("deploy/grafana/strata.json is JSON");
+        let ours: Vec<&String> = wanted
+            .iter()
+            .filter(|n| n.starts_with("strata_proxy_") || n.starts_with("process_") || *n == "strata_build_info")
+            .collect();
+        assert!(ours.len() > 20, "{ours:?}");
+        let missing: Vec<&&String> = ours.iter().filter(|n| !offered.contains(n.as_str())).collect();
+        assert!(
+            missing.is_empty(),
+            "the dashboard reads {missing:?}, which strata-proxy does not export"
+        );
+        // Every name it reads belongs to one of the three programs or to every program.
+        let strays: Vec<&String> = wanted
+            .iter()
+            .filter(|n| {
+                !["strata_proxy_", "strata_syncer_", "strata_director_", "process_"]
+                    .iter()
+                    .any(|p| n.starts_with(p))
+                    && *n != "strata_build_info"
+            })
+            .collect();
+        assert!(strays.is_empty(), "{strays:?}");
+    }
+
+    #[test]
+    fn the_dashboard_asks_the_prometheus_it_is_given() {
+        let d: serde_json::Value = serde_json::from_str(DASHBOARD).expect("JSON");
+        let vars = d["templating"]["list"].as_array().expect("variables");
+        assert!(
+            vars.iter()
+                .any(|v| v["name"] == "datasource" && v["type"] == "datasource" && v["query"] == "prometheus"),
+            "a Prometheus data source variable"
+        );
+        let panels = d["panels"].as_array().expect("panels");
+        let mut ids: Vec<i64> = panels.iter().filter_map(|p| p["id"].as_i64()).collect();
+        assert_eq!(ids.len(), panels.len(), "every panel has an id");
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), panels.len(), "ids are unique");
+        for p in panels.iter().filter(|p| p["type"] != "row") {
+            let title = p["title"].as_str().unwrap_or_default();
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{title}");
+            for t in targets {
+                assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
+                assert!(t["expr"].as_str().is_some_and(|e| !e.is_empty()), "{title}");
+            }
+        }
+        for topic in [
+            "Hit ratio",
+            "Requests by outcome",
+            "Origin fetches by class",
+            "Origin budget: queue and in flight",
+            "Bans applied by kind",
+            "Comment queue depth",
+            "Syncer batches",
+            "Packets per node",
+            "Node health",
+        ] {
+            assert!(panels.iter().any(|p| p["title"] == topic), "a panel {topic:?}");
+        }
+    }
+}

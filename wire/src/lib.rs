@@ -10,6 +10,7 @@ pub mod auth;
 pub mod ban;
 pub mod comment;
 pub mod config;
+pub mod exposition;
 pub mod ids;
 #[cfg(feature = "logging")]
 pub mod logging;
