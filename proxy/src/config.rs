@@ -261,6 +261,8 @@ struct RawServer {
     listen: Option<String>,
     admin_listen: Option<String>,
     access_log: Option<bool>,
+    access_log_format: Option<String>,
+    access_log_file: Option<String>,
     header_timeout: Option<toml::Value>,
     max_header_bytes: Option<toml::Value>,
     max_connections: Option<i64>,
@@ -431,8 +433,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Admin listener (health, metrics, signed purges); must differ from `listen`.
     pub admin_listen: SocketAddr,
-    /// Whether one log line per request is written (target `strata::access`).
+    /// Whether one log line per request is written.
     pub access_log: bool,
+    /// How: a log event (target `strata::access`), combined format or JSON lines.
+    pub access_log_format: crate::access::Format,
+    /// Where `combined` and `json` lines go; stdout when `None`.
+    pub access_log_file: Option<PathBuf>,
     /// Deadline for a client to send a request head, counted from the end of the previous
     /// response on a keep-alive connection (so it also bounds idle connections).
     pub header_timeout: Duration,
@@ -533,6 +539,16 @@ impl Config {
         );
         merged.server.hosts = new.server.hosts.clone();
         merged.server.access_log = new.server.access_log;
+        differs(
+            "server.access_log_format",
+            format!("{:?}", self.server.access_log_format),
+            format!("{:?}", new.server.access_log_format),
+        );
+        differs(
+            "server.access_log_file",
+            format!("{:?}", self.server.access_log_file),
+            format!("{:?}", new.server.access_log_file),
+        );
         let server = |s: &ServerConfig| {
             format!(
                 "{} {} {:?} {} {} {} {} {:?} {} {:?} {:?}",

@@ -2,6 +2,7 @@
 //!
 //! Modules, one concern each, from the top floor down (a module uses only those below it):
 //! - [`listen`]: binding the listeners, the accept loop and the worker threads;
+//! - [`access`]: the access log's lines (event, combined, JSON) and its writer thread;
 //! - [`admin`]: health, metrics, status, bans and the node-to-node sync; [`status`]: the
 //!   `/status` page's numbers and charts; [`client`]: the `ban` command's side;
 //! - [`server`]: the request path (refuse, route, try_hit) and, in its rooms, lookups and
@@ -27,6 +28,7 @@
 //!   [`metrics`], [`outcome`], [`body`]: shared pieces on the ground floor.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod allow;
 pub mod answer;

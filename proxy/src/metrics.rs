@@ -60,6 +60,7 @@ pub mod names {
     pub const SHIELD_REQUESTS: &str = "strata_proxy_shield_requests";
     pub const SHIELD_SERVED: &str = "strata_proxy_shield_served";
     pub const SHIELD_EARLY_BANS: &str = "strata_proxy_shield_early_bans";
+    pub const ACCESS_LOG_DROPPED: &str = "strata_proxy_access_log_dropped";
 }
 
 /// `strata_proxy_shield_requests_total{result}`: fills of keys whose home is another node, by how
@@ -324,6 +325,8 @@ pub struct Metrics {
     shield_served: Family<ResultLabel, Counter>,
     /// Bans a sibling listed in a shield request before they reached this node, applied here.
     pub shield_early_bans: Counter,
+    /// Access log lines dropped because the writer fell behind.
+    pub access_log_dropped: Counter,
 }
 
 impl Metrics {
@@ -529,6 +532,12 @@ impl Metrics {
             "Bans a sibling's shield request listed that had not reached this node yet, applied here at once",
             shield_early_bans.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            names::ACCESS_LOG_DROPPED,
+            "Access log lines (combined, json) dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
         // Every series exists from the start (at 0), so dashboards and alerts see them.
         for result in SHIELD_REQUEST_RESULTS {
             let _ = shield_requests.get_or_create(&ResultLabel { result });
@@ -537,6 +546,7 @@ impl Metrics {
             let _ = shield_served.get_or_create(&ResultLabel { result });
         }
         Metrics {
+            access_log_dropped,
             shield_requests,
             shield_served,
             shield_early_bans,

@@ -136,6 +136,46 @@ pub(super) fn hsts(c: &mut Checker, hsts: &Option<String>) -> Option<http::Heade
     })
 }
 
+/// `server.access_log_format`: `text` when absent.
+fn access_log_format(c: &mut Checker, f: &Option<String>) -> crate::access::Format {
+    let Some(f) = f else {
+        return crate::access::Format::default();
+    };
+    crate::access::Format::parse(f).unwrap_or_else(|| {
+        c.problem(
+            "server.access_log_format",
+            format!("{f:?} is not a format: \"text\" (a log event), \"combined\" or \"json\""),
+        );
+        crate::access::Format::default()
+    })
+}
+
+/// `server.access_log_file`: opened here (created if need be, appended to), as the proxy
+/// will, so `--check-config` reports a file it cannot write; only with `combined` or `json`.
+fn access_log_file(
+    c: &mut Checker,
+    file: &Option<String>,
+    format: crate::access::Format,
+    base: Option<&Path>,
+) -> Option<std::path::PathBuf> {
+    let file = file.as_ref()?;
+    if format == crate::access::Format::Text {
+        c.problem(
+            "server.access_log_file",
+            "takes server.access_log_format = \"combined\" or \"json\" (text lines go to the log)",
+        );
+        return None;
+    }
+    let path = resolve(base, file);
+    match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        Ok(_) => Some(path),
+        Err(e) => {
+            c.problem("server.access_log_file", format!("{}: {e}", path.display()));
+            None
+        }
+    }
+}
+
 /// `[server]`, its HTTPS keys included.
 pub(super) fn server_config(c: &mut Checker, s: &RawServer, base: Option<&Path>) -> ServerConfig {
     let listen = c.addr("server.listen", &s.listen);
@@ -152,6 +192,8 @@ pub(super) fn server_config(c: &mut Checker, s: &RawServer, base: Option<&Path>)
         listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
         admin_listen: admin_listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
         access_log: s.access_log.unwrap_or(false),
+        access_log_format: access_log_format(c, &s.access_log_format),
+        access_log_file: None,
         header_timeout: c.duration("server.header_timeout", &s.header_timeout, DEFAULT_HEADER_TIMEOUT),
         max_header_bytes: c.size("server.max_header_bytes", &s.max_header_bytes, DEFAULT_MAX_HEADER_BYTES) as usize,
         max_connections: c.count(
@@ -194,6 +236,7 @@ pub(super) fn server_config(c: &mut Checker, s: &RawServer, base: Option<&Path>)
         );
     }
     server.tls = tls_config(c, s, base, [listen, admin_listen]);
+    server.access_log_file = access_log_file(c, &s.access_log_file, server.access_log_format, base);
     server
 }
 

@@ -166,6 +166,57 @@ fn cert_files(name: &str) -> PathBuf {
 }
 
 #[test]
+fn access_log_format_and_file() {
+    let base = "listen = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9080\"\n";
+    let (s, problems) = checked(|c| server_config(c, &raw(base), None));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        (s.access_log_format, s.access_log_file),
+        (crate::access::Format::Text, None)
+    );
+
+    let dir = std::env::temp_dir().join(format!("strata-access-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!("{base}access_log = true\naccess_log_format = \"combined\"\naccess_log_file = \"access.log\"\n");
+    let (s, problems) = checked(|c| server_config(c, &raw(&text), Some(&dir)));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(s.access_log_format, crate::access::Format::Combined);
+    assert_eq!(
+        s.access_log_file,
+        Some(dir.join("access.log")),
+        "relative to the config's folder"
+    );
+    let (s, _) = checked(|c| server_config(c, &raw(&format!("{base}access_log_format = \"json\"\n")), None));
+    assert_eq!(
+        (s.access_log_format, s.access_log_file),
+        (crate::access::Format::Json, None)
+    );
+
+    let bad = format!("{base}access_log_format = \"common\"\n");
+    let (_, problems) = checked(|c| server_config(c, &raw(&bad), None));
+    assert_eq!(keys(&problems), ["server.access_log_format"]);
+    assert!(
+        problems[0].message.contains("\"common\" is not a format"),
+        "{problems:?}"
+    );
+    let bad = format!("{base}access_log_format = \"json\"\naccess_log_file = \"/nonexistent/dir/access.log\"\n");
+    let (_, problems) = checked(|c| server_config(c, &raw(&bad), None));
+    assert_eq!(keys(&problems), ["server.access_log_file"]);
+    assert!(
+        problems[0].message.starts_with("/nonexistent/dir/access.log: "),
+        "{problems:?}"
+    );
+    let bad = format!("{base}access_log_file = \"/tmp/x.log\"\n");
+    let (_, problems) = checked(|c| server_config(c, &raw(&bad), None));
+    assert_eq!(
+        keys(&problems),
+        ["server.access_log_file"],
+        "a file takes combined or json"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn server_section() {
     let text = "listen = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9080\"\nhosts = [\"Example.TEST\"]\n";
     let (s, problems) = checked(|c| server_config(c, &raw(text), None));

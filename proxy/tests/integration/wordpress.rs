@@ -370,3 +370,126 @@ async fn hits_are_the_same_with_the_access_log_on() {
     assert!(second.header("cache-status").starts_with("Strata; hit; ttl="));
     assert_eq!(p.metric("strata_proxy_requests_total", "outcome=\"hit\"").await, 1.0);
 }
+
+/// The lines of an access log file once it has `n` of them (the writer flushes in the
+/// background; bounded wait).
+async fn access_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= n {
+            return text.lines().map(str::to_string).collect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{} never had {n} lines: {:?}",
+        path.display(),
+        std::fs::read_to_string(path)
+    );
+}
+
+/// A combined-format field as log tools unescape it.
+fn unescape(s: &str) -> String {
+    s.replace("\\\"", "\"").replace("\\\\", "\\")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_in_combined_format_is_what_log_tools_read() {
+    let dir = std::env::temp_dir().join(format!("strata-it-access-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("combined.log");
+    let _ = std::fs::remove_file(&file);
+    let p = TestProxy::start(
+        &wp_origin(),
+        &[
+            ("server", "access_log = true"),
+            ("server", "access_log_format = \"combined\""),
+            ("server", &format!("access_log_file = {:?}", file.display().to_string())),
+        ],
+    )
+    .await;
+    let path = &post_paths(1).await[0];
+    let agent = "Mozilla/5.0 (X11; Linux) \"quoted\" agent";
+    let referer = "http://127.0.0.1:8080/?s=a+b";
+    let headers = [("user-agent", agent), ("referer", referer)];
+    let miss = p.get(path, &headers).await;
+    let hit = p.get(path, &headers).await;
+    assert_eq!((miss.x_cache(), hit.x_cache()), ("MISS", "HIT"));
+    let head = p.request(Method::HEAD, path, &[], Bytes::new()).await;
+    assert_eq!(head.status, 200);
+    let lines = access_lines(&file, 3).await;
+    assert_eq!(lines.len(), 3, "{lines:?}");
+
+    // remote ident user [time] "request" status bytes "referer" "user-agent"
+    let combined = regex::Regex::new(
+        r#"^(\S+) (\S+) (\S+) \[([^\]]+)\] "(\S+) (\S+) (HTTP/\d\.\d)" (\d{3}) (\d+|-) "((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)"$"#,
+    )
+    .unwrap();
+    let now = chrono::Utc::now();
+    for (line, (method, bytes)) in lines
+        .iter()
+        .zip([("GET", miss.body.len()), ("GET", hit.body.len()), ("HEAD", 0)])
+    {
+        let c = combined
+            .captures(line)
+            .unwrap_or_else(|| panic!("not combined format: {line}"));
+        assert_eq!(&c[1], "127.0.0.1", "{line}");
+        assert_eq!((&c[2], &c[3]), ("-", "-"), "ident and user: {line}");
+        let time = chrono::DateTime::parse_from_str(&c[4], "%d/%b/%Y:%H:%M:%S %z")
+            .unwrap_or_else(|e| panic!("time {:?}: {e}", &c[4]));
+        assert!(
+            (now - time.with_timezone(&chrono::Utc)).num_seconds().abs() < 600,
+            "{line}"
+        );
+        assert_eq!((&c[5], &c[6], &c[7]), (method, path.as_str(), "HTTP/1.1"), "{line}");
+        assert_eq!(&c[8], "200", "{line}");
+        assert_eq!(c[9].parse::<usize>().ok(), Some(bytes), "{line}");
+        if method == "GET" {
+            assert_eq!(unescape(&c[10]), referer, "{line}");
+            assert_eq!(unescape(&c[11]), agent, "{line}");
+        } else {
+            assert_eq!((&c[10], &c[11]), ("-", "-"), "{line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_in_json_has_a_field_for_everything() {
+    let dir = std::env::temp_dir().join(format!("strata-it-access-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("access.json");
+    let _ = std::fs::remove_file(&file);
+    let p = TestProxy::start(
+        &wp_origin(),
+        &[
+            ("server", "access_log = true"),
+            ("server", "access_log_format = \"json\""),
+            ("server", &format!("access_log_file = {:?}", file.display().to_string())),
+        ],
+    )
+    .await;
+    let path = &post_paths(1).await[0];
+    let first = p.get(path, &[("user-agent", "probe/1")]).await;
+    p.get(path, &[]).await;
+    let lines = access_lines(&file, 2).await;
+    let v: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(v[0]["method"], "GET");
+    assert_eq!(v[0]["uri"], path.as_str());
+    assert_eq!(v[0]["host"], wp_host().as_str());
+    assert_eq!(v[0]["status"], 200);
+    assert_eq!(v[0]["bytes"], first.body.len() as u64);
+    assert_eq!(v[0]["user_agent"], "probe/1");
+    assert_eq!(v[0]["referer"], serde_json::Value::Null);
+    assert_eq!(
+        (v[0]["cache"].as_str(), v[1]["cache"].as_str()),
+        (Some("miss"), Some("hit"))
+    );
+    assert!(v[0]["time"]
+        .as_str()
+        .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()));
+    let _ = std::fs::remove_dir_all(dir);
+}
