@@ -95,6 +95,13 @@ async fn purge_allow_takes_ranges_and_refuses_clients_outside_them() {
     // 127.0.1.9 is in 127.0.1.0/24.
     assert_eq!(request_from("127.0.1.9", q.addr, "PURGE", page).await.0, 200);
     assert_eq!(x_cache(q.addr, page).await, "MISS");
+
+    // An entry in the IPv4-mapped form names the IPv4 client.
+    let r = TestProxy::start(&wp_origin(), &[("bans", "purge_allow = [\"::ffff:127.0.0.1\"]")]).await;
+    warm(r.addr, page).await;
+    assert_eq!(request_from("127.0.0.1", r.addr, "PURGE", page).await.0, 200);
+    assert_eq!(x_cache(r.addr, page).await, "MISS");
+    assert_eq!(request_from("127.0.0.3", r.addr, "PURGE", page).await.0, 405);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
