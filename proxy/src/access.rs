@@ -45,7 +45,8 @@ pub struct Entry {
     pub client: IpAddr,
     /// Request method.
     pub method: http::Method,
-    /// Request target as the client sent it.
+    /// Request target as the client sent it (logged as its path and query: an HTTP/2
+    /// request's scheme and authority are in `host`).
     pub uri: http::Uri,
     /// HTTP version of the request.
     pub version: http::Version,
@@ -93,6 +94,11 @@ fn push_escaped(out: &mut String, s: &str) {
     }
 }
 
+/// The path and query of the target, as an HTTP/1.1 request line has them.
+fn target(uri: &http::Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
 /// A quoted field; `-` when absent or empty.
 fn push_quoted(out: &mut String, s: Option<&str>) {
     out.push('"');
@@ -114,7 +120,7 @@ pub fn combined(out: &mut String, e: &Entry) {
     );
     push_escaped(out, e.method.as_str());
     out.push(' ');
-    push_escaped(out, &e.uri.to_string());
+    push_escaped(out, target(&e.uri));
     let _ = write!(out, " {}\" {} ", protocol(e.version), e.status);
     match e.bytes {
         Some(n) => {
@@ -136,7 +142,7 @@ pub fn json(out: &mut String, e: &Entry) {
         "time": time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "client": e.client.to_canonical().to_string(),
         "method": e.method.as_str(),
-        "uri": e.uri.to_string(),
+        "uri": target(&e.uri),
         "protocol": protocol(e.version),
         "host": e.host,
         "status": e.status,
@@ -267,6 +273,21 @@ mod tests {
             "192.0.2.7 - - [07/Dec/2026:13:40:02 +0000] \"GET /hello/?p=5 HTTP/1.1\" 200 5120 \
              \"https://example.test/\" \"curl/8.5.0\"\n"
         );
+    }
+
+    #[test]
+    fn an_http2_target_is_logged_as_its_path() {
+        let e = Entry {
+            uri: "https://example.test/hello/?p=5".parse().unwrap(),
+            version: http::Version::HTTP_2,
+            ..entry()
+        };
+        let mut out = String::new();
+        combined(&mut out, &e);
+        assert!(out.contains("\"GET /hello/?p=5 HTTP/2.0\""), "{out}");
+        out.clear();
+        json(&mut out, &e);
+        assert!(out.contains("\"uri\":\"/hello/?p=5\""), "{out}");
     }
 
     #[test]
