@@ -327,9 +327,9 @@ hit_runs() { # hit_runs: every round, every profile, the empty node then the loa
 
 state_line() { # state_line NODE -> objects, tags and bans applied on that node
     printf '%s objects cached, %s distinct tags indexed, %s bans applied' \
-        "$(metric "${ADMIN[$1]}" strata_cache_objects)" \
-        "$(metric "${ADMIN[$1]}" strata_tags_indexed)" \
-        "$(metric "${ADMIN[$1]}" strata_bans_applied_total)"
+        "$(metric "${ADMIN[$1]}" strata_proxy_cache_objects)" \
+        "$(metric "${ADMIN[$1]}" strata_proxy_tags_indexed)" \
+        "$(metric "${ADMIN[$1]}" strata_proxy_bans_applied_total)"
 }
 
 # Warm the hot page (identity and gzip), twice, on both measured nodes.
@@ -341,8 +341,8 @@ for _ in 1 2; do
 done
 sleep 1
 # A node may flush while it starts, before it has heard from its siblings: count from here.
-FLUSHES_BEFORE=$(metric "${ADMIN[a]}" strata_cluster_flushes_total)
-EMPTY_FLUSHES_BEFORE=$(metric "${ADMIN[$EMPTY_NODE]}" strata_cluster_flushes_total)
+FLUSHES_BEFORE=$(metric "${ADMIN[a]}" strata_proxy_cluster_flushes_total)
+EMPTY_FLUSHES_BEFORE=$(metric "${ADMIN[$EMPTY_NODE]}" strata_proxy_cluster_flushes_total)
 
 # ---------------------------------------------------------------------------
 # (a) Propagation
@@ -362,8 +362,8 @@ PROP_RTT=$(awk '/^rtt_ms/ { $1 = ""; print substr($0, 2) }' "$WORK/propagate.out
 mapfile -t PROP_SIBLINGS < <(grep '^sibling=' "$WORK/propagate.out")
 declare -A PROP_HIST=()
 for n in b c; do
-    sum=$(metric "${ADMIN[$n]}" strata_ban_propagation_seconds_sum)
-    cnt=$(metric "${ADMIN[$n]}" strata_ban_propagation_seconds_count)
+    sum=$(metric "${ADMIN[$n]}" strata_proxy_ban_propagation_seconds_sum)
+    cnt=$(metric "${ADMIN[$n]}" strata_proxy_ban_propagation_seconds_count)
     PROP_HIST[$n]=$(awk -v s="$sum" -v c="$cnt" 'BEGIN { if (c > 0) printf "%d bans, mean %.3f ms", c, s * 1000 / c; else print "none" }')
 done
 
@@ -396,17 +396,17 @@ sleep 1
 LOADED_STATE=$(state_line "$LOADED_NODE")
 EMPTY_STATE=$(state_line "$EMPTY_NODE")
 log "(b) hit path: node $EMPTY_NODE (empty): $EMPTY_STATE; node $LOADED_NODE (loaded): $LOADED_STATE"
-FLUSHES_A=$(awk -v a="$(metric "${ADMIN[a]}" strata_cluster_flushes_total)" -v b="$FLUSHES_BEFORE" 'BEGIN { print a - b }')
+FLUSHES_A=$(awk -v a="$(metric "${ADMIN[a]}" strata_proxy_cluster_flushes_total)" -v b="$FLUSHES_BEFORE" 'BEGIN { print a - b }')
 [ "$FLUSHES_A" = 0 ] || NOTES+=("node a flushed its cache $FLUSHES_A time(s) during the load: the loaded figures may not hold $OBJECTS objects")
-flush_reasons() { # flush_reasons ADMIN -> "reason=N, …" of strata_cluster_flushes_total
+flush_reasons() { # flush_reasons ADMIN -> "reason=N, …" of strata_proxy_cluster_flushes_total
     curl -s --max-time 5 "http://$1/metrics" |
-        awk '/^strata_cluster_flushes_total\{/ { match($0, /reason="[a-z]*"/); r = substr($0, RSTART + 8, RLENGTH - 9); out = out (out ? ", " : "") r " " $NF }
+        awk '/^strata_proxy_cluster_flushes_total\{/ { match($0, /reason="[a-z]*"/); r = substr($0, RSTART + 8, RLENGTH - 9); out = out (out ? ", " : "") r " " $NF }
              END { print (out ? out : "none") }'
 }
 FLUSHES_BC="b: $(flush_reasons "${ADMIN[b]}"); c: $(flush_reasons "${ADMIN[c]}")"
 OVERFLOWS=$(curl -s --max-time 5 "http://${ADMIN[a]}/cluster" | grep -o '"overflows":[0-9]*' | cut -d: -f2 | awk '{ s += $1 } END { print s + 0 }')
 hit_runs
-EMPTY_FLUSHES=$(awk -v a="$(metric "${ADMIN[$EMPTY_NODE]}" strata_cluster_flushes_total)" -v b="$EMPTY_FLUSHES_BEFORE" 'BEGIN { print a - b }')
+EMPTY_FLUSHES=$(awk -v a="$(metric "${ADMIN[$EMPTY_NODE]}" strata_proxy_cluster_flushes_total)" -v b="$EMPTY_FLUSHES_BEFORE" 'BEGIN { print a - b }')
 [ "$EMPTY_FLUSHES" = 0 ] || NOTES+=("node $EMPTY_NODE flushed its cache $EMPTY_FLUSHES time(s) during the runs")
 RSS_A=$(awk '/^VmRSS/ { printf "%.1f MiB", $2 / 1024 }' "/proc/${NODE_PID[a]}/status" 2>/dev/null || echo "n/a")
 
@@ -446,7 +446,7 @@ wrk_version=$( (wrk -v 2>&1 || true) | head -n 1 | awk '{ print $1, $2 }')
         echo "| $name | $vals |"
     done
     echo
-    echo "Receiving side (\`strata_ban_propagation_seconds\`: applied on node a → applied here):"
+    echo "Receiving side (\`strata_proxy_ban_propagation_seconds\`: applied on node a → applied here):"
     echo "node b ${PROP_HIST[b]}; node c ${PROP_HIST[c]}."
     echo
     echo "## (b) Hit path with a big tag index and many past bans"

@@ -324,7 +324,7 @@ LAG_SUM=$(metric "$SYNCER_ADMIN" strata_syncer_lag_seconds_sum)
 LAG_MEAN=$(awk -v s="$LAG_SUM" -v c="$LAG_COUNT" 'BEGIN { if (c > 0) printf "%.1f", s * 1000 / c; else print "n/a" }')
 BATCH_MEAN=$(awk -v s="$(metric "$SYNCER_ADMIN" strata_syncer_batch_size_sum)" \
     -v c="$(metric "$SYNCER_ADMIN" strata_syncer_batch_size_count)" 'BEGIN { if (c > 0) printf "%.1f", s / c; else print "n/a" }')
-PROXY_REASONS=$(labels "$PROXY_ADMIN" strata_comments_total)
+PROXY_REASONS=$(labels "$PROXY_ADMIN" strata_proxy_comments_total)
 SYNCER_OUTCOMES=$(labels "$SYNCER_ADMIN" strata_syncer_comments_total)
 SYNCER_REJECTIONS=$(labels "$SYNCER_ADMIN" strata_syncer_rejections_total)
 FLOOD_CHECKS=$(labels "$SYNCER_ADMIN" strata_syncer_flood_checks_total)
@@ -427,7 +427,7 @@ row() { # row NAME SIDE LANDED
     echo "- Comments of the last hour in the table when the first phases started (the flood check reads them):"
     echo "  PHP $RECENT_PHP, Strata $RECENT_STRATA. Load average (1 min) then: PHP $LOAD_PHP,"
     echo "  Strata $LOAD_STRATA (other work on the machine shares the same cores)."
-    echo "- Proxy \`strata_comments_total\`: $PROXY_REASONS."
+    echo "- Proxy \`strata_proxy_comments_total\`: $PROXY_REASONS."
     echo "- Syncer \`strata_syncer_comments_total\`: $SYNCER_OUTCOMES; rejections: $SYNCER_REJECTIONS;"
     echo "  flood checks answered by (\`strata_syncer_flood_checks_total\`): $FLOOD_CHECKS;"
     echo "  batches whose comments were compared with each other by (\`strata_syncer_pair_checks_total\`): $PAIR_CHECKS;"

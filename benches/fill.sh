@@ -281,10 +281,10 @@ EOF
     rss=$(status_kib "$pid" VmRSS)
     hwm=$(status_kib "$pid" VmHWM)
     local m=$WORK/metrics-$capacity.txt cap_b bytes objects evictions
-    cap_b=$(metric "$m" strata_cache_capacity_bytes)
-    bytes=$(metric "$m" strata_cache_bytes)
-    objects=$(metric "$m" strata_cache_objects)
-    evictions=$(metric "$m" strata_cache_evictions_total)
+    cap_b=$(metric "$m" strata_proxy_cache_capacity_bytes)
+    bytes=$(metric "$m" strata_proxy_cache_bytes)
+    objects=$(metric "$m" strata_proxy_cache_objects)
+    evictions=$(metric "$m" strata_proxy_cache_evictions_total)
     if [ -z "$cap_b" ] || [ -z "$bytes" ] || [ -z "$objects" ] || [ -z "$evictions" ]; then
         die "missing cache metrics in /metrics (see $m with KEEP_WORK=1)"
     fi

@@ -430,11 +430,18 @@ wait_for() {
     return 1
 }
 
+# scrape ADMIN: its /metrics, the proxy's names from before they took the strata_proxy_
+# prefix read as today's (a BASELINE build may predate it).
+scrape() {
+    curl -s --max-time 5 "http://$1/metrics" |
+        sed -E '/^(# [A-Z]+ )?strata_(proxy|syncer|director|build)_/! s/^(# [A-Z]+ )?strata_/\1strata_proxy_/'
+}
+
 # metric NAME [LABEL-FILTER] ADMIN… -> sum of the matching samples over the admin listeners
 metric() {
     local name=$1 filt=$2 a
     shift 2
-    for a in "$@"; do curl -s --max-time 5 "http://$a/metrics"; done |
+    for a in "$@"; do scrape "$a"; done |
         awk -v name="$name" -v filt="$filt" '
             $0 !~ /^#/ { split($1, a, "{"); if (a[1] == name && (filt == "" || index($0, filt))) s += $NF }
             END { if (s == int(s)) printf "%d\n", s; else printf "%.6f\n", s }'
@@ -444,7 +451,7 @@ metric() {
 labels() {
     local name=$1 a
     shift
-    for a in "$@"; do curl -s --max-time 5 "http://$a/metrics"; done |
+    for a in "$@"; do scrape "$a"; done |
         awk -v name="$name" '$0 !~ /^#/ && index($1, name "{") == 1 {
             match($1, /"[^"]*"/); k = substr($1, RSTART + 1, RLENGTH - 2); if (!(k in s)) o[n++] = k; s[k] += $NF }
             END { for (i = 0; i < n; i++) if (s[o[i]] > 0) out = out (out ? ", " : "") o[i] " " s[o[i]]
@@ -460,7 +467,7 @@ prom_snapshot() {
     local file=$1 a
     shift
     : >"$file"
-    for a in "$@"; do curl -s --max-time 5 "http://$a/metrics" >>"$file" || true; done
+    for a in "$@"; do scrape "$a" >>"$file" || true; done
 }
 
 # prom_delta BEFORE AFTER NAME [LABEL-FILTER] [ABSENT] -> the growth of the sum of the matching
@@ -489,11 +496,11 @@ prom_labels() {
 }
 
 # prom_origin_classes BEFORE AFTER -> "name{labels} N; …": the growth of every labelled
-# strata_origin_*_total counter (origin fetches by class, by error, whatever this version of
+# strata_proxy_origin_*_total counter (origin fetches by class, by error, whatever this version of
 # strata-proxy counts), "none" when there is none or none grew.
 prom_origin_classes() {
     awk -v after="$2" '
-        $0 !~ /^#/ && $1 ~ /^strata_origin_[a-z_]*_total\{/ {
+        $0 !~ /^#/ && $1 ~ /^strata_proxy_origin_[a-z_]*_total\{/ {
             if (!($1 in d)) o[n++] = $1
             d[$1] += (FILENAME == after ? $NF : -$NF) }
         END { for (i = 0; i < n; i++) if (d[o[i]] > 0) out = out (out ? "; " : "") "`" o[i] "` " d[o[i]]
@@ -744,31 +751,31 @@ strata_phase() {
     done
     after_load "$system" "$k"
     b=$WORK/$id.before a=$WORK/$id.after
-    FETCHES[$id]=$(prom_delta "$b" "$a" strata_origin_requests_total)
-    F_PASS[$id]=$(prom_delta "$b" "$a" strata_passes_total "" 0)
-    if grep -q '^strata_origin_fetches_total{' "$a"; then
+    FETCHES[$id]=$(prom_delta "$b" "$a" strata_proxy_origin_requests_total)
+    F_PASS[$id]=$(prom_delta "$b" "$a" strata_proxy_passes_total "" 0)
+    if grep -q '^strata_proxy_origin_fetches_total{' "$a"; then
         # Fills and refreshes that went to the origin (not to a key's home node), by class.
-        F_BG[$id]=$(prom_delta "$b" "$a" strata_origin_fetches_total 'class="background"' 0)
-        F_MISS[$id]=$(prom_delta "$b" "$a" strata_origin_fetches_total 'class="foreground"' 0)
+        F_BG[$id]=$(prom_delta "$b" "$a" strata_proxy_origin_fetches_total 'class="background"' 0)
+        F_MISS[$id]=$(prom_delta "$b" "$a" strata_proxy_origin_fetches_total 'class="foreground"' 0)
     else
-        F_BG[$id]=$(prom_delta "$b" "$a" strata_background_refreshes_total)
+        F_BG[$id]=$(prom_delta "$b" "$a" strata_proxy_background_refreshes_total)
         # A fetch that is neither a refresh nor a pass is a miss a visitor waited on.
         F_MISS[$id]=$(awk -v t="${FETCHES[$id]}" -v b="${F_BG[$id]}" -v p="${F_PASS[$id]}" \
             'BEGIN { if (t !~ /^[0-9]+$/) print "n/a"; else printf "%d\n", t - (b ~ /^[0-9]+$/ ? b : 0) - (p ~ /^[0-9]+$/ ? p : 0) }')
     fi
-    CLASSES[$id]="passes by reason: $(prom_labels "$b" "$a" strata_passes_total);"
-    CLASSES[$id]+=" stale copies served without starting a refresh (the node's \`background_refreshes\` all in flight): $(prom_delta "$b" "$a" strata_background_refreshes_deferred_total);"
-    CLASSES[$id]+=" requests answered by another's fetch: $(prom_delta "$b" "$a" strata_coalesced_requests_total);"
-    CLASSES[$id]+=" fills asked of a key's home node, by answer: $(prom_labels "$b" "$a" strata_shield_requests_total);"
-    CLASSES[$id]+=" refreshes held back by list_refresh: $(prom_delta "$b" "$a" strata_list_refreshes_deferred_total "" 0);"
+    CLASSES[$id]="passes by reason: $(prom_labels "$b" "$a" strata_proxy_passes_total);"
+    CLASSES[$id]+=" stale copies served without starting a refresh (the node's \`background_refreshes\` all in flight): $(prom_delta "$b" "$a" strata_proxy_background_refreshes_deferred_total);"
+    CLASSES[$id]+=" requests answered by another's fetch: $(prom_delta "$b" "$a" strata_proxy_coalesced_requests_total);"
+    CLASSES[$id]+=" fills asked of a key's home node, by answer: $(prom_labels "$b" "$a" strata_proxy_shield_requests_total);"
+    CLASSES[$id]+=" refreshes held back by list_refresh: $(prom_delta "$b" "$a" strata_proxy_list_refreshes_deferred_total "" 0);"
     CLASSES[$id]+=" origin counters by label: $(prom_origin_classes "$b" "$a")"
-    EXTRA[$id]="proxy \`strata_requests_total\` during the load (all nodes): $(prom_labels "$b" "$a" strata_requests_total);"
-    EXTRA[$id]+=" \`strata_comments_total\`: $(labels strata_comments_total "${STRATA_ADMIN[@]}");"
-    EXTRA[$id]+=" cache flushes forced by the cluster: $(labels strata_cluster_flushes_total "${STRATA_ADMIN[@]}");"
+    EXTRA[$id]="proxy \`strata_proxy_requests_total\` during the load (all nodes): $(prom_labels "$b" "$a" strata_proxy_requests_total);"
+    EXTRA[$id]+=" \`strata_proxy_comments_total\`: $(labels strata_proxy_comments_total "${STRATA_ADMIN[@]}");"
+    EXTRA[$id]+=" cache flushes forced by the cluster: $(labels strata_proxy_cluster_flushes_total "${STRATA_ADMIN[@]}");"
     EXTRA[$id]+=" syncer \`strata_syncer_comments_total\`: $(labels strata_syncer_comments_total "$SYNCER_ADMIN"),"
     EXTRA[$id]+=" bans sent $(metric strata_syncer_bans_sent_total "" "$SYNCER_ADMIN");"
     EXTRA[$id]+=" mean syncer lag (accepted → committed) $(mean_ms strata_syncer_lag_seconds "$SYNCER_ADMIN"),"
-    EXTRA[$id]+=" mean verdict wait on the proxies $(mean_ms strata_comment_verdict_seconds "${STRATA_ADMIN[@]}")"
+    EXTRA[$id]+=" mean verdict wait on the proxies $(mean_ms strata_proxy_comment_verdict_seconds "${STRATA_ADMIN[@]}")"
     director_spread "$id"
     stop_all
     delete_share_comments "$k"
@@ -978,10 +985,10 @@ for k in "${!SHARES[@]}"; do loads+=("${SHARES[$k]}: ${LOADAVG[strata.$k]} / ${L
     done
     echo
     echo "- **PHP renders per comment** = origin fetches during the load (after the warm-up) ÷ comments"
-    echo "  accepted (in MySQL after the load). Origin fetches: Strata \`strata_origin_requests_total\`, summed over"
+    echo "  accepted (in MySQL after the load). Origin fetches: Strata \`strata_proxy_origin_requests_total\`, summed over"
     echo "  the nodes, of which misses a visitor waited on and background refreshes"
-    echo "  (\`strata_origin_fetches_total{class}\`; a build without it: refreshes started,"
-    echo "  \`strata_background_refreshes_total\`, and the rest) and passes (\`strata_passes_total\`); a fill"
+    echo "  (\`strata_proxy_origin_fetches_total{class}\`; a build without it: refreshes started,"
+    echo "  \`strata_proxy_background_refreshes_total\`, and the rest) and passes (\`strata_proxy_passes_total\`); a fill"
     echo "  answered by a key's home node is no origin fetch; Varnish \`MAIN.backend_req\`, of which"
     echo "  background fetches (\`MAIN.s_bgfetch\`), passes (\`MAIN.s_pass\`: the comment POSTs) and misses"
     echo "  (\`MAIN.s_fetch\` less those). With no comments the column shows —; the fetches are then what a"

@@ -156,16 +156,16 @@ def check(dom_file, metrics_file):
     exact = lambda want: 0.0  # noqa: E731
     total = 0.0
     for outcome in ["hit", "stale", "miss", "pass", "synth"]:
-        name = f'strata_requests_total{{outcome="{outcome}"}}'
+        name = f'strata_proxy_requests_total{{outcome="{outcome}"}}'
         compare(f"requests.{outcome}", name, exact)
         total += m.get(name, 0.0)
-    m["strata_requests_total"] = total
-    compare("requests.total", "strata_requests_total", exact)
-    compare("hit_ratio", "strata_hit_ratio", lambda want: 0.001)
-    compare("cache.objects", "strata_cache_objects", lambda want: 1.0)
-    compare("cache.bytes", "strata_cache_bytes", lambda want: max(4096.0, want * 0.01))
-    compare("cache.capacity_bytes", "strata_cache_capacity_bytes", exact)
-    compare("origin.requests", "strata_origin_requests_total", exact)
+    m["strata_proxy_requests_total"] = total
+    compare("requests.total", "strata_proxy_requests_total", exact)
+    compare("hit_ratio", "strata_proxy_hit_ratio", lambda want: 0.001)
+    compare("cache.objects", "strata_proxy_cache_objects", lambda want: 1.0)
+    compare("cache.bytes", "strata_proxy_cache_bytes", lambda want: max(4096.0, want * 0.01))
+    compare("cache.capacity_bytes", "strata_proxy_cache_capacity_bytes", exact)
+    compare("origin.requests", "strata_proxy_origin_requests_total", exact)
 
     # The formatted text agrees with the raw value behind it.
     hits = shown("requests.hit")

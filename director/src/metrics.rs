@@ -208,5 +208,63 @@ pub fn render(nodes: &[NodeInfo], flows: &FlowStats, c: &Counters, plane: Plane)
         "The plane forwarding IPv4 VIP traffic (label plane), always 1.",
     );
     let _ = writeln!(o, "{name}{{plane=\"{}\"}} 1", plane.name);
+    strata_wire::process::render_text(&mut o, "strata-director", env!("CARGO_PKG_VERSION"));
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AF_PACKET: Plane = Plane {
+        name: "af_packet",
+        xdp: None,
+        run_time: (0, 0),
+    };
+
+    #[test]
+    fn the_exposition_says_which_build_runs_and_how_the_process_does() {
+        let text = render(&[], &FlowStats::default(), &Counters::default(), AF_PACKET);
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!(
+                "strata_build_info{{program=\"strata-director\",version=\"{version}\""
+            )),
+            "{text}"
+        );
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{name} "))),
+                "{name} in {text}"
+            );
+        }
+        // Names are unique: one TYPE line each.
+        let mut types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        let n = types.len();
+        types.sort_unstable();
+        types.dedup();
+        assert_eq!(types.len(), n, "{text}");
+    }
+
+    #[test]
+    fn the_dashboard_reads_only_metrics_the_director_exports() {
+        // Per-node families are declared (`# TYPE`) even before a node has a series.
+        let offered = strata_wire::exposition::offered(&render(&[], &FlowStats::default(), &Counters::default(), AF_PACKET));
+        let dashboard = include_str!("../../deploy/grafana/strata.json");
+        let wanted = strata_wire::exposition::dashboard_names(dashboard).expect("deploy/grafana/strata.json is JSON");
+        let ours: Vec<&String> = wanted
+            .iter()
+            .filter(|n| n.starts_with("strata_director_") || n.starts_with("process_") || *n == "strata_build_info")
+            .collect();
+        assert!(ours.iter().any(|n| n.starts_with("strata_director_")), "{ours:?}");
+        let missing: Vec<&&String> = ours.iter().filter(|n| !offered.contains(n.as_str())).collect();
+        assert!(
+            missing.is_empty(),
+            "the dashboard reads {missing:?}, which strata-director does not export"
+        );
+    }
 }

@@ -30,6 +30,7 @@ use strata_wire::auth;
 use strata_wire::ban::{Ban, SyncRequest, BAN_PATH, MAX_BANS_PER_REQUEST, SYNC_PATH};
 use strata_wire::comment::{Commit, Delivered, Queued, VerdictBatch, COMMIT_PATH, QUEUED_PATH, VERDICTS_PATH};
 
+use crate::allow::{any_contains, IpNet};
 use crate::body::ProxyBody;
 use crate::outcome::Outcome;
 use crate::policy::purge_key;
@@ -131,8 +132,8 @@ pub struct Peer {
 
 /// Whether `cluster.admin_allow` (`allow`) lets `client` use the admin listener: an empty
 /// list lets everyone (an IPv4 client on an IPv6 socket is its IPv4 address).
-pub fn admin_allows(allow: &[IpAddr], client: IpAddr) -> bool {
-    allow.is_empty() || allow.iter().any(|a| a.to_canonical() == client.to_canonical())
+pub fn admin_allows(allow: &[IpNet], client: IpAddr) -> bool {
+    allow.is_empty() || any_contains(allow, client)
 }
 
 /// The 403 of a client outside `cluster.admin_allow`.
@@ -142,7 +143,7 @@ pub fn not_allowed(client: IpAddr) -> Response<ProxyBody> {
 
 /// Whether `client` may read what the cache and the cluster hold without signing: an
 /// address `cluster.admin_allow` names, or, when it names none, a loopback address.
-fn reads_unsigned(allow: &[IpAddr], client: IpAddr) -> bool {
+fn reads_unsigned(allow: &[IpNet], client: IpAddr) -> bool {
     if allow.is_empty() {
         client.to_canonical().is_loopback()
     } else {
@@ -325,8 +326,8 @@ impl Admin {
             conc = p.cfg().origin.concurrency,
             deferred = m.background_refreshes_deferred.get(),
             list_deferred = m.list_refreshes_deferred.get(),
-            asked = shield_counts(&scrape.by_label("strata_shield_requests_total", "result")),
-            served = shield_counts(&scrape.by_label("strata_shield_served_total", "result")),
+            asked = shield_counts(&scrape.by_label("strata_proxy_shield_requests_total", "result")),
+            served = shield_counts(&scrape.by_label("strata_proxy_shield_served_total", "result")),
             seq = p.cluster.latest(),
             confirmed = if p.cluster.confirmed(tokio::time::Instant::now()) {
                 "confirmed current"
@@ -897,11 +898,16 @@ mod tests {
         assert!(reads_unsigned(&[], ip("::ffff:127.0.0.1")));
         assert!(!reads_unsigned(&[], outsider));
         // A list: only its addresses, for everything (an IPv4 client on an IPv6 socket too).
-        let allow = [sibling];
+        let allow = [IpNet::from(sibling)];
         assert!(admin_allows(&allow, sibling));
         assert!(admin_allows(&allow, ip("::ffff:10.0.0.2")));
         assert!(!admin_allows(&allow, loopback));
         assert!(reads_unsigned(&allow, sibling));
         assert!(!reads_unsigned(&allow, loopback));
+        // Ranges: a whole subnet of nodes.
+        let allow: [IpNet; 2] = ["10.0.0.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
+        assert!(admin_allows(&allow, ip("10.0.0.254")) && admin_allows(&allow, ip("::ffff:10.0.0.9")));
+        assert!(admin_allows(&allow, ip("2001:db8:1::7")));
+        assert!(!admin_allows(&allow, ip("10.0.1.1")) && !reads_unsigned(&allow, loopback));
     }
 }

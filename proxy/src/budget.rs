@@ -234,7 +234,7 @@ impl Budget {
 
     /// A place for a foreground request: at once, or after the requests queued before it,
     /// waiting at most `origin.queue_timeout`. Errors: [`Busy`] when none came in time
-    /// (counted in `strata_origin_refused_total`).
+    /// (counted in `strata_proxy_origin_refused_total`).
     pub async fn foreground(&self) -> Result<Permit, Busy> {
         let (tx, rx) = oneshot::channel();
         let id = {
@@ -275,7 +275,7 @@ impl Budget {
     }
 
     /// A place for a background refresh, or `None`: deferred (counted in
-    /// `strata_background_refreshes_deferred_total`).
+    /// `strata_proxy_background_refreshes_deferred_total`).
     pub fn background(&self) -> Option<Permit> {
         let mut s = self.0.sched.lock();
         let ok = s.background();

@@ -44,6 +44,7 @@ use strata_wire::ids::{random_u64, unix_ms};
 use strata_wire::memcache::{self, Conn};
 use tokio::time::Instant;
 
+use crate::allow::{any_contains, IpNet};
 use crate::body::ProxyBody;
 use crate::config::CommentsConfig;
 use form::{Early, Form, Submission};
@@ -179,8 +180,8 @@ fn has_cookie(headers: &HeaderMap, prefix: &str) -> bool {
 
 /// The address PHP would see as `REMOTE_ADDR`: the client, or, when the client is a trusted
 /// proxy, the last address in `X-Forwarded-For` that is not one.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    if !any_contains(trusted, peer) {
         return peer;
     }
     let chain: Vec<IpAddr> = headers
@@ -193,7 +194,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
     chain
         .iter()
         .rev()
-        .find(|ip| !trusted.contains(ip))
+        .find(|&&ip| !any_contains(trusted, ip))
         .copied()
         .unwrap_or(peer)
 }
@@ -594,8 +595,14 @@ mod tests {
         h.insert("x-forwarded-for", "203.0.113.9, 198.51.100.7".parse().unwrap());
         let peer: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(client_ip(peer, &h, &[]), peer);
-        let trusted: Vec<IpAddr> = vec![peer, "198.51.100.7".parse().unwrap()];
+        let trusted: Vec<IpNet> = vec![peer.into(), "198.51.100.0/24".parse().unwrap()];
         assert_eq!(client_ip(peer, &h, &trusted), "203.0.113.9".parse::<IpAddr>().unwrap());
+        // The peer seen on an IPv6 socket as its IPv4-mapped address is still trusted.
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(
+            client_ip(mapped, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
     }
 
     fn site() -> Settings {

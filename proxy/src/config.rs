@@ -261,6 +261,8 @@ struct RawServer {
     listen: Option<String>,
     admin_listen: Option<String>,
     access_log: Option<bool>,
+    access_log_format: Option<String>,
+    access_log_file: Option<String>,
     header_timeout: Option<toml::Value>,
     max_header_bytes: Option<toml::Value>,
     max_connections: Option<i64>,
@@ -380,6 +382,7 @@ struct RawBans {
     wordpress: Option<bool>,
     trust_anonymous_writes: Option<bool>,
     purge_allow: Option<Vec<String>>,
+    purge_path: Option<String>,
 }
 
 /// A validated configuration.
@@ -417,7 +420,7 @@ pub struct CommentsConfig {
     /// Queue depth beyond which comments go to PHP.
     pub max_queue: u64,
     /// Addresses whose `X-Forwarded-For` names the real client (the director, a TLS front).
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<crate::allow::IpNet>,
     /// Settings older than this mean no syncer runs: comments then go to PHP.
     pub settings_max_age: Duration,
     /// Deadline of every memcached exchange.
@@ -434,8 +437,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Admin listener (health, metrics, signed purges); must differ from `listen`.
     pub admin_listen: SocketAddr,
-    /// Whether one log line per request is written (target `strata::access`).
+    /// Whether one log line per request is written.
     pub access_log: bool,
+    /// How: a log event (target `strata::access`), combined format or JSON lines.
+    pub access_log_format: crate::access::Format,
+    /// Where `combined` and `json` lines go; stdout when `None`.
+    pub access_log_file: Option<PathBuf>,
     /// Deadline for a client to send a request head, counted from the end of the previous
     /// response on a keep-alive connection (so it also bounds idle connections).
     pub header_timeout: Duration,
@@ -503,7 +510,7 @@ pub struct OriginConfig {
 impl Config {
     /// What a running proxy takes from `new` on SIGHUP, and the keys that differ but take a
     /// restart (their running values are kept): `[cache]` but `capacity`, `[policy]`,
-    /// `[bans] purge_allow` and `strip_tag_headers`, `[server] hosts` and `access_log`,
+    /// `[bans] purge_allow`, `purge_path` and `strip_tag_headers`, `[server] hosts` and `access_log`,
     /// `[cluster] admin_allow`, `admin_hosts`, `write_wait` and `when_unconfirmed` apply at once; listeners,
     /// workers and timeouts, the origin, the cache's capacity, the cluster's membership and
     /// secret, tag extraction and `[comments]` are built at start.
@@ -526,6 +533,7 @@ impl Config {
         );
         merged.policy = new.policy.clone();
         merged.bans.purge_allow = new.bans.purge_allow.clone();
+        merged.bans.purge_path = new.bans.purge_path.clone();
         merged.bans.strip_tag_headers = new.bans.strip_tag_headers;
         let tag_rules = |b: &BansConfig| format!("{:?} {} {}", b.tag_headers, b.max_tags, b.wordpress);
         differs(
@@ -535,6 +543,16 @@ impl Config {
         );
         merged.server.hosts = new.server.hosts.clone();
         merged.server.access_log = new.server.access_log;
+        differs(
+            "server.access_log_format",
+            format!("{:?}", self.server.access_log_format),
+            format!("{:?}", new.server.access_log_format),
+        );
+        differs(
+            "server.access_log_file",
+            format!("{:?}", self.server.access_log_file),
+            format!("{:?}", new.server.access_log_file),
+        );
         let server = |s: &ServerConfig| {
             format!(
                 "{} {} {:?} {} {} {} {} {:?} {} {:?} {:?}",
@@ -695,9 +713,9 @@ pub struct ClusterConfig {
     pub secret_file: PathBuf,
     /// The secret itself, read at load time.
     pub secret: Vec<u8>,
-    /// Client addresses allowed on the admin API besides signature checks; empty = any
-    /// (then `/lookup` and `/cluster` answer loopback clients and signed requests only).
-    pub admin_allow: Vec<std::net::IpAddr>,
+    /// Client addresses and ranges allowed on the admin API besides signature checks; empty
+    /// = any (then `/lookup` and `/cluster` answer loopback clients and signed requests only).
+    pub admin_allow: Vec<crate::allow::IpNet>,
     /// What else senders call this node's admin listener (`host:port` of their URLs), besides
     /// the address a connection arrives at: a signed request whose `Host` names neither is
     /// refused (it was signed for another node).
@@ -748,8 +766,12 @@ pub struct BansConfig {
     /// sites whose anonymous actions change pages); off: only confirmed logins and answers
     /// that prove a change do.
     pub trust_anonymous_writes: bool,
-    /// Client addresses whose `PURGE` requests on the public port are obeyed; empty = none.
-    pub purge_allow: Vec<std::net::IpAddr>,
+    /// Client addresses and ranges whose `PURGE` requests on the public port are obeyed;
+    /// empty = none.
+    pub purge_allow: Vec<crate::allow::IpNet>,
+    /// The URL form of a public purge (nginx Helper's `/purge`): a GET or HEAD of
+    /// `{purge_path}/PATH` from a `purge_allow` address purges `/PATH`; empty = off.
+    pub purge_path: String,
 }
 
 impl Default for BansConfig {
@@ -764,6 +786,7 @@ impl Default for BansConfig {
             wordpress: true,
             trust_anonymous_writes: false,
             purge_allow: Vec::new(),
+            purge_path: String::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Modules, one concern each, from the top floor down (a module uses only those below it):
 //! - [`listen`]: binding the listeners, the accept loop and the worker threads;
+//! - [`access`]: the access log's lines (event, combined, JSON) and its writer thread;
 //! - [`admin`]: health, metrics, status, bans and the node-to-node sync; [`status`]: the
 //!   `/status` page's numbers and charts; [`client`]: the `ban` command's side;
 //! - [`server`]: the request path (refuse, route, try_hit) and, in its rooms, lookups and
@@ -14,6 +15,7 @@
 //! - [`freshness`]: may a response be stored, for how long, with how much grace, and what a
 //!   `304` updates; [`validators`]: entity tags and conditional requests; [`ranges`]: byte
 //!   ranges of a stored body;
+//! - [`allow`]: address allow lists (single addresses and CIDR ranges);
 //! - [`policy`]: pass or look up, the normalised host and cache key (WordPress rules);
 //! - [`origin`]: the pooled origin client, its errors and the headers a request to it gets;
 //! - [`config`]: TOML → validated [`config::Config`], every problem named by key;
@@ -26,7 +28,9 @@
 //!   [`metrics`], [`outcome`], [`body`]: shared pieces on the ground floor.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
+pub mod allow;
 pub mod answer;
 pub mod bans;
 pub mod body;

@@ -14,56 +14,57 @@ use crate::outcome::Outcome;
 
 /// Metric names (without the `_total` suffix the encoder adds to counters).
 pub mod names {
-    pub const REQUESTS: &str = "strata_requests";
-    pub const PASSES: &str = "strata_passes";
-    pub const NOT_STORED: &str = "strata_not_stored";
-    pub const CLIENT_ERRORS: &str = "strata_client_errors";
-    pub const COALESCED: &str = "strata_coalesced_requests";
-    pub const ORIGIN_REQUESTS: &str = "strata_origin_requests";
-    pub const ORIGIN_ERRORS: &str = "strata_origin_errors";
-    pub const ORIGIN_LATENCY: &str = "strata_origin_first_byte_seconds";
-    pub const ORIGIN_INTERIM: &str = "strata_origin_interim_responses";
-    pub const HIT_RATIO: &str = "strata_hit_ratio";
-    pub const CACHE_BYTES: &str = "strata_cache_bytes";
-    pub const CACHE_CAPACITY: &str = "strata_cache_capacity_bytes";
-    pub const CACHE_OBJECTS: &str = "strata_cache_objects";
-    pub const EVICTIONS: &str = "strata_cache_evictions";
-    pub const EXPIRATIONS: &str = "strata_cache_expirations";
-    pub const PURGES: &str = "strata_purges";
-    pub const BACKGROUND_REFRESHES: &str = "strata_background_refreshes";
-    pub const BACKGROUND_REFRESHES_DEFERRED: &str = "strata_background_refreshes_deferred";
-    pub const LIST_REFRESHES_DEFERRED: &str = "strata_list_refreshes_deferred";
-    pub const ORIGIN_IN_FLIGHT: &str = "strata_origin_in_flight";
-    pub const ORIGIN_QUEUED: &str = "strata_origin_queued";
-    pub const ORIGIN_WAITED: &str = "strata_origin_waited_seconds";
-    pub const ORIGIN_REFUSED: &str = "strata_origin_refused";
-    /// `strata_origin_fetches_total{class}`: fills and refreshes sent to the origin (not to a
+    pub const REQUESTS: &str = "strata_proxy_requests";
+    pub const PASSES: &str = "strata_proxy_passes";
+    pub const NOT_STORED: &str = "strata_proxy_not_stored";
+    pub const CLIENT_ERRORS: &str = "strata_proxy_client_errors";
+    pub const COALESCED: &str = "strata_proxy_coalesced_requests";
+    pub const ORIGIN_REQUESTS: &str = "strata_proxy_origin_requests";
+    pub const ORIGIN_ERRORS: &str = "strata_proxy_origin_errors";
+    pub const ORIGIN_LATENCY: &str = "strata_proxy_origin_first_byte_seconds";
+    pub const ORIGIN_INTERIM: &str = "strata_proxy_origin_interim_responses";
+    pub const HIT_RATIO: &str = "strata_proxy_hit_ratio";
+    pub const CACHE_BYTES: &str = "strata_proxy_cache_bytes";
+    pub const CACHE_CAPACITY: &str = "strata_proxy_cache_capacity_bytes";
+    pub const CACHE_OBJECTS: &str = "strata_proxy_cache_objects";
+    pub const EVICTIONS: &str = "strata_proxy_cache_evictions";
+    pub const EXPIRATIONS: &str = "strata_proxy_cache_expirations";
+    pub const PURGES: &str = "strata_proxy_purges";
+    pub const BACKGROUND_REFRESHES: &str = "strata_proxy_background_refreshes";
+    pub const BACKGROUND_REFRESHES_DEFERRED: &str = "strata_proxy_background_refreshes_deferred";
+    pub const LIST_REFRESHES_DEFERRED: &str = "strata_proxy_list_refreshes_deferred";
+    pub const ORIGIN_IN_FLIGHT: &str = "strata_proxy_origin_in_flight";
+    pub const ORIGIN_QUEUED: &str = "strata_proxy_origin_queued";
+    pub const ORIGIN_WAITED: &str = "strata_proxy_origin_waited_seconds";
+    pub const ORIGIN_REFUSED: &str = "strata_proxy_origin_refused";
+    /// `strata_proxy_origin_fetches_total{class}`: fills and refreshes sent to the origin (not to a
     /// home node), by budget class.
-    pub const ORIGIN_FETCHES: &str = "strata_origin_fetches";
-    pub const BANS_SENT: &str = "strata_bans_sent";
-    pub const BANS_RECEIVED: &str = "strata_bans_received";
-    pub const BANS_APPLIED: &str = "strata_bans_applied";
-    pub const BAN_PROPAGATION: &str = "strata_ban_propagation_seconds";
-    pub const BAN_ACK: &str = "strata_ban_ack_seconds";
-    pub const SIBLING_QUEUE: &str = "strata_sibling_queue";
-    pub const SIBLING_UP: &str = "strata_sibling_up";
-    pub const SIBLING_LAG: &str = "strata_sibling_lag";
-    pub const CLUSTER_CONFIRMED: &str = "strata_cluster_confirmed";
-    pub const CLUSTER_FLUSHES: &str = "strata_cluster_flushes";
-    pub const TAGS_INDEXED: &str = "strata_tags_indexed";
-    pub const COMMENTS: &str = "strata_comments";
-    pub const COMMENT_UNTRUSTED: &str = "strata_comment_queue_untrusted";
-    pub const WRITES: &str = "strata_writes";
-    pub const LOGIN_CHECKS: &str = "strata_login_checks";
-    pub const COMMENT_VERDICT: &str = "strata_comment_verdict_seconds";
-    pub const CONNECTIONS_REFUSED: &str = "strata_connections_refused";
-    pub const SHIELD_REQUESTS: &str = "strata_shield_requests";
-    pub const SHIELD_SERVED: &str = "strata_shield_served";
-    pub const SHIELD_EARLY_BANS: &str = "strata_shield_early_bans";
-    pub const PATCHES: &str = "strata_patches";
+    pub const ORIGIN_FETCHES: &str = "strata_proxy_origin_fetches";
+    pub const BANS_SENT: &str = "strata_proxy_bans_sent";
+    pub const BANS_RECEIVED: &str = "strata_proxy_bans_received";
+    pub const BANS_APPLIED: &str = "strata_proxy_bans_applied";
+    pub const BAN_PROPAGATION: &str = "strata_proxy_ban_propagation_seconds";
+    pub const BAN_ACK: &str = "strata_proxy_ban_ack_seconds";
+    pub const SIBLING_QUEUE: &str = "strata_proxy_sibling_queue";
+    pub const SIBLING_UP: &str = "strata_proxy_sibling_up";
+    pub const SIBLING_LAG: &str = "strata_proxy_sibling_lag_seconds";
+    pub const CLUSTER_CONFIRMED: &str = "strata_proxy_cluster_confirmed";
+    pub const CLUSTER_FLUSHES: &str = "strata_proxy_cluster_flushes";
+    pub const TAGS_INDEXED: &str = "strata_proxy_tags_indexed";
+    pub const COMMENTS: &str = "strata_proxy_comments";
+    pub const COMMENT_UNTRUSTED: &str = "strata_proxy_comment_queue_untrusted";
+    pub const WRITES: &str = "strata_proxy_writes";
+    pub const LOGIN_CHECKS: &str = "strata_proxy_login_checks";
+    pub const COMMENT_VERDICT: &str = "strata_proxy_comment_verdict_seconds";
+    pub const CONNECTIONS_REFUSED: &str = "strata_proxy_connections_refused";
+    pub const SHIELD_REQUESTS: &str = "strata_proxy_shield_requests";
+    pub const SHIELD_SERVED: &str = "strata_proxy_shield_served";
+    pub const SHIELD_EARLY_BANS: &str = "strata_proxy_shield_early_bans";
+    pub const ACCESS_LOG_DROPPED: &str = "strata_proxy_access_log_dropped";
+    pub const PATCHES: &str = "strata_proxy_patches";
 }
 
-/// `strata_shield_requests_total{result}`: fills of keys whose home is another node, by how
+/// `strata_proxy_shield_requests_total{result}`: fills of keys whose home is another node, by how
 /// they ended (`hit`, `filled`, `pass` at the home, or why this node asked the origin).
 pub const SHIELD_REQUEST_RESULTS: [&str; 8] = [
     "hit",
@@ -75,7 +76,7 @@ pub const SHIELD_REQUEST_RESULTS: [&str; 8] = [
     "fallback_banned",
     "fallback_busy",
 ];
-/// `strata_shield_served_total{result}`: shield requests this node answered as a home.
+/// `strata_proxy_shield_served_total{result}`: shield requests this node answered as a home.
 pub const SHIELD_SERVED_RESULTS: [&str; 7] = ["hit", "filled", "pass", "lagging", "deferred", "error", "refused"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -332,6 +333,8 @@ pub struct Metrics {
     /// Bans a sibling listed in a shield request before they reached this node, applied here.
     pub shield_early_bans: Counter,
     patches: Family<PatchLabel, Counter>,
+    /// Access log lines dropped because the writer fell behind.
+    pub access_log_dropped: Counter,
 }
 
 impl Metrics {
@@ -492,6 +495,7 @@ impl Metrics {
             budget.refused.clone(),
         );
         let cluster = Arc::new(ClusterMetrics::register(&mut registry));
+        strata_wire::process::register(&mut registry, "strata-proxy", env!("CARGO_PKG_VERSION"));
         let comments = CommentMetrics {
             results: Family::default(),
             untrusted: Family::default(),
@@ -536,6 +540,12 @@ impl Metrics {
             "Bans a sibling's shield request listed that had not reached this node yet, applied here at once",
             shield_early_bans.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            names::ACCESS_LOG_DROPPED,
+            "Access log lines (combined, json) dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
         let patches = Family::default();
         registry.register(
             names::PATCHES,
@@ -555,6 +565,7 @@ impl Metrics {
         }
         Metrics {
             patches,
+            access_log_dropped,
             shield_requests,
             shield_served,
             shield_early_bans,
@@ -691,5 +702,92 @@ fn sync_counter(c: &Counter, total: &AtomicU64) {
     let have = c.get();
     if t > have {
         c.inc_by(t - have);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DASHBOARD: &str = include_str!("../../deploy/grafana/strata.json");
+
+    /// Every family with at least one series, as a running proxy with siblings has them.
+    fn exercised() -> String {
+        let m = Metrics::new(1 << 20);
+        m.pass("cookie");
+        m.not_stored("status");
+        m.client_error("host");
+        m.origin_error("connect");
+        m.comment("queued");
+        m.comment_untrusted("verdict", "unsigned");
+        m.cluster.sibling("http://10.0.0.2:9080", 0, true, 0.1);
+        m.render(0, 0, &AtomicU64::new(0), &AtomicU64::new(0))
+    }
+
+    #[test]
+    fn the_dashboard_reads_only_metrics_the_proxy_exports() {
+        let offered = strata_wire::exposition::offered(&exercised());
+        let wanted = strata_wire::exposition::dashboard_names(DASHBOARD).expect("deploy/grafana/strata.json is JSON");
+        let ours: Vec<&String> = wanted
+            .iter()
+            .filter(|n| n.starts_with("strata_proxy_") || n.starts_with("process_") || *n == "strata_build_info")
+            .collect();
+        assert!(ours.len() > 20, "{ours:?}");
+        let missing: Vec<&&String> = ours.iter().filter(|n| !offered.contains(n.as_str())).collect();
+        assert!(
+            missing.is_empty(),
+            "the dashboard reads {missing:?}, which strata-proxy does not export"
+        );
+        // Every name it reads belongs to one of the three programs or to every program.
+        let strays: Vec<&String> = wanted
+            .iter()
+            .filter(|n| {
+                !["strata_proxy_", "strata_syncer_", "strata_director_", "process_"]
+                    .iter()
+                    .any(|p| n.starts_with(p))
+                    && *n != "strata_build_info"
+            })
+            .collect();
+        assert!(strays.is_empty(), "{strays:?}");
+    }
+
+    #[test]
+    fn the_dashboard_asks_the_prometheus_it_is_given() {
+        let d: serde_json::Value = serde_json::from_str(DASHBOARD).expect("JSON");
+        let vars = d["templating"]["list"].as_array().expect("variables");
+        assert!(
+            vars.iter()
+                .any(|v| v["name"] == "datasource" && v["type"] == "datasource" && v["query"] == "prometheus"),
+            "a Prometheus data source variable"
+        );
+        let panels = d["panels"].as_array().expect("panels");
+        let mut ids: Vec<i64> = panels.iter().filter_map(|p| p["id"].as_i64()).collect();
+        assert_eq!(ids.len(), panels.len(), "every panel has an id");
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), panels.len(), "ids are unique");
+        for p in panels.iter().filter(|p| p["type"] != "row") {
+            let title = p["title"].as_str().unwrap_or_default();
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{title}");
+            for t in targets {
+                assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
+                assert!(t["expr"].as_str().is_some_and(|e| !e.is_empty()), "{title}");
+            }
+        }
+        for topic in [
+            "Hit ratio",
+            "Requests by outcome",
+            "Origin fetches by class",
+            "Origin budget: queue and in flight",
+            "Bans applied by kind",
+            "Comment queue depth",
+            "Syncer batches",
+            "Packets per node",
+            "Node health",
+        ] {
+            assert!(panels.iter().any(|p| p["title"] == topic), "a panel {topic:?}");
+        }
     }
 }

@@ -57,7 +57,7 @@ mod shield;
 
 use flight::{Flight, FlightGuard, FlightRx, MAX_FLIGHT_RETRIES};
 
-pub use invalidate::BanResult;
+pub use invalidate::{purge_url_ban, purge_url_target, BanResult, PurgeForm};
 pub use pass::ClientBody;
 use pass::MAX_COMMENT_BODY;
 
@@ -141,13 +141,27 @@ pub struct Proxy {
     logins: pass::Logins,
     /// Asks keys' home nodes for fills (`cluster.shield`).
     shield: crate::shield::ShieldClient,
+    /// Writes `combined` and `json` access log lines (`server.access_log_format`).
+    access: Option<crate::access::Writer>,
 }
 
 impl Proxy {
     /// Builds the store, the origin pool and the metrics for a configuration.
     pub fn new(cfg: Arc<Config>) -> Proxy {
         let metrics = Metrics::new(cfg.cache.capacity);
+        let access = (cfg.server.access_log_format != crate::access::Format::Text)
+            .then(|| {
+                let path = cfg.server.access_log_file.clone();
+                crate::access::Writer::start(path.clone(), metrics.access_log_dropped.clone())
+                    .map_err(|e| {
+                        // The configuration check opened it; it went away since.
+                        tracing::error!(error = %e, ?path, "access log: cannot open; its lines go to the log instead");
+                    })
+                    .ok()
+            })
+            .flatten();
         Proxy {
+            access,
             store: Store::new(cfg.cache.capacity),
             origin: Origin::new(&cfg.origin),
             budget: crate::budget::Budget::new(
@@ -188,37 +202,55 @@ impl Proxy {
     pub fn reload(&self, new: Config) -> Vec<&'static str> {
         let (merged, restart) = self.cfg().reloaded(new);
         self.cfg.store(Arc::new(merged));
+        if let Some(w) = &self.access {
+            // After logrotate moved the file away.
+            w.reopen();
+        }
         restart
     }
 
     /// Answers one client request. Never fails: every error becomes a response.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
         let cfg = self.cfg();
-        let log = cfg
-            .server
-            .access_log
-            .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
-        let purge = req.method().as_str() == "PURGE" && cfg.bans.purge_allow.contains(&client.ip());
+        let log = cfg.server.access_log.then(|| AccessStart::of(&req, client));
+        let purge = PurgeForm::of(&req, &cfg.bans.purge_path)
+            .filter(|_| crate::allow::any_contains(&cfg.bans.purge_allow, client.ip()));
         drop(cfg);
-        let Answer { mut resp, outcome } = match self.refuse(&req) {
-            Some(a) if !purge || a.resp.status() == StatusCode::BAD_REQUEST => a,
-            _ if purge => self.public_purge(&req),
+        let Answer { mut resp, outcome } = match (self.refuse(&req), purge) {
+            (Some(a), p) if p.is_none() || a.resp.status() == StatusCode::BAD_REQUEST => a,
+            (_, Some(form)) => self.public_purge(&req, form),
             _ => self.route(req, client).await,
         };
         self.metrics.request(outcome);
         resp.headers_mut().insert(&X_CACHE, outcome.x_cache());
-        if let Some((method, uri, started)) = log {
-            tracing::info!(
-                target: "strata::access",
-                client = %client.ip(),
-                method = %method,
-                uri = %uri,
-                status = resp.status().as_u16(),
-                outcome = outcome.as_str(),
-                micros = started.elapsed().as_micros() as u64,
-            );
+        if let Some(start) = log {
+            self.access_log(start, &resp, outcome);
         }
         resp
+    }
+
+    /// Writes a request's access log line in the configured format.
+    fn access_log(&self, start: AccessStart, resp: &Response<ProxyBody>, outcome: Outcome) {
+        let entry = start.finish(resp, outcome);
+        match &self.access {
+            Some(w) => {
+                let mut line = String::with_capacity(256);
+                match self.cfg().server.access_log_format {
+                    crate::access::Format::Json => crate::access::json(&mut line, &entry),
+                    _ => crate::access::combined(&mut line, &entry),
+                }
+                w.send(line);
+            }
+            None => tracing::info!(
+                target: "strata::access",
+                client = %entry.client,
+                method = %entry.method,
+                uri = %entry.uri,
+                status = entry.status,
+                outcome = entry.outcome,
+                micros = entry.elapsed.as_micros() as u64,
+            ),
+        }
     }
 
     /// Requests answered without going anywhere near the cache or the origin.
@@ -270,6 +302,13 @@ impl Proxy {
                 "purge",
                 StatusCode::METHOD_NOT_ALLOWED,
                 "PURGE is not accepted on the public port; use the signed admin API",
+            )
+        } else if PurgeForm::of(req, &self.cfg().bans.purge_path).is_some() {
+            // Refused like `PURGE`; `handle` answers it instead for a `bans.purge_allow` client.
+            (
+                "purge",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "purge URLs (bans.purge_path) are not accepted from this address; use the signed admin API",
             )
         } else if req.uri().scheme_str().is_some_and(|s| s != "http" && s != "https") {
             ("scheme", StatusCode::BAD_REQUEST, "unsupported URI scheme")
@@ -383,5 +422,58 @@ impl Proxy {
             }
             f(buf, query)
         })
+    }
+}
+
+/// What the access log keeps of a request until its answer is known.
+struct AccessStart {
+    entry: crate::access::Entry,
+    started: Instant,
+}
+
+impl AccessStart {
+    fn of(req: &Request<Incoming>, client: SocketAddr) -> AccessStart {
+        let text = |name: header::HeaderName| {
+            req.headers()
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        AccessStart {
+            entry: crate::access::Entry {
+                time: SystemTime::now(),
+                client: client.ip(),
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                version: req.version(),
+                host: host_of(req.uri(), req.headers()).map(str::to_string),
+                referer: text(header::REFERER),
+                user_agent: text(header::USER_AGENT),
+                status: 0,
+                bytes: None,
+                outcome: "",
+                elapsed: std::time::Duration::ZERO,
+            },
+            started: Instant::now(),
+        }
+    }
+
+    /// The entry, with what the answer says: status, declared body length (none for a
+    /// `HEAD`, `204` or `304`), outcome and time to the response head.
+    fn finish(self, resp: &Response<ProxyBody>, outcome: Outcome) -> crate::access::Entry {
+        let status = resp.status();
+        let bodiless =
+            self.entry.method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        let bytes = if bodiless {
+            Some(0)
+        } else {
+            content_length(resp.headers()).or_else(|| resp.body().size_hint().exact())
+        };
+        crate::access::Entry {
+            status: status.as_u16(),
+            bytes,
+            outcome: outcome.as_str(),
+            elapsed: self.started.elapsed(),
+            ..self.entry
+        }
     }
 }

@@ -139,7 +139,7 @@ pub enum Fallback {
 }
 
 impl Fallback {
-    /// Label for logs and metrics (`strata_shield_requests_total{result}`).
+    /// Label for logs and metrics (`strata_proxy_shield_requests_total{result}`).
     pub fn as_str(self) -> &'static str {
         match self {
             Fallback::Down => "fallback_down",

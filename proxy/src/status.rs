@@ -4,7 +4,7 @@
 //! Nothing here touches the request path. The admin side samples the counters once a second
 //! ([`History`]); requests per second and percentiles are differences between samples,
 //! computed when someone asks. The p99 shown is the origin's time to first byte
-//! (`strata_origin_first_byte_seconds`): the proxy keeps no per-request latency histogram,
+//! (`strata_proxy_origin_first_byte_seconds`): the proxy keeps no per-request latency histogram,
 //! which would cost every hit.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -191,13 +191,13 @@ pub struct Sample {
     pub at: Instant,
     /// The same moment in Unix milliseconds, for the charts' time axis.
     pub unix_ms: u64,
-    /// `strata_requests_total`, every outcome.
+    /// `strata_proxy_requests_total`, every outcome.
     pub requests: f64,
     /// Hits and stale hits: lookups answered from memory.
     pub served: f64,
     /// Hits, stale hits and misses: every lookup.
     pub looked_up: f64,
-    /// `strata_origin_first_byte_seconds`.
+    /// `strata_proxy_origin_first_byte_seconds`.
     pub origin_first_byte: Buckets,
 }
 
@@ -323,9 +323,9 @@ pub struct Status {
     pub uptime_secs: u64,
     /// Unix milliseconds when this was computed.
     pub now_ms: u64,
-    /// `strata_requests_total` by outcome, and their sum.
+    /// `strata_proxy_requests_total` by outcome, and their sum.
     pub requests: Requests,
-    /// `strata_hit_ratio`: (hit + stale) / (hit + stale + miss) since start.
+    /// `strata_proxy_hit_ratio`: (hit + stale) / (hit + stale + miss) since start.
     pub hit_ratio: f64,
     /// Requests per second over the last [`Status::rate_window_secs`]; null right after start.
     pub requests_per_sec: Option<f64>,
@@ -365,11 +365,11 @@ pub struct Requests {
 pub struct OriginStatus {
     /// The origin's URL.
     pub url: String,
-    /// `strata_origin_requests_total`.
+    /// `strata_proxy_origin_requests_total`.
     pub requests: u64,
-    /// `strata_origin_errors_total`, all reasons.
+    /// `strata_proxy_origin_errors_total`, all reasons.
     pub errors: u64,
-    /// `strata_origin_errors_total` by reason.
+    /// `strata_proxy_origin_errors_total` by reason.
     pub errors_by_reason: BTreeMap<String, u64>,
     /// First-byte p99 over the last [`OriginStatus::p99_window_secs`], milliseconds.
     pub first_byte_p99_ms: Option<f64>,
@@ -386,34 +386,34 @@ pub struct OriginStatus {
 /// The origin budget (`[origin] concurrency`, `background_max`): the queue per class.
 #[derive(Debug, Clone, Serialize)]
 pub struct BudgetStatus {
-    /// `strata_origin_in_flight` by class (`foreground`, `background`).
+    /// `strata_proxy_origin_in_flight` by class (`foreground`, `background`).
     pub in_flight: BTreeMap<String, u64>,
-    /// `strata_origin_queued` by class (background refreshes are deferred, never queued).
+    /// `strata_proxy_origin_queued` by class (background refreshes are deferred, never queued).
     pub queued: BTreeMap<String, u64>,
-    /// Foreground requests that waited in the queue (`strata_origin_waited_seconds_count`).
+    /// Foreground requests that waited in the queue (`strata_proxy_origin_waited_seconds_count`).
     pub waited: u64,
     /// Their wait's p99 since start, milliseconds.
     pub waited_p99_ms: Option<f64>,
-    /// `strata_origin_refused_total`: foreground requests answered 503.
+    /// `strata_proxy_origin_refused_total`: foreground requests answered 503.
     pub refused: u64,
-    /// `strata_background_refreshes_deferred_total`: refreshes the budget did not start.
+    /// `strata_proxy_background_refreshes_deferred_total`: refreshes the budget did not start.
     pub refreshes_deferred: u64,
-    /// `strata_list_refreshes_deferred_total`: refreshes `cache.list_refresh` held back.
+    /// `strata_proxy_list_refreshes_deferred_total`: refreshes `cache.list_refresh` held back.
     pub list_refreshes_deferred: u64,
 }
 
 /// Cache occupancy.
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheStatus {
-    /// `strata_cache_objects`.
+    /// `strata_proxy_cache_objects`.
     pub objects: u64,
-    /// `strata_cache_bytes`.
+    /// `strata_proxy_cache_bytes`.
     pub bytes: u64,
-    /// `strata_cache_capacity_bytes`.
+    /// `strata_proxy_cache_capacity_bytes`.
     pub capacity_bytes: u64,
-    /// `strata_cache_evictions_total`.
+    /// `strata_proxy_cache_evictions_total`.
     pub evictions: u64,
-    /// `strata_cache_expirations_total`.
+    /// `strata_proxy_cache_expirations_total`.
     pub expirations: u64,
     /// Distinct tags indexed.
     pub tags: u64,
@@ -428,20 +428,20 @@ pub struct ClusterStatus {
     pub confirmed: bool,
     /// Each sibling.
     pub siblings: Vec<SiblingReport>,
-    /// `strata_shield_requests_total` by result: fills asked of keys' home nodes.
+    /// `strata_proxy_shield_requests_total` by result: fills asked of keys' home nodes.
     pub shield_requests: BTreeMap<String, u64>,
-    /// `strata_shield_served_total` by result: fills answered as a key's home.
+    /// `strata_proxy_shield_served_total` by result: fills answered as a key's home.
     pub shield_served: BTreeMap<String, u64>,
 }
 
 /// Comment write-behind results (the syncer's queue depth is on the syncer's admin).
 #[derive(Debug, Clone, Serialize)]
 pub struct CommentStatus {
-    /// `strata_comments_total` by reason.
+    /// `strata_proxy_comments_total` by reason.
     pub results: BTreeMap<String, u64>,
     /// All results.
     pub total: u64,
-    /// Verdicts read (`strata_comment_verdict_seconds_count`).
+    /// Verdicts read (`strata_proxy_comment_verdict_seconds_count`).
     pub verdicts: u64,
     /// Verdict p99 since start, milliseconds.
     pub verdict_p99_ms: Option<f64>,
@@ -568,34 +568,37 @@ pub fn wants_html(accept: Option<&str>) -> bool {
 mod tests {
     use super::*;
 
-    const TEXT: &str = "# HELP strata_requests Client requests by cache outcome.\n\
-        # TYPE strata_requests counter\n\
-        strata_requests_total{outcome=\"hit\"} 6\n\
-        strata_requests_total{outcome=\"miss\"} 2\n\
-        strata_requests_total{outcome=\"pass\"} 1\n\
-        strata_requests_total{outcome=\"stale\"} 0\n\
-        strata_requests_total{outcome=\"synth\"} 0\n\
-        strata_hit_ratio 0.75\n\
-        strata_cache_objects 3\n\
-        strata_sibling_up{sibling=\"http://10.0.0.2:9080\"} 1\n\
-        strata_origin_first_byte_seconds_sum 0.03\n\
-        strata_origin_first_byte_seconds_count 3\n\
-        strata_origin_first_byte_seconds_bucket{le=\"0.01\"} 1\n\
-        strata_origin_first_byte_seconds_bucket{le=\"0.02\"} 3\n\
-        strata_origin_first_byte_seconds_bucket{le=\"+Inf\"} 3\n\
+    const TEXT: &str = "# HELP strata_proxy_requests Client requests by cache outcome.\n\
+        # TYPE strata_proxy_requests counter\n\
+        strata_proxy_requests_total{outcome=\"hit\"} 6\n\
+        strata_proxy_requests_total{outcome=\"miss\"} 2\n\
+        strata_proxy_requests_total{outcome=\"pass\"} 1\n\
+        strata_proxy_requests_total{outcome=\"stale\"} 0\n\
+        strata_proxy_requests_total{outcome=\"synth\"} 0\n\
+        strata_proxy_hit_ratio 0.75\n\
+        strata_proxy_cache_objects 3\n\
+        strata_proxy_sibling_up{sibling=\"http://10.0.0.2:9080\"} 1\n\
+        strata_proxy_origin_first_byte_seconds_sum 0.03\n\
+        strata_proxy_origin_first_byte_seconds_count 3\n\
+        strata_proxy_origin_first_byte_seconds_bucket{le=\"0.01\"} 1\n\
+        strata_proxy_origin_first_byte_seconds_bucket{le=\"0.02\"} 3\n\
+        strata_proxy_origin_first_byte_seconds_bucket{le=\"+Inf\"} 3\n\
         strata_weird{a=\"x,\\\"y\\\"\",b=\"z\"} 2\n";
 
     #[test]
     fn reads_the_exposition() {
         let s = Scrape::parse(TEXT);
-        assert_eq!(s.total("strata_requests_total"), 9.0);
-        assert_eq!(s.by_label("strata_requests_total", "outcome")["hit"], 6.0);
-        assert_eq!(s.total("strata_hit_ratio"), 0.75);
-        assert_eq!(s.by_label("strata_sibling_up", "sibling")["http://10.0.0.2:9080"], 1.0);
+        assert_eq!(s.total("strata_proxy_requests_total"), 9.0);
+        assert_eq!(s.by_label("strata_proxy_requests_total", "outcome")["hit"], 6.0);
+        assert_eq!(s.total("strata_proxy_hit_ratio"), 0.75);
+        assert_eq!(
+            s.by_label("strata_proxy_sibling_up", "sibling")["http://10.0.0.2:9080"],
+            1.0
+        );
         assert_eq!(s.by_label("strata_weird", "a")["x,\"y\""], 2.0);
         assert_eq!(s.by_label("strata_weird", "b")["z"], 2.0);
         assert_eq!(
-            s.buckets("strata_origin_first_byte_seconds").0,
+            s.buckets("strata_proxy_origin_first_byte_seconds").0,
             vec![(0.01, 1.0), (0.02, 3.0), (f64::INFINITY, 3.0)]
         );
         assert_eq!(s.total("absent"), 0.0);

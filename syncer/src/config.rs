@@ -62,6 +62,8 @@ struct RawConfig {
     flood_interval: Option<toml::Value>,
     memcached_timeout: Option<toml::Value>,
     mysql_timeout: Option<toml::Value>,
+    mysql_ssl_mode: Option<String>,
+    mysql_ssl_ca: Option<String>,
     settings_interval: Option<toml::Value>,
     permalink_wait: Option<toml::Value>,
     patch_pages: Option<bool>,
@@ -114,6 +116,8 @@ pub struct Config {
     pub memcached_timeout: Duration,
     /// Deadline of one MySQL step (a batch's whole transaction included).
     pub mysql_timeout: Duration,
+    /// Whether and how the connection to MySQL is encrypted and its certificate checked.
+    pub mysql_tls: MysqlTls,
     /// How often the site settings are published.
     pub settings_interval: Duration,
     /// How long a verdict waits for its post's permalink from the origin before linking to
@@ -124,6 +128,43 @@ pub struct Config {
     pub patch_pages: bool,
     /// Where bans are sent.
     pub cluster: ClusterConfig,
+}
+
+/// `mysql_ssl_mode`: MySQL's `--ssl-mode` values but `preferred`, which can fall back to
+/// plain text without a word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    /// No TLS (the default; a server that requires it refuses the connection).
+    #[default]
+    Disabled,
+    /// TLS, the server's certificate not checked: encrypted, but not proof of who answers.
+    Required,
+    /// TLS, the certificate signed by `mysql_ssl_ca` (or a public CA without it), any name.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate names the host of the `mysql` URL.
+    VerifyIdentity,
+}
+
+impl SslMode {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disabled => "disabled",
+            SslMode::Required => "required",
+            SslMode::VerifyCa => "verify_ca",
+            SslMode::VerifyIdentity => "verify_identity",
+        }
+    }
+}
+
+/// `mysql_ssl_mode` and `mysql_ssl_ca`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MysqlTls {
+    /// Whether and how.
+    pub mode: SslMode,
+    /// PEM file of the CA certificates the server's certificate must chain to (`verify_ca`,
+    /// `verify_identity`); `None`: the public CAs built in.
+    pub ca: Option<PathBuf>,
 }
 
 /// `[cluster]`
@@ -207,6 +248,7 @@ impl Config {
         let flood_interval = c.duration("flood_interval", &raw.flood_interval, DEFAULT_FLOOD_INTERVAL);
         let memcached_timeout = c.duration("memcached_timeout", &raw.memcached_timeout, DEFAULT_MEMCACHED_TIMEOUT);
         let mysql_timeout = c.duration("mysql_timeout", &raw.mysql_timeout, DEFAULT_MYSQL_TIMEOUT);
+        let mysql_tls = mysql_tls(&mut c, raw.mysql_ssl_mode.as_deref(), raw.mysql_ssl_ca.as_deref(), base);
         let settings_interval = c.duration("settings_interval", &raw.settings_interval, DEFAULT_SETTINGS_INTERVAL);
         let permalink_wait = c.duration("permalink_wait", &raw.permalink_wait, DEFAULT_PERMALINK_WAIT);
         let cluster = cluster_config(&mut c, raw.cluster, base);
@@ -230,6 +272,7 @@ impl Config {
             flood_interval,
             memcached_timeout,
             mysql_timeout,
+            mysql_tls,
             settings_interval,
             permalink_wait,
             patch_pages: raw.patch_pages.unwrap_or(true),
@@ -255,6 +298,63 @@ fn memcached_servers(c: &mut Checker, list: Option<Vec<String>>) -> Vec<String> 
         }
     }
     memcached
+}
+
+/// `mysql_ssl_mode` and `mysql_ssl_ca`: the CA file is read here, so `--check-config`
+/// reports one that is missing or holds no certificate.
+fn mysql_tls(c: &mut Checker, mode: Option<&str>, ca: Option<&str>, base: Option<&Path>) -> MysqlTls {
+    let mode = match mode {
+        None | Some("disabled") => SslMode::Disabled,
+        Some("required") => SslMode::Required,
+        Some("verify_ca") => SslMode::VerifyCa,
+        Some("verify_identity") => SslMode::VerifyIdentity,
+        Some("preferred") => {
+            c.problem(
+                "mysql_ssl_mode",
+                "\"preferred\" is not offered: it falls back to plain text whenever TLS fails; \
+                 choose \"required\", \"verify_ca\" or \"verify_identity\" (or \"disabled\")",
+            );
+            SslMode::Disabled
+        }
+        Some(other) => {
+            c.problem(
+                "mysql_ssl_mode",
+                format!("{other:?} is not one of \"disabled\", \"required\", \"verify_ca\", \"verify_identity\""),
+            );
+            SslMode::Disabled
+        }
+    };
+    let ca = ca.and_then(|file| {
+        if !matches!(mode, SslMode::VerifyCa | SslMode::VerifyIdentity) {
+            c.problem(
+                "mysql_ssl_ca",
+                format!(
+                    "is only read with mysql_ssl_mode = \"verify_ca\" or \"verify_identity\" (it is {:?})",
+                    mode.as_str()
+                ),
+            );
+            return None;
+        }
+        let path = resolve(base, file);
+        match std::fs::read_to_string(&path) {
+            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(path),
+            Ok(_) => {
+                c.problem("mysql_ssl_ca", format!("{}: no PEM certificate in it", path.display()));
+                None
+            }
+            Err(e) => {
+                c.problem("mysql_ssl_ca", format!("{}: {e}", path.display()));
+                None
+            }
+        }
+    });
+    if mode == SslMode::VerifyCa && ca.is_none() && !c.problems.iter().any(|p| p.key == "mysql_ssl_ca") {
+        c.problem(
+            "mysql_ssl_ca",
+            "missing: verify_ca checks the server's certificate against this CA (a PEM file)",
+        );
+    }
+    MysqlTls { mode, ca }
 }
 
 /// `mysql`.
@@ -548,6 +648,66 @@ mod tests {
             problems[0].starts_with("mysql: not a usable mysql:// URL"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn mysql_tls_modes_and_ca() {
+        let (t, problems) = checked(|c| mysql_tls(c, None, None, None));
+        assert!(problems.is_empty());
+        assert_eq!(t, MysqlTls::default());
+        assert_eq!(t.mode, SslMode::Disabled);
+        for (text, mode) in [
+            ("disabled", SslMode::Disabled),
+            ("required", SslMode::Required),
+            ("verify_identity", SslMode::VerifyIdentity),
+        ] {
+            let (t, problems) = checked(|c| mysql_tls(c, Some(text), None, None));
+            assert!(problems.is_empty(), "{problems:?}");
+            assert_eq!((t.mode, t.mode.as_str()), (mode, text));
+        }
+        let (_, problems) = checked(|c| mysql_tls(c, Some("verify_ca"), None, None));
+        assert_eq!(
+            problems,
+            ["mysql_ssl_ca: missing: verify_ca checks the server's certificate against this CA (a PEM file)"]
+        );
+        let (_, problems) = checked(|c| mysql_tls(c, Some("preferred"), None, None));
+        assert!(
+            problems[0].starts_with("mysql_ssl_mode: \"preferred\" is not offered"),
+            "{problems:?}"
+        );
+        let (_, problems) = checked(|c| mysql_tls(c, Some("REQUIRED"), None, None));
+        assert!(
+            problems[0].starts_with("mysql_ssl_mode: \"REQUIRED\" is not one of"),
+            "{problems:?}"
+        );
+
+        let dir = std::env::temp_dir().join(format!("strata-syncer-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("empty.pem"), "").unwrap();
+        let (t, problems) = checked(|c| mysql_tls(c, Some("verify_ca"), Some("ca.pem"), Some(&dir)));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(t.ca, Some(dir.join("ca.pem")), "relative to the config's folder");
+        let (_, problems) = checked(|c| mysql_tls(c, Some("verify_identity"), Some("empty.pem"), Some(&dir)));
+        assert!(
+            problems[0].ends_with("empty.pem: no PEM certificate in it"),
+            "{problems:?}"
+        );
+        let (_, problems) = checked(|c| mysql_tls(c, Some("verify_ca"), Some("missing.pem"), Some(&dir)));
+        assert!(
+            problems[0].starts_with("mysql_ssl_ca: ") && problems[0].contains("missing.pem"),
+            "{problems:?}"
+        );
+        let (_, problems) = checked(|c| mysql_tls(c, Some("required"), Some("ca.pem"), Some(&dir)));
+        assert!(
+            problems[0].starts_with("mysql_ssl_ca: is only read with"),
+            "{problems:?}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

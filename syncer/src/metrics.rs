@@ -233,6 +233,7 @@ impl Metrics {
         for step in STEPS {
             let _ = m.steps.get_or_create(&StepLabel { step });
         }
+        strata_wire::process::register(&mut registry, "strata-syncer", env!("CARGO_PKG_VERSION"));
         Metrics { registry, ..m }
     }
 
@@ -316,5 +317,34 @@ mod tests {
             assert!(text.contains(name), "{name} missing");
         }
         assert!(text.contains("reason=\"duplicate\""));
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!(
+                "strata_build_info{{program=\"strata-syncer\",version=\"{version}\""
+            )),
+            "{text}"
+        );
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+        assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
+    }
+
+    #[test]
+    fn the_dashboard_reads_only_metrics_the_syncer_exports() {
+        let m = Metrics::new();
+        m.comment("approved");
+        m.rejection("duplicate");
+        let offered = strata_wire::exposition::offered(&m.render());
+        let dashboard = include_str!("../../deploy/grafana/strata.json");
+        let wanted = strata_wire::exposition::dashboard_names(dashboard).expect("deploy/grafana/strata.json is JSON");
+        let ours: Vec<&String> = wanted
+            .iter()
+            .filter(|n| n.starts_with("strata_syncer_") || n.starts_with("process_") || *n == "strata_build_info")
+            .collect();
+        assert!(ours.iter().any(|n| n.starts_with("strata_syncer_")), "{ours:?}");
+        let missing: Vec<&&String> = ours.iter().filter(|n| !offered.contains(n.as_str())).collect();
+        assert!(
+            missing.is_empty(),
+            "the dashboard reads {missing:?}, which strata-syncer does not export"
+        );
     }
 }

@@ -24,6 +24,7 @@ use crate::rules::{self, Post, Refusal, Submission, WpVersion};
 use crate::site;
 
 mod batch;
+pub mod tls;
 
 use batch::{Candidate, Collations, Decision, Facts, Pair, TextColumn};
 
@@ -79,6 +80,9 @@ pub enum StoreError {
     /// MySQL failed (connection, server, protocol).
     #[error("mysql: {0}")]
     Mysql(#[from] mysql_async::Error),
+    /// The TLS handshake with MySQL failed, said with what to check.
+    #[error("mysql: {0}")]
+    Tls(String),
     /// The durable cursor is not where this syncer thought (another syncer, or a commit whose
     /// answer was lost): the batch was not applied; continue from `0`.
     #[error("the cursor in MySQL is at {0:?}, not where this syncer expected it")]
@@ -113,7 +117,10 @@ pub struct Judge {
 /// The WordPress database.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    /// Made at the first connection: [`mysql_opts`] may ask the server for its certificate.
+    pool: tokio::sync::OnceCell<Pool>,
+    /// The `mysql` URL.
+    url: String,
     prefix: String,
     /// The queue's name in the cursor table (its memcached key prefix), so that several
     /// queues can share one database.
@@ -128,6 +135,8 @@ pub struct Store {
     /// What the batches so far read of the options, posts and parents: the next batch is
     /// judged against it ahead of its reads (see [`Basis`]).
     basis: Arc<parking_lot::Mutex<Option<Basis>>>,
+    /// TLS to MySQL, for saying why a handshake failed.
+    tls: crate::config::MysqlTls,
 }
 
 /// The flood index and when it may be (re)built.
@@ -167,33 +176,75 @@ fn mysql_ts(s: &str) -> Option<i64> {
         .map(|d| d.and_utc().timestamp())
 }
 
+/// The driver's options for `url`, with TLS as `tls` says: the syncer's pool is made of
+/// them. For `verify_ca` the name the server's certificate holds is learned first
+/// ([`tls::certificate_name`]).
+///
+/// Errors: the URL is not usable (checked by the configuration already); for `verify_ca`,
+/// the server's certificate could not be read or its chain is not signed by the CA.
+pub async fn mysql_opts(url: &str, tls: &crate::config::MysqlTls) -> Result<mysql_async::Opts, StoreError> {
+    let opts = mysql_async::Opts::from_url(url).map_err(mysql_async::Error::from)?;
+    let name = match (&tls.mode, &tls.ca) {
+        (crate::config::SslMode::VerifyCa, Some(ca)) => Some(
+            tls::certificate_name(opts.ip_or_hostname(), opts.tcp_port(), ca, Duration::from_secs(10))
+                .await
+                .map_err(StoreError::Tls)?,
+        ),
+        _ => None,
+    };
+    mysql_opts_named(url, tls, name.as_deref())
+}
+
+/// [`mysql_opts`] with the name a `verify_ca` certificate holds given.
+fn mysql_opts_named(
+    url: &str,
+    tls: &crate::config::MysqlTls,
+    name: Option<&str>,
+) -> Result<mysql_async::Opts, StoreError> {
+    let opts = mysql_async::Opts::from_url(url).map_err(mysql_async::Error::from)?;
+    let prefer_socket = opts.prefer_socket() && tls.mode == crate::config::SslMode::Disabled;
+    Ok(mysql_async::OptsBuilder::from_opts(opts)
+        .pool_opts(
+            mysql_async::PoolOpts::default()
+                .with_constraints(mysql_async::PoolConstraints::new(1, 4).unwrap_or_default())
+                // A reset would drop the batch's temporary tables, made once per
+                // connection; the syncer leaves no other session state behind.
+                .with_reset_connection(false),
+        )
+        .conn_ttl(Some(Duration::from_secs(60)))
+        // Literals are written without a character set of their own (see
+        // `batch::lit`): the connection's is utf8mb4, whatever the server's default.
+        .setup(vec!["SET NAMES utf8mb4"])
+        // With TLS asked for, the encrypted TCP connection is the one used: the driver
+        // would otherwise move a local server's connections to its (unencrypted) socket.
+        .prefer_socket(prefer_socket)
+        .ssl_opts(tls::ssl_opts(tls, name))
+        .into())
+}
+
 impl Store {
     /// A lazy pool for `url`; tables are `{prefix}comments` etc.; the cursor is the row of
     /// `queue` in `{prefix}strata_syncer`.
     ///
     /// Errors: the URL is not usable (checked by the configuration already).
     pub fn new(url: &str, prefix: &str, queue: &str) -> Result<Store, StoreError> {
-        let opts = mysql_async::Opts::from_url(url).map_err(mysql_async::Error::from)?;
-        let opts = mysql_async::OptsBuilder::from_opts(opts)
-            .pool_opts(
-                mysql_async::PoolOpts::default()
-                    .with_constraints(mysql_async::PoolConstraints::new(1, 4).unwrap_or_default())
-                    // A reset would drop the batch's temporary tables, made once per
-                    // connection; the syncer leaves no other session state behind.
-                    .with_reset_connection(false),
-            )
-            .conn_ttl(Some(Duration::from_secs(60)))
-            // Literals are written without a character set of their own (see
-            // `batch::lit`): the connection's is utf8mb4, whatever the server's default.
-            .setup(vec!["SET NAMES utf8mb4"]);
+        Store::with_tls(url, prefix, queue, &crate::config::MysqlTls::default())
+    }
+
+    /// [`Store::new`] with TLS to MySQL as `tls` says.
+    pub fn with_tls(url: &str, prefix: &str, queue: &str, tls: &crate::config::MysqlTls) -> Result<Store, StoreError> {
+        // Checked now, used at the first connection (`verify_ca` asks the server first).
+        mysql_opts_named(url, tls, None)?;
         Ok(Store {
-            pool: Pool::new(opts),
+            pool: tokio::sync::OnceCell::new(),
+            url: url.to_string(),
             prefix: prefix.to_string(),
             queue: queue.to_string(),
             flood: Arc::new(tokio::sync::Mutex::new(FloodState::default())),
             setup: Arc::new(parking_lot::Mutex::new(None)),
             scratch_conns: Arc::default(),
             basis: Arc::default(),
+            tls: tls.clone(),
         })
     }
 
@@ -201,9 +252,21 @@ impl Store {
         format!("`{}{name}`", self.prefix)
     }
 
+    /// A connection from the pool; a failed TLS handshake is said with what to check.
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        let pool = self
+            .pool
+            .get_or_try_init(|| async { Ok::<_, StoreError>(Pool::new(mysql_opts(&self.url, &self.tls).await?)) })
+            .await?;
+        pool.get_conn().await.map_err(|e| match tls::explain(&e, &self.tls) {
+            Some(why) => StoreError::Tls(why),
+            None => StoreError::Mysql(e),
+        })
+    }
+
     /// Creates the cursor table (once) and reads the cursor.
     pub async fn load_cursor(&self) -> Result<Cursor, StoreError> {
-        let mut c = self.pool.get_conn().await?;
+        let mut c = self.conn().await?;
         let t = self.t("strata_syncer");
         c.query_drop(format!(
             "CREATE TABLE IF NOT EXISTS {t} (
@@ -236,7 +299,7 @@ impl Store {
         if from == to {
             return Ok(true);
         }
-        let mut c = self.pool.get_conn().await?;
+        let mut c = self.conn().await?;
         c.exec_drop(
             format!(
                 "UPDATE {} SET epoch = ?, seq = ?, updated_gmt = UTC_TIMESTAMP() \
@@ -257,14 +320,16 @@ impl Store {
 
     /// The site's options.
     pub async fn options(&self) -> Result<Options, StoreError> {
-        let mut c = self.pool.get_conn().await?;
+        let mut c = self.conn().await?;
         let rows: Vec<(String, String)> = c.query(options_sql(&self.t("options"))).await?;
         Ok(Options::from_rows(&rows.into_iter().collect()))
     }
 
     /// Closes the pool.
     pub async fn close(self) {
-        let _ = self.pool.disconnect().await;
+        if let Some(pool) = self.pool.into_inner() {
+            let _ = pool.disconnect().await;
+        }
     }
 
     /// Seeds the flood index inside the batch's transaction when it has none (the column
@@ -420,7 +485,7 @@ impl Store {
         slots: Vec<(u64, Slot)>,
         judge: Judge,
     ) -> Result<Applied, StoreError> {
-        let mut conn = self.pool.get_conn().await?;
+        let mut conn = self.conn().await?;
         let setup = self.setup(&mut conn).await?;
         let conn_id = conn.id();
         let mut tx = OpenTx(Some(conn));
@@ -644,7 +709,7 @@ impl Store {
             return Ok(out);
         }
         let ids = |s: &mut dyn Iterator<Item = u64>| s.map(|n| n.to_string()).collect::<Vec<_>>().join(",");
-        let mut c = self.pool.get_conn().await?;
+        let mut c = self.conn().await?;
         let counts: Vec<(u64, u64)> = c
             .query(format!(
                 "SELECT ID, comment_count FROM {} WHERE ID IN ({})",
@@ -704,7 +769,7 @@ impl Store {
         } else {
             ""
         };
-        let mut c = self.pool.get_conn().await?;
+        let mut c = self.conn().await?;
         let rows: Vec<(u64, i64, i64)> = c
             .query(format!(
                 "SELECT p.ID, p.comment_count, (SELECT COUNT(*) FROM {comments} c \

@@ -312,7 +312,7 @@ impl Syncer {
     ///
     /// Errors: the MySQL URL is unusable.
     pub fn new(cfg: Config, metrics: Arc<Metrics>) -> Result<Syncer, StoreError> {
-        let store = Store::new(&cfg.mysql, &cfg.table_prefix, &cfg.key_prefix)?;
+        let store = Store::with_tls(&cfg.mysql, &cfg.table_prefix, &cfg.key_prefix, &cfg.mysql_tls)?;
         let php = site::read_php_constants(&cfg.wp_config).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the WordPress configuration; using the auth_key/auth_salt options");
             PhpConstants::default()

@@ -10,10 +10,12 @@ pub mod auth;
 pub mod ban;
 pub mod comment;
 pub mod config;
+pub mod exposition;
 pub mod ids;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod memcache;
 pub mod patch;
 pub mod php;
+pub mod process;
 pub mod redirect;

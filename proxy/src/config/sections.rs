@@ -10,14 +10,15 @@ use strata_wire::config::{resolve, Checker};
 
 use super::*;
 
-/// A list of IP addresses; each entry that is not one is reported under `key` and left out.
-pub(super) fn ip_addrs(c: &mut Checker, key: &str, list: &Option<Vec<String>>) -> Vec<std::net::IpAddr> {
+/// An allow list of addresses and CIDR ranges; each entry that is neither is reported under
+/// `key`, naming the entry, and left out.
+pub(super) fn ip_nets(c: &mut Checker, key: &str, list: &Option<Vec<String>>) -> Vec<crate::allow::IpNet> {
     list.iter()
         .flatten()
         .filter_map(|s| match s.parse() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                c.problem(key, format!("{s:?} is not an IP address"));
+            Ok(net) => Some(net),
+            Err(e) => {
+                c.problem(key, format!("{e}"));
                 None
             }
         })
@@ -135,6 +136,46 @@ pub(super) fn hsts(c: &mut Checker, hsts: &Option<String>) -> Option<http::Heade
     })
 }
 
+/// `server.access_log_format`: `text` when absent.
+fn access_log_format(c: &mut Checker, f: &Option<String>) -> crate::access::Format {
+    let Some(f) = f else {
+        return crate::access::Format::default();
+    };
+    crate::access::Format::parse(f).unwrap_or_else(|| {
+        c.problem(
+            "server.access_log_format",
+            format!("{f:?} is not a format: \"text\" (a log event), \"combined\" or \"json\""),
+        );
+        crate::access::Format::default()
+    })
+}
+
+/// `server.access_log_file`: opened here (created if need be, appended to), as the proxy
+/// will, so `--check-config` reports a file it cannot write; only with `combined` or `json`.
+fn access_log_file(
+    c: &mut Checker,
+    file: &Option<String>,
+    format: crate::access::Format,
+    base: Option<&Path>,
+) -> Option<std::path::PathBuf> {
+    let file = file.as_ref()?;
+    if format == crate::access::Format::Text {
+        c.problem(
+            "server.access_log_file",
+            "takes server.access_log_format = \"combined\" or \"json\" (text lines go to the log)",
+        );
+        return None;
+    }
+    let path = resolve(base, file);
+    match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        Ok(_) => Some(path),
+        Err(e) => {
+            c.problem("server.access_log_file", format!("{}: {e}", path.display()));
+            None
+        }
+    }
+}
+
 /// `[server]`, its HTTPS keys included.
 pub(super) fn server_config(c: &mut Checker, s: &RawServer, base: Option<&Path>) -> ServerConfig {
     let listen = c.addr("server.listen", &s.listen);
@@ -151,6 +192,8 @@ pub(super) fn server_config(c: &mut Checker, s: &RawServer, base: Option<&Path>)
         listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
         admin_listen: admin_listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
         access_log: s.access_log.unwrap_or(false),
+        access_log_format: access_log_format(c, &s.access_log_format),
+        access_log_file: None,
         header_timeout: c.duration("server.header_timeout", &s.header_timeout, DEFAULT_HEADER_TIMEOUT),
         max_header_bytes: c.size("server.max_header_bytes", &s.max_header_bytes, DEFAULT_MAX_HEADER_BYTES) as usize,
         max_connections: c.count(
@@ -193,6 +236,7 @@ pub(super) fn server_config(c: &mut Checker, s: &RawServer, base: Option<&Path>)
         );
     }
     server.tls = tls_config(c, s, base, [listen, admin_listen]);
+    server.access_log_file = access_log_file(c, &s.access_log_file, server.access_log_format, base);
     server
 }
 
@@ -506,7 +550,7 @@ pub(super) fn cluster_config(c: &mut Checker, cl: &RawCluster, base: Option<&Pat
             }
         })
         .collect();
-    let admin_allow = ip_addrs(c, "cluster.admin_allow", &cl.admin_allow);
+    let admin_allow = ip_nets(c, "cluster.admin_allow", &cl.admin_allow);
     let admin_hosts = cl
         .admin_hosts
         .iter()
@@ -610,7 +654,22 @@ pub(super) fn bans_config(c: &mut Checker, b: &RawBans) -> BansConfig {
     bans.max_tags = c.count("bans.max_tags", b.max_tags, DEFAULT_MAX_TAGS, 1..=1024);
     bans.wordpress = b.wordpress.unwrap_or(true);
     bans.trust_anonymous_writes = b.trust_anonymous_writes.unwrap_or(false);
-    bans.purge_allow = ip_addrs(c, "bans.purge_allow", &b.purge_allow);
+    bans.purge_allow = ip_nets(c, "bans.purge_allow", &b.purge_allow);
+    if let Some(p) = &b.purge_path {
+        let fine = p.is_empty()
+            || (p.len() <= 100
+                && p.starts_with('/')
+                && !p.ends_with('/')
+                && p.bytes().all(|b| b.is_ascii_graphic() && !b"?#*%".contains(&b)));
+        if fine {
+            bans.purge_path = p.clone();
+        } else {
+            c.problem(
+                "bans.purge_path",
+                format!("{p:?} is not a path prefix such as \"/purge\" (a leading /, no trailing /, no ? # * %; \"\" = off)"),
+            );
+        }
+    }
     bans
 }
 
@@ -634,7 +693,7 @@ pub(super) fn comments_config(c: &mut Checker, m: &RawComments) -> CommentsConfi
             DEFAULT_MAX_QUEUE as usize,
             1..=100_000_000,
         ) as u64,
-        trusted_proxies: ip_addrs(c, "comments.trusted_proxies", &m.trusted_proxies),
+        trusted_proxies: ip_nets(c, "comments.trusted_proxies", &m.trusted_proxies),
         settings_max_age: c.duration(
             "comments.settings_max_age",
             &m.settings_max_age,

@@ -166,6 +166,57 @@ fn cert_files(name: &str) -> PathBuf {
 }
 
 #[test]
+fn access_log_format_and_file() {
+    let base = "listen = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9080\"\n";
+    let (s, problems) = checked(|c| server_config(c, &raw(base), None));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        (s.access_log_format, s.access_log_file),
+        (crate::access::Format::Text, None)
+    );
+
+    let dir = std::env::temp_dir().join(format!("strata-access-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!("{base}access_log = true\naccess_log_format = \"combined\"\naccess_log_file = \"access.log\"\n");
+    let (s, problems) = checked(|c| server_config(c, &raw(&text), Some(&dir)));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(s.access_log_format, crate::access::Format::Combined);
+    assert_eq!(
+        s.access_log_file,
+        Some(dir.join("access.log")),
+        "relative to the config's folder"
+    );
+    let (s, _) = checked(|c| server_config(c, &raw(&format!("{base}access_log_format = \"json\"\n")), None));
+    assert_eq!(
+        (s.access_log_format, s.access_log_file),
+        (crate::access::Format::Json, None)
+    );
+
+    let bad = format!("{base}access_log_format = \"common\"\n");
+    let (_, problems) = checked(|c| server_config(c, &raw(&bad), None));
+    assert_eq!(keys(&problems), ["server.access_log_format"]);
+    assert!(
+        problems[0].message.contains("\"common\" is not a format"),
+        "{problems:?}"
+    );
+    let bad = format!("{base}access_log_format = \"json\"\naccess_log_file = \"/nonexistent/dir/access.log\"\n");
+    let (_, problems) = checked(|c| server_config(c, &raw(&bad), None));
+    assert_eq!(keys(&problems), ["server.access_log_file"]);
+    assert!(
+        problems[0].message.starts_with("/nonexistent/dir/access.log: "),
+        "{problems:?}"
+    );
+    let bad = format!("{base}access_log_file = \"/tmp/x.log\"\n");
+    let (_, problems) = checked(|c| server_config(c, &raw(&bad), None));
+    assert_eq!(
+        keys(&problems),
+        ["server.access_log_file"],
+        "a file takes combined or json"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn server_section() {
     let text = "listen = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9080\"\nhosts = [\"Example.TEST\"]\n";
     let (s, problems) = checked(|c| server_config(c, &raw(text), None));
@@ -531,7 +582,7 @@ fn cluster_section() {
     assert_eq!(cl.node_id, "web-1");
     assert_eq!(cl.siblings, ["http://127.0.0.1:9081/"]);
     assert_eq!((cl.secret_file, cl.secret.len()), (secret.0.clone(), 32));
-    assert_eq!(cl.admin_allow, ["::1".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(cl.admin_allow, ["::1".parse::<crate::allow::IpNet>().unwrap()]);
     assert_eq!(cl.when_unconfirmed, Unconfirmed::Pass);
     assert_eq!(cl.confirm_within, DEFAULT_CONFIRM_WITHIN);
 
@@ -550,7 +601,12 @@ fn cluster_section() {
             "cluster.queue_limit",
         ]
     );
-    assert_eq!(problems[2].message, "\"localhost\" is not an IP address");
+    assert!(
+        problems[2]
+            .message
+            .starts_with("\"localhost\" is not an IP address or CIDR range"),
+        "{problems:?}"
+    );
     assert!(problems[3].message.starts_with("missing"), "{problems:?}");
 
     // The names senders use for this node's admin listener, each host:port.
@@ -571,21 +627,49 @@ fn cluster_section() {
 
 #[test]
 fn bans_section() {
-    let (b, problems) = checked(|c| bans_config(c, &raw("tag_headers = [\"X-Key\"]\npurge_allow = [\"10.0.0.1\"]\n")));
+    let (b, problems) = checked(|c| {
+        bans_config(
+            c,
+            &raw("tag_headers = [\"X-Key\"]\npurge_allow = [\"10.0.0.1\", \"10.0.0.0/8\", \"2001:db8::/32\"]\n"),
+        )
+    });
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(b.tag_headers, ["x-key"]);
-    assert_eq!(b.purge_allow.len(), 1);
+    assert_eq!(b.purge_allow.len(), 3);
     assert!(b.strip_tag_headers && b.wordpress);
     let (b, _) = checked(|c| bans_config(c, &RawBans::default()));
     assert_eq!(b.tag_headers.len(), DEFAULT_TAG_HEADERS.len());
 
-    let bad = "tag_headers = [\"bad header\"]\nmax_tags = 1025\npurge_allow = [\"10.0.0.0/8\"]\n";
+    let bad =
+        "tag_headers = [\"bad header\"]\nmax_tags = 1025\npurge_allow = [\"10.0.0.1/8\", \"10.0.0.0/8\", \"::/129\"]\n";
     let (_, problems) = checked(|c| bans_config(c, &raw(bad)));
     assert_eq!(
         keys(&problems),
-        ["bans.tag_headers", "bans.max_tags", "bans.purge_allow"]
+        [
+            "bans.tag_headers",
+            "bans.max_tags",
+            "bans.purge_allow",
+            "bans.purge_allow"
+        ]
     );
     assert_eq!(problems[0].message, "\"bad header\" is not a header name");
+    // Each bad entry is named; the good one between them is not reported.
+    assert_eq!(
+        problems[2].message,
+        "\"10.0.0.1/8\" has bits set after its /8 prefix: did you mean \"10.0.0.0/8\"?"
+    );
+    assert_eq!(problems[3].message, "\"::/129\": the prefix length must be at most 128");
+
+    // The URL form of a purge: off unless named; a path prefix without its final slash.
+    assert_eq!(b.purge_path, "");
+    let (b, problems) = checked(|c| bans_config(c, &raw("purge_path = \"/purge\"\n")));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(b.purge_path, "/purge");
+    for bad in ["purge", "/purge/", "/", "/pur ge", "/purge*", "/purge?x"] {
+        let (b, problems) = checked(|c| bans_config(c, &raw(&format!("purge_path = {bad:?}\n"))));
+        assert_eq!(keys(&problems), ["bans.purge_path"], "{bad}");
+        assert_eq!(b.purge_path, "", "{bad}");
+    }
 }
 
 #[test]

@@ -1,8 +1,50 @@
 //! The ban side of the proxy: applying bans here and queueing them for the siblings,
 //! taking a sibling's sync, flushing, whether the cache may be trusted, and the public
-//! `PURGE` of allowlisted addresses.
+//! `PURGE` of allowlisted addresses (and its URL form, `GET /purge/PATH`).
 
 use super::*;
+
+/// The two shapes of a public purge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeForm {
+    /// `PURGE /PATH`, with `X-Purge-Method` saying how to read the path.
+    Method,
+    /// nginx Helper's `GET {bans.purge_path}/PATH` (or `HEAD`): the path after the prefix
+    /// starts at this byte of the request target.
+    Url(usize),
+}
+
+impl PurgeForm {
+    /// Whether `req` is a public purge; the URL form only when `purge_path` is set.
+    pub fn of<B>(req: &Request<B>, purge_path: &str) -> Option<PurgeForm> {
+        if req.method().as_str() == "PURGE" {
+            return Some(PurgeForm::Method);
+        }
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return None;
+        }
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        purge_url_target(purge_path, target).map(|t| PurgeForm::Url(target.len() - t.len()))
+    }
+}
+
+/// The URL a purge URL names: `{prefix}/PATH?QUERY` → `/PATH?QUERY`; `None` when `prefix` is
+/// empty (the form is off) or `target` does not start with `prefix/`.
+pub fn purge_url_target<'a>(prefix: &str, target: &'a str) -> Option<&'a str> {
+    if prefix.is_empty() {
+        return None;
+    }
+    target.strip_prefix(prefix).filter(|rest| rest.starts_with('/'))
+}
+
+/// The ban a purge URL's target asks for: a path ending in `*` (and no query) is a prefix,
+/// anything else the exact URL.
+pub fn purge_url_ban(target: &str) -> Ban {
+    match target.strip_suffix('*') {
+        Some(prefix) if !target.contains('?') => Ban::new(Kind::Prefix, prefix),
+        _ => Ban::new(Kind::Url, target),
+    }
+}
 
 /// What a ban did, for the admin API's answer.
 #[derive(Debug, Clone, Copy)]
@@ -195,8 +237,9 @@ impl Proxy {
 
     /// `PURGE` on the public port from an allowlisted address (what WordPress purge plugins
     /// send): `X-Purge-Method: regex` bans the path expression on that host, anything else
-    /// the exact URL with its variants. Applied and broadcast like any ban.
-    pub(super) fn public_purge(&self, req: &Request<Incoming>) -> Answer {
+    /// the exact URL with its variants. The URL form bans the URL after `bans.purge_path`
+    /// (a prefix when it ends in `*`). Applied and broadcast like any ban.
+    pub(super) fn public_purge(&self, req: &Request<Incoming>, form: PurgeForm) -> Answer {
         let Some(host) = host_of(req.uri(), req.headers()) else {
             return Answer::new(
                 synth(StatusCode::BAD_REQUEST, "missing or invalid Host header", "host"),
@@ -210,7 +253,9 @@ impl Proxy {
             .unwrap_or("default")
             .to_ascii_lowercase();
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let mut ban = if method == "regex" {
+        let mut ban = if let PurgeForm::Url(start) = form {
+            purge_url_ban(&path[start..])
+        } else if method == "regex" {
             // The plugin sends a path expression such as `/.*` or `/category/.*`; keys are
             // `host/path?query`.
             Ban::new(Kind::Regex, format!("^[^/]*(?:{path})"))
@@ -237,6 +282,49 @@ impl Proxy {
 mod tests {
     use super::*;
     use strata_wire::ban::{Sequenced, SyncRequest};
+
+    #[test]
+    fn purge_urls_name_the_path_after_the_prefix() {
+        assert_eq!(purge_url_target("/purge", "/purge/hello/"), Some("/hello/"));
+        assert_eq!(purge_url_target("/purge", "/purge/"), Some("/"));
+        assert_eq!(purge_url_target("/purge", "/purge/a/?p=5&x=1"), Some("/a/?p=5&x=1"));
+        assert_eq!(purge_url_target("/cache/purge", "/cache/purge/a/"), Some("/a/"));
+        // Not the prefix followed by a slash: an ordinary page.
+        for target in ["/purge", "/purged/", "/purge?x=1", "/a/purge/b/", "/"] {
+            assert_eq!(purge_url_target("/purge", target), None, "{target}");
+        }
+        assert_eq!(purge_url_target("", "/purge/hello/"), None, "off");
+    }
+
+    #[test]
+    fn purge_urls_are_exact_or_prefix_bans() {
+        let b = purge_url_ban("/hello/");
+        assert_eq!((b.kind, b.value.as_str()), (Kind::Url, "/hello/"));
+        let b = purge_url_ban("/category/news/*");
+        assert_eq!((b.kind, b.value.as_str()), (Kind::Prefix, "/category/news/"));
+        let b = purge_url_ban("/*");
+        assert_eq!((b.kind, b.value.as_str()), (Kind::Prefix, "/"));
+        // A star in a query is part of the URL.
+        let b = purge_url_ban("/?s=a*");
+        assert_eq!((b.kind, b.value.as_str()), (Kind::Url, "/?s=a*"));
+    }
+
+    #[test]
+    fn which_requests_are_public_purges() {
+        let req = |m: &str, t: &str| Request::builder().method(m).uri(t).body(()).unwrap();
+        assert_eq!(PurgeForm::of(&req("PURGE", "/a/"), ""), Some(PurgeForm::Method));
+        assert_eq!(
+            PurgeForm::of(&req("GET", "/purge/a/"), "/purge"),
+            Some(PurgeForm::Url(6))
+        );
+        assert_eq!(
+            PurgeForm::of(&req("HEAD", "/purge/a/"), "/purge"),
+            Some(PurgeForm::Url(6))
+        );
+        assert_eq!(PurgeForm::of(&req("GET", "/purge/a/"), ""), None, "the URL form is off");
+        assert_eq!(PurgeForm::of(&req("POST", "/purge/a/"), "/purge"), None);
+        assert_eq!(PurgeForm::of(&req("GET", "/a/"), "/purge"), None);
+    }
 
     /// A node with one sibling (never reached: its queue only fills).
     fn node() -> (Proxy, std::path::PathBuf) {

@@ -298,7 +298,7 @@ async fn a_full_public_port_leaves_the_admin_port_to_siblings_and_health_checks(
             exchange(&mut fifth).await.is_none().then_some(())
         });
         refused.await;
-        assert!(metric_at(a.admin, "strata_connections_refused_total", "reason=\"limit\"").await >= 1.0);
+        assert!(metric_at(a.admin, "strata_proxy_connections_refused_total", "reason=\"limit\"").await >= 1.0);
 
         // The admin port answers health checks and takes a signed ban, which the sibling
         // acknowledges.
@@ -427,7 +427,7 @@ async fn the_per_client_cap_refuses_the_next_connection_from_one_address() {
         let mut fourth = connect_from("127.0.0.1", p.addr).await;
         assert_eq!(exchange(&mut fourth).await, None, "the fourth from one address");
         assert_eq!(
-            p.metric("strata_connections_refused_total", "reason=\"per-client\"")
+            p.metric("strata_proxy_connections_refused_total", "reason=\"per-client\"")
                 .await,
             1.0
         );

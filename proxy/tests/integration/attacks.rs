@@ -46,7 +46,7 @@ async fn nothing_else_changed(proxy: &TestProxy, tag_bans: f64, after: &str) {
         assert_eq!(r.x_cache(), "HIT", "{path} after {after}");
     }
     assert_eq!(
-        proxy.metric("strata_bans_applied_total", "kind=\"tag\"").await,
+        proxy.metric("strata_proxy_bans_applied_total", "kind=\"tag\"").await,
         tag_bans,
         "no tag ban after {after}"
     );
@@ -103,7 +103,7 @@ async fn a_read_with_a_body_is_refused_and_the_next_visitor_is_answered() {
             assert_eq!(next.status, 200, "the request after {case:?}");
             assert!(next.text().contains("<html"), "a WordPress page after {case:?}");
         }
-        assert_eq!(proxy.metric("strata_client_errors_total", "reason=\"body-on-read\"").await, 3.0);
+        assert_eq!(proxy.metric("strata_proxy_client_errors_total", "reason=\"body-on-read\"").await, 3.0);
         nothing_else_changed(&proxy, 0.0, "reads with bodies").await;
         // An empty body is no body.
         let r = proxy
@@ -123,7 +123,7 @@ async fn anonymous_writes_that_change_nothing_flush_nothing() {
     bounded(90, async {
         let proxy = wordpress_proxy().await;
         warm(&proxy).await;
-        let tag_bans = proxy.metric("strata_bans_applied_total", "kind=\"tag\"").await;
+        let tag_bans = proxy.metric("strata_proxy_bans_applied_total", "kind=\"tag\"").await;
         let form = ("content-type", "application/x-www-form-urlencoded");
         let forged = (
             "cookie",
@@ -178,10 +178,13 @@ async fn anonymous_writes_that_change_nothing_flush_nothing() {
             assert!(r.status.as_u16() < 500, "{what}: {} {}", r.status, r.text());
             nothing_else_changed(&proxy, tag_bans, what).await;
         }
-        assert!(proxy.metric("strata_writes_total", "trust=\"none\"").await >= 3.0);
-        assert_eq!(proxy.metric("strata_writes_total", "trust=\"logged-in\"").await, 0.0);
+        assert!(proxy.metric("strata_proxy_writes_total", "trust=\"none\"").await >= 3.0);
+        assert_eq!(
+            proxy.metric("strata_proxy_writes_total", "trust=\"logged-in\"").await,
+            0.0
+        );
         assert!(
-            proxy.metric("strata_login_checks_total", "result=\"no\"").await >= 1.0,
+            proxy.metric("strata_proxy_login_checks_total", "result=\"no\"").await >= 1.0,
             "the forged cookie was put to WordPress and refused"
         );
     })
@@ -214,7 +217,7 @@ async fn many_origins_cannot_make_a_rest_url_uncacheable() {
         }
         assert!(
             proxy
-                .metric("strata_not_stored_total", "reason=\"too-many-variants\"")
+                .metric("strata_proxy_not_stored_total", "reason=\"too-many-variants\"")
                 .await
                 >= 1.0,
             "the budget was spent"

@@ -89,7 +89,7 @@ async fn a_visitors_miss_goes_before_refreshes_that_wait_for_the_origin() {
     .await;
     let fg = "class=\"foreground\"";
     let bg = "class=\"background\"";
-    assert_eq!(metric_at(proxy.admin, "strata_origin_in_flight", bg).await, 1.0);
+    assert_eq!(metric_at(proxy.admin, "strata_proxy_origin_in_flight", bg).await, 1.0);
 
     // A visitor's miss: no place, so it queues.
     let miss = tokio::spawn({
@@ -97,18 +97,18 @@ async fn a_visitors_miss_goes_before_refreshes_that_wait_for_the_origin() {
         async move { crate::harness::get_at(addr, &wp_host(), "/b", &[]).await }
     });
     poll("the miss of /b queued", Duration::from_secs(10), || async {
-        (metric_at(proxy.admin, "strata_origin_queued", fg).await == 1.0).then_some(())
+        (metric_at(proxy.admin, "strata_proxy_origin_queued", fg).await == 1.0).then_some(())
     })
     .await;
 
     // Refreshes asked for while it waits do not start: served stale, nothing sent.
-    let deferred = metric_at(proxy.admin, "strata_background_refreshes_deferred_total", "").await;
+    let deferred = metric_at(proxy.admin, "strata_proxy_background_refreshes_deferred_total", "").await;
     for path in ["/c", "/d"] {
         let r = proxy.get(path, &[]).await;
         assert_eq!((r.x_cache(), r.text()), ("STALE", format!("page {path}")), "{path}");
     }
     assert_eq!(
-        metric_at(proxy.admin, "strata_background_refreshes_deferred_total", "").await,
+        metric_at(proxy.admin, "strata_proxy_background_refreshes_deferred_total", "").await,
         deferred + 2.0
     );
     assert_eq!(
@@ -116,7 +116,7 @@ async fn a_visitors_miss_goes_before_refreshes_that_wait_for_the_origin() {
         ["/a", "/c", "/d", "/a"],
         "only the first refresh reached the origin"
     );
-    assert_eq!(metric_at(proxy.admin, "strata_origin_queued", fg).await, 1.0);
+    assert_eq!(metric_at(proxy.admin, "strata_proxy_origin_queued", fg).await, 1.0);
 
     // The refresh answers: its place goes to the queued miss, before any refresh.
     origin.open();
@@ -129,7 +129,7 @@ async fn a_visitors_miss_goes_before_refreshes_that_wait_for_the_origin() {
         (StatusCode::OK, "MISS", "page /b".to_string())
     );
     assert_eq!(origin.log(), ["/a", "/c", "/d", "/a", "/b"]);
-    assert!(metric_at(proxy.admin, "strata_origin_waited_seconds_count", "").await >= 1.0);
+    assert!(metric_at(proxy.admin, "strata_proxy_origin_waited_seconds_count", "").await >= 1.0);
 
     // Nobody waits now: the next stale request's refresh starts.
     let r = proxy.get("/c", &[]).await;
@@ -140,7 +140,7 @@ async fn a_visitors_miss_goes_before_refreshes_that_wait_for_the_origin() {
     .await;
     assert_eq!(origin.log()[5], "/c");
     poll("the budget idle", Duration::from_secs(10), || async {
-        let busy = metric_at(proxy.admin, "strata_origin_in_flight", "").await;
+        let busy = metric_at(proxy.admin, "strata_proxy_origin_in_flight", "").await;
         (busy == 0.0).then_some(())
     })
     .await;
@@ -178,7 +178,10 @@ async fn a_miss_that_finds_no_place_in_time_gets_a_503_with_retry_after() {
         "{}",
         r.header("cache-status")
     );
-    assert_eq!(metric_at(proxy.admin, "strata_origin_refused_total", "").await, 1.0);
+    assert_eq!(
+        metric_at(proxy.admin, "strata_proxy_origin_refused_total", "").await,
+        1.0
+    );
     assert_eq!(origin.log(), ["/held"], "the refused miss never reached the origin");
     origin.open();
     let r = tokio::time::timeout(Duration::from_secs(20), first)

@@ -67,7 +67,7 @@ fn per_node(i: usize) -> Vec<(&'static str, String)> {
 async fn origin_requests(admins: &[SocketAddr]) -> f64 {
     let mut sum = 0.0;
     for a in admins {
-        sum += metric_at(*a, "strata_origin_requests_total", "").await;
+        sum += metric_at(*a, "strata_proxy_origin_requests_total", "").await;
     }
     sum
 }
@@ -753,7 +753,7 @@ async fn wordpress_write_rules_ban_the_post_lists_and_html_but_not_for_heartbeat
             }
         }
         assert_eq!(
-            metric_at(a.admin, "strata_login_checks_total", "result=\"no\"").await,
+            metric_at(a.admin, "strata_proxy_login_checks_total", "result=\"no\"").await,
             1.0
         );
         // The same write from a confirmed login: html and list.
@@ -773,11 +773,11 @@ async fn wordpress_write_rules_ban_the_post_lists_and_html_but_not_for_heartbeat
             expect_cache(&addrs, &host(), path, "MISS", "a wp-admin write bans html and lists").await;
         }
         assert_eq!(
-            metric_at(a.admin, "strata_login_checks_total", "result=\"yes\"").await,
+            metric_at(a.admin, "strata_proxy_login_checks_total", "result=\"yes\"").await,
             1.0
         );
         assert_eq!(
-            metric_at(a.admin, "strata_writes_total", "trust=\"logged-in\"").await,
+            metric_at(a.admin, "strata_proxy_writes_total", "trust=\"logged-in\"").await,
             1.0
         );
     })
@@ -1010,7 +1010,7 @@ async fn an_array_of_bans_applies_each_hard_or_soft_here_and_on_every_sibling() 
         expect_cache(&addrs, &host(), "/t/array-kept", "HIT", "a tag no ban named").await;
         for node in &nodes[1..] {
             assert!(
-                metric_at(node.admin, "strata_bans_applied_total", "kind=\"tag\"").await >= 2.0,
+                metric_at(node.admin, "strata_proxy_bans_applied_total", "kind=\"tag\"").await >= 2.0,
                 "both bans applied on {}",
                 node.admin
             );
@@ -1478,29 +1478,29 @@ async fn ban_answer_cluster_status_and_metrics_describe_the_siblings() {
         for sib in s["siblings"].as_array().expect("siblings") {
             assert_eq!(sib["acked_seq"].as_u64(), Some(seq0 + 1), "{sib}");
         }
-        assert!(metric_at(a.admin, "strata_bans_sent_total", "").await >= 1.0);
-        assert!(metric_at(b.admin, "strata_bans_received_total", "").await >= 1.0);
-        assert!(metric_at(b.admin, "strata_bans_applied_total", "kind=\"tag\"").await >= 1.0);
+        assert!(metric_at(a.admin, "strata_proxy_bans_sent_total", "").await >= 1.0);
+        assert!(metric_at(b.admin, "strata_proxy_bans_received_total", "").await >= 1.0);
+        assert!(metric_at(b.admin, "strata_proxy_bans_applied_total", "kind=\"tag\"").await >= 1.0);
         // Sibling and confirmation gauges are published on the housekeeping tick.
         poll(
-            "strata_sibling_up = 1 for both siblings",
+            "strata_proxy_sibling_up = 1 for both siblings",
             PROPAGATION,
-            move || async move { (metric_at(a.admin, "strata_sibling_up", "sibling=").await == 2.0).then_some(()) },
+            move || async move { (metric_at(a.admin, "strata_proxy_sibling_up", "sibling=").await == 2.0).then_some(()) },
         )
         .await;
-        poll("strata_cluster_confirmed = 1", PROPAGATION, move || async move {
-            (metric_at(a.admin, "strata_cluster_confirmed", "").await == 1.0).then_some(())
+        poll("strata_proxy_cluster_confirmed = 1", PROPAGATION, move || async move {
+            (metric_at(a.admin, "strata_proxy_cluster_confirmed", "").await == 1.0).then_some(())
         })
         .await;
         let mut propagations = 0.0;
         for node in &nodes {
-            propagations += metric_at(node.admin, "strata_ban_propagation_seconds_count", "").await;
+            propagations += metric_at(node.admin, "strata_proxy_ban_propagation_seconds_count", "").await;
         }
-        assert!(propagations >= 1.0, "strata_ban_propagation_seconds counts the ban");
+        assert!(propagations >= 1.0, "strata_proxy_ban_propagation_seconds counts the ban");
         let text = send(Method::GET, &format!("http://{}/metrics", a.admin), &[], Bytes::new())
             .await
             .text();
-        for name in ["strata_sibling_queue{", "strata_cluster_flushes"] {
+        for name in ["strata_proxy_sibling_queue{", "strata_proxy_cluster_flushes"] {
             assert!(text.contains(name), "{name} on /metrics");
         }
         // Admin endpoints are not on the public port.
@@ -1744,8 +1744,8 @@ async fn queue_overflow_flushes_the_sibling_instead_of_losing_bans() {
         warm(b.addr, &host(), "/t/over-x").await;
         warm(b.addr, &host(), "/t/over-y").await;
         let flushes = |admin| async move {
-            metric_at(admin, "strata_cluster_flushes_total", "reason=\"overflow\"").await
-                + metric_at(admin, "strata_cluster_flushes_total", "reason=\"gap\"").await
+            metric_at(admin, "strata_proxy_cluster_flushes_total", "reason=\"overflow\"").await
+                + metric_at(admin, "strata_proxy_cluster_flushes_total", "reason=\"gap\"").await
         };
         let before = flushes(b.admin).await;
         b.pause();
@@ -1805,13 +1805,13 @@ async fn unconfirmed_node_in_flush_mode_flushes_once_and_caps_freshness() {
         let (a, b) = (&nodes[0], &nodes[1]);
         warm(a.addr, &host(), "/t/unconfirmed").await;
         let reason = "reason=\"unconfirmed\"";
-        let before = metric_at(a.admin, "strata_cluster_flushes_total", reason).await;
+        let before = metric_at(a.admin, "strata_proxy_cluster_flushes_total", reason).await;
         b.pause();
         // A cannot hear from B, so after confirm_within it cannot prove it holds B's bans.
         wait_confirmation(a.admin, false, Duration::from_secs(10)).await;
         let first = get_at(a.addr, &host(), "/t/unconfirmed", &[]).await;
         assert_eq!(first.x_cache(), "MISS", "A flushed when it became unconfirmed");
-        let flushed = metric_at(a.admin, "strata_cluster_flushes_total", reason).await;
+        let flushed = metric_at(a.admin, "strata_proxy_cluster_flushes_total", reason).await;
         assert_eq!(flushed, before + 1.0, "one flush per unconfirmed period");
         let url = format!("http://{}/t/unconfirmed", host());
         let found = lookup(a.admin, &url).await.expect("stored again while unconfirmed");
@@ -1820,14 +1820,14 @@ async fn unconfirmed_node_in_flush_mode_flushes_once_and_caps_freshness() {
             "objects stored while unconfirmed are fresh for at most confirm_within: {found}"
         );
         get_at(a.addr, &host(), "/t/other", &[]).await;
-        let still = metric_at(a.admin, "strata_cluster_flushes_total", reason).await;
+        let still = metric_at(a.admin, "strata_proxy_cluster_flushes_total", reason).await;
         assert_eq!(still, flushed, "no second flush within the same unconfirmed period");
         b.resume();
         wait_confirmed(&nodes.admins(), Duration::from_secs(10)).await;
         poll(
-            "strata_cluster_confirmed = 1 on A",
+            "strata_proxy_cluster_confirmed = 1 on A",
             Duration::from_secs(5),
-            move || async move { (metric_at(a.admin, "strata_cluster_confirmed", "").await == 1.0).then_some(()) },
+            move || async move { (metric_at(a.admin, "strata_proxy_cluster_confirmed", "").await == 1.0).then_some(()) },
         )
         .await;
     })

@@ -154,7 +154,10 @@ async fn a_queued_comment_is_answered_from_the_verdict() {
     assert_eq!(record.ip, "127.0.0.1");
     assert_eq!(record.agent, "it-agent/1.0");
     assert!(record.consent);
-    assert_eq!(proxy.metric("strata_comments_total", "reason=\"approved\"").await, 1.0);
+    assert_eq!(
+        proxy.metric("strata_proxy_comments_total", "reason=\"approved\"").await,
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +232,9 @@ async fn php_gets_what_only_php_can_answer() {
     assert!(resp.text().contains("Please fill the required fields."), "PHP answered");
     assert_eq!(resp.x_cache(), "PASS");
     assert_eq!(
-        proxy.metric("strata_comments_total", "reason=\"php-no-syncer\"").await,
+        proxy
+            .metric("strata_proxy_comments_total", "reason=\"php-no-syncer\"")
+            .await,
         1.0
     );
 
@@ -243,7 +248,9 @@ async fn php_gets_what_only_php_can_answer() {
     .await;
     assert!(resp.text().contains("Please fill the required fields."));
     assert_eq!(
-        proxy.metric("strata_comments_total", "reason=\"php-logged-in\"").await,
+        proxy
+            .metric("strata_proxy_comments_total", "reason=\"php-logged-in\"")
+            .await,
         1.0
     );
     let _ = post_comment(
@@ -254,7 +261,7 @@ async fn php_gets_what_only_php_can_answer() {
     .await;
     assert_eq!(
         proxy
-            .metric("strata_comments_total", "reason=\"php-post-password\"")
+            .metric("strata_proxy_comments_total", "reason=\"php-post-password\"")
             .await,
         1.0
     );
@@ -274,7 +281,8 @@ async fn php_gets_what_only_php_can_answer() {
     .await;
     assert_eq!((resp.status, resp.body.len()), (StatusCode::OK, 0));
     assert_eq!(
-        full.metric("strata_comments_total", "reason=\"php-queue-full\"").await,
+        full.metric("strata_proxy_comments_total", "reason=\"php-queue-full\"")
+            .await,
         1.0
     );
     assert_eq!(counter(&p).await, Some(50), "no number reserved");
@@ -322,7 +330,9 @@ async fn a_number_reserved_beyond_max_queue_is_marked_and_php_takes_the_comment(
     let mark = memcached().await.get(&wire::record_key(&p, 51)).await.unwrap();
     assert_eq!(mark.as_deref(), Some(wire::QUEUE_FULL));
     assert_eq!(
-        proxy.metric("strata_comments_total", "reason=\"php-queue-full\"").await,
+        proxy
+            .metric("strata_proxy_comments_total", "reason=\"php-queue-full\"")
+            .await,
         1.0
     );
 
@@ -331,7 +341,9 @@ async fn a_number_reserved_beyond_max_queue_is_marked_and_php_takes_the_comment(
     assert_eq!((resp.status, resp.body.len()), (StatusCode::OK, 0));
     assert_eq!(counter(&p).await, Some(51), "no number reserved");
     assert_eq!(
-        proxy.metric("strata_comments_total", "reason=\"php-queue-full\"").await,
+        proxy
+            .metric("strata_proxy_comments_total", "reason=\"php-queue-full\"")
+            .await,
         2.0
     );
 
@@ -345,7 +357,10 @@ async fn a_number_reserved_beyond_max_queue_is_marked_and_php_takes_the_comment(
     .await;
     assert_eq!(resp.status, StatusCode::FOUND);
     assert_eq!(queued(&p, 52).await.unwrap().content, "again");
-    assert_eq!(proxy.metric("strata_comments_total", "reason=\"queued\"").await, 2.0);
+    assert_eq!(
+        proxy.metric("strata_proxy_comments_total", "reason=\"queued\"").await,
+        2.0
+    );
 }
 
 /// POSTs `forms` to the proxy's comment path all at once; their statuses, in order.
@@ -428,7 +443,9 @@ async fn comments_arriving_together_are_queued_together_each_under_its_own_numbe
     }
     assert_eq!(queued_near, 5);
     assert_eq!(
-        proxy.metric("strata_comments_total", "reason=\"php-queue-full\"").await,
+        proxy
+            .metric("strata_proxy_comments_total", "reason=\"php-queue-full\"")
+            .await,
         7.0
     );
 }
@@ -472,7 +489,10 @@ async fn a_queue_without_an_epoch_gets_one() {
     let r = queued(&p, 1).await.unwrap();
     assert_eq!((r.seq, r.epoch, r.content.as_str()), (1, third, "third"));
     assert_eq!(counter(&p).await, Some(1));
-    assert_eq!(proxy.metric("strata_comments_total", "reason=\"queued\"").await, 3.0);
+    assert_eq!(
+        proxy.metric("strata_proxy_comments_total", "reason=\"queued\"").await,
+        3.0
+    );
 }
 
 async fn proxy_with_limit(p: &str) -> TestProxy {
@@ -489,7 +509,8 @@ async fn an_unreachable_memcached_sends_comments_to_php() {
     let resp = post_comment(&down, "comment_post_ID=5&author=&email=&comment=hi", &[]).await;
     assert!(resp.text().contains("Please fill the required fields."), "PHP answered");
     assert_eq!(
-        down.metric("strata_comments_total", "reason=\"php-memcached\"").await,
+        down.metric("strata_proxy_comments_total", "reason=\"php-memcached\"")
+            .await,
         1.0
     );
 }
@@ -575,7 +596,7 @@ async fn a_forged_verdict_is_never_shown_to_the_visitor() {
     assert!(
         proxy
             .metric(
-                "strata_comment_queue_untrusted_total",
+                "strata_proxy_comment_queue_untrusted_total",
                 "what=\"verdict\",reason=\"unsigned\""
             )
             .await
@@ -617,14 +638,16 @@ async fn a_forged_verdict_is_never_shown_to_the_visitor() {
     assert!(
         proxy
             .metric(
-                "strata_comment_queue_untrusted_total",
+                "strata_proxy_comment_queue_untrusted_total",
                 "what=\"verdict\",reason=\"forged\""
             )
             .await
             >= 1.0
     );
     assert_eq!(
-        proxy.metric("strata_comments_total", "reason=\"no-verdict\"").await,
+        proxy
+            .metric("strata_proxy_comments_total", "reason=\"no-verdict\"")
+            .await,
         2.0
     );
     // Both comments stay queued, for the syncer to judge.
@@ -666,7 +689,9 @@ async fn a_hostile_redirect_to_never_becomes_the_location() {
         assert!(cookies(&resp).iter().all(|c| !c.contains("owned")), "{redirect_to}");
     }
     assert_eq!(
-        proxy.metric("strata_comments_total", "reason=\"no-verdict\"").await,
+        proxy
+            .metric("strata_proxy_comments_total", "reason=\"no-verdict\"")
+            .await,
         8.0
     );
 }
@@ -689,13 +714,15 @@ async fn settings_not_sealed_with_the_secret_send_comments_to_php() {
     assert!(resp.text().contains("Please fill the required fields."), "PHP answered");
     assert_eq!(resp.x_cache(), "PASS");
     assert_eq!(
-        proxy.metric("strata_comments_total", "reason=\"php-no-syncer\"").await,
+        proxy
+            .metric("strata_proxy_comments_total", "reason=\"php-no-syncer\"")
+            .await,
         1.0
     );
     assert_eq!(
         proxy
             .metric(
-                "strata_comment_queue_untrusted_total",
+                "strata_proxy_comment_queue_untrusted_total",
                 "what=\"settings\",reason=\"unsigned\""
             )
             .await,
@@ -840,7 +867,7 @@ async fn a_memcached_out_of_memory_sends_the_comment_to_php() {
     assert_eq!(resp.x_cache(), "PASS");
     assert_eq!(
         proxy
-            .metric("strata_comments_total", "reason=\"php-memcached-full\"")
+            .metric("strata_proxy_comments_total", "reason=\"php-memcached-full\"")
             .await,
         1.0
     );

@@ -1103,7 +1103,10 @@ async fn interim_responses_from_the_origin_are_read_and_never_stored() {
                 "the final response was stored"
             );
             assert_eq!(again.header("link"), "");
-            assert_eq!(proxy.metric("strata_origin_interim_responses_total", "").await, 3.0);
+            assert_eq!(
+                proxy.metric("strata_proxy_origin_interim_responses_total", "").await,
+                3.0
+            );
         }
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
     })

@@ -58,6 +58,13 @@ impl TestProxy {
     /// `&[("cache", "default_ttl = \"1s\"")]`. A `server.tls_listen` line (any address) adds
     /// an HTTPS listener on a fresh loopback port.
     pub async fn start(origin: &str, extra: &[(&str, &str)]) -> TestProxy {
+        let public = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        TestProxy::start_on(public, origin, extra).await
+    }
+
+    /// [`TestProxy::start`] with the public listener bound by the caller (e.g. a dual-stack
+    /// `[::]:0`, where IPv4 clients arrive as IPv4-mapped IPv6 addresses).
+    pub async fn start_on(public: TcpListener, origin: &str, extra: &[(&str, &str)]) -> TestProxy {
         let mut sections: HashMap<&str, Vec<&str>> = HashMap::new();
         let known = ["server", "origin", "cache", "policy", "cluster", "bans", "comments"];
         for (s, line) in extra {
@@ -84,7 +91,6 @@ impl TestProxy {
             }
         }
         let cfg = Config::from_toml(&toml, None).unwrap_or_else(|e| panic!("test config invalid: {e}\n{toml}"));
-        let public = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
         let tls = match &cfg.server.tls {

@@ -3,6 +3,7 @@
 //! programmable origin.
 
 mod admin_plane;
+mod allow;
 mod attacks;
 mod budget;
 mod cluster;

@@ -319,7 +319,7 @@ pub(crate) fn logged_sending(needle: &str) -> serde_json::Value {
 pub(crate) async fn bans_of_everything(nodes: &Nodes) -> f64 {
     let mut sum = 0.0;
     for admin in nodes.admins() {
-        sum += metric_at(admin, "strata_bans_applied_total", "kind=\"all\"").await;
+        sum += metric_at(admin, "strata_proxy_bans_applied_total", "kind=\"all\"").await;
     }
     sum
 }

@@ -268,16 +268,16 @@ async fn every_node_missing_a_page_costs_one_origin_render() {
             );
         }
         // Two of the three nodes asked the home for each of the six URLs, and it answered.
-        let asked = total(&admins, "strata_shield_requests_total", "result=\"hit\"").await
-            + total(&admins, "strata_shield_requests_total", "result=\"filled\"").await;
-        let served = total(&admins, "strata_shield_served_total", "result=\"hit\"").await
-            + total(&admins, "strata_shield_served_total", "result=\"filled\"").await;
+        let asked = total(&admins, "strata_proxy_shield_requests_total", "result=\"hit\"").await
+            + total(&admins, "strata_proxy_shield_requests_total", "result=\"filled\"").await;
+        let served = total(&admins, "strata_proxy_shield_served_total", "result=\"hit\"").await
+            + total(&admins, "strata_proxy_shield_served_total", "result=\"filled\"").await;
         assert_eq!(
             (asked, served),
             (12.0, 12.0),
             "two peer fills per URL, answered by its home"
         );
-        let fallbacks = total(&admins, "strata_shield_requests_total", "result=\"fallback_").await;
+        let fallbacks = total(&admins, "strata_proxy_shield_requests_total", "result=\"fallback_").await;
         assert_eq!(fallbacks, 0.0, "no fill fell back to the origin");
         // A peer-filled miss says which node answered it.
         let url = url_with_home(&path, "c", "status");
@@ -315,7 +315,7 @@ async fn without_shielding_every_node_fetches_for_itself() {
             assert_eq!((r.status.as_u16(), r.x_cache()), (200, "MISS"));
         }
         assert_eq!(origin.count(&url), 3, "each node rendered the page itself");
-        assert_eq!(total(&admins, "strata_shield_requests_total", "").await, 0.0);
+        assert_eq!(total(&admins, "strata_proxy_shield_requests_total", "").await, 0.0);
     })
     .await;
 }
@@ -354,7 +354,12 @@ async fn a_home_killed_mid_fill_leaves_the_asking_node_to_the_origin() {
             "the asking node fetched the page itself, after the change"
         );
         assert_eq!(origin.count(&url), 2, "the home's fetch, then the asking node's own");
-        let fell_back = metric_at(nodes[0].admin, "strata_shield_requests_total", "result=\"fallback_").await;
+        let fell_back = metric_at(
+            nodes[0].admin,
+            "strata_proxy_shield_requests_total",
+            "result=\"fallback_",
+        )
+        .await;
         assert_eq!(fell_back, 1.0, "one fallback counted");
         origin.set_delay(Duration::ZERO);
         let again = get_at(nodes[0].addr, &wp_host(), &url, &[]).await;
@@ -375,7 +380,7 @@ async fn a_home_paused_mid_fill_is_waited_on_for_the_shield_timeout_only() {
         assert_eq!(generation_of(&r), "2", "not the copy the paused home was fetching");
         let slow = metric_at(
             nodes[0].admin,
-            "strata_shield_requests_total",
+            "strata_proxy_shield_requests_total",
             "result=\"fallback_slow\"",
         )
         .await;
@@ -433,11 +438,11 @@ async fn a_ban_the_home_has_not_seen_keeps_its_older_copy_out() {
         // replaced by its own origin fetch, or the home had applied the ban and fetched anew.
         let banned = metric_at(
             nodes[0].admin,
-            "strata_shield_requests_total",
+            "strata_proxy_shield_requests_total",
             "result=\"fallback_banned\"",
         )
         .await;
-        let refetched = metric_at(nodes[2].admin, "strata_shield_served_total", "result=\"filled\"").await;
+        let refetched = metric_at(nodes[2].admin, "strata_proxy_shield_served_total", "result=\"filled\"").await;
         assert!(
             banned + refetched >= 1.0,
             "banned {banned}, refetched at the home {refetched}"
@@ -585,7 +590,12 @@ async fn a_home_behind_on_bans_is_told_them_and_a_ban_during_the_ask_is_judged_h
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(generation_of(&r), "1", "fetched from the origin after the ban");
         assert_eq!(origin.count(&during), 1);
-        let banned = metric_at(admin, "strata_shield_requests_total", "result=\"fallback_banned\"").await;
+        let banned = metric_at(
+            admin,
+            "strata_proxy_shield_requests_total",
+            "result=\"fallback_banned\"",
+        )
+        .await;
         assert_eq!(banned, 1.0);
         // The next request tells the home of the ban (with its id); the home, which has not
         // applied it, fetches afresh and the node stores that.
@@ -608,7 +618,12 @@ async fn a_home_behind_on_bans_is_told_them_and_a_ban_during_the_ask_is_judged_h
         let again = get_at(node.addr, &wp_host(), &after, &[]).await;
         assert_eq!((again.x_cache(), generation_of(&again).as_str()), ("HIT", "1"));
         assert_eq!(
-            metric_at(admin, "strata_shield_requests_total", "result=\"fallback_banned\"").await,
+            metric_at(
+                admin,
+                "strata_proxy_shield_requests_total",
+                "result=\"fallback_banned\""
+            )
+            .await,
             1.0,
             "no second fallback"
         );
@@ -677,7 +692,7 @@ async fn a_hard_ban_on_every_node_costs_one_render_for_the_cluster() {
             let r = get_at(n.addr, &host, &one_by_one, &[]).await;
             assert_eq!((r.x_cache(), generation_of(&r).as_str()), ("HIT", "2"));
         }
-        let fallbacks = total(&admins, "strata_shield_requests_total", "result=\"fallback_").await;
+        let fallbacks = total(&admins, "strata_proxy_shield_requests_total", "result=\"fallback_").await;
         assert_eq!(fallbacks, 0.0, "no node fell back to the origin");
     })
     .await;
@@ -724,7 +739,7 @@ async fn after_a_soft_ban_a_stale_page_is_refreshed_once_for_the_cluster() {
             2,
             "one render after the soft ban, for the three nodes"
         );
-        let fallbacks = total(&admins, "strata_shield_requests_total", "result=\"fallback_").await;
+        let fallbacks = total(&admins, "strata_proxy_shield_requests_total", "result=\"fallback_").await;
         assert_eq!(fallbacks, 0.0, "no node fell back to the origin");
     })
     .await;
@@ -794,7 +809,7 @@ async fn a_list_page_under_a_stream_of_list_bans_is_rendered_once_per_list_refre
                 arrivals.len()
             );
         }
-        let lagging = total(&admins, "strata_shield_served_total", "result=\"lagging\"").await;
+        let lagging = total(&admins, "strata_proxy_shield_served_total", "result=\"lagging\"").await;
         assert!(lagging >= 1.0, "the home answered with its lagging copy: {lagging}");
         // Each node shows a newer page than the first.
         for n in &nodes {
@@ -865,13 +880,13 @@ async fn a_siblings_background_refresh_takes_the_homes_background_class_or_waits
         let r = get_at(a.addr, &host, &deferred, &[]).await;
         assert_eq!((r.x_cache(), generation_of(&r).as_str()), ("STALE", "1"));
         poll("the deferral", PROPAGATION, || async {
-            (metric_at(a.admin, "strata_shield_requests_total", "result=\"deferred\"").await >= 1.0).then_some(())
+            (metric_at(a.admin, "strata_proxy_shield_requests_total", "result=\"deferred\"").await >= 1.0).then_some(())
         })
         .await;
-        assert!(metric_at(b.admin, "strata_shield_served_total", "result=\"deferred\"").await >= 1.0);
+        assert!(metric_at(b.admin, "strata_proxy_shield_served_total", "result=\"deferred\"").await >= 1.0);
         assert_eq!(origin.count(&deferred), 1, "nobody rendered it meanwhile");
         assert_eq!(
-            total(&admins, "strata_shield_requests_total", "result=\"fallback_").await,
+            total(&admins, "strata_proxy_shield_requests_total", "result=\"fallback_").await,
             0.0,
             "a deferral is no fallback to the origin"
         );
@@ -917,7 +932,10 @@ async fn a_listed_ban_the_home_lacks_is_applied_there_at_once_and_not_again_on_a
         let r = crate::harness::admin_signed(home.admin, http::Method::POST, "/shield", &ask).await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(generation_of(&r), "2", "never the copy from before the listed ban");
-        assert_eq!(metric_at(home.admin, "strata_shield_early_bans_total", "").await, 1.0);
+        assert_eq!(
+            metric_at(home.admin, "strata_proxy_shield_early_bans_total", "").await,
+            1.0
+        );
         assert_eq!(origin.count(&url), 2);
         // The ban itself arrives: its id is applied already, so the fresh copy stays.
         let answer = ban_at(home.admin, &ban.to_string(), None).await;

@@ -178,31 +178,37 @@ async fn status_json_agrees_with_metrics() {
         for outcome in ["hit", "stale", "miss", "pass", "synth"] {
             assert_eq!(
                 s["requests"][outcome].as_f64(),
-                Some(metric("strata_requests_total", &format!("outcome=\"{outcome}\""))),
+                Some(metric("strata_proxy_requests_total", &format!("outcome=\"{outcome}\""))),
                 "{outcome}: {s}"
             );
         }
         assert_eq!(s["requests"]["hit"], 10, "{s}");
         assert_eq!(
             s["requests"]["total"].as_f64(),
-            Some(metric("strata_requests_total", ""))
+            Some(metric("strata_proxy_requests_total", ""))
         );
-        assert_eq!(s["hit_ratio"].as_f64(), Some(metric("strata_hit_ratio", "")));
+        assert_eq!(s["hit_ratio"].as_f64(), Some(metric("strata_proxy_hit_ratio", "")));
         assert!(s["hit_ratio"].as_f64().unwrap() > 0.5, "{s}");
-        assert_eq!(s["cache"]["objects"].as_f64(), Some(metric("strata_cache_objects", "")));
-        assert_eq!(s["cache"]["bytes"].as_f64(), Some(metric("strata_cache_bytes", "")));
+        assert_eq!(
+            s["cache"]["objects"].as_f64(),
+            Some(metric("strata_proxy_cache_objects", ""))
+        );
+        assert_eq!(
+            s["cache"]["bytes"].as_f64(),
+            Some(metric("strata_proxy_cache_bytes", ""))
+        );
         assert!(s["cache"]["bytes"].as_u64().unwrap() > 5 * 2000, "{s}");
         assert_eq!(
             s["cache"]["capacity_bytes"].as_f64(),
-            Some(metric("strata_cache_capacity_bytes", ""))
+            Some(metric("strata_proxy_cache_capacity_bytes", ""))
         );
         assert_eq!(
             s["origin"]["requests"].as_f64(),
-            Some(metric("strata_origin_requests_total", ""))
+            Some(metric("strata_proxy_origin_requests_total", ""))
         );
         assert_eq!(
             s["origin"]["first_byte_count"].as_f64(),
-            Some(metric("strata_origin_first_byte_seconds_count", ""))
+            Some(metric("strata_proxy_origin_first_byte_seconds_count", ""))
         );
         assert!(
             s["origin"]["first_byte_p99_ms"].as_f64().is_some_and(|ms| ms > 0.0),

@@ -25,7 +25,7 @@ async fn miss_then_hit_with_identical_body() {
     assert_eq!(second.x_cache(), "HIT");
     assert!(second.header("cache-status").starts_with("Strata; hit"));
     assert_eq!(first.body, second.body);
-    assert_eq!(p.metric("strata_origin_requests_total", "").await, 1.0);
+    assert_eq!(p.metric("strata_proxy_origin_requests_total", "").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,9 +97,9 @@ async fn hundred_concurrent_cold_requests_make_one_origin_request() {
         bodies.windows(2).all(|w| w[0] == w[1]),
         "every request got the same page"
     );
-    assert_eq!(p.metric("strata_origin_requests_total", "").await, 1.0);
-    assert_eq!(p.metric("strata_requests_total", "outcome=\"miss\"").await, 1.0);
-    assert_eq!(p.metric("strata_requests_total", "outcome=\"hit\"").await, 99.0);
+    assert_eq!(p.metric("strata_proxy_origin_requests_total", "").await, 1.0);
+    assert_eq!(p.metric("strata_proxy_requests_total", "outcome=\"miss\"").await, 1.0);
+    assert_eq!(p.metric("strata_proxy_requests_total", "outcome=\"hit\"").await, 99.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +119,7 @@ async fn gzip_brotli_and_identity_clients_are_all_served_from_memory() {
     assert_eq!((again.x_cache(), again.header("content-encoding")), ("HIT", ""));
     assert_eq!(again.body, plain.body);
     assert!(plain.header("vary").contains("Accept-Encoding"));
-    assert_eq!(p.metric("strata_origin_requests_total", "").await, 1.0);
+    assert_eq!(p.metric("strata_proxy_origin_requests_total", "").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,16 +276,28 @@ async fn admin_endpoints_answer_and_are_not_on_the_public_port() {
         .await
         .text();
     for name in [
-        "strata_requests_total",
-        "strata_hit_ratio",
-        "strata_origin_first_byte_seconds",
-        "strata_cache_bytes",
-        "strata_cache_objects",
-        "strata_cache_evictions_total",
+        "strata_proxy_requests_total",
+        "strata_proxy_hit_ratio",
+        "strata_proxy_origin_first_byte_seconds",
+        "strata_proxy_cache_bytes",
+        "strata_proxy_cache_objects",
+        "strata_proxy_cache_evictions_total",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
-    assert_eq!(p.metric("strata_hit_ratio", "").await, 0.5);
+    // What every program says about itself.
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        metrics.contains(&format!(
+            "strata_build_info{{program=\"strata-proxy\",version=\"{version}\""
+        )),
+        "{metrics}"
+    );
+    assert!(p.metric("process_resident_memory_bytes", "").await > 0.0);
+    assert!(p.metric("process_open_fds", "").await >= 3.0);
+    assert!(p.metric("process_start_time_seconds", "").await > 1.6e9);
+    assert!(metrics.contains("\nprocess_cpu_seconds_total "), "{metrics}");
+    assert_eq!(p.metric("strata_proxy_hit_ratio", "").await, 0.5);
     let status = send(Method::GET, &format!("http://{}/status", p.admin), &[], Bytes::new())
         .await
         .text();
@@ -303,7 +315,8 @@ async fn check_config_names_every_bad_key() {
     std::fs::write(
         &path,
         "[server]\nlisten = \"localhost\"\nadmin_listen = \"127.0.0.1:9\"\n[origin]\nurl = \"ftp://x\"\n\
-         [cache]\ncapacity = \"lots\"\ngrace = \"forever\"\n[cluster]\nsecret_file = \"/nonexistent/secret\"\n",
+         [cache]\ncapacity = \"lots\"\ngrace = \"forever\"\n[cluster]\nsecret_file = \"/nonexistent/secret\"\n\
+         admin_allow = [\"10.0.0.0/33\"]\n[bans]\npurge_allow = [\"127.0.0.0/8\", \"10.0.0.1/8\"]\n",
     )
     .unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_strata-proxy"))
@@ -322,6 +335,17 @@ async fn check_config_names_every_bad_key() {
     ] {
         assert!(err.contains(key), "{key} not named in:\n{err}");
     }
+    // A bad allow-list entry is named with its key; the good one beside it is not.
+    for (key, entry) in [
+        ("cluster.admin_allow", "10.0.0.0/33"),
+        ("bans.purge_allow", "10.0.0.1/8"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(key) && l.contains(entry)),
+            "{key} {entry} not named in:\n{err}"
+        );
+    }
+    assert!(!err.contains("127.0.0.0/8"), "{err}");
     std::fs::write(&path, "[cache]\ncapacity = 1\nbogus = true\n").unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_strata-proxy"))
         .args(["--check-config", "--config", path.to_str().unwrap()])
@@ -344,5 +368,128 @@ async fn hits_are_the_same_with_the_access_log_on() {
     assert_eq!(first.body, second.body);
     assert_eq!(second.header("content-encoding"), "gzip");
     assert!(second.header("cache-status").starts_with("Strata; hit; ttl="));
-    assert_eq!(p.metric("strata_requests_total", "outcome=\"hit\"").await, 1.0);
+    assert_eq!(p.metric("strata_proxy_requests_total", "outcome=\"hit\"").await, 1.0);
+}
+
+/// The lines of an access log file once it has `n` of them (the writer flushes in the
+/// background; bounded wait).
+async fn access_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= n {
+            return text.lines().map(str::to_string).collect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{} never had {n} lines: {:?}",
+        path.display(),
+        std::fs::read_to_string(path)
+    );
+}
+
+/// A combined-format field as log tools unescape it.
+fn unescape(s: &str) -> String {
+    s.replace("\\\"", "\"").replace("\\\\", "\\")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_in_combined_format_is_what_log_tools_read() {
+    let dir = std::env::temp_dir().join(format!("strata-it-access-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("combined.log");
+    let _ = std::fs::remove_file(&file);
+    let p = TestProxy::start(
+        &wp_origin(),
+        &[
+            ("server", "access_log = true"),
+            ("server", "access_log_format = \"combined\""),
+            ("server", &format!("access_log_file = {:?}", file.display().to_string())),
+        ],
+    )
+    .await;
+    let path = &post_paths(1).await[0];
+    let agent = "Mozilla/5.0 (X11; Linux) \"quoted\" agent";
+    let referer = "http://127.0.0.1:8080/?s=a+b";
+    let headers = [("user-agent", agent), ("referer", referer)];
+    let miss = p.get(path, &headers).await;
+    let hit = p.get(path, &headers).await;
+    assert_eq!((miss.x_cache(), hit.x_cache()), ("MISS", "HIT"));
+    let head = p.request(Method::HEAD, path, &[], Bytes::new()).await;
+    assert_eq!(head.status, 200);
+    let lines = access_lines(&file, 3).await;
+    assert_eq!(lines.len(), 3, "{lines:?}");
+
+    // remote ident user [time] "request" status bytes "referer" "user-agent"
+    let combined = regex::Regex::new(
+        r#"^(\S+) (\S+) (\S+) \[([^\]]+)\] "(\S+) (\S+) (HTTP/\d\.\d)" (\d{3}) (\d+|-) "((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)"$"#,
+    )
+    .unwrap();
+    let now = chrono::Utc::now();
+    for (line, (method, bytes)) in lines
+        .iter()
+        .zip([("GET", miss.body.len()), ("GET", hit.body.len()), ("HEAD", 0)])
+    {
+        let c = combined
+            .captures(line)
+            .unwrap_or_else(|| panic!("not combined format: {line}"));
+        assert_eq!(&c[1], "127.0.0.1", "{line}");
+        assert_eq!((&c[2], &c[3]), ("-", "-"), "ident and user: {line}");
+        let time = chrono::DateTime::parse_from_str(&c[4], "%d/%b/%Y:%H:%M:%S %z")
+            .unwrap_or_else(|e| panic!("time {:?}: {e}", &c[4]));
+        assert!(
+            (now - time.with_timezone(&chrono::Utc)).num_seconds().abs() < 600,
+            "{line}"
+        );
+        assert_eq!((&c[5], &c[6], &c[7]), (method, path.as_str(), "HTTP/1.1"), "{line}");
+        assert_eq!(&c[8], "200", "{line}");
+        assert_eq!(c[9].parse::<usize>().ok(), Some(bytes), "{line}");
+        if method == "GET" {
+            assert_eq!(unescape(&c[10]), referer, "{line}");
+            assert_eq!(unescape(&c[11]), agent, "{line}");
+        } else {
+            assert_eq!((&c[10], &c[11]), ("-", "-"), "{line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_in_json_has_a_field_for_everything() {
+    let dir = std::env::temp_dir().join(format!("strata-it-access-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("access.json");
+    let _ = std::fs::remove_file(&file);
+    let p = TestProxy::start(
+        &wp_origin(),
+        &[
+            ("server", "access_log = true"),
+            ("server", "access_log_format = \"json\""),
+            ("server", &format!("access_log_file = {:?}", file.display().to_string())),
+        ],
+    )
+    .await;
+    let path = &post_paths(1).await[0];
+    let first = p.get(path, &[("user-agent", "probe/1")]).await;
+    p.get(path, &[]).await;
+    let lines = access_lines(&file, 2).await;
+    let v: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(v[0]["method"], "GET");
+    assert_eq!(v[0]["uri"], path.as_str());
+    assert_eq!(v[0]["host"], wp_host().as_str());
+    assert_eq!(v[0]["status"], 200);
+    assert_eq!(v[0]["bytes"], first.body.len() as u64);
+    assert_eq!(v[0]["user_agent"], "probe/1");
+    assert_eq!(v[0]["referer"], serde_json::Value::Null);
+    assert_eq!(
+        (v[0]["cache"].as_str(), v[1]["cache"].as_str()),
+        (Some("miss"), Some("hit"))
+    );
+    assert!(v[0]["time"]
+        .as_str()
+        .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()));
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -701,7 +701,7 @@ async fn comments_through_the_cluster_answer_and_write_like_wordpress() {
         .await
         .expect("node a's /metrics");
     assert!(
-        metric(&metrics.body, "strata_comments_total{reason=\"php-logged-in\"}").is_some_and(|n| n >= 1.0),
+        metric(&metrics.body, "strata_proxy_comments_total{reason=\"php-logged-in\"}").is_some_and(|n| n >= 1.0),
         "{}",
         metrics.body
     );
@@ -1043,7 +1043,7 @@ async fn a_burst_of_comments_refreshes_lists_at_a_bounded_rate_and_posts_exactly
         .map(|r| r.body)
         .unwrap_or_default();
     assert!(
-        metric(&metrics, "strata_list_refreshes_deferred_total ").is_some_and(|n| n > 0.0),
+        metric(&metrics, "strata_proxy_list_refreshes_deferred_total ").is_some_and(|n| n > 0.0),
         "refreshes held back by list_refresh are counted"
     );
     match Arc::try_unwrap(c) {
@@ -1115,7 +1115,7 @@ async fn a_comment_is_patched_into_its_post_page_on_every_node_as_wordpress_rend
         let url = format!("http://{}/metrics", c.nodes[i].admin);
         async move {
             let text = get(&url, &[]).await.expect("a node's /metrics").body;
-            metric(&text, "strata_patches_total{kind=\"thread\",result=\"patched\"}").unwrap_or(0.0)
+            metric(&text, "strata_proxy_patches_total{kind=\"thread\",result=\"patched\"}").unwrap_or(0.0)
         }
     };
     let mut held = Vec::new();

@@ -10,3 +10,4 @@ mod e2e;
 mod flood;
 mod queue;
 mod rules;
+mod tls;
