@@ -55,4 +55,4 @@ pub mod tune;
 pub mod validators;
 pub mod writes;
 
-pub use listen::{bind, bind_all, local_target, run, run_reloadable, run_with, Listeners, TlsListener};
+pub use listen::{bind, bind_all, local_target, run, run_reloadable, run_with, Listeners, Reload, TlsListener};

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use strata_syncer::config::Config;
+use strata_wire::notify;
 
 /// mimalloc: every batch builds and frees SQL text, records and verdicts, which glibc's
 /// allocator serves with locks and consolidation (a tenth of the syncer's CPU under load).
@@ -33,6 +34,15 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    tell_manager(&notify::stopping("finishing the round in progress"));
+}
+
+/// Tells the service manager (systemd, when it started this process) what the syncer is
+/// doing; a failure is logged and changes nothing else.
+fn tell_manager(message: &str) {
+    if let Err(e) = notify::send(message) {
+        tracing::warn!(error = %e, "cannot tell the service manager");
     }
 }
 
@@ -76,6 +86,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let admin = strata_syncer::bind(&cfg)
         .await
         .with_context(|| format!("cannot bind the admin listener {:?}", cfg.admin_listen))?;
+    // The admin listener is bound and listening: a `Type=notify` unit's start returns now.
+    // MySQL and memcached are not waited for: the syncer retries them and loses nothing.
+    let status = match admin.as_ref().map(|l| l.local_addr()) {
+        Some(Ok(a)) => format!("syncing; admin {a}"),
+        _ => "syncing".to_string(),
+    };
+    tell_manager(&notify::ready(&status));
     strata_syncer::run(cfg, admin, shutdown_signal())
         .await
         .context("cannot start")?;

@@ -13,6 +13,7 @@ mod h2_attacks;
 mod harness;
 mod http_edges;
 mod nodes;
+mod notify;
 mod plugin;
 mod raw;
 mod reload;

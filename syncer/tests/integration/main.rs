@@ -8,5 +8,6 @@ mod batch;
 mod crash;
 mod e2e;
 mod flood;
+mod notify;
 mod queue;
 mod rules;
