@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use strata_director::admin::{self, Admin};
+use strata_director::cli::Cli;
 use strata_director::config::Config;
 use strata_director::control::{self, Control, Reload};
 use strata_director::dataplane::{self, Shared, Worker};
@@ -17,21 +18,6 @@ use strata_director::iface::{self, Iface};
 use strata_director::sys::TxSocket;
 use strata_wire::notify;
 use tokio::sync::{mpsc, watch};
-
-/// Strata's L2 direct-server-return load balancer: answers ARP for the VIP, Maglev-hashes
-/// each flow to a healthy proxy node and rewrites only the Ethernet addresses.
-///
-/// Signals: SIGHUP reloads the config (pinned flows are kept); SIGTERM/SIGINT stop.
-#[derive(Parser)]
-#[command(name = "strata-director", version, about, long_about)]
-struct Cli {
-    /// Configuration file (TOML).
-    #[arg(long, short = 'c', default_value = "/etc/strata/director.toml")]
-    config: PathBuf,
-    /// Validate the configuration, print every problem, and exit (non-zero if any).
-    #[arg(long)]
-    check_config: bool,
-}
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {

@@ -3,7 +3,8 @@
 //! Modules, one concern each, from the top floor down (a module uses only those below it):
 //! - [`listen`]: binding the listeners, the accept loop and the worker threads;
 //! - [`admin`]: health, metrics, status, bans and the node-to-node sync; [`status`]: the
-//!   `/status` page's numbers and charts; [`client`]: the `ban` command's side;
+//!   `/status` page's numbers and charts; [`client`]: the `ban` command's side; [`cli`]: the
+//!   command line;
 //! - [`server`]: the request path (refuse, route, try_hit) and, in its rooms, lookups and
 //!   delivery, fills and refreshes, the fill lock, pass-through, and the ban side;
 //! - [`comments`]: comment POSTs queued in memcached for the syncer, answered like WordPress;
@@ -32,6 +33,7 @@ pub mod bans;
 pub mod body;
 pub mod budget;
 pub mod cache;
+pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod comments;

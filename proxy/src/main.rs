@@ -4,68 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
+use strata_proxy::cli::{BanArgs, Cli, Command};
 use strata_proxy::client;
 use strata_proxy::config::Config;
 use strata_wire::ban::{Ban, Kind};
 use strata_wire::notify;
-
-/// Strata's caching HTTP front for WordPress-style sites.
-#[derive(Parser)]
-#[command(name = "strata-proxy", version, about)]
-struct Cli {
-    /// Configuration file (TOML).
-    #[arg(long, short = 'c', global = true, default_value = "/etc/strata/proxy.toml")]
-    config: PathBuf,
-    /// Validate the configuration, print every problem, and exit (non-zero if any).
-    #[arg(long)]
-    check_config: bool,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Sign an invalidation with the cluster secret and send it to this node's admin API.
-    Ban(BanArgs),
-    /// Compare a sysctl profile (sysctl/*.conf) with this kernel, or apply it.
-    Tune(strata_proxy::tune::TuneArgs),
-}
-
-#[derive(Args)]
-struct BanArgs {
-    #[command(flatten)]
-    target: BanTarget,
-    /// Only this site (Host); gives --url and --prefix paths their host.
-    #[arg(long)]
-    host: Option<String>,
-    /// Mark matches stale (served while refreshed) instead of removing them.
-    #[arg(long)]
-    soft: bool,
-    /// Wait up to this many milliseconds for every sibling to acknowledge the ban.
-    #[arg(long, value_name = "MS")]
-    wait: Option<u64>,
-}
-
-#[derive(Args)]
-#[group(required = true, multiple = false)]
-struct BanTarget {
-    /// Every object tagged T (e.g. post:12, list, html, or an origin's Surrogate-Key).
-    #[arg(long, value_name = "T")]
-    tag: Option<String>,
-    /// One URL with all its variants: absolute (http://host/path) or a path with --host.
-    #[arg(long)]
-    url: Option<String>,
-    /// Every URL starting with P: absolute (http://host/path) or a path (all hosts, or --host).
-    #[arg(long, value_name = "P")]
-    prefix: Option<String>,
-    /// Every cache key (host/path?query) the regular expression R matches.
-    #[arg(long, value_name = "R")]
-    regex: Option<String>,
-    /// Everything in the cache.
-    #[arg(long)]
-    all: bool,
-}
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {

@@ -1,10 +1,10 @@
 //! `strata-syncer`: run the comment syncer, or check its configuration.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use strata_syncer::cli::Cli;
 use strata_syncer::config::Config;
 use strata_wire::notify;
 
@@ -12,18 +12,6 @@ use strata_wire::notify;
 /// allocator serves with locks and consolidation (a tenth of the syncer's CPU under load).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Drains Strata's comment queue into WordPress's database.
-#[derive(Parser)]
-#[command(name = "strata-syncer", version, about)]
-struct Cli {
-    /// Configuration file (TOML).
-    #[arg(long, short = 'c', default_value = "/etc/strata/syncer.toml")]
-    config: PathBuf,
-    /// Validate the configuration, print every problem, and exit (non-zero if any).
-    #[arg(long)]
-    check_config: bool,
-}
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
