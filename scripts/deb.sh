@@ -182,8 +182,14 @@ mirror() {
 # ensure_rootfs: a Debian 12 root with systemd, made once by debootstrap and kept in
 # $ROOTFS; the test boots it with a throwaway overlay, so it never changes.
 ensure_rootfs() {
+    mkdir -p "$(dirname "$ROOTFS")"
+    # One run makes the root; a concurrent one waits for it (booting it is shared safely:
+    # each boot writes to its own overlay).
+    exec 8>"$ROOTFS.lock"
+    flock 8
     if [ -x "$ROOTFS/lib/systemd/systemd" ] && [ -f "$ROOTFS/.strata-packages" ] &&
         [ "$(cat "$ROOTFS/.strata-packages")" = "$ROOTFS_PACKAGES" ]; then
+        exec 8>&-
         return 0
     fi
     local m tmp
@@ -191,7 +197,6 @@ ensure_rootfs() {
     tmp="$ROOTFS.tmp.$$"
     log "debootstrap bookworm into $ROOTFS from $m (once; cached for later runs)"
     rm -rf "$ROOTFS" "$tmp"
-    mkdir -p "$(dirname "$ROOTFS")"
     debootstrap --variant=minbase --include="$ROOTFS_PACKAGES" bookworm "$tmp" "$m" >"$tmp.log" 2>&1 ||
         {
             tail -20 "$tmp.log" >&2
@@ -200,6 +205,7 @@ ensure_rootfs() {
     rm -f "$tmp.log"
     printf '%s' "$ROOTFS_PACKAGES" >"$tmp/.strata-packages"
     mv "$tmp" "$ROOTFS"
+    exec 8>&-
 }
 
 NSPAWN_PID=
@@ -402,7 +408,7 @@ test_install() {
 case "${1:-}" in
 build)
     shift
-    build "$@" >/dev/null
+    build "$@"
     ;;
 test)
     shift
