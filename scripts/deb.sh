@@ -232,6 +232,18 @@ stop_container() {
     NSPAWN_PID=
 }
 
+# child_of PID: the pid of a child of PID, from /proc (no procps on a bare CI machine).
+child_of() {
+    local status
+    for status in /proc/[0-9]*/status; do
+        if grep -qx "PPid:[[:space:]]*$1" "$status" 2>/dev/null; then
+            status=${status#/proc/}
+            printf '%s' "${status%/status}"
+            return 0
+        fi
+    done
+}
+
 # boot_container DEB_DIR: boots $ROOTFS under systemd-nspawn (a tmpfs overlay over the
 # root, only a loopback network, DEB_DIR read-only at /mnt/deb) and waits for its systemd.
 boot_container() {
@@ -243,7 +255,7 @@ boot_container() {
         --bind-ro="$deb_dir:/mnt/deb" >"$NSPAWN_LOG" 2>&1 </dev/null &
     NSPAWN_PID=$!
     for i in $(seq 1 200); do
-        LEADER=$(ps -o pid= --ppid "$NSPAWN_PID" 2>/dev/null | head -n1 | tr -d ' ' || true)
+        LEADER=$(child_of "$NSPAWN_PID")
         [ -n "$LEADER" ] && break
         kill -0 "$NSPAWN_PID" 2>/dev/null || break
         sleep 0.1
