@@ -2,7 +2,8 @@
 # The project's test command. Brings up the real services the integration
 # tests talk to (WordPress origin on 127.0.0.1:8081, memcached on 127.0.0.1:11211),
 # then runs, in order: rustfmt check, clippy (warnings are errors), cargo test, the my.cnf
-# and systemd unit checks (scripts/mycnf-check.sh, scripts/units-check.sh), the
+# and systemd unit checks (scripts/mycnf-check.sh, scripts/units-check.sh), as root the
+# Debian package's install test in a booted Debian 12 container (scripts/deb.sh test), the
 # documentation check (scripts/docs-check.sh: links, anchors, the configuration reference
 # against the code), the fuzz crate's lints and a short run of every fuzz target
 # (scripts/fuzz.sh smoke: needs the nightly toolchain) and the browser test of the /status
@@ -66,6 +67,12 @@ fi
 if command -v systemd-analyze >/dev/null 2>&1; then
     log "deploy/systemd units: systemd-analyze verify"
     bash "$SCRIPT_DIR/units-check.sh"
+fi
+if [ "$(id -u)" -eq 0 ]; then
+    log "Debian package: build, install into a booted Debian 12 container, start, HIT, reload (scripts/deb.sh test)"
+    bash "$SCRIPT_DIR/deb.sh" test
+else
+    log "not root: skipping the Debian package's install test (scripts/deb.sh test)"
 fi
 log "docs: links, anchors and the configuration reference (scripts/docs-check.sh)"
 bash "$SCRIPT_DIR/docs-check.sh"

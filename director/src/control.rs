@@ -103,6 +103,16 @@ where
     }
 }
 
+/// A configuration read again (on SIGHUP), for the control plane to apply.
+pub struct Reload {
+    /// The new configuration, already validated.
+    pub config: Config,
+    /// Told, once the new plan is published, the keys that changed but take a restart:
+    /// whoever asked for the reload (the SIGHUP handler telling the service manager)
+    /// learns when it is done.
+    pub applied: Option<tokio::sync::oneshot::Sender<Vec<&'static str>>>,
+}
+
 /// The control plane's state.
 pub struct Control {
     /// Where plans are published and flows purged.
@@ -329,14 +339,14 @@ impl Control {
     }
 
     /// Runs until `shutdown` resolves: handles check results, reloads, and expires idle flows.
-    pub async fn run(mut self, mut reloads: mpsc::Receiver<Config>, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run(mut self, mut reloads: mpsc::Receiver<Reload>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut expire = tokio::time::interval(Duration::from_secs(1));
         let mut ticks = 0u64;
         loop {
             tokio::select! {
                 Some(r) = self.results.recv() => self.on_result(r),
-                Some(cfg) = reloads.recv() => {
+                Some(Reload { config: cfg, applied }) = reloads.recv() => {
                     let stuck = self.cfg.restart_only_changes(&cfg);
                     if !stuck.is_empty() {
                         tracing::warn!(keys = ?stuck, "these keys change only on restart; keeping their old values");
@@ -351,6 +361,9 @@ impl Control {
                     cfg.flows = self.cfg.flows;
                     self.apply(cfg);
                     tracing::info!(nodes = self.nodes.len(), "configuration reloaded; pinned flows kept");
+                    if let Some(applied) = applied {
+                        let _ = applied.send(stuck);
+                    }
                 }
                 _ = expire.tick() => {
                     self.shared.flows.expire(now_ms());

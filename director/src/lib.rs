@@ -12,7 +12,7 @@
 //! - [`packet`]: frame classification, MAC rewrite, ARP/ND construction;
 //! - [`balancer`]: which node gets a packet, and why;
 //! - [`health`]: the fall/rise state machine and the HTTP probe;
-//! - [`config`]: TOML → validated [`config::Config`];
+//! - [`config`]: TOML → validated [`config::Config`]; [`cli`]: the command line;
 //! - [`iface`]: interface, neighbour table and sysctl checks from `/sys` and `/proc`;
 //! - [`sys`]: the only `unsafe` code (AF_PACKET ring, batched send, setns);
 //! - [`dataplane`]: the worker threads; [`control`]: health checks, reloads, purges;
@@ -25,6 +25,7 @@
 
 pub mod admin;
 pub mod balancer;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;

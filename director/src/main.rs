@@ -9,30 +9,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use strata_director::admin::{self, Admin};
+use strata_director::cli::Cli;
 use strata_director::config::{Config, DataPlane};
-use strata_director::control::{self, Control};
+use strata_director::control::{self, Control, Reload};
 use strata_director::dataplane::{self, Shared, Worker};
 use strata_director::flow::FlowTable;
 use strata_director::iface::{self, Iface};
 use strata_director::packet::Service;
 use strata_director::sys::TxSocket;
 use strata_director::xdp::{self, Xdp};
+use strata_wire::notify;
 use tokio::sync::{mpsc, watch};
-
-/// Strata's L2 direct-server-return load balancer: answers ARP for the VIP, Maglev-hashes
-/// each flow to a healthy proxy node and rewrites only the Ethernet addresses.
-///
-/// Signals: SIGHUP reloads the config (pinned flows are kept); SIGTERM/SIGINT stop.
-#[derive(Parser)]
-#[command(name = "strata-director", version, about, long_about)]
-struct Cli {
-    /// Configuration file (TOML).
-    #[arg(long, short = 'c', default_value = "/etc/strata/director.toml")]
-    config: PathBuf,
-    /// Validate the configuration, print every problem, and exit (non-zero if any).
-    #[arg(long)]
-    check_config: bool,
-}
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
@@ -138,7 +125,22 @@ fn run(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
+        // Packet sockets open, the admin listener bound, the VIP announced: a `Type=notify`
+        // unit's start returns now.
+        let vips: Vec<String> = cfg
+            .vip4
+            .map(|v| v.to_string())
+            .into_iter()
+            .chain(cfg.vip6.map(|v| v.to_string()))
+            .collect();
+        tell_manager(&notify::ready(&format!(
+            "forwarding {} on {}; admin {}",
+            vips.join(" and "),
+            cfg.interface,
+            cfg.admin_listen
+        )));
         signals(&path, reload_tx).await;
+        tell_manager(&notify::stopping("stopping"));
         let _ = stop_tx.send(true);
         let _ = control_task.await;
         let _ = admin_task.await;
@@ -178,8 +180,18 @@ fn start_xdp(cfg: &Config, svc: &Service) -> anyhow::Result<Option<Xdp>> {
     }
 }
 
-/// Waits for SIGTERM/SIGINT; on SIGHUP re-reads the config and hands it to the control plane.
-async fn signals(path: &std::path::Path, reload: mpsc::Sender<Config>) {
+/// Tells the service manager (systemd, when it started this process) what the director is
+/// doing; a failure is logged and changes nothing else.
+fn tell_manager(message: &str) {
+    if let Err(e) = notify::send(message) {
+        tracing::warn!(error = %e, "cannot tell the service manager");
+    }
+}
+
+/// Waits for SIGTERM/SIGINT; on SIGHUP re-reads the config and hands it to the control
+/// plane, the service manager hearing `RELOADING=1` then `READY=1` once it is applied or
+/// refused.
+async fn signals(path: &std::path::Path, reload: mpsc::Sender<Reload>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -193,15 +205,47 @@ async fn signals(path: &std::path::Path, reload: mpsc::Sender<Config>) {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received; stopping"); return; }
             _ = int.recv() => { tracing::info!("SIGINT received; stopping"); return; }
-            _ = hup.recv() => match Config::load(path) {
-                Ok(cfg) => { let _ = reload.send(cfg).await; }
-                Err(e) => {
-                    tracing::error!("SIGHUP: {} has {} problem(s); keeping the running config", path.display(), e.problems.len());
-                    for p in &e.problems {
-                        tracing::error!("  {p}");
-                    }
-                }
-            },
+            _ = hup.recv() => {
+                tell_manager(&notify::reloading(notify::monotonic_usec(), &format!("reloading {}", path.display())));
+                let status = reload_once(path, &reload).await;
+                tell_manager(&notify::ready(&status));
+            }
+        }
+    }
+}
+
+/// Reads the configuration again and waits until the control plane has applied it; returns
+/// the `STATUS=` saying what happened.
+async fn reload_once(path: &std::path::Path, reload: &mpsc::Sender<Reload>) -> String {
+    match Config::load(path) {
+        Ok(cfg) => {
+            let (applied, done) = tokio::sync::oneshot::channel();
+            let asked = Reload {
+                config: cfg,
+                applied: Some(applied),
+            };
+            if reload.send(asked).await.is_err() {
+                return "stopping".to_string();
+            }
+            match done.await {
+                Ok(stuck) if stuck.is_empty() => "configuration reloaded".to_string(),
+                Ok(stuck) => format!(
+                    "configuration reloaded; changed but take a restart: {}",
+                    stuck.join(", ")
+                ),
+                Err(_) => "stopping".to_string(),
+            }
+        }
+        Err(e) => {
+            tracing::error!(
+                "SIGHUP: {} has {} problem(s); keeping the running config",
+                path.display(),
+                e.problems.len()
+            );
+            for p in &e.problems {
+                tracing::error!("  {p}");
+            }
+            format!("configuration refused, the running one stays: {e}")
         }
     }
 }

@@ -210,6 +210,10 @@ fn a_killed_node_leaves_within_a_second_and_other_flows_are_undisturbed(plane: P
 fn draining_by_reload_keeps_pinned_flows_and_takes_no_new_ones(plane: Plane) {
     let Some(mut rig) = Rig::up("c", 3, plane) else { return };
     rig.start_director(&[1, 1, 1]);
+    // READY=1 (what a Type=notify unit's start waits for): the admin listener answers then.
+    let ready = rig.notification(START);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(rig.admin("/status").contains("node 192.0.2.11"), "admin at READY=1");
     rig.wait_all_up(START);
 
     let mut conns: Vec<(KeepAlive, usize)> = rig.in_ns("cli", || {
@@ -228,11 +232,18 @@ fn draining_by_reload_keeps_pinned_flows_and_takes_no_new_ones(plane: Plane) {
     );
 
     rig.reload(&[0, 1, 1]);
-    let until = Instant::now() + Duration::from_secs(5);
-    while !rig.admin("/status").contains("(draining)") {
-        assert!(Instant::now() < until, "reload not applied:\n{}", rig.director_log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // RELOADING=1, then READY=1 only once the new weights are in force: no waiting after it.
+    let reloading = rig.notification(Duration::from_secs(5));
+    assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading:?}");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    let applied = rig.notification(Duration::from_secs(5));
+    assert!(applied.lines().any(|l| l == "READY=1"), "{applied:?}");
+    assert!(applied.contains("STATUS=configuration reloaded"), "{applied:?}");
+    assert!(
+        rig.admin("/status").contains("(draining)"),
+        "reload not applied at READY=1:\n{}",
+        rig.director_log()
+    );
 
     let fresh = spread(&rig, 60);
     assert!(fresh.iter().all(|r| matches!(r, Ok(n) if *n != drained)), "{fresh:?}");

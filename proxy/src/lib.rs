@@ -4,7 +4,8 @@
 //! - [`listen`]: binding the listeners, the accept loop and the worker threads;
 //! - [`access`]: the access log's lines (event, combined, JSON) and its writer thread;
 //! - [`admin`]: health, metrics, status, bans and the node-to-node sync; [`status`]: the
-//!   `/status` page's numbers and charts; [`client`]: the `ban` command's side;
+//!   `/status` page's numbers and charts; [`client`]: the `ban` command's side; [`cli`]: the
+//!   command line;
 //! - [`server`]: the request path (refuse, route, try_hit) and, in its rooms, lookups and
 //!   delivery, fills and refreshes, the fill lock, pass-through, and the ban side;
 //! - [`comments`]: comment POSTs queued in memcached for the syncer, answered like WordPress;
@@ -36,6 +37,7 @@ pub mod bans;
 pub mod body;
 pub mod budget;
 pub mod cache;
+pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod comments;
@@ -60,4 +62,4 @@ pub mod tune;
 pub mod validators;
 pub mod writes;
 
-pub use listen::{bind, bind_all, local_target, run, run_reloadable, run_with, Listeners, TlsListener};
+pub use listen::{bind, bind_all, local_target, run, run_reloadable, run_with, Listeners, Reload, TlsListener};

@@ -111,13 +111,23 @@ pub async fn run_with(listeners: Listeners, cfg: Config, shutdown: impl Future<O
     run_reloadable(listeners, cfg, shutdown, reloads).await
 }
 
+/// A configuration read again (on SIGHUP), for the running proxy to apply.
+pub struct Reload {
+    /// The new configuration, already validated.
+    pub config: Config,
+    /// Told, once what can change at once is applied, the keys that changed but take a
+    /// restart: whoever asked for the reload (the SIGHUP handler telling the service
+    /// manager) learns when it is done.
+    pub applied: Option<tokio::sync::oneshot::Sender<Vec<&'static str>>>,
+}
+
 /// Like [`run_with`]; every configuration received on `reloads` (read again on SIGHUP) is
 /// applied as [`Proxy::reload`] says, the keys that take a restart logged.
 pub async fn run_reloadable(
     listeners: Listeners,
     cfg: Config,
     shutdown: impl Future<Output = ()>,
-    mut reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
+    mut reloads: tokio::sync::mpsc::UnboundedReceiver<Reload>,
 ) -> Arc<Proxy> {
     let Listeners { public, admin, tls } = listeners;
     let (tls_listener, certs) = match tls {
@@ -140,7 +150,7 @@ pub async fn run_reloadable(
         let proxy = proxy.clone();
         tokio::spawn(async move {
             while let Some(new) = reloads.recv().await {
-                let restart = proxy.reload(new);
+                let restart = proxy.reload(new.config);
                 if restart.is_empty() {
                     tracing::info!("configuration reloaded");
                 } else {
@@ -148,6 +158,9 @@ pub async fn run_reloadable(
                         keep_running_values = ?restart,
                         "configuration reloaded; these settings changed but take a restart, the running ones stay"
                     );
+                }
+                if let Some(applied) = new.applied {
+                    let _ = applied.send(restart);
                 }
             }
         })

@@ -4,67 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
+use strata_proxy::cli::{BanArgs, Cli, Command};
 use strata_proxy::client;
 use strata_proxy::config::Config;
 use strata_wire::ban::{Ban, Kind};
-
-/// Strata's caching HTTP front for WordPress-style sites.
-#[derive(Parser)]
-#[command(name = "strata-proxy", version, about)]
-struct Cli {
-    /// Configuration file (TOML).
-    #[arg(long, short = 'c', global = true, default_value = "/etc/strata/proxy.toml")]
-    config: PathBuf,
-    /// Validate the configuration, print every problem, and exit (non-zero if any).
-    #[arg(long)]
-    check_config: bool,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Sign an invalidation with the cluster secret and send it to this node's admin API.
-    Ban(BanArgs),
-    /// Compare a sysctl profile (sysctl/*.conf) with this kernel, or apply it.
-    Tune(strata_proxy::tune::TuneArgs),
-}
-
-#[derive(Args)]
-struct BanArgs {
-    #[command(flatten)]
-    target: BanTarget,
-    /// Only this site (Host); gives --url and --prefix paths their host.
-    #[arg(long)]
-    host: Option<String>,
-    /// Mark matches stale (served while refreshed) instead of removing them.
-    #[arg(long)]
-    soft: bool,
-    /// Wait up to this many milliseconds for every sibling to acknowledge the ban.
-    #[arg(long, value_name = "MS")]
-    wait: Option<u64>,
-}
-
-#[derive(Args)]
-#[group(required = true, multiple = false)]
-struct BanTarget {
-    /// Every object tagged T (e.g. post:12, list, html, or an origin's Surrogate-Key).
-    #[arg(long, value_name = "T")]
-    tag: Option<String>,
-    /// One URL with all its variants: absolute (http://host/path) or a path with --host.
-    #[arg(long)]
-    url: Option<String>,
-    /// Every URL starting with P: absolute (http://host/path) or a path (all hosts, or --host).
-    #[arg(long, value_name = "P")]
-    prefix: Option<String>,
-    /// Every cache key (host/path?query) the regular expression R matches.
-    #[arg(long, value_name = "R")]
-    regex: Option<String>,
-    /// Everything in the cache.
-    #[arg(long)]
-    all: bool,
-}
+use strata_wire::notify;
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
@@ -85,6 +30,15 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    tell_manager(&notify::stopping("finishing in-flight requests"));
+}
+
+/// Tells the service manager (systemd, when it started this process) what the proxy is
+/// doing; a failure is logged and changes nothing else.
+fn tell_manager(message: &str) {
+    if let Err(e) = notify::send(message) {
+        tracing::warn!(error = %e, "cannot tell the service manager");
     }
 }
 
@@ -168,8 +122,23 @@ async fn serve(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     })?;
     let (reload, reloads) = tokio::sync::mpsc::unbounded_channel();
     reload_on_sighup(listeners.tls.as_ref().map(|t| t.certs.clone()), path, reload);
+    // Every listener is bound and listening (connections wait in its backlog until the
+    // accept loop below takes them) and SIGHUP is handled: a `Type=notify` unit's start
+    // returns now.
+    tell_manager(&notify::ready(&serving(&listeners)));
     strata_proxy::run_reloadable(listeners, cfg, shutdown_signal(), reloads).await;
     Ok(())
+}
+
+/// The `STATUS=` of a running proxy: where it listens.
+fn serving(l: &strata_proxy::Listeners) -> String {
+    let addr = |t: &tokio::net::TcpListener| t.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
+    let tls = l
+        .tls
+        .as_ref()
+        .map(|t| format!(", https {}", addr(&t.listener)))
+        .unwrap_or_default();
+    format!("serving http {}{tls}, admin {}", addr(&l.public), addr(&l.admin))
 }
 
 /// From now on, SIGHUP reads the configuration file again and applies what can change
@@ -179,10 +148,13 @@ async fn serve(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
 /// configuration stays; so do the old certificates on any error. The handler is installed
 /// before this returns, so no SIGHUP after it stops the process (`systemctl reload` never
 /// empties the cache).
+///
+/// The service manager hears `RELOADING=1` when the signal arrives and `READY=1` once the
+/// new configuration is applied or refused, with a `STATUS=` saying which.
 fn reload_on_sighup(
     certs: Option<std::sync::Arc<strata_proxy::tls::Certs>>,
     path: PathBuf,
-    reload: tokio::sync::mpsc::UnboundedSender<Config>,
+    reload: tokio::sync::mpsc::UnboundedSender<strata_proxy::Reload>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
@@ -194,10 +166,27 @@ fn reload_on_sighup(
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match Config::load(&path) {
+            tell_manager(&notify::reloading(
+                notify::monotonic_usec(),
+                &format!("reloading {}", path.display()),
+            ));
+            let mut status = match Config::load(&path) {
                 Ok(cfg) => {
-                    if reload.send(cfg).is_err() {
+                    let (applied, done) = tokio::sync::oneshot::channel();
+                    let asked = strata_proxy::Reload {
+                        config: cfg,
+                        applied: Some(applied),
+                    };
+                    if reload.send(asked).is_err() {
                         return;
+                    }
+                    match done.await {
+                        Ok(restart) if restart.is_empty() => "configuration reloaded".to_string(),
+                        Ok(restart) => format!(
+                            "configuration reloaded; changed but take a restart: {}",
+                            restart.join(", ")
+                        ),
+                        Err(_) => return, // the proxy is stopping
                     }
                 }
                 Err(e) => {
@@ -208,15 +197,18 @@ fn reload_on_sighup(
                         file = %path.display(),
                         "SIGHUP: configuration not reloaded; the running one stays"
                     );
+                    format!("configuration refused, the running one stays: {e}")
                 }
-            }
+            };
             match certs.as_ref().map(|c| c.reload()) {
                 Some(Ok(n)) => tracing::info!(certificates = n, "SIGHUP: certificates reloaded"),
                 Some(Err(e)) => {
-                    tracing::error!(error = %e, "SIGHUP: certificates not reloaded; keeping the ones in use")
+                    tracing::error!(error = %e, "SIGHUP: certificates not reloaded; keeping the ones in use");
+                    status.push_str("; certificates not reloaded");
                 }
                 None => {}
             }
+            tell_manager(&notify::ready(&status));
         }
     });
 }

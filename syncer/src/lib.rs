@@ -3,7 +3,7 @@
 //! then publishes each verdict and bans what changed.
 //!
 //! Modules, one concern each:
-//! - [`config`]: the TOML file → validated [`config::Config`];
+//! - [`config`]: the TOML file → validated [`config::Config`]; [`cli`]: the command line;
 //! - [`queue`]: the memcached queue (epoch, counter, records) and restart detection;
 //! - [`rules`]: WordPress's checks and approval as pure functions;
 //! - [`format`], [`kses`], [`escape`]: ports of the WordPress filters a comment goes through
@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod bans;
+pub mod cli;
 pub mod config;
 pub mod date;
 pub mod escape;

@@ -1,28 +1,17 @@
 //! `strata-syncer`: run the comment syncer, or check its configuration.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use strata_syncer::cli::Cli;
 use strata_syncer::config::Config;
+use strata_wire::notify;
 
 /// mimalloc: every batch builds and frees SQL text, records and verdicts, which glibc's
 /// allocator serves with locks and consolidation (a tenth of the syncer's CPU under load).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Drains Strata's comment queue into WordPress's database.
-#[derive(Parser)]
-#[command(name = "strata-syncer", version, about)]
-struct Cli {
-    /// Configuration file (TOML).
-    #[arg(long, short = 'c', default_value = "/etc/strata/syncer.toml")]
-    config: PathBuf,
-    /// Validate the configuration, print every problem, and exit (non-zero if any).
-    #[arg(long)]
-    check_config: bool,
-}
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -33,6 +22,15 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    tell_manager(&notify::stopping("finishing the round in progress"));
+}
+
+/// Tells the service manager (systemd, when it started this process) what the syncer is
+/// doing; a failure is logged and changes nothing else.
+fn tell_manager(message: &str) {
+    if let Err(e) = notify::send(message) {
+        tracing::warn!(error = %e, "cannot tell the service manager");
     }
 }
 
@@ -76,6 +74,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let admin = strata_syncer::bind(&cfg)
         .await
         .with_context(|| format!("cannot bind the admin listener {:?}", cfg.admin_listen))?;
+    // The admin listener is bound and listening: a `Type=notify` unit's start returns now.
+    // MySQL and memcached are not waited for: the syncer retries them and loses nothing.
+    let status = match admin.as_ref().map(|l| l.local_addr()) {
+        Some(Ok(a)) => format!("syncing; admin {a}"),
+        _ => "syncing".to_string(),
+    };
+    tell_manager(&notify::ready(&status));
     strata_syncer::run(cfg, admin, shutdown_signal())
         .await
         .context("cannot start")?;

@@ -95,6 +95,8 @@ pub struct Rig {
     director: Option<Child>,
     /// The data plane the director is started with.
     pub plane: Plane,
+    /// Stands in for systemd's notify socket: the director's `READY=1`, `RELOADING=1`, …
+    notify: Option<std::os::unix::net::UnixDatagram>,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -160,6 +162,7 @@ impl Rig {
             nodes: Vec::new(),
             director: None,
             plane,
+            notify: None,
             _turn: turn,
         };
         let mut rig_sh = Command::new(workspace().join("director/tests/rig.sh"));
@@ -227,6 +230,7 @@ impl Rig {
         c.args(["netns", "exec", &format!("{}-{host}", self.prefix)])
             .arg(cmd.get_program())
             .args(cmd.get_args())
+            .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -238,9 +242,17 @@ impl Rig {
     pub fn start_director(&mut self, weights: &[u32]) {
         let cfg = self.dir.join("director.toml");
         std::fs::write(&cfg, director_config(weights, self.plane)).expect("director config");
+        let bin = director_bin();
+        // A path socket: unlike an abstract one, reachable from the director's namespace.
+        let socket = self.dir.join("notify.sock");
+        let _ = std::fs::remove_file(&socket);
+        self.notify = Some(std::os::unix::net::UnixDatagram::bind(&socket).expect("notify socket"));
         let d = self.spawn(
             "dir",
-            Command::new(director_bin()).arg("--config").arg(&cfg),
+            Command::new(bin)
+                .arg("--config")
+                .arg(&cfg)
+                .env("NOTIFY_SOCKET", &socket),
             &self.dir.join("director.log"),
         );
         self.director = Some(d);
@@ -275,6 +287,18 @@ impl Rig {
             .output()
             .expect("ip link show");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The director's next message to its service manager (`READY=1\nSTATUS=…`); panics
+    /// after `limit`.
+    pub fn notification(&self, limit: Duration) -> String {
+        let socket = self.notify.as_ref().expect("director started");
+        socket.set_read_timeout(Some(limit)).expect("timeout");
+        let mut buf = [0u8; 4096];
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification within {limit:?} ({e}):\n{}", self.director_log()));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
     /// Rewrites the director config and sends SIGHUP.

@@ -14,6 +14,7 @@ mod h2_attacks;
 mod harness;
 mod http_edges;
 mod nodes;
+mod notify;
 mod plugin;
 mod plugin_admin;
 mod raw;

@@ -9,13 +9,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Free loopback ports (bound, then released for the child process to bind).
-async fn free_addrs() -> [SocketAddr; 2] {
+pub(crate) async fn free_addrs() -> [SocketAddr; 2] {
     let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let b = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     [a.local_addr().expect("addr"), b.local_addr().expect("addr")]
 }
 
-fn config(addrs: [SocketAddr; 2], secret: &std::path::Path, hosts: &str, extra: &str) -> String {
+pub(crate) fn config(addrs: [SocketAddr; 2], secret: &std::path::Path, hosts: &str, extra: &str) -> String {
     format!(
         "[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\nworkers = 1\nhosts = [{hosts}]\n\
          [origin]\nurl = \"http://127.0.0.1:9\"\n[cache]\n{extra}\n[cluster]\nsecret_file = {:?}\n",
@@ -26,7 +26,7 @@ fn config(addrs: [SocketAddr; 2], secret: &std::path::Path, hosts: &str, extra: 
 }
 
 /// The status of a GET for `host` (the origin does not listen: a served host gets 502).
-async fn status_for(addr: SocketAddr, host: &str) -> Option<u16> {
+pub(crate) async fn status_for(addr: SocketAddr, host: &str) -> Option<u16> {
     let mut s = TcpStream::connect(addr).await.ok()?;
     s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
         .await
@@ -40,7 +40,7 @@ async fn status_for(addr: SocketAddr, host: &str) -> Option<u16> {
     text.split(' ').nth(1)?.parse().ok()
 }
 
-fn hup(pid: u32) {
+pub(crate) fn hup(pid: u32) {
     let status = std::process::Command::new("kill")
         .args(["-HUP", &pid.to_string()])
         .status()

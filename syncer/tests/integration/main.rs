@@ -8,6 +8,7 @@ mod batch;
 mod crash;
 mod e2e;
 mod flood;
+mod notify;
 mod queue;
 mod rules;
 mod tls;
