@@ -339,6 +339,8 @@ pub struct Status {
     pub cluster: ClusterStatus,
     /// Comment results; null unless `[comments] enabled`.
     pub comments: Option<CommentStatus>,
+    /// Page patches and their checks against WordPress.
+    pub patches: PatchStatus,
     /// Chart points, one per second, oldest first.
     pub history: Vec<Point>,
 }
@@ -447,6 +449,38 @@ pub struct CommentStatus {
     pub verdict_p99_ms: Option<f64>,
 }
 
+/// Page patches (`strata_patches_total`) and their checks against WordPress's render
+/// (`strata_patch_checks_total`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PatchStatus {
+    /// Stored pages patched.
+    pub patched: u64,
+    /// Patched pages compared with WordPress's render (matched or not).
+    pub checked: u64,
+    /// Patched pages that were not WordPress's render.
+    pub mismatched: u64,
+    /// Checks by result (`match`, `mismatch`, `error`, `skipped`).
+    pub checks: BTreeMap<String, u64>,
+    /// Templates a mismatch turned off (`strata_patch_templates_off`).
+    pub templates_off: u64,
+}
+
+impl PatchStatus {
+    /// The numbers of one scrape.
+    pub fn of(scrape: &Scrape) -> PatchStatus {
+        let patch_results = counts(scrape.by_label(&format!("{}_total", names::PATCHES), "result"));
+        let checks = counts(scrape.by_label(&format!("{}_total", names::PATCH_CHECKS), "result"));
+        let check = |r: &str| checks.get(r).copied().unwrap_or(0);
+        PatchStatus {
+            patched: patch_results.get("patched").copied().unwrap_or(0),
+            checked: check("match") + check("mismatch"),
+            mismatched: check("mismatch"),
+            templates_off: whole(scrape.total(names::PATCH_TEMPLATES_OFF)),
+            checks,
+        }
+    }
+}
+
 fn whole(v: f64) -> u64 {
     if v.is_finite() && v > 0.0 {
         v.round() as u64
@@ -494,6 +528,7 @@ impl Status {
                 verdict_p99_ms: verdict.quantile(0.99).map(ms),
             }
         });
+        let patches = PatchStatus::of(scrape);
         Status {
             node: facts.node,
             version: facts.version,
@@ -538,6 +573,7 @@ impl Status {
                 shield_served: counts(scrape.by_label(&format!("{}_total", names::SHIELD_SERVED), "result")),
             },
             comments,
+            patches,
             history: points(history),
         }
     }
