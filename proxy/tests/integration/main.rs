@@ -13,6 +13,7 @@ mod h2_attacks;
 mod harness;
 mod http_edges;
 mod nodes;
+mod patch_checks;
 mod plugin;
 mod plugin_admin;
 mod raw;
