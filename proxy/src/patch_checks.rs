@@ -22,9 +22,10 @@ use tokio::time::Instant;
 pub const MAX_PENDING: usize = 4096;
 
 /// After a check found a difference, how long it waits for a ban that says the page changed
-/// while WordPress rendered it (the syncer commits a comment, then bans): such a difference
-/// is no mismatch, and the check is dropped.
-pub const SETTLE: Duration = Duration::from_secs(1);
+/// while WordPress rendered it: such a difference is no mismatch, and the check is dropped.
+/// The syncer commits a comment, asks WordPress for the batch's texts (at most a second),
+/// then bans: well within this.
+pub const SETTLE: Duration = Duration::from_secs(5);
 
 /// Bytes of each side a mismatch's log line shows.
 pub const EXCERPT: usize = 100;

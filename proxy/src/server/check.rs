@@ -59,6 +59,8 @@ impl Proxy {
         let now = Instant::now();
         let due = self.patch_checks.lock().due(now);
         for (key, pending) in due {
+            // Noted before the copy is looked at: a ban from here on makes the check moot.
+            let noted = self.bans.generation();
             let patched = match self.store.get(&key) {
                 Some(Slot::Object(o)) if o.id == pending.object => o,
                 _ => {
@@ -68,6 +70,10 @@ impl Proxy {
                 }
             };
             let Some(lk) = check_lookup(&key) else {
+                self.count_check(&pending, CheckResult::Skipped);
+                continue;
+            };
+            let Ok(req) = self.fill_request(&lk, CHECK_CLIENT) else {
                 self.count_check(&pending, CheckResult::Skipped);
                 continue;
             };
@@ -90,15 +96,8 @@ impl Proxy {
                 flights.insert(key.clone(), rx);
                 tx
             };
-            let Ok(req) = self.fill_request(&lk, CHECK_CLIENT) else {
-                drop(tx);
-                self.flights.lock().remove(&key);
-                self.count_check(&pending, CheckResult::Skipped);
-                continue;
-            };
             let this = self.clone();
             tokio::spawn(async move {
-                let noted = this.bans.generation();
                 let guard = FlightGuard {
                     flights: &this.flights,
                     key: key.clone(),

@@ -173,7 +173,8 @@ async fn a_mismatch_replaces_the_page_and_turns_its_template_off() {
     let theirs = PAGE.replace("Thread which buffer engine", "Something else entirely");
     *origin.page.lock() = theirs.clone();
     ban_at(p.admin, &patch_605(), None).await;
-    poll("the mismatch", Duration::from_secs(10), || async {
+    // Counted once no ban arrived within `SETTLE` (5 s) of the difference.
+    poll("the mismatch", Duration::from_secs(30), || async {
         let n = metric_at(p.admin, "strata_patch_checks_total", "result=\"mismatch\"").await;
         (n == 1.0).then_some(())
     })
