@@ -622,6 +622,19 @@ mod tests {
         strata_weird{a=\"x,\\\"y\\\"\",b=\"z\"} 2\n";
 
     #[test]
+    fn patches_checked_and_mismatched_come_from_their_counters() {
+        let text = "strata_patches_total{kind=\"thread\",result=\"patched\"} 7\n\
+            strata_patches_total{kind=\"thread\",result=\"no-template\"} 2\n\
+            strata_patch_checks_total{kind=\"thread\",result=\"match\"} 4\n\
+            strata_patch_checks_total{kind=\"thread\",result=\"mismatch\"} 1\n\
+            strata_patch_checks_total{kind=\"thread\",result=\"skipped\"} 2\n\
+            strata_patch_templates_off 1\n";
+        let p = PatchStatus::of(&Scrape::parse(text));
+        assert_eq!((p.patched, p.checked, p.mismatched, p.templates_off), (7, 5, 1, 1));
+        assert_eq!(p.checks.get("skipped"), Some(&2));
+    }
+
+    #[test]
     fn reads_the_exposition() {
         let s = Scrape::parse(TEXT);
         assert_eq!(s.total("strata_requests_total"), 9.0);
