@@ -245,14 +245,14 @@ pub fn ignored(kinds: &[&str]) -> Vec<Volatile> {
 }
 
 /// Where a patched copy and WordPress's render first differ, each region of `ignored` cut
-/// out of both (so the offset is in the pages without them).
+/// out of both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diff {
-    /// The first differing byte.
+    /// The first differing byte's offset in the patched copy.
     pub at: usize,
-    /// The patched copy from there, up to [`EXCERPT`] bytes.
+    /// The patched copy from there (its volatile regions cut out), up to [`EXCERPT`] bytes.
     pub ours: String,
-    /// WordPress's render from there, up to [`EXCERPT`] bytes.
+    /// WordPress's render from the same place, up to [`EXCERPT`] bytes.
     pub theirs: String,
 }
 
@@ -260,36 +260,56 @@ pub struct Diff {
 /// the same byte for byte outside the `ignored` regions (each cut out where it occurs, from
 /// its `open` to the first `close` after it).
 pub fn compare(ours: &[u8], theirs: &[u8], ignored: &[Volatile]) -> Option<Diff> {
-    let (a, b) = (without(ours, ignored), without(theirs, ignored));
+    let ((a, cuts), (b, _)) = (without(ours, ignored), without(theirs, ignored));
     if a == b {
         return None;
     }
     let at = a.iter().zip(b.iter()).take_while(|(x, y)| x == y).count();
     let excerpt = |s: &[u8]| String::from_utf8_lossy(&s[at..(at + EXCERPT).min(s.len())]).into_owned();
     Some(Diff {
-        at,
+        at: uncut(at, &cuts),
         ours: excerpt(&a),
         theirs: excerpt(&b),
     })
 }
 
-/// `page` without the `regions`.
-fn without(page: &[u8], regions: &[Volatile]) -> Vec<u8> {
+/// Where a region was cut: its offset in what was left, and its length; one list per
+/// region, in the order they were cut.
+type Cuts = Vec<Vec<(usize, usize)>>;
+
+/// `page` without the `regions`, and where they were.
+fn without(page: &[u8], regions: &[Volatile]) -> (Vec<u8>, Cuts) {
     let mut out = page.to_vec();
+    let mut cuts = Vec::with_capacity(regions.len());
     for r in regions {
         let mut from = 0;
         let mut kept = Vec::with_capacity(out.len());
+        let mut these = Vec::new();
         while let Some(start) = find(&out[from..], r.open.as_bytes()).map(|i| from + i) {
             let Some(end) = find(&out[start..], r.close.as_bytes()).map(|i| start + i + r.close.len()) else {
                 break;
             };
             kept.extend_from_slice(&out[from..start]);
+            these.push((kept.len(), end - start));
             from = end;
         }
         kept.extend_from_slice(&out[from..]);
         out = kept;
+        cuts.push(these);
     }
-    out
+    (out, cuts)
+}
+
+/// The offset in the page of offset `at` of the page without its cut regions.
+fn uncut(mut at: usize, cuts: &Cuts) -> usize {
+    for these in cuts.iter().rev() {
+        at += these
+            .iter()
+            .filter(|(pos, _)| *pos <= at)
+            .map(|(_, len)| len)
+            .sum::<usize>();
+    }
+    at
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -134,6 +134,14 @@ fn the_latest_comments_block_is_ignored_unless_a_patch_keeps_it_current() {
     // Only the block: a difference after it still counts.
     let theirs = theirs.replace("<footer>f", "<footer>g");
     assert!(compare(PAGE.as_bytes(), theirs.as_bytes(), &ignored(&["thread"])).is_some());
+    // The offset is the patched copy's, the block counted.
+    let ours = PAGE.replace("<footer>f", "<footer>x");
+    let d = compare(ours.as_bytes(), theirs.as_bytes(), &ignored(&["thread"])).expect("differs");
+    assert_eq!(d.at, ours.find("x</footer>").unwrap());
+    assert!(
+        d.ours.starts_with("x</footer>") && d.theirs.starts_with("g</footer>"),
+        "{d:?}"
+    );
     // A block on one side only: cut where it is.
     let cut = PAGE.replace("<ol class=\"wp-block-latest-comments\"><li>b</li><li>a</li></ol>", "");
     assert_eq!(compare(cut.as_bytes(), PAGE.as_bytes(), &ignored(&["thread"])), None);
