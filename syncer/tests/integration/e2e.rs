@@ -1361,8 +1361,8 @@ async fn wait_for_check(c: &Cluster, result: &str) -> String {
     }
 }
 
-/// Patched pages are checked against WordPress's render, which replaces them: a right patch
-/// is counted `match`; a patch whose new comment's text is not what WordPress stores (its
+/// Patched pages are checked against WordPress's render, which replaces them: the syncer's
+/// patch of a comment posted through the node is counted `match`; a patch whose new comment's text is not what WordPress stores (its
 /// samples right, so the node applies it) is counted `mismatch`, the page is WordPress's
 /// again, and the next patch made with that template is refused (`template-off`): the page
 /// is banned and rendered again, with the comment.
@@ -1390,18 +1390,37 @@ async fn patched_pages_are_checked_against_wordpress_and_a_wrong_template_is_tur
     };
     warm(&c, 0, &path).await;
 
-    // A right patch: applied, checked, counted `match`; WordPress's copy is stored.
+    // A comment through the node: the syncer's patch applied, checked, counted `match`
+    // (the latest-comments block, which the patch leaves as it was, aside); WordPress's copy
+    // is stored, its block showing the comment.
     let first = format!("A first comment, checked {t}");
-    let row = insert_comment(&db, post, "Check One", &format!("{first}\n"), 1).await;
-    send_patch(&c, 0, post, thread_patch(post, &row).await).await;
+    let r = c
+        .post(
+            0,
+            &[
+                ("comment_post_ID", &post.to_string()),
+                ("author", "Check Zero"),
+                ("email", &format!("check-{t}@example.test")),
+                ("comment", &first),
+            ],
+            &ip_for(&format!("{t}check")),
+            &[("user-agent", AGENT)],
+        )
+        .await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    let id = comment_id(r.header("location"));
     let text = node_metrics(&c).await;
     assert_eq!(check_counter(&text, "strata_patches_total", "patched"), 1.0, "patched");
     let text = wait_for_check(&c, "match").await;
     assert_eq!(check_counter(&text, "strata_patch_checks_total", "mismatch"), 0.0);
     let served = get(&c.url(0, &path), &[]).await.expect("GET the post");
-    assert_eq!(served.header("x-cache"), "HIT", "WordPress's render is stored");
+    assert_ne!(served.header("x-cache"), "MISS", "WordPress's render is stored");
     assert_eq!(split_recent(&served.body).0, split_recent(&wordpress().await).0);
     assert!(served.body.contains(&first));
+    assert!(
+        split_recent(&served.body).1.contains(&format!("#comment-{id}\"")),
+        "the stored copy is WordPress's render, not the patched one"
+    );
 
     // A wrong patch: its new comment's text is not WordPress's.
     let second = format!("A second comment, as stored {t}");
