@@ -297,6 +297,7 @@ impl Admin {
         );
         let looked = hit + stale + miss;
         let budget = p.budget.state();
+        let patches = status::PatchStatus::of(&scrape);
         let ratio = if looked == 0 {
             0.0
         } else {
@@ -309,7 +310,9 @@ impl Admin {
              origin budget: foreground {fg} at the origin, {queued} queued; background {bg} at the origin \
              (of {bg_max}; {conc} in all), {deferred} deferred, {list_deferred} held by list_refresh\n\
              cluster: sequence {seq}, {confirmed}{siblings}\n\
-             shield: asked of a home: {asked}; served as home: {served}",
+             shield: asked of a home: {asked}; served as home: {served}\n\
+             page patches: {patched} patched, {checked} checked against WordPress, {mismatched} mismatched, \
+             {checks_other} checks dropped or failed, {templates_off} templates off",
             version = env!("CARGO_PKG_VERSION"),
             node = p.cfg().cluster.node_id,
             up = p.started.elapsed().as_secs(),
@@ -326,6 +329,11 @@ impl Admin {
             conc = p.cfg().origin.concurrency,
             deferred = m.background_refreshes_deferred.get(),
             list_deferred = m.list_refreshes_deferred.get(),
+            patched = patches.patched,
+            checked = patches.checked,
+            mismatched = patches.mismatched,
+            checks_other = patches.checks.values().sum::<u64>() - patches.checked,
+            templates_off = patches.templates_off,
             asked = shield_counts(&scrape.by_label("strata_proxy_shield_requests_total", "result")),
             served = shield_counts(&scrape.by_label("strata_proxy_shield_served_total", "result")),
             seq = p.cluster.latest(),

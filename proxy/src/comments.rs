@@ -515,6 +515,8 @@ mod tests {
             key_prefix: "t:".into(),
             max_queue: 10,
             patch_pages: true,
+            patch_check_interval: Duration::from_secs(10),
+            patch_check_rate: 2,
             trusted_proxies: Vec::new(),
             settings_max_age: Duration::from_secs(10),
             memcached_timeout: Duration::from_millis(100),

@@ -145,6 +145,10 @@ pub const DEFAULT_MAX_QUEUE: u64 = 100_000;
 pub const DEFAULT_SETTINGS_MAX_AGE: Duration = Duration::from_secs(10);
 /// Deadline of a memcached exchange.
 pub const DEFAULT_MEMCACHED_TIMEOUT: Duration = Duration::from_millis(100);
+/// Default `[comments] patch_check_interval`: a patched page is checked at most this often.
+pub const DEFAULT_PATCH_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Default `[comments] patch_check_rate`: checks started per second per node.
+pub const DEFAULT_PATCH_CHECK_RATE: u32 = 2;
 /// How long a write's answer waits for reachable siblings to acknowledge its bans.
 pub const DEFAULT_WRITE_WAIT: Duration = Duration::from_millis(500);
 /// How long a node waits for the home node's answer head before asking the origin itself:
@@ -371,6 +375,8 @@ struct RawComments {
     settings_max_age: Option<toml::Value>,
     memcached_timeout: Option<toml::Value>,
     patch_pages: Option<bool>,
+    patch_check_interval: Option<toml::Value>,
+    patch_check_rate: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -428,6 +434,10 @@ pub struct CommentsConfig {
     /// Whether the syncer's comment patches are applied to stored pages (else those pages
     /// are banned as the patch's ban says).
     pub patch_pages: bool,
+    /// The shortest time between two checks of one patched page against WordPress's render.
+    pub patch_check_interval: Duration,
+    /// Most checks of patched pages started per second on this node (0: none).
+    pub patch_check_rate: u32,
 }
 
 /// `[server]`

@@ -12,6 +12,8 @@
 //! - [`shield`]: which node is a key's home, and asking it for a fill instead of the origin;
 //! - [`cluster`]: broadcasting bans to siblings, and knowing this node holds all of theirs;
 //! - [`bans`]: applying bans (URL, prefix, regex, tag, all; hard or soft) to the store;
+//! - [`patch`]: comment patches applied to a stored page; [`patch_checks`]: which patched
+//!   pages are checked against WordPress's render when, and how the two are compared;
 //! - [`tags`]: what a stored response is tagged with; [`writes`]: which bans a write implies;
 //! - [`freshness`]: may a response be stored, for how long, with how much grace, and what a
 //!   `304` updates; [`validators`]: entity tags and conditional requests; [`ranges`]: byte
@@ -50,6 +52,7 @@ pub mod metrics;
 pub mod origin;
 pub mod outcome;
 pub mod patch;
+pub mod patch_checks;
 pub mod policy;
 pub mod ranges;
 pub mod server;

@@ -186,6 +186,7 @@ pub async fn run_reloadable(
                 tick.tick().await;
                 proxy.store.maintain();
                 proxy.check_cluster();
+                proxy.start_patch_checks();
             }
         })
     };

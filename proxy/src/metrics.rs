@@ -62,7 +62,13 @@ pub mod names {
     pub const SHIELD_EARLY_BANS: &str = "strata_proxy_shield_early_bans";
     pub const ACCESS_LOG_DROPPED: &str = "strata_proxy_access_log_dropped";
     pub const PATCHES: &str = "strata_proxy_patches";
+    pub const PATCH_CHECKS: &str = "strata_proxy_patch_checks";
+    pub const PATCH_TEMPLATES_OFF: &str = "strata_proxy_patch_templates_off";
 }
+
+/// `strata_proxy_patch_checks_total{kind,result}`: how checks of patched pages against WordPress's
+/// render ended.
+pub const PATCH_CHECK_RESULTS: [&str; 4] = ["match", "mismatch", "error", "skipped"];
 
 /// `strata_proxy_shield_requests_total{result}`: fills of keys whose home is another node, by how
 /// they ended (`hit`, `filled`, `pass` at the home, or why this node asked the origin).
@@ -335,6 +341,10 @@ pub struct Metrics {
     patches: Family<PatchLabel, Counter>,
     /// Access log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
+    /// Checks of patched pages against WordPress's render, by patch kind and result.
+    patch_checks: Family<PatchLabel, Counter>,
+    /// Patch templates a check's mismatch turned off.
+    pub patch_templates_off: Gauge,
 }
 
 impl Metrics {
@@ -557,6 +567,21 @@ impl Metrics {
             kind: "thread",
             result: "patched",
         });
+        let patch_checks = Family::default();
+        registry.register(
+            names::PATCH_CHECKS,
+            "Patched pages checked against WordPress's render, by patch kind and result (match, mismatch, error, skipped)",
+            patch_checks.clone(),
+        );
+        for result in PATCH_CHECK_RESULTS {
+            let _ = patch_checks.get_or_create(&PatchLabel { kind: "thread", result });
+        }
+        let patch_templates_off = Gauge::default();
+        registry.register(
+            names::PATCH_TEMPLATES_OFF,
+            "Patch templates a check's mismatch turned off until restart",
+            patch_templates_off.clone(),
+        );
         for result in SHIELD_REQUEST_RESULTS {
             let _ = shield_requests.get_or_create(&ResultLabel { result });
         }
@@ -566,6 +591,8 @@ impl Metrics {
         Metrics {
             patches,
             access_log_dropped,
+            patch_checks,
+            patch_templates_off,
             shield_requests,
             shield_served,
             shield_early_bans,
@@ -635,6 +662,11 @@ impl Metrics {
     /// Counts a stored page a patch of `kind` selected, by `result`.
     pub fn patch(&self, kind: &'static str, result: &'static str) {
         self.patches.get_or_create(&PatchLabel { kind, result }).inc();
+    }
+
+    /// Counts a check of a page patched with `kind`, by `result`.
+    pub fn patch_check(&self, kind: &'static str, result: &'static str) {
+        self.patch_checks.get_or_create(&PatchLabel { kind, result }).inc();
     }
 
     /// Counts a shield request answered as a home, by result (see [`SHIELD_SERVED_RESULTS`]).

@@ -53,9 +53,27 @@ impl Unpatched {
 
 /// `page` with `patch` applied.
 pub fn apply(page: &[u8], patch: &Patch) -> Result<Vec<u8>, Unpatched> {
+    patched(page, patch).map(|p| p.body)
+}
+
+/// A patched page and what identifies the markup it was patched with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patched {
+    /// The page with the patch applied.
+    pub body: Vec<u8>,
+    /// The key of the template the new markup was made from ([`Template::key`]): the same
+    /// for every page of a theme, whatever post, comment or link it shows.
+    pub template: u64,
+}
+
+/// `page` with `patch` applied, with the key of the template used.
+pub fn patched(page: &[u8], patch: &Patch) -> Result<Patched, Unpatched> {
     let page = std::str::from_utf8(page).map_err(|_| Unpatched::NotText)?;
     match patch {
-        Patch::Thread(t) => thread(page, t).map(String::into_bytes),
+        Patch::Thread(t) => thread(page, t).map(|(body, template)| Patched {
+            body: body.into_bytes(),
+            template,
+        }),
     }
 }
 
@@ -130,8 +148,9 @@ fn element_end(page: &str, start: usize) -> Option<usize> {
     None
 }
 
-/// New top-level comments after the last one.
-fn thread(page: &str, t: &Thread) -> Result<String, Unpatched> {
+/// New top-level comments after the last one, and the key of the template they were
+/// made from.
+fn thread(page: &str, t: &Thread) -> Result<(String, u64), Unpatched> {
     for n in [t.count_before, t.count_after] {
         if n == 1 || n >= 1000 {
             return Err(Unpatched::Wording);
@@ -184,7 +203,7 @@ fn thread(page: &str, t: &Thread) -> Result<String, Unpatched> {
         next.thread += 1;
     }
     out.push_str(&page[to..]);
-    Ok(out)
+    Ok((out, template.key()))
 }
 
 /// Where the comment count `n` is in the heading before the thread starting at `from`: the
@@ -398,6 +417,36 @@ impl<'a> Template<'a> {
             })
     }
 
+    /// What identifies the theme's markup this template holds, the same on every page of a
+    /// theme: a hash of its text with each field, the id and the alternating classes as
+    /// placeholders, digits left out (post ids, sizes, depths) and every attribute value
+    /// that holds a URL (links to the post itself) as one word.
+    fn key(&self) -> u64 {
+        let mut text = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => text.push_str(t),
+                Part::Field(name) => {
+                    text.push('{');
+                    text.push_str(name);
+                    text.push('}');
+                }
+                Part::Id => text.push_str("{id}"),
+                Part::Classes(cl) => {
+                    for c in cl {
+                        match c {
+                            Class::Word(w) => text.push_str(w),
+                            Class::Alt => text.push_str("{alt}"),
+                            Class::Thread => text.push_str("{thread}"),
+                        }
+                        text.push(' ');
+                    }
+                }
+            }
+        }
+        markup_key(&text)
+    }
+
     fn render(&self, c: &Shown, at: Position) -> Result<String, Unpatched> {
         let mut out = String::new();
         for p in &self.parts {
@@ -410,6 +459,46 @@ impl<'a> Template<'a> {
         }
         Ok(out)
     }
+}
+
+/// FNV-1a of `markup` without its digits, each quoted attribute value holding `://` counted
+/// as the word `URL` (see [`Template::key`]).
+fn markup_key(markup: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |s: &str| {
+        for &b in s.as_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    let (mut in_tag, mut quote, mut value) = (false, None, String::new());
+    let mut one = [0u8; 4];
+    for c in markup.chars() {
+        if let Some(q) = quote {
+            if c == q {
+                eat(if value.contains("://") { "URL" } else { &value });
+                value.clear();
+                quote = None;
+            } else if !c.is_ascii_digit() {
+                value.push(c);
+                continue;
+            } else {
+                continue;
+            }
+        } else {
+            match c {
+                '<' => in_tag = true,
+                '>' => in_tag = false,
+                '"' | '\'' if in_tag => quote = Some(c),
+                _ => {}
+            }
+        }
+        if !c.is_ascii_digit() {
+            eat(c.encode_utf8(&mut one));
+        }
+    }
+    eat(&value);
+    h
 }
 
 /// Whether a field is printed for an attribute value.

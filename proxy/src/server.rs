@@ -48,6 +48,7 @@ use crate::tls;
 use crate::validators;
 use crate::writes;
 
+mod check;
 mod fill;
 mod flight;
 mod invalidate;
@@ -143,6 +144,10 @@ pub struct Proxy {
     shield: crate::shield::ShieldClient,
     /// Writes `combined` and `json` access log lines (`server.access_log_format`).
     access: Option<crate::access::Writer>,
+    /// Patched pages waiting for their check against WordPress's render.
+    patch_checks: parking_lot::Mutex<crate::patch_checks::Schedule>,
+    /// Patch templates a check's mismatch turned off.
+    patch_templates: crate::patch_checks::Templates,
 }
 
 impl Proxy {
@@ -183,6 +188,12 @@ impl Proxy {
             comments: Arc::new(Comments::new(&cfg.comments, &cfg.cluster.node_id, &cfg.cluster.secret)),
             logins: pass::Logins::new(),
             shield: crate::shield::ShieldClient::new(shield_limit(&cfg)),
+            patch_checks: parking_lot::Mutex::new(crate::patch_checks::Schedule::new(
+                cfg.comments.patch_check_interval,
+                cfg.comments.patch_check_rate,
+                Instant::now(),
+            )),
+            patch_templates: crate::patch_checks::Templates::default(),
             tag_rules: TagRules {
                 headers: cfg.bans.tag_headers.clone(),
                 wordpress: cfg.bans.wordpress,

@@ -339,6 +339,8 @@ pub struct Status {
     pub cluster: ClusterStatus,
     /// Comment results; null unless `[comments] enabled`.
     pub comments: Option<CommentStatus>,
+    /// Page patches and their checks against WordPress.
+    pub patches: PatchStatus,
     /// Chart points, one per second, oldest first.
     pub history: Vec<Point>,
 }
@@ -447,6 +449,38 @@ pub struct CommentStatus {
     pub verdict_p99_ms: Option<f64>,
 }
 
+/// Page patches (`strata_proxy_patches_total`) and their checks against WordPress's render
+/// (`strata_proxy_patch_checks_total`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PatchStatus {
+    /// Stored pages patched.
+    pub patched: u64,
+    /// Patched pages compared with WordPress's render (matched or not).
+    pub checked: u64,
+    /// Patched pages that were not WordPress's render.
+    pub mismatched: u64,
+    /// Checks by result (`match`, `mismatch`, `error`, `skipped`).
+    pub checks: BTreeMap<String, u64>,
+    /// Templates a mismatch turned off (`strata_proxy_patch_templates_off`).
+    pub templates_off: u64,
+}
+
+impl PatchStatus {
+    /// The numbers of one scrape.
+    pub fn of(scrape: &Scrape) -> PatchStatus {
+        let patch_results = counts(scrape.by_label(&format!("{}_total", names::PATCHES), "result"));
+        let checks = counts(scrape.by_label(&format!("{}_total", names::PATCH_CHECKS), "result"));
+        let check = |r: &str| checks.get(r).copied().unwrap_or(0);
+        PatchStatus {
+            patched: patch_results.get("patched").copied().unwrap_or(0),
+            checked: check("match") + check("mismatch"),
+            mismatched: check("mismatch"),
+            templates_off: whole(scrape.total(names::PATCH_TEMPLATES_OFF)),
+            checks,
+        }
+    }
+}
+
 fn whole(v: f64) -> u64 {
     if v.is_finite() && v > 0.0 {
         v.round() as u64
@@ -494,6 +528,7 @@ impl Status {
                 verdict_p99_ms: verdict.quantile(0.99).map(ms),
             }
         });
+        let patches = PatchStatus::of(scrape);
         Status {
             node: facts.node,
             version: facts.version,
@@ -538,6 +573,7 @@ impl Status {
                 shield_served: counts(scrape.by_label(&format!("{}_total", names::SHIELD_SERVED), "result")),
             },
             comments,
+            patches,
             history: points(history),
         }
     }
@@ -584,6 +620,19 @@ mod tests {
         strata_proxy_origin_first_byte_seconds_bucket{le=\"0.02\"} 3\n\
         strata_proxy_origin_first_byte_seconds_bucket{le=\"+Inf\"} 3\n\
         strata_weird{a=\"x,\\\"y\\\"\",b=\"z\"} 2\n";
+
+    #[test]
+    fn patches_checked_and_mismatched_come_from_their_counters() {
+        let text = "strata_proxy_patches_total{kind=\"thread\",result=\"patched\"} 7\n\
+            strata_proxy_patches_total{kind=\"thread\",result=\"no-template\"} 2\n\
+            strata_proxy_patch_checks_total{kind=\"thread\",result=\"match\"} 4\n\
+            strata_proxy_patch_checks_total{kind=\"thread\",result=\"mismatch\"} 1\n\
+            strata_proxy_patch_checks_total{kind=\"thread\",result=\"skipped\"} 2\n\
+            strata_proxy_patch_templates_off 1\n";
+        let p = PatchStatus::of(&Scrape::parse(text));
+        assert_eq!((p.patched, p.checked, p.mismatched, p.templates_off), (7, 5, 1, 1));
+        assert_eq!(p.checks.get("skipped"), Some(&2));
+    }
 
     #[test]
     fn reads_the_exposition() {

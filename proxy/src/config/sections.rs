@@ -705,6 +705,18 @@ pub(super) fn comments_config(c: &mut Checker, m: &RawComments) -> CommentsConfi
             DEFAULT_MEMCACHED_TIMEOUT,
         ),
         patch_pages: m.patch_pages.unwrap_or(true),
+        patch_check_interval: c.duration(
+            "comments.patch_check_interval",
+            &m.patch_check_interval,
+            DEFAULT_PATCH_CHECK_INTERVAL,
+        ),
+        patch_check_rate: c.int(
+            "comments.patch_check_rate",
+            m.patch_check_rate,
+            i64::from(DEFAULT_PATCH_CHECK_RATE),
+            0,
+            1000,
+        ) as u32,
     };
     if comments.memcached.is_empty() {
         c.problem("comments.memcached", "give at least one host:port");

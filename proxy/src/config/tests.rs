@@ -700,6 +700,24 @@ fn comments_section() {
     let (_, problems) = checked(|c| comments_config(c, &raw("memcached = []\n")));
     assert_eq!(keys(&problems), ["comments.memcached"]);
     assert_eq!(problems[0].message, "give at least one host:port");
+    // Checks of patched pages.
+    assert_eq!(
+        (m.patch_check_interval, m.patch_check_rate),
+        (DEFAULT_PATCH_CHECK_INTERVAL, DEFAULT_PATCH_CHECK_RATE)
+    );
+    let (m, problems) = checked(|c| comments_config(c, &raw("patch_check_interval = \"1m\"\npatch_check_rate = 0\n")));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        (m.patch_check_interval, m.patch_check_rate),
+        (Duration::from_secs(60), 0)
+    );
+    let bad = "patch_check_interval = \"soon\"\npatch_check_rate = 1001\n";
+    let (_, problems) = checked(|c| comments_config(c, &raw(bad)));
+    assert_eq!(
+        keys(&problems),
+        ["comments.patch_check_interval", "comments.patch_check_rate"]
+    );
+    assert_eq!(problems[1].message, "1001 is out of range: expected 0 to 1000");
 }
 
 #[test]

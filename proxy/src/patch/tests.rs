@@ -244,3 +244,45 @@ fn a_comment_with_replies_is_no_sample_and_the_walker_counts_replies() {
 fn text_that_is_not_utf8_is_not_patched() {
     assert_eq!(apply(b"\xff\xfe", &patch_605(vec![])), Err(Unpatched::NotText));
 }
+
+/// The template key of the patch of 605 into `page`.
+fn template_of(page: &str) -> u64 {
+    super::patched(page.as_bytes(), &patch_605(vec![c604(), c603()]))
+        .expect("patched")
+        .template
+}
+
+#[test]
+fn the_template_key_names_the_themes_markup_not_the_post() {
+    let page = before_605();
+    let key = template_of(&page);
+    // Another post of the same theme: another link, another id.
+    let other = page
+        .replace("field-notes-196-patient-origins-at-the-edge", "a-quiet-morning")
+        .replace("data-postid=\"199\"", "data-postid=\"4242\"");
+    assert_ne!(other, page);
+    assert_eq!(template_of(&other), key);
+    // Other markup: another class name in every comment.
+    let restyled = page.replace("class=\"comment-body\"", "class=\"comment-box\"");
+    assert_ne!(template_of(&restyled), key);
+    let reworded = page.replace(
+        "<span class=\"says\">says:</span>",
+        "<span class=\"says\">wrote:</span>",
+    );
+    assert_ne!(template_of(&reworded), key);
+}
+
+#[test]
+fn a_markup_key_ignores_digits_and_links_in_attributes_only() {
+    assert_eq!(
+        markup_key("<a href='http://x/one-1/'>Reply {id}</a>"),
+        markup_key("<a href='https://y/two-22/'>Reply {id}</a>")
+    );
+    assert_ne!(
+        markup_key("<a href='/relative/'>Reply</a>"),
+        markup_key("<a href='/other/'>Reply</a>"),
+        "a value without a scheme is kept"
+    );
+    assert_ne!(markup_key("<b>Reply</b>"), markup_key("<b>Answer</b>"));
+    assert_eq!(markup_key("<b>Reply 1</b>"), markup_key("<b>Reply 2</b>"));
+}

@@ -739,14 +739,16 @@ impl Proxy {
                 tx,
                 done: false,
             };
-            let flight = this.refresh(req, permit, &primary, key, &stale, &target).await;
+            let flight = this.refresh(req, permit, &primary, key, &stale, &target, true).await;
             guard.finish(flight);
         });
     }
 
     /// A background refresh of `stale`, holding `permit` (its place in the origin budget)
     /// until the origin's answer begins: from the key's home node when it is another live
-    /// node (its answer judged as [`Proxy::fill`] judges it), else from the origin.
+    /// node and `shielded` (its answer judged as [`Proxy::fill`] judges it), else from the
+    /// origin.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn refresh(
         &self,
         req: Request<ProxyBody>,
@@ -755,12 +757,13 @@ impl Proxy {
         key: Arc<str>,
         stale: &Arc<Object>,
         (path, query): &(String, Option<String>),
+        shielded: bool,
     ) -> Flight {
         let mut permit = Some(permit);
         let noted = self.bans.generation();
         let url = req.uri().clone();
         let req_headers = req.headers().clone();
-        let mut home = self.home_of(primary, false);
+        let mut home = if shielded { self.home_of(primary, false) } else { None };
         let mut next = Some(req);
         // At most two rounds: the home's answer, then (when a ban may postdate it) the origin's.
         loop {

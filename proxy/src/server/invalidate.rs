@@ -167,8 +167,9 @@ impl Proxy {
     }
 
     /// Replaces the page stored under `key` with itself patched as `patch` says, noted as
-    /// current with ban `generation`; false when patching is off or the page cannot be
-    /// patched (the ban then applies to it), with why counted.
+    /// current with ban `generation` and noted for a check against WordPress's render; false
+    /// when patching is off, the page cannot be patched or a check found the patch's
+    /// template wrong (the ban then applies to it), with why counted.
     fn patch_stored(&self, key: &str, patch: &strata_wire::patch::Patch, generation: u64) -> bool {
         let kind = patch.as_str();
         if !self.cfg().comments.patch_pages {
@@ -182,11 +183,19 @@ impl Proxy {
             self.metrics.patch(kind, "not-ok");
             return false;
         }
-        match crate::patch::apply(&o.identity, patch) {
-            Ok(body) => {
-                let fresh = Arc::new(o.patched(Bytes::from(body), generation));
+        match crate::patch::patched(&o.identity, patch) {
+            Ok(p) => {
+                let template = crate::patch_checks::Template { kind, key: p.template };
+                if self.template_off(&template) {
+                    tracing::debug!(key, kind, "page not patched: a check found this template wrong; banned");
+                    self.metrics.patch(kind, "template-off");
+                    return false;
+                }
+                let fresh = Arc::new(o.patched(Bytes::from(p.body), generation));
+                let id = fresh.id;
                 self.store.insert(Arc::from(key), Slot::Object(fresh));
                 self.metrics.patch(kind, "patched");
+                self.patched_for_check(key, id, template);
                 true
             }
             Err(why) => {

@@ -15,6 +15,7 @@ mod harness;
 mod http_edges;
 mod nodes;
 mod notify;
+mod patch_checks;
 mod plugin;
 mod plugin_admin;
 mod raw;

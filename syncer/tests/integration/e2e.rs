@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use strata_syncer::config::Config;
+use strata_syncer::patches;
 use strata_wire::comment as wire;
 use strata_wire::memcache::Conn;
 use tokio::sync::watch;
@@ -1096,7 +1097,8 @@ async fn patchable_post(db: &mysql_async::Pool, t: &str) -> u64 {
 /// banned and rendered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_comment_is_patched_into_its_post_page_on_every_node_as_wordpress_renders_it() {
-    // Pages the list bans mark are not refreshed during the test: what a node serves is
+    // Pages the list bans mark are not refreshed, nor patched pages checked against
+    // WordPress (whose copy would replace them), during the test: what a node serves is
     // what it holds.
     let c = Cluster::start_nodes_with(
         &mysql_url(),
@@ -1104,7 +1106,7 @@ async fn a_comment_is_patched_into_its_post_page_on_every_node_as_wordpress_rend
         3,
         &|_| wp_origin(),
         "8s",
-        "[cache]\nlist_refresh = \"1h\"",
+        "patch_check_rate = 0\n[cache]\nlist_refresh = \"1h\"",
     )
     .await;
     let db = mysql_async::Pool::new(mysql_url().as_str());
@@ -1237,4 +1239,240 @@ where
         out.push(f(i).await);
     }
     out
+}
+
+/// A comment written into WordPress's tables behind the cluster's back (no ban reaches a
+/// node), by `author` with the text `text`, dated a second after the previous one of the
+/// test: its row as the patches read it.
+async fn insert_comment(db: &mysql_async::Pool, post: u64, author: &str, text: &str, n: u64) -> patches::Row {
+    use mysql_async::prelude::Queryable;
+    let store_cfg = Config::from_toml(&config_toml("strata-e2e-check:", ""), None).expect("syncer config");
+    let options = syncer_store(&store_cfg).options().await.expect("site options");
+    let (date, date_gmt) = strata_syncer::site::comment_dates(now_ms() + n * 1000, options.timezone());
+    let email = format!("{}@example.test", author.to_lowercase().replace(' ', "."));
+    let mut c = db.get_conn().await.expect("mysql");
+    c.exec_drop(
+        "INSERT INTO wp_comments (comment_post_ID, comment_author, comment_author_email, \
+         comment_author_url, comment_author_IP, comment_date, comment_date_gmt, comment_content, \
+         comment_karma, comment_approved, comment_agent, comment_type, comment_parent, user_id) \
+         VALUES (?, ?, ?, '', '192.0.2.7', ?, ?, ?, 0, '1', 'strata-e2e', 'comment', 0, 0)",
+        (post, author, email.as_str(), date.as_str(), date_gmt.as_str(), text),
+    )
+    .await
+    .expect("insert a comment");
+    let id = c.last_insert_id().expect("comment id");
+    c.exec_drop(
+        "UPDATE wp_posts SET comment_count = comment_count + 1 WHERE ID = ?",
+        (post,),
+    )
+    .await
+    .expect("count it");
+    patches::Row {
+        id,
+        parent: 0,
+        author: author.to_string(),
+        email,
+        url: String::new(),
+        date,
+        date_gmt,
+        replies: false,
+    }
+}
+
+fn syncer_store(cfg: &Config) -> strata_syncer::store::Store {
+    strata_syncer::store::Store::new(&mysql_url(), &cfg.table_prefix, "strata-e2e-check:").expect("store")
+}
+
+/// The thread patch the syncer would send for `row`, just written on `post`: its fields
+/// printed by the syncer's own printer, its text WordPress's.
+async fn thread_patch(post: u64, row: &patches::Row) -> strata_wire::patch::Thread {
+    let cfg = Config::from_toml(&config_toml("strata-e2e-check:", ""), None).expect("syncer config");
+    let store = syncer_store(&cfg);
+    let options = store.options().await.expect("site options");
+    let printer = patches::Printer {
+        options: &options,
+        tz: options.timezone(),
+        old_links: cfg.wp_version < (6, 2),
+    };
+    let posts = std::collections::BTreeSet::from([post]);
+    let context = store.patch_context(&posts, &[row.id]).await.expect("patch context");
+    let ctx = &context[&post];
+    let mut ids = vec![row.id];
+    ids.extend(ctx.newest.iter().filter(|r| !r.replies).map(|r| r.id));
+    let texts = patches::Texts::new(cfg.origin.clone(), Duration::from_secs(5))
+        .get(&ids, &options.home_authority())
+        .await
+        .expect("the comments' texts from WordPress");
+    printer
+        .thread(post, ctx, std::slice::from_ref(row), &texts)
+        .expect("a thread patch for the new comment")
+}
+
+/// Sends node `i` the ban of `post:ID` carrying `patch`, signed as the syncer signs.
+async fn send_patch(c: &Cluster, i: usize, post: u64, patch: strata_wire::patch::Thread) {
+    use strata_wire::auth;
+    let ban = strata_wire::ban::Ban {
+        patch: Some(Box::new(strata_wire::patch::Patch::Thread(patch))),
+        ..strata_wire::ban::Ban::new(strata_wire::ban::Kind::Tag, format!("post:{post}"))
+    };
+    let body = serde_json::to_vec(&ban).expect("ban JSON");
+    let secret = auth::load_secret(&c.secret_file).expect("cluster secret");
+    let req = auth::signed_post(&secret, &format!("http://{}", c.nodes[i].admin), "/ban", body).expect("a signed ban");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("the node answers the ban within 10 s")
+        .expect("the node answers the ban");
+    let status = resp.status();
+    let answer = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+}
+
+/// Node 0's `/metrics`.
+async fn node_metrics(c: &Cluster) -> String {
+    let url = format!("http://{}/metrics", c.nodes[0].admin);
+    get(&url, &[]).await.expect("the node's /metrics").body
+}
+
+/// A `{kind="thread",result}` counter of `name` in a `/metrics` text.
+fn check_counter(text: &str, name: &str, result: &str) -> f64 {
+    metric(text, &format!("{name}{{kind=\"thread\",result=\"{result}\"}}")).unwrap_or(0.0)
+}
+
+/// Node 0's `/metrics` once a check was counted `result` (at most 30 s).
+async fn wait_for_check(c: &Cluster, result: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = node_metrics(c).await;
+        if check_counter(&text, "strata_proxy_patch_checks_total", result) >= 1.0 {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no check counted {result} within 30 s:\n{}",
+            c.log_tail(0)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Patched pages are checked against WordPress's render, which replaces them: the syncer's
+/// patch of a comment posted through the node is counted `match`; a patch whose new comment's text is not what WordPress stores (its
+/// samples right, so the node applies it) is counted `mismatch`, the page is WordPress's
+/// again, and the next patch made with that template is refused (`template-off`): the page
+/// is banned and rendered again, with the comment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn patched_pages_are_checked_against_wordpress_and_a_wrong_template_is_turned_off() {
+    // Checked as soon as patched; pages the list bans mark are not refreshed meanwhile.
+    let c = Cluster::start_nodes_with(
+        &mysql_url(),
+        "",
+        1,
+        &|_| wp_origin(),
+        "8s",
+        "patch_check_interval = \"0s\"\n[cache]\nlist_refresh = \"1h\"",
+    )
+    .await;
+    let db = mysql_async::Pool::new(mysql_url().as_str());
+    let t = token();
+    let post = patchable_post(&db, &t).await;
+    let path = path_of(&permalink(post).await);
+    let wordpress = || async {
+        get(&format!("{}{path}", wp_origin()), &[])
+            .await
+            .expect("the post from WordPress")
+            .body
+    };
+    warm(&c, 0, &path).await;
+
+    // A comment through the node: the syncer's patch applied, checked, counted `match`
+    // (the latest-comments block, which the patch leaves as it was, aside); WordPress's copy
+    // is stored, its block showing the comment.
+    let first = format!("A first comment, checked {t}");
+    let r = c
+        .post(
+            0,
+            &[
+                ("comment_post_ID", &post.to_string()),
+                ("author", "Check Zero"),
+                ("email", &format!("check-{t}@example.test")),
+                ("comment", &first),
+            ],
+            &ip_for(&format!("{t}check")),
+            &[("user-agent", AGENT)],
+        )
+        .await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    let id = comment_id(r.header("location"));
+    let text = node_metrics(&c).await;
+    assert_eq!(check_counter(&text, "strata_proxy_patches_total", "patched"), 1.0, "patched");
+    let text = wait_for_check(&c, "match").await;
+    assert_eq!(check_counter(&text, "strata_proxy_patch_checks_total", "mismatch"), 0.0);
+    let served = get(&c.url(0, &path), &[]).await.expect("GET the post");
+    assert_ne!(served.header("x-cache"), "MISS", "WordPress's render is stored");
+    assert_eq!(split_recent(&served.body).0, split_recent(&wordpress().await).0);
+    assert!(served.body.contains(&first));
+    assert!(
+        split_recent(&served.body).1.contains(&format!("#comment-{id}\"")),
+        "the stored copy is WordPress's render, not the patched one"
+    );
+
+    // A wrong patch: its new comment's text is not WordPress's.
+    let second = format!("A second comment, as stored {t}");
+    let row = insert_comment(&db, post, "Check Two", &format!("{second}\n"), 2).await;
+    let mut wrong = thread_patch(post, &row).await;
+    let stated = format!("<p>Not what WordPress stores {t}</p>\n");
+    wrong.added[0].fields.insert("content".to_string(), stated.clone());
+    send_patch(&c, 0, post, wrong).await;
+    let text = wait_for_check(&c, "mismatch").await;
+    assert_eq!(check_counter(&text, "strata_proxy_patches_total", "patched"), 2.0);
+    assert_eq!(metric(&text, "strata_proxy_patch_templates_off").unwrap_or(0.0), 1.0);
+    let served = get(&c.url(0, &path), &[]).await.expect("GET the post").body;
+    assert!(!served.contains(stated.trim_end()), "the wrong copy is gone");
+    assert!(served.contains(&second), "WordPress's copy replaced it");
+    assert_eq!(split_recent(&served).0, split_recent(&wordpress().await).0);
+    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
+    assert!(
+        log.contains("a patched page differs from WordPress's render") && log.contains("Not what WordPress stores"),
+        "the node applied the wrong patch, and the mismatch is logged with both sides:\n{}",
+        c.log_tail(0)
+    );
+
+    // The next patch made with that template: refused, the page banned and rendered again.
+    let third = format!("A third comment {t}");
+    let row = insert_comment(&db, post, "Check Three", &format!("{third}\n"), 3).await;
+    send_patch(&c, 0, post, thread_patch(post, &row).await).await;
+    let text = node_metrics(&c).await;
+    assert_eq!(check_counter(&text, "strata_proxy_patches_total", "template-off"), 1.0);
+    assert_eq!(
+        check_counter(&text, "strata_proxy_patches_total", "patched"),
+        2.0,
+        "not patched"
+    );
+    let served = get(&c.url(0, &path), &[]).await.expect("GET the post");
+    assert_eq!(served.header("x-cache"), "MISS", "banned, rendered again");
+    assert!(served.body.contains(&third));
+
+    // `/status` tells the same.
+    let status = get(&format!("http://{}/status.json", c.nodes[0].admin), &[])
+        .await
+        .expect("/status.json");
+    let status: serde_json::Value = serde_json::from_str(&status.body).expect("JSON");
+    let p = &status["patches"];
+    assert_eq!(
+        (p["patched"].as_u64(), p["checked"].as_u64()),
+        (Some(2), Some(2)),
+        "{p}"
+    );
+    assert_eq!(
+        (p["mismatched"].as_u64(), p["templates_off"].as_u64()),
+        (Some(1), Some(1)),
+        "{p}"
+    );
+    c.finish(&t).await;
 }
