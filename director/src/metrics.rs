@@ -253,7 +253,8 @@ mod tests {
     #[test]
     fn the_dashboard_reads_only_metrics_the_director_exports() {
         // Per-node families are declared (`# TYPE`) even before a node has a series.
-        let offered = strata_wire::exposition::offered(&render(&[], &FlowStats::default(), &Counters::default(), AF_PACKET));
+        let offered =
+            strata_wire::exposition::offered(&render(&[], &FlowStats::default(), &Counters::default(), AF_PACKET));
         let dashboard = include_str!("../../deploy/grafana/strata.json");
         let wanted = strata_wire::exposition::dashboard_names(dashboard).expect("deploy/grafana/strata.json is JSON");
         let ours: Vec<&String> = wanted

@@ -17,9 +17,9 @@ pub mod ids;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod memcache;
-pub mod patch;
 #[cfg(feature = "notify")]
 pub mod notify;
+pub mod patch;
 pub mod php;
 pub mod process;
 pub mod redirect;

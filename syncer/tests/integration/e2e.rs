@@ -1410,7 +1410,11 @@ async fn patched_pages_are_checked_against_wordpress_and_a_wrong_template_is_tur
     assert_eq!(r.status, 302, "{}", r.body);
     let id = comment_id(r.header("location"));
     let text = node_metrics(&c).await;
-    assert_eq!(check_counter(&text, "strata_proxy_patches_total", "patched"), 1.0, "patched");
+    assert_eq!(
+        check_counter(&text, "strata_proxy_patches_total", "patched"),
+        1.0,
+        "patched"
+    );
     let text = wait_for_check(&c, "match").await;
     assert_eq!(check_counter(&text, "strata_proxy_patch_checks_total", "mismatch"), 0.0);
     let served = get(&c.url(0, &path), &[]).await.expect("GET the post");
