@@ -545,7 +545,7 @@ async fn the_admin_bar_purges_the_page_or_everything_on_every_node() {
 
     let mut before = Vec::new();
     for admin_addr in nodes.admins() {
-        before.push(metric_at(admin_addr, "strata_bans_applied_total", "kind=\"all\"").await);
+        before.push(metric_at(admin_addr, "strata_proxy_bans_applied_total", "kind=\"all\"").await);
     }
     let r = admin.get(a, &purge_all).await;
     assert_eq!(r.status, 302, "Purge everything: {}", r.text());
@@ -553,7 +553,7 @@ async fn the_admin_bar_purges_the_page_or_everything_on_every_node() {
         wait_banned(node.addr, &item).await;
     }
     for (admin_addr, before) in nodes.admins().into_iter().zip(before) {
-        let after = metric_at(admin_addr, "strata_bans_applied_total", "kind=\"all\"").await;
+        let after = metric_at(admin_addr, "strata_proxy_bans_applied_total", "kind=\"all\"").await;
         assert!(after > before, "{admin_addr} applied a ban of everything");
     }
 }
