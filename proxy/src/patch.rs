@@ -11,6 +11,8 @@
 use strata_wire::patch::{Patch, Shown, Thread};
 
 mod recent;
+#[cfg(test)]
+pub(crate) use recent::tests::patch_636 as recent_test_patch;
 pub use recent::{lists as recent_lists, patch_list as recent_list};
 
 /// Why a page was not patched (it is banned instead).

@@ -168,4 +168,4 @@ fn last_li_open(before: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

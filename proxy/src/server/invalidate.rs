@@ -140,9 +140,24 @@ impl Proxy {
             self.metrics.patch(kind, "not-ok");
             return false;
         }
-        match crate::patch::apply(&o.identity, patch) {
-            Ok(body) => {
-                let fresh = Arc::new(o.patched(Bytes::from(body), generation));
+        // A list of latest comments stored on its own is patched alone: the page around it is
+        // neither read nor compressed again.
+        let done = match (patch, &o.recent) {
+            (strata_wire::patch::Patch::Recent(r), Some(at)) => o
+                .identity
+                .get(at.identity.clone())
+                .and_then(|list| std::str::from_utf8(list).ok())
+                .ok_or(crate::patch::Unpatched::NotText)
+                .and_then(|list| crate::patch::recent_list(list, r))
+                .and_then(|list| {
+                    o.patched_list(list.as_bytes(), generation)
+                        .ok_or(crate::patch::Unpatched::NoList)
+                }),
+            _ => crate::patch::apply(&o.identity, patch).map(|body| o.patched(Bytes::from(body), generation)),
+        };
+        match done {
+            Ok(patched) => {
+                let fresh = Arc::new(patched);
                 self.store.insert(Arc::from(key), Slot::Object(fresh));
                 self.metrics.patch(kind, "patched");
                 true

@@ -99,6 +99,11 @@ fn patch(added: Vec<Shown>) -> Recent {
     }
 }
 
+/// Comment 636 on top of the lists of [`PAGE`].
+pub(crate) fn patch_636() -> Patch {
+    Patch::Recent(patch(vec![c636()]))
+}
+
 fn patched(page: &str, r: Recent) -> Result<String, Unpatched> {
     apply(page.as_bytes(), &Patch::Recent(r)).map(|b| String::from_utf8(b).unwrap())
 }
