@@ -141,6 +141,10 @@ pub struct Proxy {
     logins: pass::Logins,
     /// Asks keys' home nodes for fills (`cluster.shield`).
     shield: crate::shield::ShieldClient,
+    /// Siblings' copies of bounded soft bans not applied here yet, each with when it is
+    /// applied at the latest: the syncer's own copy, which may carry a page patch, usually
+    /// arrives meanwhile (see `Proxy::receive_sync`).
+    held_soft: parking_lot::Mutex<Vec<(Instant, crate::bans::Compiled)>>,
 }
 
 impl Proxy {
@@ -169,6 +173,7 @@ impl Proxy {
             comments: Arc::new(Comments::new(&cfg.comments, &cfg.cluster.node_id, &cfg.cluster.secret)),
             logins: pass::Logins::new(),
             shield: crate::shield::ShieldClient::new(shield_limit(&cfg)),
+            held_soft: parking_lot::Mutex::new(Vec::new()),
             tag_rules: TagRules {
                 headers: cfg.bans.tag_headers.clone(),
                 wordpress: cfg.bans.wordpress,

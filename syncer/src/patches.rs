@@ -183,13 +183,25 @@ impl Printer<'_> {
     /// may list now, newest first (the batch's and up to [`RECENT_BEFORE`] more), `added`
     /// the ids of the batch's approved comments, `posts` what the block prints of their
     /// posts. `None` when the batch's comments are not the newest (the lists change below
-    /// their top), or one of them cannot be printed.
+    /// their top), one of them was written in the same second as the next (their order is
+    /// MySQL's to choose), or one of them cannot be printed.
     pub fn recent(&self, newest: &[Listed], added: &[u64], posts: &HashMap<u64, PostShown>) -> Option<Recent> {
         if !self.lists_patchable() || added.is_empty() || newest.len() < added.len() {
             return None;
         }
         let (top, before) = newest.split_at(added.len());
         if top.iter().any(|l| !added.contains(&l.row.id)) {
+            return None;
+        }
+        // The block orders by `comment_date_gmt` alone: comments of the same second come in
+        // whatever order MySQL gives (two renders may differ), so a new one's place among
+        // them is not known.
+        let dates: Vec<&str> = top
+            .iter()
+            .chain(before.first())
+            .map(|l| l.row.date_gmt.as_str())
+            .collect();
+        if dates.windows(2).any(|w| w[0] == w[1]) {
             return None;
         }
         let added = top.iter().map(|l| self.listed(l, posts)).collect::<Option<Vec<_>>>()?;

@@ -688,9 +688,10 @@ impl Store {
     }
 
     /// The newest `limit` comments a latest-comments block lists (approved, on published
-    /// posts; from 6.9 on, notes excluded), newest first as WordPress orders them
-    /// (`comment_date_gmt DESC, comment_ID DESC`), each with its post's type and whether the
-    /// post has a password, for page patches.
+    /// posts; from 6.9 on, notes excluded), newest first (`comment_date_gmt DESC`, as the
+    /// block orders them, then `comment_ID DESC`: the block leaves comments of the same second
+    /// in MySQL's order), each with its post's type and whether the post has a password, for
+    /// page patches.
     ///
     /// Errors: MySQL failed.
     pub async fn newest_comments(

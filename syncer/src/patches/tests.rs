@@ -266,6 +266,10 @@ fn a_batch_on_top_of_the_newest_comments_is_a_recent_patch() {
     assert_eq!(r.before, (614..636).rev().take(20).collect::<Vec<_>>());
     // A registered author's comment is no sample.
     assert_eq!(r.samples.iter().map(|s| s.id).collect::<Vec<_>>(), [635, 633, 632, 631]);
+    // The same second as the comment before it: its place is not known.
+    let mut tie = newest.clone();
+    tie[1].row.date_gmt = tie[0].row.date_gmt.clone();
+    assert!(p.recent(&tie, &[636], &described()).is_none());
     // Not the newest: no patch.
     assert!(p.recent(&newest, &[635], &described()).is_none());
     // A post WordPress did not describe, or with a password: no patch.
