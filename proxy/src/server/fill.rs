@@ -573,7 +573,9 @@ impl Proxy {
         let min = self.cfg().cache.compress_min_size as usize;
         let limit = self.cfg().cache.max_object_size;
         let want_br = self.cfg().cache.brotli;
-        let work = move || -> Option<(Bytes, Option<Bytes>, Option<Bytes>, Option<compress::Segment>)> {
+        // The identity body, its gzip and brotli, and where its latest-comments list is.
+        type Encoded = (Bytes, Option<Bytes>, Option<Bytes>, Option<compress::Segment>);
+        let work = move || -> Option<Encoded> {
             // A copy of exactly the body's size: `body` may sit in a larger, grown buffer.
             let identity = if gzipped {
                 compress::gunzip(&body, limit)?
