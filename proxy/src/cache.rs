@@ -947,11 +947,15 @@ mod tests {
         let each = started.elapsed() / rounds;
         let started = std::time::Instant::now();
         let whole = crate::compress::gzip(page.as_bytes());
+        let whole_took = started.elapsed();
+        let started = std::time::Instant::now();
+        let etag = body_etag(page.as_bytes());
         println!(
-            "list patch of a {} B page: {each:?}; its whole gzip: {:?}",
+            "list patch of a {} B page: {each:?} (of which its validator: {:?}); its whole gzip: {whole_took:?}",
             page.len(),
             started.elapsed()
         );
+        assert!(!etag.is_empty());
         assert!(whole.is_some());
         let p = patched.unwrap();
         let expected = crate::patch::apply(page.as_bytes(), &Patch::Recent(r.clone())).unwrap();
