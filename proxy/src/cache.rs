@@ -49,7 +49,7 @@ pub struct Object {
     /// Where the page's list of latest comments is in `identity` and in `gzip`, compressed
     /// on its own: a patch of the list compresses only the list again
     /// ([`Object::patched_list`]). Set when the page has exactly one such list.
-    pub recent: Option<crate::compress::Segment>,
+    pub recent: Option<ListAt>,
     /// Validator for conditional requests (the origin's, or one derived from the body).
     pub etag: Option<HeaderValue>,
     /// `Last-Modified` as a time, for `If-Modified-Since`.
@@ -125,12 +125,20 @@ impl BanMark {
 
 /// A weak validator derived from a body: FNV-1a of its bytes and its length.
 pub fn body_etag(body: &[u8]) -> String {
-    format!("W/\"{:016x}-{:x}\"", fnv1a(body), body.len())
+    etag_of(fnv1a_from(FNV_OFFSET, body), body.len())
 }
 
-/// FNV-1a: a fixed hash, so every node derives the same validator for the same body.
-fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+/// The validator of a body of `len` bytes whose FNV-1a hash is `hash`.
+fn etag_of(hash: u64, len: usize) -> String {
+    format!("W/\"{hash:016x}-{len:x}\"")
+}
+
+/// FNV-1a's starting state.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a from the state `h` (of the bytes before `data`): a fixed hash, so every node
+/// derives the same validator for the same body.
+fn fnv1a_from(mut h: u64, data: &[u8]) -> u64 {
     for &b in data {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
@@ -140,11 +148,21 @@ fn fnv1a(data: &[u8]) -> u64 {
 
 static NEXT_OBJECT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A fresh object id.
+/// Where a page's list of latest comments is, for patches of the list alone
+/// ([`Object::patched_list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListAt {
+    /// The list's bytes in the identity body, and its deflate blocks in the gzip body.
+    pub segment: crate::compress::Segment,
+    /// The validator's hash state over the body before the list ([`body_etag`]): a patched
+    /// page's validator hashes only the list and what follows it.
+    pub prefix_hash: u64,
+}
+
 /// Gzip of a page at store time ([`compress::gzip`](crate::compress::gzip)): segmented
 /// around its list of latest comments when it has exactly one, so that patches of the list
 /// compress only the list ([`Object::patched_list`]); `None` when gzip does not pay.
-pub fn gzip_page(identity: &[u8]) -> (Option<Bytes>, Option<crate::compress::Segment>) {
+pub fn gzip_page(identity: &[u8]) -> (Option<Bytes>, Option<ListAt>) {
     let lists = if memchr::memmem::find(identity, b"#comment-").is_some() {
         crate::patch::recent_lists(identity)
     } else {
@@ -152,13 +170,17 @@ pub fn gzip_page(identity: &[u8]) -> (Option<Bytes>, Option<crate::compress::Seg
     };
     match lists.as_slice() {
         [one] => match crate::compress::gzip_segmented(identity, one.clone()) {
-            Some((gz, seg)) => (Some(gz), Some(seg)),
+            Some((gz, segment)) => {
+                let prefix_hash = fnv1a_from(FNV_OFFSET, &identity[..segment.identity.start]);
+                (Some(gz), Some(ListAt { segment, prefix_hash }))
+            }
             None => (None, None),
         },
         _ => (crate::compress::gzip(identity), None),
     }
 }
 
+/// A fresh object id.
 pub fn next_object_id() -> u64 {
     NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed)
 }
@@ -205,7 +227,7 @@ impl Object {
             .br
             .as_ref()
             .and_then(|_| crate::compress::brotli(&identity, gzip.as_ref().map_or(identity.len(), |g| g.len())));
-        self.with_body(identity, gzip, br, recent, fetched_gen)
+        self.with_body(identity, gzip, br, recent, None, fetched_gen)
     }
 
     /// This object with its list of latest comments (at `self.recent`) replaced by `list`,
@@ -213,33 +235,51 @@ impl Object {
     /// and brotli is dropped (its clients get gzip). `None` without such a list.
     pub fn patched_list(&self, list: &[u8], fetched_gen: u64) -> Option<Object> {
         let at = self.recent.as_ref()?;
-        let old = self.identity.get(at.identity.clone())?;
+        let range = at.segment.identity.clone();
+        let old = self.identity.get(range.clone())?;
         let mut identity = Vec::with_capacity(self.identity.len() - old.len() + list.len());
-        identity.extend_from_slice(&self.identity[..at.identity.start]);
+        identity.extend_from_slice(&self.identity[..range.start]);
         identity.extend_from_slice(list);
-        identity.extend_from_slice(&self.identity[at.identity.end..]);
+        identity.extend_from_slice(&self.identity[range.end..]);
         let spliced = self
             .gzip
             .as_ref()
-            .and_then(|gz| crate::compress::splice_gzip(gz, at, list, &identity));
+            .and_then(|gz| crate::compress::splice_gzip(gz, &at.segment, list, &identity));
         Some(match spliced {
-            Some((gzip, recent)) => self.with_body(Bytes::from(identity), Some(gzip), None, Some(recent), fetched_gen),
+            Some((gzip, segment)) => {
+                let validator = etag_of(fnv1a_from(at.prefix_hash, &identity[range.start..]), identity.len());
+                let recent = ListAt {
+                    segment,
+                    prefix_hash: at.prefix_hash,
+                };
+                self.with_body(
+                    Bytes::from(identity),
+                    Some(gzip),
+                    None,
+                    Some(recent),
+                    Some(validator),
+                    fetched_gen,
+                )
+            }
             None => self.patched(Bytes::from(identity), fetched_gen),
         })
     }
 
-    /// This object with another body, its encodings given.
+    /// This object with another body, its encodings given, and its validator when it is
+    /// known already (else derived from the body, [`body_etag`]).
     fn with_body(
         &self,
         identity: Bytes,
         gzip: Option<Bytes>,
         br: Option<Bytes>,
-        recent: Option<crate::compress::Segment>,
+        recent: Option<ListAt>,
+        validator: Option<String>,
         fetched_gen: u64,
     ) -> Object {
         let mut headers = self.headers.clone();
         headers.remove(http::header::LAST_MODIFIED);
-        let etag = HeaderValue::from_str(&body_etag(&identity)).ok();
+        let validator = validator.unwrap_or_else(|| body_etag(&identity));
+        let etag = HeaderValue::from_str(&validator).ok();
         if let Some(e) = &etag {
             headers.insert(http::header::ETAG, e.clone());
         }
@@ -931,7 +971,7 @@ mod tests {
         o.gzip = gzip;
         o.recent = recent;
         o.br = Some(Bytes::from_static(b"br"));
-        let at = o.recent.clone().expect("the list is a segment of its own");
+        let at = o.recent.clone().expect("the list is a segment of its own").segment;
         assert!(page[at.identity.clone()].starts_with("<li class=\"wp-block-latest-comments__comment\">"));
 
         let Patch::Recent(r) = crate::patch::recent_test_patch() else {
@@ -951,7 +991,7 @@ mod tests {
         let started = std::time::Instant::now();
         let etag = body_etag(page.as_bytes());
         println!(
-            "list patch of a {} B page: {each:?} (of which its validator: {:?}); its whole gzip: {whole_took:?}",
+            "list patch of a {} B page: {each:?}; its whole gzip: {whole_took:?}; its whole validator: {:?}",
             page.len(),
             started.elapsed()
         );
@@ -967,7 +1007,8 @@ mod tests {
         assert!(p.br.is_none(), "brotli is not made again per patch");
         assert_ne!(p.etag, o.etag);
         // Patched again at the new segment.
-        let seg = p.recent.clone().unwrap();
+        assert_eq!(p.etag, HeaderValue::from_str(&body_etag(&p.identity)).ok());
+        let seg = p.recent.clone().unwrap().segment;
         assert!(std::str::from_utf8(&p.identity[seg.identity.clone()])
             .unwrap()
             .contains("#comment-636\""));

@@ -574,7 +574,7 @@ impl Proxy {
         let limit = self.cfg().cache.max_object_size;
         let want_br = self.cfg().cache.brotli;
         // The identity body, its gzip and brotli, and where its latest-comments list is.
-        type Encoded = (Bytes, Option<Bytes>, Option<Bytes>, Option<compress::Segment>);
+        type Encoded = (Bytes, Option<Bytes>, Option<Bytes>, Option<cache::ListAt>);
         let work = move || -> Option<Encoded> {
             // A copy of exactly the body's size: `body` may sit in a larger, grown buffer.
             let identity = if gzipped {

@@ -150,7 +150,7 @@ impl Proxy {
         let done = match (patch, &o.recent) {
             (strata_wire::patch::Patch::Recent(r), Some(at)) => o
                 .identity
-                .get(at.identity.clone())
+                .get(at.segment.identity.clone())
                 .and_then(|list| std::str::from_utf8(list).ok())
                 .ok_or(crate::patch::Unpatched::NotText)
                 .and_then(|list| crate::patch::recent_list(list, r))
