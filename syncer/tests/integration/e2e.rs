@@ -1313,7 +1313,11 @@ async fn a_comment_is_patched_into_its_post_page_on_every_node_as_wordpress_rend
                     );
                 }
                 // Not rendered again: served from memory, patched.
-                assert_eq!(cache, "HIT", "node {i} serves {p} from memory");
+                if cache != "HIT" {
+                    let counts = get(&admins[i], &[]).await.map(|r| r.body).unwrap_or_default();
+                    let counts: Vec<&str> = counts.lines().filter(|l| l.contains("patches_total")).collect();
+                    panic!("node {i} serves {p} from memory, not {cache}: {counts:#?}");
+                }
                 assert_ne!(page, held[k * 3 + i], "node {i}'s {p} changed");
             }
         }
