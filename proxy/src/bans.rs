@@ -463,6 +463,7 @@ mod tests {
             identity: Bytes::from_static(b"x"),
             gzip: None,
             br: None,
+            recent: None,
             etag: None,
             last_modified: None,
             stored_at: now,

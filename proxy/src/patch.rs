@@ -10,6 +10,11 @@
 
 use strata_wire::patch::{Patch, Shown, Thread};
 
+mod recent;
+#[cfg(test)]
+pub(crate) use recent::tests::patch_636 as recent_test_patch;
+pub use recent::{lists as recent_lists, patch_list as recent_list};
+
 /// Why a page was not patched (it is banned instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Unpatched {
@@ -34,6 +39,15 @@ pub enum Unpatched {
     /// A comment's alternating classes are not where WordPress puts them.
     #[error("the comments' alternating classes are not as expected")]
     Classes,
+    /// The page shows no list of latest comments.
+    #[error("the page shows no list of latest comments")]
+    NoList,
+    /// A list of latest comments does not show exactly the newest the patch lists.
+    #[error("a list of latest comments does not show the newest comments the patch expects")]
+    NotNewest,
+    /// A list shows as many comments as the patch lists: whether it grows cannot be told.
+    #[error("a list of latest comments shows as many comments as the patch lists")]
+    Ambiguous,
 }
 
 impl Unpatched {
@@ -47,6 +61,9 @@ impl Unpatched {
             Unpatched::NoCount => "no-count",
             Unpatched::Wording => "wording",
             Unpatched::Classes => "classes",
+            Unpatched::NoList => "no-list",
+            Unpatched::NotNewest => "not-newest",
+            Unpatched::Ambiguous => "ambiguous",
         }
     }
 }
@@ -55,6 +72,10 @@ impl Unpatched {
 pub fn apply(page: &[u8], patch: &Patch) -> Result<Vec<u8>, Unpatched> {
     patched(page, patch).map(|p| p.body)
 }
+
+/// The template key of every `recent` patch: a check's mismatch on one turns all of them
+/// off.
+pub const RECENT_TEMPLATE: u64 = 0;
 
 /// A patched page and what identifies the markup it was patched with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +94,11 @@ pub fn patched(page: &[u8], patch: &Patch) -> Result<Patched, Unpatched> {
         Patch::Thread(t) => thread(page, t).map(|(body, template)| Patched {
             body: body.into_bytes(),
             template,
+        }),
+        // The list's markup is learnt per page as a thread's is; one key stands for it.
+        Patch::Recent(r) => recent::patch_page(page, r).map(|body| Patched {
+            body: body.into_bytes(),
+            template: RECENT_TEMPLATE,
         }),
     }
 }
@@ -392,29 +418,34 @@ impl<'a> Template<'a> {
     }
 
     /// Whether `c` may be rendered: it has every field the template fills, and each field not
-    /// proven holds the sample's value.
+    /// proven holds the sample's value (a field the template does not fill included: its
+    /// value may be in the template's text in a form the sample's fields do not show).
     fn fits(&self, c: &Shown) -> bool {
-        self.parts.iter().all(|p| match p {
-            Part::Field(name) => c.fields.get(name).is_some_and(|v| {
-                (self.proven.contains(&name.as_str()) || self.sample.fields.get(name) == Some(v))
-                    && (!v.contains('<') || self.marked.contains(&name.as_str()))
-            }),
-            _ => true,
-        }) && self
-            .sample
-            .fields
-            .iter()
-            // A field whose value equalled another's was cut as the other: it must still
-            // (an attribute's field and a text's are told apart by where they are).
-            .all(|(name, v)| {
-                self.sample
-                    .fields
-                    .iter()
-                    .filter(|(other, ov)| {
-                        *other != name && *ov == v && !v.is_empty() && is_attr(other) == is_attr(name)
-                    })
-                    .all(|(other, _)| c.fields.get(name) == c.fields.get(other))
+        let proven_or_same =
+            |name: &String, v: &String| self.proven.contains(&name.as_str()) || self.sample.fields.get(name) == Some(v);
+        c.fields.iter().all(|(name, v)| proven_or_same(name, v))
+            && self.parts.iter().all(|p| match p {
+                Part::Field(name) => c.fields.get(name).is_some_and(|v| {
+                    (self.proven.contains(&name.as_str()) || self.sample.fields.get(name) == Some(v))
+                        && (!v.contains('<') || self.marked.contains(&name.as_str()))
+                }),
+                _ => true,
             })
+            && self
+                .sample
+                .fields
+                .iter()
+                // A field whose value equalled another's was cut as the other: it must still
+                // (an attribute's field and a text's are told apart by where they are).
+                .all(|(name, v)| {
+                    self.sample
+                        .fields
+                        .iter()
+                        .filter(|(other, ov)| {
+                            *other != name && *ov == v && !v.is_empty() && is_attr(other) == is_attr(name)
+                        })
+                        .all(|(other, _)| c.fields.get(name) == c.fields.get(other))
+                })
     }
 
     /// What identifies the theme's markup this template holds, the same on every page of a

@@ -148,6 +148,10 @@ pub struct Proxy {
     patch_checks: parking_lot::Mutex<crate::patch_checks::Schedule>,
     /// Patch templates a check's mismatch turned off.
     patch_templates: crate::patch_checks::Templates,
+    /// Siblings' copies of bounded soft bans not applied here yet, each with when it is
+    /// applied at the latest: the syncer's own copy, which may carry a page patch, usually
+    /// arrives meanwhile (see `Proxy::receive_sync`).
+    held_soft: parking_lot::Mutex<Vec<(Instant, crate::bans::Compiled)>>,
 }
 
 impl Proxy {
@@ -194,6 +198,7 @@ impl Proxy {
                 Instant::now(),
             )),
             patch_templates: crate::patch_checks::Templates::default(),
+            held_soft: parking_lot::Mutex::new(Vec::new()),
             tag_rules: TagRules {
                 headers: cfg.bans.tag_headers.clone(),
                 wordpress: cfg.bans.wordpress,

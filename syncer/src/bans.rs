@@ -498,7 +498,7 @@ const PATCH_BUDGET: usize = 40 * 1024;
 /// [`PATCH_BUDGET`].
 fn with_patches(bans: &mut [Ban], mut patches: std::collections::HashMap<String, Box<Patch>>) {
     let mut left = PATCH_BUDGET;
-    for b in bans.iter_mut().filter(|b| !b.soft) {
+    for b in bans.iter_mut() {
         let Some(p) = patches.remove(&b.value) else { continue };
         let size = p.size();
         if size <= left.min(strata_wire::patch::MAX_PATCH_BYTES) {

@@ -27,6 +27,7 @@ pub mod names {
     pub const BANS_PENDING: &str = "strata_syncer_bans_pending";
     pub const COMMITS: &str = "strata_syncer_commits";
     pub const PATCHES: &str = "strata_syncer_patches";
+    pub const LIST_PATCHES: &str = "strata_syncer_list_patches";
     pub const FLOOD_CHECKS: &str = "strata_syncer_flood_checks";
     pub const PAIR_CHECKS: &str = "strata_syncer_pair_checks";
     pub const JUDGED_AHEAD: &str = "strata_syncer_judged_ahead";
@@ -89,6 +90,7 @@ pub struct Metrics {
     pub verdict_latency: Histogram,
     comments: Family<OutcomeLabel, Counter>,
     patches: Family<OutcomeLabel, Counter>,
+    list_patches: Family<OutcomeLabel, Counter>,
     rejections: Family<ReasonLabel, Counter>,
     skipped: Family<ReasonLabel, Counter>,
     /// memcached restarts detected.
@@ -132,6 +134,7 @@ impl Metrics {
             verdict_latency: latency_histogram(),
             comments: Family::default(),
             patches: Family::default(),
+            list_patches: Family::default(),
             rejections: Family::default(),
             skipped: Family::default(),
             memcached_resets: Counter::default(),
@@ -175,6 +178,11 @@ impl Metrics {
             names::PATCHES,
             "Commented posts whose pages were sent a patch with their ban (sent), could not be (none), or none could be read for (error)",
             m.patches.clone(),
+        );
+        registry.register(
+            names::LIST_PATCHES,
+            "Batches with approved comments whose latest-comments lists were sent a patch with their ban (sent), could not be (none), or none could be read for (error)",
+            m.list_patches.clone(),
         );
         registry.register(
             names::REJECTIONS,
@@ -262,6 +270,12 @@ impl Metrics {
     /// Counts a commented post by what became of its page patch (sent, none, error).
     pub fn patches(&self, outcome: &'static str) {
         self.patches.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Counts a batch with approved comments by what became of its latest-comments lists'
+    /// patch (sent, none, error).
+    pub fn list_patches(&self, outcome: &'static str) {
+        self.list_patches.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// Records how long a step of a tick took (`step` one of [`STEPS`]).

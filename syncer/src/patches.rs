@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use strata_wire::patch::{fields, Shown, Thread};
+use strata_wire::patch::{fields, Recent, Shown, Thread, RECENT_BEFORE};
 
 use crate::date::php_date;
 use crate::escape::{esc_attr, esc_url};
@@ -57,6 +57,34 @@ pub struct Context {
     /// The newest approved top-level comments before the batch's, newest first.
     pub newest: Vec<Row>,
 }
+
+/// A comment a latest-comments block may list, with what the block prints of its post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The comment.
+    pub row: Row,
+    /// `comment_post_ID`.
+    pub post: u64,
+    /// `user_id`: a registered author's name and link come from the user's profile.
+    pub user: u64,
+    /// The post's `post_type`.
+    pub post_type: String,
+    /// Whether the post has a password (its title is printed `Protected: …`).
+    pub password: bool,
+}
+
+/// What a latest-comments block prints of a post: its title and its permalink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostShown {
+    /// `get_the_title()`.
+    pub title: String,
+    /// `get_permalink()`.
+    pub link: String,
+}
+
+/// Samples a recent patch carries: the newest comments a block shows, two of which differ
+/// in every field more often than not.
+const RECENT_SAMPLES: usize = 4;
 
 /// Prints comments' fields as a page of the site shows them.
 pub struct Printer<'a> {
@@ -142,6 +170,111 @@ impl Printer<'_> {
     }
 }
 
+impl Printer<'_> {
+    /// Whether the latest-comments block links comments as the patches print them: on one
+    /// page (with `page_comments`, a link names the comment's page), in `en_US` (the
+    /// `(no title)` of a post without one).
+    pub fn lists_patchable(&self) -> bool {
+        let o = self.options;
+        !o.page_comments && (o.locale.is_empty() || o.locale == "en_US")
+    }
+
+    /// The patch of every latest-comments list for a batch: `newest` the comments a block
+    /// may list now, newest first (the batch's and up to [`RECENT_BEFORE`] more), `added`
+    /// the ids of the batch's approved comments, `posts` what the block prints of their
+    /// posts. `None` when the batch's comments are not the newest (the lists change below
+    /// their top), one of them was written in the same second as the next (their order is
+    /// MySQL's to choose), or one of them cannot be printed.
+    pub fn recent(&self, newest: &[Listed], added: &[u64], posts: &HashMap<u64, PostShown>) -> Option<Recent> {
+        if !self.lists_patchable() || added.is_empty() || newest.len() < added.len() {
+            return None;
+        }
+        let (top, before) = newest.split_at(added.len());
+        if top.iter().any(|l| !added.contains(&l.row.id)) {
+            return None;
+        }
+        // The block orders by `comment_date_gmt` alone: comments of the same second come in
+        // whatever order MySQL gives (two renders may differ), so a new one's place among
+        // them is not known.
+        let dates: Vec<&str> = top
+            .iter()
+            .chain(before.first())
+            .map(|l| l.row.date_gmt.as_str())
+            .collect();
+        if dates.windows(2).any(|w| w[0] == w[1]) {
+            return None;
+        }
+        let added = top.iter().map(|l| self.listed(l, posts)).collect::<Option<Vec<_>>>()?;
+        let before = &before[..before.len().min(RECENT_BEFORE)];
+        let samples = before
+            .iter()
+            .filter_map(|l| self.listed(l, posts))
+            .take(RECENT_SAMPLES)
+            .collect();
+        Some(Recent {
+            before: before.iter().map(|l| l.row.id).collect(),
+            samples,
+            added,
+        })
+    }
+
+    /// `l` as WordPress 6.1's latest-comments block prints it (`render_block_core_latest_comments`):
+    /// the author's name in a link to their URL or in a span, the comment's link, its post's
+    /// title, and the avatar and dates a block may show; `None` for a registered author's
+    /// comment (their profile's link), a post with a password, or a post WordPress did not
+    /// describe.
+    pub fn listed(&self, l: &Listed, posts: &HashMap<u64, PostShown>) -> Option<Shown> {
+        if l.user != 0 || l.password {
+            return None;
+        }
+        let post = posts.get(&l.post)?;
+        let r = &l.row;
+        let local = chrono::NaiveDateTime::parse_from_str(&r.date, "%Y-%m-%d %H:%M:%S").ok()?;
+        let offset = offset_at(self.tz, local)?;
+        let o = self.options;
+        let author = if r.author.is_empty() {
+            "Anonymous"
+        } else {
+            r.author.as_str()
+        };
+        let title = if post.title.is_empty() {
+            "(no title)"
+        } else {
+            post.title.as_str()
+        };
+        let f: BTreeMap<String, String> = [
+            (fields::AUTHOR_MARKUP, block_author(author, &r.url)),
+            (fields::LINK, esc_url(&format!("{}#comment-{}", post.link, r.id), true)),
+            (fields::TITLE, title.to_string()),
+            (fields::AVATAR, avatar(&r.email, o.home.starts_with("https:"))),
+            (fields::DATE_ISO, php_date("c", local, offset)?),
+            (fields::DATE, php_date(&o.date_format, local, offset)?),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Some(Shown { id: r.id, fields: f })
+    }
+}
+
+/// The latest-comments block's author markup: `get_comment_author_url()` (`http://` alone is
+/// none; only http and https links) through `esc_url` again, around the name.
+pub fn block_author(author: &str, url: &str) -> String {
+    let url = if url == "http://" { "" } else { url };
+    let url = esc_url(url, true);
+    let lower = url.to_ascii_lowercase();
+    let url = if lower.starts_with("http://") || lower.starts_with("https://") {
+        esc_url(&url, true)
+    } else {
+        String::new()
+    };
+    if url.is_empty() {
+        format!(r#"<span class="wp-block-latest-comments__comment-author">{author}</span>"#)
+    } else {
+        format!(r#"<a class="wp-block-latest-comments__comment-author" href="{url}">{author}</a>"#)
+    }
+}
+
 /// Seconds east of UTC of `tz` at the wall-clock time `local`.
 fn offset_at(tz: SiteTz, local: chrono::NaiveDateTime) -> Option<i32> {
     use chrono::{Offset, TimeZone};
@@ -217,6 +350,48 @@ impl Texts {
         Ok(out)
     }
 
+    /// The title and permalink of each of `posts` (id, `post_type`) WordPress shows publicly,
+    /// by id: one request for the posts, one for the pages (other types are not asked). Errors
+    /// say what failed.
+    pub async fn posts(&self, posts: &[(u64, String)], host: &str) -> Result<HashMap<u64, PostShown>, String> {
+        let ask = |route: &'static str, kind: &'static str| {
+            let ids: Vec<u64> = posts.iter().filter(|(_, t)| t == kind).map(|(id, _)| *id).collect();
+            async move {
+                if ids.is_empty() {
+                    return Ok(HashMap::new());
+                }
+                let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+                let query = format!("rest_route={route}&include={list}&per_page={PER_REQUEST}&_fields=id,title,link");
+                let body = tokio::time::timeout(self.timeout, self.get_json(&query, host))
+                    .await
+                    .map_err(|_| format!("no answer within {:?}", self.timeout))??;
+                parse_posts(&body)
+            }
+        };
+        let (posts_of, pages) = tokio::join!(ask("/wp/v2/posts", "post"), ask("/wp/v2/pages", "page"));
+        let mut out = posts_of?;
+        out.extend(pages?);
+        Ok(out)
+    }
+
+    /// The body of WordPress's answer to `/?QUERY`; an error unless it is a success.
+    async fn get_json(&self, query: &str, host: &str) -> Result<Bytes, String> {
+        let uri = format!("{}/?{query}", self.origin.to_string().trim_end_matches('/'));
+        let req = http::Request::builder()
+            .uri(uri)
+            .header(http::header::HOST, host)
+            .header(http::header::USER_AGENT, "strata-syncer")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("the origin answered {status}"));
+        }
+        Ok(body)
+    }
+
     async fn ask(&self, ids: &[u64], host: &str) -> Result<HashMap<u64, String>, String> {
         let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         // `rest_route` works whatever the permalink structure.
@@ -254,6 +429,33 @@ pub fn parse_texts(body: &[u8]) -> Result<HashMap<u64, String>, String> {
     }
     let items: Vec<Item> = serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
     Ok(items.into_iter().map(|i| (i.id, i.content.rendered)).collect())
+}
+
+/// The REST API's answer about posts: `[{"id": N, "link": "…", "title": {"rendered": "…"}}, …]`.
+pub fn parse_posts(body: &[u8]) -> Result<HashMap<u64, PostShown>, String> {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        id: u64,
+        link: String,
+        title: Title,
+    }
+    #[derive(serde::Deserialize)]
+    struct Title {
+        rendered: String,
+    }
+    let items: Vec<Item> = serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+    Ok(items
+        .into_iter()
+        .map(|i| {
+            (
+                i.id,
+                PostShown {
+                    title: i.title.rendered,
+                    link: i.link,
+                },
+            )
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -752,6 +752,60 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest `limit` comments a latest-comments block lists (approved, on published
+    /// posts; from 6.9 on, notes excluded), newest first (`comment_date_gmt DESC`, as the
+    /// block orders them, then `comment_ID DESC`: the block leaves comments of the same second
+    /// in MySQL's order), each with its post's type and whether the post has a password, for
+    /// page patches.
+    ///
+    /// Errors: MySQL failed.
+    pub async fn newest_comments(
+        &self,
+        limit: usize,
+        version: WpVersion,
+    ) -> Result<Vec<crate::patches::Listed>, StoreError> {
+        let note = if version >= (6, 9) {
+            " AND c.comment_type != 'note'"
+        } else {
+            ""
+        };
+        let mut c = self.conn().await?;
+        type Fields = (u64, u64, String, String, String, u64, String, String, String, u8);
+        let rows: Vec<Fields> = c
+            .query(format!(
+                "SELECT c.comment_ID, c.comment_post_ID, c.comment_author, c.comment_author_email, \
+                 c.comment_author_url, c.user_id, DATE_FORMAT(c.comment_date, '%Y-%m-%d %H:%i:%s'), \
+                 DATE_FORMAT(c.comment_date_gmt, '%Y-%m-%d %H:%i:%s'), p.post_type, p.post_password != '' \
+                 FROM {comments} c JOIN {posts} p ON p.ID = c.comment_post_ID \
+                 WHERE c.comment_approved = '1' AND p.post_status = 'publish'{note} \
+                 ORDER BY c.comment_date_gmt DESC, c.comment_ID DESC LIMIT {limit}",
+                comments = self.t("comments"),
+                posts = self.t("posts"),
+            ))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, post, author, email, url, user, date, date_gmt, post_type, password)| crate::patches::Listed {
+                    row: crate::patches::Row {
+                        id,
+                        parent: 0,
+                        author,
+                        email,
+                        url,
+                        date,
+                        date_gmt,
+                        replies: false,
+                    },
+                    post,
+                    user,
+                    post_type,
+                    password: password != 0,
+                },
+            )
+            .collect())
+    }
+
     /// Brings `comment_count` of `posts` to what `wp_update_comment_count_now` counts (the
     /// approved comments; from 6.9 on, notes excluded) without a lock held while counting:
     /// one statement reads, from one snapshot, each post's stored count and its approved

@@ -692,17 +692,93 @@ impl Syncer {
     }
 
     /// Queues a page patch with the ban of each of `posts`' pages that the batch's comments
-    /// only add to (see [`patches`]); the others stay plain bans. What fails (MySQL, the
-    /// comments' text from WordPress) is logged and leaves the bans plain.
+    /// only add to, and one with the ban of the latest-comments lists (see [`patches`]); the
+    /// others stay plain bans. What fails (MySQL, WordPress's answers) is logged and leaves
+    /// the bans plain.
     async fn patch_posts(&mut self, applied: &Applied, posts: &BTreeSet<u64>) {
+        let (threads, recent) = tokio::join!(self.thread_patches(applied, posts), self.recent_patch(applied));
+        for (post, t) in threads {
+            self.banner
+                .add_patch(format!("post:{post}"), strata_wire::patch::Patch::Thread(t));
+        }
+        if let Some(r) = recent {
+            self.banner
+                .add_patch(bans::RECENT_COMMENTS.to_string(), strata_wire::patch::Patch::Recent(r));
+        }
+    }
+
+    /// The patch of every latest-comments list for the batch's approved comments: the
+    /// newest comments from MySQL, their posts' titles and links from WordPress's REST API;
+    /// `None` (counted) when there is none to make or something failed (logged).
+    async fn recent_patch(&self, applied: &Applied) -> Option<strata_wire::patch::Recent> {
         let o = &applied.options;
         let printer = patches::Printer {
             options: o,
             tz: o.timezone(),
             old_links: self.cfg.wp_version < (6, 2),
         };
+        let added: Vec<u64> = applied
+            .outcomes
+            .iter()
+            .filter_map(|(_, outcome)| match outcome {
+                Outcome::Inserted(i) if i.approved == "1" => Some(i.id),
+                _ => None,
+            })
+            .collect();
+        if added.is_empty() {
+            return None;
+        }
+        if !printer.lists_patchable() {
+            self.metrics.list_patches("none");
+            return None;
+        }
+        let limit = added.len() + strata_wire::patch::RECENT_BEFORE;
+        let newest = match with_deadline(
+            self.cfg.mysql_timeout,
+            self.store.newest_comments(limit, self.cfg.wp_version),
+        )
+        .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the newest comments; the latest-comments lists are banned");
+                self.metrics.list_patches("error");
+                return None;
+            }
+        };
+        // The posts of the comments a list may show: the batch's newest, and the ones before.
+        let shown = added.len().min(strata_wire::patch::RECENT_BEFORE);
+        let mut posts: Vec<(u64, String)> = newest[..shown.min(newest.len())]
+            .iter()
+            .chain(newest.iter().skip(added.len()))
+            .map(|l| (l.post, l.post_type.clone()))
+            .collect();
+        posts.sort_unstable();
+        posts.dedup();
+        let described = match self.texts.posts(&posts, &o.home_authority()).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "WordPress did not describe the commented posts; the latest-comments lists are banned");
+                self.metrics.list_patches("error");
+                return None;
+            }
+        };
+        let patch = printer.recent(&newest, &added, &described);
+        self.metrics.list_patches(if patch.is_some() { "sent" } else { "none" });
+        patch
+    }
+
+    /// The page patches of `posts` that the batch's comments only add to.
+    async fn thread_patches(&self, applied: &Applied, posts: &BTreeSet<u64>) -> Vec<(u64, strata_wire::patch::Thread)> {
+        let o = &applied.options;
+        let printer = patches::Printer {
+            options: o,
+            tz: o.timezone(),
+            old_links: self.cfg.wp_version < (6, 2),
+        };
+        let mut out = Vec::new();
         if !printer.patchable() {
-            return;
+            return out;
         }
         let mut added: BTreeMap<u64, Vec<patches::Row>> = BTreeMap::new();
         for (_, outcome) in &applied.outcomes {
@@ -727,7 +803,7 @@ impl Syncer {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read what the commented pages show; their pages are banned");
                 self.metrics.patches("error");
-                return;
+                return out;
             }
         };
         let mut ids = new_ids;
@@ -741,7 +817,7 @@ impl Syncer {
             Err(e) => {
                 tracing::warn!(error = %e, "WordPress did not give the new comments' text; their pages are banned");
                 self.metrics.patches("error");
-                return;
+                return out;
             }
         };
         for (post, rows) in &added {
@@ -750,13 +826,13 @@ impl Syncer {
                 .and_then(|ctx| printer.thread(*post, ctx, rows, &texts));
             match patch {
                 Some(t) => {
-                    self.banner
-                        .add_patch(format!("post:{post}"), strata_wire::patch::Patch::Thread(t));
+                    out.push((*post, t));
                     self.metrics.patches("sent");
                 }
                 None => self.metrics.patches("none"),
             }
         }
+        out
     }
 
     /// Counts a committed batch: the commit, its size, how its checks were answered.

@@ -41,6 +41,15 @@ pub mod fields {
     pub const TIME: &str = "time";
     /// `comment_text()`: the content through the `comment_text` filters.
     pub const CONTENT: &str = "content";
+    /// The latest-comments block's author element: the name in a
+    /// `<a class="wp-block-latest-comments__comment-author" href="URL">` link, or in a
+    /// `<span>` of that class when the comment has no author URL.
+    pub const AUTHOR_MARKUP: &str = "author_markup";
+    /// `esc_url( get_comment_link() )`: the post's permalink and `#comment-ID`.
+    pub const LINK: &str = "link";
+    /// The title of the comment's post as the latest-comments block prints it
+    /// (`get_the_title()`, `(no title)` when empty).
+    pub const TITLE: &str = "title";
 }
 
 /// What a patch changes in a page.
@@ -49,6 +58,8 @@ pub mod fields {
 pub enum Patch {
     /// New top-level comments at the end of a post's comment list.
     Thread(Thread),
+    /// New comments at the top of the site's latest-comments lists.
+    Recent(Recent),
 }
 
 impl Patch {
@@ -56,6 +67,7 @@ impl Patch {
     pub fn as_str(&self) -> &'static str {
         match self {
             Patch::Thread(_) => "thread",
+            Patch::Recent(_) => "recent",
         }
     }
 
@@ -63,6 +75,10 @@ impl Patch {
     pub fn size(&self) -> usize {
         match self {
             Patch::Thread(t) => t.samples.iter().chain(&t.added).map(Shown::size).sum(),
+            Patch::Recent(r) => {
+                r.before.len() * std::mem::size_of::<u64>()
+                    + r.samples.iter().chain(&r.added).map(Shown::size).sum::<usize>()
+            }
         }
     }
 }
@@ -94,6 +110,29 @@ pub struct Thread {
     pub added: Vec<Shown>,
 }
 
+/// Most comments before a batch a [`Recent`] patch lists: a latest-comments block showing
+/// as many or more is not patched (whether it grows cannot be told).
+pub const RECENT_BEFORE: usize = 20;
+
+/// New comments at the top of every latest-comments list (WordPress's block, newest first:
+/// `comment_date_gmt DESC, comment_ID DESC`, approved, on published posts). A list is patched
+/// when its items are exactly the first of [`Recent::before`]: the new ones go on top, and as
+/// many leave at the bottom. A list showing as many comments as `before` holds (all the
+/// site had, or [`RECENT_BEFORE`]) is not patched: whether it grows or stays full cannot be
+/// told from the page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recent {
+    /// The newest approved comments before the batch, newest first (at most
+    /// [`RECENT_BEFORE`]): the ids a list of the latest comments shows before it changes.
+    pub before: Vec<u64>,
+    /// Some of `before` (the newest ones that could be printed), printed as the block
+    /// prints them: an item's markup is learnt from one and checked against another.
+    pub samples: Vec<Shown>,
+    /// The batch's approved comments, newest first, printed as the block prints them.
+    pub added: Vec<Shown>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +155,23 @@ mod tests {
         assert!(json.starts_with(r#"{"kind":"thread","#), "{json}");
         assert_eq!(serde_json::from_str::<Patch>(&json).unwrap(), p);
         assert_eq!(p.size(), 2 * ("content".len() + "<p>Hi</p>\n".len()));
+    }
+
+    #[test]
+    fn a_recent_patch_reads_back_as_written() {
+        let shown = Shown {
+            id: 9,
+            fields: [(fields::TITLE.to_string(), "Hello".to_string())].into(),
+        };
+        let p = Patch::Recent(Recent {
+            before: vec![8, 7],
+            samples: vec![shown.clone()],
+            added: vec![shown],
+        });
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.starts_with(r#"{"kind":"recent","#), "{json}");
+        assert_eq!(serde_json::from_str::<Patch>(&json).unwrap(), p);
+        assert_eq!(p.size(), 2 * 8 + 2 * ("title".len() + "Hello".len()));
     }
 
     #[test]

@@ -180,14 +180,18 @@ fn a_page_that_already_shows_a_later_comment_is_not_patched() {
 
 #[test]
 fn a_page_without_the_preceding_comment_is_not_patched() {
-    let Patch::Thread(mut t) = patch_605(vec![c604(), c603()]);
+    let Patch::Thread(mut t) = patch_605(vec![c604(), c603()]) else {
+        unreachable!()
+    };
     t.after = 999;
     assert_eq!(patched(&before_605(), &Patch::Thread(t)), Err(Unpatched::NoThread));
 }
 
 #[test]
 fn a_count_the_page_does_not_show_is_not_raised() {
-    let Patch::Thread(mut t) = patch_605(vec![c604(), c603()]);
+    let Patch::Thread(mut t) = patch_605(vec![c604(), c603()]) else {
+        unreachable!()
+    };
     t.count_before = 7;
     t.count_after = 8;
     assert_eq!(patched(&before_605(), &Patch::Thread(t)), Err(Unpatched::NoCount));
@@ -196,7 +200,9 @@ fn a_count_the_page_does_not_show_is_not_raised() {
 #[test]
 fn a_count_from_or_to_one_changes_wording() {
     for (before, after) in [(1, 2), (0, 1), (999, 1000)] {
-        let Patch::Thread(mut t) = patch_605(vec![c604(), c603()]);
+        let Patch::Thread(mut t) = patch_605(vec![c604(), c603()]) else {
+            unreachable!()
+        };
         t.count_before = before;
         t.count_after = after;
         assert_eq!(patched(&before_605(), &Patch::Thread(t)), Err(Unpatched::Wording));

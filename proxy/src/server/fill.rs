@@ -455,6 +455,7 @@ impl Proxy {
             identity: stale.identity.clone(),
             gzip: stale.gzip.clone(),
             br: stale.br.clone(),
+            recent: stale.recent.clone(),
             etag: stale.etag.clone(),
             last_modified,
             stored_at: now,
@@ -572,7 +573,9 @@ impl Proxy {
         let min = self.cfg().cache.compress_min_size as usize;
         let limit = self.cfg().cache.max_object_size;
         let want_br = self.cfg().cache.brotli;
-        let work = move || -> Option<(Bytes, Option<Bytes>, Option<Bytes>)> {
+        // The identity body, its gzip and brotli, and where its latest-comments list is.
+        type Encoded = (Bytes, Option<Bytes>, Option<Bytes>, Option<cache::ListAt>);
+        let work = move || -> Option<Encoded> {
             // A copy of exactly the body's size: `body` may sit in a larger, grown buffer.
             let identity = if gzipped {
                 compress::gunzip(&body, limit)?
@@ -580,17 +583,17 @@ impl Proxy {
                 Bytes::copy_from_slice(&body)
             };
             if !compressible || identity.len() < min {
-                return Some((identity, None, None));
+                return Some((identity, None, None, None));
             }
-            let gz = compress::gzip(&identity);
+            let (gz, recent) = cache::gzip_page(&identity);
             let br = if want_br {
                 compress::brotli(&identity, gz.as_ref().map_or(identity.len(), |g| g.len()))
             } else {
                 None
             };
-            Some((identity, gz, br))
+            Some((identity, gz, br, recent))
         };
-        let (identity, gzip, br) = if gzipped || compressible {
+        let (identity, gzip, br, recent) = if gzipped || compressible {
             // Compression runs on the blocking pool, a few at a time: each encoder holds
             // hundreds of KiB while it works, and a burst of misses must not multiply that.
             let _permit = self.compress_permits.acquire().await.ok()?;
@@ -653,6 +656,7 @@ impl Proxy {
             identity,
             gzip,
             br,
+            recent,
             etag,
             last_modified,
             stored_at: now,

@@ -55,6 +55,10 @@ pub struct BanResult {
     pub removed: usize,
 }
 
+/// How long a sibling's copy of a bounded soft ban waits for the syncer's own copy (which
+/// may carry a page patch) before it is applied.
+const SIBLING_SOFT_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Proxy {
     /// Whether cached objects may be served: always on a node that is current with its
     /// siblings; otherwise per `cluster.when_unconfirmed`, after flushing once.
@@ -78,6 +82,7 @@ impl Proxy {
     /// it does not wait for the next request) and publish the cluster's metrics.
     pub fn check_cluster(&self) {
         let now = Instant::now();
+        self.apply_held_soft(now);
         let confirmed = self.cluster.confirmed(now);
         if !confirmed {
             self.cache_trusted(now);
@@ -183,15 +188,32 @@ impl Proxy {
             self.metrics.patch(kind, "not-ok");
             return false;
         }
-        match crate::patch::patched(&o.identity, patch) {
-            Ok(p) => {
-                let template = crate::patch_checks::Template { kind, key: p.template };
+        // A list of latest comments stored on its own is patched alone: the page around it is
+        // neither read nor compressed again.
+        let done = match (patch, &o.recent) {
+            (strata_wire::patch::Patch::Recent(r), Some(at)) => o
+                .identity
+                .get(at.segment.identity.clone())
+                .and_then(|list| std::str::from_utf8(list).ok())
+                .ok_or(crate::patch::Unpatched::NotText)
+                .and_then(|list| crate::patch::recent_list(list, r))
+                .and_then(|list| {
+                    o.patched_list(list.as_bytes(), generation)
+                        .ok_or(crate::patch::Unpatched::NoList)
+                })
+                .map(|patched| (patched, crate::patch::RECENT_TEMPLATE)),
+            _ => crate::patch::patched(&o.identity, patch)
+                .map(|p| (o.patched(Bytes::from(p.body), generation), p.template)),
+        };
+        match done {
+            Ok((patched, template)) => {
+                let template = crate::patch_checks::Template { kind, key: template };
                 if self.template_off(&template) {
                     tracing::debug!(key, kind, "page not patched: a check found this template wrong; banned");
                     self.metrics.patch(kind, "template-off");
                     return false;
                 }
-                let fresh = Arc::new(o.patched(Bytes::from(p.body), generation));
+                let fresh = Arc::new(patched);
                 let id = fresh.id;
                 self.store.insert(Arc::from(key), Slot::Object(fresh));
                 self.metrics.patch(kind, "patched");
@@ -202,6 +224,28 @@ impl Proxy {
                 tracing::debug!(key, kind, reason = why.as_str(), "page not patched: {why}; banned");
                 self.metrics.patch(kind, why.as_str());
                 false
+            }
+        }
+    }
+
+    /// Applies the siblings' soft bans held until `now` whose copy from the syncer did not
+    /// come (see [`Proxy::receive_sync`]).
+    fn apply_held_soft(&self, now: Instant) {
+        let due: Vec<crate::bans::Compiled> = {
+            let mut held = self.held_soft.lock();
+            if held.iter().all(|(at, _)| *at > now) {
+                return;
+            }
+            let (due, kept) = std::mem::take(&mut *held).into_iter().partition(|(at, _)| *at <= now);
+            *held = kept;
+            due.into_iter().map(|(_, c)| c).collect()
+        };
+        for c in due {
+            if self.bans.applied_at(c.ban.id).is_none() {
+                let kind = c.kind();
+                let removed = self.bans.apply(&self.store, Arc::new(c));
+                self.metrics.cluster.applied(kind);
+                tracing::debug!(kind, removed, "sibling's held soft ban applied");
             }
         }
     }
@@ -228,6 +272,13 @@ impl Proxy {
             // An older sibling's ban without an id gets one of this node's: it can still be
             // listed to a home, which then judges it by what it selects.
             match self.compile(item.ban.clone().with_id()) {
+                Ok(c) if c.ban.soft && c.bounded && c.ban.id == item.ban.id => {
+                    // A bounded soft ban lets pages lag (up to `cache.list_refresh`): its
+                    // copy from the syncer, which may patch the pages instead, is waited for
+                    // a moment; without it, this copy is applied then.
+                    tracing::debug!(from = %req.node, seq = item.seq, id = c.ban.id, "sibling's soft ban held for the syncer's copy");
+                    self.held_soft.lock().push((Instant::now() + SIBLING_SOFT_HOLD, c));
+                }
                 Ok(c) => {
                     let kind = c.kind();
                     let removed = self.bans.apply(&self.store, Arc::new(c));

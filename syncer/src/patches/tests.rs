@@ -138,3 +138,160 @@ fn the_rest_answer_is_read() {
     assert_eq!(parse_texts(body).unwrap()[&602], "<p>A detail.</p>\n");
     assert!(parse_texts(b"<html>").is_err());
 }
+
+fn listed(id: u64, post: u64, author: &str, email: &str, url: &str, date: &str) -> Listed {
+    Listed {
+        row: Row {
+            id,
+            parent: 0,
+            author: author.into(),
+            email: email.into(),
+            url: url.into(),
+            date: date.into(),
+            date_gmt: date.into(),
+            replies: false,
+        },
+        post,
+        user: 0,
+        post_type: "post".into(),
+        password: false,
+    }
+}
+
+fn described() -> HashMap<u64, PostShown> {
+    [
+        (
+            191,
+            "Field Notes 188: Honest Streams Before Breakfast",
+            "field-notes-188-honest-streams-before-breakfast",
+        ),
+        (
+            39,
+            "Field Notes 036: Quiet Mornings on a Busy Day",
+            "field-notes-036-quiet-mornings-on-a-busy-day",
+        ),
+        (9, "", "field-notes-006-careful-gardens-in-the-evening"),
+    ]
+    .into_iter()
+    .map(|(id, title, slug)| {
+        (
+            id,
+            PostShown {
+                title: title.into(),
+                link: format!("http://127.0.0.1:8080/{slug}/"),
+            },
+        )
+    })
+    .collect()
+}
+
+fn c636() -> Listed {
+    listed(
+        636,
+        191,
+        "Ada Lovelace",
+        "ada-tfdd4352ce71431972x1@example.test",
+        "https://ada.example.org/",
+        "2026-12-07 14:06:29",
+    )
+}
+
+#[test]
+fn a_comment_is_printed_as_the_latest_comments_block_prints_it() {
+    let o = options();
+    let p = Printer {
+        options: &o,
+        tz: o.timezone(),
+        old_links: false,
+    };
+    let s = p.listed(&c636(), &described()).unwrap();
+    let f = |k: &str| s.fields[k].as_str();
+    // As WordPress 6.1's block printed comment 636 of the demo site.
+    assert_eq!(
+        f(fields::AUTHOR_MARKUP),
+        r#"<a class="wp-block-latest-comments__comment-author" href="https://ada.example.org/">Ada Lovelace</a>"#
+    );
+    assert_eq!(
+        f(fields::LINK),
+        "http://127.0.0.1:8080/field-notes-188-honest-streams-before-breakfast/#comment-636"
+    );
+    assert_eq!(f(fields::TITLE), "Field Notes 188: Honest Streams Before Breakfast");
+    assert_eq!(
+        f(fields::AVATAR),
+        "http://2.gravatar.com/avatar/2ae3b41136241f0c2d0dceb3f8b806ab"
+    );
+    assert_eq!(f(fields::DATE_ISO), "2026-12-07T14:06:29+00:00");
+    assert_eq!(f(fields::DATE), "December 7, 2026");
+    // No URL: a span; a post without a title: "(no title)".
+    let s = p
+        .listed(
+            &listed(627, 9, "A", "a@example.com", "http://", "2026-12-07 13:55:23"),
+            &described(),
+        )
+        .unwrap();
+    assert_eq!(
+        s.fields[fields::AUTHOR_MARKUP],
+        r#"<span class="wp-block-latest-comments__comment-author">A</span>"#
+    );
+    assert_eq!(s.fields[fields::TITLE], "(no title)");
+}
+
+#[test]
+fn an_author_url_is_escaped_as_the_block_escapes_it() {
+    assert_eq!(
+        block_author("Bo", "https://example.org/?a=1&b='2'"),
+        r#"<a class="wp-block-latest-comments__comment-author" href="https://example.org/?a=1&#038;b=&#039;2&#039;">Bo</a>"#
+    );
+    assert!(block_author("Bo", "javascript:alert(1)").starts_with("<span"));
+    assert!(block_author("Bo", "ftp://example.org/").starts_with("<span"));
+}
+
+#[test]
+fn a_batch_on_top_of_the_newest_comments_is_a_recent_patch() {
+    let o = options();
+    let p = Printer {
+        options: &o,
+        tz: o.timezone(),
+        old_links: false,
+    };
+    let mut newest: Vec<Listed> = vec![c636()];
+    for id in (600..636).rev() {
+        let mut l = listed(id, 39, "Grace Hopper", "g@example.com", "", "2026-12-07 12:00:00");
+        l.user = u64::from(id == 634);
+        newest.push(l);
+    }
+    let r = p.recent(&newest[..22], &[636], &described()).unwrap();
+    assert_eq!(r.added.len(), 1);
+    assert_eq!(r.added[0].id, 636);
+    assert_eq!(r.before, (614..636).rev().take(20).collect::<Vec<_>>());
+    // A registered author's comment is no sample.
+    assert_eq!(r.samples.iter().map(|s| s.id).collect::<Vec<_>>(), [635, 633, 632, 631]);
+    // The same second as the comment before it: its place is not known.
+    let mut tie = newest.clone();
+    tie[1].row.date_gmt = tie[0].row.date_gmt.clone();
+    assert!(p.recent(&tie, &[636], &described()).is_none());
+    // Not the newest: no patch.
+    assert!(p.recent(&newest, &[635], &described()).is_none());
+    // A post WordPress did not describe, or with a password: no patch.
+    assert!(p.recent(&newest, &[636], &HashMap::new()).is_none());
+    newest[0].password = true;
+    assert!(p.recent(&newest, &[636], &described()).is_none());
+    // Comments paged: links name pages.
+    let mut paged = options();
+    paged.page_comments = true;
+    let p = Printer {
+        options: &paged,
+        tz: paged.timezone(),
+        old_links: false,
+    };
+    assert!(p.recent(&newest, &[636], &described()).is_none());
+}
+
+#[test]
+fn posts_are_read_from_the_rest_api() {
+    let body = br#"[{"id":191,"link":"http:\/\/127.0.0.1:8080\/x\/","title":{"rendered":"A &#8220;b&#8221;"}}]"#;
+    let posts = parse_posts(body).unwrap();
+    assert_eq!(posts[&191].title, "A &#8220;b&#8221;");
+    assert_eq!(posts[&191].link, "http://127.0.0.1:8080/x/");
+    assert!(parse_posts(b"{}").is_err());
+}
