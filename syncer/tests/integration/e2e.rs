@@ -1657,9 +1657,24 @@ async fn patched_pages_are_checked_against_wordpress_and_a_wrong_template_is_tur
         .expect("/status.json");
     let status: serde_json::Value = serde_json::from_str(&status.body).expect("JSON");
     let p = &status["patches"];
+    // Every kind: the posted comment's latest-comments patches count too.
+    let all = |result: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("strata_proxy_patches_total{") && l.contains(&format!("result=\"{result}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let checks = |result: &str| {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("strata_proxy_patch_checks_total{") && l.contains(&format!("result=\"{result}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
     assert_eq!(
         (p["patched"].as_u64(), p["checked"].as_u64()),
-        (Some(2), Some(2)),
+        (Some(all("patched")), Some(checks("match") + checks("mismatch"))),
         "{p}"
     );
     assert_eq!(
