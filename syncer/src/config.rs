@@ -32,6 +32,8 @@ pub const DEFAULT_WORDPRESS_DIR: &str = "/usr/share/wordpress";
 pub const DEFAULT_FLOOD_INTERVAL: Duration = Duration::from_secs(15);
 /// How long a verdict waits for its post's permalink (looked up in the background).
 pub const DEFAULT_PERMALINK_WAIT: Duration = Duration::from_millis(50);
+/// How long a batch's page patches may hold its bans and verdicts back.
+pub const DEFAULT_PATCH_WAIT: Duration = Duration::from_millis(100);
 /// Deadline of one MySQL step (a whole batch transaction included).
 pub const DEFAULT_MYSQL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline of every memcached exchange.
@@ -67,6 +69,7 @@ struct RawConfig {
     settings_interval: Option<toml::Value>,
     permalink_wait: Option<toml::Value>,
     patch_pages: Option<bool>,
+    patch_wait: Option<toml::Value>,
     #[serde(default)]
     cluster: RawCluster,
 }
@@ -126,6 +129,10 @@ pub struct Config {
     /// Whether the bans of a commented post's pages carry a patch that shows the new
     /// comments (the proxies then keep the pages, patched, instead of dropping them).
     pub patch_pages: bool,
+    /// How long a batch's patches may hold its bans and verdicts back (the comments' texts
+    /// asked of WordPress, what the pages show read from MySQL): past it the batch's bans go
+    /// plain, so commenters are not kept waiting by a busy WordPress.
+    pub patch_wait: Duration,
     /// Where bans are sent.
     pub cluster: ClusterConfig,
 }
@@ -251,6 +258,7 @@ impl Config {
         let mysql_tls = mysql_tls(&mut c, raw.mysql_ssl_mode.as_deref(), raw.mysql_ssl_ca.as_deref(), base);
         let settings_interval = c.duration("settings_interval", &raw.settings_interval, DEFAULT_SETTINGS_INTERVAL);
         let permalink_wait = c.duration("permalink_wait", &raw.permalink_wait, DEFAULT_PERMALINK_WAIT);
+        let patch_wait = c.duration("patch_wait", &raw.patch_wait, DEFAULT_PATCH_WAIT);
         let cluster = cluster_config(&mut c, raw.cluster, base);
 
         if !c.problems.is_empty() {
@@ -276,6 +284,7 @@ impl Config {
             settings_interval,
             permalink_wait,
             patch_pages: raw.patch_pages.unwrap_or(true),
+            patch_wait,
             cluster,
         })
     }
@@ -573,7 +582,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_with_its_key() {
-        let text = "memcached = [\"nohost\"]\nmysql = \"postgres://x\"\ninterval = \"5 parsecs\"\nbatch = 0\norigin = \"ftp://x\"\nwordpress_version = \"six\"\n[cluster]\nsiblings = [\"http://127.0.0.1:9080\"]\nlist_bans = \"maybe\"\n";
+        let text = "memcached = [\"nohost\"]\nmysql = \"postgres://x\"\ninterval = \"5 parsecs\"\nbatch = 0\norigin = \"ftp://x\"\nwordpress_version = \"six\"\npatch_wait = \"soon\"\n[cluster]\nsiblings = [\"http://127.0.0.1:9080\"]\nlist_bans = \"maybe\"\n";
         let e = Config::from_toml(text, None).unwrap_err();
         let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
         for k in [
@@ -583,6 +592,7 @@ mod tests {
             "batch",
             "origin",
             "wordpress_version",
+            "patch_wait",
             "cluster.secret_file",
             "cluster.list_bans",
         ] {

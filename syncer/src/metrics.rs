@@ -176,7 +176,7 @@ impl Metrics {
         registry.register(names::COMMENTS, "Records applied, by outcome", m.comments.clone());
         registry.register(
             names::PATCHES,
-            "Commented posts whose pages were sent a patch with their ban (sent), could not be (none), or none could be read for (error)",
+            "Commented posts whose pages were sent a patch with their ban (sent), could not be (none), or none could be read for (error); batches whose patches missed patch_wait (late)",
             m.patches.clone(),
         );
         registry.register(
@@ -267,7 +267,8 @@ impl Metrics {
         self.judged_ahead.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
-    /// Counts a commented post by what became of its page patch (sent, none, error).
+    /// Counts a commented post by what became of its page patch (sent, none, error), or a
+    /// batch whose patches missed `patch_wait` (late).
     pub fn patches(&self, outcome: &'static str) {
         self.patches.get_or_create(&OutcomeLabel { outcome }).inc();
     }

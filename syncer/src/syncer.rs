@@ -675,7 +675,20 @@ impl Syncer {
         }
         if self.cfg.patch_pages && self.banner.enabled() && !ban_posts.is_empty() {
             let started = Instant::now();
-            self.patch_posts(&applied, &ban_posts).await;
+            let wait = self.cfg.patch_wait;
+            if tokio::time::timeout(wait, self.patch_posts(&applied, &ban_posts))
+                .await
+                .is_err()
+            {
+                // WordPress or MySQL too slow for this batch: its bans go plain rather than
+                // keep its commenters waiting.
+                tracing::debug!(
+                    ?wait,
+                    posts = ban_posts.len(),
+                    "page patches not ready within patch_wait; plain bans"
+                );
+                self.metrics.patches("late");
+            }
             self.metrics.step("patch", started.elapsed());
         }
         // Bans first, then verdicts, each proxy releasing the verdicts only once the bans are
