@@ -1107,7 +1107,8 @@ async fn a_comment_is_patched_into_its_post_page_on_every_node_as_wordpress_rend
     // what it holds.
     let c = Cluster::start_nodes_with(
         &mysql_url(),
-        "",
+        // Patches never late on a busy test machine.
+        "patch_wait = \"10s\"",
         3,
         &|_| wp_origin(),
         "8s",
@@ -1560,7 +1561,8 @@ async fn patched_pages_are_checked_against_wordpress_and_a_wrong_template_is_tur
     // Checked as soon as patched; pages the list bans mark are not refreshed meanwhile.
     let c = Cluster::start_nodes_with(
         &mysql_url(),
-        "",
+        // Patches never late on a busy test machine.
+        "patch_wait = \"10s\"",
         1,
         &|_| wp_origin(),
         "8s",
