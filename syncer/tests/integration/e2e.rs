@@ -1056,6 +1056,13 @@ async fn a_burst_of_comments_refreshes_lists_at_a_bounded_rate_and_posts_exactly
 
 /// The page without its latest-comments block, and that block.
 fn split_recent(page: &str) -> (String, String) {
+    // The demo site's widget whole, heading to section end: a render made while another
+    // test's comments come and go may even show the block empty, without its list.
+    const WIDGET: &str = "<h2>Recent Comments</h2>";
+    if let Some(a) = page.find(WIDGET) {
+        let b = a + page[a..].find("</section>").unwrap_or(page.len() - a);
+        return (format!("{}{}", &page[..a], &page[b..]), page[a..b].to_string());
+    }
     const OPEN: &str = "<ol class=\"wp-block-latest-comments\">";
     match page.find(OPEN) {
         Some(a) => {
@@ -1073,16 +1080,17 @@ async fn patchable_post(db: &mysql_async::Pool, t: &str) -> u64 {
     for i in 0..400 {
         let id = open_post(db, &format!("{t}patch{i}")).await;
         let mut conn = db.get_conn().await.expect("mysql");
-        let (top, replies): (u64, u64) = conn
+        let (top, replies, linked): (u64, u64, u64) = conn
             .query_first(format!(
-                "SELECT SUM(comment_parent = 0), SUM(comment_parent != 0) FROM wp_comments \
-                 WHERE comment_post_ID = {id} AND comment_approved = '1'"
+                "SELECT SUM(comment_parent = 0), SUM(comment_parent != 0), SUM(comment_author_url != '') \
+                 FROM wp_comments WHERE comment_post_ID = {id} AND comment_approved = '1'"
             ))
             .await
             .expect("count comments")
-            .map(|(a, b): (Option<u64>, Option<u64>)| (a.unwrap_or(0), b.unwrap_or(0)))
-            .unwrap_or((0, 0));
-        if top >= 3 && replies == 0 {
+            .map(|(a, b, l): (Option<u64>, Option<u64>, Option<u64>)| (a.unwrap_or(0), b.unwrap_or(0), l.unwrap_or(0)))
+            .unwrap_or((0, 0, 0));
+        // No author with a website either: the test's last comment needs a page that shows none.
+        if top >= 3 && replies == 0 && linked == 0 {
             return id;
         }
     }
