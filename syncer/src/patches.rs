@@ -395,24 +395,8 @@ impl Texts {
     async fn ask(&self, ids: &[u64], host: &str) -> Result<HashMap<u64, String>, String> {
         let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         // `rest_route` works whatever the permalink structure.
-        let uri = format!(
-            "{}/?rest_route=/wp/v2/comments&include={list}&per_page={}&_fields=id,content",
-            self.origin.to_string().trim_end_matches('/'),
-            PER_REQUEST
-        );
-        let req = http::Request::builder()
-            .uri(uri)
-            .header(http::header::HOST, host)
-            .header(http::header::USER_AGENT, "strata-syncer")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        if !status.is_success() {
-            return Err(format!("the origin answered {status}"));
-        }
-        parse_texts(&body)
+        let query = format!("rest_route=/wp/v2/comments&include={list}&per_page={PER_REQUEST}&_fields=id,content");
+        parse_texts(&self.get_json(&query, host).await?)
     }
 }
 
