@@ -190,29 +190,41 @@ impl Proxy {
         }
         // A list of latest comments stored on its own is patched alone: the page around it is
         // neither read nor compressed again.
+        // The template is judged before the patched page is compressed: a template a check
+        // turned off costs no compression.
+        let template_off = |template: u64| {
+            let off = self.template_off(&crate::patch_checks::Template { kind, key: template });
+            if off {
+                tracing::debug!(key, kind, "page not patched: a check found this template wrong; banned");
+                self.metrics.patch(kind, "template-off");
+            }
+            off
+        };
         let done = match (patch, &o.recent) {
-            (strata_wire::patch::Patch::Recent(r), Some(at)) => o
-                .identity
-                .get(at.segment.identity.clone())
-                .and_then(|list| std::str::from_utf8(list).ok())
-                .ok_or(crate::patch::Unpatched::NotText)
-                .and_then(|list| crate::patch::recent_list(list, r))
-                .and_then(|list| {
-                    o.patched_list(list.as_bytes(), generation)
-                        .ok_or(crate::patch::Unpatched::NoList)
-                })
-                .map(|patched| (patched, crate::patch::RECENT_TEMPLATE)),
-            _ => crate::patch::patched(&o.identity, patch)
-                .map(|p| (o.patched(Bytes::from(p.body), generation), p.template)),
+            (strata_wire::patch::Patch::Recent(r), Some(at)) => {
+                if template_off(crate::patch::RECENT_TEMPLATE) {
+                    return false;
+                }
+                o.identity
+                    .get(at.segment.identity.clone())
+                    .and_then(|list| std::str::from_utf8(list).ok())
+                    .ok_or(crate::patch::Unpatched::NotText)
+                    .and_then(|list| crate::patch::recent_list(list, r))
+                    .and_then(|list| {
+                        o.patched_list(list.as_bytes(), generation)
+                            .ok_or(crate::patch::Unpatched::NoList)
+                    })
+                    .map(|patched| (patched, crate::patch::RECENT_TEMPLATE))
+            }
+            _ => match crate::patch::patched(&o.identity, patch) {
+                Ok(p) if template_off(p.template) => return false,
+                Ok(p) => Ok((o.patched(Bytes::from(p.body), generation), p.template)),
+                Err(why) => Err(why),
+            },
         };
         match done {
             Ok((patched, template)) => {
                 let template = crate::patch_checks::Template { kind, key: template };
-                if self.template_off(&template) {
-                    tracing::debug!(key, kind, "page not patched: a check found this template wrong; banned");
-                    self.metrics.patch(kind, "template-off");
-                    return false;
-                }
                 let fresh = Arc::new(patched);
                 let id = fresh.id;
                 self.store.insert(Arc::from(key), Slot::Object(fresh));
